@@ -1,0 +1,133 @@
+r"""One small linear-operator base shared by Jacobians (and later Hessians and Gram matrices).
+
+An operator :math:`A: \mathbb{R}^p \to \mathbb{R}^q` provides ``matvec`` and ``rmatvec``
+(:math:`A^\top`); ``to_scipy()`` exports it so SciPy's ``eigsh``/``svds``/``lsqr`` work on it.
+Shapes are checked with messages that name the argument.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+
+import numpy as np
+import scipy.sparse.linalg as spla
+import torch
+from torch import Tensor
+
+__all__ = ["LinearOperator", "DenseOperator", "FunctionOperator"]
+
+
+class LinearOperator(ABC):
+    """A linear map ``R^p -> R^q`` of a fixed dtype and device."""
+
+    shape: tuple[int, int]
+    dtype: torch.dtype
+    device: torch.device
+
+    @abstractmethod
+    def _matvec(self, x: Tensor) -> Tensor: ...
+
+    @abstractmethod
+    def _rmatvec(self, y: Tensor) -> Tensor: ...
+
+    def _check(self, name: str, v: Tensor, n: int) -> None:
+        if not isinstance(v, Tensor):
+            raise TypeError(f"{name}: expected a torch.Tensor, got {type(v).__name__}")
+        if v.shape != (n,):
+            raise ValueError(f"{name}: expected shape ({n},), got {tuple(v.shape)}")
+        if v.dtype != self.dtype:
+            raise ValueError(f"{name}: expected dtype {self.dtype}, got {v.dtype}")
+
+    def matvec(self, x: Tensor) -> Tensor:
+        """Return ``A x`` for ``x`` of shape ``(p,)``."""
+        self._check("x", x, self.shape[1])
+        return self._matvec(x)
+
+    def rmatvec(self, y: Tensor) -> Tensor:
+        """Return ``A^T y`` for ``y`` of shape ``(q,)``."""
+        self._check("y", y, self.shape[0])
+        return self._rmatvec(y)
+
+    def rows(self) -> Tensor:
+        """Materialize ``A`` as a dense ``(q, p)`` tensor, one ``rmatvec`` per row."""
+        eye = torch.eye(self.shape[0], dtype=self.dtype, device=self.device)
+        return torch.stack([self._rmatvec(eye[i]) for i in range(self.shape[0])])
+
+    def gram(self) -> Tensor:
+        """The ``q x q`` Gram matrix ``A A^T`` (the empirical NTK for a Jacobian)."""
+        R = self.rows()
+        return R @ R.T
+
+    def to_scipy(self) -> spla.LinearOperator:
+        """Export as a SciPy ``LinearOperator`` in float64 (numpy in, numpy out)."""
+
+        def mv(x: np.ndarray) -> np.ndarray:
+            t = torch.as_tensor(np.ascontiguousarray(x).reshape(-1), dtype=self.dtype, device=self.device)
+            return self._matvec(t).detach().cpu().double().numpy()
+
+        def rmv(y: np.ndarray) -> np.ndarray:
+            t = torch.as_tensor(np.ascontiguousarray(y).reshape(-1), dtype=self.dtype, device=self.device)
+            return self._rmatvec(t).detach().cpu().double().numpy()
+
+        return spla.LinearOperator(self.shape, matvec=mv, rmatvec=rmv, dtype=np.float64)
+
+
+class DenseOperator(LinearOperator):
+    """A stored matrix."""
+
+    def __init__(self, matrix: Tensor) -> None:
+        if not isinstance(matrix, Tensor) or matrix.ndim != 2:
+            got = tuple(matrix.shape) if isinstance(matrix, Tensor) else type(matrix).__name__
+            raise ValueError(f"matrix: expected a 2-D torch.Tensor, got {got}")
+        self.matrix = matrix
+        self.shape = (int(matrix.shape[0]), int(matrix.shape[1]))
+        self.dtype = matrix.dtype
+        self.device = matrix.device
+
+    def _matvec(self, x: Tensor) -> Tensor:
+        return self.matrix @ x
+
+    def _rmatvec(self, y: Tensor) -> Tensor:
+        return self.matrix.T @ y
+
+    def rows(self) -> Tensor:  # noqa: D102
+        return self.matrix
+
+    def __repr__(self) -> str:
+        return f"DenseOperator(shape={self.shape}, dtype={self.dtype})"
+
+
+class FunctionOperator(LinearOperator):
+    """An operator given by two functions (e.g. ``jvp``/``vjp`` of a model): nothing is stored."""
+
+    def __init__(
+        self,
+        matvec: Callable[[Tensor], Tensor],
+        rmatvec: Callable[[Tensor], Tensor],
+        shape: tuple[int, int],
+        *,
+        dtype: torch.dtype = torch.float64,
+        device: torch.device | str = "cpu",
+    ) -> None:
+        if len(shape) != 2 or any(int(s) < 1 for s in shape):
+            raise ValueError(f"shape: expected two positive ints, got {shape!r}")
+        self._mv, self._rmv = matvec, rmatvec
+        self.shape = (int(shape[0]), int(shape[1]))
+        self.dtype = dtype
+        self.device = torch.device(device)
+
+    def _matvec(self, x: Tensor) -> Tensor:
+        out = self._mv(x)
+        if out.shape != (self.shape[0],):
+            raise ValueError(f"matvec: expected an output of shape ({self.shape[0]},), got {tuple(out.shape)}")
+        return out
+
+    def _rmatvec(self, y: Tensor) -> Tensor:
+        out = self._rmv(y)
+        if out.shape != (self.shape[1],):
+            raise ValueError(f"rmatvec: expected an output of shape ({self.shape[1]},), got {tuple(out.shape)}")
+        return out
+
+    def __repr__(self) -> str:
+        return f"FunctionOperator(shape={self.shape}, dtype={self.dtype})"

@@ -1,0 +1,309 @@
+r"""The linearized fine-tuning problem that every checker runs on.
+
+A pretrained model :math:`f(x; W) \in \mathbb{R}^K` is linearized at the adapted weights
+:math:`W_0 = (W_{0,1}, \dots, W_{0,b})` (one or several blocks of shapes :math:`m_j \times n_j`):
+
+.. math:: f(x_i; W_0 + D) = f_0(x_i) + J_i \operatorname{vec}(D),
+
+with the Jacobian :math:`J \in \mathbb{R}^{KN \times p}`, :math:`p = \sum_j m_j n_j`, rows ordered
+example-major (row ``i * K + k`` is output ``k`` of example ``i``) and columns the row-major
+flattenings of the blocks, concatenated. The empirical risk is
+:math:`L(D) = \frac1N \sum_i \ell(z_i, y_i)` with :math:`z = f_0 + J \operatorname{vec} D`, and
+``lam[j]`` is block ``j``'s weight decay (nuclear-norm weight in NUC).
+
+A point ``D`` is a tuple of ``m_j x n_j`` tensors, one per block.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from landscapes.losses import Loss, get_loss
+from landscapes.operators import DenseOperator, LinearOperator
+
+__all__ = ["Problem", "Blocks", "RiskEvaluation"]
+
+Blocks = tuple[Tensor, ...]
+
+
+@dataclass(frozen=True)
+class RiskEvaluation:
+    r"""Risk and its gradient at a point.
+
+    ``z`` are the predictions, ``g = (1/N) dl/dz`` the dual residuals (shape ``(N, K)``), and
+    ``S[j] = mat_j(J^T vec g)`` the gradient of :math:`L` with respect to block ``j``.
+    """
+
+    value: float
+    z: Tensor
+    g: Tensor
+    S: Blocks
+
+
+def _finite(name: str, t: Tensor) -> None:
+    if not bool(torch.isfinite(t).all()):
+        raise ValueError(f"{name}: expected finite values, got NaN or inf")
+
+
+@dataclass(frozen=True, eq=False)
+class Problem:
+    """A linearized (NTK-regime) LoRA problem; validated on construction.
+
+    Parameters
+    ----------
+    J
+        The Jacobian, a ``(K N, p)`` tensor or a :class:`~landscapes.operators.LinearOperator`
+        (operator form: only ``matvec``/``rmatvec`` are used, ``J`` is never stored).
+    f0
+        Outputs of the pretrained model, shape ``(N, K)``.
+    y
+        Labels in the loss's format (see :mod:`landscapes.losses`).
+    loss
+        ``'squared'``, ``'logistic'``, ``'cross_entropy'`` or a :class:`~landscapes.losses.Loss`.
+    blocks
+        Shapes ``(m_j, n_j)`` of the adapted matrices; ``sum_j m_j n_j`` must equal ``J``'s width.
+    lam
+        Weight decay, one non-negative number for all blocks or one per block.
+    seed
+        The seed that generated the problem, if any (recorded in verdicts).
+    name
+        A short label for reports.
+    """
+
+    J: LinearOperator
+    f0: Tensor
+    y: Tensor
+    loss: Loss
+    blocks: tuple[tuple[int, int], ...]
+    lam: tuple[float, ...]
+    seed: int | None = None
+    name: str = ""
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    def __init__(
+        self,
+        J: Tensor | LinearOperator,
+        f0: Tensor,
+        y: Tensor,
+        *,
+        loss: str | Loss,
+        blocks: Sequence[tuple[int, int]],
+        lam: float | Sequence[float],
+        seed: int | None = None,
+        name: str = "",
+        meta: dict[str, Any] | None = None,
+    ) -> None:
+        loss_obj = get_loss(loss)
+        # --- J ---------------------------------------------------------------------------------
+        if isinstance(J, Tensor):
+            if J.ndim != 2:
+                raise ValueError(f"J: expected a 2-D tensor of shape (K*N, p), got shape {tuple(J.shape)}")
+            if not J.dtype.is_floating_point:
+                raise ValueError(f"J: expected a floating dtype, got {J.dtype}")
+            _finite("J", J)
+            op: LinearOperator = DenseOperator(J)
+        elif isinstance(J, LinearOperator):
+            op = J
+        else:
+            raise TypeError(f"J: expected a torch.Tensor or LinearOperator, got {type(J).__name__}")
+        # --- f0 --------------------------------------------------------------------------------
+        if not isinstance(f0, Tensor) or f0.ndim != 2:
+            got = tuple(f0.shape) if isinstance(f0, Tensor) else type(f0).__name__
+            raise ValueError(f"f0: expected a 2-D tensor of shape (N, K), got {got}")
+        N, K = int(f0.shape[0]), int(f0.shape[1])
+        if N < 1 or K < 1:
+            raise ValueError(f"f0: expected at least one example and one output, got shape {(N, K)}")
+        if f0.dtype != op.dtype:
+            raise ValueError(f"f0: expected dtype {op.dtype} (the dtype of J), got {f0.dtype}")
+        if f0.device != op.device:
+            raise ValueError(f"f0: expected device {op.device} (the device of J), got {f0.device}")
+        _finite("f0", f0)
+        if op.shape[0] != K * N:
+            raise ValueError(
+                f"J: expected {K * N} rows (K*N with N={N}, K={K} from f0), got {op.shape[0]}"
+            )
+        # --- y ---------------------------------------------------------------------------------
+        if not isinstance(y, Tensor):
+            raise TypeError(f"y: expected a torch.Tensor, got {type(y).__name__}")
+        if y.device != op.device:
+            raise ValueError(f"y: expected device {op.device} (the device of J), got {y.device}")
+        loss_obj.validate(y, N, K)
+        if y.dtype.is_floating_point and y.dtype != op.dtype:
+            raise ValueError(f"y: expected dtype {op.dtype} (the dtype of J), got {y.dtype}")
+        # --- blocks ----------------------------------------------------------------------------
+        if isinstance(blocks, (str, bytes)) or not isinstance(blocks, Sequence) or len(blocks) == 0:
+            raise ValueError(f"blocks: expected a non-empty sequence of (m, n) shapes, got {blocks!r}")
+        shapes = []
+        for j, b in enumerate(blocks):
+            if (
+                not isinstance(b, Sequence)
+                or len(b) != 2
+                or not all(isinstance(s, int) and not isinstance(s, bool) and s >= 1 for s in b)
+            ):
+                raise ValueError(f"blocks[{j}]: expected a pair of positive ints (m, n), got {b!r}")
+            shapes.append((int(b[0]), int(b[1])))
+        p = sum(m * n for m, n in shapes)
+        if op.shape[1] != p:
+            raise ValueError(
+                f"J: expected {p} columns (sum of m*n over blocks {shapes}), got {op.shape[1]}"
+            )
+        # --- lam -------------------------------------------------------------------------------
+        if isinstance(lam, (int, float)) and not isinstance(lam, bool):
+            lams = tuple(float(lam) for _ in shapes)
+        elif isinstance(lam, Sequence) and not isinstance(lam, (str, bytes)):
+            if len(lam) != len(shapes):
+                raise ValueError(
+                    f"lam: expected one value or {len(shapes)} (one per block), got {len(lam)}"
+                )
+            if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in lam):
+                raise ValueError(f"lam: expected real numbers, got {lam!r}")
+            lams = tuple(float(v) for v in lam)
+        else:
+            raise ValueError(f"lam: expected a non-negative number or one per block, got {lam!r}")
+        for j, v in enumerate(lams):
+            if not (v >= 0.0) or v == float("inf"):
+                raise ValueError(f"lam: expected finite values >= 0, got {v!r} for block {j}")
+        if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
+            raise ValueError(f"seed: expected an int or None, got {seed!r}")
+        object.__setattr__(self, "J", op)
+        object.__setattr__(self, "f0", f0)
+        object.__setattr__(self, "y", y)
+        object.__setattr__(self, "loss", loss_obj)
+        object.__setattr__(self, "blocks", tuple(shapes))
+        object.__setattr__(self, "lam", lams)
+        object.__setattr__(self, "seed", seed)
+        object.__setattr__(self, "name", str(name))
+        object.__setattr__(self, "meta", dict(meta or {}))
+
+    # ---- sizes ---------------------------------------------------------------------------------
+    @property
+    def N(self) -> int:
+        """Number of examples."""
+        return int(self.f0.shape[0])
+
+    @property
+    def K(self) -> int:
+        """Number of outputs per example."""
+        return int(self.f0.shape[1])
+
+    @property
+    def KN(self) -> int:
+        """Number of scalar predictions ``K * N`` (rows of ``J``)."""
+        return self.K * self.N
+
+    @property
+    def num_params(self) -> int:
+        """``p = sum_j m_j n_j``."""
+        return self.J.shape[1]
+
+    @property
+    def dtype(self) -> torch.dtype:
+        """Floating dtype of all tensors."""
+        return self.J.dtype
+
+    @property
+    def device(self) -> torch.device:
+        """Device of all tensors."""
+        return self.J.device
+
+    # ---- points --------------------------------------------------------------------------------
+    def zeros(self) -> Blocks:
+        """The point ``D = 0``."""
+        return tuple(torch.zeros(m, n, dtype=self.dtype, device=self.device) for m, n in self.blocks)
+
+    def check_point(self, D: Sequence[Tensor], name: str = "D") -> Blocks:
+        """Validate a point (one matrix per block) and return it as a tuple."""
+        if isinstance(D, Tensor):
+            if len(self.blocks) == 1:
+                D = (D,)
+            else:
+                raise ValueError(f"{name}: expected a tuple of {len(self.blocks)} matrices, got one tensor")
+        if len(D) != len(self.blocks):
+            raise ValueError(f"{name}: expected {len(self.blocks)} blocks, got {len(D)}")
+        for j, (Dj, shape) in enumerate(zip(D, self.blocks)):
+            if not isinstance(Dj, Tensor) or tuple(Dj.shape) != shape:
+                got = tuple(Dj.shape) if isinstance(Dj, Tensor) else type(Dj).__name__
+                raise ValueError(f"{name}[{j}]: expected shape {shape}, got {got}")
+            if Dj.dtype != self.dtype:
+                raise ValueError(f"{name}[{j}]: expected dtype {self.dtype}, got {Dj.dtype}")
+        return tuple(D)
+
+    def vec(self, D: Sequence[Tensor]) -> Tensor:
+        """Concatenated row-major flattening of the blocks, shape ``(p,)``."""
+        return torch.cat([Dj.reshape(-1) for Dj in D])
+
+    def unvec(self, x: Tensor) -> Blocks:
+        """Inverse of :meth:`vec`."""
+        out, k = [], 0
+        for m, n in self.blocks:
+            out.append(x[k : k + m * n].reshape(m, n))
+            k += m * n
+        return tuple(out)
+
+    # ---- risk ----------------------------------------------------------------------------------
+    def predictions(self, D: Sequence[Tensor]) -> Tensor:
+        r""":math:`z = f_0 + J \operatorname{vec} D`, shape ``(N, K)``."""
+        return self.f0 + self.J.matvec(self.vec(D)).reshape(self.N, self.K)
+
+    def risk_at(self, z: Tensor) -> float:
+        r""":math:`\frac1N\sum_i \ell(z_i, y_i)` for predictions ``z``."""
+        return float(self.loss.value(z, self.y).mean())
+
+    def risk(self, D: Sequence[Tensor]) -> float:
+        """Empirical risk ``L(D)``."""
+        return self.risk_at(self.predictions(D))
+
+    def evaluate(self, D: Sequence[Tensor]) -> RiskEvaluation:
+        r"""Risk, predictions, ``g = (1/N) \nabla_z \ell`` and the block gradients ``S_j``."""
+        z = self.predictions(D)
+        return self.evaluate_at(z)
+
+    def evaluate_at(self, z: Tensor) -> RiskEvaluation:
+        """Like :meth:`evaluate`, from the predictions."""
+        g = self.loss.grad(z, self.y) / self.N
+        S = self.unvec(self.J.rmatvec(g.reshape(-1)))
+        return RiskEvaluation(value=self.risk_at(z), z=z, g=g, S=S)
+
+    def penalty(self, D: Sequence[Tensor]) -> float:
+        r""":math:`\sum_j \lambda_j \|D_j\|_*`."""
+        return float(
+            sum(lam * torch.linalg.matrix_norm(Dj, ord="nuc") for lam, Dj in zip(self.lam, D))
+        )
+
+    def nuc_objective(self, D: Sequence[Tensor]) -> float:
+        r"""NUC objective :math:`L(D) + \sum_j \lambda_j \|D_j\|_*`."""
+        return self.risk(D) + self.penalty(D)
+
+    # ---- reporting -----------------------------------------------------------------------------
+    def fingerprint(self) -> dict[str, Any]:
+        """A short description for verdicts: sizes, loss, lam, seed and a content hash."""
+        h = hashlib.sha256()
+        for t in (self.f0, self.y):
+            h.update(t.detach().cpu().contiguous().numpy().tobytes())
+        if isinstance(self.J, DenseOperator):
+            h.update(self.J.matrix.detach().cpu().contiguous().numpy().tobytes())
+        return {
+            "name": self.name,
+            "N": self.N,
+            "K": self.K,
+            "KN": self.KN,
+            "blocks": [list(b) for b in self.blocks],
+            "lam": list(self.lam),
+            "loss": self.loss.name,
+            "seed": self.seed,
+            "dtype": str(self.dtype).replace("torch.", ""),
+            "J_form": "dense" if isinstance(self.J, DenseOperator) else "operator",
+            "sha256": h.hexdigest()[:16],
+        }
+
+    def __repr__(self) -> str:
+        return (
+            f"Problem(name={self.name!r}, N={self.N}, K={self.K}, blocks={list(self.blocks)}, "
+            f"loss={self.loss.name!r}, lam={list(self.lam)}, J={self.J!r})"
+        )

@@ -1,0 +1,84 @@
+"""Rank bounds of the NTK-regime LoRA theory [JLR24].
+
+The loss of a linearized model depends on an adapted weight ``D`` only through the ``K N`` numbers
+``J vec(D)``.  Among all ``D`` with the same predictions, one of minimal nuclear norm solves an SDP
+with ``K N`` equality constraints, and the Barvinok--Pataki theorem gives such a solution of rank
+``r`` with ``r (r + 1) / 2 <= K N``.  With several adapted matrices (blocks) the same argument on
+the block-diagonal SDP gives ``sum_j r_j (r_j + 1) / 2 <= K N``.
+
+Pure Python: no torch here.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+__all__ = [
+    "r_max",
+    "triangular",
+    "rank_within_bound",
+    "ranks_within_bound",
+    "rank_above_bound",
+]
+
+
+def _positive_int(name: str, value: object) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{name}: expected a positive int, got {type(value).__name__} {value!r}")
+    if value < 1:
+        raise ValueError(f"{name}: expected a positive int, got {value!r}")
+    return value
+
+
+def _nonnegative_int(name: str, value: object) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{name}: expected a non-negative int, got {type(value).__name__} {value!r}")
+    if value < 0:
+        raise ValueError(f"{name}: expected a non-negative int, got {value!r}")
+    return value
+
+
+def triangular(r: int) -> int:
+    r"""Return :math:`r (r + 1) / 2`, the dimension of the symmetric :math:`r \times r` matrices."""
+    r = _nonnegative_int("r", r)
+    return r * (r + 1) // 2
+
+
+def r_max(K: int, N: int) -> int:
+    r"""Largest rank allowed by the Barvinok--Pataki bound.
+
+    .. math:: r_{\max}(K, N) = \max\{r : r (r + 1) / 2 \le K N\}
+              = \left\lfloor \frac{\sqrt{8 K N + 1} - 1}{2} \right\rfloor .
+
+    Computed in exact integer arithmetic (``math.isqrt``), so it is right for every size.
+
+    >>> r_max(2, 32)   # the paper's K = 2, N = 32: KN = 64
+    10
+    >>> r_max(1, 1)
+    1
+    """
+    K = _positive_int("K", K)
+    N = _positive_int("N", N)
+    r = (math.isqrt(8 * K * N + 1) - 1) // 2
+    # isqrt is exact; the asserts document the defining property.
+    assert triangular(r) <= K * N < triangular(r + 1)
+    return r
+
+
+def rank_within_bound(r: int, K: int, N: int) -> bool:
+    """``True`` when ``r (r + 1) / 2 <= K N`` (the rank of the low-rank solution the theory promises)."""
+    return triangular(_nonnegative_int("r", r)) <= _positive_int("K", K) * _positive_int("N", N)
+
+
+def rank_above_bound(r: int, K: int, N: int) -> bool:
+    """``True`` when ``r (r + 1) / 2 > K N``: LoRA of this rank has no spurious SOSPs [JLR24, Thm 2]."""
+    return not rank_within_bound(r, K, N)
+
+
+def ranks_within_bound(ranks: Sequence[int], K: int, N: int) -> bool:
+    """Block form of the bound: ``sum_j r_j (r_j + 1) / 2 <= K N``."""
+    if len(ranks) == 0:
+        raise ValueError("ranks: expected at least one block rank, got an empty sequence")
+    total = sum(triangular(_nonnegative_int(f"ranks[{i}]", r)) for i, r in enumerate(ranks))
+    return total <= _positive_int("K", K) * _positive_int("N", N)
