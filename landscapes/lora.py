@@ -11,7 +11,7 @@ minimum once ``r_j`` is at least the rank of a NUC minimizer [JLR24].
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -19,7 +19,16 @@ from torch import Tensor
 
 from landscapes.problem import Blocks, Problem
 
-__all__ = ["LoRAPoint", "lora_value", "lora_value_and_grad", "balanced_factors", "product"]
+__all__ = [
+    "LoRAPoint",
+    "LoRATrainingResult",
+    "lora_value",
+    "lora_value_and_grad",
+    "balanced_factors",
+    "product",
+    "random_factors",
+    "minimize_lora",
+]
 
 
 @dataclass(frozen=True)
@@ -102,3 +111,109 @@ def balanced_factors(D: Sequence[Tensor], *, rank: int | Sequence[int] | None = 
         Us.append(u)
         Vs.append(v)
     return LoRAPoint(tuple(Us), tuple(Vs))
+
+
+@dataclass(frozen=True)
+class LoRATrainingResult:
+    """End point of :func:`minimize_lora` with its cost and final gradient norm."""
+
+    point: LoRAPoint
+    value: float
+    grad_norm: float
+    iterations: int
+    gradient_evaluations: int
+    stopped_by_callback: bool
+    message: str
+
+
+def random_factors(
+    problem: Problem, ranks: Sequence[int], *, scale: float, generator: torch.Generator
+) -> LoRAPoint:
+    """Gaussian factors ``U_j, V_j`` with i.i.d. ``N(0, scale^2)`` entries."""
+    U, V = [], []
+    for (m, n), r in zip(problem.blocks, ranks):
+        U.append(scale * torch.randn(m, r, generator=generator, dtype=torch.float64).to(problem.dtype))
+        V.append(scale * torch.randn(n, r, generator=generator, dtype=torch.float64).to(problem.dtype))
+    return LoRAPoint(tuple(U), tuple(V))
+
+
+def minimize_lora(
+    problem: Problem,
+    *,
+    rank: int | Sequence[int],
+    init: LoRAPoint | None = None,
+    seed: int = 0,
+    init_scale: float = 1e-2,
+    max_iter: int = 20000,
+    callback: Callable[[LoRAPoint, int], bool] | None = None,
+    callback_every: int = 25,
+) -> LoRATrainingResult:
+    r"""Minimize the LoRA objective with L-BFGS (SciPy's L-BFGS-B without bounds).
+
+    Starts from ``init`` or from Gaussian factors of scale ``init_scale`` (seeded by ``seed``);
+    ``rank`` is one rank for all blocks or one per block (capped at ``min(m_j, n_j)``).  Every
+    ``callback_every`` iterations ``callback(point, iteration)`` may return ``True`` to stop
+    (used to stop on a certificate).  Runs until the callback stops it, ``max_iter``, or the line
+    search can make no more progress (machine precision).
+    """
+    import numpy as np
+    import scipy.optimize as sopt
+
+    from landscapes._threads import scipy_blas_single_thread
+
+    ranks = [rank] * len(problem.blocks) if isinstance(rank, int) else list(rank)
+    if len(ranks) != len(problem.blocks):
+        raise ValueError(f"rank: expected one rank or {len(problem.blocks)}, got {len(ranks)}")
+    for r in ranks:
+        if isinstance(r, bool) or not isinstance(r, int) or r < 1:
+            raise ValueError(f"rank: expected a positive int (rank >= 1), got {r!r}")
+    if init is None:
+        ranks = [min(r, m, n) for r, (m, n) in zip(ranks, problem.blocks)]
+        init = random_factors(problem, ranks, scale=init_scale, generator=torch.Generator().manual_seed(seed))
+    else:
+        _check_factors(problem, init.U, init.V)
+        ranks = list(init.ranks)
+    sizes = [(m, n, r) for (m, n), r in zip(problem.blocks, ranks)]
+    x0 = torch.cat([torch.cat([u.reshape(-1), v.reshape(-1)]) for u, v in zip(init.U, init.V)])
+    x0_np = x0.detach().cpu().double().numpy()
+    count = {"evals": 0, "iters": 0}
+
+    def split(x: np.ndarray) -> LoRAPoint:
+        t = torch.from_numpy(np.ascontiguousarray(x)).to(dtype=problem.dtype, device=problem.device)
+        U, V, k = [], [], 0
+        for m, n, r in sizes:
+            U.append(t[k : k + m * r].reshape(m, r))
+            k += m * r
+            V.append(t[k : k + n * r].reshape(n, r))
+            k += n * r
+        return LoRAPoint(tuple(U), tuple(V))
+
+    def fun(x: np.ndarray) -> tuple[float, np.ndarray]:
+        pt = split(x)
+        f, gU, gV = lora_value_and_grad(problem, pt.U, pt.V)
+        count["evals"] += 1
+        g = torch.cat([torch.cat([a.reshape(-1), b.reshape(-1)]) for a, b in zip(gU, gV)])
+        return f, g.detach().cpu().double().numpy()
+
+    stopped = {"flag": False}
+
+    def cb(intermediate_result: sopt.OptimizeResult) -> None:
+        count["iters"] += 1
+        if callback is not None and count["iters"] % callback_every == 0:
+            if callback(split(intermediate_result.x), count["iters"]):
+                stopped["flag"] = True
+                raise StopIteration
+
+    with scipy_blas_single_thread():
+        res = sopt.minimize(
+            fun, x0_np, jac=True, method="L-BFGS-B", callback=cb,
+            options={"maxiter": max_iter, "maxcor": 20, "ftol": 0.0, "gtol": 0.0, "maxls": 50},
+        )
+    pt = split(np.asarray(res.x))
+    f, gU, gV = lora_value_and_grad(problem, pt.U, pt.V)
+    gn = float(torch.cat([torch.cat([a.reshape(-1), b.reshape(-1)]) for a, b in zip(gU, gV)]).norm())
+    return LoRATrainingResult(
+        point=pt, value=f, grad_norm=gn, iterations=count["iters"],
+        gradient_evaluations=count["evals"] + 1, stopped_by_callback=stopped["flag"],
+        message=str(res.message),
+    )

@@ -30,13 +30,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
 
-import numpy as np
-import scipy.optimize as sopt
 import torch
 from torch import Tensor
 
-from landscapes._threads import scipy_blas_single_thread
-from landscapes.lora import lora_value_and_grad, product
+from landscapes.lora import LoRAPoint, minimize_lora, product
 from landscapes.operators import DenseOperator
 from landscapes.problem import Blocks, Problem
 from theory.bounds import r_max
@@ -237,61 +234,18 @@ def solve_nuc(
     )
 
 
-class _Stop(Exception):
-    pass
-
-
 def _factored(
     problem: Problem, *, gap_rtol: float, rank: int | None, max_iter: int, seed: int, check_every: int
 ) -> tuple[Blocks, int, int]:
     r = rank if rank is not None else r_max(problem.K, problem.N) + 1
-    ranks = [min(r, m, n) for m, n in problem.blocks]
-    gen = torch.Generator().manual_seed(seed)
-    dt = problem.dtype
-    # Small random start: away from the saddle at 0 but well inside the basin of small norm.
-    x0_parts = []
-    for (m, n), rj in zip(problem.blocks, ranks):
-        x0_parts.append(1e-2 * torch.randn(m * rj + n * rj, generator=gen, dtype=torch.float64))
-    x0 = torch.cat(x0_parts).numpy()
-    sizes = [(m, n, rj) for (m, n), rj in zip(problem.blocks, ranks)]
-    count = {"evals": 0, "iters": 0}
 
-    def split(x: np.ndarray) -> tuple[list[Tensor], list[Tensor]]:
-        t = torch.from_numpy(x).to(dtype=dt, device=problem.device)
-        U, V, k = [], [], 0
-        for m, n, rj in sizes:
-            U.append(t[k : k + m * rj].reshape(m, rj))
-            k += m * rj
-            V.append(t[k : k + n * rj].reshape(n, rj))
-            k += n * rj
-        return U, V
+    def certified(pt: LoRAPoint, _it: int) -> bool:
+        return nuc_certificate(problem, product(pt.U, pt.V)).within(gap_rtol)
 
-    def fun(x: np.ndarray) -> tuple[float, np.ndarray]:
-        U, V = split(x)
-        f, gU, gV = lora_value_and_grad(problem, U, V)
-        count["evals"] += 1
-        g = torch.cat([torch.cat([a.reshape(-1), b.reshape(-1)]) for a, b in zip(gU, gV)])
-        return f, g.detach().cpu().double().numpy()
-
-    best: dict[str, object] = {"x": x0}
-
-    def callback(intermediate_result: sopt.OptimizeResult) -> None:
-        count["iters"] += 1
-        best["x"] = intermediate_result.x
-        if count["iters"] % check_every == 0:
-            U, V = split(intermediate_result.x)
-            cert = nuc_certificate(problem, product(U, V))
-            if cert.within(gap_rtol):
-                raise StopIteration
-
-    with scipy_blas_single_thread():
-        res = sopt.minimize(
-            fun, x0, jac=True, method="L-BFGS-B", callback=callback,
-            options={"maxiter": max_iter, "maxcor": 20, "ftol": 0.0, "gtol": 0.0, "maxls": 50},
-        )
-    x = res.x if res.x is not None else best["x"]
-    U, V = split(np.asarray(x))
-    return product(U, V), count["iters"], count["evals"]
+    # Small random start: away from the saddle at 0, well inside the small-norm region.
+    res = minimize_lora(problem, rank=r, seed=seed, init_scale=1e-2, max_iter=max_iter,
+                        callback=certified, callback_every=check_every)
+    return product(res.point.U, res.point.V), res.iterations, res.gradient_evaluations
 
 
 def _apg(
