@@ -79,6 +79,7 @@ def gaussian_problem(
     seed: int = 0,
     f0_scale: float = 0.0,
     noise: float = 1.0,
+    jacobian_rank: int | None = None,
     dtype: torch.dtype = torch.float64,
 ) -> Problem:
     """Gaussian Jacobian with random labels (no planted structure).
@@ -87,10 +88,20 @@ def gaussian_problem(
     has operator norm of order ``sqrt(K/N)`` whatever the sizes. ``f0`` is ``f0_scale`` times a
     standard Gaussian. For squared loss ``y = noise * N(0, 1)``; for classification, uniformly
     random labels.
+
+    ``jacobian_rank = rho`` makes ``J = A B / sqrt(rho)`` with Gaussian ``A`` (``KN x rho``) and
+    ``B`` (``rho x p``): the per-example gradients share a ``rho``-dimensional span (each element
+    a full-rank matrix).  With ``rho`` well below ``N`` cross-entropy is not separable, so FT has
+    a minimizer, while that minimizer still has full rank before reduction.
     """
     shapes = _check_sizes(K, N, blocks)
     gen = torch.Generator().manual_seed(seed)
     J = _gaussian_jacobian(K * N, shapes, gen, dtype)
+    if jacobian_rank is not None:
+        if isinstance(jacobian_rank, bool) or not isinstance(jacobian_rank, int) or jacobian_rank < 1:
+            raise ValueError(f"jacobian_rank: expected None or a positive int, got {jacobian_rank!r}")
+        A = torch.randn(K * N, jacobian_rank, generator=gen, dtype=dtype)
+        J = A @ J[:jacobian_rank] / math.sqrt(jacobian_rank) if jacobian_rank <= K * N else J
     f0 = f0_scale * torch.randn(N, K, generator=gen, dtype=dtype)
     if get_loss(loss).name == "squared":
         y = noise * torch.randn(N, K, generator=gen, dtype=dtype)

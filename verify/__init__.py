@@ -1,0 +1,28 @@
+"""Checkers, verdicts, reports and the command line."""
+
+from verify.jlr import (
+    check_jlr_equiv,
+    check_jlr_magnitude,
+    check_jlr_rank_blocks,
+    check_jlr_rank_ft,
+    check_jlr_rank_nuc,
+    check_jlr_zero_saddle,
+)
+from verify.registry import CHECKERS, get_checker
+from verify.report import REPORT_SCHEMA, build_report, write_report
+from verify.verdict import Verdict
+
+__all__ = [
+    "Verdict",
+    "CHECKERS",
+    "get_checker",
+    "check_jlr_rank_ft",
+    "check_jlr_rank_nuc",
+    "check_jlr_rank_blocks",
+    "check_jlr_equiv",
+    "check_jlr_magnitude",
+    "check_jlr_zero_saddle",
+    "REPORT_SCHEMA",
+    "build_report",
+    "write_report",
+]

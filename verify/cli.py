@@ -1,0 +1,153 @@
+"""The ``loracheck`` command line.
+
+Subcommands: ``run`` (the main job: the default suite of synthetic problems, a table of verdicts,
+report files) and ``claims`` (every claim and whether it has a checker).
+
+Exit codes: 0 all hold, 1 some violated, 2 some inconclusive, 3 bad input.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import textwrap
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+__all__ = ["main"]
+
+EXIT_BAD_INPUT = 3
+
+
+class _BadInput(Exception):
+    pass
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # type: ignore[override]
+        # Bad input exits with 3 (not argparse's 2, which means "inconclusive" here).
+        self.print_usage(sys.stderr)
+        print(f"loracheck: error: {message}", file=sys.stderr)
+        raise SystemExit(EXIT_BAD_INPUT)
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = _Parser(
+        prog="loracheck",
+        description="Certified checks of the theory of LoRA fine-tuning.",
+        epilog="Exit codes: 0 all hold, 1 some violated, 2 some inconclusive, 3 bad input.",
+    )
+    sub = p.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    run = sub.add_parser("run", help="run the default suite of checks on synthetic problems",
+                         description="Run the default suite: every JLR rank-bound checker on synthetic "
+                                     "NTK-regime problems; print a table and write report.json/report.md.")
+    run.add_argument("--out", default="loracheck-report", metavar="DIR",
+                     help="directory for report.json, report.md and counterexamples (default: %(default)s)")
+    run.add_argument("--claims", nargs="+", metavar="ID", help="only these claim ids (see `loracheck claims`)")
+    run.add_argument("--problems", nargs="+", metavar="NAME", help="only these problems of the suite")
+    run.add_argument("--no-progress", action="store_true", help="no progress bar")
+    run.add_argument("--threads", type=int, default=None, metavar="N", help="torch threads (default: torch's)")
+    cl = sub.add_parser("claims", help="list the claims and which have checkers")
+    cl.add_argument("--json", action="store_true", help="machine-readable output")
+    return p
+
+
+def _cmd_claims(args: argparse.Namespace) -> int:
+    from theory.claims import CLAIMS, PAPERS
+    from verify.registry import CHECKERS
+
+    if args.json:
+        print(json.dumps([{"id": c.id, "paper": c.paper, "reference": c.reference, "statement": c.statement,
+                           "confirmed": c.confirmed, "checker": c.id in CHECKERS} for c in CLAIMS], indent=1))
+        return 0
+    width = max(len(c.id) for c in CLAIMS)
+    for paper, cite in PAPERS.items():
+        print(f"[{paper}] {cite}")
+        for c in CLAIMS:
+            if c.paper != paper:
+                continue
+            mark = "checker" if c.id in CHECKERS else "planned"
+            conf = "" if c.confirmed else " (exact form unconfirmed)"
+            text = textwrap.shorten(c.statement, 100)
+            print(f"  {c.id:<{width}}  {mark:<7}  {c.reference}{conf}: {text}")
+        print()
+    print(f"{len(CHECKERS)} of {len(CLAIMS)} claims have checkers.")
+    return 0
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    import torch
+
+    from verify.registry import CHECKERS
+    from verify.report import build_report, evidence, exit_code, write_report
+    from verify.suite import DEFAULT_SUITE, run_suite, suite_tasks
+
+    if args.threads is not None:
+        if args.threads < 1:
+            raise _BadInput(f"--threads: expected a positive int, got {args.threads}")
+        torch.set_num_threads(args.threads)
+    if args.claims:
+        unknown = [c for c in args.claims if c not in CHECKERS]
+        if unknown:
+            raise _BadInput(f"--claims: expected ids with checkers ({', '.join(CHECKERS)}); got {', '.join(unknown)}")
+    suite = list(DEFAULT_SUITE)
+    if args.problems:
+        names = {s.name for s in suite}
+        unknown = [n for n in args.problems if n not in names]
+        if unknown:
+            raise _BadInput(f"--problems: expected names from the suite ({', '.join(sorted(names))}); got {', '.join(unknown)}")
+        suite = [s for s in suite if s.name in args.problems]
+    if not suite_tasks(suite, args.claims):
+        raise _BadInput("--claims/--problems: the selection contains no (problem, claim) pair")
+    out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        raise _BadInput(f"--out: expected a directory, got an existing file {str(out)!r}")
+    t0 = time.perf_counter()
+    verdicts = []
+    specs = [s.to_dict() for s in suite]
+    print(f"{'claim':<16} {'problem':<19} {'status':<12} evidence")
+    for v in run_suite(suite, claims=args.claims, save_dir=out / "counterexamples",
+                       progress=False if args.no_progress else None):
+        verdicts.append(v)
+        line = f"{v.claim:<16} {v.problem['name']:<19} {v.status:<12} {evidence(v)}"
+        print(line, flush=True)
+        write_report(build_report(verdicts, suite=specs, seconds=time.perf_counter() - t0, complete=False), out)
+    seconds = time.perf_counter() - t0
+    report = build_report(verdicts, suite=specs, seconds=seconds)
+    j, m = write_report(report, out)
+    c = report["counts"]
+    print(f"\n{c['holds']} holds, {c['violated']} violated, {c['inconclusive']} inconclusive "
+          f"in {seconds:.1f} s.  Report: {j}  Summary: {m}")
+    for v in verdicts:
+        if v.status != "holds":
+            print(f"  {v.status}: {v.claim} on {v.problem['name']}: {v.reason}")
+    return exit_code(verdicts)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``loracheck`` console script."""
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return EXIT_BAD_INPUT
+    try:
+        if args.command == "claims":
+            return _cmd_claims(args)
+        return _cmd_run(args)
+    except _BadInput as exc:
+        print(f"loracheck: error: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except (ValueError, TypeError, KeyError) as exc:
+        msg = exc.args[0] if exc.args else str(exc)
+        print(f"loracheck: error: {msg}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except KeyboardInterrupt:
+        print("loracheck: interrupted; finished verdicts are in the report", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,40 @@
+"""Claim id -> checker function. The CLI and the suites read this together with ``theory.claims``."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from types import MappingProxyType
+
+from theory.claims import claim_ids
+from verify.jlr import (
+    check_jlr_equiv,
+    check_jlr_magnitude,
+    check_jlr_rank_blocks,
+    check_jlr_rank_ft,
+    check_jlr_rank_nuc,
+    check_jlr_zero_saddle,
+)
+from verify.verdict import Verdict
+
+__all__ = ["CHECKERS", "get_checker"]
+
+CHECKERS: Mapping[str, Callable[..., Verdict]] = MappingProxyType(
+    {
+        "JLR-rank-FT": check_jlr_rank_ft,
+        "JLR-rank-NUC": check_jlr_rank_nuc,
+        "JLR-rank-blocks": check_jlr_rank_blocks,
+        "JLR-equiv": check_jlr_equiv,
+        "JLR-magnitude": check_jlr_magnitude,
+        "JLR-zero-saddle": check_jlr_zero_saddle,
+    }
+)
+assert set(CHECKERS) <= set(claim_ids()), "a checker for an unregistered claim"
+
+
+def get_checker(claim_id: str) -> Callable[..., Verdict]:
+    """The checker of a claim; ``KeyError`` names the claims that have checkers."""
+    try:
+        return CHECKERS[claim_id]
+    except KeyError:
+        known = ", ".join(CHECKERS)
+        raise KeyError(f"claim: expected a claim with a checker ({known}); got {claim_id!r}") from None

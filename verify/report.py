@@ -1,0 +1,224 @@
+"""Reports: versioned JSON (with a published JSON Schema) and a Markdown summary.
+
+Files are written atomically (a temporary file in the same directory, then ``os.replace``), so a
+killed run leaves either the previous report or the new one, never half of one.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import os
+import platform
+import sys
+import tempfile
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from verify.verdict import STATUSES, Verdict
+
+__all__ = [
+    "REPORT_FORMAT",
+    "REPORT_VERSION",
+    "REPORT_SCHEMA",
+    "build_report",
+    "write_report",
+    "report_markdown",
+    "atomic_write_text",
+    "environment",
+    "exit_code",
+    "evidence",
+]
+
+REPORT_FORMAT = "loracheck.report"
+REPORT_VERSION = 1
+
+#: JSON Schema (draft 2020-12) of a report.
+REPORT_SCHEMA: dict[str, Any] = {
+    "$schema": "https://json-schema.org/draft/2020-12/schema",
+    "title": "loracheck report",
+    "type": "object",
+    "required": ["format", "version", "created", "complete", "environment", "suite", "verdicts", "counts",
+                 "seconds"],
+    "properties": {
+        "format": {"const": REPORT_FORMAT},
+        "version": {"const": REPORT_VERSION},
+        "created": {"type": "string"},
+        "complete": {"type": "boolean"},
+        "environment": {"type": "object"},
+        "suite": {"type": "array", "items": {"type": "object"}},
+        "seconds": {"type": "number"},
+        "counts": {
+            "type": "object",
+            "properties": {s: {"type": "integer", "minimum": 0} for s in STATUSES},
+            "required": list(STATUSES),
+        },
+        "verdicts": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "required": ["claim", "status", "problem", "certificate", "reason", "timings", "options"],
+                "properties": {
+                    "claim": {"type": "string"},
+                    "status": {"enum": list(STATUSES)},
+                    "problem": {"type": "object"},
+                    "certificate": {"type": "object"},
+                    "reason": {"type": "string"},
+                    "timings": {"type": "object"},
+                    "options": {"type": "object"},
+                    "counterexample": {"type": ["string", "null"]},
+                },
+            },
+        },
+    },
+}
+
+
+def environment() -> dict[str, Any]:
+    """Versions and thread counts, recorded in every report."""
+    import numpy
+    import scipy
+    import torch
+
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        own = version("loracheck")
+    except PackageNotFoundError:  # running from a source tree
+        own = "source"
+    return {
+        "loracheck": own,
+        "python": sys.version.split()[0],
+        "platform": platform.platform(),
+        "torch": torch.__version__,
+        "numpy": numpy.__version__,
+        "scipy": scipy.__version__,
+        "torch_threads": torch.get_num_threads(),
+        "cpu_count": os.cpu_count(),
+    }
+
+
+def build_report(
+    verdicts: Sequence[Verdict],
+    *,
+    suite: Iterable[Mapping[str, Any]] = (),
+    seconds: float = 0.0,
+    complete: bool = True,
+) -> dict[str, Any]:
+    """Assemble the report dictionary (see :data:`REPORT_SCHEMA`).
+
+    ``complete=False`` marks a report written while the run is still going (after each verdict,
+    so a killed run keeps every finished verdict).
+    """
+    counts = {s: sum(v.status == s for v in verdicts) for s in STATUSES}
+    return {
+        "format": REPORT_FORMAT,
+        "version": REPORT_VERSION,
+        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "complete": bool(complete),
+        "environment": environment(),
+        "suite": [dict(s) for s in suite],
+        "seconds": float(seconds),
+        "counts": counts,
+        "verdicts": [v.to_dict() for v in verdicts],
+    }
+
+
+def exit_code(verdicts: Sequence[Verdict]) -> int:
+    """0 all hold, 1 some violated, 2 some inconclusive (and none violated)."""
+    if any(v.status == "violated" for v in verdicts):
+        return 1
+    if any(v.status == "inconclusive" for v in verdicts):
+        return 2
+    return 0
+
+
+def _fmt(x: Any) -> str:
+    if isinstance(x, float):
+        return f"{x:.3g}" if 1e-3 <= abs(x) < 1e4 else f"{x:.1e}"
+    if isinstance(x, (list, tuple)):
+        return "[" + ", ".join(_fmt(v) for v in x) + "]"
+    return str(x)
+
+
+def evidence(v: Verdict | Mapping[str, Any]) -> str:
+    """The few certificate numbers that carry a verdict, as one short string."""
+    d = v.to_dict() if isinstance(v, Verdict) else dict(v)
+    c, claim = d["certificate"], d["claim"]
+    parts: list[str] = []
+    if claim in ("JLR-rank-NUC", "JLR-rank-blocks"):
+        for k, label in (("ranks", "rank"), ("r_max", "r_max"), ("block_triangular_sum", "sum r(r+1)/2"),
+                         ("KN", "KN"), ("rel_gap_reduced", "rel gap")):
+            if k in c:
+                parts.append(f"{label} {_fmt(c[k])}")
+    elif claim == "JLR-rank-FT":
+        for k, label in (("ranks_before", "rank before"), ("ranks", "rank"), ("r_max", "r_max"),
+                         ("prediction_residual", "pred. resid"), ("grad_norm", "|grad|")):
+            if k in c:
+                parts.append(f"{label} {_fmt(c[k])}")
+    elif claim == "JLR-equiv":
+        for k, label in (("rank", "r"), ("nuc_ranks", "NUC rank"), ("lora_excess", "LoRA-NUC"),
+                         ("identity_residual", "identity"), ("imbalance_rel", "imbalance")):
+            if k in c:
+                parts.append(f"{label} {_fmt(c[k])}")
+    elif claim == "JLR-magnitude":
+        for k, label in (("lam_nuclear", "lam|D|*"), ("rhs", "L(0)-L(D*)"), ("L0", "L(0)"), ("rel_gap", "rel gap")):
+            if k in c:
+                parts.append(f"{label} {_fmt(c[k])}")
+    elif claim == "JLR-zero-saddle":
+        for k, label in (("dense_lambda_min", "eigh"), ("predicted", "lam-|S|op"), ("abs_error", "err"),
+                         ("eigen_residual", "resid")):
+            if k in c:
+                parts.append(f"{label} {_fmt(c[k])}")
+    else:
+        parts = [f"{k} {_fmt(val)}" for k, val in list(c.items())[:4]]
+    return ", ".join(parts)
+
+
+def report_markdown(report: Mapping[str, Any]) -> str:
+    """A Markdown summary: counts, then one table row per verdict."""
+    c = report["counts"]
+    lines = [
+        "# loracheck report",
+        "",
+        f"Created {report['created']} in {report['seconds']:.1f} s "
+        f"(loracheck {report['environment'].get('loracheck')}, torch {report['environment'].get('torch')}).",
+        "",
+        "" if report.get("complete", True) else "*Incomplete: the run was interrupted or is still going.*\n",
+        f"**{c['holds']} holds, {c['violated']} violated, {c['inconclusive']} inconclusive.**",
+        "",
+        "| claim | problem | status | evidence | reason |",
+        "|---|---|---|---|---|",
+    ]
+    for v in report["verdicts"]:
+        p = v["problem"]
+        prob = f"{p.get('name')} (N={p.get('N')}, K={p.get('K')}, {p.get('loss')}, blocks {p.get('blocks')}, lam {p.get('lam')})"
+        reason = v["reason"].replace("|", "\\|")
+        lines.append(f"| {v['claim']} | {prob} | {v['status']} | {evidence(v)} | {reason} |")
+    lines.append("")
+    return "\n".join(lines)
+
+
+def atomic_write_text(path: str | os.PathLike[str], text: str) -> Path:
+    """Write ``text`` to ``path`` atomically."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    return path
+
+
+def write_report(report: Mapping[str, Any], out_dir: str | os.PathLike[str]) -> tuple[Path, Path]:
+    """Write ``report.json`` and ``report.md`` into ``out_dir``; returns both paths."""
+    out = Path(out_dir)
+    j = atomic_write_text(out / "report.json", json.dumps(report, indent=1, allow_nan=False) + "\n")
+    m = atomic_write_text(out / "report.md", report_markdown(report))
+    return j, m

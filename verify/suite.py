@@ -1,0 +1,129 @@
+"""The default suite of ``loracheck run``: synthetic problems of several (K, N, m, n, lam, loss).
+
+A suite is data: a list of :class:`ProblemSpec` (a generator name and its keyword arguments) and
+the claims to check on each.  Reports record the specs, so a reader can rebuild every problem.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from landscapes import synthetic
+from landscapes.nuc import NucSolution, solve_nuc
+from landscapes.problem import Problem
+from verify.registry import get_checker
+from verify.verdict import Verdict
+
+__all__ = ["ProblemSpec", "DEFAULT_SUITE", "build_problem", "run_suite", "suite_tasks"]
+
+_GENERATORS: dict[str, Callable[..., Problem]] = {
+    "gaussian": synthetic.gaussian_problem,
+    "teacher": synthetic.teacher_problem,
+    "random_features": synthetic.random_features_problem,
+}
+
+_NUC_CLAIMS = {"JLR-rank-NUC", "JLR-rank-blocks", "JLR-equiv", "JLR-magnitude"}
+
+
+@dataclass(frozen=True)
+class ProblemSpec:
+    """A named synthetic problem and the claims checked on it."""
+
+    name: str
+    generator: str
+    kwargs: dict[str, Any]
+    claims: tuple[str, ...]
+    note: str = ""
+    checker_options: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain data for reports."""
+        return {"name": self.name, "generator": self.generator, "kwargs": dict(self.kwargs),
+                "claims": list(self.claims), "note": self.note}
+
+
+_RANK = ("JLR-rank-FT", "JLR-rank-NUC", "JLR-equiv", "JLR-magnitude", "JLR-zero-saddle")
+
+DEFAULT_SUITE: tuple[ProblemSpec, ...] = (
+    ProblemSpec("gauss-sq-K1", "gaussian",
+                dict(K=1, N=20, blocks=[(12, 10)], lam=0.05, loss="squared", seed=0), _RANK),
+    ProblemSpec("teacher-sq-K2", "teacher",
+                dict(K=2, N=16, blocks=[(24, 20)], lam=0.02, teacher_rank=2, loss="squared", seed=1), _RANK),
+    ProblemSpec("features-ce-K2", "random_features",
+                dict(K=2, N=24, m=20, n=16, lam=0.01, tokens=4, loss="cross_entropy", seed=2),
+                ("JLR-rank-NUC", "JLR-equiv", "JLR-magnitude", "JLR-zero-saddle"),
+                note="separable: FT has no minimizer, so JLR-rank-FT is not run here"),
+    ProblemSpec("lowrankJ-ce-K2", "gaussian",
+                dict(K=2, N=60, blocks=[(24, 24)], lam=0.01, loss="cross_entropy", seed=3, jacobian_rank=10),
+                ("JLR-rank-FT", "JLR-rank-NUC", "JLR-magnitude"),
+                note="J of rank 10: cross-entropy is not separable, FT has a (full-rank) minimizer"),
+    ProblemSpec("gauss-logistic-K1", "gaussian",
+                dict(K=1, N=24, blocks=[(16, 16)], lam=0.01, loss="logistic", seed=4),
+                ("JLR-rank-NUC", "JLR-equiv", "JLR-magnitude", "JLR-zero-saddle")),
+    ProblemSpec("two-blocks-sq-K2", "gaussian",
+                dict(K=2, N=12, blocks=[(16, 16), (16, 12)], lam=[0.01, 0.02], loss="squared", seed=5),
+                ("JLR-rank-FT", "JLR-rank-blocks", "JLR-magnitude", "JLR-zero-saddle")),
+    ProblemSpec("minilm-size-sq-K2", "gaussian",
+                dict(K=2, N=32, blocks=[(384, 384)], lam=0.02, loss="squared", seed=6),
+                ("JLR-rank-FT", "JLR-rank-NUC", "JLR-equiv", "JLR-magnitude"),
+                note="the size of MiniLM's W_q with the paper's N = 32, K = 2"),
+    ProblemSpec("minilm-size-ce-K2", "gaussian",
+                dict(K=2, N=32, blocks=[(384, 384)], lam=0.01, loss="cross_entropy", seed=7),
+                ("JLR-rank-NUC", "JLR-magnitude")),
+)
+
+
+def build_problem(spec: ProblemSpec) -> Problem:
+    """Instantiate a spec's problem (named after the spec)."""
+    if spec.generator not in _GENERATORS:
+        raise ValueError(f"generator: expected one of {', '.join(_GENERATORS)}, got {spec.generator!r}")
+    p = _GENERATORS[spec.generator](**spec.kwargs)
+    return Problem(p.J, p.f0, p.y, loss=p.loss, blocks=p.blocks, lam=p.lam, seed=p.seed,
+                   name=spec.name, meta=p.meta)
+
+
+def suite_tasks(suite: Sequence[ProblemSpec], claims: Sequence[str] | None = None) -> list[tuple[ProblemSpec, str]]:
+    """The (spec, claim) pairs to run, optionally restricted to ``claims``."""
+    wanted = set(claims) if claims else None
+    if wanted:
+        for c in wanted:
+            get_checker(c)  # raises a clear KeyError for an unknown claim
+    return [(s, c) for s in suite for c in s.claims if wanted is None or c in wanted]
+
+
+def run_suite(
+    suite: Sequence[ProblemSpec] = DEFAULT_SUITE,
+    *,
+    claims: Sequence[str] | None = None,
+    save_dir: str | Path | None = None,
+    progress: bool | None = None,
+) -> Iterator[Verdict]:
+    """Run every (problem, claim) of the suite and yield verdicts as they finish.
+
+    One certified NUC solution per problem is shared by its NUC-based checkers.
+    ``progress=None`` shows a tqdm bar only on a terminal.
+    """
+    from tqdm.auto import tqdm
+
+    tasks = suite_tasks(suite, claims)
+    bar = tqdm(total=len(tasks), desc="loracheck", unit="check", disable=None if progress is None else not progress)
+    problems: dict[str, Problem] = {}
+    solutions: dict[str, NucSolution] = {}
+    try:
+        for spec, claim in tasks:
+            bar.set_postfix_str(f"{spec.name}: {claim}")
+            if spec.name not in problems:
+                problems[spec.name] = build_problem(spec)
+            problem = problems[spec.name]
+            opts = dict(spec.checker_options.get(claim, {}))
+            if claim in _NUC_CLAIMS:
+                if spec.name not in solutions:
+                    solutions[spec.name] = solve_nuc(problem)
+                opts.setdefault("solution", solutions[spec.name])
+            yield get_checker(claim)(problem, save_dir=save_dir, **opts)
+            bar.update(1)
+    finally:
+        bar.close()
