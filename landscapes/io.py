@@ -12,7 +12,7 @@ f0, y           as in :class:`~landscapes.problem.Problem`
 loss            loss name
 blocks          ``(b, 2)`` int array of block shapes
 lam             ``(b,)`` float array
-seed            int (``-1`` for none)
+seed            int; ``has_seed`` says whether there is one
 name            str
 checksum        sha256 of the bytes of J, f0, y, blocks, lam (hex)
 extra__<key>    optional arrays attached by the writer (e.g. a counterexample point)
@@ -69,7 +69,8 @@ def save_problem(problem: Problem, path: str | os.PathLike[str], *, extra: dict[
         "loss": np.array(problem.loss.name),
         "blocks": blocks,
         "lam": lam,
-        "seed": np.array(-1 if problem.seed is None else problem.seed),
+        "seed": np.array(0 if problem.seed is None else problem.seed),
+        "has_seed": np.array(problem.seed is not None),
         "name": np.array(problem.name),
         "checksum": np.array(_checksum([J, f0, y, blocks, lam])),
     }
@@ -97,10 +98,16 @@ def load_problem(path: str | os.PathLike[str]) -> tuple[Problem, dict[str, np.nd
         z = np.load(path, allow_pickle=False)
     except Exception as exc:  # noqa: BLE001 - any unreadable file is bad input
         raise ValueError(f"path: expected a loracheck .npz problem file, got an unreadable file ({exc})") from None
+    if not isinstance(z, np.lib.npyio.NpzFile):
+        raise ValueError(f"path: expected a loracheck .npz problem file, got a single array file {str(path)!r}")
     with z:
         keys = set(z.files)
         if "format" not in keys or str(z["format"]) != FORMAT:
             raise ValueError(f"path: expected a file of format {FORMAT!r}, got {str(z['format']) if 'format' in keys else 'none'}")
+        missing = sorted({"version", "J", "f0", "y", "loss", "blocks", "lam", "seed", "has_seed", "name",
+                          "checksum"} - keys)
+        if missing:
+            raise ValueError(f"path: expected the keys of format {FORMAT!r}; missing {', '.join(missing)}")
         version = int(z["version"])
         if version != VERSION:
             raise ValueError(f"path: expected format version {VERSION}, got {version}")
@@ -116,7 +123,7 @@ def load_problem(path: str | os.PathLike[str]) -> tuple[Problem, dict[str, np.nd
             loss=str(z["loss"]),
             blocks=[(int(m), int(n)) for m, n in blocks],
             lam=[float(v) for v in lam],
-            seed=None if seed < 0 else seed,
+            seed=seed if bool(z["has_seed"]) else None,
             name=str(z["name"]),
         )
         extras = {k[len("extra__"):]: z[k] for k in z.files if k.startswith("extra__")}

@@ -123,8 +123,11 @@ class LogisticLoss(Loss):
         _check_int_labels(y, N, K, 0, 1)
 
     def value(self, z: Tensor, y: Tensor) -> Tensor:  # noqa: D102
+        # log(1 + e^z) - y z = log(1 + e^{-z}) when y = 1: both forms exact for large |z|
+        # (torch's softplus returns z itself above its threshold and loses log1p(e^{-z})).
         z1 = z[:, 0]
-        return torch.nn.functional.softplus(z1) - y.to(z.dtype) * z1
+        zero = torch.zeros_like(z1)
+        return torch.where(y == 1, torch.logaddexp(zero, -z1), torch.logaddexp(zero, z1))
 
     def grad(self, z: Tensor, y: Tensor) -> Tensor:  # noqa: D102
         return (torch.sigmoid(z[:, 0]) - y.to(z.dtype)).unsqueeze(1)
@@ -172,8 +175,9 @@ class CrossEntropyLoss(Loss):
 
     def conjugate(self, s: Tensor, y: Tensor) -> Tensor:  # noqa: D102
         p = s + torch.nn.functional.one_hot(y.long(), s.shape[1]).to(s.dtype)
-        scale = max(1.0, float(s.abs().max())) if s.numel() else 1.0
-        inside = (p >= -self.domain_atol * scale).all(dim=1) & (
+        # round-off slack per row, relative to that row's own size
+        scale = s.abs().amax(dim=1).clamp_min(1.0)
+        inside = (p >= -self.domain_atol * scale[:, None]).all(dim=1) & (
             (p.sum(dim=1) - 1).abs() <= 1e3 * self.domain_atol * scale * s.shape[1]
         )
         val = _xlogx(p.clamp_min(0.0)).sum(dim=1)

@@ -249,7 +249,7 @@ class Problem:
     # ---- risk ----------------------------------------------------------------------------------
     def predictions(self, D: Sequence[Tensor]) -> Tensor:
         r""":math:`z = f_0 + J \operatorname{vec} D`, shape ``(N, K)``."""
-        return self.f0 + self.J.matvec(self.vec(D)).reshape(self.N, self.K)
+        return self.f0 + self.J.matvec(self.vec(self.check_point(D))).reshape(self.N, self.K)
 
     def risk_at(self, z: Tensor) -> float:
         r""":math:`\frac1N\sum_i \ell(z_i, y_i)` for predictions ``z``."""

@@ -1,0 +1,159 @@
+"""NUC solver: closed forms, cvxpy as the reference, Hypothesis properties."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given
+from hypothesis import strategies as st
+
+from landscapes import Problem, gaussian_problem, nuc_certificate, solve_nuc, teacher_problem
+from landscapes.nuc import singular_value_threshold
+
+
+def denoising_problem(Y: torch.Tensor, lam: float) -> Problem:
+    """J = I: L(D) = ||D - Y||_F^2 / (2 N) with N = m n examples, K = 1."""
+    m, n = Y.shape
+    N = m * n
+    return Problem(torch.eye(N, dtype=torch.float64), torch.zeros(N, 1, dtype=torch.float64),
+                   Y.reshape(N, 1).clone(), loss="squared", blocks=[(m, n)], lam=lam)
+
+
+def test_closed_form_singular_value_thresholding():
+    # min ||D - Y||^2/(2N) + lam ||D||_*  =>  D* = SVT(Y, N lam)
+    g = torch.Generator().manual_seed(0)
+    Y = torch.randn(7, 5, generator=g, dtype=torch.float64)
+    s_Y = torch.linalg.svdvals(Y)
+    lam = float(s_Y[2]) / 35  # threshold N * lam = the third singular value: rank 2 remains
+    P = denoising_problem(Y, lam)
+    sol = solve_nuc(P)
+    expected, s = singular_value_threshold(Y, P.N * lam)
+    assert sol.converged
+    assert torch.allclose(sol.D[0], expected, atol=1e-6)
+    assert sol.ranks[0] == int((s > 0).sum())
+    assert 0 < sol.ranks[0] < 5  # the threshold is active: a real test of the rank
+
+
+def test_zero_is_optimal_iff_gradient_small():
+    P = gaussian_problem(K=1, N=10, blocks=[(6, 5)], lam=0.05, seed=0)
+    s0 = float(torch.linalg.matrix_norm(P.evaluate(P.zeros()).S[0], ord=2))
+    big = Problem(P.J.matrix, P.f0, P.y, loss="squared", blocks=P.blocks, lam=1.01 * s0)
+    sol = solve_nuc(big)
+    assert sol.ranks == (0,)
+    cert0 = nuc_certificate(big, big.zeros())
+    assert cert0.gap <= 1e-14  # D = 0 is certified optimal by its own dual point
+    small = Problem(P.J.matrix, P.f0, P.y, loss="squared", blocks=P.blocks, lam=0.99 * s0)
+    assert nuc_certificate(small, small.zeros()).gap > 1e-6
+    assert solve_nuc(small).ranks[0] >= 1
+
+
+def _cvxpy_objective(P: Problem, solver: str) -> float:
+    cp = pytest.importorskip("cvxpy")
+    (m, n), = P.blocks
+    D = cp.Variable((m, n))
+    J = P.J.matrix.numpy()
+    z = P.f0.numpy().reshape(-1) + J @ cp.vec(D, order="C")
+    N, K = P.N, P.K
+    if P.loss.name == "squared":
+        risk = 0.5 * cp.sum_squares(z - P.y.numpy().reshape(-1)) / N
+    elif P.loss.name == "logistic":
+        y = P.y.numpy().astype(float)
+        risk = cp.sum(cp.logistic(z) - cp.multiply(y, z)) / N
+    else:
+        Z = cp.reshape(z, (N, K), order="C")
+        pick = np.zeros((N, K))
+        pick[np.arange(N), P.y.numpy()] = 1.0
+        risk = (cp.sum(cp.log_sum_exp(Z, axis=1)) - cp.sum(cp.multiply(pick, Z))) / N
+    prob = cp.Problem(cp.Minimize(risk + P.lam[0] * cp.normNuc(D)))
+    prob.solve(solver=solver)
+    return float(prob.value)
+
+
+@pytest.mark.parametrize("loss, K", [("squared", 1), ("squared", 2), ("logistic", 1), ("cross_entropy", 2),
+                                     ("cross_entropy", 3)])
+def test_agrees_with_cvxpy(loss, K):
+    P = gaussian_problem(K=K, N=6, blocks=[(6, 5)], lam=0.03, loss=loss, seed=3)
+    sol = solve_nuc(P)
+    assert sol.converged and sol.certificate.rel_gap <= 1e-8
+    ref = _cvxpy_objective(P, "CLARABEL")
+    assert abs(sol.certificate.primal - ref) <= 1e-6 * max(1.0, abs(ref))
+    # the certified dual bound is a true lower bound on the reference optimum
+    assert sol.certificate.dual <= ref + 1e-7
+
+
+@pytest.mark.parametrize("loss, K", [("squared", 2), ("cross_entropy", 2), ("logistic", 1)])
+def test_factored_and_apg_agree(loss, K):
+    P = teacher_problem(K=K, N=8, blocks=[(8, 6)], lam=0.02, loss=loss, seed=1, teacher_rank=2)
+    a = solve_nuc(P, method="factored")
+    b = solve_nuc(P, method="apg")
+    assert a.converged and b.converged
+    assert abs(a.certificate.primal - b.certificate.primal) <= 2e-8 * max(1, abs(a.certificate.primal))
+    assert a.ranks == b.ranks
+
+
+def test_multi_block_certificate_and_solution():
+    P = gaussian_problem(K=2, N=6, blocks=[(6, 5), (4, 4)], lam=[0.01, 0.04], seed=2)
+    sol = solve_nuc(P)
+    c = sol.certificate
+    assert sol.converged
+    # subgradient condition, accurate to about sqrt(gap)
+    assert all(s <= lam * (1 + 1e-4) for s, lam in zip(c.S_op, c.lam))
+    assert sol.ranks[1] == 0 and c.S_op[1] < 0.04  # the second block's optimum is exactly zero
+
+
+@given(seed=st.integers(0, 2**31 - 1), K=st.integers(1, 2), N=st.integers(1, 8), m=st.integers(1, 7),
+       n=st.integers(1, 7), loss=st.sampled_from(["squared", "cross_entropy", "logistic"]),
+       lam=st.floats(1e-3, 0.5))
+def test_weak_duality_and_certified_solution(seed, K, N, m, n, loss, lam):
+    if loss == "cross_entropy":
+        K = max(K, 2)
+    if loss == "logistic":
+        K = 1
+    P = gaussian_problem(K=K, N=N, blocks=[(m, n)], lam=lam, loss=loss, seed=seed)
+    g = torch.Generator().manual_seed(seed)
+    D = torch.randn(m, n, generator=g, dtype=torch.float64)
+    assert nuc_certificate(P, (D,)).gap >= -1e-12  # weak duality at an arbitrary point
+    sol = solve_nuc(P, seed=seed)
+    assert sol.converged, sol.certificate
+    assert sol.certificate.rel_gap <= 1e-8
+    # the returned objective is no worse than D = 0 (a feasible point)
+    assert sol.certificate.primal <= P.nuc_objective(P.zeros()) + 1e-12
+
+
+def test_weight_decay_reaches_the_iterates():
+    # The released code of the paper never applied its weight decay; ours must: a larger lam
+    # gives a strictly smaller nuclear norm, and the LoRA gradient carries lam * U exactly.
+    from landscapes.lora import lora_value_and_grad
+
+    P1 = gaussian_problem(K=1, N=10, blocks=[(6, 6)], lam=0.01, seed=0)
+    P2 = gaussian_problem(K=1, N=10, blocks=[(6, 6)], lam=0.05, seed=0)
+    n1 = float(torch.linalg.matrix_norm(solve_nuc(P1).D[0], ord="nuc"))
+    n2 = float(torch.linalg.matrix_norm(solve_nuc(P2).D[0], ord="nuc"))
+    assert n2 < n1
+    g = torch.Generator().manual_seed(0)
+    U, V = torch.randn(6, 2, generator=g, dtype=torch.float64), torch.randn(6, 2, generator=g, dtype=torch.float64)
+    _, gu1, _ = lora_value_and_grad(P1, (U,), (V,))
+    _, gu2, _ = lora_value_and_grad(P2, (U,), (V,))
+    assert torch.allclose(gu2[0] - gu1[0], (0.05 - 0.01) * U, atol=1e-14)
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        (dict(method="newton"), "method: expected"),
+        (dict(gap_rtol=-1.0), "gap_rtol: expected a positive float"),
+        (dict(rank=0), "rank: expected a positive int"),
+    ],
+)
+def test_bad_options(kwargs, match):
+    P = gaussian_problem(K=1, N=4, blocks=[(3, 3)], lam=0.1, seed=0)
+    with pytest.raises(ValueError, match=match):
+        solve_nuc(P, **kwargs)
+
+
+def test_lam_zero_is_rejected():
+    P = gaussian_problem(K=1, N=4, blocks=[(3, 3)], lam=0.0, seed=0)
+    with pytest.raises(ValueError, match="lam: NUC needs lam > 0"):
+        solve_nuc(P)
+    assert math.isfinite(P.risk(P.zeros()))
