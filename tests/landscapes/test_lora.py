@@ -22,7 +22,7 @@ def test_gradient_matches_autograd(seed, r, loss):
     f = P.loss.value(z, P.y).mean() + sum(0.5 * lam * ((u * u).sum() + (v * v).sum()) for lam, u, v in zip(P.lam, U, V))
     grads = torch.autograd.grad(f, U + V)
     val, gU, gV = lora_value_and_grad(P, [u.detach() for u in U], [v.detach() for v in V])
-    assert abs(val - float(f)) <= 1e-12 * max(1.0, abs(val))
+    assert abs(val - f.item()) <= 1e-12 * max(1.0, abs(val))
     for a, b in zip(gU + gV, grads):
         assert torch.allclose(a, b, atol=1e-12, rtol=1e-10)
 
