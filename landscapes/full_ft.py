@@ -32,10 +32,10 @@ __all__ = ["FTSolution", "solve_ft", "separating_direction"]
 
 @dataclass(frozen=True)
 class FTSolution:
-    """Outcome of :func:`solve_ft`.
+    r"""Outcome of :func:`solve_ft`.
 
     ``exists`` says whether FT has a minimizer. When it does, ``D`` is the minimum-norm minimizer,
-    ``grad_norm`` is :math:`\\|\\nabla L(D)\\|_F` and ``grad_norm_at_zero`` the same at ``D = 0``
+    ``grad_norm`` is :math:`\|\nabla L(D)\|_F` and ``grad_norm_at_zero`` the same at ``D = 0``
     (the scale for relative tolerances). When it does not, ``direction`` holds a prediction-space
     direction (shape ``(N, K)``) in the range of ``J`` with all margins ``>= 0`` summing to 1.
     """
@@ -116,14 +116,32 @@ def solve_ft(problem: Problem, *, max_newton: int = 200, grad_atol: float = 0.0)
         D = D_of(c)
         ev = problem.evaluate(D)
         gn = float(torch.cat([s.reshape(-1) for s in ev.S]).norm())
-        return FTSolution(True, D, ev.value, gn, g0, int(E.shape[1]), None,
-                          "least squares (always attained)", time.perf_counter() - t0)
+        return FTSolution(
+            True,
+            D,
+            ev.value,
+            gn,
+            g0,
+            int(E.shape[1]),
+            None,
+            "least squares (always attained)",
+            time.perf_counter() - t0,
+        )
     with scipy_blas_single_thread():
         d = separating_direction(problem, E)
     if d is not None:
-        return FTSolution(False, None, float("nan"), float("nan"), g0, int(E.shape[1]), d,
-                          "no minimizer: a direction in the range of J raises every margin "
-                          "(the loss decreases along it forever)", time.perf_counter() - t0)
+        return FTSolution(
+            False,
+            None,
+            float("nan"),
+            float("nan"),
+            g0,
+            int(E.shape[1]),
+            d,
+            "no minimizer: a direction in the range of J raises every margin "
+            "(the loss decreases along it forever)",
+            time.perf_counter() - t0,
+        )
     c = torch.zeros(E.shape[1], dtype=problem.dtype, device=problem.device)
     f = problem.f0.reshape(-1)
     z = f + E @ c
@@ -131,10 +149,17 @@ def solve_ft(problem: Problem, *, max_newton: int = 200, grad_atol: float = 0.0)
         zz = z.reshape(problem.N, problem.K)
         g = problem.loss.grad(zz, problem.y).reshape(-1) / problem.N
         grad = E.T @ g
-        H = torch.stack([
-            E.T @ (problem.loss.hvp(zz, problem.y, E[:, i].reshape(problem.N, problem.K)).reshape(-1) / problem.N)
-            for i in range(E.shape[1])
-        ], dim=1)
+        H = torch.stack(
+            [
+                E.T
+                @ (
+                    problem.loss.hvp(zz, problem.y, E[:, i].reshape(problem.N, problem.K)).reshape(-1)
+                    / problem.N
+                )
+                for i in range(E.shape[1])
+            ],
+            dim=1,
+        )
         step = torch.linalg.lstsq(H, -grad.unsqueeze(1), rcond=1e-13).solution.squeeze(1)
         f_old = problem.risk_at(zz)
         t = 1.0
@@ -150,6 +175,14 @@ def solve_ft(problem: Problem, *, max_newton: int = 200, grad_atol: float = 0.0)
     D = D_of(c)
     ev = problem.evaluate(D)
     gn = float(torch.cat([s.reshape(-1) for s in ev.S]).norm())
-    return FTSolution(True, D, ev.value, gn, g0, int(E.shape[1]), None,
-                      "minimizer exists (no separating direction); Newton on the range of J",
-                      time.perf_counter() - t0)
+    return FTSolution(
+        True,
+        D,
+        ev.value,
+        gn,
+        g0,
+        int(E.shape[1]),
+        None,
+        "minimizer exists (no separating direction); Newton on the range of J",
+        time.perf_counter() - t0,
+    )

@@ -48,7 +48,9 @@ def _checksum(arrays: list[np.ndarray]) -> str:
     return h.hexdigest()
 
 
-def save_problem(problem: Problem, path: str | os.PathLike[str], *, extra: dict[str, np.ndarray] | None = None) -> Path:
+def save_problem(
+    problem: Problem, path: str | os.PathLike[str], *, extra: dict[str, np.ndarray] | None = None
+) -> Path:
     """Write ``problem`` (and ``extra`` arrays) to ``path`` atomically; returns the path."""
     if not isinstance(problem.J, DenseOperator):
         raise ValueError("problem: expected a dense-J problem to save, got an operator-form J")
@@ -97,15 +99,24 @@ def load_problem(path: str | os.PathLike[str]) -> tuple[Problem, dict[str, np.nd
     try:
         z = np.load(path, allow_pickle=False)
     except Exception as exc:  # noqa: BLE001 - any unreadable file is bad input
-        raise ValueError(f"path: expected a loracheck .npz problem file, got an unreadable file ({exc})") from None
+        raise ValueError(
+            f"path: expected a loracheck .npz problem file, got an unreadable file ({exc})"
+        ) from None
     if not isinstance(z, np.lib.npyio.NpzFile):
-        raise ValueError(f"path: expected a loracheck .npz problem file, got a single array file {str(path)!r}")
+        raise ValueError(
+            f"path: expected a loracheck .npz problem file, got a single array file {str(path)!r}"
+        )
     with z:
         keys = set(z.files)
         if "format" not in keys or str(z["format"]) != FORMAT:
-            raise ValueError(f"path: expected a file of format {FORMAT!r}, got {str(z['format']) if 'format' in keys else 'none'}")
-        missing = sorted({"version", "J", "f0", "y", "loss", "blocks", "lam", "seed", "has_seed", "name",
-                          "checksum"} - keys)
+            raise ValueError(
+                f"path: expected a file of format {FORMAT!r}, "
+                f"got {str(z['format']) if 'format' in keys else 'none'}"
+            )
+        missing = sorted(
+            {"version", "J", "f0", "y", "loss", "blocks", "lam", "seed", "has_seed", "name", "checksum"}
+            - keys
+        )
         if missing:
             raise ValueError(f"path: expected the keys of format {FORMAT!r}; missing {', '.join(missing)}")
         version = int(z["version"])
@@ -126,5 +137,5 @@ def load_problem(path: str | os.PathLike[str]) -> tuple[Problem, dict[str, np.nd
             seed=seed if bool(z["has_seed"]) else None,
             name=str(z["name"]),
         )
-        extras = {k[len("extra__"):]: z[k] for k in z.files if k.startswith("extra__")}
+        extras = {k[len("extra__") :]: z[k] for k in z.files if k.startswith("extra__")}
     return problem, extras

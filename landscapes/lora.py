@@ -67,7 +67,9 @@ def product(U: Sequence[Tensor], V: Sequence[Tensor]) -> Blocks:
 def lora_value(problem: Problem, U: Sequence[Tensor], V: Sequence[Tensor]) -> float:
     """The LoRA objective ``F(U, V)``."""
     _check_factors(problem, U, V)
-    reg = sum(0.5 * lam * (float((u * u).sum()) + float((v * v).sum())) for lam, u, v in zip(problem.lam, U, V))
+    reg = sum(
+        0.5 * lam * (float((u * u).sum()) + float((v * v).sum())) for lam, u, v in zip(problem.lam, U, V)
+    )
     return problem.risk(product(U, V)) + reg
 
 
@@ -87,7 +89,7 @@ def lora_value_and_grad(
 
 
 def balanced_factors(D: Sequence[Tensor], *, rank: int | Sequence[int] | None = None) -> LoRAPoint:
-    r"""Balanced factors of ``D``: with :math:`D = P \Sigma Q^\top`, ``U = P Sigma^{1/2}``, ``V = Q Sigma^{1/2}``.
+    r"""Balanced factors :math:`U = P\Sigma^{1/2}`, :math:`V = Q\Sigma^{1/2}` of :math:`D = P \Sigma Q^\top`.
 
     They satisfy :math:`U^\top U = V^\top V = \Sigma` and
     :math:`(\|U\|_F^2 + \|V\|_F^2)/2 = \|D\|_*`.  ``rank`` pads with zero columns (or truncates)
@@ -206,14 +208,22 @@ def minimize_lora(
 
     with scipy_blas_single_thread():
         res = sopt.minimize(
-            fun, x0_np, jac=True, method="L-BFGS-B", callback=cb,
+            fun,
+            x0_np,
+            jac=True,
+            method="L-BFGS-B",
+            callback=cb,
             options={"maxiter": max_iter, "maxcor": 20, "ftol": 0.0, "gtol": 0.0, "maxls": 50},
         )
     pt = split(np.asarray(res.x))
     f, gU, gV = lora_value_and_grad(problem, pt.U, pt.V)
     gn = float(torch.cat([torch.cat([a.reshape(-1), b.reshape(-1)]) for a, b in zip(gU, gV)]).norm())
     return LoRATrainingResult(
-        point=pt, value=f, grad_norm=gn, iterations=count["iters"],
-        gradient_evaluations=count["evals"] + 1, stopped_by_callback=stopped["flag"],
+        point=pt,
+        value=f,
+        grad_norm=gn,
+        iterations=count["iters"],
+        gradient_evaluations=count["evals"] + 1,
+        stopped_by_callback=stopped["flag"],
         message=str(res.message),
     )

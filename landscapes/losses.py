@@ -70,13 +70,14 @@ def _check_int_labels(y: Tensor, N: int, K: int, low: int, high: int) -> None:
         raise ValueError(f"y: expected an integer dtype for class labels, got {y.dtype}")
     if y.numel() and (int(y.min()) < low or int(y.max()) > high):
         bad = y[(y < low) | (y > high)][0].item()
-        raise ValueError(
-            f"y: expected labels in [{low}, {high}] for K = {K}, got a label {bad}"
-        )
+        raise ValueError(f"y: expected labels in [{low}, {high}] for K = {K}, got a label {bad}")
 
 
 class SquaredLoss(Loss):
-    r""":math:`\ell(z, y) = \tfrac12 \|z - y\|^2`; :math:`\ell^*(s; y) = \tfrac12\|s\|^2 + \langle s, y\rangle`."""
+    r"""Squared loss :math:`\ell(z, y) = \tfrac12 \|z - y\|^2`.
+
+    Conjugate: :math:`\ell^*(s; y) = \tfrac12\|s\|^2 + \langle s, y\rangle`.
+    """
 
     name = "squared"
     max_curvature = 1.0
@@ -184,9 +185,7 @@ class CrossEntropyLoss(Loss):
         return torch.where(inside, val, torch.full_like(val, math.inf))
 
 
-_LOSSES: dict[str, type[Loss]] = {
-    cls.name: cls for cls in (SquaredLoss, LogisticLoss, CrossEntropyLoss)
-}
+_LOSSES: dict[str, type[Loss]] = {cls.name: cls for cls in (SquaredLoss, LogisticLoss, CrossEntropyLoss)}
 LOSS_NAMES: tuple[str, ...] = tuple(_LOSSES)
 
 

@@ -124,7 +124,10 @@ def nuc_certificate(problem: Problem, D: Sequence[Tensor]) -> NucCertificate:
 
 
 def singular_value_threshold(X: Tensor, tau: float) -> tuple[Tensor, Tensor]:
-    r"""Prox of :math:`\tau\|\cdot\|_*`: :math:`P \max(\Sigma - \tau, 0) Q^\top`; also returns the new singular values."""
+    r"""Prox of :math:`\tau\|\cdot\|_*`: :math:`P \max(\Sigma - \tau, 0) Q^\top`.
+
+    Also returns the new singular values.
+    """
     P, s, Qh = torch.linalg.svd(X, full_matrices=False)
     s = (s - tau).clamp_min(0.0)
     k = int((s > 0).sum())
@@ -134,7 +137,11 @@ def singular_value_threshold(X: Tensor, tau: float) -> tuple[Tensor, Tensor]:
 def jacobian_op_norm_sq(problem: Problem) -> float:
     """``||J||_op^2`` (largest eigenvalue of the Gram matrix ``J J^T``)."""
     if problem.KN <= 4096:
-        G = problem.J.gram() if not isinstance(problem.J, DenseOperator) else problem.J.matrix @ problem.J.matrix.T
+        G = (
+            problem.J.gram()
+            if not isinstance(problem.J, DenseOperator)
+            else problem.J.matrix @ problem.J.matrix.T
+        )
         return float(torch.linalg.eigvalsh(G)[-1])
     from scipy.sparse.linalg import svds
 
@@ -179,6 +186,8 @@ def solve_nuc(
 
     Parameters
     ----------
+    problem
+        The problem; every ``lam`` must be positive.
     method
         ``"factored"``: L-BFGS on the LoRA factorization at ``r = rank`` (default
         ``r_max(K, N) + 1``, capped at ``min(m_j, n_j)``), finished by proximal-gradient steps if
@@ -193,6 +202,14 @@ def solve_nuc(
         Proximal-gradient steps after the factored solve (exact zeros, never a worse objective).
     seed
         Seeds the random initial factors of the factored method.
+    rank
+        LoRA rank of the factored method (default ``r_max(K, N) + 1``).
+    init
+        Starting point of ``"apg"`` (default ``D = 0``).
+    max_iter
+        Iteration limit of each stage.
+    check_every
+        Iterations between two certificate evaluations.
 
     Returns
     -------
@@ -210,8 +227,9 @@ def solve_nuc(
     if method == "factored":
         # Aim 10x below the target so that the cleaning steps below (truncation, exact zeros)
         # can spend a little of the gap and still meet it.
-        D, iters, evals = _factored(problem, gap_rtol=0.1 * gap_rtol, rank=rank, max_iter=max_iter,
-                                    seed=seed, check_every=check_every)
+        D, iters, evals = _factored(
+            problem, gap_rtol=0.1 * gap_rtol, rank=rank, max_iter=max_iter, seed=seed, check_every=check_every
+        )
         cert = nuc_certificate(problem, D)
         Dt = _truncate(D, rank_rtol)
         cert_t = nuc_certificate(problem, Dt)
@@ -253,8 +271,15 @@ def _factored(
         return nuc_certificate(problem, product(pt.U, pt.V)).within(gap_rtol)
 
     # Small random start: away from the saddle at 0, well inside the small-norm region.
-    res = minimize_lora(problem, rank=r, seed=seed, init_scale=1e-2, max_iter=max_iter,
-                        callback=certified, callback_every=check_every)
+    res = minimize_lora(
+        problem,
+        rank=r,
+        seed=seed,
+        init_scale=1e-2,
+        max_iter=max_iter,
+        callback=certified,
+        callback_every=check_every,
+    )
     return product(res.point.U, res.point.V), res.iterations, res.gradient_evaluations
 
 
@@ -271,7 +296,9 @@ def _prox_polish(
     best_D, best = D, cert
     for _ in range(steps):
         ev = problem.evaluate(D)
-        D = tuple(singular_value_threshold(d - step * S, step * lam)[0] for d, S, lam in zip(D, ev.S, problem.lam))
+        D = tuple(
+            singular_value_threshold(d - step * S, step * lam)[0] for d, S, lam in zip(D, ev.S, problem.lam)
+        )
         c = nuc_certificate(problem, D)
         # Prefer the polished point (exact zeros) whenever it is within the target or better.
         if c.within(gap_rtol) or c.gap <= best.gap:

@@ -120,13 +120,17 @@ class FunctionOperator(LinearOperator):
     def _matvec(self, x: Tensor) -> Tensor:
         out = self._mv(x)
         if out.shape != (self.shape[0],):
-            raise ValueError(f"matvec: expected an output of shape ({self.shape[0]},), got {tuple(out.shape)}")
+            raise ValueError(
+                f"matvec: expected an output of shape ({self.shape[0]},), got {tuple(out.shape)}"
+            )
         return out
 
     def _rmatvec(self, y: Tensor) -> Tensor:
         out = self._rmv(y)
         if out.shape != (self.shape[1],):
-            raise ValueError(f"rmatvec: expected an output of shape ({self.shape[1]},), got {tuple(out.shape)}")
+            raise ValueError(
+                f"rmatvec: expected an output of shape ({self.shape[1]},), got {tuple(out.shape)}"
+            )
         return out
 
     def __repr__(self) -> str:

@@ -125,9 +125,7 @@ class Problem:
             raise ValueError(f"f0: expected device {op.device} (the device of J), got {f0.device}")
         _finite("f0", f0)
         if op.shape[0] != K * N:
-            raise ValueError(
-                f"J: expected {K * N} rows (K*N with N={N}, K={K} from f0), got {op.shape[0]}"
-            )
+            raise ValueError(f"J: expected {K * N} rows (K*N with N={N}, K={K} from f0), got {op.shape[0]}")
         # --- y ---------------------------------------------------------------------------------
         if not isinstance(y, Tensor):
             raise TypeError(f"y: expected a torch.Tensor, got {type(y).__name__}")
@@ -150,17 +148,13 @@ class Problem:
             shapes.append((int(b[0]), int(b[1])))
         p = sum(m * n for m, n in shapes)
         if op.shape[1] != p:
-            raise ValueError(
-                f"J: expected {p} columns (sum of m*n over blocks {shapes}), got {op.shape[1]}"
-            )
+            raise ValueError(f"J: expected {p} columns (sum of m*n over blocks {shapes}), got {op.shape[1]}")
         # --- lam -------------------------------------------------------------------------------
         if isinstance(lam, (int, float)) and not isinstance(lam, bool):
             lams = tuple(float(lam) for _ in shapes)
         elif isinstance(lam, Sequence) and not isinstance(lam, (str, bytes)):
             if len(lam) != len(shapes):
-                raise ValueError(
-                    f"lam: expected one value or {len(shapes)} (one per block), got {len(lam)}"
-                )
+                raise ValueError(f"lam: expected one value or {len(shapes)} (one per block), got {len(lam)}")
             if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in lam):
                 raise ValueError(f"lam: expected real numbers, got {lam!r}")
             lams = tuple(float(v) for v in lam)
@@ -272,9 +266,7 @@ class Problem:
 
     def penalty(self, D: Sequence[Tensor]) -> float:
         r""":math:`\sum_j \lambda_j \|D_j\|_*`."""
-        return float(
-            sum(lam * torch.linalg.matrix_norm(Dj, ord="nuc") for lam, Dj in zip(self.lam, D))
-        )
+        return float(sum(lam * torch.linalg.matrix_norm(Dj, ord="nuc") for lam, Dj in zip(self.lam, D)))
 
     def nuc_objective(self, D: Sequence[Tensor]) -> float:
         r"""NUC objective :math:`L(D) + \sum_j \lambda_j \|D_j\|_*`."""

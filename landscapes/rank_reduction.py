@@ -35,9 +35,10 @@ __all__ = ["RankReduction", "reduce_rank", "face_constraints"]
 
 @dataclass(frozen=True)
 class RankReduction:
-    """Result of :func:`reduce_rank` with the evidence that it kept the predictions.
+    r"""Result of :func:`reduce_rank` with the evidence that it kept the predictions.
 
-    ``prediction_residual`` is :math:`\\|J\\operatorname{vec}(D' - D)\\|_2 / \\max(1, \\|J \\operatorname{vec} D\\|_2)`,
+    ``prediction_residual`` is
+    :math:`\|J\operatorname{vec}(D' - D)\|_2 / \max(1, \|J \operatorname{vec} D\|_2)`,
     computed directly from ``J`` at the end (not accumulated).
     """
 
@@ -60,7 +61,10 @@ def _block_rows(problem: Problem, j: int) -> tuple[int, int]:
 
 
 def face_constraints(problem: Problem, P: Sequence[Tensor], Q: Sequence[Tensor]) -> list[Tensor]:
-    r""":math:`C^j_k = P_j^\top \operatorname{mat}_j(J_k) Q_j` for every row ``k``: a list of ``(KN, r_j, r_j)`` tensors."""
+    r""":math:`C^j_k = P_j^\top \operatorname{mat}_j(J_k) Q_j` for every row ``k``.
+
+    Returns a list of ``(KN, r_j, r_j)`` tensors, one per block.
+    """
     out = []
     rows = problem.J.matrix if isinstance(problem.J, DenseOperator) else None
     for j, ((m, n), Pj, Qj) in enumerate(zip(problem.blocks, P, Q)):
@@ -70,9 +74,11 @@ def face_constraints(problem: Problem, P: Sequence[Tensor], Q: Sequence[Tensor])
             out.append(torch.einsum("ma,kmb->kab", Pj, Jj @ Qj))
         else:
             eye = torch.eye(problem.KN, dtype=problem.dtype, device=problem.device)
-            out.append(torch.stack([
-                Pj.T @ problem.J.rmatvec(eye[k])[a:b].reshape(m, n) @ Qj for k in range(problem.KN)
-            ]))
+            out.append(
+                torch.stack(
+                    [Pj.T @ problem.J.rmatvec(eye[k])[a:b].reshape(m, n) @ Qj for k in range(problem.KN)]
+                )
+            )
     return out
 
 
@@ -94,6 +100,10 @@ def reduce_rank(
 
     Parameters
     ----------
+    problem
+        The problem whose predictions are kept.
+    D
+        The starting point (one matrix per block).
     until
         Stop when ``until(ranks)`` is true; default the bound :math:`\sum_j r_j(r_j+1)/2 \le KN`.
         The loop also stops when the face has no direction with unchanged predictions (the
@@ -102,6 +112,10 @@ def reduce_rank(
         Per-block weights of the nuclear norms; default ``problem.lam`` (or ones if some is 0).
     rank_rtol
         Singular values of the input below ``rank_rtol * sigma_1`` are treated as zero.
+    null_rtol
+        Relative size below which a singular value of the constraint matrix counts as zero.
+    max_steps
+        Safety limit on the number of steps.
     """
     D = problem.check_point(D)
     t0 = time.perf_counter()

@@ -108,8 +108,17 @@ def gaussian_problem(
         y = noise * torch.randn(N, K, generator=gen, dtype=dtype)
     else:
         y = _labels(loss, torch.randn(N, K, generator=gen, dtype=dtype), gen, 0.0)
-    return Problem(J, f0, y, loss=loss, blocks=shapes, lam=lam, seed=seed, name=f"gaussian-{loss}",
-                   meta={"generator": "gaussian_problem"})
+    return Problem(
+        J,
+        f0,
+        y,
+        loss=loss,
+        blocks=shapes,
+        lam=lam,
+        seed=seed,
+        name=f"gaussian-{loss}",
+        meta={"generator": "gaussian_problem"},
+    )
 
 
 def teacher_problem(
@@ -145,8 +154,17 @@ def teacher_problem(
     f0 = torch.zeros(N, K, dtype=dtype)
     z = f0 + (J @ torch.cat([D.reshape(-1) for D in Ds])).reshape(N, K)
     y = _labels(loss, z, gen, noise)
-    return Problem(J, f0, y, loss=loss, blocks=shapes, lam=lam, seed=seed, name=f"teacher-{loss}",
-                   meta={"generator": "teacher_problem", "teacher_rank": teacher_rank, "teacher": tuple(Ds)})
+    return Problem(
+        J,
+        f0,
+        y,
+        loss=loss,
+        blocks=shapes,
+        lam=lam,
+        seed=seed,
+        name=f"teacher-{loss}",
+        meta={"generator": "teacher_problem", "teacher_rank": teacher_rank, "teacher": tuple(Ds)},
+    )
 
 
 def random_features_problem(
@@ -166,8 +184,10 @@ def random_features_problem(
     Inputs :math:`X_i \in \mathbb{R}^{T \times n}` (``T = tokens``, correlated Gaussian rows),
     hidden weight :math:`W_0 \in \mathbb{R}^{m \times n}` and head :math:`C \in \mathbb{R}^{K\times m}`:
 
-    .. math:: f(X_i; W) = C \cdot \frac1T \sum_t \tanh(W x_{it}), \qquad
-              \frac{\partial f_k}{\partial W} = \frac1T \sum_t \big(C_k \odot \tanh'(W_0 x_{it})\big)\, x_{it}^\top.
+    .. math:: f(X_i; W) = C \cdot \frac1T \sum_t \tanh(W x_{it}),
+
+    .. math:: \frac{\partial f_k}{\partial W}
+              = \frac1T \sum_t \big(C_k \odot \tanh'(W_0 x_{it})\big)\, x_{it}^\top.
 
     ``f0`` is the network output at :math:`W_0`; labels come from a random teacher direction
     (Gaussian, rank 1) added to :math:`W_0`, passed through the same linearization.
@@ -191,5 +211,14 @@ def random_features_problem(
     Dstar = torch.outer(a, b) / (a.norm() * b.norm()) * 3.0
     z = f0 + (J @ Dstar.reshape(-1)).reshape(N, K)
     y = _labels(loss, z, gen, 0.0 if get_loss(loss).name != "squared" else 0.1)
-    return Problem(J, f0, y, loss=loss, blocks=shapes, lam=lam, seed=seed, name=f"features-{loss}",
-                   meta={"generator": "random_features_problem", "tokens": tokens})
+    return Problem(
+        J,
+        f0,
+        y,
+        loss=loss,
+        blocks=shapes,
+        lam=lam,
+        seed=seed,
+        name=f"features-{loss}",
+        meta={"generator": "random_features_problem", "tokens": tokens},
+    )

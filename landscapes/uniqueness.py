@@ -31,11 +31,11 @@ __all__ = ["UniquenessCertificate", "ft_uniqueness", "nuc_uniqueness", "shift_pr
 
 @dataclass(frozen=True)
 class UniquenessCertificate:
-    """``unique`` with the numbers behind it.
+    r"""``unique`` with the numbers behind it.
 
-    ``injectivity`` is :math:`\\sigma_{\\min}/\\sigma_{\\max}` of the linear map whose injectivity
+    ``injectivity`` is :math:`\sigma_{\min}/\sigma_{\max}` of the linear map whose injectivity
     implies uniqueness; ``face_dims`` the face sizes (NUC) and ``lam_margin`` the relative gap
-    :math:`(\\lambda_j - \\sigma_{k+1}(S_j))/\\lambda_j` below the face (NUC).
+    :math:`(\lambda_j - \sigma_{k+1}(S_j))/\lambda_j` below the face (NUC).
     """
 
     unique: bool
@@ -59,14 +59,20 @@ def shift_projector(problem: Problem) -> Tensor:
 def ft_uniqueness(problem: Problem, *, inj_rtol: float = 1e-9) -> UniquenessCertificate:
     """FT has a unique minimizer (when it has one) iff ``Pi J`` has full column rank."""
     if problem.num_params > problem.KN:
-        return UniquenessCertificate(False, 0.0, (), (), f"p = {problem.num_params} > KN = {problem.KN}: "
-                                     "J has a null space, minimizers are not unique")
+        return UniquenessCertificate(
+            False,
+            0.0,
+            (),
+            (),
+            f"p = {problem.num_params} > KN = {problem.KN}: J has a null space, minimizers are not unique",
+        )
     A = shift_projector(problem) @ problem.J.rows()
     s = torch.linalg.svdvals(A)
     inj = float(s[-1] / s[0]) if float(s[0]) > 0 else 0.0
     ok = inj > inj_rtol
-    return UniquenessCertificate(ok, inj, (), (), "Pi J has full column rank" if ok else
-                                 "Pi J is (numerically) rank deficient")
+    return UniquenessCertificate(
+        ok, inj, (), (), "Pi J has full column rank" if ok else "Pi J is (numerically) rank deficient"
+    )
 
 
 def nuc_uniqueness(
@@ -83,7 +89,9 @@ def nuc_uniqueness(
         Q_list.append(Vh[:k].T)
         dims.append(k)
     if sum(dims) == 0:
-        return UniquenessCertificate(True, 1.0, tuple(dims), tuple(margins), "face is {0}: D = 0 is the unique minimizer")
+        return UniquenessCertificate(
+            True, 1.0, tuple(dims), tuple(margins), "face is {0}: D = 0 is the unique minimizer"
+        )
     C = face_constraints(problem, P_list, Q_list)
     Pi = shift_projector(problem)
     cols = []
@@ -93,11 +101,19 @@ def nuc_uniqueness(
                 cols.append(Cj[:, a, a] if a == b else Cj[:, a, b] + Cj[:, b, a])
     A = Pi @ torch.stack(cols, dim=1)
     if A.shape[1] > A.shape[0]:
-        return UniquenessCertificate(False, 0.0, tuple(dims), tuple(margins),
-                                     f"face of dimension {A.shape[1]} > KN = {A.shape[0]}: not unique")
+        return UniquenessCertificate(
+            False,
+            0.0,
+            tuple(dims),
+            tuple(margins),
+            f"face of dimension {A.shape[1]} > KN = {A.shape[0]}: not unique",
+        )
     s = torch.linalg.svdvals(A)
     inj = float(s[-1] / s[0]) if float(s[0]) > 0 else 0.0
     ok = inj > inj_rtol and min(margins) > 10 * face_rtol
-    why = ("face map injective and face separated from the rest of the spectrum" if ok else
-           "face map not injective or face not separated")
+    why = (
+        "face map injective and face separated from the rest of the spectrum"
+        if ok
+        else "face map not injective or face not separated"
+    )
     return UniquenessCertificate(ok, inj, tuple(dims), tuple(margins), why)

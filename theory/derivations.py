@@ -67,9 +67,7 @@ LossKind: TypeAlias = Literal["function", "cubic"]
 
 Mat: TypeAlias = sp.MatrixBase
 GradientForm: TypeAlias = Callable[[Mat, Mat, Mat, sp.Expr], tuple[Mat, Mat]]
-HvpForm: TypeAlias = Callable[
-    [Mat, Mat, Mat, Mat, Mat, Callable[[Mat], Mat], sp.Expr], tuple[Mat, Mat]
-]
+HvpForm: TypeAlias = Callable[[Mat, Mat, Mat, Mat, Mat, Callable[[Mat], Mat], sp.Expr], tuple[Mat, Mat]]
 BlockForm: TypeAlias = Callable[[Mat, sp.Expr], Mat]
 CharpolyForm: TypeAlias = Callable[[sp.Symbol, sp.Symbol, Mat], sp.Expr]
 BalanceForm: TypeAlias = Callable[[Mat, Mat, sp.Expr], Mat]
@@ -192,10 +190,7 @@ class _Setup:
             m,
             n,
             lambda i, j: sp.Add(
-                *(
-                    self.L.diff(self.d[i, j], self.d[k, c]).xreplace(self.at_D) * E[k, c]
-                    for k, c in pairs
-                )
+                *(self.L.diff(self.d[i, j], self.d[k, c]).xreplace(self.at_D) * E[k, c] for k, c in pairs)
             ),
         )
 
@@ -349,9 +344,7 @@ def zero_point_hessian_residual(
     return _expanded(hessian - sp.diag(*([block(S0, s.lam)] * r)))
 
 
-def zero_point_eigenvalues(
-    m: int, n: int, *, predicted: CharpolyForm = zero_point_charpoly
-) -> sp.Expr:
+def zero_point_eigenvalues(m: int, n: int, *, predicted: CharpolyForm = zero_point_charpoly) -> sp.Expr:
     r"""``det(x I - M)`` minus the characteristic polynomial predicted from ``lam +- sigma_i(S)``.
 
     With a fully symbolic ``m x n`` matrix ``S`` and

@@ -40,15 +40,26 @@ def _parser() -> argparse.ArgumentParser:
         epilog="Exit codes: 0 all hold, 1 some violated, 2 some inconclusive, 3 bad input.",
     )
     sub = p.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
-    run = sub.add_parser("run", help="run the default suite of checks on synthetic problems",
-                         description="Run the default suite: every JLR rank-bound checker on synthetic "
-                                     "NTK-regime problems; print a table and write report.json/report.md.")
-    run.add_argument("--out", default="loracheck-report", metavar="DIR",
-                     help="directory for report.json, report.md and counterexamples (default: %(default)s)")
-    run.add_argument("--claims", nargs="+", metavar="ID", help="only these claim ids (see `loracheck claims`)")
+    run = sub.add_parser(
+        "run",
+        help="run the default suite of checks on synthetic problems",
+        description="Run the default suite: every JLR rank-bound checker on synthetic "
+        "NTK-regime problems; print a table and write report.json/report.md.",
+    )
+    run.add_argument(
+        "--out",
+        default="loracheck-report",
+        metavar="DIR",
+        help="directory for report.json, report.md and counterexamples (default: %(default)s)",
+    )
+    run.add_argument(
+        "--claims", nargs="+", metavar="ID", help="only these claim ids (see `loracheck claims`)"
+    )
     run.add_argument("--problems", nargs="+", metavar="NAME", help="only these problems of the suite")
     run.add_argument("--no-progress", action="store_true", help="no progress bar")
-    run.add_argument("--threads", type=int, default=None, metavar="N", help="torch threads (default: torch's)")
+    run.add_argument(
+        "--threads", type=int, default=None, metavar="N", help="torch threads (default: torch's)"
+    )
     cl = sub.add_parser("claims", help="list the claims and which have checkers")
     cl.add_argument("--json", action="store_true", help="machine-readable output")
     return p
@@ -59,8 +70,22 @@ def _cmd_claims(args: argparse.Namespace) -> int:
     from verify.registry import CHECKERS
 
     if args.json:
-        print(json.dumps([{"id": c.id, "paper": c.paper, "reference": c.reference, "statement": c.statement,
-                           "confirmed": c.confirmed, "checker": c.id in CHECKERS} for c in CLAIMS], indent=1))
+        print(
+            json.dumps(
+                [
+                    {
+                        "id": c.id,
+                        "paper": c.paper,
+                        "reference": c.reference,
+                        "statement": c.statement,
+                        "confirmed": c.confirmed,
+                        "checker": c.id in CHECKERS,
+                    }
+                    for c in CLAIMS
+                ],
+                indent=1,
+            )
+        )
         return 0
     width = max(len(c.id) for c in CLAIMS)
     for paper, cite in PAPERS.items():
@@ -91,13 +116,18 @@ def _cmd_run(args: argparse.Namespace) -> int:
     if args.claims:
         unknown = [c for c in args.claims if c not in CHECKERS]
         if unknown:
-            raise _BadInput(f"--claims: expected ids with checkers ({', '.join(CHECKERS)}); got {', '.join(unknown)}")
+            raise _BadInput(
+                f"--claims: expected ids with checkers ({', '.join(CHECKERS)}); got {', '.join(unknown)}"
+            )
     suite = list(DEFAULT_SUITE)
     if args.problems:
         names = {s.name for s in suite}
         unknown = [n for n in args.problems if n not in names]
         if unknown:
-            raise _BadInput(f"--problems: expected names from the suite ({', '.join(sorted(names))}); got {', '.join(unknown)}")
+            raise _BadInput(
+                f"--problems: expected names from the suite ({', '.join(sorted(names))}); "
+                f"got {', '.join(unknown)}"
+            )
         suite = [s for s in suite if s.name in args.problems]
     if not suite_tasks(suite, args.claims):
         raise _BadInput("--claims/--problems: the selection contains no (problem, claim) pair")
@@ -108,18 +138,26 @@ def _cmd_run(args: argparse.Namespace) -> int:
     verdicts = []
     specs = [s.to_dict() for s in suite]
     print(f"{'claim':<16} {'problem':<19} {'status':<12} evidence")
-    for v in run_suite(suite, claims=args.claims, save_dir=out / "counterexamples",
-                       progress=False if args.no_progress else None):
+    for v in run_suite(
+        suite,
+        claims=args.claims,
+        save_dir=out / "counterexamples",
+        progress=False if args.no_progress else None,
+    ):
         verdicts.append(v)
         line = f"{v.claim:<16} {v.problem['name']:<19} {v.status:<12} {evidence(v)}"
         print(line, flush=True)
-        write_report(build_report(verdicts, suite=specs, seconds=time.perf_counter() - t0, complete=False), out)
+        write_report(
+            build_report(verdicts, suite=specs, seconds=time.perf_counter() - t0, complete=False), out
+        )
     seconds = time.perf_counter() - t0
     report = build_report(verdicts, suite=specs, seconds=seconds)
     j, m = write_report(report, out)
     c = report["counts"]
-    print(f"\n{c['holds']} holds, {c['violated']} violated, {c['inconclusive']} inconclusive "
-          f"in {seconds:.1f} s.  Report: {j}  Summary: {m}")
+    print(
+        f"\n{c['holds']} holds, {c['violated']} violated, {c['inconclusive']} inconclusive "
+        f"in {seconds:.1f} s.  Report: {j}  Summary: {m}"
+    )
     for v in verdicts:
         if v.status != "holds":
             print(f"  {v.status}: {v.claim} on {v.problem['name']}: {v.reason}")

@@ -23,7 +23,7 @@ from torch import Tensor
 
 from landscapes.full_ft import solve_ft
 from landscapes.io import save_problem
-from landscapes.lora import LoRAPoint, balanced_factors, lora_value, minimize_lora, product
+from landscapes.lora import LoRAPoint, balanced_factors, lora_value, minimize_lora
 from landscapes.nuc import NucSolution, nuc_certificate, solve_nuc
 from landscapes.problem import Problem
 from landscapes.rank_reduction import reduce_rank
@@ -68,7 +68,9 @@ def _within(ranks: Sequence[int], rank_bound: int | None, KN: int) -> bool:
 
 
 def _check_bound_option(rank_bound: int | None) -> None:
-    if rank_bound is not None and (isinstance(rank_bound, bool) or not isinstance(rank_bound, int) or rank_bound < 0):
+    if rank_bound is not None and (
+        isinstance(rank_bound, bool) or not isinstance(rank_bound, int) or rank_bound < 0
+    ):
         raise ValueError(f"rank_bound: expected None or an int >= 0, got {rank_bound!r}")
 
 
@@ -103,50 +105,103 @@ def check_jlr_rank_ft(
     ft = solve_ft(problem)
     t_solve = time.perf_counter() - t0
     rmax = r_max(problem.K, problem.N)
-    cert: dict[str, Any] = {"r_max": rmax, "KN": problem.KN, "gram_rank": ft.gram_rank,
-                            "bound": _bound_text(rank_bound, problem)}
+    cert: dict[str, Any] = {
+        "r_max": rmax,
+        "KN": problem.KN,
+        "gram_rank": ft.gram_rank,
+        "bound": _bound_text(rank_bound, problem),
+    }
     if not ft.exists:
         assert ft.direction is not None
         d = ft.direction
         cert["separating_direction_norm"] = float(d.norm())
-        return Verdict(claim, "inconclusive", problem.fingerprint(), cert,
-                       "FT has " + ft.reason + "; the claim's hypothesis fails",
-                       {"solve": t_solve}, opts)
+        return Verdict(
+            claim,
+            "inconclusive",
+            problem.fingerprint(),
+            cert,
+            "FT has " + ft.reason + "; the claim's hypothesis fails",
+            {"solve": t_solve},
+            opts,
+        )
     assert ft.D is not None
     scale = max(1.0, ft.grad_norm_at_zero)
     cert.update(risk=ft.risk, grad_norm=ft.grad_norm, grad_scale=scale)
     if ft.grad_norm > grad_rtol * scale:
-        return Verdict(claim, "inconclusive", problem.fingerprint(), cert,
-                       f"FT solution not certified stationary (||grad|| = {ft.grad_norm:.2e})",
-                       {"solve": t_solve}, opts)
-    until = (lambda ranks: _within(ranks, rank_bound, problem.KN))
+        return Verdict(
+            claim,
+            "inconclusive",
+            problem.fingerprint(),
+            cert,
+            f"FT solution not certified stationary (||grad|| = {ft.grad_norm:.2e})",
+            {"solve": t_solve},
+            opts,
+        )
+
+    def until(ranks: tuple[int, ...]) -> bool:
+        return _within(ranks, rank_bound, problem.KN)
+
     red = reduce_rank(problem, ft.D, until=until, weights=[1.0] * len(problem.blocks), rank_rtol=rank_rtol)
     risk_red = problem.risk(red.D)
     cert.update(
-        ranks_before=red.ranks_before, ranks=red.ranks_after, reduction_steps=red.steps,
-        prediction_residual=red.prediction_residual, risk_reduced=risk_red,
-        risk_change=abs(risk_red - ft.risk), singular_values=red.singular_values,
-        nuclear_before=red.nuclear_before, nuclear_after=red.nuclear_after,
+        ranks_before=red.ranks_before,
+        ranks=red.ranks_after,
+        reduction_steps=red.steps,
+        prediction_residual=red.prediction_residual,
+        risk_reduced=risk_red,
+        risk_change=abs(risk_red - ft.risk),
+        singular_values=red.singular_values,
+        nuclear_before=red.nuclear_before,
+        nuclear_after=red.nuclear_after,
     )
     timings = {"solve": t_solve, "reduce": red.seconds}
     same = red.prediction_residual <= PREDICTION_RTOL and abs(risk_red - ft.risk) <= 1e-9 * max(1.0, ft.risk)
     if not same:
-        return Verdict(claim, "inconclusive", problem.fingerprint(), cert,
-                       "rank reduction changed the predictions beyond tolerance", timings, opts)
+        return Verdict(
+            claim,
+            "inconclusive",
+            problem.fingerprint(),
+            cert,
+            "rank reduction changed the predictions beyond tolerance",
+            timings,
+            opts,
+        )
     if _within(red.ranks_after, rank_bound, problem.KN):
-        return Verdict(claim, "holds", problem.fingerprint(), cert,
-                       f"FT minimizer of rank {list(red.ranks_after)} found (r_max = {rmax}), same "
-                       f"predictions (residual {red.prediction_residual:.1e})", timings, opts)
+        return Verdict(
+            claim,
+            "holds",
+            problem.fingerprint(),
+            cert,
+            f"FT minimizer of rank {list(red.ranks_after)} found (r_max = {rmax}), same "
+            f"predictions (residual {red.prediction_residual:.1e})",
+            timings,
+            opts,
+        )
     uq = ft_uniqueness(problem)
     cert.update(unique=uq.unique, injectivity=uq.injectivity)
     if uq.unique:
         path = _save(problem, save_dir, claim, ft.D)
-        return Verdict(claim, "violated", problem.fingerprint(), cert,
-                       f"the FT minimizer is unique ({uq.reason}) and has rank {list(red.ranks_after)}, "
-                       f"above the claimed bound", timings, opts, path)
-    return Verdict(claim, "inconclusive", problem.fingerprint(), cert,
-                   f"could not reduce below {list(red.ranks_after)} ({red.stopped}); minimizer not "
-                   f"unique, so no counterexample either", timings, opts)
+        return Verdict(
+            claim,
+            "violated",
+            problem.fingerprint(),
+            cert,
+            f"the FT minimizer is unique ({uq.reason}) and has rank {list(red.ranks_after)}, "
+            f"above the claimed bound",
+            timings,
+            opts,
+            path,
+        )
+    return Verdict(
+        claim,
+        "inconclusive",
+        problem.fingerprint(),
+        cert,
+        f"could not reduce below {list(red.ranks_after)} ({red.stopped}); minimizer not "
+        f"unique, so no counterexample either",
+        timings,
+        opts,
+    )
 
 
 # --------------------------------------------------------------------------------------------------
@@ -162,51 +217,108 @@ def _rank_nuc(
     save_dir: str | Path | None,
 ) -> Verdict:
     _check_bound_option(rank_bound)
-    opts: dict[str, Any] = {"rank_bound": rank_bound, "gap_rtol": gap_rtol, "rank_rtol": rank_rtol, "seed": seed}
+    opts: dict[str, Any] = {
+        "rank_bound": rank_bound,
+        "gap_rtol": gap_rtol,
+        "rank_rtol": rank_rtol,
+        "seed": seed,
+    }
     t0 = time.perf_counter()
     sol = _nuc_solution(problem, solution, gap_rtol, seed)
     t_solve = time.perf_counter() - t0
     rmax = r_max(problem.K, problem.N)
     c0 = sol.certificate
     cert: dict[str, Any] = {
-        "r_max": rmax, "KN": problem.KN, "bound": _bound_text(rank_bound, problem),
-        "objective": c0.primal, "dual": c0.dual, "gap": c0.gap, "rel_gap": c0.rel_gap,
+        "r_max": rmax,
+        "KN": problem.KN,
+        "bound": _bound_text(rank_bound, problem),
+        "objective": c0.primal,
+        "dual": c0.dual,
+        "gap": c0.gap,
+        "rel_gap": c0.rel_gap,
         "S_op_over_lam": [s / lam for s, lam in zip(c0.S_op, c0.lam)],
-        "solver": sol.method, "solver_iterations": sol.iterations, "solver_seconds": sol.seconds,
+        "solver": sol.method,
+        "solver_iterations": sol.iterations,
+        "solver_seconds": sol.seconds,
         "solver_gradient_evaluations": sol.gradient_evaluations,
     }
     if not c0.within(gap_rtol):
-        return Verdict(claim, "inconclusive", problem.fingerprint(), cert,
-                       f"NUC not solved to the gap tolerance (rel gap {c0.rel_gap:.1e} > {gap_rtol:.0e})",
-                       {"solve": t_solve}, opts)
-    until = (lambda ranks: _within(ranks, rank_bound, problem.KN))
+        return Verdict(
+            claim,
+            "inconclusive",
+            problem.fingerprint(),
+            cert,
+            f"NUC not solved to the gap tolerance (rel gap {c0.rel_gap:.1e} > {gap_rtol:.0e})",
+            {"solve": t_solve},
+            opts,
+        )
+
+    def until(ranks: tuple[int, ...]) -> bool:
+        return _within(ranks, rank_bound, problem.KN)
+
     red = reduce_rank(problem, sol.D, until=until, rank_rtol=rank_rtol)
     c1 = nuc_certificate(problem, red.D)
     ranks = red.ranks_after
     cert.update(
-        ranks_solver=sol.ranks, ranks=ranks, block_triangular_sum=sum(triangular(r) for r in ranks),
-        reduction_steps=red.steps, prediction_residual=red.prediction_residual,
-        objective_reduced=c1.primal, rel_gap_reduced=c1.rel_gap, singular_values=red.singular_values,
+        ranks_solver=sol.ranks,
+        ranks=ranks,
+        block_triangular_sum=sum(triangular(r) for r in ranks),
+        reduction_steps=red.steps,
+        prediction_residual=red.prediction_residual,
+        objective_reduced=c1.primal,
+        rel_gap_reduced=c1.rel_gap,
+        singular_values=red.singular_values,
     )
     timings = {"solve": t_solve, "reduce": red.seconds}
     if not c1.within(gap_rtol):
-        return Verdict(claim, "inconclusive", problem.fingerprint(), cert,
-                       f"the reduced point lost the gap certificate (rel gap {c1.rel_gap:.1e})", timings, opts)
+        return Verdict(
+            claim,
+            "inconclusive",
+            problem.fingerprint(),
+            cert,
+            f"the reduced point lost the gap certificate (rel gap {c1.rel_gap:.1e})",
+            timings,
+            opts,
+        )
     if _within(ranks, rank_bound, problem.KN):
-        return Verdict(claim, "holds", problem.fingerprint(), cert,
-                       f"certified NUC minimizer (rel gap {c1.rel_gap:.1e}) of rank {list(ranks)}, "
-                       f"{_bound_text(rank_bound, problem)}", timings, opts)
+        return Verdict(
+            claim,
+            "holds",
+            problem.fingerprint(),
+            cert,
+            f"certified NUC minimizer (rel gap {c1.rel_gap:.1e}) of rank {list(ranks)}, "
+            f"{_bound_text(rank_bound, problem)}",
+            timings,
+            opts,
+        )
     ev = problem.evaluate(red.D)
     uq = nuc_uniqueness(problem, red.D, ev.S)
-    cert.update(unique=uq.unique, injectivity=uq.injectivity, face_dims=uq.face_dims, lam_margin=uq.lam_margin)
+    cert.update(
+        unique=uq.unique, injectivity=uq.injectivity, face_dims=uq.face_dims, lam_margin=uq.lam_margin
+    )
     if uq.unique and tuple(uq.face_dims) == tuple(ranks):
         path = _save(problem, save_dir, claim, red.D)
-        return Verdict(claim, "violated", problem.fingerprint(), cert,
-                       f"the NUC minimizer is unique ({uq.reason}) and has rank {list(ranks)}, "
-                       f"which breaks '{_bound_text(rank_bound, problem)}'", timings, opts, path)
-    return Verdict(claim, "inconclusive", problem.fingerprint(), cert,
-                   f"reduction stopped at rank {list(ranks)} ({red.stopped}) and uniqueness is not "
-                   f"certified ({uq.reason})", timings, opts)
+        return Verdict(
+            claim,
+            "violated",
+            problem.fingerprint(),
+            cert,
+            f"the NUC minimizer is unique ({uq.reason}) and has rank {list(ranks)}, "
+            f"which breaks '{_bound_text(rank_bound, problem)}'",
+            timings,
+            opts,
+            path,
+        )
+    return Verdict(
+        claim,
+        "inconclusive",
+        problem.fingerprint(),
+        cert,
+        f"reduction stopped at rank {list(ranks)} ({red.stopped}) and uniqueness is not "
+        f"certified ({uq.reason})",
+        timings,
+        opts,
+    )
 
 
 def check_jlr_rank_nuc(
@@ -231,8 +343,16 @@ def check_jlr_rank_nuc(
             f"problem: JLR-rank-NUC is the single-matrix claim, got {len(problem.blocks)} blocks "
             "(use check_jlr_rank_blocks)"
         )
-    return _rank_nuc("JLR-rank-NUC", problem, rank_bound=rank_bound, gap_rtol=gap_rtol,
-                     rank_rtol=rank_rtol, seed=seed, solution=solution, save_dir=save_dir)
+    return _rank_nuc(
+        "JLR-rank-NUC",
+        problem,
+        rank_bound=rank_bound,
+        gap_rtol=gap_rtol,
+        rank_rtol=rank_rtol,
+        seed=seed,
+        solution=solution,
+        save_dir=save_dir,
+    )
 
 
 def check_jlr_rank_blocks(
@@ -245,14 +365,23 @@ def check_jlr_rank_blocks(
     solution: NucSolution | None = None,
     save_dir: str | Path | None = None,
 ) -> Verdict:
-    r"""JLR-rank-blocks: NUC with a sum of per-block nuclear norms has a minimizer with
-    :math:`\sum_j r_j(r_j+1)/2 \le KN` (the block-diagonal Barvinok--Pataki bound).
+    r"""JLR-rank-blocks: NUC with several blocks has a minimizer with :math:`\sum_j r_j(r_j+1)/2 \le KN`.
+
+    The block-diagonal Barvinok--Pataki bound, for the sum of per-block nuclear norms.
 
     As :func:`check_jlr_rank_nuc`, block by block; the certificate lists each block's rank and
     the sum of :math:`r_j(r_j+1)/2`.
     """
-    return _rank_nuc("JLR-rank-blocks", problem, rank_bound=rank_bound, gap_rtol=gap_rtol,
-                     rank_rtol=rank_rtol, seed=seed, solution=solution, save_dir=save_dir)
+    return _rank_nuc(
+        "JLR-rank-blocks",
+        problem,
+        rank_bound=rank_bound,
+        gap_rtol=gap_rtol,
+        rank_rtol=rank_rtol,
+        seed=seed,
+        solution=solution,
+        save_dir=save_dir,
+    )
 
 
 # --------------------------------------------------------------------------------------------------
@@ -277,8 +406,9 @@ def check_jlr_equiv(
     solution: NucSolution | None = None,
     save_dir: str | Path | None = None,
 ) -> Verdict:
-    r"""JLR-equiv: for ``r >=`` the rank of a NUC minimizer, min LoRA = min NUC, and global LoRA
-    minimizers are balanced (:math:`U^\top U = V^\top V`).
+    r"""JLR-equiv: for ``r`` at least a NUC minimizer's rank, min LoRA = min NUC, minimizers balanced.
+
+    Balanced means :math:`U^\top U = V^\top V`.
 
     Three pieces of evidence: (1) the balanced factors of the (rank-reduced) NUC minimizer give a
     LoRA objective equal to the NUC objective (the identity
@@ -297,8 +427,13 @@ def check_jlr_equiv(
     r = rank if rank is not None else r_max(problem.K, problem.N) + 1
     if isinstance(r, bool) or not isinstance(r, int) or r < 1:
         raise ValueError(f"rank: expected a positive int (rank >= 1), got {rank!r}")
-    opts: dict[str, Any] = {"rank": r, "enforce_hypothesis": enforce_hypothesis, "gap_rtol": gap_rtol,
-                            "balance_rtol": balance_rtol, "seed": seed}
+    opts: dict[str, Any] = {
+        "rank": r,
+        "enforce_hypothesis": enforce_hypothesis,
+        "gap_rtol": gap_rtol,
+        "balance_rtol": balance_rtol,
+        "seed": seed,
+    }
     t0 = time.perf_counter()
     sol = _nuc_solution(problem, solution, gap_rtol, seed)
     red = reduce_rank(problem, sol.D, rank_rtol=rank_rtol)
@@ -306,24 +441,47 @@ def check_jlr_equiv(
     t_nuc = time.perf_counter() - t0
     P_star = c.primal
     scale = max(1.0, abs(P_star))
-    cert: dict[str, Any] = {"nuc_objective": P_star, "nuc_rel_gap": c.rel_gap, "nuc_ranks": red.ranks_after,
-                            "rank": r}
+    cert: dict[str, Any] = {
+        "nuc_objective": P_star,
+        "nuc_rel_gap": c.rel_gap,
+        "nuc_ranks": red.ranks_after,
+        "rank": r,
+    }
     if not c.within(gap_rtol):
-        return Verdict(claim, "inconclusive", problem.fingerprint(), cert,
-                       f"NUC not certified (rel gap {c.rel_gap:.1e})", {"nuc": t_nuc}, opts)
+        return Verdict(
+            claim,
+            "inconclusive",
+            problem.fingerprint(),
+            cert,
+            f"NUC not certified (rel gap {c.rel_gap:.1e})",
+            {"nuc": t_nuc},
+            opts,
+        )
     k = max(red.ranks_after)
     if r < k:
         ev = problem.evaluate(red.D)
         uq = nuc_uniqueness(problem, red.D, ev.S)
         cert.update(unique=uq.unique, injectivity=uq.injectivity)
         if enforce_hypothesis and not uq.unique:
-            return Verdict(claim, "inconclusive", problem.fingerprint(), cert,
-                           f"hypothesis not met: the NUC minimizer found has rank {k} > r = {r}",
-                           {"nuc": t_nuc}, opts)
+            return Verdict(
+                claim,
+                "inconclusive",
+                problem.fingerprint(),
+                cert,
+                f"hypothesis not met: the NUC minimizer found has rank {k} > r = {r}",
+                {"nuc": t_nuc},
+                opts,
+            )
         if enforce_hypothesis:
-            return Verdict(claim, "inconclusive", problem.fingerprint(), cert,
-                           f"hypothesis fails: the unique NUC minimizer has rank {k} > r = {r}",
-                           {"nuc": t_nuc}, opts)
+            return Verdict(
+                claim,
+                "inconclusive",
+                problem.fingerprint(),
+                cert,
+                f"hypothesis fails: the unique NUC minimizer has rank {k} > r = {r}",
+                {"nuc": t_nuc},
+                opts,
+            )
     # (1) balanced factors of the NUC minimizer
     bf = balanced_factors(red.D, rank=max(r, k))
     F_bal = lora_value(problem, bf.U, bf.V)
@@ -345,35 +503,76 @@ def check_jlr_equiv(
     imbalance = max(float(torch.linalg.matrix_norm(u.T @ u - v.T @ v)) for u, v in zip(U, V))
     norm_uv = max(float(u.norm() + v.norm()) for u, v in zip(U, V))
     lam = problem.lam[0]
-    cert.update(lora_trained_objective=tr.value, lora_excess=excess, lora_grad_norm=tr.grad_norm,
-                lora_iterations=tr.iterations, imbalance=imbalance,
-                imbalance_bound=norm_uv * tr.grad_norm / lam, imbalance_rel=_imbalance_rel(tr.point))
+    cert.update(
+        lora_trained_objective=tr.value,
+        lora_excess=excess,
+        lora_grad_norm=tr.grad_norm,
+        lora_iterations=tr.iterations,
+        imbalance=imbalance,
+        imbalance_bound=norm_uv * tr.grad_norm / lam,
+        imbalance_rel=_imbalance_rel(tr.point),
+    )
     timings = {"nuc": t_nuc, "train": t_train}
     if r < k:
         # variant "for every r": unique minimizer of rank k > r means min over rank <= r exceeds P*.
         if cert.get("unique") and excess > 10 * gap_rtol:
             path = _save(problem, save_dir, claim, red.D)
-            return Verdict(claim, "violated", problem.fingerprint(), cert,
-                           f"the unique NUC minimizer has rank {k} > r = {r}, so min LoRA > min NUC "
-                           f"(trained LoRA stays {excess:.1e} above)", timings, opts, path)
-        return Verdict(claim, "inconclusive", problem.fingerprint(), cert,
-                       f"r = {r} below the NUC rank {k}, but no certified separation", timings, opts)
+            return Verdict(
+                claim,
+                "violated",
+                problem.fingerprint(),
+                cert,
+                f"the unique NUC minimizer has rank {k} > r = {r}, so min LoRA > min NUC "
+                f"(trained LoRA stays {excess:.1e} above)",
+                timings,
+                opts,
+                path,
+            )
+        return Verdict(
+            claim,
+            "inconclusive",
+            problem.fingerprint(),
+            cert,
+            f"r = {r} below the NUC rank {k}, but no certified separation",
+            timings,
+            opts,
+        )
     ok_identity = cert["identity_residual"] <= 1e-10
     ok_train = excess <= gap_rtol
     ok_bal = cert["imbalance_rel"] <= balance_rtol
     if ok_identity and ok_train and ok_bal:
-        return Verdict(claim, "holds", problem.fingerprint(), cert,
-                       f"LoRA at r = {r} reaches the NUC optimum (excess {excess:.1e}), balanced "
-                       f"(rel. imbalance {cert['imbalance_rel']:.1e})", timings, opts)
+        return Verdict(
+            claim,
+            "holds",
+            problem.fingerprint(),
+            cert,
+            f"LoRA at r = {r} reaches the NUC optimum (excess {excess:.1e}), balanced "
+            f"(rel. imbalance {cert['imbalance_rel']:.1e})",
+            timings,
+            opts,
+        )
     if not ok_identity:
-        return Verdict(claim, "violated", problem.fingerprint(), cert,
-                       f"LoRA objective at balanced factors differs from NUC by {cert['identity_residual']:.1e}",
-                       timings, opts, _save(problem, save_dir, claim, red.D))
+        return Verdict(
+            claim,
+            "violated",
+            problem.fingerprint(),
+            cert,
+            f"LoRA objective at balanced factors differs from NUC by {cert['identity_residual']:.1e}",
+            timings,
+            opts,
+            _save(problem, save_dir, claim, red.D),
+        )
     what = "did not reach the NUC optimum" if not ok_train else "is not balanced"
-    return Verdict(claim, "inconclusive", problem.fingerprint(), cert,
-                   f"trained LoRA {what} within tolerance (excess {excess:.1e}, rel. imbalance "
-                   f"{cert['imbalance_rel']:.1e}); a local method's end point is no counterexample",
-                   timings, opts)
+    return Verdict(
+        claim,
+        "inconclusive",
+        problem.fingerprint(),
+        cert,
+        f"trained LoRA {what} within tolerance (excess {excess:.1e}, rel. imbalance "
+        f"{cert['imbalance_rel']:.1e}); a local method's end point is no counterexample",
+        timings,
+        opts,
+    )
 
 
 # --------------------------------------------------------------------------------------------------
@@ -406,24 +605,59 @@ def check_jlr_magnitude(
     pen = problem.penalty(sol.D)
     lhs, rhs = pen, factor * (L0 - LD)
     eps = max(c.gap, 0.0)
-    cert: dict[str, Any] = {"lam_nuclear": lhs, "L0": L0, "L_star": LD, "rhs": rhs, "excess": lhs - rhs,
-                            "gap": c.gap, "rel_gap": c.rel_gap, "L_star_nonnegative": LD >= 0,
-                            "solver_seconds": sol.seconds}
+    cert: dict[str, Any] = {
+        "lam_nuclear": lhs,
+        "L0": L0,
+        "L_star": LD,
+        "rhs": rhs,
+        "excess": lhs - rhs,
+        "gap": c.gap,
+        "rel_gap": c.rel_gap,
+        "L_star_nonnegative": LD >= 0,
+        "solver_seconds": sol.seconds,
+    }
     if not c.within(gap_rtol):
-        return Verdict(claim, "inconclusive", problem.fingerprint(), cert,
-                       f"NUC not certified (rel gap {c.rel_gap:.1e})", {"solve": t_solve}, opts)
+        return Verdict(
+            claim,
+            "inconclusive",
+            problem.fingerprint(),
+            cert,
+            f"NUC not certified (rel gap {c.rel_gap:.1e})",
+            {"solve": t_solve},
+            opts,
+        )
     if lhs <= rhs + eps and LD >= -eps:
-        return Verdict(claim, "holds", problem.fingerprint(), cert,
-                       f"lam||D*||_* = {lhs:.4g} <= {factor:g}(L(0) - L(D*)) = {rhs:.4g} <= L(0) = {L0:.4g}",
-                       {"solve": t_solve}, opts)
+        return Verdict(
+            claim,
+            "holds",
+            problem.fingerprint(),
+            cert,
+            f"lam||D*||_* = {lhs:.4g} <= {factor:g}(L(0) - L(D*)) = {rhs:.4g} <= L(0) = {L0:.4g}",
+            {"solve": t_solve},
+            opts,
+        )
     if lhs - rhs > 100 * eps + 1e-12 * max(1.0, L0):
         path = _save(problem, save_dir, claim, sol.D)
-        return Verdict(claim, "violated", problem.fingerprint(), cert,
-                       f"lam||D*||_* = {lhs:.4g} exceeds {factor:g}(L(0) - L(D*)) = {rhs:.4g} by "
-                       f"{lhs - rhs:.2e} (gap {eps:.1e})", {"solve": t_solve}, opts, path)
-    return Verdict(claim, "inconclusive", problem.fingerprint(), cert,
-                   "the inequality fails by less than 100 gaps: not certified either way",
-                   {"solve": t_solve}, opts)
+        return Verdict(
+            claim,
+            "violated",
+            problem.fingerprint(),
+            cert,
+            f"lam||D*||_* = {lhs:.4g} exceeds {factor:g}(L(0) - L(D*)) = {rhs:.4g} by "
+            f"{lhs - rhs:.2e} (gap {eps:.1e})",
+            {"solve": t_solve},
+            opts,
+            path,
+        )
+    return Verdict(
+        claim,
+        "inconclusive",
+        problem.fingerprint(),
+        cert,
+        "the inequality fails by less than 100 gaps: not certified either way",
+        {"solve": t_solve},
+        opts,
+    )
 
 
 # --------------------------------------------------------------------------------------------------
@@ -448,7 +682,9 @@ def lora_hessian_dense(problem: Problem, U: Sequence[Tensor], V: Sequence[Tensor
             k += nu + nv
             Ds.append(u @ v.T)
             reg = reg + 0.5 * lam * ((u * u).sum() + (v * v).sum())
-        z = problem.f0 + problem.J.matvec(torch.cat([d.reshape(-1) for d in Ds])).reshape(problem.N, problem.K)
+        z = problem.f0 + problem.J.matvec(torch.cat([d.reshape(-1) for d in Ds])).reshape(
+            problem.N, problem.K
+        )
         return problem.loss.value(z, problem.y).mean() + reg
 
     return torch.func.hessian(f)(x0)
@@ -463,7 +699,7 @@ def check_jlr_zero_saddle(
     rtol: float = 1e-10,
     save_dir: str | Path | None = None,
 ) -> Verdict:
-    r"""JLR-zero-saddle: at ``U = V = 0``, :math:`\lambda_{\min}(\nabla^2 F) = \min_j(\lambda_j - \|S_j(0)\|_{op})`.
+    r"""JLR-zero-saddle: at ``U = V = 0``, :math:`\lambda_{\min} = \min_j(\lambda_j - \|S_j(0)\|_{op})`.
 
     The closed form is compared with ``eigh`` of the dense Hessian computed by autodiff
     (``torch.func.hessian`` of the LoRA objective, an independent route) when the number of
@@ -477,20 +713,35 @@ def check_jlr_zero_saddle(
     if isinstance(rank, bool) or not isinstance(rank, int) or rank < 1:
         raise ValueError(f"rank: expected a positive int (rank >= 1), got {rank!r}")
     n_params = sum((m + n) * rank for m, n in problem.blocks)
-    opts: dict[str, Any] = {"rank": rank, "max_dense": max_dense, "rtol": rtol,
-                            "prediction": "lam - ||grad L(0)||_op" if prediction is None else getattr(prediction, "__name__", "custom")}
+    opts: dict[str, Any] = {
+        "rank": rank,
+        "max_dense": max_dense,
+        "rtol": rtol,
+        "prediction": "lam - ||grad L(0)||_op"
+        if prediction is None
+        else getattr(prediction, "__name__", "custom"),
+    }
     t0 = time.perf_counter()
     S0 = problem.evaluate(problem.zeros()).S
     predicted = (prediction or _lam_minus_op)(problem.lam, S0)
     closed = _lam_minus_op(problem.lam, S0)
-    cert: dict[str, Any] = {"predicted": predicted, "closed_form": closed,
-                            "grad_op_norms": [float(torch.linalg.matrix_norm(s, ord=2)) for s in S0],
-                            "n_params": n_params}
+    cert: dict[str, Any] = {
+        "predicted": predicted,
+        "closed_form": closed,
+        "grad_op_norms": [float(torch.linalg.matrix_norm(s, ord=2)) for s in S0],
+        "n_params": n_params,
+    }
     if n_params > max_dense:
-        return Verdict(claim, "inconclusive", problem.fingerprint(), cert,
-                       f"{n_params} parameters exceed max_dense = {max_dense}: no dense oracle here "
-                       "(the Lanczos route comes with the second-order checkers)",
-                       {"total": time.perf_counter() - t0}, opts)
+        return Verdict(
+            claim,
+            "inconclusive",
+            problem.fingerprint(),
+            cert,
+            f"{n_params} parameters exceed max_dense = {max_dense}: no dense oracle here "
+            "(the Lanczos route comes with the second-order checkers)",
+            {"total": time.perf_counter() - t0},
+            opts,
+        )
     U = tuple(torch.zeros(m, rank, dtype=problem.dtype, device=problem.device) for m, _ in problem.blocks)
     V = tuple(torch.zeros(n, rank, dtype=problem.dtype, device=problem.device) for _, n in problem.blocks)
     H = lora_hessian_dense(problem, U, V)
@@ -499,18 +750,38 @@ def check_jlr_zero_saddle(
     resid = float((H @ x - theta * x).norm())
     scale = max(1.0, abs(float(evals[-1])))
     err = abs(theta - predicted)
-    cert.update(dense_lambda_min=theta, dense_lambda_max=float(evals[-1]), eigen_residual=resid,
-                abs_error=err, tolerance=rtol * scale, strict_saddle=theta < -rtol * scale)
+    cert.update(
+        dense_lambda_min=theta,
+        dense_lambda_max=float(evals[-1]),
+        eigen_residual=resid,
+        abs_error=err,
+        tolerance=rtol * scale,
+        strict_saddle=theta < -rtol * scale,
+    )
     timings = {"total": time.perf_counter() - t0}
     if err <= rtol * scale:
         kind = "a strict saddle" if theta < -rtol * scale else "not a strict saddle"
-        return Verdict(claim, "holds", problem.fingerprint(), cert,
-                       f"lambda_min = {theta:.6g} matches the prediction (error {err:.1e}); zero is {kind}",
-                       timings, opts)
+        return Verdict(
+            claim,
+            "holds",
+            problem.fingerprint(),
+            cert,
+            f"lambda_min = {theta:.6g} matches the prediction (error {err:.1e}); zero is {kind}",
+            timings,
+            opts,
+        )
     path = _save(problem, save_dir, claim, problem.zeros())
-    return Verdict(claim, "violated", problem.fingerprint(), cert,
-                   f"dense lambda_min = {theta:.6g} but predicted {predicted:.6g} (error {err:.1e}, "
-                   f"eigen-residual {resid:.1e})", timings, opts, path)
+    return Verdict(
+        claim,
+        "violated",
+        problem.fingerprint(),
+        cert,
+        f"dense lambda_min = {theta:.6g} but predicted {predicted:.6g} (error {err:.1e}, "
+        f"eigen-residual {resid:.1e})",
+        timings,
+        opts,
+        path,
+    )
 
 
 _ = np  # numpy arrays appear in saved counterexamples

@@ -39,8 +39,17 @@ REPORT_SCHEMA: dict[str, Any] = {
     "$schema": "https://json-schema.org/draft/2020-12/schema",
     "title": "loracheck report",
     "type": "object",
-    "required": ["format", "version", "created", "complete", "environment", "suite", "verdicts", "counts",
-                 "seconds"],
+    "required": [
+        "format",
+        "version",
+        "created",
+        "complete",
+        "environment",
+        "suite",
+        "verdicts",
+        "counts",
+        "seconds",
+    ],
     "properties": {
         "format": {"const": REPORT_FORMAT},
         "version": {"const": REPORT_VERSION},
@@ -77,11 +86,11 @@ REPORT_SCHEMA: dict[str, Any] = {
 
 def environment() -> dict[str, Any]:
     """Versions and thread counts, recorded in every report."""
+    from importlib.metadata import PackageNotFoundError, version
+
     import numpy
     import scipy
     import torch
-
-    from importlib.metadata import PackageNotFoundError, version
 
     try:
         own = version("loracheck")
@@ -148,27 +157,51 @@ def evidence(v: Verdict | Mapping[str, Any]) -> str:
     c, claim = d["certificate"], d["claim"]
     parts: list[str] = []
     if claim in ("JLR-rank-NUC", "JLR-rank-blocks"):
-        for k, label in (("ranks", "rank"), ("r_max", "r_max"), ("block_triangular_sum", "sum r(r+1)/2"),
-                         ("KN", "KN"), ("rel_gap_reduced", "rel gap")):
+        for k, label in (
+            ("ranks", "rank"),
+            ("r_max", "r_max"),
+            ("block_triangular_sum", "sum r(r+1)/2"),
+            ("KN", "KN"),
+            ("rel_gap_reduced", "rel gap"),
+        ):
             if k in c:
                 parts.append(f"{label} {_fmt(c[k])}")
     elif claim == "JLR-rank-FT":
-        for k, label in (("ranks_before", "rank before"), ("ranks", "rank"), ("r_max", "r_max"),
-                         ("prediction_residual", "pred. resid"), ("grad_norm", "|grad|")):
+        for k, label in (
+            ("ranks_before", "rank before"),
+            ("ranks", "rank"),
+            ("r_max", "r_max"),
+            ("prediction_residual", "pred. resid"),
+            ("grad_norm", "|grad|"),
+        ):
             if k in c:
                 parts.append(f"{label} {_fmt(c[k])}")
     elif claim == "JLR-equiv":
-        for k, label in (("rank", "r"), ("nuc_ranks", "NUC rank"), ("lora_excess", "LoRA-NUC"),
-                         ("identity_residual", "identity"), ("imbalance_rel", "imbalance")):
+        for k, label in (
+            ("rank", "r"),
+            ("nuc_ranks", "NUC rank"),
+            ("lora_excess", "LoRA-NUC"),
+            ("identity_residual", "identity"),
+            ("imbalance_rel", "imbalance"),
+        ):
             if k in c:
                 parts.append(f"{label} {_fmt(c[k])}")
     elif claim == "JLR-magnitude":
-        for k, label in (("lam_nuclear", "lam|D|*"), ("rhs", "L(0)-L(D*)"), ("L0", "L(0)"), ("rel_gap", "rel gap")):
+        for k, label in (
+            ("lam_nuclear", "lam|D|*"),
+            ("rhs", "L(0)-L(D*)"),
+            ("L0", "L(0)"),
+            ("rel_gap", "rel gap"),
+        ):
             if k in c:
                 parts.append(f"{label} {_fmt(c[k])}")
     elif claim == "JLR-zero-saddle":
-        for k, label in (("dense_lambda_min", "eigh"), ("predicted", "lam-|S|op"), ("abs_error", "err"),
-                         ("eigen_residual", "resid")):
+        for k, label in (
+            ("dense_lambda_min", "eigh"),
+            ("predicted", "lam-|S|op"),
+            ("abs_error", "err"),
+            ("eigen_residual", "resid"),
+        ):
             if k in c:
                 parts.append(f"{label} {_fmt(c[k])}")
     else:
@@ -193,7 +226,10 @@ def report_markdown(report: Mapping[str, Any]) -> str:
     ]
     for v in report["verdicts"]:
         p = v["problem"]
-        prob = f"{p.get('name')} (N={p.get('N')}, K={p.get('K')}, {p.get('loss')}, blocks {p.get('blocks')}, lam {p.get('lam')})"
+        prob = (
+            f"{p.get('name')} (N={p.get('N')}, K={p.get('K')}, {p.get('loss')}, "
+            f"blocks {p.get('blocks')}, lam {p.get('lam')})"
+        )
         reason = v["reason"].replace("|", "\\|")
         lines.append(f"| {v['claim']} | {prob} | {v['status']} | {evidence(v)} | {reason} |")
     lines.append("")

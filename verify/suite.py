@@ -41,38 +41,66 @@ class ProblemSpec:
 
     def to_dict(self) -> dict[str, Any]:
         """Plain data for reports."""
-        return {"name": self.name, "generator": self.generator, "kwargs": dict(self.kwargs),
-                "claims": list(self.claims), "note": self.note}
+        return {
+            "name": self.name,
+            "generator": self.generator,
+            "kwargs": dict(self.kwargs),
+            "claims": list(self.claims),
+            "note": self.note,
+        }
 
 
 _RANK = ("JLR-rank-FT", "JLR-rank-NUC", "JLR-equiv", "JLR-magnitude", "JLR-zero-saddle")
 
 DEFAULT_SUITE: tuple[ProblemSpec, ...] = (
-    ProblemSpec("gauss-sq-K1", "gaussian",
-                dict(K=1, N=20, blocks=[(12, 10)], lam=0.05, loss="squared", seed=0), _RANK),
-    ProblemSpec("teacher-sq-K2", "teacher",
-                dict(K=2, N=16, blocks=[(24, 20)], lam=0.02, teacher_rank=2, loss="squared", seed=1), _RANK),
-    ProblemSpec("features-ce-K2", "random_features",
-                dict(K=2, N=24, m=20, n=16, lam=0.01, tokens=4, loss="cross_entropy", seed=2),
-                ("JLR-rank-NUC", "JLR-equiv", "JLR-magnitude", "JLR-zero-saddle"),
-                note="separable: FT has no minimizer, so JLR-rank-FT is not run here"),
-    ProblemSpec("lowrankJ-ce-K2", "gaussian",
-                dict(K=2, N=60, blocks=[(24, 24)], lam=0.01, loss="cross_entropy", seed=3, jacobian_rank=10),
-                ("JLR-rank-FT", "JLR-rank-NUC", "JLR-magnitude"),
-                note="J of rank 10: cross-entropy is not separable, FT has a (full-rank) minimizer"),
-    ProblemSpec("gauss-logistic-K1", "gaussian",
-                dict(K=1, N=24, blocks=[(16, 16)], lam=0.01, loss="logistic", seed=4),
-                ("JLR-rank-NUC", "JLR-equiv", "JLR-magnitude", "JLR-zero-saddle")),
-    ProblemSpec("two-blocks-sq-K2", "gaussian",
-                dict(K=2, N=12, blocks=[(16, 16), (16, 12)], lam=[0.01, 0.02], loss="squared", seed=5),
-                ("JLR-rank-FT", "JLR-rank-blocks", "JLR-magnitude", "JLR-zero-saddle")),
-    ProblemSpec("minilm-size-sq-K2", "gaussian",
-                dict(K=2, N=32, blocks=[(384, 384)], lam=0.02, loss="squared", seed=6),
-                ("JLR-rank-FT", "JLR-rank-NUC", "JLR-equiv", "JLR-magnitude"),
-                note="the size of MiniLM's W_q with the paper's N = 32, K = 2"),
-    ProblemSpec("minilm-size-ce-K2", "gaussian",
-                dict(K=2, N=32, blocks=[(384, 384)], lam=0.01, loss="cross_entropy", seed=7),
-                ("JLR-rank-NUC", "JLR-magnitude")),
+    ProblemSpec(
+        "gauss-sq-K1", "gaussian", dict(K=1, N=20, blocks=[(12, 10)], lam=0.05, loss="squared", seed=0), _RANK
+    ),
+    ProblemSpec(
+        "teacher-sq-K2",
+        "teacher",
+        dict(K=2, N=16, blocks=[(24, 20)], lam=0.02, teacher_rank=2, loss="squared", seed=1),
+        _RANK,
+    ),
+    ProblemSpec(
+        "features-ce-K2",
+        "random_features",
+        dict(K=2, N=24, m=20, n=16, lam=0.01, tokens=4, loss="cross_entropy", seed=2),
+        ("JLR-rank-NUC", "JLR-equiv", "JLR-magnitude", "JLR-zero-saddle"),
+        note="separable: FT has no minimizer, so JLR-rank-FT is not run here",
+    ),
+    ProblemSpec(
+        "lowrankJ-ce-K2",
+        "gaussian",
+        dict(K=2, N=60, blocks=[(24, 24)], lam=0.01, loss="cross_entropy", seed=3, jacobian_rank=10),
+        ("JLR-rank-FT", "JLR-rank-NUC", "JLR-magnitude"),
+        note="J of rank 10: cross-entropy is not separable, FT has a (full-rank) minimizer",
+    ),
+    ProblemSpec(
+        "gauss-logistic-K1",
+        "gaussian",
+        dict(K=1, N=24, blocks=[(16, 16)], lam=0.01, loss="logistic", seed=4),
+        ("JLR-rank-NUC", "JLR-equiv", "JLR-magnitude", "JLR-zero-saddle"),
+    ),
+    ProblemSpec(
+        "two-blocks-sq-K2",
+        "gaussian",
+        dict(K=2, N=12, blocks=[(16, 16), (16, 12)], lam=[0.01, 0.02], loss="squared", seed=5),
+        ("JLR-rank-FT", "JLR-rank-blocks", "JLR-magnitude", "JLR-zero-saddle"),
+    ),
+    ProblemSpec(
+        "minilm-size-sq-K2",
+        "gaussian",
+        dict(K=2, N=32, blocks=[(384, 384)], lam=0.02, loss="squared", seed=6),
+        ("JLR-rank-FT", "JLR-rank-NUC", "JLR-equiv", "JLR-magnitude"),
+        note="the size of MiniLM's W_q with the paper's N = 32, K = 2",
+    ),
+    ProblemSpec(
+        "minilm-size-ce-K2",
+        "gaussian",
+        dict(K=2, N=32, blocks=[(384, 384)], lam=0.01, loss="cross_entropy", seed=7),
+        ("JLR-rank-NUC", "JLR-magnitude"),
+    ),
 )
 
 
@@ -81,11 +109,14 @@ def build_problem(spec: ProblemSpec) -> Problem:
     if spec.generator not in _GENERATORS:
         raise ValueError(f"generator: expected one of {', '.join(_GENERATORS)}, got {spec.generator!r}")
     p = _GENERATORS[spec.generator](**spec.kwargs)
-    return Problem(p.J, p.f0, p.y, loss=p.loss, blocks=p.blocks, lam=p.lam, seed=p.seed,
-                   name=spec.name, meta=p.meta)
+    return Problem(
+        p.J, p.f0, p.y, loss=p.loss, blocks=p.blocks, lam=p.lam, seed=p.seed, name=spec.name, meta=p.meta
+    )
 
 
-def suite_tasks(suite: Sequence[ProblemSpec], claims: Sequence[str] | None = None) -> list[tuple[ProblemSpec, str]]:
+def suite_tasks(
+    suite: Sequence[ProblemSpec], claims: Sequence[str] | None = None
+) -> list[tuple[ProblemSpec, str]]:
     """The (spec, claim) pairs to run, optionally restricted to ``claims``."""
     wanted = set(claims) if claims else None
     if wanted:
@@ -109,7 +140,9 @@ def run_suite(
     from tqdm.auto import tqdm
 
     tasks = suite_tasks(suite, claims)
-    bar = tqdm(total=len(tasks), desc="loracheck", unit="check", disable=None if progress is None else not progress)
+    bar = tqdm(
+        total=len(tasks), desc="loracheck", unit="check", disable=None if progress is None else not progress
+    )
     problems: dict[str, Problem] = {}
     solutions: dict[str, NucSolution] = {}
     try:

@@ -118,4 +118,5 @@ class Verdict:
     def summary(self) -> str:
         """One line: claim, status, problem, reason."""
         p = self.problem
-        return f"{self.claim:<16} {self.status:<12} {p.get('name', '')} N={p.get('N')} K={p.get('K')}: {self.reason}"
+        where = f"{p.get('name', '')} N={p.get('N')} K={p.get('K')}"
+        return f"{self.claim:<16} {self.status:<12} {where}: {self.reason}"

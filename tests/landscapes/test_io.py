@@ -241,9 +241,7 @@ def test_wrong_format_or_version(tmp_path, changes, match):
 def test_missing_format_key(tmp_path):
     path = tmp_path / "nofmt.npz"
     np.savez(path, J=np.zeros((2, 2)))
-    with pytest.raises(
-        ValueError, match=r"path: expected a file of format 'loracheck\.problem', got none"
-    ):
+    with pytest.raises(ValueError, match=r"path: expected a file of format 'loracheck\.problem', got none"):
         load_problem(path)
 
 

@@ -5,12 +5,22 @@ import torch
 from hypothesis import given
 from hypothesis import strategies as st
 
-from landscapes import balanced_factors, gaussian_problem, lora_value, lora_value_and_grad, minimize_lora, solve_nuc
+from landscapes import (
+    balanced_factors,
+    gaussian_problem,
+    lora_value,
+    lora_value_and_grad,
+    minimize_lora,
+    solve_nuc,
+)
 from theory import r_max
 
 
-@given(seed=st.integers(0, 2**31 - 1), r=st.integers(1, 4),
-       loss=st.sampled_from(["squared", "cross_entropy", "logistic"]))
+@given(
+    seed=st.integers(0, 2**31 - 1),
+    r=st.integers(1, 4),
+    loss=st.sampled_from(["squared", "cross_entropy", "logistic"]),
+)
 def test_gradient_matches_autograd(seed, r, loss):
     K = {"squared": 2, "cross_entropy": 3, "logistic": 1}[loss]
     P = gaussian_problem(K=K, N=4, blocks=[(5, 4), (3, 6)], lam=[0.1, 0.3], loss=loss, seed=seed)
@@ -19,7 +29,9 @@ def test_gradient_matches_autograd(seed, r, loss):
     V = [torch.randn(n, r, generator=g, dtype=torch.float64, requires_grad=True) for _, n in P.blocks]
     D = [u @ v.T for u, v in zip(U, V)]
     z = P.f0 + (P.J.matrix @ torch.cat([d.reshape(-1) for d in D])).reshape(P.N, P.K)
-    f = P.loss.value(z, P.y).mean() + sum(0.5 * lam * ((u * u).sum() + (v * v).sum()) for lam, u, v in zip(P.lam, U, V))
+    f = P.loss.value(z, P.y).mean() + sum(
+        0.5 * lam * ((u * u).sum() + (v * v).sum()) for lam, u, v in zip(P.lam, U, V)
+    )
     grads = torch.autograd.grad(f, U + V)
     val, gU, gV = lora_value_and_grad(P, [u.detach() for u in U], [v.detach() for v in V])
     assert abs(val - f.item()) <= 1e-12 * max(1.0, abs(val))

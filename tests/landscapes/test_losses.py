@@ -131,9 +131,7 @@ def test_logistic_closed_forms():
     y = torch.tensor([0, 1])
     torch.testing.assert_close(loss.value(z, y), torch.full((2,), math.log(2.0), dtype=DT))
     torch.testing.assert_close(loss.grad(z, y), torch.tensor([[0.5], [-0.5]], dtype=DT))
-    torch.testing.assert_close(
-        loss.hvp(z, y, torch.ones(2, 1, dtype=DT)), torch.full((2, 1), 0.25, dtype=DT)
-    )
+    torch.testing.assert_close(loss.hvp(z, y, torch.ones(2, 1, dtype=DT)), torch.full((2, 1), 0.25, dtype=DT))
     # z = log 3: sigma = 3/4, value log(4) - y log 3
     z = torch.full((2, 1), math.log(3.0), dtype=DT)
     torch.testing.assert_close(
@@ -233,9 +231,7 @@ def test_max_curvature_is_attained(name, K):
     loss = get_loss(name)
     z = torch.zeros(1, K, dtype=DT)
     y = torch.zeros(1, K, dtype=DT) if name == "squared" else torch.zeros(1, dtype=torch.long)
-    H = torch.autograd.functional.hessian(
-        lambda zz: loss.value(zz.reshape(1, K), y).sum(), z.reshape(-1)
-    )
+    H = torch.autograd.functional.hessian(lambda zz: loss.value(zz.reshape(1, K), y).sum(), z.reshape(-1))
     assert float(torch.linalg.eigvalsh(H).max()) == pytest.approx(loss.max_curvature, abs=1e-14)
 
 

@@ -16,8 +16,14 @@ def denoising_problem(Y: torch.Tensor, lam: float) -> Problem:
     """J = I: L(D) = ||D - Y||_F^2 / (2 N) with N = m n examples, K = 1."""
     m, n = Y.shape
     N = m * n
-    return Problem(torch.eye(N, dtype=torch.float64), torch.zeros(N, 1, dtype=torch.float64),
-                   Y.reshape(N, 1).clone(), loss="squared", blocks=[(m, n)], lam=lam)
+    return Problem(
+        torch.eye(N, dtype=torch.float64),
+        torch.zeros(N, 1, dtype=torch.float64),
+        Y.reshape(N, 1).clone(),
+        loss="squared",
+        blocks=[(m, n)],
+        lam=lam,
+    )
 
 
 def test_closed_form_singular_value_thresholding():
@@ -50,7 +56,7 @@ def test_zero_is_optimal_iff_gradient_small():
 
 def _cvxpy_objective(P: Problem, solver: str) -> float:
     cp = pytest.importorskip("cvxpy")
-    (m, n), = P.blocks
+    ((m, n),) = P.blocks
     D = cp.Variable((m, n))
     J = P.J.matrix.numpy()
     z = P.f0.numpy().reshape(-1) + J @ cp.vec(D, order="C")
@@ -70,8 +76,9 @@ def _cvxpy_objective(P: Problem, solver: str) -> float:
     return float(prob.value)
 
 
-@pytest.mark.parametrize("loss, K", [("squared", 1), ("squared", 2), ("logistic", 1), ("cross_entropy", 2),
-                                     ("cross_entropy", 3)])
+@pytest.mark.parametrize(
+    "loss, K", [("squared", 1), ("squared", 2), ("logistic", 1), ("cross_entropy", 2), ("cross_entropy", 3)]
+)
 def test_agrees_with_cvxpy(loss, K):
     P = gaussian_problem(K=K, N=6, blocks=[(6, 5)], lam=0.03, loss=loss, seed=3)
     sol = solve_nuc(P)
@@ -102,9 +109,15 @@ def test_multi_block_certificate_and_solution():
     assert sol.ranks[1] == 0 and c.S_op[1] < 0.04  # the second block's optimum is exactly zero
 
 
-@given(seed=st.integers(0, 2**31 - 1), K=st.integers(1, 2), N=st.integers(1, 8), m=st.integers(1, 7),
-       n=st.integers(1, 7), loss=st.sampled_from(["squared", "cross_entropy", "logistic"]),
-       lam=st.floats(1e-3, 0.5))
+@given(
+    seed=st.integers(0, 2**31 - 1),
+    K=st.integers(1, 2),
+    N=st.integers(1, 8),
+    m=st.integers(1, 7),
+    n=st.integers(1, 7),
+    loss=st.sampled_from(["squared", "cross_entropy", "logistic"]),
+    lam=st.floats(1e-3, 0.5),
+)
 def test_weak_duality_and_certified_solution(seed, K, N, m, n, loss, lam):
     if loss == "cross_entropy":
         K = max(K, 2)
@@ -132,7 +145,10 @@ def test_weight_decay_reaches_the_iterates():
     n2 = float(torch.linalg.matrix_norm(solve_nuc(P2).D[0], ord="nuc"))
     assert n2 < n1
     g = torch.Generator().manual_seed(0)
-    U, V = torch.randn(6, 2, generator=g, dtype=torch.float64), torch.randn(6, 2, generator=g, dtype=torch.float64)
+    U, V = (
+        torch.randn(6, 2, generator=g, dtype=torch.float64),
+        torch.randn(6, 2, generator=g, dtype=torch.float64),
+    )
     _, gu1, _ = lora_value_and_grad(P1, (U,), (V,))
     _, gu2, _ = lora_value_and_grad(P2, (U,), (V,))
     assert torch.allclose(gu2[0] - gu1[0], (0.05 - 0.01) * U, atol=1e-14)

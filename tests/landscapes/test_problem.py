@@ -118,9 +118,7 @@ def _nan_at(t, value=math.nan):
 
 
 def _fop(J, shape=None, dtype=DT):
-    return FunctionOperator(
-        lambda x: J @ x, lambda y: J.T @ y, shape or tuple(J.shape), dtype=dtype
-    )
+    return FunctionOperator(lambda x: J @ x, lambda y: J.T @ y, shape or tuple(J.shape), dtype=dtype)
 
 
 # (id, loss, modifier, exception, message regex naming the argument, expected and received)
@@ -493,9 +491,7 @@ BAD = [
 ]
 
 
-@pytest.mark.parametrize(
-    ("loss", "modify", "exc", "match"), [b[1:] for b in BAD], ids=[b[0] for b in BAD]
-)
+@pytest.mark.parametrize(("loss", "modify", "exc", "match"), [b[1:] for b in BAD], ids=[b[0] for b in BAD])
 def test_construction_rejects(loss, modify, exc, match):
     kw = modify(base_kwargs(loss))
     with pytest.raises(exc, match=match):
@@ -568,9 +564,7 @@ def test_zeros_and_check_point():
         P.check_point(D[0])
     with pytest.raises(ValueError, match=r"X\[1\]: expected shape \(2, 2\), got \(2, 3\)"):
         P.check_point((D[0], D[0]), name="X")
-    with pytest.raises(
-        ValueError, match=r"D\[0\]: expected dtype torch\.float64, got torch\.float32"
-    ):
+    with pytest.raises(ValueError, match=r"D\[0\]: expected dtype torch\.float64, got torch\.float32"):
         P.check_point((D[0].float(), D[1]))
 
 
@@ -580,9 +574,7 @@ def test_vec_order_closed_form():
     torch.testing.assert_close(P.vec(D), torch.tensor([0, 1, 2, 3, 4, 5, 10, 11, 12, 13], dtype=DT))
 
 
-@given(
-    seed=SEEDS, nblocks=st.integers(1, 3), dims=st.lists(st.integers(1, 4), min_size=6, max_size=6)
-)
+@given(seed=SEEDS, nblocks=st.integers(1, 3), dims=st.lists(st.integers(1, 4), min_size=6, max_size=6))
 def test_vec_unvec_round_trip(seed, nblocks, dims):
     blocks = [(dims[2 * j], dims[2 * j + 1]) for j in range(nblocks)]
     J, f0, y = make_tensors(seed, 2, 2, blocks, "squared")
@@ -627,9 +619,7 @@ def test_evaluate_matches_autograd(loss, N, K, seed, dims):
     assert ev.g.shape == (N, K)
     torch.testing.assert_close(ev.g, g_ref, rtol=1e-11, atol=1e-13)
     # S_j = dL/dD_j
-    S_ref = torch.func.grad(
-        lambda D1, D2: ref_risk(J, f0, y, blocks, loss, (D1, D2)), argnums=(0, 1)
-    )(*D)
+    S_ref = torch.func.grad(lambda D1, D2: ref_risk(J, f0, y, blocks, loss, (D1, D2)), argnums=(0, 1))(*D)
     assert len(ev.S) == 2
     for Sj, Rj, shape in zip(ev.S, S_ref, blocks, strict=True):
         assert tuple(Sj.shape) == shape

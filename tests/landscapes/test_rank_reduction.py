@@ -5,14 +5,20 @@ import torch
 from hypothesis import given
 from hypothesis import strategies as st
 
-from landscapes import Problem, gaussian_problem, reduce_rank, solve_ft, solve_nuc
+from landscapes import Problem, gaussian_problem, reduce_rank, solve_ft
 from landscapes.nuc import nuc_certificate
 from theory import r_max
 from theory.bounds import triangular
 
 
-@given(seed=st.integers(0, 2**31 - 1), K=st.integers(1, 3), N=st.integers(1, 6), m=st.integers(1, 9),
-       n=st.integers(1, 9), two_blocks=st.booleans())
+@given(
+    seed=st.integers(0, 2**31 - 1),
+    K=st.integers(1, 3),
+    N=st.integers(1, 6),
+    m=st.integers(1, 9),
+    n=st.integers(1, 9),
+    two_blocks=st.booleans(),
+)
 def test_reduction_keeps_predictions_and_meets_the_bound(seed, K, N, m, n, two_blocks):
     blocks = [(m, n), (n, m + 1)] if two_blocks else [(m, n)]
     P = gaussian_problem(K=K, N=N, blocks=blocks, lam=0.1, seed=seed)
@@ -30,7 +36,9 @@ def test_reduction_keeps_predictions_and_meets_the_bound(seed, K, N, m, n, two_b
 def test_no_work_when_already_within_the_bound():
     P = gaussian_problem(K=2, N=5, blocks=[(8, 8)], lam=0.1, seed=0)
     g = torch.Generator().manual_seed(0)
-    D = torch.randn(8, 2, generator=g, dtype=torch.float64) @ torch.randn(2, 8, generator=g, dtype=torch.float64)
+    D = torch.randn(8, 2, generator=g, dtype=torch.float64) @ torch.randn(
+        2, 8, generator=g, dtype=torch.float64
+    )
     red = reduce_rank(P, (D,))
     assert red.steps == 0 and red.ranks_after == (2,)
     assert torch.allclose(red.D[0], D, atol=1e-12)
@@ -53,10 +61,16 @@ def test_reduction_keeps_a_nuc_optimum_optimal(n):
     # tr D = 1 - lam is a NUC minimizer, among them the full-rank (1 - lam)/n * I; the bound
     # (KN = 1) promises one of rank 1, and the reduction must find it without losing optimality.
     lam = 0.1
-    I = torch.eye(n, dtype=torch.float64)
-    P = Problem(I.reshape(1, -1), torch.zeros(1, 1, dtype=torch.float64), torch.ones(1, 1, dtype=torch.float64),
-                loss="squared", blocks=[(n, n)], lam=lam)
-    D_full = (1 - lam) / n * I
+    eye = torch.eye(n, dtype=torch.float64)
+    P = Problem(
+        eye.reshape(1, -1),
+        torch.zeros(1, 1, dtype=torch.float64),
+        torch.ones(1, 1, dtype=torch.float64),
+        loss="squared",
+        blocks=[(n, n)],
+        lam=lam,
+    )
+    D_full = (1 - lam) / n * eye
     c0 = nuc_certificate(P, (D_full,))
     assert c0.gap <= 1e-15  # optimal, by its own certificate
     red = reduce_rank(P, (D_full,))

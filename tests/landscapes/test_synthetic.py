@@ -165,9 +165,7 @@ def test_shapes_and_labels_valid(kind, loss, seed):
 def test_dtype_float32():
     P = gaussian_problem(K=2, N=3, blocks=[(2, 2)], lam=0.0, dtype=torch.float32)
     assert P.dtype == torch.float32 and P.y.dtype == torch.float32
-    Q = teacher_problem(
-        K=2, N=3, blocks=[(2, 2)], lam=0.0, loss="cross_entropy", dtype=torch.float32
-    )
+    Q = teacher_problem(K=2, N=3, blocks=[(2, 2)], lam=0.0, loss="cross_entropy", dtype=torch.float32)
     assert Q.dtype == torch.float32 and not Q.y.dtype.is_floating_point
 
 
@@ -181,14 +179,10 @@ def test_single_block_tuple_is_accepted():
 # ---------------------------------------------------------------------------------------------
 
 
-@given(
-    seed=SEEDS, f0_scale=st.sampled_from([0.0, 0.5, 2.0]), noise=st.sampled_from([0.0, 1.0, 3.0])
-)
+@given(seed=SEEDS, f0_scale=st.sampled_from([0.0, 0.5, 2.0]), noise=st.sampled_from([0.0, 1.0, 3.0]))
 def test_gaussian_recipe(seed, f0_scale, noise):
     K, N, blocks = 2, 4, [(3, 2), (1, 5)]
-    P = gaussian_problem(
-        K=K, N=N, blocks=blocks, lam=0.0, seed=seed, f0_scale=f0_scale, noise=noise
-    )
+    P = gaussian_problem(K=K, N=N, blocks=blocks, lam=0.0, seed=seed, f0_scale=f0_scale, noise=noise)
     gen = torch.Generator().manual_seed(seed)
     s = max((m + n) / 2 for m, n in blocks)  # = 3
     J = torch.randn(K * N, 11, generator=gen, dtype=DT) / math.sqrt(s)
@@ -210,9 +204,7 @@ def test_gaussian_entry_variance():
     assert abs(float(J.mean())) * math.sqrt(s) < 6 / math.sqrt(M)
 
 
-@pytest.mark.parametrize(
-    ("loss", "K"), [("logistic", 1), ("cross_entropy", 2), ("cross_entropy", 4)]
-)
+@pytest.mark.parametrize(("loss", "K"), [("logistic", 1), ("cross_entropy", 2), ("cross_entropy", 4)])
 def test_gaussian_classification_labels_uniform(loss, K):
     N = 4000
     P = gaussian_problem(K=K, N=N, blocks=[(1, 1)], lam=0.0, loss=loss, seed=7)
@@ -351,9 +343,7 @@ def test_features_jacobian_is_autograd_jacobian(seed, N, K, m, n, tokens, loss):
 )
 def test_features_rows_have_rank_at_most_tokens(seed, N, K, m, n, tokens):
     """Recipe-independent: each row of J, as an m x n matrix, is a sum of T rank-one terms."""
-    P = random_features_problem(
-        K=K, N=N, m=m, n=n, lam=0.0, tokens=tokens, loss="squared", seed=seed
-    )
+    P = random_features_problem(K=K, N=N, m=m, n=n, lam=0.0, tokens=tokens, loss="squared", seed=seed)
     rows = dense(P).reshape(K * N, m, n)
     ranks = torch.linalg.matrix_rank(rows)
     assert int(ranks.max()) <= tokens

@@ -4,7 +4,15 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from theory import CLAIMS, claim_ids, get_claim, r_max, rank_above_bound, rank_within_bound, ranks_within_bound
+from theory import (
+    CLAIMS,
+    claim_ids,
+    get_claim,
+    r_max,
+    rank_above_bound,
+    rank_within_bound,
+    ranks_within_bound,
+)
 from theory.bounds import triangular
 
 

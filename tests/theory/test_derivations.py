@@ -152,9 +152,7 @@ def hvp_untransposed(U, V, dU, dV, S, hess_L, lam):  # H_L[E] U instead of H_L[E
 
 
 @pytest.mark.parametrize("loss", ["function", "cubic"])
-@pytest.mark.parametrize(
-    "wrong", [hvp_without_S_dV, hvp_without_hessian_of_L, hvp_half_E, hvp_untransposed]
-)
+@pytest.mark.parametrize("wrong", [hvp_without_S_dV, hvp_without_hessian_of_L, hvp_half_E, hvp_untransposed])
 def test_wrong_hvp_detected(loss, wrong):
     assert not is_zero(lora_hvp_residual(2, 2, 1, closed_form=wrong, loss=loss))
 
@@ -192,11 +190,7 @@ def charpoly_plain_sigma(x, lam, S):  # roots lam +- sigma_i^2 (Gram eigenvalues
     m, n = S.shape
     y = x - lam
     gram = S.T * S if m >= n else S * S.T
-    return (
-        y ** abs(m - n)
-        * (y * sp.eye(min(m, n)) - gram).det()
-        * (y * sp.eye(min(m, n)) + gram).det()
-    )
+    return y ** abs(m - n) * (y * sp.eye(min(m, n)) - gram).det() * (y * sp.eye(min(m, n)) + gram).det()
 
 
 @pytest.mark.parametrize("wrong", [charpoly_plus_lam, charpoly_no_extra_lam, charpoly_plain_sigma])
@@ -250,9 +244,7 @@ def test_bad_sizes_rejected(fn, args, name, exc, shown):
     assert shown in message
 
 
-@pytest.mark.parametrize(
-    ("args", "name", "exc"), [((0, 1), "m", ValueError), ((2, None), "n", TypeError)]
-)
+@pytest.mark.parametrize(("args", "name", "exc"), [((0, 1), "m", ValueError), ((2, None), "n", TypeError)])
 def test_bad_eigen_sizes_rejected(args, name, exc):
     with pytest.raises(exc, match=rf"^{name}: expected a positive int"):
         zero_point_eigenvalues(*args)
@@ -272,7 +264,5 @@ def test_bad_loss_rejected():
 def test_no_torch_import():
     # theory/ must never import torch: check in a fresh interpreter.
     code = "import sys, theory.derivations; print('torch' in sys.modules)"
-    out = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT
-    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT)
     assert out.stdout.strip() == "False"

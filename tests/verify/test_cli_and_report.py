@@ -40,8 +40,8 @@ def test_run_one_problem_writes_valid_reports(tmp_path, capsys):
 
 def test_run_exit_code_for_inconclusive(tmp_path):
     # JLR-rank-FT on the separable cross-entropy problem has no minimizer: inconclusive -> exit 2
-    from verify.suite import ProblemSpec, run_suite
     from verify.report import exit_code
+    from verify.suite import ProblemSpec, run_suite
 
     spec = ProblemSpec("ce", "random_features", dict(K=2, N=12, m=6, n=5, lam=0.01, seed=0), ("JLR-rank-FT",))
     verdicts = list(run_suite([spec], progress=False))
@@ -57,7 +57,10 @@ def test_run_exit_code_for_inconclusive(tmp_path):
         (["run", "--problems", "nope"], "--problems: expected names from the suite"),
         (["run", "--threads", "0"], "--threads: expected a positive int"),
         (["run", "--threads", "two"], "invalid int value"),
-        (["run", "--problems", "features-ce-K2", "--claims", "JLR-rank-FT"], "contains no (problem, claim) pair"),
+        (
+            ["run", "--problems", "features-ce-K2", "--claims", "JLR-rank-FT"],
+            "contains no (problem, claim) pair",
+        ),
         (["frobnicate"], "invalid choice"),
         (["run", "--bogus"], "unrecognized arguments"),
     ],
@@ -86,13 +89,34 @@ def test_no_command_prints_help_and_exits_3(capsys):
 def test_console_script_runs_in_a_subprocess(tmp_path):
     # the real entry point, as a user runs it (python -m keeps it independent of PATH)
     env = dict(os.environ, PYTHONPATH=os.getcwd())
-    r = subprocess.run([sys.executable, "-m", "verify.cli", "run", "--problems", "gauss-sq-K1", "--claims",
-                        "JLR-rank-NUC", "--out", str(tmp_path), "--no-progress"],
-                       capture_output=True, text=True, env=env, timeout=300)
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "verify.cli",
+            "run",
+            "--problems",
+            "gauss-sq-K1",
+            "--claims",
+            "JLR-rank-NUC",
+            "--out",
+            str(tmp_path),
+            "--no-progress",
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
     assert r.returncode == 0, r.stderr
     assert "1 holds, 0 violated, 0 inconclusive" in r.stdout
-    r = subprocess.run([sys.executable, "-m", "verify.cli", "run", "--claims", "nope"],
-                       capture_output=True, text=True, env=env, timeout=300)
+    r = subprocess.run(
+        [sys.executable, "-m", "verify.cli", "run", "--claims", "nope"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
     assert r.returncode == 3 and r.stderr.count("\n") <= 2 and "Traceback" not in r.stderr
 
 
