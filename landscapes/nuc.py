@@ -176,6 +176,7 @@ def solve_nuc(
     gap_rtol: float = 1e-8,
     rank: int | None = None,
     max_iter: int = 20000,
+    time_limit: float | None = None,
     seed: int = 0,
     init: Sequence[Tensor] | None = None,
     rank_rtol: float = 1e-8,
@@ -208,6 +209,9 @@ def solve_nuc(
         Starting point of ``"apg"`` (default ``D = 0``).
     max_iter
         Iteration limit of each stage.
+    time_limit
+        Wall-clock limit in seconds for the whole solve (checked at certificate evaluations);
+        when it is hit the best point so far is returned with ``converged=False``.
     check_every
         Iterations between two certificate evaluations.
 
@@ -223,12 +227,21 @@ def solve_nuc(
         raise ValueError(f"gap_rtol: expected a positive float, got {gap_rtol!r}")
     if rank is not None and (isinstance(rank, bool) or not isinstance(rank, int) or rank < 1):
         raise ValueError(f"rank: expected a positive int (rank >= 1), got {rank!r}")
+    if time_limit is not None and not (isinstance(time_limit, (int, float)) and time_limit >= 0):
+        raise ValueError(f"time_limit: expected None or seconds >= 0, got {time_limit!r}")
     t0 = time.perf_counter()
+    deadline = math.inf if time_limit is None else t0 + float(time_limit)
     if method == "factored":
         # Aim 10x below the target so that the cleaning steps below (truncation, exact zeros)
         # can spend a little of the gap and still meet it.
         D, iters, evals = _factored(
-            problem, gap_rtol=0.1 * gap_rtol, rank=rank, max_iter=max_iter, seed=seed, check_every=check_every
+            problem,
+            gap_rtol=0.1 * gap_rtol,
+            rank=rank,
+            max_iter=max_iter,
+            seed=seed,
+            check_every=check_every,
+            deadline=deadline,
         )
         cert = nuc_certificate(problem, D)
         Dt = _truncate(D, rank_rtol)
@@ -241,12 +254,16 @@ def solve_nuc(
         D, cert = _prox_polish(problem, D, cert, steps=polish_steps, gap_rtol=gap_rtol)
         evals += polish_steps
         if not cert.within(gap_rtol):
-            D, it2, ev2 = _apg(problem, D, gap_rtol=gap_rtol, max_iter=max_iter, check_every=check_every)
+            D, it2, ev2 = _apg(
+                problem, D, gap_rtol=gap_rtol, max_iter=max_iter, check_every=check_every, deadline=deadline
+            )
             iters, evals = iters + it2, evals + ev2
             cert = nuc_certificate(problem, D)
     else:
         D0 = problem.check_point(init, "init") if init is not None else problem.zeros()
-        D, iters, evals = _apg(problem, D0, gap_rtol=gap_rtol, max_iter=max_iter, check_every=check_every)
+        D, iters, evals = _apg(
+            problem, D0, gap_rtol=gap_rtol, max_iter=max_iter, check_every=check_every, deadline=deadline
+        )
         cert = nuc_certificate(problem, D)
     svs, ranks = _spectra(D, rank_rtol)
     return NucSolution(
@@ -263,12 +280,21 @@ def solve_nuc(
 
 
 def _factored(
-    problem: Problem, *, gap_rtol: float, rank: int | None, max_iter: int, seed: int, check_every: int
+    problem: Problem,
+    *,
+    gap_rtol: float,
+    rank: int | None,
+    max_iter: int,
+    seed: int,
+    check_every: int,
+    deadline: float = math.inf,
 ) -> tuple[Blocks, int, int]:
     r = rank if rank is not None else r_max(problem.K, problem.N) + 1
 
     def certified(pt: LoRAPoint, _it: int) -> bool:
-        return nuc_certificate(problem, product(pt.U, pt.V)).within(gap_rtol)
+        return time.perf_counter() > deadline or nuc_certificate(problem, product(pt.U, pt.V)).within(
+            gap_rtol
+        )
 
     # Small random start: away from the saddle at 0, well inside the small-norm region.
     res = minimize_lora(
@@ -307,7 +333,13 @@ def _prox_polish(
 
 
 def _apg(
-    problem: Problem, D0: Blocks, *, gap_rtol: float, max_iter: int, check_every: int
+    problem: Problem,
+    D0: Blocks,
+    *,
+    gap_rtol: float,
+    max_iter: int,
+    check_every: int,
+    deadline: float = math.inf,
 ) -> tuple[Blocks, int, int]:
     step = 1.0 / max(_lipschitz(problem), 1e-300)
     x_prev = tuple(d.clone() for d in D0)
@@ -332,6 +364,8 @@ def _apg(
         beta = (tk - 1.0) / t_next
         yk = tuple(a + beta * (a - b) for a, b in zip(x, x_prev))
         x_prev, tk, obj_prev = x, t_next, obj
-        if it % check_every == 0 and nuc_certificate(problem, x).within(gap_rtol):
+        if it % check_every == 0 and (
+            nuc_certificate(problem, x).within(gap_rtol) or time.perf_counter() > deadline
+        ):
             return x, it, evals
     return x_prev, max_iter, evals

@@ -168,6 +168,13 @@ def test_bad_options(kwargs, match):
         solve_nuc(P, **kwargs)
 
 
+def test_time_limit_returns_unconverged_best_point():
+    P = gaussian_problem(K=1, N=20, blocks=[(40, 40)], lam=0.01, seed=0)
+    sol = solve_nuc(P, method="apg", time_limit=0.0, check_every=5)
+    assert not sol.converged and sol.iterations == 5
+    assert sol.certificate.primal <= P.nuc_objective(P.zeros())
+
+
 def test_lam_zero_is_rejected():
     P = gaussian_problem(K=1, N=4, blocks=[(3, 3)], lam=0.0, seed=0)
     with pytest.raises(ValueError, match="lam: NUC needs lam > 0"):
