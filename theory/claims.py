@@ -86,13 +86,13 @@ CLAIMS: tuple[Claim, ...] = (
     Claim(
         "JLR-rank-FT",
         "JLR24",
-        "Thm 1",
+        "low-rank FT solution",
         "If full fine-tuning has a global minimizer, it has one of rank r with r(r+1)/2 <= KN.",
     ),
     Claim(
         "JLR-rank-NUC",
         "JLR24",
-        "Sec. 4 (NUC problem)",
+        "low-rank NUC solution",
         "The nuclear-norm-regularized problem (the problem LoRA with weight decay solves) has a "
         "minimizer of rank r with r(r+1)/2 <= KN.",
     ),
@@ -106,14 +106,14 @@ CLAIMS: tuple[Claim, ...] = (
     Claim(
         "JLR-equiv",
         "JLR24",
-        "Sec. 4",
+        "LoRA-NUC equivalence",
         "For r >= the rank of a NUC minimizer, min LoRA objective = min NUC objective, and every "
         "global LoRA minimizer (U, V) is balanced: U^T U = V^T V.",
     ),
     Claim(
         "JLR-no-spurious",
         "JLR24",
-        "Thm 2",
+        "no spurious local minima",
         "For lam > 0 and r(r+1)/2 > KN, every second-order stationary point of LoRA is a global "
         "minimizer, with probability 1 over a small random perturbation of the objective.",
         confirmed=False,
@@ -121,21 +121,21 @@ CLAIMS: tuple[Claim, ...] = (
     Claim(
         "JLR-spurious-below",
         "JLR24",
-        "Sec. 5",
+        "below the bound",
         "Below the bound r(r+1)/2 <= KN the guarantee is absent: spurious second-order "
         "stationary points can exist for some problems.",
     ),
     Claim(
         "JLR-gd",
         "JLR24",
-        "Cor. of Thm 2",
+        "(S)GD finds low-rank solutions",
         "(Stochastic) gradient descent with weight decay from standard inits converges to a "
         "global minimizer when r(r+1)/2 > KN.",
     ),
     Claim(
         "JLR-gen",
         "JLR24",
-        "Thm 3",
+        "generalization",
         "The low-rank solution found generalizes (a Rademacher-complexity bound for linear "
         "predictors with bounded nuclear norm).",
         confirmed=False,
@@ -143,13 +143,13 @@ CLAIMS: tuple[Claim, ...] = (
     Claim(
         "JLR-magnitude",
         "JLR24",
-        "Sec. 4",
+        "comparison with D = 0",
         "Every global minimizer of NUC satisfies lam ||D*||_* <= L(0) - L(D*) <= L(0).",
     ),
     Claim(
         "JLR-zero-saddle",
         "JLR24",
-        "Sec. 5",
+        "Hessian at zero",
         "At U = V = 0, lambda_min(Hessian) = lam - ||grad L(0)||_op, so zero is a strict saddle "
         "iff ||grad L(0)||_op > lam.",
     ),
@@ -194,13 +194,13 @@ CLAIMS: tuple[Claim, ...] = (
     Claim(
         "KKR-includes-JLR",
         "KKR25",
-        "Sec. 3",
+        "relation to [JLR24]",
         "The eps-perturbed linearized loss of [JLR24] lies in the special regime.",
     ),
     Claim(
         "WYL-first-step",
         "WYL24",
-        "Sec. 3",
+        "first-step analysis",
         "The first step of the LoRA-GA reference init equals -lr zeta G_[2r] up to O(lr^2), the "
         "best rank-2r approximation of the full gradient.",
     ),
@@ -210,17 +210,19 @@ CLAIMS: tuple[Claim, ...] = (
     Claim(
         "WYL-unchanged",
         "WYL24",
-        "Sec. 3",
+        "weight offset",
         "After W0 <- W0 - eta B0 A0 the model output equals the pre-trained output.",
     ),
     Claim(
         "WYL-alignment",
         "WYL24",
-        "Sec. 3",
+        "gradient alignment",
         "At step 1, cos(dW_GA, -G) = ||G_[2r]||_F / ||G||_F, against about "
         "||G P_row(A0)||_F / ||G||_F for vanilla LoRA.",
     ),
-    Claim("WYL-speed", "WYL24", "Sec. 4", "LoRA-GA converges faster than vanilla LoRA (2-4x in the paper)."),
+    Claim(
+        "WYL-speed", "WYL24", "experiments", "LoRA-GA converges faster than vanilla LoRA (2-4x in the paper)."
+    ),
     Claim(
         "HSK-exact",
         "HSK24",
