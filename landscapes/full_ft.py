@@ -111,22 +111,15 @@ def solve_ft(problem: Problem, *, max_newton: int = 200, grad_atol: float = 0.0)
         # minimum-norm D with J vec D = E c:  vec D = J^T E Lambda^{-1} c
         return problem.unvec(rows.T @ (E @ (c / lam)))
 
-    if problem.loss.name == "squared":
-        c = E.T @ (problem.y - problem.f0).reshape(-1)
+    def solved(c: Tensor, reason: str) -> FTSolution:
         D = D_of(c)
         ev = problem.evaluate(D)
         gn = float(torch.cat([s.reshape(-1) for s in ev.S]).norm())
-        return FTSolution(
-            True,
-            D,
-            ev.value,
-            gn,
-            g0,
-            int(E.shape[1]),
-            None,
-            "least squares (always attained)",
-            time.perf_counter() - t0,
-        )
+        return FTSolution(True, D, ev.value, gn, g0, int(E.shape[1]), None, reason, time.perf_counter() - t0)
+
+    if problem.loss.name == "squared":
+        c = E.T @ (problem.y - problem.f0).reshape(-1)
+        return solved(c, "least squares (always attained)")
     with scipy_blas_single_thread():
         d = separating_direction(problem, E)
     if d is not None:
@@ -172,17 +165,4 @@ def solve_ft(problem: Problem, *, max_newton: int = 200, grad_atol: float = 0.0)
         z = f + E @ c
         if float(grad.norm()) <= max(grad_atol, 1e-15 * max(1.0, g0)) or t <= 1e-12:
             break
-    D = D_of(c)
-    ev = problem.evaluate(D)
-    gn = float(torch.cat([s.reshape(-1) for s in ev.S]).norm())
-    return FTSolution(
-        True,
-        D,
-        ev.value,
-        gn,
-        g0,
-        int(E.shape[1]),
-        None,
-        "minimizer exists (no separating direction); Newton on the range of J",
-        time.perf_counter() - t0,
-    )
+    return solved(c, "minimizer exists (no separating direction); Newton on the range of J")

@@ -27,7 +27,9 @@ from __future__ import annotations
 import hashlib
 import os
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 import torch
@@ -35,7 +37,7 @@ import torch
 from landscapes.operators import DenseOperator
 from landscapes.problem import Problem
 
-__all__ = ["save_problem", "load_problem", "FORMAT", "VERSION"]
+__all__ = ["save_problem", "load_problem", "atomic_write", "FORMAT", "VERSION"]
 
 FORMAT = "loracheck.problem"
 VERSION = 1
@@ -78,11 +80,21 @@ def save_problem(
     }
     for k, v in (extra or {}).items():
         data[f"extra__{k}"] = np.asarray(v)
+    return atomic_write(path, lambda fh: np.savez(fh, **data))  # type: ignore[arg-type]
+
+
+def atomic_write(path: str | os.PathLike[str], write: Callable[[BinaryIO], object]) -> Path:
+    """Call ``write`` on a temporary file next to ``path``, then move it into place.
+
+    ``os.replace`` is atomic on one file system: readers see the old file or the new one, and a
+    killed writer leaves no half-written file (the temporary file is removed on any error).
+    """
+    path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as fh:
-            np.savez(fh, **data)  # type: ignore[arg-type]
+            write(fh)
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):

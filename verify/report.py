@@ -11,11 +11,11 @@ import json
 import os
 import platform
 import sys
-import tempfile
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from landscapes.io import atomic_write
 from verify.verdict import STATUSES, Verdict
 
 __all__ = [
@@ -237,19 +237,8 @@ def report_markdown(report: Mapping[str, Any]) -> str:
 
 
 def atomic_write_text(path: str | os.PathLike[str], text: str) -> Path:
-    """Write ``text`` to ``path`` atomically."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    return path
+    """Write ``text`` (UTF-8) to ``path`` atomically."""
+    return atomic_write(path, lambda fh: fh.write(text.encode("utf-8")))
 
 
 def write_report(report: Mapping[str, Any], out_dir: str | os.PathLike[str]) -> tuple[Path, Path]:
