@@ -24,6 +24,7 @@ __all__ = [
     "LoRATrainingResult",
     "lora_value",
     "lora_value_and_grad",
+    "lora_hvp",
     "balanced_factors",
     "product",
     "random_factors",
@@ -86,6 +87,38 @@ def lora_value_and_grad(
         gU.append(S @ v + lam * u)
         gV.append(S.T @ u + lam * v)
     return ev.value + reg, tuple(gU), tuple(gV)
+
+
+def lora_hvp(
+    problem: Problem,
+    U: Sequence[Tensor],
+    V: Sequence[Tensor],
+    dU: Sequence[Tensor],
+    dV: Sequence[Tensor],
+) -> tuple[Blocks, Blocks]:
+    r"""Hessian-vector product of the LoRA objective, in closed form.
+
+    With :math:`E_j = dU_j V_j^\top + U_j dV_j^\top`, :math:`S_j = \nabla_{D_j} L(UV^\top)` and
+    :math:`H_L[E] = \operatorname{mat}(J^\top H_z J \operatorname{vec} E)` (:math:`H_z` the
+    block-diagonal loss Hessians divided by ``N``):
+
+    .. math:: \big(H_L[E]_j V_j + S_j\, dV_j + \lambda_j dU_j,\;
+              H_L[E]_j^\top U_j + S_j^\top dU_j + \lambda_j dV_j\big).
+
+    Costs one ``J`` product each way plus the gradient's; no Hessian is formed.
+    """
+    _check_factors(problem, U, V)
+    _check_factors(problem, dU, dV)
+    ev = problem.evaluate(product(U, V))
+    E = tuple(du @ v.T + u @ dv.T for u, v, du, dv in zip(U, V, dU, dV))
+    dz = problem.J.matvec(problem.vec(E)).reshape(problem.N, problem.K)
+    hz = problem.loss.hvp(ev.z, problem.y, dz) / problem.N
+    HE = problem.unvec(problem.J.rmatvec(hz.reshape(-1)))
+    outU = tuple(h @ v + S @ dv + lam * du for h, v, S, dv, du, lam in zip(HE, V, ev.S, dV, dU, problem.lam))
+    outV = tuple(
+        h.T @ u + S.T @ du + lam * dv for h, u, S, du, dv, lam in zip(HE, U, ev.S, dU, dV, problem.lam)
+    )
+    return outU, outV
 
 
 def balanced_factors(D: Sequence[Tensor], *, rank: int | Sequence[int] | None = None) -> LoRAPoint:

@@ -33,7 +33,7 @@ from typing import Literal
 import torch
 from torch import Tensor
 
-from landscapes.lora import LoRAPoint, minimize_lora, product
+from landscapes.lora import LoRAPoint, balanced_factors, lora_hvp, lora_value_and_grad, minimize_lora, product
 from landscapes.operators import DenseOperator
 from landscapes.problem import Blocks, Problem
 from theory.bounds import r_max
@@ -248,14 +248,30 @@ def solve_nuc(
         cert_t = nuc_certificate(problem, Dt)
         if cert_t.within(gap_rtol) or cert_t.gap <= cert.gap:
             D, cert = Dt, cert_t
+        # L-BFGS's line search compares objective values, so it stalls once changes reach the
+        # round-off of the objective (gradients near sqrt(eps)); the certificate's dual point is
+        # first-order in that error.  Newton steps (CG on the closed-form HVP, at the support
+        # rank) use gradients only and take the gap down by orders of magnitude.
+        if not cert.within(0.1 * gap_rtol):
+            D, cert, it3, ev3 = _newton_refine(
+                problem, D, cert, gap_rtol=0.1 * gap_rtol, rank_rtol=rank_rtol, deadline=deadline
+            )
+            iters, evals = iters + it3, evals + ev3
         # A few proximal-gradient steps: never increase the objective (step 1/Lipschitz) and set
         # the singular values that belong to zero exactly to zero (the factorization leaves
         # round-off there, e.g. a whole block of size 1e-14 when that block's optimum is 0).
         D, cert = _prox_polish(problem, D, cert, steps=polish_steps, gap_rtol=gap_rtol)
         evals += polish_steps
         if not cert.within(gap_rtol):
+            # Last resort after the factored stages: a bounded number of APG steps (the gap
+            # usually sits at its round-off floor by now, where more steps buy nothing).
             D, it2, ev2 = _apg(
-                problem, D, gap_rtol=gap_rtol, max_iter=max_iter, check_every=check_every, deadline=deadline
+                problem,
+                D,
+                gap_rtol=gap_rtol,
+                max_iter=min(max_iter, 2000),
+                check_every=check_every,
+                deadline=deadline,
             )
             iters, evals = iters + it2, evals + ev2
             cert = nuc_certificate(problem, D)
@@ -309,6 +325,79 @@ def _factored(
     return product(res.point.U, res.point.V), res.iterations, res.gradient_evaluations
 
 
+def _newton_refine(
+    problem: Problem,
+    D: Blocks,
+    cert: NucCertificate,
+    *,
+    gap_rtol: float,
+    rank_rtol: float,
+    deadline: float,
+    steps: int = 8,
+    cg_iter: int = 500,
+) -> tuple[Blocks, NucCertificate, int, int]:
+    """Newton-CG on the LoRA objective at the support rank, from the balanced factors of ``D``."""
+    ranks = []
+    for Dj in D:
+        sv = torch.linalg.svdvals(Dj)
+        top = float(sv[0]) if sv.numel() else 0.0
+        ranks.append(max(1, int((sv > rank_rtol * top).sum()) if top > 0 else 1))
+    pt = balanced_factors(D, rank=ranks)
+    U, V = list(pt.U), list(pt.V)
+    best_D, best = D, cert
+    evals = 0
+    done = 0
+
+    def dot(a: list[Tensor], b: list[Tensor]) -> float:
+        return float(sum((x * y).sum() for x, y in zip(a, b)))
+
+    for _ in range(steps):
+        if time.perf_counter() > deadline:
+            break
+        done += 1
+        _, gU, gV = lora_value_and_grad(problem, U, V)
+        evals += 1
+        g = list(gU) + list(gV)
+        gnorm = math.sqrt(dot(g, g))
+        if gnorm == 0.0:
+            break
+        # CG on H d = -g; stops on negative curvature (wrong support guess) or small residual.
+        b = len(U)
+        d = [torch.zeros_like(x) for x in g]
+        res = [-x for x in g]
+        p = [x.clone() for x in res]
+        rr = dot(res, res)
+        tol = min(0.1, gnorm) * gnorm
+        for _cg in range(cg_iter):
+            hU, hV = lora_hvp(problem, U, V, p[:b], p[b:])
+            evals += 1
+            Hp = list(hU) + list(hV)
+            pHp = dot(p, Hp)
+            if pHp <= 0:
+                break
+            alpha = rr / pHp
+            d = [x + alpha * y for x, y in zip(d, p)]
+            res = [x - alpha * y for x, y in zip(res, Hp)]
+            rr_new = dot(res, res)
+            if math.sqrt(rr_new) <= tol:
+                break
+            p = [x + (rr_new / rr) * y for x, y in zip(res, p)]
+            rr = rr_new
+        if dot(d, d) == 0.0:
+            break
+        U = [x + y for x, y in zip(U, d[:b])]
+        V = [x + y for x, y in zip(V, d[b:])]
+        Dn = product(U, V)
+        c = nuc_certificate(problem, Dn)
+        if c.gap < best.gap:
+            best_D, best = Dn, c
+        elif c.primal > best.primal:
+            break  # the step went uphill: leave the refinement to the other stages
+        if best.within(gap_rtol):
+            break
+    return best_D, best, done, evals
+
+
 def _lipschitz(problem: Problem) -> float:
     return problem.loss.max_curvature / problem.N * jacobian_op_norm_sq(problem)
 
@@ -340,6 +429,7 @@ def _apg(
     max_iter: int,
     check_every: int,
     deadline: float = math.inf,
+    stall_checks: int = 40,
 ) -> tuple[Blocks, int, int]:
     step = 1.0 / max(_lipschitz(problem), 1e-300)
     x_prev = tuple(d.clone() for d in D0)
@@ -347,6 +437,7 @@ def _apg(
     tk = 1.0
     evals = 0
     obj_prev = math.inf
+    best_gap, since = math.inf, 0
     for it in range(1, max_iter + 1):
         ev = problem.evaluate(yk)
         evals += 1
@@ -364,8 +455,16 @@ def _apg(
         beta = (tk - 1.0) / t_next
         yk = tuple(a + beta * (a - b) for a, b in zip(x, x_prev))
         x_prev, tk, obj_prev = x, t_next, obj
-        if it % check_every == 0 and (
-            nuc_certificate(problem, x).within(gap_rtol) or time.perf_counter() > deadline
-        ):
-            return x, it, evals
+        if it % check_every == 0:
+            c = nuc_certificate(problem, x)
+            if c.within(gap_rtol) or time.perf_counter() > deadline:
+                return x, it, evals
+            # Stall: the gap has not improved by 1% over the last `stall_checks` checks (e.g. a
+            # target below the round-off floor of the certificate); stop instead of grinding on.
+            if c.gap < 0.99 * best_gap:
+                best_gap, since = c.gap, 0
+            else:
+                since += 1
+                if since >= stall_checks:
+                    return x, it, evals
     return x_prev, max_iter, evals

@@ -71,3 +71,32 @@ def test_minimize_lora_bad_rank():
         minimize_lora(P, rank=0)
     with pytest.raises(ValueError, match="U, V: expected 1 factor pairs"):
         lora_value(P, (), ())
+
+
+@given(
+    seed=st.integers(0, 2**31 - 1),
+    r=st.integers(1, 3),
+    loss=st.sampled_from(["squared", "cross_entropy", "logistic"]),
+)
+def test_hvp_matches_autograd(seed, r, loss):
+    from landscapes.lora import lora_hvp
+
+    K = {"squared": 2, "cross_entropy": 3, "logistic": 1}[loss]
+    P = gaussian_problem(K=K, N=4, blocks=[(4, 3), (2, 5)], lam=[0.1, 0.3], loss=loss, seed=seed)
+    g = torch.Generator().manual_seed(seed)
+    shapes = [(m, r) for m, _ in P.blocks] + [(n, r) for _, n in P.blocks]
+    X = [torch.randn(s, generator=g, dtype=torch.float64) for s in shapes]
+    dX = [torch.randn(s, generator=g, dtype=torch.float64) for s in shapes]
+
+    def f(*xs):
+        U, V = xs[: len(P.blocks)], xs[len(P.blocks) :]
+        D = [u @ v.T for u, v in zip(U, V)]
+        z = P.f0 + (P.J.matrix @ torch.cat([d.reshape(-1) for d in D])).reshape(P.N, P.K)
+        reg = sum(0.5 * lam * ((u * u).sum() + (v * v).sum()) for lam, u, v in zip(P.lam, U, V))
+        return P.loss.value(z, P.y).mean() + reg
+
+    _, ref = torch.autograd.functional.hvp(f, tuple(X), tuple(dX))
+    b = len(P.blocks)
+    hU, hV = lora_hvp(P, X[:b], X[b:], dX[:b], dX[b:])
+    for a, c in zip(list(hU) + list(hV), ref):
+        assert torch.allclose(a, c, atol=1e-11, rtol=1e-9)
