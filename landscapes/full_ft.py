@@ -51,12 +51,17 @@ class FTSolution:
     seconds: float
 
 
-def _range_basis(problem: Problem, rtol: float = 1e-12) -> tuple[Tensor, Tensor]:
+def _range_basis(problem: Problem, rtol: float = 1e-12) -> tuple[Tensor, Tensor, Tensor]:
+    """Thin SVD ``J = E diag(sig) Z^T`` restricted to singular values above ``rtol * sig_1``.
+
+    Working with ``J`` itself (not the Gram matrix ``J J^T``) keeps the error at
+    ``eps * cond(J)`` instead of ``eps * cond(J)^2``.
+    """
     rows = problem.J.rows()
-    G = rows @ rows.T
-    lam, E = torch.linalg.eigh(G)
-    keep = lam > rtol * float(lam[-1]) if float(lam[-1]) > 0 else torch.zeros_like(lam, dtype=torch.bool)
-    return E[:, keep], lam[keep]
+    E, sig, Zh = torch.linalg.svd(rows, full_matrices=False)
+    top = float(sig[0]) if sig.numel() else 0.0
+    keep = sig > rtol * top if top > 0 else torch.zeros_like(sig, dtype=torch.bool)
+    return E[:, keep], sig[keep], Zh[keep].T
 
 
 def _margins_matrix(problem: Problem) -> np.ndarray:
@@ -93,23 +98,35 @@ def separating_direction(problem: Problem, E: Tensor) -> Tensor | None:
         bounds=[(None, None)] * n,
         method="highs",
     )
-    if res.status != 0:
+    if res.status == 2:  # infeasible: no separating direction
         return None
+    if res.status != 0:
+        raise RuntimeError(f"separability LP did not finish (HiGHS status {res.status}: {res.message})")
     d = E @ torch.as_tensor(res.x, dtype=E.dtype, device=E.device)
+    # Re-check the LP's answer in floating point: margins >= 0 up to round-off, sum 1.
+    margins = torch.as_tensor(M, dtype=E.dtype, device=E.device) @ d
+    if float(margins.min()) < -1e-9 or abs(float(margins.sum()) - 1.0) > 1e-6:
+        raise RuntimeError(
+            f"separability LP returned a direction with margins down to {float(margins.min()):.1e}: "
+            "not trusted"
+        )
     return d.reshape(problem.N, problem.K)
 
 
 def solve_ft(problem: Problem, *, max_newton: int = 200, grad_atol: float = 0.0) -> FTSolution:
     """Solve FT (see the module docstring); ``lam`` plays no role here."""
     t0 = time.perf_counter()
-    E, lam = _range_basis(problem)
+    if problem.loss.name not in ("squared", "logistic", "cross_entropy"):
+        raise ValueError(
+            f"problem: solve_ft supports the built-in losses, got a custom loss {problem.loss!r}"
+        )
+    E, sig, Z = _range_basis(problem)
     zeros = problem.zeros()
     g0 = float(torch.cat([s.reshape(-1) for s in problem.evaluate(zeros).S]).norm())
-    rows = problem.J.rows()
 
     def D_of(c: Tensor) -> Blocks:
-        # minimum-norm D with J vec D = E c:  vec D = J^T E Lambda^{-1} c
-        return problem.unvec(rows.T @ (E @ (c / lam)))
+        # minimum-norm D with J vec D = E c:  vec D = Z diag(1/sig) c
+        return problem.unvec(Z @ (c / sig))
 
     def solved(c: Tensor, reason: str) -> FTSolution:
         D = D_of(c)
@@ -117,6 +134,11 @@ def solve_ft(problem: Problem, *, max_newton: int = 200, grad_atol: float = 0.0)
         gn = float(torch.cat([s.reshape(-1) for s in ev.S]).norm())
         return FTSolution(True, D, ev.value, gn, g0, int(E.shape[1]), None, reason, time.perf_counter() - t0)
 
+    if E.shape[1] == 0:
+        # J = 0: the loss does not depend on D; D = 0 is the minimum-norm minimizer.
+        return solved(
+            torch.zeros(0, dtype=problem.dtype, device=problem.device), "J = 0: the loss is constant"
+        )
     if problem.loss.name == "squared":
         c = E.T @ (problem.y - problem.f0).reshape(-1)
         return solved(c, "least squares (always attained)")

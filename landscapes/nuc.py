@@ -16,9 +16,10 @@ the conjugate.  The gap :math:`P(D) - \Delta(w) \ge P(D) - P^\star` is what a re
 
 **Solvers.**  ``method="factored"`` (default) minimizes the LoRA objective
 :math:`L(UV^\top) + \sum_j \frac{\lambda_j}{2}(\|U_j\|^2 + \|V_j\|^2)` at ``r = r_max(K, N) + 1``
-with L-BFGS: smooth, and above the bound free of spurious second-order stationary points [JLR24];
-the gap above then certifies the result.  ``method="apg"`` is the independent second method:
-accelerated proximal gradient (FISTA with adaptive restart) with singular-value thresholding.
+with L-BFGS: smooth, and above the bound [JLR24] rules out spurious second-order
+stationary points; whatever the landscape, the gap above certifies the result.
+``method="apg"`` is the independent second method: accelerated proximal gradient (FISTA with
+adaptive restart) with singular-value thresholding.
 Both stop as soon as the relative gap :math:`(P - \Delta)/\max(1, |P|)` reaches ``gap_rtol``.
 """
 
@@ -45,6 +46,7 @@ __all__ = [
     "solve_nuc",
     "singular_value_threshold",
     "jacobian_op_norm_sq",
+    "truncate_to_numerical_rank",
 ]
 
 
@@ -159,7 +161,8 @@ def _spectra(D: Blocks, rank_rtol: float) -> tuple[tuple[tuple[float, ...], ...]
     return tuple(svs), tuple(ranks)
 
 
-def _truncate(D: Blocks, rank_rtol: float) -> Blocks:
+def truncate_to_numerical_rank(D: Blocks, rank_rtol: float) -> Blocks:
+    """Drop singular values below ``rank_rtol * sigma_1`` in each block (all of them if ``sigma_1 = 0``)."""
     out = []
     for Dj in D:
         P, s, Qh = torch.linalg.svd(Dj, full_matrices=False)
@@ -244,7 +247,7 @@ def solve_nuc(
             deadline=deadline,
         )
         cert = nuc_certificate(problem, D)
-        Dt = _truncate(D, rank_rtol)
+        Dt = truncate_to_numerical_rank(D, rank_rtol)
         cert_t = nuc_certificate(problem, Dt)
         if cert_t.within(gap_rtol) or cert_t.gap <= cert.gap:
             D, cert = Dt, cert_t

@@ -276,6 +276,7 @@ class Problem:
     def fingerprint(self) -> dict[str, Any]:
         """A short description for verdicts: sizes, loss, lam, seed and a content hash."""
         h = hashlib.sha256()
+        h.update(repr((self.blocks, self.lam, self.loss.name)).encode())
         for t in (self.f0, self.y):
             h.update(t.detach().cpu().contiguous().numpy().tobytes())
         if isinstance(self.J, DenseOperator):

@@ -10,7 +10,7 @@ of the nuclear norm, on which :math:`\|D_j(T)\|_* \le \operatorname{tr} T_j` (eq
 direction :math:`\Delta` with unchanged predictions; choose its sign so that
 :math:`\sum_j w_j \operatorname{tr}\Delta_j \le 0` (the weighted nuclear norm does not grow) and
 step :math:`T \leftarrow \Sigma + t\Delta` to the boundary of the PSD cone, where a rank drops.
-Repeating reaches :math:`\sum_j r_j(r_j+1)/2 \le KN` (Barvinok 1995, Pataki 1998; [JLR24] Thm 1).
+Repeating reaches :math:`\sum_j r_j(r_j+1)/2 \le KN` (Barvinok 1995, Pataki 1998; used in [JLR24]).
 
 Each step works on a sub-face of only :math:`\approx\sqrt{2KN}` directions (those of the smallest
 singular values), so a full-rank :math:`384 \times 384` start costs one pass over ``J`` plus
@@ -187,16 +187,16 @@ def reduce_rank(
         wtr = sum(wj * float(torch.trace(Dl)) for wj, Dl in zip(w, Delta))
         if wtr > 0:
             Delta = [-Dl for Dl in Delta]
-        # Largest step keeping diag(sigma_S) + t Delta PSD.
-        t_star = float("inf")
+        # Largest step keeping diag(sigma_S) + t Delta PSD (attained in block j_star).
+        t_star, j_star = float("inf"), -1
         for j, idx in enumerate(chosen):
             if not idx:
                 continue
             r_half = sig[j][idx].rsqrt()
             M = r_half[:, None] * Delta[j] * r_half[None, :]
             lmin = float(torch.linalg.eigvalsh(M)[0])
-            if lmin < 0:
-                t_star = min(t_star, -1.0 / lmin)
+            if lmin < 0 and -1.0 / lmin < t_star:
+                t_star, j_star = -1.0 / lmin, j
         if t_star == float("inf"):
             # Delta is PSD with non-positive weighted trace: then it is zero on weighted blocks;
             # move the other way (predictions still unchanged; the norm report shows any growth).
@@ -206,8 +206,8 @@ def reduce_rank(
                     continue
                 r_half = sig[j][idx].rsqrt()
                 lmin = float(torch.linalg.eigvalsh(r_half[:, None] * Delta[j] * r_half[None, :])[0])
-                if lmin < 0:
-                    t_star = min(t_star, -1.0 / lmin)
+                if lmin < 0 and -1.0 / lmin < t_star:
+                    t_star, j_star = -1.0 / lmin, j
             if t_star == float("inf"):
                 stopped = "degenerate direction"
                 break
@@ -218,6 +218,10 @@ def reduce_rank(
             lam_T, R = torch.linalg.eigh(0.5 * (T + T.T))
             top = float(sig[j].max())
             keep = lam_T > 1e-13 * top
+            if j == j_star:
+                # t* puts this block's smallest eigenvalue on zero by construction: drop it even if
+                # round-off left it a little above the threshold (else the loop could spin).
+                keep[0] = False
             idx_t = torch.tensor(idx, device=A.device)
             # Rotate the chosen columns of P, Q and the constraint tensors by R.
             P[j][:, idx_t] = P[j][:, idx_t] @ R

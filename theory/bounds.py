@@ -72,7 +72,7 @@ def rank_within_bound(r: int, K: int, N: int) -> bool:
 
 
 def rank_above_bound(r: int, K: int, N: int) -> bool:
-    """``True`` when ``r (r + 1) / 2 > K N``: LoRA of this rank has no spurious SOSPs [JLR24, Thm 2]."""
+    """``True`` when ``r (r + 1) / 2 > K N``: the regime of the no-spurious-minima claim of [JLR24]."""
     return not rank_within_bound(r, K, N)
 
 

@@ -3,7 +3,7 @@
 Subcommands: ``run`` (the main job: the default suite of synthetic problems, a table of verdicts,
 report files) and ``claims`` (every claim and whether it has a checker).
 
-Exit codes: 0 all hold, 1 some violated, 2 some inconclusive, 3 bad input.
+Exit codes: 0 all hold, 1 some violated, 2 some inconclusive, 3 bad input, 4 internal error.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from pathlib import Path
 __all__ = ["main"]
 
 EXIT_BAD_INPUT = 3
+EXIT_INTERNAL = 4
 
 
 class _BadInput(Exception):
@@ -37,7 +38,7 @@ def _parser() -> argparse.ArgumentParser:
     p = _Parser(
         prog="loracheck",
         description="Certified checks of the theory of LoRA fine-tuning.",
-        epilog="Exit codes: 0 all hold, 1 some violated, 2 some inconclusive, 3 bad input.",
+        epilog="Exit codes: 0 all hold, 1 some violated, 2 some inconclusive, 3 bad input, 4 internal error.",
     )
     sub = p.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     run = sub.add_parser(
@@ -178,13 +179,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     except _BadInput as exc:
         print(f"loracheck: error: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
-    except (ValueError, TypeError, KeyError) as exc:
-        msg = exc.args[0] if exc.args else str(exc)
-        print(f"loracheck: error: {msg}", file=sys.stderr)
+    except OSError as exc:  # e.g. an --out directory that cannot be written
+        print(f"loracheck: error: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
     except KeyboardInterrupt:
         print("loracheck: interrupted; finished verdicts are in the report", file=sys.stderr)
         return 130
+    except Exception as exc:  # a numerical failure inside a checker: not the user's input
+        print(
+            f"loracheck: internal error ({type(exc).__name__}): {exc}; finished verdicts are in the report",
+            file=sys.stderr,
+        )
+        return EXIT_INTERNAL
 
 
 if __name__ == "__main__":  # pragma: no cover

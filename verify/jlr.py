@@ -12,6 +12,10 @@ rank claims, a certified optimum plus a certificate that the minimizer is unique
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
+import json
+import math
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -24,13 +28,13 @@ from torch import Tensor
 from landscapes.full_ft import solve_ft
 from landscapes.io import save_problem
 from landscapes.lora import LoRAPoint, balanced_factors, lora_value, minimize_lora
-from landscapes.nuc import NucSolution, nuc_certificate, solve_nuc
-from landscapes.problem import Problem
+from landscapes.nuc import NucSolution, nuc_certificate, solve_nuc, truncate_to_numerical_rank
+from landscapes.problem import Blocks, Problem
 from landscapes.rank_reduction import reduce_rank
-from landscapes.uniqueness import ft_uniqueness, nuc_uniqueness
+from landscapes.uniqueness import UniquenessCertificate, ft_uniqueness, nuc_uniqueness
 from theory.bounds import r_max, triangular
 from theory.claims import DEFAULT_TOLERANCES
-from verify.verdict import Verdict
+from verify.verdict import Verdict, jsonable
 
 __all__ = [
     "check_jlr_rank_ft",
@@ -46,13 +50,23 @@ _T = DEFAULT_TOLERANCES
 PREDICTION_RTOL = 1e-9
 
 
-def _save(problem: Problem, save_dir: str | Path | None, claim: str, point: Sequence[Tensor]) -> str | None:
+def _save(
+    problem: Problem, save_dir: str | Path | None, claim: str, point: Sequence[Tensor], opts: dict[str, Any]
+) -> str | None:
+    """Save a counterexample with the point and the checker options that refute the claim."""
     if save_dir is None:
         return None
     fp = problem.fingerprint()
-    path = Path(save_dir) / f"{claim}-{fp['sha256']}.npz"
-    extra = {f"D{j}": d.detach().cpu().numpy() for j, d in enumerate(point)}
-    return str(save_problem(problem, path, extra=extra))
+    options = json.dumps(jsonable(opts), sort_keys=True)
+    tag = hashlib.sha256(options.encode()).hexdigest()[:8]
+    path = Path(save_dir) / f"{claim}-{fp['sha256']}-{tag}.npz"
+    extra: dict[str, Any] = {f"D{j}": d.detach().cpu().numpy() for j, d in enumerate(point)}
+    extra["claim"] = np.array(claim)
+    extra["options_json"] = np.array(options)
+    try:
+        return str(save_problem(problem, path, extra=extra))
+    except ValueError:  # operator-form J: nothing to save; the verdict says so (counterexample None)
+        return None
 
 
 def _bound_text(rank_bound: int | None, problem: Problem) -> str:
@@ -74,10 +88,54 @@ def _check_bound_option(rank_bound: int | None) -> None:
         raise ValueError(f"rank_bound: expected None or an int >= 0, got {rank_bound!r}")
 
 
+def _needs_float64(claim: str, problem: Problem, opts: dict[str, Any]) -> Verdict | None:
+    """The default tolerances are float64 tolerances: other dtypes get an honest ``inconclusive``."""
+    if problem.dtype == torch.float64:
+        return None
+    return Verdict(
+        claim,
+        "inconclusive",
+        problem.fingerprint(),
+        {"dtype": str(problem.dtype)},
+        f"certificates need float64 (the tolerances are float64 tolerances), got {problem.dtype}",
+        {},
+        opts,
+    )
+
+
 def _nuc_solution(problem: Problem, solution: NucSolution | None, gap_rtol: float, seed: int) -> NucSolution:
-    if solution is not None:
-        return solution
-    return solve_nuc(problem, gap_rtol=gap_rtol, seed=seed)
+    if solution is None:
+        return solve_nuc(problem, gap_rtol=gap_rtol, seed=seed)
+    # Never trust a passed-in certificate: it may belong to another problem.
+    D = problem.check_point(solution.D, "solution.D")
+    cert = nuc_certificate(problem, D)
+    return dataclasses.replace(solution, certificate=cert, converged=cert.within(gap_rtol))
+
+
+def _tight_uniqueness(
+    problem: Problem, D: Blocks, gap: float, *, seed: int, rank_rtol: float
+) -> tuple[Blocks, UniquenessCertificate]:
+    """Uniqueness certificate of the NUC minimizer, re-solving to a tiny gap if needed.
+
+    Its error bounds scale like sqrt(gap), so when the certificate fails at the given point the
+    problem is solved again to a relative gap of 1e-13 and certified once more.
+    """
+    uq = nuc_uniqueness(problem, D, problem.evaluate(D).S, gap=gap)
+    if uq.unique and math.isfinite(uq.rank_error):
+        return D, uq
+    tight = solve_nuc(problem, gap_rtol=1e-13, seed=seed)
+    Dt = truncate_to_numerical_rank(tight.D, rank_rtol)
+    ct = nuc_certificate(problem, Dt)
+    if ct.gap >= gap:
+        return D, uq
+    return Dt, nuc_uniqueness(problem, Dt, problem.evaluate(Dt).S, gap=ct.gap)
+
+
+def _certified_ranks(D: Sequence[Tensor], error: float) -> tuple[int, ...]:
+    """Lower bounds on the ranks of a matrix within Frobenius distance ``error`` of ``D`` (Weyl)."""
+    if not math.isfinite(error):
+        return tuple(0 for _ in D)
+    return tuple(int((torch.linalg.svdvals(Dj) > 2.0 * error).sum()) for Dj in D)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -102,6 +160,8 @@ def check_jlr_rank_ft(
     claim = "JLR-rank-FT"
     t0 = time.perf_counter()
     opts: dict[str, Any] = {"rank_bound": rank_bound, "grad_rtol": grad_rtol, "rank_rtol": rank_rtol}
+    if (early := _needs_float64(claim, problem, opts)) is not None:
+        return early
     ft = solve_ft(problem)
     t_solve = time.perf_counter() - t0
     rmax = r_max(problem.K, problem.N)
@@ -142,6 +202,7 @@ def check_jlr_rank_ft(
         return _within(ranks, rank_bound, problem.KN)
 
     red = reduce_rank(problem, ft.D, until=until, weights=[1.0] * len(problem.blocks), rank_rtol=rank_rtol)
+    red = dataclasses.replace(red, D=truncate_to_numerical_rank(red.D, rank_rtol))
     risk_red = problem.risk(red.D)
     cert.update(
         ranks_before=red.ranks_before,
@@ -179,8 +240,19 @@ def check_jlr_rank_ft(
         )
     uq = ft_uniqueness(problem)
     cert.update(unique=uq.unique, injectivity=uq.injectivity)
-    if uq.unique:
-        path = _save(problem, save_dir, claim, ft.D)
+    margin_ok = False
+    if uq.unique and problem.loss.name == "squared":
+        # Strong convexity of the squared loss on an injective J: mu = sigma_min(J)^2 / N, so
+        # ||D - D*||_op <= ||D - D*||_F <= ||grad L(D)|| / mu; by Weyl the (bound+1)-th singular
+        # value of the unique minimizer D* is at least ours minus that.
+        smin = float(torch.linalg.svdvals(problem.J.rows())[-1])
+        err = ft.grad_norm * problem.N / smin**2
+        b = rank_bound if rank_bound is not None else r_max(problem.K, problem.N)
+        s_next = max((float(torch.linalg.svdvals(Dj)[b]) for Dj in ft.D if min(Dj.shape) > b), default=0.0)
+        cert.update(error_bound=err, sigma_next=s_next)
+        margin_ok = s_next > 2 * err
+    if uq.unique and margin_ok:
+        path = _save(problem, save_dir, claim, ft.D, opts)
         return Verdict(
             claim,
             "violated",
@@ -223,6 +295,8 @@ def _rank_nuc(
         "rank_rtol": rank_rtol,
         "seed": seed,
     }
+    if (early := _needs_float64(claim, problem, opts)) is not None:
+        return early
     t0 = time.perf_counter()
     sol = _nuc_solution(problem, solution, gap_rtol, seed)
     t_solve = time.perf_counter() - t0
@@ -257,6 +331,8 @@ def _rank_nuc(
         return _within(ranks, rank_bound, problem.KN)
 
     red = reduce_rank(problem, sol.D, until=until, rank_rtol=rank_rtol)
+    # Certify the rank-r matrix the verdict reports, not a point with sub-threshold residue.
+    red = dataclasses.replace(red, D=truncate_to_numerical_rank(red.D, rank_rtol))
     c1 = nuc_certificate(problem, red.D)
     ranks = red.ranks_after
     cert.update(
@@ -291,13 +367,19 @@ def _rank_nuc(
             timings,
             opts,
         )
-    ev = problem.evaluate(red.D)
-    uq = nuc_uniqueness(problem, red.D, ev.S)
+    Du, uq = _tight_uniqueness(problem, red.D, c1.gap, seed=seed, rank_rtol=rank_rtol)
+    certified = _certified_ranks(Du, uq.rank_error)
     cert.update(
-        unique=uq.unique, injectivity=uq.injectivity, face_dims=uq.face_dims, lam_margin=uq.lam_margin
+        unique=uq.unique,
+        injectivity=uq.injectivity,
+        face_dims=uq.face_dims,
+        lam_margin=uq.lam_margin,
+        face_sin_theta=uq.sin_theta,
+        rank_error_bound=uq.rank_error,
+        certified_min_ranks=certified,
     )
-    if uq.unique and tuple(uq.face_dims) == tuple(ranks):
-        path = _save(problem, save_dir, claim, red.D)
+    if uq.unique and not _within(certified, rank_bound, problem.KN):
+        path = _save(problem, save_dir, claim, red.D, opts)
         return Verdict(
             claim,
             "violated",
@@ -314,8 +396,9 @@ def _rank_nuc(
         "inconclusive",
         problem.fingerprint(),
         cert,
-        f"reduction stopped at rank {list(ranks)} ({red.stopped}) and uniqueness is not "
-        f"certified ({uq.reason})",
+        f"reduction stopped at rank {list(ranks)} ({red.stopped}); uniqueness "
+        f"({uq.reason}) or the rank of the unique minimizer (certified >= {list(certified)}) "
+        "does not refute the claim",
         timings,
         opts,
     )
@@ -386,10 +469,12 @@ def check_jlr_rank_blocks(
 
 # --------------------------------------------------------------------------------------------------
 def _imbalance_rel(pt: LoRAPoint) -> float:
-    r"""max_j ||U_j^T U_j - V_j^T V_j||_F / max(||U_j||_F^2, ||V_j||_F^2)."""
+    r"""max_j ||U_j^T U_j - V_j^T V_j||_F / max(1, ||U_j||_F^2, ||V_j||_F^2)."""
     out = 0.0
     for u, v in zip(pt.U, pt.V):
-        size = max(float((u * u).sum()), float((v * v).sum()), 1e-300)
+        # relative to the factors' size, but never below 1: near D = 0 both factors shrink at
+        # the same rate and the *relative* imbalance cannot go down.
+        size = max(float((u * u).sum()), float((v * v).sum()), 1.0)
         out = max(out, float(torch.linalg.matrix_norm(u.T @ u - v.T @ v)) / size)
     return out
 
@@ -434,6 +519,8 @@ def check_jlr_equiv(
         "balance_rtol": balance_rtol,
         "seed": seed,
     }
+    if (early := _needs_float64(claim, problem, opts)) is not None:
+        return early
     t0 = time.perf_counter()
     sol = _nuc_solution(problem, solution, gap_rtol, seed)
     red = reduce_rank(problem, sol.D, rank_rtol=rank_rtol)
@@ -459,9 +546,14 @@ def check_jlr_equiv(
         )
     k = max(red.ranks_after)
     if r < k:
-        ev = problem.evaluate(red.D)
-        uq = nuc_uniqueness(problem, red.D, ev.S)
-        cert.update(unique=uq.unique, injectivity=uq.injectivity)
+        Du, uq = _tight_uniqueness(problem, red.D, c.gap, seed=seed, rank_rtol=rank_rtol)
+        certified = _certified_ranks(Du, uq.rank_error)
+        cert.update(
+            unique=uq.unique,
+            injectivity=uq.injectivity,
+            certified_min_ranks=certified,
+            rank_error_bound=uq.rank_error,
+        )
         if enforce_hypothesis and not uq.unique:
             return Verdict(
                 claim,
@@ -515,8 +607,8 @@ def check_jlr_equiv(
     timings = {"nuc": t_nuc, "train": t_train}
     if r < k:
         # variant "for every r": unique minimizer of rank k > r means min over rank <= r exceeds P*.
-        if cert.get("unique") and excess > 10 * gap_rtol:
-            path = _save(problem, save_dir, claim, red.D)
+        if cert.get("unique") and max(cert["certified_min_ranks"]) > r:
+            path = _save(problem, save_dir, claim, red.D, opts)
             return Verdict(
                 claim,
                 "violated",
@@ -538,7 +630,8 @@ def check_jlr_equiv(
             opts,
         )
     ok_identity = cert["identity_residual"] <= 1e-10
-    ok_train = excess <= gap_rtol
+    # LoRA can never beat NUC: a trained value below the certified dual bound is a numerical failure.
+    ok_train = -gap_rtol <= excess <= gap_rtol and tr.value >= c.dual - gap_rtol * scale
     ok_bal = cert["imbalance_rel"] <= balance_rtol
     if ok_identity and ok_train and ok_bal:
         return Verdict(
@@ -554,13 +647,13 @@ def check_jlr_equiv(
     if not ok_identity:
         return Verdict(
             claim,
-            "violated",
+            "inconclusive",
             problem.fingerprint(),
             cert,
-            f"LoRA objective at balanced factors differs from NUC by {cert['identity_residual']:.1e}",
+            "numerical failure: LoRA objective at balanced factors differs from NUC by "
+            f"{cert['identity_residual']:.1e}",
             timings,
             opts,
-            _save(problem, save_dir, claim, red.D),
         )
     what = "did not reach the NUC optimum" if not ok_train else "is not balanced"
     return Verdict(
@@ -596,6 +689,8 @@ def check_jlr_magnitude(
     if not (isinstance(factor, (int, float)) and factor > 0):
         raise ValueError(f"factor: expected a positive number, got {factor!r}")
     opts: dict[str, Any] = {"factor": factor, "gap_rtol": gap_rtol, "seed": seed}
+    if (early := _needs_float64(claim, problem, opts)) is not None:
+        return early
     t0 = time.perf_counter()
     sol = _nuc_solution(problem, solution, gap_rtol, seed)
     c = sol.certificate
@@ -637,7 +732,7 @@ def check_jlr_magnitude(
             opts,
         )
     if lhs - rhs > 100 * eps + 1e-12 * max(1.0, L0):
-        path = _save(problem, save_dir, claim, sol.D)
+        path = _save(problem, save_dir, claim, sol.D, opts)
         return Verdict(
             claim,
             "violated",
@@ -721,6 +816,8 @@ def check_jlr_zero_saddle(
         if prediction is None
         else getattr(prediction, "__name__", "custom"),
     }
+    if (early := _needs_float64(claim, problem, opts)) is not None:
+        return early
     t0 = time.perf_counter()
     S0 = problem.evaluate(problem.zeros()).S
     predicted = (prediction or _lam_minus_op)(problem.lam, S0)
@@ -731,13 +828,15 @@ def check_jlr_zero_saddle(
         "grad_op_norms": [float(torch.linalg.matrix_norm(s, ord=2)) for s in S0],
         "n_params": n_params,
     }
-    if n_params > max_dense:
+    # torch.func.hessian of the objective materializes about n_params x p numbers of J products.
+    if n_params > max_dense or 8 * n_params * problem.num_params > 2**31:
         return Verdict(
             claim,
             "inconclusive",
             problem.fingerprint(),
             cert,
-            f"{n_params} parameters exceed max_dense = {max_dense}: no dense oracle here "
+            f"{n_params} parameters (x {problem.num_params} Jacobian columns) are too many for the "
+            f"dense oracle (max_dense = {max_dense}, 2 GiB) "
             "(the Lanczos route comes with the second-order checkers)",
             {"total": time.perf_counter() - t0},
             opts,
@@ -770,7 +869,7 @@ def check_jlr_zero_saddle(
             timings,
             opts,
         )
-    path = _save(problem, save_dir, claim, problem.zeros())
+    path = _save(problem, save_dir, claim, problem.zeros(), opts)
     return Verdict(
         claim,
         "violated",

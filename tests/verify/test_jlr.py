@@ -210,3 +210,54 @@ def test_verdict_is_frozen(sq):
         v.certificate["gap"] = 0.0  # type: ignore[index]
     with pytest.raises(ValueError, match="status: expected one of"):
         Verdict("JLR-equiv", "maybe", {}, {}, "x")  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("cond", [1e3, 1e5, 3e5, 1e7])
+def test_true_rank_one_variant_is_never_violated_on_ill_conditioned_ft(cond):
+    # The FT minimizer is unique and has rank 1, so "rank <= 1" is TRUE: whatever the conditioning,
+    # the checker may say holds or inconclusive, never violated.
+    g = torch.Generator().manual_seed(0)
+    A, _ = torch.linalg.qr(torch.randn(30, 9, generator=g, dtype=torch.float64))
+    B, _ = torch.linalg.qr(torch.randn(9, 9, generator=g, dtype=torch.float64))
+    J = A @ torch.diag(torch.logspace(0, -math.log10(cond), 9, dtype=torch.float64)) @ B.T
+    Ds = torch.outer(
+        torch.randn(3, generator=g, dtype=torch.float64), torch.randn(3, generator=g, dtype=torch.float64)
+    )
+    y = (J @ Ds.reshape(-1)).reshape(30, 1)
+    P = Problem(J, torch.zeros(30, 1, dtype=torch.float64), y, loss="squared", blocks=[(3, 3)], lam=0.1)
+    assert check_jlr_rank_ft(P, rank_bound=1).status != "violated"
+
+
+def test_float32_problems_are_inconclusive_not_violated(sq):
+    P32 = Problem(
+        sq.J.matrix.float(), sq.f0.float(), sq.y.float(), loss="squared", blocks=sq.blocks, lam=sq.lam
+    )
+    for checker in (check_jlr_zero_saddle, check_jlr_rank_nuc, check_jlr_magnitude, check_jlr_rank_ft):
+        v = checker(P32)
+        assert v.status == "inconclusive" and "float64" in v.reason
+
+
+def test_equiv_holds_when_the_optimum_is_zero(sq):
+    big = Problem(sq.J.matrix, sq.f0, sq.y, loss="squared", blocks=sq.blocks, lam=100.0)
+    v = check_jlr_equiv(big)
+    assert v.status == "holds", v.reason
+
+
+def test_zero_jacobian_ft():
+    P = Problem(
+        torch.zeros(6, 4, dtype=torch.float64),
+        torch.zeros(6, 1, dtype=torch.float64),
+        torch.tensor([0, 1, 0, 1, 1, 0]),
+        loss="logistic",
+        blocks=[(2, 2)],
+        lam=0.1,
+    )
+    v = check_jlr_rank_ft(P)
+    assert v.status == "holds" and v.certificate["ranks"] == (0,)
+
+
+def test_passed_solution_is_recertified(sq):
+    other = gaussian_problem(K=1, N=20, blocks=[(12, 10)], lam=0.05, seed=99)
+    wrong = solve_nuc(other)
+    v = check_jlr_magnitude(sq, solution=wrong)
+    assert v.status == "inconclusive" and "not certified" in v.reason
