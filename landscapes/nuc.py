@@ -337,7 +337,7 @@ def _newton_refine(
     rank_rtol: float,
     deadline: float,
     steps: int = 8,
-    cg_iter: int = 500,
+    cg_iter: int = 200,
 ) -> tuple[Blocks, NucCertificate, int, int]:
     """Newton-CG on the LoRA objective at the support rank, from the balanced factors of ``D``."""
     ranks = []
