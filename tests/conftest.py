@@ -8,7 +8,10 @@ from __future__ import annotations
 
 import os
 
-from hypothesis import HealthCheck, settings
+# Before torch is imported by any test module: OpenMP threads sleep when idle (see verify/cli.py).
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+from hypothesis import HealthCheck, settings  # noqa: E402
 
 settings.register_profile("dev", max_examples=15, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 settings.register_profile(
