@@ -538,6 +538,7 @@ def write_json(path: str, obj: dict[str, Any]) -> None:
         with os.fdopen(fd, "w") as fh:
             json.dump(obj, fh, indent=1, default=_jsonable)
             fh.write("\n")
+        os.chmod(tmp, 0o644)  # mkstemp creates 0600
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
@@ -670,6 +671,8 @@ def main(argv: list[str] | None = None) -> int:
             "seed": args.seed, "timeout_seconds": args.timeout, "mem_limit_gb": args.mem_limit_gb,
             "solver_options": solver_opts, "max_target": args.max_target,
             "min_target": args.min_target, "our_runs": OUR_RUNS,
+            "contention": {"threshold_ms": args.contention_threshold_ms,
+                           "retries": args.contention_retries, "wait_seconds": args.contention_wait},
             "grad_timing_calls": GRAD_TIMING_CALLS, "problem": "gaussian_problem, one m x m block",
             "timing": {
                 "cvxpy solve_seconds": "wall time of prob.solve (canonicalization + solver), "

@@ -449,7 +449,8 @@ def _apg(
         )
         obj = problem.nuc_objective(x)
         # Adaptive restart (O'Donoghue & Candes): drop momentum when the objective goes up.
-        if obj > obj_prev:
+        # (A plain step, tk == 1, can only go up by round-off: accept it, else this would loop.)
+        if obj > obj_prev and tk > 1.0:
             tk = 1.0
             yk = x_prev
             obj_prev = problem.nuc_objective(x_prev)
