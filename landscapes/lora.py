@@ -25,6 +25,7 @@ __all__ = [
     "lora_value",
     "lora_value_and_grad",
     "lora_hvp",
+    "lora_hessian",
     "balanced_factors",
     "product",
     "random_factors",
@@ -119,6 +120,63 @@ def lora_hvp(
         h.T @ u + S.T @ du + lam * dv for h, u, S, du, dv, lam in zip(HE, U, ev.S, dU, dV, problem.lam)
     )
     return outU, outV
+
+
+def loss_hessian_blocks(problem: Problem, z: Tensor) -> Tensor:
+    r"""Per-example loss Hessians :math:`\nabla_z^2 \ell(z_i, y_i)`, shape ``(N, K, K)``."""
+    N, K = problem.N, problem.K
+    cols = []
+    for k in range(K):
+        e = torch.zeros(N, K, dtype=z.dtype, device=z.device)
+        e[:, k] = 1.0
+        cols.append(problem.loss.hvp(z, problem.y, e))
+    return torch.stack(cols, dim=2)
+
+
+def lora_hessian(problem: Problem, U: Sequence[Tensor], V: Sequence[Tensor]) -> Tensor:
+    r"""Dense Hessian of the LoRA objective ``F(U, V)``, in closed form (small sizes).
+
+    Variables are ordered block by block, ``vec(U_j)`` then ``vec(V_j)`` (row-major), the order
+    of :func:`minimize_lora`.  With :math:`\Phi = \partial z / \partial (U, V)` (row ``i``:
+    :math:`(\operatorname{vec}(A_i V_j), \operatorname{vec}(A_i^\top U_j))` for
+    :math:`A_i = \operatorname{mat}(J_i)` restricted to block ``j``),
+
+    .. math:: \nabla^2 F = \tfrac1N \Phi^\top H_z \Phi
+              + \begin{pmatrix} \lambda_j I & S_j \otimes I_r \\ S_j^\top \otimes I_r & \lambda_j I
+              \end{pmatrix}_j,
+
+    :math:`H_z` the block-diagonal per-example loss Hessians, :math:`S_j = \nabla_{D_j} L`.  The
+    first term has rank at most ``K N``; the second is known from one SVD of each ``S_j``
+    (eigenvalues :math:`\lambda_j \pm \sigma_i(S_j)`).  Cost: one pass over the rows of ``J``
+    and a ``P x P`` product, ``P = sum_j (m_j + n_j) r_j``.
+    """
+    _check_factors(problem, U, V)
+    ev = problem.evaluate(product(U, V))
+    R = problem.J.rows()  # (K N, p)
+    q = problem.KN
+    Phis, k0 = [], 0
+    for (m, n), u, v in zip(problem.blocks, U, V):
+        A = R[:, k0 : k0 + m * n].reshape(q, m, n)
+        k0 += m * n
+        Phis.append((A @ v).reshape(q, -1))
+        Phis.append((A.transpose(1, 2) @ u).reshape(q, -1))
+    Phi = torch.cat(Phis, dim=1)  # (K N, P)
+    if problem.loss.name == "squared":
+        H = Phi.T @ Phi / problem.N
+    else:
+        Hz = loss_hessian_blocks(problem, ev.z) / problem.N  # (N, K, K)
+        HPhi = (Hz @ Phi.reshape(problem.N, problem.K, -1)).reshape(q, -1)
+        H = Phi.T @ HPhi
+    o = 0
+    for lam, u, v, S in zip(problem.lam, U, V, ev.S):
+        (m, r), n = u.shape, v.shape[0]
+        C = torch.kron(S, torch.eye(r, dtype=S.dtype, device=S.device))
+        H[o : o + m * r, o + m * r : o + (m + n) * r] += C
+        H[o + m * r : o + (m + n) * r, o : o + m * r] += C.T
+        idx = torch.arange(o, o + (m + n) * r, device=H.device)
+        H[idx, idx] += lam
+        o += (m + n) * r
+    return 0.5 * (H + H.T)
 
 
 def balanced_factors(D: Sequence[Tensor], *, rank: int | Sequence[int] | None = None) -> LoRAPoint:

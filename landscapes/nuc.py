@@ -34,7 +34,16 @@ from typing import Literal
 import torch
 from torch import Tensor
 
-from landscapes.lora import LoRAPoint, balanced_factors, lora_hvp, lora_value_and_grad, minimize_lora, product
+from landscapes.lora import (
+    LoRAPoint,
+    balanced_factors,
+    lora_hessian,
+    lora_hvp,
+    lora_value,
+    lora_value_and_grad,
+    minimize_lora,
+    product,
+)
 from landscapes.operators import DenseOperator
 from landscapes.problem import Blocks, Problem
 from theory.bounds import r_max
@@ -84,6 +93,12 @@ class NucSolution:
     gradient_evaluations: int
     seconds: float
     converged: bool
+
+
+#: Gap at which the factored method stops L-BFGS to try Newton at the support rank.
+_COARSE_RTOL = 1e-5
+#: Fewest iterations between two certificate checks of the factored method.
+_MIN_CHECK_EVERY = 5
 
 
 def _require_positive_lam(problem: Problem) -> None:
@@ -237,9 +252,14 @@ def solve_nuc(
     if method == "factored":
         # Aim 10x below the target so that the cleaning steps below (truncation, exact zeros)
         # can spend a little of the gap and still meet it.
-        D, iters, evals = _factored(
+        fine = 0.1 * gap_rtol
+        # Stage 1: L-BFGS on the factorization only until the support shows (a coarse gap);
+        # Newton at the support rank then converges quadratically.  If that fails (a wrong
+        # support guess), L-BFGS resumes from where it stopped and runs to the fine gap.
+        coarse = max(fine, _COARSE_RTOL)
+        D, iters, evals, pt = _factored(
             problem,
-            gap_rtol=0.1 * gap_rtol,
+            gap_rtol=coarse,
             rank=rank,
             max_iter=max_iter,
             seed=seed,
@@ -247,17 +267,40 @@ def solve_nuc(
             deadline=deadline,
         )
         cert = nuc_certificate(problem, D)
+        if coarse > fine and not cert.within(fine):
+            support_rtol = max(rank_rtol, math.sqrt(max(cert.rel_gap, 0.0)))
+            Dn, cn, it3, ev3 = _newton_refine(
+                problem, D, cert, gap_rtol=fine, rank_rtol=support_rtol, deadline=deadline
+            )
+            iters, evals = iters + it3, evals + ev3
+            if cn.within(fine):
+                D, cert = Dn, cn
+            else:
+                D, it1, ev1, pt = _factored(
+                    problem,
+                    gap_rtol=fine,
+                    rank=rank,
+                    max_iter=max_iter,
+                    seed=seed,
+                    check_every=check_every,
+                    deadline=deadline,
+                    init=pt,
+                )
+                iters, evals = iters + it1, evals + ev1
+                cert = nuc_certificate(problem, D)
+                if cn.gap < cert.gap:
+                    D, cert = Dn, cn
         Dt = truncate_to_numerical_rank(D, rank_rtol)
         cert_t = nuc_certificate(problem, Dt)
         if cert_t.within(gap_rtol) or cert_t.gap <= cert.gap:
             D, cert = Dt, cert_t
         # L-BFGS's line search compares objective values, so it stalls once changes reach the
         # round-off of the objective (gradients near sqrt(eps)); the certificate's dual point is
-        # first-order in that error.  Newton steps (CG on the closed-form HVP, at the support
-        # rank) use gradients only and take the gap down by orders of magnitude.
-        if not cert.within(0.1 * gap_rtol):
+        # first-order in that error.  Newton steps (at the support rank) use gradients only and
+        # take the gap down by orders of magnitude.
+        if not cert.within(fine):
             D, cert, it3, ev3 = _newton_refine(
-                problem, D, cert, gap_rtol=0.1 * gap_rtol, rank_rtol=rank_rtol, deadline=deadline
+                problem, D, cert, gap_rtol=fine, rank_rtol=rank_rtol, deadline=deadline
             )
             iters, evals = iters + it3, evals + ev3
         # A few proximal-gradient steps: never increase the objective (step 1/Lipschitz) and set
@@ -307,25 +350,129 @@ def _factored(
     seed: int,
     check_every: int,
     deadline: float = math.inf,
-) -> tuple[Blocks, int, int]:
+    init: LoRAPoint | None = None,
+) -> tuple[Blocks, int, int, LoRAPoint]:
     r = rank if rank is not None else r_max(problem.K, problem.N) + 1
 
-    def certified(pt: LoRAPoint, _it: int) -> bool:
-        return time.perf_counter() > deadline or nuc_certificate(problem, product(pt.U, pt.V)).within(
-            gap_rtol
-        )
+    # Certificates are checked every `check_every` iterations, and more often (down to every
+    # few iterations) while one costs less than the iterations since the last check: the time
+    # spent on certificates stays at most about half the total.
+    last = {"it": 0, "t": time.perf_counter(), "cost": math.inf}
+
+    def certified(pt: LoRAPoint, it: int) -> bool:
+        now = time.perf_counter()
+        if now > deadline:
+            return True
+        if it - last["it"] < check_every and now - last["t"] < last["cost"]:
+            return False
+        ok = nuc_certificate(problem, product(pt.U, pt.V)).within(gap_rtol)
+        done = time.perf_counter()
+        last.update(it=it, t=done, cost=done - now)
+        return ok
 
     # Small random start: away from the saddle at 0, well inside the small-norm region.
     res = minimize_lora(
         problem,
         rank=r,
+        init=init,
         seed=seed,
         init_scale=1e-2,
         max_iter=max_iter,
         callback=certified,
-        callback_every=check_every,
+        callback_every=min(check_every, _MIN_CHECK_EVERY),
     )
-    return product(res.point.U, res.point.V), res.iterations, res.gradient_evaluations
+    return product(res.point.U, res.point.V), res.iterations, res.gradient_evaluations, res.point
+
+
+def _newton_direction(
+    problem: Problem, U: list[Tensor], V: list[Tensor], g: list[Tensor], *, cg_iter: int, dense_max: int
+) -> tuple[list[Tensor], int]:
+    """Newton direction ``-H^{-1} g`` at ``(U, V)`` and the number of HVP-equivalents spent.
+
+    Dense (closed-form Hessian, Cholesky) when there are at most ``dense_max`` variables; the
+    Hessian's null directions (the rotations ``U Q, V Q`` of balanced factors) carry no gradient,
+    so a tiny diagonal shift is harmless; an indefinite Hessian gets a larger shift.
+    Otherwise truncated CG on the closed-form HVP, stopped on negative curvature.
+    """
+    b = len(U)
+    P = sum(x.numel() for x in g)
+    if P <= dense_max and isinstance(problem.J, DenseOperator):
+        H = lora_hessian(problem, U, V)
+        gv = torch.cat([x.reshape(-1) for x in g])
+        # Levenberg-style shifts: the smallest of 1e-12, 1e-9, ... (relative) that makes the
+        # shifted Hessian positive definite; the first one is round-off level.
+        scale = max(float(H.diagonal().abs().max()), 1e-300)
+        eye = torch.eye(P, dtype=H.dtype, device=H.device)
+        dv = None
+        for rel in (1e-12, 1e-9, 1e-6, 1e-3, 1.0):
+            L, info = torch.linalg.cholesky_ex(H + (rel * scale) * eye)
+            if int(info) == 0:
+                dv = -torch.cholesky_solve(gv.unsqueeze(1), L).squeeze(1)
+                break
+        if dv is None:  # pragma: no cover - diagonal dominance makes the last shift PD
+            dv = -gv / scale
+        out, k = [], 0
+        for x in g:
+            out.append(dv[k : k + x.numel()].reshape(x.shape))
+            k += x.numel()
+        # Cost in HVP-equivalents (an HVP is ~2 K N p flops): Phi costs K N p r, Phi^T Phi K N P^2.
+        p, r = problem.num_params, max(u.shape[1] for u in U)
+        return out, math.ceil(r / 2 + P * P / (2 * p))
+
+    def dot(a: list[Tensor], c: list[Tensor]) -> float:
+        return float(sum((x * y).sum() for x, y in zip(a, c)))
+
+    gnorm = math.sqrt(dot(g, g))
+    d = [torch.zeros_like(x) for x in g]
+    res = [-x for x in g]
+    p = [x.clone() for x in res]
+    rr = dot(res, res)
+    tol = min(0.1, gnorm) * gnorm
+    used = 0
+    for _cg in range(cg_iter):
+        hU, hV = lora_hvp(problem, U, V, p[:b], p[b:])
+        used += 1
+        Hp = list(hU) + list(hV)
+        pHp = dot(p, Hp)
+        if pHp <= 0:
+            break
+        alpha = rr / pHp
+        d = [x + alpha * y for x, y in zip(d, p)]
+        res = [x - alpha * y for x, y in zip(res, Hp)]
+        rr_new = dot(res, res)
+        if math.sqrt(rr_new) <= tol:
+            break
+        p = [x + (rr_new / rr) * y for x, y in zip(res, p)]
+        rr = rr_new
+    return d, used
+
+
+def _drop_vanishing_columns(
+    U: list[Tensor], V: list[Tensor], *, ratio: float
+) -> tuple[list[Tensor], list[Tensor], bool]:
+    """Re-balance each ``(U_j, V_j)`` and drop its last singular direction if ``sigma_k < ratio sigma_{k-1}``.
+
+    Uses ``U = Q_u R_u``, ``V = Q_v R_v`` and the SVD of the small ``R_u R_v^T`` (``O(m r^2)``).
+    """
+    outU, outV, dropped = [], [], False
+    for u, v in zip(U, V):
+        k = u.shape[1]
+        if k < 2:
+            outU.append(u)
+            outV.append(v)
+            continue
+        Qu, Ru = torch.linalg.qr(u)
+        Qv, Rv = torch.linalg.qr(v)
+        A, sig, Bh = torch.linalg.svd(Ru @ Rv.T)
+        if float(sig[-1]) < ratio * float(sig[-2]):
+            root = sig[:-1].sqrt()
+            outU.append((Qu @ A[:, :-1]) * root)
+            outV.append((Qv @ Bh[:-1].T) * root)
+            dropped = True
+        else:
+            outU.append(u)
+            outV.append(v)
+    return outU, outV, dropped
 
 
 def _newton_refine(
@@ -338,8 +485,14 @@ def _newton_refine(
     deadline: float,
     steps: int = 8,
     cg_iter: int = 200,
+    dense_max: int = 1600,
+    drop_ratio: float = 1e-2,
 ) -> tuple[Blocks, NucCertificate, int, int]:
-    """Newton-CG on the LoRA objective at the support rank, from the balanced factors of ``D``."""
+    """Newton on the LoRA objective at the support rank, from the balanced factors of ``D``.
+
+    The support rank of each block is the number of singular values above ``rank_rtol * sigma_1``.
+    Returns the best point seen (smallest gap), never a worse one than ``D``.
+    """
     ranks = []
     for Dj in D:
         sv = torch.linalg.svdvals(Dj)
@@ -350,52 +503,49 @@ def _newton_refine(
     best_D, best = D, cert
     evals = 0
     done = 0
-
-    def dot(a: list[Tensor], b: list[Tensor]) -> float:
-        return float(sum((x * y).sum() for x, y in zip(a, b)))
-
+    b = len(U)
     for _ in range(steps):
         if time.perf_counter() > deadline:
             break
         done += 1
-        _, gU, gV = lora_value_and_grad(problem, U, V)
+        F, gU, gV = lora_value_and_grad(problem, U, V)
         evals += 1
         g = list(gU) + list(gV)
-        gnorm = math.sqrt(dot(g, g))
-        if gnorm == 0.0:
+        if all(float(x.abs().max()) == 0.0 for x in g if x.numel()):
             break
-        # CG on H d = -g; stops on negative curvature (wrong support guess) or small residual.
-        b = len(U)
-        d = [torch.zeros_like(x) for x in g]
-        res = [-x for x in g]
-        p = [x.clone() for x in res]
-        rr = dot(res, res)
-        tol = min(0.1, gnorm) * gnorm
-        for _cg in range(cg_iter):
-            hU, hV = lora_hvp(problem, U, V, p[:b], p[b:])
+        d, used = _newton_direction(problem, U, V, g, cg_iter=cg_iter, dense_max=dense_max)
+        evals += used
+        slope = float(sum((x * y).sum() for x, y in zip(g, d)))
+        if not slope < 0.0:
+            break  # no descent direction left (round-off level)
+        # Backtracking (Armijo) on F: pure Newton steps are taken near the solution; farther
+        # away (a coarse start, an over-estimated support) the step is damped instead of
+        # going uphill.
+        alpha, accepted = 1.0, False
+        for _ls in range(12):
+            Un = [x + alpha * y for x, y in zip(U, d[:b])]
+            Vn = [x + alpha * y for x, y in zip(V, d[b:])]
+            Fn = lora_value(problem, Un, Vn)
             evals += 1
-            Hp = list(hU) + list(hV)
-            pHp = dot(p, Hp)
-            if pHp <= 0:
+            if Fn <= F + 1e-4 * alpha * slope:
+                accepted = True
                 break
-            alpha = rr / pHp
-            d = [x + alpha * y for x, y in zip(d, p)]
-            res = [x - alpha * y for x, y in zip(res, Hp)]
-            rr_new = dot(res, res)
-            if math.sqrt(rr_new) <= tol:
-                break
-            p = [x + (rr_new / rr) * y for x, y in zip(res, p)]
-            rr = rr_new
-        if dot(d, d) == 0.0:
+            alpha *= 0.5
+        if not accepted:
             break
-        U = [x + y for x, y in zip(U, d[:b])]
-        V = [x + y for x, y in zip(V, d[b:])]
+        U, V = Un, Vn
         Dn = product(U, V)
         c = nuc_certificate(problem, Dn)
+        # An over-estimated support shows as a column that Newton drives to zero (only
+        # linearly: the Hessian is singular there).  Try dropping it; keep whichever is better.
+        Ut, Vt, dropped = _drop_vanishing_columns(U, V, ratio=drop_ratio)
+        if dropped:
+            Dt = product(Ut, Vt)
+            ct = nuc_certificate(problem, Dt)
+            if ct.gap < c.gap:
+                U, V, Dn, c = Ut, Vt, Dt, ct
         if c.gap < best.gap:
             best_D, best = Dn, c
-        elif c.primal > best.primal:
-            break  # the step went uphill: leave the refinement to the other stages
         if best.within(gap_rtol):
             break
     return best_D, best, done, evals

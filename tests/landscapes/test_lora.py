@@ -100,3 +100,61 @@ def test_hvp_matches_autograd(seed, r, loss):
     hU, hV = lora_hvp(P, X[:b], X[b:], dX[:b], dX[b:])
     for a, c in zip(list(hU) + list(hV), ref):
         assert torch.allclose(a, c, atol=1e-11, rtol=1e-9)
+
+
+@given(
+    seed=st.integers(0, 2**31 - 1),
+    ranks=st.lists(st.integers(1, 3), min_size=2, max_size=2),
+    loss=st.sampled_from(["squared", "cross_entropy", "logistic"]),
+)
+def test_dense_hessian_matches_autodiff_and_hvp(seed, ranks, loss):
+    """Closed-form dense Hessian == torch.func.hessian == columns of the closed-form HVP."""
+    from landscapes.lora import lora_hessian, lora_hvp, random_factors
+
+    K = {"squared": 2, "cross_entropy": 3, "logistic": 1}[loss]
+    P = gaussian_problem(K=K, N=4, blocks=[(4, 3), (2, 5)], lam=[0.1, 0.3], loss=loss, seed=seed)
+    pt = random_factors(P, ranks, scale=0.8, generator=torch.Generator().manual_seed(seed))
+    H = lora_hessian(P, pt.U, pt.V)
+    sizes = [(u.shape, v.shape) for u, v in zip(pt.U, pt.V)]
+
+    def f(x):
+        k, Ds, reg = 0, [], x.new_zeros(())
+        for (su, sv), lam in zip(sizes, P.lam):
+            nu, nv = su[0] * su[1], sv[0] * sv[1]
+            u, v = x[k : k + nu].reshape(su), x[k + nu : k + nu + nv].reshape(sv)
+            k += nu + nv
+            Ds.append(u @ v.T)
+            reg = reg + 0.5 * lam * ((u * u).sum() + (v * v).sum())
+        z = P.f0 + (P.J.matrix @ torch.cat([d.reshape(-1) for d in Ds])).reshape(P.N, P.K)
+        return P.loss.value(z, P.y).mean() + reg
+
+    x0 = torch.cat([torch.cat([u.reshape(-1), v.reshape(-1)]) for u, v in zip(pt.U, pt.V)])
+    ref = torch.func.hessian(f)(x0)
+    assert torch.allclose(H, ref, atol=1e-12, rtol=1e-10)
+    assert torch.equal(H, H.T)
+    # one column through the HVP
+    e = torch.zeros_like(x0)
+    e[1] = 1.0
+    dU, dV, k = [], [], 0
+    for su, sv in sizes:
+        nu, nv = su[0] * su[1], sv[0] * sv[1]
+        dU.append(e[k : k + nu].reshape(su))
+        dV.append(e[k + nu : k + nu + nv].reshape(sv))
+        k += nu + nv
+    hU, hV = lora_hvp(P, pt.U, pt.V, dU, dV)
+    col = torch.cat([torch.cat([a.reshape(-1), b.reshape(-1)]) for a, b in zip(hU, hV)])
+    assert torch.allclose(H[:, 1], col, atol=1e-12, rtol=1e-10)
+
+
+def test_dense_hessian_at_zero_has_the_closed_form_spectrum():
+    """At U = V = 0 the Hessian is [[lam I, S (x) I], [S^T (x) I, lam I]]: eigenvalues lam +- sigma_i(S)."""
+    from landscapes.lora import lora_hessian
+
+    P = gaussian_problem(K=1, N=5, blocks=[(4, 3)], lam=0.05, seed=3)
+    r = 2
+    H = lora_hessian(P, [torch.zeros(4, r, dtype=torch.float64)], [torch.zeros(3, r, dtype=torch.float64)])
+    S = P.evaluate(P.zeros()).S[0]
+    s = torch.linalg.svdvals(S)
+    ev = torch.linalg.eigvalsh(H)
+    want = sorted([0.05 + float(x) for x in s] * r + [0.05 - float(x) for x in s] * r + [0.05] * r)
+    assert torch.allclose(ev, torch.tensor(want, dtype=torch.float64), atol=1e-13)

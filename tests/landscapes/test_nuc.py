@@ -180,3 +180,39 @@ def test_lam_zero_is_rejected():
     with pytest.raises(ValueError, match="lam: NUC needs lam > 0"):
         solve_nuc(P)
     assert math.isfinite(P.risk(P.zeros()))
+
+
+@pytest.mark.parametrize("loss, K", [("squared", 1), ("cross_entropy", 2)])
+def test_newton_refinement_dense_and_cg_routes_agree(loss, K):
+    """From a coarse factored point, Newton at the support rank reaches the fine gap by both routes
+    (dense closed-form Hessian + Cholesky, and CG on the HVP), to the same minimizer."""
+    from landscapes.nuc import _factored, _newton_refine
+
+    P = gaussian_problem(K=K, N=16 // K, blocks=[(12, 10)], lam=0.02, loss=loss, seed=4)
+    D, *_ = _factored(P, gap_rtol=1e-5, rank=None, max_iter=5000, seed=0, check_every=5)
+    c = nuc_certificate(P, D)
+    tau = math.sqrt(c.rel_gap)
+    outs = [
+        _newton_refine(P, D, c, gap_rtol=1e-11, rank_rtol=tau, deadline=math.inf, dense_max=dm)
+        for dm in (10**6, 0)
+    ]
+    for Dn, cn, _, _ in outs:
+        assert cn.rel_gap <= max(1e-11, 1e-3 * c.rel_gap)
+    assert torch.allclose(outs[0][0][0], outs[1][0][0], atol=1e-6)
+
+
+def test_drop_vanishing_columns_keeps_the_product_up_to_the_dropped_direction():
+    from landscapes.nuc import _drop_vanishing_columns
+
+    g = torch.Generator().manual_seed(0)
+    P, _ = torch.linalg.qr(torch.randn(7, 3, generator=g, dtype=torch.float64))
+    Q, _ = torch.linalg.qr(torch.randn(5, 3, generator=g, dtype=torch.float64))
+    s = torch.tensor([2.0, 1.0, 1e-4], dtype=torch.float64)
+    R = torch.linalg.qr(torch.randn(3, 3, generator=g, dtype=torch.float64))[0]  # unbalance the factors
+    U, V = (P * s.sqrt()) @ R, (Q * s.sqrt()) @ R
+    Ut, Vt, dropped = _drop_vanishing_columns([U], [V], ratio=1e-2)
+    assert dropped and Ut[0].shape[1] == 2
+    D2 = (P[:, :2] * s[:2]) @ Q[:, :2].T
+    assert torch.allclose(Ut[0] @ Vt[0].T, D2, atol=1e-12)
+    _, _, dropped = _drop_vanishing_columns([U], [V], ratio=1e-5)
+    assert not dropped
