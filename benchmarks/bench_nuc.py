@@ -103,14 +103,27 @@ def _solver_extra(solver: str, extra: Any) -> dict[str, Any]:
     try:
         if solver == "SCS" and isinstance(extra, dict):
             info = extra.get("info", extra)
-            for k in ("status", "iter", "pobj", "dobj", "res_pri", "res_dual", "gap", "res_infeas",
-                      "solve_time", "setup_time", "accel_time", "rejected_accel_steps",
-                      "accepted_accel_steps", "lin_sys_time", "cone_time"):
+            for k in (
+                "status",
+                "iter",
+                "pobj",
+                "dobj",
+                "res_pri",
+                "res_dual",
+                "gap",
+                "res_infeas",
+                "solve_time",
+                "setup_time",
+                "accel_time",
+                "rejected_accel_steps",
+                "accepted_accel_steps",
+                "lin_sys_time",
+                "cone_time",
+            ):
                 if k in info:
                     out[k] = _jsonable(info[k])
         elif extra is not None:
-            for k in ("status", "obj_val", "obj_val_dual", "iterations", "r_prim", "r_dual",
-                      "solve_time"):
+            for k in ("status", "obj_val", "obj_val_dual", "iterations", "r_prim", "r_dual", "solve_time"):
                 if hasattr(extra, k):
                     out[k] = _jsonable(getattr(extra, k))
     except Exception as exc:  # pragma: no cover - best effort
@@ -179,8 +192,14 @@ def _rss_bytes(pid: int) -> int:
     return 0
 
 
-def run_in_subprocess(target: Any, args: tuple, timeout: float, mem_limit_bytes: float,
-                      start_timeout: float = 300.0, reset_on_run: bool = False) -> dict[str, Any]:
+def run_in_subprocess(
+    target: Any,
+    args: tuple,
+    timeout: float,
+    mem_limit_bytes: float,
+    start_timeout: float = 300.0,
+    reset_on_run: bool = False,
+) -> dict[str, Any]:
     """Run ``target(conn, *args)`` in a spawned subprocess under a hard wall-clock limit.
 
     The child sends ``("ready", info)`` when its untimed set-up is done, then any number of
@@ -256,8 +275,9 @@ def run_in_subprocess(target: Any, args: tuple, timeout: float, mem_limit_bytes:
     return out
 
 
-def run_cvxpy(data: dict[str, Any], solver: str, opts: dict[str, Any], timeout: float,
-              mem_limit_bytes: float) -> dict[str, Any]:
+def run_cvxpy(
+    data: dict[str, Any], solver: str, opts: dict[str, Any], timeout: float, mem_limit_bytes: float
+) -> dict[str, Any]:
     """One cvxpy solve in a subprocess (see :func:`run_in_subprocess`)."""
     return run_in_subprocess(_cvxpy_worker, (data, solver, opts), timeout, mem_limit_bytes)
 
@@ -312,8 +332,9 @@ def git_head() -> str | None:
 
     root = os.path.dirname(os.path.dirname(os.path.abspath(landscapes.__file__)))
     try:
-        return subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True,
-                              text=True, timeout=10, check=True).stdout.strip()
+        return subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, timeout=10, check=True
+        ).stdout.strip()
     except Exception:
         return None
 
@@ -335,7 +356,12 @@ def problem_data(problem, loss: str, m: int) -> dict[str, Any]:
         "J": problem.J.matrix.detach().cpu().numpy().astype(np.float64),
         "f0": problem.f0.detach().cpu().numpy().astype(np.float64),
         "y": problem.y.detach().cpu().numpy(),
-        "N": problem.N, "K": problem.K, "m": m, "n": m, "lam": float(problem.lam[0]), "loss": loss,
+        "N": problem.N,
+        "K": problem.K,
+        "m": m,
+        "n": m,
+        "lam": float(problem.lam[0]),
+        "loss": loss,
     }
 
 
@@ -346,10 +372,17 @@ def certify(problem, D: np.ndarray) -> dict[str, Any]:
 
     Dt = torch.as_tensor(D, dtype=problem.dtype)
     c = nuc_certificate(problem, (Dt,))
-    return {"rel_gap": c.rel_gap, "gap": c.gap, "primal": c.primal, "dual": c.dual,
-            "dual_scale": c.dual_scale, "S_op_over_lam": c.S_op[0] / c.lam[0],
-            "rank_1e-8": int((np.linalg.svd(D, compute_uv=False) >
-                              1e-8 * max(np.linalg.norm(D, 2), 1e-300)).sum())}
+    return {
+        "rel_gap": c.rel_gap,
+        "gap": c.gap,
+        "primal": c.primal,
+        "dual": c.dual,
+        "dual_scale": c.dual_scale,
+        "S_op_over_lam": c.S_op[0] / c.lam[0],
+        "rank_1e-8": int(
+            (np.linalg.svd(D, compute_uv=False) > 1e-8 * max(np.linalg.norm(D, 2), 1e-300)).sum()
+        ),
+    }
 
 
 def time_gradient(problem, D, calls: int = GRAD_TIMING_CALLS) -> float:
@@ -408,20 +441,39 @@ def _ours_worker(conn: Any, spec: dict[str, Any]) -> None:
         t0 = time.perf_counter()
         solve_nuc(warm, gap_rtol=float(spec["max_target"]), seed=0)
         warmup_seconds = time.perf_counter() - t0
-        conn.send(("ready", {"warmup_m": spec["warm_m"], "warmup_seconds": warmup_seconds,
-                             "code_sha256": code,
-                             "contention_probe_ms": contention_probe_ms()}))
+        conn.send(
+            (
+                "ready",
+                {
+                    "warmup_m": spec["warm_m"],
+                    "warmup_seconds": warmup_seconds,
+                    "code_sha256": code,
+                    "contention_probe_ms": contention_probe_ms(),
+                },
+            )
+        )
 
         def one(seed: int, target: float) -> tuple[dict[str, Any], Any]:
             t0 = time.perf_counter()
             sol = solve_nuc(problem, gap_rtol=float(target), seed=seed)
             wall = time.perf_counter() - t0
             c = sol.certificate
-            return ({"seed": seed, "target_rel_gap": target, "seconds": wall,
-                     "solver_seconds": sol.seconds, "rel_gap": c.rel_gap, "gap": c.gap,
-                     "primal": c.primal, "converged": bool(sol.converged),
-                     "gradient_evaluations": sol.gradient_evaluations,
-                     "iterations": sol.iterations, "rank": sol.ranks[0]}, sol.D)
+            return (
+                {
+                    "seed": seed,
+                    "target_rel_gap": target,
+                    "seconds": wall,
+                    "solver_seconds": sol.seconds,
+                    "rel_gap": c.rel_gap,
+                    "gap": c.gap,
+                    "primal": c.primal,
+                    "converged": bool(sol.converged),
+                    "gradient_evaluations": sol.gradient_evaluations,
+                    "iterations": sol.iterations,
+                    "rank": sol.ranks[0],
+                },
+                sol.D,
+            )
 
         recs, Ds = [], []
         for seed in range(spec["runs"]):
@@ -499,8 +551,9 @@ def environment() -> dict[str, Any]:
         "cpu_count": os.cpu_count(),
         "torch_num_threads": torch.get_num_threads(),
         "torch_num_interop_threads": torch.get_num_interop_threads(),
-        "thread_env": {k: os.environ.get(k) for k in
-                       ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")},
+        "thread_env": {
+            k: os.environ.get(k) for k in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
+        },
         "torch": torch.__version__,
         "numpy": np.__version__,
     }
@@ -512,8 +565,10 @@ def environment() -> dict[str, Any]:
     try:
         from threadpoolctl import threadpool_info
 
-        env["threadpools"] = [{k: d.get(k) for k in ("user_api", "internal_api", "num_threads",
-                                                       "version")} for d in threadpool_info()]
+        env["threadpools"] = [
+            {k: d.get(k) for k in ("user_api", "internal_api", "num_threads", "version")}
+            for d in threadpool_info()
+        ]
     except Exception:  # pragma: no cover
         pass
     env["git_head_at_start"] = git_head()
@@ -562,16 +617,21 @@ def _fmt_cvx(rec: dict[str, Any], threshold_ms: float) -> str:
     return st
 
 
-def print_table(loss: str, rows: list[dict[str, Any]], timeout: float, max_target: float,
-                threshold_ms: float) -> None:
+def print_table(
+    loss: str, rows: list[dict[str, Any]], timeout: float, max_target: float, threshold_ms: float
+) -> None:
     at_hdr = "@" + format(max_target, "g") + " s"
-    hdr = (f"{'m':>4} | {'ours s':>8} {'ours gap':>8} {'conv':>4} {'x grad':>7} {at_hdr:>9} | "
-           f"{'SCS s, gap':>18} | {'Clarabel s, gap':>18} | {'cvxpy/ours':>10} | "
-           "fastest cvxpy gap vs ours")
-    print(f"\n== loss = {loss} (timeout {timeout:g} s; gaps are certified relative gaps; "
-          f"'conv' = our runs that reached the target; 'x grad' = our seconds / one gradient "
-          f"evaluation; '@{max_target:g}' = ours at gap_rtol {max_target:g}; '*' = cvxpy solve "
-          f"started on a contended machine) ==")
+    hdr = (
+        f"{'m':>4} | {'ours s':>8} {'ours gap':>8} {'conv':>4} {'x grad':>7} {at_hdr:>9} | "
+        f"{'SCS s, gap':>18} | {'Clarabel s, gap':>18} | {'cvxpy/ours':>10} | "
+        "fastest cvxpy gap vs ours"
+    )
+    print(
+        f"\n== loss = {loss} (timeout {timeout:g} s; gaps are certified relative gaps; "
+        f"'conv' = our runs that reached the target; 'x grad' = our seconds / one gradient "
+        f"evaluation; '@{max_target:g}' = ours at gap_rtol {max_target:g}; '*' = cvxpy solve "
+        f"started on a contended machine) =="
+    )
     print(hdr)
     print("-" * len(hdr))
     for row in rows:
@@ -580,13 +640,17 @@ def print_table(loss: str, rows: list[dict[str, Any]], timeout: float, max_targe
         rs = "-" if ratio is None else (">" if row["ratio_is_lower_bound"] else "") + f"{ratio:.3g}"
         if "solve_seconds" in o:
             at = o["at_extra_target"]["seconds"] if "at_extra_target" in o else o["solve_seconds"]
-            ours_s = (f"{_fmt_secs(o['solve_seconds']):>8} {o['rel_gap']:>8.1e} "
-                      f"{o['converged_runs']:>2}/{OUR_RUNS} {o['seconds_over_grad_eval']:>7.0f} "
-                      f"{_fmt_secs(at):>9}")
+            ours_s = (
+                f"{_fmt_secs(o['solve_seconds']):>8} {o['rel_gap']:>8.1e} "
+                f"{o['converged_runs']:>2}/{OUR_RUNS} {o['seconds_over_grad_eval']:>7.0f} "
+                f"{_fmt_secs(at):>9}"
+            )
         else:
             ours_s = f"{o['status']:>42}"
-        print(f"{row['m']:>4} | {ours_s} | {_fmt_cvx(row['SCS'], threshold_ms):>18} | "
-              f"{_fmt_cvx(row['CLARABEL'], threshold_ms):>18} | {rs:>10} | {row['comparison']}")
+        print(
+            f"{row['m']:>4} | {ours_s} | {_fmt_cvx(row['SCS'], threshold_ms):>18} | "
+            f"{_fmt_cvx(row['CLARABEL'], threshold_ms):>18} | {rs:>10} | {row['comparison']}"
+        )
     sys.stdout.flush()
 
 
@@ -596,44 +660,81 @@ def print_table(loss: str, rows: list[dict[str, Any]], timeout: float, max_targe
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--sizes", type=int, nargs="+", default=None,
-                    help=f"block sizes m = n (default {DEFAULT_SIZES})")
-    ap.add_argument("--losses", nargs="+", default=["squared", "cross_entropy"],
-                    choices=["squared", "cross_entropy", "logistic"])
-    ap.add_argument("--kn", type=int, default=64,
-                    help="K*N, number of scalar predictions (default 64)")
+    ap = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    ap.add_argument(
+        "--sizes", type=int, nargs="+", default=None, help=f"block sizes m = n (default {DEFAULT_SIZES})"
+    )
+    ap.add_argument(
+        "--losses",
+        nargs="+",
+        default=["squared", "cross_entropy"],
+        choices=["squared", "cross_entropy", "logistic"],
+    )
+    ap.add_argument("--kn", type=int, default=64, help="K*N, number of scalar predictions (default 64)")
     ap.add_argument("--lam-squared", type=float, default=DEFAULT_LAM["squared"])
     ap.add_argument("--lam-cross-entropy", type=float, default=DEFAULT_LAM["cross_entropy"])
     ap.add_argument("--lam-logistic", type=float, default=DEFAULT_LAM["logistic"])
     ap.add_argument("--seed", type=int, default=0, help="problem seed (default 0)")
-    ap.add_argument("--timeout", type=float, default=None,
-                    help="wall-clock limit in seconds per cvxpy solve and for our 3 runs together "
-                         "(default 300; 60 with --quick)")
-    ap.add_argument("--mem-limit-gb", type=float, default=16.0,
-                    help="kill a cvxpy subprocess whose resident memory exceeds this (default 16)")
-    ap.add_argument("--scs-eps", type=float, default=1e-9,
-                    help="SCS eps_abs = eps_rel (default 1e-9)")
+    ap.add_argument(
+        "--timeout",
+        type=float,
+        default=None,
+        help="wall-clock limit in seconds per cvxpy solve and for our 3 runs together "
+        "(default 300; 60 with --quick)",
+    )
+    ap.add_argument(
+        "--mem-limit-gb",
+        type=float,
+        default=16.0,
+        help="kill a cvxpy subprocess whose resident memory exceeds this (default 16)",
+    )
+    ap.add_argument("--scs-eps", type=float, default=1e-9, help="SCS eps_abs = eps_rel (default 1e-9)")
     ap.add_argument("--scs-max-iters", type=int, default=10**7)
-    ap.add_argument("--clarabel-tol", type=float, default=None,
-                    help="Clarabel tol_gap_abs = tol_gap_rel = tol_feas "
-                         "(default: Clarabel's defaults)")
-    ap.add_argument("--max-target", type=float, default=1e-8,
-                    help="our gap target is min(this, best cvxpy certified gap) (default 1e-8)")
-    ap.add_argument("--min-target", type=float, default=1e-14,
-                    help="floor on our gap target, against float64 round-off (default 1e-14)")
-    ap.add_argument("--contention-threshold-ms", type=float, default=1.0,
-                    help="our measurement counts as contended when a tiny torch.softmax takes "
-                         "longer than this before or after it (default 1 ms)")
-    ap.add_argument("--contention-retries", type=int, default=3,
-                    help="re-measure ours up to this many times when contended (default 3)")
-    ap.add_argument("--contention-wait", type=float, default=120.0,
-                    help="seconds to wait for a quiet machine before a re-measurement (default 120)")
+    ap.add_argument(
+        "--clarabel-tol",
+        type=float,
+        default=None,
+        help="Clarabel tol_gap_abs = tol_gap_rel = tol_feas (default: Clarabel's defaults)",
+    )
+    ap.add_argument(
+        "--max-target",
+        type=float,
+        default=1e-8,
+        help="our gap target is min(this, best cvxpy certified gap) (default 1e-8)",
+    )
+    ap.add_argument(
+        "--min-target",
+        type=float,
+        default=1e-14,
+        help="floor on our gap target, against float64 round-off (default 1e-14)",
+    )
+    ap.add_argument(
+        "--contention-threshold-ms",
+        type=float,
+        default=1.0,
+        help="our measurement counts as contended when a tiny torch.softmax takes "
+        "longer than this before or after it (default 1 ms)",
+    )
+    ap.add_argument(
+        "--contention-retries",
+        type=int,
+        default=3,
+        help="re-measure ours up to this many times when contended (default 3)",
+    )
+    ap.add_argument(
+        "--contention-wait",
+        type=float,
+        default=120.0,
+        help="seconds to wait for a quiet machine before a re-measurement (default 120)",
+    )
     ap.add_argument("--out", default=os.path.join("benchmarks", "results", "bench_nuc.json"))
-    ap.add_argument("--quick", action="store_true",
-                    help=f"smoke run: sizes {QUICK_SIZES}, timeout {QUICK_TIMEOUT:g} s "
-                         "(unless given)")
+    ap.add_argument(
+        "--quick",
+        action="store_true",
+        help=f"smoke run: sizes {QUICK_SIZES}, timeout {QUICK_TIMEOUT:g} s (unless given)",
+    )
     args = ap.parse_args(argv)
     if args.sizes is None:
         args.sizes = list(QUICK_SIZES if args.quick else DEFAULT_SIZES)
@@ -647,36 +748,60 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    lams = {"squared": args.lam_squared, "cross_entropy": args.lam_cross_entropy,
-            "logistic": args.lam_logistic}
+    lams = {
+        "squared": args.lam_squared,
+        "cross_entropy": args.lam_cross_entropy,
+        "logistic": args.lam_logistic,
+    }
     solver_opts = {
         "SCS": {"eps_abs": args.scs_eps, "eps_rel": args.scs_eps, "max_iters": args.scs_max_iters},
-        "CLARABEL": ({} if args.clarabel_tol is None else
-                     {"tol_gap_abs": args.clarabel_tol, "tol_gap_rel": args.clarabel_tol,
-                      "tol_feas": args.clarabel_tol}),
+        "CLARABEL": (
+            {}
+            if args.clarabel_tol is None
+            else {
+                "tol_gap_abs": args.clarabel_tol,
+                "tol_gap_rel": args.clarabel_tol,
+                "tol_feas": args.clarabel_tol,
+            }
+        ),
     }
     env = environment()
-    print(f"environment: python {env['python']}, torch {env['torch']} ({env['torch_num_threads']} "
-          f"threads), cpu_count {env['cpu_count']}, cvxpy {env['cvxpy']}, scs {env['scs']}, "
-          f"clarabel {env['clarabel']}")
+    print(
+        f"environment: python {env['python']}, torch {env['torch']} ({env['torch_num_threads']} "
+        f"threads), cpu_count {env['cpu_count']}, cvxpy {env['cvxpy']}, scs {env['scs']}, "
+        f"clarabel {env['clarabel']}"
+    )
     doc: dict[str, Any] = {
         "benchmark": "bench_nuc",
-        "description": ("NUC: ours (solve_nuc, factored L-BFGS, certified gap) vs cvxpy SCS / "
-                        "CLARABEL; every answer certified with landscapes.nuc.nuc_certificate"),
+        "description": (
+            "NUC: ours (solve_nuc, factored L-BFGS, certified gap) vs cvxpy SCS / "
+            "CLARABEL; every answer certified with landscapes.nuc.nuc_certificate"
+        ),
         "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "finished": None,
         "environment": env,
         "config": {
-            "sizes": args.sizes, "losses": args.losses, "kn": args.kn, "lam": lams,
-            "seed": args.seed, "timeout_seconds": args.timeout, "mem_limit_gb": args.mem_limit_gb,
-            "solver_options": solver_opts, "max_target": args.max_target,
-            "min_target": args.min_target, "our_runs": OUR_RUNS,
-            "contention": {"threshold_ms": args.contention_threshold_ms,
-                           "retries": args.contention_retries, "wait_seconds": args.contention_wait},
-            "grad_timing_calls": GRAD_TIMING_CALLS, "problem": "gaussian_problem, one m x m block",
+            "sizes": args.sizes,
+            "losses": args.losses,
+            "kn": args.kn,
+            "lam": lams,
+            "seed": args.seed,
+            "timeout_seconds": args.timeout,
+            "mem_limit_gb": args.mem_limit_gb,
+            "solver_options": solver_opts,
+            "max_target": args.max_target,
+            "min_target": args.min_target,
+            "our_runs": OUR_RUNS,
+            "contention": {
+                "threshold_ms": args.contention_threshold_ms,
+                "retries": args.contention_retries,
+                "wait_seconds": args.contention_wait,
+            },
+            "grad_timing_calls": GRAD_TIMING_CALLS,
+            "problem": "gaussian_problem, one m x m block",
             "timing": {
                 "cvxpy solve_seconds": "wall time of prob.solve (canonicalization + solver), "
-                                       "inside the subprocess; excludes imports and construction",
+                "inside the subprocess; excludes imports and construction",
                 "ours solve_seconds": "median wall time of solve_nuc over seeds 0..2",
                 "grad_eval_seconds": "median wall time of problem.evaluate(D) over 20 calls",
             },
@@ -691,19 +816,27 @@ def main(argv: list[str] | None = None) -> int:
         rows: list[dict[str, Any]] = []
         for m in args.sizes:
             problem = make_problem(loss, m, args.kn, lam, args.seed)
-            base = {"loss": loss, "m": m, "n": m, "K": problem.K, "N": problem.N, "lam": lam,
-                    "seed": args.seed, "problem_sha256": data_sha256(problem)}
+            base = {
+                "loss": loss,
+                "m": m,
+                "n": m,
+                "K": problem.K,
+                "N": problem.N,
+                "lam": lam,
+                "seed": args.seed,
+                "problem_sha256": data_sha256(problem),
+            }
             data = problem_data(problem, loss, m)
             row: dict[str, Any] = {"m": m}
             for solver in CVXPY_SOLVERS:
                 if solver in timed_out:
-                    rec = {"status": "skipped: timed out at smaller size "
-                                     f"(m = {timed_out[solver]})"}
+                    rec = {"status": f"skipped: timed out at smaller size (m = {timed_out[solver]})"}
                 else:
                     print(f"[{loss} m={m}] {solver} ...", flush=True)
                     probe_before = contention_probe_ms()
-                    rec = run_cvxpy(data, solver, solver_opts[solver], args.timeout,
-                                    args.mem_limit_gb * 2**30)
+                    rec = run_cvxpy(
+                        data, solver, solver_opts[solver], args.timeout, args.mem_limit_gb * 2**30
+                    )
                     rec["contention_probe_ms_before"] = probe_before
                     D = rec.pop("D", None)
                     if rec["status"] == "ok" and D is None:
@@ -712,14 +845,22 @@ def main(argv: list[str] | None = None) -> int:
                         rec.update(certify(problem, D))
                         rec["cvxpy_objective_minus_certified_primal"] = (
                             rec["cvxpy_objective"] - rec["primal"]
-                            if isinstance(rec.get("cvxpy_objective"), float) else None)
+                            if isinstance(rec.get("cvxpy_objective"), float)
+                            else None
+                        )
                     if rec["status"] in ("timeout", "memory_limit"):
                         timed_out[solver] = m
-                    print(f"[{loss} m={m}] {solver}: {rec['status']}"
-                          + (f", {rec['solve_seconds']:.3g} s, cvxpy status {rec['cvxpy_status']}, "
-                             f"certified rel gap {rec['rel_gap']:.2e}"
-                             if rec["status"] == "ok" else "")
-                          + (f"\n{rec['error']}" if "error" in rec else ""), flush=True)
+                    print(
+                        f"[{loss} m={m}] {solver}: {rec['status']}"
+                        + (
+                            f", {rec['solve_seconds']:.3g} s, cvxpy status {rec['cvxpy_status']}, "
+                            f"certified rel gap {rec['rel_gap']:.2e}"
+                            if rec["status"] == "ok"
+                            else ""
+                        )
+                        + (f"\n{rec['error']}" if "error" in rec else ""),
+                        flush=True,
+                    )
                 rec["loadavg"] = os.getloadavg()
                 row[solver] = rec
                 doc["records"].append({**base, "solver": solver, **rec})
@@ -727,68 +868,102 @@ def main(argv: list[str] | None = None) -> int:
             best = min((r["rel_gap"] for r in ok), default=None)
             target = args.max_target if best is None else min(args.max_target, best)
             target = max(target, args.min_target)
-            spec = {"loss": loss, "m": m, "kn": args.kn, "lam": lam, "seed": args.seed,
-                    "sha256": base["problem_sha256"], "warm_m": args.sizes[0], "target": target,
-                    "max_target": args.max_target, "runs": OUR_RUNS,
-                    "extra_target": args.max_target if target < args.max_target else None}
+            spec = {
+                "loss": loss,
+                "m": m,
+                "kn": args.kn,
+                "lam": lam,
+                "seed": args.seed,
+                "sha256": base["problem_sha256"],
+                "warm_m": args.sizes[0],
+                "target": target,
+                "max_target": args.max_target,
+                "runs": OUR_RUNS,
+                "extra_target": args.max_target if target < args.max_target else None,
+            }
             attempts: list[dict[str, Any]] = []
             for attempt in range(args.contention_retries + 1):
                 print(f"[{loss} m={m}] ours (target rel gap {target:.2e}) ...", flush=True)
                 ours = run_ours(spec, args.timeout, args.mem_limit_gb * 2**30)
-                probes = [(ours.get("ready_info") or {}).get("contention_probe_ms"),
-                          ours.get("contention_probe_ms_end")]
+                probes = [
+                    (ours.get("ready_info") or {}).get("contention_probe_ms"),
+                    ours.get("contention_probe_ms_end"),
+                ]
                 worst = max((p for p in probes if p is not None), default=None)
                 ours["contention_probe_ms_worst"] = worst
                 ours["contended"] = worst is not None and worst > args.contention_threshold_ms
                 if not ours["contended"] or attempt == args.contention_retries:
                     break
-                attempts.append({k: ours.get(k) for k in (
-                    "status", "solve_seconds", "rel_gap", "contention_probe_ms_worst")})
-                print(f"[{loss} m={m}] ours: contended (probe {worst:.3g} ms, "
-                      f"{ours.get('solve_seconds') or float('nan'):.3g} s); waiting for a quiet "
-                      f"machine and measuring again", flush=True)
+                attempts.append(
+                    {
+                        k: ours.get(k)
+                        for k in ("status", "solve_seconds", "rel_gap", "contention_probe_ms_worst")
+                    }
+                )
+                print(
+                    f"[{loss} m={m}] ours: contended (probe {worst:.3g} ms, "
+                    f"{ours.get('solve_seconds') or float('nan'):.3g} s); waiting for a quiet "
+                    f"machine and measuring again",
+                    flush=True,
+                )
                 wait_quiet(args.contention_wait, args.contention_threshold_ms)
             ours["contended_attempts"] = attempts
             ours["target_floored"] = bool(best is not None and best < target)
             ours["loadavg"] = os.getloadavg()
             ours_code = (ours.get("ready_info") or {}).get("code_sha256")
             ours["code_sha256"] = ours_code
-            ours["code_changed_since_start"] = (None if ours_code is None
-                                                else ours_code != env["code_sha256_at_start"])
+            ours["code_changed_since_start"] = (
+                None if ours_code is None else ours_code != env["code_sha256_at_start"]
+            )
             row["ours"] = ours
             doc["records"].append({**base, "solver": "ours", **ours})
             if "solve_seconds" in ours:
-                print(f"[{loss} m={m}] ours: {ours['solve_seconds']:.3g} s, "
-                      f"rel gap {ours['rel_gap']:.2e}"
-                      f" ({ours['converged_runs']}/{OUR_RUNS} runs reached the target), "
-                      f"{ours['gradient_evaluations']} grad evals, "
-                      f"{ours['seconds_over_grad_eval']:.0f} x "
-                      f"t_grad ({ours['grad_eval_seconds'] * 1e3:.3g} ms), status {ours['status']}"
-                      + (f"; at {args.max_target:g}: {ours['at_extra_target']['seconds']:.3g} s"
-                         if "at_extra_target" in ours else "")
-                      + f"; contention probe {ours['contention_probe_ms_worst']:.3g} ms, "
-                      f"load {ours['loadavg'][0]:.2f}", flush=True)
+                print(
+                    f"[{loss} m={m}] ours: {ours['solve_seconds']:.3g} s, "
+                    f"rel gap {ours['rel_gap']:.2e}"
+                    f" ({ours['converged_runs']}/{OUR_RUNS} runs reached the target), "
+                    f"{ours['gradient_evaluations']} grad evals, "
+                    f"{ours['seconds_over_grad_eval']:.0f} x "
+                    f"t_grad ({ours['grad_eval_seconds'] * 1e3:.3g} ms), status {ours['status']}"
+                    + (
+                        f"; at {args.max_target:g}: {ours['at_extra_target']['seconds']:.3g} s"
+                        if "at_extra_target" in ours
+                        else ""
+                    )
+                    + f"; contention probe {ours['contention_probe_ms_worst']:.3g} ms, "
+                    f"load {ours['loadavg'][0]:.2f}",
+                    flush=True,
+                )
             else:
-                print(f"[{loss} m={m}] ours: {ours['status']}"
-                      + (f"\n{ours['error']}" if "error" in ours else ""), flush=True)
+                print(
+                    f"[{loss} m={m}] ours: {ours['status']}"
+                    + (f"\n{ours['error']}" if "error" in ours else ""),
+                    flush=True,
+                )
             # speed ratio: fastest finished cvxpy solve / ours; a lower bound when none finished
             ours_s = ours.get("solve_seconds")
             fastest_name, cg, ratio, lower = None, None, None, False
             if ok:
-                fastest_name = min((s for s in CVXPY_SOLVERS if row[s]["status"] == "ok"),
-                                   key=lambda s: row[s]["solve_seconds"])
+                fastest_name = min(
+                    (s for s in CVXPY_SOLVERS if row[s]["status"] == "ok"),
+                    key=lambda s: row[s]["solve_seconds"],
+                )
                 cg = row[fastest_name]["rel_gap"]
             if ours_s is None:
                 comparison = f"ours: {ours['status']}"
             elif ok:
                 ratio = row[fastest_name]["solve_seconds"] / ours_s
                 og = ours["rel_gap"]
-                comparison = (f"{fastest_name} gap {cg:.1e} "
-                              + ("worse than" if cg > og else "better than or equal to")
-                              + f" ours {og:.1e}")
+                comparison = (
+                    f"{fastest_name} gap {cg:.1e} "
+                    + ("worse than" if cg > og else "better than or equal to")
+                    + f" ours {og:.1e}"
+                )
             else:
-                cut = any(row[s]["status"] in ("timeout", "memory_limit") or
-                          row[s]["status"].startswith("skipped") for s in CVXPY_SOLVERS)
+                cut = any(
+                    row[s]["status"] in ("timeout", "memory_limit") or row[s]["status"].startswith("skipped")
+                    for s in CVXPY_SOLVERS
+                )
                 ratio = args.timeout / ours_s if cut else None
                 lower = ratio is not None
                 comparison = "no cvxpy answer"
@@ -801,27 +976,36 @@ def main(argv: list[str] | None = None) -> int:
                 comparison += f" [ours missed target {target:.1e} in {missed}/{OUR_RUNS} runs]"
             row.update(ratio=ratio, ratio_is_lower_bound=lower, comparison=comparison)
             rows.append(row)
-            doc["summary"].append({
-                **base, "ours_status": ours["status"], "ours_seconds": ours_s,
-                "ours_rel_gap": ours.get("rel_gap"), "ours_target_rel_gap": target,
-                "ours_converged_runs": ours.get("converged_runs"),
-                "ours_seconds_over_grad_eval": ours.get("seconds_over_grad_eval"),
-                "ours_gradient_evaluations": ours.get("gradient_evaluations"),
-                "ours_seconds_at_max_target": (ours["at_extra_target"]["seconds"]
-                                               if "at_extra_target" in ours else ours_s),
-                **{f"{s}_status": row[s]["status"] for s in CVXPY_SOLVERS},
-                **{f"{s}_seconds": row[s].get("solve_seconds") for s in CVXPY_SOLVERS},
-                **{f"{s}_rel_gap": row[s].get("rel_gap") for s in CVXPY_SOLVERS},
-                "fastest_cvxpy": fastest_name, "fastest_cvxpy_rel_gap": cg,
-                "ratio_fastest_cvxpy_over_ours": ratio, "ratio_is_lower_bound": lower,
-                "cvxpy_gap_worse_than_ours": (None if cg is None or ours_s is None
-                                              else bool(cg > ours["rel_gap"])),
-                "loadavg": os.getloadavg(),
-                "ours_contention_probe_ms": ours.get("contention_probe_ms_worst"),
-                "ours_contended": ours.get("contended"),
-                "ours_contended_attempts": len(ours.get("contended_attempts", [])),
-                "ours_code_changed_since_start": ours["code_changed_since_start"],
-            })
+            doc["summary"].append(
+                {
+                    **base,
+                    "ours_status": ours["status"],
+                    "ours_seconds": ours_s,
+                    "ours_rel_gap": ours.get("rel_gap"),
+                    "ours_target_rel_gap": target,
+                    "ours_converged_runs": ours.get("converged_runs"),
+                    "ours_seconds_over_grad_eval": ours.get("seconds_over_grad_eval"),
+                    "ours_gradient_evaluations": ours.get("gradient_evaluations"),
+                    "ours_seconds_at_max_target": (
+                        ours["at_extra_target"]["seconds"] if "at_extra_target" in ours else ours_s
+                    ),
+                    **{f"{s}_status": row[s]["status"] for s in CVXPY_SOLVERS},
+                    **{f"{s}_seconds": row[s].get("solve_seconds") for s in CVXPY_SOLVERS},
+                    **{f"{s}_rel_gap": row[s].get("rel_gap") for s in CVXPY_SOLVERS},
+                    "fastest_cvxpy": fastest_name,
+                    "fastest_cvxpy_rel_gap": cg,
+                    "ratio_fastest_cvxpy_over_ours": ratio,
+                    "ratio_is_lower_bound": lower,
+                    "cvxpy_gap_worse_than_ours": (
+                        None if cg is None or ours_s is None else bool(cg > ours["rel_gap"])
+                    ),
+                    "loadavg": os.getloadavg(),
+                    "ours_contention_probe_ms": ours.get("contention_probe_ms_worst"),
+                    "ours_contended": ours.get("contended"),
+                    "ours_contended_attempts": len(ours.get("contended_attempts", [])),
+                    "ours_code_changed_since_start": ours["code_changed_since_start"],
+                }
+            )
             write_json(args.out, doc)
         print_table(loss, rows, args.timeout, args.max_target, args.contention_threshold_ms)
     doc["finished"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")

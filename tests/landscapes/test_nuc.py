@@ -196,7 +196,7 @@ def test_newton_refinement_dense_and_cg_routes_agree(loss, K):
         _newton_refine(P, D, c, gap_rtol=1e-11, rank_rtol=tau, deadline=math.inf, dense_max=dm)
         for dm in (10**6, 0)
     ]
-    for Dn, cn, _, _ in outs:
+    for _, cn, _, _ in outs:
         assert cn.rel_gap <= max(1e-11, 1e-3 * c.rel_gap)
     assert torch.allclose(outs[0][0][0], outs[1][0][0], atol=1e-6)
 
