@@ -7,12 +7,21 @@ With :math:`S_j = \nabla_{D_j} L(UV^\top)` the gradient is
 :math:`(S_j V_j + \lambda_j U_j,\; S_j^\top U_j + \lambda_j V_j)`.  Because
 :math:`\min_{UV^\top = D} (\|U\|_F^2 + \|V\|_F^2)/2 = \|D\|_*`, the minimum of ``F`` equals the NUC
 minimum once ``r_j`` is at least the rank of a NUC minimizer [JLR24].
+
+Every function takes an optional ``perturbation``: one symmetric matrix :math:`C_j` of size
+:math:`m_j + n_j` per block, adding :math:`\tfrac12\langle C_j, R_j R_j^\top\rangle` with
+:math:`R_j = [U_j; V_j]` to ``F``.  A full random symmetric ``C_j`` is reading (a) of the
+perturbed objective of [JLR24] (a perturbed regularizer); ``C_j = [[0, P_j], [P_j^T, 0]]`` gives
+:math:`\langle P_j, U_j V_j^\top\rangle`, reading (b) (a random linear term).  See
+:func:`random_perturbation`.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Literal
 
 import torch
 from torch import Tensor
@@ -26,6 +35,9 @@ __all__ = [
     "lora_value_and_grad",
     "lora_hvp",
     "lora_hessian",
+    "column_pair_matrix",
+    "random_perturbation",
+    "check_perturbation",
     "balanced_factors",
     "product",
     "random_factors",
@@ -66,27 +78,118 @@ def product(U: Sequence[Tensor], V: Sequence[Tensor]) -> Blocks:
     return tuple(u @ v.T for u, v in zip(U, V))
 
 
-def lora_value(problem: Problem, U: Sequence[Tensor], V: Sequence[Tensor]) -> float:
-    """The LoRA objective ``F(U, V)``."""
+def check_perturbation(problem: Problem, perturbation: Sequence[Tensor] | None) -> Blocks | None:
+    """Validate a perturbation: one finite symmetric ``(m_j + n_j)``-square matrix per block."""
+    if perturbation is None:
+        return None
+    if isinstance(perturbation, Tensor) or len(perturbation) != len(problem.blocks):
+        got = "a single tensor" if isinstance(perturbation, Tensor) else f"{len(perturbation)} matrices"
+        raise ValueError(f"perturbation: expected {len(problem.blocks)} matrices (one per block), got {got}")
+    for j, ((m, n), C) in enumerate(zip(problem.blocks, perturbation)):
+        if not isinstance(C, Tensor) or C.shape != (m + n, m + n):
+            shape = tuple(C.shape) if isinstance(C, Tensor) else type(C).__name__
+            raise ValueError(f"perturbation[{j}]: expected shape ({m + n}, {m + n}), got {shape}")
+        if C.dtype != problem.dtype:
+            raise ValueError(f"perturbation[{j}]: expected dtype {problem.dtype}, got {C.dtype}")
+        if not bool(torch.isfinite(C).all()):
+            raise ValueError(f"perturbation[{j}]: expected finite entries, got NaN or inf")
+        asym = float((C - C.T).abs().max()) if C.numel() else 0.0
+        if asym > 1e-12 * max(1.0, float(C.abs().max())):
+            raise ValueError(
+                f"perturbation[{j}]: expected a symmetric matrix, got max |C - C^T| = {asym:.3g}"
+            )
+    return tuple(perturbation)
+
+
+def random_perturbation(
+    problem: Problem,
+    *,
+    form: Literal["symmetric", "linear"],
+    scale: float,
+    generator: torch.Generator,
+) -> Blocks:
+    r"""A random perturbation of the LoRA objective (see the module docstring).
+
+    ``"symmetric"``: :math:`C_j = \text{scale}\,(G + G^\top)/\sqrt{2(m_j+n_j)}`, ``G`` standard
+    Gaussian (so :math:`\|C_j\|_{op} \approx 2\,\text{scale}`).  ``"linear"``:
+    :math:`C_j = [[0, P_j], [P_j^\top, 0]]` with :math:`P_j = \text{scale}\,G/\sqrt{\max(m_j, n_j)}`
+    (:math:`\|P_j\|_{op} \lesssim 2\,\text{scale}`), i.e. the term :math:`\langle P_j, U_j V_j^\top\rangle`.
+    """
+    if form not in ("symmetric", "linear"):
+        raise ValueError(f"form: expected 'symmetric' or 'linear', got {form!r}")
+    if not (isinstance(scale, (int, float)) and math.isfinite(scale) and scale >= 0):
+        raise ValueError(f"scale: expected a finite number >= 0, got {scale!r}")
+    out = []
+    for m, n in problem.blocks:
+        if form == "symmetric":
+            G = torch.randn(m + n, m + n, generator=generator, dtype=torch.float64)
+            C = scale * (G + G.T) / math.sqrt(2.0 * (m + n))
+        else:
+            P = scale * torch.randn(m, n, generator=generator, dtype=torch.float64) / math.sqrt(max(m, n))
+            C = torch.zeros(m + n, m + n, dtype=torch.float64)
+            C[:m, m:] = P
+            C[m:, :m] = P.T
+        out.append(C.to(dtype=problem.dtype, device=problem.device))
+    return tuple(out)
+
+
+def _stack(u: Tensor, v: Tensor) -> Tensor:
+    return torch.cat([u, v], dim=0)
+
+
+def _perturbation_value(perturbation: Blocks | None, U: Sequence[Tensor], V: Sequence[Tensor]) -> float:
+    if perturbation is None:
+        return 0.0
+    total = 0.0
+    for C, u, v in zip(perturbation, U, V):
+        R = _stack(u, v)
+        total += 0.5 * float((R * (C @ R)).sum())
+    return total
+
+
+def lora_value(
+    problem: Problem,
+    U: Sequence[Tensor],
+    V: Sequence[Tensor],
+    *,
+    perturbation: Sequence[Tensor] | None = None,
+) -> float:
+    """The LoRA objective ``F(U, V)`` (plus the perturbation term, if any)."""
     _check_factors(problem, U, V)
+    pert = check_perturbation(problem, perturbation)
     reg = sum(
         0.5 * lam * (float((u * u).sum()) + float((v * v).sum())) for lam, u, v in zip(problem.lam, U, V)
     )
-    return problem.risk(product(U, V)) + reg
+    return problem.risk(product(U, V)) + reg + _perturbation_value(pert, U, V)
 
 
 def lora_value_and_grad(
-    problem: Problem, U: Sequence[Tensor], V: Sequence[Tensor]
+    problem: Problem,
+    U: Sequence[Tensor],
+    V: Sequence[Tensor],
+    *,
+    perturbation: Sequence[Tensor] | None = None,
 ) -> tuple[float, Blocks, Blocks]:
-    r"""``F(U, V)`` and its gradient :math:`(S_j V_j + \lambda_j U_j, S_j^\top U_j + \lambda_j V_j)`."""
+    r"""``F(U, V)`` and its gradient :math:`(S_j V_j + \lambda_j U_j, S_j^\top U_j + \lambda_j V_j)`.
+
+    With a perturbation, :math:`C_j [U_j; V_j]` is added (split into its ``U`` and ``V`` rows).
+    """
     _check_factors(problem, U, V)
+    pert = check_perturbation(problem, perturbation)
     ev = problem.evaluate(product(U, V))
     reg = 0.0
     gU, gV = [], []
-    for lam, u, v, S in zip(problem.lam, U, V, ev.S):
+    for j, (lam, u, v, S) in enumerate(zip(problem.lam, U, V, ev.S)):
         reg += 0.5 * lam * (float((u * u).sum()) + float((v * v).sum()))
-        gU.append(S @ v + lam * u)
-        gV.append(S.T @ u + lam * v)
+        gu = S @ v + lam * u
+        gv = S.T @ u + lam * v
+        if pert is not None:
+            CR = pert[j] @ _stack(u, v)
+            reg += 0.5 * float((_stack(u, v) * CR).sum())
+            gu = gu + CR[: u.shape[0]]
+            gv = gv + CR[u.shape[0] :]
+        gU.append(gu)
+        gV.append(gv)
     return ev.value + reg, tuple(gU), tuple(gV)
 
 
@@ -96,6 +199,8 @@ def lora_hvp(
     V: Sequence[Tensor],
     dU: Sequence[Tensor],
     dV: Sequence[Tensor],
+    *,
+    perturbation: Sequence[Tensor] | None = None,
 ) -> tuple[Blocks, Blocks]:
     r"""Hessian-vector product of the LoRA objective, in closed form.
 
@@ -106,10 +211,12 @@ def lora_hvp(
     .. math:: \big(H_L[E]_j V_j + S_j\, dV_j + \lambda_j dU_j,\;
               H_L[E]_j^\top U_j + S_j^\top dU_j + \lambda_j dV_j\big).
 
-    Costs one ``J`` product each way plus the gradient's; no Hessian is formed.
+    Costs one ``J`` product each way plus the gradient's; no Hessian is formed.  A perturbation
+    adds :math:`C_j [dU_j; dV_j]`.
     """
     _check_factors(problem, U, V)
     _check_factors(problem, dU, dV)
+    pert = check_perturbation(problem, perturbation)
     ev = problem.evaluate(product(U, V))
     E = tuple(du @ v.T + u @ dv.T for u, v, du, dv in zip(U, V, dU, dV))
     dz = problem.J.matvec(problem.vec(E)).reshape(problem.N, problem.K)
@@ -119,7 +226,31 @@ def lora_hvp(
     outV = tuple(
         h.T @ u + S.T @ du + lam * dv for h, u, S, du, dv, lam in zip(HE, U, ev.S, dU, dV, problem.lam)
     )
+    if pert is not None:
+        CdR = [C @ _stack(du, dv) for C, du, dv in zip(pert, dU, dV)]
+        outU = tuple(o + c[: o.shape[0]] for o, c in zip(outU, CdR))
+        outV = tuple(o + c[-o.shape[0] :] if o.shape[0] else o for o, c in zip(outV, CdR))
     return outU, outV
+
+
+def column_pair_matrix(S: Tensor, lam: float, C: Tensor | None = None) -> Tensor:
+    r""":math:`Y = \begin{pmatrix}\lambda I & S\\ S^\top & \lambda I\end{pmatrix} + C`.
+
+    The part of the LoRA Hessian that does not involve ``J``'s second pass: it acts on each
+    column pair :math:`(dU_{:a}, dV_{:a})` separately.  It is also the gradient of the convex
+    problem over :math:`Z = [U; V][U; V]^\top` (times 2), so :math:`Y \succeq 0` is the global
+    optimality test for a stationary point [Burer--Monteiro]; with ``C = 0`` it reads
+    :math:`\|S\|_{op} \le \lambda`.
+    """
+    m, n = S.shape
+    Y = torch.zeros(m + n, m + n, dtype=S.dtype, device=S.device)
+    Y[:m, m:] = S
+    Y[m:, :m] = S.T
+    idx = torch.arange(m + n, device=S.device)
+    Y[idx, idx] = lam
+    if C is not None:
+        Y = Y + C
+    return Y
 
 
 def loss_hessian_blocks(problem: Problem, z: Tensor) -> Tensor:
@@ -133,7 +264,13 @@ def loss_hessian_blocks(problem: Problem, z: Tensor) -> Tensor:
     return torch.stack(cols, dim=2)
 
 
-def lora_hessian(problem: Problem, U: Sequence[Tensor], V: Sequence[Tensor]) -> Tensor:
+def lora_hessian(
+    problem: Problem,
+    U: Sequence[Tensor],
+    V: Sequence[Tensor],
+    *,
+    perturbation: Sequence[Tensor] | None = None,
+) -> Tensor:
     r"""Dense Hessian of the LoRA objective ``F(U, V)``, in closed form (small sizes).
 
     Variables are ordered block by block, ``vec(U_j)`` then ``vec(V_j)`` (row-major), the order
@@ -146,11 +283,14 @@ def lora_hessian(problem: Problem, U: Sequence[Tensor], V: Sequence[Tensor]) -> 
               \end{pmatrix}_j,
 
     :math:`H_z` the block-diagonal per-example loss Hessians, :math:`S_j = \nabla_{D_j} L`.  The
-    first term has rank at most ``K N``; the second is known from one SVD of each ``S_j``
-    (eigenvalues :math:`\lambda_j \pm \sigma_i(S_j)`).  Cost: one pass over the rows of ``J``
+    first term has rank at most ``K N``; the second acts on each column pair
+    :math:`([U_j]_{:a}, [V_j]_{:a})` as the ``(m_j + n_j)``-square matrix of
+    :func:`column_pair_matrix` (eigenvalues :math:`\lambda_j \pm \sigma_i(S_j)` and
+    :math:`\lambda_j`; plus :math:`C_j` with a perturbation).  Cost: one pass over the rows of ``J``
     and a ``P x P`` product, ``P = sum_j (m_j + n_j) r_j``.
     """
     _check_factors(problem, U, V)
+    pert = check_perturbation(problem, perturbation)
     ev = problem.evaluate(product(U, V))
     R = problem.J.rows()  # (K N, p)
     q = problem.KN
@@ -168,13 +308,14 @@ def lora_hessian(problem: Problem, U: Sequence[Tensor], V: Sequence[Tensor]) -> 
         HPhi = (Hz @ Phi.reshape(problem.N, problem.K, -1)).reshape(q, -1)
         H = Phi.T @ HPhi
     o = 0
-    for lam, u, v, S in zip(problem.lam, U, V, ev.S):
+    for j, (lam, u, v, S) in enumerate(zip(problem.lam, U, V, ev.S)):
         (m, r), n = u.shape, v.shape[0]
-        C = torch.kron(S, torch.eye(r, dtype=S.dtype, device=S.device))
-        H[o : o + m * r, o + m * r : o + (m + n) * r] += C
-        H[o + m * r : o + (m + n) * r, o : o + m * r] += C.T
-        idx = torch.arange(o, o + (m + n) * r, device=H.device)
-        H[idx, idx] += lam
+        Y = column_pair_matrix(S, lam, None if pert is None else pert[j])
+        # Variables of block j in order vec(U) then vec(V) are the rows of R = [U; V], row-major:
+        # the column-pair term acts as kron(Y, I_r).
+        H[o : o + (m + n) * r, o : o + (m + n) * r] += torch.kron(
+            Y, torch.eye(r, dtype=Y.dtype, device=Y.device)
+        )
         o += (m + n) * r
     return 0.5 * (H + H.T)
 
@@ -240,8 +381,13 @@ def minimize_lora(
     max_iter: int = 20000,
     callback: Callable[[LoRAPoint, int], bool] | None = None,
     callback_every: int = 25,
+    grad_tol: float = 0.0,
+    perturbation: Sequence[Tensor] | None = None,
 ) -> LoRATrainingResult:
     r"""Minimize the LoRA objective with L-BFGS (SciPy's L-BFGS-B without bounds).
+
+    ``grad_tol`` stops at the first accepted iterate whose gradient has Euclidean norm at most
+    ``grad_tol`` (0: never); ``perturbation`` minimizes the perturbed objective.
 
     Starts from ``init`` or from Gaussian factors of scale ``init_scale`` (seeded by ``seed``);
     ``rank`` is one rank for all blocks or one per block (capped at ``min(m_j, n_j)``).  Every
@@ -266,6 +412,9 @@ def minimize_lora(
     else:
         _check_factors(problem, init.U, init.V)
         ranks = list(init.ranks)
+    pert = check_perturbation(problem, perturbation)
+    if not (isinstance(grad_tol, (int, float)) and grad_tol >= 0):
+        raise ValueError(f"grad_tol: expected a number >= 0, got {grad_tol!r}")
     sizes = [(m, n, r) for (m, n), r in zip(problem.blocks, ranks)]
     x0 = torch.cat([torch.cat([u.reshape(-1), v.reshape(-1)]) for u, v in zip(init.U, init.V)])
     x0_np = x0.detach().cpu().double().numpy()
@@ -283,15 +432,25 @@ def minimize_lora(
 
     def fun(x: np.ndarray) -> tuple[float, np.ndarray]:
         pt = split(x)
-        f, gU, gV = lora_value_and_grad(problem, pt.U, pt.V)
+        f, gU, gV = lora_value_and_grad(problem, pt.U, pt.V, perturbation=pert)
         count["evals"] += 1
         g = torch.cat([torch.cat([a.reshape(-1), b.reshape(-1)]) for a, b in zip(gU, gV)])
+        last["x"], last["gnorm"] = x.copy(), float(g.norm())
         return f, g.detach().cpu().double().numpy()
 
     stopped = {"flag": False}
+    last: dict = {"x": None, "gnorm": math.inf}
 
     def cb(intermediate_result: sopt.OptimizeResult) -> None:
         count["iters"] += 1
+        if (
+            grad_tol > 0
+            and last["gnorm"] <= grad_tol
+            and last["x"] is not None
+            and np.array_equal(last["x"], intermediate_result.x)
+        ):
+            stopped["flag"] = True
+            raise StopIteration
         if callback is not None and count["iters"] % callback_every == 0:
             if callback(split(intermediate_result.x), count["iters"]):
                 stopped["flag"] = True
@@ -307,7 +466,7 @@ def minimize_lora(
             options={"maxiter": max_iter, "maxcor": 20, "ftol": 0.0, "gtol": 0.0, "maxls": 50},
         )
     pt = split(np.asarray(res.x))
-    f, gU, gV = lora_value_and_grad(problem, pt.U, pt.V)
+    f, gU, gV = lora_value_and_grad(problem, pt.U, pt.V, perturbation=pert)
     gn = float(torch.cat([torch.cat([a.reshape(-1), b.reshape(-1)]) for a, b in zip(gU, gV)]).norm())
     return LoRATrainingResult(
         point=pt,

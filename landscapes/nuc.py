@@ -416,8 +416,8 @@ def _newton_direction(
             out.append(dv[k : k + x.numel()].reshape(x.shape))
             k += x.numel()
         # Cost in HVP-equivalents (an HVP is ~2 K N p flops): Phi costs K N p r, Phi^T Phi K N P^2.
-        p, r = problem.num_params, max(u.shape[1] for u in U)
-        return out, math.ceil(r / 2 + P * P / (2 * p))
+        n_p, r = problem.num_params, max(u.shape[1] for u in U)
+        return out, math.ceil(r / 2 + P * P / (2 * n_p))
 
     def dot(a: list[Tensor], c: list[Tensor]) -> float:
         return float(sum((x * y).sum() for x, y in zip(a, c)))

@@ -207,6 +207,29 @@ class Problem:
         return self.J.device
 
     # ---- points --------------------------------------------------------------------------------
+    def subset(self, idx: Tensor) -> Problem:
+        """The same problem on the examples ``idx`` (a mini-batch): rows of ``J``, ``f0`` and ``y``.
+
+        The risk of the subset is the mean over ``idx``; ``J`` must store its rows (dense).
+        """
+        if not isinstance(idx, Tensor) or idx.ndim != 1 or idx.dtype not in (torch.int64, torch.int32):
+            raise ValueError(f"idx: expected a 1-D integer tensor, got {idx!r}")
+        if idx.numel() == 0 or int(idx.min()) < 0 or int(idx.max()) >= self.N:
+            raise ValueError(f"idx: expected indices in [0, {self.N}), got {idx.tolist()[:8]}...")
+        if not isinstance(self.J, DenseOperator):
+            raise ValueError("J: mini-batches need a dense J (a stored matrix), got an operator")
+        rows = (idx.unsqueeze(1) * self.K + torch.arange(self.K, device=idx.device)).reshape(-1)
+        return Problem(
+            self.J.matrix[rows],
+            self.f0[idx],
+            self.y[idx],
+            loss=self.loss,
+            blocks=self.blocks,
+            lam=self.lam,
+            seed=self.seed,
+            name=f"{self.name}[batch]",
+        )
+
     def zeros(self) -> Blocks:
         """The point ``D = 0``."""
         return tuple(torch.zeros(m, n, dtype=self.dtype, device=self.device) for m, n in self.blocks)

@@ -1,0 +1,704 @@
+r"""Checkers of the second-order claims of [JLR24] (SOSPs above and below the bound; GD/SGD/Adam).
+
+* ``JLR-no-spurious`` (:func:`check_jlr_no_spurious`): many approximate SOSPs from diverse starts,
+  on the unperturbed objective and on both perturbation readings; each is certified (gradient
+  norm; :math:`\lambda_{\min}` interval) and then tested for global optimality (the
+  Burer--Monteiro bound of :mod:`landscapes.sosp`, and the objective against the certified NUC
+  optimum).  ``violated`` = a certified SOSP certified non-global.  ``order=1`` runs the planted
+  false variant "every first-order stationary point is global".
+* ``JLR-spurious-below`` (:func:`check_jlr_spurious_below`): adversarial search below the bound.
+  A found spurious point (a certified SOSP whose objective exceeds that of another rank-``r``
+  point by more than the tolerance) makes the claim ``holds`` and is saved as a replayable file;
+  finding none is ``inconclusive``, never ``violated``.
+* ``JLR-gd`` (:func:`check_jlr_gd`): GD, SGD and Adam with weight decay from standard starts; the
+  gap to the NUC optimum over steps.
+
+All sampling verdicts hold "on the sample": the certificate records every run (start kind, seed,
+perturbation, its SOSP certificate) so a reader can re-run any of them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from landscapes.io import save_problem
+from landscapes.lora import LoRAPoint, lora_value, random_perturbation
+from landscapes.nuc import NucSolution, nuc_certificate, solve_nuc
+from landscapes.problem import Problem
+from landscapes.sosp import INIT_KINDS, certify_sosp, find_sosp, gradient_scale, make_init
+from theory.bounds import r_max, triangular
+from theory.claims import DEFAULT_TOLERANCES
+from verify.verdict import Verdict, jsonable
+
+__all__ = ["check_jlr_no_spurious", "check_jlr_spurious_below", "check_jlr_gd", "DEFAULT_INITS"]
+
+_T = DEFAULT_TOLERANCES
+DEFAULT_INITS: tuple[str, ...] = ("small", "zero_b", "gaussian", "large", "adversarial", "zero")
+PERTURBATIONS: tuple[str, ...] = ("none", "symmetric", "linear")
+
+
+def _ranks(problem: Problem, rank: int | Sequence[int] | None, *, above: bool) -> list[int]:
+    if rank is None:
+        # Single block: r_max + 1 (above) or r_max (below).  Several blocks: the same r for every
+        # block, the smallest above (largest at or below) the block-diagonal bound.
+        b = len(problem.blocks)
+        r = 1
+        while b * triangular(r + 1) <= problem.KN:
+            r += 1
+        if b * triangular(r) > problem.KN:
+            r = 0
+        r = r + 1 if above else max(r, 1)
+        return [min(r, m, n) for m, n in problem.blocks]
+    rs = [rank] * len(problem.blocks) if isinstance(rank, int) else list(rank)
+    if len(rs) != len(problem.blocks) or any(
+        isinstance(x, bool) or not isinstance(x, int) or x < 1 for x in rs
+    ):
+        raise ValueError(
+            f"rank: expected a positive int or one per block ({len(problem.blocks)}), got {rank!r}"
+        )
+    return rs
+
+
+def _above(problem: Problem, ranks: Sequence[int]) -> bool:
+    return sum(triangular(r) for r in ranks) > problem.KN
+
+
+def _nuc(problem: Problem, solution: NucSolution | None, seed: int) -> tuple[float, float, NucSolution]:
+    """Certified NUC optimum bracket ``[dual, primal]`` (re-certified if passed in)."""
+    sol = solution if solution is not None else solve_nuc(problem, gap_rtol=1e-10, seed=seed)
+    cert = nuc_certificate(problem, problem.check_point(sol.D, "solution.D"))
+    return cert.dual, cert.primal, sol
+
+
+def _save_point(
+    problem: Problem,
+    save_dir: str | Path | None,
+    claim: str,
+    pt: LoRAPoint,
+    perturbation: Sequence[Tensor] | None,
+    record: dict[str, Any],
+    opts: dict[str, Any],
+) -> str | None:
+    """Save a replayable counterexample: the problem, the factors, the perturbation, the record."""
+    if save_dir is None:
+        return None
+    fp = problem.fingerprint()
+    blob = json.dumps(jsonable({"record": record, "options": opts}), sort_keys=True)
+    tag = hashlib.sha256(blob.encode()).hexdigest()[:8]
+    path = Path(save_dir) / f"{claim}-{fp['sha256']}-{tag}.npz"
+    extra: dict[str, Any] = {}
+    for j, (u, v) in enumerate(zip(pt.U, pt.V)):
+        extra[f"U{j}"] = u.detach().cpu().numpy()
+        extra[f"V{j}"] = v.detach().cpu().numpy()
+        extra[f"D{j}"] = (u @ v.T).detach().cpu().numpy()
+    if perturbation is not None:
+        for j, C in enumerate(perturbation):
+            extra[f"C{j}"] = C.detach().cpu().numpy()
+    extra["claim"] = np.array(claim)
+    extra["record_json"] = np.array(blob)
+    try:
+        return str(save_problem(problem, path, extra=extra))
+    except ValueError:
+        return None
+
+
+def _perturbation(problem: Problem, form: str, scale: float, seed: int) -> tuple[Tensor, ...] | None:
+    if form == "none":
+        return None
+    gen = torch.Generator().manual_seed(seed)
+    return random_perturbation(problem, form=form, scale=scale, generator=gen)  # type: ignore[arg-type]
+
+
+def _plan(n_starts: int, inits: Sequence[str], forms: Sequence[str]) -> list[tuple[str, str]]:
+    """Round-robin over (perturbation form, start kind): every form and kind appear early."""
+    combos = [(f, k) for k in inits for f in forms]
+    out: list[tuple[str, str]] = []
+    i = 0
+    while len(out) < n_starts:
+        f, k = combos[i % len(combos)]
+        out.append((f, k))
+        i += 1
+    return out
+
+
+def _check_common(n_starts: int, inits: Sequence[str], forms: Sequence[str] | None = None) -> None:
+    if isinstance(n_starts, bool) or not isinstance(n_starts, int) or n_starts < 1:
+        raise ValueError(f"n_starts: expected a positive int, got {n_starts!r}")
+    bad = [k for k in inits if k not in INIT_KINDS]
+    if bad or not inits:
+        raise ValueError(f"inits: expected a non-empty subset of {INIT_KINDS}, got {list(inits)!r}")
+    if forms is not None:
+        badf = [f for f in forms if f not in PERTURBATIONS]
+        if badf or not forms:
+            raise ValueError(
+                f"perturbations: expected a non-empty subset of {PERTURBATIONS}, got {list(forms)!r}"
+            )
+
+
+def check_jlr_no_spurious(
+    problem: Problem,
+    *,
+    rank: int | Sequence[int] | None = None,
+    n_starts: int = 20,
+    inits: Sequence[str] = DEFAULT_INITS,
+    perturbations: Sequence[str] = PERTURBATIONS,
+    perturbation_scale: float | None = None,
+    optimizer: str = "lbfgs",
+    order: int = 2,
+    seed: int = 0,
+    grad_rtol: float = _T.grad_rtol,
+    curvature_rtol: float = _T.curvature_rtol,
+    gap_rtol: float = _T.gap_rtol,
+    enforce_hypothesis: bool = True,
+    solution: NucSolution | None = None,
+    method: str = "auto",
+    save_dir: str | Path | None = None,
+) -> Verdict:
+    r"""JLR-no-spurious: above the bound every (approximate) SOSP is a global minimizer.
+
+    ``n_starts`` runs of :func:`landscapes.sosp.find_sosp` (``optimizer`` plus negative-curvature
+    escapes), cycling through the start kinds ``inits`` and the perturbation forms
+    ``perturbations`` (``"none"``; ``"symmetric"``: reading (a); ``"linear"``: reading (b); scale
+    ``perturbation_scale``, default ``0.01 * min(lam)``, a fresh draw per run).  Each end point is
+    certified (:func:`landscapes.sosp.certify_sosp`); the stacked factor ``[U; V]``'s rank is
+    reported (the Burer--Monteiro lemma: a rank-deficient SOSP is global).
+
+    Global optimality: the certified bound ``gap_bound <= gap_rtol * max(1, |F|)``; unperturbed,
+    also :math:`F - P^\star_{NUC} \le` ``gap_rtol * max(1, |P|)``.  Certified *non*-global: the
+    objective exceeds an upper bound on the optimum by more than that tolerance: the NUC primal
+    value, or for a perturbed objective (its own draw of ``C``) the objective of a full-rank
+    L-BFGS + escape run on the same draw.
+
+    ``order=1``: the planted false variant "every first-order stationary point is global"
+    (no curvature test, no escapes; the ``"zero"`` start is a first-order stationary point).
+    """
+    claim = "JLR-no-spurious"
+    _check_common(n_starts, inits, perturbations)
+    if order not in (1, 2):
+        raise ValueError(f"order: expected 1 or 2, got {order!r}")
+    ranks = _ranks(problem, rank, above=True)
+    scale = 0.01 * min(problem.lam) if perturbation_scale is None else float(perturbation_scale)
+    if not (math.isfinite(scale) and scale >= 0):
+        raise ValueError(f"perturbation_scale: expected a finite number >= 0, got {perturbation_scale!r}")
+    opts: dict[str, Any] = {
+        "rank": ranks,
+        "n_starts": n_starts,
+        "inits": list(inits),
+        "perturbations": list(perturbations),
+        "perturbation_scale": scale,
+        "optimizer": optimizer,
+        "order": order,
+        "seed": seed,
+        "grad_rtol": grad_rtol,
+        "curvature_rtol": curvature_rtol,
+        "gap_rtol": gap_rtol,
+        "enforce_hypothesis": enforce_hypothesis,
+        "method": method,
+    }
+    fp = problem.fingerprint()
+    if problem.dtype != torch.float64:
+        return Verdict(
+            claim, "inconclusive", fp, {"dtype": str(problem.dtype)}, "certificates need float64", {}, opts
+        )
+    above = _above(problem, ranks)
+    if enforce_hypothesis and not above:
+        return Verdict(
+            claim,
+            "inconclusive",
+            fp,
+            {"ranks": ranks, "KN": problem.KN, "sum_r(r+1)/2": sum(triangular(r) for r in ranks)},
+            f"hypothesis not met: sum r(r+1)/2 = {sum(triangular(r) for r in ranks)} <= KN = {problem.KN} "
+            "(pass enforce_hypothesis=False to run anyway)",
+            {},
+            opts,
+        )
+    t0 = time.perf_counter()
+    dual, primal, _ = _nuc(problem, solution, seed)
+    t_nuc = time.perf_counter() - t0
+    tol_nuc = gap_rtol * max(1.0, abs(primal))
+    gscale = gradient_scale(problem)
+    runs: list[dict[str, Any]] = []
+    points: list[tuple[LoRAPoint, tuple[Tensor, ...] | None]] = []
+    for i, (form, kind) in enumerate(_plan(n_starts, inits, perturbations)):
+        run_seed = seed * 100003 + i
+        gen = torch.Generator().manual_seed(run_seed)
+        pert = _perturbation(problem, form, scale, run_seed)
+        init = make_init(problem, ranks, kind, generator=gen, perturbation=pert)  # type: ignore[arg-type]
+        if order == 2:
+            run = find_sosp(
+                problem,
+                init,
+                optimizer=optimizer,  # type: ignore[arg-type]
+                perturbation=pert,
+                grad_rtol=grad_rtol,
+                curvature_rtol=curvature_rtol,
+                gap_rtol=gap_rtol,
+                seed=run_seed,
+                method=method,  # type: ignore[arg-type]
+            )
+            pt, c = run.point, run.certificate
+            cost = {"iterations": run.iterations, "escapes": run.escapes, "seconds": run.seconds}
+        else:
+            ts = time.perf_counter()
+            if kind == "zero":
+                pt = init
+            else:
+                run = find_sosp(
+                    problem,
+                    init,
+                    optimizer=optimizer,  # type: ignore[arg-type]
+                    perturbation=pert,
+                    grad_rtol=grad_rtol,
+                    max_escapes=0,
+                    seed=run_seed,
+                    method=method,  # type: ignore[arg-type]
+                )
+                pt = run.point
+            c = certify_sosp(
+                problem,
+                pt.U,
+                pt.V,
+                perturbation=pert,
+                grad_rtol=grad_rtol,
+                curvature_rtol=curvature_rtol,
+                gap_rtol=gap_rtol,
+                method=method,  # type: ignore[arg-type]
+                grad_scale=gscale,
+            )
+            cost = {"seconds": time.perf_counter() - ts}
+        stationary = c.is_sosp if order == 2 else c.grad_norm <= c.grad_tol
+        rec: dict[str, Any] = {
+            "run": i,
+            "seed": run_seed,
+            "init": kind,
+            "perturbation": form,
+            "stationary": stationary,
+            "objective": c.objective,
+            "grad_norm": c.grad_norm,
+            "lambda_min": [c.curvature.lower, c.curvature.upper],
+            "lambda_min_method": c.curvature.method,
+            "curvature_tol": c.curvature_tol,
+            "gap_bound": c.gap_bound,
+            "certified_global": c.is_global,
+            "S_op_over_lam": [s / lam for s, lam in zip(c.S_op, problem.lam)],
+            "stacked_ranks": list(c.stacked_ranks),
+            "product_ranks": list(c.product_ranks),
+            **cost,
+        }
+        if form == "none":
+            rec["objective_minus_nuc"] = c.objective - primal
+            rec["certified_global"] = c.is_global or (c.objective - primal <= tol_nuc and stationary)
+        runs.append(rec)
+        points.append((pt, pert))
+    # Certified non-global: unperturbed, the objective exceeds the NUC primal value (an upper
+    # bound on the optimum).  Each perturbed run has its own draw of C; when such an end point is
+    # stationary but not certified global, a reference point for the same C is computed (L-BFGS
+    # at full rank from a small start, with escapes) and serves as the upper bound.
+    spurious = []
+    for rec, (_pt, pert) in zip(runs, points):
+        if rec["perturbation"] == "none":
+            rec["reference_objective"] = primal
+        elif rec["stationary"] and not rec["certified_global"]:
+            full = [min(m, n) for m, n in problem.blocks]
+            gen = torch.Generator().manual_seed(rec["seed"] + 7)
+            ref = find_sosp(
+                problem,
+                make_init(problem, full, "small", generator=gen),
+                perturbation=pert,
+                grad_rtol=grad_rtol,
+                seed=rec["seed"] + 7,
+                method=method,  # type: ignore[arg-type]
+            )
+            rec["reference_objective"] = ref.certificate.objective
+            rec["reference_certified_global"] = ref.certificate.is_global
+        else:
+            rec["reference_objective"] = None
+        ref_obj = rec["reference_objective"]
+        excess = None if ref_obj is None else rec["objective"] - ref_obj
+        rec["excess_over_reference"] = excess
+        tol_obj = gap_rtol * max(1.0, abs(rec["objective"]))
+        rec["certified_non_global"] = bool(rec["stationary"] and excess is not None and excess > tol_obj)
+        if rec["certified_non_global"]:
+            spurious.append(rec)
+    n_stat = sum(r["stationary"] for r in runs)
+    n_glob = sum(r["stationary"] and r["certified_global"] for r in runs)
+    timings = {"nuc": t_nuc, "total": time.perf_counter() - t0}
+    cert: dict[str, Any] = {
+        "ranks": ranks,
+        "KN": problem.KN,
+        "above_bound": above,
+        "nuc_primal": primal,
+        "nuc_dual": dual,
+        "runs": runs,
+        "n_runs": len(runs),
+        "n_certified_stationary": n_stat,
+        "n_certified_global": n_glob,
+        "stacked_rank_deficient": sum(min(r["stacked_ranks"]) < min(ranks) for r in runs),
+        "sample": "holds on the sample only: the runs above, with their seeds",
+    }
+    what = "SOSP" if order == 2 else "first-order stationary point"
+    if spurious:
+        worst = max(spurious, key=lambda r: r["excess_over_reference"])
+        pt, pert = points[worst["run"]]
+        path = _save_point(problem, save_dir, claim, pt, pert, worst, opts)
+        cert["counterexample_run"] = worst["run"]
+        return Verdict(
+            claim,
+            "violated",
+            fp,
+            cert,
+            f"run {worst['run']} ({worst['init']} start, perturbation {worst['perturbation']}) ends at a "
+            f"certified {what} with objective {worst['excess_over_reference']:.3g} above a certified "
+            f"upper bound on the optimum (||S||_op / lam = {max(worst['S_op_over_lam']):.6g})",
+            timings,
+            opts,
+            path,
+        )
+    if n_glob == len(runs):
+        return Verdict(
+            claim,
+            "holds",
+            fp,
+            cert,
+            f"all {len(runs)} certified {what}s are certified global (on the sample; "
+            f"{sum(r['perturbation'] != 'none' for r in runs)} on perturbed objectives)",
+            timings,
+            opts,
+        )
+    return Verdict(
+        claim,
+        "inconclusive",
+        fp,
+        cert,
+        f"{len(runs) - n_stat} of {len(runs)} end points not certified {what}s, "
+        f"{n_stat - n_glob} certified ones neither certified global nor certified non-global",
+        timings,
+        opts,
+    )
+
+
+def check_jlr_spurious_below(
+    problem: Problem,
+    *,
+    rank: int | Sequence[int] | None = None,
+    n_starts: int = 24,
+    inits: Sequence[str] = ("large", "gaussian", "adversarial", "small", "zero_b"),
+    seed: int = 0,
+    grad_rtol: float = _T.grad_rtol,
+    curvature_rtol: float = _T.curvature_rtol,
+    gap_rtol: float = _T.gap_rtol,
+    enforce_hypothesis: bool = True,
+    solution: NucSolution | None = None,
+    method: str = "auto",
+    save_dir: str | Path | None = None,
+) -> Verdict:
+    r"""JLR-spurious-below: below the bound spurious SOSPs *can* exist; search for one.
+
+    ``n_starts`` L-BFGS + escape runs at rank ``r`` (default ``r_max``, below the bound).  A
+    certified SOSP is *spurious* when another rank-``r`` point has a lower objective by more than
+    ``gap_rtol * max(1, |F|)``: the best end point of the search, or the NUC optimum when its
+    certified rank is at most ``r`` (then the padded NUC factors are a rank-``r`` point).  The
+    first spurious point is saved as a replayable file.  Finding none is ``inconclusive``.
+    """
+    claim = "JLR-spurious-below"
+    _check_common(n_starts, inits)
+    ranks = _ranks(problem, rank, above=False)
+    opts: dict[str, Any] = {
+        "rank": ranks,
+        "n_starts": n_starts,
+        "inits": list(inits),
+        "seed": seed,
+        "grad_rtol": grad_rtol,
+        "curvature_rtol": curvature_rtol,
+        "gap_rtol": gap_rtol,
+        "enforce_hypothesis": enforce_hypothesis,
+        "method": method,
+    }
+    fp = problem.fingerprint()
+    if problem.dtype != torch.float64:
+        return Verdict(
+            claim, "inconclusive", fp, {"dtype": str(problem.dtype)}, "certificates need float64", {}, opts
+        )
+    if enforce_hypothesis and _above(problem, ranks):
+        return Verdict(
+            claim,
+            "inconclusive",
+            fp,
+            {"ranks": ranks, "KN": problem.KN},
+            f"rank {ranks} is above the bound (sum r(r+1)/2 > KN = {problem.KN}); this claim is about "
+            "ranks below it (pass enforce_hypothesis=False to search anyway)",
+            {},
+            opts,
+        )
+    t0 = time.perf_counter()
+    dual, primal, sol = _nuc(problem, solution, seed)
+    nuc_rank_ok = all(k <= r for k, r in zip(sol.ranks, ranks))
+    runs: list[dict[str, Any]] = []
+    pts: list[LoRAPoint] = []
+    for i, kind in enumerate(inits[j % len(inits)] for j in range(n_starts)):
+        run_seed = seed * 100003 + i
+        gen = torch.Generator().manual_seed(run_seed)
+        init = make_init(problem, ranks, kind, generator=gen)  # type: ignore[arg-type]
+        run = find_sosp(
+            problem,
+            init,
+            grad_rtol=grad_rtol,
+            curvature_rtol=curvature_rtol,
+            gap_rtol=gap_rtol,
+            seed=run_seed,
+            method=method,  # type: ignore[arg-type]
+        )
+        c = run.certificate
+        runs.append(
+            {
+                "run": i,
+                "seed": run_seed,
+                "init": kind,
+                "sosp": c.is_sosp,
+                "objective": c.objective,
+                "objective_minus_nuc": c.objective - primal,
+                "grad_norm": c.grad_norm,
+                "lambda_min": [c.curvature.lower, c.curvature.upper],
+                "S_op_over_lam": [s / lam for s, lam in zip(c.S_op, problem.lam)],
+                "stacked_ranks": list(c.stacked_ranks),
+                "product_ranks": list(c.product_ranks),
+                "escapes": run.escapes,
+                "seconds": run.seconds,
+            }
+        )
+        pts.append(run.point)
+    best = min(r["objective"] for r in runs)
+    reference = min(best, primal) if nuc_rank_ok else best
+    spurious = [
+        r for r in runs if r["sosp"] and r["objective"] - reference > gap_rtol * max(1.0, abs(r["objective"]))
+    ]
+    distinct = sorted({round(r["objective"], 10) for r in runs if r["sosp"]})
+    cert: dict[str, Any] = {
+        "ranks": ranks,
+        "KN": problem.KN,
+        "nuc_primal": primal,
+        "nuc_ranks": list(sol.ranks),
+        "reference_objective": reference,
+        "reference": "NUC optimum (its rank fits)" if nuc_rank_ok and primal <= best else "best end point",
+        "runs": runs,
+        "n_certified_sosp": sum(r["sosp"] for r in runs),
+        "distinct_sosp_objectives": distinct[:20],
+        "search_effort": {"starts": n_starts, "seconds": time.perf_counter() - t0},
+    }
+    timings = {"total": time.perf_counter() - t0}
+    if spurious:
+        worst = max(spurious, key=lambda r: r["objective"] - reference)
+        path = _save_point(problem, save_dir, claim, pts[worst["run"]], None, worst, opts)
+        return Verdict(
+            claim,
+            "holds",
+            fp,
+            cert,
+            f"found {len(spurious)} certified spurious SOSP(s) at rank {ranks}: e.g. run {worst['run']} "
+            f"({worst['init']} start), objective {worst['objective'] - reference:.3g} above another "
+            f"rank-{max(ranks)} point",
+            timings,
+            opts,
+            path,
+        )
+    return Verdict(
+        claim,
+        "inconclusive",
+        fp,
+        cert,
+        f"no spurious SOSP found in {n_starts} starts ({cert['n_certified_sosp']} certified SOSPs, "
+        f"{len(distinct)} distinct objective values); absence on a sample proves nothing",
+        timings,
+        opts,
+    )
+
+
+def check_jlr_gd(
+    problem: Problem,
+    *,
+    rank: int | Sequence[int] | None = None,
+    optimizers: Sequence[str] = ("gd", "sgd", "adam"),
+    inits: Sequence[str] = ("zero_b", "small"),
+    steps: int = 20000,
+    lr: dict[str, float] | None = None,
+    batch_size: int | None = None,
+    seed: int = 0,
+    gap_rtol: float = 1e-6,
+    record_every: int = 50,
+    enforce_hypothesis: bool = True,
+    solution: NucSolution | None = None,
+    save_dir: str | Path | None = None,
+) -> Verdict:
+    r"""JLR-gd: GD, SGD and Adam with weight decay, from standard starts, reach the global minimum.
+
+    Each (optimizer, start) pair runs ``steps`` steps on the gradient of ``F`` (weight decay in
+    the gradient; SGD on mini-batches of ``batch_size`` examples, default ``N // 2``, with step
+    sizes ``lr / (1 + t / 500)``; Adam with the same decay).  Default ``lr``: GD and SGD
+    ``1 / lambda_max`` of the Hessian at the balanced NUC factors (structured bound), Adam
+    ``1e-2``.  A diverging run is recorded (``inconclusive``).  No L-BFGS, no escape steps: the
+    methods themselves are tested.  The certificate records the relative gap
+    :math:`(F - P^\star_{NUC}) / \max(1, |P|)` every ``record_every`` steps.  ``holds``: every
+    final gap is at most ``gap_rtol``.  ``violated``: a run ends at a certified SOSP (curvature
+    certified) whose gap exceeds ``gap_rtol`` -- a spurious end point.  Otherwise
+    ``inconclusive`` (not converged within ``steps``).  The default ``gap_rtol = 1e-6`` is looser
+    than the optimality tolerance of the solvers because plain (stochastic) gradient methods
+    converge linearly at best (SGD and Adam with decaying steps sublinearly); the histories show
+    the rate.  ``enforce_hypothesis=False`` runs a rank at or below the bound (planted variants).
+    """
+    claim = "JLR-gd"
+    bad = [o for o in optimizers if o not in ("gd", "sgd", "adam")]
+    if bad or not optimizers:
+        raise ValueError(
+            f"optimizers: expected a non-empty subset of ('gd', 'sgd', 'adam'), got {list(optimizers)!r}"
+        )
+    _check_common(1, inits)
+    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
+        raise ValueError(f"steps: expected a positive int, got {steps!r}")
+    ranks = _ranks(problem, rank, above=True)
+    bs = batch_size if batch_size is not None else max(1, problem.N // 2)
+    opts: dict[str, Any] = {
+        "rank": ranks,
+        "optimizers": list(optimizers),
+        "inits": list(inits),
+        "steps": steps,
+        "lr": lr,
+        "batch_size": bs,
+        "seed": seed,
+        "gap_rtol": gap_rtol,
+        "enforce_hypothesis": enforce_hypothesis,
+    }
+    fp = problem.fingerprint()
+    if enforce_hypothesis and not _above(problem, ranks):
+        return Verdict(
+            claim,
+            "inconclusive",
+            fp,
+            {"ranks": ranks, "KN": problem.KN},
+            f"hypothesis not met: rank {ranks} is not above the bound (KN = {problem.KN}); "
+            "pass enforce_hypothesis=False to run anyway",
+            {},
+            opts,
+        )
+    t0 = time.perf_counter()
+    dual, primal, _ = _nuc(problem, solution, seed)
+    scale = max(1.0, abs(primal))
+    from landscapes.curvature import lambda_min_structured
+    from landscapes.lora import balanced_factors
+    from landscapes.operators import DenseOperator
+    from landscapes.sosp import _default_lr, train
+
+    # Default GD/SGD step: 1 / (curvature at the target), from the structured bound on the
+    # largest Hessian eigenvalue at the balanced NUC factors (GD is locally stable below 2/that).
+    lr_default: dict[str, float] = {"adam": 1e-2}
+    if isinstance(problem.J, DenseOperator):
+        sol = solution if solution is not None else solve_nuc(problem, gap_rtol=1e-10, seed=seed)
+        bf = balanced_factors(sol.D, rank=ranks)
+        lmax = lambda_min_structured(problem, bf.U, bf.V, rtol=1e-2, t_grad=1.0).lambda_max
+        lr_default["gd"] = lr_default["sgd"] = 1.0 / lmax
+    runs: list[dict[str, Any]] = []
+    for i, (opt, kind) in enumerate((o, k) for o in optimizers for k in inits):
+        run_seed = seed * 100003 + i
+        gen = torch.Generator().manual_seed(run_seed)
+        init = make_init(problem, ranks, kind, generator=gen)  # type: ignore[arg-type]
+        step = (lr or {}).get(opt, lr_default.get(opt, _default_lr(problem, opt)))
+        ts = time.perf_counter()
+        try:
+            pt, hist = train(
+                problem,
+                init,
+                optimizer=opt,  # type: ignore[arg-type]
+                steps=steps,
+                lr=step,
+                batch_size=bs if opt == "sgd" else None,
+                decay=opt in ("sgd", "adam"),
+                seed=run_seed,
+                record_every=record_every,
+            )
+        except FloatingPointError as exc:
+            runs.append(
+                {
+                    "optimizer": opt,
+                    "init": kind,
+                    "seed": run_seed,
+                    "lr": step,
+                    "final_gap": math.inf,
+                    "diverged": str(exc),
+                    "end_is_certified_sosp": False,
+                    "seconds": time.perf_counter() - ts,
+                }
+            )
+            continue
+        F = lora_value(problem, pt.U, pt.V)
+        gaps = [(t, (f - primal) / scale) for t, f in hist]
+        c = certify_sosp(problem, pt.U, pt.V)
+        runs.append(
+            {
+                "optimizer": opt,
+                "init": kind,
+                "seed": run_seed,
+                "lr": step,
+                "final_gap": (F - primal) / scale,
+                "gap_history": gaps,
+                "end_is_certified_sosp": c.is_sosp,
+                "end_grad_norm": c.grad_norm,
+                "end_S_op_over_lam": [s / lam for s, lam in zip(c.S_op, problem.lam)],
+                "end_product_ranks": list(c.product_ranks),
+                "seconds": time.perf_counter() - ts,
+            }
+        )
+    worst = max(runs, key=lambda r: r["final_gap"])
+    cert: dict[str, Any] = {
+        "ranks": ranks,
+        "KN": problem.KN,
+        "nuc_primal": primal,
+        "nuc_dual": dual,
+        "runs": runs,
+        "max_final_gap": worst["final_gap"],
+    }
+    timings = {"total": time.perf_counter() - t0}
+    if worst["final_gap"] <= gap_rtol:
+        return Verdict(
+            claim,
+            "holds",
+            fp,
+            cert,
+            f"all {len(runs)} runs ({', '.join(optimizers)}) end within relative gap "
+            f"{worst['final_gap']:.2g} <= {gap_rtol:g} of the NUC optimum after {steps} steps",
+            timings,
+            opts,
+        )
+    spurious = [r for r in runs if r["end_is_certified_sosp"] and r["final_gap"] > gap_rtol]
+    if spurious:
+        return Verdict(
+            claim,
+            "violated",
+            fp,
+            cert,
+            f"{spurious[0]['optimizer']} from a {spurious[0]['init']} start ends at a certified SOSP "
+            f"with gap {spurious[0]['final_gap']:.3g}",
+            timings,
+            opts,
+        )
+    return Verdict(
+        claim,
+        "inconclusive",
+        fp,
+        cert,
+        f"{worst['optimizer']} ({worst['init']} start) has gap {worst['final_gap']:.3g} > {gap_rtol:g} "
+        f"after {steps} steps and is not at a certified SOSP: not converged yet",
+        timings,
+        opts,
+    )
+
+
+_ = r_max  # re-exported bound used in docstrings
