@@ -78,10 +78,26 @@ def product(U: Sequence[Tensor], V: Sequence[Tensor]) -> Blocks:
     return tuple(u @ v.T for u, v in zip(U, V))
 
 
+class _CheckedPerturbation(tuple):  # type: ignore[type-arg]
+    """A perturbation already validated for a problem (validation scans every entry)."""
+
+    problem_id: int
+
+
 def check_perturbation(problem: Problem, perturbation: Sequence[Tensor] | None) -> Blocks | None:
-    """Validate a perturbation: one finite symmetric ``(m_j + n_j)``-square matrix per block."""
+    """Validate a perturbation: one finite symmetric ``(m_j + n_j)``-square matrix per block.
+
+    Returns a tuple marked as checked for this problem, so that the inner loops (every
+    objective and gradient evaluation) do not scan the matrices again.
+    """
     if perturbation is None:
         return None
+    if (
+        isinstance(perturbation, _CheckedPerturbation)
+        and perturbation.problem_id == id(problem)
+        and all(C.shape == (m + n, m + n) for C, (m, n) in zip(perturbation, problem.blocks))
+    ):
+        return perturbation
     if isinstance(perturbation, Tensor) or len(perturbation) != len(problem.blocks):
         got = "a single tensor" if isinstance(perturbation, Tensor) else f"{len(perturbation)} matrices"
         raise ValueError(f"perturbation: expected {len(problem.blocks)} matrices (one per block), got {got}")
@@ -98,7 +114,9 @@ def check_perturbation(problem: Problem, perturbation: Sequence[Tensor] | None) 
             raise ValueError(
                 f"perturbation[{j}]: expected a symmetric matrix, got max |C - C^T| = {asym:.3g}"
             )
-    return tuple(perturbation)
+    checked = _CheckedPerturbation(perturbation)
+    checked.problem_id = id(problem)
+    return checked
 
 
 def random_perturbation(
