@@ -1,5 +1,6 @@
 """Numerics of LoRA landscapes (torch): problems, losses, objectives, solvers, certificates."""
 
+from landscapes.curvature import LambdaMin, lambda_min
 from landscapes.full_ft import FTSolution, solve_ft
 from landscapes.io import load_problem, save_problem
 from landscapes.lora import LoRAPoint, balanced_factors, lora_value, lora_value_and_grad, minimize_lora
@@ -8,6 +9,7 @@ from landscapes.nuc import NucCertificate, NucSolution, nuc_certificate, solve_n
 from landscapes.operators import DenseOperator, FunctionOperator, LinearOperator
 from landscapes.problem import Problem
 from landscapes.rank_reduction import RankReduction, reduce_rank
+from landscapes.sosp import SOSPCertificate, certify_sosp, find_sosp
 from landscapes.synthetic import gaussian_problem, random_features_problem, teacher_problem
 
 __all__ = [
@@ -39,4 +41,9 @@ __all__ = [
     "solve_ft",
     "save_problem",
     "load_problem",
+    "LambdaMin",
+    "lambda_min",
+    "SOSPCertificate",
+    "certify_sosp",
+    "find_sosp",
 ]

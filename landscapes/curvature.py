@@ -166,7 +166,10 @@ def unflatten_factors(x: Tensor, like_U: Sequence[Tensor], like_V: Sequence[Tens
 
 
 class LoRAHessianOperator(LinearOperator):
-    """The LoRA Hessian at ``(U, V)`` as a symmetric operator (closed-form HVP); counts its products."""
+    """The LoRA Hessian at ``(U, V)`` as a symmetric operator (closed-form HVP); counts its products.
+
+    The point's evaluation is computed once, so one product costs one ``J`` pass each way.
+    """
 
     def __init__(
         self,
@@ -180,6 +183,8 @@ class LoRAHessianOperator(LinearOperator):
         self.problem = problem
         self.U, self.V = tuple(U), tuple(V)
         self.perturbation = check_perturbation(problem, perturbation)
+        # The point's risk evaluation (predictions, S) is shared by every product.
+        self.evaluation = problem.evaluate(product(U, V))
         p = sum(u.numel() + v.numel() for u, v in zip(U, V))
         self.shape = (p, p)
         self.dtype = problem.dtype
@@ -189,7 +194,9 @@ class LoRAHessianOperator(LinearOperator):
     def _matvec(self, x: Tensor) -> Tensor:
         self.count += 1
         dU, dV = unflatten_factors(x, self.U, self.V)
-        hU, hV = lora_hvp(self.problem, self.U, self.V, dU, dV, perturbation=self.perturbation)
+        hU, hV = lora_hvp(
+            self.problem, self.U, self.V, dU, dV, perturbation=self.perturbation, evaluation=self.evaluation
+        )
         return flatten_factors(hU, hV)
 
     def _rmatvec(self, y: Tensor) -> Tensor:
@@ -275,6 +282,8 @@ def lambda_min_structured(
     _check_finite_point(U, V)
     pert = check_perturbation(problem, perturbation)
     t0 = time.perf_counter()
+    if not isinstance(problem.J, DenseOperator):
+        problem.J.check_deterministic(name="problem.J")
     ev = problem.evaluate(product(U, V))
     WT = _gauss_newton_factor(problem, U, V)  # (KN, P)
     q = WT.shape[0]
@@ -434,6 +443,10 @@ def lambda_min_lanczos(
     pert = check_perturbation(problem, perturbation)
     t0 = time.perf_counter()
     op = LoRAHessianOperator(problem, U, V, perturbation=pert)
+    if not isinstance(problem.J, DenseOperator):
+        problem.J.check_deterministic(name="problem.J")
+    op.check_deterministic(seed=seed, rtol=1e-10, name="Hessian operator")
+    op.count = 0
     P = op.shape[0]
     rng = np.random.default_rng(seed)
     v0 = rng.standard_normal(P)

@@ -26,7 +26,7 @@ from typing import Literal
 import torch
 from torch import Tensor
 
-from landscapes.problem import Blocks, Problem
+from landscapes.problem import Blocks, Problem, RiskEvaluation
 
 __all__ = [
     "LoRAPoint",
@@ -219,6 +219,7 @@ def lora_hvp(
     dV: Sequence[Tensor],
     *,
     perturbation: Sequence[Tensor] | None = None,
+    evaluation: RiskEvaluation | None = None,
 ) -> tuple[Blocks, Blocks]:
     r"""Hessian-vector product of the LoRA objective, in closed form.
 
@@ -230,12 +231,14 @@ def lora_hvp(
               H_L[E]_j^\top U_j + S_j^\top dU_j + \lambda_j dV_j\big).
 
     Costs one ``J`` product each way plus the gradient's; no Hessian is formed.  A perturbation
-    adds :math:`C_j [dU_j; dV_j]`.
+    adds :math:`C_j [dU_j; dV_j]`.  ``evaluation`` (``problem.evaluate(U V^T)``) may be passed to
+    reuse it across products at the same point: then one product costs one ``J`` pass each way,
+    about one gradient.
     """
     _check_factors(problem, U, V)
     _check_factors(problem, dU, dV)
     pert = check_perturbation(problem, perturbation)
-    ev = problem.evaluate(product(U, V))
+    ev = evaluation if evaluation is not None else problem.evaluate(product(U, V))
     E = tuple(du @ v.T + u @ dv.T for u, v, du, dv in zip(U, V, dU, dV))
     dz = problem.J.matvec(problem.vec(E)).reshape(problem.N, problem.K)
     hz = problem.loss.hvp(ev.z, problem.y, dz) / problem.N

@@ -49,6 +49,29 @@ class LinearOperator(ABC):
         self._check("y", y, self.shape[0])
         return self._rmatvec(y)
 
+    def check_deterministic(self, *, seed: int = 0, rtol: float = 1e-12, name: str = "operator") -> None:
+        """Apply ``matvec`` and ``rmatvec`` twice to one random vector; raise if the results differ.
+
+        Eigen-solvers and certificates assume a fixed linear map; an operator built from a model
+        with dropout or other randomness left on is not one.
+        """
+        g = torch.Generator(device="cpu").manual_seed(seed)
+        x = torch.randn(self.shape[1], generator=g, dtype=torch.float64).to(
+            dtype=self.dtype, device=self.device
+        )
+        y = torch.randn(self.shape[0], generator=g, dtype=torch.float64).to(
+            dtype=self.dtype, device=self.device
+        )
+        for what, f, v in (("matvec", self._matvec, x), ("rmatvec", self._rmatvec, y)):
+            a, b = f(v), f(v)
+            diff = float((a - b).norm())
+            scale = max(float(a.norm()), float(b.norm()), 1e-300)
+            if not diff <= rtol * scale:
+                raise ValueError(
+                    f"{name}: expected a deterministic linear map, got {what} results that differ by "
+                    f"{diff / scale:.2e} (relative) on the same vector (dropout or sampling left on?)"
+                )
+
     def rows(self) -> Tensor:
         """Materialize ``A`` as a dense ``(q, p)`` tensor, one ``rmatvec`` per row."""
         eye = torch.eye(self.shape[0], dtype=self.dtype, device=self.device)

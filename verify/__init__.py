@@ -8,6 +8,7 @@ from verify.jlr import (
     check_jlr_rank_nuc,
     check_jlr_zero_saddle,
 )
+from verify.landscape import check_jlr_gd, check_jlr_no_spurious, check_jlr_spurious_below
 from verify.registry import CHECKERS, get_checker
 from verify.report import REPORT_SCHEMA, build_report, write_report
 from verify.verdict import Verdict
@@ -22,6 +23,9 @@ __all__ = [
     "check_jlr_equiv",
     "check_jlr_magnitude",
     "check_jlr_zero_saddle",
+    "check_jlr_no_spurious",
+    "check_jlr_spurious_below",
+    "check_jlr_gd",
     "REPORT_SCHEMA",
     "build_report",
     "write_report",

@@ -1,7 +1,9 @@
 """The ``loracheck`` command line.
 
 Subcommands: ``run`` (the main job: the default suite of synthetic problems, a table of verdicts,
-report files) and ``claims`` (every claim and whether it has a checker).
+report files), ``claims`` (every claim and whether it has a checker) and ``phase`` (the data of
+the [JLR24] phase diagram: the fraction of LoRA trainings that end at the global minimum per
+``(r, K, N)``).
 
 Exit codes: 0 all hold, 1 some violated, 2 some inconclusive, 3 bad input, 4 internal error.
 """
@@ -64,7 +66,92 @@ def _parser() -> argparse.ArgumentParser:
     )
     cl = sub.add_parser("claims", help="list the claims and which have checkers")
     cl.add_argument("--json", action="store_true", help="machine-readable output")
+    ph = sub.add_parser(
+        "phase",
+        help="phase-diagram data: fraction of LoRA runs that end at the global minimum per (r, K, N)",
+        description="For each (K, N) a synthetic problem is solved to a certified NUC optimum; for "
+        "each rank r, RUNS trainings (L-BFGS + negative-curvature escapes) from diverse starts are "
+        "classified as global or not.  Writes DIR/phase.json after every cell.",
+    )
+    ph.add_argument(
+        "--out", default="loracheck-report", metavar="DIR", help="output directory (default: %(default)s)"
+    )
+    ph.add_argument("--ranks", type=int, nargs="+", metavar="R", help="LoRA ranks (default 1..8)")
+    ph.add_argument(
+        "--kn", nargs="+", metavar="KxN", help="(K, N) pairs written KxN, e.g. 1x6 2x10 (default: KN = 3..28)"
+    )
+    ph.add_argument("--runs", type=int, default=6, help="trainings per cell (default: %(default)s)")
+    ph.add_argument("--size", type=int, default=12, help="m = n of the adapted matrix (default: %(default)s)")
+    ph.add_argument(
+        "--loss", default="squared", help="squared, logistic or cross_entropy (default: %(default)s)"
+    )
+    ph.add_argument("--lam", type=float, default=1e-3, help="weight decay (default: %(default)s)")
+    ph.add_argument("--seed", type=int, default=0)
+    ph.add_argument("--no-progress", action="store_true", help="no progress bar")
     return p
+
+
+def _parse_kn(items: Sequence[str]) -> list[tuple[int, int]]:
+    out = []
+    for it in items:
+        parts = it.lower().split("x")
+        if len(parts) != 2 or not all(p.isdigit() and int(p) > 0 for p in parts):
+            raise _BadInput(f"--kn: expected pairs written KxN with positive ints (e.g. 2x16), got {it!r}")
+        out.append((int(parts[0]), int(parts[1])))
+    return out
+
+
+def _cmd_phase(args: argparse.Namespace) -> int:
+    from landscapes.losses import LOSS_NAMES
+    from verify.phase import DEFAULT_KN, DEFAULT_RANKS, phase_sweep
+
+    kn = _parse_kn(args.kn) if args.kn else list(DEFAULT_KN)
+    ranks = args.ranks or list(DEFAULT_RANKS)
+    if any(r < 1 for r in ranks):
+        raise _BadInput(f"--ranks: expected positive ints, got {ranks}")
+    if args.runs < 1 or args.size < 1:
+        raise _BadInput(f"--runs/--size: expected positive ints, got {args.runs} and {args.size}")
+    if args.loss not in LOSS_NAMES:
+        raise _BadInput(f"--loss: expected one of {', '.join(LOSS_NAMES)}, got {args.loss!r}")
+    if not args.lam > 0:
+        raise _BadInput(f"--lam: expected a positive number, got {args.lam}")
+    if args.loss == "logistic" and any(K != 1 for K, _ in kn):
+        raise _BadInput("--kn: the logistic loss has K = 1")
+    out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        raise _BadInput(f"--out: expected a directory, got an existing file {str(out)!r}")
+    path = out / "phase.json"
+    data = phase_sweep(
+        kn=kn,
+        ranks=ranks,
+        size=args.size,
+        runs=args.runs,
+        loss=args.loss,
+        lam=args.lam,
+        seed=args.seed,
+        out=path,
+        progress=False if args.no_progress else None,
+    )
+    # table: rows KN, columns r; entries fraction global, '*' above the bound
+    print(f"fraction of {args.runs} runs ending at the global minimum (* = above the bound r(r+1)/2 > KN)")
+    rs = sorted({c["r"] for c in data["cells"]})
+    print("   KN  " + "".join(f"{'r=' + str(r):>8}" for r in rs))
+    for K, N in kn:
+        row = {c["r"]: c for c in data["cells"] if (c["K"], c["N"]) == (K, N)}
+        cells = "".join(
+            f"{(format(row[r]['fraction_global'], '.2f') + ('*' if row[r]['above_bound'] else ' ')):>8}"
+            if r in row
+            else f"{'':>8}"
+            for r in rs
+        )
+        print(f"{K * N:>5}  {cells}")
+    s = data["summary"]
+    print(
+        f"\nabove the bound: {s['global_above_bound']} of {s['runs_above_bound']} runs global, "
+        f"{s['certified_spurious_above_bound']} certified spurious; below: "
+        f"{s['certified_spurious_below_bound']} certified spurious.  {data['seconds']:.1f} s.  Data: {path}"
+    )
+    return 1 if s["certified_spurious_above_bound"] else 0
 
 
 def _cmd_claims(args: argparse.Namespace) -> int:
@@ -180,6 +267,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "claims":
             return _cmd_claims(args)
+        if args.command == "phase":
+            return _cmd_phase(args)
         return _cmd_run(args)
     except _BadInput as exc:
         print(f"loracheck: error: {exc}", file=sys.stderr)

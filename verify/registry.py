@@ -14,6 +14,7 @@ from verify.jlr import (
     check_jlr_rank_nuc,
     check_jlr_zero_saddle,
 )
+from verify.landscape import check_jlr_gd, check_jlr_no_spurious, check_jlr_spurious_below
 from verify.verdict import Verdict
 
 __all__ = ["CHECKERS", "get_checker"]
@@ -26,6 +27,9 @@ CHECKERS: Mapping[str, Callable[..., Verdict]] = MappingProxyType(
         "JLR-equiv": check_jlr_equiv,
         "JLR-magnitude": check_jlr_magnitude,
         "JLR-zero-saddle": check_jlr_zero_saddle,
+        "JLR-no-spurious": check_jlr_no_spurious,
+        "JLR-spurious-below": check_jlr_spurious_below,
+        "JLR-gd": check_jlr_gd,
     }
 )
 assert set(CHECKERS) <= set(claim_ids()), "a checker for an unregistered claim"

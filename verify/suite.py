@@ -25,7 +25,15 @@ _GENERATORS: dict[str, Callable[..., Problem]] = {
     "random_features": synthetic.random_features_problem,
 }
 
-_NUC_CLAIMS = {"JLR-rank-NUC", "JLR-rank-blocks", "JLR-equiv", "JLR-magnitude"}
+_NUC_CLAIMS = {
+    "JLR-rank-NUC",
+    "JLR-rank-blocks",
+    "JLR-equiv",
+    "JLR-magnitude",
+    "JLR-no-spurious",
+    "JLR-spurious-below",
+    "JLR-gd",
+}
 
 
 @dataclass(frozen=True)
@@ -54,7 +62,15 @@ _RANK = ("JLR-rank-FT", "JLR-rank-NUC", "JLR-equiv", "JLR-magnitude", "JLR-zero-
 
 DEFAULT_SUITE: tuple[ProblemSpec, ...] = (
     ProblemSpec(
-        "gauss-sq-K1", "gaussian", dict(K=1, N=20, blocks=[(12, 10)], lam=0.05, loss="squared", seed=0), _RANK
+        "gauss-sq-K1",
+        "gaussian",
+        dict(K=1, N=20, blocks=[(12, 10)], lam=0.05, loss="squared", seed=0),
+        _RANK + ("JLR-no-spurious", "JLR-spurious-below"),
+        note="second-order checks at r = r_max + 1 = 6 (no-spurious) and r = 1 (search below the bound)",
+        checker_options={
+            "JLR-no-spurious": {"n_starts": 12},
+            "JLR-spurious-below": {"n_starts": 12, "rank": 1},
+        },
     ),
     ProblemSpec(
         "teacher-sq-K2",
@@ -66,8 +82,16 @@ DEFAULT_SUITE: tuple[ProblemSpec, ...] = (
         "features-ce-K2",
         "random_features",
         dict(K=2, N=24, m=20, n=16, lam=0.01, tokens=4, loss="cross_entropy", seed=2),
-        ("JLR-rank-NUC", "JLR-equiv", "JLR-magnitude", "JLR-zero-saddle"),
+        ("JLR-rank-NUC", "JLR-equiv", "JLR-magnitude", "JLR-zero-saddle", "JLR-no-spurious"),
         note="separable: FT has no minimizer, so JLR-rank-FT is not run here",
+        checker_options={"JLR-no-spurious": {"n_starts": 9}},
+    ),
+    ProblemSpec(
+        "tiny-sq-K1",
+        "gaussian",
+        dict(K=1, N=6, blocks=[(6, 5)], lam=0.02, loss="squared", seed=5),
+        ("JLR-gd",),
+        note="GD, SGD (batch 3) and Adam with weight decay, 20000 steps each, r = 3 > r_max = 2",
     ),
     ProblemSpec(
         "lowrankJ-ce-K2",

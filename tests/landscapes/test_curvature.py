@@ -128,3 +128,53 @@ def test_bad_input():
     C = torch.randn(6, 6, dtype=torch.float64)
     with pytest.raises(ValueError, match="symmetric"):
         lambda_min_structured(P, pt.U, pt.V, perturbation=(C,))
+
+
+def test_nondeterministic_operator_is_refused():
+    """A Jacobian operator with randomness left on (e.g. dropout) must not yield a certificate."""
+    from landscapes import FunctionOperator, Problem
+
+    P = gaussian_problem(K=1, N=4, blocks=[(4, 3)], lam=0.1, seed=0)
+    A = P.J.matrix
+    noise = torch.Generator().manual_seed(0)
+
+    def mv(x):
+        return A @ x * (1 + 1e-3 * torch.rand((), generator=noise, dtype=torch.float64))
+
+    def rmv(y):
+        return A.T @ y
+
+    Q = Problem(
+        FunctionOperator(mv, rmv, tuple(A.shape)), P.f0, P.y, loss="squared", blocks=P.blocks, lam=0.1
+    )
+    pt = random_factors(Q, [2], scale=0.5, generator=torch.Generator().manual_seed(1))
+    with pytest.raises(ValueError, match="problem.J: expected a deterministic linear map"):
+        lambda_min_lanczos(Q, pt.U, pt.V)
+    with pytest.raises(ValueError, match="deterministic"):
+        lambda_min_structured(Q, pt.U, pt.V)
+    # the same operator without the noise is accepted, and agrees with the dense route
+    R = Problem(
+        FunctionOperator(lambda x: A @ x, rmv, tuple(A.shape)),
+        P.f0,
+        P.y,
+        loss="squared",
+        blocks=P.blocks,
+        lam=0.1,
+    )
+    la = lambda_min_lanczos(R, pt.U, pt.V, tol=1e-12)
+    de = lambda_min_dense(P, pt.U, pt.V)
+    assert abs(la.value - de.value) <= 1e-9
+
+
+@settings(max_examples=20, deadline=None)
+@given(seed=st.integers(0, 2**31 - 1), loss=st.sampled_from(["squared", "cross_entropy", "logistic"]))
+def test_hvp_operator_is_symmetric(seed, loss):
+    K = 2 if loss == "cross_entropy" else 1
+    P = gaussian_problem(K=K, N=3, blocks=[(4, 3), (2, 2)], lam=[0.05, 0.1], loss=loss, seed=seed)
+    gen = torch.Generator().manual_seed(seed)
+    pt = random_factors(P, [2, 1], scale=1.0, generator=gen)
+    op = LoRAHessianOperator(P, pt.U, pt.V)
+    x = torch.randn(op.shape[0], generator=gen, dtype=torch.float64)
+    y = torch.randn(op.shape[0], generator=gen, dtype=torch.float64)
+    lhs, rhs = float(y @ op.matvec(x)), float(x @ op.matvec(y))
+    assert abs(lhs - rhs) <= 1e-12 * max(1.0, abs(lhs))

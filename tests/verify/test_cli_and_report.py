@@ -34,8 +34,11 @@ def test_run_one_problem_writes_valid_reports(tmp_path, capsys):
     assert report["counts"]["holds"] == len(report["verdicts"]) == len(DEFAULT_SUITE[0].claims)
     md = (out / "report.md").read_text()
     assert "| JLR-rank-NUC |" in md
-    # no temporary files left behind
-    assert sorted(p.name for p in out.iterdir()) == ["report.json", "report.md"]
+    # no temporary files left behind; the only saved point is the spurious SOSP found below the
+    # bound (JLR-spurious-below holds by exhibiting it)
+    assert sorted(p.name for p in out.iterdir()) == ["counterexamples", "report.json", "report.md"]
+    saved = sorted(p.name for p in (out / "counterexamples").iterdir())
+    assert len(saved) == 1 and saved[0].startswith("JLR-spurious-below-") and saved[0].endswith(".npz")
 
 
 def test_run_exit_code_for_inconclusive(tmp_path):
