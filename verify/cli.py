@@ -226,7 +226,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
     t0 = time.perf_counter()
     verdicts = []
     specs = [s.to_dict() for s in suite]
-    print(f"{'claim':<16} {'problem':<19} {'status':<12} evidence")
+    print(f"{'claim':<18} {'problem':<19} {'status':<12} evidence")
     for v in run_suite(
         suite,
         claims=args.claims,
@@ -234,7 +234,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
         progress=False if args.no_progress else None,
     ):
         verdicts.append(v)
-        line = f"{v.claim:<16} {v.problem['name']:<19} {v.status:<12} {evidence(v)}"
+        line = f"{v.claim:<18} {v.problem['name']:<19} {v.status:<12} {evidence(v)}"
         print(line, flush=True)
         write_report(
             build_report(verdicts, suite=specs, seconds=time.perf_counter() - t0, complete=False), out

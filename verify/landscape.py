@@ -43,6 +43,8 @@ from verify.verdict import Verdict, jsonable
 __all__ = ["check_jlr_no_spurious", "check_jlr_spurious_below", "check_jlr_gd", "DEFAULT_INITS"]
 
 _T = DEFAULT_TOLERANCES
+#: Default final-gap tolerances of JLR-gd per optimizer (see :func:`check_jlr_gd`).
+GD_TOLERANCES: dict[str, float] = {"gd": 1e-8, "adam": 1e-6, "sgd": 1e-5}
 DEFAULT_INITS: tuple[str, ...] = ("small", "zero_b", "gaussian", "large", "adversarial", "zero")
 PERTURBATIONS: tuple[str, ...] = ("none", "symmetric", "linear")
 
@@ -533,7 +535,7 @@ def check_jlr_gd(
     lr: dict[str, float] | None = None,
     batch_size: int | None = None,
     seed: int = 0,
-    gap_rtol: float = 1e-6,
+    gap_rtol: float | dict[str, float] | None = None,
     record_every: int = 50,
     enforce_hypothesis: bool = True,
     solution: NucSolution | None = None,
@@ -547,13 +549,18 @@ def check_jlr_gd(
     ``1 / lambda_max`` of the Hessian at the balanced NUC factors (structured bound), Adam
     ``1e-2``.  A diverging run is recorded (``inconclusive``).  No L-BFGS, no escape steps: the
     methods themselves are tested.  The certificate records the relative gap
-    :math:`(F - P^\star_{NUC}) / \max(1, |P|)` every ``record_every`` steps.  ``holds``: every
-    final gap is at most ``gap_rtol``.  ``violated``: a run ends at a certified SOSP (curvature
-    certified) whose gap exceeds ``gap_rtol`` -- a spurious end point.  Otherwise
-    ``inconclusive`` (not converged within ``steps``).  The default ``gap_rtol = 1e-6`` is looser
-    than the optimality tolerance of the solvers because plain (stochastic) gradient methods
-    converge linearly at best (SGD and Adam with decaying steps sublinearly); the histories show
-    the rate.  ``enforce_hypothesis=False`` runs a rank at or below the bound (planted variants).
+    :math:`(F - P^\star_{NUC}) / \max(1, |P|)` every ``record_every`` steps, and the fitted rate
+    ``p`` of ``gap ~ t^-p`` over the second half of each run.  ``holds``: every final gap is at most
+    the optimizer's tolerance.  ``violated``: a run ends at a certified SOSP (curvature certified)
+    whose gap exceeds it -- a spurious end point.  Otherwise ``inconclusive`` (not converged
+    within ``steps``).
+
+    ``gap_rtol``: one number for all optimizers, or one per optimizer.  Default: GD 1e-8 (it
+    converges linearly near a minimizer: the optimality tolerance of the solvers); Adam 1e-6
+    and SGD 1e-5, because with step sizes decaying like 1/t they converge sublinearly (SGD's
+    gradient noise at the optimum, with ``lam > 0``, does not vanish: the expected gap after
+    ``T`` steps is ``O(1/T)``); the histories and fitted rates show how they approach the
+    minimum.  ``enforce_hypothesis=False`` runs a rank at or below the bound (planted variants).
     """
     claim = "JLR-gd"
     bad = [o for o in optimizers if o not in ("gd", "sgd", "adam")]
@@ -566,6 +573,13 @@ def check_jlr_gd(
         raise ValueError(f"steps: expected a positive int, got {steps!r}")
     ranks = _ranks(problem, rank, above=True)
     bs = batch_size if batch_size is not None else max(1, problem.N // 2)
+    tols = dict(GD_TOLERANCES)
+    if isinstance(gap_rtol, dict):
+        tols.update(gap_rtol)
+    elif gap_rtol is not None:
+        tols = {o: float(gap_rtol) for o in ("gd", "sgd", "adam")}
+    if any(not (isinstance(t, (int, float)) and t > 0) for t in tols.values()):
+        raise ValueError(f"gap_rtol: expected positive numbers, got {gap_rtol!r}")
     opts: dict[str, Any] = {
         "rank": ranks,
         "optimizers": list(optimizers),
@@ -574,7 +588,7 @@ def check_jlr_gd(
         "lr": lr,
         "batch_size": bs,
         "seed": seed,
-        "gap_rtol": gap_rtol,
+        "gap_rtol": {o: tols[o] for o in optimizers},
         "enforce_hypothesis": enforce_hypothesis,
     }
     fp = problem.fingerprint()
@@ -632,6 +646,7 @@ def check_jlr_gd(
                     "seed": run_seed,
                     "lr": step,
                     "final_gap": math.inf,
+                    "tolerance": tols[opt],
                     "diverged": str(exc),
                     "end_is_certified_sosp": False,
                     "seconds": time.perf_counter() - ts,
@@ -647,6 +662,8 @@ def check_jlr_gd(
                 "init": kind,
                 "seed": run_seed,
                 "lr": step,
+                "tolerance": tols[opt],
+                "rate": _rate(gaps),
                 "final_gap": (F - primal) / scale,
                 "gap_history": gaps,
                 "end_is_certified_sosp": c.is_sosp,
@@ -656,7 +673,7 @@ def check_jlr_gd(
                 "seconds": time.perf_counter() - ts,
             }
         )
-    worst = max(runs, key=lambda r: r["final_gap"])
+    worst = max(runs, key=lambda r: r["final_gap"] / r["tolerance"])
     cert: dict[str, Any] = {
         "ranks": ranks,
         "KN": problem.KN,
@@ -666,18 +683,22 @@ def check_jlr_gd(
         "max_final_gap": worst["final_gap"],
     }
     timings = {"total": time.perf_counter() - t0}
-    if worst["final_gap"] <= gap_rtol:
+    if worst["final_gap"] <= worst["tolerance"]:
         return Verdict(
             claim,
             "holds",
             fp,
             cert,
-            f"all {len(runs)} runs ({', '.join(optimizers)}) end within relative gap "
-            f"{worst['final_gap']:.2g} <= {gap_rtol:g} of the NUC optimum after {steps} steps",
+            f"all {len(runs)} runs ({', '.join(optimizers)}) end within their tolerance of the NUC "
+            f"optimum after {steps} steps (largest gaps: "
+            + ", ".join(
+                f"{o} {max(r['final_gap'] for r in runs if r['optimizer'] == o):.1e}" for o in optimizers
+            )
+            + ")",
             timings,
             opts,
         )
-    spurious = [r for r in runs if r["end_is_certified_sosp"] and r["final_gap"] > gap_rtol]
+    spurious = [r for r in runs if r["end_is_certified_sosp"] and r["final_gap"] > r["tolerance"]]
     if spurious:
         return Verdict(
             claim,
@@ -694,11 +715,22 @@ def check_jlr_gd(
         "inconclusive",
         fp,
         cert,
-        f"{worst['optimizer']} ({worst['init']} start) has gap {worst['final_gap']:.3g} > {gap_rtol:g} "
-        f"after {steps} steps and is not at a certified SOSP: not converged yet",
+        f"{worst['optimizer']} ({worst['init']} start) has gap {worst['final_gap']:.3g} > "
+        f"{worst['tolerance']:g} after {steps} steps and is not at a certified SOSP: not converged yet",
         timings,
         opts,
     )
+
+
+def _rate(gaps: Sequence[tuple[int, float]]) -> float | None:
+    """Least-squares ``p`` in ``gap ~ t^-p`` over the second half of a history (positive gaps)."""
+    pts = [(t, g) for t, g in gaps[len(gaps) // 2 :] if t > 0 and g > 0]
+    if len(pts) < 3:
+        return None
+    x = np.log([t for t, _ in pts])
+    y = np.log([g for _, g in pts])
+    slope = float(np.polyfit(x, y, 1)[0])
+    return -slope
 
 
 _ = r_max  # re-exported bound used in docstrings

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import json
+import math
 import os
 import platform
 import sys
@@ -204,6 +205,31 @@ def evidence(v: Verdict | Mapping[str, Any]) -> str:
         ):
             if k in c:
                 parts.append(f"{label} {_fmt(c[k])}")
+    elif claim == "JLR-no-spurious" and "runs" in c:
+        runs = c["runs"]
+        parts.append(f"r {_fmt(c.get('ranks'))}, KN {c.get('KN')}")
+        parts.append(f"{c.get('n_certified_global')}/{len(runs)} certified global SOSPs")
+        bounds = [r["gap_bound"] for r in runs if r.get("gap_bound") is not None]
+        if bounds:
+            parts.append(f"max gap bound {_fmt(max(bounds))}")
+        lows = [r["lambda_min"][0] for r in runs if r.get("lambda_min")]
+        if lows:
+            parts.append(f"min lambda_min >= {_fmt(min(lows))}")
+        parts.append(f"{c.get('stacked_rank_deficient')} rank-deficient [U;V]")
+    elif claim == "JLR-spurious-below" and "runs" in c:
+        spurious = [r for r in c["runs"] if r.get("sosp") and r["objective"] > c["reference_objective"]]
+        parts.append(f"r {_fmt(c.get('ranks'))}, KN {c.get('KN')}")
+        parts.append(f"{c.get('n_certified_sosp')}/{len(c['runs'])} certified SOSPs")
+        parts.append(f"{len(c.get('distinct_sosp_objectives', []))} distinct objectives")
+        if spurious:
+            parts.append(
+                f"worst excess {_fmt(max(r['objective'] - c['reference_objective'] for r in spurious))}"
+            )
+    elif claim == "JLR-gd" and "runs" in c:
+        by: dict[str, float] = {}
+        for r in c["runs"]:
+            by[r["optimizer"]] = max(by.get(r["optimizer"], -math.inf), r["final_gap"])
+        parts = [f"{o} gap {_fmt(g)}" for o, g in by.items()]
     else:
         parts = [f"{k} {_fmt(val)}" for k, val in list(c.items())[:4]]
     return ", ".join(parts)

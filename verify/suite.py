@@ -91,7 +91,7 @@ DEFAULT_SUITE: tuple[ProblemSpec, ...] = (
         "gaussian",
         dict(K=1, N=6, blocks=[(6, 5)], lam=0.02, loss="squared", seed=5),
         ("JLR-gd",),
-        note="GD, SGD (batch 3) and Adam with weight decay, 20000 steps each, r = 3 > r_max = 2",
+        note="GD, SGD (batch 3) and Adam with weight decay, 20000 steps each, r = 4 > r_max = 3",
     ),
     ProblemSpec(
         "lowrankJ-ce-K2",
