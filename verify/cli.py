@@ -133,9 +133,12 @@ def _cmd_phase(args: argparse.Namespace) -> int:
         progress=False if args.no_progress else None,
     )
     # table: rows KN, columns r; entries fraction global, '*' above the bound
-    print(f"fraction of {args.runs} runs ending at the global minimum (* = above the bound r(r+1)/2 > KN)")
+    print(
+        f"fraction of {args.runs} runs ending at the global minimum (* = above the bound r(r+1)/2 > KN; "
+        "below the NUC rank the global minimum is out of reach)"
+    )
     rs = sorted({c["r"] for c in data["cells"]})
-    print("   KN  " + "".join(f"{'r=' + str(r):>8}" for r in rs))
+    print("   KN  NUC rank" + "".join(f"{'r=' + str(r):>8}" for r in rs))
     for K, N in kn:
         row = {c["r"]: c for c in data["cells"] if (c["K"], c["N"]) == (K, N)}
         cells = "".join(
@@ -144,7 +147,8 @@ def _cmd_phase(args: argparse.Namespace) -> int:
             else f"{'':>8}"
             for r in rs
         )
-        print(f"{K * N:>5}  {cells}")
+        nuc_rank = next(iter(row.values()))["nuc_rank"] if row else "-"
+        print(f"{K * N:>5}  {nuc_rank:>8}{cells}")
     s = data["summary"]
     print(
         f"\nabove the bound: {s['global_above_bound']} of {s['runs_above_bound']} runs global, "
