@@ -101,8 +101,9 @@ class LambdaMin:
     vector
         The unit eigenvector, flattened in :func:`flatten_factors` order.
     matvecs
-        Cost in Hessian-vector products (or their equivalent in ``J`` passes for the structured
-        route: one pass over the rows of ``J`` costs about ``K N / (2 r)`` HVPs... see ``meta``).
+        Cost in Hessian-vector products; the structured route counts its pass over the rows of
+        ``J`` (building ``Phi`` costs about ``K N p r`` flops, an HVP ``2 K N p``) as ``r / 2``
+        HVPs, plus the one HVP of the residual.
     gradient_multiple
         ``seconds`` divided by the time of one gradient of the LoRA objective at this point.
     """
@@ -269,11 +270,14 @@ def lambda_min_structured(
 ) -> LambdaMin:
     r"""Certified :math:`\lambda_{\min}` by the structured route (module docstring).
 
-    Bisection stops when ``upper - lower <= rtol * max(|lambda_min|, 1e-6 * max(1, lambda_max))``
-    (relative accuracy ``rtol``, or ``rtol`` times the default curvature tolerance when
-    :math:`\lambda_{\min} \approx 0`).  Needs ``J``'s rows (dense ``J``; an operator is
-    materialized with ``K N`` products).  Cost: one eigendecomposition of each ``Y_j``, one pass
-    over the rows of ``J`` for ``Phi``, and per bisection step a ``K N x K N`` product
+    Bisection stops when the bracket is narrower than
+    ``rtol * max(|lambda_min|, 1e-6 * max(1, lambda_max))`` (relative accuracy ``rtol``, or
+    ``rtol`` times the default curvature tolerance when :math:`\lambda_{\min} \approx 0`);
+    ``lower`` then also subtracts a rounding slack ``10 P eps (max|mu| + ||Z||^2)`` (in ``meta``),
+    and a sign count of the secular matrix at rounding level never raises ``lower``.
+    Needs ``J``'s rows (dense ``J``; an operator is materialized with ``K N`` products).
+    Cost: one eigendecomposition of each ``Y_j``, one pass over the rows of ``J`` for ``Phi``,
+    and per bisection step a ``K N x K N`` product
     :math:`Z^\top D^{-1} Z` (``P (KN)^2`` flops) and its eigenvalues; one HVP for the residual.
     """
     if not (isinstance(rtol, float) and rtol > 0):
@@ -307,13 +311,20 @@ def lambda_min_structured(
     zz = float(torch.linalg.eigvalsh(Z.T @ Z)[-1]) if q else 0.0
     lam_max_bound = float(mu_sorted[-1]) + zz
 
-    def count_below(x: float) -> int:
+    eps = float(torch.finfo(Z.dtype).eps)
+
+    def count_below(x: float) -> int | None:
+        """Eigenvalues of H below x (Haynsworth), or None when the sign count is not reliable."""
         d = mu_all - x
         if bool((d == 0).any()):
             x = math.nextafter(x, math.inf)
             d = mu_all - x
         G = -torch.eye(q, dtype=Z.dtype, device=Z.device) - Z.T @ (Z / d.unsqueeze(1))
-        neg = int((torch.linalg.eigvalsh(G) < 0).sum())
+        ev = torch.linalg.eigvalsh(G)
+        big = float(ev.abs().max()) if q else 0.0
+        if q and float(ev.abs().min()) <= 1e3 * q * eps * big:
+            return None  # an eigenvalue of G at rounding level: its sign is not trustworthy
+        neg = int((ev < 0).sum())
         return int((mu_all < x).sum()) + neg - q
 
     # bracket: [mu_1, min(mu_{KN+1}, Rayleigh quotient of M's bottom eigenvector)]
@@ -327,18 +338,26 @@ def lambda_min_structured(
     def width_tol(a: float, b: float) -> float:
         return rtol * max(min(abs(a), abs(b)) if a * b > 0 else 0.0, tol_scale)
 
-    # Invariant: no eigenvalue below lo; at least one eigenvalue <= hi.
+    # Invariant: no eigenvalue below lo; at least one eigenvalue <= hi.  An unreliable count
+    # never moves lo (it moves hi, and then only the Rayleigh quotient below is used as upper).
     bisections = 0
+    ambiguous = False
     while bisections < max_bisections and hi - lo > width_tol(lo, hi):
         mid = 0.5 * (lo + hi)
         if not lo < mid < hi:
             break
         bisections += 1
-        if count_below(mid) >= 1:
+        cnt = count_below(mid)
+        if cnt is None:
+            ambiguous = True
+            hi = mid
+        elif cnt >= 1:
             hi = mid
         else:
             lo = mid
     x = 0.5 * (lo + hi)
+    # Rounding: the eigendecompositions and Z carry backward errors ~ P eps (|mu| + |Z|^2).
+    slack = 10.0 * P * eps * (float(mu_all.abs().max()) + zz)
 
     op = LoRAHessianOperator(problem, U, V, perturbation=pert)
 
@@ -384,20 +403,22 @@ def lambda_min_structured(
     vec = to_params(candidates[int(np.argmin(rq))])
     vec = vec / vec.norm()
     theta, resid = _residual(op, vec)
-    upper = min(hi, theta)
+    converged = hi - lo <= width_tol(lo, hi)
+    upper = theta if ambiguous else min(hi, theta)
+    lower = lo - slack
     seconds = time.perf_counter() - t0
     tg = t_grad if t_grad is not None else gradient_seconds(problem, U, V, perturbation=pert)
     # One pass over J's rows for Phi costs ~ K N p r flops, an HVP ~ 2 K N p: count r/2 HVPs.
     rmax = max(u.shape[1] for u in U)
     return LambdaMin(
-        value=min(max(x, lo), upper),
-        lower=lo,
+        value=min(max(x, lower), upper),
+        lower=lower,
         upper=upper,
         residual=resid,
         lambda_max=lam_max_bound,
         method="structured",
         lower_is_rigorous=True,
-        converged=upper - lo <= width_tol(lo, upper),
+        converged=converged,
         matvecs=op.count + math.ceil(rmax / 2),
         seconds=seconds,
         gradient_multiple=seconds / max(tg, 1e-12),
@@ -408,6 +429,8 @@ def lambda_min_structured(
             "bisections": bisections,
             "secular_dimension": q,
             "rayleigh_quotient": theta,
+            "rounding_slack": slack,
+            "ambiguous_counts": ambiguous,
         },
     )
 

@@ -112,7 +112,9 @@ def make_init(
         if k is None:
             k = 1 if r <= 2 else int(torch.randint(1, r, (1,), generator=generator))
         if not 1 <= k < r:
-            raise ValueError(f"adversarial_rank: expected an int in [1, {r - 1}], got {k!r}")
+            raise ValueError(
+                f"adversarial_rank: expected an int in [1, r - 1] = [1, {r - 1}] (needs r >= 2), got {k!r}"
+            )
         start = make_init(problem, [min(k, rr) for rr in ranks], "gaussian", generator=generator)
         res = minimize_lora(
             problem,
@@ -478,8 +480,9 @@ def _escape(
     g = flatten_factors(gU, gV)
     if float(g @ v) > 0:
         v = -v
-    # Second-order model F(x + a v) ~ F0 + a g.v + a^2 theta / 2: start at a = 2 |theta| / |theta| ... use
-    # a scale tied to the factors and the curvature; halve until F decreases.
+    # Along v, F(x + a v) ~ F0 + a g.v + a^2 theta / 2 with theta < 0: start from a step tied to
+    # the size of the factors and sqrt|theta|, and halve until F decreases by a quarter of the
+    # second-order model's gain.
     alpha = max(1e-3 * max(1.0, float(x.norm())), math.sqrt(abs(curv.upper)))
     best = None
     for _ in range(40):
@@ -586,7 +589,7 @@ def find_sosp(
                 rank=list(pt.ranks),
                 init=pt,
                 max_iter=max_iter,
-                grad_tol=gtol * 100.0**-refinements,
+                grad_tol=gtol * _LBFGS_AIM * 100.0**-refinements,
                 perturbation=pert,
             )
             iters, evals = iters + res.iterations, evals + res.gradient_evaluations

@@ -117,6 +117,8 @@ def _cmd_phase(args: argparse.Namespace) -> int:
         raise _BadInput(f"--lam: expected a positive number, got {args.lam}")
     if args.loss == "logistic" and any(K != 1 for K, _ in kn):
         raise _BadInput("--kn: the logistic loss has K = 1")
+    if args.loss == "cross_entropy" and any(K < 2 for K, _ in kn):
+        raise _BadInput("--kn: cross_entropy needs K >= 2 (e.g. --kn 2x4 2x8)")
     out = Path(args.out)
     if out.exists() and not out.is_dir():
         raise _BadInput(f"--out: expected a directory, got an existing file {str(out)!r}")
@@ -155,7 +157,9 @@ def _cmd_phase(args: argparse.Namespace) -> int:
         f"{s['certified_spurious_above_bound']} certified spurious; below: "
         f"{s['certified_spurious_below_bound']} certified spurious.  {data['seconds']:.1f} s.  Data: {path}"
     )
-    return 1 if s["certified_spurious_above_bound"] else 0
+    if s["certified_spurious_above_bound"]:
+        return 1
+    return 0 if s["global_above_bound"] == s["runs_above_bound"] else 2
 
 
 def _cmd_claims(args: argparse.Namespace) -> int:

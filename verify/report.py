@@ -152,6 +152,15 @@ def _fmt(x: Any) -> str:
     return str(x)
 
 
+def _num(x: Any) -> float:
+    """A certificate number back from JSON (non-finite floats are stored as strings)."""
+    if isinstance(x, (int, float)):
+        return float(x)
+    if isinstance(x, str) and x in ("inf", "-inf", "nan"):
+        return float(x)
+    return math.nan
+
+
 def evidence(v: Verdict | Mapping[str, Any]) -> str:
     """The few certificate numbers that carry a verdict, as one short string."""
     d = v.to_dict() if isinstance(v, Verdict) else dict(v)
@@ -207,28 +216,30 @@ def evidence(v: Verdict | Mapping[str, Any]) -> str:
                 parts.append(f"{label} {_fmt(c[k])}")
     elif claim == "JLR-no-spurious" and "runs" in c:
         runs = c["runs"]
+        stat = [r for r in runs if r.get("stationary")]
         parts.append(f"r {_fmt(c.get('ranks'))}, KN {c.get('KN')}")
         parts.append(f"{c.get('n_certified_global')}/{len(runs)} certified global SOSPs")
-        bounds = [r["gap_bound"] for r in runs if r.get("gap_bound") is not None]
+        bounds = [_num(r.get("gap_bound")) for r in stat]
         if bounds:
             parts.append(f"max gap bound {_fmt(max(bounds))}")
-        lows = [r["lambda_min"][0] for r in runs if r.get("lambda_min")]
+        lows = [_num(r["lambda_min"][0]) for r in stat if r.get("lambda_min")]
         if lows:
             parts.append(f"min lambda_min >= {_fmt(min(lows))}")
         parts.append(f"{c.get('stacked_rank_deficient')} rank-deficient [U;V]")
     elif claim == "JLR-spurious-below" and "runs" in c:
-        spurious = [r for r in c["runs"] if r.get("sosp") and r["objective"] > c["reference_objective"]]
+        ref = _num(c.get("reference_objective"))
+        excess = [_num(r["objective"]) - ref for r in c["runs"] if r.get("sosp")]
+        gap_rtol = _num(d.get("options", {}).get("gap_rtol", 1e-8))
+        spurious = [e for e in excess if e > gap_rtol * max(1.0, abs(ref))]
         parts.append(f"r {_fmt(c.get('ranks'))}, KN {c.get('KN')}")
         parts.append(f"{c.get('n_certified_sosp')}/{len(c['runs'])} certified SOSPs")
         parts.append(f"{len(c.get('distinct_sosp_objectives', []))} distinct objectives")
         if spurious:
-            parts.append(
-                f"worst excess {_fmt(max(r['objective'] - c['reference_objective'] for r in spurious))}"
-            )
+            parts.append(f"{len(spurious)} spurious, worst excess {_fmt(max(spurious))}")
     elif claim == "JLR-gd" and "runs" in c:
         by: dict[str, float] = {}
         for r in c["runs"]:
-            by[r["optimizer"]] = max(by.get(r["optimizer"], -math.inf), r["final_gap"])
+            by[r["optimizer"]] = max(by.get(r["optimizer"], -math.inf), _num(r.get("final_gap")))
         parts = [f"{o} gap {_fmt(g)}" for o, g in by.items()]
     else:
         parts = [f"{k} {_fmt(val)}" for k, val in list(c.items())[:4]]
