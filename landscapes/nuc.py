@@ -404,7 +404,7 @@ def _newton_direction(
         scale = max(float(H.diagonal().abs().max()), 1e-300)
         eye = torch.eye(P, dtype=H.dtype, device=H.device)
         dv = None
-        for rel in (1e-12, 1e-9, 1e-6, 1e-3, 1.0):
+        for rel in (1e-10, 1e-7, 1e-4, 1e-1, 1.0):
             L, info = torch.linalg.cholesky_ex(H + (rel * scale) * eye)
             if int(info) == 0:
                 dv = -torch.cholesky_solve(gv.unsqueeze(1), L).squeeze(1)
