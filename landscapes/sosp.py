@@ -372,7 +372,8 @@ def train(
     :math:`\eta_t = \eta / (1 + t/500)` with ``decay``, else :math:`\eta` (default
     ``0.5 / Lipschitz`` for GD/SGD, ``1e-3`` for Adam).  Stops early when the full gradient
     norm is at most ``grad_tol`` (GD and Adam only; 0: never).  Returns the end point and the
-    objective every ``record_every`` steps (full objective, also for SGD).
+    objective every ``record_every`` steps (full objective, also for SGD); the last entry is the
+    number of steps taken.
     """
     if optimizer not in ("gd", "sgd", "adam"):
         raise ValueError(f"optimizer: expected 'gd', 'sgd' or 'adam', got {optimizer!r}")
@@ -400,6 +401,8 @@ def train(
             if it % record_every == 0:
                 history.append((it, F))
             if grad_tol > 0 and math.sqrt(sum(float((x * x).sum()) for x in gU + gV)) <= grad_tol:
+                if not history or history[-1][0] != it:
+                    history.append((it, F))  # the last entry always carries the step count
                 return LoRAPoint(tuple(U), tuple(V)), tuple(history)
         g = list(gU) + list(gV)
         eta = eta0 / (1.0 + it / 500.0) if decay else eta0

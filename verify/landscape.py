@@ -360,6 +360,10 @@ def check_jlr_no_spurious(
         worst = max(spurious, key=lambda r: r["excess_over_reference"])
         pt, pert = points[worst["run"]]
         path = _save_point(problem, save_dir, claim, pt, pert, worst, opts)
+        if save_dir is not None and path is None:
+            cert["counterexample_not_saved"] = (
+                "J is an operator (no stored matrix): the problem file cannot be written"
+            )
         cert["counterexample_run"] = worst["run"]
         return Verdict(
             claim,
@@ -508,6 +512,10 @@ def check_jlr_spurious_below(
     if spurious:
         worst = max(spurious, key=lambda r: r["objective"] - reference)
         path = _save_point(problem, save_dir, claim, pts[worst["run"]], None, worst, opts)
+        if save_dir is not None and path is None:
+            cert["counterexample_not_saved"] = (
+                "J is an operator (no stored matrix): the problem file cannot be written"
+            )
         return Verdict(
             claim,
             "holds",
