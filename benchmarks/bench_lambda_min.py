@@ -43,7 +43,6 @@ import math
 import os
 import platform
 import sys
-import tempfile
 import time
 from typing import Any
 
@@ -59,17 +58,14 @@ from landscapes.curvature import (  # noqa: E402
     lambda_min_dense,
     lambda_min_structured,
 )
+from landscapes.io import atomic_write  # noqa: E402
 from landscapes.lora import random_factors  # noqa: E402
 from landscapes.sosp import find_sosp, make_init  # noqa: E402
 
 
 def _atomic_json(path: str, data: Any) -> None:
-    d = os.path.dirname(os.path.abspath(path))
-    os.makedirs(d, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=d, suffix=".tmp")
-    with os.fdopen(fd, "w") as f:
-        json.dump(data, f, indent=1)
-    os.replace(tmp, path)
+    text = json.dumps(data, indent=1).encode()
+    atomic_write(path, lambda fh: fh.write(text))
 
 
 def power_lambda_min(

@@ -53,12 +53,14 @@ from torch import Tensor
 
 from landscapes.lora import (
     _check_factors,
+    check_finite_factors,
     check_perturbation,
     column_pair_matrix,
     lora_hessian,
     lora_hvp,
     lora_value_and_grad,
     loss_hessian_blocks,
+    prediction_jacobian,
     product,
 )
 from landscapes.operators import DenseOperator, LinearOperator
@@ -224,12 +226,6 @@ def gradient_seconds(
     return float(np.median(times))
 
 
-def _check_finite_point(U: Sequence[Tensor], V: Sequence[Tensor]) -> None:
-    for j, (u, v) in enumerate(zip(U, V)):
-        if not (bool(torch.isfinite(u).all()) and bool(torch.isfinite(v).all())):
-            raise ValueError(f"U[{j}], V[{j}]: expected finite factors, got NaN or inf")
-
-
 def _residual(op: LoRAHessianOperator, v: Tensor) -> tuple[float, float]:
     """Rayleigh quotient and residual norm of the unit vector ``v`` (one HVP)."""
     Hv = op.matvec(v)
@@ -241,15 +237,8 @@ def _residual(op: LoRAHessianOperator, v: Tensor) -> tuple[float, float]:
 def _gauss_newton_factor(problem: Problem, U: Sequence[Tensor], V: Sequence[Tensor]) -> Tensor:
     r"""``W^T`` with :math:`W W^\top = \frac1N \Phi^\top H_z \Phi`, shape ``(K N, P)``."""
     ev = problem.evaluate(product(U, V))
-    R = problem.J.rows()
     q = problem.KN
-    Phis, k0 = [], 0
-    for (m, n), u, v in zip(problem.blocks, U, V):
-        A = R[:, k0 : k0 + m * n].reshape(q, m, n)
-        k0 += m * n
-        Phis.append((A @ v).reshape(q, -1))
-        Phis.append((A.transpose(1, 2) @ u).reshape(q, -1))
-    Phi = torch.cat(Phis, dim=1)
+    Phi = prediction_jacobian(problem, U, V)
     if problem.loss.name == "squared":
         return Phi / math.sqrt(problem.N)
     Hz = loss_hessian_blocks(problem, ev.z) / problem.N  # (N, K, K), PSD for convex losses
@@ -283,7 +272,7 @@ def lambda_min_structured(
     if not (isinstance(rtol, float) and rtol > 0):
         raise ValueError(f"rtol: expected a positive float, got {rtol!r}")
     _check_factors(problem, U, V)
-    _check_finite_point(U, V)
+    check_finite_factors(U, V)
     pert = check_perturbation(problem, perturbation)
     t0 = time.perf_counter()
     if not isinstance(problem.J, DenseOperator):
@@ -462,7 +451,7 @@ def lambda_min_lanczos(
     if not (isinstance(tol, float) and tol > 0):
         raise ValueError(f"tol: expected a positive float, got {tol!r}")
     _check_factors(problem, U, V)
-    _check_finite_point(U, V)
+    check_finite_factors(U, V)
     pert = check_perturbation(problem, perturbation)
     t0 = time.perf_counter()
     op = LoRAHessianOperator(problem, U, V, perturbation=pert)
@@ -529,7 +518,7 @@ def lambda_min_dense(
     ``lower = theta - max(residual, 10 P eps ||H||)`` (``eigh`` is backward stable).
     """
     _check_factors(problem, U, V)
-    _check_finite_point(U, V)
+    check_finite_factors(U, V)
     pert = check_perturbation(problem, perturbation)
     P = sum(u.numel() + v.numel() for u, v in zip(U, V))
     if P > max_params:

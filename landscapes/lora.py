@@ -35,6 +35,7 @@ __all__ = [
     "lora_value_and_grad",
     "lora_hvp",
     "lora_hessian",
+    "prediction_jacobian",
     "column_pair_matrix",
     "random_perturbation",
     "check_perturbation",
@@ -71,6 +72,13 @@ def _check_factors(problem: Problem, U: Sequence[Tensor], V: Sequence[Tensor]) -
             )
         if u.shape[1] < 1:
             raise ValueError(f"U[{j}]: expected rank r >= 1, got r = {u.shape[1]}")
+
+
+def check_finite_factors(U: Sequence[Tensor], V: Sequence[Tensor]) -> None:
+    """Raise ``ValueError`` naming the block when a factor has NaN or inf entries."""
+    for j, (u, v) in enumerate(zip(U, V)):
+        if not (bool(torch.isfinite(u).all()) and bool(torch.isfinite(v).all())):
+            raise ValueError(f"U[{j}], V[{j}]: expected finite factors, got NaN or inf")
 
 
 def product(U: Sequence[Tensor], V: Sequence[Tensor]) -> Blocks:
@@ -285,6 +293,24 @@ def loss_hessian_blocks(problem: Problem, z: Tensor) -> Tensor:
     return torch.stack(cols, dim=2)
 
 
+def prediction_jacobian(problem: Problem, U: Sequence[Tensor], V: Sequence[Tensor]) -> Tensor:
+    r""":math:`\Phi = \partial z / \partial (U, V)`, shape ``(K N, P)``, in :func:`minimize_lora` order.
+
+    Row ``i``: :math:`(\operatorname{vec}(A_i V_j), \operatorname{vec}(A_i^\top U_j))_j` with
+    :math:`A_i = \operatorname{mat}(J_i)` restricted to block ``j``; one pass over ``J``'s rows.
+    """
+    _check_factors(problem, U, V)
+    R = problem.J.rows()  # (K N, p)
+    q = problem.KN
+    Phis, k0 = [], 0
+    for (m, n), u, v in zip(problem.blocks, U, V):
+        A = R[:, k0 : k0 + m * n].reshape(q, m, n)
+        k0 += m * n
+        Phis.append((A @ v).reshape(q, -1))
+        Phis.append((A.transpose(1, 2) @ u).reshape(q, -1))
+    return torch.cat(Phis, dim=1)
+
+
 def lora_hessian(
     problem: Problem,
     U: Sequence[Tensor],
@@ -313,15 +339,8 @@ def lora_hessian(
     _check_factors(problem, U, V)
     pert = check_perturbation(problem, perturbation)
     ev = problem.evaluate(product(U, V))
-    R = problem.J.rows()  # (K N, p)
     q = problem.KN
-    Phis, k0 = [], 0
-    for (m, n), u, v in zip(problem.blocks, U, V):
-        A = R[:, k0 : k0 + m * n].reshape(q, m, n)
-        k0 += m * n
-        Phis.append((A @ v).reshape(q, -1))
-        Phis.append((A.transpose(1, 2) @ u).reshape(q, -1))
-    Phi = torch.cat(Phis, dim=1)  # (K N, P)
+    Phi = prediction_jacobian(problem, U, V)  # (K N, P)
     if problem.loss.name == "squared":
         H = Phi.T @ Phi / problem.N
     else:

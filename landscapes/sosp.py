@@ -42,6 +42,7 @@ from landscapes.curvature import LambdaMin, flatten_factors, lambda_min, unflatt
 from landscapes.lora import (
     LoRAPoint,
     _check_factors,
+    check_finite_factors,
     check_perturbation,
     column_pair_matrix,
     lora_value,
@@ -280,9 +281,7 @@ def certify_sosp(
             raise ValueError(f"{name}: expected a positive finite number, got {val!r}")
     _check_factors(problem, U, V)
     pert = check_perturbation(problem, perturbation)
-    for j, (u, v) in enumerate(zip(U, V)):
-        if not (bool(torch.isfinite(u).all()) and bool(torch.isfinite(v).all())):
-            raise ValueError(f"U[{j}], V[{j}]: expected finite factors, got NaN or inf")
+    check_finite_factors(U, V)
     F, gU, gV = lora_value_and_grad(problem, U, V, perturbation=pert)
     g = flatten_factors(gU, gV)
     gnorm = float(g.norm())

@@ -53,12 +53,8 @@ def _ranks(problem: Problem, rank: int | Sequence[int] | None, *, above: bool) -
     if rank is None:
         # Single block: r_max + 1 (above) or r_max (below).  Several blocks: the same r for every
         # block, the smallest above (largest at or below) the block-diagonal bound.
-        b = len(problem.blocks)
-        r = 1
-        while b * triangular(r + 1) <= problem.KN:
-            r += 1
-        if b * triangular(r) > problem.KN:
-            r = 0
+        # b * r(r+1)/2 <= KN  <=>  r(r+1)/2 <= KN // b  (integers): r_max(1, KN // b).
+        r = r_max(1, problem.KN // len(problem.blocks)) if problem.KN >= len(problem.blocks) else 0
         r = r + 1 if above else max(r, 1)
         return [min(r, m, n) for m, n in problem.blocks]
     rs = [rank] * len(problem.blocks) if isinstance(rank, int) else list(rank)
@@ -254,31 +250,33 @@ def check_jlr_no_spurious(
             cost = {"iterations": run.iterations, "escapes": run.escapes, "seconds": run.seconds}
         else:
             ts = time.perf_counter()
-            if kind == "zero":
+            if kind == "zero":  # already first-order stationary: certify it as it is
                 pt = init
-            else:
+                c = certify_sosp(
+                    problem,
+                    pt.U,
+                    pt.V,
+                    perturbation=pert,
+                    grad_rtol=grad_rtol,
+                    curvature_rtol=curvature_rtol,
+                    gap_rtol=gap_rtol,
+                    method=method,  # type: ignore[arg-type]
+                    grad_scale=gscale,
+                )
+            else:  # first-order method only (no escapes); its end point comes certified
                 run = find_sosp(
                     problem,
                     init,
                     optimizer=optimizer,  # type: ignore[arg-type]
                     perturbation=pert,
                     grad_rtol=grad_rtol,
+                    curvature_rtol=curvature_rtol,
+                    gap_rtol=gap_rtol,
                     max_escapes=0,
                     seed=run_seed,
                     method=method,  # type: ignore[arg-type]
                 )
-                pt = run.point
-            c = certify_sosp(
-                problem,
-                pt.U,
-                pt.V,
-                perturbation=pert,
-                grad_rtol=grad_rtol,
-                curvature_rtol=curvature_rtol,
-                gap_rtol=gap_rtol,
-                method=method,  # type: ignore[arg-type]
-                grad_scale=gscale,
-            )
+                pt, c = run.point, run.certificate
             cost = {"seconds": time.perf_counter() - ts}
         stationary = c.is_sosp if order == 2 else c.grad_norm <= c.grad_tol
         rec: dict[str, Any] = {
@@ -755,5 +753,3 @@ def _rate(gaps: Sequence[tuple[int, float]]) -> float | None:
     slope = float(np.polyfit(x, y, 1)[0])
     return -slope
 
-
-_ = r_max  # re-exported bound used in docstrings
