@@ -328,9 +328,10 @@ def lambda_min_structured(
         return rtol * max(min(abs(a), abs(b)) if a * b > 0 else 0.0, tol_scale)
 
     # Invariant: no eigenvalue below lo; at least one eigenvalue <= hi.  An unreliable count
-    # never moves lo (it moves hi, and then only the Rayleigh quotient below is used as upper).
+    # never moves lo; it moves hi, but only reliable counts (hi_sure) back the returned upper.
     bisections = 0
     ambiguous = False
+    hi_sure = hi  # the smallest hi backed by a reliable count
     while bisections < max_bisections and hi - lo > width_tol(lo, hi):
         mid = 0.5 * (lo + hi)
         if not lo < mid < hi:
@@ -341,7 +342,7 @@ def lambda_min_structured(
             ambiguous = True
             hi = mid
         elif cnt >= 1:
-            hi = mid
+            hi = hi_sure = mid
         else:
             lo = mid
     x = 0.5 * (lo + hi)
@@ -393,7 +394,7 @@ def lambda_min_structured(
     vec = vec / vec.norm()
     theta, resid = _residual(op, vec)
     converged = hi - lo <= width_tol(lo, hi)
-    upper = theta if ambiguous else min(hi, theta)
+    upper = min(hi_sure, theta)
     lower = lo - slack
     seconds = time.perf_counter() - t0
     tg = t_grad if t_grad is not None else gradient_seconds(problem, U, V, perturbation=pert)
