@@ -367,11 +367,12 @@ def train(
     ``"gd"``: :math:`\theta \leftarrow \theta - \eta_t \nabla F(\theta)`.  ``"sgd"``: the same
     with the risk of a mini-batch of ``batch_size`` examples drawn without replacement each step
     (seeded).  ``"adam"``: Adam (:math:`\beta = (0.9, 0.999)`, :math:`\epsilon = 10^{-12}`) on
-    :math:`\nabla F` -- the L2 form, so its fixed points are ``F``'s critical points.
+    :math:`\nabla F` -- the L2 form, so its fixed points are ``F``'s critical points; on
+    mini-batches when ``batch_size < N``.
     :math:`\eta_t = \eta / (1 + t/500)` with ``decay``, else :math:`\eta` (default
     ``0.5 / Lipschitz`` for GD/SGD, ``1e-3`` for Adam).  Stops early when the full gradient
-    norm is at most ``grad_tol`` (GD and Adam only; 0: never).  Returns the end point and the
-    objective every ``record_every`` steps (full objective, also for SGD); the last entry is the
+    norm is at most ``grad_tol`` (full-batch runs only; 0: never).  Returns the end point and the
+    objective every ``record_every`` steps (full objective, also on mini-batches); the last entry is the
     number of steps taken.
     """
     if optimizer not in ("gd", "sgd", "adam"):
@@ -388,7 +389,7 @@ def train(
     beta1, beta2, eps = 0.9, 0.999, 1e-12
     b = len(U)
     history: list[tuple[int, float]] = []
-    stochastic = optimizer == "sgd" and batch_size is not None and batch_size < problem.N
+    stochastic = optimizer in ("sgd", "adam") and batch_size is not None and batch_size < problem.N
     for it in range(steps):
         if stochastic:
             idx = torch.randperm(problem.N, generator=gen)[: int(batch_size)]  # type: ignore[arg-type]

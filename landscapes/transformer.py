@@ -119,15 +119,29 @@ def load_encoder(
     if not isinstance(name, str) or not name.strip():
         raise ValueError(f"model: expected a local path or a cached hub name, got {model!r}")
     cls = tf.AutoModelForMaskedLM if head == "verbalizer" else tf.AutoModel
+    verbosity = tf.utils.logging.get_verbosity()
+    tf.utils.logging.set_verbosity_error()  # the load report is checked below, not printed
     try:
         tok = tf.AutoTokenizer.from_pretrained(name, local_files_only=True)
-        net = cls.from_pretrained(name, local_files_only=True, attn_implementation="eager", dtype=dtype)
+        net, info = cls.from_pretrained(
+            name, local_files_only=True, attn_implementation="eager", dtype=dtype, output_loading_info=True
+        )
     except (OSError, ValueError) as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise FileNotFoundError(
             f"model: could not load {name!r} from local files (nothing was downloaded; a hub name "
             f"must already be in the local cache): {first}"
         ) from None
+    finally:
+        tf.utils.logging.set_verbosity(verbosity)
+    missing = sorted(info.get("missing_keys", ()))
+    if missing:
+        what = "masked-language-model head" if head == "verbalizer" else "encoder"
+        raise ValueError(
+            f"model: the checkpoint {name!r} lacks pretrained weights of the {what} ({len(missing)} "
+            f"missing, e.g. {missing[0]}): they would be random"
+            + ("; use head='random' for a model without an MLM head" if head == "verbalizer" else "")
+        )
     net = net.to(device=torch.device(device)).eval()
     net.requires_grad_(False)
     return net, tok

@@ -1,9 +1,10 @@
 """The ``loracheck`` command line.
 
 Subcommands: ``run`` (the main job: the default suite of synthetic problems, a table of verdicts,
-report files), ``claims`` (every claim and whether it has a checker) and ``phase`` (the data of
-the [JLR24] phase diagram: the fraction of LoRA trainings that end at the global minimum per
-``(r, K, N)``).
+report files; ``--real`` adds the linearized offline MiniLM), ``claims`` (every claim and whether
+it has a checker), ``phase`` (the data of the [JLR24] phase diagram: the fraction of LoRA
+trainings that end at the global minimum per ``(r, K, N)``) and ``experiment`` (the [JLR24]
+real-model experiment on the review sentences).
 
 Exit codes: 0 all hold, 1 some violated, 2 some inconclusive, 3 bad input, 4 internal error.
 """
@@ -95,7 +96,85 @@ def _parser() -> argparse.ArgumentParser:
     ph.add_argument("--lam", type=float, default=1e-3, help="weight decay (default: %(default)s)")
     ph.add_argument("--seed", type=int, default=0)
     ph.add_argument("--no-progress", action="store_true", help="no progress bar")
+    ex = sub.add_parser(
+        "experiment",
+        help="the [JLR24] real-model experiment: linearized MiniLM on review sentences (needs --real extras)",
+        description="Linearized MiniLM (last layer W_q, W_v), K = 2, cross-entropy, lam 0.01, Adam lr 1e-3, "
+        "batch 32: training curves of full fine-tuning and LoRA per rank, test accuracy, the certified "
+        "rank of the NUC minimizer against r_max and against lam, certified SOSP verdicts.  Writes "
+        "DIR/experiment.json after every stage.",
+    )
+    ex.add_argument(
+        "--out", default="loracheck-report", metavar="DIR", help="output directory (default: %(default)s)"
+    )
+    ex.add_argument(
+        "--n", type=int, nargs="+", default=[32], metavar="N", help="training-set sizes (default: 32)"
+    )
+    ex.add_argument("--ranks", type=int, nargs="+", default=[1, 2, 4, 8, 16], metavar="R", help="LoRA ranks")
+    ex.add_argument("--steps", type=int, default=2000, help="Adam steps per training (default: %(default)s)")
+    ex.add_argument("--n-test", type=int, default=1000, help="held-out sentences (default: %(default)s)")
+    ex.add_argument(
+        "--lams",
+        type=float,
+        nargs="+",
+        default=[1e-2, 1e-3, 1e-4, 1e-5],
+        metavar="LAM",
+        help="weight decays for the certified rank against lam",
+    )
+    ex.add_argument(
+        "--model", default=None, help="local model path or cached hub name (default: offline MiniLM)"
+    )
+    ex.add_argument("--seed", type=int, default=0)
+    ex.add_argument("--no-progress", action="store_true", help="no progress bar")
     return p
+
+
+def _cmd_experiment(args: argparse.Namespace) -> int:
+    from verify.experiment import jlr_real_experiment
+
+    _check_real_extras()
+    if any(n < 2 for n in args.n) or any(r < 1 for r in args.ranks) or args.steps < 1 or args.n_test < 1:
+        raise _BadInput("--n/--ranks/--steps/--n-test: expected positive ints (N >= 2)")
+    if any(not lam > 0 for lam in args.lams):
+        raise _BadInput(f"--lams: expected positive numbers, got {args.lams}")
+    out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        raise _BadInput(f"--out: expected a directory, got an existing file {str(out)!r}")
+    path = out / "experiment.json"
+    res = jlr_real_experiment(
+        ns=args.n,
+        ranks=args.ranks,
+        steps=args.steps,
+        n_test=args.n_test,
+        rank_lams=args.lams,
+        model=args.model,
+        seed=args.seed,
+        out=path,
+        progress=False if args.no_progress else None,
+    )
+    for run in res["runs"]:
+        nuc = run["nuc"]
+        print(
+            f"\nN = {run['N']} (KN = {run['KN']}, r_max = {run['r_max']}): NUC minimizer of rank "
+            f"{nuc['ranks']} (W_q, W_v), rel gap {nuc['rel_gap']:.1e}; test accuracy: pretrained "
+            f"{run['pretrained']['test_accuracy']:.3f}, NUC {nuc['test_accuracy']:.3f}, full FT "
+            f"{run['full_ft']['test_accuracy']:.3f} (majority class {run['test_majority_fraction']:.3f})"
+        )
+        print(f"  {'r':>3} {'above':>5} {'end - NUC':>10} {'test acc':>8}  polished end point")
+        for e in run["lora"]:
+            print(
+                f"  {e['r']:>3} {'yes' if e['above_bound'] else 'no':>5} {e['final_minus_nuc']:>10.2e} "
+                f"{e['test_accuracy']:>8.3f}  {e['verdict']} "
+                f"(objective - NUC {e['polished']['minus_nuc']:.1e})"
+            )
+        print(
+            "  certified rank vs lam: " + ", ".join(f"{e['lam']:g}: {e['ranks']}" for e in run["rank_vs_lam"])
+        )
+    for h in res["heads"]:
+        if not h["available"]:
+            print(f"\nhead {h['head']!r} not available: {h['reason']}")
+    print(f"\n{res['seconds']:.0f} s.  Data: {path}")
+    return 0
 
 
 def _parse_kn(items: Sequence[str]) -> list[tuple[int, int]]:
@@ -309,6 +388,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _cmd_claims(args)
         if args.command == "phase":
             return _cmd_phase(args)
+        if args.command == "experiment":
+            return _cmd_experiment(args)
         return _cmd_run(args)
     except _BadInput as exc:
         print(f"loracheck: error: {exc}", file=sys.stderr)
