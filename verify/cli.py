@@ -132,7 +132,6 @@ def _parser() -> argparse.ArgumentParser:
 def _cmd_experiment(args: argparse.Namespace) -> int:
     from verify.experiment import jlr_real_experiment
 
-    _check_real_extras()
     if any(n < 2 for n in args.n) or any(r < 1 for r in args.ranks) or args.steps < 1 or args.n_test < 1:
         raise _BadInput("--n/--ranks/--steps/--n-test: expected positive ints (N >= 2)")
     if any(not lam > 0 for lam in args.lams):
@@ -140,6 +139,7 @@ def _cmd_experiment(args: argparse.Namespace) -> int:
     out = Path(args.out)
     if out.exists() and not out.is_dir():
         raise _BadInput(f"--out: expected a directory, got an existing file {str(out)!r}")
+    _check_real_extras()
     path = out / "experiment.json"
     res = jlr_real_experiment(
         ns=args.n,

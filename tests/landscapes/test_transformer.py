@@ -327,3 +327,19 @@ def test_real_minilm_problem_is_certified_end_to_end():
 def test_transformer_problem_needs_a_tokenizer_with_a_model_object():
     with pytest.raises(ValueError, match="tokenizer: expected the model's tokenizer"):
         transformer_problem(TEXTS, [0] * len(TEXTS), model=tiny_bert())
+
+
+def test_local_mlm_checkpoint_with_verbalizer_through_transformer_problem(tmp_path, tokenizer):
+    # a user's own model folder: saved tiny MLM model + tokenizer, loaded offline by path
+    tiny_bert(8, mlm=True).save_pretrained(tmp_path)
+    tokenizer.save_pretrained(tmp_path)
+    p = transformer_problem(TEXTS, [0, 1, 1, 0, 1, 0, 0], model=str(tmp_path), head="verbalizer", lam=0.05)
+    assert p.meta["head"] == "verbalizer" and p.meta["pooling"] == "mask" and p.blocks == ((32, 32), (32, 32))
+    net, tok = load_encoder(str(tmp_path), head="verbalizer")
+    lin = LinearizedEncoder(net, tok, TEXTS, head="verbalizer")
+    assert torch.allclose(lin.f0(), p.f0)
+
+
+def test_verbalizer_on_a_checkpoint_without_mlm_head_is_refused():
+    with pytest.raises(ValueError, match="lacks pretrained weights of the masked-language-model head"):
+        load_encoder(head="verbalizer")
