@@ -125,6 +125,9 @@ def _parser() -> argparse.ArgumentParser:
         "--model", default=None, help="local model path or cached hub name (default: offline MiniLM)"
     )
     ex.add_argument("--seed", type=int, default=0)
+    ex.add_argument(
+        "--no-head-variants", action="store_true", help="skip the rank check with other heads and CLS pooling"
+    )
     ex.add_argument("--no-progress", action="store_true", help="no progress bar")
     return p
 
@@ -149,6 +152,7 @@ def _cmd_experiment(args: argparse.Namespace) -> int:
         rank_lams=args.lams,
         model=args.model,
         seed=args.seed,
+        head_variants=not args.no_head_variants,
         out=path,
         progress=False if args.no_progress else None,
     )
@@ -171,6 +175,13 @@ def _cmd_experiment(args: argparse.Namespace) -> int:
             "  certified rank vs lam: " + ", ".join(f"{e['lam']:g}: {e['ranks']}" for e in run["rank_vs_lam"])
         )
     for h in res["heads"]:
+        if h.get("variants"):
+            print("\ncertified NUC rank (W_q, W_v) with other random heads and pooling:")
+            for v in h["variants"]:
+                print(
+                    f"  N = {v['N']:>4}  {v['pooling']:<4} head_seed {v['head_seed']}  lam {v['lam']:<6g} "
+                    f"rank {v['ranks']}  (r_max {v['r_max']})"
+                )
         if not h["available"]:
             print(f"\nhead {h['head']!r} not available: {h['reason']}")
     print(f"\n{res['seconds']:.0f} s.  Data: {path}")

@@ -76,6 +76,7 @@ def test_experiment_end_to_end_small(tmp_path):
             "--out",
             str(tmp_path),
             "--no-progress",
+            "--no-head-variants",
         ]
     )
     assert code == 0
