@@ -18,6 +18,7 @@ import importlib.util
 import json
 import os
 import re
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -152,14 +153,17 @@ def load_text_file(
 ) -> TextData:
     """Read (text, label) pairs from a ``.csv`` (header row) or ``.jsonl`` (one object per line).
 
-    Labels may be integers ``0 .. K-1`` or class names. With names, ``classes`` fixes their order
-    (default: sorted); with integers, ``classes`` names them (default: ``"0" .. "K-1"``).
+    Labels may be integers ``0 .. K-1`` (also written as digits in a CSV) or class names. With
+    names, ``classes`` fixes their order (default: sorted); with integers, ``classes`` names them
+    (default: ``"0" .. "K-1"``). Exact duplicate texts are dropped with a warning that counts
+    them (``dedupe``). A missing or empty text or label is an error naming the row or line.
     """
     p = Path(path)
     if not p.is_file():
         raise FileNotFoundError(f"path: expected an existing .csv or .jsonl file, got {str(p)!r}")
     suffix = p.suffix.lower()
     rows: list[dict[str, object]] = []
+    where: list[str] = []
     if suffix == ".csv":
         with open(p, encoding="utf-8", newline="") as fh:
             reader = csv.DictReader(fh)
@@ -171,6 +175,7 @@ def load_text_file(
                         f"{f!r} in {p.name}, got columns {fields}"
                     )
             rows = list(reader)
+            where = [f"row {i + 1} (after the header)" for i in range(len(rows))]
     elif suffix in (".jsonl", ".ndjson"):
         with open(p, encoding="utf-8") as fh:
             for lineno, line in enumerate(fh, 1):
@@ -188,17 +193,28 @@ def load_text_file(
                         f"{text_field!r} and {label_field!r}, got {line.strip()[:80]!r}"
                     )
                 rows.append(obj)
+                where.append(f"line {lineno}")
     else:
         raise ValueError(f"path: expected a .csv or .jsonl file, got suffix {suffix!r}")
     if not rows:
         raise ValueError(f"path: expected at least one example in {p.name}, got none")
-    texts = [str(r[text_field]) if r[text_field] is not None else "" for r in rows]
-    raw = [r[label_field] for r in rows]
-    is_int = all(isinstance(v, int) and not isinstance(v, bool) for v in raw)
+    texts: list[str] = []
+    raw: list[int | str] = []
+    for loc, r in zip(where, rows):
+        t, y = r.get(text_field), r.get(label_field)
+        if not isinstance(t, str) or not t.strip():
+            raise ValueError(f"path: expected a non-empty text in {loc} of {p.name}, got {t!r}")
+        if isinstance(y, bool) or not isinstance(y, (int, str)) or (isinstance(y, str) and not y.strip()):
+            raise ValueError(
+                f"path: expected an int or a class name as the label in {loc} of {p.name}, got {y!r}"
+            )
+        texts.append(t)
+        raw.append(y)
+    is_int = all(isinstance(v, int) for v in raw)
     is_int_text = all(isinstance(v, str) and re.fullmatch(r"\s*-?\d+\s*", v) for v in raw)
     labels: list[int]
-    if is_int or (is_int_text and classes is None):
-        labels = [int(v) for v in raw]  # type: ignore[call-overload]
+    if is_int or is_int_text:
+        labels = [int(v) for v in raw]
         names = (
             tuple(classes) if classes is not None else tuple(str(k) for k in range(max(max(labels) + 1, 2)))
         )
@@ -211,6 +227,15 @@ def load_text_file(
                 f"classes: expected every label of {p.name} among {list(names)}, got {missing[:5]}"
             )
         labels = [names.index(str(v)) for v in raw]
+    if dedupe:
+        n_before = len(texts)
+        texts, labels = _dedupe(texts, labels)
+        if len(texts) < n_before:
+            warnings.warn(
+                f"path: dropped {n_before - len(texts)} of {n_before} rows of {p.name} as exact duplicate "
+                "texts (a text seen with two labels is dropped entirely); pass dedupe=False to keep them",
+                stacklevel=2,
+            )
     if dedupe:
         texts, labels = _dedupe(texts, labels)
     return TextData(tuple(texts), tuple(labels), names, source=f"file:{p.name}")

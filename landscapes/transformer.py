@@ -268,19 +268,23 @@ def _attach_probes(modules: Sequence[nn.Module]) -> tuple[list[Tensor], list[Ten
     The gradient of the logits with respect to a target layer's output is the *probe*
     ``delta``; the weight gradient of one example is then ``delta^T X``. In the first adapted
     layer nothing upstream requires grad, so the output is made a leaf; in later ones it is
-    already part of the graph.
+    already part of the graph. Entry ``j`` of the returned lists belongs to ``modules[j]``,
+    whatever order the forward pass calls them in.
     """
-    inputs: list[Tensor] = []
-    probes: list[Tensor] = []
+    inputs: list[Tensor] = [torch.empty(0)] * len(modules)
+    probes: list[Tensor] = [torch.empty(0)] * len(modules)
 
-    def hook(mod: nn.Module, inp: tuple[Tensor, ...], out: Tensor) -> Tensor:
-        inputs.append(inp[0].detach())
-        if out.grad_fn is None:
-            out.requires_grad_(True)
-        probes.append(out)
-        return out
+    def make(j: int) -> Any:
+        def hook(mod: nn.Module, inp: tuple[Tensor, ...], out: Tensor) -> Tensor:
+            inputs[j] = inp[0].detach()
+            if out.grad_fn is None:
+                out.requires_grad_(True)
+            probes[j] = out
+            return out
 
-    return inputs, probes, [m.register_forward_hook(hook) for m in modules]
+        return hook
+
+    return inputs, probes, [m.register_forward_hook(make(j)) for j, m in enumerate(modules)]
 
 
 @dataclass(frozen=True)
@@ -362,16 +366,20 @@ class LinearizedEncoder:
             raise ValueError(f"head: expected 'random' or 'verbalizer', got {head!r}")
         if dtype not in (torch.float32, torch.float64):
             raise ValueError(f"dtype: expected torch.float32 or torch.float64, got {dtype}")
+        if isinstance(head_seed, bool) or not isinstance(head_seed, int):
+            raise ValueError(f"head_seed: expected an int, got {head_seed!r}")
         if isinstance(bucket_size, bool) or not isinstance(bucket_size, int) or bucket_size < 1:
             raise ValueError(f"bucket_size: expected a positive int, got {bucket_size!r}")
         dev = torch.device(device)
+        if dev.type == "cuda" and dev.index is None and torch.cuda.is_available():
+            dev = torch.device("cuda", torch.cuda.current_device())
         if dev.type == "cuda" and not torch.cuda.is_available():
             raise ValueError("device: expected an available device, got 'cuda' but CUDA is not available")
 
         cfg = getattr(model, "config", None)
         eager = getattr(cfg, "_attn_implementation", "eager") == "eager"
         params = list(model.parameters())
-        if model.training or not eager or any(p.dtype != dtype or p.device.type != dev.type for p in params):
+        if model.training or not eager or any(p.dtype != dtype or p.device != dev for p in params):
             # Never modify the caller's model: convert a copy.
             net: Any = copy.deepcopy(model).to(device=dev, dtype=dtype).eval()
             net.requires_grad_(False)
@@ -412,6 +420,8 @@ class LinearizedEncoder:
         else:
             self._mlm = _mlm_head(net, base)
             self.head_matrix = None
+            if isinstance(label_words, str):
+                raise ValueError(f"label_words: expected a list of {K} words, got the string {label_words!r}")
             words = tuple(label_words) if label_words is not None else (DEFAULT_LABEL_WORDS if K == 2 else ())
             if len(words) != K:
                 raise ValueError(f"label_words: expected {K} words (one per class), got {list(words)!r}")
@@ -446,6 +456,12 @@ class LinearizedEncoder:
         args: tuple[Any, ...]
         if head == "verbalizer":
             prompt = template.format(mask=tokenizer.mask_token)
+            shortest = len(tokenizer("a", prompt, add_special_tokens=True)["input_ids"])
+            if max_length < shortest + 1:
+                raise ValueError(
+                    f"max_length: expected at least {shortest + 1} tokens to fit the verbalizer prompt "
+                    f"{prompt!r} and some text, got {max_length}"
+                )
             args = (list(texts), [prompt] * self.N)
             trunc: str | bool = "only_first"
         else:
@@ -495,7 +511,12 @@ class LinearizedEncoder:
                     msk[b, :n] = 1
                 ids, tts, msk = ids.to(dev), tts.to(dev), msk.to(dev)
                 if head == "verbalizer":
-                    pos = (ids == int(tokenizer.mask_token_id)).to(torch.long).argmax(1)
+                    # the prompt (second segment, never truncated) holds the last mask token;
+                    # a mask token inside a text comes before it
+                    hits = ids == int(tokenizer.mask_token_id)
+                    if not bool(hits.any(1).all()):
+                        raise ValueError("template: the mask token was lost in tokenization")
+                    pos = T - 1 - hits.flip(1).to(torch.long).argmax(1)
                 else:
                     pos = torch.zeros(len(members), dtype=torch.long, device=dev)
                 add = ((1.0 - msk) * torch.finfo(dtype).min)[:, None, None, :]
@@ -586,7 +607,9 @@ class LinearizedEncoder:
             if not isinstance(d, Tensor) or tuple(d.shape) != t.shape:
                 got = tuple(d.shape) if isinstance(d, Tensor) else type(d).__name__
                 raise ValueError(f"D[{j}]: expected shape {t.shape} ({t.name}), got {got}")
-            out.append(d.to(device=self.device, dtype=self.dtype))
+            if d.dtype != self.dtype:
+                raise ValueError(f"D[{j}]: expected dtype {self.dtype}, got {d.dtype}")
+            out.append(d.to(device=self.device))
         return out
 
     # ---- the Jacobian, dense ---------------------------------------------------------------------
@@ -603,11 +626,15 @@ class LinearizedEncoder:
         over it, a ``MemoryError`` says how much is needed and points to the operator form.
         """
         need = self.dense_bytes()
+        if memory_limit_gb is not None and (
+            isinstance(memory_limit_gb, bool)
+            or not isinstance(memory_limit_gb, (int, float))
+            or not memory_limit_gb > 0
+        ):
+            raise ValueError(f"memory_limit_gb: expected a positive number or None, got {memory_limit_gb!r}")
         limit = (
             0.8 * _available_memory_bytes(self.device) if memory_limit_gb is None else memory_limit_gb * 2**30
         )
-        if not (isinstance(limit, (int, float)) and limit > 0):
-            raise ValueError(f"memory_limit_gb: expected a positive number, got {memory_limit_gb!r}")
         if need > limit:
             raise MemoryError(
                 f"memory_limit_gb: the dense J ({self.K * self.N} x {self.num_params}, {self.dtype}) needs "
@@ -751,6 +778,11 @@ class LinearizedEncoder:
         stores ``J``; ``"operator"`` never does. A precomputed ``J`` (from :meth:`jacobian` or
         :meth:`operator`) can be passed to build several problems (other ``lam``, loss) at no cost.
         """
+        if not isinstance(labels, Tensor) and (
+            isinstance(labels, (str, bytes))
+            or not all(isinstance(v, int) and not isinstance(v, bool) for v in labels)
+        ):
+            raise ValueError(f"labels: expected integer class labels 0 .. K-1, got {list(labels)[:5]!r}")
         y = torch.as_tensor(labels) if not isinstance(labels, Tensor) else labels
         if y.ndim != 1 or y.shape[0] != self.N:
             raise ValueError(f"labels: expected {self.N} labels (one per text), got shape {tuple(y.shape)}")

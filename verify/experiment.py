@@ -56,6 +56,15 @@ def train_full(
     of ``batch_size`` examples when it is below ``N``. Returns the end point and
     ``(step, objective, risk)`` every ``record_every`` steps (full-data values).
     """
+    for name, v in (("steps", steps), ("record_every", record_every)):
+        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+            raise ValueError(f"{name}: expected a positive int, got {v!r}")
+    if batch_size is not None and (
+        isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1
+    ):
+        raise ValueError(f"batch_size: expected a positive int or None, got {batch_size!r}")
+    if isinstance(lr, bool) or not isinstance(lr, (int, float)) or not lr > 0:
+        raise ValueError(f"lr: expected a positive number, got {lr!r}")
     D = [torch.zeros(m, n, dtype=problem.dtype, device=problem.device) for m, n in problem.blocks]
     m1 = [torch.zeros_like(d) for d in D]
     m2 = [torch.zeros_like(d) for d in D]
@@ -126,11 +135,32 @@ def jlr_real_experiment(
     for name, vals in (("ns", ns), ("ranks", ranks)):
         if not vals or any(isinstance(v, bool) or not isinstance(v, int) or v < 1 for v in vals):
             raise ValueError(f"{name}: expected positive ints, got {list(vals)!r}")
-    if not lam > 0 or not lr > 0:
-        raise ValueError(f"lam, lr: expected positive numbers, got {lam!r}, {lr!r}")
+    for name, v in (
+        ("steps", steps),
+        ("n_test", n_test),
+        ("batch_size", batch_size),
+        ("record_every", record_every),
+    ):
+        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+            raise ValueError(f"{name}: expected a positive int, got {v!r}")
+    for name, x in (("lam", lam), ("lr", lr)):
+        if isinstance(x, bool) or not isinstance(x, (int, float)) or not x > 0:
+            raise ValueError(f"{name}: expected a positive number, got {x!r}")
+    if any(not (isinstance(x, (int, float)) and x > 0) for x in rank_lams):
+        raise ValueError(f"rank_lams: expected positive numbers, got {list(rank_lams)!r}")
+    unknown = [h for h in heads if h not in ("random", "verbalizer")]
+    if unknown:
+        raise ValueError(f"heads: expected 'random' and/or 'verbalizer', got {unknown!r}")
     path = Path(out) if out is not None else None
     t_all = time.perf_counter()
     data = load_reviews()
+    if max(ns) + n_test > len(data):
+        raise ValueError(
+            f"ns, n_test: expected max(ns) + n_test <= {len(data)} (the review sentences), "
+            f"got {max(ns) + n_test}"
+        )
+    # one held-out test set for every N; training sets are drawn from the rest
+    pool, test_d = train_test_split(data, n_train=len(data) - n_test, n_test=n_test, seed=seed)
     result: dict[str, Any] = {
         "schema": EXPERIMENT_SCHEMA_ID,
         "setup": {
@@ -164,7 +194,7 @@ def jlr_real_experiment(
         for N in ns:
             run: dict[str, Any] = {"N": N, "KN": 2 * N, "r_max": r_max(2, N), "seconds": {}}
             result["runs"].append(run)
-            train_d, test_d = train_test_split(data, n_train=N, n_test=n_test, seed=seed)
+            train_d, _ = train_test_split(pool, n_train=N, seed=seed)
             t0 = time.perf_counter()
             lin = LinearizedEncoder(net, tok, list(train_d.texts))
             problem = lin.problem(train_d.label_tensor(), loss="cross_entropy", lam=lam)
@@ -208,6 +238,7 @@ def jlr_real_experiment(
                 problem, steps=steps, lr=lr, batch_size=batch_size, seed=seed, record_every=record_every
             )
             run["full_ft"] = {
+                "objective_kind": "L(D) + lam/2 ||D||_F^2 (ridge): not the NUC objective of the LoRA curves",
                 "curve": [{"step": s, "objective": f, "risk": r} for s, f, r in hist],
                 "final_objective": hist[-1][1],
                 "final_risk": hist[-1][2],
@@ -243,6 +274,7 @@ def jlr_real_experiment(
                     "curve": [{"step": s, "objective": f} for s, f in hist2],
                     "final_objective": hist2[-1][1],
                     "final_minus_nuc": hist2[-1][1] - c.primal,
+                    "final_minus_nuc_dual": hist2[-1][1] - c.dual,
                     "train_risk": problem.risk(Dl),
                     "test_accuracy": _accuracy(test_lin, test_y, Dl, test_op),
                     "product_ranks": [int(torch.linalg.matrix_rank(d, rtol=1e-8)) for d in Dl],
@@ -250,6 +282,7 @@ def jlr_real_experiment(
                     "polished": {
                         "objective": cert.objective,
                         "minus_nuc": cert.objective - c.primal,
+                        "minus_nuc_dual": cert.objective - c.dual,
                         "is_sosp": cert.is_sosp,
                         "is_global": cert.is_global,
                         "gap_bound": cert.gap_bound,
@@ -305,7 +338,7 @@ def jlr_real_experiment(
                 # the certified rank only (N <= 128 keeps this cheap)
                 variants = []
                 for N in [n for n in ns if n <= 128 and head_variants]:
-                    train_d, _ = train_test_split(data, n_train=N, n_test=0, seed=seed)
+                    train_d, _ = train_test_split(pool, n_train=N, seed=seed)
                     pairs: tuple[tuple[Literal["mean", "cls"], int], ...] = (
                         ("mean", 0),
                         ("mean", 1),
@@ -346,18 +379,9 @@ def jlr_real_experiment(
             except (FileNotFoundError, ValueError) as exc:
                 result["heads"].append({"head": head, "available": False, "reason": str(exc).splitlines()[0]})
                 continue
-            if type(mlm).__name__.endswith("Model"):
-                result["heads"].append(
-                    {
-                        "head": head,
-                        "available": False,
-                        "reason": f"{type(mlm).__name__} has no masked-LM head",
-                    }
-                )
-                continue
             entries = []
             for N in ns:
-                train_d, _ = train_test_split(data, n_train=N, n_test=0, seed=seed)
+                train_d, _ = train_test_split(pool, n_train=N, seed=seed)
                 lin_v = LinearizedEncoder(mlm, mtok, list(train_d.texts), head="verbalizer")
                 pv = lin_v.problem(train_d.label_tensor(), loss="cross_entropy", lam=lam)
                 sv = solve_nuc(pv)

@@ -59,7 +59,8 @@ def test_property_split_sizes_and_proportions(counts, seed, data):
 def test_csv_and_jsonl_files(tmp_path):
     csv_path = tmp_path / "d.csv"
     csv_path.write_text("text,label\ngood film,pos\nbad film,neg\ngood film,pos\nmeh,neg\n", encoding="utf-8")
-    d = load_text_file(csv_path)
+    with pytest.warns(UserWarning, match="dropped 1 of 4 rows of d.csv as exact duplicate texts"):
+        d = load_text_file(csv_path)
     assert (
         d.classes == ("neg", "pos") and d.texts == ("good film", "bad film", "meh") and d.labels == (1, 0, 0)
     )
@@ -72,6 +73,11 @@ def test_csv_and_jsonl_files(tmp_path):
     assert e.labels == (0, 2, 1) and e.K == 3
     f = load_text_file(jl, text_field="sentence", label_field="y", classes=["x", "y", "z"])
     assert f.classes == ("x", "y", "z")
+    # integer labels written as digits in a CSV, named by classes
+    digits = tmp_path / "digits.csv"
+    digits.write_text("text,label\nfine,1\nawful,0\n", encoding="utf-8")
+    g = load_text_file(digits, classes=["neg", "pos"])
+    assert g.labels == (1, 0) and g.classes == ("neg", "pos")
 
 
 def test_bad_files_and_data(tmp_path):
@@ -91,8 +97,22 @@ def test_bad_files_and_data(tmp_path):
         load_text_file(jl)
     empty = tmp_path / "e.csv"
     empty.write_text("text,label\n  ,1\nok,0\n", encoding="utf-8")
-    with pytest.raises(ValueError, match=r"texts\[0\]: expected a non-empty text"):
+    with pytest.raises(ValueError, match=r"expected a non-empty text in row 1 \(after the header\) of e.csv"):
         load_text_file(empty)
+    short = tmp_path / "s.csv"
+    short.write_text("text,label\nok,0\nno label\n", encoding="utf-8")
+    with pytest.raises(
+        ValueError, match=r"expected an int or a class name as the label in row 2 .* got None"
+    ):
+        load_text_file(short)
+    floats = tmp_path / "f.jsonl"
+    floats.write_text('{"text": "a", "label": 1.0}\n', encoding="utf-8")
+    with pytest.raises(ValueError, match="as the label in line 1 of f.jsonl, got 1.0"):
+        load_text_file(floats)
+    number = tmp_path / "n.jsonl"
+    number.write_text('{"text": 5, "label": 1}\n', encoding="utf-8")
+    with pytest.raises(ValueError, match="expected a non-empty text in line 1 of n.jsonl, got 5"):
+        load_text_file(number)
     with pytest.raises(ValueError, match=r"labels\[1\]: expected an int in \[0, 1\]"):
         TextData(("a", "b"), (0, 2), ("n", "p"))
     with pytest.raises(ValueError, match="labels: expected one label per text"):

@@ -343,3 +343,57 @@ def test_local_mlm_checkpoint_with_verbalizer_through_transformer_problem(tmp_pa
 def test_verbalizer_on_a_checkpoint_without_mlm_head_is_refused():
     with pytest.raises(ValueError, match="lacks pretrained weights of the masked-language-model head"):
         load_encoder(head="verbalizer")
+
+
+def test_caller_model_is_used_as_is_and_left_unchanged(tokenizer):
+    # a float64 eval model on the right device takes the no-copy path: nothing may change
+    model = tiny_bert(9).double()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    flags = (model.training, [p.requires_grad for p in model.parameters()])
+    lin = LinearizedEncoder(model, tokenizer, TEXTS)
+    assert lin.model is model
+    lin.jacobian()
+    lin.operator().matvec(torch.ones(lin.num_params, dtype=torch.float64))
+    lin.logits([torch.ones(s, dtype=torch.float64) for s in lin.blocks])
+    assert all(torch.equal(v, model.state_dict()[k]) for k, v in before.items())
+    assert flags == (model.training, [p.requires_grad for p in model.parameters()])
+    assert not any(m._forward_hooks for m in model.modules())
+
+
+def test_mask_token_inside_a_text_does_not_move_the_verbalizer_position(tokenizer):
+    texts = ["the [MASK] was fine", "plain text here"]
+    lin = LinearizedEncoder(tiny_bert(10, mlm=True), tokenizer, texts, head="verbalizer")
+    J = lin.jacobian()
+    R = lin.reference_jacobian()
+    assert float((J - R).norm() / R.norm()) < 1e-12
+    enc = tokenizer(texts, ["It was [MASK] ."] * 2, padding=True, return_tensors="pt")
+    with torch.no_grad():
+        scores = tiny_bert(10, mlm=True).double()(**enc).logits
+    last = [
+        max(i for i, t in enumerate(row.tolist()) if t == tokenizer.mask_token_id) for row in enc["input_ids"]
+    ]
+    ref = torch.stack([scores[b, last[b]][list(lin.label_ids)] for b in range(2)])
+    assert torch.allclose(lin.f0(), ref, rtol=1e-10, atol=1e-12)
+
+
+def test_more_bad_input(tokenizer):
+    model = tiny_bert()
+    with pytest.raises(ValueError, match="max_length: expected at least .* verbalizer prompt"):
+        LinearizedEncoder(tiny_bert(mlm=True), tokenizer, TEXTS, head="verbalizer", max_length=6)
+    with pytest.raises(ValueError, match="label_words: expected a list of 2 words, got the string 'great'"):
+        LinearizedEncoder(tiny_bert(mlm=True), tokenizer, TEXTS, head="verbalizer", label_words="great")
+    with pytest.raises(ValueError, match="label_words: expected words that are one token each"):
+        LinearizedEncoder(
+            tiny_bert(mlm=True), tokenizer, TEXTS, head="verbalizer", label_words=["good", "unwatchable"]
+        )
+    with pytest.raises(ValueError, match="head_seed: expected an int"):
+        LinearizedEncoder(model, tokenizer, TEXTS, head_seed=1.5)
+    lin = LinearizedEncoder(model, tokenizer, TEXTS[:2])
+    with pytest.raises(ValueError, match=r"labels: expected integer class labels 0 .. K-1, got \['a', 'b'\]"):
+        lin.problem(["a", "b"])
+    with pytest.raises(ValueError, match="memory_limit_gb: expected a positive number or None, got True"):
+        lin.jacobian(memory_limit_gb=True)
+    with pytest.raises(ValueError, match=r"D\[0\]: expected dtype torch.float64, got torch.float32"):
+        lin.logits([torch.zeros(s) for s in lin.blocks])
+    with pytest.raises(ValueError, match=r"D\[1\]: expected shape \(32, 32\)"):
+        lin.logits([torch.zeros(32, 32, dtype=torch.float64), torch.zeros(3, dtype=torch.float64)])

@@ -98,7 +98,7 @@ def test_experiment_end_to_end_small(tmp_path):
 
 def test_experiment_cli_bad_input(capsys):
     assert main(["experiment", "--n", "1"]) == 3
-    assert "--n/--ranks/--steps/--n-test: expected positive ints" in capsys.readouterr().err
+    assert "--n: expected ints >= 2, got 1" in capsys.readouterr().err
     assert main(["experiment", "--lams", "0"]) == 3
     assert "--lams: expected positive numbers" in capsys.readouterr().err
 
