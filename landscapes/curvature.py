@@ -565,9 +565,13 @@ def lambda_min(
     perturbation: Sequence[Tensor] | None = None,
     **options: Any,
 ) -> LambdaMin:
-    """Dispatch: ``"auto"`` is ``"structured"`` when ``J``'s rows are stored, else ``"lanczos"``."""
+    """Dispatch to one route.
+
+    ``"auto"`` is ``"structured"`` when ``J`` gives cheap factor products (a stored ``J``, an
+    encoder's operator form), else ``"lanczos"``.
+    """
     if method == "auto":
-        method = "structured" if isinstance(problem.J, DenseOperator) else "lanczos"
+        method = "structured" if getattr(problem.J, "cheap_factor_products", False) else "lanczos"
     if method == "structured":
         return lambda_min_structured(problem, U, V, perturbation=perturbation, **options)
     if method == "lanczos":

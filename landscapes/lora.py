@@ -297,18 +297,12 @@ def prediction_jacobian(problem: Problem, U: Sequence[Tensor], V: Sequence[Tenso
     r""":math:`\Phi = \partial z / \partial (U, V)`, shape ``(K N, P)``, in :func:`minimize_lora` order.
 
     Row ``i``: :math:`(\operatorname{vec}(A_i V_j), \operatorname{vec}(A_i^\top U_j))_j` with
-    :math:`A_i = \operatorname{mat}(J_i)` restricted to block ``j``; one pass over ``J``'s rows.
+    :math:`A_i = \operatorname{mat}(J_i)` restricted to block ``j``; one pass over ``J``'s rows
+    (:meth:`~landscapes.operators.LinearOperator.factor_products`; an encoder's operator form
+    computes it without ``J``).
     """
     _check_factors(problem, U, V)
-    R = problem.J.rows()  # (K N, p)
-    q = problem.KN
-    Phis, k0 = [], 0
-    for (m, n), u, v in zip(problem.blocks, U, V):
-        A = R[:, k0 : k0 + m * n].reshape(q, m, n)
-        k0 += m * n
-        Phis.append((A @ v).reshape(q, -1))
-        Phis.append((A.transpose(1, 2) @ u).reshape(q, -1))
-    return torch.cat(Phis, dim=1)
+    return problem.J.factor_products(problem.blocks, U, V)
 
 
 def lora_hessian(

@@ -8,7 +8,7 @@ Shapes are checked with messages that name the argument.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import scipy.sparse.linalg as spla
@@ -72,6 +72,31 @@ class LinearOperator(ABC):
                     f"{diff / scale:.2e} (relative) on the same vector (dropout or sampling left on?)"
                 )
 
+    #: Whether :meth:`factor_products` is cheap (no dense ``J`` is built): then the structured
+    #: curvature route is the default (:func:`landscapes.curvature.lambda_min`).
+    cheap_factor_products: bool = False
+
+    def factor_products(
+        self, blocks: Sequence[tuple[int, int]], U: Sequence[Tensor], V: Sequence[Tensor]
+    ) -> Tensor:
+        r"""Factor products per row: :math:`(\mathrm{vec}(A_i V_j), \mathrm{vec}(A_i^\top U_j))_j`.
+
+        :math:`A_i = \operatorname{mat}_j(\text{row } i)` is row ``i`` restricted to block ``j``
+        (shape ``m_j x n_j``, row-major), ``U_j`` is ``m_j x r_j`` and ``V_j`` is ``n_j x r_j``; the
+        result has shape ``(q, sum_j (m_j + n_j) r_j)``. For a Jacobian this is
+        :math:`\partial z / \partial (U, V)` of the linearized LoRA model. The default
+        materializes the rows; operators that can do better override it.
+        """
+        R = self.rows()
+        q = R.shape[0]
+        parts, k0 = [], 0
+        for (m, n), u, v in zip(blocks, U, V):
+            A = R[:, k0 : k0 + m * n].reshape(q, m, n)
+            k0 += m * n
+            parts.append((A @ v).reshape(q, -1))
+            parts.append((A.transpose(1, 2) @ u).reshape(q, -1))
+        return torch.cat(parts, dim=1)
+
     def rows(self) -> Tensor:
         """Materialize ``A`` as a dense ``(q, p)`` tensor, one ``rmatvec`` per row."""
         eye = torch.eye(self.shape[0], dtype=self.dtype, device=self.device)
@@ -98,6 +123,8 @@ class LinearOperator(ABC):
 
 class DenseOperator(LinearOperator):
     """A stored matrix."""
+
+    cheap_factor_products = True
 
     def __init__(self, matrix: Tensor) -> None:
         if not isinstance(matrix, Tensor) or matrix.ndim != 2:

@@ -287,6 +287,26 @@ def _attach_probes(modules: Sequence[nn.Module]) -> tuple[list[Tensor], list[Ten
     return inputs, probes, [m.register_forward_hook(make(j)) for j, m in enumerate(modules)]
 
 
+class _EncoderJacobian(FunctionOperator):
+    """The operator form of an encoder's ``J``, with factor products computed from probes."""
+
+    cheap_factor_products = True
+
+    def __init__(self, enc: LinearizedEncoder, matvec: Any, rmatvec: Any) -> None:
+        super().__init__(matvec, rmatvec, (enc.N * enc.K, enc.num_params), dtype=enc.dtype, device=enc.device)
+        self.encoder = enc
+
+    def factor_products(
+        self, blocks: Sequence[tuple[int, int]], U: Sequence[Tensor], V: Sequence[Tensor]
+    ) -> Tensor:  # noqa: D102
+        if tuple(tuple(b) for b in blocks) != self.encoder.blocks:
+            raise ValueError(f"blocks: expected {list(self.encoder.blocks)}, got {list(blocks)}")
+        return self.encoder.factor_products(U, V)
+
+    def __repr__(self) -> str:
+        return f"EncoderJacobian(shape={self.shape}, dtype={self.dtype}, targets={len(self.encoder.blocks)})"
+
+
 @dataclass(frozen=True)
 class _Bucket:
     idx: Tensor  # positions in the user's order, shape (B,)
@@ -656,8 +676,26 @@ class LinearizedEncoder:
             from tqdm.auto import tqdm
 
             it = tqdm(self._buckets, desc="Jacobian", unit="bucket")
+        for b, k, grads, inputs in self._probe_gradients(it):
+            B = int(b.idx.shape[0])
+            for j, (g, x) in enumerate(zip(grads, inputs)):
+                m, n = self.blocks[j]
+                out = buf.view(-1)[: B * m * n].view(B, m, n)
+                torch.matmul(g.transpose(1, 2), x, out=out)
+                J[b.idx, k, offsets[j] : offsets[j + 1]] = out.reshape(B, m * n)
+        return J.view(self.N * self.K, self.num_params)
+
+    def _probe_gradients(
+        self, buckets: Sequence[_Bucket] | None = None
+    ) -> Iterator[tuple[_Bucket, int, tuple[Tensor, ...], list[Tensor]]]:
+        r"""Per bucket and output ``k``: the probes' gradients (one per target) and the layer inputs.
+
+        ``grads[j][b, t]`` is :math:`\partial f_k(x_b) / \partial (\text{output of target } j
+        \text{ at token } t)` and ``inputs[j][b, t]`` the target's input there, so that
+        :math:`\operatorname{mat}(J_{b,k})_j = \sum_t` ``grads[j][b, t]^T inputs[j][b, t]``.
+        """
         with self._numerics():
-            for b in it:
+            for b in self._buckets if buckets is None else buckets:
                 inputs, probes, handles = _attach_probes(self._modules)
                 try:
                     with torch.enable_grad():
@@ -665,15 +703,35 @@ class LinearizedEncoder:
                 finally:
                     for hd in handles:
                         hd.remove()
-                B = int(b.idx.shape[0])
                 for k in range(self.K):
                     grads = torch.autograd.grad(logits[:, k].sum(), probes, retain_graph=k < self.K - 1)
-                    for j, (g, x) in enumerate(zip(grads, inputs)):
-                        m, n = self.blocks[j]
-                        out = buf.view(-1)[: B * m * n].view(B, m, n)
-                        torch.matmul(g.transpose(1, 2), x, out=out)
-                        J[b.idx, k, offsets[j] : offsets[j + 1]] = out.reshape(B, m * n)
-        return J.view(self.N * self.K, self.num_params)
+                    yield b, k, grads, inputs
+
+    def factor_products(self, U: Sequence[Tensor], V: Sequence[Tensor]) -> Tensor:
+        r"""The rows of :math:`\partial z / \partial (U, V)` without forming ``J``.
+
+        Row ``i`` is :math:`(\operatorname{vec}(A_i V_j), \operatorname{vec}(A_i^\top U_j))_j` with
+        :math:`A_i = \operatorname{mat}_j(J_i) = \sum_t \delta_t^\top X_t`, so
+        :math:`A_i V_j = \delta^\top (X V_j)`, :math:`A_i^\top U_j = X^\top (\delta U_j)`: the cost
+        of the probe gradients (a forward pass and ``K`` backward passes through the adapted
+        layers) plus small products; the result, of shape ``(K N, sum_j (m_j + n_j) r_j)``, is
+        :math:`\partial z / \partial (U, V)` of the linearized model
+        (:func:`landscapes.lora.prediction_jacobian`).
+        """
+        if len(U) != len(self.blocks) or len(V) != len(self.blocks):
+            raise ValueError(f"U, V: expected {len(self.blocks)} factors each, got {len(U)} and {len(V)}")
+        widths = [(m + n) * u.shape[1] for (m, n), u in zip(self.blocks, U)]
+        out = torch.empty(self.N, self.K, sum(widths), dtype=self.dtype, device=self.device)
+        for b, k, grads, inputs in self._probe_gradients():
+            o = 0
+            for g, x, u, v, (m, n) in zip(grads, inputs, U, V, self.blocks):
+                r = u.shape[1]
+                AV = torch.einsum("btm,btr->bmr", g, x @ v)  # (B, m, r)
+                AtU = torch.einsum("btn,btr->bnr", x, g @ u)  # (B, n, r)
+                out[b.idx, k, o : o + m * r] = AV.reshape(-1, m * r)
+                out[b.idx, k, o + m * r : o + (m + n) * r] = AtU.reshape(-1, n * r)
+                o += (m + n) * r
+        return out.view(self.N * self.K, -1)
 
     # ---- the Jacobian as an operator ---------------------------------------------------------------
     def operator(self) -> LinearOperator:
@@ -706,9 +764,7 @@ class LinearizedEncoder:
                         a += g
             return torch.cat([a.reshape(-1) for a in acc])
 
-        return FunctionOperator(
-            matvec, rmatvec, (self.N * self.K, self.num_params), dtype=self.dtype, device=self.device
-        )
+        return _EncoderJacobian(self, matvec, rmatvec)
 
     # ---- an independent reference ------------------------------------------------------------------
     def reference_jacobian(self, indices: Sequence[int] | None = None) -> Tensor:

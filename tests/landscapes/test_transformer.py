@@ -397,3 +397,44 @@ def test_more_bad_input(tokenizer):
         lin.logits([torch.zeros(s) for s in lin.blocks])
     with pytest.raises(ValueError, match=r"D\[1\]: expected shape \(32, 32\)"):
         lin.logits([torch.zeros(32, 32, dtype=torch.float64), torch.zeros(3, dtype=torch.float64)])
+
+
+def test_operator_form_problem_goes_through_the_same_checkers(tokenizer):
+    from verify.jlr import check_jlr_rank_blocks
+    from verify.landscape import check_jlr_no_spurious
+
+    lin = LinearizedEncoder(tiny_bert(11), tokenizer, TEXTS)
+    labels = [0, 1, 1, 0, 1, 0, 0]
+    dense = lin.problem(labels, lam=0.002)
+    op = lin.problem(labels, lam=0.002, form="operator")
+    vd, vo = check_jlr_rank_blocks(dense), check_jlr_rank_blocks(op)
+    assert vd.status == vo.status == "holds", (vd.reason, vo.reason)
+    assert vd.certificate["ranks"] == vo.certificate["ranks"]
+    assert abs(vd.certificate["objective"] - vo.certificate["objective"]) <= 1e-8 * max(
+        1.0, vd.certificate["objective"]
+    )
+    w = check_jlr_no_spurious(op, n_starts=2)
+    assert w.status == "holds", w.reason
+
+
+def test_factor_products_without_J_match_the_dense_rows(tokenizer):
+    from landscapes.lora import prediction_jacobian
+
+    lin = LinearizedEncoder(
+        tiny_bert(12),
+        tokenizer,
+        TEXTS,
+        K=3,
+        targets=["encoder.layer.2.attention.self.value.weight", "encoder.layer.1.intermediate.dense.weight"],
+        bucket_size=3,
+    )
+    labels = [0, 1, 2, 0, 1, 2, 0]
+    dense, op = lin.problem(labels), lin.problem(labels, form="operator")
+    g = torch.Generator().manual_seed(3)
+    U = [torch.randn(m, 2 + j, generator=g, dtype=torch.float64) for j, (m, _) in enumerate(lin.blocks)]
+    V = [torch.randn(n, 2 + j, generator=g, dtype=torch.float64) for j, (_, n) in enumerate(lin.blocks)]
+    A, B = prediction_jacobian(dense, U, V), prediction_jacobian(op, U, V)
+    assert (
+        A.shape == B.shape == (3 * len(TEXTS), sum((m + n) * (2 + j) for j, (m, n) in enumerate(lin.blocks)))
+    )
+    assert float((A - B).norm() / A.norm()) < 1e-12
