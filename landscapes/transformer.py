@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import dataclasses
 import difflib
 import fnmatch
 import math
@@ -55,6 +56,7 @@ from landscapes.problem import Problem
 
 __all__ = [
     "LinearizedEncoder",
+    "LinearizationCheck",
     "Target",
     "load_encoder",
     "default_model_path",
@@ -285,6 +287,30 @@ def _attach_probes(modules: Sequence[nn.Module]) -> tuple[list[Tensor], list[Ten
         return hook
 
     return inputs, probes, [m.register_forward_hook(make(j)) for j, m in enumerate(modules)]
+
+
+@dataclass(frozen=True)
+class LinearizationCheck:
+    r"""Evidence that ``J`` linearizes the model (:meth:`LinearizedEncoder.check_linearization`).
+
+    ``remainders[i]``: :math:`\|f(W_0 + t_i D) - f_0 - t_i J \operatorname{vec} D\|` for the step
+    ``scales[i]`` along a unit direction ``D``; ``orders``: the slopes
+    :math:`\log(r_i / r_{i+1}) / \log(t_i / t_{i+1})`, about 2 for a correct ``J`` (1 if ``J`` were
+    wrong, until rounding error takes over at tiny ``t``); ``reference_rel_diff``: ``J`` against the
+    per-example autograd loop over the whole model on the texts ``reference_rows``;
+    ``operator_rel_diff``: the jvp operator against ``J`` on ``D``.
+    """
+
+    scales: tuple[float, ...]
+    remainders: tuple[float, ...]
+    orders: tuple[float, ...]
+    reference_rows: tuple[int, ...]
+    reference_rel_diff: float
+    operator_rel_diff: float
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-friendly form."""
+        return dataclasses.asdict(self)
 
 
 class _EncoderJacobian(FunctionOperator):
@@ -765,6 +791,60 @@ class LinearizedEncoder:
             return torch.cat([a.reshape(-1) for a in acc])
 
         return _EncoderJacobian(self, matvec, rmatvec)
+
+    # ---- checks of the linearization ----------------------------------------------------------------
+    def check_linearization(
+        self,
+        J: Tensor | None = None,
+        *,
+        scales: Sequence[float] = (1e-1, 1e-2, 1e-3),
+        reference_rows: int = 2,
+        seed: int = 0,
+    ) -> LinearizationCheck:
+        r"""Numbers that show ``J`` is the Jacobian of this model (see :class:`LinearizationCheck`).
+
+        For a random direction ``D`` (``||D||_F = 1``, seeded) and each ``t`` in ``scales``: the
+        remainder :math:`\|f(W_0 + tD) - f_0 - t J \operatorname{vec} D\|`, which must shrink like
+        :math:`t^2`; ``J`` against the per-example autograd loop on ``reference_rows`` texts; the
+        operator form against ``J`` on ``D``.
+        """
+        if J is None:
+            J = self.jacobian()
+        if tuple(J.shape) != (self.N * self.K, self.num_params):
+            raise ValueError(f"J: expected shape {(self.N * self.K, self.num_params)}, got {tuple(J.shape)}")
+        if not scales or any(not (isinstance(t, (int, float)) and t > 0) for t in scales):
+            raise ValueError(f"scales: expected positive numbers, got {list(scales)!r}")
+        g = torch.Generator().manual_seed(int(seed))
+        x = torch.randn(self.num_params, generator=g, dtype=torch.float64).to(
+            device=self.device, dtype=self.dtype
+        )
+        x /= x.norm()
+        sizes = [m * n for m, n in self.blocks]
+        D = [c.view(s) for c, s in zip(torch.split(x, sizes), self.blocks)]
+        f0 = self.f0()
+        Jx = (J @ x).view(self.N, self.K)
+        rem = []
+        for t in scales:
+            rem.append(float((self.logits([t * d for d in D]) - f0 - t * Jx).norm()))
+        orders = [
+            math.log(rem[i] / rem[i + 1]) / math.log(scales[i] / scales[i + 1])
+            if rem[i + 1] > 0
+            else float("nan")
+            for i in range(len(rem) - 1)
+        ]
+        idx = sorted({0, self.N - 1} | set(range(min(reference_rows, self.N))))[: max(reference_rows, 1)]
+        R = self.reference_jacobian(idx)
+        rows = torch.tensor([i * self.K + k for i in idx for k in range(self.K)], device=J.device)
+        ref_diff = float((J[rows] - R).norm() / max(float(R.norm()), 1e-300))
+        op_diff = float((self.operator().matvec(x) - J @ x).norm() / max(float((J @ x).norm()), 1e-300))
+        return LinearizationCheck(
+            scales=tuple(float(t) for t in scales),
+            remainders=tuple(rem),
+            orders=tuple(orders),
+            reference_rows=tuple(idx),
+            reference_rel_diff=ref_diff,
+            operator_rel_diff=op_diff,
+        )
 
     # ---- an independent reference ------------------------------------------------------------------
     def reference_jacobian(self, indices: Sequence[int] | None = None) -> Tensor:

@@ -199,6 +199,7 @@ def jlr_real_experiment(
             lin = LinearizedEncoder(net, tok, list(train_d.texts))
             problem = lin.problem(train_d.label_tensor(), loss="cross_entropy", lam=lam)
             run["seconds"]["jacobian"] = time.perf_counter() - t0
+            run["linearization"] = lin.check_linearization(problem.J.rows()).to_dict()
             t0 = time.perf_counter()
             test_lin = LinearizedEncoder(net, tok, list(test_d.texts))
             test_op = test_lin.operator()

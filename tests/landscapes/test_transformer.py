@@ -138,6 +138,15 @@ def test_linearization_error_is_quadratic(tokenizer):
     # each tenfold step in ||D|| cuts the error a hundredfold (second order)
     assert 70 < errs[0] / errs[1] < 140 and 70 < errs[1] / errs[2] < 140, errs
     assert errs[0] > 0
+    # the same evidence as a user-facing check
+    chk = lin.check_linearization(J)
+    assert all(1.8 < o < 2.2 for o in chk.orders), chk
+    assert chk.reference_rel_diff < 1e-12 and chk.operator_rel_diff < 1e-12
+    # a wrong J (one block scaled) is caught: the remainder stops being second order
+    bad = J.clone()
+    bad[:, : lin.blocks[0][0] * lin.blocks[0][1]] *= 1.01
+    wrong = lin.check_linearization(bad, scales=(1e-3, 1e-4))
+    assert wrong.orders[0] < 1.2 and wrong.reference_rel_diff > 1e-3
 
 
 def test_verbalizer_head_matches_masked_lm_logits(tokenizer):
