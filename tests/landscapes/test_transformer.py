@@ -146,7 +146,7 @@ def test_linearization_error_is_quadratic(tokenizer):
     bad = J.clone()
     bad[:, : lin.blocks[0][0] * lin.blocks[0][1]] *= 1.01
     wrong = lin.check_linearization(bad, scales=(1e-3, 1e-4))
-    assert wrong.orders[0] < 1.2 and wrong.reference_rel_diff > 1e-3
+    assert wrong.orders[0] < 1.2 and wrong.reference_rel_diff > 1e-6  # a correct J: < 1e-12
 
 
 def test_verbalizer_head_matches_masked_lm_logits(tokenizer):
