@@ -207,10 +207,13 @@ class Problem:
         return self.J.device
 
     # ---- points --------------------------------------------------------------------------------
-    def subset(self, idx: Tensor) -> Problem:
+    def subset(self, idx: Tensor, *, buffer: Tensor | None = None) -> Problem:
         """The same problem on the examples ``idx`` (a mini-batch): rows of ``J``, ``f0`` and ``y``.
 
         The risk of the subset is the mean over ``idx``; ``J`` must store its rows (dense).
+        ``buffer`` (at least ``K len(idx)`` rows of ``J``'s width, dtype and device) receives the
+        rows, so that a training loop does not allocate (and page in) a fresh block per step; the
+        returned problem then views ``buffer`` and is valid until the buffer is overwritten.
         """
         if not isinstance(idx, Tensor) or idx.ndim != 1 or idx.dtype not in (torch.int64, torch.int32):
             raise ValueError(f"idx: expected a 1-D integer tensor, got {idx!r}")
@@ -219,16 +222,45 @@ class Problem:
         if not isinstance(self.J, DenseOperator):
             raise ValueError("J: mini-batches need a dense J (a stored matrix), got an operator")
         rows = (idx.unsqueeze(1) * self.K + torch.arange(self.K, device=idx.device)).reshape(-1)
-        return Problem(
-            self.J.matrix[rows],
-            self.f0[idx],
-            self.y[idx],
-            loss=self.loss,
-            blocks=self.blocks,
-            lam=self.lam,
-            seed=self.seed,
-            name=f"{self.name}[batch]",
-        )
+        # Rows of an already validated problem: skip the finiteness scans of the constructor
+        # (with a large J they cost as much as the mini-batch step itself).
+        sub = object.__new__(Problem)
+        if buffer is None:
+            Jsub = self.J.matrix.index_select(0, rows)
+        else:
+            M = self.J.matrix
+            if (
+                not isinstance(buffer, Tensor)
+                or buffer.ndim != 2
+                or buffer.shape[0] < rows.numel()
+                or buffer.shape[1] != M.shape[1]
+                or buffer.dtype != M.dtype
+                or buffer.device != M.device
+            ):
+                got = (
+                    (tuple(buffer.shape), buffer.dtype)
+                    if isinstance(buffer, Tensor)
+                    else type(buffer).__name__
+                )
+                raise ValueError(
+                    f"buffer: expected a tensor of shape (>= {rows.numel()}, {M.shape[1]}) and dtype "
+                    f"{M.dtype}, got {got}"
+                )
+            Jsub = torch.index_select(M, 0, rows, out=buffer[: rows.numel()])
+        fields = {
+            "J": DenseOperator(Jsub),
+            "f0": self.f0.index_select(0, idx),
+            "y": self.y.index_select(0, idx),
+            "loss": self.loss,
+            "blocks": self.blocks,
+            "lam": self.lam,
+            "seed": self.seed,
+            "name": f"{self.name}[batch]",
+            "meta": {},
+        }
+        for k, v in fields.items():
+            object.__setattr__(sub, k, v)
+        return sub
 
     def zeros(self) -> Blocks:
         """The point ``D = 0``."""

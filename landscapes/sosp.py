@@ -50,6 +50,7 @@ from landscapes.lora import (
     minimize_lora,
     product,
 )
+from landscapes.operators import DenseOperator
 from landscapes.problem import Problem
 
 __all__ = [
@@ -390,10 +391,16 @@ def train(
     b = len(U)
     history: list[tuple[int, float]] = []
     stochastic = optimizer in ("sgd", "adam") and batch_size is not None and batch_size < problem.N
+    rows = (batch_size or problem.N) * problem.K
+    buf = (
+        torch.empty(rows, problem.num_params, dtype=problem.dtype, device=problem.device)
+        if stochastic and isinstance(problem.J, DenseOperator)
+        else None
+    )
     for it in range(steps):
         if stochastic:
             idx = torch.randperm(problem.N, generator=gen)[: int(batch_size)]  # type: ignore[arg-type]
-            F, gU, gV = lora_value_and_grad(problem.subset(idx), U, V, perturbation=pert)
+            F, gU, gV = lora_value_and_grad(problem.subset(idx, buffer=buf), U, V, perturbation=pert)
             if it % record_every == 0:
                 history.append((it, lora_value(problem, U, V, perturbation=pert)))
         else:

@@ -32,6 +32,7 @@ from torch import Tensor
 
 from landscapes.io import atomic_write
 from landscapes.nuc import solve_nuc
+from landscapes.operators import DenseOperator
 from landscapes.problem import Problem
 from landscapes.sosp import find_sosp, make_init, train
 from theory.bounds import r_max
@@ -77,10 +78,19 @@ def train_full(
 
     batch = problem.N if batch_size is None else int(batch_size)
     stochastic = batch < problem.N
+    buf = (
+        torch.empty(batch * problem.K, problem.num_params, dtype=problem.dtype, device=problem.device)
+        if stochastic and isinstance(problem.J, DenseOperator)
+        else None
+    )
     for it in range(steps):
         if it % record_every == 0:
             hist.append((it, *objective(D)))
-        sub = problem.subset(torch.randperm(problem.N, generator=gen)[:batch]) if stochastic else problem
+        sub = (
+            problem.subset(torch.randperm(problem.N, generator=gen)[:batch], buffer=buf)
+            if stochastic
+            else problem
+        )
         S = sub.evaluate(D).S
         for k, (d, s, lam) in enumerate(zip(D, S, problem.lam)):
             g = s + lam * d

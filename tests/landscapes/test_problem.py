@@ -778,3 +778,18 @@ def test_risk_rejects_transposed_block():
     D = make_point(2, BLOCKS0)
     with pytest.raises(ValueError, match=r"D\[0\]: expected shape \(2, 3\), got \(3, 2\)"):
         P.risk((D[0].T.contiguous(), D[1]))
+
+
+def test_subset_into_a_buffer_equals_a_fresh_subset():
+    from landscapes import gaussian_problem
+
+    P = gaussian_problem(K=2, N=10, blocks=[(4, 3)], lam=0.1, loss="cross_entropy", seed=1)
+    idx = torch.tensor([7, 2, 5])
+    buf = torch.empty(8, P.num_params, dtype=P.dtype)
+    a, b = P.subset(idx), P.subset(idx, buffer=buf)
+    assert torch.equal(a.J.matrix, b.J.matrix) and torch.equal(a.y, b.y) and torch.equal(a.f0, b.f0)
+    assert b.J.matrix.data_ptr() == buf.data_ptr()
+    D = (torch.randn(4, 3, dtype=P.dtype),)
+    assert a.risk(D) == b.risk(D)
+    with pytest.raises(ValueError, match=r"buffer: expected a tensor of shape \(>= 6, 12\)"):
+        P.subset(idx, buffer=torch.empty(5, P.num_params, dtype=P.dtype))
