@@ -349,9 +349,10 @@ class LinearizedEncoder:
     ----------
     model, tokenizer
         A Hugging Face encoder of the BERT family (bare, or with an MLM head for
-        ``head="verbalizer"``) and its tokenizer; see :func:`load_encoder`. The model is copied
-        (converted to ``dtype``/``device``, eval mode, no gradients); the caller's object is
-        not modified.
+        ``head="verbalizer"``) and its tokenizer; see :func:`load_encoder`. A model that already
+        has ``dtype``, ``device``, eval mode and eager attention is used as it is; otherwise a
+        converted copy is made. The caller's object is never modified (hooks are removed after
+        each use).
     texts
         The ``N`` inputs.
     K
