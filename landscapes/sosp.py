@@ -349,6 +349,22 @@ class SOSPRun:
     converged: bool
 
 
+def adam_direction(
+    grads: Sequence[Tensor], m1: Sequence[Tensor], m2: Sequence[Tensor], it: int
+) -> list[Tensor]:
+    r"""One Adam step direction (:math:`\beta = (0.9, 0.999)`, :math:`\epsilon = 10^{-12}`), bias-corrected.
+
+    Updates the moment estimates ``m1``, ``m2`` in place for step ``it`` (from 0) and returns
+    :math:`\hat m / (\sqrt{\hat v} + \epsilon)` per tensor; the caller scales it by the learning rate.
+    """
+    beta1, beta2, eps = 0.9, 0.999, 1e-12
+    for a, b, x in zip(m1, m2, grads):
+        a.mul_(beta1).add_(x, alpha=1 - beta1)
+        b.mul_(beta2).addcmul_(x, x, value=1 - beta2)
+    c1, c2 = 1 - beta1 ** (it + 1), 1 - beta2 ** (it + 1)
+    return [(a / c1) / ((b / c2).sqrt() + eps) for a, b in zip(m1, m2)]
+
+
 def train(
     problem: Problem,
     init: LoRAPoint,
@@ -387,7 +403,6 @@ def train(
     gen = torch.Generator().manual_seed(seed)
     m1 = [torch.zeros_like(x) for x in U + V]
     m2 = [torch.zeros_like(x) for x in U + V]
-    beta1, beta2, eps = 0.9, 0.999, 1e-12
     b = len(U)
     history: list[tuple[int, float]] = []
     stochastic = optimizer in ("sgd", "adam") and batch_size is not None and batch_size < problem.N
@@ -414,11 +429,7 @@ def train(
         g = list(gU) + list(gV)
         eta = eta0 / (1.0 + it / 500.0) if decay else eta0
         if optimizer == "adam":
-            for k, x in enumerate(g):
-                m1[k].mul_(beta1).add_(x, alpha=1 - beta1)
-                m2[k].mul_(beta2).addcmul_(x, x, value=1 - beta2)
-            c1, c2 = 1 - beta1 ** (it + 1), 1 - beta2 ** (it + 1)
-            upd = [(m1[k] / c1) / ((m2[k] / c2).sqrt() + eps) for k in range(len(g))]
+            upd = adam_direction(g, m1, m2, it)
         else:
             upd = g
         params = [p - eta * d for p, d in zip(U + V, upd)]

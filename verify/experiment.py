@@ -34,7 +34,7 @@ from landscapes.io import atomic_write
 from landscapes.nuc import solve_nuc
 from landscapes.operators import DenseOperator
 from landscapes.problem import Problem
-from landscapes.sosp import find_sosp, make_init, train
+from landscapes.sosp import adam_direction, find_sosp, make_init, train
 from theory.bounds import r_max
 
 __all__ = ["jlr_real_experiment", "EXPERIMENT_SCHEMA_ID", "train_full"]
@@ -92,12 +92,9 @@ def train_full(
             else problem
         )
         S = sub.evaluate(D).S
-        for k, (d, s, lam) in enumerate(zip(D, S, problem.lam)):
-            g = s + lam * d
-            m1[k].mul_(0.9).add_(g, alpha=0.1)
-            m2[k].mul_(0.999).addcmul_(g, g, value=0.001)
-            c1, c2 = 1 - 0.9 ** (it + 1), 1 - 0.999 ** (it + 1)
-            d.sub_(lr * (m1[k] / c1) / ((m2[k] / c2).sqrt() + 1e-12))
+        grads = [s + lam * d for d, s, lam in zip(D, S, problem.lam)]
+        for d, step in zip(D, adam_direction(grads, m1, m2, it)):
+            d.sub_(lr * step)
     hist.append((steps, *objective(D)))
     return tuple(D), tuple(hist)
 
