@@ -2,7 +2,8 @@
 
 Subcommands: ``run`` (the main job: the default suite of synthetic problems, a table of verdicts,
 report files; ``--real`` adds the linearized offline MiniLM), ``claims`` (every claim and whether
-it has a checker), ``phase`` (the data of the [JLR24] phase diagram: the fraction of LoRA
+it has a checker), ``audit`` (a problem file: the user's own problem or a saved counterexample,
+and optionally a trained LoRA point), ``phase`` (the data of the [JLR24] phase diagram: the fraction of LoRA
 trainings that end at the global minimum per ``(r, K, N)``) and ``experiment`` (the [JLR24]
 real-model experiment on the review sentences).
 
@@ -70,8 +71,56 @@ def _parser() -> argparse.ArgumentParser:
     )
     run.add_argument("--no-progress", action="store_true", help="no progress bar")
     run.add_argument(
+        "--fresh",
+        action="store_true",
+        help="recompute everything (default: an interrupted run's finished verdicts in DIR are reused)",
+    )
+    run.add_argument(
         "--threads", type=int, default=None, metavar="N", help="torch threads (default: torch's)"
     )
+    au = sub.add_parser(
+        "audit",
+        help="audit a problem file (your own, or a saved counterexample) and optionally a LoRA point",
+        description="Run the applicable checkers on the problem in FILE (.npz or .safetensors; see "
+        "docs/problem-format.md) and print a table.  A counterexample file saved by a checker replays "
+        "its claim with the stored options.  --point certifies a trained LoRA point: is it a "
+        "second-order stationary point, is it global.  With --json the audit is written after every "
+        "verdict, and re-running the same command resumes from it.",
+        epilog="Exit codes: 0 all hold, 1 some violated, 2 some inconclusive, 3 bad input, 4 internal error.",
+    )
+    au.add_argument("file", metavar="FILE", help="problem file (.npz or .safetensors)")
+    au.add_argument(
+        "--claims",
+        nargs="+",
+        metavar="ID",
+        help="claim ids to check (default: those that apply; `none`: only the --point audit)",
+    )
+    au.add_argument(
+        "--rank",
+        dest="ranks",
+        nargs="+",
+        metavar="R",
+        help="LoRA ranks: JLR-no-spurious above the bound r(r+1)/2 > KN, JLR-spurious-below at or below it",
+    )
+    au.add_argument(
+        "--point",
+        metavar="PATH",
+        help="a LoRA point: .npz/.safetensors with U0, V0, ... (D = U V^T) or B0, A0, ... (D = s B A), "
+        "or a PEFT adapter directory",
+    )
+    au.add_argument(
+        "--scale",
+        metavar="S",
+        help="scale s of B A factors (default: lora_alpha / r of a PEFT adapter, else 1)",
+    )
+    au.add_argument(
+        "--json",
+        metavar="OUT",
+        help="write the audit as JSON after every verdict (an interrupted audit resumes)",
+    )
+    au.add_argument("--fresh", action="store_true", help="with --json: start over instead of resuming")
+    au.add_argument("--save-dir", metavar="DIR", help="directory for counterexamples found by the checkers")
+    au.add_argument("--no-progress", action="store_true", help="no progress bar")
     cl = sub.add_parser("claims", help="list the claims and which have checkers")
     cl.add_argument("--json", action="store_true", help="machine-readable output")
     ph = sub.add_parser(
@@ -273,6 +322,118 @@ def _cmd_phase(args: argparse.Namespace) -> int:
     return 0 if s["global_above_bound"] == s["runs_above_bound"] else 2
 
 
+def _positive_ints(option: str, items: Sequence[str]) -> list[int]:
+    out = []
+    for it in items:
+        try:
+            v = int(it)
+        except ValueError:
+            raise _BadInput(f"{option}: expected positive ints, got {it!r}") from None
+        if v < 1:
+            raise _BadInput(f"{option}: expected positive ints, got {it!r}")
+        out.append(v)
+    return out
+
+
+def _cmd_audit(args: argparse.Namespace) -> int:
+    import math
+
+    from landscapes.io import load_problem
+    from verify.audit import (
+        audit,
+        load_point,
+        plan_audit,
+        point_from_extras,
+        read_audit,
+        replay_options,
+        write_audit,
+    )
+
+    path = Path(args.file)
+    if not path.is_file():
+        raise _BadInput(f"FILE: expected an existing problem file, got {args.file!r}")
+    ranks = _positive_ints("--rank", args.ranks) if args.ranks else None
+    scale = None
+    if args.scale is not None:
+        try:
+            scale = float(args.scale)
+        except ValueError:
+            raise _BadInput(f"--scale: expected a positive number, got {args.scale!r}") from None
+        if not (math.isfinite(scale) and scale > 0):
+            raise _BadInput(f"--scale: expected a positive number, got {args.scale!r}")
+    out = Path(args.json) if args.json else None
+    if out is not None and out.exists() and not out.is_file():
+        raise _BadInput(f"--json: expected a file path, got an existing directory {args.json!r}")
+    save_dir = Path(args.save_dir) if args.save_dir else None
+    if save_dir is not None and save_dir.exists() and not save_dir.is_dir():
+        raise _BadInput(f"--save-dir: expected a directory, got an existing file {args.save_dir!r}")
+    try:
+        problem, extras = load_problem(path)
+    except ValueError as exc:
+        raise _BadInput(f"FILE: {exc}") from None
+    claims: list[str] | None = None
+    if args.claims:
+        claims = [] if [c.lower() for c in args.claims] == ["none"] else list(args.claims)
+    replay = None
+    try:
+        replay = replay_options(extras) if claims is None and ranks is None else None
+        point = None
+        point_source = None
+        if args.point:
+            point, info = load_point(args.point, problem, scale=scale)
+            point_source = f"{info['path']} ({info['layout']}" + (
+                f", scale {info['scale']:g})" if info.get("scale") else ")"
+            )
+        elif replay is not None:
+            point = point_from_extras(extras, problem)
+            point_source = f"{path} (the counterexample's point)" if point is not None else None
+        resume = None
+        if out is not None and out.exists() and not args.fresh:
+            resume = read_audit(out)
+            if resume.get("complete") is not False:
+                resume = None  # a finished audit is recomputed; only an interrupted one resumes
+        if replay is None:
+            plan = plan_audit(problem, claims=claims, ranks=ranks)
+            if not plan and point is None:
+                raise _BadInput("--claims: nothing to audit (no claims and no --point)")
+    except ValueError as exc:
+        raise _BadInput(str(exc)) from None
+    fp = problem.fingerprint()
+    print(
+        f"{path}: {fp.get('name') or 'problem'}  N={problem.N} K={problem.K} KN={problem.KN} "
+        f"blocks {list(problem.blocks)} lam {list(problem.lam)} loss {problem.loss.name}  "
+        f"sha256 {fp['sha256']}"
+    )
+    if replay is not None:
+        print(f"replaying the saved counterexample of {replay.claim} with its stored options")
+    if resume is not None:
+        print(f"resuming from {out}")
+    try:
+        result = audit(
+            problem,
+            point=point,
+            save_dir=save_dir,
+            resume=resume,
+            on_verdict=(lambda r: write_audit(r, out)) if out is not None else None,
+            progress=False if args.no_progress else None,
+            source=str(path),
+            point_source=point_source,
+            tasks=[replay] if replay is not None else None,
+            claims=None if replay is not None else claims,
+            ranks=None if replay is not None else ranks,
+        )
+    except ValueError as exc:
+        if "resume:" in str(exc):
+            raise _BadInput(f"--json: {exc}; pass --fresh to start over") from None
+        raise
+    print(result.table())
+    if result.resumed:
+        print(f"({result.resumed} verdicts reused from {out})")
+    if out is not None:
+        print(f"JSON: {out}")
+    return result.exit_code
+
+
 def _cmd_claims(args: argparse.Namespace) -> int:
     from theory.claims import CLAIMS, PAPERS
     from verify.registry import CHECKERS
@@ -333,7 +494,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
     from verify.registry import CHECKERS
     from verify.report import build_report, evidence, exit_code, write_report
-    from verify.suite import DEFAULT_SUITE, REAL_SUITE, run_suite, suite_tasks
+    from verify.suite import DEFAULT_SUITE, REAL_SUITE, finished_verdicts, run_suite, suite_tasks
 
     if args.threads is not None:
         if args.threads < 1:
@@ -363,6 +524,21 @@ def _cmd_run(args: argparse.Namespace) -> int:
     out = Path(args.out)
     if out.exists() and not out.is_dir():
         raise _BadInput(f"--out: expected a directory, got an existing file {str(out)!r}")
+    done = None
+    previous = out / "report.json"
+    if previous.is_file() and not args.fresh:
+        try:
+            old = json.loads(previous.read_text())
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise _BadInput(
+                f"--out: {previous} is not a readable report ({exc}); pass --fresh to overwrite it"
+            ) from None
+        if isinstance(old, dict) and old.get("format") == "loracheck.report" and old.get("complete") is False:
+            done = finished_verdicts(old, suite)
+            print(
+                f"resuming the interrupted run in {out}: {len(done)} finished verdicts reused "
+                "(--fresh: recompute)"
+            )
     t0 = time.perf_counter()
     verdicts = []
     specs = [s.to_dict() for s in suite]
@@ -372,6 +548,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
         claims=args.claims,
         save_dir=out / "counterexamples",
         progress=False if args.no_progress else None,
+        done=done,
     ):
         verdicts.append(v)
         line = f"{v.claim:<18} {v.problem['name']:<19} {v.status:<12} {evidence(v)}"
@@ -411,6 +588,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _cmd_phase(args)
         if args.command == "experiment":
             return _cmd_experiment(args)
+        if args.command == "audit":
+            return _cmd_audit(args)
         return _cmd_run(args)
     except _BadInput as exc:
         print(f"loracheck: error: {exc}", file=sys.stderr)

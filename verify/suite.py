@@ -6,7 +6,7 @@ the claims to check on each.  Reports record the specs, so a reader can rebuild 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -15,9 +15,17 @@ from landscapes import synthetic
 from landscapes.nuc import NucSolution, solve_nuc
 from landscapes.problem import Problem
 from verify.registry import get_checker
-from verify.verdict import Verdict
+from verify.verdict import Verdict, jsonable
 
-__all__ = ["ProblemSpec", "DEFAULT_SUITE", "REAL_SUITE", "build_problem", "run_suite", "suite_tasks"]
+__all__ = [
+    "ProblemSpec",
+    "DEFAULT_SUITE",
+    "REAL_SUITE",
+    "build_problem",
+    "run_suite",
+    "suite_tasks",
+    "finished_verdicts",
+]
 
 
 def _reviews(**kwargs: Any) -> Problem:
@@ -64,6 +72,7 @@ class ProblemSpec:
             "kwargs": dict(self.kwargs),
             "claims": list(self.claims),
             "note": self.note,
+            "checker_options": {k: dict(v) for k, v in self.checker_options.items()},
         }
 
 
@@ -153,7 +162,11 @@ REAL_SUITE: tuple[ProblemSpec, ...] = (
         "minilm-v-reviews",
         "reviews",
         dict(
-            N=32, K=2, lam=0.01, loss="cross_entropy", seed=0,
+            N=32,
+            K=2,
+            lam=0.01,
+            loss="cross_entropy",
+            seed=0,
             targets=["encoder.layer.5.attention.self.value.weight"],
         ),
         ("JLR-rank-NUC", "JLR-equiv"),
@@ -189,11 +202,14 @@ def run_suite(
     claims: Sequence[str] | None = None,
     save_dir: str | Path | None = None,
     progress: bool | None = None,
+    done: Mapping[tuple[str, str], Verdict] | None = None,
 ) -> Iterator[Verdict]:
     """Run every (problem, claim) of the suite and yield verdicts as they finish.
 
     One certified NUC solution per problem is shared by its NUC-based checkers.
-    ``progress=None`` shows a tqdm bar only on a terminal.
+    ``progress=None`` shows a tqdm bar only on a terminal.  ``done`` maps ``(problem name,
+    claim)`` to verdicts finished earlier (an interrupted run's report, see
+    :func:`finished_verdicts`): they are yielded again instead of recomputed.
     """
     from tqdm.auto import tqdm
 
@@ -206,6 +222,10 @@ def run_suite(
     try:
         for spec, claim in tasks:
             bar.set_postfix_str(f"{spec.name}: {claim}")
+            if done is not None and (spec.name, claim) in done:
+                yield done[(spec.name, claim)]
+                bar.update(1)
+                continue
             if spec.name not in problems:
                 problems[spec.name] = build_problem(spec)
             problem = problems[spec.name]
@@ -218,3 +238,25 @@ def run_suite(
             bar.update(1)
     finally:
         bar.close()
+
+
+def finished_verdicts(
+    report: Mapping[str, Any], suite: Sequence[ProblemSpec]
+) -> dict[tuple[str, str], Verdict]:
+    """Verdicts of an earlier report that belong to the same problems (equal specs) of ``suite``.
+
+    A verdict is kept when the report's spec of its problem equals the current spec (generator,
+    keyword arguments, claims and checker options), so a changed suite never reuses stale results.
+    """
+    specs = {s.name: s.to_dict() for s in suite}
+    old = {d.get("name"): d for d in report.get("suite", []) if isinstance(d, Mapping)}
+    out: dict[tuple[str, str], Verdict] = {}
+    for d in report.get("verdicts", []):
+        name = d.get("problem", {}).get("name")
+        if (
+            name in specs
+            and jsonable(old.get(name)) == jsonable(specs[name])
+            and d["claim"] in specs[name]["claims"]
+        ):
+            out[(name, d["claim"])] = Verdict.from_dict(d)
+    return out

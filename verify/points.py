@@ -1,0 +1,410 @@
+r"""LoRA points a user trained: reading them (our factors, PEFT's ``B, A``) and certifying them.
+
+A point :math:`(U, V)` (one factor pair per adapted block, :math:`D_j = U_jV_j^\top`) is audited for
+the LoRA objective
+
+.. math::
+
+    F(U, V) = L(UV^\top) + \tfrac{\lambda}{2}(\|U\|_F^2 + \|V\|_F^2):
+
+is it a second-order stationary point (gradient norm, rigorous :math:`\lambda_{\min}` bound, see
+:func:`landscapes.sosp.certify_sosp`), and is it global?  Global optimality is decided against the
+certified NUC optimum :math:`[\Delta, P]` (dual and primal values bracketing
+:math:`\min_D L(D) + \lambda\|D\|_*`).  Since :math:`F(U, V) \ge L(UV^\top) + \lambda\|UV^\top\|_*
+\ge \min \mathrm{NUC}` (the variational form of the nuclear norm), a point with
+:math:`F - \Delta \le \varepsilon` is global for every rank; when the LoRA rank is at least the
+rank of the certified NUC solution (its balanced factors are then an admissible rank-``r`` point
+of objective :math:`P`), a point with :math:`F - P > \varepsilon` is certified *not* global.
+Anything in between is ``"undecided"``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from landscapes.lora import LoRAPoint
+from landscapes.nuc import NucSolution, nuc_certificate, solve_nuc
+from landscapes.problem import Problem
+from landscapes.sosp import certify_sosp
+from theory.claims import DEFAULT_TOLERANCES
+from verify.verdict import jsonable
+
+__all__ = ["PointAudit", "audit_point", "load_point", "point_from_extras", "as_point"]
+
+_T = DEFAULT_TOLERANCES
+
+
+@dataclass(frozen=True)
+class PointAudit:
+    r"""Whether a LoRA point is an SOSP of :math:`F`, and whether it is global.
+
+    Attributes
+    ----------
+    status
+        ``"global"`` (:math:`F - \Delta \le \varepsilon`), ``"not global"`` (:math:`F - P >
+        \varepsilon` with the LoRA rank at least the NUC solution's rank) or ``"undecided"``;
+        :math:`\varepsilon` = ``gap_rtol * max(1, |F|)``.
+    is_sosp
+        Certified approximate SOSP (gradient norm and rigorous :math:`\lambda_{\min}` bound).
+    objective
+        :math:`F(U, V)`.
+    nuc_dual, nuc_primal
+        The certified bracket :math:`\Delta \le \min\mathrm{NUC} \le P`.
+    excess_upper, excess_lower
+        :math:`F - \Delta` and :math:`F - P`: bounds on :math:`F - \min\mathrm{NUC}`.
+    ranks, product_ranks, nuc_ranks
+        LoRA ranks ``r_j``, numerical ranks of :math:`U_jV_j^\top`, ranks of the NUC solution.
+    imbalance
+        :math:`\|U^\top U - V^\top V\|_F / \max(1, \|U\|_F^2)` per block (0 at global minima).
+    sosp
+        The full SOSP certificate (:meth:`landscapes.sosp.SOSPCertificate.to_dict`).
+    reason
+        One sentence.
+    """
+
+    status: str
+    is_sosp: bool
+    objective: float
+    nuc_dual: float
+    nuc_primal: float
+    excess_upper: float
+    excess_lower: float
+    ranks: tuple[int, ...]
+    product_ranks: tuple[int, ...]
+    nuc_ranks: tuple[int, ...]
+    imbalance: tuple[float, ...]
+    sosp: Mapping[str, Any]
+    reason: str
+    source: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON data."""
+        return jsonable(
+            {
+                "status": self.status,
+                "is_sosp": self.is_sosp,
+                "objective": self.objective,
+                "nuc_dual": self.nuc_dual,
+                "nuc_primal": self.nuc_primal,
+                "excess_upper": self.excess_upper,
+                "excess_lower": self.excess_lower,
+                "ranks": list(self.ranks),
+                "product_ranks": list(self.product_ranks),
+                "nuc_ranks": list(self.nuc_ranks),
+                "imbalance": list(self.imbalance),
+                "sosp": dict(self.sosp),
+                "reason": self.reason,
+                "source": self.source,
+            }
+        )
+
+    def summary(self) -> str:
+        """One line for a terminal."""
+        return (
+            f"point: {self.status}, {'an SOSP' if self.is_sosp else 'not a certified SOSP'} "
+            f"(LoRA rank {list(self.ranks)}, rank of UV^T {list(self.product_ranks)}); "
+            f"F - min NUC in [{self.excess_lower:.2e}, {self.excess_upper:.2e}]; {self.reason}"
+        )
+
+
+def as_point(problem: Problem, point: LoRAPoint | tuple[Sequence[Tensor], Sequence[Tensor]]) -> LoRAPoint:
+    """Validate a point for ``problem`` (one ``(U_j, V_j)`` pair per block, float64-compatible)."""
+    U: Sequence[Tensor]
+    V: Sequence[Tensor]
+    if isinstance(point, LoRAPoint):
+        U, V = point.U, point.V
+    elif isinstance(point, tuple) and len(point) == 2:
+        U, V = point
+        if isinstance(U, Tensor):
+            U = (U,)
+        if isinstance(V, Tensor):
+            V = (V,)
+    else:
+        raise ValueError(
+            f"point: expected a LoRAPoint or a pair (U, V) of factor lists, got {type(point).__name__}"
+        )
+    U, V = tuple(U), tuple(V)
+    if len(U) != len(problem.blocks) or len(V) != len(problem.blocks):
+        raise ValueError(
+            f"point: expected {len(problem.blocks)} factor pairs (one per block), "
+            f"got {len(U)} U and {len(V)} V"
+        )
+    for j, (u, v, (m, n)) in enumerate(zip(U, V, problem.blocks)):
+        for name, x, rows in (("U", u, m), ("V", v, n)):
+            if not isinstance(x, Tensor) or x.ndim != 2 or x.shape[0] != rows:
+                got = tuple(x.shape) if isinstance(x, Tensor) else type(x).__name__
+                raise ValueError(f"point.{name}[{j}]: expected shape ({rows}, r), got {got}")
+            if x.dtype != problem.dtype:
+                raise ValueError(f"point.{name}[{j}]: expected dtype {problem.dtype}, got {x.dtype}")
+            if not bool(torch.isfinite(x).all()):
+                raise ValueError(f"point.{name}[{j}]: expected finite entries, got NaN or inf")
+        if u.shape[1] != v.shape[1]:
+            raise ValueError(f"point: U[{j}] has {u.shape[1]} columns but V[{j}] has {v.shape[1]}")
+    return LoRAPoint(U, V)
+
+
+def audit_point(
+    problem: Problem,
+    point: LoRAPoint | tuple[Sequence[Tensor], Sequence[Tensor]],
+    *,
+    solution: NucSolution | None = None,
+    grad_rtol: float = _T.grad_rtol,
+    curvature_rtol: float = _T.curvature_rtol,
+    gap_rtol: float = _T.gap_rtol,
+    rank_rtol: float = _T.rank_rtol,
+    seed: int = 0,
+    source: str | None = None,
+) -> PointAudit:
+    r"""Certify a LoRA point: SOSP or not (gradient, :math:`\lambda_{\min}`), global or not (NUC).
+
+    ``solution`` is a NUC solution to reuse (re-certified here); the tolerances are those of
+    :func:`landscapes.sosp.certify_sosp` and the global test (module docstring).
+    """
+    pt = as_point(problem, point)
+    if problem.dtype != torch.float64:
+        raise ValueError(f"problem: point audits need float64 certificates, got {problem.dtype}")
+    sol = solution if solution is not None else solve_nuc(problem, gap_rtol=min(1e-10, gap_rtol), seed=seed)
+    nc = nuc_certificate(problem, problem.check_point(sol.D, "solution.D"))
+    sc = certify_sosp(
+        problem,
+        pt.U,
+        pt.V,
+        grad_rtol=grad_rtol,
+        curvature_rtol=curvature_rtol,
+        gap_rtol=gap_rtol,
+        rank_rtol=rank_rtol,
+    )
+    F = sc.objective
+    eps = gap_rtol * max(1.0, abs(F))
+    up, low = F - nc.dual, F - nc.primal
+    fits = all(int(u.shape[1]) >= k for u, k in zip(pt.U, sol.ranks))
+    if sc.is_global or up <= eps:
+        status = "global"
+        reason = f"F - (certified lower bound on min NUC) = {up:.2e} <= {eps:.2e}"
+    elif low > eps and fits:
+        status = "not global"
+        reason = (
+            f"F exceeds the objective of an admissible rank-{list(sol.ranks)} point by {low:.2e} > {eps:.2e}"
+        )
+    elif low > eps:
+        status = "undecided"
+        reason = (
+            f"F exceeds min NUC by >= {low:.2e}, but the LoRA rank {[int(u.shape[1]) for u in pt.U]} "
+            f"is below the NUC solution's rank {list(sol.ranks)}, so rank-r LoRA may not reach it"
+        )
+    else:
+        status = "undecided"
+        reason = f"F - min NUC lies in [{low:.2e}, {up:.2e}], around the tolerance {eps:.2e}"
+    imb = tuple(
+        float(torch.linalg.matrix_norm(u.T @ u - v.T @ v)) / max(1.0, float(u.square().sum()))
+        for u, v in zip(pt.U, pt.V)
+    )
+    return PointAudit(
+        status=status,
+        is_sosp=sc.is_sosp,
+        objective=F,
+        nuc_dual=nc.dual,
+        nuc_primal=nc.primal,
+        excess_upper=up,
+        excess_lower=low,
+        ranks=tuple(int(u.shape[1]) for u in pt.U),
+        product_ranks=sc.product_ranks,
+        nuc_ranks=tuple(sol.ranks),
+        imbalance=imb,
+        sosp=sc.to_dict(),
+        reason=f"{sc.reason}; {reason}",
+        source=source,
+    )
+
+
+def _read_arrays(path: Path) -> tuple[dict[str, np.ndarray], dict[str, str]]:
+    """Arrays (and the safetensors string metadata) of an .npz or .safetensors file."""
+    if path.suffix == ".npz":
+        try:
+            with np.load(path, allow_pickle=False) as z:
+                return {k: z[k] for k in z.files}, {}
+        except Exception as exc:  # noqa: BLE001 - any unreadable file is bad input
+            raise ValueError(f"point: expected a readable .npz file, got {str(path)!r} ({exc})") from None
+    if path.suffix == ".safetensors":
+        try:
+            from safetensors import safe_open
+        except ImportError:  # pragma: no cover - safetensors is a dependency
+            raise ValueError("point: reading .safetensors needs the package safetensors") from None
+        try:
+            with safe_open(str(path), framework="numpy") as fh:  # type: ignore[no-untyped-call]
+                meta = fh.metadata() or {}
+                return {k: fh.get_tensor(k) for k in fh.keys()}, dict(meta)
+        except Exception as exc:  # noqa: BLE001
+            raise ValueError(
+                f"point: expected a readable .safetensors file, got {str(path)!r} ({exc})"
+            ) from None
+    raise ValueError(
+        f"point: expected a .npz or .safetensors file or a PEFT adapter directory, got {str(path)!r}"
+    )
+
+
+def _peft_pairs(
+    arrays: Mapping[str, np.ndarray], problem: Problem
+) -> list[tuple[np.ndarray, np.ndarray]] | None:
+    """PEFT keys ``<module>.lora_A.weight`` / ``<module>.lora_B.weight`` matched to the blocks."""
+    a_keys = sorted(k for k in arrays if k.endswith("lora_A.weight"))
+    if not a_keys:
+        return None
+    modules = [k[: -len(".lora_A.weight")] for k in a_keys]
+    targets = problem.meta.get("targets")
+    pairs = []
+    if isinstance(targets, list) and len(targets) == len(problem.blocks):
+        for t in targets:
+            mod = str(t)[: -len(".weight")] if str(t).endswith(".weight") else str(t)
+            hits = [m for m in modules if m == mod or m.endswith("." + mod)]
+            if len(hits) != 1:
+                raise ValueError(
+                    f"point: expected one PEFT adapter for the problem's target {t!r}, found {len(hits)} "
+                    f"among {modules}"
+                )
+            pairs.append((arrays[hits[0] + ".lora_B.weight"], arrays[hits[0] + ".lora_A.weight"]))
+        return pairs
+    if len(modules) != len(problem.blocks):
+        raise ValueError(
+            f"point: expected {len(problem.blocks)} PEFT adapters (one per block), got {len(modules)}; "
+            "a problem with several blocks needs meta['targets'] to match adapters to blocks"
+        )
+    if len(modules) > 1:
+        raise ValueError(
+            "point: several PEFT adapters but the problem has no meta['targets'] naming its blocks; "
+            "save the factors as U0, V0, ... instead"
+        )
+    for m in modules:
+        if m + ".lora_B.weight" not in arrays:
+            raise ValueError(f"point: PEFT adapter {m!r} has lora_A but no lora_B weight")
+        pairs.append((arrays[m + ".lora_B.weight"], arrays[m + ".lora_A.weight"]))
+    return pairs
+
+
+def load_point(
+    path: str | os.PathLike[str], problem: Problem, *, scale: float | None = None
+) -> tuple[LoRAPoint, dict[str, Any]]:
+    r"""Read a LoRA point for ``problem`` from a file or a PEFT adapter directory.
+
+    Accepted layouts (``j`` = block index, blocks in the problem's order):
+
+    * ``U0, V0, U1, V1, ...``: :math:`D_j = U_j V_j^\top` (``U_j`` is ``m_j x r``, ``V_j`` is
+      ``n_j x r``), in ``.npz`` or ``.safetensors``;
+    * ``B0, A0, ...`` (the PEFT convention: ``B_j`` is ``m_j x r``, ``A_j`` is ``r x n_j``):
+      :math:`D_j = s\,B_jA_j` with the scale ``s`` (``scale``, else a scalar key ``scale``, else 1);
+    * a PEFT adapter: a directory with ``adapter_model.safetensors`` (and ``adapter_config.json``
+      for ``s = lora_alpha / r``, or ``lora_alpha / sqrt(r)`` with ``use_rslora``), or the
+      ``.safetensors`` file itself; keys ``<module>.lora_A.weight`` / ``<module>.lora_B.weight``
+      are matched to the blocks by ``problem.meta['targets']`` (weight names, as recorded by
+      :class:`landscapes.transformer.LinearizedEncoder`).
+
+    Scaled factors are returned balanced in scale: :math:`U = \sqrt{s}\,B`, :math:`V = \sqrt{s}\,A^\top`.
+    Returns the point and a description of what was read.
+    """
+    path = Path(path)
+    if scale is not None and not (
+        isinstance(scale, (int, float)) and not isinstance(scale, bool) and math.isfinite(scale) and scale > 0
+    ):
+        raise ValueError(f"scale: expected a positive finite number, got {scale!r}")
+    config: dict[str, Any] = {}
+    if path.is_dir():
+        st = path / "adapter_model.safetensors"
+        if not st.is_file():
+            raise ValueError(
+                f"point: expected a PEFT adapter directory with adapter_model.safetensors, got {str(path)!r}"
+            )
+        cfg = path / "adapter_config.json"
+        if cfg.is_file():
+            try:
+                config = json.loads(cfg.read_text())
+            except (OSError, json.JSONDecodeError) as exc:
+                raise ValueError(f"point: unreadable adapter_config.json in {str(path)!r} ({exc})") from None
+        file = st
+    elif path.is_file():
+        file = path
+        cfg = path.parent / "adapter_config.json"
+        if path.name == "adapter_model.safetensors" and cfg.is_file():
+            try:
+                config = json.loads(cfg.read_text())
+            except (OSError, json.JSONDecodeError) as exc:
+                raise ValueError(
+                    f"point: unreadable adapter_config.json next to {str(path)!r} ({exc})"
+                ) from None
+    else:
+        raise ValueError(f"point: expected an existing file or PEFT adapter directory, got {str(path)!r}")
+    arrays, _meta = _read_arrays(file)
+    b = len(problem.blocks)
+    info: dict[str, Any] = {"path": str(path)}
+    pairs: list[tuple[np.ndarray, np.ndarray]]
+    if all(f"U{j}" in arrays and f"V{j}" in arrays for j in range(b)):
+        layout = "UV"
+        pairs = [(arrays[f"U{j}"], arrays[f"V{j}"]) for j in range(b)]
+        s = 1.0
+    else:
+        peft = _peft_pairs(arrays, problem)
+        if peft is not None:
+            layout = "peft"
+            pairs = peft
+        elif all(f"B{j}" in arrays and f"A{j}" in arrays for j in range(b)):
+            layout = "BA"
+            pairs = [(arrays[f"B{j}"], arrays[f"A{j}"]) for j in range(b)]
+        else:
+            raise ValueError(
+                f"point: expected keys U0..U{b - 1} and V0..V{b - 1}, or B0/A0.. (PEFT convention), or PEFT "
+                f"'<module>.lora_A.weight' keys; got {sorted(arrays)[:12]}"
+            )
+        if scale is not None:
+            s = float(scale)
+        elif "scale" in arrays:
+            s = float(np.asarray(arrays["scale"]).reshape(()))
+        elif config:
+            r = config.get("r")
+            alpha = config.get("lora_alpha")
+            if not (isinstance(r, int) and r > 0 and isinstance(alpha, (int, float))):
+                raise ValueError(f"point: adapter_config.json needs int r > 0 and lora_alpha, got r={r!r}")
+            s = float(alpha) / (math.sqrt(r) if config.get("use_rslora") else r)
+        else:
+            s = 1.0
+        if not (math.isfinite(s) and s > 0):
+            raise ValueError(f"point: expected a positive scale, got {s!r}")
+    U, V = [], []
+    for j, (x, y) in enumerate(pairs):
+        for name, a in ((layout[0] + str(j), x), (layout[1] + str(j), y)):
+            if not isinstance(a, np.ndarray) or a.ndim != 2 or a.dtype.kind != "f":
+                got = f"{a.dtype} of shape {a.shape}" if isinstance(a, np.ndarray) else type(a).__name__
+                raise ValueError(f"point.{name}: expected a 2-D floating array, got {got}")
+        tx = torch.from_numpy(np.array(x, dtype=np.float64))
+        ty = torch.from_numpy(np.array(y, dtype=np.float64))
+        if layout == "UV":
+            U.append(tx)
+            V.append(ty)
+        else:  # B (m x r), A (r x n): D = s B A = (sqrt(s) B)(sqrt(s) A^T)^T
+            U.append(math.sqrt(s) * tx)
+            V.append(math.sqrt(s) * ty.T.contiguous())
+    info.update(layout=layout, scale=s if layout != "UV" else None)
+    pt = as_point(problem, (tuple(u.to(problem.dtype) for u in U), tuple(v.to(problem.dtype) for v in V)))
+    return pt, info
+
+
+def point_from_extras(extras: Mapping[str, np.ndarray], problem: Problem) -> LoRAPoint | None:
+    """The LoRA point ``U0, V0, ...`` stored in a counterexample file, if any."""
+    b = len(problem.blocks)
+    if not all(f"U{j}" in extras and f"V{j}" in extras for j in range(b)):
+        return None
+    return as_point(
+        problem,
+        (
+            tuple(torch.from_numpy(np.array(extras[f"U{j}"])).to(problem.dtype) for j in range(b)),
+            tuple(torch.from_numpy(np.array(extras[f"V{j}"])).to(problem.dtype) for j in range(b)),
+        ),
+    )
