@@ -122,7 +122,6 @@ _VERDICT_SCHEMA: dict[str, Any] = {
 #: JSON Schema (draft 2020-12) of an audit file (``loracheck audit --json OUT``).
 AUDIT_SCHEMA: dict[str, Any] = {
     "$schema": "https://json-schema.org/draft/2020-12/schema",
-    "$id": "https://loracheck.invalid/schemas/audit-1.json",
     "title": "loracheck audit",
     "type": "object",
     "required": [
@@ -413,10 +412,10 @@ class AuditResult:
 
     def table(self) -> str:
         """A concise table, one line per verdict, then the point audit and the counts."""
-        lines = [f"{'claim':<18} {'options':<14} {'status':<12} evidence"] if self.verdicts else []
+        lines = [f"{'claim':<18} {'rank':<5} {'status':<12} evidence"] if self.verdicts else []
         for t, v in zip(self.tasks, self.verdicts):
-            o = ", ".join(f"{k}={v_}" for k, v_ in t.options.items())
-            lines.append(f"{v.claim:<18} {o or '-':<14} {v.status:<12} {evidence(v)}")
+            r = t.options.get("rank", "-")
+            lines.append(f"{v.claim:<18} {str(r):<5} {v.status:<12} {evidence(v)}")
         for v in self.verdicts:
             if v.status != "holds":
                 lines.append(f"  {v.status}: {v.claim}: {v.reason}")

@@ -121,6 +121,13 @@ def _parser() -> argparse.ArgumentParser:
     au.add_argument("--fresh", action="store_true", help="with --json: start over instead of resuming")
     au.add_argument("--save-dir", metavar="DIR", help="directory for counterexamples found by the checkers")
     au.add_argument("--no-progress", action="store_true", help="no progress bar")
+    sc = sub.add_parser(
+        "schema",
+        help="print the JSON Schema of a report or an audit file",
+        description="Print the JSON Schema (draft 2020-12) of `loracheck run`'s report.json or of "
+        "`loracheck audit --json`'s file (the copies in docs/schemas/ are written by this command).",
+    )
+    sc.add_argument("kind", choices=["audit", "report"], help="which file format")
     cl = sub.add_parser("claims", help="list the claims and which have checkers")
     cl.add_argument("--json", action="store_true", help="machine-readable output")
     ph = sub.add_parser(
@@ -405,7 +412,8 @@ def _cmd_audit(args: argparse.Namespace) -> int:
         f"sha256 {fp['sha256']}"
     )
     if replay is not None:
-        print(f"replaying the saved counterexample of {replay.claim} with its stored options")
+        shown = ", ".join(f"{k}={v}" for k, v in replay.options.items())
+        print(f"replaying the saved counterexample of {replay.claim} with its stored options: {shown}")
     if resume is not None:
         print(f"resuming from {out}")
     try:
@@ -590,6 +598,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _cmd_experiment(args)
         if args.command == "audit":
             return _cmd_audit(args)
+        if args.command == "schema":
+            from verify.audit import AUDIT_SCHEMA
+            from verify.report import REPORT_SCHEMA
+
+            print(json.dumps(AUDIT_SCHEMA if args.kind == "audit" else REPORT_SCHEMA, indent=1))
+            return 0
         return _cmd_run(args)
     except _BadInput as exc:
         print(f"loracheck: error: {exc}", file=sys.stderr)
