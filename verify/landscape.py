@@ -752,4 +752,3 @@ def _rate(gaps: Sequence[tuple[int, float]]) -> float | None:
     y = np.log([g for _, g in pts])
     slope = float(np.polyfit(x, y, 1)[0])
     return -slope
-
