@@ -1,5 +1,6 @@
 """Checkers, verdicts, reports and the command line."""
 
+from verify.audits import AuditResult, AuditTask, audit, plan_audit
 from verify.jlr import (
     check_jlr_equiv,
     check_jlr_magnitude,
@@ -9,6 +10,7 @@ from verify.jlr import (
     check_jlr_zero_saddle,
 )
 from verify.landscape import check_jlr_gd, check_jlr_no_spurious, check_jlr_spurious_below
+from verify.points import PointAudit, audit_point, load_point
 from verify.registry import CHECKERS, get_checker
 from verify.report import REPORT_SCHEMA, build_report, write_report
 from verify.verdict import Verdict
@@ -29,4 +31,11 @@ __all__ = [
     "REPORT_SCHEMA",
     "build_report",
     "write_report",
+    "audit",
+    "plan_audit",
+    "AuditResult",
+    "AuditTask",
+    "audit_point",
+    "load_point",
+    "PointAudit",
 ]

@@ -346,7 +346,7 @@ def _cmd_audit(args: argparse.Namespace) -> int:
     import math
 
     from landscapes.io import load_problem
-    from verify.audit import (
+    from verify.audits import (
         audit,
         load_point,
         plan_audit,
@@ -599,7 +599,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "audit":
             return _cmd_audit(args)
         if args.command == "schema":
-            from verify.audit import AUDIT_SCHEMA
+            from verify.audits import AUDIT_SCHEMA
             from verify.report import REPORT_SCHEMA
 
             print(json.dumps(AUDIT_SCHEMA if args.kind == "audit" else REPORT_SCHEMA, indent=1))

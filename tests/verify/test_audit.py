@@ -15,7 +15,7 @@ from landscapes.io import load_problem, save_problem
 from landscapes.lora import LoRAPoint, balanced_factors, minimize_lora
 from landscapes.nuc import solve_nuc
 from landscapes.synthetic import gaussian_problem, teacher_problem
-from verify.audit import (
+from verify.audits import (
     AUDIT_SCHEMA,
     AuditTask,
     audit,

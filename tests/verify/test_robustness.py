@@ -21,7 +21,7 @@ from landscapes.lora import LoRAPoint
 from landscapes.nuc import solve_nuc
 from landscapes.problem import Problem
 from landscapes.synthetic import gaussian_problem
-from verify.audit import audit, plan_audit
+from verify.audits import audit, plan_audit
 from verify.cli import main
 from verify.jlr import check_jlr_rank_nuc
 from verify.landscape import check_jlr_no_spurious
