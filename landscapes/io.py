@@ -1,93 +1,363 @@
-"""Problem files: a versioned ``.npz`` format that replays a problem exactly.
+"""Problem files: a documented, versioned format that replays a problem exactly.
 
-Format ``loracheck.problem`` version 1 (NumPy ``.npz``, no pickled objects):
+Format ``loracheck.problem`` version 2, in two containers chosen by the file name: NumPy ``.npz``
+(never pickled) or ``.safetensors``. The full specification, with the checksum recipe and an
+example that writes a file with NumPy alone, is ``docs/problem-format.md``; in short, a file is a
+set of named fields, each a *text* (a string), an *integer* or an *array*:
 
-=============== ===========================================================
-key             content
-=============== ===========================================================
-format          ``"loracheck.problem"``
-version         ``1``
-J               dense Jacobian ``(K N, p)`` (operator-form problems cannot be saved)
-f0, y           as in :class:`~landscapes.problem.Problem`
-loss            loss name
-blocks          ``(b, 2)`` int array of block shapes
-lam             ``(b,)`` float array
-seed            int; ``has_seed`` says whether there is one
-name            str
-checksum        sha256 of the bytes of J, f0, y, blocks, lam (hex)
-extra__<key>    optional arrays attached by the writer (e.g. a counterexample point)
-=============== ===========================================================
+=============== ======== ==========================================================================
+key             kind     content
+=============== ======== ==========================================================================
+format          text     ``"loracheck.problem"`` (required)
+version         integer  ``2`` (required; version 1 ``.npz`` files are still read)
+J               array    dense Jacobian ``(K N, p)``, float16/32/64 -- or, instead of ``J``:
+J_left, J_right array    factors of ``J = J_left @ J_right``, ``(K N, s)`` and ``(s, p)``
+f0              array    ``(N, K)``, the dtype of ``J`` (required)
+y               array    labels in the loss's format (required)
+loss            text     ``squared``, ``logistic`` or ``cross_entropy`` (required)
+blocks          array    ``(b, 2)`` integer block shapes (required)
+lam             array    ``(b,)`` weight decays ``>= 0`` (required)
+seed            integer  the problem's seed (optional; absent: ``None``)
+name            text     the problem's name (optional; absent: ``""``)
+meta            text     ``Problem.meta`` as a JSON object (optional; absent: ``{}``)
+checksum        text     sha256 over all other fields (optional; verified when present)
+extra__<key>    any      arrays (or 0-d strings) attached by the writer, e.g. a counterexample
+=============== ======== ==========================================================================
 
-Files are written atomically (temporary file, then ``os.replace``): a killed writer never
-leaves a half-written problem file.
+In ``.npz`` a text is a 0-d unicode array and an integer a 0-d integer array. In
+``.safetensors`` (which stores only numeric tensors) texts and integers live in the header's
+``__metadata__`` dictionary (integers as decimal strings), arrays are tensors.
+
+Files are written atomically (temporary file in the same directory, ``fsync``, then
+``os.replace``): a killed writer never leaves a half-written problem file, and a failed write
+removes its temporary file and keeps the previous file.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
+import math
 import os
+import re
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 import numpy as np
+import safetensors.numpy as stnp
 import torch
+from torch import Tensor
 
-from landscapes.operators import DenseOperator
+from landscapes.losses import LOSS_NAMES
+from landscapes.operators import DenseOperator, LowRankOperator
 from landscapes.problem import Problem
 
-__all__ = ["save_problem", "load_problem", "atomic_write", "FORMAT", "VERSION"]
+__all__ = [
+    "save_problem",
+    "load_problem",
+    "load_counterexample",
+    "Counterexample",
+    "atomic_write",
+    "checksum",
+    "FORMAT",
+    "VERSION",
+    "SUPPORTED_VERSIONS",
+    "SUFFIXES",
+]
 
 FORMAT = "loracheck.problem"
-VERSION = 1
+VERSION = 2
+SUPPORTED_VERSIONS = (1, 2)
+SUFFIXES = (".npz", ".safetensors")
+
+#: A field's value: text (``str``), integer (``int``; only ``version`` and ``seed``) or array.
+Field = str | int | np.ndarray
+
+_TEXT_KEYS = ("format", "loss", "name", "meta", "checksum")
+_INT_KEYS = ("version", "seed")
+_ARRAY_KEYS = ("J", "J_left", "J_right", "f0", "y", "blocks", "lam")
+_REQUIRED = ("format", "version", "f0", "y", "loss", "blocks", "lam")
+_KNOWN = set(_TEXT_KEYS) | set(_INT_KEYS) | set(_ARRAY_KEYS)
+_EXTRA = "extra__"
+_EXTRA_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.\-]*")
+_FLOATS = (np.dtype(np.float16), np.dtype(np.float32), np.dtype(np.float64))
+_TORCH_FLOATS = (torch.float16, torch.float32, torch.float64)
+# numpy dtypes that safetensors stores
+_ST_DTYPES = {np.dtype(t) for t in (np.bool_, np.int8, np.uint8, np.int16, np.uint16, np.int32, np.uint32)}
+_ST_DTYPES |= {np.dtype(t) for t in (np.int64, np.uint64, np.float16, np.float32, np.float64)}
+_INT64 = np.iinfo(np.int64)
+_UINT64 = np.iinfo(np.uint64)
+_WHAT = {
+    "format": f"the text {FORMAT!r}",
+    "version": f"an integer in {list(SUPPORTED_VERSIONS)}",
+    "J": "a 2-D float16/float32/float64 array of shape (K*N, p)",
+    "J_left": "a 2-D float16/float32/float64 array of shape (K*N, s)",
+    "J_right": "a 2-D float16/float32/float64 array of shape (s, p)",
+    "f0": "a 2-D float array of shape (N, K) with the dtype of J",
+    "y": "an integer or float label array",
+    "loss": f"one of the texts {', '.join(LOSS_NAMES)}",
+    "blocks": "a (b, 2) integer array of positive block shapes",
+    "lam": "a (b,) array of finite weight decays >= 0",
+    "seed": "an integer",
+    "name": "a text",
+    "meta": "a text holding a JSON object",
+    "checksum": "a text of 64 lowercase hex digits",
+}
 
 
-def _checksum(arrays: list[np.ndarray]) -> str:
+# ---------------------------------------------------------------------------------------------
+# Checksum
+# ---------------------------------------------------------------------------------------------
+def checksum(fields: Mapping[str, Field]) -> str:
+    r"""The sha256 (hex) of a file's fields, in the canonical order of ``docs/problem-format.md``.
+
+    For every key except ``checksum``, in sorted order (Python string order): a text ``t`` adds
+    ``f"{key}\ttext\t{len(b)}\n".encode()`` then ``b = t.encode("utf-8")``; an integer ``i``
+    (``version``, ``seed``) is hashed as the text ``str(i)``; an array ``a`` adds
+    ``f"{key}\t{d}\t{shape}\n".encode()`` then its bytes in little-endian C order, where ``d`` is
+    the little-endian dtype string (``"<f8"``, ``"|b1"``) and ``shape`` the comma-joined sizes
+    (empty for a 0-d array). The digest is the same for a problem in either container.
+    """
+    h = hashlib.sha256()
+    for key in sorted(fields):
+        if key == "checksum":
+            continue
+        v = fields[key]
+        if isinstance(v, (str, int)) and not isinstance(v, bool):
+            b = str(v).encode("utf-8")
+            h.update(f"{key}\ttext\t{len(b)}\n".encode())
+            h.update(b)
+        else:
+            a = _little_endian(np.asarray(v))
+            shape = ",".join(str(s) for s in a.shape)
+            h.update(f"{key}\t{a.dtype.str}\t{shape}\n".encode())
+            h.update(a.tobytes(order="C"))
+    return h.hexdigest()
+
+
+def _little_endian(a: np.ndarray) -> np.ndarray:
+    return a.astype(a.dtype.newbyteorder("<"), copy=False)
+
+
+def _checksum_v1(arrays: list[np.ndarray]) -> str:
     h = hashlib.sha256()
     for a in arrays:
         h.update(np.ascontiguousarray(a).tobytes())
     return h.hexdigest()
 
 
+class _Reader:
+    """Error messages for one file: every one names ``path``, the key, the expectation and the value."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.p = repr(str(path))
+
+    def bad(self, key: str, got: str, expected: str | None = None) -> ValueError:
+        return ValueError(f"path: key {key!r} of {self.p}: expected {expected or _WHAT[key]}, got {got}")
+
+    def missing(self, key: str) -> ValueError:
+        return ValueError(f"path: key {key!r} of {self.p}: expected {_WHAT[key]}, got nothing (missing key)")
+
+
+# ---------------------------------------------------------------------------------------------
+# Metadata (Problem.meta) <-> JSON
+# ---------------------------------------------------------------------------------------------
+_TENSOR_TAG, _ARRAY_TAG = "__tensor__", "__ndarray__"
+
+
+def _meta_error(where: str, expected: str, got: object) -> ValueError:
+    return ValueError(f"problem.meta: expected {expected} at {where}, got {got}")
+
+
+def _encode_meta(v: Any, where: str) -> Any:
+    """JSON form of one meta value; tensors and arrays become tagged objects (see the docs)."""
+    if v is None or isinstance(v, (bool, np.bool_)):
+        return None if v is None else bool(v)
+    if isinstance(v, (int, np.integer)):
+        return int(v)
+    if isinstance(v, (float, np.floating)):
+        if not math.isfinite(float(v)):
+            raise _meta_error(where, "a finite number (JSON has no NaN or inf)", repr(float(v)))
+        return float(v)
+    if isinstance(v, str):
+        return v
+    if isinstance(v, (list, tuple)):
+        return [_encode_meta(x, f"{where}[{i}]") for i, x in enumerate(v)]
+    if isinstance(v, dict):
+        out = {}
+        for k, x in v.items():
+            if not isinstance(k, str):
+                raise _meta_error(where, "string keys (JSON objects have no others)", f"the key {k!r}")
+            out[k] = _encode_meta(x, f"{where}[{k!r}]")
+        if len(out) == 1 and next(iter(out)) in (_TENSOR_TAG, _ARRAY_TAG):
+            raise _meta_error(
+                where, "no dict whose only key is a reserved tag", f"the key {next(iter(out))!r}"
+            )
+        return out
+    if isinstance(v, (Tensor, np.ndarray)):
+        tag = _TENSOR_TAG if isinstance(v, Tensor) else _ARRAY_TAG
+        a = v.detach().cpu() if isinstance(v, Tensor) else v
+        dtype = str(a.dtype).replace("torch.", "")
+        if (isinstance(a, Tensor) and a.dtype.is_complex) or (
+            isinstance(a, np.ndarray) and a.dtype.kind not in "biuf"
+        ):
+            raise _meta_error(where, "a bool, integer or float tensor/array", f"dtype {dtype}")
+        data = a.reshape(-1).tolist()
+        if any(isinstance(x, float) and not math.isfinite(x) for x in data):
+            raise _meta_error(where, "finite values (JSON has no NaN or inf)", "NaN or inf")
+        return {tag: {"dtype": dtype, "shape": list(a.shape), "data": data}}
+    raise _meta_error(
+        where,
+        "a JSON value (None, bool, int, float, str, list, tuple, dict with str keys, tensor, array)",
+        f"a {type(v).__name__}",
+    )
+
+
+def _decode_meta(v: Any, where: str, r: _Reader) -> Any:
+    if isinstance(v, list):
+        return [_decode_meta(x, f"{where}[{i}]", r) for i, x in enumerate(v)]
+    if not isinstance(v, dict):
+        return v
+    if len(v) == 1 and next(iter(v)) in (_TENSOR_TAG, _ARRAY_TAG):
+        tag = next(iter(v))
+        spec = v[tag]
+        try:
+            shape = tuple(int(s) for s in spec["shape"])
+            if tag == _TENSOR_TAG:
+                dt = getattr(torch, spec["dtype"])
+                if not isinstance(dt, torch.dtype):
+                    raise TypeError(f"{spec['dtype']!r} is not a torch dtype")
+                return torch.tensor(spec["data"], dtype=dt).reshape(shape)
+            return np.array(spec["data"], dtype=np.dtype(spec["dtype"])).reshape(shape)
+        except Exception as exc:  # noqa: BLE001 - any malformed tag is bad input
+            raise r.bad(
+                "meta",
+                f"{str(spec)[:80]} at {where} ({exc})",
+                f"a tagged {tag} object {{dtype, shape, data}}",
+            ) from None
+    return {k: _decode_meta(x, f"{where}[{k!r}]", r) for k, x in v.items()}
+
+
+# ---------------------------------------------------------------------------------------------
+# Writing
+# ---------------------------------------------------------------------------------------------
+def _container(path: Path) -> str:
+    if path.suffix not in SUFFIXES:
+        raise ValueError(f"path: expected a file name ending in .npz or .safetensors, got {str(path)!r}")
+    return path.suffix[1:]
+
+
+def _tensor_array(t: Tensor, what: str) -> np.ndarray:
+    if t.dtype.is_floating_point and t.dtype not in _TORCH_FLOATS:
+        raise ValueError(f"{what}: expected dtype float16, float32 or float64 to save, got {t.dtype}")
+    try:
+        return t.detach().cpu().contiguous().numpy()
+    except TypeError as exc:
+        raise ValueError(f"{what}: expected a dtype that NumPy stores, got {t.dtype} ({exc})") from None
+
+
+def _problem_fields(problem: Problem) -> dict[str, Field]:
+    if not isinstance(problem, Problem):
+        raise TypeError(f"problem: expected a Problem, got {type(problem).__name__}")
+    fields: dict[str, Field] = {"format": FORMAT, "version": VERSION}
+    if isinstance(problem.J, DenseOperator):
+        fields["J"] = _tensor_array(problem.J.matrix, "problem.J")
+    elif isinstance(problem.J, LowRankOperator):
+        fields["J_left"] = _tensor_array(problem.J.left, "problem.J.left")
+        fields["J_right"] = _tensor_array(problem.J.right, "problem.J.right")
+    else:
+        raise ValueError(
+            "problem: expected a dense-J or LowRankOperator-J problem to save, got an operator-form J "
+            f"({type(problem.J).__name__}) that stores no matrix"
+        )
+    fields["f0"] = _tensor_array(problem.f0, "problem.f0")
+    fields["y"] = _tensor_array(problem.y, "problem.y")
+    fields["loss"] = problem.loss.name
+    fields["blocks"] = np.array(problem.blocks, dtype=np.int64).reshape(-1, 2)
+    fields["lam"] = np.array(problem.lam, dtype=np.float64)
+    if problem.seed is not None:
+        if not _INT64.min <= problem.seed <= _UINT64.max:
+            raise ValueError(
+                f"problem.seed: expected an int in [{_INT64.min}, {_UINT64.max}] to save, got {problem.seed}"
+            )
+        fields["seed"] = int(problem.seed)
+    fields["name"] = problem.name
+    fields["meta"] = json.dumps(
+        _encode_meta(dict(problem.meta), "meta"), allow_nan=False, ensure_ascii=False, separators=(",", ":")
+    )
+    return fields
+
+
+def _extra_fields(extra: Mapping[str, Any] | None, container: str) -> dict[str, Field]:
+    out: dict[str, Field] = {}
+    if extra is None:
+        return out
+    if not isinstance(extra, Mapping):
+        raise ValueError(f"extra: expected a mapping of names to arrays, got {type(extra).__name__}")
+    for k, v in extra.items():
+        if not isinstance(k, str) or not _EXTRA_NAME.fullmatch(k):
+            raise ValueError(f"extra: expected names of letters, digits, '_', '.', '-', got {k!r}")
+        a = _tensor_array(v, f"extra[{k!r}]") if isinstance(v, Tensor) else np.asarray(v)
+        if a.dtype.kind == "U" and a.ndim == 0:
+            out[_EXTRA + k] = str(a.item())
+            continue
+        if a.dtype.kind not in "biufcUS" or a.dtype.hasobject:
+            raise ValueError(
+                f"extra[{k!r}]: expected a bool, number or string array (files hold no pickled "
+                f"objects), got dtype {a.dtype}"
+            )
+        if container == "safetensors" and a.dtype.newbyteorder("=") not in _ST_DTYPES:
+            raise ValueError(
+                f"extra[{k!r}]: expected a bool, integer or float16/32/64 array, or a 0-d string, "
+                f"for .safetensors, got dtype {a.dtype} of shape {a.shape}"
+            )
+        out[_EXTRA + k] = a
+    return out
+
+
 def save_problem(
-    problem: Problem, path: str | os.PathLike[str], *, extra: dict[str, np.ndarray] | None = None
+    problem: Problem, path: str | os.PathLike[str], *, extra: Mapping[str, Any] | None = None
 ) -> Path:
-    """Write ``problem`` (and ``extra`` arrays) to ``path`` atomically; returns the path."""
-    if not isinstance(problem.J, DenseOperator):
-        raise ValueError("problem: expected a dense-J problem to save, got an operator-form J")
+    """Write ``problem`` (and ``extra`` arrays) to ``path`` atomically; returns the path.
+
+    The container follows the suffix: ``.npz`` or ``.safetensors`` (format version 2, see
+    ``docs/problem-format.md``). ``J`` must be dense or a
+    :class:`~landscapes.operators.LowRankOperator` (stored as its two factors); ``problem.meta``
+    must be JSON-serializable (tensors and arrays are stored tagged and come back as such; tuples
+    come back as lists). ``extra`` maps names to arrays (or 0-d strings), read back by
+    :func:`load_problem`.
+    """
     path = Path(path)
-    if path.suffix != ".npz":
-        raise ValueError(f"path: expected a file name ending in .npz, got {str(path)!r}")
-    J = problem.J.matrix.detach().cpu().numpy()
-    f0 = problem.f0.detach().cpu().numpy()
-    y = problem.y.detach().cpu().numpy()
-    blocks = np.array(problem.blocks, dtype=np.int64)
-    lam = np.array(problem.lam, dtype=np.float64)
-    data = {
-        "format": np.array(FORMAT),
-        "version": np.array(VERSION),
-        "J": J,
-        "f0": f0,
-        "y": y,
-        "loss": np.array(problem.loss.name),
-        "blocks": blocks,
-        "lam": lam,
-        "seed": np.array(0 if problem.seed is None else problem.seed),
-        "has_seed": np.array(problem.seed is not None),
-        "name": np.array(problem.name),
-        "checksum": np.array(_checksum([J, f0, y, blocks, lam])),
-    }
-    for k, v in (extra or {}).items():
-        data[f"extra__{k}"] = np.asarray(v)
-    return atomic_write(path, lambda fh: np.savez(fh, **data))  # type: ignore[arg-type]
+    container = _container(path)
+    fields = _problem_fields(problem)
+    fields.update(_extra_fields(extra, container))
+    fields["checksum"] = checksum(fields)
+    if container == "npz":
+        data = {k: _npz_value(v) for k, v in fields.items()}
+        return atomic_write(path, lambda fh: np.savez(fh, **data))  # type: ignore[arg-type]
+    tensors = {k: v for k, v in fields.items() if isinstance(v, np.ndarray)}
+    header = {k: str(v) for k, v in fields.items() if not isinstance(v, np.ndarray)}
+    return atomic_write(path, lambda fh: fh.write(stnp.save(tensors, metadata=header)))
+
+
+def _npz_value(v: Field) -> np.ndarray:
+    if isinstance(v, np.ndarray):
+        return v
+    if isinstance(v, str):
+        return np.array(v)
+    return np.array(v, dtype=np.int64 if v <= _INT64.max else np.uint64)
 
 
 def atomic_write(path: str | os.PathLike[str], write: Callable[[BinaryIO], object]) -> Path:
     """Call ``write`` on a temporary file next to ``path``, then move it into place.
 
     ``os.replace`` is atomic on one file system: readers see the old file or the new one, and a
-    killed writer leaves no half-written file (the temporary file is removed on any error).
+    killed writer leaves no half-written file (the temporary file is removed on any error; only a
+    ``SIGKILL`` can leave a hidden ``.<name>.*.tmp`` behind, never a partial ``path``).
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -95,6 +365,8 @@ def atomic_write(path: str | os.PathLike[str], write: Callable[[BinaryIO], objec
     try:
         with os.fdopen(fd, "wb") as fh:
             write(fh)
+            fh.flush()
+            os.fsync(fh.fileno())
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
@@ -103,51 +375,392 @@ def atomic_write(path: str | os.PathLike[str], write: Callable[[BinaryIO], objec
     return path
 
 
-def load_problem(path: str | os.PathLike[str]) -> tuple[Problem, dict[str, np.ndarray]]:
-    """Read a problem file; returns the problem (validated as on construction) and its extras."""
-    path = Path(path)
-    if not path.is_file():
-        raise ValueError(f"path: expected an existing problem file, got {str(path)!r}")
+# ---------------------------------------------------------------------------------------------
+# Reading
+# ---------------------------------------------------------------------------------------------
+def _describe(v: Field) -> str:
+    if isinstance(v, np.ndarray):
+        article = "an" if str(v.dtype)[0] in "aeiou" else "a"
+        return f"{article} {v.dtype} array of shape {v.shape}"
+    if isinstance(v, bool) or not isinstance(v, (str, int)):
+        return f"a {type(v).__name__}"
+    return f"the {'text' if isinstance(v, str) else 'integer'} {v!r:.80}"
+
+
+def _read_npz(r: _Reader) -> dict[str, Field]:
     try:
-        z = np.load(path, allow_pickle=False)
+        z = np.load(r.path, allow_pickle=False)
     except Exception as exc:  # noqa: BLE001 - any unreadable file is bad input
         raise ValueError(
-            f"path: expected a loracheck .npz problem file, got an unreadable file ({exc})"
+            f"path: expected a loracheck problem file, got an unreadable file {r.p} ({exc})"
         ) from None
     if not isinstance(z, np.lib.npyio.NpzFile):
-        raise ValueError(
-            f"path: expected a loracheck .npz problem file, got a single array file {str(path)!r}"
-        )
+        raise ValueError(f"path: expected a loracheck problem file, got a single array file {r.p}")
+    fields: dict[str, Field] = {}
     with z:
-        keys = set(z.files)
-        if "format" not in keys or str(z["format"]) != FORMAT:
+        for key in z.files:
+            try:
+                a = z[key]
+            except Exception as exc:  # noqa: BLE001 - e.g. a pickled object array
+                raise r.bad(key, f"an unreadable array ({exc})", "a plain (unpickled) array") from None
+            if key in _INT_KEYS:
+                if a.dtype.kind not in "iu" or a.ndim != 0:
+                    raise r.bad(key, _describe(a), f"{_WHAT[key]} (a 0-d integer array)")
+                fields[key] = int(a.item())
+            elif key in _TEXT_KEYS or (a.dtype.kind == "U" and a.ndim == 0):
+                if a.dtype.kind != "U" or a.ndim != 0:
+                    raise r.bad(key, _describe(a), None if key in _WHAT else "a 0-d string array")
+                fields[key] = str(a.item())
+            else:
+                fields[key] = a
+    return fields
+
+
+def _read_safetensors(r: _Reader, raw: bytes) -> dict[str, Field]:
+    try:
+        n = int.from_bytes(raw[:8], "little")
+        if len(raw) < 8 or n > len(raw) - 8:
+            raise ValueError("truncated header")
+        header = json.loads(raw[8 : 8 + n].decode("utf-8"))
+        if not isinstance(header, dict):
+            raise ValueError("the header is not a JSON object")
+        tensors = stnp.load(raw)
+    except Exception as exc:  # noqa: BLE001 - any unreadable file is bad input
+        raise ValueError(
+            f"path: expected a loracheck problem file (.npz or .safetensors), got an unreadable file "
+            f"{r.p} ({exc})"
+        ) from None
+    meta = header.get("__metadata__") or {}
+    if not isinstance(meta, dict) or not all(isinstance(v, str) for v in meta.values()):
+        raise ValueError(f"path: expected a safetensors __metadata__ of strings in {r.p}, got {meta!r:.80}")
+    fields: dict[str, Field] = {}
+    for key, text in meta.items():
+        if key in tensors:
+            raise r.bad(key, "both a tensor and a __metadata__ entry", "exactly one of the two")
+        if key in _ARRAY_KEYS:
+            raise r.bad(key, f"a __metadata__ text {text!r:.40}", f"{_WHAT[key]} (a tensor)")
+        if key in _INT_KEYS:
+            if not re.fullmatch(r"-?[0-9]+", text):
+                raise r.bad(key, f"the __metadata__ text {text!r:.40}", f"{_WHAT[key]} (a decimal text)")
+            fields[key] = int(text)
+        else:
+            fields[key] = text
+    for key, a in tensors.items():
+        if key in _TEXT_KEYS or key in _INT_KEYS:
+            raise r.bad(key, _describe(a), f"{_WHAT[key]} (in __metadata__, not a tensor)")
+        fields[key] = a
+    return fields
+
+
+def _read_fields(path: Path) -> tuple[dict[str, Field], str]:
+    """The fields of a file and its container, recognized from the content (not the name)."""
+    r = _Reader(path)
+    if not path.is_file():
+        raise ValueError(f"path: expected an existing problem file, got {str(path)!r}")
+    with open(path, "rb") as fh:
+        magic = fh.read(9)
+    # A safetensors file starts with an 8-byte header length and then the JSON header ("{").
+    if magic[8:9] != b"{" and magic[:4] in (b"PK\x03\x04", b"PK\x05\x06"):
+        return _read_npz(r), "npz"
+    if magic.startswith(b"\x93NUMPY"):
+        raise ValueError(f"path: expected a loracheck problem file, got a single array file {r.p}")
+    return _read_safetensors(r, path.read_bytes()), "safetensors"
+
+
+def _float_array(r: _Reader, key: str, a: Field, ndim: int) -> np.ndarray:
+    if not isinstance(a, np.ndarray):
+        raise r.bad(key, _describe(a))
+    if a.dtype.newbyteorder("=") not in _FLOATS:
+        raise r.bad(key, f"dtype {a.dtype}")
+    if a.ndim != ndim:
+        raise r.bad(key, f"{a.ndim} dimension(s), shape {a.shape}")
+    if not np.isfinite(a).all():
+        raise r.bad(key, "NaN or inf values")
+    return a
+
+
+def _torch(a: np.ndarray) -> Tensor:
+    if a.dtype.kind == "u" and a.dtype.itemsize > 1:  # torch has no general uint16/32/64
+        a = a.astype(np.int64)
+    return torch.from_numpy(np.array(a, dtype=a.dtype.newbyteorder("="), copy=True))
+
+
+def _problem_from_fields(r: _Reader, fields: dict[str, Field], version: int) -> Problem:
+    """Validate every key of a version-``version`` file and construct the problem."""
+    dense = "J" in fields
+    factors = [k for k in ("J_left", "J_right") if k in fields]
+    if dense and factors:
+        raise r.bad("J", f"J together with {' and '.join(factors)}", "either J or J_left and J_right")
+    if not dense and len(factors) == 1:
+        other = "J_right" if factors == ["J_left"] else "J_left"
+        raise r.missing(other)
+    if not dense and not factors:
+        raise ValueError(
+            f"path: key 'J' of {r.p}: expected J or J_left and J_right, got nothing (missing key)"
+        )
+    for key in _REQUIRED:
+        if key not in fields:
+            raise r.missing(key)
+    # --- J -------------------------------------------------------------------------------------
+    J: Tensor | LowRankOperator
+    if dense:
+        Ja = _float_array(r, "J", fields["J"], 2)
+        dtype = Ja.dtype.newbyteorder("=")
+        J = _torch(Ja)
+        rows, cols = Ja.shape
+    else:
+        La = _float_array(r, "J_left", fields["J_left"], 2)
+        Ra = _float_array(r, "J_right", fields["J_right"], 2)
+        dtype = La.dtype.newbyteorder("=")
+        if Ra.dtype.newbyteorder("=") != dtype:
+            raise r.bad("J_right", f"dtype {Ra.dtype}", f"the dtype of J_left ({dtype})")
+        if Ra.shape[0] != La.shape[1]:
+            raise r.bad("J_right", f"shape {Ra.shape}", f"{La.shape[1]} rows (the columns of J_left)")
+        try:
+            J = LowRankOperator(_torch(La), _torch(Ra))
+        except ValueError as exc:
+            raise ValueError(f"path: {r.p} holds invalid J factors: {exc}") from None
+        rows, cols = La.shape[0], Ra.shape[1]
+    # --- f0, y ---------------------------------------------------------------------------------
+    f0 = _float_array(r, "f0", fields["f0"], 2)
+    if f0.dtype.newbyteorder("=") != dtype:
+        raise r.bad("f0", f"dtype {f0.dtype}", f"the dtype of J ({dtype})")
+    if f0.shape[0] * f0.shape[1] != rows or f0.shape[0] < 1:
+        raise r.bad("f0", f"shape {f0.shape}", f"shape (N, K) with N*K = {rows} (the rows of J)")
+    y = fields["y"]
+    if not isinstance(y, np.ndarray) or y.dtype.kind not in "iuf":
+        raise r.bad("y", _describe(y))
+    if y.dtype.kind == "f" and not np.isfinite(y).all():
+        raise r.bad("y", "NaN or inf values")
+    # --- loss, blocks, lam ---------------------------------------------------------------------
+    loss = fields["loss"]
+    if not isinstance(loss, str) or loss not in LOSS_NAMES:
+        raise r.bad("loss", _describe(loss))
+    blocks = fields["blocks"]
+    if not isinstance(blocks, np.ndarray) or blocks.dtype.kind not in "iu":
+        raise r.bad("blocks", _describe(blocks))
+    if blocks.ndim != 2 or blocks.shape[1] != 2 or blocks.shape[0] < 1:
+        raise r.bad("blocks", f"shape {blocks.shape}")
+    if (blocks < 1).any():
+        raise r.bad("blocks", f"the shapes {blocks.tolist()}")
+    shapes = [(int(m), int(n)) for m, n in blocks.tolist()]
+    if sum(m * n for m, n in shapes) != cols:
+        raise r.bad(
+            "blocks", f"the shapes {shapes}", f"shapes whose sizes m*n sum to {cols} (the columns of J)"
+        )
+    lam = fields["lam"]
+    if not isinstance(lam, np.ndarray) or lam.dtype.kind not in "iuf":
+        raise r.bad("lam", _describe(lam))
+    if lam.shape != (len(shapes),):
+        raise r.bad("lam", f"shape {lam.shape}", f"shape ({len(shapes)},): one weight decay per block")
+    lams = [float(v) for v in lam.tolist()]
+    if not all(math.isfinite(v) and v >= 0.0 for v in lams):
+        raise r.bad("lam", f"the values {lams}")
+    # --- optional: seed, name, meta ------------------------------------------------------------
+    seed = fields.get("seed")
+    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
+        raise r.bad("seed", _describe(seed))
+    name = fields.get("name", "")
+    if not isinstance(name, str):
+        raise r.bad("name", _describe(name))
+    meta: dict[str, Any] = {}
+    if "meta" in fields:
+        text = fields["meta"]
+        if not isinstance(text, str):
+            raise r.bad("meta", _describe(text))
+        try:
+            obj = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise r.bad("meta", f"invalid JSON ({exc})") from None
+        if not isinstance(obj, dict):
+            raise r.bad("meta", f"a JSON {type(obj).__name__}")
+        meta = _decode_meta(obj, "meta", r)
+    try:
+        return Problem(
+            J,
+            _torch(f0),
+            _torch(y),
+            loss=loss,
+            blocks=shapes,
+            lam=lams,
+            seed=seed,
+            name=name,
+            meta=meta,
+        )
+    except (ValueError, TypeError) as exc:
+        raise ValueError(f"path: {r.p} holds an invalid problem (version {version}): {exc}") from None
+
+
+def _load_v1(r: _Reader, fields: dict[str, Field]) -> Problem:
+    required = ("J", "f0", "y", "loss", "blocks", "lam", "seed", "has_seed", "name", "checksum")
+    missing = [k for k in required if k not in fields]
+    if missing:
+        raise ValueError(
+            f"path: expected the keys of format {FORMAT!r} version 1; missing {', '.join(missing)}"
+        )
+    arrays = [a for k in ("J", "f0", "y", "blocks", "lam") if isinstance(a := fields[k], np.ndarray)]
+    if len(arrays) != 5 or _checksum_v1(arrays) != fields["checksum"]:
+        raise ValueError(f"path: checksum mismatch in {r.p}: the file is corrupted")
+    has_seed = fields["has_seed"]
+    if not isinstance(has_seed, np.ndarray) or has_seed.dtype.kind != "b" or has_seed.ndim != 0:
+        raise r.bad("has_seed", _describe(has_seed), "a 0-d bool array")
+    v2 = {k: v for k, v in fields.items() if k in _KNOWN and k not in ("seed", "checksum")}
+    if bool(has_seed.item()):
+        v2["seed"] = fields["seed"]
+    return _problem_from_fields(r, v2, 1)
+
+
+def _read(path: str | os.PathLike[str]) -> tuple[Problem, dict[str, np.ndarray], int]:
+    path = Path(path)
+    r = _Reader(path)
+    fields, container = _read_fields(path)
+    fmt = fields.get("format")
+    if fmt != FORMAT:
+        got = "none" if fmt is None else (fmt if isinstance(fmt, str) else _describe(fmt))
+        raise ValueError(f"path: expected a file of format {FORMAT!r}, got {got} (key 'format' of {r.p})")
+    if "version" not in fields:
+        raise r.missing("version")
+    version = fields["version"]
+    if version not in SUPPORTED_VERSIONS:
+        raise ValueError(
+            f"path: expected format version {' or '.join(map(str, SUPPORTED_VERSIONS))}, got {version} "
+            f"(key 'version' of {r.p})"
+        )
+    if version == 1:
+        if container != "npz":
+            raise ValueError(f"path: expected version 1 files as .npz only, got a .{container} file {r.p}")
+        problem = _load_v1(r, fields)
+    else:
+        unknown = sorted(k for k in fields if k not in _KNOWN and not k.startswith(_EXTRA))
+        if unknown:
             raise ValueError(
-                f"path: expected a file of format {FORMAT!r}, "
-                f"got {str(z['format']) if 'format' in keys else 'none'}"
+                f"path: expected only the keys of format {FORMAT!r} version 2 and extra__<name> in {r.p}, "
+                f"got unexpected key(s) {', '.join(map(repr, unknown))}"
             )
-        missing = sorted(
-            {"version", "J", "f0", "y", "loss", "blocks", "lam", "seed", "has_seed", "name", "checksum"}
-            - keys
-        )
-        if missing:
-            raise ValueError(f"path: expected the keys of format {FORMAT!r}; missing {', '.join(missing)}")
-        version = int(z["version"])
-        if version != VERSION:
-            raise ValueError(f"path: expected format version {VERSION}, got {version}")
-        J, f0, y = z["J"], z["f0"], z["y"]
-        blocks, lam = z["blocks"], z["lam"]
-        if _checksum([J, f0, y, blocks, lam]) != str(z["checksum"]):
-            raise ValueError(f"path: checksum mismatch in {str(path)!r}: the file is corrupted")
-        seed = int(z["seed"])
-        problem = Problem(
-            torch.from_numpy(J.copy()),
-            torch.from_numpy(f0.copy()),
-            torch.from_numpy(y.copy()),
-            loss=str(z["loss"]),
-            blocks=[(int(m), int(n)) for m, n in blocks],
-            lam=[float(v) for v in lam],
-            seed=seed if bool(z["has_seed"]) else None,
-            name=str(z["name"]),
-        )
-        extras = {k[len("extra__") :]: z[k] for k in z.files if k.startswith("extra__")}
+        if "checksum" in fields:
+            stored = fields["checksum"]
+            if not isinstance(stored, str) or not re.fullmatch(r"[0-9a-f]{64}", stored):
+                raise r.bad("checksum", _describe(stored))
+            if checksum(fields) != stored:
+                raise ValueError(f"path: checksum mismatch in {r.p}: the file is corrupted")
+        problem = _problem_from_fields(r, fields, 2)
+    extras = {k[len(_EXTRA) :]: np.asarray(v) for k, v in fields.items() if k.startswith(_EXTRA)}
+    return problem, extras, int(version)
+
+
+def load_problem(path: str | os.PathLike[str]) -> tuple[Problem, dict[str, np.ndarray]]:
+    """Read a problem file (``.npz`` or ``.safetensors``, versions 1 and 2).
+
+    Returns the problem (constructed, so validated as on construction) and its extras (the
+    ``extra__<key>`` fields, keyed by ``<key>``; texts come back as 0-d string arrays). The
+    container is recognized from the content. The checksum is verified when the file has one
+    (files written by hand may omit it); every missing or malformed key raises ``ValueError``
+    naming the path, the key, the expectation and what the file holds.
+    """
+    problem, extras, _ = _read(path)
     return problem, extras
+
+
+# ---------------------------------------------------------------------------------------------
+# Counterexamples
+# ---------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Counterexample:
+    """A saved counterexample: the problem, the refuted claim, the checker options, the point.
+
+    ``point`` is ``D = (D0, D1, ...)``, one matrix per block (the extras ``D<j>``); ``options``
+    the checker options (``options_json`` parsed). Checkers that save LoRA factors also give
+    ``U``, ``V`` (extras ``U<j>``, ``V<j>``), the perturbation (``C<j>``) and a ``record``
+    (``record_json["record"]``); else these are ``None``. ``extras`` holds every extra array.
+    """
+
+    problem: Problem
+    claim: str
+    options_json: str
+    options: dict[str, Any]
+    point: tuple[Tensor, ...]
+    U: tuple[Tensor, ...] | None
+    V: tuple[Tensor, ...] | None
+    perturbation: tuple[Tensor, ...] | None
+    record: dict[str, Any] | None
+    extras: dict[str, np.ndarray]
+    version: int
+
+
+def load_counterexample(path: str | os.PathLike[str]) -> Counterexample:
+    """Read a counterexample saved by a checker (``verify.jlr``, ``verify.landscape``).
+
+    The file is a problem file whose extras hold ``claim`` (text), ``options_json`` (a JSON
+    object) or ``record_json`` (``{"record": ..., "options": ...}``), and the point ``D0``,
+    ``D1``, ... (one per block). Missing or malformed extras raise ``ValueError`` naming them.
+    """
+    problem, extras, version = _read(path)
+    p = repr(str(path))
+
+    def text(key: str) -> str | None:
+        if key not in extras:
+            return None
+        a = extras[key]
+        if a.dtype.kind != "U" or a.ndim != 0:
+            raise ValueError(f"path: extra {key!r} of {p}: expected a text, got {_describe(a)}")
+        return str(a.item())
+
+    def points(letter: str, required: bool) -> tuple[Tensor, ...] | None:
+        keys = [f"{letter}{j}" for j in range(len(problem.blocks))]
+        if not any(k in extras for k in keys) and not required:
+            return None
+        for k in keys:
+            if k not in extras:
+                raise ValueError(
+                    f"path: extra {k!r} of {p}: expected {letter}0..{letter}{len(keys) - 1} "
+                    f"(one per block), got nothing (missing extra)"
+                )
+        out = []
+        for k in keys:
+            a = extras[k]
+            if a.dtype.newbyteorder("=") != np.dtype(str(problem.dtype).replace("torch.", "")):
+                raise ValueError(f"path: extra {k!r} of {p}: expected dtype {problem.dtype}, got {a.dtype}")
+            out.append(_torch(a))
+        return tuple(out)
+
+    claim = text("claim")
+    if claim is None:
+        raise ValueError(
+            f"path: extra 'claim' of {p}: expected the refuted claim's id, got nothing (missing extra)"
+        )
+    options_json, record = text("options_json"), None
+    record_json = text("record_json")
+    try:
+        if record_json is not None:
+            blob = json.loads(record_json)
+            record = blob.get("record") if isinstance(blob, dict) else None
+            if options_json is None and isinstance(blob, dict):
+                options_json = json.dumps(blob.get("options", {}), sort_keys=True)
+        if options_json is None:
+            raise ValueError("got nothing (missing extra)")
+        options = json.loads(options_json)
+        if not isinstance(options, dict):
+            raise ValueError(f"got JSON {type(options).__name__}")
+    except (ValueError, AttributeError) as exc:
+        raise ValueError(
+            f"path: extra 'options_json' of {p}: expected a JSON object of checker options, {exc}"
+        ) from None
+    point = points("D", True)
+    assert point is not None
+    try:
+        point = problem.check_point(point, "D")
+    except ValueError as exc:
+        raise ValueError(f"path: {p} holds a point that does not fit the problem: {exc}") from None
+    return Counterexample(
+        problem=problem,
+        claim=claim,
+        options_json=options_json,
+        options=options,
+        point=point,
+        U=points("U", False),
+        V=points("V", False),
+        perturbation=points("C", False),
+        record=record if isinstance(record, dict) else None,
+        extras=extras,
+        version=version,
+    )

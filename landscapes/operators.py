@@ -15,7 +15,7 @@ import scipy.sparse.linalg as spla
 import torch
 from torch import Tensor
 
-__all__ = ["LinearOperator", "DenseOperator", "FunctionOperator"]
+__all__ = ["LinearOperator", "DenseOperator", "LowRankOperator", "FunctionOperator"]
 
 
 class LinearOperator(ABC):
@@ -146,6 +146,100 @@ class DenseOperator(LinearOperator):
 
     def __repr__(self) -> str:
         return f"DenseOperator(shape={self.shape}, dtype={self.dtype})"
+
+
+class LowRankOperator(LinearOperator):
+    r"""A matrix stored as two factors, :math:`A = L R`.
+
+    ``left`` :math:`L` has shape ``(q, s)`` and ``right`` :math:`R` shape ``(s, p)``. For a Jacobian
+    of ``K N`` rows this stores :math:`(KN + p) s` numbers instead of :math:`KN p`; products cost
+    :math:`O((q + p) s)`. ``rows()`` materializes :math:`L R` when asked. Both factors are checked:
+    2-D, non-empty, one floating dtype and device, matching inner sizes, finite.
+    """
+
+    cheap_factor_products = True
+
+    def __init__(self, left: Tensor, right: Tensor) -> None:
+        for name, t in (("left", left), ("right", right)):
+            if not isinstance(t, Tensor):
+                raise TypeError(f"{name}: expected a torch.Tensor, got {type(t).__name__}")
+            if t.ndim != 2:
+                raise ValueError(f"{name}: expected a 2-D tensor, got shape {tuple(t.shape)}")
+            if not t.dtype.is_floating_point:
+                raise ValueError(f"{name}: expected a floating dtype, got {t.dtype}")
+            if min(t.shape) < 1:
+                raise ValueError(f"{name}: expected a non-empty matrix, got shape {tuple(t.shape)}")
+        if right.dtype != left.dtype:
+            raise ValueError(f"right: expected dtype {left.dtype} (the dtype of left), got {right.dtype}")
+        if right.device != left.device:
+            raise ValueError(f"right: expected device {left.device} (the device of left), got {right.device}")
+        if right.shape[0] != left.shape[1]:
+            raise ValueError(
+                f"right: expected {left.shape[1]} rows (the columns of left, shape {tuple(left.shape)}), "
+                f"got shape {tuple(right.shape)}"
+            )
+        for name, t in (("left", left), ("right", right)):
+            if not bool(torch.isfinite(t).all()):
+                raise ValueError(f"{name}: expected finite values, got NaN or inf")
+        self.left = left
+        self.right = right
+        self.shape = (int(left.shape[0]), int(right.shape[1]))
+        self.dtype = left.dtype
+        self.device = left.device
+
+    @property
+    def rank(self) -> int:
+        """Inner dimension ``s`` of the factorization (an upper bound on the rank of ``A``)."""
+        return int(self.left.shape[1])
+
+    def _matvec(self, x: Tensor) -> Tensor:
+        return self.left @ (self.right @ x)
+
+    def _rmatvec(self, y: Tensor) -> Tensor:
+        return self.right.T @ (self.left.T @ y)
+
+    def rows(self) -> Tensor:
+        """The dense ``(q, p)`` matrix ``L R``."""
+        return self.left @ self.right
+
+    def gram(self) -> Tensor:
+        r""":math:`A A^\top = L (R R^\top) L^\top`, without forming ``A``."""
+        return self.left @ (self.right @ self.right.T) @ self.left.T
+
+    def factor_products(
+        self, blocks: Sequence[tuple[int, int]], U: Sequence[Tensor], V: Sequence[Tensor]
+    ) -> Tensor:
+        r"""Factor products through the factors (see :meth:`LinearOperator.factor_products`).
+
+        Row ``i`` restricted to block ``j`` is :math:`A_i = \sum_t L_{it} R_t^{(j)}`, where
+        :math:`R_t^{(j)}` is row ``t`` of ``right`` restricted to block ``j`` (``m_j x n_j``). So
+        :math:`A_i V_j = \sum_t L_{it} R_t^{(j)} V_j`: the ``s`` products :math:`R_t^{(j)} V_j` are
+        computed once and mixed by ``L`` (same for :math:`A_i^\top U_j`). Cost
+        :math:`O(s\, m_j n_j r_j + q\, s\, (m_j + n_j) r_j)`; the dense ``(q, p)`` matrix is never formed.
+        """
+        if len(blocks) != len(U) or len(blocks) != len(V):
+            raise ValueError(
+                f"U, V: expected one factor per block ({len(blocks)}), got {len(U)} and {len(V)}"
+            )
+        p = sum(int(m) * int(n) for m, n in blocks)
+        if p != self.shape[1]:
+            raise ValueError(f"blocks: expected sizes summing to {self.shape[1]} columns, got {list(blocks)}")
+        s = self.rank
+        parts, k0 = [], 0
+        for j, ((m, n), u, v) in enumerate(zip(blocks, U, V)):
+            if u.ndim != 2 or u.shape[0] != m or v.ndim != 2 or v.shape[0] != n or u.shape[1] != v.shape[1]:
+                raise ValueError(
+                    f"U[{j}], V[{j}]: expected shapes ({m}, r) and ({n}, r), "
+                    f"got {tuple(u.shape)} and {tuple(v.shape)}"
+                )
+            Rb = self.right[:, k0 : k0 + m * n].reshape(s, m, n)
+            k0 += m * n
+            parts.append(self.left @ (Rb @ v).reshape(s, -1))
+            parts.append(self.left @ (Rb.transpose(1, 2) @ u).reshape(s, -1))
+        return torch.cat(parts, dim=1)
+
+    def __repr__(self) -> str:
+        return f"LowRankOperator(shape={self.shape}, rank={self.rank}, dtype={self.dtype})"
 
 
 class FunctionOperator(LinearOperator):
