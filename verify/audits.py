@@ -414,7 +414,8 @@ class AuditResult:
         """A concise table, one line per verdict, then the point audit and the counts."""
         lines = [f"{'claim':<18} {'rank':<5} {'status':<12} evidence"] if self.verdicts else []
         for t, v in zip(self.tasks, self.verdicts):
-            r = t.options.get("rank", "-")
+            r = t.options.get("rank", v.options.get("rank", "-"))
+            r = r[0] if isinstance(r, (list, tuple)) and len(set(r)) == 1 else r
             lines.append(f"{v.claim:<18} {str(r):<5} {v.status:<12} {evidence(v)}")
         for v in self.verdicts:
             if v.status != "holds":
