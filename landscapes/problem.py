@@ -25,7 +25,7 @@ import torch
 from torch import Tensor
 
 from landscapes.losses import Loss, get_loss
-from landscapes.operators import DenseOperator, LinearOperator
+from landscapes.operators import DenseOperator, LinearOperator, LowRankOperator
 
 __all__ = ["Problem", "Blocks", "RiskEvaluation"]
 
@@ -336,6 +336,13 @@ class Problem:
             h.update(t.detach().cpu().contiguous().numpy().tobytes())
         if isinstance(self.J, DenseOperator):
             h.update(self.J.matrix.detach().cpu().contiguous().numpy().tobytes())
+            form = "dense"
+        elif isinstance(self.J, LowRankOperator):
+            for t in (self.J.left, self.J.right):
+                h.update(t.detach().cpu().contiguous().numpy().tobytes())
+            form = "low-rank"
+        else:  # a function operator has no bytes to hash: only f0, y, blocks, lam, loss
+            form = "operator"
         return {
             "name": self.name,
             "N": self.N,
@@ -346,7 +353,7 @@ class Problem:
             "loss": self.loss.name,
             "seed": self.seed,
             "dtype": str(self.dtype).replace("torch.", ""),
-            "J_form": "dense" if isinstance(self.J, DenseOperator) else "operator",
+            "J_form": form,
             "sha256": h.hexdigest()[:16],
         }
 

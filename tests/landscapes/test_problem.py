@@ -793,3 +793,15 @@ def test_subset_into_a_buffer_equals_a_fresh_subset():
     assert a.risk(D) == b.risk(D)
     with pytest.raises(ValueError, match=r"buffer: expected a tensor of shape \(>= 6, 12\)"):
         P.subset(idx, buffer=torch.empty(5, P.num_params, dtype=P.dtype))
+
+
+def test_fingerprint_hashes_low_rank_factors():
+    from landscapes.operators import LowRankOperator
+
+    g = torch.Generator().manual_seed(0)
+    L = torch.randn(4, 2, generator=g, dtype=torch.float64)
+    R = torch.randn(2, 6, generator=g, dtype=torch.float64)
+    f0, y = torch.zeros(4, 1, dtype=torch.float64), torch.ones(4, 1, dtype=torch.float64)
+    a = Problem(LowRankOperator(L, R), f0, y, loss="squared", blocks=[(3, 2)], lam=0.1).fingerprint()
+    b = Problem(LowRankOperator(L, 2 * R), f0, y, loss="squared", blocks=[(3, 2)], lam=0.1).fingerprint()
+    assert a["J_form"] == "low-rank" and a["sha256"] != b["sha256"]
