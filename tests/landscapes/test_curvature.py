@@ -18,6 +18,7 @@ from landscapes.curvature import (
     unflatten_factors,
 )
 from landscapes.lora import lora_hessian, random_factors, random_perturbation
+from verify.strategies import lora_points, problems
 
 
 def _zeros(P, r):
@@ -176,12 +177,11 @@ def test_nondeterministic_operator_is_refused():
 
 
 @settings(max_examples=20, deadline=None)
-@given(seed=st.integers(0, 2**31 - 1), loss=st.sampled_from(["squared", "cross_entropy", "logistic"]))
-def test_hvp_operator_is_symmetric(seed, loss):
-    K = 2 if loss == "cross_entropy" else 1
-    P = gaussian_problem(K=K, N=3, blocks=[(4, 3), (2, 2)], lam=[0.05, 0.1], loss=loss, seed=seed)
-    gen = torch.Generator().manual_seed(seed)
-    pt = random_factors(P, [2, 1], scale=1.0, generator=gen)
+@given(data=st.data())
+def test_hvp_operator_is_symmetric(data):
+    P = data.draw(problems(K=(1, 2), N=3, blocks=2, lam=(0.05, 0.1), lam_per_block=True, kinds=("gaussian",)))
+    pt = data.draw(lora_points(P, rank=(1, 2), scale=1.0))
+    gen = torch.Generator().manual_seed(P.seed)
     op = LoRAHessianOperator(P, pt.U, pt.V)
     x = torch.randn(op.shape[0], generator=gen, dtype=torch.float64)
     y = torch.randn(op.shape[0], generator=gen, dtype=torch.float64)

@@ -14,19 +14,21 @@ from landscapes import (
     solve_nuc,
 )
 from theory import r_max
+from verify.strategies import lora_points, problems
 
-
-@given(
-    seed=st.integers(0, 2**31 - 1),
-    r=st.integers(1, 4),
-    loss=st.sampled_from(["squared", "cross_entropy", "logistic"]),
+# Two blocks of different shapes and weight decays, every loss; factors of rank up to 4, not
+# capped at min(m_j, n_j) (a rank above a block's size is a valid, redundant factorization).
+TWO_BLOCK_PROBLEMS = problems(
+    K=(1, 3), N=4, blocks=2, m=(2, 6), n=(2, 6), lam=(0.05, 0.5), lam_per_block=True, kinds=("gaussian",)
 )
-def test_gradient_matches_autograd(seed, r, loss):
-    K = {"squared": 2, "cross_entropy": 3, "logistic": 1}[loss]
-    P = gaussian_problem(K=K, N=4, blocks=[(5, 4), (3, 6)], lam=[0.1, 0.3], loss=loss, seed=seed)
-    g = torch.Generator().manual_seed(seed)
-    U = [torch.randn(m, r, generator=g, dtype=torch.float64, requires_grad=True) for m, _ in P.blocks]
-    V = [torch.randn(n, r, generator=g, dtype=torch.float64, requires_grad=True) for _, n in P.blocks]
+
+
+@given(data=st.data())
+def test_gradient_matches_autograd(data):
+    P = data.draw(TWO_BLOCK_PROBLEMS)
+    pt = data.draw(lora_points(P, rank=(1, 4), scale=1.0, cap_rank=False))
+    U = [u.clone().requires_grad_() for u in pt.U]
+    V = [v.clone().requires_grad_() for v in pt.V]
     D = [u @ v.T for u, v in zip(U, V)]
     z = P.f0 + (P.J.matrix @ torch.cat([d.reshape(-1) for d in D])).reshape(P.N, P.K)
     f = P.loss.value(z, P.y).mean() + sum(
@@ -73,20 +75,16 @@ def test_minimize_lora_bad_rank():
         lora_value(P, (), ())
 
 
-@given(
-    seed=st.integers(0, 2**31 - 1),
-    r=st.integers(1, 3),
-    loss=st.sampled_from(["squared", "cross_entropy", "logistic"]),
-)
-def test_hvp_matches_autograd(seed, r, loss):
+@given(data=st.data())
+def test_hvp_matches_autograd(data):
     from landscapes.lora import lora_hvp
 
-    K = {"squared": 2, "cross_entropy": 3, "logistic": 1}[loss]
-    P = gaussian_problem(K=K, N=4, blocks=[(4, 3), (2, 5)], lam=[0.1, 0.3], loss=loss, seed=seed)
-    g = torch.Generator().manual_seed(seed)
-    shapes = [(m, r) for m, _ in P.blocks] + [(n, r) for _, n in P.blocks]
-    X = [torch.randn(s, generator=g, dtype=torch.float64) for s in shapes]
-    dX = [torch.randn(s, generator=g, dtype=torch.float64) for s in shapes]
+    P = data.draw(TWO_BLOCK_PROBLEMS)
+    r = data.draw(st.integers(1, 3))
+    pt = data.draw(lora_points(P, rank=r, scale=1.0, cap_rank=False))
+    dpt = data.draw(lora_points(P, rank=r, scale=1.0, cap_rank=False))
+    X = list(pt.U) + list(pt.V)
+    dX = list(dpt.U) + list(dpt.V)
 
     def f(*xs):
         U, V = xs[: len(P.blocks)], xs[len(P.blocks) :]
@@ -102,18 +100,13 @@ def test_hvp_matches_autograd(seed, r, loss):
         assert torch.allclose(a, c, atol=1e-11, rtol=1e-9)
 
 
-@given(
-    seed=st.integers(0, 2**31 - 1),
-    ranks=st.lists(st.integers(1, 3), min_size=2, max_size=2),
-    loss=st.sampled_from(["squared", "cross_entropy", "logistic"]),
-)
-def test_dense_hessian_matches_autodiff_and_hvp(seed, ranks, loss):
+@given(data=st.data())
+def test_dense_hessian_matches_autodiff_and_hvp(data):
     """Closed-form dense Hessian == torch.func.hessian == columns of the closed-form HVP."""
-    from landscapes.lora import lora_hessian, lora_hvp, random_factors
+    from landscapes.lora import lora_hessian, lora_hvp
 
-    K = {"squared": 2, "cross_entropy": 3, "logistic": 1}[loss]
-    P = gaussian_problem(K=K, N=4, blocks=[(4, 3), (2, 5)], lam=[0.1, 0.3], loss=loss, seed=seed)
-    pt = random_factors(P, ranks, scale=0.8, generator=torch.Generator().manual_seed(seed))
+    P = data.draw(TWO_BLOCK_PROBLEMS)
+    pt = data.draw(lora_points(P, rank=(1, 3), scale=0.8, cap_rank=False))
     H = lora_hessian(P, pt.U, pt.V)
     sizes = [(u.shape, v.shape) for u, v in zip(pt.U, pt.V)]
 
@@ -146,15 +139,21 @@ def test_dense_hessian_matches_autodiff_and_hvp(seed, ranks, loss):
     assert torch.allclose(H[:, 1], col, atol=1e-12, rtol=1e-10)
 
 
-def test_dense_hessian_at_zero_has_the_closed_form_spectrum():
-    """At U = V = 0 the Hessian is [[lam I, S (x) I], [S^T (x) I, lam I]]: eigenvalues lam +- sigma_i(S)."""
+@given(problem=problems(blocks=1), r=st.integers(1, 3))
+def test_dense_hessian_at_zero_has_the_closed_form_spectrum(problem, r):
+    """At U = V = 0 the Hessian is [[lam I, S (x) I], [S^T (x) I, lam I]]: eigenvalues lam +- sigma_i(S),
+    and lam for the remaining |m - n| directions of each column pair (every loss: the Gauss-Newton
+    term vanishes at zero)."""
     from landscapes.lora import lora_hessian
 
-    P = gaussian_problem(K=1, N=5, blocks=[(4, 3)], lam=0.05, seed=3)
-    r = 2
-    H = lora_hessian(P, [torch.zeros(4, r, dtype=torch.float64)], [torch.zeros(3, r, dtype=torch.float64)])
+    P = problem
+    ((m, n),) = P.blocks
+    lam = P.lam[0]
+    H = lora_hessian(P, [torch.zeros(m, r, dtype=torch.float64)], [torch.zeros(n, r, dtype=torch.float64)])
     S = P.evaluate(P.zeros()).S[0]
     s = torch.linalg.svdvals(S)
     ev = torch.linalg.eigvalsh(H)
-    want = sorted([0.05 + float(x) for x in s] * r + [0.05 - float(x) for x in s] * r + [0.05] * r)
+    want = sorted(
+        [lam + float(x) for x in s] * r + [lam - float(x) for x in s] * r + [lam] * (abs(m - n) * r)
+    )
     assert torch.allclose(ev, torch.tensor(want, dtype=torch.float64), atol=1e-13)

@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 import torch
 from hypothesis import given
-from hypothesis import strategies as st
 
 from landscapes import Problem, gaussian_problem, nuc_certificate, solve_nuc, teacher_problem
 from landscapes.nuc import singular_value_threshold
+from verify.strategies import problems
 
 
 def denoising_problem(Y: torch.Tensor, lam: float) -> Problem:
@@ -109,25 +109,13 @@ def test_multi_block_certificate_and_solution():
     assert sol.ranks[1] == 0 and c.S_op[1] < 0.04  # the second block's optimum is exactly zero
 
 
-@given(
-    seed=st.integers(0, 2**31 - 1),
-    K=st.integers(1, 2),
-    N=st.integers(1, 8),
-    m=st.integers(1, 7),
-    n=st.integers(1, 7),
-    loss=st.sampled_from(["squared", "cross_entropy", "logistic"]),
-    lam=st.floats(1e-3, 0.5),
-)
-def test_weak_duality_and_certified_solution(seed, K, N, m, n, loss, lam):
-    if loss == "cross_entropy":
-        K = max(K, 2)
-    if loss == "logistic":
-        K = 1
-    P = gaussian_problem(K=K, N=N, blocks=[(m, n)], lam=lam, loss=loss, seed=seed)
-    g = torch.Generator().manual_seed(seed)
+@given(P=problems(K=(1, 2), N=(1, 8), blocks=1, m=(1, 7), n=(1, 7), lam=(1e-3, 0.5), kinds=("gaussian",)))
+def test_weak_duality_and_certified_solution(P):
+    ((m, n),) = P.blocks
+    g = torch.Generator().manual_seed(P.seed)
     D = torch.randn(m, n, generator=g, dtype=torch.float64)
     assert nuc_certificate(P, (D,)).gap >= -1e-12  # weak duality at an arbitrary point
-    sol = solve_nuc(P, seed=seed)
+    sol = solve_nuc(P, seed=P.seed)
     assert sol.converged, sol.certificate
     assert sol.certificate.rel_gap <= 1e-8
     # the returned objective is no worse than D = 0 (a feasible point)
