@@ -315,3 +315,13 @@ def test_console_script_audit_help():
         [sys.executable, "-m", "verify.cli", "audit", "--help"], capture_output=True, text=True, cwd=ROOT
     )
     assert r.returncode == 0 and "--point" in r.stdout and "Exit codes" in r.stdout
+
+
+def test_cli_audits_a_safetensors_problem_file(sq, tmp_path):
+    save_problem(sq, tmp_path / "sq.safetensors")
+    out = tmp_path / "a.json"
+    assert (
+        main(["audit", str(tmp_path / "sq.safetensors"), "--claims", "JLR-magnitude", "--json", str(out)])
+        == 0
+    )
+    assert json.loads(out.read_text())["problem"]["sha256"] == sq.fingerprint()["sha256"]
