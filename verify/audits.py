@@ -379,8 +379,17 @@ class AuditResult:
 
     @property
     def exit_code(self) -> int:
-        """0 all hold, 1 some violated, 2 some inconclusive (the point audit does not count)."""
-        return exit_code(self.verdicts)
+        """0 all hold, 1 some violated, 2 some inconclusive.
+
+        A point audit counts too: ``"not global"`` as 1, ``"undecided"`` as 2.
+        """
+        code = exit_code(self.verdicts)
+        if self.point is not None:
+            if self.point.status == "not global":
+                return 1
+            if self.point.status == "undecided" and code == 0:
+                return 2
+        return code
 
     @property
     def counts(self) -> dict[str, int]:

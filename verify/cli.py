@@ -106,7 +106,8 @@ def _parser() -> argparse.ArgumentParser:
         "--point",
         metavar="PATH",
         help="a LoRA point: .npz/.safetensors with U0, V0, ... (D = U V^T) or B0, A0, ... (D = s B A), "
-        "or a PEFT adapter directory",
+        "or a PEFT adapter directory; a 'not global' point makes the exit code 1, 'undecided' 2.  "
+        "(With D = s B A, weight decay wd on (B, A) corresponds to lam = wd / s here.)",
     )
     au.add_argument(
         "--scale",
@@ -345,6 +346,8 @@ def _positive_ints(option: str, items: Sequence[str]) -> list[int]:
 def _cmd_audit(args: argparse.Namespace) -> int:
     import math
 
+    import torch
+
     from landscapes.io import load_problem
     from verify.audits import (
         audit,
@@ -391,12 +394,16 @@ def _cmd_audit(args: argparse.Namespace) -> int:
             point_source = f"{info['path']} ({info['layout']}" + (
                 f", scale {info['scale']:g})" if info.get("scale") else ")"
             )
-        elif replay is not None:
+        elif replay is not None and not any(k.startswith("C") and k[1:].isdigit() for k in extras):
+            # (a point found on a perturbed objective, keys C0, C1, ..., is not audited on F)
             point = point_from_extras(extras, problem)
             point_source = f"{path} (the counterexample's point)" if point is not None else None
         resume = None
         if out is not None and out.exists() and not args.fresh:
-            resume = read_audit(out)
+            try:
+                resume = read_audit(out)
+            except ValueError as exc:
+                raise _BadInput(f"--json: {exc}; pass --fresh to overwrite it") from None
             if resume.get("complete") is not False:
                 resume = None  # a finished audit is recomputed; only an interrupted one resumes
         if replay is None:
@@ -405,6 +412,25 @@ def _cmd_audit(args: argparse.Namespace) -> int:
                 raise _BadInput("--claims: nothing to audit (no claims and no --point)")
     except ValueError as exc:
         raise _BadInput(str(exc)) from None
+    needs_nuc = point is not None or any(
+        t.claim != "JLR-rank-FT" and t.claim != "JLR-zero-saddle"
+        for t in ([replay] if replay is not None else plan_audit(problem, claims=claims, ranks=ranks))
+    )
+    if needs_nuc and not all(lam > 0 for lam in problem.lam):
+        raise _BadInput(
+            "FILE: expected lam > 0 on every block for the NUC-based claims and point audits, "
+            f"got {list(problem.lam)}"
+        )
+    if point is not None and problem.dtype != torch.float64:
+        raise _BadInput(f"FILE: point audits need a float64 problem (certificates), got {problem.dtype}")
+    if (
+        ranks is not None
+        and replay is None
+        and not any("rank" in t.options for t in plan_audit(problem, claims=claims, ranks=ranks))
+    ):
+        raise _BadInput(
+            "--rank: none of the selected claims takes a LoRA rank (JLR-no-spurious, JLR-spurious-below)"
+        )
     fp = problem.fingerprint()
     print(
         f"{path}: {fp.get('name') or 'problem'}  N={problem.N} K={problem.K} KN={problem.KN} "

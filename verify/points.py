@@ -23,6 +23,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -186,25 +187,29 @@ def audit_point(
     )
     F = sc.objective
     eps = gap_rtol * max(1.0, abs(F))
-    up, low = F - nc.dual, F - nc.primal
-    fits = all(int(u.shape[1]) >= k for u, k in zip(pt.U, sol.ranks))
-    if sc.is_global or up <= eps:
+    up = F - nc.dual
+    # The NUC solution truncated to the point's LoRA ranks is an admissible rank-r point (its
+    # balanced factors have LoRA objective equal to its NUC objective P_r), so the rank-r optimum
+    # is at most P_r, and F - P_r > eps certifies that the point is not a global minimizer.
+    ranks = [int(u.shape[1]) for u in pt.U]
+    D_r = []
+    for Dj, r in zip(sol.D, ranks):
+        P_, sv, Qh = torch.linalg.svd(Dj, full_matrices=False)
+        D_r.append((P_[:, :r] * sv[:r]) @ Qh[:r])
+    P_r = nuc_certificate(problem, tuple(D_r)).primal
+    low = F - P_r
+    if up <= eps:
         status = "global"
         reason = f"F - (certified lower bound on min NUC) = {up:.2e} <= {eps:.2e}"
-    elif low > eps and fits:
-        status = "not global"
-        reason = (
-            f"F exceeds the objective of an admissible rank-{list(sol.ranks)} point by {low:.2e} > {eps:.2e}"
-        )
+    elif sc.is_global:
+        status = "global"
+        reason = f"certified global by the SOSP certificate's gap bound {sc.gap_bound:.2e}"
     elif low > eps:
-        status = "undecided"
-        reason = (
-            f"F exceeds min NUC by >= {low:.2e}, but the LoRA rank {[int(u.shape[1]) for u in pt.U]} "
-            f"is below the NUC solution's rank {list(sol.ranks)}, so rank-r LoRA may not reach it"
-        )
+        status = "not global"
+        reason = f"F exceeds the objective of an admissible rank-{ranks} point by {low:.2e} > {eps:.2e}"
     else:
         status = "undecided"
-        reason = f"F - min NUC lies in [{low:.2e}, {up:.2e}], around the tolerance {eps:.2e}"
+        reason = f"F - min NUC lies in [{F - nc.primal:.2e}, {up:.2e}]; tolerance {eps:.2e}"
     imb = tuple(
         float(torch.linalg.matrix_norm(u.T @ u - v.T @ v)) / max(1.0, float(u.square().sum()))
         for u, v in zip(pt.U, pt.V)
@@ -216,7 +221,7 @@ def audit_point(
         nuc_dual=nc.dual,
         nuc_primal=nc.primal,
         excess_upper=up,
-        excess_lower=low,
+        excess_lower=F - nc.primal,
         ranks=tuple(int(u.shape[1]) for u in pt.U),
         product_ranks=sc.product_ranks,
         nuc_ranks=tuple(sol.ranks),
@@ -241,9 +246,13 @@ def _read_arrays(path: Path) -> tuple[dict[str, np.ndarray], dict[str, str]]:
         except ImportError:  # pragma: no cover - safetensors is a dependency
             raise ValueError("point: reading .safetensors needs the package safetensors") from None
         try:
-            with safe_open(str(path), framework="numpy") as fh:  # type: ignore[no-untyped-call]
+            with safe_open(str(path), framework="pt") as fh:  # type: ignore[no-untyped-call]
                 meta = fh.metadata() or {}
-                return {k: fh.get_tensor(k) for k in fh.keys()}, dict(meta)
+                out = {}
+                for k in fh.keys():
+                    t = fh.get_tensor(k)
+                    out[k] = (t.double() if t.is_floating_point() else t).numpy()
+                return out, dict(meta)
         except Exception as exc:  # noqa: BLE001
             raise ValueError(
                 f"point: expected a readable .safetensors file, got {str(path)!r} ({exc})"
@@ -255,15 +264,20 @@ def _read_arrays(path: Path) -> tuple[dict[str, np.ndarray], dict[str, str]]:
 
 def _peft_pairs(
     arrays: Mapping[str, np.ndarray], problem: Problem
-) -> list[tuple[np.ndarray, np.ndarray]] | None:
+) -> list[tuple[str, np.ndarray, np.ndarray]] | None:
     """PEFT keys ``<module>.lora_A.weight`` / ``<module>.lora_B.weight`` matched to the blocks."""
+    if any("lora_magnitude_vector" in k for k in arrays):
+        raise ValueError("point: a DoRA adapter (lora_magnitude_vector) is not a LoRA update s B A")
     a_keys = sorted(k for k in arrays if k.endswith("lora_A.weight"))
     if not a_keys:
         return None
     modules = [k[: -len(".lora_A.weight")] for k in a_keys]
+    for m in modules:
+        if m + ".lora_B.weight" not in arrays:
+            raise ValueError(f"point: PEFT adapter {m!r} has lora_A but no lora_B weight")
     targets = problem.meta.get("targets")
-    pairs = []
     if isinstance(targets, list) and len(targets) == len(problem.blocks):
+        chosen = []
         for t in targets:
             mod = str(t)[: -len(".weight")] if str(t).endswith(".weight") else str(t)
             hits = [m for m in modules if m == mod or m.endswith("." + mod)]
@@ -272,23 +286,41 @@ def _peft_pairs(
                     f"point: expected one PEFT adapter for the problem's target {t!r}, found {len(hits)} "
                     f"among {modules}"
                 )
-            pairs.append((arrays[hits[0] + ".lora_B.weight"], arrays[hits[0] + ".lora_A.weight"]))
-        return pairs
-    if len(modules) != len(problem.blocks):
+            chosen.append(hits[0])
+        extra = sorted(set(modules) - set(chosen))
+        if extra:
+            raise ValueError(f"point: the adapter also adapts modules the problem does not have: {extra}")
+    elif len(modules) == len(problem.blocks) == 1:
+        chosen = modules
+    else:
         raise ValueError(
-            f"point: expected {len(problem.blocks)} PEFT adapters (one per block), got {len(modules)}; "
-            "a problem with several blocks needs meta['targets'] to match adapters to blocks"
+            f"point: {len(modules)} PEFT adapters for {len(problem.blocks)} blocks and no meta['targets'] "
+            "naming the problem's blocks; save the factors as U0, V0, ... instead"
         )
-    if len(modules) > 1:
+    return [(m, arrays[m + ".lora_B.weight"], arrays[m + ".lora_A.weight"]) for m in chosen]
+
+
+def _pattern_value(pattern: object, module: str) -> object:
+    """The value of a PEFT ``rank_pattern`` / ``alpha_pattern`` entry that matches ``module``."""
+    if not isinstance(pattern, dict):
+        return None
+    for key, val in pattern.items():
+        if module == key or module.endswith("." + key) or re.fullmatch(str(key), module):
+            return val
+    return None
+
+
+def _peft_scale(config: Mapping[str, Any], module: str, r: int) -> float:
+    """``lora_alpha / r`` (``/ sqrt(r)`` with rsLoRA) for one module, honouring the patterns."""
+    r_cfg = _pattern_value(config.get("rank_pattern"), module) or config.get("r")
+    if r_cfg != r:
         raise ValueError(
-            "point: several PEFT adapters but the problem has no meta['targets'] naming its blocks; "
-            "save the factors as U0, V0, ... instead"
+            f"point: adapter_config.json gives r = {r_cfg!r} for {module!r} but its lora_A has {r} rows"
         )
-    for m in modules:
-        if m + ".lora_B.weight" not in arrays:
-            raise ValueError(f"point: PEFT adapter {m!r} has lora_A but no lora_B weight")
-        pairs.append((arrays[m + ".lora_B.weight"], arrays[m + ".lora_A.weight"]))
-    return pairs
+    alpha = _pattern_value(config.get("alpha_pattern"), module) or config.get("lora_alpha")
+    if not isinstance(alpha, (int, float)) or isinstance(alpha, bool) or not alpha > 0:
+        raise ValueError(f"point: adapter_config.json needs a positive lora_alpha, got {alpha!r}")
+    return float(alpha) / (math.sqrt(r) if config.get("use_rslora") else r)
 
 
 def load_point(
@@ -346,39 +378,45 @@ def load_point(
     b = len(problem.blocks)
     info: dict[str, Any] = {"path": str(path)}
     pairs: list[tuple[np.ndarray, np.ndarray]]
+    scales: list[float]
     if all(f"U{j}" in arrays and f"V{j}" in arrays for j in range(b)):
+        if scale is not None:
+            raise ValueError("scale: a U, V point has no scale (D = U V^T); pass it only with B, A factors")
         layout = "UV"
         pairs = [(arrays[f"U{j}"], arrays[f"V{j}"]) for j in range(b)]
-        s = 1.0
+        scales = [1.0] * b
     else:
         peft = _peft_pairs(arrays, problem)
         if peft is not None:
             layout = "peft"
-            pairs = peft
+            pairs = [(B, A) for _, B, A in peft]
+            if scale is not None:
+                scales = [float(scale)] * b
+            elif config:
+                scales = [_peft_scale(config, m, int(np.asarray(A).shape[0])) for m, _, A in peft]
+            else:
+                raise ValueError(
+                    "scale: a PEFT adapter without its adapter_config.json needs --scale (lora_alpha / r)"
+                )
         elif all(f"B{j}" in arrays and f"A{j}" in arrays for j in range(b)):
             layout = "BA"
             pairs = [(arrays[f"B{j}"], arrays[f"A{j}"]) for j in range(b)]
+            if scale is not None:
+                s_ = float(scale)
+            elif "scale" in arrays:
+                s_ = float(np.asarray(arrays["scale"]).reshape(()))
+            else:
+                s_ = 1.0
+            if not (math.isfinite(s_) and s_ > 0):
+                raise ValueError(f"point: expected a positive scale, got {s_!r}")
+            scales = [s_] * b
         else:
             raise ValueError(
                 f"point: expected keys U0..U{b - 1} and V0..V{b - 1}, or B0/A0.. (PEFT convention), or PEFT "
                 f"'<module>.lora_A.weight' keys; got {sorted(arrays)[:12]}"
             )
-        if scale is not None:
-            s = float(scale)
-        elif "scale" in arrays:
-            s = float(np.asarray(arrays["scale"]).reshape(()))
-        elif config:
-            r = config.get("r")
-            alpha = config.get("lora_alpha")
-            if not (isinstance(r, int) and r > 0 and isinstance(alpha, (int, float))):
-                raise ValueError(f"point: adapter_config.json needs int r > 0 and lora_alpha, got r={r!r}")
-            s = float(alpha) / (math.sqrt(r) if config.get("use_rslora") else r)
-        else:
-            s = 1.0
-        if not (math.isfinite(s) and s > 0):
-            raise ValueError(f"point: expected a positive scale, got {s!r}")
     U, V = [], []
-    for j, (x, y) in enumerate(pairs):
+    for j, ((x, y), s) in enumerate(zip(pairs, scales)):
         for name, a in ((layout[0] + str(j), x), (layout[1] + str(j), y)):
             if not isinstance(a, np.ndarray) or a.ndim != 2 or a.dtype.kind != "f":
                 got = f"{a.dtype} of shape {a.shape}" if isinstance(a, np.ndarray) else type(a).__name__
@@ -391,7 +429,9 @@ def load_point(
         else:  # B (m x r), A (r x n): D = s B A = (sqrt(s) B)(sqrt(s) A^T)^T
             U.append(math.sqrt(s) * tx)
             V.append(math.sqrt(s) * ty.T.contiguous())
-    info.update(layout=layout, scale=s if layout != "UV" else None)
+    info.update(layout=layout, scale=scales[0] if layout != "UV" and len(set(scales)) == 1 else scales)
+    if layout == "UV":
+        info["scale"] = None
     pt = as_point(problem, (tuple(u.to(problem.dtype) for u in U), tuple(v.to(problem.dtype) for v in V)))
     return pt, info
 

@@ -110,10 +110,11 @@ def test_audit_point_global_and_not_global(sq):
     bad = LoRAPoint(tuple(2.0 * u for u in pt.U), pt.V)
     pb = audit_point(sq, bad, solution=sol)
     assert pb.status == "not global" and not pb.is_sosp and pb.excess_lower > 1e-6
-    # rank 1 below the NUC rank: not comparable with the NUC optimum, so undecided (never "not global")
+    # rank 1 below the NUC rank: F exceeds min NUC, but no admissible rank-1 point is known to
+    # beat it (the truncated NUC solution is worse), so undecided -- never "not global"
     r1 = minimize_lora(sq, rank=1, seed=0, max_iter=2000).point
     pc = audit_point(sq, r1, solution=sol)
-    assert sol.ranks[0] > 1 and pc.status == "undecided" and "below" in pc.reason
+    assert sol.ranks[0] > 1 and pc.status == "undecided" and pc.excess_lower > 1e-8
 
 
 def test_point_audit_through_audit_and_schema(sq):
@@ -184,7 +185,9 @@ def test_peft_adapters_are_matched_to_blocks_by_target_names(tmp_path):
         },
         str(tmp_path / "adapter_model.safetensors"),
     )
-    pt, _ = load_point(tmp_path / "adapter_model.safetensors", P)
+    pt, _ = load_point(tmp_path / "adapter_model.safetensors", P, scale=1.0)
+    with pytest.raises(ValueError, match="needs --scale"):
+        load_point(tmp_path / "adapter_model.safetensors", P)
     np.testing.assert_allclose((pt.U[0] @ pt.V[0].T).numpy(), Bq @ Aq, rtol=1e-12)
     np.testing.assert_allclose((pt.U[1] @ pt.V[1].T).numpy(), Bv @ Av, rtol=1e-12)
 
@@ -325,3 +328,37 @@ def test_cli_audits_a_safetensors_problem_file(sq, tmp_path):
         == 0
     )
     assert json.loads(out.read_text())["problem"]["sha256"] == sq.fingerprint()["sha256"]
+
+
+def test_peft_rank_and_alpha_patterns(sq, tmp_path):
+    from safetensors.torch import save_file
+
+    g = torch.Generator().manual_seed(1)
+    B, A = (
+        torch.randn(8, 2, generator=g, dtype=torch.float64),
+        torch.randn(2, 6, generator=g, dtype=torch.float64),
+    )
+    save_file(
+        {"m.lin.lora_A.weight": A.to(torch.bfloat16), "m.lin.lora_B.weight": B.to(torch.bfloat16)},
+        str(tmp_path / "adapter_model.safetensors"),
+    )
+    cfg = {"r": 8, "lora_alpha": 16, "rank_pattern": {"lin": 2}, "alpha_pattern": {"lin": 6}}
+    (tmp_path / "adapter_config.json").write_text(json.dumps(cfg))
+    pt, info = load_point(tmp_path, sq)  # bf16 tensors read; s = 6 / 2 from the patterns
+    assert info["scale"] == 3.0
+    ref = 3.0 * B.to(torch.bfloat16).double() @ A.to(torch.bfloat16).double()
+    torch.testing.assert_close(pt.U[0] @ pt.V[0].T, ref, rtol=1e-12, atol=1e-12)
+    (tmp_path / "adapter_config.json").write_text(json.dumps({"r": 8, "lora_alpha": 16}))
+    with pytest.raises(ValueError, match="gives r = 8"):
+        load_point(tmp_path, sq)
+
+
+def test_point_audit_exit_codes(sq_file, sq, tmp_path):
+    sol = solve_nuc(sq, gap_rtol=1e-12)
+    pt = balanced_factors(sol.D, rank=5)
+    np.savez(tmp_path / "good.npz", U0=pt.U[0].numpy(), V0=pt.V[0].numpy())
+    np.savez(tmp_path / "bad.npz", U0=2 * pt.U[0].numpy(), V0=pt.V[0].numpy())
+    base = ["audit", str(sq_file), "--claims", "none", "--point"]
+    assert main([*base, str(tmp_path / "good.npz")]) == 0
+    assert main([*base, str(tmp_path / "bad.npz")]) == 1
+    assert main([*base, str(tmp_path / "good.npz"), "--scale", "2"]) == 3  # no scale for U, V
