@@ -486,7 +486,8 @@ def audit(
         Where checkers save counterexamples (problem files that replay the verdict).
     resume
         A previous audit's data (:func:`read_audit`) of the same problem: its verdicts for equal
-        tasks are reused instead of recomputed (an interrupted audit resumes).
+        tasks are reused instead of recomputed (an interrupted audit resumes), unless it was
+        written by another loracheck version.
     on_verdict
         Called with the partial result after every verdict (the CLI writes the JSON there).
     progress
@@ -519,7 +520,8 @@ def audit(
                 f"resume: expected an audit of the same problem (sha256 {fp['sha256']}), got one of "
                 f"{dict(resume.get('problem', {})).get('sha256')!r}"
             )
-        for d in resume.get("verdicts", []):
+        same_code = dict(resume.get("environment", {})).get("loracheck") == environment()["loracheck"]
+        for d in resume.get("verdicts", []) if same_code else []:
             req = d.get("request")
             if isinstance(req, dict):
                 done[AuditTask(req["claim"], req.get("options", {})).key()] = Verdict.from_dict(d)

@@ -111,8 +111,9 @@ class PointAudit:
 
     def summary(self) -> str:
         """One line for a terminal."""
+        where = f" {self.source}:" if self.source else ""
         return (
-            f"point: {self.status}, {'an SOSP' if self.is_sosp else 'not a certified SOSP'} "
+            f"point{where} {self.status}, {'an SOSP' if self.is_sosp else 'not a certified SOSP'} "
             f"(LoRA rank {list(self.ranks)}, rank of UV^T {list(self.product_ranks)}); "
             f"F - min NUC in [{self.excess_lower:.2e}, {self.excess_upper:.2e}]; {self.reason}"
         )

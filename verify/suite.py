@@ -246,8 +246,13 @@ def finished_verdicts(
     """Verdicts of an earlier report that belong to the same problems (equal specs) of ``suite``.
 
     A verdict is kept when the report's spec of its problem equals the current spec (generator,
-    keyword arguments, claims and checker options), so a changed suite never reuses stale results.
+    keyword arguments, claims and checker options) and the report was written by the same
+    loracheck version, so a changed suite never reuses stale results.
     """
+    from verify.report import environment
+
+    if dict(report.get("environment", {})).get("loracheck") != environment()["loracheck"]:
+        return {}  # another loracheck version: recompute everything
     specs = {s.name: s.to_dict() for s in suite}
     old = {d.get("name"): d for d in report.get("suite", []) if isinstance(d, Mapping)}
     out: dict[tuple[str, str], Verdict] = {}

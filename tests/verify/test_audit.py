@@ -264,7 +264,7 @@ def test_cli_point_audit_of_a_saved_counterexample(sq, tmp_path, capsys):
     )
     rc = main(["audit", v.counterexample, "--no-progress"])
     text = capsys.readouterr().out
-    assert rc == 1 and "replaying" in text and "point:" in text
+    assert rc == 1 and "replaying" in text and "(the counterexample's point): " in text
 
 
 def test_cli_resumes_an_interrupted_audit(sq_file, tmp_path, capsys):
