@@ -311,6 +311,7 @@ def lora_hessian(
     V: Sequence[Tensor],
     *,
     perturbation: Sequence[Tensor] | None = None,
+    out: Tensor | None = None,
 ) -> Tensor:
     r"""Dense Hessian of the LoRA objective ``F(U, V)``, in closed form (small sizes).
 
@@ -329,29 +330,46 @@ def lora_hessian(
     :func:`column_pair_matrix` (eigenvalues :math:`\lambda_j \pm \sigma_i(S_j)` and
     :math:`\lambda_j`; plus :math:`C_j` with a perturbation).  Cost: one pass over the rows of ``J``
     and a ``P x P`` product, ``P = sum_j (m_j + n_j) r_j``.
+
+    ``out`` (a ``P x P`` tensor of the problem's dtype) receives the Hessian without allocating
+    one (inner loops reuse it); it is then symmetric up to round-off only (a Cholesky
+    factorization reads one triangle), while the returned fresh matrix is exactly symmetric.
     """
     _check_factors(problem, U, V)
     pert = check_perturbation(problem, perturbation)
     ev = problem.evaluate(product(U, V))
     q = problem.KN
     Phi = prediction_jacobian(problem, U, V)  # (K N, P)
+    P = Phi.shape[1]
+    if out is not None and (
+        not isinstance(out, Tensor)
+        or tuple(out.shape) != (P, P)
+        or out.dtype != Phi.dtype
+        or out.device != Phi.device
+    ):
+        got = (tuple(out.shape), out.dtype) if isinstance(out, Tensor) else type(out).__name__
+        raise ValueError(f"out: expected a tensor of shape ({P}, {P}) and dtype {Phi.dtype}, got {got}")
     if problem.loss.name == "squared":
-        H = Phi.T @ Phi / problem.N
+        right = Phi / problem.N
     else:
         Hz = loss_hessian_blocks(problem, ev.z) / problem.N  # (N, K, K)
-        HPhi = (Hz @ Phi.reshape(problem.N, problem.K, -1)).reshape(q, -1)
-        H = Phi.T @ HPhi
+        right = (Hz @ Phi.reshape(problem.N, problem.K, -1)).reshape(q, -1)
+    if out is None:
+        H = Phi.T @ right
+        H = 0.5 * (H + H.T)  # exactly symmetric (the product is symmetric up to round-off)
+    else:
+        H = torch.matmul(Phi.T, right, out=out)
     o = 0
     for j, (lam, u, v, S) in enumerate(zip(problem.lam, U, V, ev.S)):
         (m, r), n = u.shape, v.shape[0]
         Y = column_pair_matrix(S, lam, None if pert is None else pert[j])
         # Variables of block j in order vec(U) then vec(V) are the rows of R = [U; V], row-major:
-        # the column-pair term acts as kron(Y, I_r).
-        H[o : o + (m + n) * r, o : o + (m + n) * r] += torch.kron(
-            Y, torch.eye(r, dtype=Y.dtype, device=Y.device)
-        )
+        # the column-pair term acts as kron(Y, I_r), i.e. H4[a, i, b, i] += Y[a, b] for every i
+        # of the view H4 = H_jj as (m+n, r, m+n, r) -- added in place, without forming the kron.
+        Hjj = H[o : o + (m + n) * r, o : o + (m + n) * r].view(m + n, r, m + n, r)
+        Hjj.diagonal(dim1=1, dim2=3).add_(Y.unsqueeze(-1))
         o += (m + n) * r
-    return 0.5 * (H + H.T)
+    return H
 
 
 def balanced_factors(D: Sequence[Tensor], *, rank: int | Sequence[int] | None = None) -> LoRAPoint:

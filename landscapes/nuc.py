@@ -270,10 +270,10 @@ def solve_nuc(
         if coarse > fine and not cert.within(fine):
             support_rtol = max(rank_rtol, math.sqrt(max(cert.rel_gap, 0.0)))
             Dn, cn, it3, ev3 = _newton_refine(
-                problem, D, cert, gap_rtol=fine, rank_rtol=support_rtol, deadline=deadline
+                problem, D, cert, gap_rtol=gap_rtol, rank_rtol=support_rtol, deadline=deadline
             )
             iters, evals = iters + it3, evals + ev3
-            if cn.within(fine):
+            if cn.within(gap_rtol):
                 D, cert = Dn, cn
             else:
                 D, it1, ev1, pt = _factored(
@@ -298,16 +298,21 @@ def solve_nuc(
         # round-off of the objective (gradients near sqrt(eps)); the certificate's dual point is
         # first-order in that error.  Newton steps (at the support rank) use gradients only and
         # take the gap down by orders of magnitude.
-        if not cert.within(fine):
+        if not cert.within(gap_rtol):
             D, cert, it3, ev3 = _newton_refine(
-                problem, D, cert, gap_rtol=fine, rank_rtol=rank_rtol, deadline=deadline
+                problem, D, cert, gap_rtol=gap_rtol, rank_rtol=rank_rtol, deadline=deadline
             )
             iters, evals = iters + it3, evals + ev3
         # A few proximal-gradient steps: never increase the objective (step 1/Lipschitz) and set
         # the singular values that belong to zero exactly to zero (the factorization leaves
         # round-off there, e.g. a whole block of size 1e-14 when that block's optimum is 0).
-        D, cert = _prox_polish(problem, D, cert, steps=polish_steps, gap_rtol=gap_rtol)
-        evals += polish_steps
+        # Only where it can change something: the gap is still open, or a nonzero block has
+        # ||S_j||_op clearly below lam_j (its optimum given the others is 0: round-off remains).
+        if not cert.within(gap_rtol) or any(
+            op < (1.0 - 1e-6) * lam and bool(d.any()) for op, lam, d in zip(cert.S_op, cert.lam, D)
+        ):
+            D, cert = _prox_polish(problem, D, cert, steps=polish_steps, gap_rtol=gap_rtol)
+            evals += polish_steps
         if not cert.within(gap_rtol):
             # Last resort after the factored stages: a bounded number of APG steps (the gap
             # usually sits at its round-off floor by now, where more steps buy nothing).
@@ -385,7 +390,14 @@ def _factored(
 
 
 def _newton_direction(
-    problem: Problem, U: list[Tensor], V: list[Tensor], g: list[Tensor], *, cg_iter: int, dense_max: int
+    problem: Problem,
+    U: list[Tensor],
+    V: list[Tensor],
+    g: list[Tensor],
+    *,
+    cg_iter: int,
+    dense_max: int,
+    work: dict[str, Tensor] | None = None,
 ) -> tuple[list[Tensor], int]:
     """Newton direction ``-H^{-1} g`` at ``(U, V)`` and the number of HVP-equivalents spent.
 
@@ -397,24 +409,45 @@ def _newton_direction(
     b = len(U)
     P = sum(x.numel() for x in g)
     if P <= dense_max and isinstance(problem.J, DenseOperator):
-        H = lora_hessian(problem, U, V)
-        gv = torch.cat([x.reshape(-1) for x in g])
-        # Levenberg-style shifts: the smallest of 1e-12, 1e-9, ... (relative) that makes the
-        # shifted Hessian positive definite; the first one is round-off level.
+        # Reused P x P buffers (fresh large allocations are slow: page faults on every call).
+        work = {} if work is None else work
+        if "H" not in work or work["H"].shape[0] != P:
+            work["H"] = torch.empty(P, P, dtype=problem.dtype, device=problem.device)
+            work["L"] = torch.empty(P, P, dtype=problem.dtype, device=problem.device)
+            work["info"] = torch.empty((), dtype=torch.int32, device=problem.device)
+        H = lora_hessian(problem, U, V, out=work["H"])
+        # lora_hessian orders the variables block by block: vec(U_j), then vec(V_j).
+        order = [x for j in range(b) for x in (g[j], g[b + j])]
+        gv = torch.cat([x.reshape(-1) for x in order])
         scale = max(float(H.diagonal().abs().max()), 1e-300)
-        eye = torch.eye(P, dtype=H.dtype, device=H.device)
+        # F is invariant under (U_j, V_j) -> (U_j R, V_j R) for orthogonal R: the directions
+        # (U_j A, V_j A), A skew, carry no gradient, and away from a stationary point the
+        # Hessian is slightly *negative* along them (about the gradient's size), which would
+        # force a large shift on every direction.  Penalizing them (they are not a descent
+        # direction anyway) keeps the shift at round-off level near the solution.
+        G = _gauge_directions(U, V)
+        if G is not None:
+            H.addmm_(G, G.T, alpha=scale)
+        # Levenberg-style shifts: the smallest of 1e-10, 1e-7, ... (relative) that makes the
+        # shifted Hessian positive definite; the first one is round-off level.  (In place on
+        # H's diagonal: no P x P temporaries.)
+        diag = H.diagonal()
         dv = None
+        added = 0.0
         for rel in (1e-10, 1e-7, 1e-4, 1e-1, 1.0):
-            L, info = torch.linalg.cholesky_ex(H + (rel * scale) * eye)
+            diag.add_(rel * scale - added)
+            added = rel * scale
+            L, info = torch.linalg.cholesky_ex(H, out=(work["L"], work["info"]))
             if int(info) == 0:
                 dv = -torch.cholesky_solve(gv.unsqueeze(1), L).squeeze(1)
                 break
         if dv is None:  # pragma: no cover - diagonal dominance makes the last shift PD
             dv = -gv / scale
-        out, k = [], 0
-        for x in g:
-            out.append(dv[k : k + x.numel()].reshape(x.shape))
+        parts, k = [], 0
+        for x in order:
+            parts.append(dv[k : k + x.numel()].reshape(x.shape))
             k += x.numel()
+        out = [parts[2 * j] for j in range(b)] + [parts[2 * j + 1] for j in range(b)]
         # Cost in HVP-equivalents (an HVP is ~2 K N p flops): Phi costs K N p r, Phi^T Phi K N P^2.
         n_p, r = problem.num_params, max(u.shape[1] for u in U)
         return out, math.ceil(r / 2 + P * P / (2 * n_p))
@@ -445,6 +478,29 @@ def _newton_direction(
         p = [x + (rr_new / rr) * y for x, y in zip(res, p)]
         rr = rr_new
     return d, used
+
+
+def _gauge_directions(U: list[Tensor], V: list[Tensor]) -> Tensor | None:
+    """Orthonormal basis of the directions ``(U_j A, V_j A)``, ``A`` skew (block-wise variable order)."""
+    sizes = [(u.numel() + v.numel()) for u, v in zip(U, V)]
+    P = sum(sizes)
+    cols = []
+    o = 0
+    for u, v, size in zip(U, V, sizes):
+        r = u.shape[1]
+        for a in range(r):
+            for c in range(a + 1, r):
+                A = torch.zeros(r, r, dtype=u.dtype, device=u.device)
+                A[a, c], A[c, a] = 1.0, -1.0
+                col = torch.zeros(P, dtype=u.dtype, device=u.device)
+                col[o : o + size] = torch.cat([(u @ A).reshape(-1), (v @ A).reshape(-1)])
+                cols.append(col)
+        o += size
+    if not cols:
+        return None
+    Q, R = torch.linalg.qr(torch.stack(cols, dim=1))
+    keep = R.diagonal().abs() > 1e-12 * max(float(R.diagonal().abs().max()), 1e-300)
+    return Q[:, keep] if bool(keep.any()) else None
 
 
 def _drop_vanishing_columns(
@@ -501,6 +557,8 @@ def _newton_refine(
     pt = balanced_factors(D, rank=ranks)
     U, V = list(pt.U), list(pt.V)
     best_D, best = D, cert
+    work: dict[str, Tensor] = {}
+    prev_gap = cert.gap
     evals = 0
     done = 0
     b = len(U)
@@ -513,7 +571,7 @@ def _newton_refine(
         g = list(gU) + list(gV)
         if all(float(x.abs().max()) == 0.0 for x in g if x.numel()):
             break
-        d, used = _newton_direction(problem, U, V, g, cg_iter=cg_iter, dense_max=dense_max)
+        d, used = _newton_direction(problem, U, V, g, cg_iter=cg_iter, dense_max=dense_max, work=work)
         evals += used
         slope = float(sum((x * y).sum() for x, y in zip(g, d)))
         if not slope < 0.0:
@@ -544,9 +602,13 @@ def _newton_refine(
             ct = nuc_certificate(problem, Dt)
             if ct.gap < c.gap:
                 U, V, Dn, c = Ut, Vt, Dt, ct
+        at_floor = done >= 2 and best.rel_gap < 1e-8 and not c.gap < 0.5 * prev_gap
+        prev_gap = c.gap
         if c.gap < best.gap:
             best_D, best = Dn, c
-        if best.within(gap_rtol):
+        if best.within(gap_rtol) or at_floor:
+            # At the support rank Newton at least halves a small gap per step; when it stops
+            # doing so the gap has reached its round-off floor and more steps buy nothing.
             break
     return best_D, best, done, evals
 
