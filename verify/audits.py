@@ -50,8 +50,8 @@ from landscapes.problem import Problem
 from theory.bounds import triangular
 from theory.claims import DEFAULT_TOLERANCES
 from verify.points import PointAudit, as_point, audit_point, load_point, point_from_extras
-from verify.registry import CHECKERS, get_checker
-from verify.report import atomic_write_text, environment, evidence, exit_code
+from verify.registry import CHECKERS, NUC_CLAIMS, get_checker
+from verify.report import VERDICT_SCHEMA, atomic_write_text, environment, evidence, exit_code
 from verify.verdict import STATUSES, Verdict, jsonable
 
 __all__ = [
@@ -88,29 +88,12 @@ DEFAULT_AUDIT_CLAIMS: tuple[str, ...] = (
 )
 #: Claims that take a LoRA rank (``ranks`` are routed to them).
 _RANKED = ("JLR-no-spurious", "JLR-spurious-below")
-#: Claims that reuse one certified NUC solution.
-_NUC_CLAIMS = {
-    "JLR-rank-NUC",
-    "JLR-rank-blocks",
-    "JLR-equiv",
-    "JLR-magnitude",
-    "JLR-no-spurious",
-    "JLR-spurious-below",
-    "JLR-gd",
-}
 
 _VERDICT_SCHEMA: dict[str, Any] = {
-    "type": "object",
-    "required": ["claim", "status", "problem", "certificate", "reason", "timings", "options", "request"],
+    **VERDICT_SCHEMA,
+    "required": [*VERDICT_SCHEMA["required"], "request"],
     "properties": {
-        "claim": {"type": "string"},
-        "status": {"enum": list(STATUSES)},
-        "problem": {"type": "object"},
-        "certificate": {"type": "object"},
-        "reason": {"type": "string"},
-        "timings": {"type": "object"},
-        "options": {"type": "object"},
-        "counterexample": {"type": ["string", "null"]},
+        **VERDICT_SCHEMA["properties"],
         "request": {
             "type": "object",
             "required": ["claim", "options"],
@@ -553,7 +536,7 @@ def audit(
                 resumed += 1
             else:
                 opts = dict(task.options)
-                if task.claim in _NUC_CLAIMS:
+                if task.claim in NUC_CLAIMS:
                     if nuc is None:
                         nuc = solve_nuc(problem, gap_rtol=1e-10) if problem.dtype == torch.float64 else None
                     if nuc is not None:

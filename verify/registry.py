@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable, Mapping
 from types import MappingProxyType
 
@@ -17,7 +18,7 @@ from verify.jlr import (
 from verify.landscape import check_jlr_gd, check_jlr_no_spurious, check_jlr_spurious_below
 from verify.verdict import Verdict
 
-__all__ = ["CHECKERS", "get_checker"]
+__all__ = ["CHECKERS", "NUC_CLAIMS", "get_checker"]
 
 CHECKERS: Mapping[str, Callable[..., Verdict]] = MappingProxyType(
     {
@@ -33,6 +34,11 @@ CHECKERS: Mapping[str, Callable[..., Verdict]] = MappingProxyType(
     }
 )
 assert set(CHECKERS) <= set(claim_ids()), "a checker for an unregistered claim"
+
+#: Claims whose checkers accept a certified NUC ``solution`` (one solve can be shared by them).
+NUC_CLAIMS: frozenset[str] = frozenset(
+    c for c, f in CHECKERS.items() if "solution" in inspect.signature(f).parameters
+)
 
 
 def get_checker(claim_id: str) -> Callable[..., Verdict]:

@@ -23,6 +23,7 @@ __all__ = [
     "REPORT_FORMAT",
     "REPORT_VERSION",
     "REPORT_SCHEMA",
+    "VERDICT_SCHEMA",
     "build_report",
     "write_report",
     "report_markdown",
@@ -34,6 +35,22 @@ __all__ = [
 
 REPORT_FORMAT = "loracheck.report"
 REPORT_VERSION = 1
+
+#: JSON Schema of one serialized :class:`~verify.verdict.Verdict` (shared by reports and audits).
+VERDICT_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "required": ["claim", "status", "problem", "certificate", "reason", "timings", "options"],
+    "properties": {
+        "claim": {"type": "string"},
+        "status": {"enum": list(STATUSES)},
+        "problem": {"type": "object"},
+        "certificate": {"type": "object"},
+        "reason": {"type": "string"},
+        "timings": {"type": "object"},
+        "options": {"type": "object"},
+        "counterexample": {"type": ["string", "null"]},
+    },
+}
 
 #: JSON Schema (draft 2020-12) of a report.
 REPORT_SCHEMA: dict[str, Any] = {
@@ -64,23 +81,7 @@ REPORT_SCHEMA: dict[str, Any] = {
             "properties": {s: {"type": "integer", "minimum": 0} for s in STATUSES},
             "required": list(STATUSES),
         },
-        "verdicts": {
-            "type": "array",
-            "items": {
-                "type": "object",
-                "required": ["claim", "status", "problem", "certificate", "reason", "timings", "options"],
-                "properties": {
-                    "claim": {"type": "string"},
-                    "status": {"enum": list(STATUSES)},
-                    "problem": {"type": "object"},
-                    "certificate": {"type": "object"},
-                    "reason": {"type": "string"},
-                    "timings": {"type": "object"},
-                    "options": {"type": "object"},
-                    "counterexample": {"type": ["string", "null"]},
-                },
-            },
-        },
+        "verdicts": {"type": "array", "items": VERDICT_SCHEMA},
     },
 }
 

@@ -14,7 +14,7 @@ from typing import Any
 from landscapes import synthetic
 from landscapes.nuc import NucSolution, solve_nuc
 from landscapes.problem import Problem
-from verify.registry import get_checker
+from verify.registry import NUC_CLAIMS, get_checker
 from verify.verdict import Verdict, jsonable
 
 __all__ = [
@@ -40,16 +40,6 @@ _GENERATORS: dict[str, Callable[..., Problem]] = {
     "teacher": synthetic.teacher_problem,
     "random_features": synthetic.random_features_problem,
     "reviews": _reviews,
-}
-
-_NUC_CLAIMS = {
-    "JLR-rank-NUC",
-    "JLR-rank-blocks",
-    "JLR-equiv",
-    "JLR-magnitude",
-    "JLR-no-spurious",
-    "JLR-spurious-below",
-    "JLR-gd",
 }
 
 
@@ -230,7 +220,7 @@ def run_suite(
                 problems[spec.name] = build_problem(spec)
             problem = problems[spec.name]
             opts = dict(spec.checker_options.get(claim, {}))
-            if claim in _NUC_CLAIMS:
+            if claim in NUC_CLAIMS:
                 if spec.name not in solutions:
                     solutions[spec.name] = solve_nuc(problem)
                 opts.setdefault("solution", solutions[spec.name])

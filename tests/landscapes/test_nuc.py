@@ -2,13 +2,13 @@
 
 import math
 
-import numpy as np
 import pytest
 import torch
 from hypothesis import given
 
 from landscapes import Problem, gaussian_problem, nuc_certificate, solve_nuc, teacher_problem
 from landscapes.nuc import singular_value_threshold
+from tests.oracles import cvxpy_nuc_objective
 from verify.strategies import problems
 
 
@@ -54,28 +54,6 @@ def test_zero_is_optimal_iff_gradient_small():
     assert solve_nuc(small).ranks[0] >= 1
 
 
-def _cvxpy_objective(P: Problem, solver: str) -> float:
-    cp = pytest.importorskip("cvxpy")
-    ((m, n),) = P.blocks
-    D = cp.Variable((m, n))
-    J = P.J.matrix.numpy()
-    z = P.f0.numpy().reshape(-1) + J @ cp.vec(D, order="C")
-    N, K = P.N, P.K
-    if P.loss.name == "squared":
-        risk = 0.5 * cp.sum_squares(z - P.y.numpy().reshape(-1)) / N
-    elif P.loss.name == "logistic":
-        y = P.y.numpy().astype(float)
-        risk = cp.sum(cp.logistic(z) - cp.multiply(y, z)) / N
-    else:
-        Z = cp.reshape(z, (N, K), order="C")
-        pick = np.zeros((N, K))
-        pick[np.arange(N), P.y.numpy()] = 1.0
-        risk = (cp.sum(cp.log_sum_exp(Z, axis=1)) - cp.sum(cp.multiply(pick, Z))) / N
-    prob = cp.Problem(cp.Minimize(risk + P.lam[0] * cp.normNuc(D)))
-    prob.solve(solver=solver)
-    return float(prob.value)
-
-
 @pytest.mark.parametrize(
     "loss, K", [("squared", 1), ("squared", 2), ("logistic", 1), ("cross_entropy", 2), ("cross_entropy", 3)]
 )
@@ -83,7 +61,7 @@ def test_agrees_with_cvxpy(loss, K):
     P = gaussian_problem(K=K, N=6, blocks=[(6, 5)], lam=0.03, loss=loss, seed=3)
     sol = solve_nuc(P)
     assert sol.converged and sol.certificate.rel_gap <= 1e-8
-    ref = _cvxpy_objective(P, "CLARABEL")
+    ref = cvxpy_nuc_objective(P, "CLARABEL")
     assert abs(sol.certificate.primal - ref) <= 1e-6 * max(1.0, abs(ref))
     # the certified dual bound is a true lower bound on the reference optimum
     assert sol.certificate.dual <= ref + 1e-7

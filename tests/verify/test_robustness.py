@@ -21,13 +21,14 @@ from landscapes.lora import LoRAPoint
 from landscapes.nuc import solve_nuc
 from landscapes.problem import Problem
 from landscapes.synthetic import gaussian_problem
+from tests.oracles import cvxpy_nuc_objective
 from verify.audits import audit, plan_audit
 from verify.cli import main
 from verify.jlr import check_jlr_rank_nuc
 from verify.landscape import check_jlr_no_spurious
 from verify.points import audit_point, load_point
 
-cp = pytest.importorskip("cvxpy")
+pytest.importorskip("cvxpy")  # the NUC oracle of the hostile-problem tests
 
 
 def _P(N=6, K=1, m=5, n=4, lam=0.05, loss="squared", seed=0):
@@ -275,26 +276,6 @@ HOSTILE = {
 }
 
 
-def _cvxpy(P):
-    ((m, n),) = P.blocks
-    D = cp.Variable((m, n))
-    J = P.J.matrix.numpy()
-    z = P.f0.numpy().reshape(-1) + J @ cp.vec(D, order="C")
-    N, K = P.N, P.K
-    if P.loss.name == "squared":
-        risk = 0.5 * cp.sum_squares(z - P.y.numpy().reshape(-1)) / N
-    elif P.loss.name == "logistic":
-        risk = cp.sum(cp.logistic(z) - cp.multiply(P.y.numpy().astype(float), z)) / N
-    else:
-        Z = cp.reshape(z, (N, K), order="C")
-        pick = np.zeros((N, K))
-        pick[np.arange(N), P.y.numpy()] = 1.0
-        risk = (cp.sum(cp.log_sum_exp(Z, axis=1)) - cp.sum(cp.multiply(pick, Z))) / N
-    prob = cp.Problem(cp.Minimize(risk + P.lam[0] * cp.normNuc(D)))
-    prob.solve(solver="CLARABEL")
-    return float(prob.value)
-
-
 def _hessian_min_at_zero(P):
     ((m, n),) = P.blocks
 
@@ -313,7 +294,7 @@ def test_hostile_problem_never_gets_a_false_holds(name):
     ((m, n),) = P.blocks
     ranks = [min(m, n) + 2]  # r > min(m, n) is allowed and must not break anything
     res = audit(P, ranks=ranks, options={"JLR-no-spurious": {"n_starts": 4}}, progress=False)
-    opt = _cvxpy(P)
+    opt = cvxpy_nuc_objective(P)
     tol = 1e-6 * max(1.0, abs(opt))
     counts = res.counts
     for v in res.verdicts:
