@@ -638,11 +638,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"loracheck: error: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
     except KeyboardInterrupt:
-        print("loracheck: interrupted; finished verdicts are in the report", file=sys.stderr)
+        print(
+            "loracheck: interrupted; verdicts finished so far are in the report or --json file "
+            "(re-run the same command to resume)",
+            file=sys.stderr,
+        )
         return 130
     except Exception as exc:  # a numerical failure inside a checker: not the user's input
         print(
-            f"loracheck: internal error ({type(exc).__name__}): {exc}; finished verdicts are in the report",
+            f"loracheck: internal error ({type(exc).__name__}): {exc}; verdicts finished so far are in "
+            "the report or --json file, if one was written",
             file=sys.stderr,
         )
         return EXIT_INTERNAL
