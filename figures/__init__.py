@@ -1,7 +1,10 @@
-"""Figures drawn from saved reports (plain JSON); never recomputes the science.
+"""Figures drawn from saved results (plain JSON); they never recompute the science.
 
-The plotting functions arrive with the figures issue; this package reads reports only and may
-import ``theory`` (e.g. for the curve r(r+1)/2 = KN), never ``landscapes`` or ``verify``.
+This package reads saved data only and may import ``theory`` (e.g. for the curve
+r(r+1)/2 = KN), never ``landscapes`` or ``verify``.  Each figure is a function
+``plot_x(result, ax=None) -> Figure`` (matplotlib's object API: no global pyplot state).
 """
 
-__all__: list[str] = []
+from figures.phase import plot_phase_diagram
+
+__all__ = ["plot_phase_diagram"]
