@@ -7,5 +7,6 @@ r(r+1)/2 = KN), never ``landscapes`` or ``verify``.  Each figure is a function
 
 from figures.phase import plot_phase_diagram
 from figures.spectrum import plot_singular_values
+from figures.training import plot_training_curves
 
-__all__ = ["plot_phase_diagram", "plot_singular_values"]
+__all__ = ["plot_phase_diagram", "plot_singular_values", "plot_training_curves"]
