@@ -5,8 +5,15 @@ r(r+1)/2 = KN), never ``landscapes`` or ``verify``.  Each figure is a function
 ``plot_x(result, ax=None) -> Figure`` (matplotlib's object API: no global pyplot state).
 """
 
+from figures.gallery import gallery_items, write_gallery
 from figures.phase import plot_phase_diagram
 from figures.spectrum import plot_singular_values
 from figures.training import plot_training_curves
 
-__all__ = ["plot_phase_diagram", "plot_singular_values", "plot_training_curves"]
+__all__ = [
+    "plot_phase_diagram",
+    "plot_singular_values",
+    "plot_training_curves",
+    "gallery_items",
+    "write_gallery",
+]

@@ -1,0 +1,153 @@
+"""A gallery: every figure that saved results support, as PNG and SVG, with an ``index.html`` page.
+
+Results are the JSON data that the commands write (recognized by their format field):
+
+* ``loracheck.phase/1`` (``loracheck phase``): the phase diagram;
+* ``loracheck.report`` (``loracheck run``): the singular values of every certified rank-claim
+  solution against ``r_max``;
+* ``loracheck.experiment/1`` (``loracheck experiment``): training curves per training-set size.
+
+Every file is written atomically (a temporary file, then ``os.replace``), so an interrupted
+gallery never leaves a half-written image or page.
+"""
+
+from __future__ import annotations
+
+import html
+import os
+import tempfile
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from matplotlib.figure import Figure
+
+from figures.phase import PHASE_FORMAT, plot_phase_diagram
+from figures.spectrum import RANK_CLAIMS, plot_singular_values
+from figures.training import EXPERIMENT_FORMAT, plot_training_curves
+
+__all__ = ["GalleryItem", "gallery_items", "write_gallery"]
+
+REPORT_FORMAT = "loracheck.report"
+
+
+@dataclass(frozen=True)
+class GalleryItem:
+    """One figure of the gallery: a file stem, the figure, and a caption (what it shows, which claim)."""
+
+    name: str
+    figure: Figure
+    caption: str
+
+
+def _slug(text: str) -> str:
+    return "".join(ch if ch.isalnum() else "-" for ch in text).strip("-").lower()
+
+
+def gallery_items(results: Iterable[Mapping[str, Any]]) -> list[GalleryItem]:
+    """The figures supported by ``results`` (see the module docstring); unknown formats are an error."""
+    items: list[GalleryItem] = []
+    for k, res in enumerate(results):
+        if not isinstance(res, Mapping):
+            raise TypeError(f"results[{k}]: expected saved JSON data (a dict), got {type(res).__name__}")
+        kind = res.get("schema", res.get("format"))
+        if kind == PHASE_FORMAT:
+            items.append(
+                GalleryItem(
+                    "phase-diagram",
+                    plot_phase_diagram(res),
+                    "Fraction of LoRA trainings (diverse starts) that end at the certified global minimum, "
+                    "per LoRA rank r and number of predictions KN. Above the curve r(r+1)/2 = KN [JLR24] "
+                    "guarantee no spurious local minima (JLR-no-spurious); below the NUC minimizer's rank no "
+                    "rank-r point can reach the optimum.",
+                )
+            )
+        elif kind == REPORT_FORMAT:
+            for v in res.get("verdicts", []):
+                if v.get("claim") in RANK_CLAIMS and "singular_values" in v.get("certificate", {}):
+                    name = v.get("problem", {}).get("name", "problem")
+                    items.append(
+                        GalleryItem(
+                            f"spectrum-{_slug(v['claim'])}-{_slug(str(name))}",
+                            plot_singular_values(v),
+                            f"Singular values of the certified solution of {v['claim']} on {name} "
+                            f"(status {v['status']}); the rank bound r_max = "
+                            f"{v['certificate']['r_max']} is the dashed line [JLR24].",
+                        )
+                    )
+        elif kind == EXPERIMENT_FORMAT:
+            for run in res.get("runs", []):
+                if run.get("lora"):
+                    items.append(
+                        GalleryItem(
+                            f"training-N{run['N']}",
+                            plot_training_curves(res, N=run["N"]),
+                            f"Training objective over Adam steps for N = {run['N']}: LoRA at several ranks "
+                            "(solid: above the bound) approaches the certified NUC optimum, the value of a "
+                            "global minimum (JLR-gd, JLR-equiv); full fine-tuning minimizes its own ridge "
+                            "objective.",
+                        )
+                    )
+        else:
+            raise ValueError(
+                f"results[{k}]: expected saved data of format {PHASE_FORMAT!r}, {REPORT_FORMAT!r} or "
+                f"{EXPERIMENT_FORMAT!r}, got {kind!r}"
+            )
+    return items
+
+
+def _atomic_savefig(fig: Figure, path: Path, **kwargs: Any) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fig.savefig(fh, format=path.suffix[1:], **kwargs)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def write_gallery(
+    results: Iterable[Mapping[str, Any]], out: str | os.PathLike[str], *, dpi: int = 120
+) -> Path:
+    """Write ``NAME.png`` and ``NAME.svg`` for every figure, then ``index.html``; returns its path."""
+    out_dir = Path(out)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise ValueError(f"out: expected a directory, got an existing file {str(out_dir)!r}")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    items = gallery_items(results)
+    if not items:
+        raise ValueError("results: no figure can be drawn from these results")
+    names = [it.name for it in items]
+    if len(set(names)) != len(names):
+        raise ValueError(f"results: two figures would share a file name: {sorted(names)}")
+    for it in items:
+        _atomic_savefig(it.figure, out_dir / f"{it.name}.png", dpi=dpi)
+        _atomic_savefig(it.figure, out_dir / f"{it.name}.svg")
+    rows = "\n".join(
+        f'<figure id="{html.escape(it.name)}"><a href="{html.escape(it.name)}.svg">'
+        f'<img src="{html.escape(it.name)}.png" alt="{html.escape(it.caption)}"></a>'
+        f"<figcaption>{html.escape(it.caption)}</figcaption></figure>"
+        for it in items
+    )
+    page = (
+        "<!doctype html>\n<html><head><meta charset='utf-8'><title>loracheck figures</title>\n"
+        "<style>body{font-family:sans-serif;max-width:60em;margin:auto}img{max-width:100%}"
+        "figure{margin:2em 0}figcaption{color:#333}</style></head><body>\n"
+        "<h1>loracheck figures</h1>\n"
+        "<p>Drawn from saved results; each image links to its SVG.</p>\n"
+        f"{rows}\n</body></html>\n"
+    )
+    index = out_dir / "index.html"
+    fd, tmp = tempfile.mkstemp(dir=out_dir, prefix=".index.html.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(page)
+        os.replace(tmp, index)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    return index
