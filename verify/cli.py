@@ -2,7 +2,8 @@
 
 Subcommands: ``run`` (the main job: the default suite of synthetic problems, a table of verdicts,
 report files; ``--real`` adds the linearized offline MiniLM), ``claims`` (every claim and whether
-it has a checker), ``audit`` (a problem file: the user's own problem or a saved counterexample,
+it has a checker), ``figures`` (PNG/SVG figures and an HTML gallery from saved results),
+``audit`` (a problem file: the user's own problem or a saved counterexample,
 and optionally a trained LoRA point), ``phase`` (the data of the [JLR24] phase diagram: the fraction of LoRA
 trainings that end at the global minimum per ``(r, K, N)``) and ``experiment`` (the [JLR24]
 real-model experiment on the review sentences).
@@ -122,6 +123,19 @@ def _parser() -> argparse.ArgumentParser:
     au.add_argument("--fresh", action="store_true", help="with --json: start over instead of resuming")
     au.add_argument("--save-dir", metavar="DIR", help="directory for counterexamples found by the checkers")
     au.add_argument("--no-progress", action="store_true", help="no progress bar")
+    fg = sub.add_parser(
+        "figures",
+        help="draw the figures (PNG, SVG and an index.html gallery) from saved results",
+        description="Draw every figure the given results support (phase.json of `loracheck phase`, "
+        "report.json of `loracheck run`, experiment.json of `loracheck experiment`) into DIR, as PNG "
+        "and SVG, with DIR/index.html.  Without --from, the default jobs run first (the phase sweep "
+        "and the default suite, about 2 minutes on 2 cores) and their data are saved in DIR too.",
+    )
+    fg.add_argument("--from", dest="sources", nargs="+", metavar="FILE", help="saved JSON results to draw")
+    fg.add_argument(
+        "--out", default="loracheck-figures", metavar="DIR", help="output directory (default: %(default)s)"
+    )
+    fg.add_argument("--no-progress", action="store_true", help="no progress bar")
     sc = sub.add_parser(
         "schema",
         help="print the JSON Schema of a report or an audit file",
@@ -468,6 +482,53 @@ def _cmd_audit(args: argparse.Namespace) -> int:
     return result.exit_code
 
 
+def _cmd_figures(args: argparse.Namespace) -> int:
+    from figures.gallery import gallery_items, write_gallery
+
+    out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        raise _BadInput(f"--out: expected a directory, got an existing file {str(out)!r}")
+    results = []
+    if args.sources:
+        for src in args.sources:
+            path = Path(src)
+            if not path.is_file():
+                raise _BadInput(f"--from: expected an existing JSON file, got {src!r}")
+            try:
+                results.append(json.loads(path.read_text()))
+            except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+                raise _BadInput(f"--from: expected JSON data in {src!r} ({exc})") from None
+        try:
+            gallery_items(results)
+        except (TypeError, ValueError) as exc:
+            raise _BadInput(f"--from: {exc}") from None
+    else:
+        from verify.phase import phase_sweep
+        from verify.report import build_report, write_report
+        from verify.suite import DEFAULT_SUITE, run_suite
+
+        t0 = time.perf_counter()
+        print("running the phase sweep (loracheck phase) ...", flush=True)
+        results.append(phase_sweep(out=out / "phase.json", progress=False if args.no_progress else None))
+        print(
+            f"running the default suite (loracheck run) ... ({time.perf_counter() - t0:.0f} s so far)",
+            flush=True,
+        )
+        specs = [s.to_dict() for s in DEFAULT_SUITE]
+        verdicts = list(
+            run_suite(
+                DEFAULT_SUITE, save_dir=out / "counterexamples", progress=False if args.no_progress else None
+            )
+        )
+        report = build_report(verdicts, suite=specs, seconds=time.perf_counter() - t0)
+        write_report(report, out)
+        results.append(json.loads(json.dumps(report)))
+    index = write_gallery(results, out)
+    n = len(list(out.glob("*.png")))
+    print(f"{n} figures (PNG and SVG) in {out}; open {index}")
+    return 0
+
+
 def _cmd_claims(args: argparse.Namespace) -> int:
     from theory.claims import CLAIMS, PAPERS
     from verify.registry import CHECKERS
@@ -624,6 +685,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _cmd_experiment(args)
         if args.command == "audit":
             return _cmd_audit(args)
+        if args.command == "figures":
+            return _cmd_figures(args)
         if args.command == "schema":
             from verify.audits import AUDIT_SCHEMA
             from verify.report import REPORT_SCHEMA

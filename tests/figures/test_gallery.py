@@ -51,3 +51,35 @@ def test_bad_results(results, tmp_path):
         write_gallery(results, tmp_path / "f")
     with pytest.raises(ValueError, match="no figure"):
         write_gallery([{"format": "loracheck.report", "verdicts": []}], tmp_path / "empty")
+
+
+def test_cli_figures_from_saved_results(results, tmp_path, capsys):
+    from verify.cli import main
+
+    paths = []
+    for i, r in enumerate(results):
+        p = tmp_path / f"r{i}.json"
+        p.write_text(json.dumps(r))
+        paths.append(str(p))
+    out = tmp_path / "figs"
+    assert main(["figures", "--from", *paths, "--out", str(out)]) == 0
+    assert (out / "index.html").is_file() and (out / "phase-diagram.svg").is_file()
+    assert "figures (PNG and SVG)" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    "content, match",
+    [
+        (None, "expected an existing JSON file"),
+        ("{not json", "expected JSON data"),
+        ('{"format": "x"}', "format"),
+    ],
+)
+def test_cli_figures_bad_input(tmp_path, capsys, content, match):
+    from verify.cli import main
+
+    src = tmp_path / "in.json"
+    if content is not None:
+        src.write_text(content)
+    assert main(["figures", "--from", str(src), "--out", str(tmp_path / "o")]) == 3
+    assert match in capsys.readouterr().err
