@@ -1,0 +1,187 @@
+r"""Loss-landscape slices of the LoRA objective around a point.
+
+A slice evaluates
+
+.. math:: F\big((U, V) + \alpha\,(dU_1, dV_1) + \beta\,(dU_2, dV_2)\big),
+          \qquad F(U, V) = L(UV^\top) + \tfrac{\lambda}{2}(\|U\|_F^2 + \|V\|_F^2),
+
+on a grid of :math:`\alpha` (and :math:`\beta`), along directions that are random, the Hessian's
+extreme eigenvectors, or the straight line toward a global minimizer.
+
+Directions are normalized so that a step of 1 is comparable across factors and blocks:
+
+* ``"lora"`` (LoRA-aware, the default): each factor's direction is scaled to that factor's
+  Frobenius norm, :math:`dU_j \leftarrow dU_j \|U_j\|_F / \|dU_j\|_F` (likewise :math:`dV_j`), so
+  that :math:`\alpha = 1` moves every factor by its own size;
+* ``"filter"``: the filter normalization of Li et al. (2018), column by column ("filters" of a
+  factor are its ``r`` columns): :math:`dU_{:a} \leftarrow dU_{:a} \|U_{:a}\| / \|dU_{:a}\|`;
+* ``"none"``: as given.
+
+A factor (or column) that is zero keeps a zero direction under both normalizations (there is no
+size to match), except that a zero point with ``"lora"`` keeps the raw direction, scaled to unit
+norm per factor.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Literal
+
+import torch
+from torch import Tensor
+
+from landscapes.lora import LoRAPoint, _check_factors, balanced_factors, lora_hessian, lora_value
+from landscapes.problem import Problem
+
+__all__ = [
+    "Normalization",
+    "normalize_direction",
+    "random_direction",
+    "hessian_directions",
+    "toward",
+    "slice_grid",
+]
+
+Normalization = Literal["lora", "filter", "none"]
+
+
+def _scale_to(d: Tensor, ref: Tensor) -> Tensor:
+    nd, nr = float(d.norm()), float(ref.norm())
+    if nd == 0.0:
+        return d.clone()
+    return d * (nr / nd) if nr > 0.0 else d / nd
+
+
+def normalize_direction(
+    point: LoRAPoint, direction: LoRAPoint, *, normalization: Normalization = "lora"
+) -> LoRAPoint:
+    """Scale ``direction`` to the sizes of ``point`` (see the module docstring)."""
+    if normalization not in ("lora", "filter", "none"):
+        raise ValueError(f"normalization: expected 'lora', 'filter' or 'none', got {normalization!r}")
+    if len(direction.U) != len(point.U):
+        raise ValueError(f"direction: expected {len(point.U)} blocks, got {len(direction.U)}")
+    for j, (u, du, v, dv) in enumerate(zip(point.U, direction.U, point.V, direction.V)):
+        if du.shape != u.shape or dv.shape != v.shape:
+            raise ValueError(
+                f"direction[{j}]: expected shapes {tuple(u.shape)}, {tuple(v.shape)}, "
+                f"got {tuple(du.shape)}, {tuple(dv.shape)}"
+            )
+    if normalization == "none":
+        return direction
+    if normalization == "lora":
+        return LoRAPoint(
+            tuple(_scale_to(du, u) for u, du in zip(point.U, direction.U)),
+            tuple(_scale_to(dv, v) for v, dv in zip(point.V, direction.V)),
+        )
+
+    def cols(d: Tensor, ref: Tensor) -> Tensor:
+        nd = d.norm(dim=0)
+        nr = ref.norm(dim=0)
+        scale = torch.where(nd > 0, nr / torch.where(nd > 0, nd, torch.ones_like(nd)), torch.zeros_like(nd))
+        return d * scale
+
+    return LoRAPoint(
+        tuple(cols(du, u) for u, du in zip(point.U, direction.U)),
+        tuple(cols(dv, v) for v, dv in zip(point.V, direction.V)),
+    )
+
+
+def random_direction(point: LoRAPoint, *, generator: torch.Generator) -> LoRAPoint:
+    """A Gaussian direction with the shapes of ``point`` (entries from ``generator``, float64 then cast)."""
+    if not isinstance(generator, torch.Generator):
+        raise TypeError(f"generator: expected a torch.Generator, got {type(generator).__name__}")
+
+    def draw(x: Tensor) -> Tensor:
+        return torch.randn(x.shape, generator=generator, dtype=torch.float64).to(
+            dtype=x.dtype, device=x.device
+        )
+
+    return LoRAPoint(tuple(draw(u) for u in point.U), tuple(draw(v) for v in point.V))
+
+
+def _split(problem: Problem, point: LoRAPoint, vec: Tensor) -> LoRAPoint:
+    """A flat vector in :func:`~landscapes.lora.lora_hessian` order (block by block, U then V)."""
+    U, V, k = [], [], 0
+    for u, v in zip(point.U, point.V):
+        U.append(vec[k : k + u.numel()].reshape(u.shape))
+        k += u.numel()
+        V.append(vec[k : k + v.numel()].reshape(v.shape))
+        k += v.numel()
+    return LoRAPoint(tuple(U), tuple(V))
+
+
+def hessian_directions(
+    problem: Problem, point: LoRAPoint, *, max_params: int = 4000
+) -> tuple[LoRAPoint, LoRAPoint]:
+    """Unit eigenvectors of the smallest and the largest Hessian eigenvalue of ``F`` at ``point``.
+
+    Dense (``eigh`` of :func:`~landscapes.lora.lora_hessian`), so only up to ``max_params``
+    variables; returns ``(v_min, v_max)``.
+    """
+    _check_factors(problem, point.U, point.V)
+    P = sum(u.numel() + v.numel() for u, v in zip(point.U, point.V))
+    if P > max_params:
+        raise ValueError(f"point: expected at most max_params = {max_params} LoRA parameters, got {P}")
+    _, vecs = torch.linalg.eigh(lora_hessian(problem, point.U, point.V))
+    return _split(problem, point, vecs[:, 0]), _split(problem, point, vecs[:, -1])
+
+
+def toward(point: LoRAPoint, target: Sequence[Tensor]) -> LoRAPoint:
+    """The straight line from ``point`` to the balanced factors of ``target`` (e.g. a NUC minimizer).
+
+    ``target`` is a point ``D`` (one matrix per block); its balanced factors are padded to the
+    point's ranks, so ``alpha = 1`` lands exactly on a rank-``r`` factorization of ``D`` (when its
+    rank is at most ``r``).
+    """
+    ranks = [int(u.shape[1]) for u in point.U]
+    tgt = balanced_factors(target, rank=ranks)
+    return LoRAPoint(
+        tuple(t - u for t, u in zip(tgt.U, point.U)),
+        tuple(t - v for t, v in zip(tgt.V, point.V)),
+    )
+
+
+def _axis(name: str, values: Sequence[float] | Tensor) -> list[float]:
+    vals = [float(a) for a in (values.tolist() if isinstance(values, Tensor) else values)]
+    if not vals or not all(torch.isfinite(torch.tensor(vals))):
+        raise ValueError(f"{name}: expected a non-empty sequence of finite numbers, got {values!r}")
+    return vals
+
+
+def slice_grid(
+    problem: Problem,
+    point: LoRAPoint,
+    d1: LoRAPoint,
+    d2: LoRAPoint | None = None,
+    *,
+    alphas: Sequence[float] | Tensor,
+    betas: Sequence[float] | Tensor | None = None,
+) -> Tensor:
+    r""":math:`F(\text{point} + \alpha\, d_1 [+ \beta\, d_2])` on the grid of ``alphas`` (and ``betas``).
+
+    Returns shape ``(len(alphas),)``, or ``(len(alphas), len(betas))`` with ``d2``.  Directions are
+    used as given (normalize them first with :func:`normalize_direction`).
+    """
+    _check_factors(problem, point.U, point.V)
+    for name, d in (("d1", d1), ("d2", d2)):
+        if d is not None:
+            normalize_direction(point, d, normalization="none")  # shape check only
+            if name == "d2" and betas is None:
+                raise ValueError("betas: expected a grid for the second direction d2, got None")
+    a = _axis("alphas", alphas)
+    b = _axis("betas", betas) if d2 is not None and betas is not None else None
+    if b is None:
+        out = torch.empty(len(a), dtype=torch.float64)
+        for i, x in enumerate(a):
+            U = [u + x * du for u, du in zip(point.U, d1.U)]
+            V = [v + x * dv for v, dv in zip(point.V, d1.V)]
+            out[i] = lora_value(problem, U, V)
+        return out
+    assert d2 is not None
+    out = torch.empty(len(a), len(b), dtype=torch.float64)
+    for i, x in enumerate(a):
+        for k, y in enumerate(b):
+            U = [u + x * du + y * eu for u, du, eu in zip(point.U, d1.U, d2.U)]
+            V = [v + x * dv + y * ev for v, dv, ev in zip(point.V, d1.V, d2.V)]
+            out[i, k] = lora_value(problem, U, V)
+    return out
