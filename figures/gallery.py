@@ -5,7 +5,9 @@ Results are the JSON data that the commands write (recognized by their format fi
 * ``loracheck.phase/1`` (``loracheck phase``): the phase diagram;
 * ``loracheck.report`` (``loracheck run``): the singular values of every certified rank-claim
   solution against ``r_max``;
-* ``loracheck.experiment/1`` (``loracheck experiment``): training curves per training-set size.
+* ``loracheck.experiment/1`` (``loracheck experiment``): training curves per training-set size;
+* ``loracheck.slices/1`` (:func:`verify.slices.landscape_slices`): 1-D and 2-D slices of the LoRA
+  objective.
 
 Every file is written atomically (a temporary file, then ``os.replace``), so an interrupted
 gallery never leaves a half-written image or page.
@@ -24,6 +26,7 @@ from typing import Any
 from matplotlib.figure import Figure
 
 from figures.phase import PHASE_FORMAT, plot_phase_diagram
+from figures.slices import SLICES_FORMAT, plot_slice_2d, plot_slices_1d
 from figures.spectrum import RANK_CLAIMS, plot_singular_values
 from figures.training import EXPERIMENT_FORMAT, plot_training_curves
 
@@ -89,10 +92,35 @@ def gallery_items(results: Iterable[Mapping[str, Any]]) -> list[GalleryItem]:
                             "objective.",
                         )
                     )
+        elif kind == SLICES_FORMAT:
+            items.append(
+                GalleryItem(
+                    "slices-1d",
+                    plot_slices_1d(res),
+                    "The LoRA objective minus its certified global optimum along lines: through the "
+                    "strict saddle at U = V = 0 along its most negative curvature (JLR-zero-saddle), "
+                    "through a trained point along a random and its flattest direction, and from a random "
+                    "start to the trained point. Directions normalized LoRA-aware: step 1 = each "
+                    "factor's size.",
+                )
+            )
+            for i, s2 in enumerate(res["slices_2d"]):
+                items.append(
+                    GalleryItem(
+                        f"slice-2d-{_slug(s2['center'])}",
+                        plot_slice_2d(res, i),
+                        f"2-D slice of the LoRA objective {s2['label']}"
+                        + (
+                            ": the saddle shape of U = V = 0 (JLR-zero-saddle)."
+                            if s2["center"] == "zero"
+                            else ": a basin around a certified global minimizer (JLR-no-spurious, JLR-equiv)."
+                        ),
+                    )
+                )
         else:
             raise ValueError(
-                f"results[{k}]: expected saved data of format {PHASE_FORMAT!r}, {REPORT_FORMAT!r} or "
-                f"{EXPERIMENT_FORMAT!r}, got {kind!r}"
+                f"results[{k}]: expected saved data of format {PHASE_FORMAT!r}, {REPORT_FORMAT!r}, "
+                f"{EXPERIMENT_FORMAT!r} or {SLICES_FORMAT!r}, got {kind!r}"
             )
     return items
 

@@ -127,9 +127,10 @@ def _parser() -> argparse.ArgumentParser:
         "figures",
         help="draw the figures (PNG, SVG and an index.html gallery) from saved results",
         description="Draw every figure the given results support (phase.json of `loracheck phase`, "
-        "report.json of `loracheck run`, experiment.json of `loracheck experiment`) into DIR, as PNG "
-        "and SVG, with DIR/index.html.  Without --from, the default jobs run first (the phase sweep "
-        "and the default suite, about 2 minutes on 2 cores) and their data are saved in DIR too.",
+        "report.json of `loracheck run`, experiment.json of `loracheck experiment`, slices.json) into DIR, "
+        "as PNG and SVG, with DIR/index.html.  Without --from, the default jobs run first (the phase "
+        "sweep, the default suite and landscape slices of a small problem, about 2 minutes on 2 "
+        "cores) and their data are saved in DIR too.",
     )
     fg.add_argument("--from", dest="sources", nargs="+", metavar="FILE", help="saved JSON results to draw")
     fg.add_argument(
@@ -523,6 +524,16 @@ def _cmd_figures(args: argparse.Namespace) -> int:
         report = build_report(verdicts, suite=specs, seconds=time.perf_counter() - t0)
         write_report(report, out)
         results.append(json.loads(json.dumps(report)))
+        from landscapes.io import atomic_write
+        from landscapes.synthetic import gaussian_problem
+        from verify.slices import landscape_slices
+
+        print("computing landscape slices ...", flush=True)
+        slices = json.loads(
+            json.dumps(landscape_slices(gaussian_problem(K=1, N=10, blocks=[(8, 6)], lam=0.05, seed=0)))
+        )
+        atomic_write(out / "slices.json", lambda fh: fh.write(json.dumps(slices, indent=1).encode()))
+        results.append(slices)
     index = write_gallery(results, out)
     n = len(list(out.glob("*.png")))
     print(f"{n} figures (PNG and SVG) in {out}; open {index}")

@@ -1,0 +1,86 @@
+r"""Loss-landscape slices of the LoRA objective (data of :func:`verify.slices.landscape_slices`).
+
+1-D slices: :math:`F` along each direction with the certified NUC optimum (the value of a global
+minimum of LoRA) as a dashed line.  2-D slices: filled contours of :math:`F - F^\star` (log
+scale) around the zero point or the trained point; the centre is marked.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+from matplotlib.axes import Axes
+from matplotlib.colors import LogNorm
+from matplotlib.figure import Figure
+
+__all__ = ["plot_slices_1d", "plot_slice_2d"]
+
+SLICES_FORMAT = "loracheck.slices/1"
+
+
+def _check(result: Mapping[str, Any]) -> None:
+    if not isinstance(result, Mapping):
+        raise TypeError(f"result: expected slice data (a dict), got {type(result).__name__}")
+    if result.get("schema") != SLICES_FORMAT:
+        raise ValueError(f"result: expected schema {SLICES_FORMAT!r}, got {result.get('schema')!r}")
+    for k in ("slices_1d", "slices_2d", "nuc_optimum"):
+        if k not in result:
+            raise ValueError(f"result: missing {k!r}")
+
+
+def _new(ax: Axes | None, size: tuple[float, float]) -> tuple[Figure, Axes]:
+    if ax is None:
+        fig = Figure(figsize=size, layout="constrained")
+        return fig, fig.add_subplot()
+    return ax.get_figure(), ax  # type: ignore[return-value]
+
+
+def plot_slices_1d(result: Mapping[str, Any], ax: Axes | None = None) -> Figure:
+    r"""All 1-D slices as :math:`F - F^\star` (log scale), :math:`F^\star` the certified optimum."""
+    _check(result)
+    fig, ax = _new(ax, (6.4, 4.4))
+    opt = float(result["nuc_optimum"])
+    allv = np.concatenate([np.asarray(s["values"], dtype=float) - opt for s in result["slices_1d"]])
+    floor = max(float(np.abs(allv).max()) * 1e-12, 1e-15)
+    for i, s in enumerate(result["slices_1d"]):
+        y = np.maximum(np.asarray(s["values"], dtype=float) - opt, floor)
+        ax.plot(s["alphas"], y, color=f"C{i}", lw=1.8, label=s["label"])
+    ax.set_yscale("log")
+    ax.set_xlabel("step along the direction (normalized: 1 = the factors' size)")
+    ax.set_ylabel("F − certified global optimum")
+    p = result.get("problem", {})
+    ax.set_title(
+        f"1-D slices, {p.get('name', '')}: rank {result.get('rank')}, KN = {p.get('KN')}", fontsize=10
+    )
+    fig.legend(loc="outside lower center", fontsize=7, ncols=2, frameon=False)
+    return fig
+
+
+def plot_slice_2d(result: Mapping[str, Any], index: int = 0, ax: Axes | None = None) -> Figure:
+    """One 2-D slice as filled contours of F minus the certified optimum (log colour scale)."""
+    _check(result)
+    slices = result["slices_2d"]
+    if not (isinstance(index, int) and 0 <= index < len(slices)):
+        raise ValueError(f"index: expected 0 <= index < {len(slices)}, got {index!r}")
+    s = slices[index]
+    fig, ax = _new(ax, (5.2, 4.4))
+    a, b = np.array(s["alphas"]), np.array(s["betas"])
+    z = np.array(s["values"]) - float(result["nuc_optimum"])
+    lo, hi = float(z.min()), float(z.max())
+    if lo > 0 and hi / lo > 10:  # a wide range: log colours over four decades below the top
+        lo = max(lo, hi * 1e-4)
+        z = np.maximum(z, lo)
+        cs = ax.contourf(b, a, z, levels=np.geomspace(lo, hi, 17), norm=LogNorm(), cmap="viridis")
+    else:
+        cs = ax.contourf(b, a, z, levels=16, cmap="viridis")
+    ax.plot([0.0], [0.0], marker="*", ms=12, color="white", mec="black", ls="", label="centre")
+    d1, d2 = s.get("directions", ["direction 1", "direction 2"])
+    ax.set_xlabel(f"{d2} direction")
+    ax.set_ylabel(f"{d1} direction")
+    ax.set_title(s["label"], fontsize=9)
+    cb = fig.colorbar(cs, ax=ax, format="%.3g")
+    cb.set_label("F − certified optimum")
+    ax.legend(fontsize=7, loc="upper right")
+    return fig
