@@ -7,7 +7,7 @@ r(r+1)/2 = KN), never ``landscapes`` or ``verify``.  Each figure is a function
 
 from figures.gallery import gallery_items, write_gallery
 from figures.phase import plot_phase_diagram
-from figures.slices import plot_slice_2d, plot_slices_1d
+from figures.slices import plot_hessian_spectrum, plot_slice_2d, plot_slices_1d
 from figures.spectrum import plot_singular_values
 from figures.training import plot_training_curves
 
@@ -17,6 +17,7 @@ __all__ = [
     "plot_training_curves",
     "plot_slices_1d",
     "plot_slice_2d",
+    "plot_hessian_spectrum",
     "gallery_items",
     "write_gallery",
 ]

@@ -26,7 +26,7 @@ from typing import Any
 from matplotlib.figure import Figure
 
 from figures.phase import PHASE_FORMAT, plot_phase_diagram
-from figures.slices import SLICES_FORMAT, plot_slice_2d, plot_slices_1d
+from figures.slices import SLICES_FORMAT, plot_hessian_spectrum, plot_slice_2d, plot_slices_1d
 from figures.spectrum import RANK_CLAIMS, plot_singular_values
 from figures.training import EXPERIMENT_FORMAT, plot_training_curves
 
@@ -104,6 +104,17 @@ def gallery_items(results: Iterable[Mapping[str, Any]]) -> list[GalleryItem]:
                     "factor's size.",
                 )
             )
+            if res.get("hessian_spectra"):
+                items.append(
+                    GalleryItem(
+                        "hessian-spectrum",
+                        plot_hessian_spectrum(res),
+                        "Eigenvalues of the LoRA objective's Hessian at U = V = 0 (negative ones in red: a "
+                        "strict saddle, with the closed-form lambda_min = lam - ||grad L(0)||_op dashed, "
+                        "JLR-zero-saddle) and at a trained point (no negative eigenvalue: a second-order "
+                        "stationary point, global by JLR-no-spurious).",
+                    )
+                )
             for i, s2 in enumerate(res["slices_2d"]):
                 items.append(
                     GalleryItem(

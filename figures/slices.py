@@ -15,7 +15,7 @@ from matplotlib.axes import Axes
 from matplotlib.colors import LogNorm
 from matplotlib.figure import Figure
 
-__all__ = ["plot_slices_1d", "plot_slice_2d"]
+__all__ = ["plot_slices_1d", "plot_slice_2d", "plot_hessian_spectrum"]
 
 SLICES_FORMAT = "loracheck.slices/1"
 
@@ -83,4 +83,46 @@ def plot_slice_2d(result: Mapping[str, Any], index: int = 0, ax: Axes | None = N
     cb = fig.colorbar(cs, ax=ax, format="%.3g")
     cb.set_label("F − certified optimum")
     ax.legend(fontsize=7, loc="upper right")
+    return fig
+
+
+def plot_hessian_spectrum(result: Mapping[str, Any], ax: Axes | None = None) -> Figure:
+    r"""Histogram of the Hessian eigenvalues of :math:`F` at the zero point and at the trained point.
+
+    Negative eigenvalues are drawn in red (at zero: the strict-saddle directions); the closed form
+    :math:`\lambda_{\min}(0) = \lambda - \|\nabla L(0)\|_{op}` is the dashed line.  With ``ax``
+    given, both spectra share those axes; otherwise one panel each.
+    """
+    _check(result)
+    spectra = result.get("hessian_spectra")
+    if not spectra:
+        raise ValueError("result: missing 'hessian_spectra'")
+    if ax is None:
+        fig = Figure(figsize=(6.4, 2.3 * len(spectra) + 0.6), layout="constrained")
+        axes = list(fig.subplots(len(spectra), 1, sharex=True, squeeze=False)[:, 0])
+    else:
+        fig, axes = ax.get_figure(), [ax] * len(spectra)  # type: ignore[assignment]
+    allv = np.concatenate([np.asarray(s["eigenvalues"], dtype=float) for s in spectra])
+    lo, hi = float(allv.min()), float(allv.max())
+    pad = 0.05 * (hi - lo if hi > lo else 1.0)
+    bins = np.linspace(lo - pad, hi + pad, 61)
+    for a, s in zip(axes, spectra):
+        ev = np.asarray(s["eigenvalues"], dtype=float)
+        tol = 1e-9 * max(1.0, float(np.abs(ev).max()))
+        neg = ev[ev < -tol]
+        a.hist(ev[ev >= -tol], bins=bins, color="C0", label=f"{int((ev >= -tol).sum())} eigenvalues >= 0")
+        if neg.size:
+            a.hist(neg, bins=bins, color="crimson", label=f"{neg.size} negative (min {neg.min():.3g})")
+        if s["center"] == "zero" and "zero_lambda_min_closed_form" in result:
+            a.axvline(
+                result["zero_lambda_min_closed_form"],
+                color="black",
+                ls="--",
+                lw=1.2,
+                label="lam − ||grad L(0)||_op",
+            )
+        a.set_ylabel("count")
+        a.set_title(f"Hessian of F at the {s['center']} point ({ev.size} parameters)", fontsize=9)
+        a.legend(fontsize=7, loc="upper right")
+    axes[-1].set_xlabel("eigenvalue")
     return fig

@@ -8,7 +8,9 @@ Format ``loracheck.slices/1`` (plain JSON, drawn by :mod:`figures.slices`):
 * around a **trained point** (L-BFGS at rank ``r`` from a small random start, certified by the
   NUC optimum): 1-D slices along a random direction, the Hessian's smallest-eigenvalue direction,
   and the straight line from a random start to the point; and a 2-D slice along two random
-  directions.
+  directions;
+* the full **Hessian spectrum** of :math:`F` at both points (dense ``eigvalsh``), with the closed
+  form :math:`\lambda_{\min} = \lambda - \|\nabla L(0)\|_{op}` at zero for comparison.
 
 Directions are normalized LoRA-aware (:mod:`landscapes.slices`) unless another normalization is
 asked for; at the zero point, where every factor has size 0, each direction factor has unit norm.
@@ -21,7 +23,7 @@ from typing import Any
 
 import torch
 
-from landscapes.lora import LoRAPoint, lora_value, minimize_lora, random_factors
+from landscapes.lora import LoRAPoint, lora_hessian, lora_value, minimize_lora, random_factors
 from landscapes.nuc import solve_nuc
 from landscapes.problem import Problem
 from landscapes.slices import (
@@ -140,8 +142,16 @@ def landscape_slices(
                 "values": slice_grid(problem, center, d1, d2, alphas=a2, betas=a2).tolist(),
             }
         )
+    spectra = []
+    for center, name in ((zero, "zero"), (trained, "trained")):
+        ev = torch.linalg.eigvalsh(lora_hessian(problem, center.U, center.V))
+        spectra.append({"center": name, "eigenvalues": ev.tolist()})
+    S0 = problem.evaluate(problem.zeros()).S
+    closed = min(lam - float(torch.linalg.matrix_norm(S, ord=2)) for lam, S in zip(problem.lam, S0))
     return {
         "schema": SLICES_FORMAT,
+        "hessian_spectra": spectra,
+        "zero_lambda_min_closed_form": closed,
         "problem": problem.fingerprint(),
         "rank": ranks,
         "r_max": r_max(problem.K, problem.N),

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from figures.gallery import gallery_items
-from figures.slices import plot_slice_2d, plot_slices_1d
+from figures.slices import plot_hessian_spectrum, plot_slice_2d, plot_slices_1d
 from landscapes.synthetic import gaussian_problem
 from verify.slices import landscape_slices
 
@@ -61,7 +61,7 @@ def test_figures_show_the_data(data, tmp_path):
         ax2 = plot_slice_2d(d, i).axes[0]
         assert s["directions"][0] in ax2.get_ylabel() and s["directions"][1] in ax2.get_xlabel()
     names = [it.name for it in gallery_items([d])]
-    assert names == ["slices-1d", "slice-2d-zero", "slice-2d-trained"]
+    assert names == ["slices-1d", "hessian-spectrum", "slice-2d-zero", "slice-2d-trained"]
 
 
 def test_bad_arguments(data):
@@ -74,3 +74,18 @@ def test_bad_arguments(data):
         landscape_slices(P, n_1d=2)
     with pytest.raises(ValueError, match="span"):
         landscape_slices(P, span=0.0)
+
+
+def test_hessian_spectra(data):
+    P, d = data
+    zero, trained = d["hessian_spectra"]
+    assert zero["center"] == "zero" and trained["center"] == "trained"
+    # closed form at U = V = 0 (JLR-zero-saddle): lambda_min = lam - ||grad L(0)||_op
+    assert min(zero["eigenvalues"]) == pytest.approx(d["zero_lambda_min_closed_form"], abs=1e-12)
+    assert min(trained["eigenvalues"]) >= -1e-7  # a second-order stationary point
+    fig = plot_hessian_spectrum(d)
+    for ax, s in zip(fig.axes, d["hessian_spectra"]):
+        counts = sum(p.get_height() for p in ax.patches)
+        assert counts == len(s["eigenvalues"])
+        assert ax.get_ylabel() == "count"
+    assert fig.axes[-1].get_xlabel() == "eigenvalue"
