@@ -30,6 +30,16 @@ from figures.slices import SLICES_FORMAT, plot_hessian_spectrum, plot_slice_2d, 
 from figures.spectrum import RANK_CLAIMS, plot_singular_values
 from figures.training import EXPERIMENT_FORMAT, plot_training_curves
 
+
+def _default_file_mode() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return 0o666 & ~mask
+
+
+#: Permissions of written files: what ``open()`` would give under the current umask.
+_FILE_MODE = _default_file_mode()
+
 __all__ = ["GalleryItem", "gallery_items", "write_gallery"]
 
 REPORT_FORMAT = "loracheck.report"
@@ -141,6 +151,7 @@ def _atomic_savefig(fig: Figure, path: Path, **kwargs: Any) -> None:
     try:
         with os.fdopen(fd, "wb") as fh:
             fig.savefig(fh, format=path.suffix[1:], **kwargs)
+        os.chmod(tmp, _FILE_MODE)  # mkstemp creates 0600; a result file is readable like any other
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
@@ -184,6 +195,7 @@ def write_gallery(
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as fh:
             fh.write(page)
+        os.chmod(tmp, _FILE_MODE)
         os.replace(tmp, index)
     except BaseException:
         if os.path.exists(tmp):

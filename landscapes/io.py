@@ -55,6 +55,16 @@ from landscapes.losses import LOSS_NAMES
 from landscapes.operators import DenseOperator, LowRankOperator
 from landscapes.problem import Problem
 
+
+def _default_file_mode() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return 0o666 & ~mask
+
+
+#: Permissions of written files: what ``open()`` would give under the current umask.
+_FILE_MODE = _default_file_mode()
+
 __all__ = [
     "save_problem",
     "load_problem",
@@ -367,6 +377,7 @@ def atomic_write(path: str | os.PathLike[str], write: Callable[[BinaryIO], objec
             write(fh)
             fh.flush()
             os.fsync(fh.fileno())
+        os.chmod(tmp, _FILE_MODE)  # mkstemp creates 0600; a result file is readable like any other
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
