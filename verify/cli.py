@@ -129,8 +129,8 @@ def _parser() -> argparse.ArgumentParser:
         description="Draw every figure the given results support (phase.json of `loracheck phase`, "
         "report.json of `loracheck run`, experiment.json of `loracheck experiment`, slices.json) into DIR, "
         "as PNG and SVG, with DIR/index.html.  Without --from, the default jobs run first (the phase "
-        "sweep, the default suite and landscape slices of a small problem, about 2 minutes on 2 "
-        "cores) and their data are saved in DIR too.",
+        "sweep, the default suite, landscape slices and training curves of small problems, about 2 "
+        "minutes on 2 cores) and their data are saved in DIR too.",
     )
     fg.add_argument("--from", dest="sources", nargs="+", metavar="FILE", help="saved JSON results to draw")
     fg.add_argument(
@@ -534,6 +534,18 @@ def _cmd_figures(args: argparse.Namespace) -> int:
         )
         atomic_write(out / "slices.json", lambda fh: fh.write(json.dumps(slices, indent=1).encode()))
         results.append(slices)
+        from verify.experiment import synthetic_training_curves
+
+        print("training full fine-tuning and LoRA at ranks 1, 2, 4, 8 ...", flush=True)
+        curves = json.loads(
+            json.dumps(
+                synthetic_training_curves(
+                    gaussian_problem(K=2, N=16, blocks=[(12, 12)], lam=0.01, loss="cross_entropy", seed=0)
+                )
+            )
+        )
+        atomic_write(out / "training.json", lambda fh: fh.write(json.dumps(curves, indent=1).encode()))
+        results.append(curves)
     index = write_gallery(results, out)
     n = len(list(out.glob("*.png")))
     print(f"{n} figures (PNG and SVG) in {out}; open {index}")

@@ -37,7 +37,7 @@ from landscapes.problem import Problem
 from landscapes.sosp import adam_direction, find_sosp, make_init, train
 from theory.bounds import r_max
 
-__all__ = ["jlr_real_experiment", "EXPERIMENT_SCHEMA_ID", "train_full"]
+__all__ = ["jlr_real_experiment", "synthetic_training_curves", "EXPERIMENT_SCHEMA_ID", "train_full"]
 
 EXPERIMENT_SCHEMA_ID = "loracheck.experiment/1"
 
@@ -414,3 +414,82 @@ def _sosp_verdict(is_sosp: bool, is_global: bool, above: bool) -> str:
             " (above the bound: a counterexample?)" if above else ""
         )
     return "not certified (the polish did not reach the tolerances)"
+
+
+def synthetic_training_curves(
+    problem: Problem,
+    *,
+    ranks: Sequence[int] = (1, 2, 4, 8),
+    steps: int = 1500,
+    lr: float = 1e-2,
+    seed: int = 0,
+    record_every: int = 10,
+) -> dict[str, Any]:
+    r"""Training curves of full fine-tuning and of LoRA per rank on any (synthetic) problem.
+
+    The same measurement as :func:`jlr_real_experiment`'s curves, without a model or a test set:
+    Adam (full batch) on the LoRA objective from the zero-B start at each rank, Adam on full
+    fine-tuning's ridge objective from ``D = 0``, and the certified NUC optimum.  Returns data in
+    the experiment format (``loracheck.experiment/1``, one run), so that
+    :func:`figures.training.plot_training_curves` draws it.
+    """
+    rs = list(ranks)
+    if not rs or any(isinstance(r, bool) or not isinstance(r, int) or r < 1 for r in rs):
+        raise ValueError(f"ranks: expected positive ints, got {ranks!r}")
+    t0 = time.perf_counter()
+    sol = solve_nuc(problem, gap_rtol=1e-10, seed=seed)
+    _, hist = train_full(problem, steps=steps, lr=lr, seed=seed, record_every=record_every)
+    gen = torch.Generator().manual_seed(seed)
+    rmax = r_max(problem.K, problem.N)
+    lora = []
+    for r in rs:
+        ranks_b = [min(r, m, n) for m, n in problem.blocks]
+        init = make_init(problem, ranks_b, "zero_b", generator=gen)
+        _, curve = train(
+            problem, init, optimizer="adam", steps=steps, lr=lr, seed=seed, record_every=record_every
+        )
+        final = float(curve[-1][1])
+        lora.append(
+            {
+                "r": r,
+                "above_bound": sum(k * (k + 1) // 2 for k in ranks_b) > problem.KN,
+                "curve": [{"step": int(s), "objective": float(v)} for s, v in curve],
+                "final_objective": final,
+                "final_minus_nuc": final - sol.certificate.primal,
+            }
+        )
+    return {
+        "schema": EXPERIMENT_SCHEMA_ID,
+        "setup": {
+            "data": f"synthetic problem {problem.name!r}",
+            "loss": problem.loss.name,
+            "K": problem.K,
+            "lam": problem.lam[0] if len(set(problem.lam)) == 1 else list(problem.lam),
+            "lr": lr,
+            "optimizer": "adam (full batch)",
+            "steps": steps,
+            "ranks": rs,
+            "seed": seed,
+        },
+        "runs": [
+            {
+                "N": problem.N,
+                "KN": problem.KN,
+                "r_max": rmax,
+                "seconds": time.perf_counter() - t0,
+                "nuc": {
+                    "objective": sol.certificate.primal,
+                    "rel_gap": sol.certificate.rel_gap,
+                    "ranks": list(sol.ranks),
+                },
+                "full_ft": {
+                    "objective_kind": "L(D) + lam/2 ||D||_F^2 (ridge): not the NUC objective of the LoRA "
+                    "curves",
+                    "curve": [{"step": int(s), "objective": float(o), "risk": float(k)} for s, o, k in hist],
+                },
+                "lora": lora,
+            }
+        ],
+        "heads": [],
+        "complete": True,
+    }

@@ -54,3 +54,24 @@ def test_bad_data(experiment):
         plot_training_curves(d)
     with pytest.raises(TypeError, match="result"):
         plot_training_curves(None)  # type: ignore[arg-type]
+
+
+def test_synthetic_training_curves_are_drawn(tmp_path):
+    from landscapes.synthetic import gaussian_problem
+    from verify.experiment import synthetic_training_curves
+
+    P = gaussian_problem(K=2, N=8, blocks=[(6, 6)], lam=0.02, loss="cross_entropy", seed=1)
+    d = json.loads(json.dumps(synthetic_training_curves(P, ranks=[1, 6], steps=600, lr=2e-2)))
+    run = d["runs"][0]
+    nuc = run["nuc"]["objective"]
+    for e in run["lora"]:
+        # no LoRA point goes below the certified NUC optimum (its lower bound)
+        assert min(p["objective"] for p in e["curve"]) >= nuc - 1e-9
+    above = next(e for e in run["lora"] if e["above_bound"])
+    assert above["final_minus_nuc"] <= 1e-3  # Adam gets close to the global minimum above the bound
+    ax = plot_training_curves(d).axes[0]
+    assert {"LoRA r = 1", "LoRA r = 6 (above bound)", "full FT (ridge objective)"} <= {
+        line.get_label() for line in ax.lines
+    }
+    with pytest.raises(ValueError, match="ranks"):
+        synthetic_training_curves(P, ranks=[0])
