@@ -48,13 +48,17 @@ def plot_slices_1d(result: Mapping[str, Any], ax: Axes | None = None) -> Figure:
         y = np.maximum(np.asarray(s["values"], dtype=float) - opt, floor)
         ax.plot(s["alphas"], y, color=f"C{i}", lw=1.8, label=s["label"])
     ax.set_yscale("log")
-    ax.set_xlabel("step along the direction (normalized: 1 = the factors' size)")
+    unit = {
+        "lora": "normalized: 1 = each factor's size",
+        "filter": "filter-normalized: 1 = each column's size",
+    }.get(str(result.get("normalization")), "not normalized")
+    ax.set_xlabel(f"step along the direction ({unit})")
     ax.set_ylabel("F − certified global optimum")
     p = result.get("problem", {})
     ax.set_title(
         f"1-D slices, {p.get('name', '')}: rank {result.get('rank')}, KN = {p.get('KN')}", fontsize=10
     )
-    fig.legend(loc="outside lower center", fontsize=7, ncols=2, frameon=False)
+    fig.legend(loc="outside lower center", fontsize=7, ncols=1, frameon=False)
     return fig
 
 

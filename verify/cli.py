@@ -136,6 +136,13 @@ def _parser() -> argparse.ArgumentParser:
     fg.add_argument(
         "--out", default="loracheck-figures", metavar="DIR", help="output directory (default: %(default)s)"
     )
+    fg.add_argument(
+        "--normalization",
+        choices=["lora", "filter", "none"],
+        default="lora",
+        help="direction normalization of the landscape slices (default jobs only): LoRA-aware per "
+        "factor, filter (per column, Li et al. 2018) or none (default: %(default)s)",
+    )
     fg.add_argument("--no-progress", action="store_true", help="no progress bar")
     sc = sub.add_parser(
         "schema",
@@ -490,6 +497,8 @@ def _cmd_figures(args: argparse.Namespace) -> int:
     if out.exists() and not out.is_dir():
         raise _BadInput(f"--out: expected a directory, got an existing file {str(out)!r}")
     results = []
+    if args.sources and args.normalization != "lora":
+        raise _BadInput("--normalization: applies to the default jobs only (without --from)")
     if args.sources:
         for src in args.sources:
             path = Path(src)
@@ -530,7 +539,12 @@ def _cmd_figures(args: argparse.Namespace) -> int:
 
         print("computing landscape slices ...", flush=True)
         slices = json.loads(
-            json.dumps(landscape_slices(gaussian_problem(K=1, N=10, blocks=[(8, 6)], lam=0.05, seed=0)))
+            json.dumps(
+                landscape_slices(
+                    gaussian_problem(K=1, N=10, blocks=[(8, 6)], lam=0.05, seed=0),
+                    normalization=args.normalization,
+                )
+            )
         )
         atomic_write(out / "slices.json", lambda fh: fh.write(json.dumps(slices, indent=1).encode()))
         results.append(slices)

@@ -83,3 +83,13 @@ def test_cli_figures_bad_input(tmp_path, capsys, content, match):
         src.write_text(content)
     assert main(["figures", "--from", str(src), "--out", str(tmp_path / "o")]) == 3
     assert match in capsys.readouterr().err
+
+
+def test_cli_normalization_only_for_default_jobs(tmp_path, capsys):
+    from verify.cli import main
+
+    src = ROOT / "benchmarks/results/phase_default.json"
+    assert (
+        main(["figures", "--from", str(src), "--normalization", "filter", "--out", str(tmp_path / "o")]) == 3
+    )
+    assert "--normalization" in capsys.readouterr().err
