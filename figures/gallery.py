@@ -40,7 +40,7 @@ def _default_file_mode() -> int:
 #: Permissions of written files: what ``open()`` would give under the current umask.
 _FILE_MODE = _default_file_mode()
 
-__all__ = ["GalleryItem", "gallery_items", "write_gallery"]
+__all__ = ["GalleryItem", "gallery_items", "write_gallery", "result_kind", "KINDS"]
 
 REPORT_FORMAT = "loracheck.report"
 
@@ -56,6 +56,19 @@ class GalleryItem:
 
 def _slug(text: str) -> str:
     return "".join(ch if ch.isalnum() else "-" for ch in text).strip("-").lower()
+
+
+KINDS = (PHASE_FORMAT, REPORT_FORMAT, EXPERIMENT_FORMAT, SLICES_FORMAT)
+
+
+def result_kind(result: Mapping[str, Any]) -> str:
+    """The format of saved results (``ValueError`` for one the gallery cannot draw); draws nothing."""
+    if not isinstance(result, Mapping):
+        raise TypeError(f"result: expected saved JSON data (a dict), got {type(result).__name__}")
+    kind = result.get("schema", result.get("format"))
+    if kind not in KINDS:
+        raise ValueError(f"result: expected saved data of format {', '.join(map(repr, KINDS))}; got {kind!r}")
+    return str(kind)
 
 
 def gallery_items(results: Iterable[Mapping[str, Any]]) -> list[GalleryItem]:

@@ -491,7 +491,7 @@ def _cmd_audit(args: argparse.Namespace) -> int:
 
 
 def _cmd_figures(args: argparse.Namespace) -> int:
-    from figures.gallery import gallery_items, write_gallery
+    from figures.gallery import result_kind, write_gallery
 
     out = Path(args.out)
     if out.exists() and not out.is_dir():
@@ -508,10 +508,11 @@ def _cmd_figures(args: argparse.Namespace) -> int:
                 results.append(json.loads(path.read_text()))
             except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
                 raise _BadInput(f"--from: expected JSON data in {src!r} ({exc})") from None
-        try:
-            gallery_items(results)
-        except (TypeError, ValueError) as exc:
-            raise _BadInput(f"--from: {exc}") from None
+        for src, res in zip(args.sources, results):
+            try:
+                result_kind(res)
+            except (TypeError, ValueError) as exc:
+                raise _BadInput(f"--from: {src}: {exc}") from None
     else:
         from verify.phase import phase_sweep
         from verify.report import build_report, write_report
@@ -561,7 +562,7 @@ def _cmd_figures(args: argparse.Namespace) -> int:
         atomic_write(out / "training.json", lambda fh: fh.write(json.dumps(curves, indent=1).encode()))
         results.append(curves)
     index = write_gallery(results, out)
-    n = len(list(out.glob("*.png")))
+    n = index.read_text(encoding="utf-8").count("<figure ")
     print(f"{n} figures (PNG and SVG) in {out}; open {index}")
     return 0
 
