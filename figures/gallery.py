@@ -18,10 +18,11 @@ from __future__ import annotations
 import html
 import os
 import tempfile
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from matplotlib.figure import Figure
 
@@ -159,11 +160,12 @@ def gallery_items(results: Iterable[Mapping[str, Any]]) -> list[GalleryItem]:
     return items
 
 
-def _atomic_savefig(fig: Figure, path: Path, **kwargs: Any) -> None:
+def _atomic(path: Path, write: Callable[[BinaryIO], object]) -> None:
+    """Call ``write`` on a temporary file next to ``path``, then move it into place."""
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as fh:
-            fig.savefig(fh, format=path.suffix[1:], **kwargs)
+            write(fh)
         os.chmod(tmp, _FILE_MODE)  # mkstemp creates 0600; a result file is readable like any other
         os.replace(tmp, path)
     except BaseException:
@@ -187,8 +189,8 @@ def write_gallery(
     if len(set(names)) != len(names):
         raise ValueError(f"results: two figures would share a file name: {sorted(names)}")
     for it in items:
-        _atomic_savefig(it.figure, out_dir / f"{it.name}.png", dpi=dpi)
-        _atomic_savefig(it.figure, out_dir / f"{it.name}.svg")
+        _atomic(out_dir / f"{it.name}.png", partial(it.figure.savefig, format="png", dpi=dpi))
+        _atomic(out_dir / f"{it.name}.svg", partial(it.figure.savefig, format="svg"))
     rows = "\n".join(
         f'<figure id="{html.escape(it.name)}"><a href="{html.escape(it.name)}.svg">'
         f'<img src="{html.escape(it.name)}.png" alt="{html.escape(it.caption)}"></a>'
@@ -204,14 +206,5 @@ def write_gallery(
         f"{rows}\n</body></html>\n"
     )
     index = out_dir / "index.html"
-    fd, tmp = tempfile.mkstemp(dir=out_dir, prefix=".index.html.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(page)
-        os.chmod(tmp, _FILE_MODE)
-        os.replace(tmp, index)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    _atomic(index, lambda fh: fh.write(page.encode("utf-8")))
     return index

@@ -19,6 +19,8 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 
+from figures._axes import figure_and_axes
+
 __all__ = ["plot_phase_diagram"]
 
 PHASE_FORMAT = "loracheck.phase/1"
@@ -63,11 +65,7 @@ def plot_phase_diagram(result: Mapping[str, Any], ax: Axes | None = None) -> Fig
         The figure holding the axes.
     """
     cells = _check(result)
-    if ax is None:
-        fig = Figure(figsize=(7.0, 4.8), layout="constrained")
-        ax = fig.add_subplot()
-    else:
-        fig = ax.get_figure()  # type: ignore[assignment]
+    fig, ax = figure_and_axes(ax, (7.0, 4.8))
     kns = sorted({int(c["KN"]) for c in cells})
     ranks = sorted({int(c["r"]) for c in cells})
     row = {kn: i for i, kn in enumerate(kns)}

@@ -15,6 +15,8 @@ from matplotlib.axes import Axes
 from matplotlib.colors import LogNorm
 from matplotlib.figure import Figure
 
+from figures._axes import figure_and_axes
+
 __all__ = ["plot_slices_1d", "plot_slice_2d", "plot_hessian_spectrum"]
 
 SLICES_FORMAT = "loracheck.slices/1"
@@ -30,17 +32,10 @@ def _check(result: Mapping[str, Any]) -> None:
             raise ValueError(f"result: missing {k!r}")
 
 
-def _new(ax: Axes | None, size: tuple[float, float]) -> tuple[Figure, Axes]:
-    if ax is None:
-        fig = Figure(figsize=size, layout="constrained")
-        return fig, fig.add_subplot()
-    return ax.get_figure(), ax  # type: ignore[return-value]
-
-
 def plot_slices_1d(result: Mapping[str, Any], ax: Axes | None = None) -> Figure:
     r"""All 1-D slices as :math:`F - F^\star` (log scale), :math:`F^\star` the certified optimum."""
     _check(result)
-    fig, ax = _new(ax, (6.4, 4.4))
+    fig, ax = figure_and_axes(ax, (6.4, 4.4))
     opt = float(result["nuc_optimum"])
     allv = np.concatenate([np.asarray(s["values"], dtype=float) - opt for s in result["slices_1d"]])
     floor = max(float(np.abs(allv).max()) * 1e-12, 1e-15)
@@ -69,7 +64,7 @@ def plot_slice_2d(result: Mapping[str, Any], index: int = 0, ax: Axes | None = N
     if not (isinstance(index, int) and 0 <= index < len(slices)):
         raise ValueError(f"index: expected 0 <= index < {len(slices)}, got {index!r}")
     s = slices[index]
-    fig, ax = _new(ax, (5.2, 4.4))
+    fig, ax = figure_and_axes(ax, (5.2, 4.4))
     a, b = np.array(s["alphas"]), np.array(s["betas"])
     z = np.array(s["values"]) - float(result["nuc_optimum"])
     lo, hi = float(z.min()), float(z.max())

@@ -17,6 +17,8 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
+from figures._axes import figure_and_axes
+
 __all__ = ["plot_singular_values"]
 
 RANK_CLAIMS = ("JLR-rank-NUC", "JLR-rank-blocks", "JLR-rank-FT")
@@ -55,11 +57,7 @@ def plot_singular_values(verdict: Mapping[str, Any], ax: Axes | None = None) -> 
         Axes to draw into (default: a new figure).
     """
     svs, ranks, rmax = _check(verdict)
-    if ax is None:
-        fig = Figure(figsize=(6.0, 4.0), layout="constrained")
-        ax = fig.add_subplot()
-    else:
-        fig = ax.get_figure()  # type: ignore[assignment]
+    fig, ax = figure_and_axes(ax, (6.0, 4.0))
     top = max((max(b) for b in svs if b), default=1.0) or 1.0
     floor = ROUNDOFF * top
     markers = "osD^v<>"

@@ -20,6 +20,8 @@ from matplotlib import colormaps
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
+from figures._axes import figure_and_axes
+
 __all__ = ["plot_training_curves"]
 
 EXPERIMENT_FORMAT = "loracheck.experiment/1"
@@ -58,11 +60,7 @@ def plot_training_curves(result: Mapping[str, Any], N: int | None = None, ax: Ax
         Axes to draw into (default: a new figure).
     """
     run = _run(result, N)
-    if ax is None:
-        fig = Figure(figsize=(6.4, 4.2), layout="constrained")
-        ax = fig.add_subplot()
-    else:
-        fig = ax.get_figure()  # type: ignore[assignment]
+    fig, ax = figure_and_axes(ax, (6.4, 4.2))
     ft = run.get("full_ft", {})
     if ft.get("curve"):
         steps = [p["step"] for p in ft["curve"]]

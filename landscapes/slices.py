@@ -52,20 +52,24 @@ def _scale_to(d: Tensor, ref: Tensor) -> Tensor:
     return d * (nr / nd) if nr > 0.0 else d / nd
 
 
+def _check_direction(point: LoRAPoint, direction: LoRAPoint, name: str) -> None:
+    if len(direction.U) != len(point.U):
+        raise ValueError(f"{name}: expected {len(point.U)} blocks, got {len(direction.U)}")
+    for j, (u, du, v, dv) in enumerate(zip(point.U, direction.U, point.V, direction.V)):
+        if du.shape != u.shape or dv.shape != v.shape:
+            raise ValueError(
+                f"{name}[{j}]: expected shapes {tuple(u.shape)}, {tuple(v.shape)}, "
+                f"got {tuple(du.shape)}, {tuple(dv.shape)}"
+            )
+
+
 def normalize_direction(
     point: LoRAPoint, direction: LoRAPoint, *, normalization: Normalization = "lora"
 ) -> LoRAPoint:
     """Scale ``direction`` to the sizes of ``point`` (see the module docstring)."""
     if normalization not in ("lora", "filter", "none"):
         raise ValueError(f"normalization: expected 'lora', 'filter' or 'none', got {normalization!r}")
-    if len(direction.U) != len(point.U):
-        raise ValueError(f"direction: expected {len(point.U)} blocks, got {len(direction.U)}")
-    for j, (u, du, v, dv) in enumerate(zip(point.U, direction.U, point.V, direction.V)):
-        if du.shape != u.shape or dv.shape != v.shape:
-            raise ValueError(
-                f"direction[{j}]: expected shapes {tuple(u.shape)}, {tuple(v.shape)}, "
-                f"got {tuple(du.shape)}, {tuple(dv.shape)}"
-            )
+    _check_direction(point, direction, "direction")
     if normalization == "none":
         return direction
     if normalization == "lora":
@@ -163,11 +167,11 @@ def slice_grid(
     used as given (normalize them first with :func:`normalize_direction`).
     """
     _check_factors(problem, point.U, point.V)
-    for name, d in (("d1", d1), ("d2", d2)):
-        if d is not None:
-            normalize_direction(point, d, normalization="none")  # shape check only
-            if name == "d2" and betas is None:
-                raise ValueError("betas: expected a grid for the second direction d2, got None")
+    _check_direction(point, d1, "d1")
+    if d2 is not None:
+        _check_direction(point, d2, "d2")
+        if betas is None:
+            raise ValueError("betas: expected a grid for the second direction d2, got None")
     a = _axis("alphas", alphas)
     b = _axis("betas", betas) if d2 is not None and betas is not None else None
     if b is None:

@@ -51,7 +51,7 @@ from theory.bounds import triangular
 from theory.claims import DEFAULT_TOLERANCES
 from verify.points import PointAudit, as_point, audit_point, load_point, point_from_extras
 from verify.registry import CHECKERS, NUC_CLAIMS, get_checker
-from verify.report import VERDICT_SCHEMA, atomic_write_text, environment, evidence, exit_code
+from verify.report import COUNTS_SCHEMA, VERDICT_SCHEMA, atomic_write_text, environment, evidence, exit_code
 from verify.verdict import STATUSES, Verdict, jsonable
 
 __all__ = [
@@ -142,11 +142,7 @@ AUDIT_SCHEMA: dict[str, Any] = {
             },
         },
         "verdicts": {"type": "array", "items": _VERDICT_SCHEMA},
-        "counts": {
-            "type": "object",
-            "properties": {s: {"type": "integer", "minimum": 0} for s in STATUSES},
-            "required": list(STATUSES),
-        },
+        "counts": COUNTS_SCHEMA,
         "point": {
             "oneOf": [
                 {"type": "null"},

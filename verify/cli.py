@@ -380,6 +380,7 @@ def _cmd_audit(args: argparse.Namespace) -> int:
         replay_options,
         write_audit,
     )
+    from verify.registry import NUC_CLAIMS
 
     path = Path(args.file)
     if not path.is_file():
@@ -428,16 +429,12 @@ def _cmd_audit(args: argparse.Namespace) -> int:
                 raise _BadInput(f"--json: {exc}; pass --fresh to overwrite it") from None
             if resume.get("complete") is not False:
                 resume = None  # a finished audit is recomputed; only an interrupted one resumes
-        if replay is None:
-            plan = plan_audit(problem, claims=claims, ranks=ranks)
-            if not plan and point is None:
-                raise _BadInput("--claims: nothing to audit (no claims and no --point)")
+        plan = (replay,) if replay is not None else plan_audit(problem, claims=claims, ranks=ranks)
+        if not plan and point is None:
+            raise _BadInput("--claims: nothing to audit (no claims and no --point)")
     except ValueError as exc:
         raise _BadInput(str(exc)) from None
-    needs_nuc = point is not None or any(
-        t.claim != "JLR-rank-FT" and t.claim != "JLR-zero-saddle"
-        for t in ([replay] if replay is not None else plan_audit(problem, claims=claims, ranks=ranks))
-    )
+    needs_nuc = point is not None or any(t.claim in NUC_CLAIMS for t in plan)
     if needs_nuc and not all(lam > 0 for lam in problem.lam):
         raise _BadInput(
             "FILE: expected lam > 0 on every block for the NUC-based claims and point audits, "
@@ -445,11 +442,7 @@ def _cmd_audit(args: argparse.Namespace) -> int:
         )
     if point is not None and problem.dtype != torch.float64:
         raise _BadInput(f"FILE: point audits need a float64 problem (certificates), got {problem.dtype}")
-    if (
-        ranks is not None
-        and replay is None
-        and not any("rank" in t.options for t in plan_audit(problem, claims=claims, ranks=ranks))
-    ):
+    if ranks is not None and replay is None and not any("rank" in t.options for t in plan):
         raise _BadInput(
             "--rank: none of the selected claims takes a LoRA rank (JLR-no-spurious, JLR-spurious-below)"
         )
@@ -474,9 +467,7 @@ def _cmd_audit(args: argparse.Namespace) -> int:
             progress=False if args.no_progress else None,
             source=str(path),
             point_source=point_source,
-            tasks=[replay] if replay is not None else None,
-            claims=None if replay is not None else claims,
-            ranks=None if replay is not None else ranks,
+            tasks=plan,
         )
     except ValueError as exc:
         if "resume:" in str(exc):

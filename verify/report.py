@@ -52,6 +52,13 @@ VERDICT_SCHEMA: dict[str, Any] = {
     },
 }
 
+#: JSON Schema of the verdict counts per status (shared by reports and audits).
+COUNTS_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "properties": {s: {"type": "integer", "minimum": 0} for s in STATUSES},
+    "required": list(STATUSES),
+}
+
 #: JSON Schema (draft 2020-12) of a report.
 REPORT_SCHEMA: dict[str, Any] = {
     "$schema": "https://json-schema.org/draft/2020-12/schema",
@@ -76,11 +83,7 @@ REPORT_SCHEMA: dict[str, Any] = {
         "environment": {"type": "object"},
         "suite": {"type": "array", "items": {"type": "object"}},
         "seconds": {"type": "number"},
-        "counts": {
-            "type": "object",
-            "properties": {s: {"type": "integer", "minimum": 0} for s in STATUSES},
-            "required": list(STATUSES),
-        },
+        "counts": COUNTS_SCHEMA,
         "verdicts": {"type": "array", "items": VERDICT_SCHEMA},
     },
 }
