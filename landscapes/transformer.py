@@ -61,6 +61,7 @@ __all__ = [
     "load_encoder",
     "default_model_path",
     "transformer_problem",
+    "adapted_logits",
     "DEFAULT_TARGETS",
     "DEFAULT_TEMPLATE",
     "DEFAULT_LABEL_WORDS",
@@ -452,6 +453,18 @@ class LinearizedEncoder:
         self.device = dev
         self.bucket_size = bucket_size
         self.texts = tuple(texts)
+        # Construction options, so that the same encoder can be rebuilt in another dtype.
+        self._options: dict[str, Any] = {
+            "K": int(K),
+            "targets": targets,
+            "pooling": pooling,
+            "head": head,
+            "head_seed": head_seed,
+            "template": template,
+            "label_words": label_words,
+            "max_length": max_length,
+            "bucket_size": bucket_size,
+        }
         self._modules = [base.get_submodule(t.name.rsplit(".", 1)[0]) for t in self.targets]
         self._W0: list[Tensor] = [m.weight for m in self._modules]  # type: ignore[misc]
 
@@ -642,6 +655,19 @@ class LinearizedEncoder:
         with torch.no_grad(), self._numerics():
             W = [w0 + d for w0, d in zip(self._W0, Ds)]
             return self._scatter([(b, self._tail(b, W)) for b in self._buckets])
+
+    def with_dtype(self, dtype: torch.dtype) -> LinearizedEncoder:
+        """The same encoder (model, texts, targets, head) rebuilt in ``dtype``: every number recomputed."""
+        if dtype == self.dtype:
+            return self
+        return LinearizedEncoder(
+            self.model, self.tokenizer, list(self.texts), dtype=dtype, device=self.device, **self._options
+        )
+
+    def outputs(self) -> Tensor:
+        """Logits of the model as it is now (a fresh pass from the cached hidden states; hooks apply)."""
+        with torch.no_grad(), self._numerics():
+            return self._scatter([(b, self._tail(b)) for b in self._buckets])
 
     def _check_point(self, D: Sequence[Tensor]) -> list[Tensor]:
         if isinstance(D, Tensor) or not isinstance(D, Sequence) or len(D) != len(self.targets):
@@ -1044,3 +1070,45 @@ def review_problem(
     )
     meta = dict(p.meta, data="reviews", split_seed=seed)
     return Problem(p.J, p.f0, p.y, loss=p.loss, blocks=p.blocks, lam=p.lam, seed=seed, name=p.name, meta=meta)
+
+
+def adapted_logits(
+    encoder: LinearizedEncoder, init: Any, *, dtype: torch.dtype | None = None, offset: bool = True
+) -> Tensor:
+    r"""Logits of the real model with PEFT-style LoRA adapters on the encoder's targets.
+
+    Each adapted ``nn.Linear`` computes :math:`x (W_0 - O)^\top + b + s (x A^\top) B^\top` with the
+    factors ``init.B``, ``init.A``, scale ``init.scale`` and offset ``init.offset`` of a
+    :class:`landscapes.inits.LoRAInit` (``offset=False`` keeps :math:`W_0`); ``init=None`` gives the
+    pretrained logits.  ``dtype`` rebuilds the encoder in that dtype first (every number recomputed
+    from the tokens).  The model's weights are restored afterwards.
+    """
+    enc = encoder if dtype is None else encoder.with_dtype(dtype)
+    if init is None:
+        return enc.outputs()
+    if len(init.B) != len(enc.targets):
+        raise ValueError(f"init: expected {len(enc.targets)} adapters (one per target), got {len(init.B)}")
+    hooks = []
+    saved = [m.weight.data for m in enc._modules]
+    s = float(init.scale)
+    try:
+        for mod, b, a, o in zip(enc._modules, init.B, init.A, init.offset):
+            b = b.to(dtype=enc.dtype, device=enc.device)
+            a = a.to(dtype=enc.dtype, device=enc.device)
+            if offset:
+                mod.weight.data = (mod.weight.data.to(torch.float64) - o.to(torch.float64).to(enc.device)).to(
+                    enc.dtype
+                )
+
+            def hook(
+                _m: nn.Module, inp: tuple[Tensor, ...], out: Tensor, a: Tensor = a, b: Tensor = b
+            ) -> Tensor:
+                return out + s * ((inp[0] @ a.T) @ b.T)
+
+            hooks.append(mod.register_forward_hook(hook))
+        return enc.outputs()
+    finally:
+        for h in hooks:
+            h.remove()
+        for mod, w in zip(enc._modules, saved):
+            mod.weight.data = w

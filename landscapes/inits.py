@@ -1,0 +1,419 @@
+r"""LoRA initializations, in PEFT's convention, with the weight offset that keeps outputs unchanged.
+
+**Convention.**  An adapter on block ``j`` (weight :math:`W_j`, shape ``m x n`` = ``d_out x d_in``)
+has factors :math:`B_j \in \mathbb{R}^{m \times r}`, :math:`A_j \in \mathbb{R}^{r \times n}` and the
+scale :math:`s = \alpha / r` (rsLoRA: :math:`\alpha / \sqrt r`).  An init that starts with
+:math:`B_0 A_0 \ne 0` moves the base weight, :math:`W_j \leftarrow W_j - O_j` with the offset
+:math:`O_j = s B_{0,j} A_{0,j}` stored explicitly, so that the model is unchanged at step 0:
+
+.. math:: \Delta W_j(B, A) = s B_j A_j - O_j, \qquad \Delta W_j(B_0, A_0) = 0.
+
+On a linearized problem the offset is a shift of the pretrained outputs,
+:math:`f_0 \to f_0 - J \operatorname{vec}(O)` (:func:`shifted_problem`), and the adapter is the
+LoRA point :math:`U = \sqrt s\, B`, :math:`V = \sqrt s\, A^\top` of that shifted problem
+(:meth:`LoRAInit.point`): ``U V^T = s B A``.  Weight decay ``lam/2 (||U||^2 + ||V||^2)`` on that
+point is :math:`\tfrac{\lambda s}{2}(\|B\|^2 + \|A\|^2)`.
+
+**Inits** (:data:`INIT_NAMES`):
+
+* ``"vanilla"`` -- PEFT's default and the LoRA paper's: :math:`B_0 = 0`, :math:`A_0` Kaiming-uniform
+  with :math:`a = \sqrt 5`, i.e. entries :math:`\mathcal U(-1/\sqrt n, 1/\sqrt n)`.
+* ``"gaussian"`` -- PEFT's ``init_lora_weights="gaussian"``: :math:`B_0 = 0`,
+  :math:`A_0 \sim \mathcal N(0, 1/r^2)`.
+* ``"loraga"`` -- the LoRA-GA reference code [WYL24]: with :math:`G = U \Sigma V^\top` the gradient of
+  the full weight at :math:`W_0`, direction ``"ArB2r"`` takes :math:`A_0 = c\, V_{[:, 1..r]}^\top`,
+  :math:`B_0 = c\, U_{[:, r+1..2r]}`, the "stable" scale :math:`c = m^{1/4} / \sqrt\gamma` on both
+  (``gamma = 16``).  Then the first SGD step changes the weight by
+  :math:`-\mathrm{lr}\, s^2 (G A_0^\top A_0 + B_0 B_0^\top G) = -\mathrm{lr}\, s^2 c^2 G_{[2r]}`
+  to first order, :math:`G_{[2r]}` the best rank-``2r`` approximation of ``G``.  Directions
+  ``"A2rBr"`` (A from ``r+1..2r``, B from ``1..r``), ``"ArBr"`` (A from the even, B from the odd
+  positions ``2, 4, ..`` / ``1, 3, ..`` in 1-based order) and ``"random"`` (a seeded random split
+  of ``1..2r``) give the same first step.
+* ``"loraga-peft"`` -- LoRA-GA as PEFT (0.18+) implements it: :math:`B_0` is multiplied by its
+  singular values, :math:`B_0 = c\, U_{[:, B]} \Sigma_B`, :math:`A_0 = V_{[:, A]}^\top`, the
+  stable scale on ``B`` only; its ``"random"`` direction uses one index set for both factors.
+  The first step is then not proportional to :math:`G_{[2r]}`.
+* ``"pissa"`` -- principal singular vectors of the base weight (PiSSA):
+  :math:`A_0 = \operatorname{diag}(\sqrt{\sigma/s}) V_r^\top`,
+  :math:`B_0 = U_r \operatorname{diag}(\sqrt{\sigma/s})`, so that :math:`O = W_{0,[r]}`.  Needs the
+  base weights (``weights=``).
+
+The gradient ``G`` of a linearized problem is :math:`S_j(0) = \operatorname{mat}_j(J^\top \nabla_z
+\ell / N)` (:func:`full_gradient`), which is also the exact gradient of the real model at
+:math:`W_0`; :func:`sampled_gradient` averages mini-batch gradients as the reference code does
+(64 batches of 2 examples).  The SVD is exact (``svd="full"``) or randomized like the reference
+code (``svd="randomized"``: ``torch.svd_lowrank`` with ``q = min(4r, m, n)``, ``niter = 4``).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Any, Literal
+
+import torch
+from torch import Tensor
+
+from landscapes.lora import LoRAPoint
+from landscapes.problem import Blocks, Problem
+
+__all__ = [
+    "INIT_NAMES",
+    "DIRECTIONS",
+    "LoRAInit",
+    "lora_scale",
+    "init_lora",
+    "full_gradient",
+    "sampled_gradient",
+    "gradient_svd",
+    "direction_indices",
+    "shifted_problem",
+    "first_step_change",
+    "synthetic_weights",
+]
+
+InitName = Literal["vanilla", "gaussian", "loraga", "loraga-peft", "pissa"]
+INIT_NAMES: tuple[str, ...] = ("vanilla", "gaussian", "loraga", "loraga-peft", "pissa")
+Direction = Literal["ArB2r", "A2rBr", "ArBr", "random"]
+DIRECTIONS: tuple[str, ...] = ("ArB2r", "A2rBr", "ArBr", "random")
+
+
+@dataclass(frozen=True)
+class LoRAInit:
+    """An initialized adapter: factors, scale and weight offset, one entry per block.
+
+    Attributes
+    ----------
+    name
+        The init (one of :data:`INIT_NAMES`).
+    B, A
+        ``B_j`` (``m_j x r``) and ``A_j`` (``r x n_j``).
+    scale
+        :math:`s` (``alpha / r``, or ``alpha / sqrt(r)`` with rsLoRA).
+    offset
+        :math:`O_j = s B_{0,j} A_{0,j}`, subtracted from the base weight (zeros for the zero-B inits).
+    details
+        How it was made: ``alpha``, ``rslora``, ``direction``, ``gamma``, the stable scale ``c``,
+        the SVD route, the singular values used, the gradient's source.
+    """
+
+    name: str
+    B: Blocks
+    A: Blocks
+    scale: float
+    offset: Blocks
+    details: Mapping[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "details", MappingProxyType(dict(self.details)))
+
+    @property
+    def rank(self) -> int:
+        """The LoRA rank ``r`` (columns of ``B``)."""
+        return int(self.B[0].shape[1])
+
+    def point(self) -> LoRAPoint:
+        r"""The LoRA point :math:`U_j = \sqrt s B_j`, :math:`V_j = \sqrt s A_j^\top` (``U V^T = s B A``)."""
+        root = math.sqrt(self.scale)
+        return LoRAPoint(tuple(root * b for b in self.B), tuple(root * a.T for a in self.A))
+
+    def delta(self, B: Sequence[Tensor] | None = None, A: Sequence[Tensor] | None = None) -> Blocks:
+        r"""The weight change :math:`s B_j A_j - O_j` at ``(B, A)`` (default: the init: 0 up to round-off)."""
+        B = self.B if B is None else B
+        A = self.A if A is None else A
+        return tuple(self.scale * (b @ a) - o for b, a, o in zip(B, A, self.offset))
+
+
+def lora_scale(alpha: float, r: int, *, rslora: bool = False) -> float:
+    r"""PEFT's adapter scale: :math:`\alpha / r`, or :math:`\alpha / \sqrt r` with rsLoRA."""
+    if isinstance(r, bool) or not isinstance(r, int) or r < 1:
+        raise ValueError(f"r: expected a positive int, got {r!r}")
+    if (
+        isinstance(alpha, bool)
+        or not isinstance(alpha, (int, float))
+        or not (alpha > 0 and math.isfinite(alpha))
+    ):
+        raise ValueError(f"alpha: expected a positive finite number, got {alpha!r}")
+    return float(alpha) / (math.sqrt(r) if rslora else r)
+
+
+def full_gradient(problem: Problem) -> Blocks:
+    r"""The full-batch gradient :math:`G_j = \nabla_{W_j} L(W_0) = S_j(0)` of every block."""
+    return problem.evaluate(problem.zeros()).S
+
+
+def sampled_gradient(
+    problem: Problem, *, batch_size: int = 2, batches: int = 64, generator: torch.Generator
+) -> Blocks:
+    r"""Average of ``batches`` mini-batch gradients at :math:`W_0` (the reference code's estimate).
+
+    Each batch draws ``batch_size`` distinct examples; the batches are drawn independently
+    (an example may appear in several).  Needs a dense ``J``.
+    """
+    for name, v in (("batch_size", batch_size), ("batches", batches)):
+        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+            raise ValueError(f"{name}: expected a positive int, got {v!r}")
+    if batch_size > problem.N:
+        raise ValueError(f"batch_size: expected at most N = {problem.N}, got {batch_size}")
+    acc = [torch.zeros(m, n, dtype=problem.dtype, device=problem.device) for m, n in problem.blocks]
+    zero = problem.zeros()
+    for _ in range(batches):
+        idx = torch.randperm(problem.N, generator=generator)[:batch_size].to(problem.device)
+        S = problem.subset(idx).evaluate(zero).S
+        for a, s in zip(acc, S):
+            a.add_(s, alpha=1.0 / batches)
+    return tuple(acc)
+
+
+def gradient_svd(
+    G: Tensor,
+    k: int,
+    *,
+    svd: Literal["full", "randomized"] = "full",
+    niter: int = 4,
+    generator: torch.Generator | None = None,
+) -> tuple[Tensor, Tensor, Tensor]:
+    r"""Top-``k`` singular triplets :math:`(U_k, \sigma_k, V_k)` of ``G``, ``U_k`` of shape ``m x k``.
+
+    ``"full"``: ``torch.linalg.svd`` (exact).  ``"randomized"``: ``torch.svd_lowrank`` on a sketch
+    of ``q = min(2k, m, n)`` columns (with ``k = 2r``: the reference code's ``q = 4r``) and
+    ``niter`` power iterations, seeded through ``generator`` (torch's global generator is left as
+    it was).
+    """
+    if G.ndim != 2:
+        raise ValueError(f"G: expected a matrix, got shape {tuple(G.shape)}")
+    m, n = G.shape
+    if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= min(m, n):
+        raise ValueError(f"k: expected an int in [1, min(m, n)] = [1, {min(m, n)}], got {k!r}")
+    if svd == "full":
+        U, s, Vh = torch.linalg.svd(G, full_matrices=False)
+        return U[:, :k], s[:k], Vh[:k].T
+    if svd != "randomized":
+        raise ValueError(f"svd: expected 'full' or 'randomized', got {svd!r}")
+    q = min(2 * k, m, n)  # k = 2r singular triplets from a sketch of 4r columns
+    seed = int(torch.randint(0, 2**62, (1,), generator=generator)) if generator is not None else None
+    with torch.random.fork_rng(devices=[] if G.device.type == "cpu" else [G.device]):
+        if seed is not None:
+            torch.manual_seed(seed)
+        U, s, V = torch.svd_lowrank(G, q=q, niter=niter)
+    return U[:, :k], s[:k], V[:, :k]
+
+
+def direction_indices(
+    direction: str, r: int, *, generator: torch.Generator | None = None, variant: str = "reference"
+) -> tuple[list[int], list[int]]:
+    """0-based singular indices of ``A`` and of ``B`` for a LoRA-GA direction.
+
+    ``variant="reference"`` splits ``0..2r-1`` between the factors; ``"peft"`` reproduces PEFT's
+    ``"random"`` direction, which gives both factors the same ``r`` indices.
+    """
+    if direction == "ArB2r":
+        return list(range(r)), list(range(r, 2 * r))
+    if direction == "A2rBr":
+        return list(range(r, 2 * r)), list(range(r))
+    if direction == "ArBr":
+        return list(range(1, 2 * r, 2)), list(range(0, 2 * r, 2))
+    if direction == "random":
+        perm = torch.randperm(2 * r, generator=generator).tolist()
+        if variant == "peft":
+            return perm[:r], perm[:r]
+        return perm[:r], perm[r:]
+    raise ValueError(f"direction: expected one of {DIRECTIONS}, got {direction!r}")
+
+
+def _check_blocks(name: str, X: Sequence[Tensor] | None, problem: Problem) -> Blocks:
+    if X is None or isinstance(X, Tensor) or len(X) != len(problem.blocks):
+        got = "None" if X is None else (type(X).__name__ if isinstance(X, Tensor) else f"{len(X)} matrices")
+        raise ValueError(f"{name}: expected {len(problem.blocks)} matrices (one per block), got {got}")
+    out = []
+    for j, (x, shape) in enumerate(zip(X, problem.blocks)):
+        if not isinstance(x, Tensor) or tuple(x.shape) != shape:
+            found = tuple(x.shape) if isinstance(x, Tensor) else type(x).__name__
+            raise ValueError(f"{name}[{j}]: expected shape {shape}, got {found}")
+        if not bool(torch.isfinite(x).all()):
+            raise ValueError(f"{name}[{j}]: expected finite entries, got NaN or inf")
+        out.append(x.to(dtype=problem.dtype, device=problem.device))
+    return tuple(out)
+
+
+def init_lora(
+    problem: Problem,
+    name: str,
+    *,
+    rank: int,
+    alpha: float | None = None,
+    rslora: bool = False,
+    seed: int = 0,
+    gradient: Sequence[Tensor] | None = None,
+    weights: Sequence[Tensor] | None = None,
+    direction: str = "ArB2r",
+    gamma: float = 16.0,
+    svd: Literal["full", "randomized"] = "full",
+    niter: int = 4,
+) -> LoRAInit:
+    r"""Initialize a rank-``rank`` adapter on every block of ``problem`` by the init ``name``.
+
+    Parameters
+    ----------
+    problem
+        The (linearized) problem: its blocks give the shapes, dtype and device.
+    name
+        One of :data:`INIT_NAMES`.
+    rank
+        The LoRA rank ``r`` (``2 r <= min(m_j, n_j)`` for the LoRA-GA inits).
+    alpha, rslora
+        The scale :math:`s = \alpha/r` (rsLoRA: :math:`\alpha/\sqrt r`); ``alpha`` defaults to ``2 r``
+        (``s = 2``; rsLoRA: ``s = 2 sqrt(r)``).
+    seed
+        Seeds the random factors (``vanilla``, ``gaussian``), the randomized SVD and the
+        ``"random"`` direction.
+    gradient
+        ``G_j`` for the LoRA-GA inits (default: :func:`full_gradient`).
+    weights
+        The base weights :math:`W_{0,j}` for ``pissa`` (a linearized problem does not carry them:
+        use the model's, or :func:`synthetic_weights`).
+    direction, gamma
+        LoRA-GA's component split and stable-scale parameter :math:`c = m^{1/4}/\sqrt\gamma`.
+    svd, niter
+        Exact or randomized SVD (see :func:`gradient_svd`).
+    """
+    if name not in INIT_NAMES:
+        raise ValueError(f"name: expected one of {INIT_NAMES}, got {name!r}")
+    if isinstance(rank, bool) or not isinstance(rank, int) or rank < 1:
+        raise ValueError(f"rank: expected a positive int (rank >= 1), got {rank!r}")
+    r = rank
+    if alpha is None:
+        alpha = 2.0 * r
+    s = lora_scale(alpha, r, rslora=rslora)
+    if direction not in DIRECTIONS:
+        raise ValueError(f"direction: expected one of {DIRECTIONS}, got {direction!r}")
+    if isinstance(gamma, bool) or not isinstance(gamma, (int, float)) or not gamma > 0:
+        raise ValueError(f"gamma: expected a positive number, got {gamma!r}")
+    if isinstance(seed, bool) or not isinstance(seed, int):
+        raise ValueError(f"seed: expected an int, got {seed!r}")
+    gen = torch.Generator().manual_seed(seed)
+    dt, dev = problem.dtype, problem.device
+    details: dict[str, Any] = {"alpha": float(alpha), "rslora": bool(rslora), "seed": seed}
+    B: list[Tensor] = []
+    A: list[Tensor] = []
+    for j, (m, n) in enumerate(problem.blocks):
+        if r > min(m, n):
+            raise ValueError(f"rank: expected r <= min(m, n) = {min(m, n)} on block {j}, got {r}")
+    if name in ("vanilla", "gaussian"):
+        for m, n in problem.blocks:
+            if name == "vanilla":
+                # kaiming_uniform_(a=sqrt(5)) on an (r, n) weight: bound sqrt(6 / ((1 + a^2) n)) = 1/sqrt(n).
+                a0 = torch.empty(r, n, dtype=torch.float64)
+                torch.nn.init.kaiming_uniform_(a0, a=math.sqrt(5), generator=gen)
+            else:
+                a0 = torch.randn(r, n, generator=gen, dtype=torch.float64) / r
+            A.append(a0.to(dtype=dt, device=dev))
+            B.append(torch.zeros(m, r, dtype=dt, device=dev))
+        offset = tuple(torch.zeros(m, n, dtype=dt, device=dev) for m, n in problem.blocks)
+        return LoRAInit(name, tuple(B), tuple(A), s, offset, details)
+    if name == "pissa":
+        W = _check_blocks("weights", weights, problem)
+        svals = []
+        for Wj in W:
+            U, sv, V = gradient_svd(Wj, r, svd=svd, niter=niter, generator=gen)
+            root = (sv / s).sqrt()
+            B.append(U * root)
+            A.append(root[:, None] * V.T)
+            svals.append(sv.tolist())
+        details.update(svd=svd, singular_values=svals)
+        offset = tuple(s * (b @ a) for b, a in zip(B, A))
+        return LoRAInit(name, tuple(B), tuple(A), s, offset, details)
+    # LoRA-GA (reference or PEFT variant)
+    G = _check_blocks("gradient", gradient, problem) if gradient is not None else full_gradient(problem)
+    variant = "peft" if name == "loraga-peft" else "reference"
+    ia, ib = direction_indices(direction, r, generator=gen, variant=variant)
+    svals, cs = [], []
+    for j, ((m, n), Gj) in enumerate(zip(problem.blocks, G)):
+        if 2 * r > min(m, n):
+            raise ValueError(f"rank: LoRA-GA needs 2 r <= min(m, n) = {min(m, n)} on block {j}, got r = {r}")
+        U, sv, V = gradient_svd(Gj, 2 * r, svd=svd, niter=niter, generator=gen)
+        c = m**0.25 / math.sqrt(gamma)
+        if variant == "reference":
+            A.append(c * V[:, ia].T)
+            B.append(c * U[:, ib])
+        else:
+            A.append(V[:, ia].T.clone())
+            B.append(c * U[:, ib] * sv[ib])
+        svals.append(sv.tolist())
+        cs.append(c)
+    details.update(
+        direction=direction,
+        gamma=float(gamma),
+        stable_scale=cs,
+        svd=svd,
+        niter=niter if svd == "randomized" else None,
+        indices_A=ia,
+        indices_B=ib,
+        singular_values=svals,
+        gradient="given" if gradient is not None else "full",
+    )
+    offset = tuple(s * (b @ a) for b, a in zip(B, A))
+    return LoRAInit(name, tuple(B), tuple(A), s, offset, details)
+
+
+def shifted_problem(problem: Problem, offset: Sequence[Tensor], *, name: str | None = None) -> Problem:
+    r"""The problem an adapter with weight offset ``O`` trains: :math:`f_0 \to f_0 - J \operatorname{vec}(O)`.
+
+    Its LoRA objective at :math:`(U, V) = (\sqrt s B, \sqrt s A^\top)` is
+    :math:`L(s B A - O) + \tfrac\lambda2(\|U\|^2 + \|V\|^2)`; ``J``, ``y``, loss, blocks and ``lam``
+    are shared with ``problem``.
+    """
+    off = _check_blocks("offset", offset, problem)
+    if all(not bool(o.any()) for o in off):
+        return problem
+    f0 = problem.f0 - problem.J.matvec(problem.vec(off)).reshape(problem.N, problem.K)
+    meta = dict(problem.meta, offset_norms=[float(o.norm()) for o in off])
+    return Problem(
+        problem.J,
+        f0,
+        problem.y,
+        loss=problem.loss,
+        blocks=problem.blocks,
+        lam=problem.lam,
+        seed=problem.seed,
+        name=name or (problem.name + "+offset" if problem.name else "offset"),
+        meta=meta,
+    )
+
+
+def first_step_change(init: LoRAInit, G: Sequence[Tensor], lr: float) -> tuple[Blocks, Blocks, Blocks]:
+    r"""Weight change of one SGD step (learning rate ``lr``) from ``init``; ``G`` the loss gradient at W0.
+
+    With :math:`\nabla_B = s G A_0^\top`, :math:`\nabla_A = s B_0^\top G`:
+    :math:`\Delta W = s(B_1 A_1 - B_0 A_0) = -\mathrm{lr}\, s^2 (G A_0^\top A_0 + B_0 B_0^\top G)
+    + \mathrm{lr}^2 s^3\, G A_0^\top B_0^\top G`.  Returns (first-order term, second-order term,
+    the change computed from the stepped factors).
+    """
+    s = init.scale
+    first, second, stepped = [], [], []
+    for b, a, g in zip(init.B, init.A, G):
+        first.append(-lr * s * s * (g @ a.T @ a + b @ (b.T @ g)))
+        second.append(lr * lr * s**3 * ((g @ a.T) @ (b.T @ g)))
+        b1 = b - lr * s * (g @ a.T)
+        a1 = a - lr * s * (b.T @ g)
+        stepped.append(s * (b1 @ a1 - b @ a))
+    return tuple(first), tuple(second), tuple(stepped)
+
+
+def synthetic_weights(problem: Problem, *, seed: int = 0, decay: float = 0.5, scale: float = 1.0) -> Blocks:
+    r"""Stand-in base weights for synthetic problems: :math:`W_j = P \operatorname{diag}(\sigma) Q^\top`.
+
+    Haar-random ``P``, ``Q`` and :math:`\sigma_i = \text{scale} \cdot (1 + i)^{-\text{decay}}`
+    (a power-law spectrum like pretrained weights).  Only ``pissa`` uses base weights.
+    """
+    gen = torch.Generator().manual_seed(seed)
+    out = []
+    for m, n in problem.blocks:
+        P, _ = torch.linalg.qr(torch.randn(m, m, generator=gen, dtype=torch.float64))
+        Q, _ = torch.linalg.qr(torch.randn(n, n, generator=gen, dtype=torch.float64))
+        k = min(m, n)
+        sig = scale * (1.0 + torch.arange(k, dtype=torch.float64)) ** (-decay)
+        out.append(((P[:, :k] * sig) @ Q[:, :k].T).to(dtype=problem.dtype, device=problem.device))
+    return tuple(out)

@@ -1,0 +1,621 @@
+r"""Checkers of the LoRA-GA claims of [WYL24] (Wang, Yu, Li, NeurIPS 2024).
+
+The adapter convention, the inits and the weight offset are those of :mod:`landscapes.inits`:
+:math:`\Delta W = s B A - O` with :math:`O = s B_0 A_0`.  With :math:`G = \nabla_W L(W_0)`, one SGD
+step of learning rate ``lr`` changes the weight by
+
+.. math:: \Delta W_1 = -\mathrm{lr}\, s^2 (G A_0^\top A_0 + B_0 B_0^\top G)
+          + \mathrm{lr}^2 s^3\, G A_0^\top B_0^\top G ,
+
+and for the reference LoRA-GA init the first-order term is :math:`-\mathrm{lr}\,\zeta\, G_{[2r]}`,
+:math:`\zeta = s^2 c^2`.  Every checker computes the step with autograd on the risk of the
+linearized problem (independent of the closed forms above) and compares it with an independent
+SVD of ``G``.  As in :mod:`verify.jlr`, the quantitative part of each claim is an option (which
+init, which variant, which predicted cosine), so a planted false variant runs through the same
+code and must come out ``violated``.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import torch
+from torch import Tensor
+
+from landscapes.inits import (
+    DIRECTIONS,
+    INIT_NAMES,
+    LoRAInit,
+    full_gradient,
+    init_lora,
+    shifted_problem,
+    synthetic_weights,
+)
+from landscapes.problem import Blocks, Problem
+from verify.verdict import Verdict
+
+__all__ = [
+    "first_step",
+    "FirstStep",
+    "check_wyl_first_step",
+    "check_wyl_directions",
+    "check_wyl_unchanged",
+    "check_wyl_alignment",
+]
+
+
+@dataclass(frozen=True)
+class FirstStep:
+    r"""One SGD step from an init, by autograd, one entry per block.
+
+    ``gB``, ``gA``: gradients of the risk in ``B``, ``A``; ``first``: the first-order change
+    :math:`-\mathrm{lr}\, s (\nabla_B A_0 + B_0 \nabla_A)`; ``second``: the
+    :math:`\mathrm{lr}^2 s \nabla_B \nabla_A` term; ``stepped``: :math:`s (B_1 A_1 - B_0 A_0)`.
+    """
+
+    gB: Blocks
+    gA: Blocks
+    first: Blocks
+    second: Blocks
+    stepped: Blocks
+
+
+def first_step(problem: Problem, init: LoRAInit, lr: float) -> FirstStep:
+    r"""One SGD step on the risk :math:`L(s B A - O)` from ``init`` (no weight decay), by autograd."""
+    s = init.scale
+    B = [b.detach().clone().requires_grad_(True) for b in init.B]
+    A = [a.detach().clone().requires_grad_(True) for a in init.A]
+    with torch.enable_grad():
+        D = [s * (b @ a) - o for b, a, o in zip(B, A, init.offset)]
+        z = problem.f0 + problem.J.matvec(torch.cat([d.reshape(-1) for d in D])).reshape(problem.N, problem.K)
+        risk = problem.loss.value(z, problem.y).mean()
+        grads = torch.autograd.grad(risk, B + A)
+    b_ = len(B)
+    gB = tuple(g.detach() for g in grads[:b_])
+    gA = tuple(g.detach() for g in grads[b_:])
+    first, second, stepped = [], [], []
+    for b0, a0, gb, ga in zip(init.B, init.A, gB, gA):
+        first.append(-lr * s * (gb @ a0 + b0 @ ga))
+        second.append(lr * lr * s * (gb @ ga))
+        stepped.append(s * ((b0 - lr * gb) @ (a0 - lr * ga) - b0 @ a0))
+    return FirstStep(gB, gA, tuple(first), tuple(second), tuple(stepped))
+
+
+def _best_rank(G: Tensor, k: int) -> tuple[Tensor, Tensor]:
+    """``G_[k]`` and all singular values of ``G`` (full SVD)."""
+    U, s, Vh = torch.linalg.svd(G, full_matrices=False)
+    return (U[:, :k] * s[:k]) @ Vh[:k], s
+
+
+def _rel(x: Tensor, ref: Tensor) -> float:
+    den = float(ref.norm())
+    return float((x - ref).norm()) / den if den > 0 else float(x.norm())
+
+
+def _optimal_scale_error(x: Tensor, ref: Tensor) -> tuple[float, float]:
+    """``min_t ||x - t ref|| / ||t* ref||`` and the cosine of ``x`` and ``ref``."""
+    nr, nx = float(ref.norm()), float(x.norm())
+    if nr == 0 or nx == 0:
+        return math.inf, 0.0
+    cos = float((x * ref).sum()) / (nr * nx)
+    t = float((x * ref).sum()) / nr**2
+    if t == 0:
+        return math.inf, cos
+    return float((x - t * ref).norm()) / (abs(t) * nr), cos
+
+
+def _check_common(problem: Problem, rank: int, lr: float) -> None:
+    if isinstance(rank, bool) or not isinstance(rank, int) or rank < 1:
+        raise ValueError(f"rank: expected a positive int (rank >= 1), got {rank!r}")
+    for j, (m, n) in enumerate(problem.blocks):
+        if 2 * rank > min(m, n):
+            raise ValueError(
+                f"rank: LoRA-GA needs 2 r <= min(m, n) = {min(m, n)} on block {j}, got r = {rank}"
+            )
+    if isinstance(lr, bool) or not isinstance(lr, (int, float)) or not (lr > 0 and math.isfinite(lr)):
+        raise ValueError(f"lr: expected a positive finite number, got {lr!r}")
+
+
+def _dtype_verdict(claim: str, problem: Problem, opts: dict[str, Any]) -> Verdict | None:
+    if problem.dtype == torch.float64:
+        return None
+    return Verdict(
+        claim,
+        "inconclusive",
+        problem.fingerprint(),
+        {"dtype": str(problem.dtype)},
+        f"the identity is checked to float64 round-off, got {problem.dtype}",
+        {},
+        opts,
+    )
+
+
+def _eckart_young_search(
+    G: Tensor,
+    s: float,
+    zeta: float,
+    rank: int,
+    *,
+    ref_B: Tensor,
+    ref_A: Tensor,
+    starts: int,
+    seed: int,
+    max_iter: int = 500,
+) -> tuple[float, int]:
+    r"""Smallest :math:`\|s^2(G A^\top A + B B^\top G) - \zeta G\|_F` found by L-BFGS over rank-r pairs."""
+    import numpy as np
+    import scipy.optimize as sopt
+
+    from landscapes._threads import scipy_blas_single_thread
+
+    m, n = G.shape
+    gen = torch.Generator().manual_seed(seed)
+    Gd = G.detach().to(torch.float64).cpu().numpy()
+    best, its = math.inf, 0
+    s2 = s * s
+
+    def fun(x: np.ndarray) -> tuple[float, np.ndarray]:
+        # R = s^2 (G A^T A + B B^T G) - zeta G;  df/dA = 2 s^2 A (R^T G + G^T R),
+        # df/dB = 2 s^2 (R G^T + G R^T) B  for f = ||R||_F^2.
+        B = x[: m * rank].reshape(m, rank)
+        A = x[m * rank :].reshape(rank, n)
+        R = s2 * (Gd @ A.T @ A + B @ (B.T @ Gd)) - zeta * Gd
+        gA = 2 * s2 * (A @ (R.T @ Gd + Gd.T @ R))
+        gB = 2 * s2 * ((R @ Gd.T + Gd @ R.T) @ B)
+        return float((R * R).sum()), np.concatenate([gB.ravel(), gA.ravel()])
+
+    # Starts: the reference init nudged by 1e-3 (is it locally beaten?), then random pairs of
+    # the same scale.  The bound itself is a theorem (Eckart-Young); the search is evidence only.
+    scale = math.sqrt(zeta) / s
+    x_ref = np.concatenate(
+        [ref_B.detach().cpu().double().numpy().ravel(), ref_A.detach().cpu().double().numpy().ravel()]
+    )
+    for k in range(starts):
+        noise = torch.randn(m * rank + rank * n, generator=gen, dtype=torch.float64).numpy()
+        x0 = x_ref + 1e-3 * scale * noise if k == 0 else scale * noise
+        with scipy_blas_single_thread():
+            res = sopt.minimize(fun, x0, jac=True, method="L-BFGS-B", options={"maxiter": max_iter})
+        best = min(best, math.sqrt(max(float(res.fun), 0.0)))
+        its += int(res.nit)
+    return best, its
+
+
+def check_wyl_first_step(
+    problem: Problem,
+    *,
+    rank: int = 4,
+    init: str = "loraga",
+    alpha: float | None = None,
+    rslora: bool = True,
+    lr: float = 1e-3,
+    gamma: float = 16.0,
+    direction: str = "ArB2r",
+    weights: Sequence[Tensor] | None = None,
+    rtol: float = 1e-10,
+    search_starts: int = 2,
+    seed: int = 0,
+) -> Verdict:
+    r"""WYL-first-step: the first step of ``init`` is :math:`-\mathrm{lr}\,\zeta G_{[2r]}` to first order.
+
+    For ``init`` (default the reference LoRA-GA init) the checked statement is that the first-order
+    change, computed by autograd, is proportional to :math:`G_{[2r]}` to ``rtol`` (relative error
+    at the best scale; for the reference init also at the predicted scale
+    :math:`\zeta = s^2 c^2`), and that the exact one-step change equals first-order + second-order
+    term to ``rtol``.  The Eckart--Young half: the residual
+    :math:`\|s^2(G A_0^\top A_0 + B_0 B_0^\top G) - \zeta G\|_F` of the init attains
+    :math:`\zeta\sqrt{\sum_{i>2r}\sigma_i^2}`, and an L-BFGS search over rank-``r`` pairs
+    (``search_starts`` random starts) does not get below it.
+
+    ``violated`` when the relative error exceeds ``rtol`` (e.g. ``init="loraga-peft"`` or
+    ``"vanilla"``: planted false variants) or the search beats the Eckart--Young bound.  The
+    certificate also reports every other init's deviation (best-scale relative error and cosine
+    to :math:`-G_{[2r]}`), so the PEFT variant's deviation is measured by the same run.
+    """
+    claim = "WYL-first-step"
+    _check_common(problem, rank, lr)
+    if init not in INIT_NAMES:
+        raise ValueError(f"init: expected one of {INIT_NAMES}, got {init!r}")
+    opts: dict[str, Any] = {
+        "rank": rank,
+        "init": init,
+        "alpha": alpha,
+        "rslora": rslora,
+        "lr": lr,
+        "gamma": gamma,
+        "direction": direction,
+        "rtol": rtol,
+        "search_starts": search_starts,
+        "seed": seed,
+    }
+    if (early := _dtype_verdict(claim, problem, opts)) is not None:
+        return early
+    t0 = time.perf_counter()
+    G = full_gradient(problem)
+    best = [_best_rank(g, 2 * rank) for g in G]
+    W = weights if weights is not None else synthetic_weights(problem, seed=seed)
+    rows: dict[str, Any] = {}
+    failures: list[str] = []
+    checked: dict[str, Any] = {}
+    for name in INIT_NAMES:
+        ini = init_lora(
+            problem,
+            name,
+            rank=rank,
+            alpha=alpha,
+            rslora=rslora,
+            seed=seed,
+            gradient=G,
+            weights=W,
+            direction=direction,
+            gamma=gamma,
+        )
+        st = first_step(problem, ini, lr)
+        per_block = []
+        for j, (g2r, _) in enumerate(best):
+            err, cos = _optimal_scale_error(st.first[j], -g2r)
+            exact = _rel(st.stepped[j], st.first[j] + st.second[j])
+            row: dict[str, Any] = {
+                "best_scale_rel_error": err,
+                "cosine_to_minus_G2r": cos,
+                "exact_step_rel_error": exact,
+            }
+            if name == "loraga":
+                c = float(ini.details["stable_scale"][j])
+                zeta = ini.scale**2 * c**2
+                row["zeta"] = zeta
+                row["predicted_scale_rel_error"] = _rel(st.first[j], -lr * zeta * g2r)
+            per_block.append(row)
+        rows[name] = per_block
+        if name == init:
+            checked = {"init": ini, "step": st}
+    timings = {"first_steps": time.perf_counter() - t0}
+    for j, row in enumerate(rows[init]):
+        worst = max(row["best_scale_rel_error"], row.get("predicted_scale_rel_error", 0.0))
+        if not worst <= rtol:
+            failures.append(
+                f"block {j}: the first step of {init!r} is not proportional to G_[2r] "
+                f"(relative error {worst:.3g} > {rtol:g})"
+            )
+        if not row["exact_step_rel_error"] <= rtol:
+            failures.append(
+                f"block {j}: the stepped change differs from first + second order by "
+                f"{row['exact_step_rel_error']:.3g}"
+            )
+    # Eckart-Young: the reference init attains the bound; a search cannot beat it.
+    ey: list[dict[str, Any]] = []
+    ref = init_lora(
+        problem, "loraga", rank=rank, alpha=alpha, rslora=rslora, seed=seed, gradient=G, gamma=gamma
+    )
+    ts = time.perf_counter()
+    for j, (Gj, (_, sv)) in enumerate(zip(G, best)):
+        c = float(ref.details["stable_scale"][j])
+        s = ref.scale
+        zeta = s * s * c * c
+        bound = zeta * float(sv[2 * rank :].pow(2).sum().sqrt())
+        b0, a0 = ref.B[j], ref.A[j]
+        attained = float((s * s * (Gj @ a0.T @ a0 + b0 @ (b0.T @ Gj)) - zeta * Gj).norm())
+        found, its = (
+            _eckart_young_search(Gj, s, zeta, rank, ref_B=b0, ref_A=a0, starts=search_starts, seed=seed + j)
+            if search_starts > 0
+            else (math.inf, 0)
+        )
+        scale = max(bound, 1e-300)
+        ey.append(
+            {
+                "bound": bound,
+                "reference_residual": attained,
+                "attained_rel_error": abs(attained - bound) / scale,
+                "search_min_residual": found,
+                "search_iterations": its,
+            }
+        )
+        if found < bound * (1 - 1e-8) - 1e-300:
+            failures.append(
+                f"block {j}: a rank-{rank} pair got residual {found:.6g} below the bound {bound:.6g}"
+            )
+        if init == "loraga" and not abs(attained - bound) <= rtol * scale + 1e-15 * zeta * float(sv[0]):
+            failures.append(f"block {j}: the reference residual {attained:.6g} misses the bound {bound:.6g}")
+    timings["eckart_young"] = time.perf_counter() - ts
+    timings["total"] = time.perf_counter() - t0
+    cert: dict[str, Any] = {
+        "inits": rows,
+        "eckart_young": ey,
+        "scale_s": checked["init"].scale,
+        "singular_values_G": [sv[: 2 * rank + 2].tolist() for _, sv in best],
+        "G_norms": [float(g.norm()) for g in G],
+        "G2r_fraction": [float(g2.norm() / max(float(g.norm()), 1e-300)) for (g2, _), g in zip(best, G)],
+    }
+    fp = problem.fingerprint()
+    if failures:
+        return Verdict(claim, "violated", fp, cert, "; ".join(failures), timings, opts)
+    worst = max(max(r["best_scale_rel_error"], r.get("predicted_scale_rel_error", 0.0)) for r in rows[init])
+    peft = max(r["best_scale_rel_error"] for r in rows["loraga-peft"])
+    return Verdict(
+        claim,
+        "holds",
+        fp,
+        cert,
+        f"the first step of {init!r} is -lr zeta G_[2r] to {worst:.1e} (exact step to "
+        f"{max(r['exact_step_rel_error'] for r in rows[init]):.1e}); Eckart-Young bound attained, "
+        f"not beaten by search; PEFT variant deviates by {peft:.2g}",
+        timings,
+        opts,
+    )
+
+
+def check_wyl_directions(
+    problem: Problem,
+    *,
+    rank: int = 4,
+    variant: Literal["reference", "peft"] = "reference",
+    alpha: float | None = None,
+    rslora: bool = True,
+    lr: float = 1e-3,
+    gamma: float = 16.0,
+    rtol: float = 1e-10,
+    seed: int = 0,
+) -> Verdict:
+    r"""WYL-directions: ArB2r, A2rBr, ArBr (and a random split) give the same first-order step.
+
+    Compares the autograd first-order changes of the four directions pairwise (relative Frobenius
+    difference to the ArB2r step, per block).  ``variant="peft"`` runs the same comparison on
+    PEFT's LoRA-GA (``B`` scaled by its singular values; a planted false variant: its directions
+    differ).
+    """
+    claim = "WYL-directions"
+    _check_common(problem, rank, lr)
+    if variant not in ("reference", "peft"):
+        raise ValueError(f"variant: expected 'reference' or 'peft', got {variant!r}")
+    opts: dict[str, Any] = {
+        "rank": rank,
+        "variant": variant,
+        "alpha": alpha,
+        "rslora": rslora,
+        "lr": lr,
+        "rtol": rtol,
+        "seed": seed,
+    }
+    if (early := _dtype_verdict(claim, problem, opts)) is not None:
+        return early
+    t0 = time.perf_counter()
+    G = full_gradient(problem)
+    name = "loraga" if variant == "reference" else "loraga-peft"
+    steps = {}
+    for d in DIRECTIONS:
+        ini = init_lora(
+            problem,
+            name,
+            rank=rank,
+            alpha=alpha,
+            rslora=rslora,
+            seed=seed,
+            gradient=G,
+            direction=d,
+            gamma=gamma,
+        )
+        steps[d] = first_step(problem, ini, lr).first
+    base = steps["ArB2r"]
+    diffs = {d: [_rel(x, b) for x, b in zip(steps[d], base)] for d in DIRECTIONS if d != "ArB2r"}
+    worst = max(max(v) for v in diffs.values())
+    cert = {
+        "rel_difference_to_ArB2r": diffs,
+        "step_norms": {d: [float(x.norm()) for x in v] for d, v in steps.items()},
+    }
+    timings = {"total": time.perf_counter() - t0}
+    if worst <= rtol:
+        return Verdict(
+            claim,
+            "holds",
+            problem.fingerprint(),
+            cert,
+            f"the four directions give the same first step to {worst:.1e} (rtol {rtol:g})",
+            timings,
+            opts,
+        )
+    d_bad = max(diffs, key=lambda d: max(diffs[d]))
+    return Verdict(
+        claim,
+        "violated",
+        problem.fingerprint(),
+        cert,
+        f"{variant} direction {d_bad} differs from ArB2r by {max(diffs[d_bad]):.3g} (> {rtol:g})",
+        timings,
+        opts,
+    )
+
+
+def check_wyl_unchanged(
+    problem: Problem,
+    *,
+    rank: int = 4,
+    init: str = "loraga",
+    alpha: float | None = None,
+    rslora: bool = True,
+    gamma: float = 16.0,
+    encoder: Any = None,
+    offset: bool = True,
+    rtol64: float = 1e-10,
+    rtol32: float = 1e-4,
+    seed: int = 0,
+) -> Verdict:
+    r"""WYL-unchanged: with :math:`W_0 \leftarrow W_0 - s B_0 A_0` step-0 outputs are the pretrained ones.
+
+    On the linearized problem: the predictions of :func:`~landscapes.inits.shifted_problem` at the
+    init's LoRA point against :math:`f_0` (relative max error).  With ``encoder`` (a
+    :class:`~landscapes.transformer.LinearizedEncoder` of the real model the problem came from):
+    the real model's logits with each adapted ``nn.Linear`` replaced by PEFT's forward,
+    :math:`x (W_0 - O)^\top + s (x A_0^\top) B_0^\top`, against the pretrained logits, in float64
+    and float32.  ``offset=False`` leaves :math:`W_0` as it is (a planted false variant: the outputs
+    move by :math:`s B_0 A_0`).
+    """
+    claim = "WYL-unchanged"
+    if init not in INIT_NAMES:
+        raise ValueError(f"init: expected one of {INIT_NAMES}, got {init!r}")
+    opts: dict[str, Any] = {
+        "rank": rank,
+        "init": init,
+        "alpha": alpha,
+        "rslora": rslora,
+        "offset": offset,
+        "rtol64": rtol64,
+        "rtol32": rtol32,
+        "seed": seed,
+        "real_model": encoder is not None,
+    }
+    t0 = time.perf_counter()
+    W = synthetic_weights(problem, seed=seed) if init == "pissa" and encoder is None else None
+    if init == "pissa" and encoder is not None:
+        W = tuple(w.detach().to(problem.dtype) for w in encoder._W0)
+    ini = init_lora(problem, init, rank=rank, alpha=alpha, rslora=rslora, seed=seed, gamma=gamma, weights=W)
+    off = ini.offset if offset else tuple(torch.zeros_like(o) for o in ini.offset)
+    shifted = shifted_problem(problem, off)
+    pt = ini.point()
+    z = shifted.predictions(tuple(u @ v.T for u, v in zip(pt.U, pt.V)))
+    # Relative to the larger of the pretrained outputs and the offset's share of them (the terms
+    # that must cancel; f0 may be 0 on synthetic problems).
+    moved = (
+        problem.J.matvec(problem.vec(ini.offset)).abs().max()
+        if any(bool(o.any()) for o in ini.offset)
+        else 0.0
+    )
+    scale = max(float(problem.f0.abs().max()), float(moved), 1e-300)
+    lin_err = float((z - problem.f0).abs().max()) / scale
+    tol_lin = rtol64 if problem.dtype == torch.float64 else rtol32
+    cert: dict[str, Any] = {
+        "linearized_rel_max_error": lin_err,
+        "offset_norms": [float(o.norm()) for o in ini.offset],
+        "adapter_norms": [float((ini.scale * (b @ a)).norm()) for b, a in zip(ini.B, ini.A)],
+    }
+    failures = []
+    if not lin_err <= tol_lin:
+        failures.append(f"linearized outputs move by {lin_err:.3g} (relative max, tol {tol_lin:g})")
+    if encoder is not None:
+        for dt, tol in ((torch.float64, rtol64), (torch.float32, rtol32)):
+            err = _real_model_error(encoder, ini, dt, offset=offset)
+            cert[f"real_{str(dt).replace('torch.', '')}_rel_max_error"] = err
+            if not err <= tol:
+                failures.append(f"real-model logits ({dt}) move by {err:.3g} (relative max, tol {tol:g})")
+    timings = {"total": time.perf_counter() - t0}
+    if failures:
+        return Verdict(claim, "violated", problem.fingerprint(), cert, "; ".join(failures), timings, opts)
+    where = (
+        "linearized problem and real model (float64, float32)"
+        if encoder is not None
+        else "linearized problem"
+    )
+    return Verdict(
+        claim,
+        "holds",
+        problem.fingerprint(),
+        cert,
+        f"outputs unchanged at step 0 on the {where}: worst relative error "
+        f"{max(v for k, v in cert.items() if k.endswith('error')):.1e}",
+        timings,
+        opts,
+    )
+
+
+def _real_model_error(encoder: Any, ini: LoRAInit, dtype: torch.dtype, *, offset: bool) -> float:
+    """Relative max change of the real model's logits with PEFT-style adapters (offset base weight)."""
+    from landscapes.transformer import adapted_logits
+
+    before = adapted_logits(encoder, None, dtype=dtype)
+    after = adapted_logits(encoder, ini, dtype=dtype, offset=offset)
+    return float((after - before).abs().max()) / max(float(before.abs().max()), 1e-300)
+
+
+def check_wyl_alignment(
+    problem: Problem,
+    *,
+    rank: int = 4,
+    init: str = "loraga",
+    prediction: Literal["rank-2r", "row-projection"] | None = None,
+    alpha: float | None = None,
+    rslora: bool = True,
+    lr: float = 1e-3,
+    gamma: float = 16.0,
+    rtol: float = 1e-10,
+    about_rtol: float = 0.25,
+    seed: int = 0,
+) -> Verdict:
+    r"""WYL-alignment: the cosine between the first step and :math:`-G`.
+
+    Predictions: ``"rank-2r"`` -- :math:`\cos = \|G_{[2r]}\|_F / \|G\|_F` (exact for LoRA-GA; checked
+    to ``rtol``); ``"row-projection"`` -- :math:`\cos \approx \|G P_{\mathrm{row}}(A_0)\|_F / \|G\|_F`
+    (the zero-B inits; "about": checked to ``about_rtol`` relative, the Kaiming rows of
+    :math:`A_0` being only nearly orthogonal).  Default: ``"rank-2r"`` for the LoRA-GA inits,
+    ``"row-projection"`` otherwise; a mismatched pair (``init="vanilla", prediction="rank-2r"``) is a
+    planted false variant.  The certificate reports both predictions and the measured cosine per
+    block, and :math:`\sqrt{r/n}` (the isotropic-G value of the row projection).
+    """
+    claim = "WYL-alignment"
+    _check_common(problem, rank, lr)
+    if init not in INIT_NAMES or init == "pissa":
+        raise ValueError(
+            f"init: expected one of {tuple(i for i in INIT_NAMES if i != 'pissa')}, got {init!r}"
+        )
+    if prediction is None:
+        prediction = "rank-2r" if init.startswith("loraga") else "row-projection"
+    if prediction not in ("rank-2r", "row-projection"):
+        raise ValueError(f"prediction: expected 'rank-2r' or 'row-projection', got {prediction!r}")
+    tol = rtol if prediction == "rank-2r" else about_rtol
+    opts: dict[str, Any] = {
+        "rank": rank,
+        "init": init,
+        "prediction": prediction,
+        "alpha": alpha,
+        "rslora": rslora,
+        "lr": lr,
+        "rtol": rtol,
+        "about_rtol": about_rtol,
+        "seed": seed,
+    }
+    if (early := _dtype_verdict(claim, problem, opts)) is not None:
+        return early
+    t0 = time.perf_counter()
+    G = full_gradient(problem)
+    ini = init_lora(problem, init, rank=rank, alpha=alpha, rslora=rslora, seed=seed, gradient=G, gamma=gamma)
+    st = first_step(problem, ini, lr)
+    blocks = []
+    failures = []
+    for j, (Gj, dW, a0) in enumerate(zip(G, st.first, ini.A)):
+        gn = float(Gj.norm())
+        cos = float(-(dW * Gj).sum()) / max(float(dW.norm()) * gn, 1e-300)
+        g2r, _ = _best_rank(Gj, 2 * rank)
+        Q, _ = torch.linalg.qr(a0.T)  # orthonormal basis of the row space of A0
+        row = float((Gj @ Q).norm()) / max(gn, 1e-300)
+        pred = float(g2r.norm()) / max(gn, 1e-300) if prediction == "rank-2r" else row
+        err = abs(cos - pred) / max(abs(pred), 1e-300)
+        blocks.append(
+            {
+                "cosine": cos,
+                "predicted": pred,
+                "rel_error": err,
+                "G2r_over_G": float(g2r.norm()) / max(gn, 1e-300),
+                "row_projection_over_G": row,
+                "sqrt_r_over_n": math.sqrt(rank / Gj.shape[1]),
+            }
+        )
+        if not err <= tol:
+            failures.append(
+                f"block {j}: cos = {cos:.6g}, predicted {pred:.6g} "
+                f"({prediction}; rel error {err:.2g} > {tol:g})"
+            )
+    timings = {"total": time.perf_counter() - t0}
+    cert = {"blocks": blocks}
+    if failures:
+        return Verdict(claim, "violated", problem.fingerprint(), cert, "; ".join(failures), timings, opts)
+    return Verdict(
+        claim,
+        "holds",
+        problem.fingerprint(),
+        cert,
+        f"cos(dW, -G) of {init!r} matches {prediction} to {max(b['rel_error'] for b in blocks):.1e} "
+        f"(tol {tol:g}); cosines " + ", ".join(f"{b['cosine']:.3g}" for b in blocks),
+        timings,
+        opts,
+    )
