@@ -62,6 +62,7 @@ __all__ = [
     "default_model_path",
     "transformer_problem",
     "adapted_logits",
+    "review_encoder",
     "DEFAULT_TARGETS",
     "DEFAULT_TEMPLATE",
     "DEFAULT_LABEL_WORDS",
@@ -1112,3 +1113,42 @@ def adapted_logits(
             h.remove()
         for mod, w in zip(enc._modules, saved):
             mod.weight.data = w
+
+
+def review_encoder(problem: Problem) -> LinearizedEncoder:
+    """Rebuild the encoder of a problem made by :func:`review_problem` (texts, targets, head, dtype).
+
+    Reads ``problem.meta`` (model path, targets, pooling, head, ``N``, split seed, dtype) and checks
+    that the rebuilt encoder reproduces ``problem.f0``; raises ``ValueError`` naming what is
+    missing or different.
+    """
+    from landscapes.data import load_reviews, train_test_split
+
+    meta = problem.meta
+    need = ("data", "model_path", "targets", "pooling", "head", "N", "K", "dtype", "split_seed")
+    missing = [k for k in need if k not in meta]
+    if missing or meta.get("data") != "reviews":
+        raise ValueError(
+            f"problem: expected a problem made by review_problem (meta with {', '.join(need)}), "
+            f"got meta keys {sorted(meta)}"
+        )
+    if meta["head"] != "random":
+        raise ValueError(f"problem: only the random head can be rebuilt, got head {meta['head']!r}")
+    dtype = getattr(torch, str(meta["dtype"]))
+    net, tok = load_encoder(meta["model_path"], dtype=dtype)
+    train, _ = train_test_split(load_reviews(), n_train=int(meta["N"]), seed=int(meta["split_seed"]))
+    enc = LinearizedEncoder(
+        net,
+        tok,
+        list(train.texts),
+        K=int(meta["K"]),
+        targets=list(meta["targets"]),
+        pooling=meta["pooling"],
+        max_length=int(meta["max_length"]) if meta.get("max_length") is not None else None,
+        dtype=dtype,
+    )
+    f0 = enc.f0().to(problem.f0.device)
+    err = float((f0 - problem.f0).abs().max())
+    if err > 1e-6 * max(1.0, float(problem.f0.abs().max())):
+        raise ValueError(f"problem: the rebuilt encoder's outputs differ from problem.f0 by {err:.3g}")
+    return enc

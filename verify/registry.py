@@ -17,6 +17,8 @@ from verify.jlr import (
 )
 from verify.landscape import check_jlr_gd, check_jlr_no_spurious, check_jlr_spurious_below
 from verify.verdict import Verdict
+from verify.wyl import check_wyl_alignment, check_wyl_directions, check_wyl_first_step, check_wyl_unchanged
+from verify.wyl_speed import check_wyl_speed
 
 __all__ = ["CHECKERS", "NUC_CLAIMS", "get_checker"]
 
@@ -31,6 +33,11 @@ CHECKERS: Mapping[str, Callable[..., Verdict]] = MappingProxyType(
         "JLR-no-spurious": check_jlr_no_spurious,
         "JLR-spurious-below": check_jlr_spurious_below,
         "JLR-gd": check_jlr_gd,
+        "WYL-first-step": check_wyl_first_step,
+        "WYL-directions": check_wyl_directions,
+        "WYL-unchanged": check_wyl_unchanged,
+        "WYL-alignment": check_wyl_alignment,
+        "WYL-speed": check_wyl_speed,
     }
 )
 assert set(CHECKERS) <= set(claim_ids()), "a checker for an unregistered claim"

@@ -84,14 +84,17 @@ DEFAULT_SUITE: tuple[ProblemSpec, ...] = (
         "teacher-sq-K2",
         "teacher",
         dict(K=2, N=16, blocks=[(24, 20)], lam=0.02, teacher_rank=2, loss="squared", seed=1),
-        _RANK,
+        _RANK + ("WYL-alignment",),
+        note="WYL-alignment of vanilla LoRA (zero B, Kaiming-uniform A): about ||G P_row(A0)|| / ||G||",
+        checker_options={"WYL-alignment": {"init": "vanilla"}},
     ),
     ProblemSpec(
         "features-ce-K2",
         "random_features",
         dict(K=2, N=24, m=20, n=16, lam=0.01, tokens=4, loss="cross_entropy", seed=2),
-        ("JLR-rank-NUC", "JLR-equiv", "JLR-magnitude", "JLR-zero-saddle", "JLR-no-spurious"),
-        note="separable: FT has no minimizer, so JLR-rank-FT is not run here",
+        ("JLR-rank-NUC", "JLR-equiv", "JLR-magnitude", "JLR-zero-saddle", "JLR-no-spurious")
+        + ("WYL-first-step", "WYL-directions", "WYL-unchanged", "WYL-alignment"),
+        note="separable: FT has no minimizer, so JLR-rank-FT is not run here; LoRA-GA at r = 4",
         checker_options={"JLR-no-spurious": {"n_starts": 9}},
     ),
     ProblemSpec(
@@ -143,10 +146,17 @@ REAL_SUITE: tuple[ProblemSpec, ...] = (
         "minilm-qv-reviews",
         "reviews",
         dict(N=32, K=2, lam=0.01, loss="cross_entropy", seed=0),
-        ("JLR-rank-blocks", "JLR-magnitude", "JLR-zero-saddle", "JLR-no-spurious"),
+        ("JLR-rank-blocks", "JLR-magnitude", "JLR-zero-saddle", "JLR-no-spurious")
+        + ("WYL-first-step", "WYL-unchanged", "WYL-alignment"),
         note="MiniLM layer 5 W_q and W_v (two 384 x 384 blocks), random head on mean pooling; "
-        "no-spurious at r = 12 > r_max = 10",
-        checker_options={"JLR-no-spurious": {"rank": 12, "n_starts": 6}},
+        "no-spurious at r = 12 > r_max = 10; LoRA-GA at r = 8 on the real gradient, outputs of the "
+        "real model with the offset weights in float64 and float32",
+        checker_options={
+            "JLR-no-spurious": {"rank": 12, "n_starts": 6},
+            "WYL-first-step": {"rank": 8, "search_starts": 1},
+            "WYL-unchanged": {"rank": 8, "encoder": "auto"},
+            "WYL-alignment": {"rank": 8},
+        },
     ),
     ProblemSpec(
         "minilm-v-reviews",

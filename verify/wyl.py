@@ -21,6 +21,7 @@ import math
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Literal
 
 import torch
@@ -36,6 +37,7 @@ from landscapes.inits import (
     synthetic_weights,
 )
 from landscapes.problem import Blocks, Problem
+from verify.jlr import _save
 from verify.verdict import Verdict
 
 __all__ = [
@@ -198,6 +200,7 @@ def check_wyl_first_step(
     rtol: float = 1e-10,
     search_starts: int = 2,
     seed: int = 0,
+    save_dir: str | Path | None = None,
 ) -> Verdict:
     r"""WYL-first-step: the first step of ``init`` is :math:`-\mathrm{lr}\,\zeta G_{[2r]}` to first order.
 
@@ -331,7 +334,8 @@ def check_wyl_first_step(
     }
     fp = problem.fingerprint()
     if failures:
-        return Verdict(claim, "violated", fp, cert, "; ".join(failures), timings, opts)
+        path = _save(problem, save_dir, claim, problem.zeros(), opts)
+        return Verdict(claim, "violated", fp, cert, "; ".join(failures), timings, opts, path)
     worst = max(max(r["best_scale_rel_error"], r.get("predicted_scale_rel_error", 0.0)) for r in rows[init])
     peft = max(r["best_scale_rel_error"] for r in rows["loraga-peft"])
     return Verdict(
@@ -358,6 +362,7 @@ def check_wyl_directions(
     gamma: float = 16.0,
     rtol: float = 1e-10,
     seed: int = 0,
+    save_dir: str | Path | None = None,
 ) -> Verdict:
     r"""WYL-directions: ArB2r, A2rBr, ArBr (and a random split) give the same first-order step.
 
@@ -417,6 +422,7 @@ def check_wyl_directions(
             opts,
         )
     d_bad = max(diffs, key=lambda d: max(diffs[d]))
+    path = _save(problem, save_dir, claim, problem.zeros(), opts)
     return Verdict(
         claim,
         "violated",
@@ -425,6 +431,7 @@ def check_wyl_directions(
         f"{variant} direction {d_bad} differs from ArB2r by {max(diffs[d_bad]):.3g} (> {rtol:g})",
         timings,
         opts,
+        path,
     )
 
 
@@ -441,12 +448,14 @@ def check_wyl_unchanged(
     rtol64: float = 1e-10,
     rtol32: float = 1e-4,
     seed: int = 0,
+    save_dir: str | Path | None = None,
 ) -> Verdict:
     r"""WYL-unchanged: with :math:`W_0 \leftarrow W_0 - s B_0 A_0` step-0 outputs are the pretrained ones.
 
     On the linearized problem: the predictions of :func:`~landscapes.inits.shifted_problem` at the
     init's LoRA point against :math:`f_0` (relative max error).  With ``encoder`` (a
-    :class:`~landscapes.transformer.LinearizedEncoder` of the real model the problem came from):
+    :class:`~landscapes.transformer.LinearizedEncoder` of the real model the problem came from, or
+    ``"auto"`` to rebuild it from the meta of a :func:`~landscapes.transformer.review_problem`):
     the real model's logits with each adapted ``nn.Linear`` replaced by PEFT's forward,
     :math:`x (W_0 - O)^\top + s (x A_0^\top) B_0^\top`, against the pretrained logits, in float64
     and float32.  ``offset=False`` leaves :math:`W_0` as it is (a planted false variant: the outputs
@@ -464,9 +473,15 @@ def check_wyl_unchanged(
         "rtol64": rtol64,
         "rtol32": rtol32,
         "seed": seed,
-        "real_model": encoder is not None,
+        "encoder": None if encoder is None else "auto" if encoder == "auto" else "given",
     }
     t0 = time.perf_counter()
+    if isinstance(encoder, str):
+        if encoder != "auto":
+            raise ValueError(f"encoder: expected None, 'auto' or a LinearizedEncoder, got {encoder!r}")
+        from landscapes.transformer import review_encoder
+
+        encoder = review_encoder(problem)
     W = synthetic_weights(problem, seed=seed) if init == "pissa" and encoder is None else None
     if init == "pissa" and encoder is not None:
         W = tuple(w.detach().to(problem.dtype) for w in encoder._W0)
@@ -501,7 +516,10 @@ def check_wyl_unchanged(
                 failures.append(f"real-model logits ({dt}) move by {err:.3g} (relative max, tol {tol:g})")
     timings = {"total": time.perf_counter() - t0}
     if failures:
-        return Verdict(claim, "violated", problem.fingerprint(), cert, "; ".join(failures), timings, opts)
+        path = _save(problem, save_dir, claim, problem.zeros(), opts)
+        return Verdict(
+            claim, "violated", problem.fingerprint(), cert, "; ".join(failures), timings, opts, path
+        )
     where = (
         "linearized problem and real model (float64, float32)"
         if encoder is not None
@@ -541,6 +559,7 @@ def check_wyl_alignment(
     rtol: float = 1e-10,
     about_rtol: float = 0.25,
     seed: int = 0,
+    save_dir: str | Path | None = None,
 ) -> Verdict:
     r"""WYL-alignment: the cosine between the first step and :math:`-G`.
 
@@ -608,7 +627,10 @@ def check_wyl_alignment(
     timings = {"total": time.perf_counter() - t0}
     cert = {"blocks": blocks}
     if failures:
-        return Verdict(claim, "violated", problem.fingerprint(), cert, "; ".join(failures), timings, opts)
+        path = _save(problem, save_dir, claim, problem.zeros(), opts)
+        return Verdict(
+            claim, "violated", problem.fingerprint(), cert, "; ".join(failures), timings, opts, path
+        )
     return Verdict(
         claim,
         "holds",

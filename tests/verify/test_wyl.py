@@ -1,0 +1,139 @@
+"""LoRA-GA checkers: each holds where the mathematics says so, and planted false variants are refuted."""
+
+import math
+
+import pytest
+import torch
+
+from landscapes import gaussian_problem, random_features_problem
+from landscapes.inits import full_gradient
+from verify.audits import audit, replay_options
+from verify.wyl import (
+    check_wyl_alignment,
+    check_wyl_directions,
+    check_wyl_first_step,
+    check_wyl_unchanged,
+)
+from verify.wyl_speed import check_wyl_speed, speed_runs, speed_table
+
+
+@pytest.fixture(scope="module")
+def problem():
+    return gaussian_problem(K=2, N=10, blocks=[(14, 12), (12, 16)], lam=0.01, loss="cross_entropy", seed=3)
+
+
+def test_first_step_holds_for_the_reference_init(problem):
+    v = check_wyl_first_step(problem, rank=3)
+    assert v.status == "holds", v.reason
+    for row in v.certificate["inits"]["loraga"]:
+        assert row["predicted_scale_rel_error"] < 1e-12 and row["exact_step_rel_error"] < 1e-10
+    for ey in v.certificate["eckart_young"]:
+        # closed form: the reference residual is zeta * sqrt(sum_{i > 2r} sigma_i^2), and no search beats it
+        assert ey["attained_rel_error"] < 1e-12
+        assert ey["search_min_residual"] >= ey["bound"] * (1 - 1e-8)
+    # the PEFT variant's deviation is measured in the same run
+    assert min(r["best_scale_rel_error"] for r in v.certificate["inits"]["loraga-peft"]) > 1e-3
+
+
+@pytest.mark.parametrize("init", ["loraga-peft", "vanilla", "pissa"])
+def test_first_step_is_refuted_for_other_inits(problem, init, tmp_path):
+    v = check_wyl_first_step(problem, rank=3, init=init, search_starts=0, save_dir=tmp_path)
+    assert v.status == "violated", v.reason
+    assert v.counterexample is not None
+
+
+def test_saved_counterexample_replays_through_audit(problem, tmp_path):
+    from landscapes.io import load_problem
+
+    v = check_wyl_first_step(problem, rank=3, init="loraga-peft", search_starts=0, save_dir=tmp_path)
+    P, extras = load_problem(v.counterexample)
+    task = replay_options(extras)
+    assert task is not None and task.claim == "WYL-first-step" and task.options["init"] == "loraga-peft"
+    again = audit(P, tasks=[task], progress=False)
+    assert [x.status for x in again.verdicts] == ["violated"]
+
+
+def test_directions_agree_for_the_reference_and_not_for_peft(problem):
+    assert check_wyl_directions(problem, rank=3).status == "holds"
+    v = check_wyl_directions(problem, rank=3, variant="peft")
+    assert v.status == "violated" and "differs from ArB2r" in v.reason
+
+
+@pytest.mark.parametrize("init", ["loraga", "loraga-peft", "pissa", "vanilla"])
+def test_outputs_unchanged_with_the_offset(problem, init):
+    v = check_wyl_unchanged(problem, rank=3, init=init)
+    assert v.status == "holds", v.reason
+    assert v.certificate["linearized_rel_max_error"] < 1e-14
+
+
+def test_outputs_move_without_the_offset(problem):
+    v = check_wyl_unchanged(problem, rank=3, offset=False)
+    assert v.status == "violated" and v.certificate["linearized_rel_max_error"] > 0.1
+
+
+def test_alignment_closed_form_and_planted_mismatch(problem):
+    v = check_wyl_alignment(problem, rank=3)
+    assert v.status == "holds"
+    for b, G in zip(v.certificate["blocks"], full_gradient(problem)):
+        s = torch.linalg.svdvals(G)
+        assert math.isclose(b["cosine"], float(s[:6].norm() / s.norm()), rel_tol=1e-12)
+    van = check_wyl_alignment(problem, rank=3, init="vanilla")
+    assert van.status == "holds", van.reason  # about ||G P_row(A0)|| / ||G||
+    bad = check_wyl_alignment(problem, rank=3, init="vanilla", prediction="rank-2r")
+    assert bad.status == "violated"
+
+
+def test_float32_problems_are_inconclusive():
+    p = gaussian_problem(K=1, N=6, blocks=[(8, 8)], lam=0.1, seed=0, dtype=torch.float32)
+    for f in (check_wyl_first_step, check_wyl_directions, check_wyl_alignment):
+        assert f(p, rank=2).status == "inconclusive"
+
+
+@pytest.mark.parametrize(
+    "f, kwargs, match",
+    [
+        (check_wyl_first_step, dict(rank=7), r"rank: LoRA-GA needs 2 r <= min\(m, n\) = 12"),
+        (check_wyl_first_step, dict(init="lora"), "init: expected one of"),
+        (check_wyl_first_step, dict(lr=-1.0), "lr: expected a positive finite number"),
+        (check_wyl_directions, dict(variant="hf"), "variant: expected 'reference' or 'peft'"),
+        (check_wyl_alignment, dict(prediction="exact"), "prediction: expected 'rank-2r' or 'row-projection'"),
+        (check_wyl_alignment, dict(init="pissa"), "init: expected one of"),
+        (check_wyl_unchanged, dict(encoder="minilm"), "encoder: expected None, 'auto'"),
+        (check_wyl_speed, dict(faster="lora-ga"), "faster, slower: expected names"),
+        (check_wyl_speed, dict(factor=0.0), "factor: expected a positive number"),
+    ],
+)
+def test_bad_options_name_the_argument(problem, f, kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        f(problem, **kwargs)
+
+
+# ---- WYL-speed ------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def small():
+    return random_features_problem(K=2, N=10, m=12, n=10, lam=0.02, seed=1)
+
+
+def test_no_run_goes_below_the_certified_optimum(small):
+    runs = speed_runs(
+        small, inits=("vanilla", "loraga", "pissa"), rank=2, seeds=(0, 1), lrs=(1e-2,), steps=300
+    )
+    for r in runs:
+        # F(t) >= F* - gap: progress never exceeds 1 by more than the certified gap allows
+        slack = r.optimum_rel_gap * max(1.0, abs(r.optimum)) / (r.start_value - r.optimum)
+        assert max(p for _, p in r.curve) <= 1 + slack + 1e-12
+        t90, t99 = r.steps_to["0.9"], r.steps_to["0.99"]
+        assert t90 is not None and (t99 is None or t90 <= t99)
+    table = speed_table(runs)
+    assert set(table) == {"vanilla", "loraga", "pissa"}
+    assert table["loraga"]["offset_norm"] > 0 and table["vanilla"]["offset_norm"] == 0
+
+
+def test_speed_verdict_and_a_planted_factor(small):
+    v = check_wyl_speed(small, rank=2, seeds=(0, 1), lrs=(1e-2,), steps=300)
+    assert v.status in ("holds", "violated", "inconclusive")
+    assert "empirical" in v.reason and len(v.certificate["steps_faster"]) == 2
+    planted = check_wyl_speed(small, rank=2, seeds=(0, 1), lrs=(1e-2,), steps=300, factor=100.0)
+    assert planted.status == "violated", planted.reason

