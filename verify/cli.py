@@ -21,6 +21,7 @@ import textwrap
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 __all__ = ["main"]
 
@@ -208,6 +209,38 @@ def _parser() -> argparse.ArgumentParser:
         "--no-head-variants", action="store_true", help="skip the rank check with other heads and CLS pooling"
     )
     ex.add_argument("--no-progress", action="store_true", help="no progress bar")
+    sp = sub.add_parser(
+        "speed",
+        help="WYL-speed: steps of Adam from each LoRA init (vanilla, gaussian, LoRA-GA, ...) to the optimum",
+        description="Each init trains the problem of its weight offset with Adam (weight decay lam) "
+        "from its LoRA point; progress (F(0) - F(t)) / (F(0) - F*) is measured against the certified "
+        "NUC optimum F*.  Per init the learning rate with the fewest median steps is kept.  Writes "
+        "DIR/speed.json after every run (an interrupted run resumes).",
+    )
+    sp.add_argument(
+        "--problems",
+        nargs="+",
+        default=["teacher", "features"],
+        metavar="NAME",
+        help="teacher, features (synthetic) and minilm (the linearized MiniLM, needs the --real "
+        "extras; ~30 ms per step) (default: teacher features)",
+    )
+    sp.add_argument("--inits", nargs="+", metavar="INIT", help="inits (default: all five)")
+    sp.add_argument("--rank", type=int, default=4, help="LoRA rank (default: %(default)s)")
+    sp.add_argument("--seeds", type=int, default=5, help="seeds 0..S-1 per init (default: %(default)s)")
+    sp.add_argument(
+        "--lrs",
+        type=float,
+        nargs="+",
+        metavar="LR",
+        help="Adam learning rates (default: 3e-3 1e-2 3e-2 1e-1 3e-1)",
+    )
+    sp.add_argument("--steps", type=int, default=2000, help="Adam steps per run (default: %(default)s)")
+    sp.add_argument(
+        "--out", default="loracheck-report", metavar="DIR", help="output directory (default: %(default)s)"
+    )
+    sp.add_argument("--fresh", action="store_true", help="ignore an earlier speed.json in DIR")
+    sp.add_argument("--no-progress", action="store_true", help="no progress bar")
     return p
 
 
@@ -289,6 +322,80 @@ def _parse_kn(items: Sequence[str]) -> list[tuple[int, int]]:
             raise _BadInput(f"--kn: expected pairs written KxN with positive ints (e.g. 2x16), got {it!r}")
         out.append((int(parts[0]), int(parts[1])))
     return out
+
+
+def _cmd_speed(args: argparse.Namespace) -> int:
+    from landscapes.inits import INIT_NAMES
+    from verify.wyl_speed import DEFAULT_LRS, SPEED_PROBLEMS, speed_experiment
+
+    for name in args.problems:
+        if name not in SPEED_PROBLEMS:
+            raise _BadInput(f"--problems: expected names from {', '.join(SPEED_PROBLEMS)}, got {name!r}")
+    inits = args.inits or list(INIT_NAMES)
+    for name in inits:
+        if name not in INIT_NAMES:
+            raise _BadInput(f"--inits: expected names from {', '.join(INIT_NAMES)}, got {name!r}")
+    for opt, v in (("--rank", args.rank), ("--seeds", args.seeds), ("--steps", args.steps)):
+        if v < 1:
+            raise _BadInput(f"{opt}: expected a positive int, got {v}")
+    lrs = args.lrs or list(DEFAULT_LRS)
+    if any(not lr > 0 for lr in lrs):
+        raise _BadInput(f"--lrs: expected positive learning rates, got {lrs}")
+    out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        raise _BadInput(f"--out: expected a directory, got an existing file {str(out)!r}")
+    path = out / "speed.json"
+    try:
+        data = speed_experiment(
+            args.problems,
+            out=path,
+            inits=inits,
+            rank=args.rank,
+            seeds=list(range(args.seeds)),
+            lrs=lrs,
+            steps=args.steps,
+            fresh=args.fresh,
+            progress=False if args.no_progress else None,
+        )
+    except ValueError as exc:
+        raise _BadInput(str(exc)) from None
+    print(
+        f"steps of Adam to 90% / 99% of the way to the certified optimum: median [min-max] over "
+        f"{args.seeds} seeds at each init's best lr ('>T': not within T = {args.steps} steps)"
+    )
+
+    def fmt(st: dict[str, Any]) -> str:
+        if st["median"] is None:
+            return f">{st['budget']}"
+        lo = st["min"] if st["min"] is not None else f">{st['budget']}"
+        hi = st["max"] if st["max"] is not None else f">{st['budget']}"
+        return f"{st['median']:g} [{lo}-{hi}]"
+
+    code = 0
+    for pname, entry in data["problems"].items():
+        fp = entry["problem"]
+        print(
+            f"\n{pname}: {fp['name']}, N={fp['N']}, K={fp['K']}, {fp['loss']}, blocks {fp['blocks']}, "
+            f"lam {fp['lam']}, r = {args.rank}"
+        )
+        head = f"  {'init':<12} {'lr':>7} {'to 90%':>18} {'to 99%':>18}"
+        print(head + f"  {'end rank':>9} {'||dW||':>8} {'||offset||':>10}")
+        for name, row in entry["table"].items():
+            ranks = sorted({sum(r) for r in row["final_ranks"]})
+            to = row["steps_to"]
+            print(
+                f"  {name:<12} {row['lr']:>7.0e} {fmt(to['0.9']):>18} {fmt(to['0.99']):>18}  "
+                f"{'/'.join(map(str, ranks)):>9} {row['final_delta_norm_median']:>8.3g} "
+                f"{row['offset_norm']:>10.3g}"
+            )
+        v = entry["verdict"]
+        print(f"  WYL-speed: {v['status']}: {v['reason']}")
+        if v["status"] == "violated":
+            code = max(code, 1)
+        elif v["status"] == "inconclusive":
+            code = max(code, 2)
+    print(f"\n{data['seconds']:.1f} s.  Data: {path}")
+    return code
 
 
 def _cmd_phase(args: argparse.Namespace) -> int:
@@ -712,6 +819,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _cmd_phase(args)
         if args.command == "experiment":
             return _cmd_experiment(args)
+        if args.command == "speed":
+            return _cmd_speed(args)
         if args.command == "audit":
             return _cmd_audit(args)
         if args.command == "figures":

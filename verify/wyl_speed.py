@@ -29,7 +29,7 @@ from typing import Any
 
 import torch
 
-from landscapes.inits import INIT_NAMES, init_lora, shifted_problem, synthetic_weights
+from landscapes.inits import INIT_NAMES, init_lora, sampled_gradient, shifted_problem, synthetic_weights
 from landscapes.lora import lora_value
 from landscapes.nuc import solve_nuc
 from landscapes.problem import Problem
@@ -40,7 +40,7 @@ from verify.verdict import Verdict
 __all__ = ["SpeedRun", "speed_runs", "speed_table", "check_wyl_speed", "DEFAULT_LRS"]
 
 #: Adam learning rates tried for every init.
-DEFAULT_LRS: tuple[float, ...] = (1e-3, 3e-3, 1e-2, 3e-2)
+DEFAULT_LRS: tuple[float, ...] = (3e-3, 1e-2, 3e-2, 1e-1, 3e-1)
 
 
 @dataclass(frozen=True)
@@ -101,11 +101,14 @@ def speed_runs(
     gap_rtol: float = 1e-9,
     weights: Sequence[torch.Tensor] | None = None,
     rank_rtol: float = 1e-6,
+    gradient: str = "sampled",
     callback: Callable[[SpeedRun], None] | None = None,
 ) -> tuple[SpeedRun, ...]:
     """Train every (init, seed, lr) on ``problem`` and measure the steps to each fraction of the way.
 
     ``weights`` are the base weights for ``pissa`` (default :func:`~landscapes.inits.synthetic_weights`).
+    ``gradient`` is the LoRA-GA inits' ``G``: ``"sampled"`` (the reference code's estimate, 64
+    mini-batches of 2 drawn with the run's seed; a dense ``J`` is needed) or ``"full"``.
     ``callback`` receives each finished run (progress reporting, incremental saving).
     """
     for name in inits:
@@ -119,13 +122,25 @@ def speed_runs(
         raise ValueError(f"lrs: expected positive learning rates, got {list(lrs)!r}")
     if not fractions or any(not (isinstance(q, float) and 0 < q <= 1) for q in fractions):
         raise ValueError(f"fractions: expected floats in (0, 1], got {list(fractions)!r}")
+    if gradient not in ("sampled", "full"):
+        raise ValueError(f"gradient: expected 'sampled' or 'full', got {gradient!r}")
     W = weights if weights is not None else synthetic_weights(problem, seed=0)
     optima: dict[bytes, Any] = {}
     runs: list[SpeedRun] = []
     keep = set(_curve_steps(steps))
     for name in inits:
         for seed in seeds:
-            ini = init_lora(problem, name, rank=rank, alpha=alpha, rslora=rslora, seed=seed, weights=W)
+            G = None
+            if name.startswith("loraga") and gradient == "sampled":
+                G = sampled_gradient(
+                    problem,
+                    batch_size=min(2, problem.N),
+                    batches=64,
+                    generator=torch.Generator().manual_seed(seed),
+                )
+            ini = init_lora(
+                problem, name, rank=rank, alpha=alpha, rslora=rslora, seed=seed, weights=W, gradient=G
+            )
             sp = shifted_problem(problem, ini.offset)
             key = b"".join(o.detach().cpu().contiguous().numpy().tobytes() for o in ini.offset)
             if key not in optima:
@@ -243,6 +258,17 @@ def speed_table(runs: Sequence[SpeedRun], *, fractions: Sequence[float] = (0.9, 
     return out
 
 
+def _decide(
+    tf: Sequence[float], tsl: Sequence[float], factor: float, faster: str, slower: str
+) -> tuple[str, str]:
+    """The WYL-speed rule on per-seed steps (``inf``: never got there)."""
+    if factor * max(tf) <= min(tsl):
+        return "holds", f"every {faster} run is at least {factor:g}x sooner"
+    if factor * min(tf) > max(tsl):
+        return "violated", f"no {faster} run is {factor:g}x sooner than any {slower} run"
+    return "inconclusive", "the seeds' spreads overlap"
+
+
 def check_wyl_speed(
     problem: Problem,
     *,
@@ -257,6 +283,7 @@ def check_wyl_speed(
     alpha: float | None = None,
     rslora: bool = True,
     gap_rtol: float = 1e-9,
+    gradient: str = "sampled",
     save_dir: str | Path | None = None,
 ) -> Verdict:
     r"""WYL-speed: ``faster`` gets ``fraction`` of the way to the optimum ``factor`` x sooner than ``slower``.
@@ -289,6 +316,7 @@ def check_wyl_speed(
         "steps": steps,
         "alpha": alpha,
         "rslora": rslora,
+        "gradient": gradient,
         "optimizer": "adam",
     }
     t0 = time.perf_counter()
@@ -303,6 +331,7 @@ def check_wyl_speed(
         rslora=rslora,
         fractions=(fraction,),
         gap_rtol=gap_rtol,
+        gradient=gradient,
     )
     table = speed_table(runs, fractions=(fraction,))
     q = _key(fraction)
@@ -333,12 +362,7 @@ def check_wyl_speed(
         return Verdict(
             claim, "inconclusive", fp, cert, f"{label}: no run got there within {steps} steps", timings, opts
         )
-    if factor * max(tf) <= min(tsl):
-        status, why = "holds", f"every {faster} run is at least {factor:g}x sooner"
-    elif factor * min(tf) > max(tsl):
-        status, why = "violated", f"no {faster} run is {factor:g}x sooner than any {slower} run"
-    else:
-        status, why = "inconclusive", "the seeds' spreads overlap"
+    status, why = _decide(tf, tsl, factor, faster, slower)
     path = _save(problem, save_dir, claim, problem.zeros(), opts) if status == "violated" else None
     return Verdict(
         claim,
@@ -350,4 +374,184 @@ def check_wyl_speed(
         timings,
         opts,
         path,
+    )
+
+
+#: Problems of ``loracheck speed`` (suite specs: plain data, rebuilt by :func:`verify.suite.build_problem`).
+SPEED_PROBLEMS: dict[str, tuple[str, dict[str, Any]]] = {
+    "teacher": (
+        "teacher",
+        dict(K=2, N=16, blocks=[(32, 32)], lam=0.01, teacher_rank=2, loss="squared", seed=0),
+    ),
+    "features": (
+        "random_features",
+        dict(K=2, N=24, m=32, n=32, lam=0.01, tokens=4, loss="cross_entropy", seed=2),
+    ),
+    "minilm": ("reviews", dict(N=32, K=2, lam=0.01, loss="cross_entropy", seed=0)),
+}
+
+SPEED_FORMAT = "loracheck.speed/1"
+
+
+def speed_experiment(
+    problems: Sequence[str],
+    *,
+    out: str | Path,
+    inits: Sequence[str] = INIT_NAMES,
+    rank: int = 4,
+    seeds: Sequence[int] = (0, 1, 2, 3, 4),
+    lrs: Sequence[float] = DEFAULT_LRS,
+    steps: int = 2000,
+    alpha: float | None = None,
+    rslora: bool = True,
+    fractions: Sequence[float] = (0.9, 0.99),
+    gradient: str = "sampled",
+    fresh: bool = False,
+    progress: bool | None = None,
+) -> dict[str, Any]:
+    """Run :func:`speed_runs` on named problems (:data:`SPEED_PROBLEMS`) and write ``out`` (JSON).
+
+    The file is rewritten atomically after every run; re-running with the same configuration
+    keeps the finished runs of an interrupted file (``fresh=True`` starts over).  Per problem it
+    holds the runs, :func:`speed_table` and the WYL-speed verdict (``loraga`` vs ``vanilla`` at the
+    last fraction, when both are among ``inits``).
+    """
+    import json
+
+    from tqdm.auto import tqdm
+
+    from verify.report import atomic_write_text
+    from verify.suite import ProblemSpec, build_problem
+    from verify.verdict import jsonable
+
+    for name in problems:
+        if name not in SPEED_PROBLEMS:
+            raise ValueError(f"problems: expected names from {', '.join(SPEED_PROBLEMS)}, got {name!r}")
+    config = {
+        "problems": {
+            n: {"generator": SPEED_PROBLEMS[n][0], "kwargs": SPEED_PROBLEMS[n][1]} for n in problems
+        },
+        "inits": list(inits),
+        "rank": rank,
+        "seeds": list(seeds),
+        "lrs": [float(x) for x in lrs],
+        "steps": steps,
+        "alpha": alpha,
+        "rslora": rslora,
+        "fractions": list(fractions),
+        "gradient": gradient,
+        "optimizer": "adam",
+    }
+    path = Path(out)
+    data: dict[str, Any] = {
+        "format": SPEED_FORMAT,
+        "config": jsonable(config),
+        "problems": {},
+        "complete": False,
+    }
+    if path.exists() and not fresh:
+        try:
+            old = json.loads(path.read_text())
+        except (OSError, json.JSONDecodeError) as exc:
+            raise ValueError(
+                f"out: {str(path)!r} exists and is not a speed file ({exc}); use fresh"
+            ) from None
+        if old.get("format") != SPEED_FORMAT:
+            raise ValueError(f"out: {str(path)!r} is not a {SPEED_FORMAT} file; choose another path or fresh")
+        if old.get("config") == data["config"]:
+            data = old
+            data["complete"] = False
+    t_start = time.perf_counter()
+    total = len(problems) * len(inits) * len(seeds) * len(lrs)
+    bar = tqdm(total=total, desc="speed", unit="run", disable=None if progress is None else not progress)
+
+    def save() -> None:
+        atomic_write_text(path, json.dumps(jsonable(data), indent=1, allow_nan=False) + "\n")
+
+    try:
+        for pname in problems:
+            gen, kwargs = SPEED_PROBLEMS[pname]
+            entry = data["problems"].setdefault(pname, {"runs": []})
+            done = {(r["init"], r["seed"], r["lr"]) for r in entry["runs"]}
+            bar.update(len(done))
+            todo = [
+                (i, s, float(lr)) for i in inits for s in seeds for lr in lrs if (i, s, float(lr)) not in done
+            ]
+            if not todo and "table" in entry:
+                continue
+            problem = build_problem(ProblemSpec(pname, gen, dict(kwargs), ()))
+            entry["problem"] = problem.fingerprint()
+            for init_name, seed in dict.fromkeys((i, s) for i, s, _ in todo):
+                lr_todo = [lr for i, s, lr in todo if (i, s) == (init_name, seed)]
+                bar.set_postfix_str(f"{pname}: {init_name} seed {seed}")
+
+                def keep(run: SpeedRun, entry: dict[str, Any] = entry) -> None:
+                    entry["runs"].append(run.to_dict())
+                    save()
+                    bar.update(1)
+
+                speed_runs(
+                    problem,
+                    inits=(init_name,),
+                    rank=rank,
+                    seeds=(seed,),
+                    lrs=lr_todo,
+                    steps=steps,
+                    alpha=alpha,
+                    rslora=rslora,
+                    fractions=fractions,
+                    gradient=gradient,
+                    callback=keep,
+                )
+            runs = [_run_from_dict(r) for r in entry["runs"]]
+            entry["table"] = speed_table(runs, fractions=fractions)
+            entry["verdict"] = _speed_verdict(runs, entry["table"], fractions[-1], problem).to_dict()
+            save()
+    finally:
+        bar.close()
+    data["complete"] = True
+    data["seconds"] = time.perf_counter() - t_start
+    save()
+    return data
+
+
+def _run_from_dict(d: Mapping[str, Any]) -> SpeedRun:
+    fields = dict(d)
+    for k in ("optimum_ranks", "final_ranks"):
+        fields[k] = tuple(fields[k])
+    fields["curve"] = tuple(tuple(x) for x in fields["curve"])
+    for k in ("final_value", "final_delta_norm", "final_adapter_norm", "final_progress"):
+        if isinstance(fields[k], str):  # "inf"/"-inf" in JSON
+            fields[k] = float(fields[k])
+    return SpeedRun(**fields)
+
+
+def _speed_verdict(
+    runs: Sequence[SpeedRun], table: Mapping[str, Any], fraction: float, problem: Problem
+) -> Verdict:
+    """The WYL-speed verdict (loraga vs vanilla) of finished runs, by the rule of :func:`check_wyl_speed`."""
+    if "loraga" not in table or "vanilla" not in table:
+        return Verdict(
+            "WYL-speed", "inconclusive", problem.fingerprint(), {}, "needs both loraga and vanilla runs"
+        )
+    q = _key(fraction)
+
+    def per_seed(name: str) -> list[float]:
+        vals = [r.steps_to.get(q) for r in runs if r.init == name and r.lr == table[name]["lr"]]
+        return [float(v) if v is not None else math.inf for v in vals]
+
+    tf, tsl = per_seed("loraga"), per_seed("vanilla")
+    med_f, med_s = statistics.median(tf), statistics.median(tsl)
+    ratio = med_s / med_f if math.isfinite(med_f) and med_f > 0 else math.nan
+    cert = {"steps_faster": tf, "steps_slower": tsl, "median_ratio_slower_over_faster": ratio}
+    status, why = _decide(tf, tsl, 1.0, "loraga", "vanilla")
+    return Verdict(
+        "WYL-speed",
+        status,  # type: ignore[arg-type]
+        problem.fingerprint(),
+        cert,
+        f"loraga vs vanilla to {fraction:g} of the way (Adam, best lr each, {len(tf)} seeds): median steps "
+        f"{med_f:g} vs {med_s:g} (ratio {ratio:.3g}); {why} (empirical, on this problem)",
+        {},
+        {"faster": "loraga", "slower": "vanilla", "factor": 1.0, "fraction": fraction},
     )
