@@ -63,6 +63,7 @@ __all__ = [
     "transformer_problem",
     "adapted_logits",
     "review_encoder",
+    "target_weights",
     "DEFAULT_TARGETS",
     "DEFAULT_TEMPLATE",
     "DEFAULT_LABEL_WORDS",
@@ -1152,3 +1153,26 @@ def review_encoder(problem: Problem) -> LinearizedEncoder:
     if err > 1e-6 * max(1.0, float(problem.f0.abs().max())):
         raise ValueError(f"problem: the rebuilt encoder's outputs differ from problem.f0 by {err:.3g}")
     return enc
+
+
+def target_weights(problem: Problem) -> tuple[Tensor, ...]:
+    """The base weights :math:`W_{0,j}` of a problem built from a model (its meta's model path and targets).
+
+    Loads the model from local files and returns the target parameters in the problem's dtype and
+    device, in block order (what ``pissa`` needs).
+    """
+    path, targets = problem.meta.get("model_path"), problem.meta.get("targets")
+    if not isinstance(path, str) or not isinstance(targets, Sequence) or len(targets) != len(problem.blocks):
+        raise ValueError(
+            "problem: expected meta['model_path'] and one meta['targets'] name per block "
+            f"(a problem built from a model), got {path!r} and {targets!r}"
+        )
+    net, _ = load_encoder(path, dtype=problem.dtype)
+    base = _base_model(net)
+    params = dict(base.named_parameters())
+    out = []
+    for t, shape in zip(targets, problem.blocks):
+        if t not in params or tuple(params[t].shape) != shape:
+            raise ValueError(f"problem: the model at {path!r} has no weight {t!r} of shape {shape}")
+        out.append(params[t].detach().to(device=problem.device).clone())
+    return tuple(out)

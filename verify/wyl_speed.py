@@ -462,6 +462,7 @@ def speed_experiment(
             data = old
             data["complete"] = False
     t_start = time.perf_counter()
+    weights: tuple[torch.Tensor, ...] | None = None  # a real model's base weights, loaded for pissa
     total = len(problems) * len(inits) * len(seeds) * len(lrs)
     bar = tqdm(total=total, desc="speed", unit="run", disable=None if progress is None else not progress)
 
@@ -481,6 +482,10 @@ def speed_experiment(
                 continue
             problem = build_problem(ProblemSpec(pname, gen, dict(kwargs), ()))
             entry["problem"] = problem.fingerprint()
+            entry["pissa_weights"] = (
+                "the model's" if "model_path" in problem.meta else "synthetic_weights(seed=0)"
+            )
+            weights = None
             for init_name, seed in dict.fromkeys((i, s) for i, s, _ in todo):
                 lr_todo = [lr for i, s, lr in todo if (i, s) == (init_name, seed)]
                 bar.set_postfix_str(f"{pname}: {init_name} seed {seed}")
@@ -490,9 +495,14 @@ def speed_experiment(
                     save()
                     bar.update(1)
 
+                if init_name == "pissa" and weights is None and "model_path" in problem.meta:
+                    from landscapes.transformer import target_weights
+
+                    weights = target_weights(problem)
                 speed_runs(
                     problem,
                     inits=(init_name,),
+                    weights=weights if "model_path" in problem.meta else None,
                     rank=rank,
                     seeds=(seed,),
                     lrs=lr_todo,
