@@ -458,9 +458,13 @@ def speed_experiment(
             ) from None
         if old.get("format") != SPEED_FORMAT:
             raise ValueError(f"out: {str(path)!r} is not a {SPEED_FORMAT} file; choose another path or fresh")
-        if old.get("config") == data["config"]:
-            data = old
-            data["complete"] = False
+        if old.get("config") != data["config"]:
+            raise ValueError(
+                f"out: {str(path)!r} holds runs of another configuration; use fresh (--fresh) to "
+                "overwrite it, or another directory"
+            )
+        data = old
+        data["complete"] = False
     t_start = time.perf_counter()
     weights: tuple[torch.Tensor, ...] | None = None  # a real model's base weights, loaded for pissa
     total = len(problems) * len(inits) * len(seeds) * len(lrs)

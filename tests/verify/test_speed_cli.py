@@ -1,0 +1,66 @@
+"""`loracheck speed`: a small run end to end, resume without recomputing, and bad input."""
+
+import json
+
+import pytest
+
+from verify.cli import main
+
+SMALL = ["speed", "--problems", "teacher", "--inits", "vanilla", "loraga", "--seeds", "2", "--steps", "60"]
+SMALL += ["--lrs", "0.03", "0.1", "--no-progress"]
+
+
+def test_small_speed_run_writes_a_table_and_resumes(tmp_path, capsys):
+    out = tmp_path / "r"
+    code = main(SMALL + ["--out", str(out)])
+    text = capsys.readouterr().out
+    assert code in (0, 1, 2)
+    data = json.loads((out / "speed.json").read_text())
+    assert data["format"] == "loracheck.speed/1" and data["complete"]
+    entry = data["problems"]["teacher"]
+    assert len(entry["runs"]) == 2 * 2 * 2
+    assert set(entry["table"]) == {"vanilla", "loraga"} and entry["verdict"]["claim"] == "WYL-speed"
+    assert "WYL-speed:" in text and "loraga" in text and "to 99%" in text
+    # every run measured against the certified optimum of its own (shifted) problem
+    for r in entry["runs"]:
+        assert r["optimum_rel_gap"] <= 1e-9 and r["final_progress"] <= 1.0 + 1e-6
+    # a second run with the same configuration reuses the finished runs
+    before = [(r["init"], r["seed"], r["lr"], r["seconds"]) for r in entry["runs"]]
+    assert main(SMALL + ["--out", str(out)]) == code
+    again = json.loads((out / "speed.json").read_text())["problems"]["teacher"]["runs"]
+    assert [(r["init"], r["seed"], r["lr"], r["seconds"]) for r in again] == before
+    # --fresh recomputes
+    main(SMALL + ["--out", str(out), "--fresh"])
+    fresh = json.loads((out / "speed.json").read_text())["problems"]["teacher"]["runs"]
+    assert [(r["init"], r["seed"], r["lr"]) for r in fresh] == [b[:3] for b in before]
+    assert [r["seconds"] for r in fresh] != [b[3] for b in before]
+
+
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        (["--problems", "mnist"], "--problems: expected names from teacher, features, minilm"),
+        (["--inits", "lora-ga"], "--inits: expected names from"),
+        (["--rank", "0"], "--rank: expected a positive int"),
+        (["--lrs", "-1"], "--lrs: expected positive learning rates"),
+    ],
+)
+def test_bad_input_exits_3(extra, message, tmp_path, capsys):
+    assert main(["speed", "--out", str(tmp_path / "x"), *extra]) == 3
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err
+
+
+def test_other_configuration_is_not_overwritten(tmp_path, capsys):
+    out = tmp_path / "r"
+    assert main(SMALL[:-5] + ["--lrs", "0.1", "--no-progress", "--out", str(out)]) in (0, 1, 2)
+    assert main(SMALL + ["--out", str(out)]) == 3
+    assert "holds runs of another configuration" in capsys.readouterr().err
+
+
+def test_foreign_output_file_is_refused(tmp_path, capsys):
+    out = tmp_path / "r"
+    out.mkdir()
+    (out / "speed.json").write_text('{"format": "something else"}')
+    assert main(SMALL + ["--out", str(out)]) == 3
+    assert "is not a loracheck.speed/1 file" in capsys.readouterr().err
