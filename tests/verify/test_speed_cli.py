@@ -53,7 +53,7 @@ def test_bad_input_exits_3(extra, message, tmp_path, capsys):
 
 def test_other_configuration_is_not_overwritten(tmp_path, capsys):
     out = tmp_path / "r"
-    assert main(SMALL[:-5] + ["--lrs", "0.1", "--no-progress", "--out", str(out)]) in (0, 1, 2)
+    assert main(SMALL[:-4] + ["--lrs", "0.1", "--no-progress", "--out", str(out)]) in (0, 1, 2)
     assert main(SMALL + ["--out", str(out)]) == 3
     assert "holds runs of another configuration" in capsys.readouterr().err
 
