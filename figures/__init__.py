@@ -9,6 +9,7 @@ from figures.gallery import gallery_items, write_gallery
 from figures.phase import plot_phase_diagram
 from figures.slices import plot_hessian_spectrum, plot_slice_2d, plot_slices_1d
 from figures.spectrum import plot_singular_values
+from figures.speed import plot_speed
 from figures.training import plot_training_curves
 
 __all__ = [
@@ -18,6 +19,7 @@ __all__ = [
     "plot_slices_1d",
     "plot_slice_2d",
     "plot_hessian_spectrum",
+    "plot_speed",
     "gallery_items",
     "write_gallery",
 ]

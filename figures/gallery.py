@@ -7,7 +7,8 @@ Results are the JSON data that the commands write (recognized by their format fi
   solution against ``r_max``;
 * ``loracheck.experiment/1`` (``loracheck experiment``): training curves per training-set size;
 * ``loracheck.slices/1`` (:func:`verify.slices.landscape_slices`): 1-D and 2-D slices of the LoRA
-  objective.
+  objective;
+* ``loracheck.speed/1`` (``loracheck speed``): the remaining way to the optimum per LoRA init.
 
 Every file is written atomically (a temporary file, then ``os.replace``), so an interrupted
 gallery never leaves a half-written image or page.
@@ -29,6 +30,7 @@ from matplotlib.figure import Figure
 from figures.phase import PHASE_FORMAT, plot_phase_diagram
 from figures.slices import SLICES_FORMAT, plot_hessian_spectrum, plot_slice_2d, plot_slices_1d
 from figures.spectrum import RANK_CLAIMS, plot_singular_values
+from figures.speed import SPEED_FORMAT, plot_speed
 from figures.training import EXPERIMENT_FORMAT, plot_training_curves
 
 
@@ -59,7 +61,7 @@ def _slug(text: str) -> str:
     return "".join(ch if ch.isalnum() else "-" for ch in text).strip("-").lower()
 
 
-KINDS = (PHASE_FORMAT, REPORT_FORMAT, EXPERIMENT_FORMAT, SLICES_FORMAT)
+KINDS = (PHASE_FORMAT, REPORT_FORMAT, EXPERIMENT_FORMAT, SLICES_FORMAT, SPEED_FORMAT)
 
 
 def result_kind(result: Mapping[str, Any]) -> str:
@@ -114,6 +116,20 @@ def gallery_items(results: Iterable[Mapping[str, Any]]) -> list[GalleryItem]:
                             "(solid: above the bound) approaches the certified NUC optimum, the value of a "
                             "global minimum (JLR-gd, JLR-equiv); full fine-tuning minimizes its own ridge "
                             "objective.",
+                        )
+                    )
+        elif kind == SPEED_FORMAT:
+            for pname, entry in res.get("problems", {}).items():
+                if entry.get("table"):
+                    v = entry.get("verdict", {})
+                    items.append(
+                        GalleryItem(
+                            f"speed-{_slug(pname)}",
+                            plot_speed(res, pname),
+                            "Remaining fraction of the way to the certified optimum over Adam steps on "
+                            f"{pname}, one line per LoRA init at its best learning rate (median over seeds, "
+                            "band: range). "
+                            f"WYL-speed (LoRA-GA vs vanilla): {v.get('status', 'n/a')}.",
                         )
                     )
         elif kind == SLICES_FORMAT:
