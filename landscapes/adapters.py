@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import math
 import os
+import shutil
+import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -126,15 +128,28 @@ def export_peft_adapter(
         init_lora_weights=True,
     )
     out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"out_dir: expected a directory, got an existing file {str(out)!r}")
     out.mkdir(parents=True, exist_ok=True)
     dt = dtype or problem.dtype
     tensors = {}
     for mod, b, a in zip(modules, B, A):
         tensors[f"base_model.model.{mod}.lora_A.weight"] = a.detach().to(dtype=dt, device="cpu").contiguous()
         tensors[f"base_model.model.{mod}.lora_B.weight"] = b.detach().to(dtype=dt, device="cpu").contiguous()
-    # Weights first, config last: a directory with a config is a complete adapter.
-    tmp = out / ".adapter_model.safetensors.tmp"
-    save_file(tensors, str(tmp), metadata={"format": "pt"})
-    os.replace(tmp, out / "adapter_model.safetensors")
-    cfg.save_pretrained(str(out))
+    # The config is removed first and written last (each file atomically): a directory that has a
+    # config holds a complete adapter, never new weights under an old config.
+    (out / "adapter_config.json").unlink(missing_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=".adapter_model.", suffix=".tmp", dir=out)
+    os.close(fd)
+    try:
+        save_file(tensors, tmp, metadata={"format": "pt"})
+        os.replace(tmp, out / "adapter_model.safetensors")
+        staging = Path(tempfile.mkdtemp(prefix=".adapter_config.", dir=out))
+        try:
+            cfg.save_pretrained(str(staging))
+            os.replace(staging / "adapter_config.json", out / "adapter_config.json")
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+    finally:
+        Path(tmp).unlink(missing_ok=True)
     return out

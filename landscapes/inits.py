@@ -16,7 +16,7 @@ point is :math:`\tfrac{\lambda s}{2}(\|B\|^2 + \|A\|^2)`.
 
 **Inits** (:data:`INIT_NAMES`):
 
-* ``"vanilla"`` -- PEFT's default and the LoRA paper's: :math:`B_0 = 0`, :math:`A_0` Kaiming-uniform
+* ``"vanilla"`` -- PEFT's (and loralib's) default: :math:`B_0 = 0`, :math:`A_0` Kaiming-uniform
   with :math:`a = \sqrt 5`, i.e. entries :math:`\mathcal U(-1/\sqrt n, 1/\sqrt n)`.
 * ``"gaussian"`` -- PEFT's ``init_lora_weights="gaussian"``: :math:`B_0 = 0`,
   :math:`A_0 \sim \mathcal N(0, 1/r^2)`.
@@ -40,8 +40,8 @@ point is :math:`\tfrac{\lambda s}{2}(\|B\|^2 + \|A\|^2)`.
 
 The gradient ``G`` of a linearized problem is :math:`S_j(0) = \operatorname{mat}_j(J^\top \nabla_z
 \ell / N)` (:func:`full_gradient`), which is also the exact gradient of the real model at
-:math:`W_0`; :func:`sampled_gradient` averages mini-batch gradients as the reference code does
-(64 batches of 2 examples).  The SVD is exact (``svd="full"``) or randomized like the reference
+:math:`W_0`; :func:`sampled_gradient` is the reference code's estimate (64 batches of 2 examples,
+each example once: the full gradient when ``N <= 128``).  The SVD is exact (``svd="full"``) or randomized like the reference
 code (``svd="randomized"``: ``torch.svd_lowrank`` with ``q = min(4r, m, n)``, ``niter = 4``).
 """
 
@@ -147,23 +147,30 @@ def full_gradient(problem: Problem) -> Blocks:
 def sampled_gradient(
     problem: Problem, *, batch_size: int = 2, batches: int = 64, generator: torch.Generator
 ) -> Blocks:
-    r"""Average of ``batches`` mini-batch gradients at :math:`W_0` (the reference code's estimate).
+    r"""The reference code's estimate of ``G``: mini-batch gradients over the first examples of a shuffled set.
 
-    Each batch draws ``batch_size`` distinct examples; the batches are drawn independently
-    (an example may appear in several).  Needs a dense ``J``.
+    The reference code averages ``batches`` mini-batches of ``batch_size`` examples taken in order
+    from the training set (each example once).  Here the order is a seeded permutation
+    (``generator``) and the batches take its first ``min(N, batch_size * batches)`` examples, in
+    consecutive batches (the last one may be smaller); the estimate is the mean of the batch
+    gradients weighted by batch size, i.e. the gradient of the mean risk over those examples.
+    With ``N <= batch_size * batches`` it is the full gradient (summed in another order).  Needs a
+    dense ``J``.
     """
     for name, v in (("batch_size", batch_size), ("batches", batches)):
         if isinstance(v, bool) or not isinstance(v, int) or v < 1:
             raise ValueError(f"{name}: expected a positive int, got {v!r}")
     if batch_size > problem.N:
         raise ValueError(f"batch_size: expected at most N = {problem.N}, got {batch_size}")
+    used = min(problem.N, batch_size * batches)
+    order = torch.randperm(problem.N, generator=generator)[:used].to(problem.device)
     acc = [torch.zeros(m, n, dtype=problem.dtype, device=problem.device) for m, n in problem.blocks]
     zero = problem.zeros()
-    for _ in range(batches):
-        idx = torch.randperm(problem.N, generator=generator)[:batch_size].to(problem.device)
+    for start in range(0, used, batch_size):
+        idx = order[start : start + batch_size]
         S = problem.subset(idx).evaluate(zero).S
         for a, s in zip(acc, S):
-            a.add_(s, alpha=1.0 / batches)
+            a.add_(s, alpha=idx.numel() / used)
     return tuple(acc)
 
 
@@ -289,8 +296,12 @@ def init_lora(
     s = lora_scale(alpha, r, rslora=rslora)
     if direction not in DIRECTIONS:
         raise ValueError(f"direction: expected one of {DIRECTIONS}, got {direction!r}")
-    if isinstance(gamma, bool) or not isinstance(gamma, (int, float)) or not gamma > 0:
-        raise ValueError(f"gamma: expected a positive number, got {gamma!r}")
+    if isinstance(gamma, bool) or not isinstance(gamma, (int, float)) or not (gamma > 0 and math.isfinite(gamma)):
+        raise ValueError(f"gamma: expected a positive finite number, got {gamma!r}")
+    if svd not in ("full", "randomized"):
+        raise ValueError(f"svd: expected 'full' or 'randomized', got {svd!r}")
+    if isinstance(niter, bool) or not isinstance(niter, int) or niter < 0:
+        raise ValueError(f"niter: expected an int >= 0, got {niter!r}")
     if isinstance(seed, bool) or not isinstance(seed, int):
         raise ValueError(f"seed: expected an int, got {seed!r}")
     gen = torch.Generator().manual_seed(seed)

@@ -239,6 +239,13 @@ def _parser() -> argparse.ArgumentParser:
     sp.add_argument(
         "--out", default="loracheck-report", metavar="DIR", help="output directory (default: %(default)s)"
     )
+    sp.add_argument(
+        "--gradient",
+        choices=["sampled", "full"],
+        default="sampled",
+        help="G of the LoRA-GA inits: the reference code's estimate (64 batches of 2 examples, each "
+        "once: the full gradient when N <= 128) or the full gradient (default: %(default)s)",
+    )
     sp.add_argument("--fresh", action="store_true", help="ignore an earlier speed.json in DIR")
     sp.add_argument("--no-progress", action="store_true", help="no progress bar")
     return p
@@ -325,6 +332,8 @@ def _parse_kn(items: Sequence[str]) -> list[tuple[int, int]]:
 
 
 def _cmd_speed(args: argparse.Namespace) -> int:
+    import math
+
     from landscapes.inits import INIT_NAMES
     from verify.wyl_speed import DEFAULT_LRS, SPEED_PROBLEMS, speed_experiment
 
@@ -339,8 +348,8 @@ def _cmd_speed(args: argparse.Namespace) -> int:
         if v < 1:
             raise _BadInput(f"{opt}: expected a positive int, got {v}")
     lrs = args.lrs or list(DEFAULT_LRS)
-    if any(not lr > 0 for lr in lrs):
-        raise _BadInput(f"--lrs: expected positive learning rates, got {lrs}")
+    if any(not (lr > 0 and math.isfinite(lr)) for lr in lrs):
+        raise _BadInput(f"--lrs: expected positive finite learning rates, got {lrs}")
     out = Path(args.out)
     if out.exists() and not out.is_dir():
         raise _BadInput(f"--out: expected a directory, got an existing file {str(out)!r}")
@@ -354,6 +363,7 @@ def _cmd_speed(args: argparse.Namespace) -> int:
             seeds=list(range(args.seeds)),
             lrs=lrs,
             steps=args.steps,
+            gradient=args.gradient,
             fresh=args.fresh,
             progress=False if args.no_progress else None,
         )

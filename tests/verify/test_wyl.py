@@ -78,9 +78,19 @@ def test_alignment_closed_form_and_planted_mismatch(problem):
         s = torch.linalg.svdvals(G)
         assert math.isclose(b["cosine"], float(s[:6].norm() / s.norm()), rel_tol=1e-12)
     van = check_wyl_alignment(problem, rank=3, init="vanilla")
-    assert van.status == "holds", van.reason  # about ||G P_row(A0)|| / ||G||
+    assert van.status == "holds", van.reason  # at most ||G P_row(A0)|| / ||G||, close to it
+    for b in van.certificate["blocks"]:
+        assert 0 <= b["row_projection_gap"] < 0.5
     bad = check_wyl_alignment(problem, rank=3, init="vanilla", prediction="rank-2r")
     assert bad.status == "violated"
+    # the bound is an upper bound: LoRA-GA's step is better aligned than its A0's row space allows
+    assert (
+        check_wyl_alignment(problem, rank=3, init="loraga", prediction="row-projection").status == "violated"
+    )
+    # PEFT's variant is not exactly ||G_[2r]|| / ||G||
+    assert check_wyl_alignment(problem, rank=3, init="loraga-peft").status == "violated"
+    tight = check_wyl_alignment(problem, rank=3, init="vanilla", about_rtol=1e-6)
+    assert tight.status == "violated" and "about_rtol" in tight.reason
 
 
 def test_float32_problems_are_inconclusive():
@@ -109,6 +119,19 @@ def test_bad_options_name_the_argument(problem, f, kwargs, match):
 
 
 # ---- WYL-speed ------------------------------------------------------------------------------------
+
+
+def test_speed_rule_needs_runs_that_got_there():
+    from verify.wyl_speed import _decide
+
+    inf = math.inf
+    assert _decide([10, 12], [20, 30], 1.0, "a", "b")[0] == "holds"
+    assert _decide([10, 20], [20, 30], 1.0, "a", "b")[0] == "inconclusive"  # a tie is not sooner
+    assert _decide([10, inf], [inf, inf], 1.0, "a", "b")[0] == "inconclusive"
+    assert _decide([inf, inf], [inf, inf], 100.0, "a", "b")[0] == "inconclusive"
+    assert _decide([inf, inf], [20, 30], 1.0, "a", "b")[0] == "violated"
+    assert _decide([40, 50], [20, 30], 1.0, "a", "b")[0] == "violated"
+    assert _decide([10, 12], [inf, inf], 1.0, "a", "b")[0] == "holds"
 
 
 @pytest.fixture(scope="module")
