@@ -29,7 +29,7 @@ point is :math:`\tfrac{\lambda s}{2}(\|B\|^2 + \|A\|^2)`.
   ``"A2rBr"`` (A from ``r+1..2r``, B from ``1..r``), ``"ArBr"`` (A from the even, B from the odd
   positions ``2, 4, ..`` / ``1, 3, ..`` in 1-based order) and ``"random"`` (a seeded random split
   of ``1..2r``) give the same first step.
-* ``"loraga-peft"`` -- LoRA-GA as PEFT (0.18+) implements it: :math:`B_0` is multiplied by its
+* ``"loraga-peft"`` -- LoRA-GA as PEFT (0.21) implements it: :math:`B_0` is multiplied by its
   singular values, :math:`B_0 = c\, U_{[:, B]} \Sigma_B`, :math:`A_0 = V_{[:, A]}^\top`, the
   stable scale on ``B`` only; its ``"random"`` direction uses one index set for both factors.
   The first step is then not proportional to :math:`G_{[2r]}`.

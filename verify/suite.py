@@ -153,7 +153,7 @@ REAL_SUITE: tuple[ProblemSpec, ...] = (
         "real model with the offset weights in float64 and float32",
         checker_options={
             "JLR-no-spurious": {"rank": 12, "n_starts": 6},
-            "WYL-first-step": {"rank": 8, "search_starts": 1},
+            "WYL-first-step": {"rank": 8, "search_starts": 0},
             "WYL-unchanged": {"rank": 8, "encoder": "auto"},
             "WYL-alignment": {"rank": 8},
         },
