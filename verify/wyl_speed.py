@@ -21,6 +21,7 @@ Each run also records where it ends: the numerical rank and the norm of the weig
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import statistics
 import time
@@ -67,6 +68,8 @@ class SpeedRun:
     diverged: bool
     seconds: float
     curve: tuple[tuple[int, float], ...]
+    #: The seed whose run this one repeats (the init came out bit for bit the same), else ``None``.
+    same_as_seed: int | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """Plain data (for reports)."""
@@ -105,14 +108,19 @@ def speed_runs(
     rank_rtol: float = 1e-6,
     gradient: str = "sampled",
     callback: Callable[[SpeedRun], None] | None = None,
+    reuse: dict[Any, SpeedRun] | None = None,
 ) -> tuple[SpeedRun, ...]:
     """Train every (init, seed, lr) on ``problem`` and measure the steps to each fraction of the way.
 
     ``weights`` are the base weights for ``pissa`` (default :func:`~landscapes.inits.synthetic_weights`).
     ``gradient`` is the LoRA-GA inits' ``G``: ``"sampled"`` (the reference code's estimate, 64
     mini-batches of 2 drawn with the run's seed; a dense ``J`` is needed) or ``"full"``.
-    ``callback`` receives each finished run (progress reporting, incremental saving).
+    ``callback`` receives each finished run (progress reporting, incremental saving).  Training is
+    deterministic given the init (full-batch Adam), so a seed whose init is bit for bit that of an
+    earlier seed (LoRA-GA with the full gradient, PiSSA) repeats its runs instead of recomputing
+    them (``same_as_seed``); ``reuse`` carries that memory across calls.
     """
+    memo: dict[Any, SpeedRun] = reuse if reuse is not None else {}
     for name in inits:
         if name not in INIT_NAMES:
             raise ValueError(f"inits: expected names from {INIT_NAMES}, got {name!r}")
@@ -132,16 +140,8 @@ def speed_runs(
     keep = set(_curve_steps(steps))
     for name in inits:
         for seed in seeds:
-            G = None
-            if name.startswith("loraga") and gradient == "sampled":
-                G = sampled_gradient(
-                    problem,
-                    batch_size=min(2, problem.N),
-                    batches=64,
-                    generator=torch.Generator().manual_seed(seed),
-                )
-            ini = init_lora(
-                problem, name, rank=rank, alpha=alpha, rslora=rslora, seed=seed, weights=W, gradient=G
+            ini = _make_init(
+                problem, name, seed, rank=rank, alpha=alpha, rslora=rslora, weights=W, gradient=gradient
             )
             sp = shifted_problem(problem, ini.offset)
             key = b"".join(o.detach().cpu().contiguous().numpy().tobytes() for o in ini.offset)
@@ -152,7 +152,15 @@ def speed_runs(
             f_star = sol.certificate.primal
             pt = ini.point()
             f_start = lora_value(sp, pt.U, pt.V)
+            fingerprint = _init_fingerprint(ini)
             for lr in lrs:
+                seen = memo.get((name, fingerprint, float(lr), steps))
+                if seen is not None:
+                    again = dataclasses.replace(seen, seed=seed, seconds=0.0, same_as_seed=seen.seed)
+                    runs.append(again)
+                    if callback is not None:
+                        callback(again)
+                    continue
                 t0 = time.perf_counter()
                 diverged = False
                 try:
@@ -198,9 +206,36 @@ def speed_runs(
                     curve=tuple((t, p) for t, p in prog if t in keep),
                 )
                 runs.append(run)
+                memo[(name, fingerprint, float(lr), steps)] = run
                 if callback is not None:
                     callback(run)
     return tuple(runs)
+
+
+def _make_init(
+    problem: Problem,
+    name: str,
+    seed: int,
+    *,
+    rank: int,
+    alpha: float | None,
+    rslora: bool,
+    weights: Sequence[torch.Tensor] | None,
+    gradient: str,
+) -> Any:
+    """The init of one run (LoRA-GA's ``G`` estimated with the run's seed when ``gradient="sampled"``)."""
+    G = None
+    if name.startswith("loraga") and gradient == "sampled":
+        G = sampled_gradient(
+            problem, batch_size=min(2, problem.N), batches=64, generator=torch.Generator().manual_seed(seed)
+        )
+    return init_lora(
+        problem, name, rank=rank, alpha=alpha, rslora=rslora, seed=seed, weights=weights, gradient=G
+    )
+
+
+def _init_fingerprint(ini: Any) -> bytes:
+    return b"".join(x.detach().cpu().contiguous().numpy().tobytes() for x in ini.B + ini.A + ini.offset)
 
 
 def _stats(values: Sequence[int | None], steps: int) -> dict[str, Any]:
@@ -483,7 +518,6 @@ def speed_experiment(
         data = old
         data["complete"] = False
     t_start = time.perf_counter()
-    weights: tuple[torch.Tensor, ...] | None = None  # a real model's base weights, loaded for pissa
     total = len(problems) * len(inits) * len(seeds) * len(lrs)
     bar = tqdm(total=total, desc="speed", unit="run", disable=None if progress is None else not progress)
 
@@ -529,10 +563,29 @@ def speed_experiment(
             problem = built[pname]
             computed = True
             entry["problem"] = problem.fingerprint()
+            W: tuple[torch.Tensor, ...] | None = None  # pissa's base weights: the model's when it has one
+            if "pissa" in inits and "model_path" in problem.meta:
+                from landscapes.transformer import target_weights
+
+                W = target_weights(problem)
+            # Finished runs seed the memory of deterministic inits (a resumed file repeats them too).
+            memo: dict[Any, SpeedRun] = {}
+            for r in entry["runs"]:
+                if r.get("same_as_seed") is None:
+                    ini = _make_init(
+                        problem,
+                        r["init"],
+                        r["seed"],
+                        rank=rank,
+                        alpha=alpha,
+                        rslora=rslora,
+                        weights=W if W is not None else synthetic_weights(problem, seed=0),
+                        gradient=gradient,
+                    )
+                    memo[(r["init"], _init_fingerprint(ini), float(r["lr"]), steps)] = _run_from_dict(r)
             entry["pissa_weights"] = (
                 "the model's" if "model_path" in problem.meta else "synthetic_weights(seed=0)"
             )
-            weights = None
             for init_name, seed in dict.fromkeys((i, s) for i, s, _ in todo):
                 lr_todo = [lr for i, s, lr in todo if (i, s) == (init_name, seed)]
                 bar.set_postfix_str(f"{pname}: {init_name} seed {seed}")
@@ -542,14 +595,11 @@ def speed_experiment(
                     save()
                     bar.update(1)
 
-                if init_name == "pissa" and weights is None and "model_path" in problem.meta:
-                    from landscapes.transformer import target_weights
-
-                    weights = target_weights(problem)
                 speed_runs(
                     problem,
                     inits=(init_name,),
-                    weights=weights if "model_path" in problem.meta else None,
+                    weights=W,
+                    reuse=memo,
                     rank=rank,
                     seeds=(seed,),
                     lrs=lr_todo,

@@ -21,6 +21,12 @@ def test_small_speed_run_writes_a_table_and_resumes(tmp_path, capsys):
     assert len(entry["runs"]) == 2 * 2 * 2
     assert set(entry["table"]) == {"vanilla", "loraga"} and entry["verdict"]["claim"] == "WYL-speed"
     assert "WYL-speed:" in text and "loraga" in text and "to 99%" in text
+    # LoRA-GA's G is the full gradient here (N = 16 <= 128): seed 1 repeats seed 0's runs
+    ga = {(r["seed"], r["lr"]): r for r in entry["runs"] if r["init"] == "loraga"}
+    assert all(ga[(1, lr)]["same_as_seed"] == 0 for lr in (0.03, 0.1))
+    assert all(r["same_as_seed"] is None for r in entry["runs"] if r["init"] == "vanilla")
+    assert entry["table"]["loraga"]["identical_across_seeds"]
+    assert not entry["table"]["vanilla"]["identical_across_seeds"]
     # every run measured against the certified optimum of its own (shifted) problem
     for r in entry["runs"]:
         assert r["optimum_rel_gap"] <= 1e-9 and r["final_progress"] <= 1.0 + 1e-6
