@@ -154,8 +154,8 @@ def sampled_gradient(
     (``generator``) and the batches take its first ``min(N, batch_size * batches)`` examples, in
     consecutive batches (the last one may be smaller); the estimate is the mean of the batch
     gradients weighted by batch size, i.e. the gradient of the mean risk over those examples.
-    With ``N <= batch_size * batches`` it is the full gradient (summed in another order).  Needs a
-    dense ``J``.
+    With ``N <= batch_size * batches`` it is the full gradient, and :func:`full_gradient` is returned
+    (so the estimate does not depend on the seed, bit for bit).  Needs a dense ``J``.
     """
     for name, v in (("batch_size", batch_size), ("batches", batches)):
         if isinstance(v, bool) or not isinstance(v, int) or v < 1:
@@ -163,6 +163,8 @@ def sampled_gradient(
     if batch_size > problem.N:
         raise ValueError(f"batch_size: expected at most N = {problem.N}, got {batch_size}")
     used = min(problem.N, batch_size * batches)
+    if used == problem.N:
+        return full_gradient(problem)  # every example once: the full gradient (in its own summation order)
     order = torch.randperm(problem.N, generator=generator)[:used].to(problem.device)
     acc = [torch.zeros(m, n, dtype=problem.dtype, device=problem.device) for m, n in problem.blocks]
     zero = problem.zeros()
@@ -296,7 +298,11 @@ def init_lora(
     s = lora_scale(alpha, r, rslora=rslora)
     if direction not in DIRECTIONS:
         raise ValueError(f"direction: expected one of {DIRECTIONS}, got {direction!r}")
-    if isinstance(gamma, bool) or not isinstance(gamma, (int, float)) or not (gamma > 0 and math.isfinite(gamma)):
+    if (
+        isinstance(gamma, bool)
+        or not isinstance(gamma, (int, float))
+        or not (gamma > 0 and math.isfinite(gamma))
+    ):
         raise ValueError(f"gamma: expected a positive finite number, got {gamma!r}")
     if svd not in ("full", "randomized"):
         raise ValueError(f"svd: expected 'full' or 'randomized', got {svd!r}")
