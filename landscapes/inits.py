@@ -41,8 +41,9 @@ point is :math:`\tfrac{\lambda s}{2}(\|B\|^2 + \|A\|^2)`.
 The gradient ``G`` of a linearized problem is :math:`S_j(0) = \operatorname{mat}_j(J^\top \nabla_z
 \ell / N)` (:func:`full_gradient`), which is also the exact gradient of the real model at
 :math:`W_0`; :func:`sampled_gradient` is the reference code's estimate (64 batches of 2 examples,
-each example once: the full gradient when ``N <= 128``).  The SVD is exact (``svd="full"``) or randomized like the reference
-code (``svd="randomized"``: ``torch.svd_lowrank`` with ``q = min(4r, m, n)``, ``niter = 4``).
+each example once: the full gradient when ``N <= 128``).  The SVD is exact (``svd="full"``) or
+randomized like the reference code (``svd="randomized"``: ``torch.svd_lowrank`` with
+``q = min(4r, m, n)``, ``niter = 4``).
 """
 
 from __future__ import annotations
@@ -147,7 +148,7 @@ def full_gradient(problem: Problem) -> Blocks:
 def sampled_gradient(
     problem: Problem, *, batch_size: int = 2, batches: int = 64, generator: torch.Generator
 ) -> Blocks:
-    r"""The reference code's estimate of ``G``: mini-batch gradients over the first examples of a shuffled set.
+    r"""The reference code's estimate of ``G``: mini-batch gradients over the first examples of a shuffle.
 
     The reference code averages ``batches`` mini-batches of ``batch_size`` examples taken in order
     from the training set (each example once).  Here the order is a seeded permutation
