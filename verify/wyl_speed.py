@@ -306,10 +306,11 @@ def _decide(
     ``slower`` run.  ``violated``: every ``slower`` run got there, and no ``faster`` run is
     ``factor`` times sooner than any of them.  Otherwise ``inconclusive``.
     """
+    sooner = "sooner" if factor == 1 else f"more than {factor:g}x sooner"
     if all(math.isfinite(v) for v in tf) and factor * max(tf) < min(tsl):
-        return "holds", f"every {faster} run is more than {factor:g}x sooner"
+        return "holds", f"every {faster} run is {sooner} than every {slower} run"
     if all(math.isfinite(v) for v in tsl) and factor * min(tf) >= max(tsl):
-        return "violated", f"no {faster} run is more than {factor:g}x sooner than any {slower} run"
+        return "violated", f"no {faster} run is {sooner} than any {slower} run"
     if not any(math.isfinite(v) for v in list(tf) + list(tsl)):
         return "inconclusive", "no run got there within the step budget"
     return "inconclusive", "the seeds' spreads overlap (or runs did not get there)"
