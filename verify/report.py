@@ -245,6 +245,40 @@ def evidence(v: Verdict | Mapping[str, Any]) -> str:
         for r in c["runs"]:
             by[r["optimizer"]] = max(by.get(r["optimizer"], -math.inf), _num(r.get("final_gap")))
         parts = [f"{o} gap {_fmt(g)}" for o, g in by.items()]
+    elif claim == "WYL-first-step" and "inits" in c:
+        init = d.get("options", {}).get("init", "loraga")
+        mine = c["inits"].get(init, [])
+        errs = [_num(r.get("predicted_scale_rel_error", r.get("best_scale_rel_error"))) for r in mine]
+        if errs:
+            parts.append(f"{init} first step vs -lr zeta G_[2r]: rel err {_fmt(max(errs))}")
+        exact = [_num(r.get("exact_step_rel_error")) for r in mine]
+        if exact:
+            parts.append(f"exact step {_fmt(max(exact))}")
+        ey = [_num(e.get("attained_rel_error")) for e in c.get("eckart_young", [])]
+        if ey:
+            parts.append(f"Eckart-Young attained to {_fmt(max(ey))}")
+        peft = [_num(r.get("best_scale_rel_error")) for r in c["inits"].get("loraga-peft", [])]
+        if peft and init != "loraga-peft":
+            parts.append(f"PEFT variant off by {_fmt(max(peft))}")
+    elif claim == "WYL-directions" and "rel_difference_to_ArB2r" in c:
+        worst = max(_num(x) for v in c["rel_difference_to_ArB2r"].values() for x in v)
+        parts.append(f"max rel difference to ArB2r {_fmt(worst)}")
+    elif claim == "WYL-unchanged":
+        for k, label in (
+            ("linearized_rel_max_error", "linearized"),
+            ("real_float64_rel_max_error", "real float64"),
+            ("real_float32_rel_max_error", "real float32"),
+        ):
+            if k in c:
+                parts.append(f"{label} {_fmt(c[k])}")
+    elif claim == "WYL-alignment" and "blocks" in c:
+        parts.append("cos " + "/".join(_fmt(b.get("cosine")) for b in c["blocks"]))
+        parts.append("predicted " + "/".join(_fmt(b.get("predicted")) for b in c["blocks"]))
+        if all("row_projection_gap" in b for b in c["blocks"]):
+            parts.append("gap " + "/".join(_fmt(b["row_projection_gap"]) for b in c["blocks"]))
+    elif claim == "WYL-speed" and "steps_faster" in c:
+        parts.append(f"steps {_fmt(c['steps_faster'])} vs {_fmt(c['steps_slower'])}")
+        parts.append(f"median ratio {_fmt(c.get('median_ratio_slower_over_faster'))}")
     else:
         parts = [f"{k} {_fmt(val)}" for k, val in list(c.items())[:4]]
     return ", ".join(parts)

@@ -160,3 +160,13 @@ def test_speed_verdict_and_a_planted_factor(small):
     assert "empirical" in v.reason and len(v.certificate["steps_faster"]) == 2
     planted = check_wyl_speed(small, rank=2, seeds=(0, 1), lrs=(1e-2,), steps=300, factor=100.0)
     assert planted.status == "violated", planted.reason
+
+
+def test_report_evidence_is_short_and_carries_the_numbers(problem):
+    from verify.report import evidence
+
+    e = evidence(check_wyl_first_step(problem, rank=3, search_starts=0))
+    assert "first step vs -lr zeta G_[2r]: rel err" in e and "PEFT variant off by" in e and len(e) < 200
+    assert "max rel difference" in evidence(check_wyl_directions(problem, rank=3))
+    assert evidence(check_wyl_unchanged(problem, rank=3)).startswith("linearized ")
+    assert "gap" in evidence(check_wyl_alignment(problem, rank=3, init="vanilla"))
