@@ -38,7 +38,7 @@ from landscapes.inits import (
     synthetic_weights,
 )
 from landscapes.problem import Blocks, Problem
-from verify.jlr import _save
+from verify.jlr import _needs_float64, _save
 from verify.verdict import Verdict
 
 __all__ = [
@@ -139,20 +139,6 @@ def _check_common(problem: Problem, rank: int, lr: float) -> None:
             )
     if isinstance(lr, bool) or not isinstance(lr, (int, float)) or not (lr > 0 and math.isfinite(lr)):
         raise ValueError(f"lr: expected a positive finite number, got {lr!r}")
-
-
-def _dtype_verdict(claim: str, problem: Problem, opts: dict[str, Any]) -> Verdict | None:
-    if problem.dtype == torch.float64:
-        return None
-    return Verdict(
-        claim,
-        "inconclusive",
-        problem.fingerprint(),
-        {"dtype": str(problem.dtype)},
-        f"the identity is checked to float64 round-off, got {problem.dtype}",
-        {},
-        opts,
-    )
 
 
 def _eckart_young_search(
@@ -258,7 +244,7 @@ def check_wyl_first_step(
         "search_starts": search_starts,
         "seed": seed,
     }
-    if (early := _dtype_verdict(claim, problem, opts)) is not None:
+    if (early := _needs_float64(claim, problem, opts)) is not None:
         return early
     t0 = time.perf_counter()
     G = full_gradient(problem)
@@ -421,7 +407,7 @@ def check_wyl_directions(
         "seed": seed,
         "gamma": gamma,
     }
-    if (early := _dtype_verdict(claim, problem, opts)) is not None:
+    if (early := _needs_float64(claim, problem, opts)) is not None:
         return early
     t0 = time.perf_counter()
     G = full_gradient(problem)
@@ -650,7 +636,7 @@ def check_wyl_alignment(
         "about_rtol": about_rtol,
         "seed": seed,
     }
-    if (early := _dtype_verdict(claim, problem, opts)) is not None:
+    if (early := _needs_float64(claim, problem, opts)) is not None:
         return early
     t0 = time.perf_counter()
     G = full_gradient(problem)

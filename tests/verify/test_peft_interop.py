@@ -65,7 +65,7 @@ def _peft_loraga(G: torch.Tensor, W0: torch.Tensor, X: torch.Tensor, Y: torch.Te
 def test_our_loraga_peft_matches_peft(direction, rslora):
     m, n, r = 24, 20, 3
     g = torch.Generator().manual_seed(0)
-    X = torch.randn(2 * r, n, generator=g)
+    X = torch.randn(2 * r, n, generator=g).requires_grad_(True)  # PEFT counts backward-hook calls
     Y = torch.randn(2 * r, m, generator=g) * torch.linspace(3, 1, 2 * r)[:, None]  # distinct singular values
     G = Y.T @ X  # rank 2r <= q = 4r: PEFT's randomized SVD is exact up to float32
     W0 = 0.1 * torch.randn(m, n, generator=g)
