@@ -222,8 +222,9 @@ def _parser() -> argparse.ArgumentParser:
         nargs="+",
         default=["teacher", "features"],
         metavar="NAME",
-        help="teacher, features (synthetic) and minilm (the linearized MiniLM, needs the --real "
-        "extras; ~30 ms per step) (default: teacher features)",
+        help="teacher, features (synthetic) and minilm (the linearized MiniLM with N = 32 review "
+        "sentences: needs the models extra and the review data, ~20 ms per Adam step) "
+        "(default: teacher features)",
     )
     sp.add_argument("--inits", nargs="+", metavar="INIT", help="inits (default: all five)")
     sp.add_argument("--rank", type=int, default=4, help="LoRA rank (default: %(default)s)")
