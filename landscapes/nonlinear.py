@@ -1,0 +1,276 @@
+r"""LoRA without linearization: a smooth loss of the adapted matrices, by autodiff ([KKR25]).
+
+A :class:`NonlinearProblem` holds a twice-differentiable risk :math:`L_{\mathrm{full}}(X)` of the
+weight changes :math:`X = (X_1, \dots, X_b)` (block ``j`` of shape ``m_j x n_j``) and the weight
+decays :math:`\lambda_j`.  Its LoRA objective ([KKR25], with :math:`X_j = A_j B_j^\top`) is
+
+.. math:: L^{\mathrm{lora}}_\lambda(A, B) = L_{\mathrm{full}}(AB^\top)
+          + \tfrac12\sum_j \lambda_j (\|A_j\|_F^2 + \|B_j\|_F^2),
+
+and :math:`L^{\mathrm{full}}_\lambda(X) = L_{\mathrm{full}}(X) + \sum_j \lambda_j\|X_j\|_*` the convex-penalty
+problem it matches at its global minima.  Value, gradient and Hessian-vector products come from
+``torch.autograd`` / ``torch.func`` on the risk (nothing is linearized); the LoRA factors use the
+same convention as :mod:`landscapes.lora` (``U = A``, ``V = B``).
+
+Synthetic families (each with its planted :math:`X^\star`, seeded):
+
+* :func:`matrix_sensing` -- :math:`L(X) = \frac{1}{2N}\sum_i (\langle M_i, X\rangle - y_i)^2` with
+  Gaussian :math:`M_i` and :math:`y_i = \langle M_i, X^\star\rangle` (+ noise); a planted rank-``r*``
+  :math:`X^\star` with singular values spread by ``condition``.  Well-conditioned with many
+  measurements it is the textbook special-regime example; ill-conditioned or with few
+  measurements its restricted constants drift apart.
+* :func:`nonlinear_sensing` -- the same measurements through a link,
+  :math:`L(X) = \frac{1}{2N}\sum_i (\phi(\langle M_i, X\rangle) - y_i)^2`, :math:`\phi = \tanh`
+  by default: not convex in ``X``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import Tensor
+
+__all__ = ["NonlinearProblem", "matrix_sensing", "nonlinear_sensing"]
+
+Blocks = tuple[Tensor, ...]
+
+
+@dataclass(frozen=True, eq=False)
+class NonlinearProblem:
+    """A smooth risk of the adapted matrices, with weight decays (see the module docstring).
+
+    Attributes
+    ----------
+    risk
+        ``risk(X) -> Tensor`` (a 0-d tensor), ``X`` a tuple of one matrix per block; must be
+        differentiable twice by torch (autograd and ``torch.func``).
+    blocks
+        ``(m_j, n_j)`` per block.
+    lam
+        Weight decay per block (``>= 0``).
+    x_star
+        A planted or certified minimizer of the risk, when known (the [KKR25] constants are
+        measured about it).
+    name, meta
+        For reports.
+    """
+
+    risk: Callable[[Blocks], Tensor]
+    blocks: tuple[tuple[int, int], ...]
+    lam: tuple[float, ...]
+    dtype: torch.dtype = torch.float64
+    device: torch.device = torch.device("cpu")
+    x_star: Blocks | None = None
+    name: str = ""
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if not callable(self.risk):
+            raise TypeError(f"risk: expected a callable X -> 0-d tensor, got {type(self.risk).__name__}")
+        blocks = tuple((int(m), int(n)) for m, n in self.blocks)
+        if not blocks or any(m < 1 or n < 1 for m, n in blocks):
+            raise ValueError(f"blocks: expected a non-empty list of positive (m, n), got {list(self.blocks)}")
+        object.__setattr__(self, "blocks", blocks)
+        lam = tuple(float(x) for x in self.lam)
+        if len(lam) != len(blocks) or any(not (x >= 0 and math.isfinite(x)) for x in lam):
+            raise ValueError(
+                f"lam: expected {len(blocks)} finite values >= 0 (one per block), got {list(self.lam)}"
+            )
+        object.__setattr__(self, "lam", lam)
+        if self.x_star is not None:
+            object.__setattr__(self, "x_star", self.check_point(self.x_star, "x_star"))
+
+    # ---- points --------------------------------------------------------------------------------
+    def check_point(self, X: Sequence[Tensor], name: str = "X") -> Blocks:
+        """Validate one matrix per block (shape, dtype, finite) and return them as a tuple."""
+        if isinstance(X, Tensor):
+            X = (X,) if len(self.blocks) == 1 else X
+        if isinstance(X, Tensor) or len(X) != len(self.blocks):
+            raise ValueError(f"{name}: expected {len(self.blocks)} matrices (one per block)")
+        out = []
+        for j, (x, shape) in enumerate(zip(X, self.blocks)):
+            if not isinstance(x, Tensor) or tuple(x.shape) != shape:
+                got = tuple(x.shape) if isinstance(x, Tensor) else type(x).__name__
+                raise ValueError(f"{name}[{j}]: expected shape {shape}, got {got}")
+            if x.dtype != self.dtype:
+                raise ValueError(f"{name}[{j}]: expected dtype {self.dtype}, got {x.dtype}")
+            out.append(x)
+        return tuple(out)
+
+    def zeros(self) -> Blocks:
+        """``X = 0`` (the pretrained weights)."""
+        return tuple(torch.zeros(m, n, dtype=self.dtype, device=self.device) for m, n in self.blocks)
+
+    # ---- the full-matrix risk -------------------------------------------------------------------
+    def value(self, X: Sequence[Tensor]) -> float:
+        r""":math:`L_{\mathrm{full}}(X)`."""
+        with torch.no_grad():
+            return float(self.risk(self.check_point(X)))
+
+    def grad(self, X: Sequence[Tensor]) -> Blocks:
+        r""":math:`\nabla L_{\mathrm{full}}(X)` by autograd."""
+        Xs = [x.detach().clone().requires_grad_(True) for x in self.check_point(X)]
+        with torch.enable_grad():
+            g = torch.autograd.grad(self.risk(tuple(Xs)), Xs)
+        return tuple(x.detach() for x in g)
+
+    def hvp(self, X: Sequence[Tensor], Z: Sequence[Tensor]) -> Blocks:
+        r""":math:`\nabla^2 L_{\mathrm{full}}(X)[Z]` (forward-over-reverse, ``torch.func``)."""
+        Xs = self.check_point(X)
+        Zs = self.check_point(Z, "Z")
+
+        def g(*xs: Tensor) -> tuple[Tensor, ...]:
+            return torch.func.grad(lambda *ys: self.risk(tuple(ys)), argnums=tuple(range(len(xs))))(*xs)
+
+        out = torch.func.jvp(g, tuple(Xs), tuple(Zs))[1]
+        return tuple(out)
+
+    def curvature(self, X: Sequence[Tensor], Z: Sequence[Tensor]) -> float:
+        r""":math:`\nabla^2 L_{\mathrm{full}}(X)[Z, Z]`."""
+        return float(sum((h * z).sum() for h, z in zip(self.hvp(X, Z), self.check_point(Z, "Z"))))
+
+    def penalized(self, X: Sequence[Tensor]) -> float:
+        r""":math:`L^{\mathrm{full}}_\lambda(X) = L_{\mathrm{full}}(X) + \sum_j \lambda_j \|X_j\|_*`."""
+        Xs = self.check_point(X)
+        nuc = sum(lam * float(torch.linalg.matrix_norm(x, ord="nuc")) for lam, x in zip(self.lam, Xs))
+        return self.value(Xs) + nuc
+
+    # ---- the LoRA objective --------------------------------------------------------------------
+    def lora_value_and_grad(self, A: Sequence[Tensor], B: Sequence[Tensor]) -> tuple[float, Blocks, Blocks]:
+        r""":math:`L^{\mathrm{lora}}_\lambda(A, B)` and its gradient, by autograd (``X_j = A_j B_j^T``)."""
+        As = [a.detach().clone().requires_grad_(True) for a in A]
+        Bs = [b.detach().clone().requires_grad_(True) for b in B]
+        self.check_point(tuple(a @ b.T for a, b in zip(As, Bs)), "A B^T")
+        with torch.enable_grad():
+            X = tuple(a @ b.T for a, b in zip(As, Bs))
+            f = self.risk(X) + sum(
+                0.5 * lam * ((a * a).sum() + (b * b).sum()) for lam, a, b in zip(self.lam, As, Bs)
+            )
+            grads = torch.autograd.grad(f, As + Bs)
+        k = len(As)
+        return float(f), tuple(g.detach() for g in grads[:k]), tuple(g.detach() for g in grads[k:])
+
+
+def _planted(m: int, n: int, rank: int, condition: float, scale: float, gen: torch.Generator) -> Tensor:
+    """A rank-``rank`` matrix, singular values from ``scale`` down to ``scale / condition`` (geometric)."""
+    P, _ = torch.linalg.qr(torch.randn(m, rank, generator=gen, dtype=torch.float64))
+    Q, _ = torch.linalg.qr(torch.randn(n, rank, generator=gen, dtype=torch.float64))
+    if rank == 1:
+        sv = torch.tensor([scale], dtype=torch.float64)
+    else:
+        sv = scale * condition ** (-torch.arange(rank, dtype=torch.float64) / (rank - 1))
+    return (P * sv) @ Q.T
+
+
+def _sensing_inputs(
+    m: int, n: int, N: int, rank: int, condition: float, scale: float, seed: int
+) -> tuple[Tensor, Tensor]:
+    for name, v in (("m", m), ("n", n), ("N", N), ("rank", rank)):
+        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+            raise ValueError(f"{name}: expected a positive int, got {v!r}")
+    if rank > min(m, n):
+        raise ValueError(f"rank: expected at most min(m, n) = {min(m, n)}, got {rank}")
+    if not (isinstance(condition, (int, float)) and condition >= 1 and math.isfinite(condition)):
+        raise ValueError(f"condition: expected a finite number >= 1, got {condition!r}")
+    gen = torch.Generator().manual_seed(seed)
+    M = torch.randn(N, m, n, generator=gen, dtype=torch.float64)
+    return M, _planted(m, n, rank, float(condition), scale, gen)
+
+
+def matrix_sensing(
+    *,
+    m: int,
+    n: int,
+    N: int,
+    rank: int = 2,
+    condition: float = 1.0,
+    noise: float = 0.0,
+    lam: float = 0.0,
+    scale: float = 1.0,
+    seed: int = 0,
+) -> NonlinearProblem:
+    r"""Gaussian matrix sensing: :math:`L(X) = \frac{1}{2N}\sum_i (\langle M_i, X\rangle - y_i)^2`.
+
+    ``M_i`` has i.i.d. :math:`\mathcal N(0, 1)` entries, so :math:`\mathbb E\,\nabla^2 L = I`;
+    :math:`y_i = \langle M_i, X^\star\rangle + \text{noise}\cdot\varepsilon_i` with a planted
+    rank-``rank`` :math:`X^\star` of top singular value ``scale`` and condition number
+    ``condition``.  ``x_star`` is :math:`X^\star` (the risk's minimizer when ``noise = 0`` and
+    ``N >= rank (m + n)``-ish; with ``lam > 0`` the penalized minimizer differs).
+    """
+    M, Xs = _sensing_inputs(m, n, N, rank, condition, scale, seed)
+    gen = torch.Generator().manual_seed(seed + 1)
+    y = torch.einsum("imn,mn->i", M, Xs) + noise * torch.randn(N, generator=gen, dtype=torch.float64)
+    Mflat = M.reshape(N, m * n)
+
+    def risk(X: Blocks) -> Tensor:
+        r = Mflat @ X[0].reshape(-1) - y
+        return 0.5 * (r * r).mean()
+
+    return NonlinearProblem(
+        risk,
+        ((m, n),),
+        (lam,),
+        x_star=(Xs,),
+        name=f"sensing-{m}x{n}-N{N}-r{rank}-c{condition:g}",
+        meta={
+            "family": "matrix_sensing",
+            "N": N,
+            "rank": rank,
+            "condition": condition,
+            "noise": noise,
+            "seed": seed,
+        },
+    )
+
+
+def nonlinear_sensing(
+    *,
+    m: int,
+    n: int,
+    N: int,
+    rank: int = 2,
+    condition: float = 1.0,
+    link: str = "tanh",
+    lam: float = 0.0,
+    scale: float = 1.0,
+    seed: int = 0,
+) -> NonlinearProblem:
+    r"""Sensing through a link: :math:`L(X) = \frac{1}{2N}\sum_i (\phi(\langle M_i, X\rangle) - y_i)^2`.
+
+    :math:`y_i = \phi(\langle M_i, X^\star\rangle)`, so :math:`X^\star` is a global minimizer
+    (risk 0); ``link`` is ``"tanh"`` or ``"softplus"``.  Not convex in ``X``.
+    """
+    links: dict[str, Callable[[Tensor], Tensor]] = {
+        "tanh": torch.tanh,
+        "softplus": torch.nn.functional.softplus,
+    }
+    if link not in links:
+        raise ValueError(f"link: expected one of {sorted(links)}, got {link!r}")
+    phi = links[link]
+    M, Xs = _sensing_inputs(m, n, N, rank, condition, scale, seed)
+    Mflat = M.reshape(N, m * n)
+    y = phi(Mflat @ Xs.reshape(-1))
+
+    def risk(X: Blocks) -> Tensor:
+        r = phi(Mflat @ X[0].reshape(-1)) - y
+        return 0.5 * (r * r).mean()
+
+    return NonlinearProblem(
+        risk,
+        ((m, n),),
+        (lam,),
+        x_star=(Xs,),
+        name=f"{link}-sensing-{m}x{n}-N{N}-r{rank}-c{condition:g}",
+        meta={
+            "family": "nonlinear_sensing",
+            "link": link,
+            "N": N,
+            "rank": rank,
+            "condition": condition,
+            "seed": seed,
+        },
+    )

@@ -1,0 +1,196 @@
+r"""Monte-Carlo estimates of the restricted constants of [KKR25] about a minimizer :math:`X^\star`.
+
+On the set :math:`\mathcal S_{r,D} = \{X : \operatorname{rank} X_j \le r,\ \|X - X^\star\|_F \le D\}`:
+
+* **RSC** -- the largest :math:`\alpha` with
+  :math:`\langle \nabla f(X) - \nabla f(X^\star), X - X^\star\rangle \ge \alpha \|X - X^\star\|_F^2`
+  on :math:`\mathcal S_{r,D}`;
+* **RSM** -- the smallest :math:`\beta` with
+  :math:`\nabla^2 f(X)[UX + XV, UX + XV] \le \beta \|UX + XV\|_F^2` on :math:`\mathcal S_{r,D}`
+  for all rank-one ``U`` (``m x m``), ``V`` (``n x n``) of unit Frobenius norm.
+
+Both are an infimum / supremum over a set, so sampling gives one-sided answers: the smallest
+sampled RSC ratio :math:`\hat\alpha` is an **upper** estimate of :math:`\alpha`, and the largest
+sampled RSM ratio :math:`\hat\beta` a **lower** estimate of :math:`\beta`.  Hence one direction of
+the regime is certified by witnesses: :math:`2\hat\alpha \le \hat\beta` implies
+:math:`2\alpha \le \beta` -- the **generic** regime -- while :math:`2\hat\alpha > \hat\beta` (the
+special regime) is only an estimate.  :class:`RestrictedConstants` says which.
+
+Sampling :math:`\mathcal S_{r,D}`: :math:`X = (P + tE)(Q + tF)^\top` with :math:`X^\star = PQ^\top`
+(balanced factors padded to ``r`` columns) and Gaussian ``E``, ``F``, so every sample has rank
+:math:`\le r`; ``t`` is set by bisection so that :math:`\|X - X^\star\|_F = uD`, with ``u``
+log-uniform in ``[min_fraction, 1]`` (near and far points alike).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from landscapes.nonlinear import NonlinearProblem
+
+__all__ = ["RestrictedConstants", "restricted_constants", "sample_restricted_set"]
+
+Blocks = tuple[Tensor, ...]
+
+
+@dataclass(frozen=True)
+class RestrictedConstants:
+    r"""Sampled RSC / RSM constants and the regime they imply.
+
+    ``alpha`` is the smallest sampled RSC ratio (an upper estimate of the true constant),
+    ``beta`` the largest sampled RSM ratio (a lower estimate).  ``regime`` is ``"generic"`` when
+    the samples themselves witness :math:`2\alpha \le \beta` (certified), else ``"special"``
+    (``certified`` is then ``False``: more samples, or a search, could still find the generic
+    regime).  Quantiles describe the spread of the sampled ratios; distances are
+    :math:`\|X - X^\star\|_F` of the extreme samples.
+    """
+
+    alpha: float
+    beta: float
+    regime: str
+    certified: bool
+    rank: int
+    radius: float
+    samples: int
+    alpha_quantiles: dict[str, float]
+    beta_quantiles: dict[str, float]
+    alpha_distance: float
+    beta_distance: float
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain data for reports."""
+        return {k: getattr(self, k) for k in self.__dataclass_fields__}
+
+
+def _balanced(X: Tensor, r: int) -> tuple[Tensor, Tensor]:
+    P, s, Qh = torch.linalg.svd(X, full_matrices=False)
+    k = min(r, s.numel())
+    root = s[:k].sqrt()
+    U = torch.zeros(X.shape[0], r, dtype=X.dtype, device=X.device)
+    V = torch.zeros(X.shape[1], r, dtype=X.dtype, device=X.device)
+    U[:, :k] = P[:, :k] * root
+    V[:, :k] = Qh[:k].T * root
+    return U, V
+
+
+def _dist(X: Sequence[Tensor], Y: Sequence[Tensor]) -> float:
+    return math.sqrt(sum(float((x - y).pow(2).sum()) for x, y in zip(X, Y)))
+
+
+def sample_restricted_set(
+    x_star: Sequence[Tensor], rank: int, distance: float, generator: torch.Generator
+) -> Blocks:
+    r"""One point ``X`` with every block of rank ``<= rank`` and :math:`\|X - X^\star\|_F = ` ``distance``."""
+    factors = [_balanced(x, rank) for x in x_star]
+    dirs = [
+        (
+            torch.randn(u.shape, generator=generator, dtype=torch.float64).to(u),
+            torch.randn(v.shape, generator=generator, dtype=torch.float64).to(v),
+        )
+        for u, v in factors
+    ]
+
+    def at(t: float) -> Blocks:
+        return tuple((u + t * e) @ (v + t * f).T for (u, v), (e, f) in zip(factors, dirs))
+
+    scale = math.sqrt(sum(float(x.pow(2).sum()) for x in x_star)) or 1.0
+    hi = 1.0
+    while _dist(at(hi), x_star) < distance:
+        hi *= 2.0
+        if hi > 1e12 * max(1.0, scale):
+            break
+    lo = 0.0
+    for _ in range(60):
+        mid = 0.5 * (lo + hi)
+        if _dist(at(mid), x_star) < distance:
+            lo = mid
+        else:
+            hi = mid
+    return at(hi)
+
+
+def _quantiles(v: Tensor, qs: dict[str, float]) -> dict[str, float]:
+    return {k: float(torch.quantile(v, q)) for k, q in qs.items()}
+
+
+def restricted_constants(
+    problem: NonlinearProblem,
+    *,
+    rank: int,
+    radius: float,
+    x_star: Sequence[Tensor] | None = None,
+    samples: int = 200,
+    min_fraction: float = 1e-3,
+    seed: int = 0,
+) -> RestrictedConstants:
+    r"""Estimate the (``rank``, ``radius``)-RSC and -RSM constants of the risk about :math:`X^\star`.
+
+    ``x_star`` defaults to ``problem.x_star``.  Each of ``samples`` points of
+    :math:`\mathcal S_{r,D}` gives one RSC ratio and one RSM ratio (a fresh random rank-one
+    ``U``, ``V`` per point).  Costs ``samples`` gradients and ``samples`` Hessian-vector products.
+    """
+    X0 = problem.check_point(x_star if x_star is not None else (problem.x_star or ()), "x_star")
+    if isinstance(rank, bool) or not isinstance(rank, int) or rank < 1:
+        raise ValueError(f"rank: expected a positive int, got {rank!r}")
+    for name, v in (("radius", radius), ("min_fraction", min_fraction)):
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not (v > 0 and math.isfinite(v)):
+            raise ValueError(f"{name}: expected a positive finite number, got {v!r}")
+    if min_fraction > 1:
+        raise ValueError(f"min_fraction: expected a number in (0, 1], got {min_fraction!r}")
+    if isinstance(samples, bool) or not isinstance(samples, int) or samples < 1:
+        raise ValueError(f"samples: expected a positive int, got {samples!r}")
+    for j, x in enumerate(X0):
+        if int(torch.linalg.matrix_rank(x)) > rank:
+            raise ValueError(
+                f"rank: expected at least rank(x_star[{j}]) = {int(torch.linalg.matrix_rank(x))}, got {rank}"
+            )
+    gen = torch.Generator().manual_seed(seed)
+    g0 = problem.grad(X0)
+    rsc, rsm, dist_a, dist_b = [], [], [], []
+    for _ in range(samples):
+        u = min_fraction ** float(torch.rand((), generator=gen, dtype=torch.float64))
+        X = sample_restricted_set(X0, rank, u * radius, gen)
+        D = tuple(x - x0 for x, x0 in zip(X, X0))
+        gX = problem.grad(X)
+        num = sum(float(((a - b) * d).sum()) for a, b, d in zip(gX, g0, D))
+        den = sum(float(d.pow(2).sum()) for d in D)
+        rsc.append(num / den)
+        dist_a.append(math.sqrt(den))
+        Z = []
+        for x in X:
+            m, n = x.shape
+            a = torch.randn(m, generator=gen, dtype=torch.float64).to(x)
+            b = torch.randn(m, generator=gen, dtype=torch.float64).to(x)
+            c = torch.randn(n, generator=gen, dtype=torch.float64).to(x)
+            d = torch.randn(n, generator=gen, dtype=torch.float64).to(x)
+            Uo = torch.outer(a, b) / (a.norm() * b.norm())
+            Vo = torch.outer(c, d) / (c.norm() * d.norm())
+            Z.append(Uo @ x + x @ Vo)
+        zz = sum(float(z.pow(2).sum()) for z in Z)
+        if zz > 0:
+            rsm.append(problem.curvature(X, tuple(Z)) / zz)
+            dist_b.append(math.sqrt(den))
+    a_t = torch.tensor(rsc, dtype=torch.float64)
+    b_t = torch.tensor(rsm if rsm else [math.nan], dtype=torch.float64)
+    ia, ib = int(a_t.argmin()), int(torch.nan_to_num(b_t, nan=-math.inf).argmax())
+    alpha, beta = float(a_t[ia]), float(b_t[ib])
+    generic = 2 * alpha <= beta
+    return RestrictedConstants(
+        alpha=alpha,
+        beta=beta,
+        regime="generic" if generic else "special",
+        certified=bool(generic),
+        rank=rank,
+        radius=float(radius),
+        samples=samples,
+        alpha_quantiles=_quantiles(a_t, {"min": 0.0, "q05": 0.05, "median": 0.5}),
+        beta_quantiles=_quantiles(b_t, {"median": 0.5, "q95": 0.95, "max": 1.0}) if rsm else {},
+        alpha_distance=dist_a[ia],
+        beta_distance=dist_b[ib] if rsm else math.nan,
+    )
