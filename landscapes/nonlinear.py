@@ -152,7 +152,28 @@ class NonlinearProblem:
             )
             grads = torch.autograd.grad(f, As + Bs)
         k = len(As)
-        return float(f), tuple(g.detach() for g in grads[:k]), tuple(g.detach() for g in grads[k:])
+        return float(f.detach()), tuple(g.detach() for g in grads[:k]), tuple(g.detach() for g in grads[k:])
+
+    def lora_objective(self, A: Sequence[Tensor], B: Sequence[Tensor]) -> Tensor:
+        r"""The LoRA objective :math:`L^{\mathrm{lora}}_\lambda(A, B)`, differentiable (no checks)."""
+        X = tuple(a @ b.T for a, b in zip(A, B))
+        return self.risk(X) + sum(
+            0.5 * lam * ((a * a).sum() + (b * b).sum()) for lam, a, b in zip(self.lam, A, B)
+        )
+
+    def lora_hvp(
+        self, A: Sequence[Tensor], B: Sequence[Tensor], dA: Sequence[Tensor], dB: Sequence[Tensor]
+    ) -> tuple[Blocks, Blocks]:
+        r"""Hessian-vector product of the LoRA objective at ``(A, B)`` along ``(dA, dB)`` (``torch.func``)."""
+        k = len(A)
+
+        def g(*ab: Tensor) -> tuple[Tensor, ...]:
+            return torch.func.grad(
+                lambda *xs: self.lora_objective(xs[:k], xs[k:]), argnums=tuple(range(2 * k))
+            )(*ab)
+
+        out = torch.func.jvp(g, tuple(A) + tuple(B), tuple(dA) + tuple(dB))[1]
+        return tuple(out[:k]), tuple(out[k:])
 
 
 def _planted(m: int, n: int, rank: int, condition: float, scale: float, gen: torch.Generator) -> Tensor:

@@ -943,6 +943,18 @@ class LinearizedEncoder:
         stores ``J``; ``"operator"`` never does. A precomputed ``J`` (from :meth:`jacobian` or
         :meth:`operator`) can be passed to build several problems (other ``lam``, loss) at no cost.
         """
+        target = self._targets(labels, loss)
+        if form not in ("dense", "operator"):
+            raise ValueError(f"form: expected 'dense' or 'operator', got {form!r}")
+        if J is None:
+            J = self.jacobian(memory_limit_gb=memory_limit_gb) if form == "dense" else self.operator()
+        meta = self.describe()
+        meta["form"] = "dense" if isinstance(J, Tensor) else "operator"
+        label = name or f"{meta['model']}-N{self.N}-K{self.K}-{self.pooling}"
+        return Problem(J, self.f0(), target, loss=loss, blocks=self.blocks, lam=lam, name=label, meta=meta)
+
+    def _targets(self, labels: Sequence[int] | Tensor, loss: str) -> Tensor:
+        """Validated targets: class labels, or their one-hot vectors for the squared loss."""
         if not isinstance(labels, Tensor) and (
             isinstance(labels, (str, bytes))
             or not all(isinstance(v, int) and not isinstance(v, bool) for v in labels)
@@ -962,14 +974,50 @@ class LinearizedEncoder:
             target: Tensor = torch.nn.functional.one_hot(y, self.K).to(self.dtype)
         else:
             target = y
-        if form not in ("dense", "operator"):
-            raise ValueError(f"form: expected 'dense' or 'operator', got {form!r}")
-        if J is None:
-            J = self.jacobian(memory_limit_gb=memory_limit_gb) if form == "dense" else self.operator()
-        meta = self.describe()
-        meta["form"] = "dense" if isinstance(J, Tensor) else "operator"
-        label = name or f"{meta['model']}-N{self.N}-K{self.K}-{self.pooling}"
-        return Problem(J, self.f0(), target, loss=loss, blocks=self.blocks, lam=lam, name=label, meta=meta)
+        return target
+
+    def nonlinear_problem(
+        self,
+        labels: Sequence[int] | Tensor,
+        *,
+        loss: str = "cross_entropy",
+        lam: float | Sequence[float] = 0.01,
+        name: str | None = None,
+    ) -> Any:
+        r"""The same task *without* linearization: a :class:`landscapes.nonlinear.NonlinearProblem`.
+
+        Its risk is :math:`\frac1N\sum_i \ell(f(W_0 + X; x_i), y_i)` with the real model's outputs
+        (computed from the cached hidden states entering the first adapted layer, so only the
+        layers from there on are differentiated); value, gradient and Hessian-vector products by
+        autodiff.  ``loss`` and ``labels`` as in :meth:`problem`.
+        """
+        from landscapes.losses import get_loss
+        from landscapes.nonlinear import NonlinearProblem
+
+        loss_obj = get_loss(loss)
+        y = self._targets(labels, loss)
+        lams = (float(lam),) * len(self.blocks) if isinstance(lam, (int, float)) else tuple(lam)
+        W0 = [w.detach() for w in self._W0]
+        buckets = self._buckets
+        numerics = self._numerics
+        tail = self._tail
+
+        def risk(X: tuple[Tensor, ...]) -> Tensor:
+            W = [w + x for w, x in zip(W0, X)]
+            with numerics():
+                total = sum(loss_obj.value(tail(b, W), y[b.idx]).sum() for b in buckets)
+            return total / self.N  # type: ignore[return-value]
+
+        meta = dict(self.describe(), form="nonlinear", loss=loss)
+        return NonlinearProblem(
+            risk,
+            tuple(self.blocks),
+            lams,
+            dtype=self.dtype,
+            device=self.device,
+            name=name or f"{meta['model']}-N{self.N}-K{self.K}-nonlinear",
+            meta=meta,
+        )
 
     def describe(self) -> dict[str, Any]:
         """What was linearized, for reports."""
