@@ -22,6 +22,16 @@ Synthetic families (each with its planted :math:`X^\star`, seeded):
 * :func:`nonlinear_sensing` -- the same measurements through a link,
   :math:`L(X) = \frac{1}{2N}\sum_i (\phi(\langle M_i, X\rangle) - y_i)^2`, :math:`\phi = \tanh`
   by default: not convex in ``X``.
+* :func:`two_layer` -- a two-layer network :math:`f(x) = C \tanh((W_0 + X) x)` with a planted
+  low-rank teacher :math:`X^\star` (squared loss on the teacher's outputs).
+* :func:`attention_block` -- one softmax attention head, :math:`W_Q` adapted, mean-pooled into a
+  linear head, with a planted teacher.
+* :func:`from_problem` -- a linearized :class:`~landscapes.problem.Problem` seen through the same
+  interface (for comparing constants with and without linearization).
+
+``matrix_sensing(measurement_condition=k)`` draws :math:`\operatorname{vec} M_i` with covariance
+of condition number ``k`` (so :math:`\mathbb E \nabla^2 L` is ill-conditioned): the generic
+regime's textbook case.
 """
 
 from __future__ import annotations
@@ -34,7 +44,14 @@ from typing import Any
 import torch
 from torch import Tensor
 
-__all__ = ["NonlinearProblem", "matrix_sensing", "nonlinear_sensing"]
+__all__ = [
+    "NonlinearProblem",
+    "matrix_sensing",
+    "nonlinear_sensing",
+    "two_layer",
+    "attention_block",
+    "from_problem",
+]
 
 Blocks = tuple[Tensor, ...]
 
@@ -188,7 +205,14 @@ def _planted(m: int, n: int, rank: int, condition: float, scale: float, gen: tor
 
 
 def _sensing_inputs(
-    m: int, n: int, N: int, rank: int, condition: float, scale: float, seed: int
+    m: int,
+    n: int,
+    N: int,
+    rank: int,
+    condition: float,
+    scale: float,
+    seed: int,
+    measurement_condition: float = 1.0,
 ) -> tuple[Tensor, Tensor]:
     for name, v in (("m", m), ("n", n), ("N", N), ("rank", rank)):
         if isinstance(v, bool) or not isinstance(v, int) or v < 1:
@@ -197,9 +221,20 @@ def _sensing_inputs(
         raise ValueError(f"rank: expected at most min(m, n) = {min(m, n)}, got {rank}")
     if not (isinstance(condition, (int, float)) and condition >= 1 and math.isfinite(condition)):
         raise ValueError(f"condition: expected a finite number >= 1, got {condition!r}")
+    if not (isinstance(measurement_condition, (int, float)) and 1 <= measurement_condition < math.inf):
+        raise ValueError(
+            f"measurement_condition: expected a finite number >= 1, got {measurement_condition!r}"
+        )
     gen = torch.Generator().manual_seed(seed)
     M = torch.randn(N, m, n, generator=gen, dtype=torch.float64)
-    return M, _planted(m, n, rank, float(condition), scale, gen)
+    Xs = _planted(m, n, rank, float(condition), scale, gen)
+    if measurement_condition > 1:
+        # vec(M_i) = Q diag(s) g_i with s^2 log-spaced from 1 down to 1 / measurement_condition.
+        p = m * n
+        Q, _ = torch.linalg.qr(torch.randn(p, p, generator=gen, dtype=torch.float64))
+        s = measurement_condition ** (-0.5 * torch.arange(p, dtype=torch.float64) / max(p - 1, 1))
+        M = ((M.reshape(N, p) * s) @ Q.T).reshape(N, m, n)
+    return M, Xs
 
 
 def matrix_sensing(
@@ -212,6 +247,7 @@ def matrix_sensing(
     noise: float = 0.0,
     lam: float = 0.0,
     scale: float = 1.0,
+    measurement_condition: float = 1.0,
     seed: int = 0,
 ) -> NonlinearProblem:
     r"""Gaussian matrix sensing: :math:`L(X) = \frac{1}{2N}\sum_i (\langle M_i, X\rangle - y_i)^2`.
@@ -222,7 +258,7 @@ def matrix_sensing(
     ``condition``.  ``x_star`` is :math:`X^\star` (the risk's minimizer when ``noise = 0`` and
     ``N >= rank (m + n)``-ish; with ``lam > 0`` the penalized minimizer differs).
     """
-    M, Xs = _sensing_inputs(m, n, N, rank, condition, scale, seed)
+    M, Xs = _sensing_inputs(m, n, N, rank, condition, scale, seed, measurement_condition)
     gen = torch.Generator().manual_seed(seed + 1)
     y = torch.einsum("imn,mn->i", M, Xs) + noise * torch.randn(N, generator=gen, dtype=torch.float64)
     Mflat = M.reshape(N, m * n)
@@ -236,12 +272,13 @@ def matrix_sensing(
         ((m, n),),
         (lam,),
         x_star=(Xs,),
-        name=f"sensing-{m}x{n}-N{N}-r{rank}-c{condition:g}",
+        name=f"sensing-{m}x{n}-N{N}-r{rank}-c{condition:g}-k{measurement_condition:g}",
         meta={
             "family": "matrix_sensing",
             "N": N,
             "rank": rank,
             "condition": condition,
+            "measurement_condition": measurement_condition,
             "noise": noise,
             "seed": seed,
         },
@@ -294,4 +331,125 @@ def nonlinear_sensing(
             "condition": condition,
             "seed": seed,
         },
+    )
+
+
+def _teacher_factor(m: int, n: int, rank: int, scale: float, gen: torch.Generator) -> Tensor:
+    if isinstance(rank, bool) or not isinstance(rank, int) or not 1 <= rank <= min(m, n):
+        raise ValueError(f"rank: expected an int in [1, min(m, n)] = [1, {min(m, n)}], got {rank!r}")
+    return _planted(m, n, rank, 1.0, scale, gen)
+
+
+def two_layer(
+    *, m: int, n: int, N: int, K: int = 2, rank: int = 1, lam: float = 0.0, scale: float = 1.0, seed: int = 0
+) -> NonlinearProblem:
+    r"""A two-layer network :math:`f(x) = C \tanh((W_0 + X)x)`, squared loss on a planted teacher.
+
+    :math:`W_0` (``m x n``) has :math:`\mathcal N(0, 1/n)` entries, the head ``C`` (``K x m``)
+    :math:`\mathcal N(0, 1/m)`, inputs :math:`x_i \sim \mathcal N(0, I_n)`; targets
+    :math:`y_i = f(x_i)` at :math:`W_0 + X^\star` with a rank-``rank`` :math:`X^\star` of norm
+    ``scale``.  :math:`L(X) = \frac{1}{2N}\sum_i \|f(x_i) - y_i\|^2`, so :math:`X^\star` is a
+    global minimizer (risk 0).
+    """
+    for name, v in (("m", m), ("n", n), ("N", N), ("K", K)):
+        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+            raise ValueError(f"{name}: expected a positive int, got {v!r}")
+    gen = torch.Generator().manual_seed(seed)
+    W0 = torch.randn(m, n, generator=gen, dtype=torch.float64) / math.sqrt(n)
+    C = torch.randn(K, m, generator=gen, dtype=torch.float64) / math.sqrt(m)
+    x = torch.randn(N, n, generator=gen, dtype=torch.float64)
+    Xs = _teacher_factor(m, n, rank, scale, gen)
+    y = torch.tanh(x @ (W0 + Xs).T) @ C.T
+
+    def risk(X: Blocks) -> Tensor:
+        r = torch.tanh(x @ (W0 + X[0]).T) @ C.T - y
+        return 0.5 * (r * r).sum() / N
+
+    return NonlinearProblem(
+        risk,
+        ((m, n),),
+        (lam,),
+        x_star=(Xs,),
+        name=f"two-layer-{m}x{n}-N{N}-K{K}-r{rank}",
+        meta={"family": "two_layer", "N": N, "K": K, "rank": rank, "scale": scale, "seed": seed},
+    )
+
+
+def attention_block(
+    *,
+    d: int = 8,
+    T: int = 6,
+    N: int = 40,
+    K: int = 2,
+    rank: int = 1,
+    lam: float = 0.0,
+    scale: float = 1.0,
+    seed: int = 0,
+) -> NonlinearProblem:
+    r"""One softmax attention head with :math:`W_Q` adapted, a planted teacher and the squared loss.
+
+    Tokens :math:`Z_i \in \mathbb R^{T \times d}` (Gaussian); the head computes
+    :math:`\operatorname{softmax}(Z_i (W_Q + X) W_K^\top Z_i^\top / \sqrt d)\, Z_i W_V`, mean-pools
+    over tokens and maps to ``K`` outputs with a fixed head; targets come from
+    :math:`W_Q + X^\star` (rank ``rank``, norm ``scale``), so :math:`X^\star` is a global minimizer.
+    """
+    for name, v in (("d", d), ("T", T), ("N", N), ("K", K)):
+        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+            raise ValueError(f"{name}: expected a positive int, got {v!r}")
+    gen = torch.Generator().manual_seed(seed)
+    Wq, Wk, Wv = (torch.randn(d, d, generator=gen, dtype=torch.float64) / math.sqrt(d) for _ in range(3))
+    head = torch.randn(K, d, generator=gen, dtype=torch.float64) / math.sqrt(d)
+    Z = torch.randn(N, T, d, generator=gen, dtype=torch.float64)
+    Xs = _teacher_factor(d, d, rank, scale, gen)
+
+    def out(Wq_: Tensor) -> Tensor:
+        att = torch.softmax(Z @ Wq_ @ Wk.T @ Z.transpose(1, 2) / math.sqrt(d), dim=-1)
+        return (att @ Z @ Wv).mean(dim=1) @ head.T
+
+    y = out(Wq + Xs)
+
+    def risk(X: Blocks) -> Tensor:
+        r = out(Wq + X[0]) - y
+        return 0.5 * (r * r).sum() / N
+
+    return NonlinearProblem(
+        risk,
+        ((d, d),),
+        (lam,),
+        x_star=(Xs,),
+        name=f"attention-d{d}-T{T}-N{N}-K{K}-r{rank}",
+        meta={
+            "family": "attention_block",
+            "N": N,
+            "K": K,
+            "T": T,
+            "rank": rank,
+            "scale": scale,
+            "seed": seed,
+        },
+    )
+
+
+def from_problem(problem: Any, *, x_star: Sequence[Tensor] | None = None) -> NonlinearProblem:
+    r"""A linearized :class:`~landscapes.problem.Problem` seen as a :class:`NonlinearProblem`.
+
+    Its risk is :math:`\frac1N\sum_i \ell(f_0 + J_i \operatorname{vec} X, y_i)`, differentiated by
+    autodiff (a cross-check of the closed forms, and the same interface for the [KKR25] constants).
+    """
+    J, f0, y, loss = problem.J, problem.f0, problem.y, problem.loss
+    N, K = problem.N, problem.K
+
+    def risk(X: Blocks) -> Tensor:
+        z = f0 + J.matvec(torch.cat([x.reshape(-1) for x in X])).reshape(N, K)
+        return loss.value(z, y).mean()
+
+    return NonlinearProblem(
+        risk,
+        tuple(problem.blocks),
+        tuple(problem.lam),
+        dtype=problem.dtype,
+        device=problem.device,
+        x_star=tuple(x_star) if x_star is not None else None,
+        name=(problem.name or "problem") + "-as-nonlinear",
+        meta=dict(problem.meta, form="linearized"),
     )

@@ -13,7 +13,14 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from landscapes.lora import lora_value_and_grad
-from landscapes.nonlinear import NonlinearProblem, matrix_sensing, nonlinear_sensing
+from landscapes.nonlinear import (
+    NonlinearProblem,
+    attention_block,
+    from_problem,
+    matrix_sensing,
+    nonlinear_sensing,
+    two_layer,
+)
 from landscapes.problem import Problem
 from landscapes.restricted import restricted_constants, sample_restricted_set
 
@@ -148,3 +155,60 @@ def test_bad_points_and_options():
         restricted_constants(p, rank=2, radius=0.0)
     with pytest.raises(ValueError, match="samples: expected a positive int"):
         restricted_constants(p, rank=2, radius=1.0, samples=0)
+
+
+# ---- more families -------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda: two_layer(m=7, n=5, N=40, rank=1, seed=3),
+        lambda: attention_block(d=6, T=4, N=20, rank=1, seed=3),
+        lambda: matrix_sensing(m=6, n=5, N=50, rank=2, measurement_condition=50.0, seed=3),
+    ],
+)
+def test_teachers_are_global_minimizers_and_gradients_are_right(make):
+    p = make()
+    assert p.value(p.x_star) < 1e-28
+    assert all(float(g.abs().max()) < 1e-14 for g in p.grad(p.x_star))
+    g = torch.Generator().manual_seed(0)
+    X = tuple(0.3 * torch.randn(m, n, generator=g, dtype=torch.float64) for m, n in p.blocks)
+    D = tuple(torch.randn(m, n, generator=g, dtype=torch.float64) for m, n in p.blocks)
+    eps = 1e-6
+    fd = (
+        p.value(tuple(x + eps * d for x, d in zip(X, D))) - p.value(tuple(x - eps * d for x, d in zip(X, D)))
+    ) / (2 * eps)
+    an = sum(float((a * d).sum()) for a, d in zip(p.grad(X), D))
+    assert abs(fd - an) <= 1e-7 * max(1.0, abs(an))
+
+
+def test_ill_conditioned_measurements_are_generic():
+    rc = restricted_constants(
+        matrix_sensing(m=10, n=8, N=300, rank=2, measurement_condition=100.0), rank=3, radius=1.0, samples=100
+    )
+    assert rc.regime == "generic" and rc.certified
+
+
+def test_from_problem_is_the_same_objective():
+    from landscapes.synthetic import gaussian_problem
+
+    q = gaussian_problem(K=2, N=6, blocks=[(5, 4), (3, 6)], lam=[0.1, 0.2], loss="cross_entropy", seed=0)
+    nl = from_problem(q)
+    g = torch.Generator().manual_seed(0)
+    A = tuple(torch.randn(m, 2, generator=g, dtype=torch.float64) for m, _ in q.blocks)
+    B = tuple(torch.randn(n, 2, generator=g, dtype=torch.float64) for _, n in q.blocks)
+    f, gA, gB = nl.lora_value_and_grad(A, B)
+    f2, gU, gV = lora_value_and_grad(q, A, B)
+    assert math.isclose(f, f2, rel_tol=1e-13)
+    for a, b in zip(gA + gB, gU + gV):
+        assert torch.allclose(a, b, atol=1e-13)
+
+
+def test_bad_family_arguments():
+    with pytest.raises(ValueError, match="measurement_condition: expected a finite number >= 1"):
+        matrix_sensing(m=4, n=3, N=10, rank=1, measurement_condition=0.5)
+    with pytest.raises(ValueError, match=r"rank: expected an int in \[1, min\(m, n\)\] = \[1, 3\]"):
+        two_layer(m=4, n=3, N=10, rank=4)
+    with pytest.raises(ValueError, match="T: expected a positive int"):
+        attention_block(T=0)
