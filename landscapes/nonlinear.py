@@ -103,7 +103,7 @@ class NonlinearProblem:
 
     # ---- points --------------------------------------------------------------------------------
     def check_point(self, X: Sequence[Tensor], name: str = "X") -> Blocks:
-        """Validate one matrix per block (shape, dtype, finite) and return them as a tuple."""
+        """Validate one matrix per block (shape, dtype, device, finite entries) and return them as a tuple."""
         if isinstance(X, Tensor):
             X = (X,) if len(self.blocks) == 1 else X
         if isinstance(X, Tensor) or len(X) != len(self.blocks):
@@ -115,6 +115,10 @@ class NonlinearProblem:
                 raise ValueError(f"{name}[{j}]: expected shape {shape}, got {got}")
             if x.dtype != self.dtype:
                 raise ValueError(f"{name}[{j}]: expected dtype {self.dtype}, got {x.dtype}")
+            if x.device.type != torch.device(self.device).type:
+                raise ValueError(f"{name}[{j}]: expected device {self.device}, got {x.device}")
+            if not bool(torch.isfinite(x).all()):
+                raise ValueError(f"{name}[{j}]: expected finite entries, got NaN or inf")
             out.append(x)
         return tuple(out)
 
@@ -252,7 +256,9 @@ def matrix_sensing(
 ) -> NonlinearProblem:
     r"""Gaussian matrix sensing: :math:`L(X) = \frac{1}{2N}\sum_i (\langle M_i, X\rangle - y_i)^2`.
 
-    ``M_i`` has i.i.d. :math:`\mathcal N(0, 1)` entries, so :math:`\mathbb E\,\nabla^2 L = I`;
+    ``M_i`` has i.i.d. :math:`\mathcal N(0, 1)` entries, so :math:`\mathbb E\,\nabla^2 L = I` (with
+    ``measurement_condition = k > 1``, :math:`\operatorname{vec} M_i` has a covariance of condition
+    number ``k`` instead);
     :math:`y_i = \langle M_i, X^\star\rangle + \text{noise}\cdot\varepsilon_i` with a planted
     rank-``rank`` :math:`X^\star` of top singular value ``scale`` and condition number
     ``condition``.  ``x_star`` is :math:`X^\star` (the risk's minimizer when ``noise = 0`` and
@@ -347,9 +353,9 @@ def two_layer(
 
     :math:`W_0` (``m x n``) has :math:`\mathcal N(0, 1/n)` entries, the head ``C`` (``K x m``)
     :math:`\mathcal N(0, 1/m)`, inputs :math:`x_i \sim \mathcal N(0, I_n)`; targets
-    :math:`y_i = f(x_i)` at :math:`W_0 + X^\star` with a rank-``rank`` :math:`X^\star` of norm
-    ``scale``.  :math:`L(X) = \frac{1}{2N}\sum_i \|f(x_i) - y_i\|^2`, so :math:`X^\star` is a
-    global minimizer (risk 0).
+    :math:`y_i = f(x_i)` at :math:`W_0 + X^\star` with a rank-``rank`` :math:`X^\star` whose
+    singular values all equal ``scale``.  :math:`L(X) = \frac{1}{2N}\sum_i \|f(x_i) - y_i\|^2`, so
+    :math:`X^\star` is a global minimizer (risk 0).
     """
     for name, v in (("m", m), ("n", n), ("N", N), ("K", K)):
         if isinstance(v, bool) or not isinstance(v, int) or v < 1:
@@ -391,7 +397,8 @@ def attention_block(
     Tokens :math:`Z_i \in \mathbb R^{T \times d}` (Gaussian); the head computes
     :math:`\operatorname{softmax}(Z_i (W_Q + X) W_K^\top Z_i^\top / \sqrt d)\, Z_i W_V`, mean-pools
     over tokens and maps to ``K`` outputs with a fixed head; targets come from
-    :math:`W_Q + X^\star` (rank ``rank``, norm ``scale``), so :math:`X^\star` is a global minimizer.
+    :math:`W_Q + X^\star` (rank ``rank``, singular values ``scale``), so :math:`X^\star` is a global
+    minimizer.
     """
     for name, v in (("d", d), ("T", T), ("N", N), ("K", K)):
         if isinstance(v, bool) or not isinstance(v, int) or v < 1:

@@ -96,18 +96,24 @@ def train_lora(
             raise ValueError(f"{name}: expected an int >= 0, got {v!r}")
     if not (isinstance(lr, (int, float)) and lr > 0 and math.isfinite(lr)):
         raise ValueError(f"lr: expected a positive finite number, got {lr!r}")
+    if isinstance(record_every, bool) or not isinstance(record_every, int) or record_every < 1:
+        raise ValueError(f"record_every: expected a positive int, got {record_every!r}")
+    if not (isinstance(grad_tol, (int, float)) and grad_tol >= 0 and math.isfinite(grad_tol)):
+        raise ValueError(f"grad_tol: expected a finite number >= 0, got {grad_tol!r}")
     A = [a.clone() for a in init.A]
     B = [b.clone() for b in init.B]
     m1 = [torch.zeros_like(x) for x in A + B]
     m2 = [torch.zeros_like(x) for x in A + B]
     hist: list[tuple[int, float]] = []
     k = len(A)
+    done = steps
     for it in range(steps):
         f, gA, gB = problem.lora_value_and_grad(A, B)
         if it % record_every == 0:
             hist.append((it, f))
         g = list(gA) + list(gB)
         if grad_tol > 0 and math.sqrt(sum(float((x * x).sum()) for x in g)) <= grad_tol:
+            done = it
             break
         upd = adam_direction(g, m1, m2, it) if optimizer == "adam" else g
         params = [p - lr * d for p, d in zip(A + B, upd)]
@@ -117,7 +123,7 @@ def train_lora(
     end = Factors(tuple(A), tuple(B))
     if polish > 0:
         end = _lbfgs(problem, end, polish, grad_tol)
-    hist.append((steps, problem.lora_value_and_grad(end.A, end.B)[0]))
+    hist.append((done, problem.lora_value_and_grad(end.A, end.B)[0]))
     return end, tuple(hist)
 
 
@@ -136,6 +142,8 @@ def _lbfgs(problem: NonlinearProblem, start: Factors, max_iter: int, grad_tol: f
         res = sopt.minimize(
             fun, x0, jac=True, method="L-BFGS-B", options={"maxiter": max_iter, "gtol": grad_tol, "ftol": 0.0}
         )
+    if not np.all(np.isfinite(res.x)):
+        raise FloatingPointError(f"L-BFGS: non-finite iterate ({res.message})")
     return _unflat(torch.from_numpy(res.x).to(dtype=problem.dtype, device=problem.device), start)
 
 
@@ -154,7 +162,8 @@ def lambda_min_lora(
 
     def hv(v: np.ndarray) -> np.ndarray:
         count["n"] += 1
-        d = _unflat(torch.from_numpy(np.ascontiguousarray(v).reshape(-1)).to(problem.dtype), point)
+        t = torch.from_numpy(np.ascontiguousarray(v).reshape(-1))
+        d = _unflat(t.to(dtype=problem.dtype, device=problem.device), point)
         hA, hB = problem.lora_hvp(point.A, point.B, d.A, d.B)
         return _flat(hA, hB).detach().cpu().double().numpy()
 
@@ -178,9 +187,9 @@ def lambda_min_lora(
             lam_max = float(eigsh(op, k=1, which="LA", tol=1e-3, v0=v0)[0][0])
         except ArpackNoConvergence as exc:
             lam_max = float(exc.eigenvalues[0]) if len(exc.eigenvalues) else float("nan")
-    vec = torch.as_tensor(X[:, 0], dtype=problem.dtype)
+    vec = torch.as_tensor(X[:, 0], dtype=torch.float64)
     vec = vec / vec.norm()
-    Hv = torch.as_tensor(hv(vec.numpy()), dtype=problem.dtype)
+    Hv = torch.as_tensor(hv(vec.numpy()), dtype=torch.float64)
     theta = float(vec @ Hv)
     resid = float((Hv - theta * vec).norm())
     seconds = time.perf_counter() - t0
@@ -234,19 +243,21 @@ def end_point(
     curvature_rtol: float = 1e-6,
     rank_rtol: float = 1e-6,
     tol: float = 1e-8,
+    maxiter: int | None = None,
 ) -> EndPoint:
     r"""Classify ``point`` by the numbers of [KKR25], and as an approximate SOSP or not.
 
     An approximate SOSP: :math:`\|\nabla\| \le` ``grad_rtol`` :math:`\cdot \max(1, \|\nabla L(0)\|_F)`
     and the Lanczos :math:`\lambda_{\min} \ge -` ``curvature_rtol`` :math:`\cdot \max(1, |\lambda_{\max}|)`.
     The curvature test uses the Ritz value, an upper bound: a point it rejects has certified
-    negative curvature; a point it accepts is an SOSP up to Lanczos' accuracy (stated as such).
+    negative curvature; a point it accepts is an SOSP up to Lanczos' accuracy (stated as such),
+    and only when Lanczos converged (``lambda_min["converged"]``).
     """
     _check_factors(problem, point)
     f, gA, gB = problem.lora_value_and_grad(point.A, point.B)
     gn = float(_flat(gA, gB).norm())
     g0 = math.sqrt(sum(float(x.pow(2).sum()) for x in problem.grad(problem.zeros())))
-    lm = lambda_min_lora(problem, point, tol=tol)
+    lm = lambda_min_lora(problem, point, tol=tol, maxiter=maxiter)
     X = tuple(a @ b.T for a, b in zip(point.A, point.B))
     svs, ranks = [], []
     for x in X:
@@ -255,7 +266,8 @@ def end_point(
         top = float(s[0]) if s.numel() else 0.0
         ranks.append(int((s > rank_rtol * top).sum()) if top > 0 else 0)
     scale = max(1.0, abs(lm.lambda_max)) if math.isfinite(lm.lambda_max) else 1.0
-    sosp = gn <= grad_rtol * max(1.0, g0) and lm.upper >= -curvature_rtol * scale
+    # An unconverged Lanczos run proves nothing about the curvature: never an SOSP then.
+    sosp = lm.converged and gn <= grad_rtol * max(1.0, g0) and lm.upper >= -curvature_rtol * scale
     return EndPoint(
         objective=f,
         risk=problem.value(X),

@@ -11,10 +11,16 @@ On the set :math:`\mathcal S_{r,D} = \{X : \operatorname{rank} X_j \le r,\ \|X -
 
 Both are an infimum / supremum over a set, so sampling gives one-sided answers: the smallest
 sampled RSC ratio :math:`\hat\alpha` is an **upper** estimate of :math:`\alpha`, and the largest
-sampled RSM ratio :math:`\hat\beta` a **lower** estimate of :math:`\beta`.  Hence one direction of
-the regime is certified by witnesses: :math:`2\hat\alpha \le \hat\beta` implies
-:math:`2\alpha \le \beta` -- the **generic** regime -- while :math:`2\hat\alpha > \hat\beta` (the
-special regime) is only an estimate.  :class:`RestrictedConstants` says which.
+sampled RSM ratio :math:`\hat\beta` a **lower** estimate of :math:`\beta`.  Hence what samples can
+certify, by witnesses, is:
+
+* ``"no-rsc"`` -- :math:`\hat\alpha \le 0`: restricted strong convexity fails on the set
+  (:math:`\alpha \le 0`), so neither regime of [KKR25] applies;
+* ``"generic"`` -- :math:`2\hat\alpha \le \hat\beta` (with a round-off margin) and
+  :math:`\hat\alpha > 0`: then :math:`2\alpha \le \beta` -- the generic regime, *if* RSC holds
+  at all (:math:`\alpha > 0`, which sampling can never certify).
+
+:math:`2\hat\alpha > \hat\beta` (the special regime) is only ever an estimate.
 
 Sampling :math:`\mathcal S_{r,D}`: :math:`X = (P + tE)(Q + tF)^\top` with :math:`X^\star = PQ^\top`
 (balanced factors padded to ``r`` columns) and Gaussian ``E``, ``F``, so every sample has rank
@@ -44,10 +50,11 @@ class RestrictedConstants:
     r"""Sampled RSC / RSM constants and the regime they imply.
 
     ``alpha`` is the smallest sampled RSC ratio (an upper estimate of the true constant),
-    ``beta`` the largest sampled RSM ratio (a lower estimate).  ``regime`` is ``"generic"`` when
-    the samples themselves witness :math:`2\alpha \le \beta` (certified), else ``"special"``
-    (``certified`` is then ``False``: more samples, or a search, could still find the generic
-    regime).  Quantiles describe the spread of the sampled ratios; distances are
+    ``beta`` the largest sampled RSM ratio (a lower estimate).  ``regime``: ``"no-rsc"``
+    (certified: a sample has a non-positive RSC ratio), ``"generic"`` (certified, given RSC:
+    the samples witness :math:`2\alpha \le \beta`), or ``"special"`` (estimated only:
+    ``certified`` is ``False``; more samples or a search could still find the generic regime).
+    Quantiles describe the spread of the sampled ratios; distances are
     :math:`\|X - X^\star\|_F` of the extreme samples.
     """
 
@@ -112,7 +119,7 @@ def sample_restricted_set(
             lo = mid
         else:
             hi = mid
-    return at(hi)
+    return at(lo)  # the inner end of the bisection bracket: distance <= the requested one
 
 
 def _quantiles(v: Tensor, qs: dict[str, float]) -> dict[str, float]:
@@ -135,7 +142,11 @@ def restricted_constants(
     :math:`\mathcal S_{r,D}` gives one RSC ratio and one RSM ratio (a fresh random rank-one
     ``U``, ``V`` per point).  Costs ``samples`` gradients and ``samples`` Hessian-vector products.
     """
-    X0 = problem.check_point(x_star if x_star is not None else (problem.x_star or ()), "x_star")
+    if x_star is None and problem.x_star is None:
+        raise ValueError(
+            "x_star: expected a minimizer to measure about (the problem has no x_star; pass x_star=)"
+        )
+    X0 = problem.check_point(x_star if x_star is not None else problem.x_star, "x_star")  # type: ignore[arg-type]
     if isinstance(rank, bool) or not isinstance(rank, int) or rank < 1:
         raise ValueError(f"rank: expected a positive int, got {rank!r}")
     for name, v in (("radius", radius), ("min_fraction", min_fraction)):
@@ -180,12 +191,19 @@ def restricted_constants(
     b_t = torch.tensor(rsm if rsm else [math.nan], dtype=torch.float64)
     ia, ib = int(a_t.argmin()), int(torch.nan_to_num(b_t, nan=-math.inf).argmax())
     alpha, beta = float(a_t[ia]), float(b_t[ib])
-    generic = 2 * alpha <= beta
+    # A margin of round-off (the ratios come from float64 inner products).
+    margin = 64 * torch.finfo(torch.float64).eps * max(abs(alpha), abs(beta), 1e-300)
+    if alpha <= margin:
+        regime, certified = "no-rsc", True
+    elif 2 * alpha <= beta - margin:
+        regime, certified = "generic", True
+    else:
+        regime, certified = "special", False
     return RestrictedConstants(
         alpha=alpha,
         beta=beta,
-        regime="generic" if generic else "special",
-        certified=bool(generic),
+        regime=regime,
+        certified=certified,
         rank=rank,
         radius=float(radius),
         samples=samples,
