@@ -72,3 +72,34 @@ def test_foreign_output_file_is_refused(tmp_path, capsys):
     (out / "speed.json").write_text('{"format": "something else"}')
     assert main(SMALL + ["--out", str(out)]) == 3
     assert "is not a loracheck.speed/1 file" in capsys.readouterr().err
+
+
+def test_resume_reuses_deterministic_runs_by_their_stored_init_hash(tmp_path):
+    out = tmp_path / "r"
+    assert main(SMALL + ["--out", str(out)]) in (0, 1, 2)
+    path = out / "speed.json"
+    data = json.loads(path.read_text())
+    entry = data["problems"]["teacher"]
+    # drop LoRA-GA's seed-1 runs and the table, as an interrupted run would have left them
+    entry["runs"] = [r for r in entry["runs"] if not (r["init"] == "loraga" and r["seed"] == 1)]
+    del entry["table"], entry["verdict"]
+    data["complete"] = False
+    path.write_text(json.dumps(data))
+    assert main(SMALL + ["--out", str(out)]) in (0, 1, 2)
+    again = json.loads(path.read_text())["problems"]["teacher"]["runs"]
+    redone = [r for r in again if r["init"] == "loraga" and r["seed"] == 1]
+    assert len(redone) == 2 and all(r["same_as_seed"] == 0 and r["seconds"] == 0.0 for r in redone)
+
+
+def test_a_shared_memory_does_not_mix_scales():
+    from verify.suite import ProblemSpec, build_problem
+    from verify.wyl_speed import SPEED_PROBLEMS, speed_runs
+
+    gen, kwargs = SPEED_PROBLEMS["teacher"]
+    p = build_problem(ProblemSpec("teacher", gen, dict(kwargs), ()))
+    memo: dict = {}
+    a = speed_runs(p, inits=("loraga",), seeds=(0,), lrs=(0.1,), steps=30, reuse=memo)
+    b = speed_runs(p, inits=("loraga",), seeds=(1,), lrs=(0.1,), steps=30, alpha=3.0, reuse=memo)
+    c = speed_runs(p, inits=("loraga",), seeds=(2,), lrs=(0.1,), steps=30, reuse=memo)
+    assert a[0].same_as_seed is None and b[0].same_as_seed is None  # another scale: recomputed
+    assert c[0].same_as_seed == 0 and c[0].init_sha256 == a[0].init_sha256
