@@ -426,6 +426,48 @@ def lambda_min_structured(
 
 
 # ---- Lanczos route ------------------------------------------------------------------------------------
+def smallest_ritz_pair(
+    A: Any,
+    P: int,
+    *,
+    tol: float,
+    maxiter: int | None,
+    seed: int,
+    estimate_lambda_max: bool = True,
+    count: Any = None,
+) -> tuple[np.ndarray, np.ndarray, bool, int, float]:
+    """``eigsh(which="SA")`` on a SciPy operator of size ``P``: Ritz pair, convergence, cost, ``lambda_max``.
+
+    On ``ArpackNoConvergence`` the best Ritz pair is kept (or the start vector's Rayleigh
+    quotient when ARPACK has none) and ``converged`` is ``False``.  ``lambda_max`` comes from a
+    loose second ``eigsh(which="LA")`` (``nan`` when not estimated).  ``count()`` reads the number
+    of matrix-vector products spent on the smallest pair.
+    """
+    from scipy.sparse.linalg import ArpackNoConvergence, eigsh
+
+    from landscapes._threads import scipy_blas_single_thread
+
+    v0 = np.random.default_rng(seed).standard_normal(P)
+    converged = True
+    with scipy_blas_single_thread():
+        try:
+            w, X = eigsh(A, k=1, which="SA", tol=tol, v0=v0, maxiter=maxiter)
+        except ArpackNoConvergence as exc:  # keep the best Ritz pair
+            converged = False
+            if len(exc.eigenvalues):
+                w, X = exc.eigenvalues, exc.eigenvectors
+            else:
+                w, X = np.array([float(v0 @ A.matvec(v0) / (v0 @ v0))]), (v0 / np.linalg.norm(v0))[:, None]
+        n_min = int(count()) if count is not None else 0
+        lam_max = float("nan")
+        if estimate_lambda_max:
+            try:
+                lam_max = float(eigsh(A, k=1, which="LA", tol=1e-3, v0=v0)[0][0])
+            except ArpackNoConvergence as exc:
+                lam_max = float(exc.eigenvalues[0]) if len(exc.eigenvalues) else float("nan")
+    return w, X, converged, n_min, lam_max
+
+
 def lambda_min_lanczos(
     problem: Problem,
     U: Sequence[Tensor],
@@ -445,10 +487,6 @@ def lambda_min_lanczos(
     (the tolerance scale) is estimated with a loose second ``eigsh(which="LA")``, counted in the
     cost.
     """
-    from scipy.sparse.linalg import ArpackNoConvergence, eigsh
-
-    from landscapes._threads import scipy_blas_single_thread
-
     if not (isinstance(tol, float) and tol > 0):
         raise ValueError(f"tol: expected a positive float, got {tol!r}")
     _check_factors(problem, U, V)
@@ -461,26 +499,15 @@ def lambda_min_lanczos(
     op.check_deterministic(seed=seed, rtol=1e-10, name="Hessian operator")
     op.count = 0
     P = op.shape[0]
-    rng = np.random.default_rng(seed)
-    v0 = rng.standard_normal(P)
-    converged = True
-    with scipy_blas_single_thread():
-        A = op.to_scipy()
-        try:
-            w, X = eigsh(A, k=1, which="SA", tol=tol, v0=v0, maxiter=maxiter)
-        except ArpackNoConvergence as exc:  # keep the best Ritz pair
-            converged = False
-            if len(exc.eigenvalues):
-                w, X = exc.eigenvalues, exc.eigenvectors
-            else:
-                w, X = np.array([float(v0 @ A.matvec(v0) / (v0 @ v0))]), (v0 / np.linalg.norm(v0))[:, None]
-        n_min = op.count
-        lam_max = float("nan")
-        if estimate_lambda_max:
-            try:
-                lam_max = float(eigsh(A, k=1, which="LA", tol=1e-3, v0=v0)[0][0])
-            except ArpackNoConvergence as exc:
-                lam_max = float(exc.eigenvalues[0]) if len(exc.eigenvalues) else float("nan")
+    w, X, converged, n_min, lam_max = smallest_ritz_pair(
+        op.to_scipy(),
+        P,
+        tol=tol,
+        maxiter=maxiter,
+        seed=seed,
+        estimate_lambda_max=estimate_lambda_max,
+        count=lambda: op.count,
+    )
     vec = torch.as_tensor(X[:, 0], dtype=problem.dtype, device=problem.device)
     vec = vec / vec.norm()
     theta, resid = _residual(op, vec)

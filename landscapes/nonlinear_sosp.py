@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -24,8 +23,9 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from landscapes.curvature import LambdaMin
+from landscapes.curvature import LambdaMin, flatten_factors, smallest_ritz_pair, unflatten_factors
 from landscapes.nonlinear import NonlinearProblem
+from landscapes.nuc import _spectra
 
 __all__ = ["train_lora", "lambda_min_lora", "end_point", "EndPoint", "Factors"]
 
@@ -38,19 +38,6 @@ class Factors:
 
     A: Blocks
     B: Blocks
-
-
-def _flat(A: Sequence[Tensor], B: Sequence[Tensor]) -> Tensor:
-    return torch.cat([x.reshape(-1) for x in list(A) + list(B)])
-
-
-def _unflat(v: Tensor, like: Factors) -> Factors:
-    out, k = [], 0
-    for x in list(like.A) + list(like.B):
-        out.append(v[k : k + x.numel()].reshape(x.shape))
-        k += x.numel()
-    b = len(like.A)
-    return Factors(tuple(out[:b]), tuple(out[b:]))
 
 
 def _check_factors(problem: NonlinearProblem, f: Factors) -> None:
@@ -133,27 +120,30 @@ def _lbfgs(problem: NonlinearProblem, start: Factors, max_iter: int, grad_tol: f
     from landscapes._threads import scipy_blas_single_thread
 
     def fun(x: np.ndarray) -> tuple[float, np.ndarray]:
-        f = _unflat(torch.from_numpy(x).to(dtype=problem.dtype, device=problem.device), start)
-        v, gA, gB = problem.lora_value_and_grad(f.A, f.B)
-        return v, _flat(gA, gB).cpu().double().numpy()
+        A, B = unflatten_factors(
+            torch.from_numpy(x).to(dtype=problem.dtype, device=problem.device), start.A, start.B
+        )
+        v, gA, gB = problem.lora_value_and_grad(A, B)
+        return v, flatten_factors(gA, gB).cpu().double().numpy()
 
-    x0 = _flat(start.A, start.B).detach().cpu().double().numpy()
+    x0 = flatten_factors(start.A, start.B).detach().cpu().double().numpy()
     with scipy_blas_single_thread():
         res = sopt.minimize(
             fun, x0, jac=True, method="L-BFGS-B", options={"maxiter": max_iter, "gtol": grad_tol, "ftol": 0.0}
         )
     if not np.all(np.isfinite(res.x)):
         raise FloatingPointError(f"L-BFGS: non-finite iterate ({res.message})")
-    return _unflat(torch.from_numpy(res.x).to(dtype=problem.dtype, device=problem.device), start)
+    A, B = unflatten_factors(
+        torch.from_numpy(res.x).to(dtype=problem.dtype, device=problem.device), start.A, start.B
+    )
+    return Factors(A, B)
 
 
 def lambda_min_lora(
     problem: NonlinearProblem, point: Factors, *, tol: float = 1e-8, maxiter: int | None = None, seed: int = 0
 ) -> LambdaMin:
     """Smallest eigenvalue of the LoRA Hessian at ``point``: Lanczos on the autodiff HVP."""
-    from scipy.sparse.linalg import ArpackNoConvergence, LinearOperator, eigsh
-
-    from landscapes._threads import scipy_blas_single_thread
+    from scipy.sparse.linalg import LinearOperator
 
     _check_factors(problem, point)
     t0 = time.perf_counter()
@@ -163,30 +153,14 @@ def lambda_min_lora(
     def hv(v: np.ndarray) -> np.ndarray:
         count["n"] += 1
         t = torch.from_numpy(np.ascontiguousarray(v).reshape(-1))
-        d = _unflat(t.to(dtype=problem.dtype, device=problem.device), point)
-        hA, hB = problem.lora_hvp(point.A, point.B, d.A, d.B)
-        return _flat(hA, hB).detach().cpu().double().numpy()
+        dA, dB = unflatten_factors(t.to(dtype=problem.dtype, device=problem.device), point.A, point.B)
+        hA, hB = problem.lora_hvp(point.A, point.B, dA, dB)
+        return flatten_factors(hA, hB).detach().cpu().double().numpy()
 
     op = LinearOperator((P, P), matvec=hv, dtype=np.float64)
-    v0 = np.random.default_rng(seed).standard_normal(P)
-    converged = True
-    with scipy_blas_single_thread():
-        try:
-            w, X = eigsh(op, k=1, which="SA", tol=tol, v0=v0, maxiter=maxiter)
-        except ArpackNoConvergence as exc:
-            converged = False
-            w, X = (
-                (exc.eigenvalues, exc.eigenvectors)
-                if len(exc.eigenvalues)
-                else (
-                    np.array([float(v0 @ hv(v0) / (v0 @ v0))]),
-                    (v0 / np.linalg.norm(v0))[:, None],
-                )
-            )
-        try:
-            lam_max = float(eigsh(op, k=1, which="LA", tol=1e-3, v0=v0)[0][0])
-        except ArpackNoConvergence as exc:
-            lam_max = float(exc.eigenvalues[0]) if len(exc.eigenvalues) else float("nan")
+    w, X, converged, n_min, lam_max = smallest_ritz_pair(
+        op, P, tol=tol, maxiter=maxiter, seed=seed, count=lambda: count["n"]
+    )
     vec = torch.as_tensor(X[:, 0], dtype=torch.float64)
     vec = vec / vec.norm()
     Hv = torch.as_tensor(hv(vec.numpy()), dtype=torch.float64)
@@ -210,7 +184,7 @@ def lambda_min_lora(
         gradient_multiple=seconds / max(t_grad, 1e-12),
         n_params=P,
         vector=vec,
-        meta={"ritz_value": float(w[0])},
+        meta={"matvecs_lambda_min": n_min, "ritz_value": float(w[0])},
     )
 
 
@@ -255,16 +229,11 @@ def end_point(
     """
     _check_factors(problem, point)
     f, gA, gB = problem.lora_value_and_grad(point.A, point.B)
-    gn = float(_flat(gA, gB).norm())
+    gn = float(flatten_factors(gA, gB).norm())
     g0 = math.sqrt(sum(float(x.pow(2).sum()) for x in problem.grad(problem.zeros())))
     lm = lambda_min_lora(problem, point, tol=tol, maxiter=maxiter)
     X = tuple(a @ b.T for a, b in zip(point.A, point.B))
-    svs, ranks = [], []
-    for x in X:
-        s = torch.linalg.svdvals(x)
-        svs.append(tuple(float(v) for v in s))
-        top = float(s[0]) if s.numel() else 0.0
-        ranks.append(int((s > rank_rtol * top).sum()) if top > 0 else 0)
+    svs, ranks = _spectra(X, rank_rtol)
     scale = max(1.0, abs(lm.lambda_max)) if math.isfinite(lm.lambda_max) else 1.0
     # An unconverged Lanczos run proves nothing about the curvature: never an SOSP then.
     sosp = lm.converged and gn <= grad_rtol * max(1.0, g0) and lm.upper >= -curvature_rtol * scale
@@ -274,8 +243,8 @@ def end_point(
         penalized=problem.penalized(X),
         grad_norm=gn,
         lambda_min=lm.to_dict(),
-        singular_values=tuple(svs),
-        ranks=tuple(ranks),
+        singular_values=svs,
+        ranks=ranks,
         frobenius=math.sqrt(sum(float(x.pow(2).sum()) for x in X)),
         nuclear=sum(float(torch.linalg.matrix_norm(x, ord="nuc")) for x in X),
         sosp=bool(sosp),

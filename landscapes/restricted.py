@@ -38,6 +38,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from landscapes.lora import balanced_factors
 from landscapes.nonlinear import NonlinearProblem
 
 __all__ = ["RestrictedConstants", "restricted_constants", "sample_restricted_set"]
@@ -75,17 +76,6 @@ class RestrictedConstants:
         return {k: getattr(self, k) for k in self.__dataclass_fields__}
 
 
-def _balanced(X: Tensor, r: int) -> tuple[Tensor, Tensor]:
-    P, s, Qh = torch.linalg.svd(X, full_matrices=False)
-    k = min(r, s.numel())
-    root = s[:k].sqrt()
-    U = torch.zeros(X.shape[0], r, dtype=X.dtype, device=X.device)
-    V = torch.zeros(X.shape[1], r, dtype=X.dtype, device=X.device)
-    U[:, :k] = P[:, :k] * root
-    V[:, :k] = Qh[:k].T * root
-    return U, V
-
-
 def _dist(X: Sequence[Tensor], Y: Sequence[Tensor]) -> float:
     return math.sqrt(sum(float((x - y).pow(2).sum()) for x, y in zip(X, Y)))
 
@@ -94,7 +84,8 @@ def sample_restricted_set(
     x_star: Sequence[Tensor], rank: int, distance: float, generator: torch.Generator
 ) -> Blocks:
     r"""One point ``X`` with every block of rank ``<= rank`` and :math:`\|X - X^\star\|_F = ` ``distance``."""
-    factors = [_balanced(x, rank) for x in x_star]
+    pt = balanced_factors(tuple(x_star), rank=rank)
+    factors = list(zip(pt.U, pt.V))
     dirs = [
         (
             torch.randn(u.shape, generator=generator, dtype=torch.float64).to(u),

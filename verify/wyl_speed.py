@@ -42,7 +42,7 @@ from landscapes.inits import (
     synthetic_weights,
 )
 from landscapes.lora import lora_value
-from landscapes.nuc import solve_nuc
+from landscapes.nuc import _spectra, solve_nuc
 from landscapes.problem import Problem
 from landscapes.sosp import train
 from verify.jlr import _save
@@ -193,11 +193,7 @@ def speed_runs(
                 if end is not None:
                     delta = [u @ v.T - o for u, v, o in zip(end.U, end.V, ini.offset)]  # s B A - O
                     adapter = [u @ v.T for u, v in zip(end.U, end.V)]
-                    ranks = []
-                    for d in delta:
-                        sv = torch.linalg.svdvals(d)
-                        top = float(sv[0]) if sv.numel() else 0.0
-                        ranks.append(int((sv > rank_rtol * top).sum()) if top > 0 else 0)
+                    ranks = list(_spectra(tuple(delta), rank_rtol)[1])
                     final_value = hist[-1][1]
                     dn = math.sqrt(sum(float(d.pow(2).sum()) for d in delta))
                     an = math.sqrt(sum(float(a.pow(2).sum()) for a in adapter))
@@ -412,11 +408,35 @@ def check_wyl_speed(
         gradient=gradient,
     )
     table = speed_table(runs, fractions=(fraction,))
+    status, reason, numbers = _judge(runs, table, fraction, faster, slower, factor)
+    cert: dict[str, Any] = {"table": table, **numbers, "runs": [r.to_dict() for r in runs]}
+    timings = {"total": time.perf_counter() - t0}
+    path = _save(problem, save_dir, claim, problem.zeros(), opts) if status == "violated" else None
+    return Verdict(
+        claim,
+        status,  # type: ignore[arg-type]
+        problem.fingerprint(),
+        cert,
+        reason,
+        timings,
+        opts,
+        path,
+    )
+
+
+def _judge(
+    runs: Sequence[SpeedRun],
+    table: Mapping[str, Any],
+    fraction: float,
+    faster: str,
+    slower: str,
+    factor: float,
+) -> tuple[str, str, dict[str, Any]]:
+    """Status, reason and per-seed numbers of WYL-speed from finished runs (each init at its table lr)."""
     q = _key(fraction)
 
     def per_seed(name: str) -> list[float]:
-        lr = table[name]["lr"]
-        vals = [r.steps_to[q] for r in runs if r.init == name and r.lr == lr]
+        vals = [r.steps_to.get(q) for r in runs if r.init == name and r.lr == table[name]["lr"]]
         return [float(v) if v is not None else math.inf for v in vals]
 
     tf, tsl = per_seed(faster), per_seed(slower)
@@ -426,31 +446,15 @@ def check_wyl_speed(
         if math.isfinite(med_f) and med_f > 0
         else (math.nan if not math.isfinite(med_s) else 0.0)
     )
-    cert: dict[str, Any] = {
-        "table": table,
-        "steps_faster": tf,
-        "steps_slower": tsl,
-        "median_ratio_slower_over_faster": ratio,
-        "runs": [r.to_dict() for r in runs],
-    }
-    timings = {"total": time.perf_counter() - t0}
-    fp = problem.fingerprint()
-    label = f"{faster} vs {slower} to {fraction:g} of the way (Adam, best lr each, {len(seeds)} seeds)"
     status, why = _decide(tf, tsl, factor, faster, slower)
     if _uncertified(runs):
         status, why = "inconclusive", f"an optimum was not certified to {OPTIMUM_RTOL:g}"
-    path = _save(problem, save_dir, claim, problem.zeros(), opts) if status == "violated" else None
-    return Verdict(
-        claim,
-        status,  # type: ignore[arg-type]
-        fp,
-        cert,
-        f"{label}: median steps {med_f:g} vs {med_s:g} (ratio {ratio:.3g}); {why} "
-        "(empirical, on this problem)",
-        timings,
-        opts,
-        path,
+    reason = (
+        f"{faster} vs {slower} to {fraction:g} of the way (Adam, best lr each, {len(tf)} seeds): median "
+        f"steps {med_f:g} vs {med_s:g} (ratio {ratio:.3g}); {why} (empirical, on this problem)"
     )
+    numbers = {"steps_faster": tf, "steps_slower": tsl, "median_ratio_slower_over_faster": ratio}
+    return status, reason, numbers
 
 
 #: Problems of ``loracheck speed`` (suite specs: plain data, rebuilt by :func:`verify.suite.build_problem`).
@@ -678,26 +682,13 @@ def _speed_verdict(
         return Verdict(
             "WYL-speed", "inconclusive", problem.fingerprint(), {}, "needs both loraga and vanilla runs"
         )
-    q = _key(fraction)
-
-    def per_seed(name: str) -> list[float]:
-        vals = [r.steps_to.get(q) for r in runs if r.init == name and r.lr == table[name]["lr"]]
-        return [float(v) if v is not None else math.inf for v in vals]
-
-    tf, tsl = per_seed("loraga"), per_seed("vanilla")
-    med_f, med_s = statistics.median(tf), statistics.median(tsl)
-    ratio = med_s / med_f if math.isfinite(med_f) and med_f > 0 else math.nan
-    cert = {"steps_faster": tf, "steps_slower": tsl, "median_ratio_slower_over_faster": ratio}
-    status, why = _decide(tf, tsl, 1.0, "loraga", "vanilla")
-    if _uncertified(runs):
-        status, why = "inconclusive", f"an optimum was not certified to {OPTIMUM_RTOL:g}"
+    status, reason, numbers = _judge(runs, table, fraction, "loraga", "vanilla", 1.0)
     return Verdict(
         "WYL-speed",
         status,  # type: ignore[arg-type]
         problem.fingerprint(),
-        cert,
-        f"loraga vs vanilla to {fraction:g} of the way (Adam, best lr each, {len(tf)} seeds): median steps "
-        f"{med_f:g} vs {med_s:g} (ratio {ratio:.3g}); {why} (empirical, on this problem)",
+        numbers,
+        reason,
         {},
         {"faster": "loraga", "slower": "vanilla", "factor": 1.0, "fraction": fraction},
     )

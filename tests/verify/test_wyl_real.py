@@ -18,10 +18,10 @@ from landscapes.inits import init_lora  # noqa: E402
 from landscapes.transformer import (  # noqa: E402
     LinearizedEncoder,
     adapted_logits,
-    default_model_path,
     review_encoder,
     review_problem,
 )
+from tests.tiny_models import offline_tokenizer, tiny_bert  # noqa: E402
 from verify.wyl import check_wyl_first_step, check_wyl_unchanged  # noqa: E402
 
 TEXTS = [
@@ -34,18 +34,7 @@ TEXTS = [
 
 @pytest.fixture(scope="module")
 def encoder():
-    cfg = transformers.BertConfig(
-        hidden_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        intermediate_size=64,
-        max_position_embeddings=64,
-        attn_implementation="eager",
-    )
-    torch.manual_seed(0)
-    net = transformers.BertModel(cfg).eval()
-    tok = transformers.AutoTokenizer.from_pretrained(default_model_path(), local_files_only=True)
-    return LinearizedEncoder(net, tok, TEXTS, K=2)
+    return LinearizedEncoder(tiny_bert(0, layers=2), offline_tokenizer(), TEXTS, K=2)
 
 
 def test_adapter_hooks_match_the_summed_weight(encoder):
