@@ -51,6 +51,9 @@ __all__ = [
     "two_layer",
     "attention_block",
     "from_problem",
+    "double_well",
+    "double_well_points",
+    "shifted",
 ]
 
 Blocks = tuple[Tensor, ...]
@@ -74,6 +77,12 @@ class NonlinearProblem:
         measured about it).
     name, meta
         For reports.
+    linear
+        The same risk as a linearized :class:`~landscapes.problem.Problem`, when it is one
+        (matrix sensing, :func:`from_problem`): its risk is convex, so the certified NUC solver
+        decides global optimality of the penalized problem.
+    test_risk
+        The risk on held-out data (same planted model, fresh inputs), when the family has one.
     """
 
     risk: Callable[[Blocks], Tensor]
@@ -84,6 +93,8 @@ class NonlinearProblem:
     x_star: Blocks | None = None
     name: str = ""
     meta: dict[str, Any] = field(default_factory=dict)
+    linear: Any = None
+    test_risk: Callable[[Blocks], Tensor] | None = None
 
     def __post_init__(self) -> None:
         if not callable(self.risk):
@@ -100,6 +111,15 @@ class NonlinearProblem:
         object.__setattr__(self, "lam", lam)
         if self.x_star is not None:
             object.__setattr__(self, "x_star", self.check_point(self.x_star, "x_star"))
+        if self.linear is not None:
+            lin_blocks = tuple(tuple(b) for b in getattr(self.linear, "blocks", ()))
+            if lin_blocks != blocks or tuple(getattr(self.linear, "lam", ())) != lam:
+                raise ValueError(
+                    f"linear: expected a Problem with blocks {list(blocks)} and lam {list(lam)}, "
+                    f"got {type(self.linear).__name__} with blocks {list(lin_blocks)}"
+                )
+        if self.test_risk is not None and not callable(self.test_risk):
+            raise TypeError(f"test_risk: expected None or a callable, got {type(self.test_risk).__name__}")
 
     # ---- points --------------------------------------------------------------------------------
     def check_point(self, X: Sequence[Tensor], name: str = "X") -> Blocks:
@@ -154,6 +174,13 @@ class NonlinearProblem:
         r""":math:`\nabla^2 L_{\mathrm{full}}(X)[Z, Z]`."""
         return float(sum((h * z).sum() for h, z in zip(self.hvp(X, Z), self.check_point(Z, "Z"))))
 
+    def test_value(self, X: Sequence[Tensor]) -> float:
+        """The held-out risk at ``X`` (``nan`` when the family has no test data)."""
+        if self.test_risk is None:
+            return math.nan
+        with torch.no_grad():
+            return float(self.test_risk(self.check_point(X)))
+
     def penalized(self, X: Sequence[Tensor]) -> float:
         r""":math:`L^{\mathrm{full}}_\lambda(X) = L_{\mathrm{full}}(X) + \sum_j \lambda_j \|X_j\|_*`."""
         Xs = self.check_point(X)
@@ -197,6 +224,11 @@ class NonlinearProblem:
         return tuple(out[:k]), tuple(out[k:])
 
 
+def _check_n_test(n_test: int) -> None:
+    if isinstance(n_test, bool) or not isinstance(n_test, int) or n_test < 0:
+        raise ValueError(f"n_test: expected an int >= 0 (held-out examples), got {n_test!r}")
+
+
 def _planted(m: int, n: int, rank: int, condition: float, scale: float, gen: torch.Generator) -> Tensor:
     """A rank-``rank`` matrix, singular values from ``scale`` down to ``scale / condition`` (geometric)."""
     P, _ = torch.linalg.qr(torch.randn(m, rank, generator=gen, dtype=torch.float64))
@@ -217,12 +249,14 @@ def _sensing_inputs(
     scale: float,
     seed: int,
     measurement_condition: float = 1.0,
-) -> tuple[Tensor, Tensor]:
+    n_test: int = 0,
+) -> tuple[Tensor, Tensor, Tensor]:
     for name, v in (("m", m), ("n", n), ("N", N), ("rank", rank)):
         if isinstance(v, bool) or not isinstance(v, int) or v < 1:
             raise ValueError(f"{name}: expected a positive int, got {v!r}")
     if rank > min(m, n):
         raise ValueError(f"rank: expected at most min(m, n) = {min(m, n)}, got {rank}")
+    _check_n_test(n_test)
     if not (isinstance(condition, (int, float)) and condition >= 1 and math.isfinite(condition)):
         raise ValueError(f"condition: expected a finite number >= 1, got {condition!r}")
     if not (isinstance(measurement_condition, (int, float)) and 1 <= measurement_condition < math.inf):
@@ -238,7 +272,12 @@ def _sensing_inputs(
         Q, _ = torch.linalg.qr(torch.randn(p, p, generator=gen, dtype=torch.float64))
         s = measurement_condition ** (-0.5 * torch.arange(p, dtype=torch.float64) / max(p - 1, 1))
         M = ((M.reshape(N, p) * s) @ Q.T).reshape(N, m, n)
-    return M, Xs
+    # Held-out measurements come last from the generator, so the training draws do not depend
+    # on how many there are.
+    M_test = torch.randn(n_test, m, n, generator=gen, dtype=torch.float64)
+    if measurement_condition > 1:
+        M_test = ((M_test.reshape(n_test, p) * s) @ Q.T).reshape(n_test, m, n)
+    return M, Xs, M_test
 
 
 def matrix_sensing(
@@ -252,6 +291,7 @@ def matrix_sensing(
     lam: float = 0.0,
     scale: float = 1.0,
     measurement_condition: float = 1.0,
+    n_test: int = 200,
     seed: int = 0,
 ) -> NonlinearProblem:
     r"""Gaussian matrix sensing: :math:`L(X) = \frac{1}{2N}\sum_i (\langle M_i, X\rangle - y_i)^2`.
@@ -262,24 +302,50 @@ def matrix_sensing(
     :math:`y_i = \langle M_i, X^\star\rangle + \text{noise}\cdot\varepsilon_i` with a planted
     rank-``rank`` :math:`X^\star` of top singular value ``scale`` and condition number
     ``condition``.  ``x_star`` is :math:`X^\star` (the risk's minimizer when ``noise = 0`` and
-    ``N >= rank (m + n)``-ish; with ``lam > 0`` the penalized minimizer differs).
+    ``N >= rank (m + n)``-ish; with ``lam > 0`` the penalized minimizer differs).  The risk is a
+    convex quadratic, also given as a linearized ``Problem`` (``linear``); ``n_test`` held-out
+    measurements of the same :math:`X^\star` give ``test_risk``.
     """
-    M, Xs = _sensing_inputs(m, n, N, rank, condition, scale, seed, measurement_condition)
+    from landscapes.problem import Problem
+
+    M, Xs, M_test = _sensing_inputs(m, n, N, rank, condition, scale, seed, measurement_condition, n_test)
     gen = torch.Generator().manual_seed(seed + 1)
     y = torch.einsum("imn,mn->i", M, Xs) + noise * torch.randn(N, generator=gen, dtype=torch.float64)
+    y_test = torch.einsum("imn,mn->i", M_test, Xs) + noise * torch.randn(
+        n_test, generator=gen, dtype=torch.float64
+    )
     Mflat = M.reshape(N, m * n)
+    Mflat_test = M_test.reshape(n_test, m * n)
 
     def risk(X: Blocks) -> Tensor:
         r = Mflat @ X[0].reshape(-1) - y
         return 0.5 * (r * r).mean()
 
+    def test_risk(X: Blocks) -> Tensor:
+        r = Mflat_test @ X[0].reshape(-1) - y_test
+        return 0.5 * (r * r).mean()
+
+    # The same risk as a linearized problem (row-major vec, f0 = 0, loss 1/2 (z - y)^2, mean).
+    linear = Problem(
+        Mflat,
+        torch.zeros(N, 1, dtype=torch.float64),
+        y.unsqueeze(1),
+        loss="squared",
+        blocks=[(m, n)],
+        lam=lam,
+        seed=seed,
+        name="sensing-as-linear",
+    )
     return NonlinearProblem(
         risk,
         ((m, n),),
         (lam,),
         x_star=(Xs,),
+        linear=linear,
+        test_risk=test_risk if n_test > 0 else None,
         name=f"sensing-{m}x{n}-N{N}-r{rank}-c{condition:g}-k{measurement_condition:g}",
         meta={
+            "risk_nonnegative": True,
             "family": "matrix_sensing",
             "N": N,
             "rank": rank,
@@ -301,6 +367,7 @@ def nonlinear_sensing(
     link: str = "tanh",
     lam: float = 0.0,
     scale: float = 1.0,
+    n_test: int = 200,
     seed: int = 0,
 ) -> NonlinearProblem:
     r"""Sensing through a link: :math:`L(X) = \frac{1}{2N}\sum_i (\phi(\langle M_i, X\rangle) - y_i)^2`.
@@ -315,12 +382,18 @@ def nonlinear_sensing(
     if link not in links:
         raise ValueError(f"link: expected one of {sorted(links)}, got {link!r}")
     phi = links[link]
-    M, Xs = _sensing_inputs(m, n, N, rank, condition, scale, seed)
+    M, Xs, M_test = _sensing_inputs(m, n, N, rank, condition, scale, seed, n_test=n_test)
     Mflat = M.reshape(N, m * n)
+    Mflat_test = M_test.reshape(n_test, m * n)
     y = phi(Mflat @ Xs.reshape(-1))
+    y_test = phi(Mflat_test @ Xs.reshape(-1))
 
     def risk(X: Blocks) -> Tensor:
         r = phi(Mflat @ X[0].reshape(-1)) - y
+        return 0.5 * (r * r).mean()
+
+    def test_risk(X: Blocks) -> Tensor:
+        r = phi(Mflat_test @ X[0].reshape(-1)) - y_test
         return 0.5 * (r * r).mean()
 
     return NonlinearProblem(
@@ -328,8 +401,10 @@ def nonlinear_sensing(
         ((m, n),),
         (lam,),
         x_star=(Xs,),
+        test_risk=test_risk if n_test > 0 else None,
         name=f"{link}-sensing-{m}x{n}-N{N}-r{rank}-c{condition:g}",
         meta={
+            "risk_nonnegative": True,
             "family": "nonlinear_sensing",
             "link": link,
             "N": N,
@@ -347,7 +422,16 @@ def _teacher_factor(m: int, n: int, rank: int, scale: float, gen: torch.Generato
 
 
 def two_layer(
-    *, m: int, n: int, N: int, K: int = 2, rank: int = 1, lam: float = 0.0, scale: float = 1.0, seed: int = 0
+    *,
+    m: int,
+    n: int,
+    N: int,
+    K: int = 2,
+    rank: int = 1,
+    lam: float = 0.0,
+    scale: float = 1.0,
+    n_test: int = 200,
+    seed: int = 0,
 ) -> NonlinearProblem:
     r"""A two-layer network :math:`f(x) = C \tanh((W_0 + X)x)`, squared loss on a planted teacher.
 
@@ -357,6 +441,7 @@ def two_layer(
     singular values all equal ``scale``.  :math:`L(X) = \frac{1}{2N}\sum_i \|f(x_i) - y_i\|^2`, so
     :math:`X^\star` is a global minimizer (risk 0).
     """
+    _check_n_test(n_test)
     for name, v in (("m", m), ("n", n), ("N", N), ("K", K)):
         if isinstance(v, bool) or not isinstance(v, int) or v < 1:
             raise ValueError(f"{name}: expected a positive int, got {v!r}")
@@ -365,19 +450,34 @@ def two_layer(
     C = torch.randn(K, m, generator=gen, dtype=torch.float64) / math.sqrt(m)
     x = torch.randn(N, n, generator=gen, dtype=torch.float64)
     Xs = _teacher_factor(m, n, rank, scale, gen)
+    x_test = torch.randn(n_test, n, generator=gen, dtype=torch.float64)
     y = torch.tanh(x @ (W0 + Xs).T) @ C.T
+    y_test = torch.tanh(x_test @ (W0 + Xs).T) @ C.T
 
     def risk(X: Blocks) -> Tensor:
         r = torch.tanh(x @ (W0 + X[0]).T) @ C.T - y
         return 0.5 * (r * r).sum() / N
+
+    def test_risk(X: Blocks) -> Tensor:
+        r = torch.tanh(x_test @ (W0 + X[0]).T) @ C.T - y_test
+        return 0.5 * (r * r).sum() / max(n_test, 1)
 
     return NonlinearProblem(
         risk,
         ((m, n),),
         (lam,),
         x_star=(Xs,),
+        test_risk=test_risk if n_test > 0 else None,
         name=f"two-layer-{m}x{n}-N{N}-K{K}-r{rank}",
-        meta={"family": "two_layer", "N": N, "K": K, "rank": rank, "scale": scale, "seed": seed},
+        meta={
+            "risk_nonnegative": True,
+            "family": "two_layer",
+            "N": N,
+            "K": K,
+            "rank": rank,
+            "scale": scale,
+            "seed": seed,
+        },
     )
 
 
@@ -390,6 +490,7 @@ def attention_block(
     rank: int = 1,
     lam: float = 0.0,
     scale: float = 1.0,
+    n_test: int = 200,
     seed: int = 0,
 ) -> NonlinearProblem:
     r"""One softmax attention head with :math:`W_Q` adapted, a planted teacher and the squared loss.
@@ -400,6 +501,7 @@ def attention_block(
     :math:`W_Q + X^\star` (rank ``rank``, singular values ``scale``), so :math:`X^\star` is a global
     minimizer.
     """
+    _check_n_test(n_test)
     for name, v in (("d", d), ("T", T), ("N", N), ("K", K)):
         if isinstance(v, bool) or not isinstance(v, int) or v < 1:
             raise ValueError(f"{name}: expected a positive int, got {v!r}")
@@ -408,24 +510,32 @@ def attention_block(
     head = torch.randn(K, d, generator=gen, dtype=torch.float64) / math.sqrt(d)
     Z = torch.randn(N, T, d, generator=gen, dtype=torch.float64)
     Xs = _teacher_factor(d, d, rank, scale, gen)
+    Z_test = torch.randn(n_test, T, d, generator=gen, dtype=torch.float64)
 
-    def out(Wq_: Tensor) -> Tensor:
+    def out(Wq_: Tensor, Z: Tensor) -> Tensor:
         att = torch.softmax(Z @ Wq_ @ Wk.T @ Z.transpose(1, 2) / math.sqrt(d), dim=-1)
         return (att @ Z @ Wv).mean(dim=1) @ head.T
 
-    y = out(Wq + Xs)
+    y = out(Wq + Xs, Z)
+    y_test = out(Wq + Xs, Z_test)
 
     def risk(X: Blocks) -> Tensor:
-        r = out(Wq + X[0]) - y
+        r = out(Wq + X[0], Z) - y
         return 0.5 * (r * r).sum() / N
+
+    def test_risk(X: Blocks) -> Tensor:
+        r = out(Wq + X[0], Z_test) - y_test
+        return 0.5 * (r * r).sum() / max(n_test, 1)
 
     return NonlinearProblem(
         risk,
         ((d, d),),
         (lam,),
         x_star=(Xs,),
+        test_risk=test_risk if n_test > 0 else None,
         name=f"attention-d{d}-T{T}-N{N}-K{K}-r{rank}",
         meta={
+            "risk_nonnegative": True,
             "family": "attention_block",
             "N": N,
             "K": K,
@@ -457,6 +567,107 @@ def from_problem(problem: Any, *, x_star: Sequence[Tensor] | None = None) -> Non
         dtype=problem.dtype,
         device=problem.device,
         x_star=tuple(x_star) if x_star is not None else None,
+        linear=problem,
         name=(problem.name or "problem") + "-as-nonlinear",
-        meta=dict(problem.meta, form="linearized"),
+        meta=dict(problem.meta, form="linearized", risk_nonnegative=True),
+    )
+
+
+def _well(x: Tensor, a: float, b: float) -> Tensor:
+    return ((x - a) * (x - b)) ** 2 / 8
+
+
+def double_well(*, lam: float = 0.05) -> NonlinearProblem:
+    r"""A 2 x 2 problem whose global and spurious end points can be written down.
+
+    .. math:: L(X) = w_{1,-3}(X_{11}) + w_{0,-3}(X_{22}) + \tfrac12 (X_{12}^2 + X_{21}^2),
+              \qquad w_{a,b}(x) = (x - a)^2 (x - b)^2 / 8 .
+
+    Each diagonal entry has two wells of depth 0; the nuclear penalty prefers the small one, so
+    the penalized global minimizer is :math:`\operatorname{diag}(x_1, 0)` with :math:`x_1` just
+    below 1 (rank :math:`r^\star = 1`, small norm), while :math:`\operatorname{diag}(x_1', x_2')`
+    with both entries near -3 is a spurious local minimizer of full rank 2 and large norm: the
+    "fails loudly" picture of [KKR25] in closed form (:func:`double_well_points`).  Restricted
+    strong convexity fails once the radius reaches the far wells, so [KKR25]'s theorems do not
+    apply there.
+    """
+    if not (isinstance(lam, (int, float)) and 0 <= lam < 0.5):
+        raise ValueError(f"lam: expected a number in [0, 0.5) (the wells stay local minima), got {lam!r}")
+
+    def risk(X: Blocks) -> Tensor:
+        x = X[0]
+        return _well(x[0, 0], 1.0, -3.0) + _well(x[1, 1], 0.0, -3.0) + 0.5 * (x[0, 1] ** 2 + x[1, 0] ** 2)
+
+    x1 = double_well_points(lam)["global"][0]
+    return NonlinearProblem(
+        risk,
+        ((2, 2),),
+        (float(lam),),
+        x_star=(torch.diag(torch.tensor([x1, 0.0], dtype=torch.float64)),),
+        name=f"double-well-lam{lam:g}",
+        meta={"risk_nonnegative": True, "family": "double_well", "lam": float(lam)},
+    )
+
+
+def double_well_points(lam: float) -> dict[str, tuple[float, float]]:
+    r"""The diagonal of the global minimizer and of the spurious local minimizer of :func:`double_well`.
+
+    Stationarity of :math:`w(x) + \lambda|x|` is :math:`w'(x) = -\lambda\,\mathrm{sign}(x)`, a cubic
+    in each well (``numpy.roots``): near 1 for :math:`X_{11} > 0`, near -3 for the spurious
+    entries (:math:`X_{22} = 0` exactly at the global one, where :math:`|w'(0)| = 0 \le \lambda`).
+    """
+    import numpy as np
+
+    def root(a: float, b: float, sign: float, near: float) -> float:
+        # w'(x) = (x - a)(x - b)(2x - a - b) / 4 = -lam * sign.
+        c = np.polymul(np.polymul([1.0, -a], [1.0, -b]), [2.0, -(a + b)]) / 4.0
+        c[-1] += lam * sign
+        r = np.roots(c)
+        r = r[np.abs(r.imag) < 1e-9].real
+        return float(r[np.argmin(np.abs(r - near))])
+
+    g1 = root(1.0, -3.0, +1.0, 1.0)
+    s1 = root(1.0, -3.0, -1.0, -3.0)
+    s2 = root(0.0, -3.0, -1.0, -3.0)
+    return {"global": (g1, 0.0), "spurious": (s1, s2)}
+
+
+def shifted(
+    problem: NonlinearProblem, offset: Sequence[Tensor], *, name: str | None = None
+) -> NonlinearProblem:
+    r"""The problem in the variable :math:`Y = X + O`: risk :math:`Y \mapsto L(Y - O)` (an init with an offset).
+
+    LoRA-GA-style inits subtract :math:`O = s B_0 A_0` from the base weight, so training
+    :math:`Y = AB^\top` from :math:`(A_0, B_0)` starts at :math:`X = 0`; weight decay then
+    acts on :math:`Y`, which makes this a problem of its own (its own penalized minimum).
+    ``x_star`` and ``test_risk`` are shifted along; a linear form stays linear (``f0 - J vec O``).
+    """
+    O = problem.check_point(offset, "offset")
+
+    def risk(Y: Blocks) -> Tensor:
+        return problem.risk(tuple(y - o for y, o in zip(Y, O)))
+
+    test = None
+    if problem.test_risk is not None:
+        base_test = problem.test_risk
+
+        def test(Y: Blocks) -> Tensor:
+            return base_test(tuple(y - o for y, o in zip(Y, O)))
+
+    linear = None
+    if problem.linear is not None:
+        from landscapes.inits import shifted_problem
+
+        linear = shifted_problem(problem.linear, O)
+    return NonlinearProblem(
+        risk,
+        problem.blocks,
+        problem.lam,
+        dtype=problem.dtype,
+        device=problem.device,
+        x_star=None if problem.x_star is None else tuple(x + o for x, o in zip(problem.x_star, O)),
+        name=name or f"{problem.name}-shifted",
+        meta=dict(problem.meta, shifted=True),
+        linear=linear,
+        test_risk=test,
     )

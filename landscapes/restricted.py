@@ -20,7 +20,18 @@ certify, by witnesses, is:
   :math:`\hat\alpha > 0`: then :math:`2\alpha \le \beta` -- the generic regime, *if* RSC holds
   at all (:math:`\alpha > 0`, which sampling can never certify).
 
-:math:`2\hat\alpha > \hat\beta` (the special regime) is only ever an estimate.
+:math:`2\hat\alpha > \hat\beta` (the special regime) is only ever an estimate by sampling.
+
+Two-sided information comes from structure, not samples (:func:`restricted_bounds`):
+
+* a risk that is a convex quadratic (``problem.linear`` with the squared loss: matrix sensing,
+  linearized squared-loss problems) has Hessian :math:`H = J^\top J / N` everywhere, so
+  :math:`\lambda_{\min}(H) \le \alpha` and :math:`\beta \le \lambda_{\max}(H)` on every set:
+  :math:`2\lambda_{\min}(H) > \lambda_{\max}(H)` *certifies* the special regime;
+* any linearized risk (``problem.linear``) has :math:`\beta \le \ell''_{\max}\|J\|_{op}^2 / N`;
+* a linearized risk with a low-rank null direction :math:`D = UV^\top`, :math:`J\operatorname{vec}
+  D = 0` (found by :func:`null_direction`), has RSC ratio exactly 0 along :math:`X^\star + tD`
+  (the predictions do not move), so :math:`\alpha \le 0` whenever that point lies in the set.
 
 Sampling :math:`\mathcal S_{r,D}`: :math:`X = (P + tE)(Q + tF)^\top` with :math:`X^\star = PQ^\top`
 (balanced factors padded to ``r`` columns) and Gaussian ``E``, ``F``, so every sample has rank
@@ -41,7 +52,14 @@ from torch import Tensor
 from landscapes.lora import balanced_factors
 from landscapes.nonlinear import NonlinearProblem
 
-__all__ = ["RestrictedConstants", "restricted_constants", "sample_restricted_set"]
+__all__ = [
+    "RestrictedConstants",
+    "RestrictedBounds",
+    "restricted_constants",
+    "restricted_bounds",
+    "null_direction",
+    "sample_restricted_set",
+]
 
 Blocks = tuple[Tensor, ...]
 
@@ -203,3 +221,98 @@ def restricted_constants(
         alpha_distance=dist_a[ia],
         beta_distance=dist_b[ib] if rsm else math.nan,
     )
+
+
+@dataclass(frozen=True)
+class RestrictedBounds:
+    r"""Rigorous bounds :math:`\alpha \ge` ``alpha_lower`` and :math:`\beta \le` ``beta_upper``
+    (valid for every rank and radius), from the structure of the risk.
+
+    ``alpha_lower = -inf`` / ``beta_upper = inf`` when nothing is known; ``method`` names the
+    argument; ``special_certified`` is :math:`2\,\alpha_{\rm lower} > \beta_{\rm upper}`.
+    """
+
+    alpha_lower: float
+    beta_upper: float
+    method: str
+
+    @property
+    def special_certified(self) -> bool:
+        """``2 alpha_lower > beta_upper``: the special regime holds on every set."""
+        return 2 * self.alpha_lower > self.beta_upper
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain data for reports."""
+        return {
+            "alpha_lower": self.alpha_lower,
+            "beta_upper": self.beta_upper,
+            "method": self.method,
+            "special_certified": self.special_certified,
+        }
+
+
+def restricted_bounds(problem: NonlinearProblem, *, max_params: int = 4096) -> RestrictedBounds:
+    r"""Rigorous bounds on the restricted constants from the structure of the risk (module docstring).
+
+    Squared-loss linear form with a dense Jacobian and at most ``max_params`` parameters: the
+    extreme eigenvalues of :math:`H = J^\top J / N` (``eigvalsh``; their round-off,
+    :math:`\sim p\,\varepsilon\,\|H\|`, is subtracted from / added to the bounds).  Other linear
+    forms: :math:`\beta \le \ell''_{\max}\|J\|^2_{op}/N`.  Anything else: no bounds.
+    """
+    lin = problem.linear
+    if lin is None:
+        return RestrictedBounds(-math.inf, math.inf, "none (not a linearized risk)")
+    from landscapes.nuc import jacobian_op_norm_sq
+    from landscapes.operators import DenseOperator
+
+    if lin.loss.name == "squared" and isinstance(lin.J, DenseOperator) and lin.num_params <= max_params:
+        J = lin.J.matrix.to(torch.float64)
+        H = J.T @ J / lin.N
+        ev = torch.linalg.eigvalsh(H)
+        err = 8 * H.shape[0] * torch.finfo(torch.float64).eps * float(ev.abs().max())
+        return RestrictedBounds(float(ev[0]) - err, float(ev[-1]) + err, "eigenvalues of H = J^T J / N")
+    beta = lin.loss.max_curvature * jacobian_op_norm_sq(lin) / lin.N
+    return RestrictedBounds(-math.inf, beta * (1 + 1e-12), "beta <= max loss curvature * ||J||_op^2 / N")
+
+
+def null_direction(problem: Any, *, rank: int = 1, seed: int = 0) -> Blocks | None:
+    r"""A direction :math:`D` with every block of rank :math:`\le` ``rank`` and :math:`J\operatorname{vec}D = 0`.
+
+    ``problem`` is a linearized :class:`~landscapes.problem.Problem` (or a
+    :class:`NonlinearProblem` with ``linear``).  For each block ``j`` in turn (the others zero),
+    a random ``V`` (``n_j x rank``) makes :math:`J \operatorname{vec}(UV^\top) = 0` linear in
+    ``U``; a null vector of that ``KN x m_j rank`` matrix (from its SVD) gives ``U``.  Exists
+    when :math:`m_j\,\mathrm{rank} > KN`; returns ``None`` when no block has one.  The result is
+    normalized to unit Frobenius norm.
+    """
+    lin = getattr(problem, "linear", None) or problem
+    if isinstance(rank, bool) or not isinstance(rank, int) or rank < 1:
+        raise ValueError(f"rank: expected a positive int, got {rank!r}")
+    gen = torch.Generator().manual_seed(seed)
+    offset = 0
+    for j, (m, n) in enumerate(lin.blocks):
+        k = min(rank, m, n)
+        if m * k > lin.KN:
+            V = torch.randn(n, k, generator=gen, dtype=torch.float64).to(lin.dtype)
+            # M u = J vec(U V^T) for u = vec(U) (row-major): column (a, c) is J vec(e_a V[:, c]^T).
+            dense = getattr(lin.J, "matrix", None)
+            if dense is not None:
+                Jj = dense[:, offset : offset + m * n].reshape(lin.KN, m, n)
+                M = torch.einsum("kab,bc->kac", Jj, V).reshape(lin.KN, m * k)
+            else:
+                cols = []
+                for a in range(m):
+                    for c in range(k):
+                        E = [torch.zeros(mm, nn, dtype=lin.dtype, device=lin.device) for mm, nn in lin.blocks]
+                        E[j][a] = V[:, c]
+                        cols.append(lin.J.matvec(lin.vec(E)))
+                M = torch.stack(cols, dim=1)
+            Vh = torch.linalg.svd(M, full_matrices=True)[2]
+            u = Vh[-1].reshape(m, k)
+            D = [torch.zeros(mm, nn, dtype=lin.dtype, device=lin.device) for mm, nn in lin.blocks]
+            D[j] = u @ V.T
+            norm = math.sqrt(sum(float(d.pow(2).sum()) for d in D))
+            if norm > 0:
+                return tuple(d / norm for d in D)
+        offset += m * n
+    return None

@@ -1008,7 +1008,7 @@ class LinearizedEncoder:
                 total = sum(loss_obj.value(tail(b, W), y[b.idx]).sum() for b in buckets)
             return total / self.N  # type: ignore[return-value]
 
-        meta = dict(self.describe(), form="nonlinear", loss=loss)
+        meta = dict(self.describe(), form="nonlinear", loss=loss, risk_nonnegative=True)
         return NonlinearProblem(
             risk,
             tuple(self.blocks),

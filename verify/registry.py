@@ -15,12 +15,20 @@ from verify.jlr import (
     check_jlr_rank_nuc,
     check_jlr_zero_saddle,
 )
+from verify.kkr import (
+    check_kkr_bias,
+    check_kkr_dichotomy,
+    check_kkr_includes_jlr,
+    check_kkr_loud,
+    check_kkr_magnitude,
+    check_kkr_special,
+)
 from verify.landscape import check_jlr_gd, check_jlr_no_spurious, check_jlr_spurious_below
 from verify.verdict import Verdict
 from verify.wyl import check_wyl_alignment, check_wyl_directions, check_wyl_first_step, check_wyl_unchanged
 from verify.wyl_speed import check_wyl_speed
 
-__all__ = ["CHECKERS", "NUC_CLAIMS", "get_checker"]
+__all__ = ["CHECKERS", "NUC_CLAIMS", "EVIDENCE_CLAIMS", "get_checker"]
 
 CHECKERS: Mapping[str, Callable[..., Verdict]] = MappingProxyType(
     {
@@ -38,6 +46,12 @@ CHECKERS: Mapping[str, Callable[..., Verdict]] = MappingProxyType(
         "WYL-unchanged": check_wyl_unchanged,
         "WYL-alignment": check_wyl_alignment,
         "WYL-speed": check_wyl_speed,
+        "KKR-special": check_kkr_special,
+        "KKR-dichotomy": check_kkr_dichotomy,
+        "KKR-loud": check_kkr_loud,
+        "KKR-magnitude": check_kkr_magnitude,
+        "KKR-bias": check_kkr_bias,
+        "KKR-includes-JLR": check_kkr_includes_jlr,
     }
 )
 assert set(CHECKERS) <= set(claim_ids()), "a checker for an unregistered claim"
@@ -45,6 +59,11 @@ assert set(CHECKERS) <= set(claim_ids()), "a checker for an unregistered claim"
 #: Claims whose checkers accept a certified NUC ``solution`` (one solve can be shared by them).
 NUC_CLAIMS: frozenset[str] = frozenset(
     c for c, f in CHECKERS.items() if "solution" in inspect.signature(f).parameters
+)
+
+#: Claims judged on training evidence of a non-linearized problem (one collection is shared).
+EVIDENCE_CLAIMS: frozenset[str] = frozenset(
+    c for c, f in CHECKERS.items() if "evidence" in inspect.signature(f).parameters
 )
 
 

@@ -279,6 +279,24 @@ def evidence(v: Verdict | Mapping[str, Any]) -> str:
     elif claim == "WYL-speed" and "steps_faster" in c:
         parts.append(f"steps {_fmt(c['steps_faster'])} vs {_fmt(c['steps_slower'])}")
         parts.append(f"median ratio {_fmt(c.get('median_ratio_slower_over_faster'))}")
+    elif claim.startswith("KKR-") and "rho_hat" in c:
+        ref = c.get("reference", {})
+        parts.append(f"r {c.get('rank')}, r* {ref.get('rank')}, D {_fmt(c.get('radius'))}")
+        parts.append(f"alpha^ {_fmt(c.get('alpha_hat'))}, beta^ {_fmt(c.get('beta_hat'))}")
+        if _num(c.get("rho_lower")) > 0:
+            parts.append(f"2alpha/beta in [{_fmt(c.get('rho_lower'))}, {_fmt(c.get('rho_hat'))}]")
+        parts.append(f"{c.get('certified_sosps')}/{c.get('end_points')} SOSPs, {c.get('spurious')} spurious")
+        if c.get("separation_ratio") is not None and claim == "KKR-loud":
+            parts.append(f"separation {_fmt(c['separation_ratio'])}")
+    elif claim == "KKR-magnitude" and "points" in c:
+        worst = max(_num(r.get("excess")) for r in c["points"])
+        parts.append(f"{len(c['points'])} points, max ||X||_* - bound {_fmt(worst)}")
+    elif claim == "KKR-bias" and "table" in c:
+        for init, row in c["table"].items():
+            parts.append(f"{init} {row['successes']}/{row['converged']}")
+    elif claim == "KKR-includes-JLR" and "forms" in c:
+        for form, row in c["forms"].items():
+            parts.append(f"{form}: alpha<={_fmt(row.get('alpha_hat'))} beta>={_fmt(row.get('beta_lower'))}")
     else:
         parts = [f"{k} {_fmt(val)}" for k, val in list(c.items())[:4]]
     return ", ".join(parts)

@@ -14,7 +14,7 @@ from typing import Any
 from landscapes import synthetic
 from landscapes.nuc import NucSolution, solve_nuc
 from landscapes.problem import Problem
-from verify.registry import NUC_CLAIMS, get_checker
+from verify.registry import EVIDENCE_CLAIMS, NUC_CLAIMS, get_checker
 from verify.verdict import Verdict, jsonable
 
 __all__ = [
@@ -35,11 +35,18 @@ def _reviews(**kwargs: Any) -> Problem:
     return review_problem(**kwargs)
 
 
-_GENERATORS: dict[str, Callable[..., Problem]] = {
+def _kkr(**kwargs: Any) -> Any:
+    from verify.kkr_runs import build_kkr_problem
+
+    return build_kkr_problem(**kwargs)
+
+
+_GENERATORS: dict[str, Callable[..., Any]] = {
     "gaussian": synthetic.gaussian_problem,
     "teacher": synthetic.teacher_problem,
     "random_features": synthetic.random_features_problem,
     "reviews": _reviews,
+    "kkr": _kkr,
 }
 
 
@@ -124,6 +131,32 @@ DEFAULT_SUITE: tuple[ProblemSpec, ...] = (
         ("JLR-rank-FT", "JLR-rank-blocks", "JLR-magnitude", "JLR-zero-saddle"),
     ),
     ProblemSpec(
+        "sensing-special",
+        "kkr",
+        dict(name="sensing-special"),
+        ("KKR-special", "KKR-dichotomy", "KKR-loud", "KKR-magnitude", "KKR-bias"),
+        note="[KKR25] without linearization: Gaussian matrix sensing 6 x 5, N = 2000, rank-1 planted, "
+        "lam = 0.05; LoRA r = 3 from zero, small and large inits (5 seeds each); 2 lambda_min(H) > "
+        "lambda_max(H) certifies the special regime",
+        checker_options={
+            "evidence": {
+                "rank": 3,
+                "radius": 3.0,
+                "seeds": [0, 1, 2, 3, 4],
+                "steps": 1500,
+                "lr": 0.02,
+                "samples": 100,
+            }
+        },
+    ),
+    ProblemSpec(
+        "gauss-null-sq-K1",
+        "gaussian",
+        dict(K=1, N=8, blocks=[(10, 6)], lam=0.05, loss="squared", seed=8),
+        ("KKR-includes-JLR",),
+        note="m = 10 > KN = 8: a rank-one null direction of J makes alpha = eps exactly (ridge reading)",
+    ),
+    ProblemSpec(
         "minilm-size-sq-K2",
         "gaussian",
         dict(K=2, N=32, blocks=[(384, 384)], lam=0.02, loss="squared", seed=6),
@@ -175,11 +208,20 @@ REAL_SUITE: tuple[ProblemSpec, ...] = (
 )
 
 
-def build_problem(spec: ProblemSpec) -> Problem:
-    """Instantiate a spec's problem (named after the spec)."""
+def build_problem(spec: ProblemSpec) -> Any:
+    """Instantiate a spec's problem (named after the spec).
+
+    A linearized :class:`~landscapes.problem.Problem`, or for the ``kkr`` generator a
+    :class:`~landscapes.nonlinear.NonlinearProblem` (a named configuration of
+    :data:`verify.kkr_runs.KKR_PROBLEMS`).
+    """
     if spec.generator not in _GENERATORS:
         raise ValueError(f"generator: expected one of {', '.join(_GENERATORS)}, got {spec.generator!r}")
     p = _GENERATORS[spec.generator](**spec.kwargs)
+    if not isinstance(p, Problem):
+        import dataclasses
+
+        return dataclasses.replace(p, name=spec.name)
     return Problem(
         p.J, p.f0, p.y, loss=p.loss, blocks=p.blocks, lam=p.lam, seed=p.seed, name=spec.name, meta=p.meta
     )
@@ -217,8 +259,9 @@ def run_suite(
     bar = tqdm(
         total=len(tasks), desc="loracheck", unit="check", disable=None if progress is None else not progress
     )
-    problems: dict[str, Problem] = {}
+    problems: dict[str, Any] = {}
     solutions: dict[str, NucSolution] = {}
+    evidences: dict[str, Any] = {}
     try:
         for spec, claim in tasks:
             bar.set_postfix_str(f"{spec.name}: {claim}")
@@ -230,6 +273,14 @@ def run_suite(
                 problems[spec.name] = build_problem(spec)
             problem = problems[spec.name]
             opts = dict(spec.checker_options.get(claim, {}))
+            if claim in EVIDENCE_CLAIMS:
+                if spec.name not in evidences:
+                    from verify.kkr import collect_evidence
+
+                    evidences[spec.name] = collect_evidence(
+                        problem, **spec.checker_options.get("evidence", {})
+                    )
+                opts.setdefault("evidence", evidences[spec.name])
             if claim in NUC_CLAIMS:
                 if spec.name not in solutions:
                     solutions[spec.name] = solve_nuc(problem)

@@ -1,0 +1,936 @@
+r"""Checkers of the [KKR25] claims on non-linearized problems (and KKR-includes-JLR on linearized ones).
+
+Every checker works on *evidence*: a reference minimizer of the penalized problem
+(:func:`landscapes.penalized.minimize_penalized`), a set of training end points
+(:func:`verify.kkr_runs.kkr_run`, each with its SOSP certificate) and the restricted constants
+about the reference.  :func:`collect_evidence` computes it for one problem; an experiment file
+(``loracheck kkr``) holds the same data for many.
+
+How far each number can be trusted decides the verdict:
+
+* *non-global* is certified (the reference is a feasible point with a lower penalized value);
+  *global* only when the reference is certified (convex risk, or a zero risk without decay);
+* an SOSP is approximate: gradient norm and the Lanczos Ritz value (an upper bound on
+  :math:`\lambda_{\min}`), both within tolerance;
+* sampled :math:`\hat\alpha` is an upper estimate of :math:`\alpha` and :math:`\hat\beta` a lower
+  estimate of :math:`\beta`, so :math:`\hat\rho = 2\hat\alpha/\hat\beta \ge \rho = 2\alpha/\beta`.
+  The end points themselves lie in the restricted set when they are within the radius, so their
+  RSC / RSM ratios join the sample (a spurious point often *is* the witness that RSC fails).
+  Structural bounds (:func:`landscapes.restricted.restricted_bounds`) give
+  :math:`\rho \ge \rho_{lo} = 2\alpha_{lo}/\beta_{hi}`.
+
+Each inequality of [KKR25] is monotone in :math:`\rho`; it is checked at both ends of
+:math:`[\rho_{lo}, \hat\rho]`: it *holds* when it holds at the unfavourable end, and a failure
+is a *violation* only when it fails at the favourable end **and** the hypothesis
+(:math:`\alpha > 0`) is certified (:math:`\alpha_{lo} > 0`); otherwise the verdict is
+``inconclusive`` and says which number is missing.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from landscapes.nonlinear import NonlinearProblem
+from landscapes.penalized import PenalizedMinimum, minimize_penalized
+from landscapes.restricted import (
+    RestrictedBounds,
+    RestrictedConstants,
+    null_direction,
+    restricted_bounds,
+    restricted_constants,
+)
+from theory.kkr import dichotomy, loud
+from verify.kkr_runs import KKR_INITS, _fingerprint, classify, kkr_run, kkr_table, make_init
+from verify.verdict import Verdict
+
+__all__ = [
+    "Evidence",
+    "collect_evidence",
+    "check_kkr_special",
+    "check_kkr_dichotomy",
+    "check_kkr_loud",
+    "check_kkr_magnitude",
+    "check_kkr_bias",
+    "check_kkr_includes_jlr",
+]
+
+Blocks = tuple[Tensor, ...]
+
+
+@dataclass(frozen=True)
+class Evidence:
+    """What the [KKR25] checkers judge: the reference, end points, and constants about the reference.
+
+    ``runs`` are dicts of :func:`verify.kkr_runs.kkr_run` with ``init`` and ``seed`` (and ``X``,
+    the end point); ``constants`` the Monte-Carlo estimate at ``rank`` and ``radius``.
+    """
+
+    problem: NonlinearProblem
+    reference: PenalizedMinimum
+    runs: tuple[Mapping[str, Any], ...]
+    constants: RestrictedConstants | None
+    bounds: RestrictedBounds
+    rank: int
+    radius: float
+    seconds: float = 0.0
+    options: Mapping[str, Any] = field(default_factory=dict)
+
+
+def collect_evidence(
+    problem: NonlinearProblem,
+    *,
+    rank: int | None = None,
+    radius: float = 3.0,
+    inits: Sequence[str] = ("zero", "small", "large"),
+    seeds: Sequence[int] = (0, 1, 2),
+    steps: int = 1500,
+    lr: float = 0.02,
+    samples: int = 200,
+    starts: Mapping[str, Any] | None = None,
+) -> Evidence:
+    """Reference minimum, constants and one training run per (init, seed) (plus named ``starts``: Factors).
+
+    ``rank`` is the LoRA rank ``r`` (default ``r* + 2``, ``r*`` the reference's rank, capped by the
+    block sizes); the constants are measured at ``(rank, radius)`` about the reference.
+    """
+    if not isinstance(problem, NonlinearProblem):
+        raise TypeError(f"problem: expected a NonlinearProblem, got {type(problem).__name__}")
+    if rank is not None and (isinstance(rank, bool) or not isinstance(rank, int) or rank < 1):
+        raise ValueError(f"rank: expected a positive int, got {rank!r}")
+    if not (isinstance(radius, (int, float)) and radius > 0 and math.isfinite(radius)):
+        raise ValueError(f"radius: expected a positive finite number, got {radius!r}")
+    for i in inits:
+        if i not in KKR_INITS or i == "loraga":
+            raise ValueError(f"inits: expected names from {KKR_INITS[:3]}, got {i!r}")
+    t0 = time.perf_counter()
+    ref = minimize_penalized(problem)
+    if rank is None:
+        rank = min(ref.rank + 2, min(min(b) for b in problem.blocks))
+    runs: list[dict[str, Any]] = []
+    norm = ref.frobenius
+    for init in inits:
+        for seed in seeds:
+            start, _ = make_init(problem, init, rank=rank, seed=seed, reference_norm=norm)
+            run = kkr_run(problem, start, steps=steps, lr=lr)
+            run.update(init=init, seed=seed)
+            runs.append(run)
+    for name, start in (starts or {}).items():
+        run = kkr_run(problem, start, steps=steps, lr=lr)
+        run.update(init=str(name), seed=-1)
+        runs.append(run)
+    # A run that beats the reference refines it.
+    fin = [r for r in runs if r.get("status") == "finished"]
+    if fin:
+        best = min(fin, key=lambda r: r["penalized"])
+        if best["penalized"] < ref.value - 1e-12 * max(1.0, abs(ref.value)):
+            ref = minimize_penalized(problem, starts={"best-run": _X(best, problem)})
+    consts = (
+        restricted_constants(problem, rank=rank, radius=radius, x_star=ref.X, samples=samples)
+        if rank >= ref.rank
+        else None
+    )
+    return Evidence(
+        problem,
+        ref,
+        tuple(runs),
+        consts,
+        restricted_bounds(problem),
+        rank,
+        float(radius),
+        time.perf_counter() - t0,
+        {"inits": list(inits), "seeds": list(seeds), "steps": steps, "lr": lr, "samples": samples},
+    )
+
+
+_COLLECT = ("rank", "radius", "inits", "seeds", "steps", "lr", "samples", "starts")
+
+
+def _resolve(
+    problem: NonlinearProblem | Evidence, evidence: Evidence | None, collect: Mapping[str, Any] | None
+) -> Evidence:
+    """The evidence to judge: given, or collected on ``problem`` with the ``collect`` options."""
+    if isinstance(problem, Evidence):
+        return problem
+    if evidence is not None:
+        if evidence.problem is not problem:
+            raise ValueError("evidence: expected evidence collected on this problem (evidence.problem)")
+        return evidence
+    if not isinstance(problem, NonlinearProblem):
+        raise TypeError(f"problem: expected a NonlinearProblem or Evidence, got {type(problem).__name__}")
+    opts = dict(collect or {})
+    unknown = sorted(set(opts) - set(_COLLECT))
+    if unknown:
+        raise ValueError(f"collect: expected options among {_COLLECT}, got {unknown}")
+    return collect_evidence(problem, **opts)
+
+
+def _X(run: Mapping[str, Any], problem: NonlinearProblem) -> Blocks:
+    return tuple(torch.tensor(x, dtype=problem.dtype, device=problem.device) for x in run["X"])
+
+
+def _dist(X: Sequence[Tensor], Y: Sequence[Tensor]) -> float:
+    return math.sqrt(sum(float((x - y).pow(2).sum()) for x, y in zip(X, Y)))
+
+
+def _ratios(problem: NonlinearProblem, X: Blocks, x_star: Blocks, seed: int) -> tuple[float, float]:
+    """The RSC ratio at ``X`` and one RSM ratio (random rank-one ``U``, ``V``)."""
+    g, g0 = problem.grad(X), problem.grad(x_star)
+    D = tuple(x - x0 for x, x0 in zip(X, x_star))
+    den = sum(float(d.pow(2).sum()) for d in D)
+    rsc = sum(float(((a - b) * d).sum()) for a, b, d in zip(g, g0, D)) / den if den > 0 else math.nan
+    gen = torch.Generator().manual_seed(seed)
+    Z = []
+    for x in X:
+        m, n = x.shape
+        a, b = (torch.randn(m, generator=gen, dtype=torch.float64).to(x) for _ in range(2))
+        c, d = (torch.randn(n, generator=gen, dtype=torch.float64).to(x) for _ in range(2))
+        Z.append(
+            torch.outer(a, b) @ x / (a.norm() * b.norm()) + x @ torch.outer(c, d) / (c.norm() * d.norm())
+        )
+    zz = sum(float(z.pow(2).sum()) for z in Z)
+    rsm = problem.curvature(X, tuple(Z)) / zz if zz > 0 else math.nan
+    return rsc, rsm
+
+
+@dataclass(frozen=True)
+class _Judged:
+    """End points classified, with the constants every checker uses."""
+
+    points: list[dict[str, Any]]
+    alpha_hat: float
+    beta_hat: float
+    rho_hat: float
+    rho_lo: float
+    alpha_certified: bool
+    r_star: int
+    x_star_norm: float
+    numbers: dict[str, Any]
+
+
+def _judge(ev: Evidence, global_rtol: float) -> _Judged:
+    p, ref = ev.problem, ev.reference
+    pts = []
+    a_hat = ev.constants.alpha if ev.constants is not None else math.inf
+    b_hat = ev.constants.beta if ev.constants is not None else -math.inf
+    witness = None
+    for k, r in enumerate(ev.runs):
+        c = classify(r, ref.value, global_rtol=global_rtol)
+        d: dict[str, Any] = {"init": r["init"], "seed": r["seed"], "class": c}
+        if r.get("status") == "finished":
+            X = _X(r, p)
+            d.update(
+                distance=_dist(X, ref.X),
+                singular_values=r["singular_values"][0] if len(r["singular_values"]) == 1 else None,
+                ranks=r["ranks"],
+                frobenius=r["frobenius"],
+                penalized=r["penalized"],
+                excess=r["penalized"] - ref.value,
+                test_risk=r.get("test_risk"),
+            )
+            if d["distance"] <= ev.radius and max(r["ranks"]) <= ev.rank and d["distance"] > 0:
+                rsc, rsm = _ratios(p, X, ref.X, seed=k)
+                d.update(rsc_ratio=rsc, rsm_ratio=rsm)
+                if rsc < a_hat:
+                    a_hat, witness = rsc, (r["init"], r["seed"])
+                if rsm > b_hat:
+                    b_hat = rsm
+        pts.append(d)
+    b = ev.bounds
+    rho_hat = 2 * a_hat / b_hat if (b_hat > 0 and math.isfinite(a_hat)) else math.inf
+    rho_lo = 2 * b.alpha_lower / b.beta_upper if (b.alpha_lower > 0 and math.isfinite(b.beta_upper)) else 0.0
+    numbers = {
+        "alpha_hat": a_hat,
+        "beta_hat": b_hat,
+        "rho_hat": rho_hat,
+        "rho_lower": rho_lo,
+        "alpha_witness_end_point": witness,
+        "bounds": b.to_dict(),
+        "constants": ev.constants.to_dict() if ev.constants is not None else None,
+        "reference": {
+            "value": ref.value,
+            "rank": ref.rank,
+            "frobenius": ref.frobenius,
+            "certified": ref.certified,
+            "method": ref.method,
+            "stationarity": ref.stationarity,
+        },
+        "rank": ev.rank,
+        "radius": ev.radius,
+        "end_points": len(ev.runs),
+        "certified_sosps": sum(1 for d in pts if d["class"] != "not-sosp"),
+        "spurious": sum(1 for d in pts if d["class"] == "spurious"),
+    }
+    return _Judged(pts, a_hat, b_hat, rho_hat, rho_lo, b.alpha_lower > 0, ref.rank, ref.frobenius, numbers)
+
+
+def _save(
+    save_dir: str | Path | None, claim: str, ev: Evidence, bad: Sequence[Mapping[str, Any]]
+) -> str | None:
+    """Write the offending end points (with the problem's name and meta) as JSON; the path, or ``None``."""
+    if save_dir is None or not bad:
+        return None
+    import hashlib
+    import json
+
+    from verify.report import atomic_write_text
+    from verify.verdict import jsonable
+
+    keys = {(d["init"], d["seed"]) for d in bad}
+    points = [
+        {"init": r["init"], "seed": r["seed"], "X": r["X"], "penalized": r.get("penalized")}
+        for r in ev.runs
+        if (r["init"], r["seed"]) in keys and "X" in r
+    ]
+    data = {
+        "claim": claim,
+        "problem": {"name": ev.problem.name, "meta": dict(ev.problem.meta), "lam": list(ev.problem.lam)},
+        "reference": {"X": [x.tolist() for x in ev.reference.X], "value": ev.reference.value},
+        "rank": ev.rank,
+        "radius": ev.radius,
+        "options": dict(ev.options),
+        "points": points,
+    }
+    text = json.dumps(jsonable(data), indent=1, allow_nan=False)
+    tag = hashlib.sha256(text.encode()).hexdigest()[:8]
+    path = Path(save_dir) / f"{claim}-{ev.problem.name}-{tag}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(path, text + "\n")
+    return str(path)
+
+
+def _verdict(
+    claim: str,
+    ev: Evidence,
+    status: str,
+    reason: str,
+    cert: dict[str, Any],
+    opts: dict[str, Any],
+    *,
+    bad: Sequence[Mapping[str, Any]] = (),
+    save_dir: str | Path | None = None,
+) -> Verdict:
+    saved = _save(save_dir, claim, ev, bad) if status == "violated" else None
+    return Verdict(
+        claim,
+        status,  # type: ignore[arg-type]
+        dict(_fingerprint(ev.problem), name=ev.problem.name, meta=dict(ev.problem.meta)),
+        cert,
+        reason,
+        {"evidence": ev.seconds},
+        dict(ev.options, **opts),
+        saved,
+    )
+
+
+def _hypothesis_fails(j: _Judged) -> str | None:
+    if j.alpha_hat <= 0:
+        where = (
+            f"at end point {j.numbers['alpha_witness_end_point']}"
+            if j.numbers["alpha_witness_end_point"]
+            else "at a sampled point"
+        )
+        return f"RSC fails on the set: ratio {j.alpha_hat:.3g} <= 0 {where}; [KKR25]'s hypothesis is not met"
+    return None
+
+
+def check_kkr_dichotomy(
+    problem: NonlinearProblem | Evidence,
+    *,
+    evidence: Evidence | None = None,
+    collect: Mapping[str, Any] | None = None,
+    save_dir: str | Path | None = None,
+    variant: str = "theorem",
+    global_rtol: float = 1e-6,
+) -> Verdict:
+    r"""KKR-dichotomy (Thm 1.2): a non-global SOSP within ``radius`` of :math:`X^\star` has rank exactly
+    ``r``, :math:`\sigma_r \ge \rho\,\sigma_{r^\star}` and :math:`\|X - X^\star\|_F^2 \ge \|X -
+    \Pi_{r^\star}X\|_F^2 / (1 - \rho\,\sigma_{r^\star}/\sigma_r)`.
+
+    ``variant="all-global"`` is the planted false claim "every SOSP is a global minimizer";
+    ``variant="low-rank"`` the planted false claim "every SOSP has rank at most ``r*``".  Both
+    need no constants: any certified spurious (resp. higher-rank) SOSP refutes them.
+    """
+    evidence = _resolve(problem, evidence, collect)
+    claim = "KKR-dichotomy"
+    if variant not in ("theorem", "all-global", "low-rank"):
+        raise ValueError(f"variant: expected 'theorem', 'all-global' or 'low-rank', got {variant!r}")
+    opts = {"variant": variant, "global_rtol": global_rtol}
+    j = _judge(evidence, global_rtol)
+    cert = dict(j.numbers)
+    sosps = [d for d in j.points if d["class"] != "not-sosp"]
+    if not sosps:
+        return _verdict(claim, evidence, "inconclusive", "no end point is a certified SOSP", cert, opts)
+    if variant == "all-global":
+        bad = [d for d in sosps if d["class"] == "spurious"]
+        cert["points"] = bad or sosps
+        if bad:
+            return _verdict(
+                claim,
+                evidence,
+                "violated",
+                f"{len(bad)} certified SOSP(s) are not global (excess {bad[0]['excess']:.3g}, rank "
+                f"{max(bad[0]['ranks'])}, ||X||_F {bad[0]['frobenius']:.3g})",
+                cert,
+                opts,
+                bad=bad,
+                save_dir=save_dir,
+            )
+        ok = "holds" if evidence.reference.certified else "inconclusive"
+        return _verdict(claim, evidence, ok, f"all {len(sosps)} certified SOSPs are global", cert, opts)
+    if variant == "low-rank":
+        bad = [d for d in sosps if max(d["ranks"]) > j.r_star]
+        cert["points"] = bad or sosps
+        if bad:
+            return _verdict(
+                claim,
+                evidence,
+                "violated",
+                f"{len(bad)} certified SOSP(s) have rank {max(bad[0]['ranks'])} > r* = {j.r_star}",
+                cert,
+                opts,
+                bad=bad,
+                save_dir=save_dir,
+            )
+        return _verdict(
+            claim, evidence, "holds", f"all {len(sosps)} certified SOSPs have rank <= r*", cert, opts
+        )
+    r, rs = evidence.rank, j.r_star
+    checked, definite, undecided = [], [], []
+    for d in sosps:
+        if d["class"] != "spurious" or d["distance"] > evidence.radius or d.get("singular_values") is None:
+            continue
+        sv = list(d["singular_values"]) + [0.0] * max(0, r - len(d["singular_values"]))
+        d2 = d["distance"] ** 2
+        worst = dichotomy(
+            sv,
+            r=r,
+            r_star=rs,
+            alpha=max(j.rho_hat, 1e-300) / 2 if math.isfinite(j.rho_hat) else 0.5,
+            beta=1.0,
+            distance_sq=d2,
+            rank_rtol=1e-6,
+        )
+        best = dichotomy(
+            sv, r=r, r_star=rs, alpha=max(j.rho_lo, 1e-300) / 2, beta=1.0, distance_sq=d2, rank_rtol=1e-6
+        )
+        row = {"init": d["init"], "seed": d["seed"], "at_rho_hat": worst, "at_rho_lower": best}
+        checked.append(row)
+        if not best["rank_is_r"] or not best["all"]:
+            definite.append(row)
+        elif not worst["all"]:
+            undecided.append(row)
+    cert["spurious_checked"] = checked
+    if (why := _hypothesis_fails(j)) is not None:
+        return _verdict(claim, evidence, "inconclusive", why, cert, opts)
+    if definite:
+        if j.alpha_certified:
+            return _verdict(
+                claim,
+                evidence,
+                "violated",
+                f"{len(definite)} non-global SOSP(s) break Theorem 1.2 with alpha >= {evidence.bounds.alpha_lower:.3g} certified",
+                cert,
+                opts,
+                bad=definite,
+                save_dir=save_dir,
+            )
+        return _verdict(
+            claim,
+            evidence,
+            "inconclusive",
+            f"{len(definite)} non-global SOSP(s) break Theorem 1.2 at the estimated constants, but alpha > 0 "
+            "is not certified on this set (sampling gives only an upper estimate)",
+            cert,
+            opts,
+        )
+    if undecided:
+        return _verdict(
+            claim,
+            evidence,
+            "inconclusive",
+            f"{len(undecided)} non-global SOSP(s) satisfy the conditions at rho_lower = {j.rho_lo:.3g} but not at "
+            f"the estimate rho_hat = {j.rho_hat:.3g}",
+            cert,
+            opts,
+        )
+    return _verdict(
+        claim,
+        evidence,
+        "holds",
+        f"{len(checked)} non-global certified SOSP(s) within D = {evidence.radius:g} satisfy all three conditions "
+        f"at rho_hat = {j.rho_hat:.3g} ({len(sosps)} certified SOSPs)",
+        cert,
+        opts,
+    )
+
+
+def check_kkr_special(
+    problem: NonlinearProblem | Evidence,
+    *,
+    evidence: Evidence | None = None,
+    collect: Mapping[str, Any] | None = None,
+    save_dir: str | Path | None = None,
+    global_rtol: float = 1e-6,
+) -> Verdict:
+    r"""KKR-special (Thm 1.1): in the special regime (:math:`2\alpha > \beta`) every SOSP within
+    ``radius`` of :math:`X^\star` is a global minimizer.
+
+    The regime is *certified* by structural bounds (:math:`2\alpha_{lo} > \beta_{hi}`, e.g.
+    well-conditioned matrix sensing) or *estimated* by sampling (then a spurious SOSP is
+    ``inconclusive``: it may be the estimate that is wrong).  ``holds`` needs a certified
+    reference (so that "global" is certified too).
+    """
+    evidence = _resolve(problem, evidence, collect)
+    claim = "KKR-special"
+    opts = {"global_rtol": global_rtol}
+    j = _judge(evidence, global_rtol)
+    cert = dict(j.numbers)
+    certified = evidence.bounds.special_certified
+    estimated = j.rho_hat > 1
+    cert["special_certified"] = certified
+    cert["special_estimated"] = estimated
+    if not (certified or estimated):
+        return _verdict(
+            claim,
+            evidence,
+            "inconclusive",
+            f"not in the special regime (2 alpha_hat / beta_hat = {j.rho_hat:.3g} <= 1): Theorem 1.1 says nothing",
+            cert,
+            opts,
+        )
+    near = [d for d in j.points if d["class"] != "not-sosp" and d["distance"] <= evidence.radius]
+    bad = [d for d in near if d["class"] == "spurious"]
+    cert["points"] = bad or near
+    if not near:
+        return _verdict(claim, evidence, "inconclusive", "no certified SOSP within the radius", cert, opts)
+    if bad:
+        if certified:
+            return _verdict(
+                claim,
+                evidence,
+                "violated",
+                f"{len(bad)} certified SOSP(s) within D are not global in a certified special regime",
+                cert,
+                opts,
+                bad=bad,
+                save_dir=save_dir,
+            )
+        return _verdict(
+            claim,
+            evidence,
+            "inconclusive",
+            f"{len(bad)} non-global SOSP(s) in an only estimated special regime",
+            cert,
+            opts,
+        )
+    if not evidence.reference.certified:
+        return _verdict(
+            claim,
+            evidence,
+            "inconclusive",
+            f"all {len(near)} SOSPs reach the best known value, but it is not certified global",
+            cert,
+            opts,
+        )
+    how = "certified (structural bounds)" if certified else f"estimated (rho_hat = {j.rho_hat:.3g})"
+    return _verdict(
+        claim,
+        evidence,
+        "holds",
+        f"all {len(near)} certified SOSPs within D = {evidence.radius:g} are global; special regime {how}",
+        cert,
+        opts,
+    )
+
+
+def check_kkr_loud(
+    problem: NonlinearProblem | Evidence,
+    *,
+    evidence: Evidence | None = None,
+    collect: Mapping[str, Any] | None = None,
+    save_dir: str | Path | None = None,
+    global_rtol: float = 1e-6,
+) -> Verdict:
+    r"""KKR-loud (Cor. 1, ``r > r*``): :math:`\sigma_r \le \rho\,\sigma_{r^\star}` implies global;
+    otherwise spurious with :math:`\|X\|_F \ge \sqrt{\sum_{s=r^\star+1}^{r}\sigma_s^2 / (1 -
+    \rho\sigma_{r^\star}/\sigma_r)} - \|X^\star\|_F` (the square root as reconstructed; tested).
+
+    Each certified SOSP is classified at both ends of :math:`[\rho_{lo}, \hat\rho]` and compared
+    with its certificate; the certificate also reports the magnitude separation between failures
+    and successes.
+    """
+    evidence = _resolve(problem, evidence, collect)
+    claim = "KKR-loud"
+    opts = {"global_rtol": global_rtol}
+    j = _judge(evidence, global_rtol)
+    cert = dict(j.numbers)
+    r, rs = evidence.rank, j.r_star
+    if r <= rs:
+        return _verdict(
+            claim, evidence, "inconclusive", f"Corollary 1 needs r > r* (r = {r}, r* = {rs})", cert, opts
+        )
+    rows, definite, undecided = [], [], []
+    for d in j.points:
+        if d["class"] == "not-sosp" or d.get("singular_values") is None or d["distance"] > evidence.radius:
+            continue
+        sv = list(d["singular_values"]) + [0.0] * max(0, r - len(d["singular_values"]))
+        at_hat = (
+            loud(sv, r=r, r_star=rs, alpha=j.rho_hat / 2, beta=1.0, x_star_norm=j.x_star_norm)
+            if math.isfinite(j.rho_hat) and j.rho_hat > 0
+            else None
+        )
+        at_lo = loud(sv, r=r, r_star=rs, alpha=max(j.rho_lo, 1e-300) / 2, beta=1.0, x_star_norm=j.x_star_norm)
+        truth = "global" if d["class"] == "global" else "spurious"
+        row = {
+            "init": d["init"],
+            "seed": d["seed"],
+            "certificate": truth,
+            "at_rho_hat": at_hat,
+            "at_rho_lower": at_lo,
+        }
+        rows.append(row)
+        # Prediction "global" is certain when it holds at rho_lo; "spurious" when it holds at rho_hat.
+        if at_lo["prediction"] == "global" and truth == "spurious":
+            definite.append(dict(row, why="predicted global, certified spurious"))
+        elif at_hat is not None and at_hat["prediction"] == "spurious" and truth == "global":
+            definite.append(dict(row, why="predicted spurious, certified global"))
+        elif truth == "spurious" and at_lo["prediction"] == "spurious" and at_lo["bound_holds"] is False:
+            definite.append(dict(row, why="spurious point below the norm bound"))
+        elif truth == "spurious" and (
+            at_hat is None or at_hat["prediction"] != "spurious" or not at_hat["bound_holds"]
+        ):
+            undecided.append(row)
+        elif truth == "global" and at_lo["prediction"] != "global":
+            undecided.append(row)
+    cert["points"] = rows
+    succ = [d["frobenius"] for d in j.points if d["class"] == "global"]
+    fail = [d["frobenius"] for d in j.points if d["class"] == "spurious"]
+    cert["separation_ratio"] = min(fail) / max(succ) if succ and fail else None
+    cert["success_norm_max"] = max(succ) if succ else None
+    cert["failure_norm_min"] = min(fail) if fail else None
+    if not rows:
+        return _verdict(claim, evidence, "inconclusive", "no certified SOSP within the radius", cert, opts)
+    if (why := _hypothesis_fails(j)) is not None:
+        return _verdict(claim, evidence, "inconclusive", why, cert, opts)
+    if definite:
+        if j.alpha_certified:
+            return _verdict(
+                claim,
+                evidence,
+                "violated",
+                f"{len(definite)} point(s): {definite[0]['why']}",
+                cert,
+                opts,
+                bad=definite,
+                save_dir=save_dir,
+            )
+        return _verdict(
+            claim,
+            evidence,
+            "inconclusive",
+            f"{len(definite)} point(s) contradict Corollary 1 ({definite[0]['why']}), but alpha > 0 is not certified",
+            cert,
+            opts,
+        )
+    if undecided:
+        return _verdict(
+            claim,
+            evidence,
+            "inconclusive",
+            f"{len(undecided)} point(s) fall between rho_lower = {j.rho_lo:.3g} and rho_hat = {j.rho_hat:.3g}",
+            cert,
+            opts,
+        )
+    sep = cert["separation_ratio"]
+    return _verdict(
+        claim,
+        evidence,
+        "holds",
+        f"{len(rows)} certified SOSPs classified as the certificate says"
+        + (f"; failures are {sep:.3g}x larger in norm" if sep else ""),
+        cert,
+        opts,
+    )
+
+
+def check_kkr_magnitude(
+    problem: NonlinearProblem | Evidence,
+    *,
+    evidence: Evidence | None = None,
+    collect: Mapping[str, Any] | None = None,
+    save_dir: str | Path | None = None,
+    factor: float = 1.0,
+    global_rtol: float = 1e-6,
+) -> Verdict:
+    r"""KKR-magnitude (Sec. 3.4): :math:`\|X^\star\|_* \le (L(0) - L(X^\star))/\lambda < L(0)/\lambda`.
+
+    Checked at the reference and at every global end point (``factor`` scales the right side:
+    ``factor < 1`` is a planted false variant).  Follows from the penalized value at
+    :math:`X^\star` being at most the value at 0; the tolerance is the reference's certified gap
+    (or ``global_rtol`` when it is not certified).
+    """
+    evidence = _resolve(problem, evidence, collect)
+    claim = "KKR-magnitude"
+    if not (isinstance(factor, (int, float)) and factor > 0):
+        raise ValueError(f"factor: expected a positive number, got {factor!r}")
+    opts = {"factor": factor, "global_rtol": global_rtol}
+    p, ref = evidence.problem, evidence.reference
+    if len(set(p.lam)) != 1 or p.lam[0] <= 0:
+        return _verdict(
+            claim, evidence, "inconclusive", "needs one weight decay lam > 0 on all blocks", {}, opts
+        )
+    lam = p.lam[0]
+    L0 = p.value(p.zeros())
+    tol = max(ref.value - ref.lower_bound, 0.0) if ref.certified else global_rtol * max(1.0, abs(ref.value))
+    rows = []
+    pts = [("reference", ref.X)] + [
+        (f"{r['init']}:{r['seed']}", _X(r, p))
+        for r in evidence.runs
+        if classify(r, ref.value, global_rtol=global_rtol) == "global"
+    ]
+    for name, X in pts:
+        nuc = sum(float(torch.linalg.matrix_norm(x, ord="nuc")) for x in X)
+        LX = p.value(X)
+        rhs = factor * (L0 - LX) / lam
+        rows.append(
+            {
+                "point": name,
+                "nuclear": nuc,
+                "L": LX,
+                "bound": rhs,
+                "excess": nuc - rhs,
+                "below_L0_over_lam": nuc < L0 / lam,
+            }
+        )
+    bad = [row for row in rows if row["excess"] > tol / lam + 1e-12 * max(1.0, row["nuclear"])]
+    cert = {"L0": L0, "lam": lam, "tolerance": tol, "points": rows, "reference_certified": ref.certified}
+    if bad:
+        if ref.certified:
+            return _verdict(
+                claim,
+                evidence,
+                "violated",
+                f"{len(bad)} global minimizer(s) exceed the bound (by {bad[0]['excess']:.3g})",
+                cert,
+                opts,
+            )
+        return _verdict(
+            claim,
+            evidence,
+            "inconclusive",
+            f"{len(bad)} point(s) exceed the bound, but they are not certified global",
+            cert,
+            opts,
+        )
+    if not ref.certified:
+        return _verdict(
+            claim,
+            evidence,
+            "inconclusive",
+            f"the bound holds at {len(rows)} point(s), not certified global",
+            cert,
+            opts,
+        )
+    return _verdict(
+        claim,
+        evidence,
+        "holds",
+        f"||X||_* <= {factor:g} (L(0) - L(X))/lam at {len(rows)} certified global point(s)",
+        cert,
+        opts,
+    )
+
+
+def check_kkr_bias(
+    problem: NonlinearProblem | Evidence,
+    *,
+    evidence: Evidence | None = None,
+    collect: Mapping[str, Any] | None = None,
+    save_dir: str | Path | None = None,
+    favoured: str = "zero",
+    against: str = "large",
+    global_rtol: float = 1e-6,
+) -> Verdict:
+    r"""KKR-bias: zero init with weight decay reaches the global minimizer; a large random init can fail.
+
+    Success fractions among certified SOSPs per init, with 95 % Wilson intervals.  ``holds`` when
+    the ``favoured`` init's interval lies above 1/2 and its fraction is at least the ``against``
+    init's; ``violated`` when its interval lies below 1/2 or entirely below the other's
+    (``favoured="large"`` is a planted false variant).  The certificate has the test risk and the
+    norm per class.
+    """
+    evidence = _resolve(problem, evidence, collect)
+    claim = "KKR-bias"
+    opts = {"favoured": favoured, "against": against, "global_rtol": global_rtol}
+    ref = evidence.reference
+    runs = [dict(r, reference_value=ref.value) for r in evidence.runs]
+    table = kkr_table(runs, {"value": ref.value}, global_rtol=global_rtol)
+    cert: dict[str, Any] = {
+        "table": table,
+        "reference_certified": ref.certified,
+        "lam": list(evidence.problem.lam),
+    }
+    if favoured not in table or against not in table:
+        return _verdict(
+            claim, evidence, "inconclusive", f"needs runs of both {favoured!r} and {against!r}", cert, opts
+        )
+    if any(x <= 0 for x in evidence.problem.lam) and favoured == "zero":
+        return _verdict(
+            claim,
+            evidence,
+            "inconclusive",
+            "the claim is about zero init *with* weight decay (lam > 0)",
+            cert,
+            opts,
+        )
+    f, a = table[favoured], table[against]
+    if f["converged"] == 0:
+        return _verdict(claim, evidence, "inconclusive", f"no certified SOSP from {favoured!r}", cert, opts)
+    lo, hi = f["success_interval"]
+    alo, ahi = a["success_interval"]
+    tag = f"{favoured}: {f['successes']}/{f['converged']} global [{lo:.2f}, {hi:.2f}]; {against}: {a['successes']}/{a['converged']} [{alo:.2f}, {ahi:.2f}]"
+    if hi < 0.5 or (a["converged"] and hi < alo):
+        return _verdict(claim, evidence, "violated", tag, cert, opts)
+    frac_a = a["success_fraction"] if a["converged"] else 0.0
+    if lo > 0.5 and f["success_fraction"] >= frac_a:
+        if not ref.certified:
+            return _verdict(
+                claim,
+                evidence,
+                "inconclusive",
+                tag + " (global = the best value found, not certified)",
+                cert,
+                opts,
+            )
+        return _verdict(claim, evidence, "holds", tag, cert, opts)
+    return _verdict(claim, evidence, "inconclusive", tag, cert, opts)
+
+
+def _perturbed(problem: Any, form: str, eps: float, seed: int) -> NonlinearProblem:
+    """The linearized risk with perturbation ``form`` as a :class:`NonlinearProblem` (``linear`` kept for ``none``)."""
+    from landscapes.nonlinear import from_problem
+
+    base = from_problem(problem)
+    if form == "none":
+        return base
+    gen = torch.Generator().manual_seed(seed)
+    P = tuple(
+        torch.randn(m, n, generator=gen, dtype=torch.float64).to(problem.dtype) for m, n in problem.blocks
+    )
+
+    def risk(X: Blocks) -> Tensor:
+        extra = (
+            sum(0.5 * eps * (x * x).sum() for x in X)
+            if form == "ridge"
+            else sum(eps * (pp * x).sum() for pp, x in zip(P, X))
+        )
+        return base.risk(X) + extra
+
+    return NonlinearProblem(
+        risk,
+        base.blocks,
+        base.lam,
+        dtype=base.dtype,
+        device=base.device,
+        name=f"{base.name}-{form}{eps:g}",
+        meta=dict(base.meta, perturbation=form, eps=eps),
+    )
+
+
+def check_kkr_includes_jlr(
+    problem: Any,
+    *,
+    eps: float = 1e-3,
+    form: str = "ridge",
+    rank: int | None = None,
+    radius: float = 1.0,
+    samples: int = 100,
+    seed: int = 0,
+    save_dir: str | Path | None = None,
+) -> Verdict:
+    r"""KKR-includes-JLR: "the eps-perturbed linearized loss lies in the special regime" ([KKR25]).
+
+    ``problem`` is a linearized :class:`~landscapes.problem.Problem`.  Perturbation forms of the
+    risk :math:`L(X)` (JLR's own perturbation acts on the factors, not on ``X``, so it has no
+    ``X``-space constants; these are the readings that do): ``"none"``; ``"linear"``,
+    :math:`+\varepsilon\langle P, X\rangle` (Gaussian ``P``); ``"ridge"``,
+    :math:`+\tfrac\varepsilon2\|X\|_F^2` (the reading that makes :math:`\alpha = \varepsilon`).
+
+    For each form: a null direction ``D`` of ``J`` (rank ``rank - r*``, :func:`null_direction`)
+    keeps the predictions fixed, so the RSC ratio along :math:`X^\star + tD` is exactly 0
+    (``none``, ``linear``) or :math:`\varepsilon` (``ridge``): a rigorous upper bound on
+    :math:`\alpha`.  :math:`\hat\beta` is a rigorous *lower* bound on :math:`\beta` (sampled
+    curvatures).  ``violated`` when :math:`2\alpha_{up} \le \hat\beta` for ``form`` (generic or
+    no RSC, certified); ``holds`` when the structural bounds certify :math:`2\alpha > \beta`.
+    The witnesses are in the certificate (``save_dir`` is accepted for the suite; nothing is saved).
+    """
+    from landscapes.problem import Problem
+
+    claim = "KKR-includes-JLR"
+    if not isinstance(problem, Problem):
+        raise TypeError(f"problem: expected a linearized Problem, got {type(problem).__name__}")
+    forms = ("none", "linear", "ridge")
+    if form not in forms:
+        raise ValueError(f"form: expected one of {forms}, got {form!r}")
+    if not (isinstance(eps, (int, float)) and eps > 0 and math.isfinite(eps)):
+        raise ValueError(f"eps: expected a positive finite number, got {eps!r}")
+    t0 = time.perf_counter()
+    rows: dict[str, Any] = {}
+    bounds = restricted_bounds(_perturbed(problem, "none", float(eps), seed))
+    for f in forms:
+        q = _perturbed(problem, f, float(eps), seed)
+        ref = minimize_penalized(q) if all(lam > 0 for lam in q.lam) else None
+        x0 = ref.X if ref is not None else q.zeros()
+        r_star = ref.rank if ref is not None else 0
+        r = rank if rank is not None else r_star + 1
+        D = null_direction(problem, rank=max(1, r - r_star), seed=seed)
+        row: dict[str, Any] = {"r": r, "r_star": r_star, "reference_method": ref.method if ref else None}
+        if D is not None:
+            t = 0.5 * radius
+            X = tuple(x + t * d for x, d in zip(x0, D))
+            g, g0 = q.grad(X), q.grad(x0)
+            num = sum(float(((a - b) * (t * d)).sum()) for a, b, d in zip(g, g0, D))
+            row["alpha_upper"] = num / (t * t)
+            row["null_residual"] = float(problem.J.matvec(problem.vec(D)).norm())
+        else:
+            row["alpha_upper"] = math.inf
+            row["null_residual"] = None
+        rc = restricted_constants(q, rank=max(r, 1), radius=radius, x_star=x0, samples=samples, seed=seed)
+        row["alpha_hat"] = min(rc.alpha, row["alpha_upper"])
+        row["beta_lower"] = rc.beta
+        # The perturbations add eps I (ridge) or nothing (linear) to every Hessian.
+        shift = float(eps) if f == "ridge" else 0.0
+        row["alpha_lower"], row["beta_upper"] = bounds.alpha_lower + shift, bounds.beta_upper + shift
+        row["generic_certified"] = 2 * row["alpha_hat"] <= row["beta_lower"]
+        row["special_certified"] = 2 * row["alpha_lower"] > row["beta_upper"]
+        rows[f] = row
+    cert = {"forms": rows, "eps": eps, "claimed": {"alpha": eps, "beta": eps}}
+    opts = {"eps": eps, "form": form, "rank": rank, "radius": radius, "samples": samples, "seed": seed}
+    fp = dict(problem.fingerprint())
+    row = rows[form]
+    if row["generic_certified"]:
+        how = (
+            f"a null direction of J (residual {row['null_residual']:.1e})"
+            if row["null_residual"] is not None and row["alpha_hat"] == row["alpha_upper"]
+            else "a sampled point"
+        )
+        status, reason = (
+            "violated",
+            f"{form}: alpha <= {row['alpha_hat']:.3g} (witness: {how}) and beta >= {row['beta_lower']:.3g}, "
+            "so 2 alpha <= beta: not the special regime",
+        )
+    elif row["special_certified"]:
+        status, reason = (
+            "holds",
+            f"{form}: 2 alpha >= {2 * row['alpha_lower']:.3g} > beta <= {row['beta_upper']:.3g}",
+        )
+    else:
+        status, reason = "inconclusive", f"{form}: neither regime certified"
+    return Verdict(claim, status, fp, cert, reason, {"total": time.perf_counter() - t0}, opts)  # type: ignore[arg-type]
