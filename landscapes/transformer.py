@@ -1122,6 +1122,54 @@ def review_problem(
     return Problem(p.J, p.f0, p.y, loss=p.loss, blocks=p.blocks, lam=p.lam, seed=seed, name=p.name, meta=meta)
 
 
+def review_nonlinear_problem(
+    *,
+    N: int = 32,
+    n_test: int = 64,
+    seed: int = 0,
+    lam: float = 0.01,
+    layers: str = "last",
+    model: str | os.PathLike[str] | None = None,
+    dtype: torch.dtype | str = torch.float64,
+) -> Any:
+    r"""The [KKR25] setup on the review sentences: the real model *without* linearization.
+
+    ``N`` training and ``n_test`` held-out sentences (a seeded, stratified split), the offline
+    MiniLM (or ``model``), a random linear head on mean pooling, ``K = 2``, cross-entropy, weight
+    decay ``lam``; LoRA targets W_q and W_v of the last layer (``layers="last"``) or of every layer
+    (``layers="all"``, as in [KKR25]).  Returns a :class:`landscapes.nonlinear.NonlinearProblem`
+    whose ``test_risk`` is the same model's risk on the held-out sentences.
+    """
+    import dataclasses
+
+    from landscapes.data import load_reviews, train_test_split
+
+    if layers not in ("last", "all"):
+        raise ValueError(f"layers: expected 'last' or 'all', got {layers!r}")
+    if isinstance(n_test, bool) or not isinstance(n_test, int) or n_test < 0:
+        raise ValueError(f"n_test: expected an int >= 0, got {n_test!r}")
+    if isinstance(dtype, str):
+        if dtype not in ("float32", "float64"):
+            raise ValueError(f"dtype: expected 'float32' or 'float64', got {dtype!r}")
+        dtype = getattr(torch, dtype)
+    train, test = train_test_split(load_reviews(), n_train=N, n_test=n_test, seed=seed)
+    net, tok = load_encoder(model, dtype=dtype)
+    targets = (
+        None
+        if layers == "last"
+        else ["encoder.layer.*.attention.self.query.weight", "encoder.layer.*.attention.self.value.weight"]
+    )
+    enc = LinearizedEncoder(net, tok, list(train.texts), K=2, targets=targets, dtype=dtype)
+    p = enc.nonlinear_problem(train.label_tensor(), loss="cross_entropy", lam=lam)
+    test_risk = None
+    if n_test > 0:
+        enc_t = LinearizedEncoder(net, tok, list(test.texts), K=2, targets=targets, dtype=dtype)
+        test_risk = enc_t.nonlinear_problem(test.label_tensor(), loss="cross_entropy", lam=lam).risk
+    meta = dict(p.meta, data="reviews", split_seed=seed, n_test=n_test, layers=layers)
+    name = f"minilm-{'qv-last' if layers == 'last' else 'qv-all'}-N{N}-nonlinear"
+    return dataclasses.replace(p, test_risk=test_risk, meta=meta, name=name)
+
+
 def adapted_logits(
     encoder: LinearizedEncoder, init: Any, *, dtype: torch.dtype | None = None, offset: bool = True
 ) -> Tensor:

@@ -249,6 +249,39 @@ def _parser() -> argparse.ArgumentParser:
     )
     sp.add_argument("--fresh", action="store_true", help="ignore an earlier speed.json in DIR")
     sp.add_argument("--no-progress", action="store_true", help="no progress bar")
+    kk = sub.add_parser(
+        "kkr",
+        help="[KKR25] without linearization: LoRA training at scale of seeds, end points classified",
+        description="For each problem (and weight decay): a reference minimum of the penalized problem "
+        "(certified for convex risks), Monte-Carlo restricted constants about it, and LoRA training "
+        "runs from each init and seed (Adam with weight decay, then L-BFGS), each end point certified "
+        "as an SOSP or not and classified global / spurious.  Prints the table per configuration and "
+        "the KKR verdicts; writes DIR/kkr.json after every run (an interrupted run resumes).",
+    )
+    kk.add_argument(
+        "--problems",
+        nargs="+",
+        default=["sensing-special", "sensing-illcond", "tanh-sensing", "two-layer", "attention"],
+        metavar="NAME",
+        help="named configurations: sensing-special, sensing-illcond, tanh-sensing, two-layer, attention, "
+        "double-well, minilm-qv (the real MiniLM without linearization; needs the models extra) "
+        "(default: the five synthetic families)",
+    )
+    kk.add_argument(
+        "--inits", nargs="+", metavar="INIT", help="zero, small, large, loraga (default: zero small large)"
+    )
+    kk.add_argument("--seeds", type=int, default=10, help="seeds 0..S-1 per init (default: %(default)s)")
+    kk.add_argument(
+        "--lams", type=float, nargs="+", metavar="LAM", help="weight decays (default: each problem's own)"
+    )
+    kk.add_argument(
+        "--samples", type=int, default=200, help="Monte-Carlo samples of the constants (default: %(default)s)"
+    )
+    kk.add_argument(
+        "--out", default="loracheck-report", metavar="DIR", help="output directory (default: %(default)s)"
+    )
+    kk.add_argument("--fresh", action="store_true", help="ignore an earlier kkr.json in DIR")
+    kk.add_argument("--no-progress", action="store_true", help="no progress bar")
     return p
 
 
@@ -410,6 +443,88 @@ def _cmd_speed(args: argparse.Namespace) -> int:
     print(
         "\n[=]: a deterministic init (every seed gave the same run).  end rank: numerical rank of "
         "dW = sBA - O per seed (1e-6 relative); ||dW||: median Frobenius norm."
+    )
+    print(f"{data['seconds']:.1f} s.  Data: {path}")
+    return code
+
+
+def _cmd_kkr(args: argparse.Namespace) -> int:
+    from verify.kkr_runs import KKR_INITS, KKR_PROBLEMS, kkr_experiment
+
+    for name in args.problems:
+        if name not in KKR_PROBLEMS:
+            raise _BadInput(f"--problems: expected names from {', '.join(KKR_PROBLEMS)}, got {name!r}")
+    inits = args.inits or ["zero", "small", "large"]
+    for name in inits:
+        if name not in KKR_INITS:
+            raise _BadInput(f"--inits: expected names from {', '.join(KKR_INITS)}, got {name!r}")
+    for opt, v in (("--seeds", args.seeds), ("--samples", args.samples)):
+        if v < 1:
+            raise _BadInput(f"{opt}: expected a positive int, got {v}")
+    if args.lams is not None and any(not (x >= 0 and x < float("inf")) for x in args.lams):
+        raise _BadInput(f"--lams: expected finite weight decays >= 0, got {args.lams}")
+    out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        raise _BadInput(f"--out: expected a directory, got an existing file {str(out)!r}")
+    path = out / "kkr.json"
+    try:
+        data = kkr_experiment(
+            args.problems,
+            out=path,
+            inits=inits,
+            seeds=tuple(range(args.seeds)),
+            lams=args.lams,
+            samples=args.samples,
+            fresh=args.fresh,
+            progress=False if args.no_progress else None,
+        )
+    except ValueError as exc:
+        raise _BadInput(str(exc)) from None
+    code = 0
+    for key, entry in data["configurations"].items():
+        ref, c, b = entry["reference"], entry.get("constants") or {}, entry["bounds"]
+        train = KKR_PROBLEMS[entry["problem"]]["train"]
+        cert = "certified" if ref["certified"] else "best found"
+        print(
+            f"\n{key}: {entry['fingerprint']['name']}, lam {entry['fingerprint']['lam']}, LoRA r = {train['rank']}, "
+            f"D = {train['radius']:g}\n  reference ({ref['method']}, {cert}): value {ref['value']:.6g}, "
+            f"rank r* = {ref['rank']}, ||X*||_F {ref['frobenius']:.3g}"
+        )
+        if c:
+            bnd = ""
+            if b["alpha_lower"] not in ("-inf", None) and float(b["alpha_lower"]) > 0:
+                bnd = f"; bounds alpha >= {float(b['alpha_lower']):.3g}, beta <= {float(b['beta_upper']):.3g}"
+            print(
+                f"  alpha^ {c['alpha']:.3g} (upper estimate), beta^ {c['beta']:.3g} (lower estimate) from "
+                f"{c['samples']} samples: {c['regime']}{' (certified)' if c['certified'] else ' (estimated)'}{bnd}"
+            )
+        print(
+            f"  {'init':<7} {'runs':>4} {'SOSP':>4} {'glob':>4} {'spur':>4} {'success [95% CI]':>18} "
+            f"{'sep.':>6} {'|X| glob':>8} {'|X| spur':>8} {'rk spur':>7} {'test glob':>9} {'test spur':>9}"
+        )
+
+        def f(x: Any, w: int, spec: str = ".3g") -> str:
+            return f"{x:>{w}{spec}}" if isinstance(x, (int, float)) and x == x else f"{'-':>{w}}"
+
+        for init, row in entry["table"].items():
+            lo, hi = row["success_interval"]
+            frac = row["success_fraction"]
+            ci = f"{frac:.2f} [{lo:.2f},{hi:.2f}]" if isinstance(frac, float) and frac == frac else "-"
+            print(
+                f"  {init:<7} {row['runs']:>4} {row['converged']:>4} {row['successes']:>4} {row['failures']:>4} "
+                f"{ci:>18} {f(row['separation_ratio'], 6)} {f(row['success_norm_median'], 8)} "
+                f"{f(row['failure_norm_median'], 8)} {f(row['failure_rank_median'], 7, 'g')} "
+                f"{f(row['success_test_median'], 9)} {f(row['failure_test_median'], 9)}"
+            )
+        for claim, v in entry.get("verdicts", {}).items():
+            print(f"  {claim:<14} {v['status']:<12} {v['reason']}")
+            if v["status"] == "violated":
+                code = max(code, 1)
+        for init, why in entry.get("skipped", {}).items():
+            print(f"  {init}: skipped ({why})")
+    print(
+        "\nSOSP: certified approximate second-order stationary end points; glob / spur: penalized value equal "
+        "to / above the reference's; sep.: min |X|_F of spurious over max of global; test: held-out risk."
     )
     print(f"{data['seconds']:.1f} s.  Data: {path}")
     return code
@@ -838,6 +953,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _cmd_experiment(args)
         if args.command == "speed":
             return _cmd_speed(args)
+        if args.command == "kkr":
+            return _cmd_kkr(args)
         if args.command == "audit":
             return _cmd_audit(args)
         if args.command == "figures":

@@ -32,6 +32,7 @@ import math
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -305,6 +306,18 @@ def _save(
     return str(path)
 
 
+#: Singular values below this fraction of sigma_1 are zero (the numerical rank of the end points).
+RANK_RTOL = 1e-6
+
+
+def _numerical(singular_values: Sequence[float], r: int) -> list[float]:
+    """The spectrum with values below ``RANK_RTOL * sigma_1`` set to 0, padded with zeros to ``r``."""
+    sv = [float(x) for x in singular_values]
+    top = sv[0] if sv else 0.0
+    sv = [x if x > RANK_RTOL * top else 0.0 for x in sv]
+    return sv + [0.0] * max(0, r - len(sv))
+
+
 def _verdict(
     claim: str,
     ev: Evidence,
@@ -406,7 +419,7 @@ def check_kkr_dichotomy(
     for d in sosps:
         if d["class"] != "spurious" or d["distance"] > evidence.radius or d.get("singular_values") is None:
             continue
-        sv = list(d["singular_values"]) + [0.0] * max(0, r - len(d["singular_values"]))
+        sv = _numerical(d["singular_values"], r)
         d2 = d["distance"] ** 2
         worst = dichotomy(
             sv,
@@ -580,7 +593,7 @@ def check_kkr_loud(
     for d in j.points:
         if d["class"] == "not-sosp" or d.get("singular_values") is None or d["distance"] > evidence.radius:
             continue
-        sv = list(d["singular_values"]) + [0.0] * max(0, r - len(d["singular_values"]))
+        sv = _numerical(d["singular_values"], r)
         at_hat = (
             loud(sv, r=r, r_star=rs, alpha=j.rho_hat / 2, beta=1.0, x_star_norm=j.x_star_norm)
             if math.isfinite(j.rho_hat) and j.rho_hat > 0

@@ -63,6 +63,7 @@ __all__ = [
     "kkr_table",
     "wilson_interval",
     "kkr_experiment",
+    "evidence_from_entry",
 ]
 
 KKR_FORMAT = "loracheck.kkr/1"
@@ -134,7 +135,16 @@ KKR_PROBLEMS: dict[str, dict[str, Any]] = {
     "minilm-qv": {
         "builder": "minilm",
         "kwargs": {"n": 32, "lam": 0.01, "layers": "last"},
-        "train": {"rank": 8, "steps": 300, "lr": 0.01, "radius": 5.0},
+        "train": {
+            "rank": 8,
+            "steps": 150,
+            "lr": 0.01,
+            "radius": 5.0,
+            "polish": 100,
+            "lanczos_maxiter": 150,
+            "reference_iter": 150,
+            "max_samples": 40,
+        },
         "note": "the offline MiniLM without linearization, W_q and W_v of the last layer, review sentences",
     },
 }
@@ -202,14 +212,19 @@ def kkr_run(
     polish: int = 3000,
     grad_tol: float = 1e-10,
     rank_rtol: float = 1e-6,
+    lanczos_maxiter: int | None = None,
 ) -> dict[str, Any]:
-    """Train from ``start`` and return the end point's numbers (see the module docstring)."""
+    """Train from ``start`` and return the end point's numbers (see the module docstring).
+
+    ``polish`` L-BFGS iterations follow the Adam ``steps``; ``lanczos_maxiter`` caps the Lanczos
+    iterations of the curvature certificate (an unconverged run certifies no SOSP).
+    """
     t0 = time.perf_counter()
     try:
         end, hist = train_lora(problem, start, steps=steps, lr=lr, polish=polish, grad_tol=grad_tol)
     except FloatingPointError as exc:
         return {"status": "diverged", "error": str(exc), "seconds": time.perf_counter() - t0}
-    ep = end_point(problem, end, rank_rtol=rank_rtol)
+    ep = end_point(problem, end, rank_rtol=rank_rtol, maxiter=lanczos_maxiter)
     X = tuple(a @ b.T for a, b in zip(end.A, end.B))
     out = ep.to_dict()
     lm = out.pop("lambda_min")
@@ -256,8 +271,12 @@ def kkr_table(
     the smallest failure norm over the largest success norm.
     """
     out: dict[str, Any] = {}
-    for init in dict.fromkeys(r["init"] for r in runs):
-        rows = [r for r in runs if r["init"] == init]
+    inits = list(dict.fromkeys(r["init"] for r in runs))
+    groups = [(i, [r for r in runs if r["init"] == i]) for i in inits]
+    if len(inits) > 1:
+        # Every init together, except the shifted problems (another problem, another reference).
+        groups.append(("all", [r for r in runs if not r.get("shifted")]))
+    for init, rows in groups:
         cls = [
             classify(r, float(r.get("reference_value", reference["value"])), global_rtol=global_rtol)
             for r in rows
@@ -314,6 +333,46 @@ def _reference_dict(ref: PenalizedMinimum) -> dict[str, Any]:
 
 def _points(d: Mapping[str, Any], problem: NonlinearProblem) -> tuple[Tensor, ...]:
     return tuple(torch.tensor(x, dtype=problem.dtype, device=problem.device) for x in d["X"])
+
+
+def evidence_from_entry(entry: Mapping[str, Any], problem: NonlinearProblem) -> Any:
+    """The :class:`verify.kkr.Evidence` of one configuration of an experiment file (runs of the
+    problem itself; runs of shifted problems, e.g. LoRA-GA, belong to other problems)."""
+    from landscapes.restricted import RestrictedBounds, RestrictedConstants
+    from verify.kkr import Evidence
+
+    ref = dict(entry["reference"])
+    fields = {k: ref[k] for k in PenalizedMinimum.__dataclass_fields__ if k != "X"}
+    fields["singular_values"] = tuple(tuple(float(v) for v in sv) for sv in fields["singular_values"])
+    fields["ranks"] = tuple(fields["ranks"])
+    for k in ("value", "risk", "lower_bound", "stationarity"):
+        if isinstance(fields[k], str):
+            fields[k] = float(fields[k])
+    pm = PenalizedMinimum(X=_points(ref, problem), **fields)
+    consts = RestrictedConstants(**entry["constants"]) if entry.get("constants") else None
+    b = entry["bounds"]
+    bounds = RestrictedBounds(float(b["alpha_lower"]), float(b["beta_upper"]), b["method"])
+    train = KKR_PROBLEMS[entry["problem"]]["train"]
+    runs = tuple(r for r in entry["runs"] if not r.get("shifted"))
+    return Evidence(problem, pm, runs, consts, bounds, train["rank"], float(train["radius"]))
+
+
+def _verdicts(
+    entry: Mapping[str, Any], problem: NonlinearProblem, train: Mapping[str, Any]
+) -> dict[str, Any]:
+    from verify import kkr
+
+    ev = evidence_from_entry(entry, problem)
+    out = {}
+    for claim, f in (
+        ("KKR-special", kkr.check_kkr_special),
+        ("KKR-dichotomy", kkr.check_kkr_dichotomy),
+        ("KKR-loud", kkr.check_kkr_loud),
+        ("KKR-magnitude", kkr.check_kkr_magnitude),
+        ("KKR-bias", kkr.check_kkr_bias),
+    ):
+        out[claim] = f(ev).to_dict()
+    return out
 
 
 def kkr_experiment(
@@ -412,7 +471,7 @@ def kkr_experiment(
                 refs: dict[str, PenalizedMinimum] = {}
                 if "reference" not in entry:
                     bar.set_postfix_str(f"{key}: reference")
-                    refs["base"] = minimize_penalized(problem)
+                    refs["base"] = minimize_penalized(problem, max_iter=train.get("reference_iter", 5000))
                     entry["reference"] = _reference_dict(refs["base"])
                     entry["bounds"] = restricted_bounds(problem).to_dict()
                     save()
@@ -421,7 +480,11 @@ def kkr_experiment(
                 if "constants" not in entry and train["rank"] >= entry["reference"]["rank"]:
                     bar.set_postfix_str(f"{key}: restricted constants")
                     entry["constants"] = restricted_constants(
-                        problem, rank=train["rank"], radius=train["radius"], x_star=ref_X, samples=samples
+                        problem,
+                        rank=train["rank"],
+                        radius=train["radius"],
+                        x_star=ref_X,
+                        samples=min(samples, train.get("max_samples", samples)),
                     ).to_dict()
                     save()
                 shifted_refs: dict[str, dict[str, Any]] = entry.setdefault("shifted_references", {})
@@ -448,9 +511,18 @@ def kkr_experiment(
                             ).encode()
                         ).hexdigest()[:16]
                         if oh not in shifted_refs:
-                            shifted_refs[oh] = _reference_dict(minimize_penalized(target))
+                            shifted_refs[oh] = _reference_dict(
+                                minimize_penalized(target, max_iter=train.get("reference_iter", 5000))
+                            )
                         ref_value = float(shifted_refs[oh]["value"])
-                    run = kkr_run(target, start, steps=train["steps"], lr=train["lr"])
+                    run = kkr_run(
+                        target,
+                        start,
+                        steps=train["steps"],
+                        lr=train["lr"],
+                        polish=train.get("polish", 3000),
+                        lanczos_maxiter=train.get("lanczos_maxiter"),
+                    )
                     run.update(init=init, seed=seed, reference_value=ref_value, shifted=offset is not None)
                     entry["runs"].append(run)
                     save()
@@ -465,13 +537,18 @@ def kkr_experiment(
                 if best is not None and best["penalized"] < float(entry["reference"]["value"]) - 1e-12 * max(
                     1.0, abs(float(entry["reference"]["value"]))
                 ):
-                    better = minimize_penalized(problem, starts={"best-run": _points(best, problem)})
+                    better = minimize_penalized(
+                        problem,
+                        starts={"best-run": _points(best, problem)},
+                        max_iter=train.get("reference_iter", 5000),
+                    )
                     entry["reference_refined_from_run"] = {"init": best["init"], "seed": best["seed"]}
                     entry["reference"] = _reference_dict(better)
                     for r in entry["runs"]:
                         if not r.get("shifted"):
                             r["reference_value"] = better.value
                 entry["table"] = kkr_table(entry["runs"], entry["reference"])
+                entry["verdicts"] = _verdicts(entry, problem, train)
                 save()
     finally:
         bar.close()

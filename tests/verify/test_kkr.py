@@ -1,0 +1,195 @@
+"""[KKR25] checkers: closed-form problems, planted false claims, the experiment file and its CLI."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+import torch
+
+from landscapes import nonlinear as nl
+from landscapes.nonlinear_sosp import Factors
+from landscapes.problem import Problem
+from landscapes.synthetic import gaussian_problem
+from verify import kkr
+from verify.cli import main
+from verify.kkr_runs import KKR_PROBLEMS, classify, kkr_experiment, kkr_table, make_init, wilson_interval
+
+
+@pytest.fixture(scope="module")
+def special_evidence():
+    p = nl.matrix_sensing(m=6, n=5, N=2000, rank=1, lam=0.05, seed=0)
+    return kkr.collect_evidence(p, rank=3, radius=3.0, seeds=(0, 1, 2, 3, 4), samples=60)
+
+
+@pytest.fixture(scope="module")
+def well_evidence():
+    """The double well with one start at its spurious rank-2 point (besides zero/small/large inits)."""
+    lam = 0.05
+    p = nl.double_well(lam=lam)
+    s1, s2 = nl.double_well_points(lam)["spurious"]
+    root = torch.diag(torch.tensor([abs(s1), abs(s2)], dtype=torch.float64).sqrt())
+    near = Factors((-root + 0.01,), (root,))
+    return kkr.collect_evidence(
+        p, rank=2, radius=5.0, seeds=tuple(range(10)), samples=60, starts={"near-spurious": near}
+    )
+
+
+def test_special_regime_problem_holds_everything(special_evidence):
+    ev = special_evidence
+    assert ev.bounds.special_certified and ev.reference.certified
+    for check in (kkr.check_kkr_special, kkr.check_kkr_dichotomy, kkr.check_kkr_loud, kkr.check_kkr_magnitude):
+        v = check(ev)
+        assert v.status == "holds", (v.claim, v.reason)
+    v = kkr.check_kkr_bias(ev)
+    assert v.status == "holds", v.reason  # 5/5 zero-init runs global: Wilson interval above 1/2
+    c = kkr.check_kkr_special(ev).certificate
+    # The sampled constants lie within the structural bounds.
+    assert c["bounds"]["alpha_lower"] <= c["alpha_hat"] and c["beta_hat"] <= c["bounds"]["beta_upper"]
+
+
+def test_planted_false_magnitude_is_refuted():
+    p = nl.matrix_sensing(m=6, n=5, N=300, rank=2, lam=0.3, seed=1)
+    ev = kkr.collect_evidence(p, rank=3, seeds=(0,), inits=("zero",), samples=10)
+    assert kkr.check_kkr_magnitude(ev).status == "holds"
+    v = kkr.check_kkr_magnitude(ev, factor=0.1)
+    assert v.status == "violated", v.reason
+
+
+def test_double_well_refutes_planted_claims_and_rsc_fails(well_evidence, tmp_path):
+    ev = well_evidence
+    # "Every SOSP is global" and "every SOSP has rank <= r*": refuted by certified SOSPs.
+    v = kkr.check_kkr_dichotomy(ev, variant="all-global", save_dir=tmp_path)
+    assert v.status == "violated", v.reason
+    saved = json.loads(open(v.counterexample).read())
+    assert saved["claim"] == "KKR-dichotomy" and saved["points"]
+    v = kkr.check_kkr_dichotomy(ev, variant="low-rank")
+    assert v.status == "violated" and "rank 2 > r* = 1" in v.reason
+    # The theorem itself is not refuted: its hypothesis (RSC) fails on this set, witnessed.
+    v = kkr.check_kkr_dichotomy(ev)
+    assert v.status == "inconclusive" and "RSC fails" in v.reason
+    assert v.certificate["alpha_hat"] <= 0
+    # Zero init succeeds, large init fails: the planted "large random init is favoured" is refuted.
+    b = kkr.check_kkr_bias(ev, favoured="large", against="zero")
+    assert b.status == "violated", b.reason
+    table = b.certificate["table"]
+    assert table["zero"]["successes"] == table["zero"]["converged"] > 0
+    assert table["large"]["failures"] > 0
+    # Failures are loud: larger in norm than every success.
+    assert table["all"]["separation_ratio"] > 2
+
+
+def test_evidence_from_a_problem_and_bad_options():
+    p = nl.double_well()
+    v = kkr.check_kkr_magnitude(p, collect={"seeds": (0,), "inits": ("zero",), "samples": 5, "rank": 2})
+    assert v.claim == "KKR-magnitude" and v.certificate["points"]
+    with pytest.raises(ValueError, match="collect"):
+        kkr.check_kkr_special(p, collect={"sedes": (0,)})
+    with pytest.raises(TypeError, match="problem"):
+        kkr.check_kkr_special(gaussian_problem(K=1, N=4, blocks=[(3, 3)], lam=0.1))
+    with pytest.raises(ValueError, match="variant"):
+        kkr.check_kkr_dichotomy(p, variant="nope", collect={"seeds": (0,), "inits": ("zero",), "samples": 5})
+    with pytest.raises(ValueError, match="inits"):
+        kkr.collect_evidence(p, inits=("loraga",))
+    with pytest.raises(ValueError, match="init"):
+        make_init(p, "huge", rank=2, seed=0)
+
+
+def test_includes_jlr_is_refuted_by_a_null_direction():
+    q = gaussian_problem(K=1, N=8, blocks=[(10, 6)], lam=0.05, seed=8)
+    v = kkr.check_kkr_includes_jlr(q, eps=1e-3, form="ridge")
+    assert v.status == "violated", v.reason
+    row = v.certificate["forms"]["ridge"]
+    # Along the null direction the predictions do not move: the RSC ratio is exactly eps.
+    assert row["null_residual"] < 1e-12
+    assert row["alpha_upper"] == pytest.approx(1e-3, rel=1e-8)
+    assert abs(v.certificate["forms"]["none"]["alpha_upper"]) < 1e-10
+    assert v.certificate["forms"]["none"]["beta_lower"] > 2 * 1e-3
+
+
+def test_includes_jlr_holds_when_eps_dominates_the_curvature():
+    q = gaussian_problem(K=1, N=60, blocks=[(6, 5)], lam=0.05, seed=0)
+    tiny = Problem(q.J.matrix * 1e-3, q.f0, q.y, loss="squared", blocks=[(6, 5)], lam=0.05)
+    assert kkr.check_kkr_includes_jlr(tiny, eps=1.0, form="ridge").status == "holds"
+    assert kkr.check_kkr_includes_jlr(tiny, eps=1.0, form="none").status == "violated"
+    with pytest.raises(ValueError, match="form"):
+        kkr.check_kkr_includes_jlr(q, form="quadratic")
+    with pytest.raises(TypeError, match="Problem"):
+        kkr.check_kkr_includes_jlr(nl.double_well())
+
+
+def test_classification_and_wilson_interval():
+    run = {"status": "finished", "sosp": True, "penalized": 1.0}
+    assert classify(run, 1.0) == "global"
+    assert classify(dict(run, penalized=1.1), 1.0) == "spurious"
+    assert classify(dict(run, sosp=False), 1.0) == "not-sosp"
+    lo, hi = wilson_interval(5, 5)
+    assert lo == pytest.approx(0.5655, abs=1e-3) and hi == 1.0
+    assert wilson_interval(0, 0) == (0.0, 1.0)
+    rows = [
+        {"init": "zero", "status": "finished", "sosp": True, "penalized": 1.0, "frobenius": 1.0, "ranks": [1]},
+        {"init": "large", "status": "finished", "sosp": True, "penalized": 2.0, "frobenius": 3.0, "ranks": [2]},
+    ]
+    t = kkr_table([dict(r, test_risk=0.0) for r in rows], {"value": 1.0})
+    assert t["all"]["separation_ratio"] == 3.0 and t["zero"]["successes"] == 1 and t["large"]["failures"] == 1
+
+
+def test_experiment_file_resume_and_refusals(tmp_path):
+    out = tmp_path / "kkr.json"
+    d = kkr_experiment(["double-well"], out=out, inits=("zero", "large"), seeds=(0,), samples=10, progress=False)
+    entry = d["configurations"]["double-well"]
+    assert entry["table"]["large"]["failures"] == 1 and entry["table"]["zero"]["successes"] == 1
+    assert set(entry["verdicts"]) == {"KKR-special", "KKR-dichotomy", "KKR-loud", "KKR-magnitude", "KKR-bias"}
+    first = json.loads(out.read_text())
+    again = kkr_experiment(["double-well"], out=out, inits=("zero", "large"), seeds=(0,), samples=10, progress=False)
+    assert again["configurations"]["double-well"]["runs"] == first["configurations"]["double-well"]["runs"]
+    with pytest.raises(ValueError, match="another configuration"):
+        kkr_experiment(["double-well"], out=out, inits=("zero",), seeds=(0,), samples=10, progress=False)
+    (tmp_path / "bad.json").write_text('{"format": "loracheck.speed/1"}')
+    with pytest.raises(ValueError, match="not a loracheck.kkr/1"):
+        kkr_experiment(["double-well"], out=tmp_path / "bad.json", seeds=(0,), progress=False)
+    with pytest.raises(ValueError, match="problems"):
+        kkr_experiment(["nope"], out=out, progress=False)
+
+
+def test_an_interrupted_experiment_keeps_its_runs(tmp_path, monkeypatch):
+    import verify.kkr_runs as kr
+
+    out = tmp_path / "kkr.json"
+    real = kr.kkr_run
+    calls = {"n": 0}
+
+    def flaky(*a, **k):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise KeyboardInterrupt
+        return real(*a, **k)
+
+    monkeypatch.setattr(kr, "kkr_run", flaky)
+    with pytest.raises(KeyboardInterrupt):
+        kkr_experiment(["double-well"], out=out, inits=("zero",), seeds=(0, 1), samples=5, progress=False)
+    kept = json.loads(out.read_text())["configurations"]["double-well"]["runs"]
+    assert [r["seed"] for r in kept] == [0]
+    monkeypatch.setattr(kr, "kkr_run", real)
+    d = kkr_experiment(["double-well"], out=out, inits=("zero",), seeds=(0, 1), samples=5, progress=False)
+    assert [r["seed"] for r in d["configurations"]["double-well"]["runs"]] == [0, 1]
+
+
+def test_cli_kkr(tmp_path, capsys):
+    code = main(
+        ["kkr", "--problems", "double-well", "--inits", "zero", "large", "--seeds", "1", "--samples", "5",
+         "--out", str(tmp_path), "--no-progress"]
+    )  # fmt: skip
+    text = capsys.readouterr().out
+    assert code in (0, 2) and "double-well" in text and "KKR-dichotomy" in text and "spur" in text
+    assert main(["kkr", "--problems", "nope", "--out", str(tmp_path)]) == 3
+    assert "--problems" in capsys.readouterr().err
+    assert main(["kkr", "--inits", "huge", "--out", str(tmp_path)]) == 3
+    assert main(["kkr", "--seeds", "0", "--out", str(tmp_path)]) == 3
+
+
+def test_named_configurations_are_consistent():
+    for name, spec in KKR_PROBLEMS.items():
+        assert {"rank", "steps", "lr", "radius"} <= set(spec["train"]), name
+        assert not math.isnan(spec["train"]["radius"])
