@@ -635,14 +635,14 @@ def double_well_points(lam: float) -> dict[str, tuple[float, float]]:
 def shifted(
     problem: NonlinearProblem, offset: Sequence[Tensor], *, name: str | None = None
 ) -> NonlinearProblem:
-    r"""The problem in the variable :math:`Y = X + O`: risk :math:`Y \mapsto L(Y - O)` (an init with an offset).
+    r"""The problem in the variable :math:`Y = X + O`: the risk :math:`Y \mapsto L(Y - O)` of an offset init.
 
     LoRA-GA-style inits subtract :math:`O = s B_0 A_0` from the base weight, so training
     :math:`Y = AB^\top` from :math:`(A_0, B_0)` starts at :math:`X = 0`; weight decay then
     acts on :math:`Y`, which makes this a problem of its own (its own penalized minimum).
     ``x_star`` and ``test_risk`` are shifted along; a linear form stays linear (``f0 - J vec O``).
     """
-    O = problem.check_point(offset, "offset")
+    O = problem.check_point(offset, "offset")  # noqa: E741 - the offset of [WYL24]
 
     def risk(Y: Blocks) -> Tensor:
         return problem.risk(tuple(y - o for y, o in zip(Y, O)))

@@ -106,7 +106,11 @@ def _inner(a: Sequence[Tensor], b: Sequence[Tensor]) -> float:
 
 
 def prox_gradient_residual(problem: NonlinearProblem, X: Sequence[Tensor], *, step: float = 1e-2) -> float:
-    r"""Norm of :math:`(X - \operatorname{prox}_{t\lambda\|\cdot\|_*}(X - t\nabla L(X)))/t` at ``t = step``."""
+    r"""The proximal-gradient residual of the penalized problem at ``X``.
+
+    :math:`\|X - \operatorname{prox}_{t\lambda\|\cdot\|_*}(X - t\nabla L(X))\|/t` at
+    ``t = step``; 0 exactly at the stationary points of the penalized problem.
+    """
     Xs = problem.check_point(X)
     P = _prox(problem, Xs, problem.grad(Xs), step)
     return math.sqrt(sum(float((x - p).pow(2).sum()) for x, p in zip(Xs, P))) / step
@@ -173,6 +177,10 @@ def minimize_penalized(
         ``certified`` is ``value - lower_bound <= gap_tol * max(1, |value|)``.
     tol
         Stopping tolerance on the proximal-gradient residual.
+    max_iter
+        Iterations per start of the proximal-gradient route.
+    time_limit
+        Seconds for the whole proximal-gradient route (the best point so far is returned).
     """
     if not (isinstance(gap_tol, float) and gap_tol > 0):
         raise ValueError(f"gap_tol: expected a positive float, got {gap_tol!r}")

@@ -225,8 +225,9 @@ def restricted_constants(
 
 @dataclass(frozen=True)
 class RestrictedBounds:
-    r"""Rigorous bounds :math:`\alpha \ge` ``alpha_lower`` and :math:`\beta \le` ``beta_upper``
-    (valid for every rank and radius), from the structure of the risk.
+    r"""Rigorous bounds :math:`\alpha \ge` ``alpha_lower``, :math:`\beta \le` ``beta_upper`` from structure.
+
+    Valid for every rank and radius.
 
     ``alpha_lower = -inf`` / ``beta_upper = inf`` when nothing is known; ``method`` names the
     argument; ``special_certified`` is :math:`2\,\alpha_{\rm lower} > \beta_{\rm upper}`.
@@ -276,7 +277,7 @@ def restricted_bounds(problem: NonlinearProblem, *, max_params: int = 4096) -> R
 
 
 def null_direction(problem: Any, *, rank: int = 1, seed: int = 0) -> Blocks | None:
-    r"""A direction :math:`D` with every block of rank :math:`\le` ``rank`` and :math:`J\operatorname{vec}D = 0`.
+    r"""A direction :math:`D` with blocks of rank :math:`\le` ``rank`` and :math:`J\operatorname{vec}D = 0`.
 
     ``problem`` is a linearized :class:`~landscapes.problem.Problem` (or a
     :class:`NonlinearProblem` with ``linear``).  For each block ``j`` in turn (the others zero),

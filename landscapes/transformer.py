@@ -1151,19 +1151,19 @@ def review_nonlinear_problem(
     if isinstance(dtype, str):
         if dtype not in ("float32", "float64"):
             raise ValueError(f"dtype: expected 'float32' or 'float64', got {dtype!r}")
-        dtype = getattr(torch, dtype)
+    dt: torch.dtype = getattr(torch, dtype) if isinstance(dtype, str) else dtype
     train, test = train_test_split(load_reviews(), n_train=N, n_test=n_test, seed=seed)
-    net, tok = load_encoder(model, dtype=dtype)
+    net, tok = load_encoder(model, dtype=dt)
     targets = (
         None
         if layers == "last"
         else ["encoder.layer.*.attention.self.query.weight", "encoder.layer.*.attention.self.value.weight"]
     )
-    enc = LinearizedEncoder(net, tok, list(train.texts), K=2, targets=targets, dtype=dtype)
+    enc = LinearizedEncoder(net, tok, list(train.texts), K=2, targets=targets, dtype=dt)
     p = enc.nonlinear_problem(train.label_tensor(), loss="cross_entropy", lam=lam)
     test_risk = None
     if n_test > 0:
-        enc_t = LinearizedEncoder(net, tok, list(test.texts), K=2, targets=targets, dtype=dtype)
+        enc_t = LinearizedEncoder(net, tok, list(test.texts), K=2, targets=targets, dtype=dt)
         test_risk = enc_t.nonlinear_problem(test.label_tensor(), loss="cross_entropy", lam=lam).risk
     meta = dict(p.meta, data="reviews", split_seed=seed, n_test=n_test, layers=layers)
     name = f"minilm-{'qv-last' if layers == 'last' else 'qv-all'}-N{N}-nonlinear"

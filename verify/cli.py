@@ -486,9 +486,9 @@ def _cmd_kkr(args: argparse.Namespace) -> int:
         train = KKR_PROBLEMS[entry["problem"]]["train"]
         cert = "certified" if ref["certified"] else "best found"
         print(
-            f"\n{key}: {entry['fingerprint']['name']}, lam {entry['fingerprint']['lam']}, LoRA r = {train['rank']}, "
-            f"D = {train['radius']:g}\n  reference ({ref['method']}, {cert}): value {ref['value']:.6g}, "
-            f"rank r* = {ref['rank']}, ||X*||_F {ref['frobenius']:.3g}"
+            f"\n{key}: {entry['fingerprint']['name']}, lam {entry['fingerprint']['lam']}, "
+            f"LoRA r = {train['rank']}, D = {train['radius']:g}\n  reference ({ref['method']}, {cert}): "
+            f"value {ref['value']:.6g}, rank r* = {ref['rank']}, ||X*||_F {ref['frobenius']:.3g}"
         )
         if c:
             bnd = ""
@@ -496,7 +496,8 @@ def _cmd_kkr(args: argparse.Namespace) -> int:
                 bnd = f"; bounds alpha >= {float(b['alpha_lower']):.3g}, beta <= {float(b['beta_upper']):.3g}"
             print(
                 f"  alpha^ {c['alpha']:.3g} (upper estimate), beta^ {c['beta']:.3g} (lower estimate) from "
-                f"{c['samples']} samples: {c['regime']}{' (certified)' if c['certified'] else ' (estimated)'}{bnd}"
+                f"{c['samples']} samples: {c['regime']}"
+                f"{' (certified)' if c['certified'] else ' (estimated)'}{bnd}"
             )
         print(
             f"  {'init':<7} {'runs':>4} {'SOSP':>4} {'glob':>4} {'spur':>4} {'success [95% CI]':>18} "
@@ -511,10 +512,11 @@ def _cmd_kkr(args: argparse.Namespace) -> int:
             frac = row["success_fraction"]
             ci = f"{frac:.2f} [{lo:.2f},{hi:.2f}]" if isinstance(frac, float) and frac == frac else "-"
             print(
-                f"  {init:<7} {row['runs']:>4} {row['converged']:>4} {row['successes']:>4} {row['failures']:>4} "
-                f"{ci:>18} {f(row['separation_ratio'], 6)} {f(row['success_norm_median'], 8)} "
-                f"{f(row['failure_norm_median'], 8)} {f(row['failure_rank_median'], 7, 'g')} "
-                f"{f(row['success_test_median'], 9)} {f(row['failure_test_median'], 9)}"
+                f"  {init:<7} {row['runs']:>4} {row['converged']:>4} {row['successes']:>4} "
+                f"{row['failures']:>4} {ci:>18} {f(row['separation_ratio'], 6)} "
+                f"{f(row['success_norm_median'], 8)} {f(row['failure_norm_median'], 8)} "
+                f"{f(row['failure_rank_median'], 7, 'g')} {f(row['success_test_median'], 9)} "
+                f"{f(row['failure_test_median'], 9)}"
             )
         for claim, v in entry.get("verdicts", {}).items():
             print(f"  {claim:<14} {v['status']:<12} {v['reason']}")
@@ -523,8 +525,9 @@ def _cmd_kkr(args: argparse.Namespace) -> int:
         for init, why in entry.get("skipped", {}).items():
             print(f"  {init}: skipped ({why})")
     print(
-        "\nSOSP: certified approximate second-order stationary end points; glob / spur: penalized value equal "
-        "to / above the reference's; sep.: min |X|_F of spurious over max of global; test: held-out risk."
+        "\nSOSP: certified approximate second-order stationary end points; glob / spur: penalized "
+        "value equal to / above the reference's; sep.: min |X|_F of spurious over max of global; "
+        "test: held-out risk."
     )
     print(f"{data['seconds']:.1f} s.  Data: {path}")
     return code

@@ -48,7 +48,15 @@ from landscapes.restricted import (
     restricted_constants,
 )
 from theory.kkr import dichotomy, loud
-from verify.kkr_runs import KKR_INITS, _fingerprint, classify, kkr_run, kkr_table, make_init
+from verify.kkr_runs import (
+    KKR_INITS,
+    _fingerprint,
+    classify,
+    end_point_matrices,
+    kkr_run,
+    kkr_table,
+    make_init,
+)
 from verify.verdict import Verdict
 
 __all__ = [
@@ -173,7 +181,7 @@ def _resolve(
 
 
 def _X(run: Mapping[str, Any], problem: NonlinearProblem) -> Blocks:
-    return tuple(torch.tensor(x, dtype=problem.dtype, device=problem.device) for x in run["X"])
+    return end_point_matrices(run, problem)
 
 
 def _dist(X: Sequence[Tensor], Y: Sequence[Tensor]) -> float:
@@ -285,9 +293,14 @@ def _save(
 
     keys = {(d["init"], d["seed"]) for d in bad}
     points = [
-        {"init": r["init"], "seed": r["seed"], "X": r["X"], "penalized": r.get("penalized")}
+        {
+            "init": r["init"],
+            "seed": r["seed"],
+            **{k: r[k] for k in ("A", "B", "X") if k in r},
+            "penalized": r.get("penalized"),
+        }
         for r in ev.runs
-        if (r["init"], r["seed"]) in keys and "X" in r
+        if (r["init"], r["seed"]) in keys and r.get("status") == "finished"
     ]
     data = {
         "claim": claim,
@@ -362,9 +375,11 @@ def check_kkr_dichotomy(
     variant: str = "theorem",
     global_rtol: float = 1e-6,
 ) -> Verdict:
-    r"""KKR-dichotomy (Thm 1.2): a non-global SOSP within ``radius`` of :math:`X^\star` has rank exactly
-    ``r``, :math:`\sigma_r \ge \rho\,\sigma_{r^\star}` and :math:`\|X - X^\star\|_F^2 \ge \|X -
-    \Pi_{r^\star}X\|_F^2 / (1 - \rho\,\sigma_{r^\star}/\sigma_r)`.
+    r"""KKR-dichotomy (Thm 1.2): a non-global SOSP near :math:`X^\star` has rank ``r`` and two bounds.
+
+    Within ``radius`` of :math:`X^\star`, a non-global SOSP has rank exactly ``r``,
+    :math:`\sigma_r \ge \rho\,\sigma_{r^\star}` and
+    :math:`\|X - X^\star\|_F^2 \ge \|X - \Pi_{r^\star}X\|_F^2 / (1 - \rho\,\sigma_{r^\star}/\sigma_r)`.
 
     ``variant="all-global"`` is the planted false claim "every SOSP is a global minimizer";
     ``variant="low-rank"`` the planted false claim "every SOSP has rank at most ``r*``".  Both
@@ -448,7 +463,8 @@ def check_kkr_dichotomy(
                 claim,
                 evidence,
                 "violated",
-                f"{len(definite)} non-global SOSP(s) break Theorem 1.2 with alpha >= {evidence.bounds.alpha_lower:.3g} certified",
+                f"{len(definite)} non-global SOSP(s) break Theorem 1.2 with alpha >= "
+                f"{evidence.bounds.alpha_lower:.3g} certified",
                 cert,
                 opts,
                 bad=definite,
@@ -468,8 +484,8 @@ def check_kkr_dichotomy(
             claim,
             evidence,
             "inconclusive",
-            f"{len(undecided)} non-global SOSP(s) satisfy the conditions at rho_lower = {j.rho_lo:.3g} but not at "
-            f"the estimate rho_hat = {j.rho_hat:.3g}",
+            f"{len(undecided)} non-global SOSP(s) satisfy the conditions at rho_lower = {j.rho_lo:.3g} "
+            f"but not at the estimate rho_hat = {j.rho_hat:.3g}",
             cert,
             opts,
         )
@@ -477,8 +493,8 @@ def check_kkr_dichotomy(
         claim,
         evidence,
         "holds",
-        f"{len(checked)} non-global certified SOSP(s) within D = {evidence.radius:g} satisfy all three conditions "
-        f"at rho_hat = {j.rho_hat:.3g} ({len(sosps)} certified SOSPs)",
+        f"{len(checked)} non-global certified SOSP(s) within D = {evidence.radius:g} satisfy all three "
+        f"conditions at rho_hat = {j.rho_hat:.3g} ({len(sosps)} certified SOSPs)",
         cert,
         opts,
     )
@@ -492,8 +508,9 @@ def check_kkr_special(
     save_dir: str | Path | None = None,
     global_rtol: float = 1e-6,
 ) -> Verdict:
-    r"""KKR-special (Thm 1.1): in the special regime (:math:`2\alpha > \beta`) every SOSP within
-    ``radius`` of :math:`X^\star` is a global minimizer.
+    r"""KKR-special (Thm 1.1): in the special regime every SOSP near :math:`X^\star` is global.
+
+    Special regime: :math:`2\alpha > \beta`; near: within ``radius``.
 
     The regime is *certified* by structural bounds (:math:`2\alpha_{lo} > \beta_{hi}`, e.g.
     well-conditioned matrix sensing) or *estimated* by sampling (then a spurious SOSP is
@@ -514,7 +531,8 @@ def check_kkr_special(
             claim,
             evidence,
             "inconclusive",
-            f"not in the special regime (2 alpha_hat / beta_hat = {j.rho_hat:.3g} <= 1): Theorem 1.1 says nothing",
+            f"not in the special regime (2 alpha_hat / beta_hat = {j.rho_hat:.3g} <= 1): "
+            "Theorem 1.1 says nothing",
             cert,
             opts,
         )
@@ -571,9 +589,11 @@ def check_kkr_loud(
     save_dir: str | Path | None = None,
     global_rtol: float = 1e-6,
 ) -> Verdict:
-    r"""KKR-loud (Cor. 1, ``r > r*``): :math:`\sigma_r \le \rho\,\sigma_{r^\star}` implies global;
-    otherwise spurious with :math:`\|X\|_F \ge \sqrt{\sum_{s=r^\star+1}^{r}\sigma_s^2 / (1 -
-    \rho\sigma_{r^\star}/\sigma_r)} - \|X^\star\|_F` (the square root as reconstructed; tested).
+    r"""KKR-loud (Cor. 1, ``r > r*``): small :math:`\sigma_r` means global, else spurious and large.
+
+    :math:`\sigma_r \le \rho\,\sigma_{r^\star}` implies global; otherwise spurious with
+    :math:`\|X\|_F \ge \sqrt{\sum_{s=r^\star+1}^{r}\sigma_s^2 / (1 - \rho\sigma_{r^\star}/\sigma_r)}
+    - \|X^\star\|_F` (the square root as reconstructed; tested).
 
     Each certified SOSP is classified at both ends of :math:`[\rho_{lo}, \hat\rho]` and compared
     with its certificate; the certificate also reports the magnitude separation between failures
@@ -648,7 +668,8 @@ def check_kkr_loud(
             claim,
             evidence,
             "inconclusive",
-            f"{len(definite)} point(s) contradict Corollary 1 ({definite[0]['why']}), but alpha > 0 is not certified",
+            f"{len(definite)} point(s) contradict Corollary 1 ({definite[0]['why']}), but alpha > 0 "
+            "is not certified",
             cert,
             opts,
         )
@@ -657,7 +678,8 @@ def check_kkr_loud(
             claim,
             evidence,
             "inconclusive",
-            f"{len(undecided)} point(s) fall between rho_lower = {j.rho_lo:.3g} and rho_hat = {j.rho_hat:.3g}",
+            f"{len(undecided)} point(s) fall between rho_lower = {j.rho_lo:.3g} and "
+            f"rho_hat = {j.rho_hat:.3g}",
             cert,
             opts,
         )
@@ -702,7 +724,7 @@ def check_kkr_magnitude(
     lam = p.lam[0]
     L0 = p.value(p.zeros())
     tol = max(ref.value - ref.lower_bound, 0.0) if ref.certified else global_rtol * max(1.0, abs(ref.value))
-    rows = []
+    rows: list[dict[str, Any]] = []
     pts = [("reference", ref.X)] + [
         (f"{r['init']}:{r['seed']}", _X(r, p))
         for r in evidence.runs
@@ -722,7 +744,7 @@ def check_kkr_magnitude(
                 "below_L0_over_lam": nuc < L0 / lam,
             }
         )
-    bad = [row for row in rows if row["excess"] > tol / lam + 1e-12 * max(1.0, row["nuclear"])]
+    bad = [row for row in rows if float(row["excess"]) > tol / lam + 1e-12 * max(1.0, float(row["nuclear"]))]
     cert = {"L0": L0, "lam": lam, "tolerance": tol, "points": rows, "reference_certified": ref.certified}
     if bad:
         if ref.certified:
@@ -808,7 +830,10 @@ def check_kkr_bias(
         return _verdict(claim, evidence, "inconclusive", f"no certified SOSP from {favoured!r}", cert, opts)
     lo, hi = f["success_interval"]
     alo, ahi = a["success_interval"]
-    tag = f"{favoured}: {f['successes']}/{f['converged']} global [{lo:.2f}, {hi:.2f}]; {against}: {a['successes']}/{a['converged']} [{alo:.2f}, {ahi:.2f}]"
+    tag = (
+        f"{favoured}: {f['successes']}/{f['converged']} global [{lo:.2f}, {hi:.2f}]; "
+        f"{against}: {a['successes']}/{a['converged']} [{alo:.2f}, {ahi:.2f}]"
+    )
     if hi < 0.5 or (a["converged"] and hi < alo):
         return _verdict(claim, evidence, "violated", tag, cert, opts)
     frac_a = a["success_fraction"] if a["converged"] else 0.0
@@ -827,7 +852,7 @@ def check_kkr_bias(
 
 
 def _perturbed(problem: Any, form: str, eps: float, seed: int) -> NonlinearProblem:
-    """The linearized risk with perturbation ``form`` as a :class:`NonlinearProblem` (``linear`` kept for ``none``)."""
+    """The linearized risk plus the perturbation ``form``, as a :class:`NonlinearProblem`."""
     from landscapes.nonlinear import from_problem
 
     base = from_problem(problem)

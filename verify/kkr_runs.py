@@ -64,6 +64,7 @@ __all__ = [
     "wilson_interval",
     "kkr_experiment",
     "evidence_from_entry",
+    "end_point_matrices",
 ]
 
 KKR_FORMAT = "loracheck.kkr/1"
@@ -92,7 +93,8 @@ KKR_PROBLEMS: dict[str, dict[str, Any]] = {
         "builder": "matrix_sensing",
         "kwargs": {"m": 6, "n": 5, "N": 2000, "rank": 1, "lam": 0.05, "seed": 0},
         "train": {"rank": 3, "steps": 1500, "lr": 0.02, "radius": 3.0},
-        "note": "well-conditioned Gaussian sensing; 2 lambda_min(H) > lambda_max(H) certifies the special regime",
+        "note": "well-conditioned Gaussian sensing: 2 lambda_min(H) > lambda_max(H) certifies the special "
+        "regime",
     },
     "sensing-illcond": {
         "builder": "matrix_sensing",
@@ -183,7 +185,14 @@ def make_init(
     if init == "loraga":
         from landscapes.inits import init_lora
 
-        ini = init_lora(problem, "loraga", rank=rank, seed=seed, gradient=problem.grad(problem.zeros()))
+        # init_lora reads only the shapes, dtype and device of the problem besides the gradient.
+        ini = init_lora(
+            problem,  # type: ignore[arg-type]
+            "loraga",
+            rank=rank,
+            seed=seed,
+            gradient=problem.grad(problem.zeros()),
+        )
         pt = ini.point()
         return Factors(tuple(pt.U), tuple(pt.V)), tuple(ini.offset)
     for m, n in problem.blocks:
@@ -238,7 +247,9 @@ def kkr_run(
         start_norm=_frob(tuple(a @ b.T for a, b in zip(start.A, start.B))),
         curve=[list(h) for h in hist[:: max(1, len(hist) // 50)]],
         seconds=time.perf_counter() - t0,
-        X=[x.detach().cpu().tolist() for x in X],
+        # The end point as its factors (X = A B^T): far smaller than X for r << min(m, n).
+        A=[a.detach().cpu().tolist() for a in end.A],
+        B=[b.detach().cpu().tolist() for b in end.B],
     )
     return out
 
@@ -327,22 +338,43 @@ def _fingerprint(problem: NonlinearProblem) -> dict[str, Any]:
 
 def _reference_dict(ref: PenalizedMinimum) -> dict[str, Any]:
     d = ref.to_dict()
-    d["X"] = [x.detach().cpu().tolist() for x in ref.X]
+    # X_j = U_j V_j^T with U_j = P_j diag(s_j) over the nonzero singular values (exact zeros of
+    # singular-value thresholding are dropped; the rest reconstructs X to round-off).
+    d["U"], d["V"] = [], []
+    for x in ref.X:
+        P, s, Qh = torch.linalg.svd(x.detach().to(torch.float64).cpu(), full_matrices=False)
+        k = int((s > 0).sum())
+        d["U"].append((P[:, :k] * s[:k]).tolist())
+        d["V"].append(Qh[:k].T.tolist())
     return d
 
 
-def _points(d: Mapping[str, Any], problem: NonlinearProblem) -> tuple[Tensor, ...]:
+def end_point_matrices(d: Mapping[str, Any], problem: NonlinearProblem) -> tuple[Tensor, ...]:
+    """The matrices of a stored point: ``A B^T`` (a run), ``U V^T`` (a reference) or ``X`` itself."""
+
+    def t(x: Any, rows: int) -> Tensor:
+        out = torch.tensor(x, dtype=problem.dtype, device=problem.device)
+        return out.reshape(rows, -1)
+
+    for a, b in (("A", "B"), ("U", "V")):
+        if a in d:
+            return tuple(t(u, m) @ t(v, n).T for u, v, (m, n) in zip(d[a], d[b], problem.blocks))
     return tuple(torch.tensor(x, dtype=problem.dtype, device=problem.device) for x in d["X"])
 
 
+_points = end_point_matrices
+
+
 def evidence_from_entry(entry: Mapping[str, Any], problem: NonlinearProblem) -> Any:
-    """The :class:`verify.kkr.Evidence` of one configuration of an experiment file (runs of the
-    problem itself; runs of shifted problems, e.g. LoRA-GA, belong to other problems)."""
+    """The :class:`verify.kkr.Evidence` of one configuration of an experiment file.
+
+    Only the runs of the problem itself: runs of shifted problems (LoRA-GA) belong to other problems.
+    """
     from landscapes.restricted import RestrictedBounds, RestrictedConstants
     from verify.kkr import Evidence
 
     ref = dict(entry["reference"])
-    fields = {k: ref[k] for k in PenalizedMinimum.__dataclass_fields__ if k != "X"}
+    fields = {k: ref[k] for k in PenalizedMinimum.__dataclass_fields__ if k not in ("X", "U", "V")}
     fields["singular_values"] = tuple(tuple(float(v) for v in sv) for sv in fields["singular_values"])
     fields["ranks"] = tuple(fields["ranks"])
     for k in ("value", "risk", "lower_bound", "stationarity"):

@@ -39,7 +39,8 @@ def well_evidence():
 def test_special_regime_problem_holds_everything(special_evidence):
     ev = special_evidence
     assert ev.bounds.special_certified and ev.reference.certified
-    for check in (kkr.check_kkr_special, kkr.check_kkr_dichotomy, kkr.check_kkr_loud, kkr.check_kkr_magnitude):
+    checks = (kkr.check_kkr_special, kkr.check_kkr_dichotomy, kkr.check_kkr_loud, kkr.check_kkr_magnitude)
+    for check in checks:
         v = check(ev)
         assert v.status == "holds", (v.claim, v.reason)
     v = kkr.check_kkr_bias(ev)
@@ -127,9 +128,10 @@ def test_classification_and_wilson_interval():
     lo, hi = wilson_interval(5, 5)
     assert lo == pytest.approx(0.5655, abs=1e-3) and hi == 1.0
     assert wilson_interval(0, 0) == (0.0, 1.0)
+    base = {"status": "finished", "sosp": True}
     rows = [
-        {"init": "zero", "status": "finished", "sosp": True, "penalized": 1.0, "frobenius": 1.0, "ranks": [1]},
-        {"init": "large", "status": "finished", "sosp": True, "penalized": 2.0, "frobenius": 3.0, "ranks": [2]},
+        dict(base, init="zero", penalized=1.0, frobenius=1.0, ranks=[1]),
+        dict(base, init="large", penalized=2.0, frobenius=3.0, ranks=[2]),
     ]
     t = kkr_table([dict(r, test_risk=0.0) for r in rows], {"value": 1.0})
     assert t["all"]["separation_ratio"] == 3.0 and t["zero"]["successes"] == 1 and t["large"]["failures"] == 1
@@ -137,12 +139,13 @@ def test_classification_and_wilson_interval():
 
 def test_experiment_file_resume_and_refusals(tmp_path):
     out = tmp_path / "kkr.json"
-    d = kkr_experiment(["double-well"], out=out, inits=("zero", "large"), seeds=(0,), samples=10, progress=False)
+    opts = {"inits": ("zero", "large"), "seeds": (0,), "samples": 10, "progress": False}
+    d = kkr_experiment(["double-well"], out=out, **opts)
     entry = d["configurations"]["double-well"]
     assert entry["table"]["large"]["failures"] == 1 and entry["table"]["zero"]["successes"] == 1
     assert set(entry["verdicts"]) == {"KKR-special", "KKR-dichotomy", "KKR-loud", "KKR-magnitude", "KKR-bias"}
     first = json.loads(out.read_text())
-    again = kkr_experiment(["double-well"], out=out, inits=("zero", "large"), seeds=(0,), samples=10, progress=False)
+    again = kkr_experiment(["double-well"], out=out, **opts)
     assert again["configurations"]["double-well"]["runs"] == first["configurations"]["double-well"]["runs"]
     with pytest.raises(ValueError, match="another configuration"):
         kkr_experiment(["double-well"], out=out, inits=("zero",), seeds=(0,), samples=10, progress=False)
