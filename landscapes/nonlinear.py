@@ -83,6 +83,9 @@ class NonlinearProblem:
         decides global optimality of the penalized problem.
     test_risk
         The risk on held-out data (same planted model, fresh inputs), when the family has one.
+    batch_risk
+        ``batch_risk(X, idx)``: the risk on the examples ``idx`` (a mean, like ``risk``), for
+        minibatch SGD; ``meta["N"]`` is then the number of examples.
     """
 
     risk: Callable[[Blocks], Tensor]
@@ -95,6 +98,7 @@ class NonlinearProblem:
     meta: dict[str, Any] = field(default_factory=dict)
     linear: Any = None
     test_risk: Callable[[Blocks], Tensor] | None = None
+    batch_risk: Callable[[Blocks, Tensor], Tensor] | None = None
 
     def __post_init__(self) -> None:
         if not callable(self.risk):
@@ -325,6 +329,10 @@ def matrix_sensing(
         r = Mflat_test @ X[0].reshape(-1) - y_test
         return 0.5 * (r * r).mean()
 
+    def batch_risk(X: Blocks, idx: Tensor) -> Tensor:
+        r = Mflat[idx] @ X[0].reshape(-1) - y[idx]
+        return 0.5 * (r * r).mean()
+
     # The same risk as a linearized problem (row-major vec, f0 = 0, loss 1/2 (z - y)^2, mean).
     linear = Problem(
         Mflat,
@@ -343,6 +351,7 @@ def matrix_sensing(
         x_star=(Xs,),
         linear=linear,
         test_risk=test_risk if n_test > 0 else None,
+        batch_risk=batch_risk,
         name=f"sensing-{m}x{n}-N{N}-r{rank}-c{condition:g}-k{measurement_condition:g}",
         meta={
             "risk_nonnegative": True,
@@ -462,12 +471,17 @@ def two_layer(
         r = torch.tanh(x_test @ (W0 + X[0]).T) @ C.T - y_test
         return 0.5 * (r * r).sum() / max(n_test, 1)
 
+    def batch_risk(X: Blocks, idx: Tensor) -> Tensor:
+        r = torch.tanh(x[idx] @ (W0 + X[0]).T) @ C.T - y[idx]
+        return 0.5 * (r * r).sum() / len(idx)
+
     return NonlinearProblem(
         risk,
         ((m, n),),
         (lam,),
         x_star=(Xs,),
         test_risk=test_risk if n_test > 0 else None,
+        batch_risk=batch_risk,
         name=f"two-layer-{m}x{n}-N{N}-K{K}-r{rank}",
         meta={
             "risk_nonnegative": True,

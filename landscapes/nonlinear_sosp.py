@@ -27,7 +27,7 @@ from landscapes.curvature import LambdaMin, flatten_factors, smallest_ritz_pair,
 from landscapes.nonlinear import NonlinearProblem
 from landscapes.nuc import _spectra
 
-__all__ = ["train_lora", "lambda_min_lora", "end_point", "EndPoint", "Factors"]
+__all__ = ["train_lora", "train_sgd", "lambda_min_lora", "end_point", "EndPoint", "Factors"]
 
 Blocks = tuple[Tensor, ...]
 
@@ -112,6 +112,73 @@ def train_lora(
         end = _lbfgs(problem, end, polish, grad_tol)
     hist.append((done, problem.lora_value_and_grad(end.A, end.B)[0]))
     return end, tuple(hist)
+
+
+def train_sgd(
+    problem: NonlinearProblem,
+    init: Factors,
+    *,
+    batch: int,
+    lr: float,
+    steps: int,
+    seed: int = 0,
+    window: int = 100,
+) -> tuple[Factors, float]:
+    r"""Minibatch SGD with weight decay on :math:`L^{\mathrm{lora}}_\lambda`: the setting of [KKR25]'s Lemma 1.
+
+    Each step draws ``batch`` examples (an epoch-wise shuffle, seeded) and updates
+    :math:`A \leftarrow A - \mu(\nabla_A L_{\mathcal B} + \lambda A)`, the same for ``B``.
+    Returns the last iterate and its *spread*: the largest
+    :math:`\|X_t - X_T\|_F / \|X_T\|_F` over the last ``window`` steps (0 for a converged run;
+    ``inf`` when :math:`X_T = 0`).  Needs ``problem.batch_risk`` and ``problem.meta["N"]``.
+    """
+    _check_factors(problem, init)
+    if problem.batch_risk is None or "N" not in problem.meta:
+        raise ValueError(
+            f"problem: expected a batch_risk and meta['N'] for SGD, got {problem.name!r} without"
+        )
+    N = int(problem.meta["N"])
+    for name, v in (("batch", batch), ("steps", steps), ("window", window)):
+        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+            raise ValueError(f"{name}: expected a positive int, got {v!r}")
+    if batch > N:
+        raise ValueError(f"batch: expected at most N = {N}, got {batch}")
+    if not (isinstance(lr, (int, float)) and lr > 0 and math.isfinite(lr)):
+        raise ValueError(f"lr: expected a positive finite number, got {lr!r}")
+    gen = torch.Generator().manual_seed(seed)
+    A = [a.clone() for a in init.A]
+    B = [b.clone() for b in init.B]
+    k = len(A)
+    batch_risk = problem.batch_risk
+    order = torch.randperm(N, generator=gen)
+    pos = 0
+    recent: list[tuple[Tensor, ...]] = []
+    for _ in range(steps):
+        if pos + batch > N:
+            order, pos = torch.randperm(N, generator=gen), 0
+        idx = order[pos : pos + batch]
+        pos += batch
+        As = [a.detach().requires_grad_(True) for a in A]
+        Bs = [b.detach().requires_grad_(True) for b in B]
+        with torch.enable_grad():
+            f = batch_risk(tuple(a @ b.T for a, b in zip(As, Bs)), idx)
+            g = torch.autograd.grad(f, As + Bs)
+        lams = list(problem.lam) * 2
+        params = [p - lr * (d + lam * p) for p, d, lam in zip(As + Bs, g, lams)]
+        A, B = [p.detach() for p in params[:k]], [p.detach() for p in params[k:]]
+        if not all(bool(torch.isfinite(p).all()) for p in A + B):
+            raise FloatingPointError(f"sgd: iterates diverged (learning rate {lr:g})")
+        recent.append(tuple(a @ b.T for a, b in zip(A, B)))
+        if len(recent) > window:
+            recent.pop(0)
+    XT = recent[-1]
+    norm = math.sqrt(sum(float(x.pow(2).sum()) for x in XT))
+    spread = (
+        max(math.sqrt(sum(float((x - y).pow(2).sum()) for x, y in zip(X, XT))) for X in recent) / norm
+        if norm > 0
+        else math.inf
+    )
+    return Factors(tuple(A), tuple(B)), spread
 
 
 def _lbfgs(problem: NonlinearProblem, start: Factors, max_iter: int, grad_tol: float) -> Factors:

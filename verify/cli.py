@@ -524,6 +524,15 @@ def _cmd_kkr(args: argparse.Namespace) -> int:
                 code = max(code, 1)
         for init, why in entry.get("skipped", {}).items():
             print(f"  {init}: skipped ({why})")
+        shifted = entry.get("shifted_references", {})
+        if shifted:
+            ranks = sorted({int(s["rank"]) for s in shifted.values()})
+            values = ", ".join(f"{float(s['value']):.6g}" for s in shifted.values())
+            note = " > r: no LoRA point of rank r reaches it" if max(ranks) > train["rank"] else ""
+            print(
+                f"  loraga trains its own problem (offset O, decay on X + O): reference value {values}, "
+                f"rank r* = {'/'.join(map(str, ranks))}{note}"
+            )
     print(
         "\nSOSP: certified approximate second-order stationary end points; glob / spur: penalized "
         "value equal to / above the reference's; sep.: min |X|_F of spurious over max of global; "

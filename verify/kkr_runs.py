@@ -136,14 +136,14 @@ KKR_PROBLEMS: dict[str, dict[str, Any]] = {
     },
     "minilm-qv": {
         "builder": "minilm",
-        "kwargs": {"n": 32, "lam": 0.01, "layers": "last"},
+        "kwargs": {"N": 32, "lam": 0.01, "layers": "last"},
         "train": {
             "rank": 8,
             "steps": 150,
             "lr": 0.01,
             "radius": 5.0,
             "polish": 100,
-            "lanczos_maxiter": 150,
+            "lanczos_maxiter": 15,
             "reference_iter": 150,
             "max_samples": 40,
         },
@@ -235,6 +235,9 @@ def kkr_run(
         return {"status": "diverged", "error": str(exc), "seconds": time.perf_counter() - t0}
     ep = end_point(problem, end, rank_rtol=rank_rtol, maxiter=lanczos_maxiter)
     X = tuple(a @ b.T for a, b in zip(end.A, end.B))
+    # The penalized problem's first-order condition ||grad L(X)_j||_op <= lam_j (necessary for a
+    # rank-deficient LoRA SOSP: otherwise the free columns give a direction of negative curvature).
+    grad_op = [float(torch.linalg.matrix_norm(g, ord=2)) for g in problem.grad(X)]
     out = ep.to_dict()
     lm = out.pop("lambda_min")
     out.update(
@@ -244,6 +247,7 @@ def kkr_run(
         lambda_min_converged=lm["converged"],
         lambda_max=lm["lambda_max"],
         test_risk=problem.test_value(X),
+        grad_op_over_lam=[g / lam if lam > 0 else math.inf for g, lam in zip(grad_op, problem.lam)],
         start_norm=_frob(tuple(a @ b.T for a, b in zip(start.A, start.B))),
         curve=[list(h) for h in hist[:: max(1, len(hist) // 50)]],
         seconds=time.perf_counter() - t0,

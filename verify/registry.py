@@ -21,6 +21,7 @@ from verify.kkr import (
     check_kkr_includes_jlr,
     check_kkr_loud,
     check_kkr_magnitude,
+    check_kkr_sgd_rank,
     check_kkr_special,
 )
 from verify.landscape import check_jlr_gd, check_jlr_no_spurious, check_jlr_spurious_below
@@ -52,6 +53,7 @@ CHECKERS: Mapping[str, Callable[..., Verdict]] = MappingProxyType(
         "KKR-magnitude": check_kkr_magnitude,
         "KKR-bias": check_kkr_bias,
         "KKR-includes-JLR": check_kkr_includes_jlr,
+        "KKR-sgd-rank": check_kkr_sgd_rank,
     }
 )
 assert set(CHECKERS) <= set(claim_ids()), "a checker for an unregistered claim"

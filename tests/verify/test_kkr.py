@@ -196,3 +196,21 @@ def test_named_configurations_are_consistent():
     for name, spec in KKR_PROBLEMS.items():
         assert {"rank", "steps", "lr", "radius"} <= set(spec["train"]), name
         assert not math.isnan(spec["train"]["radius"])
+
+
+def test_sgd_rank_bound_holds_on_converged_gd_and_refutes_a_planted_bound():
+    p = nl.two_layer(m=10, n=8, N=8, rank=1, lam=0.05, seed=0)
+    v = kkr.check_kkr_sgd_rank(p, batch=8, lr=0.5, steps=5000)
+    assert v.status == "holds", v.reason
+    assert v.certificate["spread"] < 1e-6
+    # The lemma's bound, shrunk 1000x, falls below the measured rank: refuted.
+    assert kkr.check_kkr_sgd_rank(p, batch=8, lr=0.5, steps=5000, factor=1e-3).status == "violated"
+    # Minibatches of 2 do not converge here (the batch gradients do not vanish at the limit).
+    v = kkr.check_kkr_sgd_rank(p, batch=2, lr=0.5, steps=2000)
+    assert v.status == "inconclusive" and "did not converge" in v.reason
+    with pytest.raises(ValueError, match="batch"):
+        kkr.check_kkr_sgd_rank(p, batch=9)
+    with pytest.raises(ValueError, match="batch_risk"):
+        kkr.check_kkr_sgd_rank(nl.double_well())
+    with pytest.raises(ValueError, match="eps"):
+        kkr.check_kkr_sgd_rank(p, eps=(5.0,))
