@@ -124,7 +124,7 @@ def train_sgd(
     seed: int = 0,
     window: int = 100,
 ) -> tuple[Factors, float]:
-    r"""Minibatch SGD with weight decay on :math:`L^{\mathrm{lora}}_\lambda`: the setting of [KKR25]'s Lemma 1.
+    r"""Minibatch SGD with weight decay on :math:`L^{\mathrm{lora}}_\lambda`, as in [KKR25]'s Lemma 1.
 
     Each step draws ``batch`` examples (an epoch-wise shuffle, seeded) and updates
     :math:`A \leftarrow A - \mu(\nabla_A L_{\mathcal B} + \lambda A)`, the same for ``B``.

@@ -1043,7 +1043,8 @@ def check_kkr_sgd_rank(
     if not spread <= conv_rtol:
         return Verdict(
             claim, "inconclusive", fp, cert,
-            f"SGD did not converge: the last {window} iterates move by {spread:.2e} (relative) > {conv_rtol:g}",
+            f"SGD did not converge: the last {window} iterates move by {spread:.2e} (relative) "
+            f"> {conv_rtol:g}",
             timings, opts,
         )  # fmt: skip
     bad = [r for r in rows if r["rank_spectral"] > r["bound"]]

@@ -1,4 +1,4 @@
-"""The real MiniLM without linearization ([KKR25] setup): same risk and gradient at W0 as the linearized problem."""
+"""The real MiniLM without linearization ([KKR25] setup): at W0, the linearized problem's risk and gradient."""
 
 from __future__ import annotations
 
