@@ -1,4 +1,4 @@
-"""The real MiniLM without linearization ([KKR25] setup): at W0, the linearized problem's risk and gradient."""
+"""The real MiniLM without linearization ([KKR25]): at W0 it has the linearized risk and gradient."""
 
 from __future__ import annotations
 
