@@ -280,6 +280,12 @@ def _parser() -> argparse.ArgumentParser:
     kk.add_argument(
         "--out", default="loracheck-report", metavar="DIR", help="output directory (default: %(default)s)"
     )
+    kk.add_argument(
+        "--tables",
+        action="store_true",
+        help="instead of training: [KKR25]'s Tables 1-2 in shape per problem (rank of the penalized "
+        "minimizer vs weight decay; alpha^, beta^ vs LoRA rank) into DIR/kkr-tables-PROBLEM.json",
+    )
     kk.add_argument("--fresh", action="store_true", help="ignore an earlier kkr.json in DIR")
     kk.add_argument("--no-progress", action="store_true", help="no progress bar")
     return p
@@ -466,6 +472,8 @@ def _cmd_kkr(args: argparse.Namespace) -> int:
     out = Path(args.out)
     if out.exists() and not out.is_dir():
         raise _BadInput(f"--out: expected a directory, got an existing file {str(out)!r}")
+    if args.tables:
+        return _kkr_tables(args, out)
     path = out / "kkr.json"
     try:
         data = kkr_experiment(
@@ -540,6 +548,46 @@ def _cmd_kkr(args: argparse.Namespace) -> int:
     )
     print(f"{data['seconds']:.1f} s.  Data: {path}")
     return code
+
+
+def _kkr_tables(args: argparse.Namespace, out: Path) -> int:
+    from verify.kkr_runs import kkr_paper_tables
+
+    for name in args.problems:
+        path = out / f"kkr-tables-{name}.json"
+        if args.fresh and path.exists():
+            path.unlink()
+        try:
+            kw: dict[str, Any] = {"samples": args.samples, "progress": False if args.no_progress else None}
+            if args.lams:
+                kw["lams"] = args.lams
+            data = kkr_paper_tables(name, out=path, **kw)
+        except ValueError as exc:
+            raise _BadInput(str(exc)) from None
+        print(f"\n{name}: rank of the penalized minimizer vs weight decay (Table 1 in shape)")
+        print(f"  {'lam':>8} {'rank':>5} {'||X||_*':>9} {'||X||_F':>9} {'risk':>9} {'test':>9}  reference")
+        for r in data["table1"]:
+            how = "certified" if r["certified"] else "best found"
+            print(
+                f"  {r['lam']:>8.0e} {r['rank']:>5} {r['nuclear']:>9.3g} {r['frobenius']:>9.3g} "
+                f"{r['risk']:>9.3g} {float(r['test_risk']):>9.3g}  {r['method']}, {how}"
+            )
+        print(
+            f"{name}: restricted constants vs LoRA rank r (Table 2 in shape), "
+            f"D = {data['config']['radius']:g}"
+        )
+        print(f"  {'r':>4} {'alpha^':>9} {'beta^':>9} {'2a/b':>7}  regime")
+        for r in data["table2"]:
+            if "skipped" in r:
+                print(f"  {r['rank']:>4}  skipped: {r['skipped']}")
+                continue
+            cert = "certified" if r["certified"] else "estimated"
+            print(
+                f"  {r['rank']:>4} {r['alpha']:>9.3g} {r['beta']:>9.3g} {2 * r['alpha'] / r['beta']:>7.3f}  "
+                f"{r['regime']} ({cert})"
+            )
+        print(f"  Data: {path}")
+    return 0
 
 
 def _cmd_phase(args: argparse.Namespace) -> int:
