@@ -343,12 +343,13 @@ def _fingerprint(problem: NonlinearProblem) -> dict[str, Any]:
 
 def _reference_dict(ref: PenalizedMinimum) -> dict[str, Any]:
     d = ref.to_dict()
-    # X_j = U_j V_j^T with U_j = P_j diag(s_j) over the nonzero singular values (exact zeros of
-    # singular-value thresholding are dropped; the rest reconstructs X to round-off).
+    # X_j = U_j V_j^T with U_j = P_j diag(s_j) over the singular values above round-off (1e-13
+    # sigma_1: singular-value thresholding leaves exact zeros, which the SVD of X returns at the
+    # 1e-15 level); the stored factors reconstruct X to round-off.
     d["U"], d["V"] = [], []
     for x in ref.X:
         P, s, Qh = torch.linalg.svd(x.detach().to(torch.float64).cpu(), full_matrices=False)
-        k = int((s > 0).sum())
+        k = int((s > 1e-13 * float(s[0])).sum()) if s.numel() and float(s[0]) > 0 else 0
         d["U"].append((P[:, :k] * s[:k]).tolist())
         d["V"].append(Qh[:k].T.tolist())
     return d
