@@ -396,7 +396,7 @@ def evidence_from_entry(entry: Mapping[str, Any], problem: NonlinearProblem) -> 
 
 
 def _verdicts(
-    entry: Mapping[str, Any], problem: NonlinearProblem, train: Mapping[str, Any]
+    entry: Mapping[str, Any], problem: NonlinearProblem, train: Mapping[str, Any], save_dir: Path
 ) -> dict[str, Any]:
     from verify import kkr
 
@@ -409,7 +409,7 @@ def _verdicts(
         ("KKR-magnitude", kkr.check_kkr_magnitude),
         ("KKR-bias", kkr.check_kkr_bias),
     ):
-        out[claim] = f(ev).to_dict()
+        out[claim] = f(ev, save_dir=save_dir).to_dict()
     return out
 
 
@@ -586,7 +586,8 @@ def kkr_experiment(
                         if not r.get("shifted"):
                             r["reference_value"] = better.value
                 entry["table"] = kkr_table(entry["runs"], entry["reference"])
-                entry["verdicts"] = _verdicts(entry, problem, train)
+                # A violated verdict saves its end points next to the file (counterexamples/).
+                entry["verdicts"] = _verdicts(entry, problem, train, path.parent / "counterexamples")
                 save()
     finally:
         bar.close()

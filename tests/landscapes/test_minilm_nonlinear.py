@@ -28,3 +28,8 @@ def test_review_problem_without_linearization():
     assert math.isfinite(p.test_value(Z)) and p.test_value(Z) != p.value(Z)
     with pytest.raises(ValueError, match="layers"):
         review_nonlinear_problem(layers="first")
+    # Every layer's W_q and W_v, as in [KKR25]: 6 layers of MiniLM, 12 blocks.
+    every = review_nonlinear_problem(N=4, n_test=0, layers="all")
+    assert len(every.blocks) == 12 and every.test_risk is None
+    lin4 = review_problem(N=4, lam=0.01, form="operator")
+    assert math.isclose(every.value(every.zeros()), lin4.risk(lin4.zeros()), rel_tol=1e-12)
