@@ -508,7 +508,8 @@ def _cmd_kkr(args: argparse.Namespace) -> int:
                 f"{' (certified)' if c['certified'] else ' (estimated)'}{bnd}"
             )
         print(
-            f"  {'init':<7} {'runs':>4} {'SOSP':>4} {'glob':>4} {'spur':>4} {'success [95% CI]':>18} "
+            f"  {'init':<7} {'runs':>4} {'SOSP':>4} {'glob':>4} {'spur':>4} {'r<r*':>4} "
+            f"{'success [95% CI]':>18} "
             f"{'sep.':>6} {'|X| glob':>8} {'|X| spur':>8} {'rk spur':>7} {'test glob':>9} {'test spur':>9}"
         )
 
@@ -520,8 +521,9 @@ def _cmd_kkr(args: argparse.Namespace) -> int:
             frac = row["success_fraction"]
             ci = f"{frac:.2f} [{lo:.2f},{hi:.2f}]" if isinstance(frac, float) and frac == frac else "-"
             print(
-                f"  {init:<7} {row['runs']:>4} {row['converged']:>4} {row['successes']:>4} "
-                f"{row['failures']:>4} {ci:>18} {f(row['separation_ratio'], 6)} "
+                f"  {init:<7} {row['runs']:>4} {row['converged'] + row.get('rank_limited', 0):>4} "
+                f"{row['successes']:>4} {row['failures']:>4} {row.get('rank_limited', 0):>4} {ci:>18} "
+                f"{f(row['separation_ratio'], 6)} "
                 f"{f(row['success_norm_median'], 8)} {f(row['failure_norm_median'], 8)} "
                 f"{f(row['failure_rank_median'], 7, 'g')} {f(row['success_test_median'], 9)} "
                 f"{f(row['failure_test_median'], 9)}"
@@ -537,13 +539,21 @@ def _cmd_kkr(args: argparse.Namespace) -> int:
             ranks = sorted({int(s["rank"]) for s in shifted.values()})
             values = ", ".join(f"{float(s['value']):.6g}" for s in shifted.values())
             note = " > r: no LoRA point of rank r reaches it" if max(ranks) > train["rank"] else ""
+            lg = entry["table"].get("loraga", {})
+            if lg:
+                note += (
+                    f"; its end points (median): rank {lg.get('end_rank_median')}, ||Y||_F "
+                    f"{float(lg.get('end_norm_median', float('nan'))):.3g}, held-out risk of X = Y - O "
+                    f"{float(lg.get('end_test_median', float('nan'))):.3g}"
+                )
             print(
                 f"  loraga trains its own problem (offset O, decay on X + O): reference value {values}, "
                 f"rank r* = {'/'.join(map(str, ranks))}{note}"
             )
     print(
         "\nSOSP: certified approximate second-order stationary end points; glob / spur: penalized "
-        "value equal to / above the reference's; sep.: min |X|_F of spurious over max of global; "
+        "value equal to / above the reference's; r<r*: SOSPs of a problem whose minimizer has rank "
+        "r* > r (outside the theorems); sep.: min |X|_F of spurious over max of global; "
         "test: held-out risk."
     )
     print(f"{data['seconds']:.1f} s.  Data: {path}")

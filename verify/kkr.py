@@ -274,7 +274,7 @@ def _judge(ev: Evidence, global_rtol: float) -> _Judged:
         "rank": ev.rank,
         "radius": ev.radius,
         "end_points": len(ev.runs),
-        "certified_sosps": sum(1 for d in pts if d["class"] != "not-sosp"),
+        "certified_sosps": sum(1 for d in pts if d["class"] in ("global", "spurious")),
         "spurious": sum(1 for d in pts if d["class"] == "spurious"),
     }
     return _Judged(pts, a_hat, b_hat, rho_hat, rho_lo, b.alpha_lower > 0, ref.rank, ref.frobenius, numbers)
@@ -393,7 +393,7 @@ def check_kkr_dichotomy(
     opts = {"variant": variant, "global_rtol": global_rtol}
     j = _judge(evidence, global_rtol)
     cert = dict(j.numbers)
-    sosps = [d for d in j.points if d["class"] != "not-sosp"]
+    sosps = [d for d in j.points if d["class"] in ("global", "spurious")]
     if not sosps:
         return _verdict(claim, evidence, "inconclusive", "no end point is a certified SOSP", cert, opts)
     if variant == "all-global":
@@ -431,9 +431,16 @@ def check_kkr_dichotomy(
             claim, evidence, "holds", f"all {len(sosps)} certified SOSPs have rank <= r*", cert, opts
         )
     r, rs = evidence.rank, j.r_star
+    if not math.isfinite(j.rho_hat):
+        return _verdict(claim, evidence, "inconclusive", "no restricted constants (r < r*?)", cert, opts)
+    # Points at the best value found are checked too when that value is not certified global: they
+    # may be non-global, and then the theorem constrains them.
+    uncertain = not evidence.reference.certified
     checked, definite, undecided = [], [], []
     for d in sosps:
-        if d["class"] != "spurious" or d["distance"] > evidence.radius or d.get("singular_values") is None:
+        if d["distance"] > evidence.radius or d.get("singular_values") is None:
+            continue
+        if d["class"] != "spurious" and not uncertain:
             continue
         sv = _numerical(d["singular_values"], r)
         d2 = d["distance"] ** 2
@@ -449,13 +456,24 @@ def check_kkr_dichotomy(
         best = dichotomy(
             sv, r=r, r_star=rs, alpha=max(j.rho_lo, 1e-300) / 2, beta=1.0, distance_sq=d2, rank_rtol=1e-6
         )
-        row = {"init": d["init"], "seed": d["seed"], "at_rho_hat": worst, "at_rho_lower": best}
+        row = {
+            "init": d["init"],
+            "seed": d["seed"],
+            "class": d["class"],
+            "at_rho_hat": worst,
+            "at_rho_lower": best,
+        }
         checked.append(row)
-        if not best["rank_is_r"] or not best["all"]:
+        if d["class"] != "spurious":
+            # At the best value found (not certified global): a failure cannot be told from a
+            # global minimizer, which the theorem does not constrain.
+            if not worst["all"]:
+                undecided.append(row)
+        elif not best["rank_is_r"] or not best["all"]:
             definite.append(row)
         elif not worst["all"]:
             undecided.append(row)
-    cert["spurious_checked"] = checked
+    cert["points_checked"] = checked
     if (why := _hypothesis_fails(j)) is not None:
         return _verdict(claim, evidence, "inconclusive", why, cert, opts)
     if definite:
@@ -487,6 +505,20 @@ def check_kkr_dichotomy(
             "inconclusive",
             f"{len(undecided)} non-global SOSP(s) satisfy the conditions at rho_lower = {j.rho_lo:.3g} "
             f"but not at the estimate rho_hat = {j.rho_hat:.3g}",
+            cert,
+            opts,
+        )
+    if not any(row["class"] == "spurious" for row in checked):
+        how = (
+            f"{len(checked)} SOSPs at the best value found (not certified global) satisfy the conditions"
+            if checked
+            else f"all {len(sosps)} certified SOSPs are global"
+        )
+        return _verdict(
+            claim,
+            evidence,
+            "holds",
+            f"no non-global certified SOSP within D = {evidence.radius:g} ({how})",
             cert,
             opts,
         )
@@ -537,7 +569,7 @@ def check_kkr_special(
             cert,
             opts,
         )
-    near = [d for d in j.points if d["class"] != "not-sosp" and d["distance"] <= evidence.radius]
+    near = [d for d in j.points if d["class"] in ("global", "spurious") and d["distance"] <= evidence.radius]
     bad = [d for d in near if d["class"] == "spurious"]
     cert["points"] = bad or near
     if not near:
@@ -610,9 +642,15 @@ def check_kkr_loud(
         return _verdict(
             claim, evidence, "inconclusive", f"Corollary 1 needs r > r* (r = {r}, r* = {rs})", cert, opts
         )
+    if not math.isfinite(j.rho_hat):
+        return _verdict(claim, evidence, "inconclusive", "no restricted constants", cert, opts)
     rows, definite, undecided = [], [], []
     for d in j.points:
-        if d["class"] == "not-sosp" or d.get("singular_values") is None or d["distance"] > evidence.radius:
+        if (
+            d["class"] not in ("global", "spurious")
+            or d.get("singular_values") is None
+            or d["distance"] > evidence.radius
+        ):
             continue
         sv = _numerical(d["singular_values"], r)
         at_hat = (
@@ -634,7 +672,10 @@ def check_kkr_loud(
         if at_lo["prediction"] == "global" and truth == "spurious":
             definite.append(dict(row, why="predicted global, certified spurious"))
         elif at_hat is not None and at_hat["prediction"] == "spurious" and truth == "global":
-            definite.append(dict(row, why="predicted spurious, certified global"))
+            if evidence.reference.certified:
+                definite.append(dict(row, why="predicted spurious, certified global"))
+            else:
+                undecided.append(row)  # "global" is the best value found, not certified
         elif truth == "spurious" and at_lo["prediction"] == "spurious" and at_lo["bound_holds"] is False:
             definite.append(dict(row, why="spurious point below the norm bound"))
         elif truth == "spurious" and (

@@ -260,9 +260,16 @@ def kkr_run(
 
 
 def classify(run: Mapping[str, Any], reference_value: float, *, global_rtol: float = 1e-6) -> str:
-    """``global``, ``spurious`` or ``not-sosp`` (module docstring) against a reference value."""
+    """``global``, ``spurious``, ``not-sosp`` or ``rank-limited`` against a reference value.
+
+    ``rank-limited``: the reference has rank ``r* > r`` (``run["reference_rank"] >
+    run["lora_rank"]``), so no LoRA point of rank ``r`` reaches it and the theorems, which assume
+    ``r >= r*``, say nothing about the run.
+    """
     if run.get("status") != "finished" or not run.get("sosp"):
         return "not-sosp"
+    if int(run.get("reference_rank", 0)) > int(run.get("lora_rank", 1 << 30)):
+        return "rank-limited"
     excess = float(run["penalized"]) - reference_value
     return "global" if excess <= global_rtol * max(1.0, abs(reference_value)) else "spurious"
 
@@ -299,6 +306,7 @@ def kkr_table(
         ]
         succ = [r for r, c in zip(rows, cls) if c == "global"]
         fail = [r for r, c in zip(rows, cls) if c == "spurious"]
+        limited = sum(1 for c in cls if c == "rank-limited")
         conv = len(succ) + len(fail)
 
         def med(xs: list[float]) -> float:
@@ -315,7 +323,8 @@ def kkr_table(
             "converged": conv,
             "successes": len(succ),
             "failures": len(fail),
-            "not_sosp": len(rows) - conv,
+            "not_sosp": len(rows) - conv - limited,
+            "rank_limited": limited,
             "success_fraction": len(succ) / conv if conv else math.nan,
             "success_interval": wilson_interval(len(succ), conv),
             "separation_ratio": sep,
@@ -324,6 +333,9 @@ def kkr_table(
             "success_rank_median": med([max(r["ranks"]) for r in succ]),
             "failure_rank_median": med([max(r["ranks"]) for r in fail]),
             "success_test_median": med([r["test_risk"] for r in succ]),
+            "end_norm_median": med([r["frobenius"] for r in rows if r.get("status") == "finished"]),
+            "end_rank_median": med([max(r["ranks"]) for r in rows if r.get("status") == "finished"]),
+            "end_test_median": med([r["test_risk"] for r in rows if r.get("status") == "finished"]),
             "failure_test_median": med([r["test_risk"] for r in fail]),
         }
     return out
@@ -452,7 +464,8 @@ def kkr_experiment(
     if isinstance(samples, bool) or not isinstance(samples, int) or samples < 1:
         raise ValueError(f"samples: expected a positive int, got {samples!r}")
     config = {
-        "problems": {n: KKR_PROBLEMS[n] for n in problems},
+        # What makes the runs (the notes are for people and may change).
+        "problems": {n: {k: v for k, v in KKR_PROBLEMS[n].items() if k != "note"} for n in problems},
         "inits": list(inits),
         "seeds": list(seeds),
         "lams": None if lams is None else [float(x) for x in lams],
@@ -498,8 +511,6 @@ def kkr_experiment(
                 done = {(r["init"], r["seed"]) for r in entry["runs"]}
                 todo = [(i, s) for i in inits for s in seeds if (i, s) not in done]
                 bar.update(len(done))
-                if all(i in entry.get("skipped", {}) for i, _ in todo) and "table" in entry:
-                    continue
                 problem = _BUILDERS[spec["builder"]](**kwargs)
                 train = spec["train"]
                 fp = _fingerprint(problem)
@@ -562,6 +573,8 @@ def kkr_experiment(
                         lanczos_maxiter=train.get("lanczos_maxiter"),
                     )
                     run.update(init=init, seed=seed, reference_value=ref_value, shifted=offset is not None)
+                    if offset is not None:
+                        run.update(shifted_reference=oh, reference_rank=int(shifted_refs[oh]["rank"]))
                     entry["runs"].append(run)
                     save()
                     bar.update(1)
@@ -585,6 +598,14 @@ def kkr_experiment(
                     for r in entry["runs"]:
                         if not r.get("shifted"):
                             r["reference_value"] = better.value
+                # Every run knows its LoRA rank and its reference's rank (files of earlier versions
+                # lack them for shifted runs: their offset is the one shifted reference, when unique).
+                for r in entry["runs"]:
+                    r.setdefault("lora_rank", train["rank"])
+                    if r.get("shifted") and "reference_rank" not in r and len(shifted_refs) == 1:
+                        r["reference_rank"] = int(next(iter(shifted_refs.values()))["rank"])
+                    if not r.get("shifted"):
+                        r["reference_rank"] = int(entry["reference"]["rank"])
                 entry["table"] = kkr_table(entry["runs"], entry["reference"])
                 # A violated verdict saves its end points next to the file (counterexamples/).
                 entry["verdicts"] = _verdicts(entry, problem, train, path.parent / "counterexamples")
