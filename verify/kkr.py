@@ -499,15 +499,21 @@ def check_kkr_dichotomy(
             opts,
         )
     if undecided:
-        return _verdict(
-            claim,
-            evidence,
-            "inconclusive",
-            f"{len(undecided)} non-global SOSP(s) satisfy the conditions at rho_lower = {j.rho_lo:.3g} "
-            f"but not at the estimate rho_hat = {j.rho_hat:.3g}",
-            cert,
-            opts,
-        )
+        at_best = [row for row in undecided if row["class"] != "spurious"]
+        spur = len(undecided) - len(at_best)
+        parts = []
+        if spur:
+            parts.append(
+                f"{spur} non-global SOSP(s) satisfy the conditions at rho_lower = {j.rho_lo:.3g} but not at "
+                f"the estimate rho_hat = {j.rho_hat:.3g}"
+            )
+        if at_best:
+            parts.append(
+                f"{len(at_best)} SOSP(s) at the best value found fail them (rank "
+                f"{at_best[0]['at_rho_lower']['rank']} < r = {r}): consistent with a global minimizer, "
+                "but that value is not certified global"
+            )
+        return _verdict(claim, evidence, "inconclusive", "; ".join(parts), cert, opts)
     if not any(row["class"] == "spurious" for row in checked):
         how = (
             f"{len(checked)} SOSPs at the best value found (not certified global) satisfy the conditions"
