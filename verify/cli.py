@@ -528,6 +528,13 @@ def _cmd_kkr(args: argparse.Namespace) -> int:
                 f"{f(row['failure_rank_median'], 7, 'g')} {f(row['success_test_median'], 9)} "
                 f"{f(row['failure_test_median'], 9)}"
             )
+        allrow = entry["table"].get("all") or next(iter(entry["table"].values()), {})
+        if allrow.get("not_sosp"):
+            print(
+                f"  without an SOSP certificate: {allrow['not_sosp']} run(s) (Lanczos unconverged or "
+                f"negative curvature): {allrow.get('not_sosp_at_best', 0)} at the best value found, "
+                f"{allrow.get('not_sosp_above', 0)} above it (certified non-global)"
+            )
         for claim, v in entry.get("verdicts", {}).items():
             print(f"  {claim:<14} {v['status']:<12} {v['reason']}")
             if v["status"] == "violated":

@@ -274,6 +274,14 @@ def classify(run: Mapping[str, Any], reference_value: float, *, global_rtol: flo
     return "global" if excess <= global_rtol * max(1.0, abs(reference_value)) else "spurious"
 
 
+def _excess(run: Mapping[str, Any]) -> float:
+    return float(run["penalized"]) - float(run["reference_value"])
+
+
+def _scale(run: Mapping[str, Any]) -> float:
+    return max(1.0, abs(float(run["reference_value"])))
+
+
 def wilson_interval(successes: int, n: int, *, z: float = 1.96) -> tuple[float, float]:
     """The Wilson score interval of a success fraction (95 % by default); ``(0, 1)`` when ``n = 0``."""
     if n == 0:
@@ -324,6 +332,18 @@ def kkr_table(
             "successes": len(succ),
             "failures": len(fail),
             "not_sosp": len(rows) - conv - limited,
+            # Runs without an SOSP certificate (e.g. Lanczos unconverged on a real model) still
+            # compare with the reference: above it is certified non-global.
+            "not_sosp_at_best": sum(
+                1
+                for r, c in zip(rows, cls)
+                if c == "not-sosp" and r.get("status") == "finished" and _excess(r) <= global_rtol * _scale(r)
+            ),
+            "not_sosp_above": sum(
+                1
+                for r, c in zip(rows, cls)
+                if c == "not-sosp" and r.get("status") == "finished" and _excess(r) > global_rtol * _scale(r)
+            ),
             "rank_limited": limited,
             "success_fraction": len(succ) / conv if conv else math.nan,
             "success_interval": wilson_interval(len(succ), conv),
