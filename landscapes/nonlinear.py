@@ -122,8 +122,10 @@ class NonlinearProblem:
                     f"linear: expected a Problem with blocks {list(blocks)} and lam {list(lam)}, "
                     f"got {type(self.linear).__name__} with blocks {list(lin_blocks)}"
                 )
-        if self.test_risk is not None and not callable(self.test_risk):
-            raise TypeError(f"test_risk: expected None or a callable, got {type(self.test_risk).__name__}")
+        for name in ("test_risk", "batch_risk"):
+            f = getattr(self, name)
+            if f is not None and not callable(f):
+                raise TypeError(f"{name}: expected None or a callable, got {type(f).__name__}")
 
     # ---- points --------------------------------------------------------------------------------
     def check_point(self, X: Sequence[Tensor], name: str = "X") -> Blocks:
@@ -668,6 +670,13 @@ def shifted(
         def test(Y: Blocks) -> Tensor:
             return base_test(tuple(y - o for y, o in zip(Y, O)))
 
+    batch = None
+    if problem.batch_risk is not None:
+        base_batch = problem.batch_risk
+
+        def batch(Y: Blocks, idx: Tensor) -> Tensor:
+            return base_batch(tuple(y - o for y, o in zip(Y, O)), idx)
+
     linear = None
     if problem.linear is not None:
         from landscapes.inits import shifted_problem
@@ -684,4 +693,5 @@ def shifted(
         meta=dict(problem.meta, shifted=True),
         linear=linear,
         test_risk=test,
+        batch_risk=batch,
     )

@@ -188,6 +188,8 @@ def minimize_penalized(
         raise ValueError(f"tol: expected a positive float, got {tol!r}")
     if isinstance(max_iter, bool) or not isinstance(max_iter, int) or max_iter < 1:
         raise ValueError(f"max_iter: expected a positive int, got {max_iter!r}")
+    if time_limit is not None and not (isinstance(time_limit, (int, float)) and 0 < time_limit < math.inf):
+        raise ValueError(f"time_limit: expected None or a positive number of seconds, got {time_limit!r}")
     t0 = time.perf_counter()
     deadline = math.inf if time_limit is None else t0 + float(time_limit)
     if problem.linear is not None and all(lam > 0 for lam in problem.lam):

@@ -270,7 +270,8 @@ def restricted_bounds(problem: NonlinearProblem, *, max_params: int = 4096) -> R
         J = lin.J.matrix.to(torch.float64)
         H = J.T @ J / lin.N
         ev = torch.linalg.eigvalsh(H)
-        err = 8 * H.shape[0] * torch.finfo(torch.float64).eps * float(ev.abs().max())
+        # Round-off of forming J^T J (KN terms per entry) and of eigvalsh (p): a generous margin.
+        err = 8 * (H.shape[0] + lin.KN) * torch.finfo(torch.float64).eps * float(ev.abs().max())
         return RestrictedBounds(float(ev[0]) - err, float(ev[-1]) + err, "eigenvalues of H = J^T J / N")
     beta = lin.loss.max_curvature * jacobian_op_norm_sq(lin) / lin.N
     return RestrictedBounds(-math.inf, beta * (1 + 1e-12), "beta <= max loss curvature * ||J||_op^2 / N")
@@ -287,6 +288,11 @@ def null_direction(problem: Any, *, rank: int = 1, seed: int = 0) -> Blocks | No
     normalized to unit Frobenius norm.
     """
     lin = getattr(problem, "linear", None) or problem
+    if not hasattr(lin, "J") or not hasattr(lin, "KN"):
+        raise ValueError(
+            "problem: expected a linearized Problem (or a NonlinearProblem with .linear), "
+            f"got {type(problem).__name__}"
+        )
     if isinstance(rank, bool) or not isinstance(rank, int) or rank < 1:
         raise ValueError(f"rank: expected a positive int, got {rank!r}")
     gen = torch.Generator().manual_seed(seed)
@@ -294,7 +300,7 @@ def null_direction(problem: Any, *, rank: int = 1, seed: int = 0) -> Blocks | No
     for j, (m, n) in enumerate(lin.blocks):
         k = min(rank, m, n)
         if m * k > lin.KN:
-            V = torch.randn(n, k, generator=gen, dtype=torch.float64).to(lin.dtype)
+            V = torch.randn(n, k, generator=gen, dtype=torch.float64).to(dtype=lin.dtype, device=lin.device)
             # M u = J vec(U V^T) for u = vec(U) (row-major): column (a, c) is J vec(e_a V[:, c]^T).
             dense = getattr(lin.J, "matrix", None)
             if dense is not None:

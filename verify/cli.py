@@ -528,7 +528,7 @@ def _cmd_kkr(args: argparse.Namespace) -> int:
                 f"{f(row['failure_rank_median'], 7, 'g')} {f(row['success_test_median'], 9)} "
                 f"{f(row['failure_test_median'], 9)}"
             )
-        allrow = entry["table"].get("all") or next(iter(entry["table"].values()), {})
+        allrow: dict[str, Any] = entry["table"].get("all") or next(iter(entry["table"].values()), {})
         if allrow.get("not_sosp"):
             print(
                 f"  without an SOSP certificate: {allrow['not_sosp']} run(s) (Lanczos unconverged or "
@@ -572,10 +572,12 @@ def _kkr_tables(args: argparse.Namespace, out: Path) -> int:
 
     for name in args.problems:
         path = out / f"kkr-tables-{name}.json"
-        if args.fresh and path.exists():
-            path.unlink()
         try:
-            kw: dict[str, Any] = {"samples": args.samples, "progress": False if args.no_progress else None}
+            kw: dict[str, Any] = {
+                "samples": args.samples,
+                "fresh": args.fresh,
+                "progress": False if args.no_progress else None,
+            }
             if args.lams:
                 kw["lams"] = args.lams
             data = kkr_paper_tables(name, out=path, **kw)

@@ -39,6 +39,7 @@ import torch
 from torch import Tensor
 
 from landscapes.nonlinear import NonlinearProblem
+from landscapes.nonlinear_sosp import Factors
 from landscapes.penalized import PenalizedMinimum, minimize_penalized
 from landscapes.restricted import (
     RestrictedBounds,
@@ -119,6 +120,21 @@ def collect_evidence(
     for i in inits:
         if i not in KKR_INITS or i == "loraga":
             raise ValueError(f"inits: expected names from {KKR_INITS[:3]}, got {i!r}")
+    if len(set(inits)) != len(inits):
+        raise ValueError(f"inits: expected distinct names, got {list(inits)!r}")
+    if any(isinstance(x, bool) or not isinstance(x, int) for x in seeds) or len(set(seeds)) != len(seeds):
+        raise ValueError(f"seeds: expected distinct ints, got {list(seeds)!r}")
+    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 0:
+        raise ValueError(f"steps: expected an int >= 0, got {steps!r}")
+    if not (isinstance(lr, (int, float)) and lr > 0 and math.isfinite(lr)):
+        raise ValueError(f"lr: expected a positive finite number, got {lr!r}")
+    if isinstance(samples, bool) or not isinstance(samples, int) or samples < 1:
+        raise ValueError(f"samples: expected a positive int, got {samples!r}")
+    for name, st in (starts or {}).items():
+        if not isinstance(st, Factors):
+            raise TypeError(
+                f"starts[{name!r}]: expected landscapes.nonlinear_sosp.Factors, got {type(st).__name__}"
+            )
     t0 = time.perf_counter()
     ref = minimize_penalized(problem)
     if rank is None:
@@ -129,11 +145,11 @@ def collect_evidence(
         for seed in seeds:
             start, _ = make_init(problem, init, rank=rank, seed=seed, reference_norm=norm)
             run = kkr_run(problem, start, steps=steps, lr=lr)
-            run.update(init=init, seed=seed)
+            run.update(init=init, seed=seed, lora_rank=rank)
             runs.append(run)
     for name, start in (starts or {}).items():
         run = kkr_run(problem, start, steps=steps, lr=lr)
-        run.update(init=str(name), seed=-1)
+        run.update(init=str(name), seed=-1, lora_rank=max(a.shape[1] for a in start.A))
         runs.append(run)
     # A run that beats the reference refines it.
     fin = [r for r in runs if r.get("status") == "finished"]
@@ -141,6 +157,8 @@ def collect_evidence(
         best = min(fin, key=lambda r: r["penalized"])
         if best["penalized"] < ref.value - 1e-12 * max(1.0, abs(ref.value)):
             ref = minimize_penalized(problem, starts={"best-run": _X(best, problem)})
+    for run in runs:
+        run["reference_rank"] = ref.rank  # a run with r < r* is outside the theorems ("rank-limited")
     consts = (
         restricted_constants(problem, rank=rank, radius=radius, x_star=ref.X, samples=samples)
         if rank >= ref.rank
@@ -224,7 +242,13 @@ class _Judged:
     numbers: dict[str, Any]
 
 
+def _check_rtol(global_rtol: float) -> None:
+    if isinstance(global_rtol, bool) or not (isinstance(global_rtol, (int, float)) and 0 < global_rtol < 1):
+        raise ValueError(f"global_rtol: expected a number in (0, 1), got {global_rtol!r}")
+
+
 def _judge(ev: Evidence, global_rtol: float) -> _Judged:
+    _check_rtol(global_rtol)
     p, ref = ev.problem, ev.reference
     pts = []
     a_hat = ev.constants.alpha if ev.constants is not None else math.inf
@@ -243,6 +267,7 @@ def _judge(ev: Evidence, global_rtol: float) -> _Judged:
                 penalized=r["penalized"],
                 excess=r["penalized"] - ref.value,
                 test_risk=r.get("test_risk"),
+                grad_op_over_lam=r.get("grad_op_over_lam"),
             )
             if d["distance"] <= ev.radius and max(r["ranks"]) <= ev.rank and d["distance"] > 0:
                 rsc, rsm = _ratios(p, X, ref.X, seed=k)
@@ -356,6 +381,15 @@ def _verdict(
     )
 
 
+def _outside(ev: Evidence, j: _Judged) -> str | None:
+    """Why the theorems do not apply to this evidence at all (``None`` when they may)."""
+    if ev.rank < j.r_star:
+        return f"r = {ev.rank} < r* = {j.r_star}: [KKR25] assumes r >= r* (no LoRA point reaches X*)"
+    if ev.constants is None or not math.isfinite(j.rho_hat):
+        return "no restricted constants"
+    return None
+
+
 def _hypothesis_fails(j: _Judged) -> str | None:
     if j.alpha_hat <= 0:
         where = (
@@ -431,16 +465,37 @@ def check_kkr_dichotomy(
             claim, evidence, "holds", f"all {len(sosps)} certified SOSPs have rank <= r*", cert, opts
         )
     r, rs = evidence.rank, j.r_star
-    if not math.isfinite(j.rho_hat):
-        return _verdict(claim, evidence, "inconclusive", "no restricted constants (r < r*?)", cert, opts)
+    if (why := _outside(evidence, j)) is not None:
+        return _verdict(claim, evidence, "inconclusive", why, cert, opts)
+    if len(evidence.problem.blocks) > 1:
+        return _verdict(
+            claim,
+            evidence,
+            "inconclusive",
+            f"Theorem 1.2 is stated for one adapted matrix; this problem has {len(evidence.problem.blocks)}",
+            cert,
+            opts,
+        )
+    if j.rho_lo > 1:
+        return _verdict(
+            claim,
+            evidence,
+            "inconclusive",
+            f"the special regime is certified (2 alpha / beta >= {j.rho_lo:.3g} > 1): Theorem 1.2 (generic "
+            "regime) does not apply; see KKR-special",
+            cert,
+            opts,
+        )
     # Points at the best value found are checked too when that value is not certified global: they
     # may be non-global, and then the theorem constrains them.
     uncertain = not evidence.reference.certified
     checked, definite, undecided = [], [], []
+    beyond = 0
     for d in sosps:
-        if d["distance"] > evidence.radius or d.get("singular_values") is None:
-            continue
         if d["class"] != "spurious" and not uncertain:
+            continue
+        if d["distance"] > evidence.radius:
+            beyond += 1
             continue
         sv = _numerical(d["singular_values"], r)
         d2 = d["distance"] ** 2
@@ -464,16 +519,22 @@ def check_kkr_dichotomy(
             "at_rho_lower": best,
         }
         checked.append(row)
+        saddle = any(float(g) > 1 + 1e-6 for g in (d.get("grad_op_over_lam") or []))
         if d["class"] != "spurious":
             # At the best value found (not certified global): a failure cannot be told from a
             # global minimizer, which the theorem does not constrain.
             if not worst["all"]:
                 undecided.append(row)
-        elif not best["rank_is_r"] or not best["all"]:
+        elif not best["all"] and not (best["rank"] < r and saddle):
             definite.append(row)
+        elif not best["all"]:
+            # Rank-deficient with ||grad L(X)||_op > lam: the free columns give negative curvature
+            # that Lanczos missed; not an SOSP after all.
+            undecided.append(dict(row, why="rank-deficient with ||grad L||_op > lam: a saddle"))
         elif not worst["all"]:
             undecided.append(row)
     cert["points_checked"] = checked
+    cert["beyond_radius"] = beyond
     if (why := _hypothesis_fails(j)) is not None:
         return _verdict(claim, evidence, "inconclusive", why, cert, opts)
     if definite:
@@ -520,6 +581,8 @@ def check_kkr_dichotomy(
             if checked
             else f"all {len(sosps)} certified SOSPs are global"
         )
+        if beyond:
+            how += f"; {beyond} point(s) beyond D not checked"
         return _verdict(
             claim,
             evidence,
@@ -562,7 +625,16 @@ def check_kkr_special(
     j = _judge(evidence, global_rtol)
     cert = dict(j.numbers)
     certified = evidence.bounds.special_certified
-    estimated = j.rho_hat > 1
+    estimated = math.isfinite(j.rho_hat) and j.rho_hat > 1
+    if evidence.rank < j.r_star:
+        return _verdict(
+            claim,
+            evidence,
+            "inconclusive",
+            f"r = {evidence.rank} < r* = {j.r_star}: Theorem 1.1 assumes r >= r*",
+            cert,
+            opts,
+        )
     cert["special_certified"] = certified
     cert["special_estimated"] = estimated
     if not (certified or estimated):
@@ -648,8 +720,17 @@ def check_kkr_loud(
         return _verdict(
             claim, evidence, "inconclusive", f"Corollary 1 needs r > r* (r = {r}, r* = {rs})", cert, opts
         )
-    if not math.isfinite(j.rho_hat):
-        return _verdict(claim, evidence, "inconclusive", "no restricted constants", cert, opts)
+    if (why := _outside(evidence, j)) is not None:
+        return _verdict(claim, evidence, "inconclusive", why, cert, opts)
+    if len(evidence.problem.blocks) > 1:
+        return _verdict(
+            claim,
+            evidence,
+            "inconclusive",
+            f"Corollary 1 is stated for one adapted matrix; this problem has {len(evidence.problem.blocks)}",
+            cert,
+            opts,
+        )
     rows, definite, undecided = [], [], []
     for d in j.points:
         if (
@@ -675,8 +756,12 @@ def check_kkr_loud(
         }
         rows.append(row)
         # Prediction "global" is certain when it holds at rho_lo; "spurious" when it holds at rho_hat.
+        saddle = any(float(g) > 1 + 1e-6 for g in (d.get("grad_op_over_lam") or []))
         if at_lo["prediction"] == "global" and truth == "spurious":
-            definite.append(dict(row, why="predicted global, certified spurious"))
+            if saddle and sv[r - 1] == 0.0:
+                undecided.append(dict(row, why="rank-deficient with ||grad L||_op > lam: a saddle"))
+            else:
+                definite.append(dict(row, why="predicted global, certified spurious"))
         elif at_hat is not None and at_hat["prediction"] == "spurious" and truth == "global":
             if evidence.reference.certified:
                 definite.append(dict(row, why="predicted spurious, certified global"))
@@ -732,6 +817,15 @@ def check_kkr_loud(
             opts,
         )
     sep = cert["separation_ratio"]
+    if not evidence.reference.certified and any(row["certificate"] == "global" for row in rows):
+        return _verdict(
+            claim,
+            evidence,
+            "inconclusive",
+            f"{len(rows)} SOSPs classified as predicted, but 'global' is the best value found, not certified",
+            cert,
+            opts,
+        )
     return _verdict(
         claim,
         evidence,
@@ -763,6 +857,7 @@ def check_kkr_magnitude(
     claim = "KKR-magnitude"
     if not (isinstance(factor, (int, float)) and factor > 0):
         raise ValueError(f"factor: expected a positive number, got {factor!r}")
+    _check_rtol(global_rtol)
     opts = {"factor": factor, "global_rtol": global_rtol}
     p, ref = evidence.problem, evidence.reference
     if len(set(p.lam)) != 1 or p.lam[0] <= 0:
@@ -773,12 +868,14 @@ def check_kkr_magnitude(
     L0 = p.value(p.zeros())
     tol = max(ref.value - ref.lower_bound, 0.0) if ref.certified else global_rtol * max(1.0, abs(ref.value))
     rows: list[dict[str, Any]] = []
-    pts = [("reference", ref.X)] + [
-        (f"{r['init']}:{r['seed']}", _X(r, p))
+    # At a point within eps of the minimum, lam ||X||_* + L(X) <= L(0) + eps: each point's tolerance
+    # is the reference's gap plus how far the point is above the reference.
+    pts: list[tuple[str, Blocks, float]] = [("reference", ref.X, 0.0)] + [
+        (f"{r['init']}:{r['seed']}", _X(r, p), max(0.0, float(r["penalized"]) - ref.value))
         for r in evidence.runs
         if classify(r, ref.value, global_rtol=global_rtol) == "global"
     ]
-    for name, X in pts:
+    for name, X, above in pts:
         nuc = sum(float(torch.linalg.matrix_norm(x, ord="nuc")) for x in X)
         LX = p.value(X)
         rhs = factor * (L0 - LX) / lam
@@ -789,10 +886,11 @@ def check_kkr_magnitude(
                 "L": LX,
                 "bound": rhs,
                 "excess": nuc - rhs,
+                "tolerance": (tol + above) / lam + 1e-12 * max(1.0, nuc),
                 "below_L0_over_lam": nuc < L0 / lam,
             }
         )
-    bad = [row for row in rows if float(row["excess"]) > tol / lam + 1e-12 * max(1.0, float(row["nuclear"]))]
+    bad = [row for row in rows if float(row["excess"]) > float(row["tolerance"])]
     cert = {"L0": L0, "lam": lam, "tolerance": tol, "points": rows, "reference_certified": ref.certified}
     if bad:
         if ref.certified:
@@ -851,6 +949,11 @@ def check_kkr_bias(
     """
     evidence = _resolve(problem, evidence, collect)
     claim = "KKR-bias"
+    _check_rtol(global_rtol)
+    names = {r["init"] for r in evidence.runs} | set(KKR_INITS)
+    for name, v in (("favoured", favoured), ("against", against)):
+        if v not in names:
+            raise ValueError(f"{name}: expected an init among {sorted(names)}, got {v!r}")
     opts = {"favoured": favoured, "against": against, "global_rtol": global_rtol}
     ref = evidence.reference
     runs = [dict(r, reference_value=ref.value) for r in evidence.runs]
@@ -967,17 +1070,25 @@ def check_kkr_includes_jlr(
         raise ValueError(f"form: expected one of {forms}, got {form!r}")
     if not (isinstance(eps, (int, float)) and eps > 0 and math.isfinite(eps)):
         raise ValueError(f"eps: expected a positive finite number, got {eps!r}")
+    if rank is not None and (isinstance(rank, bool) or not isinstance(rank, int) or rank < 1):
+        raise ValueError(f"rank: expected None or a positive int, got {rank!r}")
+    if not (isinstance(radius, (int, float)) and radius > 0 and math.isfinite(radius)):
+        raise ValueError(f"radius: expected a positive finite number, got {radius!r}")
+    if isinstance(samples, bool) or not isinstance(samples, int) or samples < 1:
+        raise ValueError(f"samples: expected a positive int, got {samples!r}")
+    if isinstance(seed, bool) or not isinstance(seed, int):
+        raise ValueError(f"seed: expected an int, got {seed!r}")
     t0 = time.perf_counter()
     rows: dict[str, Any] = {}
     bounds = restricted_bounds(_perturbed(problem, "none", float(eps), seed))
     for f in forms:
         q = _perturbed(problem, f, float(eps), seed)
-        ref = minimize_penalized(q) if all(lam > 0 for lam in q.lam) else None
-        x0 = ref.X if ref is not None else q.zeros()
-        r_star = ref.rank if ref is not None else 0
+        ref = minimize_penalized(q)
+        x0, r_star = ref.X, ref.rank
         r = rank if rank is not None else r_star + 1
-        D = null_direction(problem, rank=max(1, r - r_star), seed=seed)
-        row: dict[str, Any] = {"r": r, "r_star": r_star, "reference_method": ref.method if ref else None}
+        # X* + t D has rank <= r* + rank(D): the witness lies in the set only when r > r*.
+        D = null_direction(problem, rank=r - r_star, seed=seed) if r > r_star else None
+        row: dict[str, Any] = {"r": r, "r_star": r_star, "reference_method": ref.method}
         if D is not None:
             t = 0.5 * radius
             X = tuple(x + t * d for x, d in zip(x0, D))
@@ -988,7 +1099,13 @@ def check_kkr_includes_jlr(
         else:
             row["alpha_upper"] = math.inf
             row["null_residual"] = None
-        rc = restricted_constants(q, rank=max(r, 1), radius=radius, x_star=x0, samples=samples, seed=seed)
+        if r < r_star:
+            row.update(
+                alpha_hat=math.nan, beta_lower=math.nan, generic_certified=False, special_certified=False
+            )
+            rows[f] = row
+            continue
+        rc = restricted_constants(q, rank=r, radius=radius, x_star=x0, samples=samples, seed=seed)
         row["alpha_hat"] = min(rc.alpha, row["alpha_upper"])
         row["beta_lower"] = rc.beta
         # The perturbations add eps I (ridge) or nothing (linear) to every Hessian.
@@ -1046,7 +1163,9 @@ def check_kkr_sgd_rank(
     (relative) it has not converged and the lemma says nothing (``inconclusive``).  The measured
     rank is Eckart--Young exact: the smallest ``k`` with :math:`\sigma_{k+1}/\|\bar X\|_F <
     \varepsilon` (spectral distance, the weakest reading) per block; the Frobenius reading is
-    reported too.  ``violated`` when the weakest reading exceeds the bound.
+    reported too.  ``violated`` when the weakest reading exceeds the bound; ``holds`` when the
+    strongest (Frobenius) reading is within a bound that is not vacuous (below the largest rank
+    ``min(r, m, n)`` that ``X = A B^T`` can have); otherwise ``inconclusive``.
     """
     from landscapes.nonlinear_sosp import train_sgd
     from theory.kkr import sgd_rank_bound
@@ -1058,6 +1177,13 @@ def check_kkr_sgd_rank(
         raise ValueError(f"eps: expected floats in (0, 4), got {list(eps)!r}")
     if not (isinstance(factor, (int, float)) and factor > 0):
         raise ValueError(f"factor: expected a positive number, got {factor!r}")
+    if init not in ("zero", "small", "large"):
+        raise ValueError(f"init: expected 'zero', 'small' or 'large' (no weight offset), got {init!r}")
+    if not (isinstance(conv_rtol, (int, float)) and conv_rtol > 0):
+        raise ValueError(f"conv_rtol: expected a positive number, got {conv_rtol!r}")
+    lams = set(problem.lam)
+    if len(lams) == 1 and isinstance(lr, (int, float)) and not 0 < lr * next(iter(lams)) < 1:
+        raise ValueError(f"lr: expected 0 < lr * lam < 1, got lr = {lr!r}, lam = {next(iter(lams))!r}")
     opts = {
         "rank": rank, "batch": batch, "lr": lr, "steps": steps, "init": init, "eps": list(eps),
         "window": window, "conv_rtol": conv_rtol, "factor": factor, "seed": seed,
@@ -1083,10 +1209,14 @@ def check_kkr_sgd_rank(
             frob = next(k for k in range(len(sv) + 1) if tails[k] < e * norm)
             rows.append(
                 {"eps": e, "block": j, "bound": bound, "rank_spectral": spec, "rank_frobenius": frob,
-                 "nontrivial": bound < min(x.shape), "singular_values": sv[: max(frob, spec) + 2]}
+                 "nontrivial": bound < min(rank, *x.shape), "singular_values": sv[: max(frob, spec) + 2]}
             )  # fmt: skip
     cert = {"spread": spread, "norm": norm, "lam": lam, "mu_lam": lr * lam, "rows": rows}
     timings = {"sgd": time.perf_counter() - t0}
+    if norm == 0:
+        return Verdict(
+            claim, "inconclusive", fp, cert, "SGD ended at X = 0: the lemma is vacuous", timings, opts
+        )
     if not spread <= conv_rtol:
         return Verdict(
             claim, "inconclusive", fp, cert,
@@ -1101,10 +1231,24 @@ def check_kkr_sgd_rank(
             claim, "violated", fp, cert,
             f"eps = {b['eps']:g}: rank {b['rank_spectral']} needed, bound {b['bound']:.3g}", timings, opts,
         )  # fmt: skip
-    nontriv = sum(1 for r in rows if r["nontrivial"])
+    live = [r for r in rows if r["nontrivial"]]
+    if not live:
+        return Verdict(
+            claim, "inconclusive", fp, cert,
+            f"every bound is vacuous (>= the largest possible rank min(r, m, n)); mu lam = {lr * lam:.3g}: "
+            "the lemma cannot fail here",
+            timings, opts,
+        )  # fmt: skip
+    if any(r["rank_frobenius"] > r["bound"] for r in live):
+        return Verdict(
+            claim, "inconclusive", fp, cert,
+            "within the bounds in spectral distance, not in Frobenius distance "
+            "(the lemma's norm is not stated)",
+            timings, opts,
+        )  # fmt: skip
     return Verdict(
         claim, "holds", fp, cert,
-        f"measured eps-ranks within the bound for eps in {list(eps)} ({nontriv}/{len(rows)} bounds below "
-        f"min(m, n)); mu lam = {lr * lam:.3g}",
+        f"measured eps-ranks within {len(live)} non-vacuous bound(s) for eps in {list(eps)}; "
+        f"mu lam = {lr * lam:.3g}",
         timings, opts,
     )  # fmt: skip

@@ -370,7 +370,26 @@ def _fingerprint(problem: NonlinearProblem) -> dict[str, Any]:
     h = hashlib.sha256(
         json.dumps([problem.name, repr(val), list(problem.blocks), list(problem.lam)]).encode()
     )
-    return {"name": problem.name, "blocks": problem.blocks, "lam": problem.lam, "sha256": h.hexdigest()[:16]}
+    return {
+        "name": problem.name,
+        "blocks": problem.blocks,
+        "lam": problem.lam,
+        "sha256": h.hexdigest()[:16],
+        "probe_value": val,
+    }
+
+
+def _same_problem(old: Mapping[str, Any], new: Mapping[str, Any]) -> bool:
+    """Same name, shapes, decays, and risk at the probe point up to round-off (thread counts differ)."""
+    from verify.verdict import jsonable
+
+    keys = ("name", "blocks", "lam")
+    if any(jsonable(old.get(k)) != jsonable(new.get(k)) for k in keys):
+        return False
+    if "probe_value" not in old:  # files of earlier versions: the exact hash
+        return bool(old.get("sha256") == new.get("sha256"))
+    a, b = float(old["probe_value"]), float(new["probe_value"])
+    return abs(a - b) <= 1e-9 * max(1.0, abs(b))
 
 
 def _reference_dict(ref: PenalizedMinimum) -> dict[str, Any]:
@@ -419,7 +438,15 @@ def evidence_from_entry(entry: Mapping[str, Any], problem: NonlinearProblem) -> 
         if isinstance(fields[k], str):
             fields[k] = float(fields[k])
     pm = PenalizedMinimum(X=_points(ref, problem), **fields)
-    consts = RestrictedConstants(**entry["constants"]) if entry.get("constants") else None
+
+    def num(x: Any) -> Any:  # JSON keeps non-finite floats as strings
+        if isinstance(x, str) and x in ("nan", "inf", "-inf"):
+            return float(x)
+        if isinstance(x, dict):
+            return {k: num(v) for k, v in x.items()}
+        return x
+
+    consts = RestrictedConstants(**num(dict(entry["constants"]))) if entry.get("constants") else None
     b = entry["bounds"]
     bounds = RestrictedBounds(float(b["alpha_lower"]), float(b["beta_upper"]), b["method"])
     train = KKR_PROBLEMS[entry["problem"]]["train"]
@@ -443,6 +470,33 @@ def _verdicts(
     ):
         out[claim] = f(ev, save_dir=save_dir).to_dict()
     return out
+
+
+def _ensure_constants(
+    entry: dict[str, Any],
+    problem: NonlinearProblem,
+    train: Mapping[str, Any],
+    samples: int,
+    save: Callable[[], None],
+) -> None:
+    """Restricted constants about the entry's current reference (recomputed when the reference changed)."""
+    about = entry.get("constants_about_reference_value")
+    value = float(entry["reference"]["value"])
+    stale = (about is None and "reference_refined_from_run" in entry) or (
+        about is not None and float(about) != value
+    )
+    if stale:
+        entry.pop("constants", None)
+    if "constants" not in entry and train["rank"] >= entry["reference"]["rank"]:
+        entry["constants"] = restricted_constants(
+            problem,
+            rank=train["rank"],
+            radius=train["radius"],
+            x_star=_points(entry["reference"], problem),
+            samples=min(samples, train.get("max_samples", samples)),
+        ).to_dict()
+        entry["constants_about_reference_value"] = value
+        save()
 
 
 def kkr_experiment(
@@ -477,6 +531,8 @@ def kkr_experiment(
             raise ValueError(f"inits: expected names from {KKR_INITS}, got {name!r}")
     if not seeds or any(isinstance(x, bool) or not isinstance(x, int) for x in seeds):
         raise ValueError(f"seeds: expected a non-empty sequence of ints, got {list(seeds)!r}")
+    if len(set(seeds)) != len(seeds) or len(set(inits)) != len(inits):
+        raise ValueError(f"seeds, inits: expected no repeats, got {list(seeds)!r} and {list(inits)!r}")
     if lams is not None and (
         not lams or any(not (isinstance(x, (int, float)) and 0 <= x < math.inf) for x in lams)
     ):
@@ -505,7 +561,11 @@ def kkr_experiment(
             raise ValueError(f"out: {str(path)!r} exists and is not a KKR file ({exc}); use fresh") from None
         if old.get("format") != KKR_FORMAT:
             raise ValueError(f"out: {str(path)!r} is not a {KKR_FORMAT} file; choose another path or fresh")
-        if old.get("config") != data["config"]:
+        old_config = old.get("config") or {}
+        for spec in (old_config.get("problems") or {}).values():
+            if isinstance(spec, dict):
+                spec.pop("note", None)  # files of earlier versions kept the notes in the configuration
+        if old_config != data["config"]:
             raise ValueError(
                 f"out: {str(path)!r} holds runs of another configuration; use fresh (--fresh) or another path"
             )
@@ -526,7 +586,7 @@ def kkr_experiment(
                 kwargs = dict(spec["kwargs"])
                 if lam is not None:
                     kwargs["lam"] = lam
-                key = pname if lam is None else f"{pname}@lam={lam:g}"
+                key = pname if lam is None else f"{pname}@lam={lam!r}"
                 entry = data["configurations"].setdefault(key, {"problem": pname, "runs": []})
                 done = {(r["init"], r["seed"]) for r in entry["runs"]}
                 todo = [(i, s) for i in inits for s in seeds if (i, s) not in done]
@@ -534,7 +594,7 @@ def kkr_experiment(
                 problem = _BUILDERS[spec["builder"]](**kwargs)
                 train = spec["train"]
                 fp = _fingerprint(problem)
-                if entry.get("fingerprint") not in (None, jsonable(fp)):
+                if entry.get("fingerprint") is not None and not _same_problem(entry["fingerprint"], fp):
                     raise ValueError(f"out: {str(path)!r} holds runs of another {key} problem; use fresh")
                 entry["fingerprint"] = fp
                 refs: dict[str, PenalizedMinimum] = {}
@@ -546,16 +606,8 @@ def kkr_experiment(
                     save()
                 ref_X = _points(entry["reference"], problem)
                 ref_norm = _frob(ref_X)
-                if "constants" not in entry and train["rank"] >= entry["reference"]["rank"]:
-                    bar.set_postfix_str(f"{key}: restricted constants")
-                    entry["constants"] = restricted_constants(
-                        problem,
-                        rank=train["rank"],
-                        radius=train["radius"],
-                        x_star=ref_X,
-                        samples=min(samples, train.get("max_samples", samples)),
-                    ).to_dict()
-                    save()
+
+                _ensure_constants(entry, problem, train, samples, save)
                 shifted_refs: dict[str, dict[str, Any]] = entry.setdefault("shifted_references", {})
                 skipped = entry.setdefault("skipped", {})
                 if "loraga" in inits and 2 * train["rank"] > min(min(b) for b in problem.blocks):
@@ -626,6 +678,7 @@ def kkr_experiment(
                         r["reference_rank"] = int(next(iter(shifted_refs.values()))["rank"])
                     if not r.get("shifted"):
                         r["reference_rank"] = int(entry["reference"]["rank"])
+                _ensure_constants(entry, problem, train, samples, save)
                 entry["table"] = kkr_table(entry["runs"], entry["reference"])
                 # A violated verdict saves its end points next to the file (counterexamples/).
                 entry["verdicts"] = _verdicts(entry, problem, train, path.parent / "counterexamples")
@@ -646,6 +699,7 @@ def kkr_paper_tables(
     ranks: Sequence[int] = (2, 4, 8, 16),
     radius: float | None = None,
     samples: int = 100,
+    fresh: bool = False,
     progress: bool | None = None,
 ) -> dict[str, Any]:
     r"""[KKR25]'s Tables 1 and 2 in shape, on one named problem; written to ``out`` (JSON) row by row.
@@ -654,7 +708,8 @@ def kkr_paper_tables(
     (certified for convex risks, the best point found otherwise).  Table 2: Monte-Carlo
     :math:`\hat\alpha`, :math:`\hat\beta` at each LoRA rank in ``ranks`` (radius ``radius``,
     default the configuration's), about the minimizer at the configuration's own weight decay.
-    An existing file of the same arguments is resumed.
+    An existing file of the same arguments is resumed; one of other arguments is refused unless
+    ``fresh``.
     """
     from tqdm.auto import tqdm
 
@@ -667,6 +722,10 @@ def kkr_paper_tables(
         raise ValueError(f"lams: expected positive weight decays, got {list(lams)!r}")
     if not ranks or any(isinstance(r, bool) or not isinstance(r, int) or r < 1 for r in ranks):
         raise ValueError(f"ranks: expected positive ints, got {list(ranks)!r}")
+    if isinstance(samples, bool) or not isinstance(samples, int) or samples < 1:
+        raise ValueError(f"samples: expected a positive int, got {samples!r}")
+    if radius is not None and not (isinstance(radius, (int, float)) and 0 < radius < math.inf):
+        raise ValueError(f"radius: expected None or a positive finite number, got {radius!r}")
     spec = KKR_PROBLEMS[problem_name]
     train = spec["train"]
     D = float(radius if radius is not None else train["radius"])
@@ -689,7 +748,13 @@ def kkr_paper_tables(
             old = json.loads(path.read_text())
         except (OSError, json.JSONDecodeError) as exc:
             raise ValueError(f"out: {str(path)!r} exists and is not a tables file ({exc})") from None
-        if old.get("format") == data["format"] and old.get("config") == data["config"]:
+        if old.get("format") != data["format"] and not fresh:
+            raise ValueError(
+                f"out: {str(path)!r} is not a {data['format']} file; choose another path or fresh"
+            )
+        if old.get("config") != data["config"] and not fresh:
+            raise ValueError(f"out: {str(path)!r} holds tables of other arguments; use fresh (--fresh)")
+        if not fresh:
             data = old
 
     def save() -> None:
