@@ -427,6 +427,8 @@ def check_kkr_dichotomy(
     opts = {"variant": variant, "global_rtol": global_rtol}
     j = _judge(evidence, global_rtol)
     cert = dict(j.numbers)
+    if variant == "theorem" and (why := _outside(evidence, j)) is not None:
+        return _verdict(claim, evidence, "inconclusive", why, cert, opts)
     sosps = [d for d in j.points if d["class"] in ("global", "spurious")]
     if not sosps:
         return _verdict(claim, evidence, "inconclusive", "no end point is a certified SOSP", cert, opts)
@@ -716,12 +718,6 @@ def check_kkr_loud(
     j = _judge(evidence, global_rtol)
     cert = dict(j.numbers)
     r, rs = evidence.rank, j.r_star
-    if r <= rs:
-        return _verdict(
-            claim, evidence, "inconclusive", f"Corollary 1 needs r > r* (r = {r}, r* = {rs})", cert, opts
-        )
-    if (why := _outside(evidence, j)) is not None:
-        return _verdict(claim, evidence, "inconclusive", why, cert, opts)
     if len(evidence.problem.blocks) > 1:
         return _verdict(
             claim,
@@ -731,6 +727,12 @@ def check_kkr_loud(
             cert,
             opts,
         )
+    if r <= rs:
+        return _verdict(
+            claim, evidence, "inconclusive", f"Corollary 1 needs r > r* (r = {r}, r* = {rs})", cert, opts
+        )
+    if (why := _outside(evidence, j)) is not None:
+        return _verdict(claim, evidence, "inconclusive", why, cert, opts)
     rows, definite, undecided = [], [], []
     for d in j.points:
         if (

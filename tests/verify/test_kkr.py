@@ -39,10 +39,12 @@ def well_evidence():
 def test_special_regime_problem_holds_everything(special_evidence):
     ev = special_evidence
     assert ev.bounds.special_certified and ev.reference.certified
-    checks = (kkr.check_kkr_special, kkr.check_kkr_dichotomy, kkr.check_kkr_loud, kkr.check_kkr_magnitude)
-    for check in checks:
+    for check in (kkr.check_kkr_special, kkr.check_kkr_loud, kkr.check_kkr_magnitude):
         v = check(ev)
         assert v.status == "holds", (v.claim, v.reason)
+    # Theorem 1.2 is about the generic regime; here the special regime is certified.
+    v = kkr.check_kkr_dichotomy(ev)
+    assert v.status == "inconclusive" and "see KKR-special" in v.reason
     v = kkr.check_kkr_bias(ev)
     assert v.status == "holds", v.reason  # 5/5 zero-init runs global: Wilson interval above 1/2
     c = kkr.check_kkr_special(ev).certificate
@@ -201,8 +203,11 @@ def test_named_configurations_are_consistent():
 def test_sgd_rank_bound_holds_on_converged_gd_and_refutes_a_planted_bound():
     p = nl.two_layer(m=10, n=8, N=8, rank=1, lam=0.05, seed=0)
     v = kkr.check_kkr_sgd_rank(p, batch=8, lr=0.5, steps=5000)
-    assert v.status == "holds", v.reason
+    # Full-batch SGD converges; the lemma's bounds (657 and up at mu lam = 0.025) exceed every
+    # possible rank, so the lemma cannot fail here and the verdict says so.
+    assert v.status == "inconclusive" and "vacuous" in v.reason, v.reason
     assert v.certificate["spread"] < 1e-6
+    assert all(r["rank_spectral"] <= r["bound"] for r in v.certificate["rows"])
     # The lemma's bound, shrunk 1000x, falls below the measured rank: refuted.
     assert kkr.check_kkr_sgd_rank(p, batch=8, lr=0.5, steps=5000, factor=1e-3).status == "violated"
     # Minibatches of 2 do not converge here (the batch gradients do not vanish at the limit).
@@ -214,3 +219,61 @@ def test_sgd_rank_bound_holds_on_converged_gd_and_refutes_a_planted_bound():
         kkr.check_kkr_sgd_rank(nl.double_well())
     with pytest.raises(ValueError, match="eps"):
         kkr.check_kkr_sgd_rank(p, eps=(5.0,))
+    with pytest.raises(ValueError, match="lr"):
+        kkr.check_kkr_sgd_rank(p, lr=30.0)
+    with pytest.raises(ValueError, match="init"):
+        kkr.check_kkr_sgd_rank(p, init="loraga")
+
+
+def test_outside_the_theorems_is_inconclusive():
+    # r < r*: no LoRA point of rank r reaches X*; nothing may be called violated.
+    p = nl.matrix_sensing(m=6, n=5, N=2000, rank=3, lam=0.01, seed=0)
+    ev = kkr.collect_evidence(p, rank=2, seeds=(0,), inits=("zero",), samples=10)
+    assert ev.reference.rank == 3
+    for check in (kkr.check_kkr_special, kkr.check_kkr_dichotomy, kkr.check_kkr_loud):
+        v = check(ev)
+        assert v.status == "inconclusive" and "r* = 3" in v.reason, (v.claim, v.reason)
+    # Two adapted matrices: Theorem 1.2 and Corollary 1 are about one.
+    two = nl.from_problem(gaussian_problem(K=1, N=30, blocks=[(4, 3), (3, 3)], lam=0.05, seed=1))
+    ev2 = kkr.collect_evidence(two, rank=3, seeds=(0,), inits=("zero",), samples=10)
+    for check in (kkr.check_kkr_dichotomy, kkr.check_kkr_loud):
+        v = check(ev2)
+        assert v.status == "inconclusive" and "one adapted matrix" in v.reason, (v.claim, v.reason)
+
+
+def test_uncertified_global_is_never_holds_in_loud():
+    p = nl.nonlinear_sensing(m=6, n=5, N=200, rank=1, lam=0.01, seed=0)
+    ev = kkr.collect_evidence(p, rank=3, seeds=(0, 1), inits=("zero",), samples=30)
+    assert not ev.reference.certified
+    v = kkr.check_kkr_loud(ev)
+    assert v.status == "inconclusive", v.reason
+
+
+def test_magnitude_at_a_zero_minimizer():
+    # lam so large that X* = 0: points within round-off of the reference are not violations.
+    p = nl.matrix_sensing(m=4, n=3, N=100, rank=1, lam=5.0, seed=0)
+    ev = kkr.collect_evidence(p, rank=2, seeds=(0, 1), inits=("small",), samples=5)
+    assert ev.reference.frobenius == 0.0
+    assert kkr.check_kkr_magnitude(ev).status == "holds"
+
+
+def test_more_bad_options(special_evidence, tmp_path):
+    with pytest.raises(ValueError, match="favoured"):
+        kkr.check_kkr_bias(special_evidence, favoured="zeros")
+    with pytest.raises(ValueError, match="global_rtol"):
+        kkr.check_kkr_loud(special_evidence, global_rtol=0.0)
+    q = gaussian_problem(K=1, N=8, blocks=[(10, 6)], lam=0.05, seed=8)
+    with pytest.raises(ValueError, match="rank"):
+        kkr.check_kkr_includes_jlr(q, rank=0)
+    with pytest.raises(ValueError, match="seeds"):
+        kkr.collect_evidence(nl.double_well(), seeds=(0, 0))
+    from verify.kkr_runs import kkr_paper_tables
+
+    out = tmp_path / "t.json"
+    kkr_paper_tables("double-well", out=out, lams=(0.05,), ranks=(2,), samples=5, progress=False)
+    with pytest.raises(ValueError, match="other arguments"):
+        kkr_paper_tables("double-well", out=out, lams=(0.1,), ranks=(2,), samples=5, progress=False)
+    d = kkr_paper_tables(
+        "double-well", out=out, lams=(0.1,), ranks=(2,), samples=5, fresh=True, progress=False
+    )
+    assert d["table1"][0]["lam"] == 0.1 and d["table1"][0]["rank"] == 1
