@@ -53,6 +53,7 @@ __all__ = [
     "from_problem",
     "double_well",
     "double_well_points",
+    "double_well_minimum",
     "shifted",
 ]
 
@@ -621,8 +622,37 @@ def double_well(*, lam: float = 0.05) -> NonlinearProblem:
         (float(lam),),
         x_star=(torch.diag(torch.tensor([x1, 0.0], dtype=torch.float64)),),
         name=f"double-well-lam{lam:g}",
-        meta={"risk_nonnegative": True, "family": "double_well", "lam": float(lam)},
+        meta={
+            "risk_nonnegative": True,
+            "family": "double_well",
+            "lam": float(lam),
+            "penalized_minimum": double_well_minimum(lam),
+        },
     )
+
+
+def double_well_minimum(lam: float) -> float:
+    r"""The exact minimum of the penalized :func:`double_well` problem (a certified lower bound).
+
+    :math:`\|X\|_* \ge |X_{11}| + |X_{22}|` and the off-diagonal terms are non-negative, so
+    :math:`L(X) + \lambda\|X\|_* \ge \sum_i \min_x (w_i(x) + \lambda|x|)`, attained at a
+    diagonal ``X``.  Each scalar minimum is taken over all its stationary points (real roots of
+    the cubics :math:`w_i'(x) = \mp\lambda`) and the kink at 0.
+    """
+    import numpy as np
+
+    def scalar_min(a: float, b: float) -> float:
+        w = lambda x: (x - a) ** 2 * (x - b) ** 2 / 8  # noqa: E731
+        best = w(0.0)
+        for sign in (1.0, -1.0):
+            c = np.polymul(np.polymul([1.0, -a], [1.0, -b]), [2.0, -(a + b)]) / 4.0
+            c[-1] += lam * sign
+            for x in np.roots(c):
+                if abs(x.imag) < 1e-9 and x.real * sign > 0:
+                    best = min(best, w(float(x.real)) + lam * abs(float(x.real)))
+        return float(best)
+
+    return scalar_min(1.0, -3.0) + scalar_min(0.0, -3.0)
 
 
 def double_well_points(lam: float) -> dict[str, tuple[float, float]]:

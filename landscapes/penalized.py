@@ -10,9 +10,9 @@ minimizer and says how much is known about it:
 * ``method="proximal-gradient"``: any other risk.  Monotone FISTA with backtracking
   (Beck & Teboulle's MFISTA) and singular-value thresholding from several starts (the planted
   :math:`X^\star`, zero, and any points passed in), keeping the best.  The objective is not
-  convex, so this is the best point *found*; the only lower bound is the one a non-negative risk
-  gives (0), which certifies the minimum when ``lam = 0`` and the risk reaches 0 (planted
-  noiseless teachers).
+  convex, so this is the best point *found*.  Lower bounds: 0 for a non-negative risk (it
+  certifies the minimum when ``lam = 0`` and the risk reaches 0: planted noiseless teachers), and
+  a closed-form minimum that a family states in ``meta["penalized_minimum"]`` (the double well).
 
 Whatever the method, the reference is a feasible point, so an end point whose penalized value
 exceeds the reference's by more than round-off is *certified* non-global; "global" is certified
@@ -228,6 +228,9 @@ def minimize_penalized(
     assert best is not None
     X, value = best
     lower = 0.0 if problem.meta.get("risk_nonnegative", False) else -math.inf
+    # A family may know its minimum in closed form (e.g. the double well): a certified lower bound.
+    if "penalized_minimum" in problem.meta:
+        lower = max(lower, float(problem.meta["penalized_minimum"]))
     svs, ranks = _spectra(X, 1e-8)
     return PenalizedMinimum(
         X=X,

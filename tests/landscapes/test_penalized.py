@@ -68,6 +68,9 @@ def test_double_well_closed_form_points():
     assert w2(s2) == pytest.approx(lam, abs=1e-12)
     ref = minimize_penalized(p)
     assert torch.allclose(ref.X[0], torch.diag(torch.tensor([g1, 0.0], dtype=torch.float64)), atol=1e-9)
+    # The closed-form minimum certifies the reference (and is attained by it).
+    assert ref.certified and ref.lower_bound == pytest.approx(nl.double_well_minimum(lam), abs=1e-15)
+    assert ref.value == pytest.approx(nl.double_well_minimum(lam), abs=1e-14)
     assert ref.rank == 1
     Xs = torch.diag(torch.tensor([s1, s2], dtype=torch.float64))
     assert prox_gradient_residual(p, (Xs,)) < 1e-9
