@@ -269,7 +269,10 @@ def _judge(ev: Evidence, global_rtol: float) -> _Judged:
                 test_risk=r.get("test_risk"),
                 grad_op_over_lam=r.get("grad_op_over_lam"),
             )
-            if d["distance"] <= ev.radius and max(r["ranks"]) <= ev.rank and d["distance"] > 0:
+            # An end point is a sample of the set too -- unless it sits on X* (the reference is
+            # refined from the best end point): there the ratio is round-off over round-off.
+            # The same floor as the sampler's (1e-3 of the radius).
+            if max(r["ranks"]) <= ev.rank and 1e-3 * ev.radius <= d["distance"] <= ev.radius:
                 rsc, rsm = _ratios(p, X, ref.X, seed=k)
                 d.update(rsc_ratio=rsc, rsm_ratio=rsm)
                 if rsc < a_hat:
