@@ -134,14 +134,15 @@ DEFAULT_SUITE: tuple[ProblemSpec, ...] = (
         "sensing-special",
         "kkr",
         dict(name="sensing-special"),
-        ("KKR-special", "KKR-dichotomy", "KKR-loud", "KKR-magnitude", "KKR-bias"),
+        ("KKR-special", "KKR-loud", "KKR-magnitude", "KKR-bias"),
         note="[KKR25] without linearization: Gaussian matrix sensing 6 x 5, N = 2000, rank-1 planted, "
-        "lam = 0.05; LoRA r = 3 from zero, small and large inits (5 seeds each); 2 lambda_min(H) > "
+        "lam = 0.05; LoRA r = 3 from zero and large inits (5 seeds each); 2 lambda_min(H) > "
         "lambda_max(H) certifies the special regime",
         checker_options={
             "evidence": {
                 "rank": 3,
                 "radius": 3.0,
+                "inits": ["zero", "large"],
                 "seeds": [0, 1, 2, 3, 4],
                 "steps": 1500,
                 "lr": 0.02,
@@ -155,6 +156,7 @@ DEFAULT_SUITE: tuple[ProblemSpec, ...] = (
         dict(K=1, N=8, blocks=[(10, 6)], lam=0.05, loss="squared", seed=8),
         ("KKR-includes-JLR",),
         note="m = 10 > KN = 8: a rank-one null direction of J makes alpha = eps exactly (ridge reading)",
+        checker_options={"KKR-includes-JLR": {"samples": 50}},
     ),
     ProblemSpec(
         "minilm-size-sq-K2",
