@@ -375,7 +375,13 @@ def _verdict(
     return Verdict(
         claim,
         status,  # type: ignore[arg-type]
-        dict(_fingerprint(ev.problem), name=ev.problem.name, meta=dict(ev.problem.meta)),
+        dict(
+            _fingerprint(ev.problem),
+            name=ev.problem.name,
+            N=ev.problem.meta.get("N"),
+            K=ev.problem.meta.get("K"),
+            meta=dict(ev.problem.meta),
+        ),
         cert,
         reason,
         {"evidence": ev.seconds},
