@@ -285,3 +285,31 @@ def test_more_bad_options(special_evidence, tmp_path):
         "double-well", out=out, lams=(0.1,), ranks=(2,), samples=5, fresh=True, progress=False
     )
     assert d["table1"][0]["lam"] == 0.1 and d["table1"][0]["rank"] == 1
+
+
+def test_experiment_loraga_and_reference_refinement(tmp_path, monkeypatch):
+    """A tiny configuration: LoRA-GA's own (shifted) problem, and a poor first reference refined by a run."""
+    import verify.kkr_runs as kr
+
+    tiny = {
+        "builder": "two_layer",
+        "kwargs": {"m": 6, "n": 5, "N": 30, "rank": 1, "lam": 0.01, "seed": 0},
+        # reference_iter = 1: the first reference is one proximal step from zero, far from the minimum.
+        "train": {"rank": 2, "steps": 300, "lr": 0.05, "radius": 3.0, "reference_iter": 1},
+    }
+    monkeypatch.setitem(kr.KKR_PROBLEMS, "tiny", tiny)
+    d = kkr_experiment(["tiny"], out=tmp_path / "kkr.json", inits=("zero", "loraga"), seeds=(0,), samples=5,
+                       progress=False)  # fmt: skip
+    e = d["configurations"]["tiny"]
+    assert e["reference_refined_from_run"]["init"] == "zero"
+    # The constants were re-measured about the refined reference.
+    assert e["constants_about_reference_value"] == e["reference"]["value"]
+    zero = next(r for r in e["runs"] if r["init"] == "zero")
+    assert (
+        zero["reference_value"] == e["reference"]["value"]
+        and classify(zero, zero["reference_value"]) == "global"
+    )
+    lg = next(r for r in e["runs"] if r["init"] == "loraga")
+    assert lg["shifted"] and lg["shifted_reference"] in e["shifted_references"]
+    assert lg["reference_value"] == e["shifted_references"][lg["shifted_reference"]]["value"]
+    assert "loraga" in e["table"] and e["table"]["all"]["runs"] == 1  # "all" leaves the shifted problem out
