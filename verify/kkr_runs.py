@@ -670,6 +670,33 @@ def kkr_experiment(
                     for r in entry["runs"]:
                         if not r.get("shifted"):
                             r["reference_value"] = better.value
+                # The same for each shifted problem (LoRA-GA): a run below its reference refines it.
+                for oh, sref in shifted_refs.items():
+                    mine = [
+                        r
+                        for r in entry["runs"]
+                        if r.get("shifted_reference") == oh and r.get("status") == "finished"
+                    ]
+                    low = min(mine, key=lambda r: r["penalized"], default=None)
+                    v0 = float(sref["value"])
+                    if low is None or not low["penalized"] < v0 - 1e-12 * max(1.0, abs(v0)):
+                        continue
+                    _, offset = make_init(
+                        problem, low["init"], rank=train["rank"], seed=low["seed"], reference_norm=ref_norm
+                    )
+                    assert offset is not None
+                    target = nl.shifted(problem, offset)
+                    better = minimize_penalized(
+                        target,
+                        starts={"best-run": _points(low, target)},
+                        max_iter=train.get("reference_iter", 5000),
+                    )
+                    shifted_refs[oh] = dict(
+                        _reference_dict(better), refined_from_run=[low["init"], low["seed"]]
+                    )
+                    for r in mine:
+                        r["reference_value"] = better.value
+                        r["reference_rank"] = better.rank
                 # Every run knows its LoRA rank and its reference's rank (files of earlier versions
                 # lack them for shifted runs: their offset is the one shifted reference, when unique).
                 for r in entry["runs"]:

@@ -311,5 +311,8 @@ def test_experiment_loraga_and_reference_refinement(tmp_path, monkeypatch):
     )
     lg = next(r for r in e["runs"] if r["init"] == "loraga")
     assert lg["shifted"] and lg["shifted_reference"] in e["shifted_references"]
-    assert lg["reference_value"] == e["shifted_references"][lg["shifted_reference"]]["value"]
+    sref = e["shifted_references"][lg["shifted_reference"]]
+    assert lg["reference_value"] == sref["value"]
+    # Its own (shifted) reference started as poor as the base one and was refined from the run.
+    assert sref["refined_from_run"] == ["loraga", 0] and lg["penalized"] >= sref["value"]
     assert "loraga" in e["table"] and e["table"]["all"]["runs"] == 1  # "all" leaves the shifted problem out
