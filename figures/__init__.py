@@ -6,6 +6,7 @@ r(r+1)/2 = KN), never ``landscapes`` or ``verify``.  Each figure is a function
 """
 
 from figures.gallery import gallery_items, write_gallery
+from figures.kkr import plot_kkr
 from figures.phase import plot_phase_diagram
 from figures.slices import plot_hessian_spectrum, plot_slice_2d, plot_slices_1d
 from figures.spectrum import plot_singular_values
@@ -20,6 +21,7 @@ __all__ = [
     "plot_slice_2d",
     "plot_hessian_spectrum",
     "plot_speed",
+    "plot_kkr",
     "gallery_items",
     "write_gallery",
 ]

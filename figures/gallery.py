@@ -8,7 +8,9 @@ Results are the JSON data that the commands write (recognized by their format fi
 * ``loracheck.experiment/1`` (``loracheck experiment``): training curves per training-set size;
 * ``loracheck.slices/1`` (:func:`verify.slices.landscape_slices`): 1-D and 2-D slices of the LoRA
   objective;
-* ``loracheck.speed/1`` (``loracheck speed``): the remaining way to the optimum per LoRA init.
+* ``loracheck.speed/1`` (``loracheck speed``): the remaining way to the optimum per LoRA init;
+* ``loracheck.kkr/1`` (``loracheck kkr``): where training ends without linearization, per
+  configuration.
 
 Every file is written atomically (a temporary file, then ``os.replace``), so an interrupted
 gallery never leaves a half-written image or page.
@@ -27,6 +29,7 @@ from typing import Any, BinaryIO
 
 from matplotlib.figure import Figure
 
+from figures.kkr import KKR_FORMAT, plot_kkr
 from figures.phase import PHASE_FORMAT, plot_phase_diagram
 from figures.slices import SLICES_FORMAT, plot_hessian_spectrum, plot_slice_2d, plot_slices_1d
 from figures.spectrum import RANK_CLAIMS, plot_singular_values
@@ -61,7 +64,7 @@ def _slug(text: str) -> str:
     return "".join(ch if ch.isalnum() else "-" for ch in text).strip("-").lower()
 
 
-KINDS = (PHASE_FORMAT, REPORT_FORMAT, EXPERIMENT_FORMAT, SLICES_FORMAT, SPEED_FORMAT)
+KINDS = (PHASE_FORMAT, REPORT_FORMAT, EXPERIMENT_FORMAT, SLICES_FORMAT, SPEED_FORMAT, KKR_FORMAT)
 
 
 def result_kind(result: Mapping[str, Any]) -> str:
@@ -130,6 +133,21 @@ def gallery_items(results: Iterable[Mapping[str, Any]]) -> list[GalleryItem]:
                             f"{pname}, one line per LoRA init at its best learning rate (median over seeds, "
                             "band: range). "
                             f"WYL-speed (LoRA-GA vs vanilla): {v.get('status', 'n/a')}.",
+                        )
+                    )
+        elif kind == KKR_FORMAT:
+            for cname, entry in res.get("configurations", {}).items():
+                if entry.get("table"):
+                    verdicts = ", ".join(
+                        f"{c} {v.get('status', 'n/a')}" for c, v in entry.get("verdicts", {}).items()
+                    )
+                    items.append(
+                        GalleryItem(
+                            f"kkr-{_slug(cname)}",
+                            plot_kkr(res, cname),
+                            f"End points of LoRA training without linearization on {cname}: norm against "
+                            "the penalized value above the reference minimum; shape = init, colour = class "
+                            f"(global, spurious, rank-limited, no SOSP certificate) [KKR25]. {verdicts}.",
                         )
                     )
         elif kind == SLICES_FORMAT:
