@@ -21,7 +21,7 @@ Exact gradients (derived here; checked against autograd in the tests).  With :ma
    \nabla_{W_V} = X^\top G_V, \\
    \nabla_{A_\mu} = s B_\mu^\top \nabla_{W_\mu}, \qquad \nabla_{B_\mu} = s \nabla_{W_\mu} A_\mu^\top .
 
-In [HSK24]'s notation (:math:`C_1 = X`, :math:`C_2 = X W_K`, ``p`` the matrix :math:`G_S/\beta`)
+In [HSK24]'s notation (:math:`C_1 = X`, :math:`C_2 = X W_K`, ``p`` the matrix :math:`G_S`)
 the A-gradient reads :math:`B_Q^\top C_1^\top p C_2` and the B-gradient is
 :math:`C_1^\top p C_2 A_Q^\top` (both times :math:`s\beta`).  The printed :math:`C_1^\top p A_Q
 C_2` multiplies the ``L x L`` matrix ``p`` by the ``r x d`` matrix :math:`A_Q`: it is
