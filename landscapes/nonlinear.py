@@ -191,8 +191,11 @@ class NonlinearProblem:
     def penalized(self, X: Sequence[Tensor]) -> float:
         r""":math:`L^{\mathrm{full}}_\lambda(X) = L_{\mathrm{full}}(X) + \sum_j \lambda_j \|X_j\|_*`."""
         Xs = self.check_point(X)
-        nuc = sum(lam * float(torch.linalg.matrix_norm(x, ord="nuc")) for lam, x in zip(self.lam, Xs))
-        return self.value(Xs) + nuc
+        return self.penalized_at(Xs, self.value(Xs))
+
+    def penalized_at(self, X: Sequence[Tensor], risk: float) -> float:
+        r"""The penalized value at ``X`` from its already computed risk (no checks)."""
+        return risk + sum(lam * float(torch.linalg.matrix_norm(x, ord="nuc")) for lam, x in zip(self.lam, X))
 
     # ---- the LoRA objective --------------------------------------------------------------------
     def lora_value_and_grad(self, A: Sequence[Tensor], B: Sequence[Tensor]) -> tuple[float, Blocks, Blocks]:
@@ -631,6 +634,15 @@ def double_well(*, lam: float = 0.05) -> NonlinearProblem:
     )
 
 
+def _well_stationary(a: float, b: float, lam: float, sign: float) -> list[float]:
+    r"""Real roots of :math:`w_{a,b}'(x) = (x - a)(x - b)(2x - a - b)/4 = -\lambda\,\mathrm{sign}`."""
+    import numpy as np
+
+    c = np.polymul(np.polymul([1.0, -a], [1.0, -b]), [2.0, -(a + b)]) / 4.0
+    c[-1] += lam * sign
+    return [float(x.real) for x in np.roots(c) if abs(x.imag) < 1e-9]
+
+
 def double_well_minimum(lam: float) -> float:
     r"""The exact minimum of the penalized :func:`double_well` problem (a certified lower bound).
 
@@ -639,17 +651,14 @@ def double_well_minimum(lam: float) -> float:
     diagonal ``X``.  Each scalar minimum is taken over all its stationary points (real roots of
     the cubics :math:`w_i'(x) = \mp\lambda`) and the kink at 0.
     """
-    import numpy as np
 
     def scalar_min(a: float, b: float) -> float:
         w = lambda x: (x - a) ** 2 * (x - b) ** 2 / 8  # noqa: E731
         best = w(0.0)
         for sign in (1.0, -1.0):
-            c = np.polymul(np.polymul([1.0, -a], [1.0, -b]), [2.0, -(a + b)]) / 4.0
-            c[-1] += lam * sign
-            for x in np.roots(c):
-                if abs(x.imag) < 1e-9 and x.real * sign > 0:
-                    best = min(best, w(float(x.real)) + lam * abs(float(x.real)))
+            for x in _well_stationary(a, b, lam, sign):
+                if x * sign > 0:
+                    best = min(best, w(x) + lam * abs(x))
         return float(best)
 
     return scalar_min(1.0, -3.0) + scalar_min(0.0, -3.0)
@@ -662,15 +671,9 @@ def double_well_points(lam: float) -> dict[str, tuple[float, float]]:
     in each well (``numpy.roots``): near 1 for :math:`X_{11} > 0`, near -3 for the spurious
     entries (:math:`X_{22} = 0` exactly at the global one, where :math:`|w'(0)| = 0 \le \lambda`).
     """
-    import numpy as np
 
     def root(a: float, b: float, sign: float, near: float) -> float:
-        # w'(x) = (x - a)(x - b)(2x - a - b) / 4 = -lam * sign.
-        c = np.polymul(np.polymul([1.0, -a], [1.0, -b]), [2.0, -(a + b)]) / 4.0
-        c[-1] += lam * sign
-        r = np.roots(c)
-        r = r[np.abs(r.imag) < 1e-9].real
-        return float(r[np.argmin(np.abs(r - near))])
+        return min(_well_stationary(a, b, lam, sign), key=lambda x: abs(x - near))
 
     g1 = root(1.0, -3.0, +1.0, 1.0)
     s1 = root(1.0, -3.0, -1.0, -3.0)

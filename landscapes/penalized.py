@@ -27,7 +27,6 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import torch
 from torch import Tensor
 
 from landscapes.nonlinear import NonlinearProblem
@@ -120,9 +119,8 @@ def _mfista(
     problem: NonlinearProblem, X0: Blocks, *, max_iter: int, tol: float, deadline: float
 ) -> tuple[Blocks, float]:
     """Monotone FISTA with backtracking from ``X0``; returns the best point and its penalized value."""
-    nuc = lambda X: sum(lam * float(torch.linalg.matrix_norm(x, ord="nuc")) for lam, x in zip(problem.lam, X))  # noqa: E731
     x = X0
-    F_x = problem.value(x) + nuc(x)
+    F_x = problem.penalized(x)
     y, t_k, step = x, 1.0, 1.0
     x_prev = x
     for _ in range(max_iter):
@@ -133,12 +131,13 @@ def _mfista(
         while True:
             z = _prox(problem, y, gy, step)
             d = tuple(a - b for a, b in zip(z, y))
-            if problem.value(z) <= Ly + _inner(gy, d) + _inner(d, d) / (2 * step) + 1e-15 * abs(Ly):
+            Lz = problem.value(z)
+            if Lz <= Ly + _inner(gy, d) + _inner(d, d) / (2 * step) + 1e-15 * abs(Ly):
                 break
             step *= 0.5
             if step < 1e-14:
                 return x, F_x
-        F_z = problem.value(z) + nuc(z)
+        F_z = problem.penalized_at(z, Lz)
         x_prev = x
         if F_z <= F_x:
             x, F_x = z, F_z

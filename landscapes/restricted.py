@@ -58,6 +58,8 @@ __all__ = [
     "restricted_constants",
     "restricted_bounds",
     "null_direction",
+    "rsc_ratio",
+    "rsm_ratio",
     "sample_restricted_set",
 ]
 
@@ -135,6 +137,45 @@ def _quantiles(v: Tensor, qs: dict[str, float]) -> dict[str, float]:
     return {k: float(torch.quantile(v, q)) for k, q in qs.items()}
 
 
+def rsc_ratio(
+    problem: NonlinearProblem,
+    X: Sequence[Tensor],
+    x_star: Sequence[Tensor],
+    *,
+    grad_star: Sequence[Tensor] | None = None,
+) -> tuple[float, float]:
+    r"""The RSC ratio at ``X`` about :math:`X^\star`, and the distance :math:`\|X - X^\star\|_F`.
+
+    The ratio is :math:`\langle \nabla f(X) - \nabla f(X^\star), X - X^\star\rangle / \|X - X^\star\|_F^2`;
+    ``grad_star`` is :math:`\nabla f(X^\star)` when already known.  ``nan`` at ``X = X*``.
+    """
+    g0 = problem.grad(x_star) if grad_star is None else grad_star
+    D = tuple(x - x0 for x, x0 in zip(X, x_star))
+    num = sum(float(((a - b) * d).sum()) for a, b, d in zip(problem.grad(X), g0, D))
+    den = sum(float(d.pow(2).sum()) for d in D)
+    return (num / den if den > 0 else math.nan), math.sqrt(den)
+
+
+def rsm_ratio(problem: NonlinearProblem, X: Sequence[Tensor], generator: torch.Generator) -> float:
+    r"""One RSM ratio :math:`\nabla^2 f(X)[Z, Z] / \|Z\|_F^2` at ``X``.
+
+    :math:`Z = UX + XV` with random rank-one ``U``, ``V`` of unit Frobenius norm, from
+    ``generator`` (four Gaussian vectors per block); ``nan`` when ``Z = 0``.
+    """
+    Z = []
+    for x in X:
+        m, n = x.shape
+        a = torch.randn(m, generator=generator, dtype=torch.float64).to(x)
+        b = torch.randn(m, generator=generator, dtype=torch.float64).to(x)
+        c = torch.randn(n, generator=generator, dtype=torch.float64).to(x)
+        d = torch.randn(n, generator=generator, dtype=torch.float64).to(x)
+        Uo = torch.outer(a, b) / (a.norm() * b.norm())
+        Vo = torch.outer(c, d) / (c.norm() * d.norm())
+        Z.append(Uo @ x + x @ Vo)
+    zz = sum(float(z.pow(2).sum()) for z in Z)
+    return problem.curvature(tuple(X), tuple(Z)) / zz if zz > 0 else math.nan
+
+
 def restricted_constants(
     problem: NonlinearProblem,
     *,
@@ -176,26 +217,13 @@ def restricted_constants(
     for _ in range(samples):
         u = min_fraction ** float(torch.rand((), generator=gen, dtype=torch.float64))
         X = sample_restricted_set(X0, rank, u * radius, gen)
-        D = tuple(x - x0 for x, x0 in zip(X, X0))
-        gX = problem.grad(X)
-        num = sum(float(((a - b) * d).sum()) for a, b, d in zip(gX, g0, D))
-        den = sum(float(d.pow(2).sum()) for d in D)
-        rsc.append(num / den)
-        dist_a.append(math.sqrt(den))
-        Z = []
-        for x in X:
-            m, n = x.shape
-            a = torch.randn(m, generator=gen, dtype=torch.float64).to(x)
-            b = torch.randn(m, generator=gen, dtype=torch.float64).to(x)
-            c = torch.randn(n, generator=gen, dtype=torch.float64).to(x)
-            d = torch.randn(n, generator=gen, dtype=torch.float64).to(x)
-            Uo = torch.outer(a, b) / (a.norm() * b.norm())
-            Vo = torch.outer(c, d) / (c.norm() * d.norm())
-            Z.append(Uo @ x + x @ Vo)
-        zz = sum(float(z.pow(2).sum()) for z in Z)
-        if zz > 0:
-            rsm.append(problem.curvature(X, tuple(Z)) / zz)
-            dist_b.append(math.sqrt(den))
+        ratio, dist = rsc_ratio(problem, X, X0, grad_star=g0)
+        rsc.append(ratio)
+        dist_a.append(dist)
+        curv = rsm_ratio(problem, X, gen)
+        if not math.isnan(curv):
+            rsm.append(curv)
+            dist_b.append(dist)
     a_t = torch.tensor(rsc, dtype=torch.float64)
     b_t = torch.tensor(rsm if rsm else [math.nan], dtype=torch.float64)
     ia, ib = int(a_t.argmin()), int(torch.nan_to_num(b_t, nan=-math.inf).argmax())

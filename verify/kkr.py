@@ -47,6 +47,8 @@ from landscapes.restricted import (
     null_direction,
     restricted_bounds,
     restricted_constants,
+    rsc_ratio,
+    rsm_ratio,
 )
 from theory.kkr import dichotomy, loud
 from verify.kkr_runs import (
@@ -207,26 +209,6 @@ def _dist(X: Sequence[Tensor], Y: Sequence[Tensor]) -> float:
     return math.sqrt(sum(float((x - y).pow(2).sum()) for x, y in zip(X, Y)))
 
 
-def _ratios(problem: NonlinearProblem, X: Blocks, x_star: Blocks, seed: int) -> tuple[float, float]:
-    """The RSC ratio at ``X`` and one RSM ratio (random rank-one ``U``, ``V``)."""
-    g, g0 = problem.grad(X), problem.grad(x_star)
-    D = tuple(x - x0 for x, x0 in zip(X, x_star))
-    den = sum(float(d.pow(2).sum()) for d in D)
-    rsc = sum(float(((a - b) * d).sum()) for a, b, d in zip(g, g0, D)) / den if den > 0 else math.nan
-    gen = torch.Generator().manual_seed(seed)
-    Z = []
-    for x in X:
-        m, n = x.shape
-        a, b = (torch.randn(m, generator=gen, dtype=torch.float64).to(x) for _ in range(2))
-        c, d = (torch.randn(n, generator=gen, dtype=torch.float64).to(x) for _ in range(2))
-        Z.append(
-            torch.outer(a, b) @ x / (a.norm() * b.norm()) + x @ torch.outer(c, d) / (c.norm() * d.norm())
-        )
-    zz = sum(float(z.pow(2).sum()) for z in Z)
-    rsm = problem.curvature(X, tuple(Z)) / zz if zz > 0 else math.nan
-    return rsc, rsm
-
-
 @dataclass(frozen=True)
 class _Judged:
     """End points classified, with the constants every checker uses."""
@@ -273,7 +255,8 @@ def _judge(ev: Evidence, global_rtol: float) -> _Judged:
             # refined from the best end point): there the ratio is round-off over round-off.
             # The same floor as the sampler's (1e-3 of the radius).
             if max(r["ranks"]) <= ev.rank and 1e-3 * ev.radius <= d["distance"] <= ev.radius:
-                rsc, rsm = _ratios(p, X, ref.X, seed=k)
+                rsc, _ = rsc_ratio(p, X, ref.X)
+                rsm = rsm_ratio(p, X, torch.Generator().manual_seed(k))
                 d.update(rsc_ratio=rsc, rsm_ratio=rsm)
                 if rsc < a_hat:
                     a_hat, witness = rsc, (r["init"], r["seed"])

@@ -419,9 +419,6 @@ def end_point_matrices(d: Mapping[str, Any], problem: NonlinearProblem) -> tuple
     return tuple(torch.tensor(x, dtype=problem.dtype, device=problem.device) for x in d["X"])
 
 
-_points = end_point_matrices
-
-
 def evidence_from_entry(entry: Mapping[str, Any], problem: NonlinearProblem) -> Any:
     """The :class:`verify.kkr.Evidence` of one configuration of an experiment file.
 
@@ -437,7 +434,7 @@ def evidence_from_entry(entry: Mapping[str, Any], problem: NonlinearProblem) -> 
     for k in ("value", "risk", "lower_bound", "stationarity"):
         if isinstance(fields[k], str):
             fields[k] = float(fields[k])
-    pm = PenalizedMinimum(X=_points(ref, problem), **fields)
+    pm = PenalizedMinimum(X=end_point_matrices(ref, problem), **fields)
 
     def num(x: Any) -> Any:  # JSON keeps non-finite floats as strings
         if isinstance(x, str) and x in ("nan", "inf", "-inf"):
@@ -492,7 +489,7 @@ def _ensure_constants(
             problem,
             rank=train["rank"],
             radius=train["radius"],
-            x_star=_points(entry["reference"], problem),
+            x_star=end_point_matrices(entry["reference"], problem),
             samples=min(samples, train.get("max_samples", samples)),
         ).to_dict()
         entry["constants_about_reference_value"] = value
@@ -604,7 +601,7 @@ def kkr_experiment(
                     entry["reference"] = _reference_dict(refs["base"])
                     entry["bounds"] = restricted_bounds(problem).to_dict()
                     save()
-                ref_X = _points(entry["reference"], problem)
+                ref_X = end_point_matrices(entry["reference"], problem)
                 ref_norm = _frob(ref_X)
 
                 _ensure_constants(entry, problem, train, samples, save)
@@ -662,7 +659,7 @@ def kkr_experiment(
                 ):
                     better = minimize_penalized(
                         problem,
-                        starts={"best-run": _points(best, problem)},
+                        starts={"best-run": end_point_matrices(best, problem)},
                         max_iter=train.get("reference_iter", 5000),
                     )
                     entry["reference_refined_from_run"] = {"init": best["init"], "seed": best["seed"]}
@@ -688,7 +685,7 @@ def kkr_experiment(
                     target = nl.shifted(problem, offset)
                     better = minimize_penalized(
                         target,
-                        starts={"best-run": _points(low, target)},
+                        starts={"best-run": end_point_matrices(low, target)},
                         max_iter=train.get("reference_iter", 5000),
                     )
                     shifted_refs[oh] = dict(
