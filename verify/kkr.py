@@ -603,6 +603,7 @@ def check_kkr_special(
     collect: Mapping[str, Any] | None = None,
     save_dir: str | Path | None = None,
     global_rtol: float = 1e-6,
+    variant: str = "theorem",
 ) -> Verdict:
     r"""KKR-special (Thm 1.1): in the special regime every SOSP near :math:`X^\star` is global.
 
@@ -611,11 +612,15 @@ def check_kkr_special(
     The regime is *certified* by structural bounds (:math:`2\alpha_{lo} > \beta_{hi}`, e.g.
     well-conditioned matrix sensing) or *estimated* by sampling (then a spurious SOSP is
     ``inconclusive``: it may be the estimate that is wrong).  ``holds`` needs a certified
-    reference (so that "global" is certified too).
+    reference (so that "global" is certified too).  ``variant="any-regime"`` is a planted false
+    claim: Theorem 1.1's conclusion without its hypothesis (any certified spurious SOSP within
+    ``radius`` refutes it, whatever the regime).
     """
     evidence = _resolve(problem, evidence, collect)
     claim = "KKR-special"
-    opts = {"global_rtol": global_rtol}
+    if variant not in ("theorem", "any-regime"):
+        raise ValueError(f"variant: expected 'theorem' or 'any-regime', got {variant!r}")
+    opts = {"global_rtol": global_rtol, "variant": variant}
     j = _judge(evidence, global_rtol)
     cert = dict(j.numbers)
     certified = evidence.bounds.special_certified
@@ -631,6 +636,8 @@ def check_kkr_special(
         )
     cert["special_certified"] = certified
     cert["special_estimated"] = estimated
+    if variant == "any-regime":
+        certified = True  # the planted claim drops the hypothesis
     if not (certified or estimated):
         return _verdict(
             claim,
@@ -693,6 +700,7 @@ def check_kkr_loud(
     collect: Mapping[str, Any] | None = None,
     save_dir: str | Path | None = None,
     global_rtol: float = 1e-6,
+    variant: str = "theorem",
 ) -> Verdict:
     r"""KKR-loud (Cor. 1, ``r > r*``): small :math:`\sigma_r` means global, else spurious and large.
 
@@ -702,13 +710,39 @@ def check_kkr_loud(
 
     Each certified SOSP is classified at both ends of :math:`[\rho_{lo}, \hat\rho]` and compared
     with its certificate; the certificate also reports the magnitude separation between failures
-    and successes.
+    and successes.  ``variant="quiet"`` is a planted false claim: "no certified SOSP within
+    ``radius`` has more than twice the norm of :math:`X^\star`" (no loud failure at all); any such
+    SOSP refutes it.
     """
     evidence = _resolve(problem, evidence, collect)
     claim = "KKR-loud"
-    opts = {"global_rtol": global_rtol}
+    if variant not in ("theorem", "quiet"):
+        raise ValueError(f"variant: expected 'theorem' or 'quiet', got {variant!r}")
+    opts = {"global_rtol": global_rtol, "variant": variant}
     j = _judge(evidence, global_rtol)
     cert = dict(j.numbers)
+    if variant == "quiet":
+        loud_pts = [
+            d
+            for d in j.points
+            if d["class"] in ("global", "spurious")
+            and d["distance"] <= evidence.radius
+            and d["frobenius"] > 2 * j.x_star_norm
+        ]
+        cert["points"] = loud_pts
+        if loud_pts:
+            return _verdict(
+                claim,
+                evidence,
+                "violated",
+                f"{len(loud_pts)} certified SOSP(s) with ||X||_F {loud_pts[0]['frobenius']:.3g} > "
+                f"2 ||X*||_F = {2 * j.x_star_norm:.3g}",
+                cert,
+                opts,
+                bad=loud_pts,
+                save_dir=save_dir,
+            )
+        return _verdict(claim, evidence, "holds", "no certified SOSP above 2 ||X*||_F", cert, opts)
     r, rs = evidence.rank, j.r_star
     if len(evidence.problem.blocks) > 1:
         return _verdict(

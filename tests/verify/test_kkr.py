@@ -42,6 +42,8 @@ def test_special_regime_problem_holds_everything(special_evidence):
     for check in (kkr.check_kkr_special, kkr.check_kkr_loud, kkr.check_kkr_magnitude):
         v = check(ev)
         assert v.status == "holds", (v.claim, v.reason)
+    # No loud failure here: the planted "quiet" claim holds on this problem.
+    assert kkr.check_kkr_loud(ev, variant="quiet").status == "holds"
     # Theorem 1.2 is about the generic regime; here the special regime is certified.
     v = kkr.check_kkr_dichotomy(ev)
     assert v.status == "inconclusive" and "see KKR-special" in v.reason
@@ -69,6 +71,14 @@ def test_double_well_refutes_planted_claims_and_rsc_fails(well_evidence, tmp_pat
     assert saved["claim"] == "KKR-dichotomy" and saved["points"]
     v = kkr.check_kkr_dichotomy(ev, variant="low-rank")
     assert v.status == "violated" and "rank 2 > r* = 1" in v.reason
+    # Theorem 1.1's conclusion without its hypothesis, and "no loud failure": both refuted.
+    v = kkr.check_kkr_special(ev, variant="any-regime")
+    assert v.status == "violated", v.reason
+    assert kkr.check_kkr_special(ev).status == "inconclusive"  # the theorem: not in its regime
+    v = kkr.check_kkr_loud(ev, variant="quiet")
+    assert v.status == "violated" and "2 ||X*||_F" in v.reason, v.reason
+    with pytest.raises(ValueError, match="variant"):
+        kkr.check_kkr_loud(ev, variant="loud")
     # The theorem itself is not refuted: its hypothesis (RSC) fails on this set, witnessed.
     v = kkr.check_kkr_dichotomy(ev)
     assert v.status == "inconclusive" and "RSC fails" in v.reason
