@@ -21,7 +21,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 from torch import Tensor
@@ -423,6 +423,54 @@ def random_factors(
     return LoRAPoint(tuple(U), tuple(V))
 
 
+def _fused_objective(
+    problem: Problem, sizes: Sequence[tuple[int, int, int]]
+) -> Callable[[Any], tuple[float, Any]]:
+    """The LoRA objective and gradient on a flat float64 vector, for :func:`minimize_lora`'s loop.
+
+    The same arithmetic as :func:`lora_value_and_grad` (no perturbation) without its per-call
+    validation (the sizes are fixed once): one ``J`` product each way, and the gradient written
+    straight into the returned array when the problem is float64 on the CPU.
+    """
+    import numpy as np
+
+    J, f0, y, loss = problem.J, problem.f0, problem.y, problem.loss
+    N, K = problem.N, problem.K
+    lams = problem.lam
+    direct = problem.dtype == torch.float64 and problem.device.type == "cpu"
+    offsets, k = [], 0
+    for m, n, r in sizes:
+        offsets.append((k, k + m * r, k + (m + n) * r))
+        k += (m + n) * r
+    total = k
+
+    def objective(x: Any) -> tuple[float, Any]:
+        t = torch.from_numpy(x)
+        if not direct:
+            t = t.to(dtype=problem.dtype, device=problem.device)
+        Us = [t[a:b].view(m, r) for (a, b, _), (m, _n, r) in zip(offsets, sizes)]
+        Vs = [t[b:c].view(n, r) for (_a, b, c), (_m, n, r) in zip(offsets, sizes)]
+        Ds = [u @ v.T for u, v in zip(Us, Vs)]
+        d = Ds[0].reshape(-1) if len(Ds) == 1 else torch.cat([D.reshape(-1) for D in Ds])
+        z = f0 + J._matvec(d).reshape(N, K)
+        value = float(loss.value(z, y).mean())
+        s = J._rmatvec((loss.grad(z, y) / N).reshape(-1))
+        out = np.empty(total)
+        g = torch.from_numpy(out) if direct else torch.empty(total, dtype=t.dtype, device=t.device)
+        o = 0
+        for lam, u, v, (a, b, c), (m, n, _r) in zip(lams, Us, Vs, offsets, sizes):
+            S = s[o : o + m * n].view(m, n)
+            o += m * n
+            value += 0.5 * lam * float(torch.dot(t[a:c], t[a:c]))
+            torch.addmm(u, S, v, beta=lam, out=g[a:b].view_as(u))
+            torch.addmm(v, S.T, u, beta=lam, out=g[b:c].view_as(v))
+        if not direct:
+            out[:] = g.detach().cpu().double().numpy()
+        return value, out
+
+    return objective
+
+
 def minimize_lora(
     problem: Problem,
     *,
@@ -482,10 +530,16 @@ def minimize_lora(
             k += n * r
         return LoRAPoint(tuple(U), tuple(V))
 
+    objective = _fused_objective(problem, sizes) if pert is None else None
+
     def fun(x: np.ndarray) -> tuple[float, np.ndarray]:
+        count["evals"] += 1
+        if objective is not None:
+            f, g_np = objective(x)
+            last["x"], last["gnorm"] = x.copy(), float(np.linalg.norm(g_np))
+            return f, g_np
         pt = split(x)
         f, gU, gV = lora_value_and_grad(problem, pt.U, pt.V, perturbation=pert)
-        count["evals"] += 1
         g = torch.cat([torch.cat([a.reshape(-1), b.reshape(-1)]) for a, b in zip(gU, gV)])
         last["x"], last["gnorm"] = x.copy(), float(g.norm())
         return f, g.detach().cpu().double().numpy()

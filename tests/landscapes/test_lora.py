@@ -6,6 +6,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from landscapes import (
+    Problem,
     balanced_factors,
     gaussian_problem,
     lora_value,
@@ -39,6 +40,31 @@ def test_gradient_matches_autograd(data):
     assert abs(val - f.item()) <= 1e-12 * max(1.0, abs(val))
     for a, b in zip(gU + gV, grads):
         assert torch.allclose(a, b, atol=1e-12, rtol=1e-10)
+
+
+@given(data=st.data(), single=st.booleans())
+def test_fused_training_objective_matches_the_closed_form(data, single):
+    """minimize_lora's inner-loop objective (no per-call validation, the gradient written into the
+    returned array) equals lora_value_and_grad, on one or two blocks, float64 and float32."""
+    import numpy as np
+
+    from landscapes.lora import _fused_objective
+
+    P = data.draw(TWO_BLOCK_PROBLEMS)
+    pt = data.draw(lora_points(P, rank=(1, 4), scale=1.0))
+    sizes = [(m, n, u.shape[1]) for (m, n), u in zip(P.blocks, pt.U)]
+    x = torch.cat([torch.cat([u.reshape(-1), v.reshape(-1)]) for u, v in zip(pt.U, pt.V)]).numpy()
+    f, g = _fused_objective(P, sizes)(x)
+    val, gU, gV = lora_value_and_grad(P, pt.U, pt.V)
+    ref = torch.cat([torch.cat([a.reshape(-1), b.reshape(-1)]) for a, b in zip(gU, gV)]).numpy()
+    assert abs(f - val) <= 1e-12 * max(1.0, abs(val))
+    assert np.allclose(g, ref, atol=1e-12, rtol=1e-10)
+    if single:  # the float32 route converts in and out
+        y32 = P.y.float() if P.y.is_floating_point() else P.y
+        P32 = Problem(P.J.matrix.float(), P.f0.float(), y32, loss=P.loss.name, blocks=P.blocks, lam=P.lam)
+        f32, g32 = _fused_objective(P32, sizes)(x)
+        assert g32.dtype == np.float64 and np.allclose(g32, ref, atol=1e-4, rtol=1e-3)
+        assert abs(f32 - val) <= 1e-4 * max(1.0, abs(val))
 
 
 @given(seed=st.integers(0, 2**31 - 1), m=st.integers(1, 7), n=st.integers(1, 7))
