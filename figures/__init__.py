@@ -6,6 +6,7 @@ r(r+1)/2 = KN), never ``landscapes`` or ``verify``.  Each figure is a function
 """
 
 from figures.gallery import gallery_items, write_gallery
+from figures.hsk import plot_hsk_ranks
 from figures.kkr import plot_kkr
 from figures.phase import plot_phase_diagram
 from figures.slices import plot_hessian_spectrum, plot_slice_2d, plot_slices_1d
@@ -22,6 +23,7 @@ __all__ = [
     "plot_hessian_spectrum",
     "plot_speed",
     "plot_kkr",
+    "plot_hsk_ranks",
     "gallery_items",
     "write_gallery",
 ]

@@ -29,6 +29,7 @@ from typing import Any, BinaryIO
 
 from matplotlib.figure import Figure
 
+from figures.hsk import plot_hsk_ranks
 from figures.kkr import KKR_FORMAT, plot_kkr
 from figures.phase import PHASE_FORMAT, plot_phase_diagram
 from figures.slices import SLICES_FORMAT, plot_hessian_spectrum, plot_slice_2d, plot_slices_1d
@@ -97,6 +98,18 @@ def gallery_items(results: Iterable[Mapping[str, Any]]) -> list[GalleryItem]:
             )
         elif kind == REPORT_FORMAT:
             for v in res.get("verdicts", []):
+                if v.get("claim") == "HSK-above" and v.get("certificate", {}).get("grid"):
+                    name = v.get("problem", {}).get("name", "attention")
+                    items.append(
+                        GalleryItem(
+                            f"hsk-ranks-{_slug(str(name))}",
+                            plot_hsk_ranks(v),
+                            f"Numerical rank of the attention matrix against L, one line per entry bound "
+                            f"Gamma^2 / log L, on {name} [HSK24]: flat below the threshold (the fast route's "
+                            f"rank does not grow), growing like a power above it. HSK-above: {v['status']} "
+                            "(numerical evidence).",
+                        )
+                    )
                 if v.get("claim") in RANK_CLAIMS and "singular_values" in v.get("certificate", {}):
                     name = v.get("problem", {}).get("name", "problem")
                     items.append(

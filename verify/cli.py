@@ -71,6 +71,12 @@ def _parser() -> argparse.ArgumentParser:
         help="add the real-model problems: the linearized offline MiniLM on 32 review sentences "
         "(needs the extra `models` and the review data, see the README)",
     )
+    run.add_argument(
+        "--hsk",
+        action="store_true",
+        help="add the attention-gradient claims of [HSK24] at full size (both adapter cases; the "
+        "fast route is timed up to L = 65,536: a few minutes)",
+    )
     run.add_argument("--no-progress", action="store_true", help="no progress bar")
     run.add_argument(
         "--fresh",
@@ -936,7 +942,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
     from verify.registry import CHECKERS
     from verify.report import build_report, evidence, exit_code, write_report
-    from verify.suite import DEFAULT_SUITE, REAL_SUITE, finished_verdicts, run_suite, suite_tasks
+    from verify.suite import DEFAULT_SUITE, HSK_SUITE, REAL_SUITE, finished_verdicts, run_suite, suite_tasks
 
     if args.threads is not None:
         if args.threads < 1:
@@ -952,6 +958,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
     if args.real:
         _check_real_extras()
         suite += list(REAL_SUITE)
+    if args.hsk:
+        suite += list(HSK_SUITE)
     if args.problems:
         names = {s.name for s in suite}
         unknown = [n for n in args.problems if n not in names]

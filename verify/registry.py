@@ -7,6 +7,7 @@ from collections.abc import Callable, Mapping
 from types import MappingProxyType
 
 from theory.claims import claim_ids
+from verify.hsk import check_hsk_above, check_hsk_below, check_hsk_exact, check_hsk_poly_error
 from verify.jlr import (
     check_jlr_equiv,
     check_jlr_magnitude,
@@ -54,6 +55,10 @@ CHECKERS: Mapping[str, Callable[..., Verdict]] = MappingProxyType(
         "KKR-bias": check_kkr_bias,
         "KKR-includes-JLR": check_kkr_includes_jlr,
         "KKR-sgd-rank": check_kkr_sgd_rank,
+        "HSK-exact": check_hsk_exact,
+        "HSK-below": check_hsk_below,
+        "HSK-above": check_hsk_above,
+        "HSK-poly-error": check_hsk_poly_error,
     }
 )
 assert set(CHECKERS) <= set(claim_ids()), "a checker for an unregistered claim"

@@ -297,6 +297,27 @@ def evidence(v: Verdict | Mapping[str, Any]) -> str:
     elif claim == "KKR-includes-JLR" and "forms" in c:
         for form, row in c["forms"].items():
             parts.append(f"{form}: alpha<={_fmt(row.get('alpha_hat'))} beta>={_fmt(row.get('beta_lower'))}")
+    elif claim == "HSK-exact" and "timing" in c:
+        parts.append(f"max err vs autograd {_fmt(c['worst_max_entry_rel_error'])}")
+        parts.append(f"time ~ L^{_fmt(c['timing']['fitted_exponent'])}")
+    elif claim == "HSK-poly-error" and "rows" in c:
+        worst = max(_num(r["error_over_allowed"]) for r in c["rows"])
+        tight = max(
+            (_num(r["error_over_bound"]) for r in c["rows"] if r.get("error_over_bound") is not None),
+            default=0,
+        )
+        parts.append(f"error/allowed <= {_fmt(worst)}, tightest error/bound {_fmt(tight)}")
+        parts.append(f"{len(c['rows'])} (gamma, g)")
+    elif claim == "HSK-below" and "per_length" in c:
+        ranks = [r.get("rank") for r in c["per_length"]]
+        parts.append(f"ranks {ranks}")
+        if c.get("timing"):
+            parts.append(f"time ~ L^{_fmt(c['timing']['fitted_exponent'])}")
+    elif claim == "HSK-above" and "rank_exponent_by_ratio" in c:
+        parts.append(
+            "rank ~ L^s: "
+            + " ".join(f"{_fmt(r['ratio'])}:{_fmt(r['exponent'])}" for r in c["rank_exponent_by_ratio"])
+        )
     else:
         parts = [f"{k} {_fmt(val)}" for k, val in list(c.items())[:4]]
     return ", ".join(parts)

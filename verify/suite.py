@@ -21,6 +21,7 @@ __all__ = [
     "ProblemSpec",
     "DEFAULT_SUITE",
     "REAL_SUITE",
+    "HSK_SUITE",
     "build_problem",
     "run_suite",
     "suite_tasks",
@@ -41,12 +42,19 @@ def _kkr(**kwargs: Any) -> Any:
     return build_kkr_problem(**kwargs)
 
 
+def _attention(**kwargs: Any) -> Any:
+    from landscapes.attention import HskSetting
+
+    return HskSetting(**kwargs)
+
+
 _GENERATORS: dict[str, Callable[..., Any]] = {
     "gaussian": synthetic.gaussian_problem,
     "teacher": synthetic.teacher_problem,
     "random_features": synthetic.random_features_problem,
     "reviews": _reviews,
     "kkr": _kkr,
+    "attention": _attention,
 }
 
 
@@ -207,6 +215,26 @@ REAL_SUITE: tuple[ProblemSpec, ...] = (
         ("JLR-rank-NUC", "JLR-equiv"),
         note="W_v alone: the single-matrix claims",
     ),
+)
+
+
+_HSK_CLAIMS = ("HSK-exact", "HSK-poly-error", "HSK-below", "HSK-above")
+CASE_ADAPTED = {"C1": "QV", "C2": "QKV"}
+
+#: ``loracheck run --hsk``: the four [HSK24] claims on one attention head, both adapter cases,
+#: at the full grids (L up to 65,536 for the fast route's timing; a few minutes on 2 cores).
+HSK_SUITE: tuple[ProblemSpec, ...] = tuple(
+    ProblemSpec(
+        f"attention-{case}",
+        "attention",
+        dict(case=case, d=4, r=2, beta=1.0, seed=0),
+        _HSK_CLAIMS,
+        checker_options={
+            "HSK-above": {"lengths": (128, 256, 512, 1024, 2048), "ratios": (0.125, 0.25, 0.5, 1.0, 2.0, 3.0)}
+        },
+        note="one head, d = 4, r = 2, adapters on " + ", ".join("W_" + k for k in CASE_ADAPTED[case]),
+    )
+    for case in ("C1", "C2")
 )
 
 

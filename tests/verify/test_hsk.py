@@ -1,0 +1,113 @@
+"""The [HSK24] checkers: holds on the derived formulas, planted false variants refuted, bad input."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from landscapes.attention import CASES, HskSetting
+from verify.hsk import (
+    check_hsk_above,
+    check_hsk_below,
+    check_hsk_exact,
+    check_hsk_poly_error,
+    fit_exponent,
+)
+from verify.registry import CHECKERS
+
+SMALL_TIMING = (256, 512, 1024, 2048)
+
+
+def test_fit_exponent_closed_form():
+    assert fit_exponent([2, 4, 8, 16], [3 * x**2 for x in (2, 4, 8, 16)]) == pytest.approx(2.0)
+    with pytest.raises(ValueError, match="positive values"):
+        fit_exponent([1, 2], [0.0, 1.0])
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_exact_holds_on_both_cases(case):
+    # the timing exponent at these small sizes is not asymptotic: a wide range keeps the test about
+    # the agreement; the exponent is reported in the certificate
+    v = check_hsk_exact(HskSetting(case=case), timing_lengths=SMALL_TIMING, exponent_range=(1.0, 3.0))
+    assert v.status == "holds", v.reason
+    assert v.certificate["worst_max_entry_rel_error"] <= 1e-10
+    assert 1.0 <= v.certificate["timing"]["fitted_exponent"] <= 3.0
+    assert v.problem["adapted"] == list(CASES[case])
+
+
+def test_exact_timing_outside_its_range_is_inconclusive_not_violated():
+    v = check_hsk_exact(HskSetting(), timing_lengths=(256, 512), exponent_range=(5.0, 6.0), repeats=1)
+    assert v.status == "inconclusive" and "machine-dependent" in v.reason
+
+
+def test_the_printed_b_gradient_is_refuted(tmp_path):
+    v = check_hsk_exact(
+        HskSetting(case="C2"), variant="printed", timing_lengths=(256, 512), save_dir=tmp_path
+    )
+    assert v.status == "violated"
+    p = v.certificate["printed_b_gradient"]
+    assert p["defined_at_setting"] is False and p["max_entry_rel_error_vs_autograd"] > 1e-3
+    assert "undefined" in v.reason
+    saved = np.load(v.counterexample)
+    assert saved["X"].shape == (2, 2)  # the head where the printed formula is defined, and wrong
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_poly_error_holds_and_a_shrunk_bound_is_refuted(case, tmp_path):
+    s = HskSetting(case=case)
+    v = check_hsk_poly_error(s, L=96)
+    assert v.status == "holds", v.reason
+    rows = v.certificate["rows"]
+    assert all(r["rank"] == __import__("math").comb(4 + r["degree"], r["degree"]) for r in rows)
+    assert max(r["error_over_allowed"] for r in rows) <= 1.0
+    assert max(r["error_over_bound"] for r in rows if r["error_over_bound"] is not None) > 0.05  # not vacuous
+    bad = check_hsk_poly_error(s, L=96, bound_factor=0.01, save_dir=tmp_path)
+    assert bad.status == "violated" and bad.counterexample is not None
+    assert set(np.load(bad.counterexample).files) >= {"X", "Y", "W_Q", "A_Q", "B_Q"}
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_below_holds_with_a_flat_rank_and_is_refuted_above_the_threshold(case):
+    s = HskSetting(case=case)
+    v = check_hsk_below(s, lengths=(256, 512, 1024), timing_lengths=(2048, 8192, 32768))
+    assert v.status == "holds", v.reason
+    g = v.certificate["uniform_degree"]
+    assert all(r["errors_by_degree"][g] <= 1e-3 for r in v.certificate["per_length"])
+    assert v.certificate["timing"]["fitted_exponent"] <= 1.3
+    assert "numerical evidence" in v.reason
+    bad = check_hsk_below(
+        s, lengths=(256, 512), timing_lengths=(2048, 8192), variant="above", above_ratio=2.0
+    )
+    assert bad.status == "violated", bad.reason
+
+
+def test_above_locates_a_transition_and_no_transition_is_refuted():
+    s = HskSetting(case="C1")
+    kw = dict(lengths=(64, 128, 256, 512), ratios=(0.25, 1.0, 3.0))
+    v = check_hsk_above(s, **kw)
+    assert v.status == "holds", v.reason
+    slopes = {r["ratio"]: r["exponent"] for r in v.certificate["rank_exponent_by_ratio"]}
+    assert slopes[0.25] <= 0.25 and max(slopes.values()) >= 0.5
+    bad = check_hsk_above(s, variant="no-transition", **kw)
+    assert bad.status == "violated"
+
+
+def test_registry_and_bad_input():
+    for c in ("HSK-exact", "HSK-below", "HSK-above", "HSK-poly-error"):
+        assert c in CHECKERS
+    with pytest.raises(TypeError, match="setting: expected"):
+        check_hsk_exact("C1")
+    with pytest.raises(ValueError, match="lengths: expected"):
+        check_hsk_exact(HskSetting(), lengths=())
+    with pytest.raises(ValueError, match="variant: expected"):
+        check_hsk_exact(HskSetting(), variant="paper")
+    with pytest.raises(ValueError, match="bound_factor"):
+        check_hsk_poly_error(HskSetting(), bound_factor=0)
+    with pytest.raises(ValueError, match="max_degree"):
+        check_hsk_below(HskSetting(), max_degree=-1)
+    with pytest.raises(ValueError, match="rel_err"):
+        check_hsk_above(HskSetting(), rel_err=2.0)
+    with pytest.raises(ValueError, match="case: expected one of"):
+        HskSetting(case="C3")
+    with pytest.raises(ValueError, match="beta"):
+        HskSetting(beta=0.0)
