@@ -337,8 +337,9 @@ def hsk_instance(
     The pre-activations are :math:`Q = X W_Q` and :math:`K = X W_K`.
 
     Rademacher (``±1``) ``X``; Gaussian base weights, adapters and targets, all from a seeded
-    generator; then ``X`` is rescaled so that :math:`\max(\|Q\|_{\max}, \|K\|_{\max}) = \gamma` exactly (the entry bound
-    [HSK24]'s regimes are stated in), so :math:`|\beta\langle q_i, k_j\rangle| \le |\beta| d \gamma^2`.
+    generator; then ``X`` is rescaled so that :math:`\max(\|Q\|_{\max}, \|K\|_{\max}) = \gamma`
+    exactly (the entry bound [HSK24]'s regimes are stated in), so
+    :math:`|\beta\langle q_i, k_j\rangle| \le |\beta| d \gamma^2`.
     ``scale = 1/r`` (``alpha = 1``).
     """
     for name, v in (("L", L), ("d", d), ("r", r)):
