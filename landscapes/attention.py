@@ -99,6 +99,8 @@ class AttentionLoRA:
                 f"X: expected a 2-D tensor (L x d), got {getattr(self.X, 'shape', type(self.X))}"
             )
         L, d = self.X.shape
+        if L < 1 or d < 1:
+            raise ValueError(f"X: expected at least one row and one column, got shape {tuple(self.X.shape)}")
         if not isinstance(self.Y, Tensor) or tuple(self.Y.shape) != (L, d):
             raise ValueError(f"Y: expected shape {(L, d)}, got {tuple(getattr(self.Y, 'shape', ()))}")
         if set(self.W) != {"Q", "K", "V"}:
@@ -220,7 +222,10 @@ def taylor_error_bound(M: float, degree: int) -> float:
     """
     if not (isinstance(M, (int, float)) and M >= 0 and math.isfinite(M)):
         raise ValueError(f"M: expected a finite number >= 0, got {M!r}")
-    return math.exp(M + (degree + 1) * math.log(M) - math.lgamma(degree + 2)) if M > 0 else 0.0
+    if M == 0:
+        return 0.0
+    log_bound = M + (degree + 1) * math.log(M) - math.lgamma(degree + 2)
+    return math.exp(log_bound) if log_bound < 700 else math.inf
 
 
 @dataclass(frozen=True)
@@ -238,7 +243,7 @@ class FastGradients:
 def fast_gradients(h: AttentionLoRA, *, degree: int) -> FastGradients:
     r"""Adapter gradients through the rank-:math:`\binom{d+g}{g}` Taylor factorization (module docstring).
 
-    ``O(L R d^2)`` time and ``O(L R)`` memory; no ``L x L`` matrix.  ``min_row_sum`` is the
+    ``O(L R d^2)`` time and ``O(L (R + d^2))`` memory; no ``L x L`` matrix.  ``min_row_sum`` is the
     smallest approximate softmax normalizer: a non-positive one means the degree is far too low
     for the entry bound (the approximation is not a distribution), and a ``ValueError`` is raised.
     """
@@ -282,16 +287,26 @@ def fast_gradients(h: AttentionLoRA, *, degree: int) -> FastGradients:
 
 
 def max_entry_error(approx: Mapping[str, Tensor], exact: Mapping[str, Tensor]) -> float:
-    """``max |approx - exact| / max |exact|`` over all entries of all keys (the HSK error measure)."""
+    """The largest over keys of ``max |approx_k - exact_k| / max |exact_k|`` (the HSK error measure).
+
+    Per key: the gradients of different adapters differ in scale (those of ``W_Q`` and ``W_K``
+    carry ``beta`` and the entry bound twice), so one common denominator would hide their errors.
+    NaN anywhere gives ``inf``.
+    """
     if set(approx) != set(exact):
         raise ValueError(f"approx, exact: expected the same keys, got {sorted(approx)} and {sorted(exact)}")
-    num = max(float((approx[k] - exact[k]).abs().max()) for k in exact)
-    den = max(float(exact[k].abs().max()) for k in exact)
-    return num / den if den > 0 else num
+    worst = 0.0
+    for k in exact:
+        num = float((approx[k] - exact[k]).abs().max())
+        den = float(exact[k].abs().max())
+        e = num / den if den > 0 else num
+        if not e <= worst:  # also catches NaN
+            worst = e if math.isfinite(e) else math.inf
+    return worst
 
 
 def numerical_rank(M: Tensor, rel_err: float) -> int:
-    r"""The smallest ``k`` whose rank-``k`` SVD truncation is within ``rel_err`` of ``M`` entrywise.
+    r"""A ``k`` whose rank-``k`` SVD truncation is within ``rel_err`` of ``M`` entrywise (by bisection).
 
     Error measured as :math:`\max_{ij} |M - M_k|_{ij} / \max_{ij} |M_{ij}|`.  The SVD truncation is
     optimal in the spectral norm, not entrywise, so this is an upper bound on the max-entry

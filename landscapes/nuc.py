@@ -303,7 +303,11 @@ def _support_corrected_dual(
         coef, info = torch.linalg.solve_ex(M.T @ M, torch.cat(rhs))
         if int(info) != 0 or not bool(torch.isfinite(coef).all()):
             continue
-        w = w0 + M @ coef
+        dw = M @ coef
+        t = _domain_step(problem, w0, dw)
+        if t <= 0.0:
+            continue
+        w = w0 + t * dw
         c = 1.0
         for lam, S in zip(problem.lam, problem.unvec(problem.J.rmatvec(w))):
             op = _op_norm(S)
@@ -313,6 +317,37 @@ def _support_corrected_dual(
         if math.isfinite(dual) and (best is None or dual > best[0]):
             best = (dual, c, ranks)
     return best
+
+
+def _domain_step(problem: Problem, w0: Tensor, dw: Tensor) -> float:
+    r"""The step ``t`` in ``[0, 1]`` that keeps ``w0 + t dw`` inside the conjugate's domain.
+
+    ``w0`` (the gradient) is inside: :math:`N w_0 + e_y` is the softmax (cross-entropy) or the
+    sigmoid (logistic).  A longer correction could leave the domain by more than the conjugate's
+    round-off allowance, where the true conjugate is :math:`+\infty`; so the step is shortened to
+    99 % of the distance to the boundary.  For cross-entropy ``dw``'s row means are removed first
+    (in place), so every row of :math:`N w` sums to zero as the domain requires.
+    """
+    name = problem.loss.name
+    if name == "squared":
+        return 1.0
+    N, K = problem.N, problem.K
+    D = dw.view(N, K)
+    if name == "cross_entropy":
+        D -= D.mean(dim=1, keepdim=True)
+        p0 = (N * w0.view(N, K) + torch.nn.functional.one_hot(problem.y.long(), K).to(w0.dtype)).clamp_min(
+            0.0
+        )
+        room = [(p0, -N * D)]
+    else:  # logistic, K = 1: p = N w + y in [0, 1]
+        p0 = (N * w0.view(N, K) + problem.y.view(N, K).to(w0.dtype)).clamp(0.0, 1.0)
+        room = [(p0, -N * D), (1.0 - p0, N * D)]
+    t = 1.0
+    for slack, rate in room:
+        moving = rate > 0
+        if bool(moving.any()):
+            t = min(t, 0.99 * float((slack[moving] / rate[moving]).min()))
+    return max(t, 0.0)
 
 
 def singular_value_threshold(X: Tensor, tau: float) -> tuple[Tensor, Tensor]:
@@ -484,7 +519,7 @@ def solve_nuc(
         # Only where it can change something: the gap is still open, or a nonzero block has
         # ||S_j||_op clearly below lam_j (its optimum given the others is 0: round-off remains).
         if not cert.within(gap_rtol) or any(
-            op < (1.0 - 1e-3) * lam and bool(d.any()) for op, lam, d in zip(cert.S_op, cert.lam, D)
+            op < (1.0 - 1e-6) * lam and bool(d.any()) for op, lam, d in zip(cert.S_op, cert.lam, D)
         ):
             D, cert = _prox_polish(problem, D, cert, steps=polish_steps, gap_rtol=gap_rtol)
             evals += polish_steps

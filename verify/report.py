@@ -340,10 +340,13 @@ def report_markdown(report: Mapping[str, Any]) -> str:
     ]
     for v in report["verdicts"]:
         p = v["problem"]
-        prob = (
-            f"{p.get('name')} (N={p.get('N')}, K={p.get('K')}, {p.get('loss')}, "
-            f"blocks {p.get('blocks')}, lam {p.get('lam')})"
-        )
+        if "case" in p and "N" not in p:  # an attention head of [HSK24]
+            prob = f"{p.get('name')} (case {p.get('case')}, d={p.get('d')}, r={p.get('r')})"
+        else:
+            prob = (
+                f"{p.get('name')} (N={p.get('N')}, K={p.get('K')}, {p.get('loss')}, "
+                f"blocks {p.get('blocks')}, lam {p.get('lam')})"
+            )
         reason = v["reason"].replace("|", "\\|")
         lines.append(f"| {v['claim']} | {prob} | {v['status']} | {evidence(v)} | {reason} |")
     lines.append("")

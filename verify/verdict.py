@@ -118,5 +118,8 @@ class Verdict:
     def summary(self) -> str:
         """One line: claim, status, problem, reason."""
         p = self.problem
-        where = f"{p.get('name', '')} N={p.get('N')} K={p.get('K')}"
+        if "N" in p:
+            where = f"{p.get('name', '')} N={p.get('N')} K={p.get('K')}"
+        else:  # e.g. an attention head of [HSK24]: no examples x outputs
+            where = f"{p.get('name', '')}" + (f" case {p['case']}" if "case" in p else "")
         return f"{self.claim:<16} {self.status:<12} {where}: {self.reason}"

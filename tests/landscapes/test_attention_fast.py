@@ -80,7 +80,7 @@ def test_fast_route_never_forms_an_l_by_l_matrix():
     h = hsk_instance(L=30000, d=2, r=1, gamma=0.3, case="C2", seed=0)
     f = fast_gradients(h, degree=3)
     assert f.rank == 10 and all(torch.isfinite(v).all() for v in f.grad_A.values())
-    # and it agrees with the streamed exact route on a slice of the same data
+    # and the route agrees with the streamed exact one on a smaller instance of the same kind
     small = hsk_instance(L=300, d=2, r=1, gamma=0.3, case="C2", seed=0)
     _, a0, _ = exact_gradients(small, block_size=64)
     assert max_entry_error(fast_gradients(small, degree=8).grad_A, a0) <= 1e-9

@@ -56,7 +56,7 @@ def test_run_exit_code_for_inconclusive(tmp_path):
     "argv, message",
     [
         (["run", "--claims", "JLR-nope"], "--claims: expected ids with checkers"),
-        (["run", "--claims", "HSK-above"], "--claims: expected ids with checkers"),
+        (["run", "--claims", "JLR-gen"], "--claims: expected ids with checkers"),
         (["run", "--problems", "nope"], "--problems: expected names from the suite"),
         (["run", "--threads", "0"], "--threads: expected a positive int"),
         (["run", "--threads", "two"], "invalid int value"),

@@ -111,3 +111,21 @@ def test_registry_and_bad_input():
         HskSetting(case="C3")
     with pytest.raises(ValueError, match="beta"):
         HskSetting(beta=0.0)
+    with pytest.raises(ValueError, match="gammas: expected a non-empty"):
+        check_hsk_poly_error(HskSetting(), gammas=())
+    with pytest.raises(ValueError, match="timing_lengths: expected at least 2 distinct"):
+        check_hsk_exact(HskSetting(), timing_lengths=(512, 512))
+    with pytest.raises(ValueError, match="repeats"):
+        check_hsk_below(HskSetting(), repeats=0)
+    with pytest.raises(ValueError, match="exponent_range"):
+        check_hsk_exact(HskSetting(), exponent_range=(2.0, 1.0))
+    with pytest.raises(ValueError, match="flat, growth"):
+        check_hsk_above(HskSetting(), flat=0.6, growth=0.5)
+
+
+def test_below_beyond_the_budget_is_inconclusive_not_violated():
+    # the real claim is asymptotic: a degree budget too small for the target proves nothing
+    v = check_hsk_below(
+        HskSetting(), lengths=(256, 512), timing_lengths=(1024, 2048), target=1e-12, max_degree=2
+    )
+    assert v.status == "inconclusive" and "beyond the budget" in v.reason
