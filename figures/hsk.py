@@ -57,7 +57,7 @@ def plot_hsk_ranks(verdict: Mapping[str, Any], ax: Axes | None = None, *, matrix
             ranks,
             marker="o",
             color=cmap[i % 10],
-            label=f"Γ²/log L = {c * c:g}: rank ~ L^{s:.2f}",
+            label=f"Γ²/log L = {c * c:.3g}: rank ~ L^{s:.2f}",
         )
     lo, hi = min(Ls_all), max(Ls_all)
     ax.plot([lo, hi], [lo, hi], ls="--", color="0.5", lw=1, label="rank = L")
@@ -67,9 +67,10 @@ def plot_hsk_ranks(verdict: Mapping[str, Any], ax: Axes | None = None, *, matrix
     err = verdict.get("options", {}).get("rel_err", "?")
     what = "softmax(βQKᵀ)" if matrix == "softmax" else "exp(βQKᵀ)"
     ax.set_ylabel(f"numerical rank of {what} at max-entry error {err}")
-    ax.set_title(
-        f"HSK-above, case {verdict.get('problem', {}).get('case', '?')}: {verdict.get('status', '')}"
-    )
+    ds = [r.get("d") for r in grid if r.get("d") is not None]
+    dims = f", d = {min(ds)}..{max(ds)}" if ds and min(ds) != max(ds) else (f", d = {ds[0]}" if ds else "")
+    case = verdict.get("problem", {}).get("case", "?")
+    ax.set_title(f"HSK-above, case {case}{dims}: {verdict.get('status', '')}")
     ax.legend(fontsize=8, loc="upper left")
     ax.grid(True, which="both", alpha=0.3)
     return fig

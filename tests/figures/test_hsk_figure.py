@@ -27,7 +27,7 @@ def test_lines_sit_at_the_saved_ranks(verdict, tmp_path):
         rows = sorted((r for r in grid if r["ratio"] == c), key=lambda r: r["L"])
         assert np.allclose(ln.get_xdata(), [r["L"] for r in rows])
         assert np.allclose(ln.get_ydata(), [max(r["rank_softmax"], 1) for r in rows])
-        assert f"{c * c:g}" in ln.get_label()
+        assert f"{c * c:.3g}" in ln.get_label()
     fig.savefig(tmp_path / "h.png")
     assert (tmp_path / "h.png").stat().st_size > 10_000
 
