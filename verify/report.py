@@ -359,8 +359,16 @@ def atomic_write_text(path: str | os.PathLike[str], text: str) -> Path:
 
 
 def write_report(report: Mapping[str, Any], out_dir: str | os.PathLike[str]) -> tuple[Path, Path]:
-    """Write ``report.json`` and ``report.md`` into ``out_dir``; returns both paths."""
+    """Write ``report.json`` and ``report.md`` into ``out_dir``; returns both paths.
+
+    Each file is replaced atomically.  A run killed by ``SIGKILL`` in the middle of a write can
+    leave a hidden ``.report.*.tmp`` beside them (never a partial report); the next write removes
+    such leftovers (one run writes a report directory at a time).
+    """
     out = Path(out_dir)
+    for name in ("report.json", "report.md"):
+        for stale in out.glob(f".{name}.*.tmp"):
+            stale.unlink(missing_ok=True)
     j = atomic_write_text(out / "report.json", json.dumps(report, indent=1, allow_nan=False) + "\n")
     m = atomic_write_text(out / "report.md", report_markdown(report))
     return j, m
