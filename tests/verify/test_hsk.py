@@ -69,7 +69,7 @@ def test_poly_error_holds_and_a_shrunk_bound_is_refuted(case, tmp_path):
 @pytest.mark.parametrize("case", sorted(CASES))
 def test_below_holds_with_a_flat_rank_and_is_refuted_above_the_threshold(case):
     s = HskSetting(case=case)
-    v = check_hsk_below(s, lengths=(256, 512, 1024), timing_lengths=(2048, 8192, 32768))
+    v = check_hsk_below(s, lengths=(256, 512, 1024), timing_lengths=(4096, 16384, 65536))
     assert v.status == "holds", v.reason
     g = v.certificate["uniform_degree"]
     assert all(r["errors_by_degree"][g] <= 1e-3 for r in v.certificate["per_length"])
