@@ -104,10 +104,10 @@ def gallery_items(results: Iterable[Mapping[str, Any]]) -> list[GalleryItem]:
                         GalleryItem(
                             f"hsk-ranks-{_slug(str(name))}",
                             plot_hsk_ranks(v),
-                            f"Numerical rank of the attention matrix against L, one line per entry bound "
-                            f"Gamma^2 / log L, on {name} [HSK24]: flat below the threshold (the fast route's "
-                            f"rank does not grow), growing like a power above it. HSK-above: {v['status']} "
-                            "(numerical evidence).",
+                            f"Numerical rank of the attention matrix against L on {name}, one line per "
+                            "entry bound Gamma^2 / log L, with its fitted exponent in L [HSK24]. The claim: "
+                            "the rank stays flat well below Gamma^2 = log L and grows like a power above it. "
+                            f"HSK-above: {v['status']} (numerical evidence).",
                         )
                     )
                 if v.get("claim") in RANK_CLAIMS and "singular_values" in v.get("certificate", {}):

@@ -146,6 +146,8 @@ def exact_gradients(
     many query rows (each slab's softmax is exact: a row needs only its own scores), so memory
     is :math:`O(L d + \text{block} \cdot L)`; the result is the same up to round-off.
     """
+    if not isinstance(h, AttentionLoRA):
+        raise TypeError(f"h: expected an AttentionLoRA, got {type(h).__name__}")
     if block_size is not None and (
         isinstance(block_size, bool) or not isinstance(block_size, int) or block_size < 1
     ):
@@ -247,6 +249,8 @@ def fast_gradients(h: AttentionLoRA, *, degree: int) -> FastGradients:
     smallest approximate softmax normalizer: a non-positive one means the degree is far too low
     for the entry bound (the approximation is not a distribution), and a ``ValueError`` is raised.
     """
+    if not isinstance(h, AttentionLoRA):
+        raise TypeError(f"h: expected an AttentionLoRA, got {type(h).__name__}")
     W = h.weights()
     Q, K, V = h.X @ W["Q"], h.X @ W["K"], h.X @ W["V"]
     L, d = h.X.shape

@@ -314,9 +314,10 @@ def evidence(v: Verdict | Mapping[str, Any]) -> str:
         if c.get("timing"):
             parts.append(f"time ~ L^{_fmt(c['timing']['fitted_exponent'])}")
     elif claim == "HSK-above" and "rank_exponent_by_ratio" in c:
+        rows = c["rank_exponent_by_ratio"]
         parts.append(
-            "rank ~ L^s: "
-            + " ".join(f"{_fmt(r['ratio'])}:{_fmt(r['exponent'])}" for r in c["rank_exponent_by_ratio"])
+            "rank ~ L^s by Gamma^2/log L: "
+            + ", ".join(f"{_fmt(r['gamma_sq_over_log_L'])}: s {_fmt(r['exponent'])}" for r in rows)
         )
     else:
         parts = [f"{k} {_fmt(val)}" for k, val in list(c.items())[:4]]
