@@ -729,7 +729,7 @@ def check_hsk_above(
                 fp,
                 cert,
                 f"claimed flat at every ratio, but the {matrix} rank grows at Gamma^2/log L = "
-                f"{transition**2:.3g} ({table}); {_NOTE}",
+                f"{growing[0] ** 2:.3g} ({table}); {_NOTE}",
                 timings,
                 opts,
             )
