@@ -71,6 +71,7 @@ __all__ = [
     "hsk_instance",
     "max_entry_error",
     "HskSetting",
+    "score_gradient",
 ]
 
 #: Adapted weights per case of [HSK24]: C1 adapts W_Q and W_V, C2 also W_K.
@@ -162,16 +163,30 @@ def exact_gradients(
     loss = 0.0
     for i0 in range(0, L, step):
         i1 = min(L, i0 + step)
-        P = torch.softmax(h.beta * Q[i0:i1] @ K.T, dim=-1)
-        Z = P @ V
-        G = Z - h.Y[i0:i1]
+        P, G, GS = _slab(h, Q, K, V, i0, i1)
         loss += 0.5 * float((G * G).sum())
-        # G_S = P * (G V^T - rowsum(P * G V^T)), and rowsum(P * G V^T) = rowsum(G * Z).
-        GS = P * (G @ V.T - (G * Z).sum(dim=1, keepdim=True))
         MQ[i0:i1] = GS @ K
         MK += GS.T @ Q[i0:i1]
         MV += P.T @ G
     return loss, *_adapter_gradients(h, {"Q": h.beta * h.X.T @ MQ, "K": h.beta * h.X.T @ MK, "V": h.X.T @ MV})
+
+
+def _slab(
+    h: AttentionLoRA, Q: Tensor, K: Tensor, V: Tensor, i0: int, i1: int
+) -> tuple[Tensor, Tensor, Tensor]:
+    """Rows ``i0:i1`` of ``P`` (the softmax), of ``G = Z - Y`` and of ``G_S`` (module docstring)."""
+    P = torch.softmax(h.beta * Q[i0:i1] @ K.T, dim=-1)
+    Z = P @ V
+    G = Z - h.Y[i0:i1]
+    # G_S = P * (G V^T - rowsum(P * G V^T)), and rowsum(P * G V^T) = rowsum(G * Z).
+    return P, G, P * (G @ V.T - (G * Z).sum(dim=1, keepdim=True))
+
+
+def score_gradient(h: AttentionLoRA) -> Tensor:
+    r"""The dense ``L x L`` matrix :math:`G_S = \partial \mathcal L / \partial S` (``p`` in [HSK24])."""
+    W = h.weights()
+    Q, K, V = h.X @ W["Q"], h.X @ W["K"], h.X @ W["V"]
+    return _slab(h, Q, K, V, 0, h.X.shape[0])[2]
 
 
 def _adapter_gradients(

@@ -158,14 +158,13 @@ def _dense_certificate(problem: Problem, D: Blocks, *, refine_below: float = -1.
     """
 
     def svd() -> list[_Svd]:
-        parts = []
-        for Dj in D:
-            P, s, Qh = torch.linalg.svd(Dj, full_matrices=False)
-            parts.append((P, s, Qh.T))
-        return parts
+        return [(P, s, Qh.T) for P, s, Qh in (torch.linalg.svd(Dj, full_matrices=False) for Dj in D)]
 
-    svs = [torch.linalg.svdvals(Dj) for Dj in D]
-    return _certificate(problem, problem.evaluate(D), svs, svd, refine_below=refine_below)
+    ev = problem.evaluate(D)
+    if refine_below == math.inf:  # the corrected point will be tried: one SVD, with vectors
+        parts = svd()
+        return _certificate(problem, ev, [s for _, s, _ in parts], lambda: parts, refine_below=refine_below)
+    return _certificate(problem, ev, [torch.linalg.svdvals(Dj) for Dj in D], svd, refine_below=refine_below)
 
 
 def _factor_certificate(
@@ -176,16 +175,18 @@ def _factor_certificate(
     With :math:`U_j = Q_u R_u`, :math:`V_j = Q_v R_v` and :math:`R_u R_v^\top = A \Sigma B^\top`:
     :math:`U_j V_j^\top = (Q_u A) \Sigma (Q_v B)^\top`.
     """
-    parts = []
-    for u, v in zip(U, V):
-        Qu, Ru = torch.linalg.qr(u)
-        Qv, Rv = torch.linalg.qr(v)
-        A, s, Bh = torch.linalg.svd(Ru @ Rv.T)
-        parts.append((Qu @ A, s, Qv @ Bh.T))
-    svs = [s for _, s, _ in parts]
-    return _certificate(
-        problem, problem.evaluate(product(U, V)), svs, lambda: parts, refine_below=refine_below
-    )
+    qrs = [(torch.linalg.qr(u), torch.linalg.qr(v)) for u, v in zip(U, V)]
+    cores = [Ru @ Rv.T for (_, Ru), (_, Rv) in qrs]
+
+    def svd() -> list[_Svd]:  # the singular vectors only when the corrected point is tried
+        out = []
+        for ((Qu, _), (Qv, _)), C in zip(qrs, cores):
+            A, s, Bh = torch.linalg.svd(C)
+            out.append((Qu @ A, s, Qv @ Bh.T))
+        return out
+
+    svs = [torch.linalg.svdvals(C) for C in cores]
+    return _certificate(problem, problem.evaluate(product(U, V)), svs, svd, refine_below=refine_below)
 
 
 def _dual_value(problem: Problem, w: Tensor) -> float:

@@ -40,6 +40,7 @@ from landscapes.attention import (
     hsk_instance,
     max_entry_error,
     numerical_rank,
+    score_gradient,
     taylor_error_bound,
     taylor_features,
 )
@@ -222,14 +223,8 @@ def check_hsk_exact(
         shapes = {"C1^T": [d, "L"], "p": ["L", "L"], "A_Q": [r, d], "C2": ["L", d]}
         # Defined only when L = r (p A_Q) and d = L (A_Q C2): evaluate it where it is.
         h = hsk_instance(L=2, d=2, r=2, gamma=gamma, case=setting.case, seed=setting.seed, beta=setting.beta)
-        W = h.weights()
-        Qm, Km, Vm = h.X @ W["Q"], h.X @ W["K"], h.X @ W["V"]
-        P = torch.softmax(h.beta * Qm @ Km.T, dim=-1)
-        G = P @ Vm - h.Y
-        GP = G @ Vm.T
-        GS = P * (GP - (GP * P).sum(dim=1, keepdim=True))
         ref = autograd_gradients(h)
-        bad = _printed_b_gradient(h, GS)
+        bad = _printed_b_gradient(h, score_gradient(h))
         err = float((bad - ref[2]["Q"]).abs().max()) / max(float(ref[2]["Q"].abs().max()), 1e-300)
         err = err if math.isfinite(err) else math.inf
         printed = {
