@@ -26,6 +26,8 @@ from typing import Any, Literal
 import torch
 from torch import Tensor
 
+from landscapes.losses import SquaredLoss
+from landscapes.operators import DenseOperator
 from landscapes.problem import Blocks, Problem, RiskEvaluation
 
 __all__ = [
@@ -444,6 +446,40 @@ def _fused_objective(
         k += (m + n) * r
     total = k
 
+    if direct and isinstance(J, DenseOperator):
+        # Small dense problems: numpy's per-call overhead is a few times below torch's, and at
+        # KN x mn sizes like 64 x 4096 that overhead is most of an evaluation.
+        Jn = J.matrix.numpy()
+        f0n = f0.numpy()
+        yn = y.numpy() if isinstance(loss, SquaredLoss) else None
+        blocks = list(zip(offsets, sizes))
+
+        def objective_np(x: Any) -> tuple[float, Any]:
+            Ds = [x[a:b].reshape(m, r) @ x[b:c].reshape(n, r).T for (a, b, c), (m, n, r) in blocks]
+            d = Ds[0].reshape(-1) if len(Ds) == 1 else np.concatenate([D.reshape(-1) for D in Ds])
+            zn = f0n + (Jn @ d).reshape(N, K)
+            if yn is not None:  # squared loss: 0.5 ||z - y||^2 per example, gradient z - y
+                res = (zn - yn).reshape(-1)
+                value = 0.5 * float(res @ res) / N
+                s = Jn.T @ (res / N)
+            else:
+                z = torch.from_numpy(zn)
+                value = float(loss.value(z, y).mean())
+                s = Jn.T @ (loss.grad(z, y) / N).numpy().reshape(-1)
+            out = np.empty(total)
+            o = 0
+            for lam, (a, b, c), (m, n, r) in zip(lams, offsets, sizes):
+                S = s[o : o + m * n].reshape(m, n)
+                o += m * n
+                xa, xb = x[a:b], x[b:c]
+                value += 0.5 * lam * (float(xa @ xa) + float(xb @ xb))
+                np.matmul(S, xb.reshape(n, r), out=out[a:b].reshape(m, r))
+                np.matmul(S.T, xa.reshape(m, r), out=out[b:c].reshape(n, r))
+                out[a:c] += lam * x[a:c]
+            return value, out
+
+        return objective_np
+
     def objective(x: Any) -> tuple[float, Any]:
         t = torch.from_numpy(x)
         if not direct:
@@ -484,7 +520,7 @@ def minimize_lora(
     grad_tol: float = 0.0,
     perturbation: Sequence[Tensor] | None = None,
 ) -> LoRATrainingResult:
-    r"""Minimize the LoRA objective with L-BFGS (SciPy's L-BFGS-B without bounds).
+    r"""Minimize the LoRA objective with L-BFGS (:func:`landscapes.lbfgs.lbfgs`, memory 20).
 
     ``grad_tol`` stops at the first accepted iterate whose gradient has Euclidean norm at most
     ``grad_tol`` (0: never); ``perturbation`` minimizes the perturbed objective.
@@ -492,13 +528,13 @@ def minimize_lora(
     Starts from ``init`` or from Gaussian factors of scale ``init_scale`` (seeded by ``seed``);
     ``rank`` is one rank for all blocks or one per block (capped at ``min(m_j, n_j)``).  Every
     ``callback_every`` iterations ``callback(point, iteration)`` may return ``True`` to stop
-    (used to stop on a certificate).  Runs until the callback stops it, ``max_iter``, or the line
-    search can make no more progress (machine precision).
+    (used to stop on a certificate).  Runs until the callback stops it, ``max_iter``, or no step
+    satisfies the Wolfe conditions (machine precision); ``message`` says which.
     """
     import numpy as np
-    import scipy.optimize as sopt
 
     from landscapes._threads import scipy_blas_single_thread
+    from landscapes.lbfgs import lbfgs
 
     ranks = [rank] * len(problem.blocks) if isinstance(rank, int) else list(rank)
     if len(ranks) != len(problem.blocks):
@@ -518,7 +554,6 @@ def minimize_lora(
     sizes = [(m, n, r) for (m, n), r in zip(problem.blocks, ranks)]
     x0 = torch.cat([torch.cat([u.reshape(-1), v.reshape(-1)]) for u, v in zip(init.U, init.V)])
     x0_np = x0.detach().cpu().double().numpy()
-    count = {"evals": 0, "iters": 0}
 
     def split(x: np.ndarray) -> LoRAPoint:
         t = torch.from_numpy(np.ascontiguousarray(x)).to(dtype=problem.dtype, device=problem.device)
@@ -530,56 +565,30 @@ def minimize_lora(
             k += n * r
         return LoRAPoint(tuple(U), tuple(V))
 
-    objective = _fused_objective(problem, sizes) if pert is None else None
-
-    def fun(x: np.ndarray) -> tuple[float, np.ndarray]:
-        count["evals"] += 1
-        if objective is not None:
-            f, g_np = objective(x)
-            last["x"], last["gnorm"] = x.copy(), float(np.linalg.norm(g_np))
-            return f, g_np
+    def perturbed(x: np.ndarray) -> tuple[float, np.ndarray]:
         pt = split(x)
         f, gU, gV = lora_value_and_grad(problem, pt.U, pt.V, perturbation=pert)
         g = torch.cat([torch.cat([a.reshape(-1), b.reshape(-1)]) for a, b in zip(gU, gV)])
-        last["x"], last["gnorm"] = x.copy(), float(g.norm())
         return f, g.detach().cpu().double().numpy()
 
-    stopped = {"flag": False}
-    last: dict = {"x": None, "gnorm": math.inf}
+    objective = _fused_objective(problem, sizes) if pert is None else perturbed
 
-    def cb(intermediate_result: sopt.OptimizeResult) -> None:
-        count["iters"] += 1
-        if (
-            grad_tol > 0
-            and last["gnorm"] <= grad_tol
-            and last["x"] is not None
-            and np.array_equal(last["x"], intermediate_result.x)
-        ):
-            stopped["flag"] = True
-            raise StopIteration
-        if callback is not None and count["iters"] % callback_every == 0:
-            if callback(split(intermediate_result.x), count["iters"]):
-                stopped["flag"] = True
-                raise StopIteration
+    def stop(x: np.ndarray, g: np.ndarray, k: int) -> bool:
+        if grad_tol > 0 and float(np.linalg.norm(g)) <= grad_tol:
+            return True
+        return callback is not None and k % callback_every == 0 and bool(callback(split(x), k))
 
     with scipy_blas_single_thread():
-        res = sopt.minimize(
-            fun,
-            x0_np,
-            jac=True,
-            method="L-BFGS-B",
-            callback=cb,
-            options={"maxiter": max_iter, "maxcor": 20, "ftol": 0.0, "gtol": 0.0, "maxls": 50},
-        )
-    pt = split(np.asarray(res.x))
+        res = lbfgs(objective, x0_np, memory=20, max_iter=max_iter, callback=stop)
+    pt = split(res.x)
     f, gU, gV = lora_value_and_grad(problem, pt.U, pt.V, perturbation=pert)
     gn = float(torch.cat([torch.cat([a.reshape(-1), b.reshape(-1)]) for a, b in zip(gU, gV)]).norm())
     return LoRATrainingResult(
         point=pt,
         value=f,
         grad_norm=gn,
-        iterations=count["iters"],
-        gradient_evaluations=count["evals"] + 1,
-        stopped_by_callback=stopped["flag"],
-        message=str(res.message),
+        iterations=res.iterations,
+        gradient_evaluations=res.evaluations + 1,
+        stopped_by_callback=res.stopped == "callback",
+        message=res.stopped,
     )
