@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -27,7 +28,17 @@ from landscapes.curvature import LambdaMin, flatten_factors, smallest_ritz_pair,
 from landscapes.nonlinear import NonlinearProblem
 from landscapes.nuc import _spectra
 
-__all__ = ["train_lora", "train_sgd", "lambda_min_lora", "end_point", "EndPoint", "Factors"]
+__all__ = [
+    "train_lora",
+    "train_sgd",
+    "lambda_min_lora",
+    "end_point",
+    "EndPoint",
+    "Factors",
+    "inactive_columns",
+    "truncate_factors",
+    "polish_nonzero_columns",
+]
 
 Blocks = tuple[Tensor, ...]
 
@@ -206,52 +217,220 @@ def _lbfgs(problem: NonlinearProblem, start: Factors, max_iter: int, grad_tol: f
     return Factors(A, B)
 
 
-def lambda_min_lora(
-    problem: NonlinearProblem, point: Factors, *, tol: float = 1e-8, maxiter: int | None = None, seed: int = 0
-) -> LambdaMin:
-    """Smallest eigenvalue of the LoRA Hessian at ``point``: Lanczos on the autodiff HVP."""
-    from scipy.sparse.linalg import LinearOperator
+def inactive_columns(point: Factors) -> tuple[tuple[int, ...], ...]:
+    """Per block, the columns ``c`` with ``A_j[:, c] = 0`` and ``B_j[:, c] = 0`` exactly."""
+    out = []
+    for a, b in zip(point.A, point.B):
+        zero = ~(a.ne(0).any(dim=0) | b.ne(0).any(dim=0))
+        out.append(tuple(int(c) for c in torch.nonzero(zero).flatten()))
+    return tuple(out)
 
+
+def truncate_factors(point: Factors, *, rank_rtol: float) -> Factors:
+    r"""Balanced factors of each :math:`X_j = A_j B_j^\top` truncated to its numerical rank.
+
+    With :math:`X_j = P \Sigma Q^\top` and :math:`k_j` singular values above
+    ``rank_rtol`` :math:`\sigma_1(X_j)`: :math:`A_j = [P_k \Sigma_k^{1/2}, 0]`,
+    :math:`B_j = [Q_k \Sigma_k^{1/2}, 0]` with the original number of columns, the trailing ones
+    exactly zero.  :math:`X_j` moves by :math:`\sigma_{k+1}(X_j)` in spectral norm.  (At a
+    stationary point with weight decay :math:`A_j^\top A_j = B_j^\top B_j`: the factors are
+    balanced already, and this only rotates them and removes round-off columns.)
+    """
+    if not (isinstance(rank_rtol, float) and 0 <= rank_rtol < 1):
+        raise ValueError(f"rank_rtol: expected a float in [0, 1), got {rank_rtol!r}")
+    A, B = [], []
+    for a, b in zip(point.A, point.B):
+        r = a.shape[1]
+        P, sv, Qh = torch.linalg.svd(a @ b.T, full_matrices=False)
+        top = float(sv[0]) if sv.numel() else 0.0
+        k = min(r, int((sv > rank_rtol * top).sum())) if top > 0 else 0
+        root = sv[:k].sqrt()
+        na, nb = torch.zeros_like(a), torch.zeros_like(b)
+        na[:, :k] = P[:, :k] * root
+        nb[:, :k] = Qh[:k].T * root
+        A.append(na)
+        B.append(nb)
+    return Factors(tuple(A), tuple(B))
+
+
+def polish_nonzero_columns(
+    problem: NonlinearProblem, point: Factors, *, max_iter: int, grad_tol: float = 0.0
+) -> Factors:
+    r"""L-BFGS on the columns of ``point`` that are not exactly zero; the zero columns stay zero.
+
+    The LoRA objective restricted to those columns is the objective of the smaller factors, and
+    the gradient on a zero column is :math:`G_j \cdot 0 + \lambda_j \cdot 0 = 0`: the result is
+    stationary in every coordinate when it is stationary in the polished ones.
+    """
     _check_factors(problem, point)
-    t0 = time.perf_counter()
-    P = sum(x.numel() for x in list(point.A) + list(point.B))
-    count = {"n": 0}
+    if isinstance(max_iter, bool) or not isinstance(max_iter, int) or max_iter < 0:
+        raise ValueError(f"max_iter: expected an int >= 0, got {max_iter!r}")
+    zero = inactive_columns(point)
+    keep = [[c for c in range(a.shape[1]) if c not in z] for a, z in zip(point.A, zero)]
+    reduced = Factors(
+        tuple(a[:, k] for a, k in zip(point.A, keep)), tuple(b[:, k] for b, k in zip(point.B, keep))
+    )
+    if max_iter == 0 or not any(keep):
+        return point
+    done = _lbfgs(problem, reduced, max_iter, grad_tol)
+    A = [torch.zeros_like(a) for a in point.A]
+    B = [torch.zeros_like(b) for b in point.B]
+    for j, k in enumerate(keep):
+        A[j][:, k] = done.A[j]
+        B[j][:, k] = done.B[j]
+    return Factors(tuple(A), tuple(B))
+
+
+def _hvp(problem: NonlinearProblem, point: Factors) -> Callable[[np.ndarray], np.ndarray]:
+    """The LoRA Hessian at ``point`` as a float64 numpy matvec (flattened factor order)."""
 
     def hv(v: np.ndarray) -> np.ndarray:
-        count["n"] += 1
         t = torch.from_numpy(np.ascontiguousarray(v).reshape(-1))
         dA, dB = unflatten_factors(t.to(dtype=problem.dtype, device=problem.device), point.A, point.B)
         hA, hB = problem.lora_hvp(point.A, point.B, dA, dB)
         return flatten_factors(hA, hB).detach().cpu().double().numpy()
 
-    op = LinearOperator((P, P), matvec=hv, dtype=np.float64)
+    return hv
+
+
+def _lanczos(
+    problem: NonlinearProblem, point: Factors, *, tol: float, maxiter: int | None, seed: int
+) -> tuple[Tensor, bool, int, int, float]:
+    """ARPACK's smallest Ritz vector of the LoRA Hessian, convergence, matvecs (all, for it), lambda_max."""
+    from scipy.sparse.linalg import LinearOperator
+
+    P = sum(x.numel() for x in list(point.A) + list(point.B))
+    hv = _hvp(problem, point)
+    count = {"n": 0}
+
+    def counted(v: np.ndarray) -> np.ndarray:
+        count["n"] += 1
+        return hv(v)
+
+    op = LinearOperator((P, P), matvec=counted, dtype=np.float64)
     w, X, converged, n_min, lam_max = smallest_ritz_pair(
         op, P, tol=tol, maxiter=maxiter, seed=seed, count=lambda: count["n"]
     )
     vec = torch.as_tensor(X[:, 0], dtype=torch.float64)
-    vec = vec / vec.norm()
-    Hv = torch.as_tensor(hv(vec.numpy()), dtype=torch.float64)
-    theta = float(vec @ Hv)
+    return vec / vec.norm(), converged, count["n"], n_min, lam_max
+
+
+def lambda_min_lora(
+    problem: NonlinearProblem,
+    point: Factors,
+    *,
+    tol: float = 1e-8,
+    maxiter: int | None = None,
+    seed: int = 0,
+    structured: bool = True,
+) -> LambdaMin:
+    r"""Smallest eigenvalue of the LoRA Hessian at ``point``: Lanczos on the autodiff HVP.
+
+    ``structured=True`` and columns that are exactly zero in both factors (see
+    :func:`truncate_factors`): such a column ``c`` of block ``j`` moves :math:`X_j` only at second
+    order, so the Hessian splits exactly into the Hessian of the *reduced* point (the other
+    columns) and, per zero column, :math:`\begin{bmatrix}\lambda_j I & G_j \\ G_j^\top &
+    \lambda_j I\end{bmatrix}`, :math:`G_j = \nabla_{X_j} L`, with eigenvalues
+    :math:`\lambda_j \pm \sigma_i(G_j)` (and :math:`\lambda_j`).  Then
+
+    .. math:: \lambda_{\min} = \min\Big(\lambda_{\min}(H_{\text{reduced}}),\
+              \min_{j \text{ with zero columns}} \lambda_j - \|G_j\|_{op}\Big),
+
+    the second term in closed form, and Lanczos runs on the reduced point only: fewer
+    parameters, and without the cluster of :math:`r_0 \cdot \#\{i: \sigma_i(G_j) \approx
+    \lambda_j\}` eigenvalues near 0 that the zero columns contribute at a rank-deficient
+    stationary point (where Lanczos on the whole Hessian stalls).  The returned vector's Rayleigh
+    quotient and residual are computed with the HVP of the *whole* Hessian (a check of the
+    splitting); ``meta`` records both parts.
+    """
+    _check_factors(problem, point)
+    t0 = time.perf_counter()
+    P = sum(x.numel() for x in list(point.A) + list(point.B))
+    zero = inactive_columns(point) if structured else tuple(() for _ in point.A)
+    meta: dict[str, Any] = {}
+    if any(zero):
+        keep = [[c for c in range(a.shape[1]) if c not in z] for a, z in zip(point.A, zero)]
+        reduced = Factors(
+            tuple(a[:, k] for a, k in zip(point.A, keep)), tuple(b[:, k] for b, k in zip(point.B, keep))
+        )
+        G = problem.grad(tuple(a @ b.T for a, b in zip(point.A, point.B)))
+        closed, closed_vec, closed_max = math.inf, None, -math.inf
+        for j, (g, lam, z) in enumerate(zip(G, problem.lam, zero)):
+            if not z:
+                continue
+            # [[lam I, G], [G^T, lam I]] [u; -v] = (lam - sigma_1) [u; -v] for the top pair (u, v)
+            Ug, sg, Vh = torch.linalg.svd(g, full_matrices=False)
+            s1 = float(sg[0])
+            closed_max = max(closed_max, lam + s1)
+            if lam - s1 < closed:
+                closed = lam - s1
+                dA = [torch.zeros_like(a) for a in point.A]
+                dB = [torch.zeros_like(b) for b in point.B]
+                dA[j][:, z[0]] = Ug[:, 0] / math.sqrt(2.0)
+                dB[j][:, z[0]] = -Vh[0] / math.sqrt(2.0)
+                closed_vec = flatten_factors(dA, dB).to(dtype=torch.float64, device="cpu")
+        n_red = sum(x.numel() for x in list(reduced.A) + list(reduced.B))
+        meta.update(
+            zero_columns=[len(z) for z in zero],
+            closed_form_lambda_min=closed,
+            reduced_params=n_red,
+        )
+        if n_red:
+            rvec, converged, n_all, n_min, lam_max = _lanczos(
+                problem, reduced, tol=tol, maxiter=maxiter, seed=seed
+            )
+            # embed the reduced vector in the whole coordinates (zeros on the zero columns)
+            rA, rB = unflatten_factors(rvec, reduced.A, reduced.B)
+            eA = [torch.zeros(a.shape, dtype=torch.float64) for a in point.A]
+            eB = [torch.zeros(b.shape, dtype=torch.float64) for b in point.B]
+            for j, k in enumerate(keep):
+                eA[j][:, k] = rA[j].to(torch.float64).cpu()
+                eB[j][:, k] = rB[j].to(torch.float64).cpu()
+            red_vec = flatten_factors(eA, eB)
+        else:
+            red_vec, converged, n_all, n_min, lam_max = None, True, 0, 0, -math.inf
+        full_hv = _hvp(problem, point)
+        cands = [v for v in (red_vec, closed_vec) if v is not None]
+        quotients = []
+        for v in cands:
+            Hv = torch.as_tensor(full_hv(v.numpy()), dtype=torch.float64)
+            quotients.append((float(v @ Hv), v, Hv))
+        theta, vec, Hv = min(quotients, key=lambda q: q[0])
+        # the closed form's Rayleigh quotient through the whole HVP: a check of the splitting
+        meta.update(
+            reduced_ritz_value=quotients[0][0] if red_vec is not None else None,
+            closed_form_check=abs(quotients[-1][0] - closed),
+        )
+        lam_max = max(lam_max, closed_max) if math.isfinite(lam_max) else closed_max
+        matvecs = n_all + len(cands)
+        method = "lanczos-autodiff+zero-columns"
+    else:
+        vec, converged, n_all, n_min, lam_max = _lanczos(problem, point, tol=tol, maxiter=maxiter, seed=seed)
+        Hv = torch.as_tensor(_hvp(problem, point)(vec.numpy()), dtype=torch.float64)
+        theta = float(vec @ Hv)
+        matvecs = n_all + 1
+        method = "lanczos-autodiff"
     resid = float((Hv - theta * vec).norm())
     seconds = time.perf_counter() - t0
     tg = time.perf_counter()
     problem.lora_value_and_grad(point.A, point.B)
     t_grad = time.perf_counter() - tg
+    meta["matvecs_lambda_min"] = n_min
     return LambdaMin(
         value=theta,
         lower=theta - resid,
         upper=theta,
         residual=resid,
         lambda_max=lam_max,
-        method="lanczos-autodiff",
+        method=method,
         lower_is_rigorous=False,
         converged=converged,
-        matvecs=count["n"],
+        matvecs=matvecs,
         seconds=seconds,
         gradient_multiple=seconds / max(t_grad, 1e-12),
         n_params=P,
         vector=vec,
-        meta={"matvecs_lambda_min": n_min, "ritz_value": float(w[0])},
+        meta=meta,
     )
 
 

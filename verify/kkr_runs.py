@@ -48,7 +48,7 @@ from torch import Tensor
 
 from landscapes import nonlinear as nl
 from landscapes.nonlinear import NonlinearProblem
-from landscapes.nonlinear_sosp import Factors, end_point, train_lora
+from landscapes.nonlinear_sosp import Factors, end_point, polish_nonzero_columns, train_lora, truncate_factors
 from landscapes.penalized import PenalizedMinimum, minimize_penalized
 from landscapes.restricted import restricted_bounds, restricted_constants
 
@@ -145,6 +145,7 @@ KKR_PROBLEMS: dict[str, dict[str, Any]] = {
             "radius": 5.0,
             "polish": 100,
             "lanczos_maxiter": 15,
+            "truncate": True,
             "reference_iter": 150,
             "max_samples": 40,
         },
@@ -223,15 +224,28 @@ def kkr_run(
     grad_tol: float = 1e-10,
     rank_rtol: float = 1e-6,
     lanczos_maxiter: int | None = None,
+    truncate: bool = False,
 ) -> dict[str, Any]:
-    """Train from ``start`` and return the end point's numbers (see the module docstring).
+    r"""Train from ``start`` and return the end point's numbers (see the module docstring).
 
     ``polish`` L-BFGS iterations follow the Adam ``steps``; ``lanczos_maxiter`` caps the Lanczos
     iterations of the curvature certificate (an unconverged run certifies no SOSP).
+
+    ``truncate``: the trained factors are replaced by the balanced factors of :math:`X = AB^\top`
+    truncated at ``rank_rtol`` (:func:`~landscapes.nonlinear_sosp.truncate_factors`: trailing
+    columns exactly zero), polished again by L-BFGS on the non-zero columns only, and that point
+    is classified: its curvature certificate splits off the zero columns in closed form
+    (:func:`~landscapes.nonlinear_sosp.lambda_min_lora`).  ``truncation_change`` records
+    :math:`\|X_{\text{trained}} - X_{\text{end}}\|_F`.
     """
     t0 = time.perf_counter()
     try:
         end, hist = train_lora(problem, start, steps=steps, lr=lr, polish=polish, grad_tol=grad_tol)
+        trained = end
+        if truncate:
+            end = polish_nonzero_columns(
+                problem, truncate_factors(end, rank_rtol=rank_rtol), max_iter=polish, grad_tol=grad_tol
+            )
     except FloatingPointError as exc:
         return {"status": "diverged", "error": str(exc), "seconds": time.perf_counter() - t0}
     ep = end_point(problem, end, rank_rtol=rank_rtol, maxiter=lanczos_maxiter)
@@ -247,9 +261,21 @@ def kkr_run(
         lambda_min_residual=lm["residual"],
         lambda_min_converged=lm["converged"],
         lambda_max=lm["lambda_max"],
+        lambda_min_method=lm["method"],
+        lambda_min_matvecs=lm["matvecs"],
+        lambda_min_seconds=lm["seconds"],
+        **{
+            f"lambda_min_{k}": lm[k]
+            for k in ("closed_form_lambda_min", "reduced_ritz_value", "reduced_params", "closed_form_check")
+            if k in lm
+        },
         test_risk=problem.test_value(X),
         grad_op_over_lam=[g / lam if lam > 0 else math.inf for g, lam in zip(grad_op, problem.lam)],
         start_norm=_frob(tuple(a @ b.T for a, b in zip(start.A, start.B))),
+        truncated=truncate,
+        truncation_change=_frob(
+            tuple(a @ b.T - c @ d.T for a, b, c, d in zip(trained.A, trained.B, end.A, end.B))
+        ),
         curve=[list(h) for h in hist[:: max(1, len(hist) // 50)]],
         seconds=time.perf_counter() - t0,
         # The end point as its factors (X = A B^T): far smaller than X for r << min(m, n).
@@ -640,6 +666,7 @@ def kkr_experiment(
                         lr=train["lr"],
                         polish=train.get("polish", 3000),
                         lanczos_maxiter=train.get("lanczos_maxiter"),
+                        truncate=bool(train.get("truncate", False)),
                     )
                     run.update(init=init, seed=seed, reference_value=ref_value, shifted=offset is not None)
                     if offset is not None:

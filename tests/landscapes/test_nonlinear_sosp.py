@@ -9,10 +9,19 @@ import math
 
 import pytest
 import torch
+from hypothesis import given
+from hypothesis import strategies as st
 
 from landscapes.lora import lora_hessian
 from landscapes.nonlinear import matrix_sensing, nonlinear_sensing
-from landscapes.nonlinear_sosp import Factors, end_point, lambda_min_lora, train_lora
+from landscapes.nonlinear_sosp import (
+    Factors,
+    end_point,
+    inactive_columns,
+    lambda_min_lora,
+    train_lora,
+    truncate_factors,
+)
 from landscapes.problem import Problem
 
 
@@ -138,3 +147,132 @@ def test_encoder_without_linearization():
         assert float((h - fd).abs().max()) <= 1e-7 * float(fd.abs().max())
     with pytest.raises(ValueError, match="labels: expected classes in"):
         enc.nonlinear_problem([0, 1, 2, 0])
+
+
+# ---- the zero-column splitting of the Hessian --------------------------------------------------
+
+
+def _dense_lora_hessian(p, pt):
+    """The whole LoRA Hessian by autograd on the flattened factors (the dense oracle)."""
+    from landscapes.curvature import flatten_factors, unflatten_factors
+
+    x0 = flatten_factors(pt.A, pt.B)
+
+    def f(x):
+        A, B = unflatten_factors(x, pt.A, pt.B)
+        return p.lora_objective(A, B)
+
+    return torch.autograd.functional.hessian(f, x0)
+
+
+def _two_block_problem(seed):
+    from landscapes.nonlinear import from_problem
+    from landscapes.synthetic import gaussian_problem
+
+    lin = gaussian_problem(
+        K=2, N=6, blocks=[(5, 4), (3, 6)], lam=[0.03, 0.05], loss="cross_entropy", seed=seed
+    )
+    return from_problem(lin)
+
+
+@given(
+    seed=st.integers(0, 2**31 - 1),
+    family=st.sampled_from(["tanh", "two-block"]),
+    r=st.integers(1, 4),
+    data=st.data(),
+)
+def test_zero_column_splitting_matches_the_dense_hessian(seed, family, r, data):
+    """lambda_min(H) = min(lambda_min(H_reduced), min_j lam_j - ||grad_j L||_op) at points with
+    exactly zero columns, against eigvalsh of the autograd Hessian (nonlinear and two-block)."""
+    if family == "tanh":
+        p = nonlinear_sensing(m=5, n=4, N=30, rank=2, lam=0.02, seed=seed % 1000)
+    else:
+        p = _two_block_problem(seed % 1000)
+    g = torch.Generator().manual_seed(seed)
+    A, B = [], []
+    for m, n in p.blocks:
+        a = 0.5 * torch.randn(m, r, generator=g, dtype=torch.float64)
+        b = 0.5 * torch.randn(n, r, generator=g, dtype=torch.float64)
+        zero = data.draw(st.lists(st.booleans(), min_size=r, max_size=r))
+        for c, z in enumerate(zero):
+            if z:
+                a[:, c] = 0.0
+                b[:, c] = 0.0
+        A.append(a)
+        B.append(b)
+    pt = Factors(tuple(A), tuple(B))
+    lm = lambda_min_lora(p, pt, tol=1e-12)
+    dense = float(torch.linalg.eigvalsh(_dense_lora_hessian(p, pt))[0])
+    scale = max(1.0, abs(lm.lambda_max))
+    assert lm.converged
+    assert abs(lm.value - dense) <= 1e-8 * scale
+    if any(inactive_columns(pt)):
+        assert lm.method == "lanczos-autodiff+zero-columns"
+        assert lm.meta["closed_form_check"] <= 1e-10 * scale
+        plain = lambda_min_lora(p, pt, tol=1e-12, structured=False)
+        assert plain.method == "lanczos-autodiff" and plain.value >= dense - 1e-8 * scale
+
+
+def test_all_zero_point_is_the_closed_form_without_lanczos():
+    """At A = B = 0: lambda_min = lam - ||grad L(0)||_op, eigenvector (u, -v)/sqrt(2) in one column;
+    no Lanczos at all, and the whole-Hessian HVP confirms the Rayleigh quotient."""
+    p = nonlinear_sensing(m=6, n=5, N=60, rank=2, lam=0.01, seed=3)
+    pt = Factors((torch.zeros(6, 3, dtype=torch.float64),), (torch.zeros(5, 3, dtype=torch.float64),))
+    lm = lambda_min_lora(p, pt)
+    g0 = float(torch.linalg.matrix_norm(p.grad(p.zeros())[0], ord=2))
+    assert lm.meta["reduced_params"] == 0 and lm.matvecs == 1 and lm.converged
+    assert abs(lm.value - (p.lam[0] - g0)) <= 1e-12 * max(1.0, g0)
+    assert lm.residual <= 1e-12 * max(1.0, g0)
+    dense = float(torch.linalg.eigvalsh(_dense_lora_hessian(p, pt))[0])
+    assert abs(dense - lm.value) <= 1e-10
+    assert lm.lambda_max == pytest.approx(p.lam[0] + g0, rel=1e-12)
+
+
+def test_planted_claim_zero_columns_are_harmless_is_refuted():
+    """Planted false claim: "a stationary point whose extra columns are zero is an SOSP".  With
+    ||grad L||_op > lam those columns carry negative curvature lam - ||grad L||_op, found in closed
+    form, and the point is not an SOSP (the Lanczos on the reduced point alone would miss it)."""
+    p = matrix_sensing(m=7, n=5, N=40, rank=2, lam=0.02, seed=0)
+    g = torch.Generator().manual_seed(0)
+    start = Factors(
+        (torch.zeros(7, 1, dtype=torch.float64),), (torch.randn(5, 1, generator=g, dtype=torch.float64),)
+    )
+    end, _ = train_lora(p, start, steps=800, lr=1e-2, polish=400, grad_tol=1e-12)  # rank-1 stationary
+    padded = Factors(
+        (torch.cat([end.A[0], torch.zeros(7, 2, dtype=torch.float64)], dim=1),),
+        (torch.cat([end.B[0], torch.zeros(5, 2, dtype=torch.float64)], dim=1),),
+    )
+    X = tuple(a @ b.T for a, b in zip(padded.A, padded.B))
+    gop = float(torch.linalg.matrix_norm(p.grad(X)[0], ord=2))
+    assert gop > p.lam[0]  # the rank-1 point is below the rank of X*: the gradient is large
+    ep = end_point(p, padded)
+    g0 = math.sqrt(sum(float(x.pow(2).sum()) for x in p.grad(p.zeros())))
+    assert ep.grad_norm <= ep.tolerances["grad_rtol"] * max(1.0, g0)  # first order holds
+    assert not ep.sosp  # the curvature fails
+    assert ep.lambda_min["value"] == pytest.approx(p.lam[0] - gop, rel=1e-10)
+    reduced_only = lambda_min_lora(p, end)
+    assert reduced_only.value > ep.lambda_min["value"]
+
+
+@given(seed=st.integers(0, 2**31 - 1), r=st.integers(1, 5), rtol=st.sampled_from([0.0, 1e-6, 0.3]))
+def test_truncate_factors_balances_and_zeroes_the_tail(seed, r, rtol):
+    g = torch.Generator().manual_seed(seed)
+    a = torch.randn(6, r, generator=g, dtype=torch.float64) * torch.logspace(0, -9, r, dtype=torch.float64)
+    b = torch.randn(4, r, generator=g, dtype=torch.float64)
+    pt = Factors((a,), (b,))
+    t = truncate_factors(pt, rank_rtol=rtol)
+    X, Xt = a @ b.T, t.A[0] @ t.B[0].T
+    sv = torch.linalg.svdvals(X)
+    k = int((sv > rtol * sv[0]).sum())
+    assert t.A[0].shape == a.shape and t.B[0].shape == b.shape
+    assert inactive_columns(t)[0] == tuple(range(k, r))
+    tail = float(sv[k]) if k < sv.numel() else 0.0
+    assert float(torch.linalg.matrix_norm(X - Xt, ord=2)) <= tail + 1e-12 * float(sv[0])
+    assert torch.allclose(t.A[0].T @ t.A[0], t.B[0].T @ t.B[0], atol=1e-12 * float(sv[0]))
+
+
+def test_truncate_factors_bad_input():
+    pt = Factors((torch.zeros(3, 2, dtype=torch.float64),), (torch.zeros(2, 2, dtype=torch.float64),))
+    with pytest.raises(ValueError, match=r"rank_rtol: expected a float in \[0, 1\), got 1.5"):
+        truncate_factors(pt, rank_rtol=1.5)
+    assert inactive_columns(truncate_factors(pt, rank_rtol=1e-6)) == ((0, 1),)

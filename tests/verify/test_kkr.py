@@ -326,3 +326,28 @@ def test_experiment_loraga_and_reference_refinement(tmp_path, monkeypatch):
     # Its own (shifted) reference started as poor as the base one and was refined from the run.
     assert sref["refined_from_run"] == ["loraga", 0] and lg["penalized"] >= sref["value"]
     assert "loraga" in e["table"] and e["table"]["all"]["runs"] == 1  # "all" leaves the shifted problem out
+
+
+def test_truncated_run_is_certified_through_the_zero_column_splitting():
+    """kkr_run(truncate=True): a zero-init run with weight decay on rank-2 sensing at LoRA rank 4
+    ends with two exactly zero columns; the certificate splits them off (closed form) and matches
+    the whole-Hessian Lanczos of the same point; the truncation moved X by round-off only."""
+    from landscapes.nonlinear_sosp import inactive_columns, lambda_min_lora
+    from verify.kkr_runs import end_point_matrices, kkr_run
+
+    p = nl.matrix_sensing(m=7, n=5, N=60, rank=2, lam=0.02, seed=0)
+    start, _ = make_init(p, "zero", rank=4, seed=0)
+    run = kkr_run(p, start, steps=1500, lr=0.02, polish=500, grad_tol=1e-11, truncate=True)
+    assert run["status"] == "finished" and run["truncated"] and run["sosp"]
+    assert tuple(run["ranks"]) == (2,) and run["truncation_change"] <= 1e-8
+    assert run["lambda_min_method"] == "lanczos-autodiff+zero-columns"
+    assert run["lambda_min_reduced_params"] == 2 * (7 + 5)
+    end = Factors(
+        tuple(torch.tensor(a, dtype=torch.float64) for a in run["A"]),
+        tuple(torch.tensor(b, dtype=torch.float64) for b in run["B"]),
+    )
+    assert inactive_columns(end) == ((2, 3),)
+    assert torch.allclose(end.A[0] @ end.B[0].T, end_point_matrices(run, p)[0])
+    whole = lambda_min_lora(p, end, tol=1e-12, structured=False)
+    assert whole.converged
+    assert abs(whole.value - run["lambda_min"]) <= 1e-8 * max(1.0, abs(run["lambda_max"]))
