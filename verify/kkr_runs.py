@@ -145,7 +145,6 @@ KKR_PROBLEMS: dict[str, dict[str, Any]] = {
             "radius": 5.0,
             "polish": 100,
             "lanczos_maxiter": 15,
-            "truncate": True,
             "reference_iter": 150,
             "max_samples": 40,
         },
