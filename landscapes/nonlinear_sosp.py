@@ -293,6 +293,43 @@ def _hvp(problem: NonlinearProblem, point: Factors) -> Callable[[np.ndarray], np
     return hv
 
 
+def _dense_lora_hessian(problem: NonlinearProblem, point: Factors, *, chunk: int = 8) -> Tensor:
+    """The LoRA Hessian at ``point`` as a dense float64 CPU matrix: one HVP per unit vector.
+
+    The HVPs run ``chunk`` at a time under ``torch.func.vmap``; a progress bar shows on the
+    terminal for long builds.
+    """
+    from tqdm.auto import tqdm
+
+    P = sum(x.numel() for x in list(point.A) + list(point.B))
+
+    def hv(v: Tensor) -> Tensor:
+        dA, dB = unflatten_factors(v, point.A, point.B)
+        hA, hB = problem.lora_hvp(point.A, point.B, dA, dB)
+        return flatten_factors(hA, hB)
+
+    eye = torch.eye(P, dtype=problem.dtype, device=problem.device)
+    rows = []
+    for i in tqdm(
+        range(0, P, chunk), desc="Hessian columns", unit="chunk", disable=None if P > 256 else True
+    ):
+        rows.append(torch.func.vmap(hv)(eye[i : i + chunk]).detach().to(dtype=torch.float64, device="cpu"))
+    return torch.cat(rows)
+
+
+def _dense_bottom(H: Tensor) -> tuple[float, Tensor, float, float]:
+    """Smallest eigenpair of the symmetrized ``H``, an error allowance, and the largest eigenvalue.
+
+    The allowance is half the asymmetry ``||H - H^T||_F`` (the round-off of the HVP columns) plus
+    eigh's backward error ``P eps ||H||_F``.
+    """
+    Hs = 0.5 * (H + H.T)
+    w, V = torch.linalg.eigh(Hs)
+    P = H.shape[0]
+    allowance = 0.5 * float((H - H.T).norm()) + P * torch.finfo(torch.float64).eps * float(Hs.norm())
+    return float(w[0]), V[:, 0], allowance, float(w[-1])
+
+
 def _lanczos(
     problem: NonlinearProblem, point: Factors, *, tol: float, maxiter: int | None, seed: int
 ) -> tuple[Tensor, bool, int, int, float]:
@@ -315,6 +352,29 @@ def _lanczos(
     return vec / vec.norm(), converged, count["n"], n_min, lam_max
 
 
+def _bottom(
+    problem: NonlinearProblem,
+    point: Factors,
+    *,
+    tol: float,
+    maxiter: int | None,
+    seed: int,
+    dense_max: int,
+) -> tuple[Tensor, bool, int, int, float, float | None]:
+    """Bottom of the LoRA Hessian at ``point`` by the dense route (up to ``dense_max``) or Lanczos.
+
+    Returns the unit vector, converged, matvecs (all, for it), lambda_max, and for the dense
+    route a rigorous lower bound on the smallest eigenvalue (``None`` for Lanczos): eigh's
+    smallest eigenvalue minus the error allowance.
+    """
+    P = sum(x.numel() for x in list(point.A) + list(point.B))
+    if P <= dense_max:
+        w0, v, allowance, w_max = _dense_bottom(_dense_lora_hessian(problem, point))
+        return v, True, P, P, w_max, w0 - allowance
+    vec, converged, n_all, n_min, lam_max = _lanczos(problem, point, tol=tol, maxiter=maxiter, seed=seed)
+    return vec, converged, n_all, n_min, lam_max, None
+
+
 def lambda_min_lora(
     problem: NonlinearProblem,
     point: Factors,
@@ -323,8 +383,9 @@ def lambda_min_lora(
     maxiter: int | None = None,
     seed: int = 0,
     structured: bool = True,
+    dense_max: int = 0,
 ) -> LambdaMin:
-    r"""Smallest eigenvalue of the LoRA Hessian at ``point``: Lanczos on the autodiff HVP.
+    r"""Smallest eigenvalue of the LoRA Hessian at ``point``: Lanczos (or a dense build) on the autodiff HVP.
 
     ``structured=True`` and columns that are exactly zero in both factors (see
     :func:`truncate_factors`): such a column ``c`` of block ``j`` moves :math:`X_j` only at second
@@ -336,18 +397,26 @@ def lambda_min_lora(
     .. math:: \lambda_{\min} = \min\Big(\lambda_{\min}(H_{\text{reduced}}),\
               \min_{j \text{ with zero columns}} \lambda_j - \|G_j\|_{op}\Big),
 
-    the second term in closed form, and Lanczos runs on the reduced point only: fewer
-    parameters, and without the cluster of :math:`r_0 \cdot \#\{i: \sigma_i(G_j) \approx
-    \lambda_j\}` eigenvalues near 0 that the zero columns contribute at a rank-deficient
-    stationary point (where Lanczos on the whole Hessian stalls).  The returned vector's Rayleigh
-    quotient and residual are computed with the HVP of the *whole* Hessian (a check of the
-    splitting); ``meta`` records both parts.
+    the second term in closed form, and the first on the reduced point only: fewer parameters,
+    and without the cluster of :math:`r_0 \cdot \#\{i: \sigma_i(G_j) \approx \lambda_j\}`
+    eigenvalues near 0 that the zero columns contribute at a rank-deficient stationary point.
+
+    The reduced (or, without zero columns, the whole) Hessian's bottom comes from Lanczos, or,
+    when it has at most ``dense_max`` parameters, from the dense matrix built with one HVP per
+    unit vector and ``eigh``: then ``lower`` is rigorous up to the round-off of the HVP columns
+    (allowed for by their measured asymmetry and eigh's backward error) and ``converged`` is
+    ``True``.  The returned vector's Rayleigh quotient and residual are computed with the HVP of
+    the *whole* Hessian (a check of the splitting); ``meta`` records both parts.
     """
     _check_factors(problem, point)
+    if isinstance(dense_max, bool) or not isinstance(dense_max, int) or dense_max < 0:
+        raise ValueError(f"dense_max: expected an int >= 0, got {dense_max!r}")
     t0 = time.perf_counter()
     P = sum(x.numel() for x in list(point.A) + list(point.B))
     zero = inactive_columns(point) if structured else tuple(() for _ in point.A)
     meta: dict[str, Any] = {}
+    eps = torch.finfo(torch.float64).eps
+    lower: float | None = None
     if any(zero):
         keep = [[c for c in range(a.shape[1]) if c not in z] for a, z in zip(point.A, zero)]
         reduced = Factors(
@@ -370,14 +439,11 @@ def lambda_min_lora(
                 dB[j][:, z[0]] = -Vh[0] / math.sqrt(2.0)
                 closed_vec = flatten_factors(dA, dB).to(dtype=torch.float64, device="cpu")
         n_red = sum(x.numel() for x in list(reduced.A) + list(reduced.B))
-        meta.update(
-            zero_columns=[len(z) for z in zero],
-            closed_form_lambda_min=closed,
-            reduced_params=n_red,
-        )
+        meta.update(closed_form_lambda_min=closed, reduced_params=n_red)
+        red_low: float | None = math.inf
         if n_red:
-            rvec, converged, n_all, n_min, lam_max = _lanczos(
-                problem, reduced, tol=tol, maxiter=maxiter, seed=seed
+            rvec, converged, n_all, n_min, lam_max, red_low = _bottom(
+                problem, reduced, tol=tol, maxiter=maxiter, seed=seed, dense_max=dense_max
             )
             # embed the reduced vector in the whole coordinates (zeros on the zero columns)
             rA, rB = unflatten_factors(rvec, reduced.A, reduced.B)
@@ -401,15 +467,21 @@ def lambda_min_lora(
             reduced_ritz_value=quotients[0][0] if red_vec is not None else None,
             closed_form_check=abs(quotients[-1][0] - closed),
         )
+        if red_low is not None:  # a dense (or empty) reduced part: a rigorous lower bound
+            lower = min(closed - 4 * eps * max(1.0, closed_max), red_low)
         lam_max = max(lam_max, closed_max) if math.isfinite(lam_max) else closed_max
         matvecs = n_all + len(cands)
-        method = "lanczos-autodiff+zero-columns"
+        method = "zero-columns+" + ("lanczos" if red_low is None else "dense") + "-autodiff"
+        if not n_red:
+            method = "zero-columns-closed-form"
     else:
-        vec, converged, n_all, n_min, lam_max = _lanczos(problem, point, tol=tol, maxiter=maxiter, seed=seed)
+        vec, converged, n_all, n_min, lam_max, lower = _bottom(
+            problem, point, tol=tol, maxiter=maxiter, seed=seed, dense_max=dense_max
+        )
         Hv = torch.as_tensor(_hvp(problem, point)(vec.numpy()), dtype=torch.float64)
         theta = float(vec @ Hv)
         matvecs = n_all + 1
-        method = "lanczos-autodiff"
+        method = "lanczos-autodiff" if lower is None else "dense-autodiff"
     resid = float((Hv - theta * vec).norm())
     seconds = time.perf_counter() - t0
     tg = time.perf_counter()
@@ -418,12 +490,12 @@ def lambda_min_lora(
     meta["matvecs_lambda_min"] = n_min
     return LambdaMin(
         value=theta,
-        lower=theta - resid,
+        lower=theta - resid if lower is None else lower,
         upper=theta,
         residual=resid,
         lambda_max=lam_max,
         method=method,
-        lower_is_rigorous=False,
+        lower_is_rigorous=lower is not None,
         converged=converged,
         matvecs=matvecs,
         seconds=seconds,
@@ -464,25 +536,29 @@ def end_point(
     rank_rtol: float = 1e-6,
     tol: float = 1e-8,
     maxiter: int | None = None,
+    dense_max: int = 0,
 ) -> EndPoint:
     r"""Classify ``point`` by the numbers of [KKR25], and as an approximate SOSP or not.
 
     An approximate SOSP: :math:`\|\nabla\| \le` ``grad_rtol`` :math:`\cdot \max(1, \|\nabla L(0)\|_F)`
-    and the Lanczos :math:`\lambda_{\min} \ge -` ``curvature_rtol`` :math:`\cdot \max(1, |\lambda_{\max}|)`.
-    The curvature test uses the Ritz value, an upper bound: a point it rejects has certified
-    negative curvature; a point it accepts is an SOSP up to Lanczos' accuracy (stated as such),
-    and only when Lanczos converged (``lambda_min["converged"]``).
+    and :math:`\lambda_{\min} \ge -` ``curvature_rtol`` :math:`\cdot \max(1, |\lambda_{\max}|)`
+    (:func:`lambda_min_lora`; ``dense_max`` is passed on).  With Lanczos the curvature test uses
+    the Ritz value, an upper bound: a point it rejects has certified negative curvature; a point it
+    accepts is an SOSP up to Lanczos' accuracy (stated as such), and only when Lanczos converged
+    (``lambda_min["converged"]``).  With a dense (or closed-form) bottom it uses the rigorous
+    lower bound.
     """
     _check_factors(problem, point)
     f, gA, gB = problem.lora_value_and_grad(point.A, point.B)
     gn = float(flatten_factors(gA, gB).norm())
     g0 = math.sqrt(sum(float(x.pow(2).sum()) for x in problem.grad(problem.zeros())))
-    lm = lambda_min_lora(problem, point, tol=tol, maxiter=maxiter)
+    lm = lambda_min_lora(problem, point, tol=tol, maxiter=maxiter, dense_max=dense_max)
     X = tuple(a @ b.T for a, b in zip(point.A, point.B))
     svs, ranks = _spectra(X, rank_rtol)
     scale = max(1.0, abs(lm.lambda_max)) if math.isfinite(lm.lambda_max) else 1.0
     # An unconverged Lanczos run proves nothing about the curvature: never an SOSP then.
-    sosp = lm.converged and gn <= grad_rtol * max(1.0, g0) and lm.upper >= -curvature_rtol * scale
+    curvature = lm.lower if lm.lower_is_rigorous else lm.upper
+    sosp = lm.converged and gn <= grad_rtol * max(1.0, g0) and curvature >= -curvature_rtol * scale
     return EndPoint(
         objective=f,
         risk=problem.value(X),

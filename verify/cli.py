@@ -292,6 +292,21 @@ def _parser() -> argparse.ArgumentParser:
         help="instead of training: [KKR25]'s Tables 1-2 in shape per problem (rank of the penalized "
         "minimizer vs weight decay; alpha^, beta^ vs LoRA rank) into DIR/kkr-tables-PROBLEM.json",
     )
+    kk.add_argument(
+        "--recertify",
+        nargs="+",
+        metavar="INIT:SEED",
+        help="instead of training: re-certify saved end points of DIR/kkr.json (truncated to their rank, "
+        "polished on the non-zero columns, lambda_min with the zero columns in closed form and the rest "
+        "from a dense Hessian) into DIR/kkr-recertified.json",
+    )
+    kk.add_argument(
+        "--dense-max",
+        type=int,
+        default=4000,
+        help="with --recertify: largest reduced Hessian built densely, one HVP per parameter "
+        "(default: %(default)s; above it, Lanczos)",
+    )
     kk.add_argument("--fresh", action="store_true", help="ignore an earlier kkr.json in DIR")
     kk.add_argument("--no-progress", action="store_true", help="no progress bar")
     return p
@@ -480,6 +495,8 @@ def _cmd_kkr(args: argparse.Namespace) -> int:
         raise _BadInput(f"--out: expected a directory, got an existing file {str(out)!r}")
     if args.tables:
         return _kkr_tables(args, out)
+    if args.recertify:
+        return _kkr_recertify(args, out)
     path = out / "kkr.json"
     try:
         data = kkr_experiment(
@@ -571,6 +588,35 @@ def _cmd_kkr(args: argparse.Namespace) -> int:
     )
     print(f"{data['seconds']:.1f} s.  Data: {path}")
     return code
+
+
+def _kkr_recertify(args: argparse.Namespace, out: Path) -> int:
+    from verify.kkr_runs import kkr_recertify
+
+    runs = []
+    for spec in args.recertify:
+        init, _, seed = spec.partition(":")
+        if not seed.isdigit():
+            raise _BadInput(f"--recertify: expected INIT:SEED (e.g. zero:0), got {spec!r}")
+        runs.append((init, int(seed)))
+    if args.dense_max < 0:
+        raise _BadInput(f"--dense-max: expected an int >= 0, got {args.dense_max}")
+    path = out / "kkr-recertified.json"
+    try:
+        data = kkr_recertify(out / "kkr.json", runs, out=path, dense_max=args.dense_max)
+    except ValueError as exc:
+        raise _BadInput(str(exc)) from None
+    print(f"{data['configuration']}: saved end points re-certified (zero columns in closed form)")
+    print(f"  {'run':>9} {'saved':>9} {'now':>9} {'grad':>9} {'lambda_min':>11} {'lower':>11}  route")
+    for r in data["runs"]:
+        lm = r["end_point"]["lambda_min"]
+        print(
+            f"  {r['init'] + ':' + str(r['seed']):>9} {r['saved_class']:>9} {r['class']:>9} "
+            f"{r['end_point']['grad_norm']:>9.2e} {lm['value']:>11.3e} {lm['lower']:>11.3e}  {lm['method']}"
+            f"{'' if lm['lower_is_rigorous'] else ' (lower not rigorous)'}"
+        )
+    print(f"Data: {path}")
+    return 0
 
 
 def _kkr_tables(args: argparse.Namespace, out: Path) -> int:

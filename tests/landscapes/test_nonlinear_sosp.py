@@ -207,10 +207,42 @@ def test_zero_column_splitting_matches_the_dense_hessian(seed, family, r, data):
     assert lm.converged
     assert abs(lm.value - dense) <= 1e-8 * scale
     if any(inactive_columns(pt)):
-        assert lm.method == "lanczos-autodiff+zero-columns"
+        every = all(len(z) == a.shape[1] for z, a in zip(inactive_columns(pt), pt.A))
+        assert lm.method == ("zero-columns-closed-form" if every else "zero-columns+lanczos-autodiff")
         assert lm.meta["closed_form_check"] <= 1e-10 * scale
         plain = lambda_min_lora(p, pt, tol=1e-12, structured=False)
         assert plain.method == "lanczos-autodiff" and plain.value >= dense - 1e-8 * scale
+
+
+@given(seed=st.integers(0, 2**31 - 1), r=st.integers(1, 3), data=st.data())
+def test_dense_route_is_exact_and_its_lower_bound_is_rigorous(seed, r, data):
+    """dense_max: the (reduced) Hessian is built from HVPs of unit vectors and diagonalized; its
+    lambda_min equals the autograd Hessian's, and lower <= lambda_min <= upper (both routes:
+    with and without zero columns)."""
+    p = nonlinear_sensing(m=4, n=3, N=25, rank=2, lam=0.03, seed=seed % 1000)
+    g = torch.Generator().manual_seed(seed)
+    a = 0.7 * torch.randn(4, r, generator=g, dtype=torch.float64)
+    b = 0.7 * torch.randn(3, r, generator=g, dtype=torch.float64)
+    zero = data.draw(st.lists(st.booleans(), min_size=r, max_size=r))
+    for c, z in enumerate(zero):
+        if z:
+            a[:, c] = 0.0
+            b[:, c] = 0.0
+    pt = Factors((a,), (b,))
+    lm = lambda_min_lora(p, pt, dense_max=10**6)
+    H = _dense_lora_hessian(p, pt)
+    dense = float(torch.linalg.eigvalsh(0.5 * (H + H.T))[0])
+    assert lm.converged and lm.lower_is_rigorous
+    assert lm.lower <= dense + 1e-12 and dense <= lm.upper + 1e-10
+    assert abs(lm.value - dense) <= 1e-10 * max(1.0, abs(lm.lambda_max))
+    if all(zero):
+        assert lm.method == "zero-columns-closed-form"
+    elif any(zero):
+        assert lm.method == "zero-columns+dense-autodiff"
+    else:
+        assert lm.method == "dense-autodiff"
+    with pytest.raises(ValueError, match="dense_max: expected an int >= 0, got -1"):
+        lambda_min_lora(p, pt, dense_max=-1)
 
 
 def test_all_zero_point_is_the_closed_form_without_lanczos():

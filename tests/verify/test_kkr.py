@@ -340,7 +340,7 @@ def test_truncated_run_is_certified_through_the_zero_column_splitting():
     run = kkr_run(p, start, steps=1500, lr=0.02, polish=500, grad_tol=1e-11, truncate=True)
     assert run["status"] == "finished" and run["truncated"] and run["sosp"]
     assert tuple(run["ranks"]) == (2,) and run["truncation_change"] <= 1e-8
-    assert run["lambda_min_method"] == "lanczos-autodiff+zero-columns"
+    assert run["lambda_min_method"] == "zero-columns+lanczos-autodiff"
     assert run["lambda_min_reduced_params"] == 2 * (7 + 5)
     end = Factors(
         tuple(torch.tensor(a, dtype=torch.float64) for a in run["A"]),
@@ -351,3 +351,42 @@ def test_truncated_run_is_certified_through_the_zero_column_splitting():
     whole = lambda_min_lora(p, end, tol=1e-12, structured=False)
     assert whole.converged
     assert abs(whole.value - run["lambda_min"]) <= 1e-8 * max(1.0, abs(run["lambda_max"]))
+
+
+def test_recertify_saved_end_points(tmp_path, capsys):
+    """loracheck kkr --recertify: the saved end points of a double-well file are truncated, polished
+    and certified with a dense Hessian (rigorous lower bound); the classes agree with the saved
+    ones (one global, one spurious of the closed-form double well); a re-run skips done runs;
+    bad requests and foreign files are refused."""
+    from verify.kkr_runs import kkr_recertify
+
+    args = ["kkr", "--problems", "double-well", "--inits", "zero", "large", "--seeds", "1", "--samples", "5",
+            "--out", str(tmp_path), "--no-progress"]  # fmt: skip
+    assert main(args) == 0
+    capsys.readouterr()
+    assert main(["kkr", "--out", str(tmp_path), "--recertify", "zero:0", "large:0"]) == 0
+    text = capsys.readouterr().out
+    assert "zero:0" in text and "large:0" in text and "dense-autodiff" in text
+    data = json.loads((tmp_path / "kkr-recertified.json").read_text())
+    saved = json.loads((tmp_path / "kkr.json").read_text())["configurations"]["double-well"]["runs"]
+    by_run = {(r["init"], r["seed"]): r for r in saved}
+    assert [(r["init"], r["seed"]) for r in data["runs"]] == [("zero", 0), ("large", 0)]
+    for r in data["runs"]:
+        lm = r["end_point"]["lambda_min"]
+        assert lm["lower_is_rigorous"] and lm["converged"] and lm["lower"] <= lm["value"]
+        assert r["class"] == r["saved_class"] and r["change_frobenius"] <= 1e-6
+        assert r["saved"]["penalized"] == by_run[(r["init"], r["seed"])]["penalized"]
+    assert {r["class"] for r in data["runs"]} == {"global", "spurious"}
+    before = (tmp_path / "kkr-recertified.json").read_text()
+    kkr_recertify(tmp_path / "kkr.json", [("zero", 0)], out=tmp_path / "kkr-recertified.json")
+    assert (tmp_path / "kkr-recertified.json").read_text() == before  # done runs are skipped
+    assert main(["kkr", "--out", str(tmp_path), "--recertify", "zero"]) == 3
+    assert "--recertify: expected INIT:SEED" in capsys.readouterr().err
+    assert main(["kkr", "--out", str(tmp_path), "--recertify", "small:0"]) == 3
+    assert "runs: expected finished (init, seed) runs" in capsys.readouterr().err
+    other = tmp_path / "other.json"
+    other.write_text(json.dumps({"format": "x"}))
+    with pytest.raises(ValueError, match="is not a"):
+        kkr_recertify(other, [("zero", 0)], out=tmp_path / "o.json")
+    with pytest.raises(ValueError, match="holds results of another file"):
+        kkr_recertify(tmp_path / "kkr.json", [("zero", 0)], out=other)
