@@ -41,8 +41,9 @@ _C1, _C2 = 1e-4, 0.9
 class LbfgsResult:
     """End point of :func:`lbfgs`.
 
-    ``stopped`` is ``"callback"``, ``"max_iter"``, ``"grad_zero"`` or ``"line_search"`` (no step
-    satisfying the Wolfe conditions was found: the objective's round-off level is reached).
+    ``stopped`` is ``"callback"``, ``"max_iter"``, ``"grad_zero"``, ``"no_progress"`` (round-off
+    floor: see :func:`lbfgs`) or ``"line_search"`` (no step satisfying the Wolfe conditions was
+    found).
     """
 
     x: np.ndarray
@@ -59,16 +60,21 @@ def lbfgs(
     *,
     memory: int = 20,
     max_iter: int = 20000,
+    patience: int = 10,
     callback: Callable[[np.ndarray, np.ndarray, int], bool] | None = None,
 ) -> LbfgsResult:
     r"""Minimize a smooth ``fun`` (returning value and gradient) from ``x0`` with L-BFGS.
 
     ``callback(x, g, k)`` is called with every accepted iterate ``x``, its gradient ``g`` and
-    ``k = 1, 2, ...``; returning ``True`` stops.  ``fun`` must not keep references to the array
-    it is given (it is not copied).
+    ``k = 1, 2, ...``; returning ``True`` stops.  The iteration also stops (``"no_progress"``)
+    after ``patience`` accepted steps that lower neither the smallest value nor the smallest
+    gradient norm seen, and then returns the last iterate that lowered one of them.  ``fun`` must
+    not keep references to the array it is given (it is not copied).
     """
     if not (isinstance(memory, int) and memory >= 1):
         raise ValueError(f"memory: expected an int >= 1, got {memory!r}")
+    if not (isinstance(patience, int) and patience >= 1):
+        raise ValueError(f"patience: expected an int >= 1, got {patience!r}")
     x = np.array(x0, dtype=np.float64)
     if x.ndim != 1:
         raise ValueError(f"x0: expected a 1-D array, got shape {x.shape}")
@@ -88,6 +94,11 @@ def lbfgs(
     gamma = 1.0
     it = 0
     stopped = "max_iter"
+    # Progress: the smallest value and the smallest gradient norm so far.  Steps within the
+    # round-off allowance may raise f slightly; after `patience` accepted steps that improve
+    # neither, the iteration is at its round-off floor and stops, returning the last iterate
+    # that improved one of them (so f cannot drift up over many noise-level steps).
+    best_f, best_g, keep, stale = f, float(np.linalg.norm(g)), (x, f, g), 0
     while it < max_iter:
         if not np.any(g):
             stopped = "grad_zero"
@@ -131,8 +142,17 @@ def lbfgs(
             gamma = sy / yy
         x, f, g = xn, fn, gn
         it += 1
+        gn_norm = float(np.linalg.norm(g))
+        if f < best_f or gn_norm < best_g:
+            best_f, best_g, keep, stale = min(best_f, f), min(best_g, gn_norm), (x, f, g), 0
+        else:
+            stale += 1
         if callback is not None and callback(x, g, it):
             stopped = "callback"
+            break
+        if stale >= patience:
+            stopped = "no_progress"
+            x, f, g = keep
             break
     return LbfgsResult(x=x, fun=float(f), grad=g, iterations=it, evaluations=count[0], stopped=stopped)
 

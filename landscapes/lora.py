@@ -528,8 +528,9 @@ def minimize_lora(
     Starts from ``init`` or from Gaussian factors of scale ``init_scale`` (seeded by ``seed``);
     ``rank`` is one rank for all blocks or one per block (capped at ``min(m_j, n_j)``).  Every
     ``callback_every`` iterations ``callback(point, iteration)`` may return ``True`` to stop
-    (used to stop on a certificate).  Runs until the callback stops it, ``max_iter``, or no step
-    satisfies the Wolfe conditions (machine precision); ``message`` says which.
+    (used to stop on a certificate).  Runs until the callback stops it, ``max_iter``, or the
+    round-off floor (``"no_progress"``, or no step satisfies the Wolfe conditions); ``message``
+    says which.
     """
     import numpy as np
 

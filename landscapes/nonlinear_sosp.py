@@ -317,16 +317,19 @@ def _dense_lora_hessian(problem: NonlinearProblem, point: Factors, *, chunk: int
     return torch.cat(rows)
 
 
-def _dense_bottom(H: Tensor) -> tuple[float, Tensor, float, float]:
-    """Smallest eigenpair of the symmetrized ``H``, an error allowance, and the largest eigenvalue.
+def _dense_bottom(H: Tensor, eps: float) -> tuple[float, Tensor, float, float]:
+    """Smallest eigenpair of the symmetrized ``H``, a round-off allowance, and the largest eigenvalue.
 
-    The allowance is half the asymmetry ``||H - H^T||_F`` (the round-off of the HVP columns) plus
-    eigh's backward error ``P eps ||H||_F``.
+    The allowance is half the measured asymmetry ``||H - H^T||_F`` (the skew part of the HVP
+    columns' round-off), plus ``2 P eps ||H||_F`` for their symmetric part (which the asymmetry
+    cannot show; ``eps`` is that of the HVP's dtype) and eigh's backward error.  It is a
+    round-off model, not an a-priori bound on the autodiff HVP's error.
     """
     Hs = 0.5 * (H + H.T)
     w, V = torch.linalg.eigh(Hs)
     P = H.shape[0]
-    allowance = 0.5 * float((H - H.T).norm()) + P * torch.finfo(torch.float64).eps * float(Hs.norm())
+    f64 = torch.finfo(torch.float64).eps
+    allowance = 0.5 * float((H - H.T).norm()) + P * (2.0 * eps + f64) * float(Hs.norm())
     return float(w[0]), V[:, 0], allowance, float(w[-1])
 
 
@@ -369,7 +372,8 @@ def _bottom(
     """
     P = sum(x.numel() for x in list(point.A) + list(point.B))
     if P <= dense_max:
-        w0, v, allowance, w_max = _dense_bottom(_dense_lora_hessian(problem, point))
+        eps = torch.finfo(problem.dtype).eps
+        w0, v, allowance, w_max = _dense_bottom(_dense_lora_hessian(problem, point), eps)
         return v, True, P, P, w_max, w0 - allowance
     vec, converged, n_all, n_min, lam_max = _lanczos(problem, point, tol=tol, maxiter=maxiter, seed=seed)
     return vec, converged, n_all, n_min, lam_max, None
@@ -403,10 +407,12 @@ def lambda_min_lora(
 
     The reduced (or, without zero columns, the whole) Hessian's bottom comes from Lanczos, or,
     when it has at most ``dense_max`` parameters, from the dense matrix built with one HVP per
-    unit vector and ``eigh``: then ``lower`` is rigorous up to the round-off of the HVP columns
-    (allowed for by their measured asymmetry and eigh's backward error) and ``converged`` is
-    ``True``.  The returned vector's Rayleigh quotient and residual are computed with the HVP of
-    the *whole* Hessian (a check of the splitting); ``meta`` records both parts.
+    unit vector and ``eigh``: then ``lower`` is a bound up to the round-off of the computed
+    Hessian (allowed for by the columns' measured asymmetry, a ``P eps ||H||_F`` term for the
+    symmetric part, and eigh's backward error; ``lower_is_rigorous`` is ``True`` in this sense,
+    as for the structured route's computed matrices) and ``converged`` is ``True``.  The returned
+    vector's Rayleigh quotient and residual are computed with the HVP of the *whole* Hessian (a
+    check of the splitting); ``meta`` records both parts.
     """
     _check_factors(problem, point)
     if isinstance(dense_max, bool) or not isinstance(dense_max, int) or dense_max < 0:
@@ -415,7 +421,7 @@ def lambda_min_lora(
     P = sum(x.numel() for x in list(point.A) + list(point.B))
     zero = inactive_columns(point) if structured else tuple(() for _ in point.A)
     meta: dict[str, Any] = {}
-    eps = torch.finfo(torch.float64).eps
+    eps = torch.finfo(problem.dtype).eps
     lower: float | None = None
     if any(zero):
         keep = [[c for c in range(a.shape[1]) if c not in z] for a, z in zip(point.A, zero)]
@@ -468,7 +474,8 @@ def lambda_min_lora(
             closed_form_check=abs(quotients[-1][0] - closed),
         )
         if red_low is not None:  # a dense (or empty) reduced part: a rigorous lower bound
-            lower = min(closed - 4 * eps * max(1.0, closed_max), red_low)
+            # lam - sigma_1(G): G and its SVD carry round-off of order P eps ||G||
+            lower = min(closed - 4 * P * eps * max(1.0, closed_max), red_low)
         lam_max = max(lam_max, closed_max) if math.isfinite(lam_max) else closed_max
         matvecs = n_all + len(cands)
         method = "zero-columns+" + ("lanczos" if red_low is None else "dense") + "-autodiff"

@@ -908,6 +908,9 @@ def kkr_recertify(
     missing = [w for w in runs if tuple(w) not in finished]
     if not runs or missing:
         raise ValueError(f"runs: expected finished (init, seed) runs of {key!r}, got {list(runs)!r}")
+    shifted = [w for w in runs if finished[tuple(w)].get("shifted")]  # type: ignore[index]
+    if shifted:  # their factors belong to the shifted problem of their LoRA-GA offset
+        raise ValueError(f"runs: runs with a weight offset (LoRA-GA) are not supported, got {shifted!r}")
     if isinstance(dense_max, bool) or not isinstance(dense_max, int) or dense_max < 0:
         raise ValueError(f"dense_max: expected an int >= 0, got {dense_max!r}")
     path = Path(out)

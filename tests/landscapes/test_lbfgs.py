@@ -75,7 +75,7 @@ def test_quadratic_reaches_the_closed_form_minimizer(seed, n, cond):
     b = torch.randn(n, generator=g, dtype=torch.float64).numpy()
     x_star = np.linalg.solve(A, b)
     res = lbfgs(lambda x: (0.5 * x @ A @ x - b @ x, A @ x - b), np.zeros(n), max_iter=2000)
-    assert res.stopped in ("grad_zero", "line_search", "max_iter")
+    assert res.stopped in ("grad_zero", "line_search", "no_progress")  # stops by itself
     assert np.linalg.norm(res.x - x_star) <= 1e-9 * cond * max(1.0, np.linalg.norm(x_star))
     assert np.linalg.norm(res.grad) <= 1e-9 * max(1.0, np.linalg.norm(b)) * cond
 
@@ -103,6 +103,12 @@ def test_gradient_goes_below_what_value_comparisons_allow():
 
     res = lbfgs(fun, np.zeros(50), max_iter=2000)
     assert np.linalg.norm(res.grad) <= 1e-11
+    # ... and then stops at its round-off floor instead of wandering to max_iter, returning an
+    # iterate no worse in value than every other it accepted (up to the round-off allowance)
+    seen = []
+    res = lbfgs(fun, np.zeros(50), max_iter=20000, callback=lambda x, g, k: seen.append(fun(x)[0]) and False)
+    assert res.stopped == "no_progress" and res.iterations < 2000
+    assert res.fun <= min(seen) + 100 * np.finfo(float).eps * abs(res.fun)
 
 
 def test_weak_wolfe_step_meets_both_conditions():
@@ -152,5 +158,7 @@ def test_bad_input_is_refused():
     f = lambda x: (float(x @ x), 2 * x)  # noqa: E731
     with pytest.raises(ValueError, match="memory: expected an int >= 1, got 0"):
         lbfgs(f, np.ones(2), memory=0)
+    with pytest.raises(ValueError, match="patience: expected an int >= 1, got 0"):
+        lbfgs(f, np.ones(2), patience=0)
     with pytest.raises(ValueError, match=r"x0: expected a 1-D array, got shape \(2, 2\)"):
         lbfgs(f, np.ones((2, 2)))

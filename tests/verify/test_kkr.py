@@ -390,3 +390,18 @@ def test_recertify_saved_end_points(tmp_path, capsys):
         kkr_recertify(other, [("zero", 0)], out=tmp_path / "o.json")
     with pytest.raises(ValueError, match="holds results of another file"):
         kkr_recertify(tmp_path / "kkr.json", [("zero", 0)], out=other)
+
+
+def test_recertify_refuses_runs_with_a_loraga_offset(tmp_path):
+    """A LoRA-GA run's factors belong to its shifted problem: re-certifying them on the base
+    problem would be wrong, so it is refused (the file is edited to mark a run as shifted)."""
+    from verify.kkr_runs import kkr_recertify
+
+    assert main(["kkr", "--problems", "double-well", "--inits", "zero", "--seeds", "1", "--samples", "5",
+                 "--out", str(tmp_path), "--no-progress"]) == 0  # fmt: skip
+    path = tmp_path / "kkr.json"
+    data = json.loads(path.read_text())
+    data["configurations"]["double-well"]["runs"][0]["shifted"] = True
+    path.write_text(json.dumps(data))
+    with pytest.raises(ValueError, match="runs with a weight offset"):
+        kkr_recertify(path, [("zero", 0)], out=tmp_path / "r.json")
