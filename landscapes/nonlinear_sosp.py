@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -265,19 +265,29 @@ def polish_nonzero_columns(
     _check_factors(problem, point)
     if isinstance(max_iter, bool) or not isinstance(max_iter, int) or max_iter < 0:
         raise ValueError(f"max_iter: expected an int >= 0, got {max_iter!r}")
-    zero = inactive_columns(point)
+    keep, reduced = _reduce(point, inactive_columns(point))
+    if max_iter == 0 or not any(keep):
+        return point
+    done = _lbfgs(problem, reduced, max_iter, grad_tol)
+    return _embed(done, keep, point)
+
+
+def _reduce(point: Factors, zero: Sequence[Sequence[int]]) -> tuple[list[list[int]], Factors]:
+    """The columns kept per block (all but ``zero``) and the factors restricted to them."""
     keep = [[c for c in range(a.shape[1]) if c not in z] for a, z in zip(point.A, zero)]
     reduced = Factors(
         tuple(a[:, k] for a, k in zip(point.A, keep)), tuple(b[:, k] for b, k in zip(point.B, keep))
     )
-    if max_iter == 0 or not any(keep):
-        return point
-    done = _lbfgs(problem, reduced, max_iter, grad_tol)
-    A = [torch.zeros_like(a) for a in point.A]
-    B = [torch.zeros_like(b) for b in point.B]
+    return keep, reduced
+
+
+def _embed(reduced: Factors, keep: Sequence[Sequence[int]], like: Factors) -> Factors:
+    """``reduced`` put back in the columns ``keep`` of factors shaped like ``like``; zeros elsewhere."""
+    A = [torch.zeros(a.shape, dtype=r.dtype, device=r.device) for a, r in zip(like.A, reduced.A)]
+    B = [torch.zeros(b.shape, dtype=r.dtype, device=r.device) for b, r in zip(like.B, reduced.B)]
     for j, k in enumerate(keep):
-        A[j][:, k] = done.A[j]
-        B[j][:, k] = done.B[j]
+        A[j][:, k] = reduced.A[j]
+        B[j][:, k] = reduced.B[j]
     return Factors(tuple(A), tuple(B))
 
 
@@ -424,10 +434,7 @@ def lambda_min_lora(
     eps = torch.finfo(problem.dtype).eps
     lower: float | None = None
     if any(zero):
-        keep = [[c for c in range(a.shape[1]) if c not in z] for a, z in zip(point.A, zero)]
-        reduced = Factors(
-            tuple(a[:, k] for a, k in zip(point.A, keep)), tuple(b[:, k] for b, k in zip(point.B, keep))
-        )
+        keep, reduced = _reduce(point, zero)
         G = problem.grad(tuple(a @ b.T for a, b in zip(point.A, point.B)))
         closed, closed_vec, closed_max = math.inf, None, -math.inf
         for j, (g, lam, z) in enumerate(zip(G, problem.lam, zero)):
@@ -453,12 +460,14 @@ def lambda_min_lora(
             )
             # embed the reduced vector in the whole coordinates (zeros on the zero columns)
             rA, rB = unflatten_factors(rvec, reduced.A, reduced.B)
-            eA = [torch.zeros(a.shape, dtype=torch.float64) for a in point.A]
-            eB = [torch.zeros(b.shape, dtype=torch.float64) for b in point.B]
-            for j, k in enumerate(keep):
-                eA[j][:, k] = rA[j].to(torch.float64).cpu()
-                eB[j][:, k] = rB[j].to(torch.float64).cpu()
-            red_vec = flatten_factors(eA, eB)
+            emb = _embed(
+                Factors(
+                    tuple(x.to(torch.float64).cpu() for x in rA), tuple(x.to(torch.float64).cpu() for x in rB)
+                ),
+                keep,
+                point,
+            )
+            red_vec = flatten_factors(emb.A, emb.B)
         else:
             red_vec, converged, n_all, n_min, lam_max = None, True, 0, 0, -math.inf
         full_hv = _hvp(problem, point)

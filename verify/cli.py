@@ -19,7 +19,7 @@ import os
 import sys
 import textwrap
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -298,7 +298,8 @@ def _parser() -> argparse.ArgumentParser:
         metavar="INIT:SEED",
         help="instead of training: re-certify saved end points of DIR/kkr.json (truncated to their rank, "
         "polished on the non-zero columns, lambda_min with the zero columns in closed form and the rest "
-        "from a dense Hessian) into DIR/kkr-recertified.json",
+        "from a dense Hessian) into DIR/kkr-recertified.json, with the configuration's table and "
+        "verdicts recomputed on them (a re-run skips finished runs)",
     )
     kk.add_argument(
         "--dense-max",
@@ -475,6 +476,90 @@ def _cmd_speed(args: argparse.Namespace) -> int:
     return code
 
 
+_KKR_LEGEND = (
+    "\nSOSP: certified approximate second-order stationary end points; glob / spur: penalized "
+    "value equal to / above the reference's; r<r*: SOSPs of a problem whose minimizer has rank "
+    "r* > r (outside the theorems); sep.: min |X|_F of spurious over max of global; "
+    "test: held-out risk."
+)
+
+
+def _print_kkr_entry(key: str, entry: Mapping[str, Any]) -> int:
+    """Print one configuration of a KKR file: reference, constants, table, verdicts (1 if one is violated)."""
+    from verify.kkr_runs import KKR_PROBLEMS
+
+    code = 0
+    ref, c, b = entry["reference"], entry.get("constants") or {}, entry["bounds"]
+    train = KKR_PROBLEMS[entry["problem"]]["train"]
+    cert = "certified" if ref["certified"] else "best found"
+    lams = ", ".join(f"{x:g}" for x in entry["fingerprint"]["lam"])
+    print(
+        f"\n{key}: {entry['fingerprint']['name']}, lam {lams}, "
+        f"LoRA r = {train['rank']}, D = {train['radius']:g}\n  reference ({ref['method']}, {cert}): "
+        f"value {ref['value']:.6g}, rank r* = {ref['rank']}, ||X*||_F {ref['frobenius']:.3g}"
+    )
+    if c:
+        bnd = ""
+        if b["alpha_lower"] not in ("-inf", None) and float(b["alpha_lower"]) > 0:
+            bnd = f"; bounds alpha >= {float(b['alpha_lower']):.3g}, beta <= {float(b['beta_upper']):.3g}"
+        print(
+            f"  alpha^ {c['alpha']:.3g} (upper estimate), beta^ {c['beta']:.3g} (lower estimate) from "
+            f"{c['samples']} samples: {c['regime']}"
+            f"{' (certified)' if c['certified'] else ' (estimated)'}{bnd}"
+        )
+    print(
+        f"  {'init':<7} {'runs':>4} {'SOSP':>4} {'glob':>4} {'spur':>4} {'r<r*':>4} "
+        f"{'success [95% CI]':>18} "
+        f"{'sep.':>6} {'|X| glob':>8} {'|X| spur':>8} {'rk spur':>7} {'test glob':>9} {'test spur':>9}"
+    )
+
+    def f(x: Any, w: int, spec: str = ".3g") -> str:
+        return f"{x:>{w}{spec}}" if isinstance(x, (int, float)) and x == x else f"{'-':>{w}}"
+
+    for init, row in entry["table"].items():
+        lo, hi = row["success_interval"]
+        frac = row["success_fraction"]
+        ci = f"{frac:.2f} [{lo:.2f},{hi:.2f}]" if isinstance(frac, float) and frac == frac else "-"
+        print(
+            f"  {init:<7} {row['runs']:>4} {row['converged'] + row.get('rank_limited', 0):>4} "
+            f"{row['successes']:>4} {row['failures']:>4} {row.get('rank_limited', 0):>4} {ci:>18} "
+            f"{f(row['separation_ratio'], 6)} "
+            f"{f(row['success_norm_median'], 8)} {f(row['failure_norm_median'], 8)} "
+            f"{f(row['failure_rank_median'], 7, 'g')} {f(row['success_test_median'], 9)} "
+            f"{f(row['failure_test_median'], 9)}"
+        )
+    allrow: dict[str, Any] = entry["table"].get("all") or next(iter(entry["table"].values()), {})
+    if allrow.get("not_sosp"):
+        print(
+            f"  without an SOSP certificate: {allrow['not_sosp']} run(s) (Lanczos unconverged or "
+            f"negative curvature): {allrow.get('not_sosp_at_best', 0)} at the best value found, "
+            f"{allrow.get('not_sosp_above', 0)} above it (certified non-global)"
+        )
+    for claim, v in entry.get("verdicts", {}).items():
+        print(f"  {claim:<14} {v['status']:<12} {v['reason']}")
+        if v["status"] == "violated":
+            code = max(code, 1)
+    for init, why in entry.get("skipped", {}).items():
+        print(f"  {init}: skipped ({why})")
+    shifted = entry.get("shifted_references", {})
+    if shifted:
+        ranks = sorted({int(s["rank"]) for s in shifted.values()})
+        values = ", ".join(f"{float(s['value']):.6g}" for s in shifted.values())
+        note = " > r: no LoRA point of rank r reaches it" if max(ranks) > train["rank"] else ""
+        lg = entry["table"].get("loraga", {})
+        if lg:
+            note += (
+                f"; its end points (median): rank {lg.get('end_rank_median')}, ||Y||_F "
+                f"{float(lg.get('end_norm_median', float('nan'))):.3g}, held-out risk of X = Y - O "
+                f"{float(lg.get('end_test_median', float('nan'))):.3g}"
+            )
+        print(
+            f"  loraga trains its own problem (offset O, decay on X + O): reference value {values}, "
+            f"rank r* = {'/'.join(map(str, ranks))}{note}"
+        )
+    return code
+
+
 def _cmd_kkr(args: argparse.Namespace) -> int:
     from verify.kkr_runs import KKR_INITS, KKR_PROBLEMS, kkr_experiment
 
@@ -513,79 +598,8 @@ def _cmd_kkr(args: argparse.Namespace) -> int:
         raise _BadInput(str(exc)) from None
     code = 0
     for key, entry in data["configurations"].items():
-        ref, c, b = entry["reference"], entry.get("constants") or {}, entry["bounds"]
-        train = KKR_PROBLEMS[entry["problem"]]["train"]
-        cert = "certified" if ref["certified"] else "best found"
-        print(
-            f"\n{key}: {entry['fingerprint']['name']}, lam {entry['fingerprint']['lam']}, "
-            f"LoRA r = {train['rank']}, D = {train['radius']:g}\n  reference ({ref['method']}, {cert}): "
-            f"value {ref['value']:.6g}, rank r* = {ref['rank']}, ||X*||_F {ref['frobenius']:.3g}"
-        )
-        if c:
-            bnd = ""
-            if b["alpha_lower"] not in ("-inf", None) and float(b["alpha_lower"]) > 0:
-                bnd = f"; bounds alpha >= {float(b['alpha_lower']):.3g}, beta <= {float(b['beta_upper']):.3g}"
-            print(
-                f"  alpha^ {c['alpha']:.3g} (upper estimate), beta^ {c['beta']:.3g} (lower estimate) from "
-                f"{c['samples']} samples: {c['regime']}"
-                f"{' (certified)' if c['certified'] else ' (estimated)'}{bnd}"
-            )
-        print(
-            f"  {'init':<7} {'runs':>4} {'SOSP':>4} {'glob':>4} {'spur':>4} {'r<r*':>4} "
-            f"{'success [95% CI]':>18} "
-            f"{'sep.':>6} {'|X| glob':>8} {'|X| spur':>8} {'rk spur':>7} {'test glob':>9} {'test spur':>9}"
-        )
-
-        def f(x: Any, w: int, spec: str = ".3g") -> str:
-            return f"{x:>{w}{spec}}" if isinstance(x, (int, float)) and x == x else f"{'-':>{w}}"
-
-        for init, row in entry["table"].items():
-            lo, hi = row["success_interval"]
-            frac = row["success_fraction"]
-            ci = f"{frac:.2f} [{lo:.2f},{hi:.2f}]" if isinstance(frac, float) and frac == frac else "-"
-            print(
-                f"  {init:<7} {row['runs']:>4} {row['converged'] + row.get('rank_limited', 0):>4} "
-                f"{row['successes']:>4} {row['failures']:>4} {row.get('rank_limited', 0):>4} {ci:>18} "
-                f"{f(row['separation_ratio'], 6)} "
-                f"{f(row['success_norm_median'], 8)} {f(row['failure_norm_median'], 8)} "
-                f"{f(row['failure_rank_median'], 7, 'g')} {f(row['success_test_median'], 9)} "
-                f"{f(row['failure_test_median'], 9)}"
-            )
-        allrow: dict[str, Any] = entry["table"].get("all") or next(iter(entry["table"].values()), {})
-        if allrow.get("not_sosp"):
-            print(
-                f"  without an SOSP certificate: {allrow['not_sosp']} run(s) (Lanczos unconverged or "
-                f"negative curvature): {allrow.get('not_sosp_at_best', 0)} at the best value found, "
-                f"{allrow.get('not_sosp_above', 0)} above it (certified non-global)"
-            )
-        for claim, v in entry.get("verdicts", {}).items():
-            print(f"  {claim:<14} {v['status']:<12} {v['reason']}")
-            if v["status"] == "violated":
-                code = max(code, 1)
-        for init, why in entry.get("skipped", {}).items():
-            print(f"  {init}: skipped ({why})")
-        shifted = entry.get("shifted_references", {})
-        if shifted:
-            ranks = sorted({int(s["rank"]) for s in shifted.values()})
-            values = ", ".join(f"{float(s['value']):.6g}" for s in shifted.values())
-            note = " > r: no LoRA point of rank r reaches it" if max(ranks) > train["rank"] else ""
-            lg = entry["table"].get("loraga", {})
-            if lg:
-                note += (
-                    f"; its end points (median): rank {lg.get('end_rank_median')}, ||Y||_F "
-                    f"{float(lg.get('end_norm_median', float('nan'))):.3g}, held-out risk of X = Y - O "
-                    f"{float(lg.get('end_test_median', float('nan'))):.3g}"
-                )
-            print(
-                f"  loraga trains its own problem (offset O, decay on X + O): reference value {values}, "
-                f"rank r* = {'/'.join(map(str, ranks))}{note}"
-            )
-    print(
-        "\nSOSP: certified approximate second-order stationary end points; glob / spur: penalized "
-        "value equal to / above the reference's; r<r*: SOSPs of a problem whose minimizer has rank "
-        "r* > r (outside the theorems); sep.: min |X|_F of spurious over max of global; "
-        "test: held-out risk."
-    )
+        code = max(code, _print_kkr_entry(key, entry))
+    print(_KKR_LEGEND)
     print(f"{data['seconds']:.1f} s.  Data: {path}")
     return code
 
@@ -615,8 +629,14 @@ def _kkr_recertify(args: argparse.Namespace, out: Path) -> int:
             f"{r['end_point']['grad_norm']:>9.2e} {lm['value']:>11.3e} {lm['lower']:>11.3e}  {lm['method']}"
             f"{'' if lm['lower_is_rigorous'] else ' (lower not rigorous)'}"
         )
+    saved = json.loads((out / "kkr.json").read_text())["configurations"][data["configuration"]]
+    print("\nThe configuration with these end points in place of the saved ones:", end="")
+    code = _print_kkr_entry(
+        data["configuration"], dict(saved, table=data["table"], verdicts=data["verdicts"])
+    )
+    print(_KKR_LEGEND)
     print(f"Data: {path}")
-    return 0
+    return code
 
 
 def _kkr_tables(args: argparse.Namespace, out: Path) -> int:

@@ -48,7 +48,14 @@ from torch import Tensor
 
 from landscapes import nonlinear as nl
 from landscapes.nonlinear import NonlinearProblem
-from landscapes.nonlinear_sosp import Factors, end_point, polish_nonzero_columns, train_lora, truncate_factors
+from landscapes.nonlinear_sosp import (
+    EndPoint,
+    Factors,
+    end_point,
+    polish_nonzero_columns,
+    train_lora,
+    truncate_factors,
+)
 from landscapes.penalized import PenalizedMinimum, minimize_penalized
 from landscapes.restricted import restricted_bounds, restricted_constants
 
@@ -243,21 +250,48 @@ def kkr_run(
         end, hist = train_lora(problem, start, steps=steps, lr=lr, polish=polish, grad_tol=grad_tol)
         trained = end
         if truncate:
-            end = polish_nonzero_columns(
-                problem, truncate_factors(end, rank_rtol=rank_rtol), max_iter=polish, grad_tol=grad_tol
-            )
+            end = _truncated_polished(problem, end, rank_rtol=rank_rtol, max_iter=polish, grad_tol=grad_tol)
     except FloatingPointError as exc:
         return {"status": "diverged", "error": str(exc), "seconds": time.perf_counter() - t0}
     ep = end_point(problem, end, rank_rtol=rank_rtol, maxiter=lanczos_maxiter)
-    X = tuple(a @ b.T for a, b in zip(end.A, end.B))
+    out = _end_point_record(problem, ep.to_dict(), end)
+    out.update(
+        start_norm=_frob(tuple(a @ b.T for a, b in zip(start.A, start.B))),
+        truncated=truncate,
+        truncation_change=_change(trained, end),
+        curve=[list(h) for h in hist[:: max(1, len(hist) // 50)]],
+        seconds=time.perf_counter() - t0,
+    )
+    return out
+
+
+def _change(a: Factors, b: Factors) -> float:
+    """The Frobenius distance between the products ``A B^T`` of two factorizations, over all blocks."""
+    return _frob(tuple(x @ y.T - u @ v.T for x, y, u, v in zip(a.A, a.B, b.A, b.B)))
+
+
+def _truncated_polished(
+    problem: NonlinearProblem, point: Factors, *, rank_rtol: float, max_iter: int, grad_tol: float
+) -> Factors:
+    """``point`` truncated to its numerical rank (exact zero columns), then polished on the other columns."""
+    return polish_nonzero_columns(
+        problem, truncate_factors(point, rank_rtol=rank_rtol), max_iter=max_iter, grad_tol=grad_tol
+    )
+
+
+def _end_point_record(problem: NonlinearProblem, ep: Mapping[str, Any], point: Factors) -> dict[str, Any]:
+    """The stored numbers of an end point (``ep``: :meth:`EndPoint.to_dict`) and its factors ``point``."""
+    X = tuple(a @ b.T for a, b in zip(point.A, point.B))
     # The penalized problem's first-order condition ||grad L(X)_j||_op <= lam_j (necessary for a
     # rank-deficient LoRA SOSP: otherwise the free columns give a direction of negative curvature).
     grad_op = [float(torch.linalg.matrix_norm(g, ord=2)) for g in problem.grad(X)]
-    out = ep.to_dict()
+    out = {k: ep[k] for k in EndPoint.__dataclass_fields__}
     lm = out.pop("lambda_min")
     out.update(
         status="finished",
         lambda_min=lm["value"],
+        lambda_min_lower=lm["lower"],
+        lambda_min_lower_is_rigorous=lm["lower_is_rigorous"],
         lambda_min_residual=lm["residual"],
         lambda_min_converged=lm["converged"],
         lambda_max=lm["lambda_max"],
@@ -271,16 +305,9 @@ def kkr_run(
         },
         test_risk=problem.test_value(X),
         grad_op_over_lam=[g / lam if lam > 0 else math.inf for g, lam in zip(grad_op, problem.lam)],
-        start_norm=_frob(tuple(a @ b.T for a, b in zip(start.A, start.B))),
-        truncated=truncate,
-        truncation_change=_frob(
-            tuple(a @ b.T - c @ d.T for a, b, c, d in zip(trained.A, trained.B, end.A, end.B))
-        ),
-        curve=[list(h) for h in hist[:: max(1, len(hist) // 50)]],
-        seconds=time.perf_counter() - t0,
         # The end point as its factors (X = A B^T): far smaller than X for r << min(m, n).
-        A=[a.detach().cpu().tolist() for a in end.A],
-        B=[b.detach().cpu().tolist() for b in end.B],
+        A=[a.detach().cpu().tolist() for a in point.A],
+        B=[b.detach().cpu().tolist() for b in point.B],
     )
     return out
 
@@ -579,11 +606,9 @@ def kkr_experiment(
     }
     if path.exists() and not fresh:
         try:
-            old = json.loads(path.read_text())
-        except (OSError, json.JSONDecodeError) as exc:
-            raise ValueError(f"out: {str(path)!r} exists and is not a KKR file ({exc}); use fresh") from None
-        if old.get("format") != KKR_FORMAT:
-            raise ValueError(f"out: {str(path)!r} is not a {KKR_FORMAT} file; choose another path or fresh")
+            old = _read_kkr(path, "out")
+        except ValueError as exc:
+            raise ValueError(f"{exc}; choose another path or fresh (--fresh)") from None
         old_config = old.get("config") or {}
         for spec in (old_config.get("problems") or {}).values():
             if isinstance(spec, dict):
@@ -863,6 +888,56 @@ def kkr_paper_tables(
     return data
 
 
+def _read_kkr(path: Path, arg: str) -> dict[str, Any]:
+    """The parsed ``kkr.json`` at ``path``; a ``ValueError`` naming ``arg`` when it is not one."""
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise ValueError(f"{arg}: {str(path)!r} is not a readable KKR file ({exc})") from None
+    if not isinstance(data, dict) or data.get("format") != KKR_FORMAT:
+        raise ValueError(f"{arg}: {str(path)!r} is not a {KKR_FORMAT} file")
+    return data
+
+
+def _factors(d: Mapping[str, Any], problem: NonlinearProblem) -> Factors:
+    """The factors ``A``, ``B`` stored in ``d`` as tensors of the problem's dtype and device."""
+    dt, dev = problem.dtype, problem.device
+    return Factors(
+        tuple(torch.tensor(a, dtype=dt, device=dev) for a in d["A"]),
+        tuple(torch.tensor(b, dtype=dt, device=dev) for b in d["B"]),
+    )
+
+
+def recertified_runs(
+    entry: Mapping[str, Any], recertified: Mapping[str, Any], problem: NonlinearProblem
+) -> list[dict[str, Any]]:
+    """The runs of a ``kkr.json`` configuration with the re-certified end points in place of the saved ones.
+
+    A re-certified run keeps its init, seed, start and training curve and takes the new end
+    point's numbers and factors (in the format of :func:`kkr_run`), with ``recertified=True``,
+    ``truncated=True``, ``truncation_change`` (the move of :math:`X` by truncation and polish) and
+    ``saved_class`` (the saved end point's class).
+    """
+    new = {(r["init"], r["seed"]): r for r in recertified["runs"]}
+    out = []
+    for r in entry["runs"]:
+        n = new.get((r["init"], r["seed"]))
+        if n is None:
+            out.append(dict(r))
+            continue
+        rec = dict(r)
+        rec.update(_end_point_record(problem, n["end_point"], _factors(n, problem)))
+        rec.update(
+            recertified=True,
+            truncated=True,
+            truncation_change=n["change_frobenius"],
+            saved_class=n["saved_class"],
+            recertify_seconds=n["seconds"],
+        )
+        out.append(rec)
+    return out
+
+
 def kkr_recertify(
     source: str | Path,
     runs: Sequence[tuple[str, int]],
@@ -891,12 +966,7 @@ def kkr_recertify(
     from verify.verdict import jsonable
 
     src = Path(source)
-    try:
-        data = json.loads(src.read_text())
-    except (OSError, json.JSONDecodeError) as exc:
-        raise ValueError(f"source: {str(src)!r} is not a readable KKR file ({exc})") from None
-    if data.get("format") != KKR_FORMAT:
-        raise ValueError(f"source: {str(src)!r} is not a {KKR_FORMAT} file")
+    data = _read_kkr(src, "source")
     confs = data.get("configurations") or {}
     key = configuration if configuration is not None else (next(iter(confs)) if len(confs) == 1 else None)
     if key is None or key not in confs:
@@ -925,7 +995,7 @@ def kkr_recertify(
             old = json.loads(path.read_text())
         except (OSError, json.JSONDecodeError) as exc:
             raise ValueError(f"out: {str(path)!r} exists and is not a recertification file ({exc})") from None
-        if {k: old.get(k) for k in ("format", "source", "configuration")} != {
+        if not isinstance(old, dict) or {k: old.get(k) for k in ("format", "source", "configuration")} != {
             k: result[k] for k in ("format", "source", "configuration")
         }:
             raise ValueError(f"out: {str(path)!r} holds results of another file or configuration")
@@ -934,22 +1004,20 @@ def kkr_recertify(
     problem = build_kkr_problem(entry["problem"])
     if not _same_problem(entry.get("fingerprint") or {}, _fingerprint(problem)):
         raise ValueError(f"source: the {key!r} problem of {str(src)!r} differs from the one built now")
-    dt, dev = problem.dtype, problem.device
     ref_value = float(entry["reference"]["value"])
+    train = KKR_PROBLEMS[entry["problem"]]["train"]
+
+    def save() -> None:
+        atomic_write_text(path, json.dumps(jsonable(result), indent=1, allow_nan=False) + "\n")
+
     for init, seed in runs:
         if (init, seed) in done:
             continue
         r = finished[(init, seed)]
         t0 = time.perf_counter()
-        saved = Factors(
-            tuple(torch.tensor(a, dtype=dt, device=dev) for a in r["A"]),
-            tuple(torch.tensor(b, dtype=dt, device=dev) for b in r["B"]),
-        )
-        pt = polish_nonzero_columns(
-            problem, truncate_factors(saved, rank_rtol=rank_rtol), max_iter=polish, grad_tol=grad_tol
-        )
+        saved = _factors(r, problem)
+        pt = _truncated_polished(problem, saved, rank_rtol=rank_rtol, max_iter=polish, grad_tol=grad_tol)
         ep = end_point(problem, pt, rank_rtol=rank_rtol, dense_max=dense_max)
-        change = _frob(tuple(a @ b.T - c @ d.T for a, b, c, d in zip(saved.A, saved.B, pt.A, pt.B)))
         judged = {
             "status": "finished",
             "sosp": ep.sosp,
@@ -973,7 +1041,7 @@ def kkr_recertify(
                     )
                 },
                 "saved_class": classify(r, float(r.get("reference_value", ref_value))),
-                "change_frobenius": change,
+                "change_frobenius": _change(saved, pt),
                 "end_point": ep.to_dict(),
                 "class": classify(judged, ref_value),
                 "reference_value": ref_value,
@@ -982,5 +1050,12 @@ def kkr_recertify(
                 "B": [b.detach().cpu().tolist() for b in pt.B],
             }
         )
-        atomic_write_text(path, json.dumps(jsonable(result), indent=1, allow_nan=False) + "\n")
+        save()
+    # The configuration's table and verdicts with every re-certified end point in place of the
+    # saved one (the reference, constants and bounds are the saved file's).
+    merged = dict(entry, runs=recertified_runs(entry, result, problem))
+    result["table"] = kkr_table(merged["runs"], entry["reference"])
+    result["verdicts"] = _verdicts(merged, problem, train, path.parent / "counterexamples")
+    result["recertified"] = [[r["init"], r["seed"]] for r in result["runs"]]
+    save()
     return result

@@ -364,19 +364,40 @@ def test_recertify_saved_end_points(tmp_path, capsys):
             "--out", str(tmp_path), "--no-progress"]  # fmt: skip
     assert main(args) == 0
     capsys.readouterr()
+    # Unmark the saved zero:0 end point's certificate: the re-certified table must count it again.
+    path = tmp_path / "kkr.json"
+    saved_file = json.loads(path.read_text())
+    saved_file["configurations"]["double-well"]["runs"][0]["sosp"] = False
+    path.write_text(json.dumps(saved_file))
+    saved_table = saved_file["configurations"]["double-well"]["table"]
     assert main(["kkr", "--out", str(tmp_path), "--recertify", "zero:0", "large:0"]) == 0
     text = capsys.readouterr().out
     assert "zero:0" in text and "large:0" in text and "dense-autodiff" in text
+    assert "in place of the saved ones" in text and "KKR-dichotomy" in text
     data = json.loads((tmp_path / "kkr-recertified.json").read_text())
-    saved = json.loads((tmp_path / "kkr.json").read_text())["configurations"]["double-well"]["runs"]
+    saved = saved_file["configurations"]["double-well"]["runs"]
     by_run = {(r["init"], r["seed"]): r for r in saved}
     assert [(r["init"], r["seed"]) for r in data["runs"]] == [("zero", 0), ("large", 0)]
     for r in data["runs"]:
         lm = r["end_point"]["lambda_min"]
         assert lm["lower_is_rigorous"] and lm["converged"] and lm["lower"] <= lm["value"]
-        assert r["class"] == r["saved_class"] and r["change_frobenius"] <= 1e-6
+        assert r["change_frobenius"] <= 1e-6
         assert r["saved"]["penalized"] == by_run[(r["init"], r["seed"])]["penalized"]
-    assert {r["class"] for r in data["runs"]} == {"global", "spurious"}
+    assert [(r["saved_class"], r["class"]) for r in data["runs"]] == [
+        ("not-sosp", "global"),
+        ("spurious", "spurious"),
+    ]
+    # The table and verdicts count the re-certified end points instead of the saved ones.
+    assert saved_table["zero"]["converged"] == 1  # written before the certificate was unmarked
+    assert data["recertified"] == [["zero", 0], ["large", 0]]
+    t = data["table"]
+    assert (t["zero"]["successes"], t["large"]["failures"], t["all"]["converged"]) == (1, 1, 2)
+    assert set(data["verdicts"]) == {"KKR-special", "KKR-dichotomy", "KKR-loud", "KKR-magnitude", "KKR-bias"}
+    # The same classes as the saved file's (before the unmarking): the same verdicts.
+    saved_verdicts = saved_file["configurations"]["double-well"]["verdicts"]
+    assert {k: v["status"] for k, v in data["verdicts"].items()} == {
+        k: v["status"] for k, v in saved_verdicts.items()
+    }
     before = (tmp_path / "kkr-recertified.json").read_text()
     kkr_recertify(tmp_path / "kkr.json", [("zero", 0)], out=tmp_path / "kkr-recertified.json")
     assert (tmp_path / "kkr-recertified.json").read_text() == before  # done runs are skipped
