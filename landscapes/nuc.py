@@ -417,6 +417,7 @@ def solve_nuc(
     rank_rtol: float = 1e-8,
     check_every: int = 25,
     polish_steps: int = 3,
+    check_schedule: Literal["adaptive", "fixed"] = "adaptive",
 ) -> NucSolution:
     r"""Solve NUC to a certified relative duality gap ``gap_rtol``.
 
@@ -449,6 +450,13 @@ def solve_nuc(
         when it is hit the best point so far is returned with ``converged=False``.
     check_every
         Iterations between two certificate evaluations.
+    check_schedule
+        ``"adaptive"`` (default): the factored method also evaluates the certificate earlier
+        while one evaluation costs less than a quarter of the time since the last (the wall clock
+        then decides at which iteration L-BFGS stops, so repeated solves can differ in the last
+        bits).  ``"fixed"``: exactly every ``check_every`` iterations, so that without a
+        ``time_limit`` the result is a deterministic function of the problem, ``seed`` and the
+        thread settings (sweeps whose stored results must be reproducible use this).
 
     Returns
     -------
@@ -464,6 +472,9 @@ def solve_nuc(
         raise ValueError(f"rank: expected a positive int (rank >= 1), got {rank!r}")
     if time_limit is not None and not (isinstance(time_limit, (int, float)) and time_limit >= 0):
         raise ValueError(f"time_limit: expected None or seconds >= 0, got {time_limit!r}")
+    if check_schedule not in ("adaptive", "fixed"):
+        raise ValueError(f"check_schedule: expected 'adaptive' or 'fixed', got {check_schedule!r}")
+    adaptive = check_schedule == "adaptive"
     t0 = time.perf_counter()
     deadline = math.inf if time_limit is None else t0 + float(time_limit)
     if method == "factored":
@@ -482,6 +493,7 @@ def solve_nuc(
             seed=seed,
             check_every=check_every,
             deadline=deadline,
+            adaptive=adaptive,
         )
         cert = _dense_certificate(problem, D)
         if coarse > fine and not cert.within(fine):
@@ -502,6 +514,7 @@ def solve_nuc(
                     check_every=check_every,
                     deadline=deadline,
                     init=pt,
+                    adaptive=adaptive,
                 )
                 iters, evals = iters + it1, evals + ev1
                 cert = _dense_certificate(problem, D)
@@ -577,6 +590,7 @@ def _factored(
     check_every: int,
     deadline: float = math.inf,
     init: LoRAPoint | None = None,
+    adaptive: bool = True,
 ) -> tuple[Blocks, int, int, LoRAPoint]:
     r = rank if rank is not None else r_max(problem.K, problem.N) + 1
 
@@ -591,7 +605,7 @@ def _factored(
         now = time.perf_counter()
         if now > deadline:
             return True
-        if it - last["it"] < check_every and now - last["t"] < 4 * last["cost"]:
+        if it - last["it"] < check_every and (not adaptive or now - last["t"] < 4 * last["cost"]):
             return False
         ok = _factor_certificate(problem, pt.U, pt.V).within(gap_rtol)
         done = time.perf_counter()

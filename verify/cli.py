@@ -5,8 +5,9 @@ report files; ``--real`` adds the linearized offline MiniLM), ``claims`` (every 
 it has a checker), ``figures`` (PNG/SVG figures and an HTML gallery from saved results),
 ``audit`` (a problem file: the user's own problem or a saved counterexample,
 and optionally a trained LoRA point), ``phase`` (the data of the [JLR24] phase diagram: the fraction of LoRA
-trainings that end at the global minimum per ``(r, K, N)``) and ``experiment`` (the [JLR24]
-real-model experiment on the review sentences).
+trainings that end at the global minimum per ``(r, K, N)``), ``sweep`` (a TOML-configured sweep of
+independent tasks on a serial, process-pool or Dask executor, into a resumable SQLite result
+store) and ``experiment`` (the [JLR24] real-model experiment on the review sentences).
 
 Exit codes: 0 all hold, 1 some violated, 2 some inconclusive, 3 bad input, 4 internal error.
 """
@@ -182,6 +183,45 @@ def _parser() -> argparse.ArgumentParser:
     ph.add_argument("--lam", type=float, default=1e-3, help="weight decay (default: %(default)s)")
     ph.add_argument("--seed", type=int, default=0)
     ph.add_argument("--no-progress", action="store_true", help="no progress bar")
+    sw = sub.add_parser(
+        "sweep",
+        help="run a sweep of independent tasks (e.g. the phase diagram) from a TOML config, resumably",
+        description="Expand CONFIG (a grid or a random design over task parameters, see docs/sweep.md) "
+        "into tasks with seeds derived from their specs, run them on an executor and commit each "
+        "outcome to the SQLite store DIR/NAME.sqlite as it arrives.  A killed sweep loses at most "
+        "the tasks in flight; --resume skips finished tasks and re-runs failed ones.  A phase sweep "
+        "also writes DIR/NAME-phase.json (loracheck.phase/1, drawn by `loracheck figures`).",
+        epilog="Exit codes: 0 all tasks finished (phase: every run above the bound global), 1 a "
+        "certified spurious point above the bound, 2 failed tasks or non-global runs above the bound, "
+        "3 bad input, 4 a worker process died (resume with --resume).",
+    )
+    sw.add_argument("config", metavar="CONFIG", help="sweep configuration (.toml)")
+    sw.add_argument(
+        "--executor",
+        default="process",
+        metavar="SPEC",
+        help="serial, process, process:N, dask (a local Dask cluster), dask:N or dask://HOST:PORT "
+        "(Dask needs the extra `dist`) (default: %(default)s, one worker per core)",
+    )
+    mode = sw.add_mutually_exclusive_group()
+    mode.add_argument(
+        "--resume", action="store_true", help="continue the store: skip finished tasks, re-run failed ones"
+    )
+    mode.add_argument("--fresh", action="store_true", help="delete an existing store of this name first")
+    sw.add_argument(
+        "--out", default="loracheck-report", metavar="DIR", help="output directory (default: %(default)s)"
+    )
+    sw.add_argument("--store", metavar="PATH", help="the result store (default: DIR/NAME.sqlite)")
+    sw.add_argument(
+        "--no-retry-failed", action="store_true", help="with --resume: leave failed tasks as they are"
+    )
+    sw.add_argument(
+        "--chunk",
+        type=int,
+        metavar="N",
+        help="tasks per executor call (default: automatic, about 0.25 s of work per call; 1 serially)",
+    )
+    sw.add_argument("--no-progress", action="store_true", help="no progress bar")
     ex = sub.add_parser(
         "experiment",
         help="the [JLR24] real-model experiment: linearized MiniLM on review sentences (needs --real extras)",
@@ -683,7 +723,7 @@ def _kkr_tables(args: argparse.Namespace, out: Path) -> int:
 
 def _cmd_phase(args: argparse.Namespace) -> int:
     from landscapes.losses import LOSS_NAMES
-    from verify.phase import DEFAULT_KN, DEFAULT_RANKS, phase_sweep
+    from verify.phase import DEFAULT_KN, DEFAULT_RANKS, phase_sweep, phase_table
 
     kn = _parse_kn(args.kn) if args.kn else list(DEFAULT_KN)
     ranks = args.ranks or list(DEFAULT_RANKS)
@@ -714,32 +754,70 @@ def _cmd_phase(args: argparse.Namespace) -> int:
         out=path,
         progress=False if args.no_progress else None,
     )
-    # table: rows KN, columns r; entries fraction global, '*' above the bound
-    print(
-        f"fraction of {args.runs} runs ending at the global minimum (* = above the bound r(r+1)/2 > KN; "
-        "below the NUC rank the global minimum is out of reach)"
-    )
-    rs = sorted({c["r"] for c in data["cells"]})
-    print("   KN  NUC rank" + "".join(f"{'r=' + str(r):>8}" for r in rs))
-    for K, N in kn:
-        row = {c["r"]: c for c in data["cells"] if (c["K"], c["N"]) == (K, N)}
-        cells = "".join(
-            f"{(format(row[r]['fraction_global'], '.2f') + ('*' if row[r]['above_bound'] else ' ')):>8}"
-            if r in row
-            else f"{'':>8}"
-            for r in rs
-        )
-        nuc_rank = next(iter(row.values()))["nuc_rank"] if row else "-"
-        print(f"{K * N:>5}  {nuc_rank:>8}{cells}")
+    print(phase_table(data))
     s = data["summary"]
-    print(
-        f"\nabove the bound: {s['global_above_bound']} of {s['runs_above_bound']} runs global, "
-        f"{s['certified_spurious_above_bound']} certified spurious; below: "
-        f"{s['certified_spurious_below_bound']} certified spurious.  {data['seconds']:.1f} s.  Data: {path}"
-    )
+    print(f"{data['seconds']:.1f} s.  Data: {path}")
     if s["certified_spurious_above_bound"]:
         return 1
     return 0 if s["global_above_bound"] == s["runs_above_bound"] else 2
+
+
+def _cmd_sweep(args: argparse.Namespace) -> int:
+    from verify.executors import parse_executor
+    from verify.report import atomic_write_text
+    from verify.store import StoreError
+    from verify.sweep import SweepAborted, SweepConfigError, load_config, run_sweep
+
+    try:
+        cfg = load_config(args.config)
+        parse_executor(args.executor)
+    except (SweepConfigError, ValueError) as exc:
+        raise _BadInput(str(exc)) from None
+    out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        raise _BadInput(f"--out: expected a directory, got an existing file {str(out)!r}")
+    store = Path(args.store) if args.store else out / f"{cfg.name}.sqlite"
+    try:
+        summary = run_sweep(
+            cfg,
+            store,
+            executor=args.executor,
+            resume=args.resume,
+            fresh=args.fresh,
+            retry_failed=not args.no_retry_failed,
+            chunk=args.chunk,
+            progress=False if args.no_progress else None,
+        )
+    except (StoreError, ValueError) as exc:
+        raise _BadInput(str(exc)) from None
+    except SweepAborted as exc:
+        print(f"loracheck: error: {exc}", file=sys.stderr)
+        return EXIT_INTERNAL
+    except KeyboardInterrupt:
+        print(
+            f"loracheck: interrupted; finished tasks are in {str(store)!r} (--resume continues)",
+            file=sys.stderr,
+        )
+        return 130
+    print(summary.text())
+    code = 2 if summary.failed_in_store or not summary.complete else 0
+    if cfg.task == "phase":
+        from verify.phase import phase_data_from_store, phase_diagrams, phase_table
+
+        diagrams = phase_diagrams(store)
+        for i, sel in enumerate(diagrams):
+            data = phase_data_from_store(store, select=sel if len(diagrams) > 1 else None)
+            suffix = "" if len(diagrams) == 1 else f"-{i + 1}"
+            path = store.with_name(f"{store.stem}-phase{suffix}.json")
+            atomic_write_text(path, json.dumps(data, indent=1, allow_nan=False) + "\n")
+            shown = ", ".join(f"{k} {v}" for k, v in sel.items())
+            print(f"\nphase diagram ({shown}):\n{phase_table(data)}\nData: {path}")
+            s = data["summary"]
+            if s["certified_spurious_above_bound"]:
+                code = 1
+            elif s["global_above_bound"] != s["runs_above_bound"]:
+                code = max(code, 2)
+    return code
 
 
 def _positive_ints(option: str, items: Sequence[str]) -> list[int]:
@@ -885,6 +963,14 @@ def _cmd_figures(args: argparse.Namespace) -> int:
             path = Path(src)
             if not path.is_file():
                 raise _BadInput(f"--from: expected an existing JSON file, got {src!r}")
+            if path.suffix in (".sqlite", ".db"):  # a sweep's result store: its phase diagram
+                from verify.phase import phase_data_from_store
+
+                try:
+                    results.append(json.loads(json.dumps(phase_data_from_store(path))))
+                except ValueError as exc:
+                    raise _BadInput(f"--from: {src}: {exc}") from None
+                continue
             try:
                 results.append(json.loads(path.read_text()))
             except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
@@ -1102,6 +1188,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _cmd_claims(args)
         if args.command == "phase":
             return _cmd_phase(args)
+        if args.command == "sweep":
+            return _cmd_sweep(args)
         if args.command == "experiment":
             return _cmd_experiment(args)
         if args.command == "speed":

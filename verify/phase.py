@@ -11,30 +11,245 @@ global convergence above the curve :math:`r(r+1)/2 = KN`.
 
 The results are JSON (schema ``loracheck.phase/1``), rewritten atomically after every cell so an
 interrupted sweep keeps its finished cells; the figure is drawn by ``figures`` from this file.
+
+The same computation runs as a distributed sweep (``loracheck sweep``, :mod:`verify.sweep`): one
+task (:data:`PHASE_TASK`) is one training, and :func:`phase_data_from_store` builds the same
+``loracheck.phase/1`` data from the sweep's result store.  Both routes share the building blocks
+:func:`phase_problem`, :func:`phase_reference` (the certified NUC optimum, solved with a fixed
+certificate schedule so that it is reproducible bit for bit) and :func:`phase_run` (one
+training, classified).
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import math
+import os
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from landscapes.io import atomic_write
+from landscapes.losses import LOSS_NAMES
 from landscapes.nuc import solve_nuc
-from landscapes.sosp import find_sosp, make_init
+from landscapes.problem import Problem
+from landscapes.sosp import INIT_KINDS, find_sosp, make_init
 from landscapes.synthetic import gaussian_problem
 from theory.bounds import r_max, triangular
+from verify.tasks import Param, TaskKind, derive_seed
 
-__all__ = ["PHASE_SCHEMA", "phase_sweep", "DEFAULT_KN", "DEFAULT_RANKS"]
+__all__ = [
+    "DEFAULT_KN",
+    "DEFAULT_RANKS",
+    "PHASE_SCHEMA",
+    "PHASE_TASK",
+    "PhaseReference",
+    "PhaseRun",
+    "phase_cell",
+    "phase_data_from_store",
+    "phase_problem",
+    "phase_reference",
+    "phase_run",
+    "phase_summary",
+    "phase_sweep",
+    "phase_table",
+    "phase_task",
+]
 
 PHASE_SCHEMA = "loracheck.phase/1"
 DEFAULT_KN: tuple[tuple[int, int], ...] = ((1, 3), (1, 6), (1, 10), (1, 15), (2, 10), (1, 28))
 DEFAULT_RANKS: tuple[int, ...] = (1, 2, 3, 4, 5, 6, 7, 8)
+
+
+@dataclass(frozen=True)
+class PhaseReference:
+    r"""The certified NUC optimum of a phase-diagram problem: what a training is compared with.
+
+    ``primal`` is the NUC objective at the returned point (an upper bound on :math:`P^\star`),
+    ``dual`` a certified lower bound, ``rel_gap`` their relative gap, ``rank`` the numerical rank
+    of the minimizer (one block).
+    """
+
+    problem: Problem = field(repr=False)
+    primal: float
+    dual: float
+    rel_gap: float
+    rank: int
+    converged: bool
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-friendly form (without the problem)."""
+        return {
+            "primal": self.primal,
+            "dual": self.dual,
+            "rel_gap": self.rel_gap,
+            "rank": self.rank,
+            "converged": self.converged,
+        }
+
+
+@dataclass(frozen=True)
+class PhaseRun:
+    r"""One LoRA training of the phase diagram, from its init to a certified end point, classified.
+
+    ``is_global``: the end objective is within ``gap_rtol * max(1, |P*|)`` of the certified lower
+    bound (the NUC dual value); ``certified_sosp``: the end point is a certified approximate SOSP;
+    ``S_op_over_lam``: :math:`\|\nabla L(UV^\top)\|_{op} / \lambda` (at most 1 at a NUC minimizer).
+    """
+
+    init: str
+    rank: int
+    objective: float
+    objective_minus_nuc: float
+    is_global: bool
+    certified_sosp: bool
+    product_rank: int
+    S_op_over_lam: float
+    grad_norm: float
+    lambda_min_lower: float
+    escapes: int
+    iterations: int
+
+    def end(self) -> dict[str, Any]:
+        """The run as an entry of a cell's ``ends`` in ``loracheck.phase/1``."""
+        return {
+            "init": self.init,
+            "objective_minus_nuc": self.objective_minus_nuc,
+            "global": self.is_global,
+            "certified_sosp": self.certified_sosp,
+            "product_rank": self.product_rank,
+            "S_op_over_lam": self.S_op_over_lam,
+        }
+
+    def to_dict(self) -> dict[str, Any]:
+        """Every field (JSON-friendly; no timings, so equal runs give equal dicts)."""
+        return {
+            **self.end(),
+            "rank": self.rank,
+            "objective": self.objective,
+            "grad_norm": self.grad_norm,
+            "lambda_min_lower": self.lambda_min_lower,
+            "escapes": self.escapes,
+            "iterations": self.iterations,
+        }
+
+
+def phase_problem(K: int, N: int, *, size: int, loss: str, lam: float, seed: int) -> Problem:
+    """The phase diagram's problem for ``(K, N)``: Gaussian ``J``, one ``size x size`` block."""
+    return gaussian_problem(K=K, N=N, blocks=[(size, size)], lam=lam, loss=loss, seed=seed)
+
+
+def phase_reference(problem: Problem, *, gap_rtol: float = 1e-8) -> PhaseReference:
+    """Solve NUC to a relative gap of ``min(1e-10, gap_rtol / 100)``, reproducibly.
+
+    The certificate schedule is fixed (``check_schedule="fixed"``), so the optimum is a function
+    of the problem alone (and the thread settings), never of the wall clock.
+    """
+    nuc = solve_nuc(problem, gap_rtol=min(1e-10, 0.01 * gap_rtol), check_schedule="fixed")
+    c = nuc.certificate
+    return PhaseReference(
+        problem=problem,
+        primal=c.primal,
+        dual=c.dual,
+        rel_gap=c.rel_gap,
+        rank=nuc.ranks[0],
+        converged=nuc.converged,
+    )
+
+
+def phase_run(
+    reference: PhaseReference,
+    *,
+    rank: int,
+    init: str,
+    init_seed: int,
+    sosp_seed: int,
+    gap_rtol: float = 1e-8,
+) -> PhaseRun:
+    """Train LoRA at ``rank`` from an ``init`` start to a certified end point and classify it.
+
+    :func:`landscapes.sosp.find_sosp` (L-BFGS with negative-curvature escapes, ``seed =
+    sosp_seed``) from :func:`landscapes.sosp.make_init` (``kind = init``, a generator seeded with
+    ``init_seed``); an ``"adversarial"`` start at ``rank = 1`` (where it would be the point next
+    to zero) is replaced by ``"large"``.
+    """
+    P = reference.problem
+    kind = "large" if init == "adversarial" and rank == 1 else init
+    gen = torch.Generator().manual_seed(init_seed)
+    run = find_sosp(P, make_init(P, [rank], kind, generator=gen), seed=sosp_seed)  # type: ignore[arg-type]
+    c = run.certificate
+    tol = gap_rtol * max(1.0, abs(reference.primal))
+    return PhaseRun(
+        init=kind,
+        rank=rank,
+        objective=c.objective,
+        objective_minus_nuc=c.objective - reference.primal,
+        # global: within tol of the certified lower bound (NUC dual value)
+        is_global=c.objective - reference.dual <= tol,
+        certified_sosp=c.is_sosp,
+        product_rank=c.product_ranks[0],
+        S_op_over_lam=c.S_op[0] / P.lam[0],
+        grad_norm=c.grad_norm,
+        lambda_min_lower=c.curvature.lower,
+        escapes=run.escapes,
+        iterations=run.iterations,
+    )
+
+
+def phase_cell(
+    *,
+    K: int,
+    N: int,
+    r: int,
+    reference: Mapping[str, Any],
+    ends: Sequence[Mapping[str, Any]],
+    gap_rtol: float,
+) -> dict[str, Any]:
+    """One cell of ``loracheck.phase/1`` from its runs' ``ends`` and the NUC ``reference``.
+
+    A run is *certified spurious* when it ends at a certified SOSP whose objective exceeds the NUC
+    primal value (an upper bound on the optimum) by more than ``gap_rtol * max(1, |P*|)``; the
+    count is ``None`` below the NUC rank, where the LoRA optimum itself lies above the NUC one.
+    """
+    tol = gap_rtol * max(1.0, abs(float(reference["primal"])))
+    runs = len(ends)
+    n_glob = sum(bool(e["global"]) for e in ends)
+    spurious = sum(bool(e["certified_sosp"]) and e["objective_minus_nuc"] > tol for e in ends)
+    return {
+        "r": r,
+        "K": K,
+        "N": N,
+        "KN": K * N,
+        "r(r+1)/2": triangular(r),
+        "above_bound": triangular(r) > K * N,
+        "nuc_rank": int(reference["rank"]),
+        "nuc_rel_gap": float(reference["rel_gap"]),
+        "runs": runs,
+        "global": n_glob,
+        "fraction_global": n_glob / runs if runs else math.nan,
+        "certified_sosp": sum(bool(e["certified_sosp"]) for e in ends),
+        "certified_spurious": spurious if r >= int(reference["rank"]) else None,
+        "ends": [dict(e) for e in ends],
+    }
+
+
+def phase_summary(cells: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """Totals above and below the bound: runs, global runs, certified spurious points."""
+    above = [c for c in cells if c["above_bound"]]
+    return {
+        "cells": len(cells),
+        "runs_above_bound": sum(c["runs"] for c in above),
+        "global_above_bound": sum(c["global"] for c in above),
+        "certified_spurious_above_bound": sum(c["certified_spurious"] or 0 for c in above),
+        "certified_spurious_below_bound": sum(
+            c["certified_spurious"] or 0 for c in cells if not c["above_bound"]
+        ),
+    }
 
 
 def phase_sweep(
@@ -112,52 +327,23 @@ def phase_sweep(
     )
     try:
         for pi, (K, N) in enumerate(kn):
-            P = gaussian_problem(K=K, N=N, blocks=[(size, size)], lam=lam, loss=loss, seed=seed * 1000 + pi)
-            nuc = solve_nuc(P, gap_rtol=min(1e-10, 0.01 * gap_rtol))
-            primal, dual = nuc.certificate.primal, nuc.certificate.dual
-            tol = gap_rtol * max(1.0, abs(primal))
+            P = phase_problem(K, N, size=size, loss=loss, lam=lam, seed=seed * 1000 + pi)
+            ref = phase_reference(P, gap_rtol=gap_rtol)
             for r in ranks:
                 rr = min(r, size)
-                ends: list[dict[str, Any]] = []
-                for i in range(runs):
-                    kind = inits[i % len(inits)]
-                    if kind == "adversarial" and rr == 1:
-                        kind = "large"
-                    gen = torch.Generator().manual_seed(seed * 7919 + pi * 131 + r * 17 + i)
-                    run = find_sosp(P, make_init(P, [rr], kind, generator=gen), seed=i)  # type: ignore[arg-type]
-                    c = run.certificate
-                    excess = c.objective - primal
-                    ends.append(
-                        {
-                            "init": kind,
-                            "objective_minus_nuc": excess,
-                            # global: within tol of the certified lower bound (NUC dual value)
-                            "global": c.objective - dual <= tol,
-                            "certified_sosp": c.is_sosp,
-                            "product_rank": c.product_ranks[0],
-                            "S_op_over_lam": c.S_op[0] / P.lam[0],
-                        }
-                    )
-                n_glob = sum(e["global"] for e in ends)
-                # spurious: a certified SOSP above the NUC primal value (an upper bound on P*)
-                spurious = sum(e["certified_sosp"] and e["objective_minus_nuc"] > tol for e in ends)
+                ends = [
+                    phase_run(
+                        ref,
+                        rank=rr,
+                        init=inits[i % len(inits)],
+                        init_seed=seed * 7919 + pi * 131 + r * 17 + i,
+                        sosp_seed=i,
+                        gap_rtol=gap_rtol,
+                    ).end()
+                    for i in range(runs)
+                ]
                 data["cells"].append(
-                    {
-                        "r": rr,
-                        "K": K,
-                        "N": N,
-                        "KN": K * N,
-                        "r(r+1)/2": triangular(rr),
-                        "above_bound": triangular(rr) > K * N,
-                        "nuc_rank": nuc.ranks[0],
-                        "nuc_rel_gap": nuc.certificate.rel_gap,
-                        "runs": runs,
-                        "global": n_glob,
-                        "fraction_global": n_glob / runs,
-                        "certified_sosp": sum(e["certified_sosp"] for e in ends),
-                        "certified_spurious": spurious if rr >= nuc.ranks[0] else None,
-                        "ends": ends,
-                    }
+                    phase_cell(K=K, N=N, r=rr, reference=ref.to_dict(), ends=ends, gap_rtol=gap_rtol)
                 )
                 data["seconds"] = time.perf_counter() - t0
                 if out is not None:
@@ -167,16 +353,7 @@ def phase_sweep(
         bar.close()
     data["complete"] = True
     data["seconds"] = time.perf_counter() - t0
-    above = [c for c in data["cells"] if c["above_bound"]]
-    data["summary"] = {
-        "cells": len(data["cells"]),
-        "runs_above_bound": sum(c["runs"] for c in above),
-        "global_above_bound": sum(c["global"] for c in above),
-        "certified_spurious_above_bound": sum(c["certified_spurious"] or 0 for c in above),
-        "certified_spurious_below_bound": sum(
-            c["certified_spurious"] or 0 for c in data["cells"] if not c["above_bound"]
-        ),
-    }
+    data["summary"] = phase_summary(data["cells"])
     if out is not None:
         _write(data, out)
     return data
@@ -191,3 +368,237 @@ def _default(x: Any) -> Any:
     if isinstance(x, float) and not math.isfinite(x):
         return None
     raise TypeError(f"not JSON serializable: {type(x).__name__}")
+
+
+# ---------------------------------------------------------------------------------------------
+# The phase diagram as a sweep: one task = one training
+# ---------------------------------------------------------------------------------------------
+#: Parameters that identify one diagram (every other parameter varies within it).
+DIAGRAM_KEYS = ("size", "loss", "lam", "gap_rtol", "seed", "problem_seed")
+
+
+@functools.lru_cache(maxsize=16)
+def _cached_reference(
+    K: int, N: int, size: int, loss: str, lam: float, seed: int, gap_rtol: float
+) -> PhaseReference:
+    # One NUC solve per problem and worker process: the tasks of a problem share it.  Caching
+    # cannot change a result, since the solve is a deterministic function of its arguments.
+    return phase_reference(phase_problem(K, N, size=size, loss=loss, lam=lam, seed=seed), gap_rtol=gap_rtol)
+
+
+def phase_task(spec: Mapping[str, Any]) -> dict[str, Any]:
+    """One training of the phase diagram as a sweep task (:data:`PHASE_TASK`).
+
+    The problem's seed is derived from ``(seed, K, N, size, loss, lam, problem_seed)`` only, so
+    every rank, init and replicate of a ``(K, N)`` trains on the same problem against the same
+    certified NUC optimum; the init's and the optimizer's seeds are derived from the whole spec.
+    Returns :meth:`PhaseRun.to_dict` plus ``r``, the reference (``nuc``) and the ``seeds``.
+    """
+    K, N, r = int(spec["K"]), int(spec["N"]), int(spec["r"])
+    size, loss, lam = int(spec["size"]), str(spec["loss"]), float(spec["lam"])
+    gap_rtol = float(spec["gap_rtol"])
+    problem_seed = derive_seed("phase.problem", spec["seed"], K, N, size, loss, lam, spec["problem_seed"])
+    ref = _cached_reference(K, N, size, loss, lam, problem_seed, gap_rtol)
+    init_seed = derive_seed("phase.init", dict(spec))
+    sosp_seed = derive_seed("phase.sosp", dict(spec)) >> 32  # 31 bits: find_sosp adds escape counts
+    run = phase_run(
+        ref, rank=r, init=str(spec["init"]), init_seed=init_seed, sosp_seed=sosp_seed, gap_rtol=gap_rtol
+    )
+    return {
+        **run.to_dict(),
+        "r": r,
+        "nuc": ref.to_dict(),
+        "seeds": {"problem": problem_seed, "init": init_seed, "sosp": sosp_seed},
+    }
+
+
+def _check_phase_spec(spec: Mapping[str, Any]) -> None:
+    if spec["r"] > spec["size"]:
+        raise ValueError(f"r: expected at most size = {spec['size']}, got {spec['r']}")
+    if spec["loss"] == "logistic" and spec["K"] != 1:
+        raise ValueError(f"K: the logistic loss has K = 1, got {spec['K']}")
+    if spec["loss"] == "cross_entropy" and spec["K"] < 2:
+        raise ValueError(f"K: cross_entropy needs K >= 2, got {spec['K']}")
+
+
+#: The sweep task kind ``"phase"``: one LoRA training of the [JLR24] phase diagram.
+PHASE_TASK = TaskKind(
+    name="phase",
+    function=phase_task,
+    params={
+        "K": Param("int", doc="outputs per example", low=1),
+        "N": Param("int", doc="examples", low=1),
+        "r": Param("int", doc="LoRA rank (at most size)", low=1),
+        "init": Param("str", "gaussian", doc="start kind of landscapes.sosp.make_init", choices=INIT_KINDS),
+        "size": Param("int", 12, doc="m = n of the adapted matrix", low=1),
+        "loss": Param("str", "squared", doc="loss of the problem", choices=LOSS_NAMES),
+        "lam": Param("float", 1e-3, doc="weight decay", positive=True),
+        "gap_rtol": Param(
+            "float", 1e-8, doc="global: objective within gap_rtol * max(1, |P*|)", positive=True
+        ),
+        "problem_seed": Param("int", 0, doc="problem instance per (K, N) (enters the problem's seed)", low=0),
+    },
+    check=_check_phase_spec,
+    doc="one LoRA training of the [JLR24] phase diagram, classified against the certified NUC optimum",
+)
+
+
+def phase_diagrams(store: Any) -> list[dict[str, Any]]:
+    """The distinct diagrams in a sweep store: one dict of :data:`DIAGRAM_KEYS` values each.
+
+    ``store`` is a path or an open :class:`verify.store.SweepStore`.
+    """
+    seen: dict[str, dict[str, Any]] = {}
+    for rec in _phase_records(store):
+        key = {k: rec.spec[k] for k in DIAGRAM_KEYS}
+        seen.setdefault(json.dumps(key, sort_keys=True), key)
+    return list(seen.values())
+
+
+def _phase_records(store: Any) -> list[Any]:
+    from verify.store import SweepStore
+
+    if isinstance(store, SweepStore):
+        recs = store.records("finished")
+    else:
+        with SweepStore.open(store, readonly=True) as st:
+            recs = st.records("finished")
+    return [r for r in recs if r.spec.get("task") == "phase"]
+
+
+def phase_data_from_store(store: Any, *, select: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """The ``loracheck.phase/1`` data of a phase sweep, read from its result store.
+
+    Cells are the ``(K, N, r)`` of the finished ``phase`` tasks; a cell's ``ends`` are its runs in
+    the sweep's order and its counts follow :func:`phase_cell`, so the data has the fields that
+    :func:`phase_sweep` writes and the ``figures`` code draws.  ``select`` keeps the tasks whose
+    parameters have the given values; the tasks kept must form one diagram (equal
+    :data:`DIAGRAM_KEYS`), else ``ValueError`` lists the diagrams (see :func:`phase_diagrams`).
+    ``complete`` is true when every task of the sweep is finished; ``seconds`` is the sum of the
+    tasks' own wall times; ``source`` names the store.
+
+    Raises ``ValueError`` when the store has no such tasks, or when two tasks of one problem
+    report different NUC optima (the results would not be reproducible).
+    """
+    from verify.store import SweepStore
+
+    own = not isinstance(store, SweepStore)
+    st = SweepStore.open(store, readonly=True) if own else store
+    try:
+        recs = _phase_records(st)
+        meta, counts = st.meta, st.counts()
+    finally:
+        if own:
+            st.close()
+    sel = dict(select or {})
+    recs = [r for r in recs if all(r.spec.get(k) == v for k, v in sel.items())]
+    if not recs:
+        raise ValueError(f"store: {str(st.path)!r} has no finished phase tasks matching select = {sel!r}")
+    diagrams = {json.dumps({k: r.spec[k] for k in DIAGRAM_KEYS}, sort_keys=True) for r in recs}
+    if len(diagrams) > 1:
+        raise ValueError(
+            f"select: the tasks form {len(diagrams)} diagrams ({'; '.join(sorted(diagrams))}); pass select "
+            f"with values of {', '.join(DIAGRAM_KEYS)} to pick one"
+        )
+    first = recs[0].spec
+    kn: list[tuple[int, int]] = []
+    refs: dict[tuple[int, int], str] = {}
+    cells: dict[tuple[int, int, int], list[Any]] = {}
+    for rec in recs:
+        K, N, r = int(rec.spec["K"]), int(rec.spec["N"]), int(rec.result["r"])
+        if (K, N) not in refs:
+            kn.append((K, N))
+            refs[(K, N)] = json.dumps(rec.result["nuc"], sort_keys=True)
+        elif refs[(K, N)] != json.dumps(rec.result["nuc"], sort_keys=True):
+            raise ValueError(
+                f"store: tasks of the problem K = {K}, N = {N} report different NUC optima "
+                f"({refs[(K, N)]} and {json.dumps(rec.result['nuc'], sort_keys=True)}, task {rec.index}): "
+                "the results are not reproducible (different hardware or software stacks?)"
+            )
+        cells.setdefault((K, N, r), []).append(rec)
+    gap_rtol = float(first["gap_rtol"])
+    out_cells = []
+    for K, N in kn:
+        for K2, N2, r in sorted(k for k in cells if k[:2] == (K, N)):
+            group = cells[(K2, N2, r)]
+            out_cells.append(
+                phase_cell(
+                    K=K,
+                    N=N,
+                    r=r,
+                    reference=json.loads(refs[(K, N)]),
+                    ends=[_end(rec.result) for rec in group],
+                    gap_rtol=gap_rtol,
+                )
+            )
+    inits: list[str] = []
+    for rec in recs:
+        if rec.result["init"] not in inits:
+            inits.append(rec.result["init"])
+    return {
+        "schema": PHASE_SCHEMA,
+        "config": {
+            "kn": [list(p) for p in kn],
+            "ranks": sorted({c["r"] for c in out_cells}),
+            "size": int(first["size"]),
+            "runs": max(c["runs"] for c in out_cells),
+            "loss": first["loss"],
+            "lam": first["lam"],
+            "inits": inits,
+            "gap_rtol": gap_rtol,
+            "seed": first["seed"],
+            "problem_seed": first["problem_seed"],
+        },
+        "curve": [{"KN": K * N, "r_max": r_max(K, N)} for K, N in kn],
+        "cells": out_cells,
+        "complete": counts["failed"] == 0 and counts["finished"] == int(meta.get("tasks", -1)),
+        "seconds": sum(rec.seconds for rec in recs),
+        "summary": phase_summary(out_cells),
+        "source": {
+            "store": os.fspath(st.path),
+            "sweep": meta.get("name"),
+            "config_hash": meta.get("config_hash"),
+            "tasks": int(meta.get("tasks", 0)),
+            "finished": counts["finished"],
+            "failed": counts["failed"],
+            "select": sel,
+        },
+    }
+
+
+def _end(result: Mapping[str, Any]) -> dict[str, Any]:
+    keys = ("init", "objective_minus_nuc", "global", "certified_sosp", "product_rank", "S_op_over_lam")
+    return {k: result[k] for k in keys}
+
+
+def phase_table(data: Mapping[str, Any]) -> str:
+    """The phase data as a text table: rows KN, columns r, entries the fraction of global runs.
+
+    ``*`` marks cells above the bound :math:`r(r+1)/2 > KN`; a last line sums up.
+    """
+    cells = data["cells"]
+    runs = sorted({c["runs"] for c in cells})
+    runs_txt = str(runs[0]) if len(runs) == 1 else f"{runs[0]}-{runs[-1]}"
+    lines = [
+        f"fraction of {runs_txt} runs ending at the global minimum (* = above the bound r(r+1)/2 > KN; "
+        "below the NUC rank the global minimum is out of reach)"
+    ]
+    rs = sorted({c["r"] for c in cells})
+    lines.append("   KN  NUC rank" + "".join(f"{'r=' + str(r):>8}" for r in rs))
+    for K, N in data["config"]["kn"]:
+        row = {c["r"]: c for c in cells if (c["K"], c["N"]) == (K, N)}
+        entries = "".join(
+            f"{(format(row[r]['fraction_global'], '.2f') + ('*' if row[r]['above_bound'] else ' ')):>8}"
+            if r in row
+            else f"{'':>8}"
+            for r in rs
+        )
+        nuc_rank = next(iter(row.values()))["nuc_rank"] if row else "-"
+        lines.append(f"{K * N:>5}  {nuc_rank:>8}{entries}")
+    s = data["summary"]
+    lines.append(
+        f"\nabove the bound: {s['global_above_bound']} of {s['runs_above_bound']} runs global, "
+        f"{s['certified_spurious_above_bound']} certified spurious; below: "
+        f"{s['certified_spurious_below_bound']} certified spurious."
+    )
+    return "\n".join(lines)

@@ -1,0 +1,325 @@
+r"""Benchmark: sweep throughput, serial vs local process pool vs local Dask cluster.
+
+The phase-diagram sweep of ``examples/sweep-phase.toml`` (KN = 3..28, r = 1..8, m = n = 12,
+four inits) with ``--replicates`` runs per (problem, r, init), run three times, each time
+through :func:`verify.sweep.run_sweep` into its own fresh result store: ``serial``,
+``process:W`` and ``dask:W`` (``W = --workers``, default: the cores).  Every run executes the
+same task list; the stored results are compared byte for byte.
+
+Measured per executor (``tasks/min`` = tasks per minute):
+
+* **end-to-end**: tasks over the whole ``run_sweep`` call -- executor start-up (spawning workers,
+  their imports; for Dask the scheduler and nannies too), every task, every store commit
+  (``synchronous=FULL``: one fsync per task), shut-down;
+* **steady state**: from the store's commit times -- the tasks committed between the 5% and the
+  95% quantiles of the commit times, over that interval (start-up and the tail, where workers
+  run out of tasks, excluded);
+* ``seconds_per_task``: the mean of the tasks' own wall times on their workers;
+* ``cpu_share``: the machine's user / system / idle / steal time during the run (``/proc/stat``);
+  steal time is time the hypervisor gave to other machines: a run with steal was disturbed.
+
+Every executor runs ``--rounds`` times (default 3; the order alternates between rounds so that a
+drift of the machine favours nobody); per executor the JSON has every run, the median and the
+mean over the rounds and the best round, and the ratios of each (the median is the headline).
+
+The sweeps run with the default automatic chunk size (tasks per executor call; the number of
+calls is recorded).  A second part measures the machinery alone: ``--overhead-tasks`` trivial
+tasks (``noop`` below: return the parameter) through each executor with one task per call; their
+rate bounds how fine a call can usefully be (coordinator, store commits, scheduler and transport
+per call).
+
+Usage::
+
+    python benchmarks/bench_sweep.py [--replicates 4] [--rounds 3] [--workers 2] [--out FILE]
+    python benchmarks/bench_sweep.py --quick     # replicates 1, a smoke test
+
+Writes the JSON (environment record, per-executor records, ratios) atomically and prints a
+table; run it on an otherwise idle machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sqlite3
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+sys.path.insert(0, str(ROOT))
+DEFAULT_OUT = HERE / "results" / "bench_sweep.json"
+CONFIG = ROOT / "examples" / "sweep-phase.toml"
+
+
+def noop(spec: dict[str, Any]) -> dict[str, Any]:
+    """A trivial task (the machinery's overhead): returns its parameter."""
+    return {"x": spec["x"]}
+
+
+def _rows(path: Path) -> list[tuple[Any, ...]]:
+    con = sqlite3.connect(path)
+    try:
+        return con.execute("SELECT hash, idx, spec, status, result, error FROM tasks ORDER BY idx").fetchall()
+    finally:
+        con.close()
+
+
+def _commit_times(path: Path) -> list[float]:
+    con = sqlite3.connect(path)
+    try:
+        return sorted(r[0] for r in con.execute("SELECT recorded_at FROM tasks"))
+    finally:
+        con.close()
+
+
+def _steady(times: list[float]) -> dict[str, float]:
+    n = len(times)
+    lo, hi = int(0.05 * n), int(0.95 * n) - 1
+    if hi <= lo:
+        return {"tasks": float("nan"), "seconds": float("nan"), "tasks_per_min": float("nan")}
+    dt = times[hi] - times[lo]
+    return {"tasks": hi - lo, "seconds": dt, "tasks_per_min": 60.0 * (hi - lo) / dt}
+
+
+def _cpu() -> list[int]:
+    """The machine's CPU time counters (``/proc/stat``; empty where there is none)."""
+    try:
+        with open("/proc/stat") as fh:
+            return [int(x) for x in fh.readline().split()[1:9]]
+    except OSError:
+        return []
+
+
+def _cpu_share(a: list[int], b: list[int]) -> dict[str, float]:
+    """Shares of user, system, idle and steal time between two :func:`_cpu` readings."""
+    if not a or not b:
+        return {k: float("nan") for k in ("user", "system", "idle", "steal")}
+    d = [y - x for x, y in zip(a, b)]
+    tot = max(1, sum(d))
+    # /proc/stat: user nice system idle iowait irq softirq steal
+    return {
+        "user": (d[0] + d[1]) / tot,
+        "system": (d[2] + d[5] + d[6]) / tot,
+        "idle": (d[3] + d[4]) / tot,
+        "steal": d[7] / tot,
+    }
+
+
+def environment() -> dict[str, Any]:
+    import dask
+    import distributed
+    import torch
+
+    try:
+        head = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True, timeout=10, check=True
+        ).stdout.strip()
+        dirty = bool(
+            subprocess.run(["git", "status", "--porcelain"], cwd=ROOT, capture_output=True, text=True).stdout
+        )
+    except (OSError, subprocess.SubprocessError):
+        head, dirty = None, None
+    return {
+        "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "python": sys.version.split()[0],
+        "platform": platform.platform(),
+        "cpu_count": os.cpu_count(),
+        "affinity": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
+        "torch": torch.__version__,
+        "torch_threads_default": torch.get_num_threads(),
+        "dask": dask.__version__,
+        "distributed": distributed.__version__,
+        "sqlite": sqlite3.sqlite_version,
+        "git_head": head,
+        "git_dirty": dirty,
+        "OMP_WAIT_POLICY": os.environ.get("OMP_WAIT_POLICY"),
+    }
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--replicates", type=int, default=4, help="runs per (problem, r, init) (default 4)")
+    ap.add_argument("--workers", type=int, default=None, help="pool / Dask workers (default: the cores)")
+    ap.add_argument("--executors", nargs="+", default=["serial", "process", "dask"])
+    ap.add_argument("--out", type=Path, default=DEFAULT_OUT)
+    ap.add_argument("--quick", action="store_true", help="replicates 1 (smoke test; not written by default)")
+    ap.add_argument("--overhead-tasks", type=int, default=2000, help="trivial tasks per executor (0: skip)")
+    ap.add_argument(
+        "--rounds", type=int, default=2, help="runs of every executor, order alternating (default 2)"
+    )
+    args = ap.parse_args()
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # as the loracheck command does
+
+    from landscapes.io import atomic_write
+    from verify.executors import default_workers
+    from verify.sweep import expand, load_config, parse_config
+
+    if sys.version_info >= (3, 11):
+        import tomllib
+    else:  # pragma: no cover
+        import tomli as tomllib
+
+    replicates = 1 if args.quick else args.replicates
+    workers = args.workers or default_workers()
+    raw = tomllib.loads(CONFIG.read_text())
+    raw["sweep"]["replicates"] = replicates
+    raw["sweep"]["name"] = f"bench-phase-r{replicates}"
+    cfg = parse_config(raw, source=f"{CONFIG.name} (replicates = {replicates})")
+    n = len(expand(cfg))
+    assert load_config(CONFIG).task == cfg.task
+    specs = {"serial": "serial", "process": f"process:{workers}", "dask": f"dask:{workers}"}
+    env = environment()
+    env["loadavg_at_start"] = os.getloadavg()
+    print(
+        f"phase-diagram sweep: {n} tasks ({CONFIG.name}, replicates = {replicates}); {workers} workers; "
+        f"load average {env['loadavg_at_start'][0]:.2f}",
+        flush=True,
+    )
+    from verify.sweep import run_sweep
+
+    runs: list[dict[str, Any]] = []
+    stores: list[Path] = []
+    with tempfile.TemporaryDirectory(prefix="bench_sweep_") as tmp:
+        for rnd in range(args.rounds):
+            # alternate the order between rounds, so that a drift of the machine favours nobody
+            order = args.executors if rnd % 2 == 0 else args.executors[::-1]
+            for name in order:
+                spec = specs[name]
+                store = Path(tmp) / f"{name}-{rnd}.sqlite"
+                cpu0 = _cpu()
+                s = run_sweep(cfg, store, executor=spec, progress=False)
+                cpu = _cpu_share(cpu0, _cpu())
+                steady = _steady(_commit_times(store))
+                r = {
+                    "round": rnd,
+                    "name": name,
+                    "executor": spec,
+                    "description": s.executor,
+                    "tasks": s.tasks,
+                    "finished": s.finished,
+                    "failed": s.failed,
+                    "wall_seconds": s.wall_seconds,
+                    "first_result_seconds": s.first_result_seconds,
+                    "tasks_per_min_end_to_end": s.tasks_per_minute,
+                    "tasks_per_min_steady": steady["tasks_per_min"],
+                    "steady_window": steady,
+                    "seconds_per_task": s.task_seconds / max(1, s.finished + s.failed),
+                    "task_seconds_total": s.task_seconds,
+                    "executor_calls": s.calls,
+                    "cpu_share": cpu,
+                    "loadavg_after": os.getloadavg(),
+                }
+                runs.append(r)
+                stores.append(store)
+                print(
+                    f"round {rnd} {name:>8}: {s.wall_seconds:7.1f} s, "
+                    f"{r['tasks_per_min_end_to_end']:7.1f} tasks/min end-to-end, "
+                    f"{r['tasks_per_min_steady']:7.1f} steady; first result {s.first_result_seconds:.1f} s; "
+                    f"{r['seconds_per_task'] * 1e3:.1f} ms per task on its worker; {s.failed} failed; "
+                    f"cpu user {cpu['user']:.2f} sys {cpu['system']:.2f} idle {cpu['idle']:.2f} "
+                    f"steal {cpu['steal']:.2f}",
+                    flush=True,
+                )
+        base = _rows(stores[0])
+        identical = {f"{r['name']}-{r['round']}": _rows(p) == base for r, p in zip(runs, stores)}
+
+        # per executor: the median and mean over the rounds and the best round (least disturbed)
+        records: dict[str, Any] = {}
+        for name in args.executors:
+            mine = [r for r in runs if r["name"] == name]
+            records[name] = {
+                "executor": mine[0]["executor"],
+                "description": mine[0]["description"],
+                "rounds": len(mine),
+                "seconds_per_task_mean": sum(r["seconds_per_task"] for r in mine) / len(mine),
+            }
+            for key in ("tasks_per_min_end_to_end", "tasks_per_min_steady"):
+                vals = [r[key] for r in mine]
+                records[name][f"{key}_median"] = statistics.median(vals)
+                records[name][f"{key}_mean"] = sum(vals) / len(vals)
+                records[name][f"{key}_best"] = max(vals)
+
+        overhead: dict[str, Any] = {}
+        if args.overhead_tasks > 0:
+            trivial = parse_config(
+                {
+                    "sweep": {"name": "noop", "task": "bench_sweep:noop"},
+                    "grid": {"x": list(range(args.overhead_tasks))},
+                },
+                source="noop",
+            )
+            for name in args.executors:
+                s = run_sweep(
+                    trivial, Path(tmp) / f"noop-{name}.sqlite", executor=specs[name], chunk=1, progress=False
+                )
+                steady = _steady(_commit_times(Path(tmp) / f"noop-{name}.sqlite"))
+                overhead[name] = {
+                    "tasks": s.tasks,
+                    "failed": s.failed,
+                    "wall_seconds": s.wall_seconds,
+                    "tasks_per_sec_end_to_end": s.tasks_per_minute / 60.0,
+                    "tasks_per_sec_steady": steady["tasks_per_min"] / 60.0,
+                    "ms_per_task_steady": 60e3 / steady["tasks_per_min"],
+                }
+                o = overhead[name]
+                print(
+                    f"trivial tasks, {name:>8}: {o['tasks_per_sec_end_to_end']:7.1f} tasks/s end-to-end "
+                    f"({s.wall_seconds:.1f} s), {o['tasks_per_sec_steady']:7.1f} steady "
+                    f"({o['ms_per_task_steady']:.2f} ms per task); {s.failed} failed",
+                    flush=True,
+                )
+
+    ratios: dict[str, float] = {}
+    for kind in ("end_to_end", "steady"):
+        for stat in ("median", "mean", "best"):
+            key = f"tasks_per_min_{kind}_{stat}"
+            for a, b in (("process", "serial"), ("dask", "process"), ("dask", "serial")):
+                if a in records and b in records:
+                    ratios[f"{a}_over_{b}_{kind}_{stat}"] = records[a][key] / records[b][key]
+    for rnd in range(args.rounds):  # and per round
+        by = {r["name"]: r for r in runs if r["round"] == rnd}
+        for a, b in (("process", "serial"), ("dask", "process")):
+            if a in by and b in by:
+                for kind in ("end_to_end", "steady"):
+                    key = f"tasks_per_min_{kind}"
+                    ratios[f"{a}_over_{b}_{kind}_round{rnd}"] = by[a][key] / by[b][key]
+    result = {
+        "benchmark": "bench_sweep",
+        "config": {"file": str(CONFIG.relative_to(ROOT)), "replicates": replicates, "tasks": n},
+        "workers": workers,
+        "environment": env,
+        "rounds": args.rounds,
+        "executors": records,
+        "runs": runs,
+        "identical_results": identical,
+        "overhead_trivial_tasks": overhead,
+        "ratios": ratios,
+        "targets": {"process_over_serial": 1.7, "dask_within_of_process": 0.15},
+    }
+    for name, rec in records.items():
+        print(
+            f"{name:>8}: median {rec['tasks_per_min_end_to_end_median']:7.1f} tasks/min end-to-end, "
+            f"{rec['tasks_per_min_steady_median']:7.1f} steady; "
+            f"{rec['seconds_per_task_mean'] * 1e3:.1f} ms per task on its worker (mean)"
+        )
+    print("ratios:")
+    for k, v in ratios.items():
+        print(f"  {k}: {v:.3f}")
+    print(f"stored results identical across executors: {identical}")
+    if not args.quick or args.out != DEFAULT_OUT:
+        text = json.dumps(result, indent=1, allow_nan=False).encode()
+        atomic_write(args.out, lambda fh: fh.write(text))
+        print(f"written {args.out}")
+    return 0 if all(identical.values()) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

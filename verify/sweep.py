@@ -1,0 +1,817 @@
+r"""Sweeps: a grid or a random design of task parameters, expanded into tasks and run on an executor.
+
+A sweep is a TOML file (read with the standard library's ``tomllib``; the full format is in
+``docs/sweep.md``)::
+
+    [sweep]
+    name = "phase-diagram"   # default: the file's stem
+    task = "phase"           # a task kind (verify.tasks) or "package.module:function"
+    seed = 0                 # base seed; every task's seeds are derived from its spec
+    replicates = 2           # independent runs per parameter point
+
+    [params]                 # the same for every task
+    size = 12
+
+    [grid]                   # the Cartesian product of these axes, in this order
+    problem = [{K = 1, N = 3}, {K = 2, N = 10}]   # an axis of tables sets several parameters
+    r = [1, 2, 3]
+
+or, instead of ``[grid]``, a random design: ``samples = S`` in ``[sweep]`` and a ``[random]``
+table whose axes are lists (a uniform choice) or ranges ``{low = a, high = b}`` (integers:
+uniform on ``a..b``; floats: uniform on ``[a, b)``, ``log = true`` for log-uniform), each draw
+derived from ``(seed, sample, axis)`` by hashing, so a design is the same on every machine.
+
+**Expansion.** Each parameter point and replicate ``i`` gives one task with the spec
+``{"task": ..., "seed": ..., "replicate": i, ["sample": j,] **params}`` (every parameter, with
+the task kind's defaults filled in); its hash keys it in the store (:func:`verify.tasks.task_hash`).
+The sweep's identity (``config_hash``) is the sha256 of its sorted task hashes: two files that
+expand to the same tasks are the same sweep.
+
+**Running** (:func:`run_sweep`): the tasks not yet finished in the store are submitted to the
+executor (at most a small window at a time, so a killed sweep loses at most the tasks in
+flight), each outcome is committed to the store as it arrives (outcomes that arrive together in
+one transaction: one fsync however many workers deliver at once), and a progress bar shows tasks
+done, failures and the ETA.  A task that raises is recorded as failed with its error and the
+sweep goes on; ``resume=True`` runs the failed tasks again (they may have failed for a transient
+reason: memory, a lost worker).  A process pool whose worker dies (killed, out of memory, a
+crash in native code) cannot continue: the sweep stops with :class:`SweepAborted`, everything
+finished so far stays in the store, and ``resume=True`` continues.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import math
+import os
+import queue
+import re
+import sys
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from concurrent.futures import BrokenExecutor, Executor, Future
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any, Literal
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - Python 3.10
+    import tomli as tomllib
+
+from verify.executors import make_executor
+from verify.store import StoreError, SweepStore
+from verify.tasks import (
+    REQUIRED,
+    RESERVED_KEYS,
+    canonical_json,
+    derive_seed,
+    resolve_task,
+    run_tasks,
+)
+
+__all__ = [
+    "SweepAborted",
+    "SweepConfig",
+    "SweepConfigError",
+    "SweepSummary",
+    "Task",
+    "config_hash",
+    "expand",
+    "load_config",
+    "open_sweep_store",
+    "parse_config",
+    "run_sweep",
+]
+
+_SECTIONS = ("sweep", "params", "grid", "random")
+_SWEEP_KEYS = ("name", "task", "seed", "replicates", "samples")
+
+
+#: Work per executor call that an automatic chunk size aims at, in seconds of task time.
+CHUNK_SECONDS = 0.25
+#: Largest automatic chunk (tasks per executor call).
+MAX_CHUNK = 64
+
+
+class SweepConfigError(ValueError):
+    """A sweep configuration that cannot be used; the message names the file and the key."""
+
+
+class SweepAborted(RuntimeError):
+    """The executor broke (a worker process died); finished tasks are in the store."""
+
+
+@dataclass(frozen=True)
+class SweepConfig:
+    """A parsed, validated sweep configuration (see the module docstring for the format).
+
+    ``params`` holds the fixed parameters (normalized), ``axes`` the axes in file order: for a
+    grid each is a tuple of values (a scalar, or a dict of parameters for a joint axis); for a
+    random design ``("choice", values)`` or ``("range", low, high, log)``.
+    """
+
+    name: str
+    task: str
+    seed: int
+    replicates: int
+    design: Literal["grid", "random"]
+    samples: int | None
+    params: Mapping[str, Any]
+    axes: Mapping[str, Any]
+    source: str = field(default="<config>", compare=False)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The normalized configuration as JSON data (stored in the store's meta)."""
+        return {
+            "name": self.name,
+            "task": self.task,
+            "seed": self.seed,
+            "replicates": self.replicates,
+            "design": self.design,
+            "samples": self.samples,
+            "params": dict(self.params),
+            "axes": {k: _jsonable(v) for k, v in self.axes.items()},
+        }
+
+
+@dataclass(frozen=True)
+class Task:
+    """One expanded task: its position, spec, canonical spec text and hash."""
+
+    index: int
+    spec: Mapping[str, Any]
+    spec_json: str
+    hash: str
+
+
+@dataclass(frozen=True)
+class SweepSummary:
+    """What one :func:`run_sweep` call did.
+
+    ``tasks`` in the sweep; ``skipped``: finished before this call; ``finished``/``failed``:
+    outcomes recorded by this call; ``failed_in_store``: failed records in the store now;
+    ``wall_seconds``: the whole call (executor start-up and shut-down included);
+    ``first_result_seconds``: from the call's start to the first recorded outcome;
+    ``task_seconds``: the tasks' own wall times summed; ``errors``: ``(index, first line of the
+    error)`` of this call's failures; ``calls``: executor calls made (a call runs a chunk of tasks).
+    """
+
+    name: str
+    store: str
+    executor: str
+    tasks: int
+    skipped: int
+    finished: int
+    failed: int
+    failed_in_store: int
+    wall_seconds: float
+    first_result_seconds: float | None
+    task_seconds: float
+    errors: tuple[tuple[int, str], ...] = ()
+    calls: int = 0
+
+    @property
+    def complete(self) -> bool:
+        """Every task of the sweep is finished in the store."""
+        return self.skipped + self.finished == self.tasks
+
+    @property
+    def tasks_per_minute(self) -> float:
+        """Outcomes recorded by this call per minute of its wall time (start-up included)."""
+        n = self.finished + self.failed
+        return 60.0 * n / self.wall_seconds if self.wall_seconds > 0 else math.nan
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-friendly form."""
+        return {
+            "name": self.name,
+            "store": self.store,
+            "executor": self.executor,
+            "tasks": self.tasks,
+            "skipped": self.skipped,
+            "finished": self.finished,
+            "failed": self.failed,
+            "failed_in_store": self.failed_in_store,
+            "complete": self.complete,
+            "wall_seconds": self.wall_seconds,
+            "first_result_seconds": self.first_result_seconds,
+            "task_seconds": self.task_seconds,
+            "tasks_per_minute": self.tasks_per_minute,
+            "errors": [list(e) for e in self.errors],
+            "calls": self.calls,
+        }
+
+    def text(self) -> str:
+        """A few lines for the terminal."""
+        lines = [
+            f"sweep {self.name!r}: {self.tasks} tasks; {self.skipped} finished before, {self.finished} "
+            f"finished now, {self.failed} failed now ({self.failed_in_store} failed in the store)",
+            f"  {self.executor}: {self.wall_seconds:.1f} s wall, {self.tasks_per_minute:.1f} tasks/min, "
+            f"{self.task_seconds / max(1, self.finished + self.failed):.3f} s per task on its worker"
+            if self.finished + self.failed
+            else f"  {self.executor}: nothing to run",
+            f"  store: {self.store}",
+        ]
+        for idx, err in self.errors[:5]:
+            lines.append(f"  failed task {idx}: {err}")
+        if len(self.errors) > 5:
+            lines.append(f"  ... and {len(self.errors) - 5} more failures (their errors are in the store)")
+        if self.failed_in_store:
+            lines.append("  failed tasks are run again by a resumed sweep (--resume)")
+        return "\n".join(lines)
+
+
+# ---------------------------------------------------------------------------------------------
+# Configuration
+# ---------------------------------------------------------------------------------------------
+def load_config(path: str | os.PathLike[str]) -> SweepConfig:
+    """Read and validate a sweep TOML file; :class:`SweepConfigError` names the key at fault."""
+    p = Path(path)
+    try:
+        data = tomllib.loads(p.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise SweepConfigError(
+            f"config: expected an existing TOML file, got {str(p)!r} (no such file)"
+        ) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise SweepConfigError(f"config: cannot read {str(p)!r} ({exc})") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise SweepConfigError(f"{p}: not valid TOML ({exc})") from None
+    return parse_config(data, source=str(p), default_name=p.stem)
+
+
+def parse_config(
+    data: Mapping[str, Any], *, source: str = "<config>", default_name: str = "sweep"
+) -> SweepConfig:
+    """Validate a configuration given as a mapping (the parsed TOML); see the module docstring."""
+
+    def err(msg: str) -> SweepConfigError:
+        return SweepConfigError(f"{source}: {msg}")
+
+    if not isinstance(data, Mapping):
+        raise err(f"expected a table, got {type(data).__name__}")
+    for key, val in data.items():
+        if key not in _SECTIONS:
+            raise err(f"unknown section [{key}]; expected [sweep], [params], and [grid] or [random]")
+        if not isinstance(val, Mapping):
+            raise err(f"[{key}]: expected a table, got {_show(val)}")
+    sw = data.get("sweep")
+    if sw is None:
+        raise err("missing section [sweep] (with at least task = ...)")
+    for key in sw:
+        if key not in _SWEEP_KEYS:
+            raise err(f"[sweep] unknown key {key!r}; expected one of {', '.join(_SWEEP_KEYS)}")
+    if "task" not in sw:
+        raise err("[sweep] task: missing; expected a task kind such as 'phase' or 'package.module:function'")
+    task = sw["task"]
+    try:
+        kind = resolve_task(task)
+    except ValueError as exc:
+        raise err(f"[sweep] {exc}") from None
+    name = sw.get("name", default_name)
+    if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", name):
+        raise err(
+            f"[sweep] name: expected letters, digits, '.', '_' and '-' (it names the store file), "
+            f"got {_show(name)}"
+        )
+    seed = _int(sw.get("seed", 0), 0, err, "[sweep] seed")
+    replicates = _int(sw.get("replicates", 1), 1, err, "[sweep] replicates")
+    if "grid" in data and "random" in data:
+        raise err("expected either [grid] or [random], got both")
+    design: Literal["grid", "random"] = "random" if "random" in data else "grid"
+    samples = None
+    if design == "random":
+        if "samples" not in sw:
+            raise err("[sweep] samples: missing; a [random] design needs the number of points to draw")
+        samples = _int(sw["samples"], 1, err, "[sweep] samples")
+    elif "samples" in sw:
+        raise err("[sweep] samples: applies to a [random] design only (this file has no [random] table)")
+
+    schema = kind.params
+    known: dict[str, str] = {}  # parameter -> where it is set
+
+    def claim(pname: str, where: str) -> None:
+        if pname in RESERVED_KEYS:
+            raise err(f"{where}: {pname!r} is set by the sweep itself; use another parameter name")
+        if schema is not None and pname not in schema:
+            raise err(
+                f"{where}: unknown parameter {pname!r} of task {task!r}; expected one of {', '.join(schema)}"
+            )
+        if pname in known:
+            raise err(f"{where}: parameter {pname!r} is set twice (also in {known[pname]})")
+        known[pname] = where
+
+    def value(pname: str, v: Any, where: str) -> Any:
+        if schema is None:
+            if not _is_json_value(v):
+                raise err(f"{where}: expected a string, number, boolean, array or table, got {_show(v)}")
+            return v
+        try:
+            return schema[pname].normalize(v)
+        except ValueError as exc:
+            raise err(f"{where}: {exc}") from None
+
+    params: dict[str, Any] = {}
+    for pname, v in data.get("params", {}).items():
+        claim(pname, f"[params] {pname}")
+        params[pname] = value(pname, v, f"[params] {pname}")
+
+    axes: dict[str, Any] = {}
+    section = design
+    for aname, spec in data.get(section, {}).items():
+        where = f"[{section}] {aname}"
+        if design == "random" and isinstance(spec, Mapping):
+            ptype = schema[aname].type if schema is not None and aname in schema else None
+            axes[aname] = _range_axis(aname, spec, where, claim, value, err, ptype)
+            continue
+        if not isinstance(spec, list) or not spec:
+            what = (
+                "a non-empty array or a range table {low, high}"
+                if design == "random"
+                else "a non-empty array"
+            )
+            raise err(f"{where}: expected {what}, got {_show(spec)}")
+        if all(isinstance(x, Mapping) for x in spec):
+            keys = list(spec[0])
+            if not keys:
+                raise err(f"{where}[0]: expected a table of parameters, got an empty table")
+            for k in keys:
+                claim(k, where)
+            vals = []
+            for i, x in enumerate(spec):
+                if set(x) != set(keys):
+                    raise err(
+                        f"{where}[{i}]: expected the keys {', '.join(keys)} (as in {where}[0]), "
+                        f"got {', '.join(x)}"
+                    )
+                vals.append({k: value(k, x[k], f"{where}[{i}].{k}") for k in keys})
+        elif any(isinstance(x, Mapping) for x in spec):
+            raise err(f"{where}: expected all tables (a joint axis) or no tables, got a mix")
+        else:
+            claim(aname, where)
+            vals = [value(aname, x, f"{where}[{i}]") for i, x in enumerate(spec)]
+        axes[aname] = ("choice", tuple(vals)) if design == "random" else tuple(vals)
+
+    if schema is not None:
+        missing = [p for p, s in schema.items() if s.default is REQUIRED and p not in known]
+        if missing:
+            raise err(
+                f"task {task!r} needs the parameter(s) {', '.join(missing)}; set them in [params] or as "
+                f"axes of [{section}]"
+            )
+    cfg = SweepConfig(
+        name=name,
+        task=task,
+        seed=seed,
+        replicates=replicates,
+        design=design,
+        samples=samples,
+        params=params,
+        axes=axes,
+        source=source,
+    )
+    expand(cfg)  # cross-parameter checks of every task (raises SweepConfigError)
+    return cfg
+
+
+def _range_axis(
+    aname: str, spec: Mapping[str, Any], where: str, claim: Any, value: Any, err: Any, schema_type: str | None
+) -> tuple[Any, ...]:
+    extra = set(spec) - {"low", "high", "log"}
+    if extra or "low" not in spec or "high" not in spec:
+        raise err(
+            f"{where}: expected a range table {{low = a, high = b[, log = true]}}, got keys {', '.join(spec)}"
+        )
+    claim(aname, where)
+    low, high, log = spec["low"], spec["high"], spec.get("log", False)
+    if not isinstance(log, bool):
+        raise err(f"{where}.log: expected true or false, got {_show(log)}")
+    if log and schema_type == "int":
+        raise err(f"{where}: log = true draws floats, but {aname!r} takes ints (use a list of values)")
+    for k, v in (("low", low), ("high", high)):
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+            raise err(f"{where}.{k}: expected a finite number, got {_show(v)}")
+    if not low < high and not (low == high and isinstance(low, int) and isinstance(high, int)):
+        raise err(f"{where}: expected low < high (low <= high for integers), got low = {low}, high = {high}")
+    if log and not low > 0:
+        raise err(f"{where}: a log range needs low > 0, got {low}")
+    integer = isinstance(low, int) and isinstance(high, int) and not log
+    # the end points must be valid values of the parameter
+    value(aname, low, f"{where}.low")
+    value(aname, high if integer else float(high), f"{where}.high")
+    return ("range", low, high, log) if not integer else ("range", int(low), int(high), False)
+
+
+def _int(v: Any, low: int, err: Any, where: str) -> int:
+    if isinstance(v, bool) or not isinstance(v, int) or v < low:
+        raise err(f"{where}: expected an int >= {low}, got {_show(v)}")
+    return v
+
+
+def _show(v: Any) -> str:
+    kind = {dict: "a table", list: "an array", str: "a string", bool: "a boolean"}.get(type(v))
+    return f"{v!r}" if kind is None else f"{kind} {v!r}"
+
+
+def _is_json_value(v: Any) -> bool:
+    if v is None or isinstance(v, (str, bool, int)):
+        return True
+    if isinstance(v, float):
+        return math.isfinite(v)
+    if isinstance(v, list):
+        return all(_is_json_value(x) for x in v)
+    if isinstance(v, Mapping):
+        return all(isinstance(k, str) and _is_json_value(x) for k, x in v.items())
+    return False
+
+
+def _jsonable(v: Any) -> Any:
+    if isinstance(v, tuple):
+        return [_jsonable(x) for x in v]
+    if isinstance(v, Mapping):
+        return {k: _jsonable(x) for k, x in v.items()}
+    return v
+
+
+# ---------------------------------------------------------------------------------------------
+# Expansion
+# ---------------------------------------------------------------------------------------------
+def _points(cfg: SweepConfig) -> Iterable[tuple[int | None, dict[str, Any]]]:
+    """Parameter points (sample index for random designs, None for grids) in expansion order."""
+    if cfg.design == "grid":
+        names = list(cfg.axes)
+        for combo in itertools.product(*(cfg.axes[n] for n in names)):
+            point: dict[str, Any] = {}
+            for n, v in zip(names, combo):
+                point.update(v if isinstance(v, Mapping) else {n: v})
+            yield None, point
+        return
+    for j in range(cfg.samples or 0):
+        point = {}
+        for n, ax in cfg.axes.items():
+            u = derive_seed("sweep.random", cfg.seed, j, n) / 2.0**63  # uniform on [0, 1)
+            if ax[0] == "choice":
+                vals = ax[1]
+                v = vals[min(int(u * len(vals)), len(vals) - 1)]
+            else:
+                _, low, high, log = ax
+                if isinstance(low, int) and isinstance(high, int) and not log:
+                    v = low + min(int(u * (high - low + 1)), high - low)
+                elif log:
+                    v = _round(math.exp(math.log(low) + u * (math.log(high) - math.log(low))))
+                else:
+                    v = _round(low + u * (high - low))
+            point.update(v if isinstance(v, Mapping) else {n: v})
+        yield j, point
+
+
+def _round(x: float) -> float:
+    # 12 significant digits: the drawn value does not depend on the last bit of a platform's libm.
+    return float(f"{x:.12g}")
+
+
+def expand(cfg: SweepConfig) -> list[Task]:
+    """The sweep's tasks in order: every parameter point, ``replicates`` times.
+
+    Fills in the task kind's defaults, runs its cross-parameter check on every spec
+    (:class:`SweepConfigError` naming the task), and computes the hashes.
+    """
+    kind = resolve_task(cfg.task)
+    schema = kind.params or {}
+    defaults = {p: s.default for p, s in schema.items() if s.default is not REQUIRED}
+    tasks: list[Task] = []
+    seen: dict[str, int] = {}
+    for sample, point in _points(cfg):
+        params = {**defaults, **cfg.params, **point}
+        if kind.params is not None:
+            try:
+                params = {p: schema[p].normalize(v) for p, v in params.items()}
+            except ValueError as exc:
+                raise SweepConfigError(f"{cfg.source}: task {len(tasks)}: {exc}") from None
+        for rep in range(cfg.replicates):
+            spec: dict[str, Any] = {"task": cfg.task, "seed": cfg.seed, "replicate": rep, **params}
+            if sample is not None:
+                spec["sample"] = sample
+            if rep == 0 and kind.check is not None:
+                try:
+                    kind.check(spec)
+                except ValueError as exc:
+                    shown = ", ".join(f"{k}={v!r}" for k, v in params.items())
+                    raise SweepConfigError(f"{cfg.source}: task {len(tasks)} ({shown}): {exc}") from None
+            text = canonical_json(spec)
+            h = hashlib.sha256(text.encode("ascii")).hexdigest()
+            if h in seen:
+                raise SweepConfigError(
+                    f"{cfg.source}: task {len(tasks)} repeats task {seen[h]} (the same parameters twice "
+                    "in an axis?); every task must be distinct"
+                )
+            seen[h] = len(tasks)
+            tasks.append(Task(index=len(tasks), spec=spec, spec_json=text, hash=h))
+    return tasks
+
+
+def config_hash(tasks: Sequence[Task]) -> str:
+    """The sweep's identity: sha256 of its sorted task hashes, one per line."""
+    return hashlib.sha256("\n".join(sorted(t.hash for t in tasks)).encode("ascii")).hexdigest()
+
+
+# ---------------------------------------------------------------------------------------------
+# Running
+# ---------------------------------------------------------------------------------------------
+def open_sweep_store(
+    path: str | os.PathLike[str],
+    cfg: SweepConfig,
+    tasks: Sequence[Task],
+    *,
+    resume: bool = False,
+    fresh: bool = False,
+) -> SweepStore:
+    """Open the store for ``cfg`` (creating it), following the ``resume``/``fresh`` rules.
+
+    A new path gets a new store.  An existing one is refused unless ``resume`` (continue it; it
+    must belong to the same sweep) or ``fresh`` (it must be a loracheck store; it is deleted and
+    started over).
+    """
+    if resume and fresh:
+        raise ValueError("resume, fresh: expected at most one of them, got both")
+    p = Path(path)
+    h = config_hash(tasks)
+    if p.exists():
+        if fresh:
+            SweepStore.open(p).close()  # refuse to delete a file that is not ours, or one in use
+            for q in (p, p.with_name(p.name + "-wal"), p.with_name(p.name + "-shm")):
+                q.unlink(missing_ok=True)
+        else:
+            st = SweepStore.open(p, readonly=not resume)
+            try:
+                meta = st.meta
+                if meta.get("config_hash") != h:
+                    raise StoreError(
+                        f"store: {str(p)!r} belongs to another sweep configuration (sweep "
+                        f"{meta.get('name')!r}, config hash {meta.get('config_hash', '?')[:12]}, this "
+                        f"configuration {h[:12]}); pass --fresh to delete it and start over, or write "
+                        "to another store"
+                    )
+                if not resume:
+                    c = st.counts()
+                    raise StoreError(
+                        f"store: {str(p)!r} exists ({c['finished']} finished and {c['failed']} failed tasks "
+                        f"of sweep {meta.get('name')!r}); pass --resume to continue it or --fresh to delete "
+                        "it and start over"
+                    )
+            except BaseException:
+                st.close()
+                raise
+            return st
+    return SweepStore.create(
+        p,
+        meta={
+            "config_hash": h,
+            "config": canonical_json(cfg.to_dict()),
+            "name": cfg.name,
+            "task": cfg.task,
+            "tasks": str(len(tasks)),
+        },
+    )
+
+
+def run_sweep(
+    config: SweepConfig | str | os.PathLike[str],
+    store: str | os.PathLike[str],
+    *,
+    executor: str | Executor = "process",
+    resume: bool = False,
+    fresh: bool = False,
+    retry_failed: bool = True,
+    max_in_flight: int | None = None,
+    chunk: int | None = None,
+    progress: bool | None = None,
+) -> SweepSummary:
+    """Run a sweep into ``store``; return what this call did.
+
+    Parameters
+    ----------
+    config
+        A :class:`SweepConfig` or the path of a TOML file.
+    store
+        The SQLite result store (see :mod:`verify.store`); created if missing.
+    executor
+        A spec for :func:`verify.executors.make_executor` (``"serial"``, ``"process"``,
+        ``"process:N"``, ``"dask"``, ``"dask://HOST:PORT"``) or any
+        ``concurrent.futures.Executor`` (not shut down here).
+    resume
+        Continue an existing store of the same sweep: finished tasks are skipped.
+    fresh
+        Delete an existing store first (it must be a loracheck sweep store).
+    retry_failed
+        With ``resume``: run the tasks that failed before again (default) or leave them.
+    max_in_flight
+        Executor calls submitted and not yet recorded, at most (default: 1 for the serial
+        executor, twice the executor's workers otherwise).  A killed sweep loses at most these
+        calls' tasks.
+    chunk
+        Tasks per executor call (consecutive tasks of the expansion, run one after the other on
+        one worker; their outcomes are recorded together).  Above 1 it amortizes the per-call cost
+        of the executor (for Dask a few milliseconds of scheduler and client work, which would
+        otherwise bound a cluster's throughput) over several short tasks.  ``None`` (default):
+        1 for the serial executor; otherwise 1 at first, then, from the mean task time ``t`` so
+        far, about :data:`CHUNK_SECONDS` of work per call (``round(CHUNK_SECONDS / t)``, at most
+        :data:`MAX_CHUNK`, and small enough that every worker still gets calls at the end).
+    progress
+        tqdm bar (``None``: only on a terminal).
+    """
+    cfg = config if isinstance(config, SweepConfig) else load_config(config)
+    tasks = expand(cfg)
+    if max_in_flight is not None and (
+        isinstance(max_in_flight, bool) or not isinstance(max_in_flight, int) or max_in_flight < 1
+    ):
+        raise ValueError(f"max_in_flight: expected None or a positive int, got {max_in_flight!r}")
+    if resume and fresh:
+        raise ValueError("resume, fresh: expected at most one of them, got both")
+    if chunk is not None and (isinstance(chunk, bool) or not isinstance(chunk, int) or chunk < 1):
+        raise ValueError(f"chunk: expected None or a positive int, got {chunk!r}")
+    t0 = time.perf_counter()
+    own = isinstance(executor, str)
+    if isinstance(executor, str):
+        from verify.executors import parse_executor
+
+        parse_executor(executor)  # a bad spec fails before the store is touched
+    p = Path(store)
+    new_store = not p.exists()
+    st = open_sweep_store(p, cfg, tasks, resume=resume, fresh=fresh)
+    try:
+        try:
+            ex: Executor = make_executor(executor) if isinstance(executor, str) else executor
+        except BaseException:
+            if new_store or fresh:  # nothing was run: leave no empty store behind
+                st.close()
+                for q in (p, p.with_name(p.name + "-wal"), p.with_name(p.name + "-shm")):
+                    q.unlink(missing_ok=True)
+            raise
+        try:
+            summary = _run(
+                cfg,
+                tasks,
+                st,
+                ex,
+                t0=t0,
+                retry_failed=retry_failed,
+                window=max_in_flight,
+                chunk=chunk,
+                progress=progress,
+            )
+        except BaseException:
+            if own:
+                ex.shutdown(wait=False, cancel_futures=True)
+            raise
+        if own:
+            ex.shutdown(wait=True)
+    finally:
+        st.close()
+    return replace(summary, wall_seconds=time.perf_counter() - t0)
+
+
+def _run(
+    cfg: SweepConfig,
+    tasks: Sequence[Task],
+    st: SweepStore,
+    ex: Executor,
+    *,
+    t0: float,
+    retry_failed: bool,
+    window: int | None,
+    chunk: int | None,
+    progress: bool | None,
+) -> SweepSummary:
+    from tqdm.auto import tqdm
+
+    done = st.hashes("finished")
+    failed_before = st.hashes("failed")
+    todo = [t for t in tasks if t.hash not in done and (retry_failed or t.hash not in failed_before)]
+    skipped = len(tasks) - len(todo)
+    n_fin = n_fail = 0
+    task_seconds = 0.0
+    first: float | None = None
+    errors: list[tuple[int, str]] = []
+    description = str(getattr(ex, "description", type(ex).__name__))
+    in_flight = window or int(getattr(ex, "in_flight", 0) or 2 * (os.cpu_count() or 1))
+    bar = tqdm(
+        total=len(tasks),
+        initial=skipped,
+        desc=f"sweep {cfg.name}",
+        unit="task",
+        disable=None if progress is None else not progress,
+        file=sys.stderr,
+    )
+    pending: dict[Future[Any], list[Task]] = {}
+    # Finished futures arrive through a queue (their done-callbacks put them there): O(1) per call
+    # however many are in flight, and everything that arrived together is committed together.
+    arrived: queue.SimpleQueue[Future[Any]] = queue.SimpleQueue()
+    workers = int(getattr(ex, "workers", 0) or max(1, in_flight // 2))
+    serial = workers == 1 and in_flight == 1
+    size = chunk or 1
+    pos = calls = 0
+
+    def submit(n: int) -> None:
+        nonlocal pos, calls
+        for _ in range(n):
+            if pos >= len(todo):
+                return
+            group = todo[pos : pos + size]
+            pos += len(group)
+            calls += 1
+            fut = ex.submit(run_tasks, [t.spec_json for t in group])
+            pending[fut] = group
+            fut.add_done_callback(arrived.put)
+
+    try:
+        submit(in_flight)
+        while pending:
+            batch = [_get(arrived)]
+            while True:
+                try:
+                    batch.append(arrived.get_nowait())
+                except queue.Empty:
+                    break
+            broken: BaseException | None = None
+            n_done = 0
+            with st.transaction():  # one commit (one fsync) for the batch
+                for fut in batch:
+                    group = pending.pop(fut)
+                    exc = fut.exception()
+                    if isinstance(exc, BrokenExecutor):
+                        broken = exc
+                        continue
+                    outs: list[dict[str, Any]]
+                    if exc is not None:
+                        err = f"{type(exc).__name__}: {exc} (raised by the executor, not the task)"
+                        outs = [
+                            {"status": "failed", "result": None, "error": err, "seconds": 0.0, "worker": "?"}
+                        ] * len(group)
+                    else:
+                        outs = fut.result()
+                    for t, out in zip(group, outs, strict=True):
+                        st.record(
+                            key=t.hash,
+                            index=t.index,
+                            spec=t.spec_json,
+                            status=out["status"],
+                            result=out["result"],
+                            error=out["error"],
+                            seconds=out["seconds"],
+                            worker=out["worker"],
+                        )
+                        task_seconds += float(out["seconds"])
+                        n_done += 1
+                        if out["status"] == "finished":
+                            n_fin += 1
+                        else:
+                            n_fail += 1
+                            errors.append((t.index, str(out["error"]).splitlines()[0]))
+            if first is None and n_done:
+                first = time.perf_counter() - t0
+            if n_fail:
+                bar.set_postfix(failed=n_fail, refresh=False)
+            bar.update(n_done)
+            if chunk is None and not serial and n_fin + n_fail:
+                mean = task_seconds / (n_fin + n_fail)
+                left = (len(todo) - pos) // (2 * workers)  # every worker still gets two calls
+                size = max(1, min(MAX_CHUNK, round(CHUNK_SECONDS / max(mean, 1e-6)), left))
+            if broken is not None:
+                raise SweepAborted(
+                    f"the executor broke ({type(broken).__name__}: {broken}): a worker process died "
+                    f"(killed, out of memory, or a crash in native code); {skipped + n_fin} finished "
+                    f"tasks are in {str(st.path)!r}; run the sweep again with --resume to continue"
+                )
+            submit(len(batch))
+    except BaseException:
+        for fut in pending:
+            fut.cancel()
+        raise
+    finally:
+        bar.close()
+    return SweepSummary(
+        name=cfg.name,
+        store=str(st.path),
+        executor=description,
+        tasks=len(tasks),
+        skipped=skipped,
+        finished=n_fin,
+        failed=n_fail,
+        failed_in_store=st.counts()["failed"],
+        wall_seconds=time.perf_counter() - t0,
+        first_result_seconds=first,
+        task_seconds=task_seconds,
+        errors=tuple(errors),
+        calls=calls,
+    )
+
+
+def _get(q: queue.SimpleQueue[Future[Any]]) -> Future[Any]:
+    # A blocking get with a timeout, in a loop: Ctrl-C is noticed within a second on every platform.
+    while True:
+        try:
+            return q.get(timeout=1.0)
+        except queue.Empty:
+            continue

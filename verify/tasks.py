@@ -1,0 +1,267 @@
+r"""Sweep tasks: canonical specs, hashes, derived seeds, parameter schemas and the worker entry.
+
+A *task* is one independent unit of a sweep, described completely by its **spec**: a JSON object
+``{"task": KIND, "seed": S, "replicate": i, ...parameters}``.  Everything about a task is a
+function of its spec:
+
+* its **hash** :math:`h = \operatorname{sha256}(\operatorname{canon}(\text{spec}))` (hex), where
+  ``canon`` is JSON with sorted keys, no whitespace, ASCII only and ``repr``-exact floats
+  (:func:`canonical_json`); the result store is keyed by it;
+* its **seeds**: :func:`derive_seed` maps any JSON-able tuple of parts to the first 63 bits of
+  its sha256, so seeds are stable across machines, Python versions and processes (unlike
+  ``hash()``), independent of the order in which tasks run and of which worker runs them, and
+  distinct tasks get unrelated streams;
+* its **result**: the task function is called under :func:`single_thread` (one torch thread and
+  one BLAS thread for its duration), so the serial executor, a process pool and Dask workers
+  compute bit-identical numbers on the same hardware and software stack.
+
+A *task kind* names the function and its parameter schema (:class:`TaskKind`, :class:`Param`):
+the built-in ``"phase"`` (one LoRA training of the [JLR24] phase diagram,
+:data:`verify.phase.PHASE_TASK`), or any ``"package.module:function"`` a user writes (a function
+``spec -> dict`` of JSON values; its parameters are not checked against a schema).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import importlib
+import json
+import math
+import os
+import socket
+import time
+import traceback
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+__all__ = [
+    "BUILTIN_TASKS",
+    "REQUIRED",
+    "Param",
+    "TaskKind",
+    "canonical_json",
+    "derive_seed",
+    "resolve_task",
+    "run_task",
+    "run_tasks",
+    "single_thread",
+    "task_hash",
+]
+
+#: Built-in task kinds: name -> ``"module:attribute"`` of their :class:`TaskKind`.
+BUILTIN_TASKS: dict[str, str] = {"phase": "verify.phase:PHASE_TASK"}
+
+
+class _Required:
+    def __repr__(self) -> str:
+        return "REQUIRED"
+
+
+#: Default of a parameter that every task must set.
+REQUIRED: Any = _Required()
+
+#: Keys every spec has, set by the sweep (not parameters of the task kind).
+RESERVED_KEYS = ("task", "seed", "replicate", "sample")
+
+
+def canonical_json(obj: Any) -> str:
+    """JSON with sorted keys, no whitespace, ASCII only; NaN and infinities are refused.
+
+    Floats are written by ``repr`` (shortest round-trip form), so equal floats give equal text
+    and the text reads back to the same bits.
+    """
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=True, allow_nan=False)
+
+
+def task_hash(spec: Mapping[str, Any]) -> str:
+    """The sha256 (64 hex digits) of :func:`canonical_json` of ``spec``: the task's key in a store."""
+    return hashlib.sha256(canonical_json(dict(spec)).encode("ascii")).hexdigest()
+
+
+def derive_seed(*parts: Any) -> int:
+    r"""A seed in :math:`[0, 2^{63})` from JSON-able ``parts``: the top 63 bits of their sha256.
+
+    ``derive_seed("phase.problem", 0, 1, 3)`` is the same on every machine and in every process.
+    Valid for ``torch.Generator.manual_seed`` and ``numpy.random.default_rng``.
+
+    >>> derive_seed("a", 1) == derive_seed("a", 1) != derive_seed("a", 2)
+    True
+    """
+    digest = hashlib.sha256(canonical_json(list(parts)).encode("ascii")).digest()
+    return int.from_bytes(digest[:8], "big") >> 1
+
+
+@dataclass(frozen=True)
+class Param:
+    """One parameter of a task kind: its type, default, allowed values and meaning.
+
+    ``type`` is ``"int"``, ``"float"`` (an int is accepted and converted, so ``lam = 1`` and
+    ``lam = 1.0`` are the same task), ``"str"`` or ``"bool"``; ``low`` is an inclusive lower bound
+    (``"int"``), ``positive`` requires a finite value ``> 0`` (``"float"``); ``choices`` lists the
+    allowed values.
+    """
+
+    type: Literal["int", "float", "str", "bool"]
+    default: Any = REQUIRED
+    doc: str = ""
+    low: int | None = None
+    positive: bool = False
+    choices: tuple[Any, ...] | None = None
+
+    def expected(self) -> str:
+        """The expectation in words (for error messages)."""
+        if self.choices is not None:
+            return "one of " + ", ".join(repr(c) for c in self.choices)
+        if self.type == "int":
+            return "an int" + (f" >= {self.low}" if self.low is not None else "")
+        if self.type == "float":
+            return "a finite number" + (" > 0" if self.positive else "")
+        return {"str": "a string", "bool": "true or false"}[self.type]
+
+    def normalize(self, value: Any) -> Any:
+        """``value`` converted to this parameter's type; ``ValueError`` (without location) if invalid."""
+        bad = ValueError(f"expected {self.expected()}, got {value!r}")
+        if self.type == "int":
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise bad
+            if self.low is not None and value < self.low:
+                raise bad
+        elif self.type == "float":
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                raise bad
+            value = float(value)
+            if not math.isfinite(value) or (self.positive and not value > 0):
+                raise bad
+        elif self.type == "str":
+            if not isinstance(value, str):
+                raise bad
+        elif not isinstance(value, bool):
+            raise bad
+        if self.choices is not None and value not in self.choices:
+            raise bad
+        return value
+
+
+@dataclass(frozen=True)
+class TaskKind:
+    """A kind of sweep task: the function, its parameter schema and a cross-parameter check.
+
+    ``function(spec) -> dict`` computes one task; it must be importable by reference (a module
+    attribute) so process-pool and Dask workers can run it, must draw all randomness from seeds
+    derived from ``spec`` (:func:`derive_seed`), and must return JSON values (no NaN/inf: use
+    ``None``).  ``params`` maps each parameter to its :class:`Param` (``None``: any JSON values,
+    unchecked); ``check(spec)`` raises ``ValueError`` for invalid combinations (e.g. ``r > size``).
+    """
+
+    name: str
+    function: Callable[[Mapping[str, Any]], Mapping[str, Any]]
+    params: Mapping[str, Param] | None = None
+    check: Callable[[Mapping[str, Any]], None] | None = field(default=None, repr=False)
+    doc: str = ""
+
+
+_RESOLVED: dict[str, TaskKind] = {}
+
+
+def resolve_task(name: str) -> TaskKind:
+    """The :class:`TaskKind` named ``name``: a built-in (``"phase"``) or ``"package.module:function"``.
+
+    A reference to a plain function gives a kind without a schema; a reference to a
+    :class:`TaskKind` gives that kind.  Raises ``ValueError`` naming ``task`` when it cannot be
+    found or is not callable.
+    """
+    if not isinstance(name, str) or not name:
+        raise ValueError(
+            f"task: expected a task kind ({', '.join(BUILTIN_TASKS)}) or 'module:function', got {name!r}"
+        )
+    if name in _RESOLVED:
+        return _RESOLVED[name]
+    ref = BUILTIN_TASKS.get(name, name)
+    module, sep, attr = ref.partition(":")
+    if not sep or not module or not attr:
+        raise ValueError(
+            f"task: expected a built-in task kind ({', '.join(BUILTIN_TASKS)}) or a reference "
+            f"'package.module:function', got {name!r}"
+        )
+    try:
+        obj: Any = importlib.import_module(module)
+        for part in attr.split("."):
+            obj = getattr(obj, part)
+    except (ImportError, AttributeError) as exc:
+        raise ValueError(f"task: cannot import {ref!r} ({type(exc).__name__}: {exc})") from None
+    if isinstance(obj, TaskKind):
+        kind = obj
+    elif callable(obj):
+        kind = TaskKind(name=name, function=obj)
+    else:
+        raise ValueError(f"task: expected {ref!r} to be a function or a TaskKind, got {type(obj).__name__}")
+    _RESOLVED[name] = kind
+    return kind
+
+
+@contextlib.contextmanager
+def single_thread() -> Iterator[None]:
+    """Run the body with one torch intra-op thread and one BLAS thread; restore both afterwards.
+
+    Parallel reductions sum in an order that depends on the thread count, so pinning the count
+    is what makes a task's floating-point result independent of the executor; a sweep gets its
+    parallelism from running tasks side by side instead.
+    """
+    import torch
+    from threadpoolctl import threadpool_limits
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        with threadpool_limits(limits=1, user_api="blas"):
+            yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def _worker_name() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def run_task(spec_json: str) -> dict[str, Any]:
+    """Run one task (the function that executors call; importable, picklable arguments).
+
+    Takes the spec as canonical JSON and returns ``{"status": "finished" | "failed", "result":
+    canonical JSON text or None, "error": None or the exception with a traceback summary,
+    "seconds": wall time of the task, "worker": "host:pid"}``.  An exception raised by the task
+    (or a result that is not JSON) is returned as a failure, never raised, so one bad task
+    cannot stop a sweep; ``KeyboardInterrupt`` and ``SystemExit`` still propagate.
+    """
+    t0 = time.perf_counter()
+    result: str | None = None
+    error: str | None = None
+    try:
+        spec = json.loads(spec_json)
+        kind = resolve_task(spec["task"])
+        with single_thread():
+            out = kind.function(spec)
+        if not isinstance(out, Mapping):
+            raise TypeError(f"task {spec['task']!r} returned {type(out).__name__}, expected a dict")
+        result = canonical_json(dict(out))
+    except Exception as exc:
+        tb = traceback.extract_tb(exc.__traceback__)
+        where = "".join(traceback.format_list(tb[-4:]))
+        error = f"{type(exc).__name__}: {exc}\n{where}".rstrip()
+    return {
+        "status": "failed" if error is not None else "finished",
+        "result": result,
+        "error": error,
+        "seconds": time.perf_counter() - t0,
+        "worker": _worker_name(),
+    }
+
+
+def run_tasks(spec_jsons: list[str]) -> list[dict[str, Any]]:
+    """Run several tasks one after the other in this worker: :func:`run_task` of each, in order.
+
+    One executor call for a *chunk* of tasks: the per-call cost of the executor (a Dask
+    scheduler's bookkeeping and round trip, a few milliseconds) is paid once per chunk.
+    """
+    return [run_task(s) for s in spec_jsons]
