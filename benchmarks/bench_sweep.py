@@ -15,8 +15,11 @@ Measured per executor (``tasks/min`` = tasks per minute):
   95% quantiles of the commit times, over that interval (start-up and the tail, where workers
   run out of tasks, excluded);
 * ``seconds_per_task``: the mean of the tasks' own wall times on their workers;
-* ``cpu_share``: the machine's user / system / idle / steal time during the run (``/proc/stat``);
-  steal time is time the hypervisor gave to other machines: a run with steal was disturbed.
+* ``cpu_share``: the machine's user / system / idle / steal time during the run (``/proc/stat``),
+  and ``foreign``: the share of the machine's capacity used by processes other than this one and
+  its workers (machine busy time minus our ``getrusage``).  Steal time is time the hypervisor
+  gave to other machines.  A run with either above a few percent was disturbed (a warning is
+  printed).
 
 Every executor runs ``--rounds`` times (default 3; the order alternates between rounds so that a
 drift of the machine favours nobody); per executor the JSON has every run, the median and the
@@ -43,6 +46,7 @@ import argparse
 import json
 import os
 import platform
+import resource
 import sqlite3
 import statistics
 import subprocess
@@ -96,6 +100,21 @@ def _cpu() -> list[int]:
             return [int(x) for x in fh.readline().split()[1:9]]
     except OSError:
         return []
+
+
+def _own_cpu() -> float:
+    """CPU seconds of this process and its finished children (pool and Dask workers, once joined)."""
+    a, b = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return a.ru_utime + a.ru_stime + b.ru_utime + b.ru_stime
+
+
+def _foreign_share(a: list[int], b: list[int], own_seconds: float, wall: float) -> float:
+    """Share of the machine's CPU capacity that processes other than ours used during a run."""
+    if not a or not b or wall <= 0:
+        return float("nan")
+    d = [y - x for x, y in zip(a, b)]
+    busy = (d[0] + d[1] + d[2] + d[5] + d[6]) / os.sysconf("SC_CLK_TCK")
+    return max(0.0, busy - own_seconds) / (wall * (os.cpu_count() or 1))
 
 
 def _cpu_share(a: list[int], b: list[int]) -> dict[str, float]:
@@ -153,7 +172,7 @@ def main() -> int:
     ap.add_argument("--quick", action="store_true", help="replicates 1 (smoke test; not written by default)")
     ap.add_argument("--overhead-tasks", type=int, default=2000, help="trivial tasks per executor (0: skip)")
     ap.add_argument(
-        "--rounds", type=int, default=2, help="runs of every executor, order alternating (default 2)"
+        "--rounds", type=int, default=3, help="runs of every executor, order alternating (default 3)"
     )
     args = ap.parse_args()
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # as the loracheck command does
@@ -194,9 +213,11 @@ def main() -> int:
             for name in order:
                 spec = specs[name]
                 store = Path(tmp) / f"{name}-{rnd}.sqlite"
-                cpu0 = _cpu()
+                cpu0, own0 = _cpu(), _own_cpu()
                 s = run_sweep(cfg, store, executor=spec, progress=False)
-                cpu = _cpu_share(cpu0, _cpu())
+                cpu1, own1 = _cpu(), _own_cpu()
+                cpu = _cpu_share(cpu0, cpu1)
+                cpu["foreign"] = _foreign_share(cpu0, cpu1, own1 - own0, s.wall_seconds)
                 steady = _steady(_commit_times(store))
                 r = {
                     "round": rnd,
@@ -225,9 +246,11 @@ def main() -> int:
                     f"{r['tasks_per_min_steady']:7.1f} steady; first result {s.first_result_seconds:.1f} s; "
                     f"{r['seconds_per_task'] * 1e3:.1f} ms per task on its worker; {s.failed} failed; "
                     f"cpu user {cpu['user']:.2f} sys {cpu['system']:.2f} idle {cpu['idle']:.2f} "
-                    f"steal {cpu['steal']:.2f}",
+                    f"steal {cpu['steal']:.2f} other processes {cpu['foreign']:.2f}",
                     flush=True,
                 )
+                if cpu["foreign"] > 0.05 or cpu["steal"] > 0.02:
+                    print("  WARNING: the machine was not idle during this run", flush=True)
         base = _rows(stores[0])
         identical = {f"{r['name']}-{r['round']}": _rows(p) == base for r, p in zip(runs, stores)}
 
