@@ -1,9 +1,9 @@
 r"""Benchmark: sweep throughput, serial vs local process pool vs local Dask cluster.
 
 The phase-diagram sweep of ``examples/sweep-phase.toml`` (KN = 3..28, r = 1..8, m = n = 12,
-four inits) with ``--replicates`` runs per (problem, r, init), run three times, each time
-through :func:`verify.sweep.run_sweep` into its own fresh result store: ``serial``,
-``process:W`` and ``dask:W`` (``W = --workers``, default: the cores).  Every run executes the
+four inits) with ``--replicates`` runs per (problem, r, init), each run through
+:func:`verify.sweep.run_sweep` into its own fresh result store: ``serial``, ``process:W`` and
+``dask:W`` (``W = --workers``, default: the cores).  Every run executes the
 same task list; the stored results are compared byte for byte.
 
 Measured per executor (``tasks/min`` = tasks per minute):
@@ -19,11 +19,16 @@ Measured per executor (``tasks/min`` = tasks per minute):
   and ``foreign``: the share of the machine's capacity used by processes other than this one and
   its workers (machine busy time minus our ``getrusage``).  Steal time is time the hypervisor
   gave to other machines.  A run with either above a few percent was disturbed (a warning is
-  printed).
+  printed);
+* ``cpu_seconds_ours``: CPU seconds of this process and its workers (``getrusage`` of this
+  process and its finished children) -- what the tasks cost plus what the machinery costs.
 
-Every executor runs ``--rounds`` times (default 3; the order alternates between rounds so that a
-drift of the machine favours nobody); per executor the JSON has every run, the median and the
-mean over the rounds and the best round, and the ratios of each (the median is the headline).
+Every executor runs ``--rounds`` times (default 5; the order alternates between rounds).  Per
+executor the JSON has every run, the median and the mean over the rounds and the best round, and
+the ratios of each.  The headline is the **paired median**: the median over the rounds of the
+ratio of two executors' runs in the same round.  The runs of a round are a minute or two apart,
+so a drift of the machine's speed (on a shared virtual machine, 10-20 % over minutes) mostly
+cancels in the ratio.
 
 The sweeps run with the default automatic chunk size (tasks per executor call; the number of
 calls is recorded).  A second part measures the machinery alone: ``--overhead-tasks`` trivial
@@ -33,7 +38,7 @@ per call).
 
 Usage::
 
-    python benchmarks/bench_sweep.py [--replicates 4] [--rounds 3] [--workers 2] [--out FILE]
+    python benchmarks/bench_sweep.py [--replicates 4] [--rounds 5] [--workers 2] [--out FILE]
     python benchmarks/bench_sweep.py --quick     # replicates 1, a smoke test
 
 Writes the JSON (environment record, per-executor records, ratios) atomically and prints a
@@ -172,7 +177,7 @@ def main() -> int:
     ap.add_argument("--quick", action="store_true", help="replicates 1 (smoke test; not written by default)")
     ap.add_argument("--overhead-tasks", type=int, default=2000, help="trivial tasks per executor (0: skip)")
     ap.add_argument(
-        "--rounds", type=int, default=3, help="runs of every executor, order alternating (default 3)"
+        "--rounds", type=int, default=5, help="runs of every executor, order alternating (default 5)"
     )
     args = ap.parse_args()
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # as the loracheck command does
@@ -236,6 +241,7 @@ def main() -> int:
                     "task_seconds_total": s.task_seconds,
                     "executor_calls": s.calls,
                     "cpu_share": cpu,
+                    "cpu_seconds_ours": own1 - own0,
                     "loadavg_after": os.getloadavg(),
                 }
                 runs.append(r)
@@ -263,6 +269,7 @@ def main() -> int:
                 "description": mine[0]["description"],
                 "rounds": len(mine),
                 "seconds_per_task_mean": sum(r["seconds_per_task"] for r in mine) / len(mine),
+                "cpu_seconds_ours_median": statistics.median(r["cpu_seconds_ours"] for r in mine),
             }
             for key in ("tasks_per_min_end_to_end", "tasks_per_min_steady"):
                 vals = [r[key] for r in mine]
@@ -307,13 +314,19 @@ def main() -> int:
             for a, b in (("process", "serial"), ("dask", "process"), ("dask", "serial")):
                 if a in records and b in records:
                     ratios[f"{a}_over_{b}_{kind}_{stat}"] = records[a][key] / records[b][key]
+    paired: dict[str, list[float]] = {}
     for rnd in range(args.rounds):  # and per round
         by = {r["name"]: r for r in runs if r["round"] == rnd}
         for a, b in (("process", "serial"), ("dask", "process")):
             if a in by and b in by:
                 for kind in ("end_to_end", "steady"):
                     key = f"tasks_per_min_{kind}"
-                    ratios[f"{a}_over_{b}_{kind}_round{rnd}"] = by[a][key] / by[b][key]
+                    q = by[a][key] / by[b][key]
+                    ratios[f"{a}_over_{b}_{kind}_round{rnd}"] = q
+                    paired.setdefault(f"{a}_over_{b}_{kind}_paired_median", []).append(q)
+    # the median of the per-round ratios: each ratio compares runs minutes apart, so a slow drift
+    # of the machine cancels in it
+    ratios.update({k: statistics.median(v) for k, v in paired.items()})
     result = {
         "benchmark": "bench_sweep",
         "config": {"file": str(CONFIG.relative_to(ROOT)), "replicates": replicates, "tasks": n},
@@ -331,7 +344,8 @@ def main() -> int:
         print(
             f"{name:>8}: median {rec['tasks_per_min_end_to_end_median']:7.1f} tasks/min end-to-end, "
             f"{rec['tasks_per_min_steady_median']:7.1f} steady; "
-            f"{rec['seconds_per_task_mean'] * 1e3:.1f} ms per task on its worker (mean)"
+            f"{rec['seconds_per_task_mean'] * 1e3:.1f} ms per task on its worker (mean), "
+            f"{rec['cpu_seconds_ours_median']:.1f} CPU s of our processes (median)"
         )
     print("ratios:")
     for k, v in ratios.items():

@@ -219,7 +219,8 @@ def _parser() -> argparse.ArgumentParser:
         "--chunk",
         type=int,
         metavar="N",
-        help="tasks per executor call (default: automatic, about 0.25 s of work per call; 1 serially)",
+        help="tasks per executor call (default: automatic, about 0.25 s of work per call on a process "
+        "pool, 1 s on Dask; 1 serially)",
     )
     sw.add_argument("--no-progress", action="store_true", help="no progress bar")
     ex = sub.add_parser(

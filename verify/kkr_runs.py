@@ -960,7 +960,8 @@ def kkr_recertify(
     parameter, then ``eigh``: a rigorous lower bound up to round-off) when it has at most
     ``dense_max`` parameters, else from Lanczos.  This is the route for the real MiniLM without
     linearization, where Lanczos on the whole Hessian does not converge in an affordable number of
-    HVPs.  ``out`` (JSON) is rewritten atomically after every run; a re-run skips finished runs.
+    HVPs.  ``out`` (JSON) is rewritten atomically after every run; a re-run skips finished runs,
+    and when it adds none it returns the stored table and verdicts without recomputing them.
     """
     from verify.report import atomic_write_text
     from verify.verdict import jsonable
@@ -1010,9 +1011,11 @@ def kkr_recertify(
     def save() -> None:
         atomic_write_text(path, json.dumps(jsonable(result), indent=1, allow_nan=False) + "\n")
 
+    added = 0
     for init, seed in runs:
         if (init, seed) in done:
             continue
+        added += 1
         r = finished[(init, seed)]
         t0 = time.perf_counter()
         saved = _factors(r, problem)
@@ -1051,11 +1054,14 @@ def kkr_recertify(
             }
         )
         save()
+    recertified = [[r["init"], r["seed"]] for r in result["runs"]]
+    if not added and "table" in result and "verdicts" in result and result.get("recertified") == recertified:
+        return result  # nothing new: the stored table and verdicts are those of these runs
     # The configuration's table and verdicts with every re-certified end point in place of the
     # saved one (the reference, constants and bounds are the saved file's).
     merged = dict(entry, runs=recertified_runs(entry, result, problem))
     result["table"] = kkr_table(merged["runs"], entry["reference"])
     result["verdicts"] = _verdicts(merged, problem, train, path.parent / "counterexamples")
-    result["recertified"] = [[r["init"], r["seed"]] for r in result["runs"]]
+    result["recertified"] = recertified
     save()
     return result

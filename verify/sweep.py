@@ -88,7 +88,8 @@ _SECTIONS = ("sweep", "params", "grid", "random")
 _SWEEP_KEYS = ("name", "task", "seed", "replicates", "samples")
 
 
-#: Work per executor call that an automatic chunk size aims at, in seconds of task time.
+#: Work per executor call that an automatic chunk size aims at, in seconds of task time, for an
+#: executor that does not name its own (a Dask executor asks for more: ``chunk_seconds``).
 CHUNK_SECONDS = 0.25
 #: Largest automatic chunk (tasks per executor call).
 MAX_CHUNK = 64
@@ -616,8 +617,10 @@ def run_sweep(
         of the executor (for Dask a few milliseconds of scheduler and client work, which would
         otherwise bound a cluster's throughput) over several short tasks.  ``None`` (default):
         1 for the serial executor; otherwise 1 at first, then, from the mean task time ``t`` so
-        far, about :data:`CHUNK_SECONDS` of work per call (``round(CHUNK_SECONDS / t)``, at most
-        :data:`MAX_CHUNK`, and small enough that every worker still gets calls at the end).
+        far, about ``c`` seconds of work per call (``round(c / t)``, at most :data:`MAX_CHUNK`, and
+        small enough that every worker still gets calls at the end), where ``c`` is the
+        executor's ``chunk_seconds`` (0.25 s for a process pool, 1 s for Dask, whose per-call
+        messages cost more) or else :data:`CHUNK_SECONDS`.
     progress
         tqdm bar (``None``: only on a terminal).
     """
@@ -711,6 +714,7 @@ def _run(
     workers = int(getattr(ex, "workers", 0) or max(1, in_flight // 2))
     serial = workers == 1 and in_flight == 1
     size = chunk or 1
+    target = float(getattr(ex, "chunk_seconds", CHUNK_SECONDS))
     pos = calls = 0
 
     def submit(n: int) -> None:
@@ -777,7 +781,7 @@ def _run(
             if chunk is None and not serial and n_fin + n_fail:
                 mean = task_seconds / (n_fin + n_fail)
                 left = (len(todo) - pos) // (2 * workers)  # every worker still gets two calls
-                size = max(1, min(MAX_CHUNK, round(CHUNK_SECONDS / max(mean, 1e-6)), left))
+                size = max(1, min(MAX_CHUNK, round(target / max(mean, 1e-6)), left))
             if broken is not None:
                 raise SweepAborted(
                     f"the executor broke ({type(broken).__name__}: {broken}): a worker process died "

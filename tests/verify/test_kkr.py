@@ -353,7 +353,7 @@ def test_truncated_run_is_certified_through_the_zero_column_splitting():
     assert abs(whole.value - run["lambda_min"]) <= 1e-8 * max(1.0, abs(run["lambda_max"]))
 
 
-def test_recertify_saved_end_points(tmp_path, capsys):
+def test_recertify_saved_end_points(tmp_path, capsys, monkeypatch):
     """loracheck kkr --recertify: the saved end points of a double-well file are truncated, polished
     and certified with a dense Hessian (rigorous lower bound); the classes agree with the saved
     ones (one global, one spurious of the closed-form double well); a re-run skips done runs;
@@ -399,8 +399,13 @@ def test_recertify_saved_end_points(tmp_path, capsys):
         k: v["status"] for k, v in saved_verdicts.items()
     }
     before = (tmp_path / "kkr-recertified.json").read_text()
-    kkr_recertify(tmp_path / "kkr.json", [("zero", 0)], out=tmp_path / "kkr-recertified.json")
+    import verify.kkr_runs as kr
+
+    with monkeypatch.context() as mp:  # nothing added: the stored table and verdicts are returned
+        mp.setattr(kr, "_verdicts", lambda *a, **k: pytest.fail("the verdicts were recomputed"))
+        again = kkr_recertify(tmp_path / "kkr.json", [("zero", 0)], out=tmp_path / "kkr-recertified.json")
     assert (tmp_path / "kkr-recertified.json").read_text() == before  # done runs are skipped
+    assert again["table"] == data["table"] and again["verdicts"] == data["verdicts"]
     assert main(["kkr", "--out", str(tmp_path), "--recertify", "zero"]) == 3
     assert "--recertify: expected INIT:SEED" in capsys.readouterr().err
     assert main(["kkr", "--out", str(tmp_path), "--recertify", "small:0"]) == 3

@@ -119,6 +119,36 @@ def test_any_concurrent_futures_executor_works(tiny, tmp_path):
             run_sweep(cfg, tmp_path / "d.sqlite", executor=ex, chunk=0)
 
 
+class _Threads(ThreadPoolExecutor):
+    """A thread pool that tells a sweep its workers, calls in flight and chunk target (seconds)."""
+
+    def __init__(self, chunk_seconds: float) -> None:
+        super().__init__(max_workers=2)
+        self.workers, self.in_flight, self.chunk_seconds = 2, 4, chunk_seconds
+
+
+def test_automatic_chunk_follows_the_executors_chunk_seconds(tmp_path):
+    """The automatic chunk aims at the executor's ``chunk_seconds`` of work per call: a target far
+    below one task's time gives one task per call, a target far above it a few large calls (each
+    worker still gets calls at the end); the stored results are the same."""
+    from verify.sweep import parse_config
+
+    cfg = parse_config(
+        {"sweep": {"name": "sq", "task": "tests.sweep_tasks:square"}, "grid": {"x": list(range(200))}},
+        source="sq",
+    )
+    with _Threads(chunk_seconds=1e-12) as ex:
+        fine = run_sweep(cfg, tmp_path / "fine.sqlite", executor=ex, progress=False)
+    with _Threads(chunk_seconds=1e3) as ex:
+        coarse = run_sweep(cfg, tmp_path / "coarse.sqlite", executor=ex, progress=False)
+    assert fine.finished == coarse.finished == 200
+    assert fine.calls == 200
+    # 4 single-task calls first, then chunks of at most a quarter of the tasks left (2 workers x 2
+    # calls): they shrink geometrically towards the end, about 20 calls in all
+    assert coarse.calls <= 40
+    assert _rows(tmp_path / "fine.sqlite") == _rows(tmp_path / "coarse.sqlite")
+
+
 def test_serial_executor_protocol():
     with make_executor("serial") as ex:
         assert isinstance(ex, SerialExecutor)
