@@ -23,22 +23,28 @@ Measured per executor (``tasks/min`` = tasks per minute):
 * ``cpu_seconds_ours``: CPU seconds of this process and its workers (``getrusage`` of this
   process and its finished children) -- what the tasks cost plus what the machinery costs.
 
-Every executor runs ``--rounds`` times (default 5; the order alternates between rounds).  Per
-executor the JSON has every run, the median and the mean over the rounds and the best round, and
-the ratios of each.  The headline is the **paired median**: the median over the rounds of the
-ratio of two executors' runs in the same round.  The runs of a round are a minute or two apart,
-so a drift of the machine's speed (on a shared virtual machine, 10-20 % over minutes) mostly
-cancels in the ratio.
+Every executor runs ``--rounds`` times (default 6).  The order rotates between rounds: over as
+many rounds as there are executors, each runs once in every position (first, second, ...), so
+that neither a drift of the machine nor what ran just before favours one.  Per executor the JSON
+has every run (with its position), the median and the mean over the rounds and the best round,
+and the ratios of each.  The headline is the **paired median**: the median over the rounds of
+the ratio of two executors' runs in the same round.  The runs of a round are a minute or two
+apart, so a drift of the machine's speed (up to about 15 % over minutes on this virtual machine)
+mostly cancels in the ratio.
 
 The sweeps run with the default automatic chunk size (tasks per executor call; the number of
-calls is recorded).  A second part measures the machinery alone: ``--overhead-tasks`` trivial
-tasks (``noop`` below: return the parameter) through each executor with one task per call; their
-rate bounds how fine a call can usefully be (coordinator, store commits, scheduler and transport
-per call).
+calls is recorded): about 0.25 s of work per call on the pool, 1 s on Dask.  The executor
+``dask-0.25s`` (not run by default) is Dask with the pool's 0.25 s, to measure what the larger
+Dask calls bring in the same rounds.  A second part measures the machinery alone:
+``--overhead-tasks`` trivial tasks (``noop`` below: return the parameter) through each executor
+with one task per call, whose rate bounds how fine a call can usefully be (coordinator, store
+commits, scheduler and transport per call); and, except serially, in chunks of 50 tasks per
+call, which leaves what the coordinator pays per task for receiving and recording it.
 
 Usage::
 
-    python benchmarks/bench_sweep.py [--replicates 4] [--rounds 5] [--workers 2] [--out FILE]
+    python benchmarks/bench_sweep.py [--replicates 4] [--rounds 6] [--workers 2] [--out FILE]
+    python benchmarks/bench_sweep.py --executors serial process dask dask-0.25s --rounds 4
     python benchmarks/bench_sweep.py --quick     # replicates 1, a smoke test
 
 Writes the JSON (environment record, per-executor records, ratios) atomically and prints a
@@ -48,6 +54,7 @@ table; run it on an otherwise idle machine.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import platform
@@ -58,6 +65,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -66,6 +74,23 @@ ROOT = HERE.parent
 sys.path.insert(0, str(ROOT))
 DEFAULT_OUT = HERE / "results" / "bench_sweep.json"
 CONFIG = ROOT / "examples" / "sweep-phase.toml"
+#: Executor pairs whose throughput ratios are reported (where both ran).
+PAIRS = (("process", "serial"), ("dask", "process"), ("dask", "dask-0.25s"), ("dask-0.25s", "process"))
+
+
+@contextlib.contextmanager
+def _chunk_target(name: str) -> Iterator[None]:
+    """For the executor ``dask-0.25s``: Dask with the default chunk target, 0.25 s (not 1 s)."""
+    from verify.executors import DaskExecutor
+    from verify.sweep import CHUNK_SECONDS
+
+    before = DaskExecutor.chunk_seconds
+    if name == "dask-0.25s":
+        DaskExecutor.chunk_seconds = CHUNK_SECONDS
+    try:
+        yield
+    finally:
+        DaskExecutor.chunk_seconds = before
 
 
 def noop(spec: dict[str, Any]) -> dict[str, Any]:
@@ -172,12 +197,17 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--replicates", type=int, default=4, help="runs per (problem, r, init) (default 4)")
     ap.add_argument("--workers", type=int, default=None, help="pool / Dask workers (default: the cores)")
-    ap.add_argument("--executors", nargs="+", default=["serial", "process", "dask"])
+    ap.add_argument(
+        "--executors",
+        nargs="+",
+        default=["serial", "process", "dask"],
+        help="among serial, process, dask, dask-0.25s (Dask with the pool's 0.25 s chunk target)",
+    )
     ap.add_argument("--out", type=Path, default=DEFAULT_OUT)
     ap.add_argument("--quick", action="store_true", help="replicates 1 (smoke test; not written by default)")
     ap.add_argument("--overhead-tasks", type=int, default=2000, help="trivial tasks per executor (0: skip)")
     ap.add_argument(
-        "--rounds", type=int, default=5, help="runs of every executor, order alternating (default 5)"
+        "--rounds", type=int, default=6, help="runs of every executor, order rotating (default 6)"
     )
     args = ap.parse_args()
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # as the loracheck command does
@@ -199,7 +229,15 @@ def main() -> int:
     cfg = parse_config(raw, source=f"{CONFIG.name} (replicates = {replicates})")
     n = len(expand(cfg))
     assert load_config(CONFIG).task == cfg.task
-    specs = {"serial": "serial", "process": f"process:{workers}", "dask": f"dask:{workers}"}
+    specs = {
+        "serial": "serial",
+        "process": f"process:{workers}",
+        "dask": f"dask:{workers}",
+        "dask-0.25s": f"dask:{workers}",  # with the pool's chunk target (see _chunk_target)
+    }
+    unknown = [e for e in args.executors if e not in specs]
+    if unknown:
+        ap.error(f"--executors: expected names among {sorted(specs)}, got {unknown}")
     env = environment()
     env["loadavg_at_start"] = os.getloadavg()
     print(
@@ -213,19 +251,23 @@ def main() -> int:
     stores: list[Path] = []
     with tempfile.TemporaryDirectory(prefix="bench_sweep_") as tmp:
         for rnd in range(args.rounds):
-            # alternate the order between rounds, so that a drift of the machine favours nobody
-            order = args.executors if rnd % 2 == 0 else args.executors[::-1]
+            # rotate the order between rounds: over len(executors) rounds every executor runs once
+            # in every position, so that a drift of the machine favours nobody
+            k = rnd % len(args.executors)
+            order = args.executors[k:] + args.executors[:k]
             for name in order:
                 spec = specs[name]
                 store = Path(tmp) / f"{name}-{rnd}.sqlite"
                 cpu0, own0 = _cpu(), _own_cpu()
-                s = run_sweep(cfg, store, executor=spec, progress=False)
+                with _chunk_target(name):
+                    s = run_sweep(cfg, store, executor=spec, progress=False)
                 cpu1, own1 = _cpu(), _own_cpu()
                 cpu = _cpu_share(cpu0, cpu1)
                 cpu["foreign"] = _foreign_share(cpu0, cpu1, own1 - own0, s.wall_seconds)
                 steady = _steady(_commit_times(store))
                 r = {
                     "round": rnd,
+                    "position": order.index(name),
                     "name": name,
                     "executor": spec,
                     "description": s.executor,
@@ -287,6 +329,8 @@ def main() -> int:
                 source="noop",
             )
             for name in args.executors:
+                if name == "dask-0.25s":  # one task per call: the same as dask
+                    continue
                 s = run_sweep(
                     trivial, Path(tmp) / f"noop-{name}.sqlite", executor=specs[name], chunk=1, progress=False
                 )
@@ -306,18 +350,42 @@ def main() -> int:
                     f"({o['ms_per_task_steady']:.2f} ms per task); {s.failed} failed",
                     flush=True,
                 )
+                if name == "serial":
+                    continue
+                # in chunks of 50 tasks per call: what the coordinator pays per task for
+                # receiving and recording it once the per-call cost is shared
+                path = Path(tmp) / f"noop-{name}-chunked.sqlite"
+                s = run_sweep(trivial, path, executor=specs[name], chunk=50, progress=False)
+                steady = _steady(_commit_times(path))
+                o["chunk50_tasks_per_sec_steady"] = steady["tasks_per_min"] / 60.0
+                o["chunk50_ms_per_task_steady"] = 60e3 / steady["tasks_per_min"]
+                print(
+                    f"  in chunks of 50: {o['chunk50_tasks_per_sec_steady']:7.1f} tasks/s steady "
+                    f"({o['chunk50_ms_per_task_steady']:.3f} ms per task); {s.failed} failed",
+                    flush=True,
+                )
 
     ratios: dict[str, float] = {}
     for kind in ("end_to_end", "steady"):
         for stat in ("median", "mean", "best"):
             key = f"tasks_per_min_{kind}_{stat}"
-            for a, b in (("process", "serial"), ("dask", "process"), ("dask", "serial")):
+            for a, b in (
+                ("process", "serial"),
+                ("dask", "process"),
+                ("dask", "serial"),
+                ("dask", "dask-0.25s"),
+            ):
                 if a in records and b in records:
                     ratios[f"{a}_over_{b}_{kind}_{stat}"] = records[a][key] / records[b][key]
     paired: dict[str, list[float]] = {}
     for rnd in range(args.rounds):  # and per round
         by = {r["name"]: r for r in runs if r["round"] == rnd}
-        for a, b in (("process", "serial"), ("dask", "process")):
+        for a, b in (
+            ("process", "serial"),
+            ("dask", "process"),
+            ("dask", "dask-0.25s"),
+            ("dask-0.25s", "process"),
+        ):
             if a in by and b in by:
                 for kind in ("end_to_end", "steady"):
                     key = f"tasks_per_min_{kind}"

@@ -1,8 +1,12 @@
 """Executors that run sweep tasks: serial, a local process pool, or Dask (local or remote).
 
 Every executor is a :class:`concurrent.futures.Executor`, so a sweep runs on anything that
-speaks that protocol, and each also tells how many tasks run at once (``workers``) and what it
-is (``description``).  :func:`make_executor` builds one from a short spec:
+speaks that protocol.  A sweep also reads these attributes where an executor has them (a plain
+``concurrent.futures`` executor has none and gets the defaults in brackets): ``workers``, how many
+tasks run at once (``in_flight // 2``); ``in_flight``, how many calls to keep submitted (twice the
+CPU count); ``chunk_seconds``, the seconds of work an automatic chunk of tasks aims at
+(:data:`verify.sweep.CHUNK_SECONDS`); ``description``, what it is (the class name).
+:func:`make_executor` builds one from a short spec:
 
 =====================  ==========================================================================
 ``serial``             :class:`SerialExecutor`: each task runs in the calling process inside
@@ -168,8 +172,6 @@ class ProcessExecutor(ProcessPoolExecutor):
         self.workers = workers
         #: Tasks a sweep keeps submitted: two per worker, so none idles while results are recorded.
         self.in_flight = 2 * workers
-        #: Seconds of task work an automatic chunk aims at (a call costs the pool about 1.5 ms).
-        self.chunk_seconds = 0.25
         self.description = f"process pool ({workers} workers, 1 thread each)"
 
 
@@ -196,6 +198,14 @@ class DaskExecutor(Executor):
     (``distributed.Client.get_executor``), submitted with ``pure=False`` (a re-submitted task
     runs again).
     """
+
+    #: Seconds of task work an automatic chunk aims at (a process pool gets the default,
+    #: :data:`verify.sweep.CHUNK_SECONDS` = 0.25 s).  A call costs the scheduler, the client and
+    #: the worker's event loop several messages -- a few ms, several times a pool's per-call cost
+    #: (``benchmarks/bench_sweep.py`` measures both) -- and on a small machine those processes
+    #: take CPU from the tasks.  Larger calls pay that less often; at the end of a sweep the
+    #: chunks shrink anyway, so that every worker still gets calls.
+    chunk_seconds: float = 1.0
 
     def __init__(self, *, address: str | None = None, workers: int | None = None) -> None:
         try:
@@ -236,11 +246,6 @@ class DaskExecutor(Executor):
             raise
         #: Tasks a sweep keeps submitted: two per worker thread (hides the scheduler round trip).
         self.in_flight = 2 * self.workers
-        #: Seconds of task work an automatic chunk aims at.  A call costs the scheduler, the client
-        #: and the worker's event loop several messages (about 6.6 ms in all on 2 cores), and on a
-        #: small machine those processes share the cores with the tasks: at 0.25 s per call the
-        #: tasks' wall time was 5.5 % above their CPU time, at 1 s 2.5 % (the pool: 0.8 %).
-        self.chunk_seconds = 1.0
         self.description = f"{where}, {self.workers} threads"
         self._executor = self._client.get_executor(pure=False)
 

@@ -938,6 +938,10 @@ def recertified_runs(
     return out
 
 
+#: Version of the table and verdicts that :func:`kkr_recertify` stores (part of their ``basis``).
+_RECERTIFIED_TABLE_VERSION = 1
+
+
 def kkr_recertify(
     source: str | Path,
     runs: Sequence[tuple[str, int]],
@@ -961,7 +965,8 @@ def kkr_recertify(
     ``dense_max`` parameters, else from Lanczos.  This is the route for the real MiniLM without
     linearization, where Lanczos on the whole Hessian does not converge in an affordable number of
     HVPs.  ``out`` (JSON) is rewritten atomically after every run; a re-run skips finished runs,
-    and when it adds none it returns the stored table and verdicts without recomputing them.
+    and when it adds none and the source configuration is unchanged (``basis``: a sha256 of it) it
+    returns the stored table and verdicts without recomputing them.
     """
     from verify.report import atomic_write_text
     from verify.verdict import jsonable
@@ -1055,13 +1060,25 @@ def kkr_recertify(
         )
         save()
     recertified = [[r["init"], r["seed"]] for r in result["runs"]]
-    if not added and "table" in result and "verdicts" in result and result.get("recertified") == recertified:
-        return result  # nothing new: the stored table and verdicts are those of these runs
+    # What the table and verdicts are computed from besides the re-certified runs: the source
+    # configuration (every saved run, the reference, the constants) and this code's layout.
+    basis = hashlib.sha256(
+        json.dumps([_RECERTIFIED_TABLE_VERSION, entry], sort_keys=True, default=str).encode()
+    ).hexdigest()
+    if (
+        not added
+        and "table" in result
+        and "verdicts" in result
+        and result.get("recertified") == recertified
+        and result.get("basis") == basis
+    ):
+        return result  # nothing new: the stored table and verdicts are those of these inputs
     # The configuration's table and verdicts with every re-certified end point in place of the
     # saved one (the reference, constants and bounds are the saved file's).
     merged = dict(entry, runs=recertified_runs(entry, result, problem))
     result["table"] = kkr_table(merged["runs"], entry["reference"])
     result["verdicts"] = _verdicts(merged, problem, train, path.parent / "counterexamples")
     result["recertified"] = recertified
+    result["basis"] = basis
     save()
     return result

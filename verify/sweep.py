@@ -619,8 +619,9 @@ def run_sweep(
         1 for the serial executor; otherwise 1 at first, then, from the mean task time ``t`` so
         far, about ``c`` seconds of work per call (``round(c / t)``, at most :data:`MAX_CHUNK`, and
         small enough that every worker still gets calls at the end), where ``c`` is the
-        executor's ``chunk_seconds`` (0.25 s for a process pool, 1 s for Dask, whose per-call
-        messages cost more) or else :data:`CHUNK_SECONDS`.
+        executor's ``chunk_seconds`` if it has one (1 s for
+        :class:`~verify.executors.DaskExecutor`, the ``dask`` specs, whose per-call messages cost
+        more) or else :data:`CHUNK_SECONDS` (0.25 s; a process pool).
     progress
         tqdm bar (``None``: only on a terminal).
     """

@@ -406,6 +406,15 @@ def test_recertify_saved_end_points(tmp_path, capsys, monkeypatch):
         again = kkr_recertify(tmp_path / "kkr.json", [("zero", 0)], out=tmp_path / "kkr-recertified.json")
     assert (tmp_path / "kkr-recertified.json").read_text() == before  # done runs are skipped
     assert again["table"] == data["table"] and again["verdicts"] == data["verdicts"]
+    # The source changes (the saved large:0 run is marked not converged): the table is recomputed.
+    changed = json.loads(path.read_text())
+    changed["configurations"]["double-well"]["runs"][1]["status"] = "not-converged"
+    path.write_text(json.dumps(changed))
+    calls = []
+    with monkeypatch.context() as mp:
+        mp.setattr(kr, "_verdicts", lambda *a, _v=kr._verdicts, **k: calls.append(1) or _v(*a, **k))
+        redone = kkr_recertify(tmp_path / "kkr.json", [("zero", 0)], out=tmp_path / "kkr-recertified.json")
+    assert calls == [1] and redone["basis"] != data["basis"] and redone["runs"] == data["runs"]
     assert main(["kkr", "--out", str(tmp_path), "--recertify", "zero"]) == 3
     assert "--recertify: expected INIT:SEED" in capsys.readouterr().err
     assert main(["kkr", "--out", str(tmp_path), "--recertify", "small:0"]) == 3
