@@ -65,6 +65,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import tomllib
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -215,11 +216,6 @@ def main() -> int:
     from landscapes.io import atomic_write
     from verify.executors import default_workers
     from verify.sweep import expand, load_config, parse_config
-
-    if sys.version_info >= (3, 11):
-        import tomllib
-    else:  # pragma: no cover
-        import tomli as tomllib
 
     replicates = 1 if args.quick else args.replicates
     workers = args.workers or default_workers()

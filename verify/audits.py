@@ -385,7 +385,7 @@ class AuditResult:
         return {
             "format": AUDIT_FORMAT,
             "version": AUDIT_VERSION,
-            "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+            "created": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
             "complete": bool(self.complete),
             "environment": environment(),
             "source": self.source,

@@ -48,16 +48,12 @@ import queue
 import re
 import sys
 import time
+import tomllib
 from collections.abc import Iterable, Mapping, Sequence
 from concurrent.futures import BrokenExecutor, Executor, Future
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
-
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover - Python 3.10
-    import tomli as tomllib
 
 from verify.executors import make_executor
 from verify.store import StoreError, SweepStore
