@@ -29,7 +29,7 @@ that neither a drift of the machine nor what ran just before favours one.  Per e
 has every run (with its position), the median and the mean over the rounds and the best round,
 and the ratios of each.  The headline is the **paired median**: the median over the rounds of
 the ratio of two executors' runs in the same round.  The runs of a round are a minute or two
-apart, so a drift of the machine's speed (up to about 15 % over minutes on this virtual machine)
+apart, so a drift of the machine's speed (10-20 % between runs minutes apart on this machine)
 mostly cancels in the ratio.
 
 The sweeps run with the default automatic chunk size (tasks per executor call; the number of
