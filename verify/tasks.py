@@ -30,6 +30,7 @@ import json
 import math
 import os
 import socket
+import sys
 import time
 import traceback
 from collections.abc import Callable, Iterator, Mapping
@@ -201,21 +202,41 @@ def resolve_task(name: str) -> TaskKind:
     return kind
 
 
+#: This process's threadpoolctl controller and the ``len(sys.modules)`` it was built at.
+_CONTROLLER: tuple[int, Any] | None = None
+
+
+def _blas_controller() -> Any:
+    """A ``threadpoolctl.ThreadpoolController`` of the native thread pools loaded in this process.
+
+    Building one scans every loaded shared library (about 1.7 ms here, more than a trivial
+    task); it is kept and rebuilt only when a module was imported since, which is how a new BLAS
+    library gets loaded.
+    """
+    global _CONTROLLER
+    n = len(sys.modules)
+    if _CONTROLLER is None or _CONTROLLER[0] != n:
+        from threadpoolctl import ThreadpoolController
+
+        _CONTROLLER = (n, ThreadpoolController())
+    return _CONTROLLER[1]
+
+
 @contextlib.contextmanager
 def single_thread() -> Iterator[None]:
     """Run the body with one torch intra-op thread and one BLAS thread; restore both afterwards.
 
     Parallel reductions sum in an order that depends on the thread count, so pinning the count
     is what makes a task's floating-point result independent of the executor; a sweep gets its
-    parallelism from running tasks side by side instead.
+    parallelism from running tasks side by side instead.  The BLAS libraries limited are those
+    loaded when the body starts.
     """
     import torch
-    from threadpoolctl import threadpool_limits
 
     before = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        with threadpool_limits(limits=1, user_api="blas"):
+        with _blas_controller().limit(limits=1, user_api="blas"):
             yield
     finally:
         torch.set_num_threads(before)

@@ -162,10 +162,30 @@ def test_serial_executor_protocol():
 
 
 def test_a_task_pins_threads_and_restores_them():
-    before = torch.get_num_threads()
-    with single_thread():
-        assert torch.get_num_threads() == 1
-    assert torch.get_num_threads() == before
+    from threadpoolctl import threadpool_info
+
+    import verify.tasks as vt
+
+    def blas() -> list[int]:
+        return [i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"]
+
+    before, blas_before = torch.get_num_threads(), blas()
+    for _ in range(2):  # the second time with the kept threadpoolctl controller
+        with single_thread():
+            assert torch.get_num_threads() == 1 and set(blas()) <= {1}
+        assert torch.get_num_threads() == before and blas() == blas_before
+    kept = vt._CONTROLLER
+    import sys
+    import types
+
+    # a module imported since: the controller is built again at the next task
+    sys.modules["_loracheck_test_new_module"] = types.ModuleType("_loracheck_test_new_module")
+    try:
+        with single_thread():
+            assert vt._CONTROLLER is not kept and set(blas()) <= {1}
+    finally:
+        del sys.modules["_loracheck_test_new_module"]
+    assert blas() == blas_before
     out = run_task(json.dumps({"task": "tests.sweep_tasks:square", "x": 3}))
     assert out["status"] == "finished" and json.loads(out["result"])["y"] == 9
     assert torch.get_num_threads() == before
