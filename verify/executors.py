@@ -201,7 +201,7 @@ class DaskExecutor(Executor):
 
     #: Seconds of task work an automatic chunk aims at (a process pool gets the default,
     #: :data:`verify.sweep.CHUNK_SECONDS` = 0.25 s).  A call costs the scheduler, the client and
-    #: the worker's event loop several messages -- a few ms, several times a pool's per-call cost
+    #: the worker's event loop several messages -- a few ms, about ten times a pool's per-call cost
     #: (``benchmarks/bench_sweep.py`` measures both) -- and on a small machine those processes
     #: take CPU from the tasks.  Larger calls pay that less often; at the end of a sweep the
     #: chunks shrink anyway, so that every worker still gets calls.
