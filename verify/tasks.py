@@ -210,8 +210,9 @@ def _blas_controller() -> Any:
     """A ``threadpoolctl.ThreadpoolController`` of the native thread pools loaded in this process.
 
     Building one scans every loaded shared library (about 1.7 ms here, more than a trivial
-    task); it is kept and rebuilt only when a module was imported since, which is how a new BLAS
-    library gets loaded.
+    task); it is kept and rebuilt whenever the number of modules in ``sys.modules`` has changed
+    (a new BLAS library gets loaded by an import).  Not thread-safe, like the BLAS limits
+    themselves, which are global to the process.
     """
     global _CONTROLLER
     n = len(sys.modules)
