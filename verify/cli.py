@@ -756,8 +756,12 @@ def _cmd_phase(args: argparse.Namespace) -> int:
         progress=False if args.no_progress else None,
     )
     print(phase_table(data))
-    s = data["summary"]
     print(f"{data['seconds']:.1f} s.  Data: {path}")
+    return _phase_exit_code(data["summary"])
+
+
+def _phase_exit_code(s: Mapping[str, Any]) -> int:
+    """1 a certified spurious point above the bound, 2 a non-global run above it, else 0."""
     if s["certified_spurious_above_bound"]:
         return 1
     return 0 if s["global_above_bound"] == s["runs_above_bound"] else 2
@@ -804,20 +808,19 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
     code = 2 if summary.failed_in_store or not summary.complete else 0
     if cfg.task == "phase":
         from verify.phase import phase_data_from_store, phase_diagrams, phase_table
+        from verify.store import SweepStore
 
-        diagrams = phase_diagrams(store)
-        for i, sel in enumerate(diagrams):
-            data = phase_data_from_store(store, select=sel if len(diagrams) > 1 else None)
-            suffix = "" if len(diagrams) == 1 else f"-{i + 1}"
-            path = store.with_name(f"{store.stem}-phase{suffix}.json")
-            atomic_write_text(path, json.dumps(data, indent=1, allow_nan=False) + "\n")
-            shown = ", ".join(f"{k} {v}" for k, v in sel.items())
-            print(f"\nphase diagram ({shown}):\n{phase_table(data)}\nData: {path}")
-            s = data["summary"]
-            if s["certified_spurious_above_bound"]:
-                code = 1
-            elif s["global_above_bound"] != s["runs_above_bound"]:
-                code = max(code, 2)
+        with SweepStore.open(store, readonly=True) as st:  # opened (and checked) once
+            diagrams = phase_diagrams(st)
+            for i, sel in enumerate(diagrams):
+                data = phase_data_from_store(st, select=sel if len(diagrams) > 1 else None)
+                suffix = "" if len(diagrams) == 1 else f"-{i + 1}"
+                path = store.with_name(f"{store.stem}-phase{suffix}.json")
+                atomic_write_text(path, json.dumps(data, indent=1, allow_nan=False) + "\n")
+                shown = ", ".join(f"{k} {v}" for k, v in sel.items())
+                print(f"\nphase diagram ({shown}):\n{phase_table(data)}\nData: {path}")
+                phase_code = _phase_exit_code(data["summary"])
+                code = 1 if phase_code == 1 else max(code, phase_code)
     return code
 
 

@@ -506,13 +506,14 @@ def phase_data_from_store(store: Any, *, select: Mapping[str, Any] | None = None
     cells: dict[tuple[int, int, int], list[Any]] = {}
     for rec in recs:
         K, N, r = int(rec.spec["K"]), int(rec.spec["N"]), int(rec.result["r"])
+        nuc = json.dumps(rec.result["nuc"], sort_keys=True)
         if (K, N) not in refs:
             kn.append((K, N))
-            refs[(K, N)] = json.dumps(rec.result["nuc"], sort_keys=True)
-        elif refs[(K, N)] != json.dumps(rec.result["nuc"], sort_keys=True):
+            refs[(K, N)] = nuc
+        elif refs[(K, N)] != nuc:
             raise ValueError(
                 f"store: tasks of the problem K = {K}, N = {N} report different NUC optima "
-                f"({refs[(K, N)]} and {json.dumps(rec.result['nuc'], sort_keys=True)}, task {rec.index}): "
+                f"({refs[(K, N)]} and {nuc}, task {rec.index}): "
                 "the results are not reproducible (different hardware or software stacks?)"
             )
         cells.setdefault((K, N, r), []).append(rec)
