@@ -226,11 +226,45 @@ def gradient_seconds(
     return float(np.median(times))
 
 
-def _residual(op: LoRAHessianOperator, v: Tensor) -> tuple[float, float]:
-    """Rayleigh quotient and residual norm of the unit vector ``v`` (one HVP)."""
+def _residual(op: LoRAHessianOperator, v: Tensor, *, exclude: Tensor | None = None) -> tuple[float, float]:
+    r"""Rayleigh quotient and residual norm of the unit vector ``v`` (one HVP).
+
+    With ``exclude`` (orthonormal columns ``G``, ``v`` orthogonal to them) the residual is that of
+    the compressed operator, :math:`\|(I - GG^\top) H v - \theta v\|`.
+    """
     Hv = op.matvec(v)
     theta = float(v @ Hv)
+    if exclude is not None and exclude.shape[1] > 0:
+        Hv = Hv - exclude @ (exclude.T @ Hv)
     return theta, float((Hv - theta * v).norm())
+
+
+def _check_exclude(exclude: Tensor | None, P: int, like: Tensor) -> Tensor | None:
+    if exclude is None:
+        return None
+    if not isinstance(exclude, Tensor) or exclude.ndim != 2 or exclude.shape[0] != P:
+        got = tuple(exclude.shape) if isinstance(exclude, Tensor) else type(exclude).__name__
+        raise ValueError(f"exclude: expected a ({P}, t) tensor of orthonormal columns, got {got}")
+    if exclude.dtype != like.dtype:
+        raise ValueError(f"exclude: expected dtype {like.dtype}, got {exclude.dtype}")
+    t = exclude.shape[1]
+    if t:
+        eye = torch.eye(t, dtype=exclude.dtype, device=exclude.device)
+        err = float((exclude.T @ exclude - eye).abs().max())
+        if err > 1e-8:
+            raise ValueError(f"exclude: expected orthonormal columns, got |G^T G - I|_max = {err:.2e}")
+    return exclude
+
+
+def _to_eigenbasis(x: Tensor, Qs: Sequence[Tensor], U: Sequence[Tensor], V: Sequence[Tensor]) -> Tensor:
+    """A parameter-order vector in the eigenbasis of ``M`` (inverse of the structured ``to_params``)."""
+    out, k = [], 0
+    for Q, u, v in zip(Qs, U, V):
+        (m, r), n = u.shape, v.shape[0]
+        block = x[k : k + (m + n) * r].reshape(m + n, r)
+        out.append((Q.T @ block).reshape(-1))
+        k += (m + n) * r
+    return torch.cat(out)
 
 
 # ---- structured route -------------------------------------------------------------------------------
@@ -256,8 +290,18 @@ def lambda_min_structured(
     rtol: float = 1e-8,
     max_bisections: int = 200,
     t_grad: float | None = None,
+    exclude: Tensor | None = None,
 ) -> LambdaMin:
     r"""Certified :math:`\lambda_{\min}` by the structured route (module docstring).
+
+    ``exclude``: orthonormal columns ``G`` (``(P, t)``, parameter order) of directions to leave
+    out -- the gauge directions of :mod:`landscapes.gauge`.  Then the interval is that of
+    :math:`\lambda_{\min}` of ``H`` compressed to :math:`\mathrm{span}(G)^\perp`: the inertia
+    count runs on :math:`H + \sigma G G^\top` (``sigma`` above the spectrum of ``H``; one more
+    low-rank PSD term, so ``Z`` gains ``t`` columns), whose smallest eigenvalue is at most the
+    compressed one (for :math:`s \perp G`, :math:`s^\top (H + \sigma GG^\top) s = s^\top H s`), so
+    ``lower`` stays rigorous; ``upper`` is the Rayleigh quotient of ``H`` at the candidate vector
+    projected onto :math:`\mathrm{span}(G)^\perp`.
 
     Bisection stops when the bracket is narrower than
     ``rtol * max(|lambda_min|, 1e-6 * max(1, lambda_max))`` (relative accuracy ``rtol``, or
@@ -299,6 +343,15 @@ def lambda_min_structured(
     mu1 = float(mu_sorted[0])
     zz = float(torch.linalg.eigvalsh(Z.T @ Z)[-1]) if q else 0.0
     lam_max_bound = float(mu_sorted[-1]) + zz
+    Gx = _check_exclude(exclude, P, Z)
+    Z_gn = Z  # the Gauss-Newton columns alone
+    if Gx is not None and Gx.shape[1] > 0:
+        # H + sigma G G^T: G in M's eigenbasis joins Z as t more columns.
+        sigma = 2.0 * (float(mu_all.abs().max()) + zz)
+        GM = torch.stack([_to_eigenbasis(Gx[:, c], Qs, U, V) for c in range(Gx.shape[1])], dim=1)
+        Z = torch.cat([Z, math.sqrt(sigma) * GM], dim=1)
+        q = Z.shape[1]
+        zz = float(torch.linalg.eigvalsh(Z.T @ Z)[-1])
 
     eps = float(torch.finfo(Z.dtype).eps)
 
@@ -374,9 +427,11 @@ def lambda_min_structured(
             candidates.append(vM / vM.norm())
     # (2) Eigenvectors of M that Z does not see (e.g. the rotations U Q, V Q of balanced factors):
     # within M's eigenvalues <= hi (at most K N + 1 of them, ties aside), the null space of Z^T.
+    # (With excluded directions: the null space of the Gauss-Newton columns alone; the projection
+    # below removes the excluded part.)
     cluster = torch.nonzero(mu_all <= hi).flatten()
     if cluster.numel() > 0:
-        Zc = Z[cluster]
+        Zc = Z_gn[cluster]
         Uc, sv, _ = torch.linalg.svd(Zc, full_matrices=True)
         rank_c = int((sv > 1e-12 * max(1.0, float(sv.max()) if sv.numel() else 0.0)).sum())
         if rank_c < cluster.numel():
@@ -389,12 +444,30 @@ def lambda_min_structured(
         vM = torch.zeros(P, dtype=Z.dtype, device=Z.device)
         vM[i1] = 1.0
         candidates.append(vM)
-    rq = [float((mu_all * c * c).sum() + (Z.T @ c).pow(2).sum()) for c in candidates]
-    vec = to_params(candidates[int(np.argmin(rq))])
-    vec = vec / vec.norm()
-    theta, resid = _residual(op, vec)
+    if Gx is not None and Gx.shape[1] > 0:
+        # each candidate projected onto span(G)^perp, judged by its Rayleigh quotient of H itself
+        best = None
+        for c in candidates:
+            v = to_params(c)
+            v = v - Gx @ (Gx.T @ v)
+            if float(v.norm()) == 0.0:
+                continue
+            v = v / v.norm()
+            th, rs = _residual(op, v, exclude=Gx)
+            if best is None or th < best[0]:
+                best = (th, rs, v)
+        if best is None:  # pragma: no cover - a candidate inside span(G) only
+            raise RuntimeError("lambda_min_structured: every candidate vector lies in span(exclude)")
+        theta, resid, vec = best
+    else:
+        rq = [float((mu_all * c * c).sum() + (Z.T @ c).pow(2).sum()) for c in candidates]
+        vec = to_params(candidates[int(np.argmin(rq))])
+        vec = vec / vec.norm()
+        theta, resid = _residual(op, vec)
     converged = hi - lo <= width_tol(lo, hi)
-    upper = min(hi_sure, theta)
+    # with excluded directions the inertia counts bound H + sigma G G^T, whose smallest
+    # eigenvalue is below the compressed one: only the Rayleigh quotient bounds it from above
+    upper = theta if Gx is not None and Gx.shape[1] > 0 else min(hi_sure, theta)
     lower = lo - slack
     seconds = time.perf_counter() - t0
     tg = t_grad if t_grad is not None else gradient_seconds(problem, U, V, perturbation=pert)
@@ -421,6 +494,7 @@ def lambda_min_structured(
             "rayleigh_quotient": theta,
             "rounding_slack": slack,
             "ambiguous_counts": ambiguous,
+            "excluded_directions": 0 if Gx is None else int(Gx.shape[1]),
         },
     )
 
@@ -479,6 +553,7 @@ def lambda_min_lanczos(
     seed: int = 0,
     t_grad: float | None = None,
     estimate_lambda_max: bool = True,
+    exclude: Tensor | None = None,
 ) -> LambdaMin:
     r"""``eigsh(which="SA")`` (ARPACK, implicitly restarted Lanczos) on the closed-form HVP.
 
@@ -499,8 +574,12 @@ def lambda_min_lanczos(
     op.check_deterministic(seed=seed, rtol=1e-10, name="Hessian operator")
     op.count = 0
     P = op.shape[0]
+    G = _check_exclude(exclude, P, flatten_factors(U, V))
+    target: LinearOperator = op
+    if G is not None and G.shape[1] > 0:
+        target = _Compressed(op, G)
     w, X, converged, n_min, lam_max = smallest_ritz_pair(
-        op.to_scipy(),
+        target.to_scipy(),
         P,
         tol=tol,
         maxiter=maxiter,
@@ -509,8 +588,10 @@ def lambda_min_lanczos(
         count=lambda: op.count,
     )
     vec = torch.as_tensor(X[:, 0], dtype=problem.dtype, device=problem.device)
+    if G is not None and G.shape[1] > 0:
+        vec = vec - G @ (G.T @ vec)
     vec = vec / vec.norm()
-    theta, resid = _residual(op, vec)
+    theta, resid = _residual(op, vec, exclude=G)
     seconds = time.perf_counter() - t0
     tg = t_grad if t_grad is not None else gradient_seconds(problem, U, V, perturbation=pert)
     return LambdaMin(
@@ -531,6 +612,28 @@ def lambda_min_lanczos(
     )
 
 
+class _Compressed(LinearOperator):
+    r""":math:`(I - GG^\top) H (I - GG^\top) + \sigma GG^\top` with ``sigma`` twice a bound on ``|H|``."""
+
+    def __init__(self, op: LoRAHessianOperator, G: Tensor) -> None:
+        self.op, self.G = op, G
+        self.shape, self.dtype, self.device = op.shape, op.dtype, op.device
+        x = torch.ones(op.shape[0], dtype=op.dtype, device=op.device) / math.sqrt(op.shape[0])
+        for _ in range(20):  # a rough |H| scale: sigma only has to push G's span away
+            x = op.matvec(x)
+            x = x / x.norm()
+        self.sigma = 2.0 * float(op.matvec(x).norm()) + 1e-300
+
+    def _matvec(self, x: Tensor) -> Tensor:
+        G = self.G
+        px = x - G @ (G.T @ x)
+        hx = self.op.matvec(px)
+        return hx - G @ (G.T @ hx) + self.sigma * (G @ (G.T @ x))
+
+    def _rmatvec(self, y: Tensor) -> Tensor:
+        return self._matvec(y)
+
+
 # ---- dense route --------------------------------------------------------------------------------------
 def lambda_min_dense(
     problem: Problem,
@@ -540,10 +643,13 @@ def lambda_min_dense(
     perturbation: Sequence[Tensor] | None = None,
     max_params: int = 4000,
     t_grad: float | None = None,
+    exclude: Tensor | None = None,
 ) -> LambdaMin:
     r"""``eigh`` of the closed-form dense Hessian (the oracle; at most ``max_params`` parameters).
 
-    ``lower = theta - max(residual, 10 P eps ||H||)`` (``eigh`` is backward stable).
+    ``lower = theta - max(residual, 10 P eps ||H||)`` (``eigh`` is backward stable).  With
+    ``exclude`` (orthonormal ``G``), ``eigh`` of :math:`B^\top H B` for an orthonormal basis ``B`` of
+    :math:`\mathrm{span}(G)^\perp`.
     """
     _check_factors(problem, U, V)
     check_finite_factors(U, V)
@@ -557,10 +663,19 @@ def lambda_min_dense(
         raise ValueError(f"problem: the dense route materializes J's {problem.KN} rows; use 'lanczos'")
     t0 = time.perf_counter()
     H = lora_hessian(problem, U, V, perturbation=pert)
-    w, X = torch.linalg.eigh(H)
-    vec = X[:, 0]
+    G = _check_exclude(exclude, P, H)
+    if G is not None and G.shape[1] > 0:
+        Qf, _ = torch.linalg.qr(torch.cat([G, torch.eye(P, dtype=H.dtype, device=H.device)], dim=1))
+        B = Qf[:, G.shape[1] : P]
+        w, X = torch.linalg.eigh(B.T @ H @ B)
+        vec = B @ X[:, 0]
+        vec = vec - G @ (G.T @ vec)
+        vec = vec / vec.norm()
+    else:
+        w, X = torch.linalg.eigh(H)
+        vec = X[:, 0]
     op = LoRAHessianOperator(problem, U, V, perturbation=pert)
-    theta, resid = _residual(op, vec)
+    theta, resid = _residual(op, vec, exclude=G)
     eps = float(torch.finfo(H.dtype).eps)
     slack = max(resid, 10 * P * eps * float(w.abs().max()))
     seconds = time.perf_counter() - t0
@@ -579,7 +694,10 @@ def lambda_min_dense(
         gradient_multiple=seconds / max(tg, 1e-12),
         n_params=P,
         vector=vec,
-        meta={"second_smallest": float(w[1]) if P > 1 else float("nan")},
+        meta={
+            "second_smallest": float(w[1]) if w.numel() > 1 else float("nan"),
+            "excluded_directions": 0 if G is None else int(G.shape[1]),
+        },
     )
 
 
@@ -595,7 +713,8 @@ def lambda_min(
     """Dispatch to one route.
 
     ``"auto"`` is ``"structured"`` when ``J`` gives cheap factor products (a stored ``J``, an
-    encoder's operator form), else ``"lanczos"``.
+    encoder's operator form), else ``"lanczos"``.  Every route takes ``exclude`` (orthonormal
+    directions to leave out, e.g. :func:`landscapes.gauge.gauge_basis`).
     """
     if method == "auto":
         method = "structured" if getattr(problem.J, "cheap_factor_products", False) else "lanczos"

@@ -32,6 +32,8 @@ class Loss(ABC):
     #: Upper bound on the eigenvalues of the per-example Hessian in ``z`` (Lipschitz constant of
     #: the gradient); used for step sizes of first-order methods.
     max_curvature: ClassVar[float]
+    #: A bound on the third derivative: :math:`\|\ell''(z') - \ell''(z)\|_{op} \le c_3 \|z' - z\|_2`.
+    max_third: ClassVar[float]
 
     @abstractmethod
     def validate(self, y: Tensor, N: int, K: int) -> None:
@@ -81,6 +83,7 @@ class SquaredLoss(Loss):
 
     name = "squared"
     max_curvature = 1.0
+    max_third = 0.0
 
     def validate(self, y: Tensor, N: int, K: int) -> None:  # noqa: D102
         _check_shape(y, (N, K), "real targets")
@@ -115,6 +118,8 @@ class LogisticLoss(Loss):
 
     name = "logistic"
     max_curvature = 0.25
+    # |sigma (1 - sigma)(1 - 2 sigma)| <= 1 / (6 sqrt 3) = 0.0962250...
+    max_third = 0.0962251
     #: Slack allowed on the domain boundary of the conjugate (float round-off).
     domain_atol: ClassVar[float] = 1e-12
 
@@ -154,6 +159,9 @@ class CrossEntropyLoss(Loss):
 
     name = "cross_entropy"
     max_curvature = 0.5
+    # The third derivative of log-sum-exp is the third central moment under p = softmax(z):
+    # |E[(h - Eh)(u - Eu)^2]| <= max_i |h_i - Eh| Var(u) <= sqrt(2) |h| * |u|^2 / 2.
+    max_third = 0.7071068
     domain_atol: ClassVar[float] = 1e-12
 
     def validate(self, y: Tensor, N: int, K: int) -> None:  # noqa: D102

@@ -21,10 +21,31 @@ none), whose gradient in :math:`Z_j` is :math:`\tfrac12 Y_j` with the column-pai
 point with :math:`Y_j \succeq 0` is global (:math:`\|S_j\|_{op} \le \lambda_j` when unperturbed:
 the NUC certificate), and ``gap_bound`` is a certified bound on its suboptimality.
 
+**Curvature is judged on the gauge complement.**  Rotations :math:`(U_jQ_j, V_jQ_j)` leave ``F``
+unchanged, so a full-rank critical point has up to :math:`\sum_j r_j(r_j-1)/2` zero Hessian
+eigenvalues that say nothing; :math:`\lambda_{\min}` is that of the Hessian compressed to the
+orthogonal complement of those directions (:mod:`landscapes.gauge`).
+
+**Scales** (so that a rescaled problem gets the same answers).  Under :math:`J \to cJ`,
+:math:`\lambda \to c\lambda` the landscape is the same in :math:`(U, V)/\sqrt c`: objective values
+are unchanged, gradients scale by :math:`\sqrt c`, Hessians by ``c``.  The tolerances follow:
+objectives are compared at ``gap_rtol`` times :math:`\max(|F|, L(0))`, gradients at ``grad_rtol``
+times :func:`gradient_scale` :math:`= \sqrt{L(0)\,\max(\|\nabla L(0)\|_{op}, \max_j\lambda_j)}`,
+curvature at ``curvature_rtol`` times :math:`|\lambda_{\max}|` -- no ``max(1, .)``.
+
+**Saddles and approximate SOSPs.**  A point is an *approximate* SOSP when the gradient and the
+rigorous lower end of :math:`\lambda_{\min}` meet those tolerances; it is a *certified saddle*
+when the upper end of :math:`\lambda_{\min}` (a Rayleigh quotient) is below minus the round-off
+floor :math:`10\,P\,\epsilon\,|\lambda_{\max}|` (``P`` parameters) -- whether or not it is also an
+approximate SOSP.  An approximate SOSP is not an exact one; that an exact local minimizer lies
+nearby is proved separately (:mod:`landscapes.local_min`).
+
 **Reaching SOSPs** (:func:`find_sosp`): L-BFGS (default), gradient descent, SGD over examples or
 Adam -- all on the gradient of ``F`` itself (weight decay included in the gradient, so their fixed
 points are ``F``'s critical points) -- then a negative-curvature escape along the eigenvector of
-:math:`\lambda_{\min}` when the point is a certified saddle, repeated until a certified SOSP.
+:math:`\lambda_{\min}` whenever the point is a certified saddle (and not already certified global:
+no descent can then gain more than the global bound), repeated until an approximate SOSP that is
+no certified saddle, or until an escape step finds no decrease of ``F`` above its rounding.
 """
 
 from __future__ import annotations
@@ -39,6 +60,7 @@ import torch
 from torch import Tensor
 
 from landscapes.curvature import LambdaMin, flatten_factors, lambda_min, unflatten_factors
+from landscapes.gauge import gauge_basis
 from landscapes.lora import (
     LoRAPoint,
     _check_factors,
@@ -62,6 +84,7 @@ __all__ = [
     "certify_sosp",
     "find_sosp",
     "gradient_scale",
+    "objective_scale",
     "global_bound",
     "OPTIMIZERS",
 ]
@@ -171,6 +194,9 @@ class SOSPCertificate:
     product_ranks: tuple[int, ...]
     ranks: tuple[int, ...]
     reason: str
+    saddle_floor: float = 0.0
+    gauge_dim: int = 0
+    objective_scale: float = 1.0
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-friendly form."""
@@ -190,13 +216,32 @@ class SOSPCertificate:
             "product_ranks": list(self.product_ranks),
             "ranks": list(self.ranks),
             "reason": self.reason,
+            "saddle_floor": self.saddle_floor,
+            "gauge_dim": self.gauge_dim,
+            "objective_scale": self.objective_scale,
         }
 
 
 def gradient_scale(problem: Problem) -> float:
-    r"""Scale of the stationarity tolerance: :math:`\max(1, \|\nabla L(0)\|_F)` over all blocks."""
+    r"""Stationarity scale :math:`\sqrt{L(0)\,\max(\|\nabla L(0)\|_{op}, \max_j \lambda_j)}`.
+
+    The geometric mean of an objective scale (:math:`L(0)`) and a curvature scale: under
+    :math:`J \to cJ`, :math:`\lambda \to c\lambda` it scales by :math:`\sqrt c`, as the gradient in
+    :math:`(U, V)/\sqrt c` does (module docstring).  ``L(0) = 0`` (nothing to fit) gives the
+    smallest positive float: only an exactly stationary point passes.
+    """
     ev = problem.evaluate(problem.zeros())
-    return max(1.0, math.sqrt(sum(float((S * S).sum()) for S in ev.S)))
+    curv = max(
+        max((float(torch.linalg.matrix_norm(S, ord=2)) if S.numel() else 0.0) for S in ev.S),
+        max(problem.lam),
+    )
+    L0 = float(ev.value)
+    return max(math.sqrt(max(L0, 0.0) * curv), float(torch.finfo(torch.float64).tiny))
+
+
+def objective_scale(problem: Problem, F: float) -> float:
+    r"""Scale of objective comparisons: :math:`\max(|F|, L(0))` (invariant under the rescalings above)."""
+    return max(abs(F), float(problem.risk(problem.zeros())), float(torch.finfo(torch.float64).tiny))
 
 
 def _numerical_rank(X: Tensor, rtol: float) -> int:
@@ -272,10 +317,13 @@ def certify_sosp(
 ) -> SOSPCertificate:
     r"""Certify ``(U, V)``: gradient norm, :math:`\lambda_{\min}` interval, global-optimality bound.
 
-    ``is_sosp``: :math:`\|\nabla F\| \le` ``grad_rtol * grad_scale`` and the rigorous lower end of
-    :math:`\lambda_{\min}` is at least ``-curvature_rtol * max(1, |lambda_max|)``.
-    ``is_saddle``: the *upper* end of :math:`\lambda_{\min}` is below minus that tolerance.
-    ``is_global``: ``gap_bound <= gap_rtol * max(1, |F|)`` (module docstring).
+    :math:`\lambda_{\min}` is that of the Hessian on the complement of the gauge directions
+    (module docstring).  ``is_sosp`` (an *approximate* SOSP): :math:`\|\nabla F\| \le`
+    ``grad_rtol * grad_scale`` (default :func:`gradient_scale`) and the rigorous lower end of
+    :math:`\lambda_{\min}` is at least ``-curvature_rtol * |lambda_max|``.  ``is_saddle``: the
+    *upper* end of :math:`\lambda_{\min}` is below minus the round-off floor
+    ``10 P eps |lambda_max|`` (``saddle_floor``); a point can be both.  ``is_global``:
+    ``gap_bound <= gap_rtol * max(|F|, L(0))`` (module docstring).
     """
     for name, val in (("grad_rtol", grad_rtol), ("curvature_rtol", curvature_rtol), ("gap_rtol", gap_rtol)):
         if not (isinstance(val, (int, float)) and val > 0 and math.isfinite(val)):
@@ -288,22 +336,33 @@ def certify_sosp(
     gnorm = float(g.norm())
     gscale = gradient_scale(problem) if grad_scale is None else float(grad_scale)
     gtol = grad_rtol * gscale
-    curv = lambda_min(problem, U, V, method=method, perturbation=pert, **(curvature_options or {}))
-    lam_max = curv.lambda_max if math.isfinite(curv.lambda_max) else 1.0
-    htol = curvature_rtol * max(1.0, abs(lam_max))
+    gauge = gauge_basis(U, V)
+    curv = lambda_min(
+        problem, U, V, method=method, perturbation=pert, exclude=gauge.basis, **(curvature_options or {})
+    )
+    lam_max = abs(curv.lambda_max) if math.isfinite(curv.lambda_max) else max(problem.lam)
+    htol = curvature_rtol * lam_max
+    P = int(g.numel())
+    floor = 10.0 * P * float(torch.finfo(g.dtype).eps) * lam_max
     gap_bound, Ymins, S_ops = global_bound(
         problem, U, V, perturbation=pert, F=F, grad=g, perturbation_norms=perturbation_norms
     )
-    is_global = gap_bound <= gap_rtol * max(1.0, abs(F))
+    oscale = objective_scale(problem, F)
+    is_global = gap_bound <= gap_rtol * oscale
     is_sosp = gnorm <= gtol and curv.lower_is_rigorous and curv.lower >= -htol
-    is_saddle = curv.upper < -htol
+    is_saddle = curv.upper < -floor
     stacked = tuple(_numerical_rank(torch.cat([u, v]), rank_rtol) for u, v in zip(U, V))
     prod_r = tuple(_numerical_rank(D, rank_rtol) for D in product(U, V))
     ranks = tuple(int(u.shape[1]) for u in U)
     if gnorm > gtol:
         reason = f"not stationary: ||grad|| = {gnorm:.3g} > {gtol:.3g}"
+    elif is_sosp and is_saddle:
+        reason = (
+            f"approximate SOSP and certified saddle: ||grad|| = {gnorm:.3g}, lambda_min in "
+            f"[{curv.lower:.3g}, {curv.upper:.3g}] (tolerance {htol:.3g}, round-off floor {floor:.3g})"
+        )
     elif is_saddle:
-        reason = f"strict saddle: lambda_min <= {curv.upper:.3g} < -{htol:.3g}"
+        reason = f"certified saddle: lambda_min <= {curv.upper:.3g} < -{floor:.3g} (round-off floor)"
     elif is_sosp:
         reason = f"approximate SOSP: ||grad|| = {gnorm:.3g}, lambda_min >= {curv.lower:.3g}"
     elif not curv.lower_is_rigorous:
@@ -331,6 +390,9 @@ def certify_sosp(
         product_ranks=prod_r,
         ranks=ranks,
         reason=reason,
+        saddle_floor=floor,
+        gauge_dim=gauge.dim,
+        objective_scale=oscale,
     )
 
 
@@ -347,6 +409,7 @@ class SOSPRun:
     seconds: float
     history: tuple[tuple[int, float], ...]
     converged: bool
+    escape_stalled: bool = False
 
 
 def adam_direction(
@@ -493,8 +556,13 @@ def _escape(
     pt: LoRAPoint,
     curv: LambdaMin,
     pert: tuple[Tensor, ...] | None,
-) -> LoRAPoint:
-    """Step along the negative-curvature eigenvector (sign and length by a decreasing line search)."""
+) -> tuple[LoRAPoint, bool]:
+    """Step along the negative-curvature eigenvector (sign and length by a decreasing line search).
+
+    Returns the new point and whether ``F`` decreased: ``False`` when no step of the search
+    lowered ``F`` by a quarter of the second-order model's gain (the curvature is then below what
+    ``F``'s rounding resolves along this direction).
+    """
     x = flatten_factors(pt.U, pt.V)
     v = curv.vector / curv.vector.norm()
     F0, gU, gV = lora_value_and_grad(problem, pt.U, pt.V, perturbation=pert)
@@ -502,21 +570,20 @@ def _escape(
     if float(g @ v) > 0:
         v = -v
     # Along v, F(x + a v) ~ F0 + a g.v + a^2 theta / 2 with theta < 0: start from a step tied to
-    # the size of the factors and sqrt|theta|, and halve until F decreases by a quarter of the
-    # second-order model's gain.
-    alpha = max(1e-3 * max(1.0, float(x.norm())), math.sqrt(abs(curv.upper)))
-    best = None
-    for _ in range(40):
+    # the size of the factors and to sqrt(|theta| / lambda_max) times the problem's length scale
+    # sqrt(F-scale / lambda_max) (both scale like the factors under J -> cJ, lam -> c lam), and
+    # halve until F decreases by a quarter of the second-order model's gain.
+    lmax = max(abs(curv.lambda_max), 1e-300)
+    length = math.sqrt(objective_scale(problem, F0) / lmax)
+    alpha = max(1e-3 * float(x.norm()), math.sqrt(abs(curv.upper) / lmax) * length)
+    for _ in range(60):
         U, V = unflatten_factors(x + alpha * v, pt.U, pt.V)
         Fa = lora_value(problem, U, V, perturbation=pert)
         if Fa < F0 + 0.25 * alpha * alpha * curv.upper:
-            best = LoRAPoint(U, V)
-            break
+            return LoRAPoint(U, V), True
         alpha *= 0.5
-    if best is None:
-        U, V = unflatten_factors(x + alpha * v, pt.U, pt.V)
-        best = LoRAPoint(U, V)
-    return best
+    U, V = unflatten_factors(x + alpha * v, pt.U, pt.V)
+    return LoRAPoint(U, V), False
 
 
 def find_sosp(
@@ -570,6 +637,7 @@ def find_sosp(
     if method == "lanczos":
         copts["seed"] = seed
     iters = evals = escapes = 0
+    stalled = False
     cert = None
     opt = optimizer
     while True:
@@ -601,7 +669,7 @@ def find_sosp(
             gb, _, _ = global_bound(
                 problem, pt.U, pt.V, perturbation=pert, F=F, grad=g, perturbation_norms=pnorms
             )
-            tol_gap = gap_rtol * max(1.0, abs(F))
+            tol_gap = gap_rtol * objective_scale(problem, F)
             if gb <= tol_gap or gb > 1e3 * tol_gap:  # certified, or far from it (e.g. a saddle)
                 break
             refinements += 1
@@ -630,17 +698,32 @@ def find_sosp(
             curvature_options=copts if method != "dense" else {"t_grad": copts["t_grad"]},
             perturbation_norms=pnorms,
         )
-        if cert.is_sosp:
-            break
         if cert.grad_norm > gtol:
             if polish and opt != "lbfgs":
                 opt = "lbfgs"
                 continue
             break
+        if cert.is_global:  # no descent from here can gain more than the certified gap bound
+            break
         if cert.is_saddle and escapes < max_escapes:
             escapes += 1
-            pt = _escape(problem, pt, cert.curvature, pert)
-            continue
+            pt, decreased = _escape(problem, pt, cert.curvature, pert)
+            if decreased:
+                continue
+            stalled = True  # F does not go down along the negative curvature above its rounding
+            cert = certify_sosp(
+                problem,
+                pt.U,
+                pt.V,
+                perturbation=pert,
+                grad_rtol=grad_rtol,
+                curvature_rtol=curvature_rtol,
+                gap_rtol=gap_rtol,
+                method=method,
+                grad_scale=gscale,
+                curvature_options=copts if method != "dense" else {"t_grad": copts["t_grad"]},
+                perturbation_norms=pnorms,
+            )
         break
     return SOSPRun(
         point=pt,
@@ -652,4 +735,5 @@ def find_sosp(
         seconds=time.perf_counter() - t0,
         history=tuple(history),
         converged=cert.is_sosp,
+        escape_stalled=stalled,
     )

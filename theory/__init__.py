@@ -3,7 +3,14 @@
 No torch is imported here.
 """
 
-from theory.bounds import r_max, rank_above_bound, rank_within_bound, ranks_within_bound, triangular
+from theory.bounds import (
+    r_max,
+    rank_above_bound,
+    rank_within_bound,
+    ranks_above_bound,
+    ranks_within_bound,
+    triangular,
+)
 from theory.claims import CLAIMS, DEFAULT_TOLERANCES, PAPERS, Claim, Tolerances, claim_ids, get_claim
 
 __all__ = [
@@ -12,6 +19,7 @@ __all__ = [
     "rank_within_bound",
     "rank_above_bound",
     "ranks_within_bound",
+    "ranks_above_bound",
     "Claim",
     "Tolerances",
     "DEFAULT_TOLERANCES",

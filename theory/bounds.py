@@ -4,7 +4,8 @@ The loss of a linearized model depends on an adapted weight ``D`` only through t
 ``J vec(D)``.  Among all ``D`` with the same predictions, one of minimal nuclear norm solves an SDP
 with ``K N`` equality constraints, and the Barvinok--Pataki theorem gives such a solution of rank
 ``r`` with ``r (r + 1) / 2 <= K N``.  With several adapted matrices (blocks) the same argument on
-the block-diagonal SDP gives ``sum_j r_j (r_j + 1) / 2 <= K N``.
+the block-diagonal SDP gives ``sum_j r_j (r_j + 1) / 2 <= K N``.  The no-spurious guarantee is
+per block instead (:func:`ranks_above_bound`).
 
 Pure Python: no torch here.
 """
@@ -20,6 +21,7 @@ __all__ = [
     "rank_within_bound",
     "ranks_within_bound",
     "rank_above_bound",
+    "ranks_above_bound",
 ]
 
 
@@ -82,3 +84,26 @@ def ranks_within_bound(ranks: Sequence[int], K: int, N: int) -> bool:
         raise ValueError("ranks: expected at least one block rank, got an empty sequence")
     total = sum(triangular(_nonnegative_int(f"ranks[{i}]", r)) for i, r in enumerate(ranks))
     return total <= _positive_int("K", K) * _positive_int("N", N)
+
+
+def ranks_above_bound(ranks: Sequence[int], K: int, N: int) -> bool:
+    r"""The no-spurious hypothesis of [JLR24], several blocks: :math:`r_j(r_j+1)/2 > KN` for *every* ``j``.
+
+    Not the sum.  At a critical point the generic-perturbation argument bounds
+    :math:`\sum_j k_j(k_j+1)/2 \le KN` over the *actual* ranks :math:`k_j` of the stacked factors
+    :math:`[U_j; V_j]`, so one block can stay at full rank :math:`k_j = r_j` while another collapses.
+    Only when every block's own :math:`r_j(r_j+1)/2` exceeds :math:`KN` is every block
+    rank-deficient at a second-order stationary point, and a point rank-deficient in every block is
+    global (the Burer--Monteiro lemma applied block by block).  The *existence* of a low-rank NUC
+    minimizer (:func:`ranks_within_bound`, JLR-rank-blocks) keeps the sum form.  With one block the
+    two forms are complements of each other.
+
+    >>> ranks_above_bound([11, 11], 2, 32)   # the paper's W_q, W_v at K = 2, N = 32
+    True
+    >>> ranks_above_bound([7, 1], 1, 20)     # sum 29 > 20, but block 2 is below
+    False
+    """
+    if len(ranks) == 0:
+        raise ValueError("ranks: expected at least one block rank, got an empty sequence")
+    KN = _positive_int("K", K) * _positive_int("N", N)
+    return all(triangular(_nonnegative_int(f"ranks[{i}]", r)) > KN for i, r in enumerate(ranks))

@@ -19,9 +19,10 @@ Which claims run by default (``claims=None``)
 ``JLR-zero-saddle``, ``JLR-no-spurious`` (at ``r_max + 1`` unless ``ranks`` say otherwise) and,
 for the squared loss, ``JLR-rank-FT`` (for the logistic and cross-entropy losses full fine-tuning
 has no minimizer whenever the data are separable, which is generic for ``p > KN``; ask for it
-explicitly to run it anyway).  ``ranks`` adds ``JLR-no-spurious`` at each rank above the bound
-:math:`r(r+1)/2 > KN` and ``JLR-spurious-below`` at each rank at or below it.  ``JLR-gd`` (tens of
-thousands of optimizer steps) runs only when asked for.
+explicitly to run it anyway).  ``ranks`` adds ``JLR-no-spurious`` at each rank assignment above
+the bound in every block, :math:`r_j(r_j+1)/2 > KN` for all ``j``, and ``JLR-spurious-below`` at
+each other assignment (one block at or below the bound is enough for spurious points to exist).
+``JLR-gd`` (tens of thousands of optimizer steps) runs only when asked for.
 
 Problem files saved by a checker as counterexamples carry the claim and the options that refuted
 it; :func:`replay_options` reads them back, so that ``loracheck audit FILE`` replays the verdict.
@@ -47,7 +48,7 @@ from torch import Tensor
 from landscapes.lora import LoRAPoint
 from landscapes.nuc import NucSolution, solve_nuc
 from landscapes.problem import Problem
-from theory.bounds import triangular
+from theory.bounds import ranks_above_bound
 from theory.claims import DEFAULT_TOLERANCES
 from verify.points import PointAudit, as_point, audit_point, load_point, point_from_extras
 from verify.registry import CHECKERS, NUC_CLAIMS, get_checker
@@ -197,20 +198,49 @@ class AuditTask:
         return json.dumps(self.to_dict(), sort_keys=True)
 
 
-def _as_ranks(ranks: int | Iterable[int] | None) -> list[int]:
+RankAssignment = int | tuple[int, ...]
+
+
+def _as_ranks(ranks: int | Iterable[int | Sequence[int]] | None, n_blocks: int) -> list[RankAssignment]:
+    """Rank assignments: each an int (the same rank in every block) or one rank per block."""
     if ranks is None:
         return []
-    if isinstance(ranks, bool):
-        raise ValueError(f"ranks: expected a positive int or a list of them, got {ranks!r}")
+    what = (
+        "a positive int, or a list of rank assignments (each a positive int for every block or a "
+        f"tuple of {n_blocks} positive ints, one per block)"
+    )
+    if isinstance(ranks, bool) or isinstance(ranks, (str, bytes)):
+        raise ValueError(f"ranks: expected {what}, got {ranks!r}")
     if isinstance(ranks, int):
         ranks = [ranks]
-    if isinstance(ranks, (str, bytes)) or not isinstance(ranks, Iterable):
-        raise ValueError(f"ranks: expected a positive int or a list of them, got {ranks!r}")
-    out = list(ranks)
-    bad = [r for r in out if isinstance(r, bool) or not isinstance(r, int) or r < 1]
-    if bad or not out:
-        raise ValueError(f"ranks: expected positive ints (LoRA ranks >= 1), got {out!r}")
+    if not isinstance(ranks, Iterable):
+        raise ValueError(f"ranks: expected {what}, got {ranks!r}")
+    out: list[RankAssignment] = []
+    for item in ranks:
+        if isinstance(item, bool) or isinstance(item, (str, bytes)):
+            raise ValueError(f"ranks: expected {what}, got {list(ranks)!r}")
+        if isinstance(item, int):
+            if item < 1:
+                raise ValueError(f"ranks: expected positive ints (LoRA ranks >= 1), got {item!r}")
+            out.append(item)
+            continue
+        if not isinstance(item, Iterable):
+            raise ValueError(f"ranks: expected {what}, got {item!r}")
+        tup = tuple(item)
+        if any(isinstance(r, bool) or not isinstance(r, int) or r < 1 for r in tup):
+            raise ValueError(f"ranks: expected positive ints (LoRA ranks >= 1) per block, got {tup!r}")
+        if len(tup) != n_blocks:
+            raise ValueError(
+                f"ranks: a per-block rank assignment needs one rank per block ({n_blocks}), got {tup!r}"
+            )
+        out.append(tup[0] if len(set(tup)) == 1 else tup)
+    if not out:
+        raise ValueError(f"ranks: expected {what}, got an empty list")
     return list(dict.fromkeys(out))
+
+
+def _block_ranks(r: RankAssignment, n_blocks: int) -> list[int]:
+    return [r] * n_blocks if isinstance(r, int) else list(r)
 
 
 def _as_claims(claims: str | Iterable[str] | None) -> list[str] | None:
@@ -236,11 +266,15 @@ def _checker_params(claim: str) -> set[str]:
     return {n for n, p in sig.parameters.items() if p.kind is inspect.Parameter.KEYWORD_ONLY}
 
 
+def _is_above(problem: Problem, r: RankAssignment) -> bool:
+    return ranks_above_bound(_block_ranks(r, len(problem.blocks)), problem.K, problem.N)
+
+
 def plan_audit(
     problem: Problem,
     *,
     claims: str | Iterable[str] | None = None,
-    ranks: int | Iterable[int] | None = None,
+    ranks: int | Iterable[int | Sequence[int]] | None = None,
     options: Mapping[str, Mapping[str, Any]] | None = None,
 ) -> tuple[AuditTask, ...]:
     r"""The checker runs of an audit (see the module docstring for the defaults).
@@ -253,8 +287,10 @@ def plan_audit(
         Claim ids to run (default: those of :data:`DEFAULT_AUDIT_CLAIMS` that apply).  An empty
         list plans no checker run (a point-only audit).
     ranks
-        LoRA ranks ``r`` (the same for every block): ``JLR-no-spurious`` runs at each rank with
-        :math:`b\,r(r+1)/2 > KN` (``b`` blocks), ``JLR-spurious-below`` at each other rank.
+        LoRA rank assignments: each an int (the same rank in every block) or a tuple with one
+        rank per block.  ``JLR-no-spurious`` runs at each assignment above the bound in every
+        block, :math:`r_j(r_j+1)/2 > KN` for all ``j`` (:func:`theory.bounds.ranks_above_bound`:
+        the hypothesis is per block, not the sum), ``JLR-spurious-below`` at each other one.
     options
         Extra keyword options per claim id, passed to the checker (e.g.
         ``{"JLR-no-spurious": {"n_starts": 6}}``).
@@ -262,7 +298,7 @@ def plan_audit(
     if not isinstance(problem, Problem):
         raise TypeError(f"problem: expected a landscapes.problem.Problem, got {type(problem).__name__}")
     wanted = _as_claims(claims)
-    rs = _as_ranks(ranks)
+    rs = _as_ranks(ranks, len(problem.blocks))
     opts: dict[str, dict[str, Any]] = {}
     if options is not None:
         if not isinstance(options, Mapping):
@@ -292,9 +328,9 @@ def plan_audit(
         ]
         if rs:
             chosen = [c for c in chosen if c not in _RANKED]
-            if any(b * triangular(r) <= problem.KN for r in rs):
+            if any(not _is_above(problem, r) for r in rs):
                 chosen.append("JLR-spurious-below")
-            if any(b * triangular(r) > problem.KN for r in rs):
+            if any(_is_above(problem, r) for r in rs):
                 chosen.append("JLR-no-spurious")
     else:
         chosen = wanted
@@ -303,9 +339,9 @@ def plan_audit(
         base = dict(opts.get(c, {}))
         if c in _RANKED and rs and "rank" not in base:
             above = c == "JLR-no-spurious"
-            picked = [r for r in rs if (b * triangular(r) > problem.KN) == above] if wanted is None else rs
+            picked = [r for r in rs if _is_above(problem, r) == above] if wanted is None else rs
             for r in picked:
-                tasks.append(AuditTask(c, {**base, "rank": r}))
+                tasks.append(AuditTask(c, {**base, "rank": r if isinstance(r, int) else list(r)}))
         else:
             tasks.append(AuditTask(c, base))
     return tuple(tasks)
@@ -435,7 +471,7 @@ def audit(
     problem: Problem,
     *,
     claims: str | Iterable[str] | None = None,
-    ranks: int | Iterable[int] | None = None,
+    ranks: int | Iterable[int | Sequence[int]] | None = None,
     point: LoRAPoint | tuple[Sequence[Tensor], Sequence[Tensor]] | None = None,
     options: Mapping[str, Mapping[str, Any]] | None = None,
     tasks: Sequence[AuditTask] | None = None,

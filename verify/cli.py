@@ -109,7 +109,8 @@ def _parser() -> argparse.ArgumentParser:
         dest="ranks",
         nargs="+",
         metavar="R",
-        help="LoRA ranks: JLR-no-spurious above the bound r(r+1)/2 > KN, JLR-spurious-below at or below it",
+        help="LoRA rank assignments, each R (every block) or R1,R2,... (one per block): JLR-no-spurious "
+        "where every block is above the bound r_j(r_j+1)/2 > KN, JLR-spurious-below otherwise",
     )
     au.add_argument(
         "--point",
@@ -824,16 +825,20 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
     return code
 
 
-def _positive_ints(option: str, items: Sequence[str]) -> list[int]:
-    out = []
+def _rank_assignments(items: Sequence[str]) -> list[int | tuple[int, ...]]:
+    """``--rank 7 12,3``: each value one rank assignment, a comma list one rank per block."""
+    out: list[int | tuple[int, ...]] = []
     for it in items:
+        parts = it.split(",")
         try:
-            v = int(it)
+            vals = tuple(int(p) for p in parts)
         except ValueError:
-            raise _BadInput(f"{option}: expected positive ints, got {it!r}") from None
-        if v < 1:
-            raise _BadInput(f"{option}: expected positive ints, got {it!r}")
-        out.append(v)
+            raise _BadInput(
+                f"--rank: expected positive ints R or comma-separated per-block ranks R1,R2,..., got {it!r}"
+            ) from None
+        if any(v < 1 for v in vals):
+            raise _BadInput(f"--rank: expected positive ranks, got {it!r}")
+        out.append(vals[0] if len(parts) == 1 else vals)
     return out
 
 
@@ -857,7 +862,7 @@ def _cmd_audit(args: argparse.Namespace) -> int:
     path = Path(args.file)
     if not path.is_file():
         raise _BadInput(f"FILE: expected an existing problem file, got {args.file!r}")
-    ranks = _positive_ints("--rank", args.ranks) if args.ranks else None
+    ranks = _rank_assignments(args.ranks) if args.ranks else None
     scale = None
     if args.scale is not None:
         try:

@@ -36,7 +36,7 @@ from landscapes.lora import LoRAPoint, lora_value, random_perturbation
 from landscapes.nuc import NucSolution, nuc_certificate, solve_nuc
 from landscapes.problem import Problem
 from landscapes.sosp import INIT_KINDS, certify_sosp, find_sosp, gradient_scale, make_init
-from theory.bounds import r_max, triangular
+from theory.bounds import r_max, ranks_above_bound, triangular
 from theory.claims import DEFAULT_TOLERANCES
 from verify.verdict import Verdict, jsonable
 
@@ -51,10 +51,9 @@ PERTURBATIONS: tuple[str, ...] = ("none", "symmetric", "linear")
 
 def _ranks(problem: Problem, rank: int | Sequence[int] | None, *, above: bool) -> list[int]:
     if rank is None:
-        # Single block: r_max + 1 (above) or r_max (below).  Several blocks: the same r for every
-        # block, the smallest above (largest at or below) the block-diagonal bound.
-        # b * r(r+1)/2 <= KN  <=>  r(r+1)/2 <= KN // b  (integers): r_max(1, KN // b).
-        r = r_max(1, problem.KN // len(problem.blocks)) if problem.KN >= len(problem.blocks) else 0
+        # r_max + 1 in every block (above the bound, block by block) or r_max (at the bound),
+        # capped by the block's size.
+        r = r_max(problem.K, problem.N)
         r = r + 1 if above else max(r, 1)
         return [min(r, m, n) for m, n in problem.blocks]
     rs = [rank] * len(problem.blocks) if isinstance(rank, int) else list(rank)
@@ -68,7 +67,17 @@ def _ranks(problem: Problem, rank: int | Sequence[int] | None, *, above: bool) -
 
 
 def _above(problem: Problem, ranks: Sequence[int]) -> bool:
-    return sum(triangular(r) for r in ranks) > problem.KN
+    return ranks_above_bound(ranks, problem.K, problem.N)
+
+
+def _hypothesis(problem: Problem, ranks: Sequence[int]) -> dict[str, Any]:
+    """The per-block numbers of the hypothesis, for certificates."""
+    return {
+        "ranks": list(ranks),
+        "KN": problem.KN,
+        "r(r+1)/2": [triangular(r) for r in ranks],
+        "blocks_above": [triangular(r) > problem.KN for r in ranks],
+    }
 
 
 def _nuc(problem: Problem, solution: NucSolution | None, seed: int) -> tuple[float, float, NucSolution]:
@@ -214,9 +223,10 @@ def check_jlr_no_spurious(
             claim,
             "inconclusive",
             fp,
-            {"ranks": ranks, "KN": problem.KN, "sum_r(r+1)/2": sum(triangular(r) for r in ranks)},
-            f"hypothesis not met: sum r(r+1)/2 = {sum(triangular(r) for r in ranks)} <= KN = {problem.KN} "
-            "(pass enforce_hypothesis=False to run anyway)",
+            _hypothesis(problem, ranks),
+            f"hypothesis not met: r(r+1)/2 = {[triangular(r) for r in ranks]} is not above KN = "
+            f"{problem.KN} in every block (the bound is per block; pass enforce_hypothesis=False to run "
+            "anyway)",
             {},
             opts,
         )
@@ -445,9 +455,9 @@ def check_jlr_spurious_below(
             claim,
             "inconclusive",
             fp,
-            {"ranks": ranks, "KN": problem.KN},
-            f"rank {ranks} is above the bound (sum r(r+1)/2 > KN = {problem.KN}); this claim is about "
-            "ranks below it (pass enforce_hypothesis=False to search anyway)",
+            _hypothesis(problem, ranks),
+            f"rank {ranks} is above the bound in every block (r(r+1)/2 > KN = {problem.KN}); this claim "
+            "is about ranks with some block at or below it (pass enforce_hypothesis=False to search anyway)",
             {},
             opts,
         )
@@ -610,9 +620,9 @@ def check_jlr_gd(
             claim,
             "inconclusive",
             fp,
-            {"ranks": ranks, "KN": problem.KN},
-            f"hypothesis not met: rank {ranks} is not above the bound (KN = {problem.KN}); "
-            "pass enforce_hypothesis=False to run anyway",
+            _hypothesis(problem, ranks),
+            f"hypothesis not met: rank {ranks} is not above the bound r(r+1)/2 > KN = {problem.KN} in "
+            "every block; pass enforce_hypothesis=False to run anyway",
             {},
             opts,
         )
