@@ -69,10 +69,13 @@ __all__ = [
     "full_gradient",
     "sampled_gradient",
     "gradient_svd",
+    "randomized_svd",
+    "gradient_spread",
     "direction_indices",
     "shifted_problem",
     "first_step_change",
     "synthetic_weights",
+    "planted_gradient_problem",
 ]
 
 InitName = Literal["vanilla", "gaussian", "loraga", "loraga-peft", "pissa"]
@@ -177,20 +180,74 @@ def sampled_gradient(
     return tuple(acc)
 
 
+def gradient_spread(problem: Problem, *, chunk: int = 64) -> tuple[dict[str, float], ...]:
+    r"""Per block, the spread of the per-example gradients :math:`g_{ij}` about their mean :math:`G_j`.
+
+    :math:`g_{ij} = \operatorname{mat}_j(J_i^\top \nabla_z \ell(z_i, y_i))` is example ``i``'s
+    gradient at :math:`W_0` and :math:`G_j` their mean (:func:`full_gradient`).  Keys: ``"fro2"``
+    :math:`S_j^2 = \frac1N\sum_i \|g_{ij} - G_j\|_F^2`; ``"left"``, ``"right"`` the spectral norms of
+    :math:`\frac1N\sum_i (g_{ij} - G_j)(g_{ij} - G_j)^\top` and of
+    :math:`\frac1N\sum_i (g_{ij} - G_j)^\top(g_{ij} - G_j)`; ``"max2"``
+    :math:`\max_i \|g_{ij} - G_j\|_2`.  The mean of ``n`` examples drawn without replacement
+    (:func:`sampled_gradient`) has :math:`\mathbb E \|\hat G_j - G_j\|_F^2 = \frac{N - n}{n (N - 1)}
+    S_j^2` (the finite-population variance of a sample mean; Cochran, *Sampling Techniques*, 3rd
+    ed., Thm. 2.2, coordinate-wise); the other three are the matrix-Bernstein parameters.  Needs a
+    dense ``J``; ``chunk`` examples at a time.
+    """
+    if isinstance(chunk, bool) or not isinstance(chunk, int) or chunk < 1:
+        raise ValueError(f"chunk: expected a positive int, got {chunk!r}")
+    from landscapes.operators import DenseOperator
+
+    if not isinstance(problem.J, DenseOperator):
+        raise ValueError("problem: per-example gradients need a dense J (a stored matrix), got an operator")
+    ev = problem.evaluate(problem.zeros())
+    resid = ev.g * problem.N  # per-example dl_i/dz_i, shape (N, K)
+    M = problem.J.matrix
+    G = torch.cat([g.reshape(-1) for g in ev.S])
+    bounds = [0]
+    for m, n in problem.blocks:
+        bounds.append(bounds[-1] + m * n)
+    fro = [0.0 for _ in problem.blocks]
+    mx = [0.0 for _ in problem.blocks]
+    left = [torch.zeros(m, m, dtype=problem.dtype, device=problem.device) for m, _ in problem.blocks]
+    right = [torch.zeros(n, n, dtype=problem.dtype, device=problem.device) for _, n in problem.blocks]
+    for start in range(0, problem.N, chunk):
+        stop = min(problem.N, start + chunk)
+        Jc = M[start * problem.K : stop * problem.K].reshape(stop - start, problem.K, -1)
+        per = torch.einsum("nk,nkp->np", resid[start:stop], Jc) - G  # g_i - G, flattened
+        for j, (m, n) in enumerate(problem.blocks):
+            D = per[:, bounds[j] : bounds[j + 1]].reshape(-1, m, n)
+            fro[j] += float(D.pow(2).sum())
+            left[j] += torch.einsum("bij,bkj->ik", D, D)
+            right[j] += torch.einsum("bji,bjk->ik", D, D)
+            mx[j] = max(mx[j], float(torch.linalg.matrix_norm(D, ord=2).max()))
+    N = problem.N
+    return tuple(
+        {
+            "fro2": fro[j] / N,
+            "left": float(torch.linalg.matrix_norm(left[j] / N, ord=2)),
+            "right": float(torch.linalg.matrix_norm(right[j] / N, ord=2)),
+            "max2": mx[j],
+        }
+        for j in range(len(problem.blocks))
+    )
+
+
 def gradient_svd(
     G: Tensor,
     k: int,
     *,
     svd: Literal["full", "randomized"] = "full",
     niter: int = 4,
+    sketch: int | None = None,
     generator: torch.Generator | None = None,
 ) -> tuple[Tensor, Tensor, Tensor]:
     r"""Top-``k`` singular triplets :math:`(U_k, \sigma_k, V_k)` of ``G``, ``U_k`` of shape ``m x k``.
 
-    ``"full"``: ``torch.linalg.svd`` (exact).  ``"randomized"``: ``torch.svd_lowrank`` on a sketch
-    of ``q = min(2k, m, n)`` columns (with ``k = 2r``: the reference code's ``q = 4r``) and
-    ``niter`` power iterations, seeded through ``generator`` (torch's global generator is left as
-    it was).
+    ``"full"``: ``torch.linalg.svd`` (exact).  ``"randomized"``: :func:`randomized_svd` on a sketch
+    of ``q = min(sketch, m, n)`` columns (default ``sketch = 2k``: with ``k = 2r`` the reference
+    code's ``q = 4r``) and ``niter`` power iterations, seeded through ``generator`` (torch's global
+    generator is left as it was).
     """
     if G.ndim != 2:
         raise ValueError(f"G: expected a matrix, got shape {tuple(G.shape)}")
@@ -202,13 +259,32 @@ def gradient_svd(
         return U[:, :k], s[:k], Vh[:k].T
     if svd != "randomized":
         raise ValueError(f"svd: expected 'full' or 'randomized', got {svd!r}")
-    q = min(2 * k, m, n)  # k = 2r singular triplets from a sketch of 4r columns
+    U, s, V = randomized_svd(
+        G, min(2 * k if sketch is None else sketch, m, n), niter=niter, generator=generator
+    )
+    if U.shape[1] < k:
+        raise ValueError(f"sketch: expected at least k = {k} columns, got {U.shape[1]}")
+    return U[:, :k], s[:k], V[:, :k]
+
+
+def randomized_svd(
+    G: Tensor, q: int, *, niter: int = 4, generator: torch.Generator | None = None
+) -> tuple[Tensor, Tensor, Tensor]:
+    r"""All ``q`` triplets of ``torch.svd_lowrank(G, q, niter)``: the exact SVD of :math:`H = Q Q^\top G`.
+
+    ``Q`` is an orthonormal basis of the range of :math:`(G G^\top)^{\text{niter}} G\,\Omega`,
+    :math:`\Omega` a Gaussian ``n x q`` test matrix (subspace iteration, Halko, Martinsson and
+    Tropp 2011, Alg. 4.4), seeded through ``generator`` without touching torch's global generator.
+    :math:`\|G - H\|_2 = \|(I - QQ^\top) G\|_2` is the sketch's error (their Sec. 10).
+    """
+    if isinstance(q, bool) or not isinstance(q, int) or not 1 <= q <= min(G.shape):
+        raise ValueError(f"q: expected an int in [1, min(m, n)] = [1, {min(G.shape)}], got {q!r}")
     seed = int(torch.randint(0, 2**62, (1,), generator=generator)) if generator is not None else None
     with torch.random.fork_rng(devices=[] if G.device.type == "cpu" else [G.device]):
         if seed is not None:
             torch.manual_seed(seed)
         U, s, V = torch.svd_lowrank(G, q=q, niter=niter)
-    return U[:, :k], s[:k], V[:, :k]
+    return U, s, V
 
 
 def direction_indices(
@@ -262,6 +338,7 @@ def init_lora(
     gamma: float = 16.0,
     svd: Literal["full", "randomized"] = "full",
     niter: int = 4,
+    sketch: int | None = None,
 ) -> LoRAInit:
     r"""Initialize a rank-``rank`` adapter on every block of ``problem`` by the init ``name``.
 
@@ -286,8 +363,10 @@ def init_lora(
         use the model's, or :func:`synthetic_weights`).
     direction, gamma
         LoRA-GA's component split and stable-scale parameter :math:`c = m^{1/4}/\sqrt\gamma`.
-    svd, niter
-        Exact or randomized SVD (see :func:`gradient_svd`).
+    svd, niter, sketch
+        Exact or randomized SVD (see :func:`gradient_svd`); ``sketch`` is the randomized SVD's
+        ``q`` (default ``4 r`` for LoRA-GA, ``2 r`` for PiSSA).  A randomized LoRA-GA init records
+        :math:`\|G - Q Q^\top G\|_2` per block in ``details["sketch_residual"]``.
     """
     if name not in INIT_NAMES:
         raise ValueError(f"name: expected one of {INIT_NAMES}, got {name!r}")
@@ -309,6 +388,8 @@ def init_lora(
         raise ValueError(f"svd: expected 'full' or 'randomized', got {svd!r}")
     if isinstance(niter, bool) or not isinstance(niter, int) or niter < 0:
         raise ValueError(f"niter: expected an int >= 0, got {niter!r}")
+    if sketch is not None and (isinstance(sketch, bool) or not isinstance(sketch, int) or sketch < 1):
+        raise ValueError(f"sketch: expected None or a positive int, got {sketch!r}")
     if isinstance(seed, bool) or not isinstance(seed, int):
         raise ValueError(f"seed: expected an int, got {seed!r}")
     gen = torch.Generator().manual_seed(seed)
@@ -335,7 +416,7 @@ def init_lora(
         W = _check_blocks("weights", weights, problem)
         svals = []
         for Wj in W:
-            U, sv, V = gradient_svd(Wj, r, svd=svd, niter=niter, generator=gen)
+            U, sv, V = gradient_svd(Wj, r, svd=svd, niter=niter, sketch=sketch, generator=gen)
             root = (sv / s).sqrt()
             B.append(U * root)
             A.append(root[:, None] * V.T)
@@ -348,10 +429,19 @@ def init_lora(
     variant = "peft" if name == "loraga-peft" else "reference"
     ia, ib = direction_indices(direction, r, generator=gen, variant=variant)
     svals, cs = [], []
+    residuals: list[float] = []
     for j, ((m, n), Gj) in enumerate(zip(problem.blocks, G)):
         if 2 * r > min(m, n):
             raise ValueError(f"rank: LoRA-GA needs 2 r <= min(m, n) = {min(m, n)} on block {j}, got r = {r}")
-        U, sv, V = gradient_svd(Gj, 2 * r, svd=svd, niter=niter, generator=gen)
+        if svd == "randomized":
+            q = min(4 * r if sketch is None else sketch, m, n)
+            if q < 2 * r:
+                raise ValueError(f"sketch: LoRA-GA needs q >= 2 r = {2 * r} columns, got {q}")
+            Uq, sq, Vq = randomized_svd(Gj, q, niter=niter, generator=gen)
+            residuals.append(float(torch.linalg.matrix_norm(Gj - (Uq * sq) @ Vq.T, ord=2)))
+            U, sv, V = Uq[:, : 2 * r], sq[: 2 * r], Vq[:, : 2 * r]
+        else:
+            U, sv, V = gradient_svd(Gj, 2 * r, svd="full")
         c = m**0.25 / math.sqrt(gamma)
         if variant == "reference":
             A.append(c * V[:, ia].T)
@@ -367,6 +457,8 @@ def init_lora(
         stable_scale=cs,
         svd=svd,
         niter=niter if svd == "randomized" else None,
+        sketch=(4 * r if sketch is None else sketch) if svd == "randomized" else None,
+        sketch_residual=residuals if svd == "randomized" else None,
         indices_A=ia,
         indices_B=ib,
         singular_values=svals,
@@ -435,3 +527,61 @@ def synthetic_weights(problem: Problem, *, seed: int = 0, decay: float = 0.5, sc
         sig = scale * (1.0 + torch.arange(k, dtype=torch.float64)) ** (-decay)
         out.append(((P[:, :k] * sig) @ Q[:, :k].T).to(dtype=problem.dtype, device=problem.device))
     return tuple(out)
+
+
+def planted_gradient_problem(
+    *,
+    N: int,
+    m: int,
+    n: int,
+    spectrum: Sequence[float],
+    spread: float = 0.05,
+    lam: float = 0.01,
+    seed: int = 0,
+) -> Problem:
+    r"""A linearized problem whose per-example gradients at :math:`W_0` are :math:`M + \xi_i` (K = 1).
+
+    :math:`M = P \operatorname{diag}(\text{spectrum}) Q^\top` with Haar-random ``P``, ``Q``
+    (``spectrum`` padded with zeros to ``min(m, n)``); :math:`\xi_i` Gaussian with
+    :math:`\mathbb E\|\xi_i\|_F^2 = (\text{spread}\,\|M\|_F)^2`.  Squared loss, :math:`f_0 = 0`,
+    :math:`y_i = -1`, so :math:`\nabla_z \ell = 1` and example ``i``'s gradient is
+    :math:`\operatorname{mat}(J_i^\top) = M + \xi_i`; the full gradient is their mean.  For the
+    LoRA-GA pipeline verdicts: the spectrum sets the gap :math:`\sigma_{2r} - \sigma_{2r+1}`, ``spread``
+    the noise of the reference code's sampled ``G``.
+    """
+    for name, v in (("N", N), ("m", m), ("n", n)):
+        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+            raise ValueError(f"{name}: expected a positive int, got {v!r}")
+    sig = [float(x) for x in spectrum]
+    if not sig or len(sig) > min(m, n) or any(not (x >= 0 and math.isfinite(x)) for x in sig):
+        raise ValueError(
+            f"spectrum: expected 1 to min(m, n) = {min(m, n)} finite values >= 0, got {list(spectrum)!r}"
+        )
+    if (
+        isinstance(spread, bool)
+        or not isinstance(spread, (int, float))
+        or not (spread >= 0 and spread < math.inf)
+    ):
+        raise ValueError(f"spread: expected a finite number >= 0, got {spread!r}")
+    gen = torch.Generator().manual_seed(seed)
+    P, _ = torch.linalg.qr(torch.randn(m, m, generator=gen, dtype=torch.float64))
+    Q, _ = torch.linalg.qr(torch.randn(n, n, generator=gen, dtype=torch.float64))
+    k = len(sig)
+    M = (P[:, :k] * torch.tensor(sig, dtype=torch.float64)) @ Q[:, :k].T
+    xi = torch.randn(N, m * n, generator=gen, dtype=torch.float64) * (
+        spread * float(M.norm()) / math.sqrt(m * n)
+    )
+    J = M.reshape(1, -1) + xi
+    f0 = torch.zeros(N, 1, dtype=torch.float64)
+    y = -torch.ones(N, 1, dtype=torch.float64)
+    return Problem(
+        J,
+        f0,
+        y,
+        loss="squared",
+        blocks=[(m, n)],
+        lam=lam,
+        seed=seed,
+        name="planted-gradient",
+        meta={"generator": "planted_gradient_problem", "spectrum": sig, "spread": float(spread)},
+    )

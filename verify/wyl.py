@@ -33,7 +33,9 @@ from landscapes.inits import (
     LoRAInit,
     first_step_change,
     full_gradient,
+    gradient_spread,
     init_lora,
+    sampled_gradient,
     shifted_problem,
     synthetic_weights,
 )
@@ -45,6 +47,7 @@ __all__ = [
     "first_step",
     "FirstStep",
     "check_wyl_first_step",
+    "pipeline_tolerance",
     "check_wyl_directions",
     "check_wyl_unchanged",
     "check_wyl_alignment",
@@ -205,10 +208,28 @@ def check_wyl_first_step(
     rtol: float = 1e-10,
     search_starts: int = 2,
     seed: int = 0,
+    gradient: Literal["exact", "sampled"] = "exact",
+    svd: Literal["full", "randomized"] = "full",
+    batch_size: int = 2,
+    batches: int = 64,
+    sketch: int | None = None,
+    niter: int = 4,
+    failure_probability: float = 0.01,
+    pipeline_rtol: float | None = None,
     save_dir: str | Path | None = None,
 ) -> Verdict:
     r"""WYL-first-step: the first step of ``init`` is :math:`-\mathrm{lr}\,\zeta G_{[2r]}` to first order.
 
+    **Two modes.**  With ``gradient="exact"`` and ``svd="full"`` (the default) the init is built from
+    the exact gradient and an exact SVD, and the statement checked is the algebraic identity below.
+    With ``gradient="sampled"`` and/or ``svd="randomized"`` the init is built as the reference code
+    builds it (``G`` from ``batches`` mini-batches of ``batch_size``, a randomized SVD with a sketch
+    of ``sketch`` columns, default ``4 r``, and ``niter`` power iterations), and its first step is
+    compared with the exact-``G`` first step :math:`-\mathrm{lr}\,\zeta G_{[2r]}` against a tolerance
+    derived from the estimator and the gap (:func:`pipeline_tolerance`; ``pipeline_rtol`` replaces it
+    by a claimed tolerance).  See :func:`_check_pipeline` for that rule.
+
+    **Exact mode.**
     For ``init`` (default the reference LoRA-GA init) the checked statement is that the first-order
     change, computed by autograd, is proportional to :math:`G_{[2r]}` to ``rtol`` (relative error
     at the best scale; for the reference init also at the predicted scale
@@ -232,6 +253,31 @@ def check_wyl_first_step(
         raise ValueError(f"search_starts: expected an int >= 0, got {search_starts!r}")
     if init not in INIT_NAMES:
         raise ValueError(f"init: expected one of {INIT_NAMES}, got {init!r}")
+    if gradient not in ("exact", "sampled"):
+        raise ValueError(f"gradient: expected 'exact' or 'sampled', got {gradient!r}")
+    if svd not in ("full", "randomized"):
+        raise ValueError(f"svd: expected 'full' or 'randomized', got {svd!r}")
+    if gradient != "exact" or svd != "full":
+        return _check_pipeline(
+            problem,
+            rank=rank,
+            init=init,
+            alpha=alpha,
+            rslora=rslora,
+            lr=lr,
+            gamma=gamma,
+            direction=direction,
+            seed=seed,
+            gradient=gradient,
+            svd=svd,
+            batch_size=batch_size,
+            batches=batches,
+            sketch=sketch,
+            niter=niter,
+            failure_probability=failure_probability,
+            pipeline_rtol=pipeline_rtol,
+            save_dir=save_dir,
+        )
     opts: dict[str, Any] = {
         "rank": rank,
         "init": init,
@@ -371,6 +417,310 @@ def check_wyl_first_step(
         timings,
         opts,
     )
+
+
+def _hmt_bound(sv: Tensor, k: int, q: int, niter: int, delta: float) -> float:
+    r"""Probability-``1 - delta`` bound on :math:`\|(I - QQ^\top)\hat G\|_2` of ``torch.svd_lowrank``.
+
+    Halko, Martinsson and Tropp (SIAM Review 2011), Thm. 10.6 on :math:`B = (\hat G\hat G^\top)^{i}
+    \hat G` (singular values :math:`\sigma_j^{2i+1}`, ``i = niter``), with oversampling ``p = q - k``:
+    :math:`\mathbb E\|(I - P_Y)B\| \le (1 + \sqrt{k/(p-1)})\,\sigma_{k+1}^{2i+1} + \frac{e\sqrt{k+p}}{p}
+    (\sum_{j>k}\sigma_j^{2(2i+1)})^{1/2}`; Markov's inequality at ``delta`` and their Prop. 8.6,
+    :math:`\|(I - P_Y)\hat G\| \le \|(I - P_Y)B\|^{1/(2i+1)}`.  ``inf`` when ``p < 2``.
+    """
+    p = q - k
+    if p < 2:
+        return math.inf
+    top = float(sv[0])
+    if top == 0:
+        return 0.0
+    x = (sv / top).double()
+    e = 2 * niter + 1
+    tail = x[k:]
+    lead = float(tail[0]) ** e if tail.numel() else 0.0
+    expect = (1 + math.sqrt(k / (p - 1))) * lead + math.e * math.sqrt(k + p) / p * float(
+        tail.pow(2 * e).sum().sqrt()
+    )
+    return top * (expect / delta) ** (1.0 / e)
+
+
+def _sampling_bound(spread: dict[str, float], n_used: int, N: int, m: int, n: int, delta: float) -> float:
+    r"""Probability-``1 - delta`` bound on :math:`\|\hat G - G\|_2`, the mean of ``n_used`` of ``N`` examples.
+
+    The smaller of two bounds, each valid at ``delta`` (both are numbers fixed by the population, so
+    their minimum is one of them): Chebyshev's inequality on the exact finite-population variance,
+    :math:`\|\hat G - G\|_2 \le \|\hat G - G\|_F \le (\frac{N-n}{n(N-1)} S^2/\delta)^{1/2}`; and the
+    rectangular matrix Bernstein inequality (Tropp, *An Introduction to Matrix Concentration
+    Inequalities*, 2015, Thm. 6.1.1) for :math:`\sum_k (g_{I_k} - G)/n` with per-term bound
+    :math:`L = \max_i\|g_i - G\|_2 / n` and variance :math:`v = \max(\|\Sigma_L\|, \|\Sigma_R\|)/n`,
+    :math:`t = \frac{L\ell}{3} + \sqrt{(\frac{L\ell}{3})^2 + 2 v \ell}` with
+    :math:`\ell = \log((m + n)/\delta)`; it holds for draws without replacement too (Gross and
+    Nesme 2010, via Hoeffding's 1963 convex-order comparison).
+    """
+    fpc = (N - n_used) / (n_used * max(N - 1, 1))
+    cheb = math.sqrt(fpc * spread["fro2"] / delta)
+    ell = math.log((m + n) / delta)
+    L = spread["max2"] / n_used
+    v = max(spread["left"], spread["right"]) / n_used
+    bern = L * ell / 3 + math.sqrt((L * ell / 3) ** 2 + 2 * v * ell)
+    return min(cheb, bern)
+
+
+def pipeline_tolerance(sigma: Tensor, rank: int, eps: float) -> tuple[float, float]:
+    r"""Bound on the pipeline's step error :math:`\|X - G_{[2r]}\|_F` from a perturbation of norm ``eps``.
+
+    Let :math:`H` be the matrix whose exact top-``2r`` singular triplets
+    :math:`(\hat U, \hat\Sigma, \hat V)` the pipeline used (the randomized SVD returns the exact SVD
+    of :math:`H = QQ^\top \hat G`), :math:`E = H - G` with :math:`\|E\|_2 \le \varepsilon`, ``k = 2r``,
+    :math:`\sigma_i` the singular values of ``G`` and :math:`\delta = \sigma_k - \sigma_{k+1} -
+    \varepsilon`.  The pipeline's first-order step divided by :math:`-\mathrm{lr}\,\zeta` is
+    :math:`X = G P_{\hat V_A} + P_{\hat U_B} G = H_{[k]} + (G - H) P_{\hat V_A} + P_{\hat U_B}(G - H)`
+    (:math:`\hat V_A`, :math:`\hat U_B` are ``r`` of ``H``'s singular vectors each, together the top
+    ``k`` pairs).  With :math:`P, \hat P` (:math:`R, \hat R`) the left (right) top-``k`` projectors
+    of ``G`` and ``H``, :math:`H_{[k]} - G_{[k]} = \hat P E + \hat P P_\perp G_\perp
+    - (I - \hat P) G_{[k]}` and :math:`(I - \hat P) G_{[k]} = H_\perp \hat R_\perp R - (I - \hat P) E R`,
+    so by Wedin's :math:`\sin\Theta` theorem (Wedin 1972; Stewart and Sun, *Matrix Perturbation
+    Theory*, Thm. V.4.4: :math:`(\|\sin\Phi\|_F^2 + \|\sin\Theta\|_F^2)^{1/2} \le
+    (\|E\hat V\|_F^2 + \|E^\top \hat U\|_F^2)^{1/2} / \delta \le \sqrt{2k}\,\varepsilon/\delta`) and
+    Weyl's inequality (:math:`\hat\sigma_{k+1} \le \sigma_{k+1} + \varepsilon`):
+
+    .. math:: \|X - G_{[2r]}\|_F \le \varepsilon\Bigl(2\sqrt{2r} + 2\sqrt r
+              + 2\sqrt{2r}\,\frac{\sigma_{2r+1} + \varepsilon}
+              {\sigma_{2r} - \sigma_{2r+1} - \varepsilon}\Bigr).
+
+    Returns (the bound, :math:`\delta`); the bound is ``inf`` when :math:`\delta \le 0` (the gap is not
+    larger than the perturbation: Wedin says nothing).
+    """
+    k = 2 * rank
+    s_k = float(sigma[k - 1])
+    s_k1 = float(sigma[k]) if sigma.numel() > k else 0.0
+    delta = s_k - s_k1 - eps
+    if not math.isfinite(eps) or delta <= 0:
+        return math.inf, delta
+    r = rank
+    return eps * (
+        2 * math.sqrt(2 * r) + 2 * math.sqrt(r) + 2 * math.sqrt(2 * r) * (s_k1 + eps) / delta
+    ), delta
+
+
+def _check_pipeline(
+    problem: Problem,
+    *,
+    rank: int,
+    init: str,
+    alpha: float | None,
+    rslora: bool,
+    lr: float,
+    gamma: float,
+    direction: str,
+    seed: int,
+    gradient: str,
+    svd: Literal["full", "randomized"],
+    batch_size: int,
+    batches: int,
+    sketch: int | None,
+    niter: int,
+    failure_probability: float,
+    pipeline_rtol: float | None,
+    save_dir: str | Path | None,
+) -> Verdict:
+    r"""WYL-first-step for the pipeline the reference code runs (sampled ``G``, randomized SVD).
+
+    Measured, per block: :math:`d = \|\Delta W_1^{\text{pipe}} - \Delta W_1^{\text{exact}}\|_F /
+    \|\Delta W_1^{\text{exact}}\|_F` with the first-order steps by autograd on the full risk, the
+    pipeline's from the init built on :math:`\hat G`, the exact one :math:`-\mathrm{lr}\,\zeta G_{[2r]}`.
+
+    Tolerance, at failure probability :math:`\delta_p` (``failure_probability``, half to each part):
+    :math:`\|H - G\|_2 \le \varepsilon = \varepsilon_s + \varepsilon_r` where
+
+    * sampling: :math:`\hat G` is the mean of ``n = min(N, batch_size * batches)`` per-example
+      gradients drawn without replacement, so :math:`\mathbb E\|\hat G - G\|_F^2 = \frac{N-n}{n(N-1)}
+      S^2` (:func:`~landscapes.inits.gradient_spread`) and by Chebyshev's inequality
+      :math:`\varepsilon_s = (\frac{N-n}{n(N-1)} S^2 / (\delta_p/2))^{1/2}` (0 when ``n = N``);
+    * randomized SVD: :math:`\varepsilon_r` the Halko--Martinsson--Tropp bound on
+      :math:`\|(I - QQ^\top)\hat G\|_2` for the stated ``sketch`` and ``niter`` (:func:`_hmt_bound`,
+      ``inf`` with fewer than 2 oversampling columns; 0 with ``svd="full"``);
+
+    and :math:`\tau = ` :func:`pipeline_tolerance` :math:`/ \|G_{[2r]}\|_F`.  ``holds``: :math:`d \le
+    \tau` on every block; ``violated``: :math:`d > \tau` on a block (the step is further from the
+    exact one than the estimator's stated accuracy allows: for a correct pipeline this has probability
+    at most :math:`\delta_p`) or :math:`d` exceeds the same bound with the *measured*
+    :math:`\|H - G\|_2` (a theorem: only a wrong init breaks it); ``inconclusive`` when the gap
+    :math:`\sigma_{2r} - \sigma_{2r+1}` is not larger than :math:`\varepsilon` or :math:`\tau \ge 1`
+    (the bound allows an error as large as the step).  With ``pipeline_rtol`` the claim is
+    :math:`d \le` ``pipeline_rtol`` instead (e.g. ``1e-10``: "the pipeline gives the exact step", a
+    planted false statement on ``N > batch_size * batches``).
+    """
+    claim = "WYL-first-step"
+    for name, v in (("batch_size", batch_size), ("batches", batches)):
+        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+            raise ValueError(f"{name}: expected a positive int, got {v!r}")
+    if isinstance(niter, bool) or not isinstance(niter, int) or niter < 0:
+        raise ValueError(f"niter: expected an int >= 0, got {niter!r}")
+    if sketch is not None and (isinstance(sketch, bool) or not isinstance(sketch, int) or sketch < 2 * rank):
+        raise ValueError(f"sketch: expected None or an int >= 2 r = {2 * rank}, got {sketch!r}")
+    if not (isinstance(failure_probability, float) and 0 < failure_probability < 1):
+        raise ValueError(f"failure_probability: expected a float in (0, 1), got {failure_probability!r}")
+    if pipeline_rtol is not None:
+        _check_tol("pipeline_rtol", pipeline_rtol)
+    opts: dict[str, Any] = {
+        "rank": rank,
+        "init": init,
+        "alpha": alpha,
+        "rslora": rslora,
+        "lr": lr,
+        "gamma": gamma,
+        "direction": direction,
+        "seed": seed,
+        "gradient": gradient,
+        "svd": svd,
+        "batch_size": batch_size,
+        "batches": batches,
+        "sketch": sketch,
+        "niter": niter,
+        "failure_probability": failure_probability,
+        "pipeline_rtol": pipeline_rtol,
+    }
+    if (early := _needs_float64(claim, problem, opts)) is not None:
+        return early
+    t0 = time.perf_counter()
+    G = full_gradient(problem)
+    used = min(problem.N, batch_size * batches) if gradient == "sampled" else problem.N
+    if gradient == "sampled":
+        G_hat = sampled_gradient(
+            problem,
+            batch_size=min(batch_size, problem.N),
+            batches=batches,
+            generator=torch.Generator().manual_seed(seed),
+        )
+    else:
+        G_hat = G
+    spread = (
+        gradient_spread(problem)
+        if used < problem.N
+        else tuple({"fro2": 0.0, "left": 0.0, "right": 0.0, "max2": 0.0} for _ in problem.blocks)
+    )
+    ini = init_lora(
+        problem, init, rank=rank, alpha=alpha, rslora=rslora, seed=seed, gradient=G_hat,
+        direction=direction, gamma=gamma, svd=svd, niter=niter, sketch=sketch,
+    )  # fmt: skip
+    step = first_step(problem, ini, lr).first
+    dp = failure_probability / 2
+    blocks: list[dict[str, Any]] = []
+    failures: list[str] = []
+    open_blocks: list[str] = []
+    for j, (Gj, Ghj, dW) in enumerate(zip(G, G_hat, step)):
+        m, n = Gj.shape
+        sig = torch.linalg.svdvals(Gj)
+        g2r, _ = _best_rank(Gj, 2 * rank)
+        c = m**0.25 / math.sqrt(gamma)
+        zeta = ini.scale**2 * c**2
+        exact = -lr * zeta * g2r
+        d = _rel(dW, exact)
+        eps_s = _sampling_bound(spread[j], used, problem.N, m, n, dp) if used < problem.N else 0.0
+        q = min(4 * rank if sketch is None else sketch, m, n)
+        eps_r = _hmt_bound(torch.linalg.svdvals(Ghj), 2 * rank, q, niter, dp) if svd == "randomized" else 0.0
+        eps = eps_s + eps_r
+        bound, delta = pipeline_tolerance(sig, rank, eps)
+        norm2r = float(g2r.norm())
+        tau = bound / max(norm2r, 1e-300)
+        sampled_err_2 = float(torch.linalg.matrix_norm(Ghj - Gj, ord=2))
+        sketch_res = float(ini.details["sketch_residual"][j]) if svd == "randomized" else 0.0
+        eps_meas = sampled_err_2 + sketch_res
+        post, _ = pipeline_tolerance(sig, rank, eps_meas)
+        tau_post = post / max(norm2r, 1e-300)
+        b: dict[str, Any] = {
+            "rel_error": d,
+            "tolerance": tau,
+            "tolerance_measured_perturbation": tau_post,
+            "gap": float(sig[2 * rank - 1] - (sig[2 * rank] if sig.numel() > 2 * rank else 0.0)),
+            "gap_minus_eps": delta,
+            "sigma_2r": float(sig[2 * rank - 1]),
+            "sigma_2r_plus_1": float(sig[2 * rank]) if sig.numel() > 2 * rank else 0.0,
+            "eps": eps,
+            "eps_sampling_bound": eps_s,
+            "eps_rsvd_bound": eps_r,
+            "sampling_error_fro": float((Ghj - Gj).norm()),
+            "sampling_error_2": sampled_err_2,
+            "sketch_residual_2": sketch_res,
+            "gradient_spread_rms": math.sqrt(spread[j]["fro2"]),
+            "G_norm": float(Gj.norm()),
+            "G2r_norm": norm2r,
+            "sketch": q if svd == "randomized" else None,
+        }
+        blocks.append(b)
+        if pipeline_rtol is not None:
+            if not d <= pipeline_rtol:
+                failures.append(
+                    f"block {j}: the pipeline's first step is off the exact one by {d:.3g} > the claimed "
+                    f"{pipeline_rtol:g}"
+                )
+            continue
+        if math.isfinite(tau_post) and tau_post < 1 and not d <= tau_post * (1 + 1e-9):
+            failures.append(
+                f"block {j}: the pipeline's first step is off by {d:.3g}, more than Wedin allows for the "
+                f"measured "
+                f"perturbation ({tau_post:.3g}): the init does not use the singular vectors it computed"
+            )
+        elif not (math.isfinite(tau) and tau < 1):
+            why = (
+                f"the gap sigma_2r - sigma_2r+1 = {b['gap']:.3g} is not larger than the perturbation bound "
+                f"{eps:.3g}"
+                if delta <= 0
+                else f"the bound allows {tau:.3g} (>= 1, the size of the step)"
+            )
+            open_blocks.append(f"block {j}: {why}")
+        elif not d <= tau:
+            over = []
+            if sampled_err_2 > eps_s:
+                over.append(f"||G_hat - G||_2 = {sampled_err_2:.3g} > {eps_s:.3g}")
+            if sketch_res > eps_r:
+                over.append(f"||(I - QQ^T) G_hat||_2 = {sketch_res:.3g} > {eps_r:.3g}")
+            failures.append(
+                f"block {j}: the pipeline's first step is off the exact one by {d:.3g} > tolerance {tau:.3g} "
+                f"(Wedin, gap {b['gap']:.3g}, eps {eps:.3g} at failure probability {failure_probability:g}"
+                + (f"; {', '.join(over)}" if over else "")
+                + ")"
+            )
+    timings = {"total": time.perf_counter() - t0}
+    g_what = f"sampled G ({used} of N = {problem.N} examples)" if gradient == "sampled" else "exact G"
+    s_what = (
+        f"randomized SVD (q = {blocks[0]['sketch']}, niter = {niter})" if svd == "randomized" else "exact SVD"
+    )
+    what = f"{g_what}, {s_what}"
+    cert: dict[str, Any] = {
+        "pipeline": what,
+        "blocks": blocks,
+        "examples_used": used,
+        "failure_probability": failure_probability,
+        "scale_s": ini.scale,
+    }
+    fp = problem.fingerprint()
+    nums = "; ".join(
+        f"rel error {b['rel_error']:.3g} vs tolerance {b['tolerance']:.3g} (gap {b['gap']:.3g})"
+        for b in blocks
+    )
+    if failures:
+        path = _save(problem, save_dir, claim, problem.zeros(), opts)
+        return Verdict(
+            claim, "violated", fp, cert, f"{init!r} via {what}: " + "; ".join(failures), timings, opts, path
+        )
+    if open_blocks:
+        return Verdict(
+            claim, "inconclusive", fp, cert,
+            f"{init!r} via {what}: {nums}; " + "; ".join(open_blocks) + " (Wedin says nothing here)",
+            timings, opts,
+        )  # fmt: skip
+    rule = (
+        f"the claimed tolerance {pipeline_rtol:g}"
+        if pipeline_rtol is not None
+        else f"the tolerance from the estimator and the gap (Wedin, failure prob. {failure_probability:g})"
+    )
+    return Verdict(
+        claim, "holds", fp, cert,
+        f"the first step of {init!r} via {what} is within {rule} of -lr zeta G_[2r]: {nums}",
+        timings, opts,
+    )  # fmt: skip
 
 
 def check_wyl_directions(

@@ -1,0 +1,145 @@
+"""WYL-first-step for the pipeline the reference code runs: sampled G (64 batches of 2), randomized SVD.
+
+The tolerance is derived from the estimator (matrix Bernstein / Chebyshev on the per-example
+gradients, Halko-Martinsson-Tropp on the sketch) and the gap sigma_2r - sigma_2r+1 (Wedin); each
+status is pinned on a problem where it must come out, and a wrong pipeline run through the same
+checker comes out ``violated``.
+"""
+
+import math
+
+import pytest
+import torch
+
+import landscapes.inits as inits
+from landscapes.inits import planted_gradient_problem
+from landscapes.problem import Problem
+from verify.wyl import check_wyl_first_step, pipeline_tolerance
+
+# sigma_1..8 in [0.86, 1] (2r = 8 for r = 4), then a flat tail: the gap sigma_8 - sigma_9 is clear.
+TOP = [1.0 - 0.02 * i for i in range(8)]
+
+
+@pytest.fixture(scope="module")
+def clear_gap():
+    # N = 256 > 128: the sampled G uses half of the examples; per-example gradients spread 10 %
+    return planted_gradient_problem(N=256, m=24, n=20, spectrum=TOP + [0.05] * 12, spread=0.1, seed=0)
+
+
+def _pipeline(p, **kw):
+    return check_wyl_first_step(p, rank=4, gradient="sampled", svd="randomized", **kw)
+
+
+def test_pipeline_holds_within_its_derived_tolerance(clear_gap):
+    v = _pipeline(clear_gap)
+    assert v.status == "holds", v.reason
+    (b,) = v.certificate["blocks"]
+    assert v.certificate["examples_used"] == 128
+    # the pipeline really is not exact here (N > 128), and the tolerance says something (< 1)
+    assert 1e-6 < b["rel_error"] <= b["tolerance"] < 1
+    # each measured error is inside its a priori bound
+    assert 0 < b["sampling_error_2"] <= b["eps_sampling_bound"]
+    assert 0 < b["sketch_residual_2"] <= b["eps_rsvd_bound"]
+    assert b["gap"] > b["eps"]
+
+
+def test_pipeline_verdict_follows_the_scale(clear_gap):
+    p = clear_gap
+    big = Problem(10.0 * p.J.matrix, p.f0, p.y, loss=p.loss, blocks=p.blocks, lam=p.lam, seed=p.seed)
+    a, b = _pipeline(p), _pipeline(big)
+    assert a.status == b.status == "holds"
+    x, y = a.certificate["blocks"][0], b.certificate["blocks"][0]
+    assert math.isclose(x["tolerance"], y["tolerance"], rel_tol=1e-9)
+    assert math.isclose(x["rel_error"], y["rel_error"], rel_tol=1e-6)
+
+
+def test_pipeline_is_inconclusive_near_degeneracy():
+    # sigma_8 = 0.86, sigma_9 = 0.855: the gap is smaller than the estimator's error bound
+    p = planted_gradient_problem(N=256, m=24, n=20, spectrum=TOP + [0.855] + [0.05] * 11, spread=0.1, seed=0)
+    v = _pipeline(p)
+    assert v.status == "inconclusive", v.reason
+    (b,) = v.certificate["blocks"]
+    assert b["gap_minus_eps"] <= 0 and "not larger than the perturbation bound" in v.reason
+
+
+def test_pipeline_is_inconclusive_when_the_per_example_gradients_disagree():
+    # per-example gradients as large as the mean gradient: the bound exceeds the step itself
+    p = planted_gradient_problem(N=256, m=24, n=20, spectrum=TOP + [0.05] * 12, spread=1.0, seed=0)
+    v = _pipeline(p)
+    assert v.status == "inconclusive", v.reason
+    assert v.certificate["blocks"][0]["tolerance"] >= 1
+
+
+def test_a_wrong_pipeline_breaks_the_stated_tolerance(monkeypatch):
+    # A slowly decaying (flat) tail of 92 singular values: the stated pipeline (q = 4r, niter = 4)
+    # holds; a pipeline that silently sketches q = 2r columns without power iterations does not.
+    p = planted_gradient_problem(N=160, m=100, n=100, spectrum=TOP + [0.02] * 92, spread=0.05, seed=0)
+    good = _pipeline(p)
+    assert good.status == "holds", good.reason
+    real = inits.randomized_svd
+
+    def sloppy(G, q, *, niter=4, generator=None):
+        return real(G, 8, niter=0, generator=generator)
+
+    monkeypatch.setattr(inits, "randomized_svd", sloppy)
+    bad = _pipeline(p)
+    assert bad.status == "violated", bad.reason
+    (b,) = bad.certificate["blocks"]
+    assert b["rel_error"] > b["tolerance"] > good.certificate["blocks"][0]["rel_error"]
+    assert "||(I - QQ^T) G_hat||_2" in bad.reason  # the sketch is what broke its bound
+
+
+def test_peft_variant_through_the_pipeline_is_refuted(clear_gap, tmp_path):
+    v = check_wyl_first_step(
+        clear_gap, rank=4, init="loraga-peft", gradient="sampled", svd="randomized", save_dir=tmp_path
+    )
+    assert v.status == "violated", v.reason
+    assert v.counterexample is not None
+
+
+def test_the_pipeline_is_not_the_exact_step_on_more_than_128_examples(clear_gap):
+    # planted false claim: "the pipeline gives the exact first step" (the old rtol, 1e-10)
+    v = _pipeline(clear_gap, pipeline_rtol=1e-10)
+    assert v.status == "violated" and "claimed 1e-10" in v.reason
+    # with N <= 128 the sampled G is the full gradient: with an exact SVD the step is the exact one
+    small = planted_gradient_problem(N=100, m=24, n=20, spectrum=TOP + [0.05] * 12, spread=0.1, seed=0)
+    w = check_wyl_first_step(small, rank=4, gradient="sampled", pipeline_rtol=1e-10)
+    assert w.status == "holds", w.reason
+    assert w.certificate["examples_used"] == 100 and w.certificate["blocks"][0]["eps"] == 0.0
+
+
+def test_the_wedin_bound_is_not_beaten_by_random_perturbations():
+    # pipeline_tolerance is a theorem: the step from the exact SVD of G + E never exceeds it
+    gen = torch.Generator().manual_seed(0)
+    worst = 0.0
+    for _ in range(300):
+        r = 2
+        U, _ = torch.linalg.qr(torch.randn(12, 12, generator=gen, dtype=torch.float64))
+        V, _ = torch.linalg.qr(torch.randn(10, 10, generator=gen, dtype=torch.float64))
+        sig = torch.sort(torch.rand(10, generator=gen, dtype=torch.float64) ** 2, descending=True).values
+        G = (U[:, :10] * sig) @ V.T
+        E = torch.randn(12, 10, generator=gen, dtype=torch.float64)
+        size = float(torch.rand(1, generator=gen)) * float(sig[3] - sig[4])  # up to the gap at 2r = 4
+        E = E / torch.linalg.matrix_norm(E, ord=2) * size
+        Uh, _, Vh = torch.linalg.svd(G + E, full_matrices=False)
+        X = G @ Vh[:r].T @ Vh[:r] + Uh[:, r : 2 * r] @ Uh[:, r : 2 * r].T @ G
+        G4 = (U[:, :4] * sig[:4]) @ V[:, :4].T
+        bound, _ = pipeline_tolerance(sig, r, float(torch.linalg.matrix_norm(E, ord=2)))
+        if math.isfinite(bound):
+            worst = max(worst, float((X - G4).norm()) / bound)
+    assert 0 < worst <= 1
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        (dict(gradient="batch"), "gradient: expected 'exact' or 'sampled'"),
+        (dict(svd="lowrank"), "svd: expected 'full' or 'randomized'"),
+        (dict(svd="randomized", sketch=5), r"sketch: expected None or an int >= 2 r = 8"),
+        (dict(gradient="sampled", failure_probability=1.5), r"failure_probability: expected a float in \("),
+        (dict(gradient="sampled", batches=0), "batches: expected a positive int"),
+    ],
+)
+def test_bad_pipeline_options_name_the_argument(clear_gap, kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        check_wyl_first_step(clear_gap, rank=4, **kwargs)
