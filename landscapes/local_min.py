@@ -58,11 +58,17 @@ from torch import Tensor
 
 from landscapes.curvature import LambdaMin, flatten_factors, lambda_min
 from landscapes.gauge import GaugeBasis, gauge_basis, project_out
-from landscapes.lora import check_perturbation, lora_value_and_grad
+from landscapes.lora import LoRAPoint, check_perturbation, lora_value_and_grad, minimize_lora
 from landscapes.operators import DenseOperator
 from landscapes.problem import Problem
 
-__all__ = ["LocalMinCertificate", "certify_local_min", "hessian_variation", "jacobian_norm_bound"]
+__all__ = [
+    "LocalMinCertificate",
+    "certify_local_min",
+    "polish_and_certify",
+    "hessian_variation",
+    "jacobian_norm_bound",
+]
 
 
 @dataclass(frozen=True)
@@ -277,3 +283,37 @@ def certify_local_min(
             f"objective is in [{lower:.10g}, {F:.10g}]"
         ),
     )
+
+
+def polish_and_certify(
+    problem: Problem,
+    point: LoRAPoint,
+    *,
+    perturbation: Sequence[Tensor] | None = None,
+    grad_tol: float,
+    method: Literal["auto", "structured", "lanczos", "dense"] = "auto",
+) -> tuple[LoRAPoint, LocalMinCertificate]:
+    r""":func:`certify_local_min` at ``point``, then, if the gradient was too large, at L-BFGS polishes.
+
+    The polishes run from ``point`` at gradient tolerances ``1e-3`` and ``1e-6`` times ``grad_tol``
+    (the stationarity tolerance of the point): a local minimizer's basin is kept by descent, and the
+    certificate then needs a smaller ball.  Returns the point that was certified (or the last one
+    tried) and its certificate; the certificate's objective is that of the returned point.
+    """
+    pert = check_perturbation(problem, perturbation)
+    cert = certify_local_min(problem, point.U, point.V, perturbation=pert, method=method)
+    pt = point
+    for factor in (1e-3, 1e-6):
+        if cert.certified or not (cert.mu > 0 and math.isfinite(cert.mu)) or cert.grad_norm == 0.0:
+            break
+        res = minimize_lora(
+            problem,
+            rank=list(pt.ranks),
+            init=pt,
+            grad_tol=grad_tol * factor,
+            perturbation=pert,
+            max_iter=5000,
+        )
+        pt = res.point
+        cert = certify_local_min(problem, pt.U, pt.V, perturbation=pert, method=method)
+    return pt, cert
