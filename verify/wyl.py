@@ -928,6 +928,69 @@ def _real_model_error(encoder: Any, ini: LoRAInit, dtype: torch.dtype, *, offset
     return float((after - before).abs().max()) / max(float(before.abs().max()), 1e-300)
 
 
+def _about_distribution(
+    G: Tensor, rank: int, init: str, cos: float, *, samples: int, level: float, seed: int, chunk: int = 2000
+) -> dict[str, Any]:
+    r"""Distribution over random :math:`A_0` of :math:`\rho = \|G P_{\mathrm{row}}(A_0)\|/\|G\|` and of cos.
+
+    ``samples`` draws of :math:`A_0` from ``init``'s distribution (``vanilla``: i.i.d.
+    :math:`\mathcal U(-1/\sqrt n, 1/\sqrt n)`, ``gaussian``: i.i.d. normal; both quantities are
+    scale-free), each giving :math:`\rho` and the exact first-step cosine
+    :math:`\|G A_0^\top\|^2/(\|G A_0^\top A_0\| \|G\|)`.  The band of :math:`\rho` is its central
+    ``1 - level`` interval: for a rank-one ``G`` and the ``gaussian`` init exactly
+    :math:`\sqrt{\cdot}` of the :math:`\mathrm{Beta}(r/2, (n-r)/2)` quantiles (the row space is then a
+    uniformly random ``r``-plane); otherwise the empirical quantiles at levels
+    :math:`\mathrm{level}/2 - \epsilon` and :math:`1 - \mathrm{level}/2 + \epsilon`, widened by the
+    Dvoretzky--Kiefer--Wolfowitz half-width :math:`\epsilon = \sqrt{\log(2/\beta)/(2S)}`
+    (:math:`\beta = 0.01`), so that the band contains the true central interval with probability
+    :math:`\ge 1 - \beta`.  The median cosine's interval is the empirical cosine quantiles at
+    :math:`1/2 \pm \epsilon` (it contains the true median with probability :math:`\ge 1 - \beta`).
+    """
+    m, n = G.shape
+    gen = torch.Generator().manual_seed(seed)
+    gn = float(G.norm())
+    rho, cs = [], []
+    for start in range(0, samples, chunk):
+        k = min(chunk, samples - start)
+        if init == "vanilla":
+            A = torch.rand(k, rank, n, generator=gen, dtype=torch.float64) * 2 - 1
+        else:
+            A = torch.randn(k, rank, n, generator=gen, dtype=torch.float64)
+        A = A.to(G.dtype)
+        Q, _ = torch.linalg.qr(A.transpose(1, 2))
+        rho.append(torch.linalg.matrix_norm(G @ Q) / gn)
+        GA = G @ A.transpose(1, 2)
+        M = GA @ A
+        cs.append(GA.pow(2).sum((1, 2)) / (torch.linalg.matrix_norm(M) * gn))
+    r_all = torch.cat(rho).double().cpu()
+    c_all = torch.cat(cs).double().cpu()
+    eps = math.sqrt(math.log(2 / 0.01) / (2 * samples))
+    sv = torch.linalg.svdvals(G)
+    rank_one = float(sv[1]) <= 1e-12 * float(sv[0]) if sv.numel() > 1 else True
+    if rank_one and init == "gaussian":
+        from scipy.stats import beta
+
+        lo, hi = (math.sqrt(float(beta.ppf(x, rank / 2, (n - rank) / 2))) for x in (level / 2, 1 - level / 2))
+        source = f"exact: rho^2 ~ Beta({rank}/2, {n - rank}/2)"
+    else:
+        lo = float(torch.quantile(r_all, max(level / 2 - eps, 0.0)))
+        hi = float(torch.quantile(r_all, min(1 - level / 2 + eps, 1.0)))
+        source = f"empirical, {samples} draws, DKW-widened"
+    return {
+        "band": [lo, hi],
+        "band_source": source,
+        "median_cos": float(torch.quantile(c_all, 0.5)),
+        "median_cos_interval": [
+            float(torch.quantile(c_all, max(0.5 - eps, 0.0))),
+            float(torch.quantile(c_all, min(0.5 + eps, 1.0))),
+        ],
+        "median_rho": float(torch.quantile(r_all, 0.5)),
+        "quantile_of_this_cos_in_rho": float((r_all <= cos).double().mean()),
+        "rank_one": rank_one,
+        "samples": samples,
+    }
+
+
 def check_wyl_alignment(
     problem: Problem,
     *,
@@ -940,6 +1003,8 @@ def check_wyl_alignment(
     gamma: float = 16.0,
     rtol: float = 1e-10,
     about_rtol: float | None = None,
+    samples: int = 20000,
+    about_level: float = 0.05,
     seed: int = 0,
     save_dir: str | Path | None = None,
 ) -> Verdict:
@@ -956,6 +1021,15 @@ def check_wyl_alignment(
       \|G\|) \le \|G P_{\mathrm{row}}\| / \|G\|` (Cauchy--Schwarz; equality when the rows of
       :math:`A_0` are orthogonal with equal norms): the inequality is checked (to ``rtol``) and the
       relative gap is reported; ``about_rtol`` (default ``None``: not checked) bounds that gap.
+      For the random inits (``vanilla``, ``gaussian``) "about" is then checked against the
+      distribution of :math:`\rho(A_0) = \|G P_{\mathrm{row}}(A_0)\|_F / \|G\|_F` over random
+      :math:`A_0` (:func:`_about_distribution`): ``violated`` when the typical cosine (the median of
+      :math:`\cos(A_0)` over ``samples`` draws, with its Monte Carlo error) lies outside the central
+      ``1 - about_level`` band of :math:`\rho`, i.e. the cosine misses the prediction by more than the
+      prediction's own spread over inits; ``inconclusive`` when the median's error interval straddles
+      an end of the band.  For a rank-one :math:`G = \sigma u v^\top` and the rotation-invariant
+      ``gaussian`` init the band is exact: :math:`\rho^2 = \|P v\|^2 \sim
+      \mathrm{Beta}(r/2, (n - r)/2)`.
 
     Default prediction: ``"rank-2r"`` for the LoRA-GA inits (so ``loraga-peft``, whose first step
     is not :math:`G_{[2r]}`, comes out ``violated``), ``"row-projection"`` otherwise; a mismatched
@@ -967,6 +1041,10 @@ def check_wyl_alignment(
     _check_tol("rtol", rtol)
     if about_rtol is not None:
         _check_tol("about_rtol", about_rtol)
+    if isinstance(samples, bool) or not isinstance(samples, int) or samples < 100:
+        raise ValueError(f"samples: expected an int >= 100, got {samples!r}")
+    if not (isinstance(about_level, float) and 0 < about_level < 1):
+        raise ValueError(f"about_level: expected a float in (0, 1), got {about_level!r}")
     if init not in INIT_NAMES or init == "pissa":
         raise ValueError(
             f"init: expected one of {tuple(i for i in INIT_NAMES if i != 'pissa')}, got {init!r}"
@@ -985,6 +1063,8 @@ def check_wyl_alignment(
         "gamma": gamma,
         "rtol": rtol,
         "about_rtol": about_rtol,
+        "samples": samples,
+        "about_level": about_level,
         "seed": seed,
     }
     if (early := _needs_float64(claim, problem, opts)) is not None:
@@ -994,7 +1074,8 @@ def check_wyl_alignment(
     ini = init_lora(problem, init, rank=rank, alpha=alpha, rslora=rslora, seed=seed, gradient=G, gamma=gamma)
     st = first_step(problem, ini, lr)
     blocks = []
-    failures = []
+    failures: list[str] = []
+    undecided: list[str] = []
     for j, (Gj, dW, a0, b0) in enumerate(zip(G, st.first, ini.A, ini.B)):
         gn = float(Gj.norm())
         cos = float(-(dW * Gj).sum()) / max(float(dW.norm()) * gn, 1e-300)
@@ -1035,6 +1116,27 @@ def check_wyl_alignment(
                     f"block {j}: cos = {cos:.6g} is {b['row_projection_gap']:.2g} below ||G P_row||/||G|| "
                     f"= {row:.6g} (more than about_rtol = {about_rtol:g})"
                 )
+            if init in ("vanilla", "gaussian"):
+                dist = _about_distribution(
+                    Gj, rank, init, cos, samples=samples, level=about_level, seed=seed + 7919 * (j + 1)
+                )
+                b["about_distribution"] = dist
+                lo, hi = dist["band"]
+                mlo, mhi = dist["median_cos_interval"]
+                if mhi < lo or mlo > hi:
+                    failures.append(
+                        f"block {j}: the typical cosine (median over {samples} random A0: "
+                        f"{dist['median_cos']:.4g}) "
+                        f"is outside the central {1 - about_level:g} band [{lo:.4g}, {hi:.4g}] of "
+                        f"||G P_row(A0)||/||G|| ({dist['band_source']}): 'about' misses by more than the "
+                        "prediction's spread over inits"
+                    )
+                elif not (lo <= mlo and mhi <= hi):
+                    undecided.append(
+                        f"block {j}: the median cosine's interval [{mlo:.4g}, {mhi:.4g}] straddles an end of "
+                        "the "
+                        f"band [{lo:.4g}, {hi:.4g}]"
+                    )
         blocks.append(b)
     timings = {"total": time.perf_counter() - t0}
     cert = {"blocks": blocks}
@@ -1043,11 +1145,31 @@ def check_wyl_alignment(
         return Verdict(
             claim, "violated", problem.fingerprint(), cert, "; ".join(failures), timings, opts, path
         )
+    if undecided:
+        return Verdict(
+            claim,
+            "inconclusive",
+            problem.fingerprint(),
+            cert,
+            f"cos(dW, -G) of {init!r} is at most ||G P_row(A0)||/||G||, but " + "; ".join(undecided),
+            timings,
+            opts,
+        )
     if prediction == "rank-2r":
         what = f"equals ||G_[2r]||/||G|| to {max(b['rel_error'] for b in blocks):.1e}"
     else:
         gaps = ", ".join(f"{b['row_projection_gap']:.2g}" for b in blocks)
         what = f"is at most ||G P_row(A0)||/||G||, below it by (relative) {gaps}"
+        if all("about_distribution" in b for b in blocks):
+            bands = []
+            for b in blocks:
+                d = b["about_distribution"]
+                bands.append(f"[{d['band'][0]:.3g}, {d['band'][1]:.3g}] (median cos {d['median_cos']:.3g})")
+            what += (
+                f"; the typical cosine is inside the central {1 - about_level:g} band "
+                + ", ".join(bands)
+                + f" of ||G P_row(A0)||/||G|| over random A0 ({samples} draws)"
+            )
     return Verdict(
         claim,
         "holds",

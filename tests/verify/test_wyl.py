@@ -93,6 +93,50 @@ def test_alignment_closed_form_and_planted_mismatch(problem):
     assert tight.status == "violated" and "about_rtol" in tight.reason
 
 
+def test_alignment_about_is_checked_against_its_distribution_over_random_A0():
+    # r = n / 2: Kaiming-uniform rows are far from orthogonal, and the exact cosine falls below
+    # ||G P_row(A0)|| / ||G|| by more than that quantity varies over random A0.  The Cauchy-Schwarz
+    # bound still holds (the old check said "holds"); the distribution says "about" misses.
+    p = gaussian_problem(K=2, N=40, blocks=[(16, 16)], lam=0.01, loss="squared", seed=1)
+    v = check_wyl_alignment(p, rank=8, init="vanilla")
+    assert v.status == "violated", v.reason
+    (b,) = v.certificate["blocks"]
+    d = b["about_distribution"]
+    assert b["cosine"] <= b["row_projection_over_G"]  # the inequality holds; "about" is what fails
+    assert d["median_cos_interval"][1] < d["band"][0]
+    assert "misses by more than the prediction's spread" in v.reason
+    # r << n on the same kind of problem: the typical cosine is a typical value of the prediction
+    w = check_wyl_alignment(p, rank=2, init="vanilla")
+    assert w.status == "holds", w.reason
+    lo, hi = w.certificate["blocks"][0]["about_distribution"]["band"]
+    assert lo <= w.certificate["blocks"][0]["about_distribution"]["median_cos"] <= hi
+
+
+def test_alignment_band_is_the_beta_law_for_a_rank_one_gradient():
+    from scipy.stats import beta, kstest
+
+    from landscapes.inits import planted_gradient_problem
+    from verify.wyl import _about_distribution
+
+    n, r = 20, 4
+    p = planted_gradient_problem(N=8, m=24, n=n, spectrum=[1.0], spread=0.0, seed=0)
+    G = full_gradient(p)[0]
+    v = check_wyl_alignment(p, rank=r, init="gaussian")
+    d = v.certificate["blocks"][0]["about_distribution"]
+    assert d["rank_one"] and d["band_source"].startswith("exact: rho^2 ~ Beta(4/2, 16/2)")
+    assert math.isclose(d["band"][0] ** 2, beta.ppf(0.025, r / 2, (n - r) / 2), rel_tol=1e-9)
+    assert v.status == "holds", v.reason
+    # the Monte Carlo draws of rho^2 follow Beta(r/2, (n - r)/2) (an independent check of the sampler)
+    gen = torch.Generator().manual_seed(0)
+    A = torch.randn(4000, r, n, generator=gen, dtype=torch.float64)
+    Q, _ = torch.linalg.qr(A.transpose(1, 2))
+    rho2 = (torch.linalg.matrix_norm(G @ Q) / G.norm()) ** 2
+    assert kstest(rho2.numpy(), beta(r / 2, (n - r) / 2).cdf).pvalue > 1e-3
+    # for a rank-one G the exact cosine is ||A v||^2 / ||A^T A v||: the empirical median agrees
+    e = _about_distribution(G, r, "gaussian", 0.5, samples=2000, level=0.05, seed=1)
+    assert e["median_cos_interval"][0] <= e["median_cos"] <= e["median_cos_interval"][1] <= 1
+
+
 def test_float32_problems_are_inconclusive():
     p = gaussian_problem(K=1, N=6, blocks=[(8, 8)], lam=0.1, seed=0, dtype=torch.float32)
     for f in (check_wyl_first_step, check_wyl_directions, check_wyl_alignment):
@@ -108,6 +152,8 @@ def test_float32_problems_are_inconclusive():
         (check_wyl_directions, dict(variant="hf"), "variant: expected 'reference' or 'peft'"),
         (check_wyl_alignment, dict(prediction="exact"), "prediction: expected 'rank-2r' or 'row-projection'"),
         (check_wyl_alignment, dict(init="pissa"), "init: expected one of"),
+        (check_wyl_alignment, dict(init="vanilla", samples=10), "samples: expected an int >= 100"),
+        (check_wyl_alignment, dict(about_level=5.0), r"about_level: expected a float in \(0, 1\)"),
         (check_wyl_unchanged, dict(encoder="minilm"), "encoder: expected None, 'auto'"),
         (check_wyl_speed, dict(faster="lora-ga"), "faster, slower: expected names"),
         (check_wyl_speed, dict(factor=0.0), "factor: expected a positive number"),
