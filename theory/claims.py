@@ -137,7 +137,8 @@ CLAIMS: tuple[Claim, ...] = (
         "JLR24",
         "generalization",
         "The low-rank solution found generalizes (a Rademacher-complexity bound for linear "
-        "predictors with bounded nuclear norm).",
+        "predictors with bounded nuclear norm; checked as the standard bound of "
+        "theory.generalization for the clipped loss against held-out loss).",
         confirmed=False,
     ),
     Claim(

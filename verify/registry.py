@@ -16,6 +16,7 @@ from verify.jlr import (
     check_jlr_rank_nuc,
     check_jlr_zero_saddle,
 )
+from verify.jlr_gen import check_jlr_gen
 from verify.kkr import (
     check_kkr_bias,
     check_kkr_dichotomy,
@@ -43,6 +44,7 @@ CHECKERS: Mapping[str, Callable[..., Verdict]] = MappingProxyType(
         "JLR-no-spurious": check_jlr_no_spurious,
         "JLR-spurious-below": check_jlr_spurious_below,
         "JLR-gd": check_jlr_gd,
+        "JLR-gen": check_jlr_gen,
         "WYL-first-step": check_wyl_first_step,
         "WYL-directions": check_wyl_directions,
         "WYL-unchanged": check_wyl_unchanged,

@@ -209,6 +209,11 @@ def evidence(v: Verdict | Mapping[str, Any]) -> str:
         ):
             if k in c:
                 parts.append(f"{label} {_fmt(c[k])}")
+    elif claim == "JLR-gen" and "bound" in c:
+        parts.append(f"bound {_fmt(c['bound'])} (B {_fmt(c.get('B'))})")
+        held = _fmt(c.get("test_clipped_loss"))
+        parts.append(f"held-out {held} (UCL {_fmt(c.get('test_ucl'))}, M {c.get('M')})")
+        parts.append(f"trivial {_fmt(c.get('trivial_test_clipped_loss'))}")
     elif claim == "JLR-zero-saddle":
         for k, label in (
             ("dense_lambda_min", "eigh"),
@@ -245,6 +250,12 @@ def evidence(v: Verdict | Mapping[str, Any]) -> str:
         for r in c["runs"]:
             by[r["optimizer"]] = max(by.get(r["optimizer"], -math.inf), _num(r.get("final_gap")))
         parts = [f"{o} gap {_fmt(g)}" for o, g in by.items()]
+    elif claim == "WYL-first-step" and "pipeline" in c:
+        for b in c.get("blocks", []):
+            parts.append(
+                f"pipeline rel err {_fmt(b.get('rel_error'))} vs tol {_fmt(b.get('tolerance'))} "
+                f"(gap {_fmt(b.get('gap'))}, eps {_fmt(b.get('eps'))})"
+            )
     elif claim == "WYL-first-step" and "inits" in c:
         init = d.get("options", {}).get("init", "loraga")
         mine = c["inits"].get(init, [])
@@ -276,9 +287,19 @@ def evidence(v: Verdict | Mapping[str, Any]) -> str:
         parts.append("predicted " + "/".join(_fmt(b.get("predicted")) for b in c["blocks"]))
         if all("row_projection_gap" in b for b in c["blocks"]):
             parts.append("gap " + "/".join(_fmt(b["row_projection_gap"]) for b in c["blocks"]))
+        if all("about_distribution" in b for b in c["blocks"]):
+            dists = [b["about_distribution"] for b in c["blocks"]]
+            parts.append(
+                "median cos "
+                + "/".join(
+                    f"{_fmt(x['median_cos'])} in [{_fmt(x['band'][0])}, {_fmt(x['band'][1])}]" for x in dists
+                )
+            )
     elif claim == "WYL-speed" and "steps_faster" in c:
         parts.append(f"steps {_fmt(c['steps_faster'])} vs {_fmt(c['steps_slower'])}")
         parts.append(f"median ratio {_fmt(c.get('median_ratio_slower_over_faster'))}")
+        if "ratio_interval" in c:
+            parts.append(f"pairs [{_fmt(c['ratio_interval'][0])}, {_fmt(c['ratio_interval'][1])}]")
     elif claim.startswith("KKR-") and "rho_hat" in c:
         ref = c.get("reference", {})
         parts.append(f"r {c.get('rank')}, r* {ref.get('rank')}, D {_fmt(c.get('radius'))}")

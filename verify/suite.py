@@ -48,6 +48,13 @@ def _attention(**kwargs: Any) -> Any:
     return HskSetting(**kwargs)
 
 
+def _held_out(**kwargs: Any) -> Problem:
+    # A training problem carrying held-out examples in meta["held_out"] (JLR-gen).
+    from verify.jlr_gen import held_out_problem
+
+    return held_out_problem(**kwargs)
+
+
 _GENERATORS: dict[str, Callable[..., Any]] = {
     "gaussian": synthetic.gaussian_problem,
     "teacher": synthetic.teacher_problem,
@@ -55,6 +62,7 @@ _GENERATORS: dict[str, Callable[..., Any]] = {
     "reviews": _reviews,
     "kkr": _kkr,
     "attention": _attention,
+    "held_out": _held_out,
 }
 
 
@@ -167,6 +175,26 @@ DEFAULT_SUITE: tuple[ProblemSpec, ...] = (
         checker_options={"KKR-includes-JLR": {"samples": 50}},
     ),
     ProblemSpec(
+        "teacher-gen-sq-K2",
+        "held_out",
+        dict(
+            generator="teacher",
+            n_test=4000,
+            K=2,
+            N=8000,
+            blocks=[(4, 4)],
+            lam=0.02,
+            teacher_rank=1,
+            loss="squared",
+            noise=0.5,
+            seed=11,
+        ),
+        ("JLR-gen",),
+        note="rank-1 teacher, N = 8000 training and M = 4000 held-out examples (the last 4000 of one "
+        "draw); squared loss clipped at b = 2",
+        checker_options={"JLR-gen": {"clip": 2.0}},
+    ),
+    ProblemSpec(
         "minilm-size-sq-K2",
         "gaussian",
         dict(K=2, N=32, blocks=[(384, 384)], lam=0.02, loss="squared", seed=6),
@@ -214,6 +242,14 @@ REAL_SUITE: tuple[ProblemSpec, ...] = (
         ),
         ("JLR-rank-NUC", "JLR-equiv"),
         note="W_v alone: the single-matrix claims",
+    ),
+    ProblemSpec(
+        "minilm-qv-reviews-gen",
+        "held_out",
+        dict(generator="reviews", n_test=500, N=32, K=2, lam=0.01, loss="cross_entropy", seed=0),
+        ("JLR-gen",),
+        note="the problem of minilm-qv-reviews with 500 held-out review sentences (operator form); "
+        "cross-entropy clipped at 2 log 2",
     ),
 )
 

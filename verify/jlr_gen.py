@@ -1,0 +1,523 @@
+r"""JLR-gen: the held-out loss of the low-rank NUC solution against a Rademacher bound.
+
+The bound (:mod:`theory.generalization`, where every step, constant and source is stated): for
+the clipped loss :math:`\ell_b = \min(\ell, b)`, with probability :math:`\ge 1 - \delta` over the
+training sample, every :math:`D` with :math:`\sum_j\|D_j\|_* \le B_0 2^k` has
+
+.. math::
+    \mathbb E\,\ell_b \le \hat L_b(D) + \frac{4\rho B_0 2^k}{N}\sqrt{v\log(d_1 + d_2)}
+    + 3b\sqrt{\frac{\log(2/\delta_k)}{2N}}
+
+for all grid points ``k`` at once; the checker evaluates the smallest admissible one at the
+judged point :math:`\hat D` (the NUC solution of the training problem, or a given ``point``).
+The radius is :math:`B = \sum_j\|\hat D_j\|_*` (``radius="solution"``) or the magnitude bound
+:math:`B = L(0)/\min_j\lambda_j` of JLR-magnitude (``radius="magnitude"``; it needs no solve, and
+covers :math:`\hat D` when :math:`\sum_j\|\hat D_j\|_*` is within the grid radius, which is checked).
+
+The measurement: the mean clipped loss of :math:`\hat D` on ``M`` held-out examples with its
+one-sided Hoeffding limits :math:`\pm b\sqrt{\log(1/\alpha)/(2M)}`.  The trivial predictor is
+:math:`D = 0` (the pretrained logits :math:`f_0`): its held-out mean clipped loss is the yardstick
+of non-vacuity.
+
+Held-out data: a :class:`~landscapes.problem.Problem` of held-out examples (same blocks, ``K``,
+loss and dtype), given as ``held_out`` or carried by the training problem in
+``problem.meta["held_out"]`` (what :func:`with_held_out`, :func:`with_review_held_out` and the
+suite generator ``held_out`` build).  Without one the verdict is ``inconclusive``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import time
+from collections.abc import Sequence
+from typing import Any, Literal
+
+import torch
+from torch import Tensor
+
+from landscapes.nuc import NucSolution, nuc_certificate, solve_nuc
+from landscapes.operators import DenseOperator, LinearOperator
+from landscapes.problem import Blocks, Problem
+from theory.claims import DEFAULT_TOLERANCES
+from theory.generalization import (
+    GeneralizationBound,
+    clipped_lipschitz,
+    default_clip,
+    generalization_bound,
+    hoeffding_radius,
+    khintchine_bound,
+)
+from verify.verdict import Verdict
+
+__all__ = [
+    "check_jlr_gen",
+    "with_held_out",
+    "with_review_held_out",
+    "held_out_problem",
+    "variance_statistic",
+    "rademacher_monte_carlo",
+]
+
+_T = DEFAULT_TOLERANCES
+CLAIM = "JLR-gen"
+
+
+# --------------------------------------------------------------------------------------------------
+# Held-out data
+def _test_compatible(problem: Problem, test: Problem) -> None:
+    if not isinstance(test, Problem):
+        raise TypeError(f"held_out: expected a landscapes.problem.Problem, got {type(test).__name__}")
+    if test.blocks != problem.blocks or test.K != problem.K or test.loss.name != problem.loss.name:
+        raise ValueError(
+            f"held_out: expected the training problem's blocks {list(problem.blocks)}, K = {problem.K} and "
+            f"loss {problem.loss.name!r}, got {list(test.blocks)}, K = {test.K}, loss {test.loss.name!r}"
+        )
+    if test.dtype != problem.dtype:
+        raise ValueError(f"held_out: expected dtype {problem.dtype}, got {test.dtype}")
+
+
+def with_held_out(problem: Problem, n_test: int) -> Problem:
+    r"""Split off the *last* ``n_test`` examples as held-out data.
+
+    Returns the training problem (the first ``N - n_test`` examples, ``J`` stored) with the
+    held-out :class:`~landscapes.problem.Problem` in ``meta["held_out"]``.  Valid as a held-out
+    sample when the examples are i.i.d. in their order, as in the synthetic generators of
+    :mod:`landscapes.synthetic` (each example's Jacobian row and label are drawn independently
+    given the problem's fixed parts, e.g. the teacher).
+    """
+    if isinstance(n_test, bool) or not isinstance(n_test, int) or not 1 <= n_test < problem.N:
+        raise ValueError(f"n_test: expected an int in [1, {problem.N - 1}] (N = {problem.N}), got {n_test!r}")
+    if not isinstance(problem.J, DenseOperator):
+        raise ValueError("problem: expected a stored (dense) J to split, got an operator")
+    n_train = problem.N - n_test
+    K, M = problem.K, problem.J.matrix
+    cut = K * n_train
+
+    def part(rows: slice, ex: slice, name: str, meta: dict[str, Any]) -> Problem:
+        return Problem(
+            M[rows],
+            problem.f0[ex],
+            problem.y[ex],
+            loss=problem.loss,
+            blocks=problem.blocks,
+            lam=problem.lam,
+            seed=problem.seed,
+            name=name,
+            meta=meta,
+        )
+
+    test = part(slice(cut, None), slice(n_train, None), f"{problem.name}[held-out]", {"source": "split"})
+    meta = dict(
+        problem.meta, held_out=test, held_out_source=f"split: the last {n_test} of {problem.N} examples"
+    )
+    return part(slice(0, cut), slice(0, n_train), problem.name, meta)
+
+
+def with_review_held_out(problem: Problem, n_test: int) -> Problem:
+    r"""Attach ``n_test`` held-out review sentences to a problem built by ``review_problem``.
+
+    The sentences come from the same seeded, stratified split as the training sentences
+    (:func:`landscapes.data.train_test_split` with ``n_test``; disjoint from them), are encoded by
+    the same model, targets, pooling and random head (checked: the rebuilt encoder reproduces
+    ``f0`` on the first training sentences), and their linearized logits
+    :math:`f_0 + J\operatorname{vec}D` use the operator form (``J`` of the held-out sentences is
+    never stored).
+    """
+    from landscapes.data import load_reviews, train_test_split
+    from landscapes.transformer import LinearizedEncoder, load_encoder
+
+    meta = problem.meta
+    need = ("data", "model_path", "targets", "pooling", "head", "N", "K", "dtype", "split_seed")
+    if any(k not in meta for k in need) or meta.get("data") != "reviews":
+        raise ValueError(
+            f"problem: expected a problem made by review_problem (meta with {', '.join(need)}), "
+            f"got meta keys {sorted(meta)}"
+        )
+    if meta["head"] != "random":
+        raise ValueError(f"problem: only the random head can be rebuilt, got head {meta['head']!r}")
+    if isinstance(n_test, bool) or not isinstance(n_test, int) or n_test < 1:
+        raise ValueError(f"n_test: expected a positive int, got {n_test!r}")
+    dtype = getattr(torch, str(meta["dtype"]))
+    train, test = train_test_split(
+        load_reviews(), n_train=int(meta["N"]), n_test=n_test, seed=int(meta["split_seed"])
+    )
+    net, tok = load_encoder(meta["model_path"], dtype=dtype)
+    opts: dict[str, Any] = dict(
+        K=int(meta["K"]),
+        targets=list(meta["targets"]),
+        pooling=meta["pooling"],
+        max_length=int(meta["max_length"]) if meta.get("max_length") is not None else None,
+        dtype=dtype,
+    )
+    n_chk = min(8, problem.N)
+    chk = LinearizedEncoder(net, tok, list(train.texts[:n_chk]), **opts).f0().to(problem.f0.device)
+    err = float((chk - problem.f0[:n_chk]).abs().max())
+    if err > 1e-6 * max(1.0, float(problem.f0.abs().max())):
+        raise ValueError(f"problem: the rebuilt encoder's outputs differ from problem.f0 by {err:.3g}")
+    enc = LinearizedEncoder(net, tok, list(test.texts), **opts)
+    loss = problem.loss.name
+    test_problem = enc.problem(test.label_tensor(), loss=loss, lam=problem.lam, form="operator")
+    test_problem = Problem(
+        test_problem.J,
+        test_problem.f0,
+        test_problem.y,
+        loss=loss,
+        blocks=problem.blocks,
+        lam=problem.lam,
+        name=f"{problem.name}[held-out]",
+        meta={"source": "reviews", "n_test": n_test},
+    )
+    source = f"reviews: {n_test} sentences outside the training split (seed {meta['split_seed']})"
+    return Problem(
+        problem.J,
+        problem.f0,
+        problem.y,
+        loss=problem.loss,
+        blocks=problem.blocks,
+        lam=problem.lam,
+        seed=problem.seed,
+        name=problem.name,
+        meta=dict(meta, held_out=test_problem, held_out_source=source),
+    )
+
+
+def held_out_problem(*, generator: str, n_test: int, **kwargs: Any) -> Problem:
+    r"""The suite generator ``held_out``: a training problem carrying ``n_test`` held-out examples.
+
+    ``generator="reviews"``: ``review_problem(**kwargs)`` and :func:`with_review_held_out`.
+    Otherwise a synthetic generator of the suite is called with ``N + n_test`` examples and the
+    last ``n_test`` are held out (:func:`with_held_out`), so the training problem has ``N``.
+    """
+    from verify.suite import _GENERATORS  # the suite's registry (imported on use: no cycle)
+
+    if generator in ("held_out", "kkr", "attention") or generator not in _GENERATORS:
+        known = sorted(set(_GENERATORS) - {"held_out", "kkr", "attention"})
+        raise ValueError(f"generator: expected one of {', '.join(known)}, got {generator!r}")
+    if isinstance(n_test, bool) or not isinstance(n_test, int) or n_test < 1:
+        raise ValueError(f"n_test: expected a positive int, got {n_test!r}")
+    if generator == "reviews":
+        return with_review_held_out(_GENERATORS["reviews"](**kwargs), n_test)
+    N = kwargs.pop("N", None)
+    if isinstance(N, bool) or not isinstance(N, int) or N < 1:
+        raise ValueError(f"N: expected a positive int (training examples), got {N!r}")
+    return with_held_out(_GENERATORS[generator](N=N + n_test, **kwargs), n_test)
+
+
+# --------------------------------------------------------------------------------------------------
+# The matrix variance and a Monte-Carlo reference
+def _row_chunks(J: LinearOperator, chunk: int) -> Any:
+    q = J.shape[0]
+    if isinstance(J, DenseOperator):
+        for a in range(0, q, chunk):
+            yield J.matrix[a : a + chunk]
+    else:
+        eye = torch.eye(q, dtype=J.dtype, device=J.device)
+        for a in range(0, q, chunk):
+            yield torch.stack([J.rmatvec(eye[i]) for i in range(a, min(a + chunk, q))])
+
+
+def variance_statistic(problem: Problem, *, chunk: int | None = None) -> tuple[float, ...]:
+    r"""Per block the matrix variance :math:`v_j` of the Rademacher series of the Jacobian slices.
+
+    .. math:: v_j = \max\big(\|\textstyle\sum_{i,k} G_{ikj}G_{ikj}^\top\|_{op},
+              \|\sum_{i,k} G_{ikj}^\top G_{ikj}\|_{op}\big);
+
+    :math:`G_{ikj}` is row ``i*K + k`` of ``J`` restricted to block ``j``, as an
+    :math:`m_j \times n_j` matrix.  Rows are read in chunks of ``chunk`` (default: about
+    :math:`2^{22}` entries of ``J`` at a time; an operator's rows by ``rmatvec`` on unit vectors).
+    """
+    if chunk is None:
+        chunk = max(8, 2**22 // max(problem.num_params, 1))
+    if isinstance(chunk, bool) or not isinstance(chunk, int) or chunk < 1:
+        raise ValueError(f"chunk: expected a positive int or None, got {chunk!r}")
+    left = [torch.zeros(m, m, dtype=problem.dtype, device=problem.device) for m, _ in problem.blocks]
+    right = [torch.zeros(n, n, dtype=problem.dtype, device=problem.device) for _, n in problem.blocks]
+    for R in _row_chunks(problem.J, chunk):
+        o = 0
+        for j, (m, n) in enumerate(problem.blocks):
+            G = R[:, o : o + m * n].reshape(-1, m, n)
+            o += m * n
+            A = G.permute(1, 0, 2).reshape(m, -1)
+            left[j] += A @ A.T
+            Bm = G.reshape(-1, n)
+            right[j] += Bm.T @ Bm
+    out = []
+    for Lm, Rm in zip(left, right):
+        top = max(float(torch.linalg.eigvalsh(Lm)[-1]), float(torch.linalg.eigvalsh(Rm)[-1]))
+        out.append(max(top, 0.0))
+    return tuple(out)
+
+
+def rademacher_monte_carlo(problem: Problem, *, samples: int, seed: int = 0) -> tuple[float, float]:
+    r"""Monte-Carlo mean and standard error of :math:`\max_j\|\sum_{i,k}\varepsilon_{ik}G_{ikj}\|_{op}`.
+
+    A reference for :func:`theory.generalization.khintchine_bound` (an estimate, not a bound):
+    ``samples`` draws of the Rademacher signs (seeded), one ``rmatvec`` each.
+    """
+    if isinstance(samples, bool) or not isinstance(samples, int) or samples < 2:
+        raise ValueError(f"samples: expected an int >= 2, got {samples!r}")
+    gen = torch.Generator().manual_seed(int(seed))
+    vals = []
+    for _ in range(samples):
+        eps = (torch.randint(0, 2, (problem.KN,), generator=gen) * 2 - 1).to(problem.dtype)
+        Z = problem.unvec(problem.J.rmatvec(eps.to(problem.device)))
+        vals.append(max(float(torch.linalg.matrix_norm(z, ord=2)) for z in Z))
+    t = torch.tensor(vals, dtype=torch.float64)
+    return float(t.mean()), float(t.std() / math.sqrt(samples))
+
+
+# --------------------------------------------------------------------------------------------------
+def _clipped(problem: Problem, z: Tensor, clip: float) -> Tensor:
+    return problem.loss.value(z, problem.y).clamp(max=clip)
+
+
+def _accuracy(problem: Problem, z: Tensor) -> float | None:
+    if problem.loss.name == "cross_entropy":
+        return float((z.argmax(1) == problem.y).to(torch.float64).mean())
+    if problem.loss.name == "logistic":
+        return float(((z[:, 0] > 0).long() == problem.y).to(torch.float64).mean())
+    return None
+
+
+def _bound_dict(b: GeneralizationBound) -> dict[str, Any]:
+    return dataclasses.asdict(b)
+
+
+def check_jlr_gen(
+    problem: Problem,
+    *,
+    held_out: Problem | None = None,
+    solution: NucSolution | None = None,
+    point: Sequence[Tensor] | None = None,
+    clip: float | None = None,
+    delta: float = 0.05,
+    alpha: float = 0.05,
+    radius: Literal["solution", "magnitude"] = "solution",
+    grid_base: float = 1.0,
+    bound_scale: float = 1.0,
+    gap_rtol: float = _T.gap_rtol,
+    mc_samples: int = 32,
+    seed: int = 0,
+    save_dir: Any = None,
+) -> Verdict:
+    r"""JLR-gen: the held-out clipped loss of :math:`\hat D` against the Rademacher bound.
+
+    Parameters
+    ----------
+    problem
+        The training problem (``N`` examples).
+    held_out
+        The held-out examples (default: ``problem.meta["held_out"]``); none: ``inconclusive``.
+    solution, point
+        The judged :math:`\hat D`: ``point`` (any adapted weight: the bound holds for every
+        :math:`D` of the grid's balls) or the NUC solution (``solution``, re-certified on
+        ``problem``; default: solved here to ``gap_rtol``).
+    clip
+        The clipping level :math:`b` (default :func:`theory.generalization.default_clip`:
+        :math:`2\log K` for cross-entropy; required for the squared loss).
+    delta, alpha
+        Confidence of the bound (:math:`1 - \delta`) and of each held-out limit (:math:`1 - \alpha`).
+    radius
+        ``"solution"``: :math:`B = \sum_j\|\hat D_j\|_*`; ``"magnitude"``: :math:`B = L(0)/\min_j\lambda_j`.
+    grid_base
+        :math:`B_0` of the union-bound grid :math:`B_0 2^k` (fixed before seeing the data).
+    bound_scale
+        The variant claim :math:`\mathbb E\ell_b \le` ``bound_scale`` :math:`\times` bound (a planted
+        false variant with ``bound_scale < 1`` must come out ``violated`` where the bound is tight).
+    gap_rtol
+        Relative duality gap of the NUC solve (the verdict records whether the solution meets it;
+        the bound holds for any point).
+    mc_samples
+        Monte-Carlo draws of :math:`\max_j\|Z_j\|_{op}` reported beside its rigorous bound (0: none).
+    seed
+        Seeds the NUC solve and the Monte-Carlo signs.
+    save_dir
+        Unused (no counterexample file, see below); accepted for the suite's uniform call.
+
+    Verdict (``UCL``/``LCL``: the held-out mean's Hoeffding limits at level :math:`1-\alpha`):
+    ``violated`` when ``LCL`` exceeds the (scaled) bound -- if the bound held with probability
+    :math:`1 - \delta` this happens with probability at most :math:`\delta + \alpha`;
+    ``inconclusive: vacuous`` when the bound is not below the trivial predictor's held-out mean
+    clipped loss; ``holds`` when it is and ``UCL`` is below the bound; otherwise ``inconclusive``.
+    No counterexample file is saved: held-out data do not fit a problem file.
+    """
+    del save_dir
+    for name, x in (("delta", delta), ("alpha", alpha)):
+        if isinstance(x, bool) or not isinstance(x, (int, float)) or not 0 < x < 1:
+            raise ValueError(f"{name}: expected a number in (0, 1), got {x!r}")
+    for name, x in (("grid_base", grid_base), ("bound_scale", bound_scale)):
+        if isinstance(x, bool) or not isinstance(x, (int, float)) or not (math.isfinite(x) and x > 0):
+            raise ValueError(f"{name}: expected a finite positive number, got {x!r}")
+    if radius not in ("solution", "magnitude"):
+        raise ValueError(f"radius: expected 'solution' or 'magnitude', got {radius!r}")
+    if isinstance(mc_samples, bool) or not isinstance(mc_samples, int) or mc_samples < 0 or mc_samples == 1:
+        raise ValueError(f"mc_samples: expected 0 or an int >= 2, got {mc_samples!r}")
+    loss = problem.loss.name
+    b = default_clip(loss, problem.K) if clip is None else float(clip)
+    rho = clipped_lipschitz(loss, b)  # validates clip
+    opts: dict[str, Any] = {
+        "clip": b,
+        "delta": delta,
+        "alpha": alpha,
+        "radius": radius,
+        "grid_base": grid_base,
+        "bound_scale": bound_scale,
+        "gap_rtol": gap_rtol,
+        "mc_samples": mc_samples,
+        "seed": seed,
+        "point": point is not None,
+    }
+    fp = problem.fingerprint()
+    test = held_out if held_out is not None else problem.meta.get("held_out")
+    if test is None:
+        return Verdict(
+            CLAIM,
+            "inconclusive",
+            fp,
+            {"clip": b, "rho": rho},
+            "no held-out data: give held_out (a Problem of held-out examples) or a problem carrying "
+            "meta['held_out'] (verify.jlr_gen.with_held_out)",
+            {},
+            opts,
+        )
+    _test_compatible(problem, test)
+    source = "given" if held_out is not None else str(problem.meta.get("held_out_source", "meta"))
+    fp = dict(fp, n_test=test.N, held_out_source=source)
+    timings: dict[str, float] = {}
+
+    # ---- the judged point -----------------------------------------------------------------------
+    t0 = time.perf_counter()
+    cert: dict[str, Any] = {"clip": b, "rho": rho, "held_out_source": source, "M": test.N}
+    if point is not None:
+        D: Blocks = problem.check_point(point, "point")
+    else:
+        if solution is None:
+            sol = solve_nuc(problem, gap_rtol=gap_rtol, seed=seed)
+            c = sol.certificate
+        else:
+            D0 = problem.check_point(solution.D, "solution.D")
+            c = nuc_certificate(problem, D0)  # never trust a passed-in certificate
+            sol = dataclasses.replace(solution, certificate=c, converged=c.within(gap_rtol))
+        D = sol.D
+        cert.update(nuc_rel_gap=c.rel_gap, nuc_certified=c.within(gap_rtol), ranks=list(sol.ranks))
+    timings["solve"] = time.perf_counter() - t0
+
+    # ---- training side: radius, variance, bound --------------------------------------------------
+    t0 = time.perf_counter()
+    z_tr = problem.predictions(D)
+    emp = float(_clipped(problem, z_tr, b).mean())
+    L0 = problem.risk(problem.zeros())
+    nuclear = [float(torch.linalg.matrix_norm(d, ord="nuc")) for d in D]
+    B_sol = sum(nuclear)
+    lam_min = min(problem.lam)
+    B_mag = L0 / lam_min if lam_min > 0 else math.inf
+    vs = variance_statistic(problem)
+    v = max(vs)
+    d1 = sum(m for m, _ in problem.blocks)
+    d2 = sum(n for _, n in problem.blocks)
+    timings["variance"] = time.perf_counter() - t0
+    common = dict(empirical=emp, v=v, d1=d1, d2=d2, N=problem.N, rho=rho, clip=b, delta=delta, base=grid_base)
+    bound_sol = generalization_bound(B=B_sol, **common)  # type: ignore[arg-type]
+    bound_mag = generalization_bound(B=B_mag, **common) if math.isfinite(B_mag) else None  # type: ignore[arg-type]
+    chosen = bound_sol if radius == "solution" else bound_mag
+    cert.update(
+        train_clipped_loss=emp,
+        train_loss=problem.risk_at(z_tr),
+        L0_train=L0,
+        nuclear_norms=nuclear,
+        B_solution=B_sol,
+        B_magnitude=B_mag,
+        v_blocks=list(vs),
+        v=v,
+        khintchine=khintchine_bound(v, d1, d2),
+        bound_solution=_bound_dict(bound_sol),
+        bound_magnitude=None if bound_mag is None else _bound_dict(bound_mag),
+    )
+    if mc_samples:
+        t0 = time.perf_counter()
+        mean, se = rademacher_monte_carlo(problem, samples=mc_samples, seed=seed)
+        cert.update(rademacher_mc_mean=mean, rademacher_mc_stderr=se)
+        timings["monte_carlo"] = time.perf_counter() - t0
+
+    # ---- held-out side ---------------------------------------------------------------------------
+    t0 = time.perf_counter()
+    z_te = test.predictions(D)
+    lt = _clipped(test, z_te, b)
+    test_mean = float(lt.mean())
+    trivial = float(_clipped(test, test.f0, b).mean())
+    rad = hoeffding_radius(clip=b, M=test.N, alpha=alpha)
+    ucl, lcl = test_mean + rad, test_mean - rad
+    cert.update(
+        test_clipped_loss=test_mean,
+        test_ucl=ucl,
+        test_lcl=lcl,
+        hoeffding_radius=rad,
+        test_loss=test.risk_at(z_te),
+        test_clipped_fraction=float((test.loss.value(z_te, test.y) > b).to(torch.float64).mean()),
+        trivial_test_clipped_loss=trivial,
+        trivial_test_loss=test.risk_at(test.f0),
+        test_accuracy=_accuracy(test, z_te),
+        trivial_test_accuracy=_accuracy(test, test.f0),
+    )
+    timings["held_out"] = time.perf_counter() - t0
+
+    # ---- verdict --------------------------------------------------------------------------------
+    if chosen is None:
+        return Verdict(CLAIM, "inconclusive", fp, cert, "radius='magnitude' needs lam > 0", timings, opts)
+    if radius == "magnitude" and B_sol > chosen.B_grid:
+        return Verdict(
+            CLAIM,
+            "inconclusive",
+            fp,
+            cert,
+            f"the judged point has sum ||D_j||_* = {B_sol:.4g}, outside the magnitude radius "
+            f"{chosen.B_grid:.4g}: the magnitude bound does not cover it",
+            timings,
+            opts,
+        )
+    bound = bound_scale * chosen.value
+    cert.update(bound=bound, looseness=bound - test_mean, B=chosen.B, B_grid=chosen.B_grid)
+    scaled = "scaled " if bound_scale != 1 else ""
+    what = f"the {scaled}bound {bound:.4g} (B = {chosen.B:.4g}, N = {problem.N})"
+    held = f"held-out clipped loss {test_mean:.4g} (M = {test.N}"
+    if lcl > bound:
+        return Verdict(
+            CLAIM,
+            "violated",
+            fp,
+            cert,
+            f"{held}, lower limit {lcl:.4g}) exceeds {what}",
+            timings,
+            opts,
+        )
+    if bound >= trivial:
+        return Verdict(
+            CLAIM,
+            "inconclusive",
+            fp,
+            cert,
+            f"vacuous: {what} is not below the trivial predictor's (D = 0) held-out clipped loss "
+            f"{trivial:.4g}; {held}, upper limit {ucl:.4g})",
+            timings,
+            opts,
+        )
+    if ucl <= bound:
+        return Verdict(
+            CLAIM,
+            "holds",
+            fp,
+            cert,
+            f"{held}, upper limit {ucl:.4g}) <= {what} < trivial {trivial:.4g}",
+            timings,
+            opts,
+        )
+    return Verdict(
+        CLAIM,
+        "inconclusive",
+        fp,
+        cert,
+        f"{held}) is within its Hoeffding radius {rad:.3g} of {what}: not certified either way",
+        timings,
+        opts,
+    )
