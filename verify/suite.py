@@ -36,6 +36,12 @@ def _reviews(**kwargs: Any) -> Problem:
     return review_problem(**kwargs)
 
 
+def _planted_gradient(**kwargs: Any) -> Problem:
+    from landscapes.inits import planted_gradient_problem
+
+    return planted_gradient_problem(**kwargs)
+
+
 def _kkr(**kwargs: Any) -> Any:
     from verify.kkr_runs import build_kkr_problem
 
@@ -62,6 +68,7 @@ _GENERATORS: dict[str, Callable[..., Any]] = {
     "reviews": _reviews,
     "kkr": _kkr,
     "attention": _attention,
+    "planted_gradient": _planted_gradient,
     "held_out": _held_out,
 }
 
@@ -119,6 +126,23 @@ DEFAULT_SUITE: tuple[ProblemSpec, ...] = (
         + ("WYL-first-step", "WYL-directions", "WYL-unchanged", "WYL-alignment"),
         note="separable: FT has no minimizer, so JLR-rank-FT is not run here; LoRA-GA at r = 4",
         checker_options={"JLR-no-spurious": {"n_starts": 9}},
+    ),
+    ProblemSpec(
+        "loraga-pipeline-sq-K1",
+        "planted_gradient",
+        dict(
+            N=256,
+            m=24,
+            n=20,
+            spectrum=[1.0, 0.98, 0.96, 0.94, 0.92, 0.9, 0.88, 0.86] + [0.05] * 12,
+            spread=0.1,
+            seed=0,
+        ),
+        ("WYL-first-step",),
+        note="LoRA-GA as the reference code runs it, r = 4: G from 64 mini-batches of 2 (128 of N = 256 "
+        "examples), randomized SVD with q = 4r, niter = 4; per-example gradients M + noise (10 % spread), "
+        "gap sigma_8 - sigma_9 = 0.81; tolerance from the estimator and the gap (Wedin)",
+        checker_options={"WYL-first-step": {"rank": 4, "gradient": "sampled", "svd": "randomized"}},
     ),
     ProblemSpec(
         "tiny-sq-K1",
