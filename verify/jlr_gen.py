@@ -354,10 +354,10 @@ def check_jlr_gen(
     if isinstance(mc_samples, bool) or not isinstance(mc_samples, int) or mc_samples < 0 or mc_samples == 1:
         raise ValueError(f"mc_samples: expected 0 or an int >= 2, got {mc_samples!r}")
     loss = problem.loss.name
-    b = default_clip(loss, problem.K) if clip is None else float(clip)
-    rho = clipped_lipschitz(loss, b)  # validates clip
+    if clip is not None:
+        clipped_lipschitz(loss, clip)  # validates clip before anything is computed
     opts: dict[str, Any] = {
-        "clip": b,
+        "clip": clip,
         "delta": delta,
         "alpha": alpha,
         "radius": radius,
@@ -375,13 +375,16 @@ def check_jlr_gen(
             CLAIM,
             "inconclusive",
             fp,
-            {"clip": b, "rho": rho},
+            {},
             "no held-out data: give held_out (a Problem of held-out examples) or a problem carrying "
             "meta['held_out'] (verify.jlr_gen.with_held_out)",
             {},
             opts,
         )
     _test_compatible(problem, test)
+    b = default_clip(loss, problem.K) if clip is None else float(clip)
+    rho = clipped_lipschitz(loss, b)
+    opts["clip"] = b
     source = "given" if held_out is not None else str(problem.meta.get("held_out_source", "meta"))
     fp = dict(fp, n_test=test.N, held_out_source=source)
     timings: dict[str, float] = {}

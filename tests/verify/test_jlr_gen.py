@@ -82,9 +82,12 @@ def test_vacuous_at_lam_001_with_large_B():
 
 
 def test_no_held_out_data_is_inconclusive():
+    # what `loracheck audit FILE` meets: a problem file carries no held-out set (and the squared
+    # loss's missing clip level is not an error before there is anything to measure)
     p = teacher_problem(K=1, N=20, blocks=[(4, 4)], lam=0.05, seed=0)
-    v = check_jlr_gen(p, clip=1.0)
-    assert v.status == "inconclusive" and v.reason.startswith("no held-out data")
+    for clip in (1.0, None):
+        v = check_jlr_gen(p, clip=clip)
+        assert v.status == "inconclusive" and v.reason.startswith("no held-out data")
 
 
 def test_variance_statistic_against_a_loop():
@@ -141,7 +144,7 @@ def test_with_held_out_splits_rows_in_order():
     ],
 )
 def test_bad_input(kwargs, message):
-    p = teacher_problem(K=1, N=10, blocks=[(3, 3)], lam=0.1, seed=2)
+    p = with_held_out(teacher_problem(K=1, N=14, blocks=[(3, 3)], lam=0.1, seed=2), 4)
     kwargs = {"clip": 1.0, **kwargs}
     with pytest.raises((ValueError, TypeError), match=message):
         check_jlr_gen(p, **kwargs)
@@ -198,3 +201,12 @@ def test_minilm_reviews_vacuous_with_the_magnitude_radius():
     assert c["bound"] > 10 * c["trivial_test_clipped_loss"]
     assert c["test_clipped_loss"] == pytest.approx(c["trivial_test_clipped_loss"])  # D = 0 is the trivial one
     assert c["M"] == 32 and "reviews" in c["held_out_source"]
+
+
+def test_audit_of_a_problem_file_says_no_held_out_data(tmp_path, capsys):
+    from landscapes.io import save_problem
+    from verify.cli import main
+
+    path = save_problem(teacher_problem(K=1, N=20, blocks=[(4, 4)], lam=0.05, seed=0), tmp_path / "p.npz")
+    assert main(["audit", str(path), "--claims", "JLR-gen"]) == 2  # inconclusive
+    assert "no held-out data" in capsys.readouterr().out
