@@ -75,3 +75,10 @@ def test_real_minilm_lora_ga():
     w = check_wyl_first_step(p, rank=4, search_starts=0)
     assert w.status == "holds", w.reason
     assert check_wyl_first_step(p, rank=4, init="loraga-peft", search_starts=0).status == "violated"
+    # the reference pipeline on the real gradient (N = 8 <= 128: the sampled G is the full one, only
+    # the randomized SVD differs): the gaps sigma_8 - sigma_9 of the real G are far smaller than the
+    # sketch's error bound, so Wedin says nothing -- inconclusive, with the measured error reported
+    pipe = check_wyl_first_step(p, rank=4, gradient="sampled", svd="randomized")
+    assert pipe.status == "inconclusive", pipe.reason
+    for b in pipe.certificate["blocks"]:
+        assert b["eps_sampling_bound"] == 0.0 and b["gap_minus_eps"] <= 0 < b["rel_error"]
