@@ -94,7 +94,14 @@ def test_peft_variant_through_the_pipeline_is_refuted(clear_gap, tmp_path):
         clear_gap, rank=4, init="loraga-peft", gradient="sampled", svd="randomized", save_dir=tmp_path
     )
     assert v.status == "violated", v.reason
-    assert v.counterexample is not None
+    # the saved problem and options replay through the audit to the same verdict
+    from landscapes.io import load_problem
+    from verify.audits import audit, replay_options
+
+    P, extras = load_problem(v.counterexample)
+    task = replay_options(extras)
+    assert task is not None and task.options["gradient"] == "sampled" and task.options["svd"] == "randomized"
+    assert [x.status for x in audit(P, tasks=[task], progress=False).verdicts] == ["violated"]
 
 
 def test_the_pipeline_is_not_the_exact_step_on_more_than_128_examples(clear_gap):
