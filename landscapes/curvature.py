@@ -304,7 +304,7 @@ def lambda_min_structured(
     projected onto :math:`\mathrm{span}(G)^\perp`.
 
     Bisection stops when the bracket is narrower than
-    ``rtol * max(|lambda_min|, 1e-6 * max(1, lambda_max))`` (relative accuracy ``rtol``, or
+    ``rtol * max(|lambda_min|, 1e-6 * |lambda_max|)`` (relative accuracy ``rtol``, or
     ``rtol`` times the default curvature tolerance when :math:`\lambda_{\min} \approx 0`);
     ``lower`` then also subtracts a rounding slack ``10 P eps (max|mu| + ||Z||^2)`` (in ``meta``),
     and a sign count of the secular matrix at rounding level never raises ``lower``.
@@ -375,7 +375,7 @@ def lambda_min_structured(
     if P > q:
         hi = min(hi, float(mu_sorted[q]))
     lo = mu1
-    tol_scale = 1e-6 * max(1.0, abs(lam_max_bound))
+    tol_scale = 1e-6 * abs(lam_max_bound)
 
     def width_tol(a: float, b: float) -> float:
         return rtol * max(min(abs(a), abs(b)) if a * b > 0 else 0.0, tol_scale)
@@ -433,7 +433,7 @@ def lambda_min_structured(
     if cluster.numel() > 0:
         Zc = Z_gn[cluster]
         Uc, sv, _ = torch.linalg.svd(Zc, full_matrices=True)
-        rank_c = int((sv > 1e-12 * max(1.0, float(sv.max()) if sv.numel() else 0.0)).sum())
+        rank_c = int((sv > 1e-12 * (float(sv.max()) if sv.numel() else 0.0)).sum())
         if rank_c < cluster.numel():
             Nb = Uc[:, rank_c:]
             ew, evec = torch.linalg.eigh(Nb.T @ (mu_all[cluster].unsqueeze(1) * Nb))

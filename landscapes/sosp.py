@@ -104,6 +104,7 @@ def make_init(
     generator: torch.Generator,
     adversarial_rank: int | None = None,
     perturbation: Sequence[Tensor] | None = None,
+    scale: float = 1.0,
 ) -> LoRAPoint:
     r"""A starting point of the kind named.
 
@@ -114,15 +115,19 @@ def make_init(
     point; a strict saddle when :math:`\|\nabla L(0)\|_{op} > \lambda`).  ``"adversarial"``: a
     rank-deficient critical point -- the L-BFGS end point at rank ``k < r`` (``adversarial_rank``,
     default drawn from ``1..r-1``), padded with zero columns, plus a ``1e-8`` nudge (at ``r = 1``:
-    the ``1e-8`` nudge of ``U = V = 0``).
+    the ``1e-8`` nudge of ``U = V = 0``).  ``scale`` multiplies every drawn entry (the nudges
+    included): under :math:`J \to cJ`, :math:`\lambda \to c\lambda` the starts that map onto
+    today's are those with ``scale = 1 / sqrt(c)``.
     """
     if kind not in INIT_KINDS:
         raise ValueError(f"kind: expected one of {INIT_KINDS}, got {kind!r}")
+    if not (isinstance(scale, (int, float)) and not isinstance(scale, bool) and 0 < scale < math.inf):
+        raise ValueError(f"scale: expected a positive finite number, got {scale!r}")
     U, V = [], []
     dt, dev = problem.dtype, problem.device
 
     def gauss(rows: int, cols: int, std: float) -> Tensor:
-        return (std * torch.randn(rows, cols, generator=generator, dtype=torch.float64)).to(
+        return (scale * std * torch.randn(rows, cols, generator=generator, dtype=torch.float64)).to(
             dtype=dt, device=dev
         )
 
@@ -140,7 +145,7 @@ def make_init(
             raise ValueError(
                 f"adversarial_rank: expected an int in [1, r - 1] = [1, {r - 1}] (needs r >= 2), got {k!r}"
             )
-        start = make_init(problem, [min(k, rr) for rr in ranks], "gaussian", generator=generator)
+        start = make_init(problem, [min(k, rr) for rr in ranks], "gaussian", generator=generator, scale=scale)
         res = minimize_lora(
             problem,
             rank=[min(k, rr) for rr in ranks],

@@ -396,13 +396,14 @@ class AuditResult:
     def exit_code(self) -> int:
         """0 all hold, 1 some violated, 2 some inconclusive.
 
-        A point audit counts too: ``"not global"`` as 1, ``"undecided"`` as 2.
+        A point audit counts too: a certified spurious point (``"not global"`` with an exact local
+        minimizer certified nearby) as 1, any other ``"not global"`` or ``"undecided"`` point as 2.
         """
         code = exit_code(self.verdicts)
         if self.point is not None:
-            if self.point.status == "not global":
+            if self.point.status == "not global" and self.point.spurious:
                 return 1
-            if self.point.status == "undecided" and code == 0:
+            if self.point.status in ("not global", "undecided") and code == 0:
                 return 2
         return code
 

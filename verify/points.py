@@ -16,6 +16,12 @@ certified NUC optimum :math:`[\Delta, P]` (dual and primal values bracketing
 rank of the certified NUC solution (its balanced factors are then an admissible rank-``r`` point
 of objective :math:`P`), a point with :math:`F - P > \varepsilon` is certified *not* global.
 Anything in between is ``"undecided"``.
+
+A point that is not global is a *counterexample* (a spurious SOSP, exit code 1 in ``loracheck
+audit``) only when it is an approximate SOSP and an exact local minimizer provably lies near it
+with an objective still above :math:`P_r + \varepsilon`
+(:func:`verify.landscape.counterexample_test`); otherwise it is just a point that is not optimal
+(exit code 2).  :math:`\varepsilon` is ``gap_rtol`` times :math:`\max(|F|, L(0))`.
 """
 
 from __future__ import annotations
@@ -36,8 +42,9 @@ from torch import Tensor
 from landscapes.lora import LoRAPoint
 from landscapes.nuc import NucSolution, nuc_certificate, solve_nuc
 from landscapes.problem import Problem
-from landscapes.sosp import certify_sosp
+from landscapes.sosp import certify_sosp, gradient_scale, objective_scale
 from theory.claims import DEFAULT_TOLERANCES
+from verify.landscape import counterexample_test
 from verify.verdict import jsonable
 
 __all__ = ["PointAudit", "audit_point", "load_point", "point_from_extras", "as_point"]
@@ -53,8 +60,8 @@ class PointAudit:
     ----------
     status
         ``"global"`` (:math:`F - \Delta \le \varepsilon`), ``"not global"`` (:math:`F - P >
-        \varepsilon` with the LoRA rank at least the NUC solution's rank) or ``"undecided"``;
-        :math:`\varepsilon` = ``gap_rtol * max(1, |F|)``.
+        \varepsilon`, against an admissible rank-``r`` point) or ``"undecided"``;
+        :math:`\varepsilon` = ``gap_rtol * max(|F|, L(0))``.
     is_sosp
         Certified approximate SOSP (gradient norm and rigorous :math:`\lambda_{\min}` bound).
     objective
@@ -71,6 +78,12 @@ class PointAudit:
         The full SOSP certificate (:meth:`landscapes.sosp.SOSPCertificate.to_dict`).
     reason
         One sentence.
+    spurious
+        ``True``: a certified counterexample (an exact local minimizer near the point, not
+        global; module docstring); ``False``: not one or not certified; ``None``: not tested (the
+        point is global or undecided).
+    counterexample
+        The numbers of that test (:func:`verify.landscape.counterexample_test`), or ``None``.
     """
 
     status: str
@@ -87,6 +100,8 @@ class PointAudit:
     sosp: Mapping[str, Any]
     reason: str
     source: str | None = None
+    spurious: bool | None = None
+    counterexample: Mapping[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON data."""
@@ -106,14 +121,23 @@ class PointAudit:
                 "sosp": dict(self.sosp),
                 "reason": self.reason,
                 "source": self.source,
+                "spurious": self.spurious,
+                "counterexample": None if self.counterexample is None else dict(self.counterexample),
             }
         )
 
     def summary(self) -> str:
         """One line for a terminal."""
         where = f" {self.source}:" if self.source else ""
+        status = self.status
+        if status == "not global":
+            status += (
+                " (a certified spurious local minimizer nearby)"
+                if self.spurious
+                else " (no exact local minimizer certified nearby: not a counterexample)"
+            )
         return (
-            f"point{where} {self.status}, {'an SOSP' if self.is_sosp else 'not a certified SOSP'} "
+            f"point{where} {status}, {'an approximate SOSP' if self.is_sosp else 'not an approximate SOSP'} "
             f"(LoRA rank {list(self.ranks)}, rank of UV^T {list(self.product_ranks)}); "
             f"F - min NUC in [{self.excess_lower:.2e}, {self.excess_upper:.2e}]; {self.reason}"
         )
@@ -187,7 +211,7 @@ def audit_point(
         rank_rtol=rank_rtol,
     )
     F = sc.objective
-    eps = gap_rtol * max(1.0, abs(F))
+    eps = gap_rtol * objective_scale(problem, F)
     up = F - nc.dual
     # The NUC solution truncated to the point's LoRA ranks is an admissible rank-r point (its
     # balanced factors have LoRA objective equal to its NUC objective P_r), so the rank-r optimum
@@ -211,6 +235,29 @@ def audit_point(
     else:
         status = "undecided"
         reason = f"F - min NUC lies in [{F - nc.primal:.2e}, {up:.2e}]; tolerance {eps:.2e}"
+    spurious: bool | None = None
+    test: dict[str, Any] | None = None
+    if status == "not global":
+        spurious = False
+        if sc.is_sosp:
+            test = counterexample_test(
+                problem,
+                pt,
+                None,
+                sc.stacked_ranks,
+                ranks,
+                P_r,
+                order=2,
+                grad_norm=sc.grad_norm,
+                grad_tol=grad_rtol * gradient_scale(problem),
+                gap_rtol=gap_rtol,
+                method="auto",
+            )
+            spurious = bool(test["certified"])
+            reason += f"; {'a certified spurious local minimizer' if spurious else 'not a counterexample'}: "
+            reason += test["why"]
+        else:
+            reason += "; not an approximate SOSP, so not a counterexample"
     imb = tuple(
         float(torch.linalg.matrix_norm(u.T @ u - v.T @ v)) / max(1.0, float(u.square().sum()))
         for u, v in zip(pt.U, pt.V)
@@ -230,6 +277,8 @@ def audit_point(
         sosp=sc.to_dict(),
         reason=f"{sc.reason}; {reason}",
         source=source,
+        spurious=spurious,
+        counterexample=test,
     )
 
 

@@ -156,6 +156,12 @@ def _fmt(x: Any) -> str:
     return str(x)
 
 
+def _gap(x: Any) -> str:
+    """A duality gap: a negative one (primal below dual) can only be rounding, and says so."""
+    v = _num(x)
+    return f"{v:.1e} (< 0: round-off)" if v < 0 else _fmt(x)
+
+
 def _num(x: Any) -> float:
     """A certificate number back from JSON (non-finite floats are stored as strings)."""
     if isinstance(x, (int, float)):
@@ -179,7 +185,7 @@ def evidence(v: Verdict | Mapping[str, Any]) -> str:
             ("rel_gap_reduced", "rel gap"),
         ):
             if k in c:
-                parts.append(f"{label} {_fmt(c[k])}")
+                parts.append(f"{label} {_gap(c[k]) if 'gap' in k else _fmt(c[k])}")
     elif claim == "JLR-rank-FT":
         for k, label in (
             ("ranks_before", "rank before"),
@@ -208,7 +214,7 @@ def evidence(v: Verdict | Mapping[str, Any]) -> str:
             ("rel_gap", "rel gap"),
         ):
             if k in c:
-                parts.append(f"{label} {_fmt(c[k])}")
+                parts.append(f"{label} {_gap(c[k]) if 'gap' in k else _fmt(c[k])}")
     elif claim == "JLR-gen" and "bound" in c:
         parts.append(f"bound {_fmt(c['bound'])} (B {_fmt(c.get('B'))})")
         held = _fmt(c.get("test_clipped_loss"))
@@ -227,7 +233,12 @@ def evidence(v: Verdict | Mapping[str, Any]) -> str:
         runs = c["runs"]
         stat = [r for r in runs if r.get("stationary")]
         parts.append(f"r {_fmt(c.get('ranks'))}, KN {c.get('KN')}")
-        parts.append(f"{c.get('n_certified_global')}/{len(runs)} certified global SOSPs")
+        parts.append(f"{c.get('n_certified_global')}/{len(runs)} approx. SOSPs certified global")
+        if c.get("n_approximate_counterexamples"):
+            parts.append(f"{c['n_approximate_counterexamples']} approx. counterexamples (no exact one)")
+        if "counterexample_run" in c:
+            t = runs[c["counterexample_run"]].get("counterexample_test", {})
+            parts.append(f"exact local min {_fmt(t.get('margin'))} above the optimum")
         bounds = [_num(r.get("gap_bound")) for r in stat]
         if bounds:
             parts.append(f"max gap bound {_fmt(max(bounds))}")
@@ -236,15 +247,15 @@ def evidence(v: Verdict | Mapping[str, Any]) -> str:
             parts.append(f"min lambda_min >= {_fmt(min(lows))}")
         parts.append(f"{c.get('stacked_rank_deficient')} rank-deficient [U;V]")
     elif claim == "JLR-spurious-below" and "runs" in c:
-        ref = _num(c.get("reference_objective"))
-        excess = [_num(r["objective"]) - ref for r in c["runs"] if r.get("sosp")]
-        gap_rtol = _num(d.get("options", {}).get("gap_rtol", 1e-8))
-        spurious = [e for e in excess if e > gap_rtol * max(1.0, abs(ref))]
+        tests = [r["counterexample_test"] for r in c["runs"] if "counterexample_test" in r]
+        exact = [_num(t["margin"]) for t in tests if t.get("certified")]
         parts.append(f"r {_fmt(c.get('ranks'))}, KN {c.get('KN')}")
-        parts.append(f"{c.get('n_certified_sosp')}/{len(c['runs'])} certified SOSPs")
+        parts.append(f"{c.get('n_certified_sosp')}/{len(c['runs'])} approx. SOSPs")
         parts.append(f"{len(c.get('distinct_sosp_objectives', []))} distinct objectives")
-        if spurious:
-            parts.append(f"{len(spurious)} spurious, worst excess {_fmt(max(spurious))}")
+        if exact:
+            parts.append(f"{len(exact)} exact spurious local minima, worst excess >= {_fmt(max(exact))}")
+        if len(tests) > len(exact):
+            parts.append(f"{len(tests) - len(exact)} approx. spurious (no exact one certified)")
     elif claim == "JLR-gd" and "runs" in c:
         by: dict[str, float] = {}
         for r in c["runs"]:
