@@ -360,5 +360,7 @@ def test_point_audit_exit_codes(sq_file, sq, tmp_path):
     np.savez(tmp_path / "bad.npz", U0=2 * pt.U[0].numpy(), V0=pt.V[0].numpy())
     base = ["audit", str(sq_file), "--claims", "none", "--point"]
     assert main([*base, str(tmp_path / "good.npz")]) == 0
-    assert main([*base, str(tmp_path / "bad.npz")]) == 1
+    # not global, but not a stationary point: not a counterexample (exit 1 needs an exact spurious
+    # local minimizer nearby, tests/verify/test_trust.py)
+    assert main([*base, str(tmp_path / "bad.npz")]) == 2
     assert main([*base, str(tmp_path / "good.npz"), "--scale", "2"]) == 3  # no scale for U, V
