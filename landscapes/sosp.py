@@ -564,9 +564,9 @@ def _escape(
 ) -> tuple[LoRAPoint, bool]:
     """Step along the negative-curvature eigenvector (sign and length by a decreasing line search).
 
-    Returns the new point and whether ``F`` decreased: ``False`` when no step of the search
-    lowered ``F`` by a quarter of the second-order model's gain (the curvature is then below what
-    ``F``'s rounding resolves along this direction).
+    Returns the new point and whether ``F`` decreased; when no step of the search lowered ``F`` by
+    a quarter of the second-order model's gain (the curvature is then below what ``F``'s rounding
+    resolves along this direction), the point is returned unchanged with ``False``.
     """
     x = flatten_factors(pt.U, pt.V)
     v = curv.vector / curv.vector.norm()
@@ -587,8 +587,7 @@ def _escape(
         if Fa < F0 + 0.25 * alpha * alpha * curv.upper:
             return LoRAPoint(U, V), True
         alpha *= 0.5
-    U, V = unflatten_factors(x + alpha * v, pt.U, pt.V)
-    return LoRAPoint(U, V), False
+    return pt, False
 
 
 def find_sosp(
@@ -716,19 +715,6 @@ def find_sosp(
             if decreased:
                 continue
             stalled = True  # F does not go down along the negative curvature above its rounding
-            cert = certify_sosp(
-                problem,
-                pt.U,
-                pt.V,
-                perturbation=pert,
-                grad_rtol=grad_rtol,
-                curvature_rtol=curvature_rtol,
-                gap_rtol=gap_rtol,
-                method=method,
-                grad_scale=gscale,
-                curvature_options=copts if method != "dense" else {"t_grad": copts["t_grad"]},
-                perturbation_norms=pnorms,
-            )
         break
     return SOSPRun(
         point=pt,

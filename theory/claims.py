@@ -114,7 +114,8 @@ CLAIMS: tuple[Claim, ...] = (
         "JLR-no-spurious",
         "JLR24",
         "no spurious local minima",
-        "For lam > 0 and r(r+1)/2 > KN, every second-order stationary point of LoRA is a global "
+        "For lam > 0 and r(r+1)/2 > KN (with several adapted matrices: r_j(r_j+1)/2 > KN for every "
+        "block j, not the sum), every second-order stationary point of LoRA is a global "
         "minimizer, with probability 1 over a small random perturbation of the objective.",
         confirmed=False,
     ),
@@ -122,15 +123,15 @@ CLAIMS: tuple[Claim, ...] = (
         "JLR-spurious-below",
         "JLR24",
         "below the bound",
-        "Below the bound r(r+1)/2 <= KN the guarantee is absent: spurious second-order "
-        "stationary points can exist for some problems.",
+        "Below the bound r(r+1)/2 <= KN (in at least one block) the guarantee is absent: spurious "
+        "second-order stationary points can exist for some problems.",
     ),
     Claim(
         "JLR-gd",
         "JLR24",
         "(S)GD finds low-rank solutions",
         "(Stochastic) gradient descent with weight decay from standard inits converges to a "
-        "global minimizer when r(r+1)/2 > KN.",
+        "global minimizer when r(r+1)/2 > KN (in every block).",
     ),
     Claim(
         "JLR-gen",
