@@ -766,9 +766,10 @@ def check_jlr_gd(
     methods themselves are tested.  The certificate records the relative gap
     :math:`(F - P^\star_{NUC}) / \max(|P|, L(0))` every ``record_every`` steps, and the fitted rate
     ``p`` of ``gap ~ t^-p`` over the second half of each run.  ``holds``: every final gap is at most
-    the optimizer's tolerance.  ``violated``: a run ends at a certified SOSP (curvature certified)
-    whose gap exceeds it -- a spurious end point.  Otherwise ``inconclusive`` (not converged
-    within ``steps``).
+    the optimizer's tolerance.  ``violated``: a run ends at an approximate SOSP whose gap exceeds
+    it *and* an exact local minimizer is certified near it, still above the NUC optimum by the
+    tolerance (:func:`counterexample_test`) -- a spurious end point.  Otherwise ``inconclusive``
+    (not converged within ``steps``).  Gaps are relative to :math:`\max(|P|, L(0))`.
 
     ``gap_rtol``: one number for all optimizers, or one per optimizer.  Default: GD 1e-8 (it
     converges linearly near a minimizer: the optimality tolerance of the solvers); Adam 1e-6
@@ -980,7 +981,8 @@ def check_jlr_gd(
         fp,
         cert,
         f"{worst['optimizer']} ({worst['init']} start) has gap {worst['final_gap']:.3g} > "
-        f"{worst['tolerance']:g} after {steps} steps and is not at a certified SOSP: not converged yet",
+        f"{worst['tolerance']:g} after {steps} steps and its end point is not an approximate SOSP: "
+        "not converged yet",
         timings,
         opts,
     )
