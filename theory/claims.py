@@ -46,11 +46,15 @@ class Tolerances:
     Attributes
     ----------
     gap_rtol
-        Optimality: duality gap :math:`\le` ``gap_rtol * max(1, |objective|)``.
+        Optimality: NUC duality gap :math:`\le` ``gap_rtol * max(1, |objective|)`` (invariant under
+        :math:`J \to cJ`, :math:`\lambda \to c\lambda`, which leaves objective values unchanged);
+        comparisons of LoRA objectives (global, non-global) at ``gap_rtol * max(|F|, L(0))``.
     grad_rtol
-        Stationarity: :math:`\|\nabla\| \le` ``grad_rtol * scale``.
+        Stationarity: :math:`\|\nabla F\| \le` ``grad_rtol * sqrt(L(0) max(||grad L(0)||_op, lam))``
+        (:func:`landscapes.sosp.gradient_scale`; it scales like the gradient under that rescaling).
     curvature_rtol
-        Curvature: :math:`\lambda_{\min} \ge -` ``curvature_rtol * max(1, |lambda_max|)``.
+        Curvature of an approximate SOSP: :math:`\lambda_{\min} \ge -` ``curvature_rtol * |lambda_max|``
+        on the complement of the gauge directions.
     rank_rtol
         Numerical rank: singular values above ``rank_rtol * sigma_1`` count.
     """
