@@ -210,3 +210,24 @@ def test_audit_of_a_problem_file_says_no_held_out_data(tmp_path, capsys):
     path = save_problem(teacher_problem(K=1, N=20, blocks=[(4, 4)], lam=0.05, seed=0), tmp_path / "p.npz")
     assert main(["audit", str(path), "--claims", "JLR-gen"]) == 2  # inconclusive
     assert "no held-out data" in capsys.readouterr().out
+
+
+def test_two_blocks_use_the_max_over_blocks_and_summed_dimensions():
+    # the dual of sum_j ||D_j||_* is max_j ||.||_op: v is the larger block's, d1 + d2 sums all blocks
+    from theory.generalization import generalization_bound
+
+    p = held_out_problem(
+        generator="teacher", n_test=200, K=2, N=300, blocks=[(4, 3), (2, 5)], lam=[0.02, 0.05],
+        loss="squared", noise=0.5, seed=4,
+    )  # fmt: skip
+    v = check_jlr_gen(p, clip=2.0, mc_samples=0)
+    c = v.certificate
+    assert c["v"] == max(c["v_blocks"]) and min(c["v_blocks"]) < c["v"]
+    b = c["bound_solution"]
+    assert (b["d1"], b["d2"]) == (4 + 2, 3 + 5)
+    assert c["B_solution"] == pytest.approx(sum(c["nuclear_norms"]))
+    assert c["B_magnitude"] == pytest.approx(c["L0_train"] / 0.02)  # the smaller weight decay
+    again = generalization_bound(
+        empirical=c["train_clipped_loss"], B=c["B_solution"], v=c["v"], d1=6, d2=8, N=300, rho=2.0, clip=2.0
+    )
+    assert again.value == pytest.approx(b["value"], rel=1e-12)
