@@ -9,6 +9,7 @@ from verify.jlr import (
     check_jlr_rank_nuc,
     check_jlr_zero_saddle,
 )
+from verify.jlr_gen import check_jlr_gen
 from verify.landscape import check_jlr_gd, check_jlr_no_spurious, check_jlr_spurious_below
 from verify.points import PointAudit, audit_point, load_point
 from verify.registry import CHECKERS, get_checker
@@ -28,6 +29,7 @@ __all__ = [
     "check_jlr_no_spurious",
     "check_jlr_spurious_below",
     "check_jlr_gd",
+    "check_jlr_gen",
     "REPORT_SCHEMA",
     "build_report",
     "write_report",
