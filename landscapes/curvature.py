@@ -256,6 +256,32 @@ def _check_exclude(exclude: Tensor | None, P: int, like: Tensor) -> Tensor | Non
     return exclude
 
 
+def _refine_compressed(
+    op: LoRAHessianOperator, G: Tensor, start: Tensor, *, maxiter: int = 300
+) -> tuple[float, float, Tensor] | None:
+    """Lanczos on ``(I - GG^T) H (I - GG^T) + sigma GG^T`` from ``start``: Rayleigh quotient, residual, v."""
+    from scipy.sparse.linalg import ArpackNoConvergence, eigsh
+
+    from landscapes._threads import scipy_blas_single_thread
+
+    comp = _Compressed(op, G)
+    v0 = start.detach().cpu().numpy()
+    with scipy_blas_single_thread():
+        try:
+            _, X = eigsh(comp.to_scipy(), k=1, which="SA", tol=1e-10, v0=v0, maxiter=maxiter)
+        except ArpackNoConvergence as exc:
+            if not len(exc.eigenvalues):
+                return None
+            X = exc.eigenvectors
+    v = torch.as_tensor(X[:, 0], dtype=start.dtype, device=start.device)
+    v = v - G @ (G.T @ v)
+    if float(v.norm()) == 0.0:
+        return None
+    v = v / v.norm()
+    theta, resid = _residual(op, v, exclude=G)
+    return theta, resid, v
+
+
 def _to_eigenbasis(x: Tensor, Qs: Sequence[Tensor], U: Sequence[Tensor], V: Sequence[Tensor]) -> Tensor:
     """A parameter-order vector in the eigenbasis of ``M`` (inverse of the structured ``to_params``)."""
     out, k = [], 0
@@ -459,12 +485,21 @@ def lambda_min_structured(
         if best is None:  # pragma: no cover - a candidate inside span(G) only
             raise RuntimeError("lambda_min_structured: every candidate vector lies in span(exclude)")
         theta, resid, vec = best
+        if theta - lo > width_tol(lo, theta):
+            # The projected candidates can be poor (e.g. near-zero columns whose rotations are kept
+            # as gauge directions): refine the upper end by Lanczos on the compressed operator from
+            # the best candidate; any Rayleigh quotient of H on span(G)^perp is still an upper bound.
+            refined = _refine_compressed(op, Gx, vec)
+            if refined is not None and refined[0] < theta:
+                theta, resid, vec = refined
     else:
         rq = [float((mu_all * c * c).sum() + (Z.T @ c).pow(2).sum()) for c in candidates]
         vec = to_params(candidates[int(np.argmin(rq))])
         vec = vec / vec.norm()
         theta, resid = _residual(op, vec)
     converged = hi - lo <= width_tol(lo, hi)
+    if Gx is not None and Gx.shape[1] > 0:
+        converged = theta - lo <= width_tol(lo, theta)  # the width of the interval returned
     # with excluded directions the inertia counts bound H + sigma G G^T, whose smallest
     # eigenvalue is below the compressed one: only the Rayleigh quotient bounds it from above
     upper = theta if Gx is not None and Gx.shape[1] > 0 else min(hi_sure, theta)

@@ -16,8 +16,11 @@ Closed form.  With the SVD :math:`R_j = A \Sigma B^\top` and the orthonormal ske
 :math:`E_{ab} = (e_a e_b^\top - e_b e_a^\top)/\sqrt2` (:math:`a < b`), the map
 :math:`\Omega \mapsto R_j\Omega` sends :math:`B E_{ab} B^\top` to :math:`A \Sigma E_{ab} B^\top`;
 these images are mutually orthogonal with norms :math:`s_{ab} = \sqrt{(\sigma_a^2 + \sigma_b^2)/2}`,
-the singular values of the map.  Pairs with :math:`s_{ab}` below ``rtol`` times the largest are
-dropped (they are, to rounding, rotations among zero columns).  The smallest kept :math:`s_{ab}`
+the singular values of the map.  Pairs with :math:`s_{ab}` at most ``rtol`` (default ``1e-6``)
+times the largest are dropped: rotations among (nearly) zero columns, e.g. the ``1e-8`` nudges of
+an adversarial start, move nothing the landscape sees, and leaving them out keeps the negative
+curvature along those columns in view (a dropped direction stays in the complement, which can
+only make the compressed :math:`\lambda_{\min}` smaller: the safe side).  The smallest kept :math:`s_{ab}`
 is the *transversality radius*: for a displacement ``Y`` of the point with
 :math:`\|Y_j\|_{op} < s_{ab}` the kept tangent directions stay transversal to the displaced
 orbit (used by :mod:`landscapes.local_min`).
@@ -60,7 +63,7 @@ class GaugeBasis:
         return int(self.basis.shape[1])
 
 
-def gauge_basis(U: Sequence[Tensor], V: Sequence[Tensor], *, rtol: float = 1e-8) -> GaugeBasis:
+def gauge_basis(U: Sequence[Tensor], V: Sequence[Tensor], *, rtol: float = 1e-6) -> GaugeBasis:
     r"""The gauge tangent space at ``(U, V)`` (module docstring), from one SVD of each :math:`[U_j; V_j]`."""
     if not (isinstance(rtol, float) and 0 < rtol < 1):
         raise ValueError(f"rtol: expected a float in (0, 1), got {rtol!r}")

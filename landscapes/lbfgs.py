@@ -19,8 +19,10 @@ pair: two products with the ``(2 memory, n)`` history and small triangular solve
 The step length is 1 when it satisfies the weak Wolfe conditions (``c1 = 1e-4``, ``c2 = 0.9``),
 as it does on most iterations; otherwise bracketing and bisection find one (:func:`_weak_wolfe`,
 which also allows the round-off of ``f`` in the decrease test, so that the iteration goes on to
-gradients near round-off).  Pairs with ``s^T y <= 1e-12 ||y||^2`` are not stored (the
-approximation stays positive definite).
+gradients near round-off).  Pairs with ``s^T y <= 1e-12 ||s|| ||y||`` are not stored (the
+approximation stays positive definite).  Both tests and the first step (``||x|| / ||g||`` along
+``-g``) are invariant under a rescaling of the variables and the objective's curvature, so a
+rescaled problem (``landscapes.sosp``) gets the same iterates.
 """
 
 from __future__ import annotations
@@ -114,14 +116,18 @@ def lbfgs(
         if not gg > 0.0:  # the gradient underflows
             stopped = "grad_zero"
             break
-        found = _weak_wolfe(call, x, d, f, slope, 1.0 if order else min(1.0, 1.0 / math.sqrt(gg)))
+        # First step of a steepest-descent direction: as long as the point itself (||x|| / ||g||,
+        # which scales like a step under a rescaling of the problem), or 1 / ||g|| at x = 0.
+        xx = float(x @ x)
+        first = math.sqrt(xx / gg) if xx > 0.0 else 1.0 / math.sqrt(gg)
+        found = _weak_wolfe(call, x, d, f, slope, 1.0 if order else first)
         if found is None:
             stopped = "line_search"
             break
         xn, fn, gn = found
         s, y = xn - x, gn - g
         sy, yy = float(s @ y), float(y @ y)
-        if sy > 1e-12 * yy and yy > 0.0:
+        if yy > 0.0 and sy > 1e-12 * math.sqrt(float(s @ s) * yy):
             if len(order) == memory:
                 slot = order.pop(0)
                 R, YY = R[1:, 1:], YY[1:, 1:]

@@ -85,6 +85,7 @@ __all__ = [
     "find_sosp",
     "gradient_scale",
     "objective_scale",
+    "length_scale",
     "global_bound",
     "OPTIMIZERS",
 ]
@@ -235,13 +236,29 @@ def gradient_scale(problem: Problem) -> float:
     :math:`(U, V)/\sqrt c` does (module docstring).  ``L(0) = 0`` (nothing to fit) gives the
     smallest positive float: only an exactly stationary point passes.
     """
+    L0, curv = _scales(problem)
+    return max(math.sqrt(L0 * curv), float(torch.finfo(torch.float64).tiny))
+
+
+def length_scale(problem: Problem) -> float:
+    r"""Length scale of the factors: :math:`\sqrt{L(0) / \max(\|\nabla L(0)\|_{op}, \max_j \lambda_j)}`.
+
+    It scales like :math:`(U, V)` under :math:`J \to cJ`, :math:`\lambda \to c\lambda` (by
+    :math:`1/\sqrt c`): the unit of step sizes that are lengths in parameter space (Adam's) and of
+    reference starts.  1 when ``L(0) = 0``.
+    """
+    L0, curv = _scales(problem)
+    return math.sqrt(L0 / curv) if L0 > 0 and curv > 0 else 1.0
+
+
+def _scales(problem: Problem) -> tuple[float, float]:
+    """``L(0)`` and the curvature scale ``max(||grad L(0)||_op, max lam)``."""
     ev = problem.evaluate(problem.zeros())
     curv = max(
         max((float(torch.linalg.matrix_norm(S, ord=2)) if S.numel() else 0.0) for S in ev.S),
         max(problem.lam),
     )
-    L0 = float(ev.value)
-    return max(math.sqrt(max(L0, 0.0) * curv), float(torch.finfo(torch.float64).tiny))
+    return max(float(ev.value), 0.0), curv
 
 
 def objective_scale(problem: Problem, F: float) -> float:
@@ -418,14 +435,16 @@ class SOSPRun:
 
 
 def adam_direction(
-    grads: Sequence[Tensor], m1: Sequence[Tensor], m2: Sequence[Tensor], it: int
+    grads: Sequence[Tensor], m1: Sequence[Tensor], m2: Sequence[Tensor], it: int, *, eps: float = 1e-12
 ) -> list[Tensor]:
-    r"""One Adam step direction (:math:`\beta = (0.9, 0.999)`, :math:`\epsilon = 10^{-12}`), bias-corrected.
+    r"""One Adam step direction (:math:`\beta = (0.9, 0.999)`), bias-corrected.
 
     Updates the moment estimates ``m1``, ``m2`` in place for step ``it`` (from 0) and returns
     :math:`\hat m / (\sqrt{\hat v} + \epsilon)` per tensor; the caller scales it by the learning rate.
+    ``eps`` is in the units of the gradient (:func:`train` passes ``1e-12`` times
+    :func:`gradient_scale`).
     """
-    beta1, beta2, eps = 0.9, 0.999, 1e-12
+    beta1, beta2 = 0.9, 0.999
     for a, b, x in zip(m1, m2, grads):
         a.mul_(beta1).add_(x, alpha=1 - beta1)
         b.mul_(beta2).addcmul_(x, x, value=1 - beta2)
@@ -451,13 +470,14 @@ def train(
 
     ``"gd"``: :math:`\theta \leftarrow \theta - \eta_t \nabla F(\theta)`.  ``"sgd"``: the same
     with the risk of a mini-batch of ``batch_size`` examples drawn without replacement each step
-    (seeded).  ``"adam"``: Adam (:math:`\beta = (0.9, 0.999)`, :math:`\epsilon = 10^{-12}`) on
+    (seeded).  ``"adam"``: Adam (:math:`\beta = (0.9, 0.999)`, :math:`\epsilon = 10^{-12}` times
+    :func:`gradient_scale`) on
     :math:`\nabla F` -- the L2 form, so its fixed points are ``F``'s critical points; on
     mini-batches when ``batch_size < N``.
-    :math:`\eta_t = \eta / (1 + t/500)` with ``decay``, else :math:`\eta` (default
-    ``0.5 / Lipschitz`` for GD/SGD, ``1e-3`` for Adam).  Stops early when the full gradient
-    norm is at most ``grad_tol`` (full-batch runs only; 0: never).  Returns the end point and the
-    objective every ``record_every`` steps (full objective, also on mini-batches); the last entry is the
+    :math:`\eta_t = \eta / (1 + t/500)` with ``decay``, else :math:`\eta` (default ``0.5 / Lipschitz`` for
+    GD/SGD, ``1e-3`` times :func:`length_scale` for Adam).  Stops early when the full gradient norm is at
+    most ``grad_tol`` (full-batch runs only; 0: never).  Returns the end point and the objective every
+    ``record_every`` steps (full objective, also on mini-batches); the last entry is the
     number of steps taken.
     """
     if optimizer not in ("gd", "sgd", "adam"):
@@ -468,6 +488,7 @@ def train(
     U = [u.clone() for u in init.U]
     V = [v.clone() for v in init.V]
     eta0 = lr if lr is not None else _default_lr(problem, optimizer)
+    adam_eps = 1e-12 * gradient_scale(problem) if optimizer == "adam" else 1e-12
     gen = torch.Generator().manual_seed(seed)
     m1 = [torch.zeros_like(x) for x in U + V]
     m2 = [torch.zeros_like(x) for x in U + V]
@@ -497,7 +518,7 @@ def train(
         g = list(gU) + list(gV)
         eta = eta0 / (1.0 + it / 500.0) if decay else eta0
         if optimizer == "adam":
-            upd = adam_direction(g, m1, m2, it)
+            upd = adam_direction(g, m1, m2, it, eps=adam_eps)
         else:
             upd = g
         params = [p - eta * d for p, d in zip(U + V, upd)]
@@ -548,8 +569,8 @@ def _first_order(
 
 
 def _default_lr(problem: Problem, optimizer: str) -> float:
-    if optimizer == "adam":
-        return 1e-3
+    if optimizer == "adam":  # a length: Adam's steps are about lr per coordinate
+        return 1e-3 * length_scale(problem)
     from landscapes.nuc import jacobian_op_norm_sq
 
     L = problem.loss.max_curvature / problem.N * jacobian_op_norm_sq(problem) + max(problem.lam)

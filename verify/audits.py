@@ -291,6 +291,8 @@ def plan_audit(
         rank per block.  ``JLR-no-spurious`` runs at each assignment above the bound in every
         block, :math:`r_j(r_j+1)/2 > KN` for all ``j`` (:func:`theory.bounds.ranks_above_bound`:
         the hypothesis is per block, not the sum), ``JLR-spurious-below`` at each other one.
+        ``ranks=(7, 1)`` is two uniform assignments (a sequence of ints); one per-block assignment
+        is ``ranks=[(7, 1)]``.
     options
         Extra keyword options per claim id, passed to the checker (e.g.
         ``{"JLR-no-spurious": {"n_starts": 6}}``).

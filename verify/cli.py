@@ -116,7 +116,8 @@ def _parser() -> argparse.ArgumentParser:
         "--point",
         metavar="PATH",
         help="a LoRA point: .npz/.safetensors with U0, V0, ... (D = U V^T) or B0, A0, ... (D = s B A), "
-        "or a PEFT adapter directory; a 'not global' point makes the exit code 1, 'undecided' 2.  "
+        "or a PEFT adapter directory; a certified spurious point (not global, an exact local minimizer "
+        "certified nearby) makes the exit code 1, any other 'not global' or 'undecided' point 2.  "
         "(With D = s B A, weight decay wd on (B, A) corresponds to lam = wd / s here.)",
     )
     au.add_argument(
@@ -830,12 +831,11 @@ def _rank_assignments(items: Sequence[str]) -> list[int | tuple[int, ...]]:
     out: list[int | tuple[int, ...]] = []
     for it in items:
         parts = it.split(",")
-        try:
-            vals = tuple(int(p) for p in parts)
-        except ValueError:
+        if not all(p.isascii() and p.isdigit() for p in parts):
             raise _BadInput(
                 f"--rank: expected positive ints R or comma-separated per-block ranks R1,R2,..., got {it!r}"
-            ) from None
+            )
+        vals = tuple(int(p) for p in parts)
         if any(v < 1 for v in vals):
             raise _BadInput(f"--rank: expected positive ranks, got {it!r}")
         out.append(vals[0] if len(parts) == 1 else vals)

@@ -35,7 +35,7 @@ from landscapes.nuc import solve_nuc
 from landscapes.operators import DenseOperator
 from landscapes.problem import Problem
 from landscapes.sosp import adam_direction, find_sosp, make_init, train
-from theory.bounds import r_max
+from theory.bounds import r_max, ranks_above_bound
 
 __all__ = ["jlr_real_experiment", "synthetic_training_curves", "EXPERIMENT_SCHEMA_ID", "train_full"]
 
@@ -452,7 +452,8 @@ def synthetic_training_curves(
         lora.append(
             {
                 "r": r,
-                "above_bound": sum(k * (k + 1) // 2 for k in ranks_b) > problem.KN,
+                # the no-spurious hypothesis is per block (theory.bounds.ranks_above_bound)
+                "above_bound": ranks_above_bound(ranks_b, problem.K, problem.N),
                 "curve": [{"step": int(s), "objective": float(v)} for s, v in curve],
                 "final_objective": final,
                 "final_minus_nuc": final - sol.certificate.primal,

@@ -42,7 +42,7 @@ from torch import Tensor
 from landscapes.lora import LoRAPoint, minimize_lora
 from landscapes.nuc import NucSolution, nuc_certificate, solve_nuc
 from landscapes.problem import Problem
-from landscapes.sosp import certify_sosp, gradient_scale, make_init, objective_scale
+from landscapes.sosp import certify_sosp, gradient_scale, length_scale, make_init, objective_scale
 from theory.claims import DEFAULT_TOLERANCES
 from verify.landscape import counterexample_test
 from verify.verdict import jsonable
@@ -73,7 +73,7 @@ class PointAudit:
     ranks, product_ranks, nuc_ranks
         LoRA ranks ``r_j``, numerical ranks of :math:`U_jV_j^\top`, ranks of the NUC solution.
     imbalance
-        :math:`\|U^\top U - V^\top V\|_F / \max(1, \|U\|_F^2)` per block (0 at global minima).
+        :math:`\|U^\top U - V^\top V\|_F / (\|U\|_F^2 + \|V\|_F^2)` per block (0 at global minima).
     sosp
         The full SOSP certificate (:meth:`landscapes.sosp.SOSPCertificate.to_dict`).
     reason
@@ -141,6 +141,12 @@ class PointAudit:
             f"(LoRA rank {list(self.ranks)}, rank of UV^T {list(self.product_ranks)}); "
             f"F - min NUC in [{self.excess_lower:.2e}, {self.excess_upper:.2e}]; {self.reason}"
         )
+
+
+def _imbalance(u: Tensor, v: Tensor) -> float:
+    """``||U^T U - V^T V||_F / (||U||_F^2 + ||V||_F^2)`` (scale-free; 0 for a zero block)."""
+    den = float(u.square().sum() + v.square().sum())
+    return float(torch.linalg.matrix_norm(u.T @ u - v.T @ v)) / den if den > 0 else 0.0
 
 
 def as_point(problem: Problem, point: LoRAPoint | tuple[Sequence[Tensor], Sequence[Tensor]]) -> LoRAPoint:
@@ -231,7 +237,8 @@ def audit_point(
         # (each end point is an admissible rank-r point, so its objective bounds the optimum too).
         for k in range(reference_starts):
             gen = torch.Generator().manual_seed(seed * 1009 + k)
-            start = make_init(problem, ranks, ("gaussian", "small", "large", "zero_b")[k % 4], generator=gen)
+            kind = ("gaussian", "small", "large", "zero_b")[k % 4]
+            start = make_init(problem, ranks, kind, generator=gen, scale=length_scale(problem))  # type: ignore[arg-type]
             res = minimize_lora(problem, rank=ranks, init=start, grad_tol=0.0, max_iter=2000)
             if res.value < P_r:
                 P_r, reference_source = res.value, f"an L-BFGS end point at the point's ranks (start {k})"
@@ -274,10 +281,7 @@ def audit_point(
             reason += test["why"]
         else:
             reason += "; not an approximate SOSP, so not a counterexample"
-    imb = tuple(
-        float(torch.linalg.matrix_norm(u.T @ u - v.T @ v)) / max(1.0, float(u.square().sum()))
-        for u, v in zip(pt.U, pt.V)
-    )
+    imb = tuple(_imbalance(u, v) for u, v in zip(pt.U, pt.V))
     return PointAudit(
         status=status,
         is_sosp=sc.is_sosp,

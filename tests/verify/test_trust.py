@@ -305,3 +305,97 @@ def test_zero_saddle_has_an_autodiff_route_where_the_dense_hessian_is_skipped():
 
     w = check_jlr_zero_saddle(P, max_dense=0, prediction=too_high)
     assert w.status == "violated" and "autodiff Hessian has Rayleigh quotient" in w.reason
+
+
+# ---------------------------------------------------------------------------------------------------
+# found by a fresh-eyes review of the first version of these fixes
+def test_zero_saddle_without_a_rigorous_route_does_not_hold_a_too_low_prediction():
+    # operator J with K N > 4096 (no structured route) and no dense route: only the two Lanczos
+    # routes, which bound lambda_min from above; a prediction below what they find is not "holds"
+    from landscapes.operators import LowRankOperator
+    from verify.jlr import check_jlr_zero_saddle
+
+    g = torch.Generator().manual_seed(0)
+    N = 4200
+    L = torch.randn(N, 4, generator=g, dtype=torch.float64) / N**0.5
+    R = torch.randn(4, 9, generator=g, dtype=torch.float64)
+    y = torch.randn(N, 1, generator=g, dtype=torch.float64)
+    P = Problem(
+        LowRankOperator(L, R),
+        torch.zeros(N, 1, dtype=torch.float64),
+        y,
+        loss="squared",
+        blocks=[(3, 3)],
+        lam=[0.01],
+    )
+
+    def too_low(lams, S):
+        return min(lam - float(torch.linalg.matrix_norm(s, ord=2)) for lam, s in zip(lams, S)) - 0.05
+
+    assert check_jlr_zero_saddle(P, max_dense=0).status == "holds"
+    assert check_jlr_zero_saddle(P, max_dense=0, prediction=too_low).status == "inconclusive"
+    assert check_jlr_zero_saddle(P, prediction=too_low).status == "violated"  # the dense route refutes it
+
+
+def test_zero_saddle_tolerance_follows_the_scale():
+    from verify.jlr import check_jlr_zero_saddle
+
+    base = gaussian_problem(K=1, N=8, blocks=[(7, 6)], lam=0.01, seed=3)
+
+    def off(lams, S):  # 1e-4 relative off the closed form
+        return min(lam - float(torch.linalg.matrix_norm(s, ord=2)) for lam, s in zip(lams, S)) * (1 + 1e-4)
+
+    for c in (1.0, 1e-6, 1e4):
+        assert check_jlr_zero_saddle(_scaled(base, c), prediction=off).status == "violated", c
+
+
+def test_a_saddle_at_nudged_zero_columns_is_certified():
+    # an adversarial start: a rank-1 critical point padded with zero columns plus 1e-8 nudges; the
+    # compressed lambda_min is negative and the structured route with the gauge left out must see it
+    P = gaussian_problem(K=1, N=6, blocks=[(6, 5)], lam=0.01, seed=2)
+    pt = make_init(P, [4], "adversarial", generator=torch.Generator().manual_seed(0), adversarial_rank=1)
+    dense = certify_sosp(P, pt.U, pt.V, method="dense")
+    structured = certify_sosp(P, pt.U, pt.V, method="structured")
+    assert dense.is_saddle and structured.is_saddle
+    assert structured.curvature.upper < 0.5 * dense.curvature.upper < 0
+
+
+def test_spurious_search_and_point_audit_are_the_same_after_rescaling(two_blocks):
+    # L-BFGS's first step was absolute (min(1, 1/||g||)): mapped starts ended at other points
+    base = check_jlr_spurious_below(two_blocks, rank=[7, 1], n_starts=2, inits=("large",), seed=0)
+    for c in (1e-4, 1e4):
+        v = check_jlr_spurious_below(
+            _scaled(two_blocks, c), rank=[7, 1], n_starts=2, inits=("large",), seed=0, init_scale=c**-0.5
+        )
+        assert v.status == base.status, (c, v.reason)
+        assert [round(r["objective"], 8) for r in v.certificate["runs"]] == [
+            round(r["objective"], 8) for r in base.certificate["runs"]
+        ]
+
+
+def test_gd_with_adam_is_the_same_after_rescaling():
+    P = gaussian_problem(K=1, N=6, blocks=[(5, 5)], lam=0.05, seed=0)
+    for c in (1.0, 1e-4):
+        v = check_jlr_gd(
+            _scaled(P, c), rank=4, optimizers=("adam",), inits=("small",), steps=3000, init_scale=c**-0.5
+        )
+        assert v.status == "holds", (c, v.reason)
+
+
+def test_phase_runs_use_the_scale_free_tolerance():
+    # the same landscape with objectives x 1e-6: a rank-1 end point 19 % above the NUC optimum was
+    # "global" under the absolute tolerance gap_rtol * max(1, |P*|)
+    from verify.phase import phase_reference, phase_run
+
+    P0 = gaussian_problem(K=1, N=10, blocks=[(6, 6)], lam=0.005, seed=11)
+    for a in (1.0, 1e-3):
+        P = Problem(
+            P0.J.matrix,
+            P0.f0 * a,
+            P0.y * a,
+            loss="squared",
+            blocks=list(P0.blocks),
+            lam=[a * x for x in P0.lam],
+        )
+        run = phase_run(phase_reference(P), rank=1, init="gaussian", init_seed=0, sosp_seed=0)
+        assert not run.is_global and run.spurious is None  # r = 1 is below the NUC rank: not tested
