@@ -833,11 +833,11 @@ def _rank_assignments(items: Sequence[str]) -> list[int | tuple[int, ...]]:
         parts = it.split(",")
         if not all(p.isascii() and p.isdigit() for p in parts):
             raise _BadInput(
-                f"--rank: expected positive ints R or comma-separated per-block ranks R1,R2,..., got {it!r}"
+                f"--rank: expected positive ints, R or comma-separated per-block ranks R1,R2,..., got {it!r}"
             )
         vals = tuple(int(p) for p in parts)
         if any(v < 1 for v in vals):
-            raise _BadInput(f"--rank: expected positive ranks, got {it!r}")
+            raise _BadInput(f"--rank: expected positive ints (ranks >= 1), got {it!r}")
         out.append(vals[0] if len(parts) == 1 else vals)
     return out
 

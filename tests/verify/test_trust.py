@@ -89,6 +89,8 @@ def test_audit_plan_and_cli_take_per_block_ranks(two_blocks, tmp_path):
     path = save_problem(two_blocks, tmp_path / "two.npz")
     assert main(["audit", str(path), "--rank", "7,1,2"]) == 3
     assert main(["audit", str(path), "--rank", "7,x"]) == 3
+    assert main(["audit", str(path), "--rank", "\u0667,1"]) == 3  # a non-ASCII digit
+    assert main(["audit", str(path), "--rank", "7_0,1"]) == 3
 
 
 def test_default_ranks_above_are_per_block():
