@@ -485,10 +485,11 @@ def lambda_min_structured(
         if best is None:  # pragma: no cover - a candidate inside span(G) only
             raise RuntimeError("lambda_min_structured: every candidate vector lies in span(exclude)")
         theta, resid, vec = best
-        if theta - lo > width_tol(lo, theta):
-            # The projected candidates can be poor (e.g. near-zero columns whose rotations are kept
-            # as gauge directions): refine the upper end by Lanczos on the compressed operator from
-            # the best candidate; any Rayleigh quotient of H on span(G)^perp is still an upper bound.
+        if lo < 0 and theta - lo > width_tol(lo, theta):
+            # The projected candidates can be poor: where negative curvature is possible (lower end
+            # below 0), refine the upper end by Lanczos on the compressed operator from the best
+            # candidate; any Rayleigh quotient of H on span(G)^perp is still an upper bound.  (With
+            # lower > 0 no saddle is possible and the width only costs accuracy, not a decision.)
             refined = _refine_compressed(op, Gx, vec)
             if refined is not None and refined[0] < theta:
                 theta, resid, vec = refined
