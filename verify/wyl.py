@@ -144,6 +144,70 @@ def _check_common(problem: Problem, rank: int, lr: float) -> None:
         raise ValueError(f"lr: expected a positive finite number, got {lr!r}")
 
 
+def _expected_scales(
+    problem: Problem, rank: int, alpha: float | None, rslora: bool, gamma: float
+) -> tuple[float, list[float]]:
+    r"""The LoRA scale :math:`s` and the stable scales :math:`c_j = m_j^{1/4}/\sqrt\gamma`, from the options.
+
+    Recomputed here, independent of the init under test (``ini.scale``, ``ini.details``): ``alpha``
+    defaults to ``2 r`` as in :func:`~landscapes.inits.init_lora`; :math:`s = \alpha/\sqrt r` with
+    rsLoRA, :math:`\alpha / r` otherwise.
+    """
+    a = 2.0 * rank if alpha is None else alpha
+    if isinstance(a, bool) or not isinstance(a, (int, float)) or not (a > 0 and math.isfinite(a)):
+        raise ValueError(f"alpha: expected None or a positive finite number, got {alpha!r}")
+    if isinstance(gamma, bool) or not isinstance(gamma, (int, float)) or not 0 < gamma < math.inf:
+        raise ValueError(f"gamma: expected a positive finite number, got {gamma!r}")
+    s = float(a) / (math.sqrt(rank) if rslora else rank)
+    return s, [m**0.25 / math.sqrt(gamma) for m, _ in problem.blocks]
+
+
+def _check_options(
+    *,
+    init: str,
+    alpha: float | None,
+    rslora: bool,
+    gamma: float,
+    direction: str,
+    gradient: str,
+    svd: str,
+    batch_size: int,
+    batches: int,
+    sketch: int | None,
+    niter: int,
+    failure_probability: float,
+    pipeline_rtol: float | None,
+    rank: int,
+) -> None:
+    """Validate every option of :func:`check_wyl_first_step`, whatever the mode (ValueError naming it)."""
+    if init not in INIT_NAMES:
+        raise ValueError(f"init: expected one of {INIT_NAMES}, got {init!r}")
+    if gradient not in ("exact", "sampled"):
+        raise ValueError(f"gradient: expected 'exact' or 'sampled', got {gradient!r}")
+    if svd not in ("full", "randomized"):
+        raise ValueError(f"svd: expected 'full' or 'randomized', got {svd!r}")
+    if not isinstance(rslora, bool):
+        raise ValueError(f"rslora: expected a bool, got {rslora!r}")
+    if direction not in DIRECTIONS:
+        raise ValueError(f"direction: expected one of {DIRECTIONS}, got {direction!r}")
+    for name, v in (("batch_size", batch_size), ("batches", batches)):
+        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+            raise ValueError(f"{name}: expected a positive int, got {v!r}")
+    if isinstance(niter, bool) or not isinstance(niter, int) or niter < 0:
+        raise ValueError(f"niter: expected an int >= 0, got {niter!r}")
+    if sketch is not None and (isinstance(sketch, bool) or not isinstance(sketch, int) or sketch < 2 * rank):
+        raise ValueError(f"sketch: expected None or an int >= 2 r = {2 * rank}, got {sketch!r}")
+    if not (isinstance(failure_probability, float) and 0 < failure_probability < 1):
+        raise ValueError(f"failure_probability: expected a float in (0, 1), got {failure_probability!r}")
+    if pipeline_rtol is not None:
+        _check_tol("pipeline_rtol", pipeline_rtol)
+    if (gradient != "exact" or svd != "full") and init not in ("loraga", "loraga-peft"):
+        raise ValueError(
+            f"init: the pipeline mode (gradient={gradient!r}, svd={svd!r}) expected 'loraga' or "
+            f"'loraga-peft', got {init!r}"
+        )
+
+
 def _eckart_young_search(
     G: Tensor,
     s: float,
@@ -251,12 +315,12 @@ def check_wyl_first_step(
     _check_tol("rtol", rtol)
     if isinstance(search_starts, bool) or not isinstance(search_starts, int) or search_starts < 0:
         raise ValueError(f"search_starts: expected an int >= 0, got {search_starts!r}")
-    if init not in INIT_NAMES:
-        raise ValueError(f"init: expected one of {INIT_NAMES}, got {init!r}")
-    if gradient not in ("exact", "sampled"):
-        raise ValueError(f"gradient: expected 'exact' or 'sampled', got {gradient!r}")
-    if svd not in ("full", "randomized"):
-        raise ValueError(f"svd: expected 'full' or 'randomized', got {svd!r}")
+    _check_options(
+        init=init, alpha=alpha, rslora=rslora, gamma=gamma, direction=direction, gradient=gradient,
+        svd=svd, batch_size=batch_size, batches=batches, sketch=sketch, niter=niter,
+        failure_probability=failure_probability, pipeline_rtol=pipeline_rtol, rank=rank,
+    )  # fmt: skip
+    s_exp, c_exp = _expected_scales(problem, rank, alpha, rslora, gamma)
     if gradient != "exact" or svd != "full":
         return _check_pipeline(
             problem,
@@ -326,8 +390,7 @@ def check_wyl_first_step(
                 "exact_step_rel_error": exact,
             }
             if name == "loraga":
-                c = float(ini.details["stable_scale"][j])
-                zeta = ini.scale**2 * c**2
+                zeta = s_exp**2 * c_exp[j] ** 2
                 row["zeta"] = zeta
                 row["predicted_scale_rel_error"] = _rel(st.first[j], -lr * zeta * g2r)
             per_block.append(row)
@@ -362,9 +425,8 @@ def check_wyl_first_step(
     )
     ts = time.perf_counter()
     for j, (Gj, (_, sv)) in enumerate(zip(G, best)):
-        c = float(ref.details["stable_scale"][j])
-        s = ref.scale
-        zeta = s * s * c * c
+        s = s_exp
+        zeta = s * s * c_exp[j] ** 2
         bound = zeta * float(sv[2 * rank :].pow(2).sum().sqrt())
         b0, a0 = ref.B[j], ref.A[j]
         attained = float((s * s * (Gj @ a0.T @ a0 + b0 @ (b0.T @ Gj)) - zeta * Gj).norm())
@@ -552,17 +614,7 @@ def _check_pipeline(
     planted false statement on ``N > batch_size * batches``).
     """
     claim = "WYL-first-step"
-    for name, v in (("batch_size", batch_size), ("batches", batches)):
-        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-            raise ValueError(f"{name}: expected a positive int, got {v!r}")
-    if isinstance(niter, bool) or not isinstance(niter, int) or niter < 0:
-        raise ValueError(f"niter: expected an int >= 0, got {niter!r}")
-    if sketch is not None and (isinstance(sketch, bool) or not isinstance(sketch, int) or sketch < 2 * rank):
-        raise ValueError(f"sketch: expected None or an int >= 2 r = {2 * rank}, got {sketch!r}")
-    if not (isinstance(failure_probability, float) and 0 < failure_probability < 1):
-        raise ValueError(f"failure_probability: expected a float in (0, 1), got {failure_probability!r}")
-    if pipeline_rtol is not None:
-        _check_tol("pipeline_rtol", pipeline_rtol)
+    s_exp, c_exp = _expected_scales(problem, rank, alpha, rslora, gamma)
     opts: dict[str, Any] = {
         "rank": rank,
         "init": init,
@@ -605,7 +657,8 @@ def _check_pipeline(
         direction=direction, gamma=gamma, svd=svd, niter=niter, sketch=sketch,
     )  # fmt: skip
     step = first_step(problem, ini, lr).first
-    dp = failure_probability / 2
+    # Half to each part (sampling, sketch), split over the blocks: a union bound over 2 B events.
+    dp = failure_probability / (2 * len(problem.blocks))
     blocks: list[dict[str, Any]] = []
     failures: list[str] = []
     open_blocks: list[str] = []
@@ -613,24 +666,40 @@ def _check_pipeline(
         m, n = Gj.shape
         sig = torch.linalg.svdvals(Gj)
         g2r, _ = _best_rank(Gj, 2 * rank)
-        c = m**0.25 / math.sqrt(gamma)
-        zeta = ini.scale**2 * c**2
+        zeta = s_exp**2 * c_exp[j] ** 2
         exact = -lr * zeta * g2r
         d = _rel(dW, exact)
+        if init == "loraga":
+            # The scale of the reference init does not depend on G_hat: A0 A0^T = B0^T B0 = c^2 I_r
+            # and O = s B0 A0, to 1e-10 relative (s, c from the options, not from the init).
+            a0, b0 = ini.A[j], ini.B[j]
+            eye = c_exp[j] ** 2 * torch.eye(rank, dtype=a0.dtype, device=a0.device)
+            errs = {
+                "A0 A0^T = c^2 I_r": _rel(a0 @ a0.T, eye),
+                "B0^T B0 = c^2 I_r": _rel(b0.T @ b0, eye),
+                "offset = s B0 A0": _rel(ini.offset[j], s_exp * (b0 @ a0)),
+            }
+            for what, e in errs.items():
+                if not e <= 1e-10:
+                    failures.append(f"block {j}: {what} fails by {e:.3g} (relative) > 1e-10")
+        # Round-off floor: a float computation of an exact pipeline is off by about eps_mach sqrt(mn) sigma_1.
+        floor = 1e3 * torch.finfo(Gj.dtype).eps * math.sqrt(m * n) * float(sig[0])
         eps_s = _sampling_bound(spread[j], used, problem.N, m, n, dp) if used < problem.N else 0.0
         q = min(4 * rank if sketch is None else sketch, m, n)
         eps_r = _hmt_bound(torch.linalg.svdvals(Ghj), 2 * rank, q, niter, dp) if svd == "randomized" else 0.0
         eps = eps_s + eps_r
         bound, delta = pipeline_tolerance(sig, rank, eps)
         norm2r = float(g2r.norm())
-        tau = bound / max(norm2r, 1e-300)
+        tau = (bound + floor) / max(norm2r, 1e-300)
         sampled_err_2 = float(torch.linalg.matrix_norm(Ghj - Gj, ord=2))
         sketch_res = float(ini.details["sketch_residual"][j]) if svd == "randomized" else 0.0
         eps_meas = sampled_err_2 + sketch_res
         post, _ = pipeline_tolerance(sig, rank, eps_meas)
-        tau_post = post / max(norm2r, 1e-300)
+        tau_post = (post + floor) / max(norm2r, 1e-300)
         b: dict[str, Any] = {
             "rel_error": d,
+            "roundoff_floor": floor / max(norm2r, 1e-300),
+            "zeta": zeta,
             "tolerance": tau,
             "tolerance_measured_perturbation": tau_post,
             "gap": float(sig[2 * rank - 1] - (sig[2 * rank] if sig.numel() > 2 * rank else 0.0)),
@@ -973,16 +1042,21 @@ def _about_distribution(
         lo, hi = (math.sqrt(float(beta.ppf(x, rank / 2, (n - rank) / 2))) for x in (level / 2, 1 - level / 2))
         source = f"exact: rho^2 ~ Beta({rank}/2, {n - rank}/2)"
     else:
-        lo = float(torch.quantile(r_all, max(level / 2 - eps, 0.0)))
-        hi = float(torch.quantile(r_all, min(1 - level / 2 + eps, 1.0)))
-        source = f"empirical, {samples} draws, DKW-widened"
+        # Where the DKW-widened level leaves [0, 1], no sample quantile is a bound: use the support of
+        # rho ([0, 1]) on that side.  Conservative order statistics: lower / higher interpolation.
+        ql, qh = level / 2 - eps, 1 - level / 2 + eps
+        lo = float(torch.quantile(r_all, ql, interpolation="lower")) if ql > 0 else 0.0
+        hi = float(torch.quantile(r_all, qh, interpolation="higher")) if qh < 1 else 1.0
+        source = f"empirical, {samples} draws, DKW-widened" + (
+            " (support where the widened level leaves (0, 1))" if ql <= 0 or qh >= 1 else ""
+        )
     return {
         "band": [lo, hi],
         "band_source": source,
         "median_cos": float(torch.quantile(c_all, 0.5)),
         "median_cos_interval": [
-            float(torch.quantile(c_all, max(0.5 - eps, 0.0))),
-            float(torch.quantile(c_all, min(0.5 + eps, 1.0))),
+            float(torch.quantile(c_all, 0.5 - eps, interpolation="lower")) if eps < 0.5 else 0.0,
+            float(torch.quantile(c_all, 0.5 + eps, interpolation="higher")) if eps < 0.5 else 1.0,
         ],
         "median_rho": float(torch.quantile(r_all, 0.5)),
         "quantile_of_this_cos_in_rho": float((r_all <= cos).double().mean()),

@@ -143,6 +143,8 @@ def speed_runs(
         raise ValueError(f"steps: expected a positive int, got {steps!r}")
     if not seeds or any(isinstance(s, bool) or not isinstance(s, int) for s in seeds):
         raise ValueError(f"seeds: expected a non-empty sequence of ints, got {list(seeds)!r}")
+    if len(set(seeds)) != len(seeds):
+        raise ValueError(f"seeds: expected distinct ints, got {list(seeds)!r}")
     if not lrs or any(not (isinstance(x, (int, float)) and x > 0 and math.isfinite(x)) for x in lrs):
         raise ValueError(f"lrs: expected positive learning rates, got {list(lrs)!r}")
     if not fractions or any(not (isinstance(q, float) and 0 < q <= 1) for q in fractions):
@@ -328,8 +330,15 @@ def _decide(
     *,
     margin: float = 0.1,
     distinct: tuple[int, int] | None = None,
+    steps: int | None = None,
 ) -> tuple[str, str]:
     r"""The WYL-speed rule on per-seed steps (``inf``: never got there within the budget).
+
+    ``steps`` is the step budget of the runs: a run that did not get there within it took at least
+    ``steps + 1`` steps, a lower bound only (``steps=None``: budget unknown, the bound is 0).  A lower
+    bound is sound for ``holds`` on the ``slower`` side and for ``violated`` on the ``faster`` side;
+    a decision that needs an unfinished run's true value is ``inconclusive`` ("step budget too
+    short"), never a verdict from treating it as infinitely slow.
 
     ``distinct`` = the numbers of distinct runs of ``faster`` and ``slower`` among their seeds
     (default: all distinct).  With :math:`T_f`, :math:`T_s` the per-seed steps:
@@ -356,13 +365,22 @@ def _decide(
             "run): no spread over seeds, not judged (LoRA-GA's sampled G needs N > 128 to vary with the seed)"
         )
     if not any(math.isfinite(v) for v in list(tf) + list(tsl)):
-        return "inconclusive", "no run got there within the step budget"
+        return "inconclusive", "no run got there within the step budget: step budget too short"
     fast_all, slow_all = all(math.isfinite(v) for v in tf), all(math.isfinite(v) for v in tsl)
+    # An unfinished run took at least steps + 1 steps (a lower bound, not infinity).
+    floor = float(steps + 1) if steps is not None else 0.0
+    tf = [v if math.isfinite(v) else max(floor, 0.0) for v in tf]
+    tsl = [v if math.isfinite(v) else max(floor, 0.0) for v in tsl]
     if fast_all and min(tsl) >= factor * max(tf) and min(tsl) - max(tf) >= 2:
         return "holds", f"every {slower} run takes at least {factor:g}x the steps of every {faster} run"
     if slow_all and min(tf) > (1 + margin) * max(tsl) and min(tf) - max(tsl) >= 2:
         return "violated", (
             f"every {faster} run is slower than every {slower} run by more than the margin {margin:g}"
+        )
+    if not (fast_all and slow_all):
+        return "inconclusive", (
+            "some runs did not get there within the step budget and the comparison needs their steps: "
+            "step budget too short"
         )
     if fast_all and min(tsl) - max(tf) >= 2:
         return "inconclusive", (
@@ -375,8 +393,14 @@ def _decide(
     return "inconclusive", "the seeds' spreads overlap (or runs did not get there): not reproduced here"
 
 
-def _ratio_interval(tf: Sequence[float], tsl: Sequence[float]) -> tuple[float, float, float]:
-    """Pairwise range of ``T_slower / T_faster`` and its distribution-free coverage of the median ratio."""
+def _ratio_interval(
+    tf: Sequence[float], tsl: Sequence[float], distinct: tuple[int, int] | None = None
+) -> tuple[float, float, float]:
+    """Pairwise range of ``T_slower / T_faster`` and its distribution-free coverage of the median ratio.
+
+    The coverage counts the distinct runs (``distinct``, default all) of each init: repeated runs are
+    not independent draws.  It is conditional on the learning rate, which was chosen on the same seeds.
+    """
 
     def div(a: float, b: float) -> float:
         if math.isinf(a) and math.isinf(b):
@@ -384,7 +408,8 @@ def _ratio_interval(tf: Sequence[float], tsl: Sequence[float]) -> tuple[float, f
         return a / b if b > 0 else math.inf
 
     lo, hi = div(min(tsl), max(tf)), div(max(tsl), min(tf))
-    coverage = max(0.0, 1 - 2.0 ** (1 - len(tf)) - 2.0 ** (1 - len(tsl)))
+    nf, ns = distinct if distinct is not None else (len(tf), len(tsl))
+    coverage = max(0.0, 1 - 2.0 ** (1 - nf) - 2.0 ** (1 - ns))
     return lo, hi, coverage
 
 
@@ -434,8 +459,14 @@ def check_wyl_speed(
     for name in (faster, slower):
         if name not in INIT_NAMES:
             raise ValueError(f"faster, slower: expected names from {INIT_NAMES}, got {name!r}")
-    if not (isinstance(factor, (int, float)) and factor > 0 and math.isfinite(factor)):
-        raise ValueError(f"factor: expected a positive number, got {factor!r}")
+    if isinstance(factor, bool) or not (isinstance(factor, (int, float)) and 0 < factor < math.inf):
+        raise ValueError(f"factor: expected a positive number (finite, not a bool), got {factor!r}")
+    if (
+        not seeds
+        or any(isinstance(x, bool) or not isinstance(x, int) for x in seeds)
+        or len(set(seeds)) != len(seeds)
+    ):
+        raise ValueError(f"seeds: expected distinct ints (a non-empty sequence), got {list(seeds)!r}")
     if isinstance(margin, bool) or not (isinstance(margin, (int, float)) and 0 <= margin < math.inf):
         raise ValueError(f"margin: expected a finite number >= 0, got {margin!r}")
     if not (isinstance(fraction, float) and 0 < fraction <= 1):
@@ -515,15 +546,18 @@ def _judge(
         else (math.nan if not math.isfinite(med_s) else 0.0)
     )
     distinct = (n_distinct(faster), n_distinct(slower))
-    status, why = _decide(tf, tsl, factor, faster, slower, margin=margin, distinct=distinct)
+    both = mine(faster) + mine(slower)
+    budget = min(r.steps for r in both) if both else None
+    status, why = _decide(tf, tsl, factor, faster, slower, margin=margin, distinct=distinct, steps=budget)
     if _uncertified(runs):
         status, why = "inconclusive", f"an optimum was not certified to {OPTIMUM_RTOL:g}"
-    lo, hi, coverage = _ratio_interval(tf, tsl)
+    lo, hi, coverage = _ratio_interval(tf, tsl, distinct)
     reason = (
         f"{faster} vs {slower} to {fraction:g} of the way (Adam, best lr each, {len(tf)} seeds, "
         f"{distinct[0]} and {distinct[1]} distinct runs): median steps {med_f:g} vs {med_s:g} (speed-up "
         f"{ratio:.3g}; over seed pairs [{lo:.3g}, {hi:.3g}], covering the median ratio with probability "
-        f">= {coverage:.2g}); claim: >= {factor:g}x; {why} (empirical, on this problem)"
+        f">= {coverage:.2g}, given the lr chosen on the same seeds); claim: >= {factor:g}x; {why} "
+        "(empirical, on this problem)"
     )
     numbers = {
         "steps_faster": tf,
@@ -598,6 +632,8 @@ def speed_experiment(
         raise ValueError(f"rank: expected a positive int, got {rank!r}")
     if not seeds or any(isinstance(x, bool) or not isinstance(x, int) for x in seeds):
         raise ValueError(f"seeds: expected a non-empty sequence of ints, got {list(seeds)!r}")
+    if len(set(seeds)) != len(seeds):
+        raise ValueError(f"seeds: expected distinct ints, got {list(seeds)!r}")
     if not lrs or any(not (isinstance(x, (int, float)) and 0 < x < math.inf) for x in lrs):
         raise ValueError(f"lrs: expected positive finite learning rates, got {list(lrs)!r}")
     if not fractions or any(not (isinstance(q, float) and 0 < q <= 1) for q in fractions):

@@ -158,6 +158,28 @@ def test_float32_problems_are_inconclusive():
         (check_wyl_speed, dict(faster="lora-ga"), "faster, slower: expected names"),
         (check_wyl_speed, dict(factor=0.0), "factor: expected a positive number"),
         (check_wyl_speed, dict(margin=-1.0), "margin: expected a finite number >= 0"),
+        (check_wyl_speed, dict(factor=True), "factor: expected a positive number"),
+        # every option is validated whatever the mode (these used to be accepted in exact mode)
+        (check_wyl_first_step, dict(pipeline_rtol=-1.0), "pipeline_rtol: expected a positive finite"),
+        (check_wyl_first_step, dict(sketch=-3), "sketch: expected None or an int >= 2 r"),
+        (check_wyl_first_step, dict(niter=-1), "niter: expected an int >= 0"),
+        (
+            check_wyl_first_step,
+            dict(failure_probability=7),
+            r"failure_probability: expected a float in \(0, 1\)",
+        ),
+        (check_wyl_first_step, dict(batches=0), "batches: expected a positive int"),
+        # the pipeline mode is for the LoRA-GA inits only (vanilla raised KeyError 'sketch_residual')
+        (
+            check_wyl_first_step,
+            dict(init="vanilla", svd="randomized"),
+            "init: the pipeline mode .* got 'vanilla'",
+        ),
+        (
+            check_wyl_first_step,
+            dict(init="pissa", gradient="sampled"),
+            "init: the pipeline mode .* got 'pissa'",
+        ),
     ],
 )
 def test_bad_options_name_the_argument(problem, f, kwargs, match):
@@ -176,11 +198,57 @@ def test_speed_rule_needs_runs_that_got_there():
     assert _decide([10, 12], [20, 30], 2.0, "a", "b")[0] == "inconclusive"  # 20 / 12 < 2
     assert "not reproduced here" in _decide([10, 12], [20, 30], 2.0, "a", "b")[1]
     assert _decide([10, 20], [20, 30], 1.0, "a", "b")[0] == "inconclusive"  # a tie is not sooner
-    assert _decide([10, inf], [inf, inf], 1.0, "a", "b")[0] == "inconclusive"
-    assert _decide([inf, inf], [inf, inf], 2.0, "a", "b")[0] == "inconclusive"
-    assert _decide([inf, inf], [20, 30], 2.0, "a", "b")[0] == "violated"
+    assert _decide([10, inf], [inf, inf], 1.0, "a", "b", steps=100)[0] == "inconclusive"
+    assert _decide([inf, inf], [inf, inf], 2.0, "a", "b", steps=100)[0] == "inconclusive"
+    # an unfinished run took at least steps + 1 = 101 steps: a lower bound that decides these
+    assert _decide([inf, inf], [20, 30], 2.0, "a", "b", steps=100)[0] == "violated"
     assert _decide([40, 50], [20, 30], 2.0, "a", "b")[0] == "violated"  # slower by more than 10 %
-    assert _decide([10, 10], [inf, inf], 2.0, "a", "b")[0] == "holds"
+    assert _decide([10, 10], [inf, inf], 2.0, "a", "b", steps=100)[0] == "holds"
+
+
+def test_speed_rule_an_unfinished_run_is_a_lower_bound_not_infinitely_slow():
+    from verify.wyl_speed import _decide
+
+    inf = math.inf
+    # the reviewer's s11 / s12: a budget of 27 steps, LoRA-GA at 26, vanilla not there yet (at 300 steps
+    # vanilla takes 28..51: a speed-up of 1.08 at the median).  Treating vanilla as infinitely slow
+    # gave 'holds' (and 'violated' for the swapped claim); vanilla's steps are only known to be >= 28.
+    status, why = _decide([26, 26, 26], [inf] * 3, 2.0, "a", "b", steps=27)
+    assert status == "inconclusive" and "step budget too short" in why
+    status, why = _decide([inf] * 3, [26, 26, 26], 1.0, "a", "b", steps=27)
+    assert status == "inconclusive" and "step budget too short" in why
+    # the reviewer's _decide([400, 410, 420], [inf] * 3): 'holds' only if the budget says so
+    assert _decide([400, 410, 420], [inf] * 3, 2.0, "a", "b", steps=500)[0] == "inconclusive"
+    assert _decide([400, 410, 420], [inf] * 3, 2.0, "a", "b", steps=900)[0] == "holds"  # >= 901 >= 840
+    # budget unknown: the lower bound is 0, nothing is decided from an unfinished run
+    assert _decide([10, 10], [inf, inf], 2.0, "a", "b")[0] == "inconclusive"
+
+
+def test_speed_judge_threads_the_step_budget_of_the_runs():
+    from verify.wyl_speed import SpeedRun, _judge
+
+    def run(init: str, seed: int, t: int | None) -> SpeedRun:
+        fields = {f: None for f in SpeedRun.__dataclass_fields__}
+        fields.update(init=init, seed=seed, lr=0.01, steps=27, steps_to={"0.99": t}, optimum_rel_gap=0.0)
+        fields.update(curve=((0, float(seed)), (1, 1.0)), final_value=float(seed))
+        return SpeedRun(**fields)
+
+    runs = [run("loraga", s, 26) for s in range(3)] + [run("vanilla", s, None) for s in range(3)]
+    table = {"loraga": {"lr": 0.01}, "vanilla": {"lr": 0.01}}
+    status, reason, _ = _judge(runs, table, 0.99, "loraga", "vanilla", 2.0)
+    assert status == "inconclusive" and "step budget too short" in reason
+
+
+def test_speed_seeds_must_be_distinct_and_coverage_counts_distinct_runs(problem):
+    from verify.wyl_speed import _ratio_interval
+
+    with pytest.raises(ValueError, match="seeds: expected distinct ints"):
+        check_wyl_speed(problem, rank=2, seeds=(0, 0, 1), lrs=(0.03,), steps=5)
+    with pytest.raises(ValueError, match="seeds: expected distinct ints"):
+        speed_runs(problem, inits=("vanilla",), rank=2, seeds=(0, 0, 1), lrs=(0.03,), steps=5)
+    # 3 seeds of which 2 give distinct runs: the coverage is that of n = 2, not n = 3
+    assert _ratio_interval([10, 10, 11], [20, 21, 22], (2, 3))[2] == pytest.approx(1 - 0.5 - 0.25)
+    assert _ratio_interval([10, 10, 11], [20, 21, 22])[2] == pytest.approx(1 - 0.25 - 0.25)
 
 
 def test_speed_rule_a_one_step_difference_is_not_a_verdict():
@@ -259,3 +327,46 @@ def test_report_evidence_is_short_and_carries_the_numbers(problem):
     assert "max rel difference" in evidence(check_wyl_directions(problem, rank=3))
     assert evidence(check_wyl_unchanged(problem, rank=3)).startswith("linearized ")
     assert "gap" in evidence(check_wyl_alignment(problem, rank=3, init="vanilla"))
+
+
+def test_alignment_band_uses_the_support_where_dkw_leaves_the_unit_interval():
+    from verify.wyl import _about_distribution
+
+    g = torch.Generator().manual_seed(1)
+    G = torch.randn(7, 12, generator=g, dtype=torch.float64)
+    # samples = 100: the DKW half-width 0.163 exceeds level / 2 = 0.025 on both sides; the sample min / max
+    # are no bound (the reviewer's s9: they missed the true band in 55 of 300 runs): use [0, 1]
+    d = _about_distribution(G, 3, "vanilla", 0.5, samples=100, level=0.05, seed=0)
+    assert d["band"] == [0.0, 1.0] and "support" in d["band_source"]
+    # enough samples: the ends are order statistics (lower / higher), inside (0, 1)
+    d = _about_distribution(G, 3, "vanilla", 0.5, samples=20000, level=0.05, seed=0)
+    assert 0 < d["band"][0] < d["band"][1] < 1 and "support" not in d["band_source"]
+
+
+def _rescaled_init(fac, *, record=False):
+    import dataclasses
+
+    from landscapes.inits import init_lora as real
+
+    def bad(problem, name, **kw):
+        ini = real(problem, name, **kw)
+        if not name.startswith("loraga"):
+            return ini
+        B, A = tuple(b * fac for b in ini.B), tuple(a * fac for a in ini.A)
+        det = dict(ini.details)
+        if record:
+            det["stable_scale"] = [c * fac for c in det["stable_scale"]]
+        off = tuple(ini.scale * (b @ a) for b, a in zip(B, A))
+        return dataclasses.replace(ini, B=B, A=A, offset=off, details=det)
+
+    return bad
+
+
+def test_exact_mode_takes_the_scale_from_the_options_not_the_init(problem, monkeypatch):
+    import verify.wyl as wyl
+
+    # c from d_in instead of d_out, recorded consistently in details: the checker used to read zeta
+    # from the init under test and said 'holds'
+    monkeypatch.setattr(wyl, "init_lora", _rescaled_init((12 / 14) ** 0.25, record=True))
+    v = check_wyl_first_step(problem, rank=3, search_starts=0)
+    assert v.status == "violated" and "not proportional" in v.reason, v.reason

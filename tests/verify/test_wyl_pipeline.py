@@ -150,3 +150,46 @@ def test_the_wedin_bound_is_not_beaten_by_random_perturbations():
 def test_bad_pipeline_options_name_the_argument(clear_gap, kwargs, match):
     with pytest.raises(ValueError, match=match):
         check_wyl_first_step(clear_gap, rank=4, **kwargs)
+
+
+def test_an_exact_pipeline_is_not_refuted_by_round_off():
+    # N = 100 <= 128: the sampled G is the full G, and the SVD is exact, so eps = 0; the step is off
+    # by ~1e-15 of round-off, which used to exceed tau = tau_post = 0 ('violated')
+    p = planted_gradient_problem(N=100, m=24, n=20, spectrum=TOP + [0.05] * 12, spread=0.1, seed=0)
+    v = check_wyl_first_step(p, rank=4, gradient="sampled")
+    assert v.status == "holds", v.reason
+    (b,) = v.certificate["blocks"]
+    assert b["eps"] == 0 and 0 < b["rel_error"] <= b["roundoff_floor"] <= b["tolerance"] < 1e-10
+
+
+def test_the_failure_probability_is_split_over_the_blocks():
+    from landscapes import gaussian_problem
+    from verify.wyl import _hmt_bound
+
+    p = gaussian_problem(K=2, N=10, blocks=[(14, 12), (12, 16)], lam=0.01, loss="cross_entropy", seed=3)
+    v = check_wyl_first_step(p, rank=3, svd="randomized", failure_probability=0.01)
+    G = inits.full_gradient(p)
+    for Gj, b in zip(G, v.certificate["blocks"]):
+        # 2 parts x 2 blocks: each event gets 0.01 / 4 (it used to get 0.01 / 2 on every block)
+        want = _hmt_bound(torch.linalg.svdvals(Gj), 6, b["sketch"], 4, 0.01 / 4)
+        assert b["eps_rsvd_bound"] == pytest.approx(want, rel=1e-12)
+
+
+@pytest.mark.parametrize("fac", [(20 / 24) ** 0.25, 1.05])
+def test_a_wrong_scale_is_refuted_in_pipeline_mode(clear_gap, monkeypatch, fac):
+    import dataclasses
+
+    import verify.wyl as wyl
+
+    real = inits.init_lora
+
+    def bad(problem, name, **kw):
+        ini = real(problem, name, **kw)
+        B, A = tuple(b * fac for b in ini.B), tuple(a * fac for a in ini.A)
+        return dataclasses.replace(ini, B=B, A=A, offset=tuple(ini.scale * (b @ a) for b, a in zip(B, A)))
+
+    # c from d_in (or 5 % too large): the step is off by 9 % (10 %), inside the Wedin tolerance 0.61;
+    # the scale checks that do not depend on G_hat catch it
+    monkeypatch.setattr(wyl, "init_lora", bad)
+    v = _pipeline(clear_gap)
+    assert v.status == "violated" and "A0 A0^T = c^2 I_r" in v.reason, v.reason
