@@ -65,12 +65,16 @@ training points) and :math:`d_1 = \sum_j m_j`, :math:`d_2 = \sum_j n_j`.  Steps,
 
 **Data-dependent B: a union bound over a grid.** ``B`` is read off the data (the nuclear norm of
 the solution, or :math:`L(0)/\lambda`), so the bound is applied on the fixed geometric grid
-:math:`B_k = B_0 2^k`, :math:`k \in \mathbb Z`, at confidence :math:`\delta_k =
+:math:`B_k = B_0 r^k`, :math:`k \in \mathbb Z` (ratio :math:`r > 1`, ``ratio``; fixed in advance like
+:math:`B_0`), at confidence :math:`\delta_k =
 \frac{2\delta}{3(|k|+1)(|k|+2)}` (these sum to :math:`\delta`: :math:`\sum_{k\in\mathbb Z}
 \frac1{(|k|+1)(|k|+2)} = \frac12 + 2\cdot\frac12 = \frac32`).  With probability
 :math:`\ge 1 - \delta` all grid bounds hold at once, so for a data-dependent :math:`\hat D` the
 smallest of them over the :math:`k` with :math:`B_k \ge \sum_j\|\hat D_j\|_*` is valid
-(:func:`generalization_bound`).  :math:`B_0` (``base``) must be fixed before seeing the data; it
+(:func:`generalization_bound`).  The union bound does not depend on :math:`r`; a finer grid (the
+checker's default :math:`r = 2^{1/4}`) rounds the radius up by a smaller factor :math:`B_k/B < r`
+(with :math:`r = 2` that factor swings between 1 and 2 as the units of ``D`` change, and so can a
+verdict).  :math:`B_0` (``base``) must be fixed before seeing the data; it
 is in the units of ``D``, so the bound is invariant under :math:`(J, \lambda, B_0) \to
 (cJ, c\lambda, B_0/c)` (then :math:`B \to B/c`, :math:`v \to c^2 v`).
 
@@ -91,6 +95,7 @@ __all__ = [
     "default_clip",
     "grid_delta",
     "grid_index",
+    "grid_radius",
     "khintchine_bound",
     "rademacher_term",
     "confidence_term",
@@ -163,15 +168,55 @@ def default_clip(loss: str, K: int) -> float:
     raise ValueError(f"loss: expected 'cross_entropy', 'logistic' or 'squared', got {loss!r}")
 
 
-def grid_index(B: float, base: float) -> int:
-    r"""The smallest :math:`k \in \mathbb Z` with :math:`B_0 2^k \ge B` (``B > 0``)."""
+def _ratio(ratio: object) -> float:
+    r = _positive("ratio", ratio)
+    if not r > 1:
+        raise ValueError(f"ratio: expected a finite number > 1, got {ratio!r}")
+    return r
+
+
+def grid_radius(k: int, base: float, ratio: float = 2.0) -> float:
+    r"""The grid radius :math:`B_k = B_0 r^k`; ``ValueError`` when it is outside the float range."""
+    if isinstance(k, bool) or not isinstance(k, int):
+        raise ValueError(f"k: expected an int, got {k!r}")
+    base = _positive("base", base)
+    r = _ratio(ratio)
+    Bk = math.inf
+    for h in (k, k // 2):  # r**k alone may leave the float range where base * r**k does not
+        try:
+            Bk = base * r**h * r ** (k - h)
+        except OverflowError:
+            continue
+        if math.isfinite(Bk) and Bk > 0:
+            break
+    if not (math.isfinite(Bk) and Bk > 0):
+        raise ValueError(
+            f"base: the grid radius base * ratio**k = {base!r} * {r!r}**{k} is outside the float range "
+            "(expected a base within a float's range of B)"
+        )
+    return Bk
+
+
+def grid_index(B: float, base: float, ratio: float = 2.0) -> int:
+    r"""The smallest :math:`k \in \mathbb Z` with :math:`B_0 r^k \ge B` (``B > 0``, ``ratio`` :math:`r > 1`).
+
+    Computed in logarithms (no overflow of ``B / base``); ``ValueError`` when that grid radius
+    is outside the float range (:func:`grid_radius`).
+    """
     B = _positive("B", B)
     base = _positive("base", base)
-    k = math.ceil(math.log2(B / base))
-    # guard the rounding of log2 at exact powers of two
-    while base * 2.0**k < B:
+    r = _ratio(ratio)
+    k = math.ceil((math.log(B) - math.log(base)) / math.log(r))
+    # guard the rounding of the logarithms at exact grid points
+    while grid_radius(k, base, r) < B:
         k += 1
-    while base * 2.0 ** (k - 1) >= B:
+    while True:
+        try:
+            below = grid_radius(k - 1, base, r)
+        except ValueError:
+            break  # B_{k-1} underflows: it is below B
+        if below < B:
+            break
         k -= 1
     return k
 
@@ -234,7 +279,7 @@ class GeneralizationBound:
     r"""The bound of the module docstring at the best admissible grid point.
 
     ``value = empirical + complexity + confidence``; ``B`` is the radius it was asked for,
-    ``B_grid = base * 2**k`` the grid radius used (``>= B``) and ``delta_k`` its confidence.
+    ``B_grid = base * ratio**k`` the grid radius used (``>= B``) and ``delta_k`` its confidence.
     """
 
     value: float
@@ -253,6 +298,12 @@ class GeneralizationBound:
     N: int
     delta: float
     base: float
+    ratio: float = 2.0
+
+    @property
+    def rounding(self) -> float:
+        """``B_grid / B``: the factor by which the grid rounds the radius up (``inf`` for ``B = 0``)."""
+        return self.B_grid / self.B if self.B > 0 else math.inf
 
 
 def generalization_bound(
@@ -267,15 +318,18 @@ def generalization_bound(
     clip: float,
     delta: float = 0.05,
     base: float = 1.0,
+    ratio: float = 2.0,
 ) -> GeneralizationBound:
     r"""The smallest grid bound valid for a predictor with :math:`\sum_j\|D_j\|_* \le B`.
 
     .. math::
-        \min_{k \ge k_0}\; \hat L_b + \frac{4\rho B_0 2^k}{N}\sqrt{v\log(d_1+d_2)}
+        \min_{k \ge k_0}\; \hat L_b + \frac{4\rho B_0 r^k}{N}\sqrt{v\log(d_1+d_2)}
         + 3b\sqrt{\frac{\log(2/\delta_k)}{2N}},
 
-    :math:`k_0` = :func:`grid_index` ``(B, base)`` (for ``B = 0`` the search starts 64 halvings
-    below ``base``).  Valid with probability :math:`\ge 1 - \delta` simultaneously for all ``k``
+    :math:`k_0` = :func:`grid_index` ``(B, base, ratio)`` (for ``B = 0`` the search starts at the
+    grid point just above ``base * 2**-64``).  The grid ratio :math:`r` = ``ratio`` (> 1) sets how far
+    the radius is rounded up (at most a factor :math:`r`); the confidences :math:`\delta_k` do not
+    depend on it.  Valid with probability :math:`\ge 1 - \delta` simultaneously for all ``k``
     (module docstring), so the minimum is valid too.  ``empirical`` is the training mean of the
     clipped loss (in :math:`[0, b]`).
     """
@@ -285,12 +339,13 @@ def generalization_bound(
         raise ValueError(f"empirical: expected a mean of losses clipped at {b}, got {emp!r}")
     B = _nonnegative("B", B)
     base = _positive("base", base)
+    r = _ratio(ratio)
     _probability("delta", delta)
     rho = _nonnegative("rho", rho)
-    k = grid_index(B, base) if B > 0 else grid_index(base * 2.0**-64, base)
+    k = grid_index(B, base, r) if B > 0 else grid_index(base * 2.0**-64, base, r)
     best: GeneralizationBound | None = None
     while True:
-        Bk = base * 2.0**k
+        Bk = grid_radius(k, base, r)
         comp = rademacher_term(rho=rho, B=Bk, v=v, d1=d1, d2=d2, N=N)
         if best is not None and comp >= best.value - emp:
             break  # the complexity term alone already exceeds the best total: no larger k helps
@@ -315,6 +370,7 @@ def generalization_bound(
                 N=N,
                 delta=float(delta),
                 base=base,
+                ratio=r,
             )
         if comp == 0.0 and k >= 0:
             break  # no complexity (v = 0 or rho = 0): the confidence term is smallest at k = 0

@@ -28,6 +28,7 @@ suite generator ``held_out`` build).  Without one the verdict is ``inconclusive`
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import math
 import time
 from collections.abc import Sequence
@@ -53,6 +54,8 @@ from verify.verdict import Verdict
 __all__ = [
     "check_jlr_gen",
     "with_held_out",
+    "shared_examples",
+    "DEFAULT_GRID_RATIO",
     "with_review_held_out",
     "held_out_problem",
     "variance_statistic",
@@ -61,13 +64,18 @@ __all__ = [
 
 _T = DEFAULT_TOLERANCES
 CLAIM = "JLR-gen"
+#: The default ratio :math:`r` of the union-bound grid :math:`B_0 r^k`: the radius is rounded up by
+#: less than :math:`2^{1/4} \approx 1.19` (with :math:`r = 2` the factor swings in ``[1, 2)`` with the
+#: units of ``J`` and could flip the verdict).
+DEFAULT_GRID_RATIO = 2.0**0.25
+_SEED_RANGE = (-(2**63), 2**64)  # what torch.Generator.manual_seed accepts
 
 
 # --------------------------------------------------------------------------------------------------
 # Held-out data
 def _test_compatible(problem: Problem, test: Problem) -> None:
     if not isinstance(test, Problem):
-        raise TypeError(f"held_out: expected a landscapes.problem.Problem, got {type(test).__name__}")
+        raise ValueError(f"held_out: expected a landscapes.problem.Problem, got {type(test).__name__}")
     if test.blocks != problem.blocks or test.K != problem.K or test.loss.name != problem.loss.name:
         raise ValueError(
             f"held_out: expected the training problem's blocks {list(problem.blocks)}, K = {problem.K} and "
@@ -75,6 +83,35 @@ def _test_compatible(problem: Problem, test: Problem) -> None:
         )
     if test.dtype != problem.dtype:
         raise ValueError(f"held_out: expected dtype {problem.dtype}, got {test.dtype}")
+
+
+def _example_hashes(problem: Problem, with_J: bool) -> list[bytes]:
+    """One digest per example: its ``K`` rows of a stored ``J`` (``with_J``), its ``f0`` row and label."""
+    f0 = problem.f0.detach().to("cpu").contiguous()
+    y = problem.y.detach().to("cpu").contiguous()
+    J = problem.J.matrix.detach().to("cpu") if with_J and isinstance(problem.J, DenseOperator) else None
+    K, out = problem.K, []
+    for i in range(problem.N):
+        h = hashlib.blake2b(digest_size=16)
+        if J is not None:
+            h.update(J[i * K : (i + 1) * K].contiguous().numpy().tobytes())
+        h.update(f0[i].contiguous().numpy().tobytes())
+        h.update(y[i].numpy().tobytes())
+        out.append(h.digest())
+    return out
+
+
+def shared_examples(problem: Problem, test: Problem) -> tuple[int, bool]:
+    r"""How many examples of ``test`` equal one of ``problem`` (exactly), and whether ``J`` was compared.
+
+    An example is identified by a hash of its ``K`` Jacobian rows, its ``f0`` row and its label
+    when both problems store ``J``; when either gives ``J`` as an operator only ``f0`` and the
+    label are compared (reading an operator's rows costs ``K N`` products), so two different
+    examples with equal ``f0`` rows and labels count as shared there.
+    """
+    with_J = isinstance(problem.J, DenseOperator) and isinstance(test.J, DenseOperator)
+    train = set(_example_hashes(problem, with_J))
+    return sum(h in train for h in _example_hashes(test, with_J)), with_J
 
 
 def with_held_out(problem: Problem, n_test: int) -> Problem:
@@ -301,6 +338,7 @@ def check_jlr_gen(
     alpha: float = 0.05,
     radius: Literal["solution", "magnitude"] = "solution",
     grid_base: float = 1.0,
+    grid_ratio: float = DEFAULT_GRID_RATIO,
     bound_scale: float = 1.0,
     gap_rtol: float = _T.gap_rtol,
     mc_samples: int = 32,
@@ -315,10 +353,16 @@ def check_jlr_gen(
         The training problem (``N`` examples).
     held_out
         The held-out examples (default: ``problem.meta["held_out"]``); none: ``inconclusive``.
+        They must be disjoint from the training examples: ``ValueError`` when any held-out example
+        equals a training one (:func:`shared_examples`: ``J`` rows, ``f0`` row and label for a
+        stored ``J``; ``f0`` row and label only when either ``J`` is an operator).
     solution, point
         The judged :math:`\hat D`: ``point`` (any adapted weight: the bound holds for every
         :math:`D` of the grid's balls) or the NUC solution (``solution``, re-certified on
-        ``problem``; default: solved here to ``gap_rtol``).
+        ``problem``; default: solved here to ``gap_rtol``).  A solution whose re-computed gap is
+        above ``gap_rtol`` is judged as a point, and the reason says it is not certified.  The
+        judged point must not depend on the held-out data (chosen, tuned or stopped by it): the
+        held-out limits assume the held-out examples are independent of :math:`\hat D`.
     clip
         The clipping level :math:`b` (default :func:`theory.generalization.default_clip`:
         :math:`2\log K` for cross-entropy; required for the squared loss).
@@ -326,8 +370,10 @@ def check_jlr_gen(
         Confidence of the bound (:math:`1 - \delta`) and of each held-out limit (:math:`1 - \alpha`).
     radius
         ``"solution"``: :math:`B = \sum_j\|\hat D_j\|_*`; ``"magnitude"``: :math:`B = L(0)/\min_j\lambda_j`.
-    grid_base
-        :math:`B_0` of the union-bound grid :math:`B_0 2^k` (fixed before seeing the data).
+    grid_base, grid_ratio
+        :math:`B_0` and the ratio :math:`r > 1` of the union-bound grid :math:`B_0 r^k` (fixed before
+        seeing the data; the confidences :math:`\delta_k` do not depend on :math:`r`).  The radius
+        is rounded up to the grid, by the factor ``B_grid / B`` (< :math:`r`) in the certificate.
     bound_scale
         The variant claim :math:`\mathbb E\ell_b \le` ``bound_scale`` :math:`\times` bound (a planted
         false variant with ``bound_scale < 1`` must come out ``violated`` where the bound is tight).
@@ -337,24 +383,35 @@ def check_jlr_gen(
     mc_samples
         Monte-Carlo draws of :math:`\max_j\|Z_j\|_{op}` reported beside its rigorous bound (0: none).
     seed
-        Seeds the NUC solve and the Monte-Carlo signs.
+        Seeds the NUC solve and the Monte-Carlo signs (an int in :math:`[-2^{63}, 2^{64})`).
     save_dir
         Unused (no counterexample file, see below); accepted for the suite's uniform call.
 
-    Verdict (``UCL``/``LCL``: the held-out mean's Hoeffding limits at level :math:`1-\alpha`):
-    ``violated`` when ``LCL`` exceeds the (scaled) bound -- if the bound held with probability
-    :math:`1 - \delta` this happens with probability at most :math:`\delta + \alpha`;
-    ``inconclusive: vacuous`` when the bound is not below the trivial predictor's held-out mean
-    clipped loss; ``holds`` when it is and ``UCL`` is below the bound; otherwise ``inconclusive``.
+    Verdict (``UCL``/``LCL``: the held-out mean's one-sided Hoeffding limits at level
+    :math:`1-\alpha` each; ``trivial LCL``: the same lower limit for the trivial predictor
+    :math:`D = 0`): ``violated`` when ``LCL`` exceeds the (scaled) bound -- if the bound held with
+    probability :math:`1 - \delta` this happens with probability at most :math:`\delta + \alpha`;
+    ``inconclusive: vacuous`` when the bound is not below the trivial LCL; ``holds`` when it is and
+    ``UCL`` is below the bound -- then :math:`\mathbb E\ell_b(\hat D) \le` bound :math:`<
+    \mathbb E\ell_b(0)`, wrong with probability at most :math:`2\alpha` (two limits); otherwise
+    ``inconclusive``.  The certificate's ``error_probability`` is the total for the verdict given.
     No counterexample file is saved: held-out data do not fit a problem file.
     """
     del save_dir
+    if isinstance(seed, bool) or not isinstance(seed, int) or not _SEED_RANGE[0] <= seed < _SEED_RANGE[1]:
+        raise ValueError(f"seed: expected an int in [-2**63, 2**64), got {seed!r}")
+    if solution is not None and not isinstance(solution, NucSolution):
+        raise ValueError(
+            f"solution: expected a landscapes.nuc.NucSolution or None, got {type(solution).__name__}"
+        )
     for name, x in (("delta", delta), ("alpha", alpha)):
         if isinstance(x, bool) or not isinstance(x, (int, float)) or not 0 < x < 1:
             raise ValueError(f"{name}: expected a number in (0, 1), got {x!r}")
-    for name, x in (("grid_base", grid_base), ("bound_scale", bound_scale)):
+    for name, x in (("grid_base", grid_base), ("bound_scale", bound_scale), ("grid_ratio", grid_ratio)):
         if isinstance(x, bool) or not isinstance(x, (int, float)) or not (math.isfinite(x) and x > 0):
             raise ValueError(f"{name}: expected a finite positive number, got {x!r}")
+    if not grid_ratio > 1:
+        raise ValueError(f"grid_ratio: expected a finite number > 1, got {grid_ratio!r}")
     if radius not in ("solution", "magnitude"):
         raise ValueError(f"radius: expected 'solution' or 'magnitude', got {radius!r}")
     if isinstance(mc_samples, bool) or not isinstance(mc_samples, int) or mc_samples < 0 or mc_samples == 1:
@@ -368,6 +425,7 @@ def check_jlr_gen(
         "alpha": alpha,
         "radius": radius,
         "grid_base": grid_base,
+        "grid_ratio": grid_ratio,
         "bound_scale": bound_scale,
         "gap_rtol": gap_rtol,
         "mc_samples": mc_samples,
@@ -388,6 +446,13 @@ def check_jlr_gen(
             opts,
         )
     _test_compatible(problem, test)
+    shared, with_J = shared_examples(problem, test)
+    if shared:
+        what = "J rows, f0 row and label" if with_J else "f0 row and label (J is an operator: not compared)"
+        raise ValueError(
+            f"held_out: expected examples disjoint from the training set, got {shared} of {test.N} "
+            f"held-out examples equal to training examples ({what})"
+        )
     b = default_clip(loss, problem.K) if clip is None else float(clip)
     rho = clipped_lipschitz(loss, b)
     opts["clip"] = b
@@ -398,8 +463,11 @@ def check_jlr_gen(
     # ---- the judged point -----------------------------------------------------------------------
     t0 = time.perf_counter()
     cert: dict[str, Any] = {"clip": b, "rho": rho, "held_out_source": source, "M": test.N}
+    uncertified = ""
     if point is not None:
         D: Blocks = problem.check_point(point, "point")
+        if not all(bool(torch.isfinite(d).all()) for d in D):
+            raise ValueError("point: expected finite entries, got NaN or inf")
     else:
         if solution is None:
             sol = solve_nuc(problem, gap_rtol=gap_rtol, seed=seed)
@@ -410,6 +478,12 @@ def check_jlr_gen(
             sol = dataclasses.replace(solution, certificate=c, converged=c.within(gap_rtol))
         D = sol.D
         cert.update(nuc_rel_gap=c.rel_gap, nuc_certified=c.within(gap_rtol), ranks=list(sol.ranks))
+        if not c.within(gap_rtol):
+            given = "the passed solution" if solution is not None else "the NUC solve"
+            uncertified = (
+                f"; {given} is not certified (relative gap {c.rel_gap:.3g} > gap_rtol {gap_rtol:.3g}): "
+                "judged as a point, not as the NUC minimizer"
+            )
     timings["solve"] = time.perf_counter() - t0
 
     # ---- training side: radius, variance, bound --------------------------------------------------
@@ -426,7 +500,10 @@ def check_jlr_gen(
     d1 = sum(m for m, _ in problem.blocks)
     d2 = sum(n for _, n in problem.blocks)
     timings["variance"] = time.perf_counter() - t0
-    common = dict(empirical=emp, v=v, d1=d1, d2=d2, N=problem.N, rho=rho, clip=b, delta=delta, base=grid_base)
+    common = dict(
+        empirical=emp, v=v, d1=d1, d2=d2, N=problem.N, rho=rho, clip=b, delta=delta, base=grid_base,
+        ratio=float(grid_ratio),
+    )
     bound_sol = generalization_bound(B=B_sol, **common)  # type: ignore[arg-type]
     bound_mag = generalization_bound(B=B_mag, **common) if math.isfinite(B_mag) else None  # type: ignore[arg-type]
     chosen = bound_sol if radius == "solution" else bound_mag
@@ -457,6 +534,7 @@ def check_jlr_gen(
     trivial = float(_clipped(test, test.f0, b).mean())
     rad = hoeffding_radius(clip=b, M=test.N, alpha=alpha)
     ucl, lcl = test_mean + rad, test_mean - rad
+    trivial_lcl = trivial - rad
     cert.update(
         test_clipped_loss=test_mean,
         test_ucl=ucl,
@@ -465,6 +543,7 @@ def check_jlr_gen(
         test_loss=test.risk_at(z_te),
         test_clipped_fraction=float((test.loss.value(z_te, test.y) > b).to(torch.float64).mean()),
         trivial_test_clipped_loss=trivial,
+        trivial_test_lcl=trivial_lcl,
         trivial_test_loss=test.risk_at(test.f0),
         test_accuracy=_accuracy(test, z_te),
         trivial_test_accuracy=_accuracy(test, test.f0),
@@ -472,61 +551,55 @@ def check_jlr_gen(
     timings["held_out"] = time.perf_counter() - t0
 
     # ---- verdict --------------------------------------------------------------------------------
+    def verdict(status: str, reason: str, error: float | None = None) -> Verdict:
+        cert["error_probability"] = error
+        return Verdict(CLAIM, status, fp, cert, reason + uncertified, timings, opts)  # type: ignore[arg-type]
+
     if chosen is None:
-        return Verdict(CLAIM, "inconclusive", fp, cert, "radius='magnitude' needs lam > 0", timings, opts)
+        return verdict("inconclusive", "radius='magnitude' needs lam > 0")
     if radius == "magnitude" and B_sol > chosen.B_grid:
-        return Verdict(
-            CLAIM,
+        return verdict(
             "inconclusive",
-            fp,
-            cert,
             f"the judged point has sum ||D_j||_* = {B_sol:.4g}, outside the magnitude radius "
             f"{chosen.B_grid:.4g}: the magnitude bound does not cover it",
-            timings,
-            opts,
         )
     bound = bound_scale * chosen.value
-    cert.update(bound=bound, looseness=bound - test_mean, B=chosen.B, B_grid=chosen.B_grid)
+    cert.update(
+        bound=bound,
+        looseness=bound - test_mean,
+        B=chosen.B,
+        B_grid=chosen.B_grid,
+        grid_rounding=chosen.rounding,
+    )
     scaled = "scaled " if bound_scale != 1 else ""
-    what = f"the {scaled}bound {bound:.4g} (B = {chosen.B:.4g}, N = {problem.N})"
+    what = (
+        f"the {scaled}bound {bound:.4g} (B = {chosen.B:.4g} rounded up to the grid's {chosen.B_grid:.4g}, "
+        f"a factor {chosen.rounding:.4g}; N = {problem.N})"
+    )
     held = f"held-out clipped loss {test_mean:.4g} (M = {test.N}"
     if lcl > bound:
-        return Verdict(
-            CLAIM,
+        return verdict(
             "violated",
-            fp,
-            cert,
-            f"{held}, lower limit {lcl:.4g}) exceeds {what}",
-            timings,
-            opts,
+            f"{held}, lower limit {lcl:.4g}) exceeds {what}; if the bound held this has probability "
+            f"<= delta + alpha = {delta + alpha:.3g}",
+            delta + alpha,
         )
-    if bound >= trivial:
-        return Verdict(
-            CLAIM,
+    if bound >= trivial_lcl:
+        return verdict(
             "inconclusive",
-            fp,
-            cert,
             f"vacuous: {what} is not below the trivial predictor's (D = 0) held-out clipped loss "
-            f"{trivial:.4g}; {held}, upper limit {ucl:.4g})",
-            timings,
-            opts,
+            f"{trivial:.4g} less its Hoeffding radius: lower limit {trivial_lcl:.4g}; {held}, upper "
+            f"limit {ucl:.4g})",
         )
     if ucl <= bound:
-        return Verdict(
-            CLAIM,
+        return verdict(
             "holds",
-            fp,
-            cert,
-            f"{held}, upper limit {ucl:.4g}) <= {what} < trivial {trivial:.4g}",
-            timings,
-            opts,
+            f"{held}, upper limit {ucl:.4g}) <= {what} < the trivial predictor's lower limit "
+            f"{trivial_lcl:.4g} (mean {trivial:.4g}); limits at level 1 - alpha each, together wrong "
+            f"with probability <= 2 alpha = {2 * alpha:.3g}",
+            2 * alpha,
         )
-    return Verdict(
-        CLAIM,
+    return verdict(
         "inconclusive",
-        fp,
-        cert,
         f"{held}) is within its Hoeffding radius {rad:.3g} of {what}: not certified either way",
-        timings,
-        opts,
     )

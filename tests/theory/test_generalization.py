@@ -18,6 +18,7 @@ from theory.generalization import (
     generalization_bound,
     grid_delta,
     grid_index,
+    grid_radius,
     hoeffding_radius,
     khintchine_bound,
     rademacher_term,
@@ -211,6 +212,9 @@ def test_bound_is_scale_invariant(emp, B, v, e):
         (lambda: default_clip("cross_entropy", 1), "K: expected at least 2"),
         (lambda: grid_delta(0, 1.5), "delta: expected a number in (0, 1)"),
         (lambda: grid_index(-1.0, 1.0), "B: expected a finite positive number"),
+        (lambda: grid_index(1.0, 1.0, ratio=1.0), "ratio: expected a finite number > 1, got 1.0"),
+        (lambda: grid_radius(2000, 1.0), "base: the grid radius base"),
+        (lambda: grid_radius(-5000, 1.0, 2.0**0.25), "base: the grid radius base"),
         (lambda: khintchine_bound(-1.0, 2, 2), "v: expected a finite number >= 0"),
         (lambda: hoeffding_radius(clip=1.0, M=0, alpha=0.05), "M: expected a positive int"),
         (
@@ -222,3 +226,42 @@ def test_bound_is_scale_invariant(emp, B, v, e):
 def test_bad_input(call, message):
     with pytest.raises(ValueError, match=message.replace("(", r"\(").replace(")", r"\)")):
         call()
+
+
+# ---- after a fresh-eyes review: the grid's ratio and its range -------------------------------------
+@given(
+    st.floats(min_value=-300, max_value=300),
+    st.floats(min_value=-300, max_value=300),
+    st.sampled_from([2.0, 2.0**0.25, 1.05, 10.0]),
+)
+def test_grid_index_is_the_smallest_admissible_grid_point(logB, logbase, ratio):
+    # computed in logarithms: B / base may leave the float range (1e200 / 1e-300 is inf)
+    B, base = 10.0**logB, 10.0**logbase
+    try:
+        k = grid_index(B, base, ratio)
+    except ValueError as e:
+        assert "outside the float range" in str(e)
+        return
+    assert grid_radius(k, base, ratio) >= B
+    try:
+        lower = grid_radius(k - 1, base, ratio)
+    except ValueError:
+        return  # B_{k-1} underflows: below B
+    assert lower < B
+
+
+def test_extreme_radius_and_base_do_not_overflow():
+    k = grid_index(1e200, 1e-300)
+    assert grid_radius(k, 1e-300) >= 1e200 > grid_radius(k - 1, 1e-300)
+    b = generalization_bound(empirical=0.1, B=1e200, v=1.0, d1=2, d2=2, N=10, rho=1.0, clip=1.0, base=1e-300)
+    assert b.B_grid >= 1e200 and 1 <= b.rounding < 2
+
+
+@pytest.mark.parametrize("c", [1.3, 3.0, 10.0, 0.37])
+def test_finer_grid_rounds_by_less_than_its_ratio(c):
+    r = 2.0**0.25
+    b = generalization_bound(empirical=0.1, B=2.933 / c, ratio=r, **_args, v=1e4 * c**2, N=5000)
+    assert b.B_grid >= b.B and 1 <= b.rounding < r
+    assert b.B_grid == pytest.approx(b.base * r**b.k) and b.ratio == r
+    # the confidences are the ratio-free delta_k
+    assert b.delta_k == grid_delta(b.k, 0.05)

@@ -16,6 +16,7 @@ from landscapes.problem import Problem
 from landscapes.synthetic import gaussian_problem, teacher_problem
 from theory.generalization import khintchine_bound
 from verify.jlr_gen import (
+    DEFAULT_GRID_RATIO,
     check_jlr_gen,
     held_out_problem,
     rademacher_monte_carlo,
@@ -141,12 +142,21 @@ def test_with_held_out_splits_rows_in_order():
         (dict(bound_scale=0.0), "bound_scale: expected a finite positive number"),
         (dict(mc_samples=1), "mc_samples: expected 0 or an int >= 2"),
         (dict(clip=None), "clip: expected a positive number for the squared loss"),
+        (dict(seed="x"), r"seed: expected an int in \[-2\*\*63, 2\*\*64\), got 'x'"),
+        (dict(seed=1.5), r"seed: expected an int .*got 1.5"),
+        (dict(seed=None), r"seed: expected an int .*got None"),
+        (dict(seed=2**70), r"seed: expected an int .*got 1180591620717411303424"),
+        (dict(solution="x"), "solution: expected a landscapes.nuc.NucSolution or None, got str"),
+        (dict(point=torch.full((3, 3), math.nan, dtype=torch.float64)), "point: expected finite entries"),
+        (dict(point=torch.full((3, 3), math.inf, dtype=torch.float64)), "point: expected finite entries"),
+        (dict(grid_ratio=1.0), r"grid_ratio: expected a finite number > 1, got 1.0"),
+        (dict(grid_ratio=math.nan), "grid_ratio: expected a finite positive number"),
     ],
 )
 def test_bad_input(kwargs, message):
     p = with_held_out(teacher_problem(K=1, N=14, blocks=[(3, 3)], lam=0.1, seed=2), 4)
-    kwargs = {"clip": 1.0, **kwargs}
-    with pytest.raises((ValueError, TypeError), match=message):
+    kwargs = {"clip": 1.0, "mc_samples": 0, **kwargs}
+    with pytest.raises(ValueError, match=message):
         check_jlr_gen(p, **kwargs)
 
 
@@ -228,6 +238,100 @@ def test_two_blocks_use_the_max_over_blocks_and_summed_dimensions():
     assert c["B_solution"] == pytest.approx(sum(c["nuclear_norms"]))
     assert c["B_magnitude"] == pytest.approx(c["L0_train"] / 0.02)  # the smaller weight decay
     again = generalization_bound(
-        empirical=c["train_clipped_loss"], B=c["B_solution"], v=c["v"], d1=6, d2=8, N=300, rho=2.0, clip=2.0
-    )
+        empirical=c["train_clipped_loss"], B=c["B_solution"], v=c["v"], d1=6, d2=8, N=300, rho=2.0, clip=2.0,
+        ratio=DEFAULT_GRID_RATIO,
+    )  # fmt: skip
     assert again.value == pytest.approx(b["value"], rel=1e-12)
+
+
+# --------------------------------------------------------------------------------------------------
+# After a fresh-eyes review: overlap, units of J, the trivial predictor's lower limit
+
+
+@pytest.fixture(scope="module")
+def small_split():
+    """A 300/100 teacher split (squared loss, K = 2)."""
+    p = teacher_problem(K=2, N=400, blocks=[(4, 4)], lam=0.02, teacher_rank=1, loss="squared", noise=0.5,
+                        seed=11)  # fmt: skip
+    return with_held_out(p, 100)
+
+
+def test_held_out_overlapping_the_training_set_is_refused(small_split):
+    tr = small_split
+    te = tr.meta["held_out"]
+    # the training set itself as held-out data (the review: it came out 'holds')
+    with pytest.raises(ValueError, match=r"held_out: expected examples disjoint .*got 300 of 300"):
+        check_jlr_gen(tr, held_out=tr, clip=2.0, mc_samples=0)
+    # one training example slipped into otherwise fresh held-out data
+    K = tr.K
+    mixed = Problem(
+        torch.cat([te.J.matrix, tr.J.matrix[5 * K : 6 * K]]), torch.cat([te.f0, tr.f0[5:6]]),
+        torch.cat([te.y, tr.y[5:6]]), loss="squared", blocks=tr.blocks, lam=tr.lam,
+    )  # fmt: skip
+    with pytest.raises(ValueError, match=r"got 1 of 101 held-out examples .*\(J rows, f0 row and label\)"):
+        check_jlr_gen(tr, held_out=mixed, clip=2.0, mc_samples=0)
+    # an operator J: f0 rows and labels are compared (and the message says J was not)
+    op = Problem(LowRankOperator(tr.J.matrix, torch.eye(16, dtype=tr.dtype)), tr.f0, tr.y, loss="squared",
+                 blocks=tr.blocks, lam=tr.lam)  # fmt: skip
+    with pytest.raises(ValueError, match=r"got 300 of 300 .*J is an operator"):
+        check_jlr_gen(tr, held_out=op, clip=2.0, mc_samples=0)
+    # fresh data is accepted
+    assert check_jlr_gen(tr, clip=2.0, mc_samples=0).status in ("holds", "inconclusive")
+
+
+def test_an_uncertified_solution_is_named_in_the_reason(small_split):
+    import dataclasses
+
+    from landscapes.nuc import solve_nuc
+
+    sol = solve_nuc(small_split, gap_rtol=1e-8)
+    v = check_jlr_gen(small_split, solution=sol, clip=2.0, mc_samples=0)
+    assert v.certificate["nuc_certified"] and "not certified" not in v.reason
+    bad = dataclasses.replace(sol, D=tuple(0.3 * d for d in sol.D))
+    w = check_jlr_gen(small_split, solution=bad, clip=2.0, mc_samples=0)
+    assert not w.certificate["nuc_certified"]
+    assert "the passed solution is not certified (relative gap" in w.reason
+
+
+@pytest.fixture(scope="module")
+def scale_split():
+    """The review's scale example: N = 6000 training, 4000 held-out examples."""
+    p = teacher_problem(K=2, N=10000, blocks=[(4, 4)], lam=0.02, teacher_rank=1, loss="squared", noise=0.5,
+                        seed=11)  # fmt: skip
+    tr = with_held_out(p, 4000)
+    base = check_jlr_gen(tr, clip=2.0, mc_samples=0, gap_rtol=1e-10)
+    return tr, base
+
+
+@pytest.mark.parametrize("c", [1.3, 3.0, 10.0, 0.7])
+def test_verdict_does_not_depend_on_the_units_of_J(scale_split, c):
+    # J -> cJ, lam -> c lam with the default grid base: the radius moves off the grid, and the
+    # ratio-2 grid rounded it up by up to 2 (holds at c = 1, inconclusive at c = 1.3 and 10)
+    tr, base = scale_split
+    te = tr.meta["held_out"]
+
+    def sc(q):
+        return Problem(c * q.J.matrix, q.f0, q.y, loss=q.loss, blocks=q.blocks, lam=[c * x for x in q.lam])
+
+    v = check_jlr_gen(sc(tr), held_out=sc(te), clip=2.0, mc_samples=0, gap_rtol=1e-10)
+    k = v.certificate
+    assert v.status == base.status == "holds", v.reason
+    assert 1.0 <= k["grid_rounding"] < DEFAULT_GRID_RATIO and f"{k['grid_rounding']:.4g}" in v.reason
+    # what still moves: the rounding (< 2**0.25) and delta_k, which falls with |k| (log(1/delta_k))
+    assert k["bound"] == pytest.approx(base.certificate["bound"], rel=0.15)
+
+
+def test_non_vacuity_is_judged_against_the_trivial_lower_limit(scale_split):
+    # 60 held-out examples: the bound is below the trivial predictor's held-out mean but not below
+    # its lower Hoeffding limit, so the bound is not shown to be non-vacuous (it was 'holds')
+    tr, _ = scale_split
+    te = tr.meta["held_out"]
+    M = 60
+    h = Problem(te.J.matrix[: 2 * M], te.f0[:M], te.y[:M], loss="squared", blocks=te.blocks, lam=te.lam)
+    v = check_jlr_gen(tr, held_out=h, clip=2.0, mc_samples=0, gap_rtol=1e-10)
+    k = v.certificate
+    assert k["trivial_test_lcl"] == pytest.approx(k["trivial_test_clipped_loss"] - k["hoeffding_radius"])
+    assert k["trivial_test_lcl"] <= k["bound"] < k["trivial_test_clipped_loss"]
+    assert k["test_ucl"] <= k["bound"]
+    assert v.status == "inconclusive" and "vacuous" in v.reason and "lower limit" in v.reason
+    assert k["error_probability"] is None
