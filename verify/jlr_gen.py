@@ -2,27 +2,29 @@ r"""JLR-gen: the held-out loss of the low-rank NUC solution against a Rademacher
 
 The bound (:mod:`theory.generalization`, where every step, constant and source is stated): for
 the clipped loss :math:`\ell_b = \min(\ell, b)`, with probability :math:`\ge 1 - \delta` over the
-training sample, every :math:`D` with :math:`\sum_j\|D_j\|_* \le B_0 2^k` has
+training sample, every :math:`D` with :math:`\sum_j\|D_j\|_* \le B_0 r^k` has
 
 .. math::
-    \mathbb E\,\ell_b \le \hat L_b(D) + \frac{4\rho B_0 2^k}{N}\sqrt{v\log(d_1 + d_2)}
+    \mathbb E\,\ell_b \le \hat L_b(D) + \frac{4\rho B_0 r^k}{N}\sqrt{v\log(d_1 + d_2)}
     + 3b\sqrt{\frac{\log(2/\delta_k)}{2N}}
 
-for all grid points ``k`` at once; the checker evaluates the smallest admissible one at the
-judged point :math:`\hat D` (the NUC solution of the training problem, or a given ``point``).
-The radius is :math:`B = \sum_j\|\hat D_j\|_*` (``radius="solution"``) or the magnitude bound
-:math:`B = L(0)/\min_j\lambda_j` of JLR-magnitude (``radius="magnitude"``; it needs no solve, and
-covers :math:`\hat D` when :math:`\sum_j\|\hat D_j\|_*` is within the grid radius, which is checked).
+for all grid points ``k`` at once (ratio :math:`r` = ``grid_ratio``, default :math:`2^{1/4}`); the
+checker evaluates the smallest admissible one at the judged point :math:`\hat D` (the NUC solution
+of the training problem, or a given ``point``). The radius is :math:`B = \sum_j\|\hat D_j\|_*`
+(``radius="solution"``) or the magnitude bound :math:`B = L(0)/\min_j\lambda_j` of JLR-magnitude
+(``radius="magnitude"``; it needs no solve, and covers :math:`\hat D` when :math:`\sum_j\|\hat
+D_j\|_*` is within the grid radius, which is checked).
 
 The measurement: the mean clipped loss of :math:`\hat D` on ``M`` held-out examples with its
 one-sided Hoeffding limits :math:`\pm b\sqrt{\log(1/\alpha)/(2M)}`.  The trivial predictor is
-:math:`D = 0` (the pretrained logits :math:`f_0`): its held-out mean clipped loss is the yardstick
-of non-vacuity.
+:math:`D = 0` (the pretrained logits :math:`f_0`): the lower Hoeffding limit of its held-out mean
+clipped loss is the yardstick of non-vacuity.
 
-Held-out data: a :class:`~landscapes.problem.Problem` of held-out examples (same blocks, ``K``,
-loss and dtype), given as ``held_out`` or carried by the training problem in
-``problem.meta["held_out"]`` (what :func:`with_held_out`, :func:`with_review_held_out` and the
-suite generator ``held_out`` build).  Without one the verdict is ``inconclusive``.
+Held-out data: a :class:`~landscapes.problem.Problem` of held-out examples (same blocks, ``K``, loss
+and dtype; no example shared with the training set), given as ``held_out`` or carried by the
+training problem in ``problem.meta["held_out"]`` (what :func:`with_held_out`,
+:func:`with_review_held_out` and the suite generator ``held_out`` build).  Without one the verdict
+is ``inconclusive``.
 """
 
 from __future__ import annotations
