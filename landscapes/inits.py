@@ -180,7 +180,7 @@ def sampled_gradient(
     return tuple(acc)
 
 
-def gradient_spread(problem: Problem, *, chunk: int = 64) -> tuple[dict[str, float], ...]:
+def gradient_spread(problem: Problem, *, chunk: int = 64, scale: float = 1.0) -> tuple[dict[str, float], ...]:
     r"""Per block, the spread of the per-example gradients :math:`g_{ij}` about their mean :math:`G_j`.
 
     :math:`g_{ij} = \operatorname{mat}_j(J_i^\top \nabla_z \ell(z_i, y_i))` is example ``i``'s
@@ -192,10 +192,13 @@ def gradient_spread(problem: Problem, *, chunk: int = 64) -> tuple[dict[str, flo
     (:func:`sampled_gradient`) has :math:`\mathbb E \|\hat G_j - G_j\|_F^2 = \frac{N - n}{n (N - 1)}
     S_j^2` (the finite-population variance of a sample mean; Cochran, *Sampling Techniques*, 3rd
     ed., Thm. 2.2, coordinate-wise); the other three are the matrix-Bernstein parameters.  Needs a
-    dense ``J``; ``chunk`` examples at a time.
+    dense ``J``; ``chunk`` examples at a time.  ``scale``: the spread of :math:`g_{ij} /` ``scale``
+    (a power of two near :math:`\max|G|` keeps the squares finite at extreme scales).
     """
     if isinstance(chunk, bool) or not isinstance(chunk, int) or chunk < 1:
         raise ValueError(f"chunk: expected a positive int, got {chunk!r}")
+    if isinstance(scale, bool) or not isinstance(scale, (int, float)) or not 0 < scale < math.inf:
+        raise ValueError(f"scale: expected a positive finite number, got {scale!r}")
     from landscapes.operators import DenseOperator
 
     if not isinstance(problem.J, DenseOperator):
@@ -214,7 +217,7 @@ def gradient_spread(problem: Problem, *, chunk: int = 64) -> tuple[dict[str, flo
     for start in range(0, problem.N, chunk):
         stop = min(problem.N, start + chunk)
         Jc = M[start * problem.K : stop * problem.K].reshape(stop - start, problem.K, -1)
-        per = torch.einsum("nk,nkp->np", resid[start:stop], Jc) - G  # g_i - G, flattened
+        per = (torch.einsum("nk,nkp->np", resid[start:stop], Jc) - G) / scale  # (g_i - G) / scale, flattened
         for j, (m, n) in enumerate(problem.blocks):
             D = per[:, bounds[j] : bounds[j + 1]].reshape(-1, m, n)
             fro[j] += float(D.pow(2).sum())
@@ -272,6 +275,10 @@ def randomized_svd(
 ) -> tuple[Tensor, Tensor, Tensor]:
     r"""All ``q`` triplets of ``torch.svd_lowrank(G, q, niter)``: the exact SVD of :math:`H = Q Q^\top G`.
 
+    (For ``m < n`` ``torch.svd_lowrank`` sketches :math:`G^\top`: then :math:`H = G Q Q^\top`, the
+    same statements with the sides exchanged.)  ``G`` is rescaled by a power of two near
+    :math:`\max|G|` first (exact; the power iterations stay finite at extreme scales).
+
     ``Q`` is an orthonormal basis of the range of :math:`(G G^\top)^{\text{niter}} G\,\Omega`,
     :math:`\Omega` a Gaussian ``n x q`` test matrix (subspace iteration, Halko, Martinsson and
     Tropp 2011, Alg. 4.4), seeded through ``generator`` without touching torch's global generator.
@@ -283,8 +290,12 @@ def randomized_svd(
     with torch.random.fork_rng(devices=[] if G.device.type == "cpu" else [G.device]):
         if seed is not None:
             torch.manual_seed(seed)
-        U, s, V = torch.svd_lowrank(G, q=q, niter=niter)
-    return U, s, V
+        # Exact rescaling by a power of two near max |G|: the power iterations' (G G^T)^niter G
+        # neither overflow nor underflow at extreme scales (the same bits at ordinary ones).
+        gmax = float(G.abs().max()) if G.numel() else 0.0
+        gs = math.ldexp(1.0, math.frexp(gmax)[1]) if 0 < gmax < math.inf else 1.0
+        U, s, V = torch.svd_lowrank(G / gs, q=q, niter=niter)
+    return U, s * gs, V
 
 
 def direction_indices(

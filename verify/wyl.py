@@ -291,7 +291,10 @@ def check_wyl_first_step(
     of ``sketch`` columns, default ``4 r``, and ``niter`` power iterations), and its first step is
     compared with the exact-``G`` first step :math:`-\mathrm{lr}\,\zeta G_{[2r]}` against a tolerance
     derived from the estimator and the gap (:func:`pipeline_tolerance`; ``pipeline_rtol`` replaces it
-    by a claimed tolerance).  See :func:`_check_pipeline` for that rule.
+    by a claimed tolerance).  See :func:`_check_pipeline` for that rule.  The pipeline mode takes
+    ``init="loraga"`` or ``"loraga-peft"`` only; every option is validated whatever the mode (a
+    ``ValueError`` naming the argument).  In both modes :math:`\zeta = s^2 c^2` is recomputed from the
+    options (:func:`_expected_scales`), never read from the init under test.
 
     **Exact mode.**
     For ``init`` (default the reference LoRA-GA init) the checked statement is that the first-order
@@ -482,7 +485,11 @@ def check_wyl_first_step(
 
 
 def _hmt_bound(sv: Tensor, k: int, q: int, niter: int, delta: float) -> float:
-    r"""Probability-``1 - delta`` bound on :math:`\|(I - QQ^\top)\hat G\|_2` of ``torch.svd_lowrank``.
+    r"""Probability-``1 - delta`` bound on :math:`\|\hat G - H\|_2` of ``torch.svd_lowrank``.
+
+    :math:`\|\hat G - H\|_2` is :math:`\|(I - QQ^\top)\hat G\|_2` (``m >= n``) or
+    :math:`\|\hat G(I - QQ^\top)\|_2` (``m < n``, the sketch of :math:`\hat G^\top`): the same bound.
+    0 when ``q`` is the smaller dimension (``sv.numel()``): the sketch spans that side.
 
     Halko, Martinsson and Tropp (SIAM Review 2011), Thm. 10.6 on :math:`B = (\hat G\hat G^\top)^{i}
     \hat G` (singular values :math:`\sigma_j^{2i+1}`, ``i = niter``), with oversampling ``p = q - k``:
@@ -490,6 +497,8 @@ def _hmt_bound(sv: Tensor, k: int, q: int, niter: int, delta: float) -> float:
     (\sum_{j>k}\sigma_j^{2(2i+1)})^{1/2}`; Markov's inequality at ``delta`` and their Prop. 8.6,
     :math:`\|(I - P_Y)\hat G\| \le \|(I - P_Y)B\|^{1/(2i+1)}`.  ``inf`` when ``p < 2``.
     """
+    if q >= sv.numel():
+        return 0.0  # the sketch spans all of the smaller side: Q Q^T G_hat = G_hat (G_hat Q Q^T)
     p = q - k
     if p < 2:
         return math.inf
@@ -533,7 +542,9 @@ def pipeline_tolerance(sigma: Tensor, rank: int, eps: float) -> tuple[float, flo
 
     Let :math:`H` be the matrix whose exact top-``2r`` singular triplets
     :math:`(\hat U, \hat\Sigma, \hat V)` the pipeline used (the randomized SVD returns the exact SVD
-    of :math:`H = QQ^\top \hat G`), :math:`E = H - G` with :math:`\|E\|_2 \le \varepsilon`, ``k = 2r``,
+    of :math:`H = QQ^\top \hat G` for :math:`m \ge n`, of :math:`H = \hat G QQ^\top` for
+    :math:`m < n`: ``torch.svd_lowrank`` sketches the longer side), :math:`E = H - G` with
+    :math:`\|E\|_2 \le \varepsilon`, ``k = 2r``,
     :math:`\sigma_i` the singular values of ``G`` and :math:`\delta = \sigma_k - \sigma_{k+1} -
     \varepsilon`.  The pipeline's first-order step divided by :math:`-\mathrm{lr}\,\zeta` is
     :math:`X = G P_{\hat V_A} + P_{\hat U_B} G = H_{[k]} + (G - H) P_{\hat V_A} + P_{\hat U_B}(G - H)`
@@ -592,18 +603,28 @@ def _check_pipeline(
     \|\Delta W_1^{\text{exact}}\|_F` with the first-order steps by autograd on the full risk, the
     pipeline's from the init built on :math:`\hat G`, the exact one :math:`-\mathrm{lr}\,\zeta G_{[2r]}`.
 
-    Tolerance, at failure probability :math:`\delta_p` (``failure_probability``, half to each part):
+    Tolerance, at failure probability :math:`\delta_p` (``failure_probability``) for the whole run: a
+    union bound over the two parts and the ``B`` blocks, :math:`\delta_p / (2B)` to each event:
     :math:`\|H - G\|_2 \le \varepsilon = \varepsilon_s + \varepsilon_r` where
 
     * sampling: :math:`\hat G` is the mean of ``n = min(N, batch_size * batches)`` per-example
       gradients drawn without replacement, so :math:`\mathbb E\|\hat G - G\|_F^2 = \frac{N-n}{n(N-1)}
       S^2` (:func:`~landscapes.inits.gradient_spread`) and by Chebyshev's inequality
-      :math:`\varepsilon_s = (\frac{N-n}{n(N-1)} S^2 / (\delta_p/2))^{1/2}` (0 when ``n = N``);
+      :math:`\varepsilon_s = (\frac{N-n}{n(N-1)} S^2 / (\delta_p/(2B)))^{1/2}`, or matrix Bernstein,
+      whichever is smaller (:func:`_sampling_bound`; 0 when ``n = N``);
     * randomized SVD: :math:`\varepsilon_r` the Halko--Martinsson--Tropp bound on
       :math:`\|(I - QQ^\top)\hat G\|_2` for the stated ``sketch`` and ``niter`` (:func:`_hmt_bound`,
-      ``inf`` with fewer than 2 oversampling columns; 0 with ``svd="full"``);
+      ``inf`` with fewer than 2 oversampling columns; 0 with ``svd="full"`` or ``q = min(m, n)``);
 
-    and :math:`\tau = ` :func:`pipeline_tolerance` :math:`/ \|G_{[2r]}\|_F`.  ``holds``: :math:`d \le
+    and :math:`\tau = (` :func:`pipeline_tolerance` :math:`+ f) / \|G_{[2r]}\|_F` with the round-off
+    floor :math:`f = 10^3\,\epsilon_{\mathrm{mach}} \sqrt{mn}\,\sigma_1` (an exact pipeline, e.g.
+    ``N <= 128`` with ``svd="full"``, has :math:`\varepsilon = 0` but a step off by round-off), the
+    same floor in the measured-perturbation tolerance.  :math:`\zeta = s^2 c^2` comes from the
+    options (:func:`_expected_scales`); for ``init="loraga"`` the checker also checks
+    :math:`A_0 A_0^\top = B_0^\top B_0 = c^2 I_r` and :math:`O = s B_0 A_0` to ``1e-10`` relative
+    (``violated`` if not: these do not depend on :math:`\hat G`), and :math:`\tau` applies to the
+    remaining error.  Everything runs in units of a power of two near :math:`\max|G|` (an exact
+    rescaling; absolute numbers in the certificate are in ``G``'s units).  ``holds``: :math:`d \le
     \tau` on every block; ``violated``: :math:`d > \tau` on a block (the step is further from the
     exact one than the estimator's stated accuracy allows: for a correct pipeline this has probability
     at most :math:`\delta_p`) or :math:`d` exceeds the same bound with the *measured*
@@ -647,8 +668,12 @@ def _check_pipeline(
         )
     else:
         G_hat = G
+    # Work in units of a power of two near max |G| (exact rescaling: the same bits at ordinary scales,
+    # no overflow / underflow of squares at |G| ~ 1e+-170); absolute numbers are reported in G's units.
+    gmax = max(float(g.abs().max()) for g in G)
+    gs = math.ldexp(1.0, math.frexp(gmax)[1]) if 0 < gmax < math.inf else 1.0
     spread = (
-        gradient_spread(problem)
+        gradient_spread(problem, scale=gs)
         if used < problem.N
         else tuple({"fro2": 0.0, "left": 0.0, "right": 0.0, "max2": 0.0} for _ in problem.blocks)
     )
@@ -662,7 +687,8 @@ def _check_pipeline(
     blocks: list[dict[str, Any]] = []
     failures: list[str] = []
     open_blocks: list[str] = []
-    for j, (Gj, Ghj, dW) in enumerate(zip(G, G_hat, step)):
+    for j, (Gr, Ghr, dWr) in enumerate(zip(G, G_hat, step)):
+        Gj, Ghj, dW = Gr / gs, Ghr / gs, dWr / gs
         m, n = Gj.shape
         sig = torch.linalg.svdvals(Gj)
         g2r, _ = _best_rank(Gj, 2 * rank)
@@ -692,7 +718,7 @@ def _check_pipeline(
         norm2r = float(g2r.norm())
         tau = (bound + floor) / max(norm2r, 1e-300)
         sampled_err_2 = float(torch.linalg.matrix_norm(Ghj - Gj, ord=2))
-        sketch_res = float(ini.details["sketch_residual"][j]) if svd == "randomized" else 0.0
+        sketch_res = float(ini.details["sketch_residual"][j]) / gs if svd == "randomized" else 0.0
         eps_meas = sampled_err_2 + sketch_res
         post, _ = pipeline_tolerance(sig, rank, eps_meas)
         tau_post = (post + floor) / max(norm2r, 1e-300)
@@ -702,19 +728,19 @@ def _check_pipeline(
             "zeta": zeta,
             "tolerance": tau,
             "tolerance_measured_perturbation": tau_post,
-            "gap": float(sig[2 * rank - 1] - (sig[2 * rank] if sig.numel() > 2 * rank else 0.0)),
-            "gap_minus_eps": delta,
-            "sigma_2r": float(sig[2 * rank - 1]),
-            "sigma_2r_plus_1": float(sig[2 * rank]) if sig.numel() > 2 * rank else 0.0,
-            "eps": eps,
-            "eps_sampling_bound": eps_s,
-            "eps_rsvd_bound": eps_r,
-            "sampling_error_fro": float((Ghj - Gj).norm()),
-            "sampling_error_2": sampled_err_2,
-            "sketch_residual_2": sketch_res,
-            "gradient_spread_rms": math.sqrt(spread[j]["fro2"]),
-            "G_norm": float(Gj.norm()),
-            "G2r_norm": norm2r,
+            "gap": gs * float(sig[2 * rank - 1] - (sig[2 * rank] if sig.numel() > 2 * rank else 0.0)),
+            "gap_minus_eps": gs * delta,
+            "sigma_2r": gs * float(sig[2 * rank - 1]),
+            "sigma_2r_plus_1": gs * float(sig[2 * rank]) if sig.numel() > 2 * rank else 0.0,
+            "eps": gs * eps,
+            "eps_sampling_bound": gs * eps_s,
+            "eps_rsvd_bound": gs * eps_r,
+            "sampling_error_fro": gs * float((Ghj - Gj).norm()),
+            "sampling_error_2": gs * sampled_err_2,
+            "sketch_residual_2": gs * sketch_res,
+            "gradient_spread_rms": gs * math.sqrt(spread[j]["fro2"]),
+            "G_norm": gs * float(Gj.norm()),
+            "G2r_norm": gs * norm2r,
             "sketch": q if svd == "randomized" else None,
         }
         blocks.append(b)
@@ -734,7 +760,7 @@ def _check_pipeline(
         elif not (math.isfinite(tau) and tau < 1):
             why = (
                 f"the gap sigma_2r - sigma_2r+1 = {b['gap']:.3g} is not larger than the perturbation bound "
-                f"{eps:.3g}"
+                f"{b['eps']:.3g}"
                 if delta <= 0
                 else f"the bound allows {tau:.3g} (>= 1, the size of the step)"
             )
@@ -742,14 +768,15 @@ def _check_pipeline(
         elif not d <= tau:
             over = []
             if sampled_err_2 > eps_s:
-                over.append(f"||G_hat - G||_2 = {sampled_err_2:.3g} > {eps_s:.3g}")
+                over.append(f"||G_hat - G||_2 = {b['sampling_error_2']:.3g} > {b['eps_sampling_bound']:.3g}")
             if sketch_res > eps_r:
-                over.append(f"||(I - QQ^T) G_hat||_2 = {sketch_res:.3g} > {eps_r:.3g}")
+                over.append(
+                    f"||(I - QQ^T) G_hat||_2 = {b['sketch_residual_2']:.3g} > {b['eps_rsvd_bound']:.3g}"
+                )
             failures.append(
                 f"block {j}: the pipeline's first step is off the exact one by {d:.3g} > tolerance {tau:.3g} "
-                f"(Wedin, gap {b['gap']:.3g}, eps {eps:.3g} at failure probability {failure_probability:g}"
-                + (f"; {', '.join(over)}" if over else "")
-                + ")"
+                f"(Wedin, gap {b['gap']:.3g}, eps {b['eps']:.3g} at failure probability "
+                f"{failure_probability:g}" + (f"; {', '.join(over)}" if over else "") + ")"
             )
     timings = {"total": time.perf_counter() - t0}
     g_what = f"sampled G ({used} of N = {problem.N} examples)" if gradient == "sampled" else "exact G"
@@ -1011,8 +1038,11 @@ def _about_distribution(
     uniformly random ``r``-plane); otherwise the empirical quantiles at levels
     :math:`\mathrm{level}/2 - \epsilon` and :math:`1 - \mathrm{level}/2 + \epsilon`, widened by the
     Dvoretzky--Kiefer--Wolfowitz half-width :math:`\epsilon = \sqrt{\log(2/\beta)/(2S)}`
-    (:math:`\beta = 0.01`), so that the band contains the true central interval with probability
-    :math:`\ge 1 - \beta`.  The median cosine's interval is the empirical cosine quantiles at
+    (:math:`\beta = 0.01`; the lower / higher order statistic), so that the band contains the true
+    central interval with probability :math:`\ge 1 - \beta`.  Where a widened level leaves
+    :math:`(0, 1)` no sample quantile bounds anything (the sample min / max is not a DKW bound), and
+    that end is the support of :math:`\rho`: 0 or 1.  The median cosine's interval is the empirical
+    cosine quantiles at
     :math:`1/2 \pm \epsilon` (it contains the true median with probability :math:`\ge 1 - \beta`).
     """
     m, n = G.shape

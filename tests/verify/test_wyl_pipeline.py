@@ -193,3 +193,25 @@ def test_a_wrong_scale_is_refuted_in_pipeline_mode(clear_gap, monkeypatch, fac):
     monkeypatch.setattr(wyl, "init_lora", bad)
     v = _pipeline(clear_gap)
     assert v.status == "violated" and "A0 A0^T = c^2 I_r" in v.reason, v.reason
+
+
+@pytest.mark.parametrize("f", [1e-170, 1e170])
+def test_the_pipeline_verdict_does_not_depend_on_the_scale_of_g(clear_gap, f):
+    # |G| ~ 1e+-170: squares under/overflow (it raised at 1e170 and gave d = 0 at 1e-170); the checker
+    # works in units of a power of two near max |G|, so d and tau are those of the unscaled problem
+    p = clear_gap
+    q = Problem(f * p.J.matrix, p.f0, p.y, loss=p.loss, blocks=p.blocks, lam=p.lam, seed=p.seed)
+    ref, v = _pipeline(p).certificate["blocks"][0], _pipeline(q)
+    assert v.status == "holds", v.reason
+    (b,) = v.certificate["blocks"]
+    assert b["rel_error"] == pytest.approx(ref["rel_error"], rel=1e-9)
+    assert b["tolerance"] == pytest.approx(ref["tolerance"], rel=1e-9)
+    assert b["G_norm"] == pytest.approx(f * ref["G_norm"], rel=1e-9)
+
+
+def test_the_sketch_bound_is_zero_when_the_sketch_spans_the_smaller_side():
+    from verify.wyl import _hmt_bound
+
+    sv = torch.tensor([1.0, 0.9, 0.5, 0.4, 0.3, 0.2], dtype=torch.float64)
+    assert _hmt_bound(sv, 2, 6, 0, 0.01) == 0.0  # q = min(m, n): Q Q^T G_hat = G_hat
+    assert 0 < _hmt_bound(sv, 2, 5, 0, 0.01) < math.inf
