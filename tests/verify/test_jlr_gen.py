@@ -316,7 +316,17 @@ def test_verdict_does_not_depend_on_the_units_of_J(scale_split, c):
     v = check_jlr_gen(sc(tr), held_out=sc(te), clip=2.0, mc_samples=0, gap_rtol=1e-10)
     k = v.certificate
     assert v.status == base.status == "holds", v.reason
-    assert 1.0 <= k["grid_rounding"] < DEFAULT_GRID_RATIO and f"{k['grid_rounding']:.4g}" in v.reason
+    # closed form of the grid (base 1): the smallest ratio**k at or above B, found here by stepping
+    # the integer powers, not by the library's logarithms
+    r, B = DEFAULT_GRID_RATIO, k["B"]
+    j = 0
+    while r**j < B:
+        j += 1
+    while r ** (j - 1) >= B:
+        j -= 1
+    assert k["B_grid"] == pytest.approx(r**j, rel=1e-12)
+    assert k["grid_rounding"] == pytest.approx(r**j / B, rel=1e-12)
+    assert f"{k['grid_rounding']:.4g}" in v.reason
     # what still moves: the rounding (< 2**0.25) and delta_k, which falls with |k| (log(1/delta_k))
     assert k["bound"] == pytest.approx(base.certificate["bound"], rel=0.15)
 
