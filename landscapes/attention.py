@@ -24,8 +24,9 @@ Exact gradients (derived here; checked against autograd in the tests).  With :ma
 In [HSK24]'s notation (:math:`C_1 = X`, :math:`C_2 = X W_K`, ``p`` the matrix :math:`G_S`)
 the A-gradient reads :math:`B_Q^\top C_1^\top p C_2` and the B-gradient is
 :math:`C_1^\top p C_2 A_Q^\top` (both times :math:`s\beta`).  The printed :math:`C_1^\top p A_Q
-C_2` multiplies the ``L x L`` matrix ``p`` by the ``r x d`` matrix :math:`A_Q`: it is
-dimensionally inconsistent unless ``L = r``.  The exact route costs :math:`O(L^2 d)` time; it runs
+C_2` multiplies the ``L x L`` matrix ``p`` by the ``r x d`` matrix :math:`A_Q`: a dimension
+mismatch in the formula (a typo; defined only when ``L = r = d``), which the derived gradient
+corrects; it does not touch the paper's complexity results.  The exact route costs :math:`O(L^2 d)` time; it runs
 densely (:math:`O(L^2)` memory) or streamed over blocks of query rows (:math:`O(L d)` memory
 besides one ``block x L`` slab).
 
@@ -70,6 +71,7 @@ __all__ = [
     "numerical_rank",
     "hsk_instance",
     "max_entry_error",
+    "max_abs_entry_error",
     "HskSetting",
     "score_gradient",
 ]
@@ -319,6 +321,23 @@ def max_entry_error(approx: Mapping[str, Tensor], exact: Mapping[str, Tensor]) -
         num = float((approx[k] - exact[k]).abs().max())
         den = float(exact[k].abs().max())
         e = num / den if den > 0 else num
+        if not e <= worst:  # also catches NaN
+            worst = e if math.isfinite(e) else math.inf
+    return worst
+
+
+def max_abs_entry_error(approx: Mapping[str, Tensor], exact: Mapping[str, Tensor]) -> float:
+    r"""The absolute max-entry error :math:`\max_k \max_{ij} |(\text{approx}_k - \text{exact}_k)_{ij}|`.
+
+    The norm of [HSK24]'s accuracy statement (surrogate gradients within :math:`\varepsilon` in
+    max-entry norm); :func:`max_entry_error` is the same per key divided by each key's largest
+    entry.  NaN anywhere gives ``inf``.
+    """
+    if set(approx) != set(exact):
+        raise ValueError(f"approx, exact: expected the same keys, got {sorted(approx)} and {sorted(exact)}")
+    worst = 0.0
+    for k in exact:
+        e = float((approx[k] - exact[k]).abs().max())
         if not e <= worst:  # also catches NaN
             worst = e if math.isfinite(e) else math.inf
     return worst

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import math
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -15,6 +18,7 @@ from landscapes.attention import (
     exact_gradients,
     fast_gradients,
     hsk_instance,
+    max_abs_entry_error,
     max_entry_error,
     numerical_rank,
     taylor_error_bound,
@@ -75,15 +79,91 @@ def test_fast_route_converges_to_the_exact_gradients(case):
     assert errs[-1] <= 1e-12
 
 
+# Runs one route in a fresh interpreter under an address-space limit (RLIMIT_AS) of the
+# interpreter's own size after imports and a warm-up, plus a margin far below one L x L matrix.
+# (tracemalloc does not see torch's CPU allocations; an address-space limit sees every mapping.)
+_AS_HARNESS = r"""
+import resource, sys
+import torch
+from landscapes.attention import exact_gradients, fast_gradients, hsk_instance
+
+torch.set_num_threads(2)
+L, margin, routes = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3:]
+h = hsk_instance(L=L, d=2, r=1, gamma=0.3, case="C2", seed=0)
+warm = hsk_instance(L=2048, d=2, r=1, gamma=0.3, case="C2", seed=0)
+fast_gradients(warm, degree=3), exact_gradients(warm, block_size=256)  # thread pool, kernels, caches
+
+
+def vm_size():
+    with open("/proc/self/status") as fh:
+        return next(int(x.split()[1]) * 1024 for x in fh if x.startswith("VmSize:"))
+
+
+base = vm_size()
+resource.setrlimit(resource.RLIMIT_AS, (base + margin, resource.getrlimit(resource.RLIMIT_AS)[1]))
+for route in routes:
+    rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    try:
+        if route == "fast":
+            f = fast_gradients(h, degree=3)
+            ok = all(bool(torch.isfinite(v).all()) for v in [*f.grad_A.values(), *f.grad_B.values()])
+        else:  # the dense exact route forms the L x L attention matrix
+            exact_gradients(h)
+            ok = True
+        out = "ok" if ok else "nonfinite"
+    except (MemoryError, RuntimeError) as e:
+        out = "refused:" + type(e).__name__
+    rss1 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    print(route, out, base, rss1 - rss0)
+"""
+
+
+def _run_under_as_limit(L: int, margin: int, *routes: str) -> dict[str, tuple[str, int, int]]:
+    """``{route: (status, base address-space size, peak-RSS growth)}`` from one fresh interpreter."""
+    root = Path(__file__).resolve().parents[2]
+    done = subprocess.run(
+        [sys.executable, "-c", _AS_HARNESS, str(L), str(margin), *routes],
+        cwd=root,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    out = {}
+    for line in done.stdout.splitlines()[-len(routes) :]:
+        route, status, base, growth = line.split()
+        out[route] = (status, int(base), int(growth))
+    return out
+
+
+@pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="needs Linux /proc for VmSize")
 def test_fast_route_never_forms_an_l_by_l_matrix():
-    # L = 30000: an L x L float64 matrix would be 7.2 GB; the fast route needs O(L R d) memory.
-    h = hsk_instance(L=30000, d=2, r=1, gamma=0.3, case="C2", seed=0)
-    f = fast_gradients(h, degree=3)
-    assert f.rank == 10 and all(torch.isfinite(v).all() for v in f.grad_A.values())
-    # and the route agrees with the streamed exact one on a smaller instance of the same kind
+    # L = 2^15: one float64 L x L matrix is 8 GiB (a float32 one 4 GiB); the process may map only
+    # 1 GiB beyond its size after imports and a warm-up.  The fast route needs O(L R d^2) memory.
+    L, margin = 1 << 15, 1 << 30
+    assert L * L * 4 >= 4 * margin  # even a float32 L x L matrix is 4x the margin
+    runs = _run_under_as_limit(L, margin, "fast", "dense")
+    status, base, rss_growth = runs["fast"]
+    assert status == "ok", (status, base)
+    assert rss_growth < margin  # and it touched far less than that
+    # The control, same process, same limit: the dense exact route (it forms the L x L matrix) is caught.
+    control, _, control_growth = runs["dense"]
+    assert control.startswith("refused"), control
+    assert control_growth < margin
+    # and the fast route agrees with the streamed exact one on a smaller instance of the same kind
     small = hsk_instance(L=300, d=2, r=1, gamma=0.3, case="C2", seed=0)
     _, a0, _ = exact_gradients(small, block_size=64)
     assert max_entry_error(fast_gradients(small, degree=8).grad_A, a0) <= 1e-9
+
+
+def test_absolute_and_relative_entry_errors_by_hand():
+    exact = {"Q": torch.tensor([[10.0, -20.0]]), "V": torch.tensor([[0.5]])}
+    approx = {"Q": torch.tensor([[10.5, -20.0]]), "V": torch.tensor([[0.4]])}
+    assert max_abs_entry_error(approx, exact) == pytest.approx(0.5)  # |10.5 - 10|, the absolute measure
+    assert max_entry_error(approx, exact) == pytest.approx(0.2)  # |0.4 - 0.5| / 0.5, per key
+    assert max_abs_entry_error(dict(approx, V=torch.tensor([[float("nan")]])), exact) == math.inf
+    with pytest.raises(ValueError, match="approx, exact: expected the same keys"):
+        max_abs_entry_error({"Q": exact["Q"]}, exact)
 
 
 def test_numerical_rank_closed_forms():

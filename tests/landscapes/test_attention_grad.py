@@ -41,8 +41,9 @@ def test_exact_gradients_equal_autograd(seed, case, L):
 
 def test_the_printed_b_gradient_has_the_wrong_shape():
     # [HSK24] prints dL/dB_Q = C1^T p A_Q C2: with C1 = X (L x d), p (L x L), A_Q (r x d) and
-    # C2 = X W_K (L x d), the product p A_Q is undefined unless L = r; the exact one is
-    # C1^T p C2 A_Q^T (d x r), which is what exact_gradients computes.
+    # C2 = X W_K (L x d), the product p A_Q is undefined unless L = r: a dimension mismatch in the
+    # formula (a typo). The derived one is C1^T p C2 A_Q^T (d x r), which is what
+    # exact_gradients computes (and test_exact_gradients_equal_autograd checks).
     h = _head("C1", L=6, d=4, r=2, seed=0)
     p = torch.ones(6, 6, dtype=torch.float64)
     with pytest.raises(RuntimeError):
