@@ -27,8 +27,8 @@ the A-gradient reads :math:`B_Q^\top C_1^\top p C_2` and the B-gradient is
 C_2` multiplies the ``L x L`` matrix ``p`` by the ``r x d`` matrix :math:`A_Q`: a dimension
 mismatch in the formula (a typo; defined only when ``L = r = d``), which the derived gradient
 corrects; it does not touch the paper's complexity results.  The exact route costs
-:math:`O(L^2 d)` time; it runs densely (:math:`O(L^2)` memory) or streamed over blocks of query rows (:math:`O(L d)` memory
-besides one ``block x L`` slab).
+:math:`O(L^2 d)` time; it runs densely (:math:`O(L^2)` memory) or streamed over blocks of query
+rows (:math:`O(L d)` memory besides one ``block x L`` slab).
 
 **The fast route** (the polynomial method of [HSK24], after Alman and Song).  The truncated Taylor
 series of :math:`\exp\langle q, k\rangle = \prod_i \exp(q_i k_i)` is
