@@ -38,6 +38,7 @@ from landscapes.attention import (
     exact_gradients,
     fast_gradients,
     hsk_instance,
+    max_abs_entry_error,
     max_entry_error,
     numerical_rank,
     score_gradient,
@@ -45,6 +46,7 @@ from landscapes.attention import (
     taylor_features,
 )
 from landscapes.io import atomic_write
+from theory.hsk import doubling_lengths, far_crossover, polynomial_method_table, rank_crossover
 from verify.verdict import Verdict
 
 __all__ = [
@@ -151,7 +153,12 @@ def _save_instance(
 
 
 def _printed_b_gradient(h: AttentionLoRA, GS: Tensor) -> Tensor:
-    r"""The B-gradient as printed in [HSK24]: :math:`s\beta C_1^\top p A_Q C_2`, :math:`C_2 = X W_K`."""
+    r"""The B-gradient as printed in [HSK24]: :math:`s\beta C_1^\top p A_Q C_2`, :math:`C_2 = X W_K`.
+
+    A dimension mismatch in the printed formula (a typo): ``p`` is ``L x L`` and :math:`A_Q` is
+    ``r x d``, so it is defined only when ``L = r = d``; the derived (and tested) gradient is
+    :math:`s\beta C_1^\top p C_2 A_Q^\top`.  Evaluated only to show the typo is refuted.
+    """
     C2 = h.X @ h.weights()["K"]
     return h.scale * h.beta * h.X.T @ GS @ h.A["Q"] @ C2
 
@@ -180,8 +187,11 @@ def check_hsk_exact(
     the range alone is ``inconclusive`` (timings depend on the machine).
 
     ``variant="printed"`` (planted false) replaces the B-gradient of ``W_Q`` with the formula
-    printed in [HSK24], :math:`C_1^\top p A_Q C_2`: it is undefined unless ``L = r = d``
-    (the verdict names the shapes), and where it is defined it disagrees with autograd.
+    printed in [HSK24], :math:`\partial\mathcal L/\partial B_Q = C_1^\top p A_Q C_2`: a dimension
+    mismatch in the formula (a typo; ``p`` is ``L x L``, :math:`A_Q` is ``r x d``), undefined
+    unless ``L = r = d`` (the verdict names the shapes), and where it is defined it disagrees
+    with autograd.  The derived gradient :math:`C_1^\top p C_2 A_Q^\top` corrects it; the typo
+    does not touch the paper's complexity results (both are the same products in another order).
     """
     claim = "HSK-exact"
     _check_setting(setting)
@@ -252,8 +262,10 @@ def check_hsk_exact(
     fp = setting.fingerprint()
     if not worst <= rtol:
         what = (
-            f"the printed B-gradient C1^T p A_Q C2 is undefined for L != r or d != L (here d = {setting.d}, "
-            f"r = {setting.r}); at L = r = d = 2 it differs from autograd by {worst:.3g}"
+            f"[HSK24] prints dL/dB_Q = C1^T p A_Q C2: a dimension mismatch (p is L x L, A_Q is r x d), "
+            f"undefined for L != r or d != L (here d = {setting.d}, r = {setting.r}); at L = r = d = 2, "
+            f"where it is defined, it differs from autograd by {worst:.3g}. A typo, corrected by the derived "
+            "C1^T p C2 A_Q^T (which agrees with autograd); it does not touch the complexity results"
             if printed is not None
             else f"exact gradients differ from autograd by {worst:.3g} (> {rtol:g})"
         )
@@ -309,6 +321,12 @@ def check_hsk_poly_error(
     ``degrees``: the rank of the factors, the largest entry error against the exact
     exponential, and the bound (times ``bound_factor``; a factor below 1 is a planted false
     variant).  A round-off allowance of ``1e-12 max(1, max|A|)`` is added to the bound.
+
+    The bound checked is the standard Lagrange remainder bound of the Taylor series, the one the
+    claim states.  The degree rule of the paper's polynomial method (how large ``g`` must be for
+    a given accuracy, as in Alman and Song) is not stated in the text available to this package
+    (the [HSK24] summary and the claims file), so no such rule is tested here; the degree the
+    Lagrange bound itself prescribes is :func:`theory.hsk.taylor_degree`.
     """
     claim = "HSK-poly-error"
     _check_setting(setting)
@@ -357,7 +375,11 @@ def check_hsk_poly_error(
             ratio = err / allowed if rank_ok and math.isfinite(allowed) else (0.0 if rank_ok else math.inf)
             if not ratio <= worst_ratio:
                 worst_ratio, worst = ratio, (h, rows[-1])
-    cert = {"rows": rows, "worst_error_over_allowed": worst_ratio}
+    cert = {
+        "rows": rows,
+        "worst_error_over_allowed": worst_ratio,
+        "bound": "standard Lagrange remainder e^M M^(g+1)/(g+1)! (no degree rule of the paper tested)",
+    }
     timings = {"total": time.perf_counter() - t0}
     fp = setting.fingerprint()
     assert worst is not None
@@ -368,9 +390,10 @@ def check_hsk_poly_error(
             "holds",
             fp,
             cert,
-            f"every entry error is within the bound (largest error/bound {tight:.2f} where the bound "
-            f"is above round-off) for degrees "
-            f"{list(degrees)} and gamma {list(gammas)}; rank = C(d+g, g)",
+            f"every entry error is within the standard Lagrange remainder bound e^M M^(g+1)/(g+1)! "
+            f"(largest error/bound {tight:.2f} where the bound is above round-off) for degrees "
+            f"{list(degrees)} and gamma {list(gammas)}; rank = C(d+g, g); the paper's own degree rule "
+            "is not in the available text and is not tested",
             timings,
             opts,
         )
@@ -397,6 +420,91 @@ def _auto_block(L: int) -> int:
     return max(1, min(L, (1 << 22) // L))
 
 
+_MRule = Literal["gamma^2", "d*gamma^2"]
+
+
+def _grad_error_abs(
+    approx: tuple[Any, dict[str, Tensor], dict[str, Tensor]], exact: tuple[Any, ...]
+) -> float:
+    return max(max_abs_entry_error(approx[1], exact[1]), max_abs_entry_error(approx[2], exact[2]))
+
+
+def _pow2(log2_L: float) -> str:
+    return f"2^{log2_L:,.0f}"
+
+
+def _regime_analysis(m_rule: _MRule, max_log2: int, superlinear_c: float) -> dict[str, Any]:
+    """The analytic table of :mod:`theory.hsk` (eps = 1/L, d = ceil(ln L), Gamma = (ln L)^0.4)."""
+    exact_rows = polynomial_method_table(doubling_lengths(min(max_log2, 4096)), m_rule=m_rule)
+    cross, far_rows = far_crossover(max_log2=max_log2, m_rule=m_rule)
+    near = rank_crossover(exact_rows)
+    if near is not None:
+        cross = near  # exact integers decide it where L can be formed
+
+    def show(r: Any) -> dict[str, Any]:
+        return {
+            "log2_L": r.log2_L,
+            "log2_eps": r.log2_eps,
+            "d": r.d,
+            "gamma": r.gamma,
+            "M": r.M,
+            "degree": r.degree,
+            "rank": r.rank if r.rank is not None and r.rank < 1 << 63 else None,
+            "log2_rank": r.log2_rank,
+            "log2_rank_over_log2_L": r.log2_rank / r.log2_L,
+            "rank_below_L": r.rank_below_L,
+        }
+
+    shown = [r for r in exact_rows if r.log2_L in (10, 20, 40, 64, 128, 256, 512, 1024, 2048, 4096)]
+    shown += [r for r in far_rows if r.log2_L > 4096]
+    # The planted superlinear claim: rank >= L^(1+c) at every tabulated L.
+    below_power = next(
+        (
+            r
+            for r in sorted(exact_rows + far_rows, key=lambda r: r.log2_L)
+            if r.log2_rank < (1 + superlinear_c) * r.log2_L
+        ),
+        None,
+    )
+    return {
+        "regime": {
+            "eps": "1/L",
+            "d": "ceil(ln L)",
+            "gamma": "(ln L)^0.4",
+            "M": "Gamma^2 (scores scaled by 1/d)" if m_rule == "gamma^2" else "d Gamma^2 (unscaled scores)",
+            "degree": "smallest g with e^M M^(g+1)/(g+1)! <= eps (Lagrange)",
+            "rank": "C(d+g, g)",
+        },
+        "m_rule": m_rule,
+        "searched_up_to_log2_L": max_log2,
+        "crossover_log2_L": None if cross is None else cross.log2_L,
+        "crossover_exact": None if cross is None else cross.exact,
+        "rows": [show(r) for r in shown],
+        "first_rank_below_L_power": None if below_power is None else show(below_power),
+        "superlinear_c": superlinear_c,
+    }
+
+
+def _regime_text(a: dict[str, Any]) -> str:
+    m = "Gamma^2" if a["m_rule"] == "gamma^2" else "d Gamma^2"
+    where = f"eps = 1/L, d = ceil(ln L), Gamma = (ln L)^0.4, M = {m}"
+    at4096 = next((r for r in a["rows"] if r["log2_L"] == 4096), None)
+    tail = (
+        f" (at L = 2^4096: degree {at4096['degree']}, rank 2^{at4096['log2_rank']:.0f})" if at4096 else ""
+    )
+    if a["crossover_log2_L"] is None:
+        last = a["rows"][-1]
+        return (
+            f"in the regime {where}, the polynomial method's rank C(d+g, g) does not fall below L up to "
+            f"L = {_pow2(a['searched_up_to_log2_L'])}{tail}; at L = {_pow2(last['log2_L'])} it is "
+            f"L^{last['log2_rank_over_log2_L']:.2f}: over this range its rank is not sub-linear"
+        )
+    return (
+        f"consistent with [HSK24] Thm 3.1 in the regime {where}: analytically the rank C(d+g, g) "
+        f"falls below L from L = {_pow2(a['crossover_log2_L'])} on{tail}"
+    )
+
+
 def check_hsk_below(
     setting: HskSetting,
     *,
@@ -407,28 +515,49 @@ def check_hsk_below(
     max_degree: int = 8,
     max_exponent: float = 1.3,
     repeats: int = 3,
-    variant: Literal["below", "above"] = "below",
+    regime_m_rule: _MRule = "gamma^2",
+    regime_max_log2: int = 1 << 40,
+    variant: Literal["below", "above", "superlinear"] = "below",
     above_ratio: float = 2.0,
+    superlinear_c: float = 0.1,
     save_dir: str | Path | None = None,
 ) -> Verdict:
-    r"""HSK-below: for a bounded entry size one fixed rank meets the error at every ``L``, in linear time.
+    r"""HSK-below: the fixed-:math:`\Gamma`, fixed-accuracy corollary measured; the theorem's regime counted.
 
-    ``gamma`` is held fixed while ``L`` grows (a constant is :math:`o(\sqrt{\log L})`).  At each
-    ``L`` of ``lengths`` the fast gradients of every degree up to ``max_degree`` are compared
-    with the streamed exact ones (max-entry relative error over every adapter, A and B).  The
-    *uniform* degree is the smallest one within ``target`` at every ``L``: one rank
-    :math:`\binom{d+g}{g}` for the whole range, i.e. a rank that does not grow with ``L`` there.
-    The fast route at that degree is then timed at ``timing_lengths`` and its exponent fitted.
-    ``holds``: a uniform degree exists and the exponent is at most ``max_exponent``;
-    ``violated``: at some ``L`` no degree up to ``max_degree`` reaches the target;
-    otherwise ``inconclusive``.  The smallest sufficient degree per ``L`` is reported too (it
-    need not be monotone: errors of neighbouring degrees straddle the target), with the fitted
-    exponent of those ranks.  The verdict is numerical evidence over the measured range (the
-    statement is asymptotic).
+    [HSK24] Thm 3.1: with entries of :math:`Q, K` bounded by :math:`\Gamma = o(\sqrt{\log L})`,
+    :math:`d = O(\log L)`, an :math:`L^{1+o(1)}`-time algorithm approximates the adapter
+    gradients to :math:`\varepsilon = 1/\mathrm{poly}(L)` in (absolute) max-entry norm.
 
-    ``variant="above"`` (planted false) runs the same test with
-    :math:`\Gamma = \text{above\_ratio}\sqrt{\log L}`, above the threshold, where the claim
-    does not apply and the fast route is expected to fail.
+    *Measured: the corollary at fixed* ``gamma`` *and fixed absolute accuracy* ``target``.  At
+    each ``L`` of ``lengths`` the fast gradients of every degree up to ``max_degree`` are
+    compared with the streamed exact ones in the absolute max-entry error over every adapter,
+    A and B (:func:`~landscapes.attention.max_abs_entry_error`; the per-key relative error is
+    reported too).  The *uniform* degree is the smallest one within ``target`` at every ``L``;
+    the fast route at that degree is timed at ``timing_lengths`` and its exponent fitted.  With
+    :math:`\Gamma` fixed the Taylor degree the exponential needs does not depend on ``L``, so this
+    part measures the linear-time route and its error; it is not a test of the asymptotic rank
+    statement.  (The gradients grow with ``L``, being sums over ``L`` rows, so the absolute error
+    of a fixed degree grows too.)
+
+    *Counted: the theorem's regime* (:mod:`theory.hsk`, no matrices):
+    :math:`\varepsilon = 1/L`, :math:`d = \lceil\ln L\rceil`, :math:`\Gamma = (\ln L)^{0.4}`,
+    :math:`M = \Gamma^2` (``regime_m_rule="gamma^2"``, scores scaled by :math:`1/d`) or
+    :math:`d\Gamma^2` (``"d*gamma^2"``); the smallest Taylor degree meeting :math:`\varepsilon`
+    by Lagrange's bound, the rank :math:`\binom{d+g}{g}`, and the ``L`` (up to
+    :math:`2^{\text{regime\_max\_log2}}`) from which that rank stays below ``L``.
+
+    ``holds``: a uniform degree exists, the time exponent is at most ``max_exponent``, and the
+    counted rank falls below ``L`` within the range (the reason says "consistent with"; the
+    asymptotic statement is not proved by either part).  ``inconclusive``: no degree up to
+    ``max_degree`` meets the target at some ``L`` (a finite budget refutes nothing), no single
+    degree does at every ``L``, a slow time exponent, or a counted rank that stays at least
+    ``L`` over the range.
+
+    Planted false variants (``violated``): ``variant="above"`` runs the measurement with
+    :math:`\Gamma = \text{above\_ratio}\sqrt{\log L}`, above the threshold, claiming the degree
+    budget still suffices; ``variant="superlinear"`` claims the polynomial method's rank in the
+    counted regime is at least :math:`L^{1 + \text{superlinear\_c}}` at every tabulated ``L``,
+    refuted by the first ``L`` where the count is below that.
     """
     claim = "HSK-below"
     _check_setting(setting)
@@ -440,11 +569,16 @@ def check_hsk_below(
     _check_positive("target", target)
     _check_positive("above_ratio", above_ratio)
     _check_positive("max_exponent", max_exponent)
+    _check_positive("superlinear_c", superlinear_c)
     _check_repeats(repeats)
     if isinstance(max_degree, bool) or not isinstance(max_degree, int) or max_degree < 0:
         raise ValueError(f"max_degree: expected an int >= 0, got {max_degree!r}")
-    if variant not in ("below", "above"):
-        raise ValueError(f"variant: expected 'below' or 'above', got {variant!r}")
+    if variant not in ("below", "above", "superlinear"):
+        raise ValueError(f"variant: expected 'below', 'above' or 'superlinear', got {variant!r}")
+    if regime_m_rule not in ("gamma^2", "d*gamma^2"):
+        raise ValueError(f"regime_m_rule: expected 'gamma^2' or 'd*gamma^2', got {regime_m_rule!r}")
+    if isinstance(regime_max_log2, bool) or not isinstance(regime_max_log2, int) or regime_max_log2 < 2:
+        raise ValueError(f"regime_max_log2: expected an int >= 2, got {regime_max_log2!r}")
     opts = {
         "gamma": gamma,
         "lengths": list(lengths),
@@ -452,42 +586,106 @@ def check_hsk_below(
         "target": target,
         "max_degree": max_degree,
         "max_exponent": max_exponent,
+        "regime_m_rule": regime_m_rule,
+        "regime_max_log2": regime_max_log2,
         "variant": variant,
         "above_ratio": above_ratio,
+        "superlinear_c": superlinear_c,
     }
 
     def gamma_at(L: int) -> float:
-        return gamma if variant == "below" else above_ratio * math.sqrt(math.log(L))
+        return above_ratio * math.sqrt(math.log(L)) if variant == "above" else gamma
 
     t0 = time.perf_counter()
+    analysis = _regime_analysis(regime_m_rule, regime_max_log2, superlinear_c)
+    other_rule: _MRule = "d*gamma^2" if regime_m_rule == "gamma^2" else "gamma^2"
+    other = _regime_analysis(other_rule, regime_max_log2, superlinear_c)
+    regime_text = _regime_text(analysis)
+    if other["crossover_log2_L"] is None:
+        far = other["rows"][-1]
+        regime_text += (
+            f" (with M = {'d Gamma^2' if other_rule == 'd*gamma^2' else 'Gamma^2'} it does not fall below L "
+            f"up to {_pow2(regime_max_log2)}: L^{far['log2_rank_over_log2_L']:.1f} there)"
+        )
+    else:
+        regime_text += (
+            f" (with M = {'d Gamma^2' if other_rule == 'd*gamma^2' else 'Gamma^2'} from "
+            f"L = {_pow2(other['crossover_log2_L'])} on)"
+        )
+    if variant == "superlinear":  # a claim about the counted regime: the table alone refutes it
+        cert: dict[str, Any] = {
+            "per_length": [],
+            "timing": None,
+            "regime_analysis": analysis,
+            "regime_analysis_other_M": other,
+            "note": _NOTE,
+        }
+        hit = analysis["first_rank_below_L_power"]
+        c = superlinear_c
+        if hit is not None:
+            return Verdict(
+                claim,
+                "violated",
+                setting.fingerprint(),
+                cert,
+                f"claimed: the polynomial method's rank is >= L^{1 + c:g} in the regime; at "
+                f"L = {_pow2(hit['log2_L'])} it is 2^{hit['log2_rank']:,.1f} = "
+                f"L^{hit['log2_rank_over_log2_L']:.3f} "
+                f"(degree {hit['degree']}, d = {hit['d']}, M = {hit['M']:.4g}); {regime_text}",
+                {"total": time.perf_counter() - t0},
+                opts,
+            )
+        return Verdict(
+            claim,
+            "holds",
+            setting.fingerprint(),
+            cert,
+            f"the counted rank is >= L^{1 + c:g} at every tabulated L up to "
+            f"{_pow2(regime_max_log2)}; {regime_text}",
+            {"total": time.perf_counter() - t0},
+            opts,
+        )
     rows: list[dict[str, Any]] = []
     heads: dict[int, AttentionLoRA] = {}
     for L in lengths:
         h = heads[L] = setting.instance(L, gamma_at(L))
         exact = exact_gradients(h, block_size=_auto_block(L))
         errors: list[float | None] = []
+        rel_errors: list[float | None] = []
         for g in range(max_degree + 1):
             try:
                 f = fast_gradients(h, degree=g)
             except ValueError:  # the normalizer went non-positive: this degree is far too low
                 errors.append(None)
+                rel_errors.append(None)
                 continue
-            errors.append(_grad_error((f.loss, f.grad_A, f.grad_B), exact))
+            errors.append(_grad_error_abs((f.loss, f.grad_A, f.grad_B), exact))
+            rel_errors.append(_grad_error((f.loss, f.grad_A, f.grad_B), exact))
         ok = [g for g, e in enumerate(errors) if e is not None and e <= target]
-        # The theorem's accuracy 1/poly(L), read as 1/L: the degree that needs (reported only).
+        # The theorem's accuracy 1/poly(L), read as 1/L (absolute): the degree that needs (reported only).
         ok_poly = [g for g, e in enumerate(errors) if e is not None and e <= 1.0 / L]
         rows.append(
             {
                 "L": L,
                 "gamma": gamma_at(L),
+                "gradient_max_entry": max(
+                    float(v.abs().max()) for v in [*exact[1].values(), *exact[2].values()]
+                ),
                 "errors_by_degree": errors,
+                "rel_errors_by_degree": rel_errors,
                 "degree": ok[0] if ok else None,
                 "rank": math.comb(setting.d + ok[0], ok[0]) if ok else None,
                 "degree_at_1_over_L": ok_poly[0] if ok_poly else None,
                 "rank_at_1_over_L": math.comb(setting.d + ok_poly[0], ok_poly[0]) if ok_poly else None,
             }
         )
-    cert: dict[str, Any] = {"per_length": rows, "note": _NOTE}
+    cert = {
+        "measures": "the fixed-Gamma, fixed-accuracy corollary (absolute max-entry error)",
+        "per_length": rows,
+        "regime_analysis": analysis,
+        "regime_analysis_other_M": other,
+        "note": _NOTE,
+    }
     fp = setting.fingerprint()
     budget = math.comb(setting.d + max_degree, max_degree)
     unmet = [r for r in rows if r["degree"] is None]
@@ -497,7 +695,7 @@ def check_hsk_below(
         cert["timing"] = None
         text = (
             f"at L = {row['L']}, gamma = {row['gamma']:.3g}: no degree <= {max_degree} (rank <= {budget}) "
-            f"reaches {target:g} (best {best:.3g})"
+            f"reaches absolute error {target:g} (best {best:.3g})"
         )
         if variant == "below":
             # An asymptotic statement is not refuted by a finite degree budget.
@@ -506,7 +704,7 @@ def check_hsk_below(
                 "inconclusive",
                 fp,
                 cert,
-                f"{text}: beyond the budget; {_NOTE}",
+                f"{text}: beyond the budget; {regime_text}; {_NOTE}",
                 {"total": time.perf_counter() - t0},
                 opts,
             )
@@ -531,7 +729,7 @@ def check_hsk_below(
         None,
     )
     ranks = [r["rank"] for r in rows]
-    cert["rank_growth_exponent"] = fit_exponent(lengths, ranks) if len(lengths) > 1 else 0.0
+    cert["rank_growth_exponent"] = fit_exponent(lengths, ranks)
     cert["uniform_degree"] = uniform
     cert["uniform_rank"] = None if uniform is None else math.comb(setting.d + uniform, uniform)
     if uniform is None:
@@ -541,8 +739,8 @@ def check_hsk_below(
             "inconclusive",
             fp,
             cert,
-            f"each L reaches {target:g} at some degree <= {max_degree}, but no single degree does at every "
-            f"L (per-L ranks {ranks}); {_NOTE}",
+            f"each L reaches absolute error {target:g} at some degree <= {max_degree}, but no single degree "
+            f"does at every L (per-L ranks {ranks}); {regime_text}; {_NOTE}",
             {"total": time.perf_counter() - t0},
             opts,
         )
@@ -559,32 +757,39 @@ def check_hsk_below(
     }
     timings = {"total": time.perf_counter() - t0}
     poly = [r["rank_at_1_over_L"] for r in rows]
-    poly_text = (
-        f"at accuracy 1/L the smallest ranks are {poly} (rank ~ L^{fit_exponent(lengths, poly):.2f}; a short "
-        "range cannot separate L^o(1) from a small power)"
-        if all(v is not None for v in poly)
-        else f"accuracy 1/L is not reached within degree {max_degree} at every L ({poly})"
-    )
     cert["rank_growth_exponent_at_1_over_L"] = (
         fit_exponent(lengths, poly) if all(v is not None for v in poly) else None
     )
+    poly_text = (
+        f"at absolute accuracy 1/L the smallest ranks are {poly}"
+        if all(v is not None for v in poly)
+        else f"absolute accuracy 1/L is not reached within degree {max_degree} at every L ({poly})"
+    )
+    scale = [r["gradient_max_entry"] for r in rows]
     summary = (
-        f"at fixed accuracy {target:g}, one rank {cert['uniform_rank']} (degree {uniform}) suffices at "
-        f"every L = {lengths[0]}..{lengths[-1]} (gamma {gamma_at(lengths[0]):.3g}; smallest per L: {ranks}) "
-        f"and the fast time is ~ L^{exponent:.2f} over L = {timing_lengths[0]}..{timing_lengths[-1]}; "
+        f"fixed-Gamma, fixed-accuracy corollary: at Gamma = {gamma:g} and absolute max-entry error "
+        f"{target:g} (largest gradient entry {scale[0]:.3g}..{scale[-1]:.3g}), one rank "
+        f"{cert['uniform_rank']} (degree {uniform}) suffices at every L = {lengths[0]}..{lengths[-1]} "
+        f"(smallest per L: {ranks}) and the fast time is ~ L^{exponent:.2f} over L = "
+        f"{timing_lengths[0]}..{timing_lengths[-1]}; with Gamma fixed the Taylor degree does not depend "
+        f"on L, so this measures the linear-time route and its error, not the asymptotic rank statement; "
         f"{poly_text}"
     )
-    if exponent <= max_exponent:
-        return Verdict(claim, "holds", fp, cert, f"{summary}; {_NOTE}", timings, opts)
-    return Verdict(
-        claim,
-        "inconclusive",
-        fp,
-        cert,
-        f"{summary}: time exponent above {max_exponent}; {_NOTE}",
-        timings,
-        opts,
-    )
+    if exponent > max_exponent:
+        return Verdict(
+            claim,
+            "inconclusive",
+            fp,
+            cert,
+            f"{summary}: time exponent above {max_exponent}; {regime_text}; {_NOTE}",
+            timings,
+            opts,
+        )
+    if analysis["crossover_log2_L"] is None:
+        return Verdict(
+            claim, "inconclusive", fp, cert, f"{summary}; but {regime_text}; {_NOTE}", timings, opts
+        )
+    return Verdict(claim, "holds", fp, cert, f"{summary}; {regime_text}; {_NOTE}", timings, opts)
 
 
 # ---- HSK-above ----------------------------------------------------------------------------------

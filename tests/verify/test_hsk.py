@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from landscapes.attention import CASES, HskSetting
+from landscapes.attention import CASES, HskSetting, exact_gradients, fast_gradients, max_abs_entry_error
+from theory.hsk import far_crossover, polynomial_method_table
 from verify.hsk import (
     check_hsk_above,
     check_hsk_below,
@@ -50,6 +51,8 @@ def test_the_printed_b_gradient_is_refuted(tmp_path):
     p = v.certificate["printed_b_gradient"]
     assert p["defined_at_setting"] is False and p["max_entry_rel_error_vs_autograd"] > 1e-3
     assert "undefined" in v.reason
+    # named as what it is: a dimension mismatch in the printed formula, corrected by the derived one
+    assert "dimension mismatch" in v.reason and "typo" in v.reason and "C1^T p C2 A_Q^T" in v.reason
     saved = np.load(v.counterexample)
     assert saved["X"].shape == (2, 2)  # the head where the printed formula is defined, and wrong
 
@@ -63,6 +66,7 @@ def test_poly_error_holds_and_a_shrunk_bound_is_refuted(case, tmp_path):
     assert all(r["rank"] == __import__("math").comb(4 + r["degree"], r["degree"]) for r in rows)
     assert max(r["error_over_allowed"] for r in rows) <= 1.0
     assert max(r["error_over_bound"] for r in rows if r["error_over_bound"] is not None) > 0.05  # not vacuous
+    assert "standard Lagrange remainder bound" in v.reason and "degree rule" in v.reason
     bad = check_hsk_poly_error(s, L=96, bound_factor=0.01, save_dir=tmp_path)
     assert bad.status == "violated" and bad.counterexample is not None
     assert set(np.load(bad.counterexample).files) >= {"X", "Y", "W_Q", "A_Q", "B_Q"}
@@ -74,13 +78,42 @@ def test_below_holds_with_a_flat_rank_and_is_refuted_above_the_threshold(case):
     v = check_hsk_below(s, lengths=(256, 512, 1024), timing_lengths=(4096, 16384, 65536))
     assert v.status == "holds", v.reason
     g = v.certificate["uniform_degree"]
-    assert all(r["errors_by_degree"][g] <= 1e-3 for r in v.certificate["per_length"])
+    rows = v.certificate["per_length"]
+    assert all(r["errors_by_degree"][g] <= 1e-3 for r in rows)
+    # the judged error is the absolute max-entry error of the claim, recomputed here
+    h = s.instance(256, 1.0)
+    _, a0, b0 = exact_gradients(h, block_size=64)
+    f = fast_gradients(h, degree=g)
+    assert rows[0]["errors_by_degree"][g] == pytest.approx(
+        max(max_abs_entry_error(f.grad_A, a0), max_abs_entry_error(f.grad_B, b0)), rel=1e-6
+    )
     assert v.certificate["timing"]["fitted_exponent"] <= 1.3
-    assert "numerical evidence" in v.reason
+    assert "fixed-Gamma, fixed-accuracy corollary" in v.reason and "not the asymptotic" in v.reason
+    assert "consistent with [HSK24] Thm 3.1 in the regime" in v.reason and "numerical evidence" in v.reason
+    # the counted regime is theory.hsk's: same crossover
+    far, _ = far_crossover(max_log2=1 << 40, m_rule="gamma^2")
+    assert v.certificate["regime_analysis"]["crossover_log2_L"] == far.log2_L
     bad = check_hsk_below(
         s, lengths=(256, 512), timing_lengths=(2048, 8192), variant="above", above_ratio=2.0
     )
     assert bad.status == "violated", bad.reason
+
+
+def test_below_a_superlinear_rank_claim_is_refuted_by_the_count():
+    # planted: the polynomial method's rank grows like L^1.1 in the regime (M = Gamma^2); the count
+    # of theory.hsk refutes it at a finite L
+    bad = check_hsk_below(HskSetting(), variant="superlinear", superlinear_c=0.1)
+    assert bad.status == "violated", bad.reason
+    hit = bad.certificate["regime_analysis"]["first_rank_below_L_power"]
+    assert hit["log2_rank"] < 1.1 * hit["log2_L"]
+    (row,) = polynomial_method_table(log2_lengths=[hit["log2_L"]])
+    assert row.log2_rank == pytest.approx(hit["log2_rank"], rel=1e-12)
+    # without the 1/d scaling (M = d Gamma^2) the count is superlinear: the same claim is not refuted
+    ok = check_hsk_below(
+        HskSetting(), variant="superlinear", regime_m_rule="d*gamma^2", regime_max_log2=1 << 20
+    )
+    assert ok.status == "holds", ok.reason
+    assert "not sub-linear" in ok.reason
 
 
 def test_above_locates_a_transition_and_no_transition_is_refuted():
@@ -107,6 +140,12 @@ def test_registry_and_bad_input():
         check_hsk_poly_error(HskSetting(), bound_factor=0)
     with pytest.raises(ValueError, match="max_degree"):
         check_hsk_below(HskSetting(), max_degree=-1)
+    with pytest.raises(ValueError, match="variant: expected 'below', 'above' or 'superlinear'"):
+        check_hsk_below(HskSetting(), variant="paper")
+    with pytest.raises(ValueError, match="regime_m_rule"):
+        check_hsk_below(HskSetting(), regime_m_rule="gamma")
+    with pytest.raises(ValueError, match="regime_max_log2"):
+        check_hsk_below(HskSetting(), regime_max_log2=1)
     with pytest.raises(ValueError, match="rel_err"):
         check_hsk_above(HskSetting(), rel_err=2.0)
     with pytest.raises(ValueError, match="case: expected one of"):
