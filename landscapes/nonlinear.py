@@ -48,6 +48,7 @@ __all__ = [
     "NonlinearProblem",
     "matrix_sensing",
     "nonlinear_sensing",
+    "SensingStructure",
     "two_layer",
     "attention_block",
     "from_problem",
@@ -372,6 +373,36 @@ def matrix_sensing(
     )
 
 
+_SENSING_LINKS = ("identity", "tanh", "softplus")
+
+
+@dataclass(frozen=True, eq=False)
+class SensingStructure:
+    r"""The generalized-linear sensing form of a one-block risk (read by :mod:`landscapes.restricted`).
+
+    Declares :math:`L(X) = \frac{1}{2N}\sum_i (\phi(\langle M_i, X\rangle) - y_i)^2` exactly: ``M``
+    of shape ``(N, m, n)``, ``y`` of shape ``(N,)``, ``link`` one of ``"identity"``, ``"tanh"``,
+    ``"softplus"`` (:math:`\phi(z) = \log(1 + e^z)`).  :func:`nonlinear_sensing` attaches one to
+    its risk function as ``risk.structure`` (read it with ``getattr(problem.risk, "structure",
+    None)``): a risk built around another one (:func:`shifted`) is a new function without it, so
+    the declaration never outlives the function it describes.
+    """
+
+    M: Tensor
+    y: Tensor
+    link: str
+
+    def __post_init__(self) -> None:
+        if self.link not in _SENSING_LINKS:
+            raise ValueError(f"link: expected one of {list(_SENSING_LINKS)}, got {self.link!r}")
+        if not isinstance(self.M, Tensor) or self.M.ndim != 3:
+            got = getattr(self.M, "shape", self.M)
+            raise ValueError(f"M: expected a tensor of shape (N, m, n), got {got!r}")
+        if not isinstance(self.y, Tensor) or tuple(self.y.shape) != (self.M.shape[0],):
+            got = getattr(self.y, "shape", self.y)
+            raise ValueError(f"y: expected a tensor of shape ({self.M.shape[0]},), got {got!r}")
+
+
 def nonlinear_sensing(
     *,
     m: int,
@@ -388,7 +419,12 @@ def nonlinear_sensing(
     r"""Sensing through a link: :math:`L(X) = \frac{1}{2N}\sum_i (\phi(\langle M_i, X\rangle) - y_i)^2`.
 
     :math:`y_i = \phi(\langle M_i, X^\star\rangle)`, so :math:`X^\star` is a global minimizer
-    (risk 0); ``link`` is ``"tanh"`` or ``"softplus"``.  Not convex in ``X``.
+    (risk 0); ``link`` is ``"tanh"`` or ``"softplus"``.  Not convex in ``X``.  The risk function
+    carries its form as ``risk.structure``, a :class:`SensingStructure` (``M`` of shape
+    ``(N, m, n)``, the targets ``y``, the link), from which :func:`landscapes.restricted.restricted_bounds`
+    certifies restricted constants.  (``torch``'s softplus returns ``z`` itself above ``z = 20``,
+    within :math:`\log(1 + e^{-20}) < 2.1\cdot 10^{-9}` of :math:`\log(1 + e^z)`; the structure
+    describes the exact link.)
     """
     links: dict[str, Callable[[Tensor], Tensor]] = {
         "tanh": torch.tanh,
@@ -411,6 +447,9 @@ def nonlinear_sensing(
         r = phi(Mflat_test @ X[0].reshape(-1)) - y_test
         return 0.5 * (r * r).mean()
 
+    # Machine-readable form of ``risk`` (for certified restricted constants); kept off ``meta``,
+    # which reports serialize and :func:`shifted` copies onto a different risk.
+    risk.structure = SensingStructure(M, y, link)  # type: ignore[attr-defined]
     return NonlinearProblem(
         risk,
         ((m, n),),

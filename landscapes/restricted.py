@@ -29,6 +29,16 @@ Two-sided information comes from structure, not samples (:func:`restricted_bound
   :math:`\lambda_{\min}(H) \le \alpha` and :math:`\beta \le \lambda_{\max}(H)` on every set:
   :math:`2\lambda_{\min}(H) > \lambda_{\max}(H)` *certifies* the special regime;
 * any linearized risk (``problem.linear``) has :math:`\beta \le \ell''_{\max}\|J\|_{op}^2 / N`;
+* a generalized-linear sensing risk (:func:`~landscapes.nonlinear.nonlinear_sensing`; the risk
+  function declares ``risk.structure``) has :math:`\nabla^2 f(Y) = \frac1N\sum_i c_i(\langle
+  M_i, Y\rangle)\operatorname{vec}M_i\operatorname{vec}M_i^\top`; on :math:`\mathcal S_{r,D}`
+  each :math:`\langle M_i, Y\rangle` stays in an interval of half-width :math:`D` times a Ky Fan
+  norm of :math:`M_i`, so certified ranges :math:`[c_i^-, c_i^+]` of the link's curvature there
+  give :math:`\alpha \ge \lambda_{\min}(\frac1N\sum_i c_i^- m_i m_i^\top)` and
+  :math:`\beta \le \lambda_{\max}(\frac1N\sum_i c_i^+ m_i m_i^\top)`
+  (:func:`sensing_bounds`); the first is over all directions, so vacuous when :math:`mn > N`.
+  Other non-quadratic risks: no certified :math:`\alpha` (the full Hessian is singular when
+  :math:`mn > KN`, so a Lipschitz bound alone cannot give :math:`\alpha > 0`);
 * a linearized risk with a low-rank null direction :math:`D = UV^\top`, :math:`J\operatorname{vec}
   D = 0` (found by :func:`null_direction`), has RSC ratio exactly 0 along :math:`X^\star + tD`
   (the predictions do not move), so :math:`\alpha \le 0` whenever that point lies in the set.
@@ -50,13 +60,16 @@ import torch
 from torch import Tensor
 
 from landscapes.lora import balanced_factors
-from landscapes.nonlinear import NonlinearProblem
+from landscapes.nonlinear import NonlinearProblem, SensingStructure
 
 __all__ = [
     "RestrictedConstants",
     "RestrictedBounds",
     "restricted_constants",
     "restricted_bounds",
+    "sensing_bounds",
+    "curvature_range",
+    "link_curvature",
     "null_direction",
     "rsc_ratio",
     "rsm_ratio",
@@ -255,7 +268,9 @@ def restricted_constants(
 class RestrictedBounds:
     r"""Rigorous bounds :math:`\alpha \ge` ``alpha_lower``, :math:`\beta \le` ``beta_upper`` from structure.
 
-    Valid for every rank and radius.
+    With ``radius = None`` valid for every rank and radius; otherwise valid on the set
+    :math:`\mathcal S_{r,D}` with :math:`D =` ``radius`` and :math:`r =` ``rank`` (``None``: any
+    rank) about the ``x_star`` they were computed for.
 
     ``alpha_lower = -inf`` / ``beta_upper = inf`` when nothing is known; ``method`` names the
     argument; ``special_certified`` is :math:`2\,\alpha_{\rm lower} > \beta_{\rm upper}`.
@@ -264,6 +279,8 @@ class RestrictedBounds:
     alpha_lower: float
     beta_upper: float
     method: str
+    radius: float | None = None
+    rank: int | None = None
 
     @property
     def special_certified(self) -> bool:
@@ -277,32 +294,291 @@ class RestrictedBounds:
             "beta_upper": self.beta_upper,
             "method": self.method,
             "special_certified": self.special_certified,
+            **({} if self.radius is None else {"radius": self.radius, "rank": self.rank}),
         }
 
 
-def restricted_bounds(problem: NonlinearProblem, *, max_params: int = 4096) -> RestrictedBounds:
+def link_curvature(link: str, z: Tensor, y: Tensor) -> Tensor:
+    r"""The Hessian weight :math:`c(z) = \phi'(z)^2 + (\phi(z) - y)\,\phi''(z)` of one measurement.
+
+    For :math:`\ell(z) = \frac12(\phi(z) - y)^2`, :math:`\ell''(z) = c(z)`.  ``link``:
+    ``"identity"`` (:math:`c = 1`), ``"tanh"`` (:math:`t = \tanh z`:
+    :math:`c = (1 - t^2)(1 - 3t^2 + 2yt)`), ``"softplus"`` (:math:`\phi = \log(1 + e^z)`,
+    :math:`\sigma` the logistic function: :math:`c = \sigma^2 + (\phi - y)\,\sigma(1 - \sigma)`).
+    ``z`` and ``y`` broadcast.
+    """
+    if link == "identity":
+        return torch.ones_like(z + y)
+    if link == "tanh":
+        t = torch.tanh(z)
+        d = 1 - t * t
+        return d * d - 2 * (t - y) * t * d
+    if link == "softplus":
+        s = torch.sigmoid(z)
+        p = s * torch.sigmoid(-z)  # sigma (1 - sigma) without cancellation
+        return s * s + (torch.logaddexp(z, torch.zeros_like(z)) - y) * p
+    raise ValueError(f"link: expected one of 'identity', 'tanh', 'softplus', got {link!r}")
+
+
+def _curvature_slack(link: str, lo: Tensor, hi: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
+    r"""Per interval: a bound ``k2`` on :math:`|c''|` over ``[lo, hi]`` and ``ev`` on the round-off of ``c``.
+
+    tanh (:math:`c = g(t)`, :math:`t = \tanh z`, :math:`g(t) = 3t^4 - 2yt^3 - 4t^2 + 2yt + 1`):
+    :math:`c'' = g''(t)(1 - t^2)^2 - 2t(1 - t^2)g'(t)`, :math:`|g''| \le 44 + 12|y|`,
+    :math:`|g'| \le 20 + 8|y|` on :math:`|t| \le 1`, so
+    :math:`|c''| \le (1 - t_{\min}^2)[(44 + 12|y|)(1 - t_{\min}^2) + 2(20 + 8|y|)]` with
+    :math:`t_{\min} = \min |t|` on the interval.  softplus (:math:`p = \sigma(1 - \sigma) \le 1/4`,
+    :math:`u = 3\sigma + (\phi - y)(1 - 2\sigma)`): :math:`c' = pu`,
+    :math:`c'' = p[(1 - 2\sigma)u + 3p + \sigma(1 - 2\sigma) - 2(\phi - y)p]`, so
+    :math:`|c''| \le (4.75 + 1.5S)/4` with :math:`S = \max|\phi - y|` on the interval (at an end,
+    :math:`\phi` being monotone).  Both are inflated by 1 % against round-off.
+    """
+    eps = torch.finfo(torch.float64).eps
+    ay = y.abs()
+    if link == "identity":
+        return torch.zeros_like(lo), torch.zeros_like(lo)
+    if link == "tanh":
+        ta, tb = torch.tanh(lo).abs(), torch.tanh(hi).abs()
+        tmin = torch.where((lo <= 0) & (hi >= 0), torch.zeros_like(ta), torch.minimum(ta, tb))
+        q = (1 - tmin * tmin).clamp(min=0) + 4 * eps
+        k2 = q * ((44 + 12 * ay) * q + 2 * (20 + 8 * ay))
+        return 1.01 * k2, 64 * eps * (1 + ay)
+    zero = torch.zeros_like(lo)
+    S = torch.maximum((torch.logaddexp(lo, zero) - y).abs(), (torch.logaddexp(hi, zero) - y).abs())
+    S = S * (1 + 1e-12) + 4 * eps * (hi.abs() + ay + 1)
+    return 1.01 * (4.75 + 1.5 * S) / 4, 64 * eps * (1 + S + ay)
+
+
+def curvature_range(
+    link: str, lo: Tensor, hi: Tensor, y: Tensor, *, points: int = 4097
+) -> tuple[Tensor, Tensor]:
+    r"""Certified bounds :math:`c_i^- \le \min c \le \max c \le c_i^+` on intervals (:func:`link_curvature`).
+
+    ``c`` is evaluated on ``points`` equally spaced points of each interval (ends included);
+    on a cell of length ``h`` a function with :math:`|c''| \le K_2` lies within
+    :math:`K_2 h^2 / 8` of its chord, so the smallest (largest) grid value minus (plus)
+    :math:`K_2 h_{\max}^2 / 8` and a round-off allowance for evaluating ``c`` bounds the minimum
+    (maximum) over the interval.  :math:`K_2` is the closed-form bound of the link's
+    :math:`|c''|` on the interval (``_curvature_slack``).  ``lo``, ``hi``, ``y``: shape ``(N,)``.
+    For softplus, intervals reaching above ``z = 20`` also contain ``c = 1``, the weight of
+    ``torch.nn.functional.softplus`` there (it returns ``z`` itself).
+    """
+    if isinstance(points, bool) or not isinstance(points, int) or points < 2:
+        raise ValueError(f"points: expected an int >= 2, got {points!r}")
+    for name, v in (("lo", lo), ("hi", hi), ("y", y)):
+        if not isinstance(v, Tensor) or v.ndim != 1:
+            raise ValueError(f"{name}: expected a 1-d tensor, got {getattr(v, 'shape', type(v).__name__)}")
+    if not (lo.shape == hi.shape == y.shape):
+        shapes = f"{tuple(lo.shape)}, {tuple(hi.shape)}, {tuple(y.shape)}"
+        raise ValueError(f"lo, hi, y: expected one shape, got {shapes}")
+    lo, hi, y = (v.to(torch.float64) for v in (lo, hi, y))
+    if not (torch.isfinite(lo).all() and torch.isfinite(hi).all() and bool((lo <= hi).all())):
+        raise ValueError("lo, hi: expected finite intervals with lo <= hi")
+    frac = torch.linspace(0.0, 1.0, points, dtype=torch.float64, device=lo.device)
+    Z = lo[:, None] + (hi - lo)[:, None] * frac[None, :]
+    Z[:, 0], Z[:, -1] = lo, hi
+    h = torch.diff(Z, dim=1).max(dim=1).values
+    C = link_curvature(link, Z, y[:, None])
+    k2, ev = _curvature_slack(link, lo, hi, y)
+    slack = k2 * h * h / 8 + ev
+    cmin, cmax = C.min(dim=1).values - slack, C.max(dim=1).values + slack
+    if link == "softplus":
+        # torch's softplus is z itself above z = 20 (c = 1 there): cover that Hessian too.
+        above = hi > 20
+        cmin = torch.where(above, cmin.clamp(max=1.0), cmin)
+        cmax = torch.where(above, cmax.clamp(min=1.0), cmax)
+    return cmin, cmax
+
+
+def _positive_finite(v: object) -> bool:
+    return not isinstance(v, bool) and isinstance(v, (int, float)) and v > 0 and math.isfinite(v)
+
+
+def _gram_extremes(Mflat: Tensor, c: Tensor, which: str) -> float:
+    """The smallest / largest eigenvalue of ``Mflat^T diag(c) Mflat / N``, minus / plus a round-off margin."""
+    N, p = Mflat.shape
+    G = Mflat.T @ (c[:, None] * Mflat) / N
+    G = 0.5 * (G + G.T)
+    ev = torch.linalg.eigvalsh(G)
+    A = Mflat.abs()
+    scale = float(torch.linalg.matrix_norm(A.T @ (c.abs()[:, None] * A) / N))
+    scale += float(torch.linalg.matrix_norm(G))
+    err = 8 * (N + p) * torch.finfo(torch.float64).eps * scale
+    return float(ev[0]) - err if which == "min" else float(ev[-1]) + err
+
+
+def _sensing_intervals(M: Tensor, Xs: Tensor, D: float, rank: int | None) -> tuple[Tensor, Tensor, int]:
+    r"""Centers :math:`z_i^\star`, half-widths :math:`w_i` and ``k``: see :func:`sensing_bounds`."""
+    N, m, n = M.shape
+    eps = torch.finfo(torch.float64).eps
+    Mflat = M.reshape(N, m * n)
+    zc = Mflat @ Xs.reshape(-1)
+    zerr = 2 * m * n * eps * (Mflat.abs() @ Xs.abs().reshape(-1))  # round-off of the centers
+    fro = torch.linalg.matrix_norm(M)
+    r_star = int(torch.linalg.matrix_rank(Xs))
+    k = min(m, n) if rank is None else min(rank + r_star, m, n)
+    if k >= min(m, n):
+        w = D * fro
+    else:
+        U, S, Vh = torch.linalg.svd(Xs)
+        R = Xs - (U[:, :r_star] * S[:r_star]) @ Vh[:r_star]
+        tau = float(S[r_star:].pow(2).sum().sqrt())
+        kyfan = torch.linalg.svdvals(M)[:, :k].pow(2).sum(dim=1).sqrt()
+        w = (D + tau) * kyfan + (Mflat @ R.reshape(-1)).abs()
+        w = w + 2 * m * n * eps * (Mflat.abs() @ R.abs().reshape(-1))
+        w = torch.minimum(w, D * fro)  # never wider than the Frobenius interval
+    return zc, (w + zerr) * (1 + 1e-12) + 8 * eps * zc.abs(), k
+
+
+def sensing_bounds(
+    structure: SensingStructure,
+    x_star: Tensor,
+    *,
+    radius: float,
+    rank: int | None = None,
+    points: int = 4097,
+) -> RestrictedBounds:
+    r"""Certified RSC / RSM bounds of a generalized-linear sensing risk on :math:`\mathcal S_{r,D}`.
+
+    For :math:`f(X) = \frac{1}{2N}\sum_i(\phi(\langle M_i, X\rangle) - y_i)^2` the Hessian is
+    :math:`\nabla^2 f(Y)[\Delta, \Delta] = \frac1N\sum_i c_i(\langle M_i, Y\rangle)
+    \langle M_i, \Delta\rangle^2` (:func:`link_curvature`).  RSC: with :math:`\Delta = X - X^\star`,
+    :math:`\langle\nabla f(X) - \nabla f(X^\star), \Delta\rangle
+    = \int_0^1 \nabla^2 f(X^\star + t\Delta)[\Delta, \Delta]\,dt`.
+    Every :math:`Y = X^\star + t\Delta` there, and every point :math:`X` of the RSM condition,
+    has :math:`z_i = \langle M_i, Y\rangle` in :math:`I_i = [z_i^\star - w_i, z_i^\star + w_i]`:
+    write :math:`X^\star = \Pi + R` (``Pi`` its truncated SVD at its numerical rank
+    :math:`r^\star`); :math:`X - \Pi` has rank :math:`\le k = r + r^\star` and norm
+    :math:`\le D + \|R\|_F`, so
+    :math:`w_i = (D + \|R\|_F)\,\|M_i\|_{(k)} + |\langle M_i, R\rangle|`, with the Ky Fan
+    :math:`\|M\|_{(k)} = (\sum_{s \le k}\sigma_s(M)^2)^{1/2}` (and :math:`w_i = D\|M_i\|_F` when
+    :math:`k \ge \min(m, n)` or ``rank`` is ``None``).  With certified :math:`c_i^\pm`
+    (:func:`curvature_range`) and :math:`G^\pm = \frac1N\sum_i c_i^\pm\operatorname{vec}M_i
+    \operatorname{vec}M_i^\top`, :math:`G^- \preceq \nabla^2 f(Y) \preceq G^+` on the set, hence
+    :math:`\alpha \ge \lambda_{\min}(G^-)` and :math:`\beta \le \lambda_{\max}(G^+)` (negative
+    :math:`c_i^-` included), each with a round-off margin.
+
+    These are the *unrestricted* eigenvalues: :math:`\lambda_{\min}` over all directions, not only
+    rank-:math:`k` ones, so ``alpha_lower <= 0`` (vacuous) whenever :math:`mn > N` (then
+    :math:`G^-` is singular); :math:`\lambda_{\max}` over all directions for RSM too.  The
+    intervals widen with ``D``, so ``alpha_lower`` falls as ``D`` grows.
+    """
+    if not isinstance(structure, SensingStructure):
+        raise TypeError(f"structure: expected a SensingStructure, got {type(structure).__name__}")
+    M = structure.M.to(torch.float64)
+    N, m, n = M.shape
+    if not isinstance(x_star, Tensor) or tuple(x_star.shape) != (m, n):
+        got = getattr(x_star, "shape", x_star)
+        raise ValueError(f"x_star: expected a tensor of shape ({m}, {n}), got {got!r}")
+    if not _positive_finite(radius):
+        raise ValueError(f"radius: expected a positive finite number, got {radius!r}")
+    if rank is not None and (isinstance(rank, bool) or not isinstance(rank, int) or rank < 1):
+        raise ValueError(f"rank: expected None or a positive int, got {rank!r}")
+    Xs = x_star.to(dtype=torch.float64, device=M.device)
+    if not bool(torch.isfinite(Xs).all()):
+        raise ValueError("x_star: expected finite entries")
+    y = structure.y.to(dtype=torch.float64, device=M.device)
+    D = float(radius)
+    Mflat = M.reshape(N, m * n)
+    zc, w, k = _sensing_intervals(M, Xs, D, rank)
+    cmin, cmax = curvature_range(structure.link, zc - w, zc + w, y, points=points)
+    alpha = _gram_extremes(Mflat, cmin, "min")
+    beta = _gram_extremes(Mflat, cmax, "max")
+    note = f"; vacuous for alpha since mn = {m * n} > N = {N}" if m * n > N else ""
+    method = (
+        "generalized-linear sensing: interval curvature bounds on ||X - X*|| <= D "
+        f"({structure.link} link, D = {D:g}, rank(X - X*) <= {k}; unrestricted eigenvalues of the "
+        f"weighted Gram matrices{note})"
+    )
+    return RestrictedBounds(alpha, beta, method, radius=D, rank=rank)
+
+
+def restricted_bounds(
+    problem: NonlinearProblem,
+    *,
+    max_params: int = 4096,
+    x_star: Sequence[Tensor] | None = None,
+    radius: float | None = None,
+    rank: int | None = None,
+) -> RestrictedBounds:
     r"""Rigorous bounds on the restricted constants from the structure of the risk (module docstring).
 
     Squared-loss linear form with a dense Jacobian and at most ``max_params`` parameters: the
     extreme eigenvalues of :math:`H = J^\top J / N` (``eigvalsh``; their round-off,
-    :math:`\sim p\,\varepsilon\,\|H\|`, is subtracted from / added to the bounds).  Other linear
-    forms: :math:`\beta \le \ell''_{\max}\|J\|^2_{op}/N`.  Anything else: no bounds.
+    :math:`\sim p\,\varepsilon\,\|H\|`, is subtracted from / added to the bounds), valid on every
+    set.  Other linear forms: :math:`\beta \le \ell''_{\max}\|J\|^2_{op}/N`.
+
+    With ``radius`` (``D``; ``x_star`` defaults to ``problem.x_star``; ``rank`` is ``r``, ``None``
+    for any rank) and a risk that declares a generalized-linear sensing form
+    (``problem.risk.structure``, a :class:`~landscapes.nonlinear.SensingStructure`, as
+    :func:`~landscapes.nonlinear.nonlinear_sensing` attaches): :func:`sensing_bounds` on
+    :math:`\mathcal S_{r,D}` (at most ``max_params`` parameters).  Anything else: no bound on
+    :math:`\alpha` (``-inf``), and ``method`` says why none is available -- for a non-quadratic
+    risk the full Hessian is singular whenever :math:`mn > KN`, so a bound restricted to low-rank
+    directions is needed, and no method is implemented without structure.
     """
+    if radius is None:
+        if x_star is not None or rank is not None:
+            raise ValueError(
+                "radius: expected a positive finite number when x_star= or rank= is given "
+                "(the set ||X - X*|| <= radius), got None"
+            )
+    elif not _positive_finite(radius):
+        raise ValueError(f"radius: expected None or a positive finite number, got {radius!r}")
+    if rank is not None and (isinstance(rank, bool) or not isinstance(rank, int) or rank < 1):
+        raise ValueError(f"rank: expected None or a positive int, got {rank!r}")
     lin = problem.linear
+    structure = getattr(problem.risk, "structure", None)
+    if radius is not None and isinstance(structure, SensingStructure) and lin is None:
+        if len(problem.blocks) != 1 or tuple(structure.M.shape[1:]) != problem.blocks[0]:
+            raise ValueError(
+                f"problem: risk.structure has measurements of shape {tuple(structure.M.shape[1:])}, "
+                f"expected one block {list(problem.blocks)}"
+            )
+        if x_star is None and problem.x_star is None:
+            raise ValueError(
+                "x_star: expected a point to bound about (the problem has no x_star; pass x_star=)"
+            )
+        X0 = problem.check_point(x_star if x_star is not None else problem.x_star, "x_star")  # type: ignore[arg-type]
+        p = problem.blocks[0][0] * problem.blocks[0][1]
+        if p > max_params:
+            return RestrictedBounds(
+                -math.inf,
+                math.inf,
+                f"none available: {p} parameters > max_params = {max_params} (dense Gram eigenvalues)",
+                radius=float(radius),
+                rank=rank,
+            )
+        return sensing_bounds(structure, X0[0], radius=float(radius), rank=rank)
     if lin is None:
-        return RestrictedBounds(-math.inf, math.inf, "none (not a linearized risk)")
+        if radius is None:
+            return RestrictedBounds(-math.inf, math.inf, "none (not a linearized risk)")
+        return RestrictedBounds(
+            -math.inf,
+            math.inf,
+            "none available: the risk is not a linearized risk and declares no generalized-linear "
+            "sensing structure (risk.structure); a Lipschitz bound alone cannot give alpha > 0",
+            radius=float(radius),
+            rank=rank,
+        )
     from landscapes.nuc import jacobian_op_norm_sq
     from landscapes.operators import DenseOperator
 
+    D = None if radius is None else float(radius)
     if lin.loss.name == "squared" and isinstance(lin.J, DenseOperator) and lin.num_params <= max_params:
         J = lin.J.matrix.to(torch.float64)
         H = J.T @ J / lin.N
         ev = torch.linalg.eigvalsh(H)
         # Round-off of forming J^T J (KN terms per entry) and of eigvalsh (p): a generous margin.
         err = 8 * (H.shape[0] + lin.KN) * torch.finfo(torch.float64).eps * float(ev.abs().max())
-        return RestrictedBounds(float(ev[0]) - err, float(ev[-1]) + err, "eigenvalues of H = J^T J / N")
+        return RestrictedBounds(
+            float(ev[0]) - err, float(ev[-1]) + err, "eigenvalues of H = J^T J / N", radius=D, rank=rank
+        )
     beta = lin.loss.max_curvature * jacobian_op_norm_sq(lin) / lin.N
-    return RestrictedBounds(-math.inf, beta * (1 + 1e-12), "beta <= max loss curvature * ||J||_op^2 / N")
+    method = "beta <= max loss curvature * ||J||_op^2 / N"
+    if radius is not None:
+        method += "; alpha: none available (a linearized risk with a non-quadratic loss or no dense Jacobian)"
+    return RestrictedBounds(-math.inf, beta * (1 + 1e-12), method, radius=D, rank=rank)
 
 
 def null_direction(problem: Any, *, rank: int = 1, seed: int = 0) -> Blocks | None:
