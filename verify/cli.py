@@ -520,7 +520,9 @@ def _cmd_speed(args: argparse.Namespace) -> int:
 
 
 _KKR_LEGEND = (
-    "\nSOSP: certified approximate second-order stationary end points; glob / spur: penalized "
+    "\nSOSP: second-order stationary end points (cert: of them, certified by the dense Hessian's "
+    "lower bound on lambda_min; the others are approximate, from a Lanczos Ritz value); glob / spur: "
+    "penalized "
     "value equal to / above the reference's; r<r*: SOSPs of a problem whose minimizer has rank "
     "r* > r (outside the theorems); sep.: min |X|_F of spurious over max of global; "
     "test: held-out risk."
@@ -551,7 +553,7 @@ def _print_kkr_entry(key: str, entry: Mapping[str, Any]) -> int:
             f"{' (certified)' if c['certified'] else ' (estimated)'}{bnd}"
         )
     print(
-        f"  {'init':<7} {'runs':>4} {'SOSP':>4} {'glob':>4} {'spur':>4} {'r<r*':>4} "
+        f"  {'init':<7} {'runs':>4} {'SOSP':>4} {'cert':>4} {'glob':>4} {'spur':>4} {'r<r*':>4} "
         f"{'success [95% CI]':>18} "
         f"{'sep.':>6} {'|X| glob':>8} {'|X| spur':>8} {'rk spur':>7} {'test glob':>9} {'test spur':>9}"
     )
@@ -565,6 +567,7 @@ def _print_kkr_entry(key: str, entry: Mapping[str, Any]) -> int:
         ci = f"{frac:.2f} [{lo:.2f},{hi:.2f}]" if isinstance(frac, float) and frac == frac else "-"
         print(
             f"  {init:<7} {row['runs']:>4} {row['converged'] + row.get('rank_limited', 0):>4} "
+            f"{f(row.get('certified_sosps', float('nan')), 4, 'g')} "
             f"{row['successes']:>4} {row['failures']:>4} {row.get('rank_limited', 0):>4} {ci:>18} "
             f"{f(row['separation_ratio'], 6)} "
             f"{f(row['success_norm_median'], 8)} {f(row['failure_norm_median'], 8)} "

@@ -63,6 +63,8 @@ __all__ = [
     "kkr_recertify",
     "KKR_FORMAT",
     "KKR_INITS",
+    "DENSE_MAX",
+    "sosp_certified",
     "KKR_PROBLEMS",
     "build_kkr_problem",
     "make_init",
@@ -78,6 +80,10 @@ __all__ = [
 
 KKR_FORMAT = "loracheck.kkr/1"
 KKR_INITS: tuple[str, ...] = ("zero", "small", "large", "loraga")
+
+#: LoRA points with at most this many parameters get the dense curvature certificate (one HVP per
+#: parameter): a *certified* SOSP.  Larger ones get Lanczos, an *approximate* SOSP at best.
+DENSE_MAX = 1024
 
 
 def _minilm(**kwargs: Any) -> NonlinearProblem:
@@ -232,11 +238,19 @@ def kkr_run(
     rank_rtol: float = 1e-6,
     lanczos_maxiter: int | None = None,
     truncate: bool = False,
+    dense_max: int = DENSE_MAX,
 ) -> dict[str, Any]:
     r"""Train from ``start`` and return the end point's numbers (see the module docstring).
 
     ``polish`` L-BFGS iterations follow the Adam ``steps``; ``lanczos_maxiter`` caps the Lanczos
     iterations of the curvature certificate (an unconverged run certifies no SOSP).
+
+    The curvature certificate is the dense Hessian (one HVP per parameter, ``eigh``) when the LoRA
+    point has at most ``dense_max`` parameters: its lower bound on :math:`\lambda_{\min}` is
+    rigorous up to the round-off model of :func:`~landscapes.nonlinear_sosp.lambda_min_lora`, and
+    the record's ``sosp_certified`` is ``True`` for an SOSP.  Above it, Lanczos gives a Ritz value
+    (an *upper* bound on :math:`\lambda_{\min}`): the point is at most an *approximate* SOSP
+    (``sosp`` true, ``sosp_certified`` false).
 
     ``truncate``: the trained factors are replaced by the balanced factors of :math:`X = AB^\top`
     truncated at ``rank_rtol`` (:func:`~landscapes.nonlinear_sosp.truncate_factors`: trailing
@@ -253,7 +267,7 @@ def kkr_run(
             end = _truncated_polished(problem, end, rank_rtol=rank_rtol, max_iter=polish, grad_tol=grad_tol)
     except FloatingPointError as exc:
         return {"status": "diverged", "error": str(exc), "seconds": time.perf_counter() - t0}
-    ep = end_point(problem, end, rank_rtol=rank_rtol, maxiter=lanczos_maxiter)
+    ep = end_point(problem, end, rank_rtol=rank_rtol, maxiter=lanczos_maxiter, dense_max=dense_max)
     out = _end_point_record(problem, ep.to_dict(), end)
     out.update(
         start_norm=_frob(tuple(a @ b.T for a, b in zip(start.A, start.B))),
@@ -292,6 +306,8 @@ def _end_point_record(problem: NonlinearProblem, ep: Mapping[str, Any], point: F
         lambda_min=lm["value"],
         lambda_min_lower=lm["lower"],
         lambda_min_lower_is_rigorous=lm["lower_is_rigorous"],
+        # An SOSP by a rigorous lower bound on lambda_min (dense or closed-form route), not by a Ritz value.
+        sosp_certified=bool(ep["sosp"] and lm["lower_is_rigorous"]),
         lambda_min_residual=lm["residual"],
         lambda_min_converged=lm["converged"],
         lambda_max=lm["lambda_max"],
@@ -327,6 +343,18 @@ def classify(run: Mapping[str, Any], reference_value: float, *, global_rtol: flo
     return "global" if excess <= global_rtol * max(1.0, abs(reference_value)) else "spurious"
 
 
+def sosp_certified(run: Mapping[str, Any]) -> bool:
+    """Whether a run's end point is a *certified* SOSP: an SOSP by a rigorous lower bound on lambda_min.
+
+    The dense or closed-form curvature route gives one; a Lanczos Ritz value is an upper bound, so an
+    SOSP accepted from it is approximate.  Records written before the field existed are judged by
+    ``lambda_min_lower_is_rigorous``.
+    """
+    if run.get("status") != "finished" or not run.get("sosp"):
+        return False
+    return bool(run.get("sosp_certified", run.get("lambda_min_lower_is_rigorous", False)))
+
+
 def _excess(run: Mapping[str, Any]) -> float:
     return float(run["penalized"]) - float(run["reference_value"])
 
@@ -351,8 +379,9 @@ def kkr_table(
 ) -> dict[str, Any]:
     """Per init: counts, success fraction with its Wilson interval, norms and test risk per class.
 
-    Counts are runs, converged (certified SOSPs), successes, failures; the separation ratio is
-    the smallest failure norm over the largest success norm.
+    Counts are runs, converged (SOSPs: certified by a dense curvature bound, or approximate by a
+    Lanczos Ritz value; ``certified_sosps`` counts the former), successes, failures; the separation
+    ratio is the smallest failure norm over the largest success norm.
     """
     out: dict[str, Any] = {}
     inits = list(dict.fromkeys(r["init"] for r in runs))
@@ -382,6 +411,7 @@ def kkr_table(
         out[init] = {
             "runs": len(rows),
             "converged": conv,
+            "certified_sosps": sum(1 for r in succ + fail if sosp_certified(r)),
             "successes": len(succ),
             "failures": len(fail),
             "not_sosp": len(rows) - conv - limited,
@@ -692,6 +722,7 @@ def kkr_experiment(
                         polish=train.get("polish", 3000),
                         lanczos_maxiter=train.get("lanczos_maxiter"),
                         truncate=bool(train.get("truncate", False)),
+                        dense_max=int(train.get("dense_max", DENSE_MAX)),
                     )
                     run.update(init=init, seed=seed, reference_value=ref_value, shifted=offset is not None)
                     if offset is not None:

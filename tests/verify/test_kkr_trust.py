@@ -1,0 +1,91 @@
+"""Issue 24: the [KKR25] checkers say what was measured, and refute only on certified evidence."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from landscapes import nonlinear as nl
+from landscapes.nonlinear_sosp import Factors
+from verify import kkr
+from verify.kkr_runs import sosp_certified
+
+
+def _well(dense_max: int) -> kkr.Evidence:
+    lam = 0.05
+    p = nl.double_well(lam=lam)
+    s1, s2 = nl.double_well_points(lam)["spurious"]
+    root = torch.diag(torch.tensor([abs(s1), abs(s2)], dtype=torch.float64).sqrt())
+    near = Factors((-root + 0.01,), (root,))
+    return kkr.collect_evidence(
+        p,
+        rank=2,
+        radius=5.0,
+        inits=("zero",),
+        seeds=(0, 1),
+        samples=20,
+        starts={"near-spurious": near},
+        dense_max=dense_max,
+    )
+
+
+def test_an_approximate_sosp_never_refutes_but_a_certified_one_does():
+    """The same spurious end point of the double well: accepted on a Lanczos Ritz value (an upper
+    bound on lambda_min) it is an approximate SOSP and refutes nothing; on the dense Hessian's
+    lower bound it is a certified SOSP and refutes the planted "every SOSP is global"."""
+    approx = _well(dense_max=0)
+    spur = [r for r in approx.runs if r["init"] == "near-spurious"][0]
+    assert spur["sosp"] and not sosp_certified(spur)
+    v = kkr.check_kkr_dichotomy(approx, variant="all-global")
+    assert v.status == "inconclusive" and "none certified" in v.reason, v.reason
+    assert "approximate SOSP" in v.reason
+    v = kkr.check_kkr_loud(approx, variant="quiet")
+    assert v.status == "holds" and "no certified SOSP" in v.reason
+    exact = _well(dense_max=1024)
+    spur = [r for r in exact.runs if r["init"] == "near-spurious"][0]
+    assert spur["sosp"] and sosp_certified(spur) and spur["lambda_min_lower_is_rigorous"]
+    v = kkr.check_kkr_dichotomy(exact, variant="all-global")
+    assert v.status == "violated" and "certified SOSP" in v.reason, v.reason
+
+
+def test_a_special_regime_that_is_only_estimated_is_not_enough():
+    """Gaussian sensing 12 x 10 with N = 400: the samples give 2 alpha_hat / beta_hat > 1, but that
+    ratio is biased upward and the structural side (eigenvalues of J^T J / N) is below 1, so
+    Theorem 1.1's hypothesis is not established and KKR-special does not hold."""
+    p = nl.matrix_sensing(m=12, n=10, N=400, rank=2, lam=0.01, seed=0)
+    ev = kkr.collect_evidence(p, rank=4, radius=1.0, inits=("zero",), seeds=(0,), samples=40, steps=800)
+    v = kkr.check_kkr_special(ev)
+    assert ev.constants is not None and 2 * ev.constants.alpha / ev.constants.beta > 1
+    assert not ev.bounds.special_certified and 0 < ev.bounds.alpha_lower
+    assert v.status == "inconclusive" and "only estimated" in v.reason, v.reason
+    # The planted claim without the regime goes through the same code: nothing to refute here.
+    assert kkr.check_kkr_special(ev, variant="any-regime").status == "holds"
+
+
+def test_sgd_rank_checks_the_lemma_hypothesis_on_per_example_gradients():
+    """Galanti et al.'s bound counts b rank-one updates per step: matrix sensing's per-example
+    gradients (<M_i, X> - y_i) M_i have full rank, so the lemma is outside its hypothesis there; a
+    two-layer network's (an outer product with the input) have rank 1."""
+    p = nl.matrix_sensing(m=6, n=5, N=8, rank=1, lam=0.05, seed=0)
+    v = kkr.check_kkr_sgd_rank(p, batch=8, lr=0.5, steps=3000, factor=1e-3)
+    assert v.certificate["per_sample_gradient_rank"] == 5
+    assert v.status == "inconclusive" and "outside Lemma 1's hypothesis" in v.reason, v.reason
+    q = nl.two_layer(m=10, n=8, N=8, rank=1, lam=0.05, seed=0)
+    v = kkr.check_kkr_sgd_rank(q, batch=8, lr=0.5, steps=3000, factor=1e-3)
+    assert v.certificate["per_sample_gradient_rank"] == 1
+    assert v.status == "violated", v.reason
+    assert "Frobenius" in v.certificate["normalization"]
+
+
+def test_planted_options_are_checked():
+    ev = _well(dense_max=1024)
+    for bad in (0.0, -1.0, float("inf"), True, "2"):
+        with pytest.raises(ValueError, match="rho_factor"):
+            kkr.check_kkr_dichotomy(ev, rho_factor=bad)  # type: ignore[arg-type]
+        with pytest.raises(ValueError, match="rho_factor"):
+            kkr.check_kkr_loud(ev, rho_factor=bad)  # type: ignore[arg-type]
+    for bad in (-0.1, 1.0, float("nan")):
+        with pytest.raises(ValueError, match="margin"):
+            kkr.check_kkr_dichotomy(ev, margin=bad)
+    with pytest.raises(ValueError, match="dense_max"):
+        kkr.collect_evidence(ev.problem, dense_max=-1)
