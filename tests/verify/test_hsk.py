@@ -116,6 +116,22 @@ def test_below_a_superlinear_rank_claim_is_refuted_by_the_count():
     assert "not sub-linear" in ok.reason
 
 
+def test_below_is_not_holds_when_the_count_does_not_fall_below_L():
+    # the same measurement, but the counted regime without the 1/d scaling (M = d Gamma^2): the
+    # rank is not sub-linear over the range, so the verdict cannot say "consistent with"
+    v = check_hsk_below(
+        HskSetting(),
+        lengths=(256, 512),
+        timing_lengths=(1024, 2048),
+        repeats=1,
+        regime_m_rule="d*gamma^2",
+        regime_max_log2=1 << 20,
+    )
+    assert v.status == "inconclusive", v.reason
+    assert "not sub-linear" in v.reason and "consistent with" not in v.reason
+    assert v.certificate["regime_analysis"]["crossover_log2_L"] is None
+
+
 def test_above_locates_a_transition_and_no_transition_is_refuted():
     s = HskSetting(case="C1")
     kw = dict(lengths=(64, 128, 256, 512), ratios=(0.25, 1.0, 3.0))
