@@ -17,6 +17,7 @@ from landscapes.spurious_sensing import (
     SPURIOUS_CONFIGS,
     adversarial_start,
     newton_polish,
+    restricted_witnesses,
     spurious_hessian,
     spurious_sensing,
 )
@@ -144,3 +145,56 @@ def test_planted_larger_rho_breaks_inequality_ii():
         distance_sq=1.0,
     )
     assert not res["sigma_ratio_ok"]
+
+
+@pytest.mark.parametrize("config", ["kappa10", "kappa20"])
+def test_witnesses_pin_rho_and_the_inequalities_hold_at_its_upper_end(config):
+    """Points of the set bound alpha from above and beta from below: rho in [rho_lo, rho_up], both checked."""
+    s = _solved(config)
+    p, ref, b, ep, end = s["p"], s["ref"], s["bounds"], s["ep"], s["end"]
+    r, D = p.meta["lora_rank"], p.meta["radius"]
+    w = restricted_witnesses(p, rank=r, radius=D, x_star=ref.X, starts=4)
+    # The witnesses are members of the (r, D) set, with rank-one U, V of unit Frobenius norm.
+    assert int(torch.linalg.matrix_rank(w.alpha_point)) <= r
+    assert int(torch.linalg.matrix_rank(w.beta_point)) <= r
+    assert float((w.alpha_point - ref.X[0]).norm()) <= D
+    assert float((w.beta_point - ref.X[0]).norm()) <= D
+    for M in (w.beta_u, w.beta_v):
+        assert int(torch.linalg.matrix_rank(M)) == 1
+        assert math.isclose(float(M.norm()), 1.0, rel_tol=1e-12)
+    # Consistent with the structural bounds (each side can only be approached).
+    assert b.alpha_lower <= w.alpha_upper and w.beta_lower <= b.beta_upper
+    assert w.rho_upper < 1.2 * (2 * b.alpha_lower / b.beta_upper)
+    X = end.A[0] @ end.B[0].T
+    res = dichotomy(
+        ep.singular_values[0],
+        r=r,
+        r_star=ref.rank,
+        alpha=w.alpha_upper,
+        beta=w.beta_lower,
+        distance_sq=float((X - ref.X[0]).pow(2).sum()),
+    )
+    assert res["all"], res
+
+
+def test_checker_reaches_violated_only_for_a_planted_constant():
+    """KKR-dichotomy through collect_evidence: not violated by the theorem; violated with rho x 1.5."""
+    from verify.kkr import check_kkr_dichotomy, collect_evidence
+    from verify.kkr_runs import classify, sosp_certified
+
+    p = spurious_sensing(config="kappa20")
+    ev = collect_evidence(
+        p,
+        rank=p.meta["lora_rank"],
+        radius=p.meta["radius"],
+        inits=(),
+        seeds=(),
+        steps=0,
+        samples=30,
+        starts={"adversarial": adversarial_start(config="kappa20")},
+    )
+    (run,) = ev.runs
+    assert classify(run, ev.reference.value) == "spurious" and sosp_certified(run)
+    assert check_kkr_dichotomy(ev).status in ("holds", "inconclusive")
+    planted = check_kkr_dichotomy(ev, rho_factor=1.5)
+    assert planted.status == "violated", planted.reason
