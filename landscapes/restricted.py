@@ -21,6 +21,9 @@ certify, by witnesses, is:
   at all (:math:`\alpha > 0`, which sampling can never certify).
 
 :math:`2\hat\alpha > \hat\beta` (the special regime) is only ever an estimate by sampling.
+Random samples can sit far above the true :math:`\alpha` (they rarely meet the flattest
+directions); :func:`rsc_search` aims at those directions (projected power iteration on the
+Hessian at :math:`X^\star`) and returns a point of the set whose ratio is a sharper upper bound.
 
 Two-sided information comes from structure, not samples (:func:`restricted_bounds`):
 
@@ -68,6 +71,8 @@ __all__ = [
     "restricted_constants",
     "restricted_bounds",
     "sensing_bounds",
+    "rsc_search",
+    "RscWitness",
     "curvature_range",
     "link_curvature",
     "null_direction",
@@ -579,6 +584,116 @@ def restricted_bounds(
     if radius is not None:
         method += "; alpha: none available (a linearized risk with a non-quadratic loss or no dense Jacobian)"
     return RestrictedBounds(-math.inf, beta * (1 + 1e-12), method, radius=D, rank=rank)
+
+
+@dataclass(frozen=True)
+class RscWitness:
+    r"""A point ``X`` of :math:`\mathcal S_{r,D}` with RSC ratio ``alpha``: so :math:`\alpha \le` ``alpha``.
+
+    ``distance`` is :math:`\|X - X^\star\|_F` (``<= radius``); ``curvature`` the Hessian
+    quadratic form at :math:`X^\star` along the searched direction (per unit norm).
+    """
+
+    alpha: float
+    distance: float
+    curvature: float
+    X: Blocks
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain data for reports (without the point)."""
+        return {"alpha": self.alpha, "distance": self.distance, "curvature": self.curvature}
+
+
+def _truncate(x: Tensor, rank: int) -> Tensor:
+    U, S, Vh = torch.linalg.svd(x, full_matrices=False)
+    k = min(rank, S.shape[0])
+    return (U[:, :k] * S[:k]) @ Vh[:k]
+
+
+def rsc_search(
+    problem: NonlinearProblem,
+    *,
+    rank: int,
+    radius: float,
+    x_star: Sequence[Tensor] | None = None,
+    steps: int = 200,
+    restarts: int = 2,
+    fractions: Sequence[float] = (1e-3, 1e-2, 0.1, 0.3, 1.0),
+    seed: int = 0,
+) -> RscWitness:
+    r"""Search :math:`\mathcal S_{r,D}` for a small RSC ratio: an upper witness for :math:`\alpha`.
+
+    Random sampling (:func:`restricted_constants`) rarely meets the worst directions; this aims
+    at them.  Projected power iteration on :math:`cI - \nabla^2 f(X^\star)` (``c`` above the
+    largest eigenvalue, from a few power steps) over the directions
+    :math:`d \propto \Pi_r(X^\star + \varepsilon d) - X^\star` (:math:`\Pi_r` the truncated SVD
+    of each block, :math:`\varepsilon = 10^{-3}\,D`): the tangent directions of the rank-``r``
+    set at :math:`X^\star` with the smallest curvature.  The found direction is then evaluated
+    exactly: :math:`X = \Pi_r(X^\star + tDd)` for ``t`` in ``fractions`` (scaled into the ball when
+    the projection moves it), and the smallest :func:`rsc_ratio` over those points and
+    ``restarts`` random starts is returned with its point -- a certified *upper* bound on the
+    (``rank``, ``radius``)-RSC constant (the point is in the set), not an estimate of it.
+    Costs about ``30 + restarts * steps`` Hessian-vector products at :math:`X^\star`.
+    """
+    if x_star is None and problem.x_star is None:
+        raise ValueError(
+            "x_star: expected a minimizer to search about (the problem has no x_star; pass x_star=)"
+        )
+    X0 = problem.check_point(x_star if x_star is not None else problem.x_star, "x_star")  # type: ignore[arg-type]
+    if isinstance(rank, bool) or not isinstance(rank, int) or rank < 1:
+        raise ValueError(f"rank: expected a positive int, got {rank!r}")
+    if not _positive_finite(radius):
+        raise ValueError(f"radius: expected a positive finite number, got {radius!r}")
+    for name, v in (("steps", steps), ("restarts", restarts)):
+        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+            raise ValueError(f"{name}: expected a positive int, got {v!r}")
+    fr = [float(f) for f in fractions]
+    if not fr or any(not (0 < f <= 1) for f in fr):
+        raise ValueError(f"fractions: expected numbers in (0, 1], got {list(fractions)!r}")
+    for j, x in enumerate(X0):
+        if int(torch.linalg.matrix_rank(x)) > rank:
+            raise ValueError(
+                f"rank: expected at least rank(x_star[{j}]) = {int(torch.linalg.matrix_rank(x))}, got {rank}"
+            )
+    gen = torch.Generator().manual_seed(seed)
+
+    def unit(d: Sequence[Tensor]) -> Blocks:
+        s = math.sqrt(sum(float(x.pow(2).sum()) for x in d))
+        return tuple(x / s for x in d) if s > 0 else tuple(d)
+
+    def rand() -> Blocks:
+        return unit([torch.randn(x.shape, generator=gen, dtype=torch.float64).to(x) for x in X0])
+
+    def quad(d: Blocks) -> float:
+        return problem.curvature(X0, d)
+
+    d = rand()
+    for _ in range(30):  # power steps: about the largest curvature magnitude
+        d = unit(problem.hvp(X0, d))
+    c = 1.05 * abs(quad(d)) + 1e-12  # above (lambda_max + lambda_min) / 2: the power steps aim low
+    eps = 1e-3 * float(radius)
+    g0 = problem.grad(X0)
+    best: RscWitness | None = None
+    for _ in range(restarts):
+        d = rand()
+        for _ in range(steps):
+            Hd = problem.hvp(X0, d)
+            d = unit([c * a - b for a, b in zip(d, Hd)])
+            d = unit([_truncate(x0 + eps * a, rank) - x0 for x0, a in zip(X0, d)])
+        curv = quad(d)
+        for f in fr:
+            t = f * float(radius)
+            for _ in range(60):  # shrink until the projected point lies in the ball
+                X = tuple(_truncate(x0 + t * a, rank) for x0, a in zip(X0, d))
+                if _dist(X, X0) <= f * float(radius):
+                    break
+                t *= 0.5
+            ratio, dist = rsc_ratio(problem, X, X0, grad_star=g0)
+            if dist > 0 and math.isfinite(ratio) and (best is None or ratio < best.alpha):
+                best = RscWitness(ratio, dist, curv, X)
+    if best is None:
+        raise ValueError("radius: no point of the set at positive distance was found (is radius too small?)")
+    return best
 
 
 def null_direction(problem: Any, *, rank: int = 1, seed: int = 0) -> Blocks | None:

@@ -25,6 +25,8 @@ from landscapes.restricted import (
     link_curvature,
     restricted_bounds,
     restricted_constants,
+    rsc_ratio,
+    rsc_search,
     sample_restricted_set,
     sensing_bounds,
 )
@@ -303,3 +305,40 @@ def test_bad_input():
         curvature_range("tanh", z + 1, z, z)
     with pytest.raises(ValueError, match="link"):
         curvature_range("relu", z, z, z)
+
+
+@pytest.mark.parametrize("link", ["tanh", "softplus"])
+def test_rsc_search_finds_a_point_of_the_set_between_the_certificate_and_the_samples(link):
+    p = nl.nonlinear_sensing(m=6, n=5, N=90, rank=1, link=link, n_test=0, seed=7)
+    D, r = 0.05, 2
+    w = rsc_search(p, rank=r, radius=D, steps=150, restarts=1)
+    X = w.X[0]
+    assert int(torch.linalg.matrix_rank(X)) <= r and w.distance <= D
+    assert w.alpha == rsc_ratio(p, w.X, p.x_star)[0]
+    b = restricted_bounds(p, radius=D, rank=r)
+    c = restricted_constants(p, rank=r, radius=D, samples=30, seed=0)
+    assert b.alpha_lower <= w.alpha < c.alpha  # certified <= witnessed < sampled
+
+
+def test_rsc_search_finds_the_null_tangent_directions_of_underdetermined_sensing():
+    # 24 tangent dimensions at a rank-1 X* with r = 3 (r (m + n - r)) against N = 20 measurements:
+    # some tangent direction is unseen, the RSC constant is 0 (up to the curvature of the set).
+    p = nl.matrix_sensing(m=6, n=5, N=20, rank=1, n_test=0, seed=1)
+    w = rsc_search(p, rank=3, radius=1.0, steps=400, restarts=1, fractions=(1e-3,))
+    c = restricted_constants(p, rank=3, radius=1.0, samples=30, seed=0)
+    # (the power iteration's slow convergence leaves ~4e-4 after 400 steps, ~4e-5 after 800)
+    assert abs(w.alpha) < 1e-2 * c.alpha and c.alpha > 0.1
+
+
+def test_rsc_search_bad_input():
+    p = nl.nonlinear_sensing(m=4, n=3, N=30, rank=2, n_test=0, seed=0)
+    with pytest.raises(ValueError, match="rank"):
+        rsc_search(p, rank=1, radius=0.1)  # below rank(x_star)
+    with pytest.raises(ValueError, match="radius"):
+        rsc_search(p, rank=2, radius=-0.1)
+    with pytest.raises(ValueError, match="steps"):
+        rsc_search(p, rank=2, radius=0.1, steps=0)
+    with pytest.raises(ValueError, match="fractions"):
+        rsc_search(p, rank=2, radius=0.1, fractions=(0.0,))
+    with pytest.raises(ValueError, match="x_star"):
+        rsc_search(dataclasses.replace(p, x_star=None), rank=2, radius=0.1)
