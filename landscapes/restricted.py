@@ -66,11 +66,14 @@ from landscapes.lora import balanced_factors
 from landscapes.nonlinear import NonlinearProblem, SensingStructure
 
 __all__ = [
+    "RestrictedWitnesses",
+    "restricted_witnesses",
     "RestrictedConstants",
     "RestrictedBounds",
     "restricted_constants",
     "restricted_bounds",
     "sensing_bounds",
+    "certified_radius",
     "rsc_search",
     "RscWitness",
     "curvature_range",
@@ -586,6 +589,52 @@ def restricted_bounds(
     return RestrictedBounds(-math.inf, beta * (1 + 1e-12), method, radius=D, rank=rank)
 
 
+def certified_radius(
+    problem: NonlinearProblem,
+    *,
+    rank: int | None,
+    x_star: Sequence[Tensor] | None = None,
+    lo: float = 1e-6,
+    hi: float = 1e3,
+    steps: int = 40,
+    max_params: int = 4096,
+) -> RestrictedBounds | None:
+    r"""The bounds at (about) the largest radius ``D`` in ``[lo, hi]`` with a certified ``alpha_lower > 0``.
+
+    Geometric bisection on ``D`` with :func:`restricted_bounds` (``x_star``, ``rank``); the
+    returned bounds were computed at their ``radius``, so positivity there is certified
+    whatever the search missed (the bound is not exactly monotone in ``D``: the grid of
+    :func:`curvature_range` changes with the interval).  ``None`` when even ``lo`` gives no
+    positive bound (or the problem has no radius-dependent method); ``hi`` itself when it
+    already does.
+    """
+    for name, v in (("lo", lo), ("hi", hi)):
+        if not _positive_finite(v):
+            raise ValueError(f"{name}: expected a positive finite number, got {v!r}")
+    if not lo < hi:
+        raise ValueError(f"lo, hi: expected lo < hi, got {lo!r}, {hi!r}")
+    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
+        raise ValueError(f"steps: expected a positive int, got {steps!r}")
+
+    def at(D: float) -> RestrictedBounds:
+        return restricted_bounds(problem, x_star=x_star, radius=D, rank=rank, max_params=max_params)
+
+    top = at(hi)
+    if top.alpha_lower > 0:
+        return top
+    best = at(lo)
+    if not best.alpha_lower > 0:
+        return None
+    a, b = lo, hi
+    for _ in range(steps):
+        mid = math.sqrt(a * b)
+        bm = at(mid)
+        if bm.alpha_lower > 0:
+            a, best = mid, bm
+        else:
+            b = mid
+    return best
+
 @dataclass(frozen=True)
 class RscWitness:
     r"""A point ``X`` of :math:`\mathcal S_{r,D}` with RSC ratio ``alpha``: so :math:`\alpha \le` ``alpha``.
@@ -742,3 +791,159 @@ def null_direction(problem: Any, *, rank: int = 1, seed: int = 0) -> Blocks | No
                 return tuple(d / norm for d in D)
         offset += m * n
     return None
+
+
+@dataclass(frozen=True)
+class RestrictedWitnesses:
+    r"""Points of the (r, D) set bounding the [KKR25] constants on the side ``restricted_bounds`` does not.
+
+    ``alpha_point`` :math:`X_\alpha` (rank :math:`\le r`, :math:`\|X_\alpha - X^\star\|_F \le D`)
+    has RSC ratio ``alpha_upper``, so :math:`\alpha \le` ``alpha_upper``; ``beta_point``
+    :math:`X_\beta` in the same set with rank-one ``beta_u``, ``beta_v`` of unit Frobenius norm has
+    :math:`\nabla^2 f(X_\beta)[Z, Z]/\|Z\|_F^2 =` ``beta_lower`` for :math:`Z = U X_\beta + X_\beta V`,
+    so :math:`\beta \ge` ``beta_lower``.  Hence :math:`\rho = 2\alpha/\beta \le` ``rho_upper``.
+    Both ratios are recomputed through the problem's autodiff gradient and HVP.
+    """
+
+    alpha_point: Tensor
+    alpha_upper: float
+    beta_point: Tensor
+    beta_u: Tensor
+    beta_v: Tensor
+    beta_lower: float
+    rank: int
+    radius: float
+
+    @property
+    def rho_upper(self) -> float:
+        r""":math:`2\alpha_{\rm upper}/\beta_{\rm lower}`, an upper bound on :math:`\rho = 2\alpha/\beta`."""
+        return 2 * self.alpha_upper / self.beta_lower
+
+
+def restricted_witnesses(
+    problem: NonlinearProblem,
+    *,
+    rank: int,
+    radius: float,
+    x_star: Blocks | None = None,
+    starts: int = 8,
+    seed: int = 0,
+) -> RestrictedWitnesses:
+    r"""Search the (``rank``, ``radius``) set about :math:`X^\star` for small RSC and large RSM ratios.
+
+    For a one-block quadratic risk with Hessian :math:`H` (``problem.linear``, squared loss):
+
+    * :math:`\alpha`: minimize :math:`d^\top H d / d^\top d`, :math:`d = \operatorname{vec}(PQ^\top -
+      X^\star)`, over factors :math:`P, Q` of ``rank`` columns subject to :math:`\|d\| \le D` (SLSQP
+      from ``starts`` seeded starts);
+    * :math:`\beta`: maximize :math:`z^\top H z / z^\top z` over rank-:math:`\le 2` :math:`Z =
+      \sigma_1 u_1 v_1^\top + \sigma_2 u_2 v_2^\top` (L-BFGS), realized as :math:`Z \propto U X + X V`
+      with :math:`X = t\,u_2 v_1^\top`, :math:`U = u_1 u_2^\top`, :math:`V = c\,v_2^\top`,
+      :math:`c = (\sigma_2/\sigma_1) v_1 + \sqrt{1 - \sigma_2^2/\sigma_1^2}\,w` (:math:`w \perp v_1`),
+      which needs :math:`\|X^\star\|_F < D` and :math:`n \ge 3` (then a small :math:`t` keeps
+      :math:`X` in the set).
+
+    The search only finds *some* points: ``alpha_upper`` and ``beta_lower`` are rigorous one-sided
+    bounds (explicit members of the set), not the constants.
+    """
+    import numpy as np
+    import scipy.optimize as sopt
+
+    from landscapes.operators import DenseOperator
+
+    lin = problem.linear
+    if (
+        len(problem.blocks) != 1
+        or lin is None
+        or lin.loss.name != "squared"
+        or not isinstance(lin.J, DenseOperator)
+        or min(problem.blocks[0]) < 3
+    ):
+        raise ValueError(
+            "problem: expected one block of size at least 3 x 3 with a dense squared-loss linear form, "
+            f"got {len(problem.blocks)} block(s) {list(problem.blocks)} and linear={type(lin).__name__}"
+        )
+    if isinstance(rank, bool) or not isinstance(rank, int) or rank < 1:
+        raise ValueError(f"rank: expected a positive int, got {rank!r}")
+    if not (isinstance(radius, (int, float)) and 0 < radius < math.inf):
+        raise ValueError(f"radius: expected a positive finite number, got {radius!r}")
+    if isinstance(starts, bool) or not isinstance(starts, int) or starts < 1:
+        raise ValueError(f"starts: expected a positive int, got {starts!r}")
+    xs = problem.x_star if x_star is None else problem.check_point(x_star, "x_star")
+    if xs is None:
+        raise ValueError("x_star: expected a point (the problem has no x_star)")
+    m, n = problem.blocks[0]
+    J = lin.J.matrix.to(torch.float64).cpu().numpy()
+    H = J.T @ J / lin.N
+    Xst = xs[0].detach().cpu().numpy().astype(np.float64)
+    D = float(radius)
+    rng = np.random.default_rng(seed)
+
+    def unpack(x: np.ndarray, r: int) -> np.ndarray:
+        return x[: m * r].reshape(m, r) @ x[m * r :].reshape(n, r).T
+
+    def quotient(d: np.ndarray) -> float:
+        return float(d @ H @ d / (d @ d))
+
+    def inside(x: np.ndarray) -> float:
+        return D**2 - float(((unpack(x, rank) - Xst) ** 2).sum())
+
+    # alpha: SLSQP over rank-r factors inside the ball
+    best_a: tuple[float, np.ndarray | None] = (math.inf, None)
+    for k in range(starts):
+        x0 = rng.standard_normal(rank * (m + n)) * (0.3 + k / starts)
+        res = sopt.minimize(
+            lambda x: quotient((unpack(x, rank) - Xst).reshape(-1)),
+            x0,
+            method="SLSQP",
+            constraints=[{"type": "ineq", "fun": inside}],
+            options={"maxiter": 500, "ftol": 1e-14},
+        )
+        X = unpack(res.x, rank)
+        dist = float(np.linalg.norm(X - Xst))
+        if 1e-6 * D < dist <= D and np.all(np.isfinite(X)):
+            q = quotient((X - Xst).reshape(-1))
+            if q < best_a[0]:
+                best_a = (q, X)
+    if best_a[1] is None:
+        raise RuntimeError("restricted_witnesses: no start ended inside the set")
+    Xa = torch.tensor(best_a[1], dtype=problem.dtype, device=problem.device)
+    alpha_up, _ = rsc_ratio(problem, (Xa,), xs)
+
+    # beta: the largest Rayleigh quotient of H over rank-<=2 matrices
+    if float(np.linalg.norm(Xst)) >= D:
+        raise ValueError(f"radius: expected more than ||x_star||_F = {np.linalg.norm(Xst):.6g}, got {D!r}")
+    ev, vec = np.linalg.eigh(H)
+    U0, s0, V0h = np.linalg.svd(vec[:, -1].reshape(m, n))
+    inits = [np.concatenate([(U0[:, :2] * s0[:2]).reshape(-1), V0h[:2].T.reshape(-1)])]
+    inits += [rng.standard_normal(2 * (m + n)) for _ in range(starts)]
+    best_b: tuple[float, np.ndarray | None] = (-math.inf, None)
+    for x0 in inits:
+        res = sopt.minimize(lambda x: -quotient(unpack(x, 2).reshape(-1)), x0, method="L-BFGS-B")
+        Z = unpack(res.x, 2)
+        if np.linalg.norm(Z) > 0 and -res.fun > best_b[0]:
+            best_b = (-float(res.fun), Z)
+    assert best_b[1] is not None
+    Uz, sz, Vzh = np.linalg.svd(best_b[1])
+    u1, u2, v1, v2 = Uz[:, 0], Uz[:, 1], Vzh[0], Vzh[1]
+    t = 0.5 * (D - float(np.linalg.norm(Xst)))
+    ratio = float(sz[1] / sz[0])
+    w = Vzh[2]
+    c = ratio * v1 + math.sqrt(max(0.0, 1 - ratio**2)) * w
+    Xb_np = t * np.outer(u2, v1)
+    U_np, V_np = np.outer(u1, u2), np.outer(c, v2)
+    Xb = torch.tensor(Xb_np, dtype=problem.dtype, device=problem.device)
+    Uw = torch.tensor(U_np, dtype=problem.dtype, device=problem.device)
+    Vw = torch.tensor(V_np, dtype=problem.dtype, device=problem.device)
+    Zt = Uw @ Xb + Xb @ Vw
+    beta_lo = problem.curvature((Xb,), (Zt,)) / float((Zt * Zt).sum())
+    return RestrictedWitnesses(
+        alpha_point=Xa,
+        alpha_upper=float(alpha_up),
+        beta_point=Xb,
+        beta_u=Uw,
+        beta_v=Vw,
+        beta_lower=float(beta_lo),
+        rank=rank,
+        radius=D,
+    )

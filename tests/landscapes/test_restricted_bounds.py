@@ -21,6 +21,7 @@ from landscapes.restricted import (
     RestrictedBounds,
     _curvature_slack,
     _sensing_intervals,
+    certified_radius,
     curvature_range,
     link_curvature,
     restricted_bounds,
@@ -342,3 +343,17 @@ def test_rsc_search_bad_input():
         rsc_search(p, rank=2, radius=0.1, fractions=(0.0,))
     with pytest.raises(ValueError, match="x_star"):
         rsc_search(dataclasses.replace(p, x_star=None), rank=2, radius=0.1)
+
+
+def test_certified_radius():
+    p = nl.nonlinear_sensing(m=5, n=4, N=60, rank=1, n_test=0, seed=3)
+    b = certified_radius(p, rank=2)
+    assert b is not None and b.alpha_lower > 0 and b.rank == 2
+    assert b == restricted_bounds(p, radius=b.radius, rank=2)
+    assert restricted_bounds(p, radius=1.01 * b.radius, rank=2).alpha_lower <= 0
+    # Underdetermined (mn > N): never positive; a quadratic: positive at every radius.
+    assert certified_radius(nl.nonlinear_sensing(m=6, n=5, N=20, rank=1, n_test=0, seed=0), rank=1) is None
+    q = certified_radius(nl.matrix_sensing(m=4, n=3, N=40, rank=1, n_test=0, seed=0), rank=1, hi=10.0)
+    assert q is not None and q.radius == 10.0
+    with pytest.raises(ValueError, match="lo, hi"):
+        certified_radius(p, rank=2, lo=1.0, hi=0.5)
