@@ -1,11 +1,12 @@
-r"""The phase transition of [HSK24]: numerical rank of the attention matrix against ``L`` per entry bound.
+r"""The threshold of [HSK24]: certified bounds on the eps-rank of the attention matrix against ``L``.
 
 Reads one HSK-above verdict (a dict from a report's ``verdicts``): its certificate's ``grid`` holds,
-for each ratio :math:`c = \Gamma/\sqrt{\log L}` and length ``L``, the numerical rank (max-entry
-relative error fixed) of the row-softmax matrix and of :math:`\exp(\beta Q K^\top)`.  One line per
-ratio on log-log axes, labelled with :math:`\Gamma^2/\log L = c^2` and the fitted exponent of
-``rank ~ L^s``; the line ``rank = L`` is the ceiling.  Flat lines: the fast route's rank does not
-grow (below the threshold); lines parallel to the ceiling: it grows like a power (above it).
+for each instance family (``"random"`` heads, ``"ov"`` orthogonal-vectors instances), ratio
+:math:`c = \Gamma/\sqrt{\log L}` and length ``L``, certified lower and upper bounds on the
+max-entry eps-rank of :math:`\exp(\beta Q K^\top)` (and of the row softmax, when measured).  One
+colour per ratio on log-log axes, labelled with :math:`\Gamma^2/\log L = c^2` and the fitted
+exponents of the lower and upper bounds; solid lines and filled markers are the lower bounds,
+dashed lines the upper ones (the eps-rank lies between); the line ``rank = L`` is the ceiling.
 """
 
 from __future__ import annotations
@@ -22,8 +23,14 @@ from figures._axes import figure_and_axes
 __all__ = ["plot_hsk_ranks"]
 
 
-def plot_hsk_ranks(verdict: Mapping[str, Any], ax: Axes | None = None, *, matrix: str = "softmax") -> Figure:
-    """Numerical rank against ``L``, one line per ``Gamma / sqrt(log L)`` (see the module docstring).
+def plot_hsk_ranks(
+    verdict: Mapping[str, Any],
+    ax: Axes | None = None,
+    *,
+    matrix: str | None = None,
+    family: str | None = None,
+) -> Figure:
+    r"""Certified eps-rank bounds against ``L``, one colour per ``Gamma / sqrt(log L)`` (module docstring).
 
     Parameters
     ----------
@@ -32,45 +39,56 @@ def plot_hsk_ranks(verdict: Mapping[str, Any], ax: Axes | None = None, *, matrix
     ax
         Axes to draw into (default: a new figure).
     matrix
-        ``"softmax"`` (the attention matrix) or ``"exp"`` (its unnormalized exponential).
+        ``"exp"`` (:math:`\exp(\beta QK^\top)`) or ``"softmax"`` (the attention matrix); default:
+        the matrix the verdict used.
+    family
+        ``"ov"`` or ``"random"``; default: ``"ov"`` when the grid has it (the worst case).
     """
     if not isinstance(verdict, Mapping) or verdict.get("claim") != "HSK-above":
         raise ValueError("verdict: expected an HSK-above verdict (a dict from a report)")
-    grid = verdict.get("certificate", {}).get("grid")
-    if not grid:
-        raise ValueError("verdict: its certificate has no 'grid' of ranks")
-    if matrix not in ("softmax", "exp"):
-        raise ValueError(f"matrix: expected 'softmax' or 'exp', got {matrix!r}")
-    key = f"rank_{matrix}"
+    cert = verdict.get("certificate", {})
+    grid = cert.get("grid")
+    if not grid or "family" not in grid[0]:
+        raise ValueError("verdict: its certificate has no 'grid' of eps-rank bounds")
+    matrix = matrix if matrix is not None else str(cert.get("matrix", "exp"))
+    if matrix not in ("softmax", "exp") or matrix not in grid[0]:
+        raise ValueError(f"matrix: expected 'softmax' or 'exp' (measured in the grid), got {matrix!r}")
+    families = sorted({row["family"] for row in grid})
+    family = family if family is not None else ("ov" if "ov" in families else families[0])
+    if family not in families:
+        raise ValueError(f"family: expected one of {families}, got {family!r}")
     fig, ax = figure_and_axes(ax, (6.4, 4.4))
-    ratios = sorted({row["ratio"] for row in grid})
-    cmap = [f"C{i}" for i in range(10)]
+    rows_f = [r for r in grid if r["family"] == family]
+    ratios = sorted({row["ratio"] for row in rows_f})
     Ls_all: list[int] = []
     for i, c in enumerate(ratios):
-        rows = sorted((r for r in grid if r["ratio"] == c), key=lambda r: r["L"])
+        rows = sorted((r for r in rows_f if r["ratio"] == c), key=lambda r: r["L"])
         Ls = np.array([r["L"] for r in rows], float)
-        ranks = np.array([max(r[key], 1) for r in rows], float)
+        lower = np.array([max(r[matrix]["lower"], 1) for r in rows], float)
+        upper = np.array([max(r[matrix]["upper"], 1) for r in rows], float)
         Ls_all += [int(x) for x in Ls]
-        s = float(np.polyfit(np.log(Ls), np.log(ranks), 1)[0]) if len(Ls) > 1 else float("nan")
-        ax.plot(
-            Ls,
-            ranks,
-            marker="o",
-            color=cmap[i % 10],
-            label=f"Γ²/log L = {c * c:.3g}: rank ~ L^{s:.2f}",
-        )
+        if len(Ls) > 1:
+            s_lo = float(np.polyfit(np.log(Ls), np.log(lower), 1)[0])
+            s_up = float(np.polyfit(np.log(Ls), np.log(upper), 1)[0])
+        else:
+            s_lo = s_up = float("nan")
+        color = f"C{i % 10}"
+        label = f"Γ²/log L = {c * c:.3g}: L^{s_lo:.2f} .. L^{s_up:.2f}"
+        ax.plot(Ls, lower, marker="o", color=color, label=label)
+        ax.plot(Ls, upper, marker="o", mfc="none", ls="--", color=color, label=f"upper, {label}")
     lo, hi = min(Ls_all), max(Ls_all)
-    ax.plot([lo, hi], [lo, hi], ls="--", color="0.5", lw=1, label="rank = L")
+    ax.plot([lo, hi], [lo, hi], ls=":", color="0.5", lw=1, label="rank = L")
     ax.set_xscale("log", base=2)
     ax.set_yscale("log")
     ax.set_xlabel("sequence length L")
     err = verdict.get("options", {}).get("rel_err", "?")
     what = "softmax(βQKᵀ)" if matrix == "softmax" else "exp(βQKᵀ)"
-    ax.set_ylabel(f"numerical rank of {what} at max-entry error {err}")
-    ds = [r.get("d") for r in grid if r.get("d") is not None]
+    ax.set_ylabel(f"eps-rank of {what}, max-entry error {err}")
+    ds = [r.get("d") for r in rows_f if r.get("d") is not None]
     dims = f", d = {min(ds)}..{max(ds)}" if ds and min(ds) != max(ds) else (f", d = {ds[0]}" if ds else "")
     case = verdict.get("problem", {}).get("case", "?")
-    ax.set_title(f"HSK-above, case {case}{dims}: {verdict.get('status', '')}")
-    ax.legend(fontsize=8, loc="upper left")
+    ax.set_title(f"HSK-above, {family} instances, case {case}{dims}\ncertified lower (solid), upper (dashed)")
+    handles = [h for h in ax.get_lines() if not str(h.get_label()).startswith("upper")]
+    ax.legend(handles=handles, fontsize=8, loc="upper left")
     ax.grid(True, which="both", alpha=0.3)
     return fig

@@ -1,4 +1,4 @@
-"""The HSK rank figure: drawn from a real HSK-above verdict, one line per ratio at the saved ranks."""
+"""The HSK rank figure: drawn from a real HSK-above verdict, lower and upper lines at the saved bounds."""
 
 import numpy as np
 import pytest
@@ -16,18 +16,22 @@ def verdict():
     return v.to_dict()
 
 
-def test_lines_sit_at_the_saved_ranks(verdict, tmp_path):
-    fig = plot_hsk_ranks(verdict)
+@pytest.mark.parametrize(("family", "matrix"), [("ov", None), ("random", "softmax")])
+def test_lines_sit_at_the_saved_bounds(verdict, tmp_path, family, matrix):
+    fig = plot_hsk_ranks(verdict, family=family, matrix=matrix)
+    key = matrix or verdict["certificate"]["matrix"]
     ax = fig.axes[0]
     assert ax.get_xscale() == "log" and ax.get_yscale() == "log"
-    grid = verdict["certificate"]["grid"]
-    lines = [ln for ln in ax.get_lines() if ln.get_label().startswith("Γ²/log L")]
-    assert len(lines) == 2
-    for ln, c in zip(lines, (0.25, 2.0)):
+    grid = [r for r in verdict["certificate"]["grid"] if r["family"] == family]
+    lower = [ln for ln in ax.get_lines() if ln.get_label().startswith("Γ²/log L")]
+    upper = [ln for ln in ax.get_lines() if ln.get_label().startswith("upper, ")]
+    assert len(lower) == len(upper) == 2
+    for lo, up, c in zip(lower, upper, (0.25, 2.0)):
         rows = sorted((r for r in grid if r["ratio"] == c), key=lambda r: r["L"])
-        assert np.allclose(ln.get_xdata(), [r["L"] for r in rows])
-        assert np.allclose(ln.get_ydata(), [max(r["rank_softmax"], 1) for r in rows])
-        assert f"{c * c:.3g}" in ln.get_label()
+        assert np.allclose(lo.get_xdata(), [r["L"] for r in rows])
+        assert np.allclose(lo.get_ydata(), [max(r[key]["lower"], 1) for r in rows])
+        assert np.allclose(up.get_ydata(), [max(r[key]["upper"], 1) for r in rows])
+        assert f"{c * c:.3g}" in lo.get_label()
     fig.savefig(tmp_path / "h.png")
     assert (tmp_path / "h.png").stat().st_size > 10_000
 
@@ -41,3 +45,5 @@ def test_gallery_and_bad_input(verdict):
         plot_hsk_ranks({"claim": "HSK-below"})
     with pytest.raises(ValueError, match="matrix"):
         plot_hsk_ranks(verdict, matrix="dense")
+    with pytest.raises(ValueError, match="family"):
+        plot_hsk_ranks(verdict, family="gaussian")
