@@ -48,9 +48,24 @@ def plot_hsk_ranks(
         raise ValueError("verdict: expected an HSK-above verdict (a dict from a report)")
     cert = verdict.get("certificate", {})
     grid = cert.get("grid")
-    if not grid or "family" not in grid[0]:
+    if not grid:
         raise ValueError("verdict: its certificate has no 'grid' of eps-rank bounds")
-    matrix = matrix if matrix is not None else str(cert.get("matrix", "exp"))
+    legacy = "family" not in grid[0]
+    if legacy:  # reports written before the eps-rank bounds: truncated-SVD ranks (upper bounds) only
+        grid = [
+            {
+                **{k: r[k] for k in ("ratio", "L", "d") if k in r},
+                "family": "random",
+                **{
+                    m: {"lower": None, "upper": r[f"rank_{m}"]}
+                    for m in ("exp", "softmax")
+                    if f"rank_{m}" in r
+                },
+            }
+            for r in grid
+        ]
+    default = "softmax" if legacy else "exp"
+    matrix = matrix if matrix is not None else str(cert.get("matrix", default))
     if matrix not in ("softmax", "exp") or matrix not in grid[0]:
         raise ValueError(f"matrix: expected 'softmax' or 'exp' (measured in the grid), got {matrix!r}")
     families = sorted({row["family"] for row in grid})
@@ -64,8 +79,8 @@ def plot_hsk_ranks(
     for i, c in enumerate(ratios):
         rows = sorted((r for r in rows_f if r["ratio"] == c), key=lambda r: r["L"])
         Ls = np.array([r["L"] for r in rows], float)
-        lower = np.array([max(r[matrix]["lower"], 1) for r in rows], float)
         upper = np.array([max(r[matrix]["upper"], 1) for r in rows], float)
+        lower = upper if legacy else np.array([max(r[matrix]["lower"], 1) for r in rows], float)
         Ls_all += [int(x) for x in Ls]
         if len(Ls) > 1:
             s_lo = float(np.polyfit(np.log(Ls), np.log(lower), 1)[0])
@@ -73,6 +88,17 @@ def plot_hsk_ranks(
         else:
             s_lo = s_up = float("nan")
         color = f"C{i % 10}"
+        if legacy:
+            ax.plot(
+                Ls,
+                upper,
+                marker="o",
+                mfc="none",
+                ls="--",
+                color=color,
+                label=f"Γ²/log L = {c * c:.3g}: upper L^{s_up:.2f}",
+            )
+            continue
         label = f"Γ²/log L = {c * c:.3g}: L^{s_lo:.2f} .. L^{s_up:.2f}"
         ax.plot(Ls, lower, marker="o", color=color, label=label)
         ax.plot(Ls, upper, marker="o", mfc="none", ls="--", color=color, label=f"upper, {label}")
@@ -87,7 +113,10 @@ def plot_hsk_ranks(
     ds = [r.get("d") for r in rows_f if r.get("d") is not None]
     dims = f", d = {min(ds)}..{max(ds)}" if ds and min(ds) != max(ds) else (f", d = {ds[0]}" if ds else "")
     case = verdict.get("problem", {}).get("case", "?")
-    ax.set_title(f"HSK-above, {family} instances, case {case}{dims}\ncertified lower (solid), upper (dashed)")
+    what_lines = (
+        "truncated-SVD ranks (upper bounds only)" if legacy else "certified lower (solid), upper (dashed)"
+    )
+    ax.set_title(f"HSK-above, {family} instances, case {case}{dims}\n{what_lines}")
     handles = [h for h in ax.get_lines() if not str(h.get_label()).startswith("upper")]
     ax.legend(handles=handles, fontsize=8, loc="upper left")
     ax.grid(True, which="both", alpha=0.3)
