@@ -79,7 +79,7 @@ __all__ = [
 ]
 
 KKR_FORMAT = "loracheck.kkr/1"
-KKR_INITS: tuple[str, ...] = ("zero", "small", "large", "loraga")
+KKR_INITS: tuple[str, ...] = ("zero", "small", "large", "loraga", "adversarial")
 
 #: LoRA points with at most this many parameters get the dense curvature certificate (one HVP per
 #: parameter): a *certified* SOSP.  Larger ones get Lanczos, an *approximate* SOSP at best.
@@ -92,7 +92,14 @@ def _minilm(**kwargs: Any) -> NonlinearProblem:
     return review_nonlinear_problem(**kwargs)
 
 
+def _spurious(**kwargs: Any) -> NonlinearProblem:
+    from landscapes.spurious_sensing import spurious_sensing
+
+    return spurious_sensing(**kwargs)
+
+
 _BUILDERS: dict[str, Callable[..., NonlinearProblem]] = {
+    "spurious_sensing": _spurious,
     "matrix_sensing": nl.matrix_sensing,
     "nonlinear_sensing": nl.nonlinear_sensing,
     "two_layer": nl.two_layer,
@@ -149,6 +156,22 @@ KKR_PROBLEMS: dict[str, dict[str, Any]] = {
         "train": {"rank": 2, "steps": 1500, "lr": 0.02, "radius": 5.0},
         "note": "closed-form spurious SOSP of rank 2 and large norm; RSC fails at this radius",
     },
+    **{
+        f"spurious-{c}": {
+            "builder": "spurious_sensing",
+            "kwargs": {"config": c},
+            "train": {"rank": r, "steps": 1500, "lr": 0.02, "radius": D, "witnesses": True},
+            "note": f"designed quadratic sensing {m} x {m}, kappa(H) = {k}: a certified spurious SOSP of "
+            f"rank {r} > r* = 1 (init 'adversarial'; seeds > 0 perturb that start by 10 %); alpha >= 1 "
+            "certified",
+        }
+        for c, m, r, D, k in (
+            ("kappa4", 3, 2, 2.1, 4.15),
+            ("kappa10", 3, 2, 4.6, 9.96),
+            ("kappa20", 3, 2, 4.2, 19.98),
+            ("rank-gap2", 4, 3, 7.7, 5.96),
+        )
+    },
     "minilm-qv": {
         "builder": "minilm",
         "kwargs": {"N": 32, "lam": 0.01, "layers": "last"},
@@ -197,6 +220,26 @@ def make_init(
     gen = torch.Generator().manual_seed(seed)
     dt, dev = problem.dtype, problem.device
     A, B = [], []
+    if init == "adversarial":
+        # A start designed to reach a known spurious SOSP; seeds > 0 perturb it by 10 % (relative).
+        if problem.meta.get("family") != "spurious_sensing":
+            raise ValueError(
+                "init: 'adversarial' needs a problem with a designed start (spurious_sensing), got "
+                f"{problem.name!r}"
+            )
+        from landscapes.spurious_sensing import adversarial_start
+
+        st = adversarial_start(config=str(problem.meta["config"]))
+        if st.A[0].shape[1] != rank:
+            raise ValueError(f"rank: the adversarial start has rank {st.A[0].shape[1]}, got {rank}")
+        if seed == 0:
+            return st, None
+
+        def jitter(x: Tensor) -> Tensor:
+            e = torch.randn(x.shape, generator=gen, dtype=torch.float64).to(x)
+            return x + 0.1 * float(x.norm()) / max(float(e.norm()), 1e-300) * e
+
+        return Factors(tuple(jitter(a) for a in st.A), tuple(jitter(b) for b in st.B)), None
     if init == "loraga":
         from landscapes.inits import init_lora
 
@@ -528,10 +571,26 @@ def evidence_from_entry(entry: Mapping[str, Any], problem: NonlinearProblem) -> 
 
     consts = RestrictedConstants(**num(dict(entry["constants"]))) if entry.get("constants") else None
     b = entry["bounds"]
-    bounds = RestrictedBounds(float(b["alpha_lower"]), float(b["beta_upper"]), b["method"])
+    bounds = RestrictedBounds(
+        float(b["alpha_lower"]),
+        float(b["beta_upper"]),
+        b["method"],
+        radius=None if b.get("radius") is None else float(b["radius"]),
+        rank=None if b.get("rank") is None else int(b["rank"]),
+    )
     train = KKR_PROBLEMS[entry["problem"]]["train"]
     runs = tuple(r for r in entry["runs"] if not r.get("shifted"))
-    return Evidence(problem, pm, runs, consts, bounds, train["rank"], float(train["radius"]))
+    wit = entry.get("witnesses")
+    return Evidence(
+        problem,
+        pm,
+        runs,
+        consts,
+        bounds,
+        train["rank"],
+        float(train["radius"]),
+        witnesses={k: float(v) for k, v in wit.items()} if wit else None,
+    )
 
 
 def _verdicts(
@@ -552,6 +611,16 @@ def _verdicts(
     return out
 
 
+def _bounds(problem: NonlinearProblem, entry: Mapping[str, Any], train: Mapping[str, Any]) -> dict[str, Any]:
+    """Structural bounds on the restricted constants at the LoRA rank and radius about the reference."""
+    return restricted_bounds(
+        problem,
+        x_star=end_point_matrices(entry["reference"], problem),
+        radius=float(train["radius"]),
+        rank=int(train["rank"]),
+    ).to_dict()
+
+
 def _ensure_constants(
     entry: dict[str, Any],
     problem: NonlinearProblem,
@@ -567,6 +636,8 @@ def _ensure_constants(
     )
     if stale:
         entry.pop("constants", None)
+        # Bounds from structure about X* (generalized-linear sensing) move with the reference too.
+        entry["bounds"] = _bounds(problem, entry, train)
     if "constants" not in entry and train["rank"] >= entry["reference"]["rank"]:
         entry["constants"] = restricted_constants(
             problem,
@@ -576,6 +647,21 @@ def _ensure_constants(
             samples=min(samples, train.get("max_samples", samples)),
         ).to_dict()
         entry["constants_about_reference_value"] = value
+        entry.pop("witnesses", None)
+        if train.get("witnesses"):
+            from landscapes.restricted import restricted_witnesses
+
+            w = restricted_witnesses(
+                problem,
+                rank=train["rank"],
+                radius=float(train["radius"]),
+                x_star=end_point_matrices(entry["reference"], problem),
+            )
+            entry["witnesses"] = {
+                "alpha_upper": w.alpha_upper,
+                "beta_lower": w.beta_lower,
+                "rho_upper": w.rho_upper,
+            }
         save()
 
 
@@ -680,7 +766,7 @@ def kkr_experiment(
                     bar.set_postfix_str(f"{key}: reference")
                     refs["base"] = minimize_penalized(problem, max_iter=train.get("reference_iter", 5000))
                     entry["reference"] = _reference_dict(refs["base"])
-                    entry["bounds"] = restricted_bounds(problem).to_dict()
+                    entry["bounds"] = _bounds(problem, entry, train)
                     save()
                 ref_X = end_point_matrices(entry["reference"], problem)
                 ref_norm = _frob(ref_X)

@@ -12,12 +12,11 @@ import torch
 
 from landscapes.nonlinear_sosp import Factors, _dense_lora_hessian, end_point, train_lora
 from landscapes.penalized import minimize_penalized
-from landscapes.restricted import restricted_bounds, rsc_ratio, rsm_ratio
+from landscapes.restricted import restricted_bounds, restricted_witnesses, rsc_ratio, rsm_ratio
 from landscapes.spurious_sensing import (
     SPURIOUS_CONFIGS,
     adversarial_start,
     newton_polish,
-    restricted_witnesses,
     spurious_hessian,
     spurious_sensing,
 )

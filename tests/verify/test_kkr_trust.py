@@ -89,3 +89,78 @@ def test_planted_options_are_checked():
             kkr.check_kkr_dichotomy(ev, margin=bad)
     with pytest.raises(ValueError, match="dense_max"):
         kkr.collect_evidence(ev.problem, dense_max=-1)
+
+
+@pytest.fixture(scope="module")
+def kappa20():
+    """The designed 3 x 3 sensing problem with kappa(H) = 20: alpha >= 1 certified, generic regime, and a
+    certified spurious SOSP of rank r = 2 > r* = 1 reached from the adversarial start."""
+    from landscapes.spurious_sensing import spurious_sensing
+
+    p = spurious_sensing(config="kappa20")
+    return kkr.collect_evidence(
+        p,
+        rank=p.meta["lora_rank"],
+        radius=p.meta["radius"],
+        inits=("adversarial", "zero"),
+        seeds=(0,),
+        samples=30,
+        witnesses=True,
+    )
+
+
+def test_theorem_1_2_is_tested_where_it_can_fail(kappa20):
+    """Inside the theorem's hypotheses (alpha > 0 certified, generic regime, a certified non-global
+    SOSP within D) the checkers hold with (ii) nearly tight; the same statement with its constant
+    2 alpha / beta multiplied by 1.5 is refuted through the theorem's own violated branch."""
+    ev = kappa20
+    spur = [r for r in ev.runs if r["init"] == "adversarial"][0]
+    assert sosp_certified(spur) and spur["penalized"] > 10 * ev.reference.value
+    assert ev.reference.certified and ev.bounds.alpha_lower > 0.99
+    v = kkr.check_kkr_dichotomy(ev)
+    assert v.status == "holds", v.reason
+    row = [r for r in v.certificate["points_checked"] if r["class"] == "spurious"][0]
+    # sigma_r exceeds what (ii) needs by only a few per cent at either end of [rho_lower, rho_hat].
+    assert 1 < row["tightness_at_rho_hat"]["ii"] < row["tightness_at_rho_lower"]["ii"] < 1.1
+    assert row["tightness_at_rho_lower"]["iii"] > 1
+    assert kkr.check_kkr_loud(ev).status == "holds"
+    assert kkr.check_kkr_special(ev).status == "inconclusive"  # generic regime: Theorem 1.1 is silent
+    for check in (kkr.check_kkr_dichotomy, kkr.check_kkr_loud):
+        v = check(ev, rho_factor=1.5)
+        assert v.status == "violated" and "planted: rho x 1.5" in v.reason, (check.__name__, v.reason)
+
+
+def _factor_for_iii(row: dict, rho_lower: float, ratio: float) -> float:
+    """The planted factor c with which (iii) at c rho_lower is met with measured/needed = ``ratio``."""
+    at = row["at_rho_lower"]
+    s_r, s_rs, d2 = at["sigma_r"], at["sigma_r_star"], at["distance_sq"]
+    tail_sq = at["distance_sq_needed"] * (1 - rho_lower * s_rs / s_r)
+    return (1 - ratio * tail_sq / d2) * s_r / (rho_lower * s_rs)
+
+
+def test_violated_needs_a_failure_beyond_the_margin(kappa20):
+    """Theorem 1.2 with a planted constant under which (iii) fails by half the relative margin is not
+    refuted; one under which the point has half the distance^2 (iii) asks for is.  The margin weakens
+    rho by a factor 1 - margin, which moves (iii)'s demand by about margin d^2 / ||X - Pi X||^2 (0.17
+    here).  (A constant that breaks (ii) leaves (iii) without a positive denominator, so it is refuted
+    through (iii) whatever the margin.)"""
+    ev = kappa20
+    v = kkr.check_kkr_dichotomy(ev)
+    row = [r for r in v.certificate["points_checked"] if r["class"] == "spurious"][0]
+    rho_lower = v.certificate["rho_lower"]
+    margin = 1e-3
+    c_in = _factor_for_iii(row, rho_lower, 1 - margin / 2)
+    inside = kkr.check_kkr_dichotomy(ev, rho_factor=c_in, margin=margin)
+    r_in = [r for r in inside.certificate["points_checked"] if r["class"] == "spurious"][0]
+    assert r_in["tightness_at_rho_lower"]["iii"] == pytest.approx(1 - margin / 2, rel=1e-9)
+    assert r_in["tightness_at_rho_lower"]["ii"] > 1
+    assert inside.status == "inconclusive", inside.reason
+    c_out = _factor_for_iii(row, rho_lower, 0.5)
+    beyond = kkr.check_kkr_dichotomy(ev, rho_factor=c_out, margin=margin)
+    assert beyond.status == "violated", beyond.reason
+    with_margin = [r for r in beyond.certificate["points_checked"] if r["class"] == "spurious"][0]
+    assert with_margin["tightness_with_margin"]["ii"] > 1 > with_margin["tightness_with_margin"]["iii"]
+    # Corollary 1 with the constant that just breaks (ii) is refuted through its norm bound.
+    t = row["tightness_at_rho_lower"]["ii"]
+    loud = kkr.check_kkr_loud(ev, rho_factor=t * (1 + margin / 2), margin=margin)
+    assert loud.status == "violated" and "below the norm bound" in loud.reason, loud.reason
