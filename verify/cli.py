@@ -552,8 +552,14 @@ def _print_kkr_entry(key: str, entry: Mapping[str, Any]) -> int:
             f"{c['samples']} samples: {c['regime']}"
             f"{' (certified)' if c['certified'] else ' (estimated)'}{bnd}"
         )
+    w = entry.get("witnesses")
+    if w:
+        print(
+            f"  searched witnesses of the set: alpha <= {float(w['alpha_upper']):.3g}, beta >= "
+            f"{float(w['beta_lower']):.3g} (2 alpha / beta <= {float(w['rho_upper']):.3g})"
+        )
     print(
-        f"  {'init':<7} {'runs':>4} {'SOSP':>4} {'cert':>4} {'glob':>4} {'spur':>4} {'r<r*':>4} "
+        f"  {'init':<11} {'runs':>4} {'SOSP':>4} {'cert':>4} {'glob':>4} {'spur':>4} {'r<r*':>4} "
         f"{'success [95% CI]':>18} "
         f"{'sep.':>6} {'|X| glob':>8} {'|X| spur':>8} {'rk spur':>7} {'test glob':>9} {'test spur':>9}"
     )
@@ -566,7 +572,7 @@ def _print_kkr_entry(key: str, entry: Mapping[str, Any]) -> int:
         frac = row["success_fraction"]
         ci = f"{frac:.2f} [{lo:.2f},{hi:.2f}]" if isinstance(frac, float) and frac == frac else "-"
         print(
-            f"  {init:<7} {row['runs']:>4} {row['converged'] + row.get('rank_limited', 0):>4} "
+            f"  {init:<11} {row['runs']:>4} {row['converged'] + row.get('rank_limited', 0):>4} "
             f"{f(row.get('certified_sosps', float('nan')), 4, 'g')} "
             f"{row['successes']:>4} {row['failures']:>4} {row.get('rank_limited', 0):>4} {ci:>18} "
             f"{f(row['separation_ratio'], 6)} "
