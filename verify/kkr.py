@@ -747,6 +747,7 @@ def check_kkr_special(
     save_dir: str | Path | None = None,
     global_rtol: float = 1e-6,
     variant: str = "theorem",
+    rho_factor: float = 1.0,
 ) -> Verdict:
     r"""KKR-special (Thm 1.1): in the special regime every SOSP near :math:`X^\star` is global.
 
@@ -759,17 +760,21 @@ def check_kkr_special(
     ``inconclusive``.  ``holds`` needs a certified reference (so that "global" is certified too);
     ``violated`` a certified non-global, *certified* SOSP (dense Hessian) within ``radius``.
     ``variant="any-regime"`` is a planted false claim: Theorem 1.1's conclusion without its
-    hypothesis (any such SOSP refutes it, whatever the regime).
+    hypothesis (any such SOSP refutes it, whatever the regime); ``rho_factor`` plants a wrong
+    constant in the hypothesis (the special regime read as ``rho_factor`` :math:`\cdot 2\alpha/\beta
+    > 1`), so a generic-regime problem with a certified spurious SOSP refutes it through the
+    theorem's own branch.
     """
     evidence = _resolve(problem, evidence, collect)
     claim = "KKR-special"
     if variant not in ("theorem", "any-regime"):
         raise ValueError(f"variant: expected 'theorem' or 'any-regime', got {variant!r}")
-    opts = {"global_rtol": global_rtol, "variant": variant}
+    _check_planted(rho_factor, 0.0)
+    opts = {"global_rtol": global_rtol, "variant": variant, "rho_factor": rho_factor}
     j = _judge(evidence, global_rtol)
     cert = dict(j.numbers)
-    certified = evidence.bounds.special_certified
-    estimated = math.isfinite(j.rho_hat) and j.rho_hat > 1
+    certified = rho_factor * j.rho_lo > 1
+    estimated = math.isfinite(j.rho_hat) and rho_factor * j.rho_hat > 1
     if evidence.rank < j.r_star:
         return _verdict(
             claim,
@@ -812,7 +817,12 @@ def check_kkr_special(
             evidence,
             "violated",
             f"{len(sure)} certified SOSP(s) within D are not global (excess {sure[0]['excess']:.3g})"
-            + (" in a certified special regime" if variant == "theorem" else " (planted: any regime)"),
+            + (
+                " (planted: any regime)"
+                if variant != "theorem"
+                else f" in a certified special regime (2 alpha_lower / beta_upper = {j.rho_lo:.3g}"
+                + (f", planted: rho x {rho_factor:g})" if rho_factor != 1 else ")")
+            ),
             cert,
             opts,
             bad=sure,
@@ -842,7 +852,8 @@ def check_kkr_special(
         "holds",
         f"all {_sosp_words(near)} within D = {evidence.radius:g} are certified global; "
         + (
-            f"special regime certified (2 alpha_lower / beta_upper = {j.rho_lo:.3g} > 1)"
+            f"special regime certified (2 alpha_lower / beta_upper = {j.rho_lo:.3g}"
+            + (f", planted: rho x {rho_factor:g})" if rho_factor != 1 else " > 1)")
             if variant == "theorem"
             else "(planted: any regime)"
         ),

@@ -128,6 +128,11 @@ def test_theorem_1_2_is_tested_where_it_can_fail(kappa20):
     for check in (kkr.check_kkr_dichotomy, kkr.check_kkr_loud):
         v = check(ev, rho_factor=1.5)
         assert v.status == "violated" and "planted: rho x 1.5" in v.reason, (check.__name__, v.reason)
+    # Theorem 1.1 with a wrong constant in its hypothesis (2 alpha / beta read 12x larger): the
+    # problem is then "certified special", and its certified spurious SOSP refutes the statement.
+    assert kkr.check_kkr_special(ev, rho_factor=5.0).status == "inconclusive"  # 5 rho_lower = 0.5 <= 1
+    v = kkr.check_kkr_special(ev, rho_factor=12.0)
+    assert v.status == "violated" and "certified special regime" in v.reason, v.reason
 
 
 def _factor_for_iii(row: dict, rho_lower: float, ratio: float) -> float:
