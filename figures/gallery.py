@@ -104,10 +104,16 @@ def gallery_items(results: Iterable[Mapping[str, Any]]) -> list[GalleryItem]:
                         GalleryItem(
                             f"hsk-ranks-{_slug(str(name))}",
                             plot_hsk_ranks(v),
-                            f"Numerical rank of the attention matrix against L on {name}, one line per "
-                            "entry bound Gamma^2 / log L, with its fitted exponent in L [HSK24]. The claim: "
-                            "the rank stays flat well below Gamma^2 = log L and grows like a power above it. "
-                            f"HSK-above: {v['status']} (numerical evidence).",
+                            f"Certified lower (solid) and upper (dashed) bounds on the max-entry eps-rank of "
+                            f"exp(S) against L on {name}, one line per entry bound Gamma^2 / log L [HSK24]. "
+                            "The hardness claim is worst-case and SETH-conditional: the rank a fast route "
+                            "would need is evidence, not a proof. "
+                            f"HSK-above: {v['status']}"
+                            + (
+                                f" (consistent: {v['certificate']['consistent']})."
+                                if "consistent" in v["certificate"]
+                                else " (numerical evidence)."
+                            ),
                         )
                     )
                 if v.get("claim") in RANK_CLAIMS and "singular_values" in v.get("certificate", {}):

@@ -347,10 +347,15 @@ def evidence(v: Verdict | Mapping[str, Any]) -> str:
             parts.append(f"time ~ L^{_fmt(c['timing']['fitted_exponent'])}")
     elif claim == "HSK-above" and "rank_exponent_by_ratio" in c:
         rows = c["rank_exponent_by_ratio"]
-        parts.append(
-            "rank ~ L^s by Gamma^2/log L: "
-            + ", ".join(f"{_fmt(r['gamma_sq_over_log_L'])}: s {_fmt(r['exponent'])}" for r in rows)
-        )
+
+        def one(r: Mapping[str, Any]) -> str:
+            iv = r.get("interval")
+            s = f"s in [{_fmt(iv[0])}, {_fmt(iv[1])}]" if iv else f"s {_fmt(r['exponent'])}"
+            return f"{r.get('family', '')} {_fmt(r['gamma_sq_over_log_L'])}: {s}".strip()
+
+        if "consistent" in c:
+            parts.append(f"consistent {c['consistent']}")
+        parts.append("eps-rank ~ L^s by Gamma^2/log L: " + ", ".join(one(r) for r in rows))
     else:
         parts = [f"{k} {_fmt(val)}" for k, val in list(c.items())[:4]]
     return ", ".join(parts)

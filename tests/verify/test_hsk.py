@@ -168,8 +168,8 @@ def test_registry_and_bad_input():
         check_hsk_below(HskSetting(), repeats=0)
     with pytest.raises(ValueError, match="exponent_range"):
         check_hsk_exact(HskSetting(), exponent_range=(2.0, 1.0))
-    with pytest.raises(ValueError, match="flat, growth"):
-        check_hsk_above(HskSetting(), flat=0.6, growth=0.5)
+    with pytest.raises(ValueError, match="flat_rank"):
+        check_hsk_above(HskSetting(), flat_rank=-1)
 
 
 def test_below_beyond_the_budget_is_inconclusive_not_violated():
