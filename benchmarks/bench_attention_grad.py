@@ -45,8 +45,8 @@ Usage::
 
     python benchmarks/bench_attention_grad.py            # full run (~15 min on 2 cores)
     python benchmarks/bench_attention_grad.py --quick    # smoke run (lengths up to 4096)
-    python benchmarks/bench_attention_grad.py --baselines               # part 3 (~20 min)
-    python benchmarks/bench_attention_grad.py --baselines --quick       # part 3 smoke run
+    python benchmarks/bench_attention_grad.py --baselines --baseline-cases 4:0.5   # part 3, one case
+    python benchmarks/bench_attention_grad.py --baselines --quick       # part 3 smoke run (d = 4, L <= 4096)
     python benchmarks/bench_attention_grad.py --baselines --device cuda # part 3 on a GPU
 """
 
