@@ -1,8 +1,8 @@
 r"""Benchmark: LoRA gradients of one attention head, fast (polynomial method) vs exact (streamed).
 
-Both routes of :mod:`landscapes.attention` on the same instances (``hsk_instance``: Gaussian data
-rescaled so that the entries of ``Q = X W_Q`` and ``K = X W_K`` are bounded by ``gamma``), case
-C1 unless ``--case``, float64, in one run:
+Both routes of :mod:`landscapes.attention` on the same instances (``hsk_instance``: Rademacher
+inputs, Gaussian weights, rescaled so that the entries of ``Q = X W_Q`` and ``K = X W_K`` are
+bounded by ``gamma``), case C1 unless ``--case``, float64, in one run:
 
 * **exact** -- ``exact_gradients(h, block_size=...)``: the attention matrix streamed in slabs of
   query rows, O(L^2 d) time and O(L d) memory;
@@ -37,9 +37,11 @@ length, interleaved within each repeat (median of ``--repeats``):
 * ``fast_f64`` -- the fast route at the degree chosen as in part 1.
 
 Every gradient is compared with the float64 reference (max-entry error); the fair ratio at each
-length is fast time / time of the fastest exact (non-causal) route whose measured error is <= the
-fast route's, and ``L*`` is the crossover against that route; the ratio against the fastest exact
-route within ``--target`` is reported next to it.
+length is the time of the fastest exact (non-causal) route whose measured error is <= the fast
+route's, divided by the fast route's time, and ``L*`` is the crossover against that route; the
+ratio against the fastest exact route within ``--target`` is reported next to it.  Each route runs
+once per length from ``--once-from``; the process CPU time of every call is recorded next to the
+wall time (a check on a shared machine); the JSON is rewritten after every length.
 
 Usage::
 
