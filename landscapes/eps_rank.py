@@ -13,7 +13,16 @@ brackets it.
 **Upper bound** (:func:`eps_rank_bounds` ``.upper``): the smallest ``k`` found (doubling, then
 bisection) whose truncated SVD :math:`A_k` satisfies :math:`\max|A - A_k| \le \varepsilon`.  The
 truncation is a witness ``B``, so the bound is certified; it is optimal in the spectral norm, not
-entrywise, so it may sit above :math:`\operatorname{rank}_\varepsilon`.
+entrywise, so it may sit above :math:`\operatorname{rank}_\varepsilon`.  The witness is the exact
+product :math:`B = F V_k^\top` of the stored factors (:math:`F = \mathrm{fl}(U_k \Sigma_k)`); the
+residual is computed in floating point, so the test is :math:`\mathrm{fl}(\max|A - FV_k^\top|) \le
+\varepsilon - 5k\,u\,\sigma_1`.  Margin: the computed product differs from the exact one by at
+most :math:`\gamma_k \sum_l |F_{il}||V_{jl}| \le \gamma_k \sigma_1 \|U_{i,:}\|\|V_{j,:}\|
+\approx 1.0001\,k u \sigma_1` (:math:`\gamma_k = ku/(1 - ku)`, any summation order; the computed
+singular vectors' rows have norm at most :math:`1 + O(nu)`), and the subtraction and absolute value
+add a relative :math:`u` of a residual at most :math:`\varepsilon \le \sigma_1`, as does the
+subtraction on the right; :math:`1.0001k + 3 \le 5k`, so the exact residual of ``B`` is within
+:math:`\varepsilon`.
 
 **Lower bounds.**  Let ``B`` be any matrix with :math:`\max|A - B| \le \varepsilon` and ``I``,
 ``J`` any sets of ``p`` rows and ``q`` columns; the submatrix :math:`E = (A - B)_{IJ}` has
@@ -39,7 +48,10 @@ entrywise, so it may sit above :math:`\operatorname{rank}_\varepsilon`.
 
 The submatrices are the leading ``k x k`` blocks of a Q-DEIM ordering (column-pivoted QR of the
 leading singular vectors' transposes) for ``k`` on a geometric grid, plus the whole matrix; the
-lower bound is the largest over them.  Every bound holds for the matrix as stored (float64); the
+lower bound is the largest over them.  Every bound holds for the matrix as stored (float64);
+:func:`eps_rank_bounds` works on :math:`A / 2^e` with :math:`2^e \le \max|A| < 2^{e+1}` (an exact
+scaling except for entries that underflow, which move by at most :math:`2^{-1075}` and are paid
+for by a widened tolerance below and a narrowed one above), so no scale overflows or underflows; the
 thresholds carry a round-off margin of :math:`64\max(p,q)\,u\,\sigma_1` (``u`` the unit round-off)
 and the trace bound a relative margin of :math:`10^{-9}`.
 
@@ -72,7 +84,8 @@ __all__ = [
     "orthogonal_vectors_pre_activations",
 ]
 
-_U = float(np.finfo(np.float64).eps)
+_U = float(np.finfo(np.float64).eps)  # machine epsilon, 2u (u the unit round-off 2^-53)
+_TINY = 2.0**-1074  # the smallest subnormal: bounds the error of a power-of-two scaling entry by entry
 _REL_MARGIN = 1e-9
 
 
@@ -87,7 +100,8 @@ class EpsRankBounds:
     upper
         The truncated-SVD witness rank (:func:`truncation_upper_bound`).
     eps
-        The absolute tolerance :math:`\varepsilon` (``rel_err`` times :math:`\max|A|`).
+        The absolute tolerance :math:`\varepsilon` (``rel_err`` times :math:`\max|A|`, one rounding;
+        the bounds hold for exactly this value unless it leaves float64's normal range).
     lower_spectral
         The spectral count on the whole matrix (threshold :math:`\varepsilon\sqrt{mn}`).
     lower_trace
@@ -110,7 +124,10 @@ class EpsRankBounds:
 def _as_matrix(A: object, name: str = "A") -> NDArray[np.float64]:
     if hasattr(A, "detach"):
         A = A.detach().cpu().numpy()  # a torch tensor
-    arr = np.asarray(A, dtype=np.float64)
+    raw = np.asarray(A)
+    if raw.dtype.kind not in "biuf":
+        raise ValueError(f"{name}: expected a real (bool, int or float) matrix, got dtype {raw.dtype}")
+    arr = np.asarray(raw, dtype=np.float64)
     if arr.ndim != 2 or arr.size == 0:
         raise ValueError(f"{name}: expected a non-empty 2-D matrix, got shape {arr.shape}")
     if not np.all(np.isfinite(arr)):
@@ -174,7 +191,9 @@ def _truncation_ok(
     k: int,
     eps: float,
 ) -> bool:
-    return float(np.abs(M - (U[:, :k] * s[:k]) @ Vt[:k]).max()) <= eps
+    # round-off margin for the witness U_k S_k V_k^T (module docstring): the exact product is within eps
+    margin = 5 * k * (_U / 2) * float(s[0])
+    return float(np.abs(M - (U[:, :k] * s[:k]) @ Vt[:k]).max()) <= eps - margin
 
 
 def _truncation_rank(
@@ -208,8 +227,8 @@ def truncation_upper_bound(A: object, eps: float) -> int:
     r"""A ``k`` whose rank-``k`` SVD truncation is within ``eps`` of ``A`` entrywise (so ``k >= rank_eps``).
 
     Doubling from ``k = 1``, then bisection; the error is not monotone in ``k`` in general, so the
-    returned ``k`` meets the tolerance (it was checked, or it is the full rank) and is not
-    necessarily the smallest that does.
+    returned ``k`` meets the tolerance (it was checked, with the round-off margin of the module
+    docstring, or it is the full rank) and is not necessarily the smallest that does.
 
     >>> truncation_upper_bound(np.outer([1.0, 2.0], [3.0, 4.0]), 1e-9)
     1
@@ -236,7 +255,9 @@ def eps_rank_bounds(A: object, rel_err: float, *, max_submatrix: int | None = No
     One SVD of ``A`` gives the upper bound and the whole-matrix lower bounds; the submatrix bounds
     use the Q-DEIM ordering from the leading ``r`` singular vectors, ``r`` the upper bound (capped
     by ``max_submatrix``), on ``k x k`` blocks with ``k`` on a geometric grid of ratio
-    :math:`\sqrt 2` up to ``r``.  See the module docstring for the inequalities.
+    :math:`\sqrt 2` up to ``r``.  See the module docstring for the inequalities.  The work is done
+    on :math:`A / 2^e` with :math:`2^e \le \max|A| < 2^{e+1}` and tolerance ``rel_err`` times its
+    maximum, so matrices of any finite scale (:math:`10^{307}` or subnormal) are handled alike.
 
     >>> b = eps_rank_bounds(np.eye(64), 1e-3)
     >>> (b.lower, b.upper)
@@ -249,14 +270,35 @@ def eps_rank_bounds(A: object, rel_err: float, *, max_submatrix: int | None = No
         isinstance(max_submatrix, bool) or not isinstance(max_submatrix, int) or max_submatrix < 1
     ):
         raise ValueError(f"max_submatrix: expected a positive int or None, got {max_submatrix!r}")
+    top = float(np.abs(M).max())
+    if top == 0:  # B = 0 is within any tolerance
+        return EpsRankBounds(0, 0, 0.0, 0, 0, 0, 0)
+    e = math.frexp(top)[1] - 1  # 2^e <= max|A| < 2^(e+1)
+    S = np.ldexp(M, -e)  # exact unless an entry underflows (then off by < 2^-1074)
+    exact = bool(np.array_equal(np.ldexp(S, e), M))
+    eps_s = rel_err * float(np.abs(S).max())
+    slack = 0.0 if exact else _TINY
     with scipy_blas_single_thread():  # BLAS threads spinning against torch's pool cost 20x on small machines
-        return _bounds(M, rel_err * float(np.abs(M).max()), max_submatrix)
+        b = _bounds(S, eps_s - slack, eps_s + slack, max_submatrix)
+    return EpsRankBounds(
+        lower=b.lower,
+        upper=b.upper,
+        eps=float(np.ldexp(eps_s, e)),
+        lower_spectral=b.lower_spectral,
+        lower_trace=b.lower_trace,
+        lower_submatrix=b.lower_submatrix,
+        submatrix_size=b.submatrix_size,
+    )
 
 
-def _bounds(M: NDArray[np.float64], eps: float, max_submatrix: int | None) -> EpsRankBounds:
+def _bounds(
+    M: NDArray[np.float64], eps_up: float, eps_low: float, max_submatrix: int | None
+) -> EpsRankBounds:
+    # eps_up: the tolerance the upper bound's witness must meet; eps_low (>= eps_up) the lower bounds'
     m, n = M.shape
     U, s, Vt = np.linalg.svd(M, full_matrices=False)
-    upper = _truncation_rank(M, U, s, Vt, eps)
+    upper = _truncation_rank(M, U, s, Vt, eps_up)
+    eps = eps_low
     spectral = _spectral_count(s, eps, m, n)
     trace = _trace_bound(M, U, Vt, eps)
     r = min(upper, m, n) if max_submatrix is None else min(upper, m, n, max_submatrix)
@@ -274,7 +316,7 @@ def _bounds(M: NDArray[np.float64], eps: float, max_submatrix: int | None) -> Ep
     return EpsRankBounds(
         lower=min(lower, upper),
         upper=upper,
-        eps=eps,
+        eps=eps_low,
         lower_spectral=spectral,
         lower_trace=trace,
         lower_submatrix=best,

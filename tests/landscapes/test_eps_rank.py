@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import math
+from fractions import Fraction
 
 import numpy as np
 import pytest
@@ -133,3 +134,73 @@ def test_bad_input():
         orthogonal_vectors_pre_activations(4, 2, 1.0, density=1.0)
     with pytest.raises(ValueError, match="gamma"):
         orthogonal_vectors_pre_activations(4, 2, 0.0)
+
+
+def _exact_residual(M: np.ndarray, k: int) -> Fraction:
+    # the witness B = fl(U_k S_k) V_k^T as the code forms it, its residual in exact rational arithmetic
+    U, s, Vt = np.linalg.svd(M, full_matrices=False)
+    F = U[:, :k] * s[:k]
+    m, n = M.shape
+    return max(
+        abs(
+            Fraction(float(M[i, j]))
+            - sum(Fraction(float(F[i, t])) * Fraction(float(Vt[t, j])) for t in range(k))
+        )
+        for i in range(m)
+        for j in range(n)
+    )
+
+
+def test_upper_bound_witness_is_within_eps_in_exact_arithmetic():
+    # eps set at (or one ulp above) the float-computed residual of a rank-k truncation: without a
+    # round-off margin the check would accept k even where the exact residual is larger than eps
+    rng = np.random.default_rng(0)
+    understated = 0
+    for _ in range(60):
+        n = 6
+        M = rng.standard_normal((n, n)) @ np.diag(10.0 ** -np.arange(n)) @ rng.standard_normal((n, n))
+        k = int(rng.integers(1, n))
+        U, s, Vt = np.linalg.svd(M, full_matrices=False)
+        fl_res = float(np.abs(M - (U[:, :k] * s[:k]) @ Vt[:k]).max())
+        exact_k = _exact_residual(M, k)
+        understated += exact_k > Fraction(fl_res)
+        for eps in (fl_res, float(np.nextafter(fl_res, 1.0))):
+            got = truncation_upper_bound(M, eps)
+            assert _exact_residual(M, got) <= Fraction(eps), (k, got, eps)
+    assert understated >= 5  # the float residual does understate the exact one: the margin is needed
+
+
+def test_upper_bound_margin_costs_nothing_away_from_the_boundary():
+    rng = np.random.default_rng(1)
+    M = rng.standard_normal((40, 5)) @ rng.standard_normal((5, 40))
+    M += 1e-6 * rng.standard_normal((40, 40))
+    assert truncation_upper_bound(M, 1e-4) == 5  # a residual ~1e-6 passes a tolerance 1e-4 at once
+
+
+def test_any_finite_scale_gives_the_same_bounds():
+    rng = np.random.default_rng(2)
+    A = rng.standard_normal((50, 4)) @ rng.standard_normal((4, 50)) + 1e-3 * rng.standard_normal((50, 50))
+    ref = eps_rank_bounds(A, 1e-2)
+    assert ref.upper >= 4
+    for e in (1018, -1040):  # max|A| * 2^e near 1e307, and subnormal (the scaling then loses low bits)
+        B = np.ldexp(A, e)
+        # an eps in the subnormals may underflow (harmless); overflow or nan would not be
+        with np.errstate(over="raise", invalid="raise", divide="raise"):
+            b = eps_rank_bounds(B, 1e-2)
+        assert (b.lower, b.upper) == (ref.lower, ref.upper), e
+        if e > 0:
+            assert b.eps == np.ldexp(ref.eps, e)
+    for scale, n in ((1e307, 50), (1e-310, 20)):  # the review's cases: identity at huge and subnormal scale
+        b = eps_rank_bounds(scale * np.eye(n), 0.01)
+        assert b.lower == b.upper == n
+    assert eps_rank_bounds(np.zeros((3, 3)), 0.1).upper == 0
+
+
+def test_complex_and_non_numeric_input_is_refused():
+    with pytest.raises(ValueError, match=r"A: expected a real .* got dtype complex128"):
+        eps_rank_bounds(np.array([[1 + 5j, 0], [0, 1j]]), 0.1)
+    with pytest.raises(ValueError, match=r"A: expected a real .* got dtype <U1"):
+        eps_rank_bounds(np.array([["1", "2"], ["3", "4"]]), 0.1)
+    with pytest.raises(ValueError, match=r"A: expected a real .* got dtype object"):
+        truncation_upper_bound(np.array([[Fraction(1), 2]], dtype=object), 0.1)
+    assert eps_rank_bounds(np.eye(3, dtype=int), 0.1).lower == 3  # ints and bools are real
