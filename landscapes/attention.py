@@ -453,7 +453,9 @@ class HskSetting:
             v = getattr(self, field_name)
             if isinstance(v, bool) or not isinstance(v, int) or v < 1:
                 raise ValueError(f"{field_name}: expected a positive int, got {v!r}")
-        if not (isinstance(self.beta, (int, float)) and math.isfinite(self.beta) and self.beta != 0):
+        if isinstance(self.beta, bool) or not (
+            isinstance(self.beta, (int, float)) and math.isfinite(self.beta) and self.beta != 0
+        ):
             raise ValueError(f"beta: expected a finite nonzero number, got {self.beta!r}")
 
     def instance(self, L: int, gamma: float, *, seed_offset: int = 0) -> AttentionLoRA:

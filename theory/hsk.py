@@ -14,16 +14,19 @@ monomials of degree at most ``g`` in ``d`` variables).  The theorem's regime is 
 (:math:`|\langle q, k\rangle| \le d\Gamma^2`).
 
 :func:`taylor_degree` is the smallest ``g`` with :math:`\operatorname{err}(M, g) \le \varepsilon`
-(exact search in logarithms), :func:`polynomial_method_table` tabulates degree and rank along
-one concrete instance of the regime, e.g. :math:`\varepsilon = 1/L`, :math:`d = \lceil\ln L\rceil`,
-:math:`\Gamma = (\ln L)^{0.4}`, and :func:`rank_crossover` finds the length from which that
-rank stays below ``L`` (the point from which the factorization is cheaper than the
-``L x L`` matrix).  Pure Python: ranks are exact integers (:func:`math.comb`), degrees come
-from :func:`math.lgamma`.
+(a search in logarithms: :func:`math.lgamma` where its rounding error cannot change the
+comparison, 60-digit decimals otherwise), :func:`polynomial_method_table` tabulates degree and
+rank along one concrete instance of the regime, e.g. :math:`\varepsilon = 1/L`,
+:math:`d = \lceil\ln L\rceil`, :math:`\Gamma = (\ln L)^{0.4}`, and :func:`rank_crossover` /
+:func:`far_crossover` find the length from which that rank stays below ``L`` (the point from
+which the factorization is cheaper than the ``L x L`` matrix).  Pure Python: ranks are exact
+integers (:func:`math.comb`) where ``L`` can be formed, else compared in logarithms (decimals
+where the two are within the floats' rounding error).
 """
 
 from __future__ import annotations
 
+import decimal
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -37,6 +40,7 @@ __all__ = [
     "polynomial_method_table",
     "rank_crossover",
     "far_crossover",
+    "FarCrossover",
     "doubling_lengths",
 ]
 
@@ -51,10 +55,45 @@ def _check_real(name: str, v: object, *, positive: bool = False) -> float:
     return float(v)
 
 
+_BIG = 1e200  # score bounds and |ln eps| above this overflow the float search
+_DEC = decimal.Context(prec=60, Emax=10**9, Emin=-(10**9))
+_PI = decimal.Decimal("3.14159265358979323846264338327950288419716939937510582097494")
+_LN2PI = _DEC.ln(_DEC.multiply(2, _PI))
+
+
+def _ln_factorial(n: int) -> decimal.Decimal:
+    """``ln n!`` to about 55 digits: exact factorial below 2000, Stirling's series (error < n^-9) above."""
+    c = _DEC
+    if n < 2000:
+        return c.ln(decimal.Decimal(math.factorial(n)))
+    x = decimal.Decimal(n)
+    s = c.subtract(c.multiply(x, c.ln(x)), x)
+    s = c.add(s, c.divide(c.add(_LN2PI, c.ln(x)), 2))
+    for num, den, p in ((1, 12, 1), (-1, 360, 3), (1, 1260, 5), (-1, 1680, 7)):
+        s = c.add(s, c.divide(num, c.multiply(den, c.power(x, p))))
+    return s
+
+
+def _log_bound_exceeds(M: float, degree: int, log_eps: float) -> bool:
+    """Whether ``M + (g+1) ln M - ln (g+1)! > log_eps``: floats where decisive, decimals otherwise."""
+    lm = math.log(M)
+    lb = M + (degree + 1) * lm - math.lgamma(degree + 2)
+    scale = M + (degree + 1) * abs(lm) + math.lgamma(degree + 2) + abs(log_eps) + 1.0
+    if abs(lb - log_eps) > 1e-12 * scale:
+        return lb > log_eps
+    c = _DEC
+    dm = decimal.Decimal(M)
+    exact = c.subtract(c.add(dm, c.multiply(degree + 1, c.ln(dm))), _ln_factorial(degree + 1))
+    return exact > decimal.Decimal(log_eps)
+
+
 def log_taylor_error_bound(M: float, degree: int) -> float:
     r"""The natural log of Lagrange's bound :math:`e^M M^{g+1}/(g+1)!` (``-inf`` at ``M = 0``).
 
-    In logarithms, :math:`M + (g+1)\ln M - \ln\Gamma(g+2)`, so it never overflows.
+    In logarithms, :math:`M + (g+1)\ln M - \ln\Gamma(g+2)`, so it never overflows; a float
+    (its terms cancel, so its absolute rounding error is about :math:`10^{-16}` times the
+    largest term: ~10 at :math:`M = 10^{15}` near the minimal degree).  :func:`taylor_degree`
+    does not rely on it where that matters.
     """
     M = _check_real("M", M)
     if isinstance(degree, bool) or not isinstance(degree, int) or degree < 0:
@@ -71,16 +110,30 @@ def taylor_degree(M: float, *, log_eps: float) -> int:
     logarithm so that accuracies like :math:`2^{-4096}` are representable.  For
     :math:`g + 1 \le M` the bound is at least :math:`e^M \ge 1 > \varepsilon`; from
     :math:`g + 2 \ge M` on it decreases (its ratio of consecutive terms is :math:`M/(g+2)`), so
-    the answer is found by doubling and bisection on that decreasing stretch.
+    the answer is found by doubling and bisection on that decreasing stretch.  Each comparison
+    is made in floats (:func:`math.lgamma`) where their difference exceeds a bound on the
+    rounding error (:math:`10^{-12}` times the sum of the terms' sizes), else again in
+    60-digit decimals (:math:`\ln (g+1)!` exact below 2000, Stirling's series above), so the
+    degree is the exact minimum up to ties closer than about :math:`10^{-40}`, for
+    ``0 <= M <= 1e200`` and ``-1e200 <= log_eps < 0`` (larger inputs raise ``ValueError``).
     """
     M = _check_real("M", M)
-    if isinstance(log_eps, bool) or not isinstance(log_eps, (int, float)) or not log_eps < 0:
-        raise ValueError(f"log_eps: expected ln(eps) < 0 (an accuracy eps in (0, 1)), got {log_eps!r}")
+    if M > _BIG:
+        raise ValueError(f"M: expected a score bound <= {_BIG:g} (larger overflow the search), got {M!r}")
+    if (
+        isinstance(log_eps, bool)
+        or not isinstance(log_eps, (int, float))
+        or not math.isfinite(log_eps)
+        or not -_BIG <= log_eps < 0
+    ):
+        raise ValueError(
+            f"log_eps: expected a finite ln(eps) in [-{_BIG:g}, 0) (accuracy eps in (0, 1)), got {log_eps!r}"
+        )
     if M == 0:
         return 0
 
     def ok(g: int) -> bool:
-        return log_taylor_error_bound(M, g) <= log_eps
+        return not _log_bound_exceeds(M, g, log_eps)
 
     lo = max(0, math.ceil(M) - 2)  # from here on the bound does not increase; below it, > 1
     if ok(lo):
@@ -107,7 +160,8 @@ class PolynomialMethodRow:
     ``gamma``; the score bound ``M``; the smallest Taylor ``degree`` meeting the accuracy;
     ``log2_rank`` of :math:`\binom{d+g}{g}` (from :func:`math.lgamma`) and, where it was needed,
     the exact int ``rank``; ``rank_below_L`` whether ``rank < L``, decided in exact integers
-    (``exact``) whenever the two are within 2 bits of each other and ``L`` was formed.
+    (``exact``) whenever the two are within 2 bits of each other and ``L`` was formed, else in
+    logarithms (60-digit decimals where the floats are within their rounding error).
     """
 
     L: int | None
@@ -145,6 +199,10 @@ def _row(
         below = rank < L
     else:
         below = log2_rank < log2_L
+        if abs(log2_rank - log2_L) < 1e-9 * (1.0 + log2_L):  # within lgamma's rounding: decide in decimals
+            c = _DEC
+            ln_rank = c.subtract(c.subtract(_ln_factorial(d + g), _ln_factorial(g)), _ln_factorial(d))
+            below = ln_rank < c.multiply(decimal.Decimal(log2_L), c.ln(2))
     return PolynomialMethodRow(
         L=L, log2_L=log2_L, log2_eps=-eps_power * log2_L, d=d, gamma=gamma, M=M, degree=g,
         rank=rank, log2_rank=log2_rank, rank_below_L=below, exact=exact,
@@ -217,6 +275,32 @@ def rank_crossover(rows: Sequence[PolynomialMethodRow]) -> PolynomialMethodRow |
     return found
 
 
+@dataclass(frozen=True)
+class FarCrossover:
+    r"""Where :func:`far_crossover` finds the rank below ``L`` for good, and how far it looked.
+
+    ``row``: the table row at :math:`\log_2 L = x`, one past the last length found with
+    rank >= ``L`` (``x = last_flip + 1``; the bisection point when no flip follows it).
+    ``flips``: the :math:`\log_2 L` after the bisection point where the rank is at least ``L``
+    again.  ``scanned_after``: the number W of further doublings scanned past ``x``, all with
+    rank below ``L``.  ``margin_bits`` and ``fluctuation_bits``: :math:`\log_2 L - \log_2`
+    rank at the end of the scan and the per-step fluctuation bound there (see
+    :func:`far_crossover`); ``settled`` whether the margin exceeded it within ``scan_limit``.
+    """
+
+    row: PolynomialMethodRow
+    flips: tuple[int, ...]
+    scanned_after: int
+    margin_bits: float
+    fluctuation_bits: float
+    settled: bool
+
+
+def _fluctuation_bits(row: PolynomialMethodRow) -> float:
+    d, g = row.d, row.degree
+    return math.log2((d + g + 1) / (g + 1)) + math.log2((d + g + 1) / (d + 1))
+
+
 def far_crossover(
     *,
     min_log2: int = 1,
@@ -226,17 +310,31 @@ def far_crossover(
     gamma_exponent: float = 0.4,
     gamma_factor: float = 1.0,
     m_rule: MRule = "gamma^2",
-) -> tuple[PolynomialMethodRow | None, list[PolynomialMethodRow]]:
+    scan_limit: int = 1 << 16,
+) -> tuple[FarCrossover | None, list[PolynomialMethodRow]]:
     r"""Where the rank falls below ``L`` for good, searched over :math:`\log_2 L` up to ``max_log2``.
 
     The scan takes :math:`\log_2 L = 2^j` (``min_log2 <= 2^j <= max_log2``, in logs), finds the
     last point whose rank is at least ``L`` and bisects on the integer :math:`\log_2 L` between it
-    and the next point (assuming one crossing there).  Returns the crossover row (``None`` if the
-    rank is still at least ``L`` at ``max_log2``) and the scanned rows.  Rounding ``d`` up makes
-    the rank's ratio to ``L`` not monotone in ``L`` at small lengths (it can cross back and forth),
-    so where ``L`` can be formed, :func:`rank_crossover` over the full doubling grid decides.
+    and the next point.  Near that crossing the integer degree ``g`` and the rounded-up ``d``
+    make :math:`\log_2 L - \log_2\binom{d+g}{g}` flip sign several times, so the search then
+    walks forward one doubling at a time and stops at the first length past the last flip where
+    the margin :math:`\log_2 L - \log_2` rank exceeds the fluctuation bound
+    :math:`\delta = \log_2\frac{d+g+1}{g+1} + \log_2\frac{d+g+1}{d+1}`: one more degree
+    multiplies the rank by :math:`\frac{d+g+1}{g+1}`, one more ``d`` by :math:`\frac{d+g+1}{d+1}`,
+    and rounding each up moves the rank by less than one such step above the smooth curve of
+    real ``d`` and ``g``.  So while that smooth margin does not decrease (the rank's local
+    exponent in ``L`` is below 1, as it is past the crossing in the regimes tabulated here; an
+    assumption, not proved), no later length can have rank >= ``L`` once the realized margin
+    exceeds :math:`\delta` (about 2 bits at the default regime's crossing).  The walk gives up
+    after ``scan_limit`` doublings (``settled=False``).
+
+    Returns the :class:`FarCrossover` (``None`` if the rank is still at least ``L`` at
+    ``max_log2``) and the doubling-grid rows.  Rounding ``d`` up makes the rank's ratio to ``L``
+    not monotone at small lengths too, so where ``L`` can be formed, :func:`rank_crossover`
+    over the full doubling grid decides.
     """
-    for name, v in (("min_log2", min_log2), ("max_log2", max_log2)):
+    for name, v in (("min_log2", min_log2), ("max_log2", max_log2), ("scan_limit", scan_limit)):
         if isinstance(v, bool) or not isinstance(v, int) or v < 1:
             raise ValueError(f"{name}: expected an int >= 1, got {v!r}")
     if max_log2 < min_log2:
@@ -256,18 +354,47 @@ def far_crossover(
     if first is None:
         return None, rows
     i = rows.index(first)
-    if i == 0:
-        return first, rows
-    bad, good = int(rows[i - 1].log2_L), int(first.log2_L)
     best = first
-    while good - bad > 1:
-        mid = (bad + good) // 2
-        (row,) = table(log2_lengths=[mid])
-        if row.rank_below_L:
-            good, best = mid, row
-        else:
-            bad = mid
-    return best, rows
+    if i > 0:
+        bad, good = int(rows[i - 1].log2_L), int(first.log2_L)
+        while good - bad > 1:
+            mid = (bad + good) // 2
+            (row,) = table(log2_lengths=[mid])
+            if row.rank_below_L:
+                good, best = mid, row
+            else:
+                bad = mid
+    # walk forward past the flips the integer degree and d cause near the crossing
+    flips: list[int] = []
+    k0 = int(best.log2_L)
+    start: PolynomialMethodRow | None = best
+    end = best
+    settled = False
+    for k in range(k0 + 1, k0 + scan_limit + 1):
+        (end,) = table(log2_lengths=[k])
+        if not end.rank_below_L:
+            flips.append(k)
+            start = None
+            continue
+        if start is None:
+            start = end
+        if end.log2_L - end.log2_rank > _fluctuation_bits(end):
+            settled = True
+            break
+    if start is None:  # the walk ended on a flip (scan_limit reached)
+        (start,) = table(log2_lengths=[flips[-1] + 1])
+        end = start
+    return (
+        FarCrossover(
+            row=start,
+            flips=tuple(flips),
+            scanned_after=int(end.log2_L - start.log2_L),
+            margin_bits=end.log2_L - end.log2_rank,
+            fluctuation_bits=_fluctuation_bits(end),
+            settled=settled,
+        ),
+        rows,
+    )
 
 
 def doubling_lengths(max_log2: int, *, min_log2: int = 1) -> list[int]:

@@ -102,7 +102,6 @@ def vm_size():
 base = vm_size()
 resource.setrlimit(resource.RLIMIT_AS, (base + margin, resource.getrlimit(resource.RLIMIT_AS)[1]))
 for route in routes:
-    rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
     try:
         if route == "fast":
             f = fast_gradients(h, degree=3)
@@ -111,15 +110,17 @@ for route in routes:
             exact_gradients(h)
             ok = True
         out = "ok" if ok else "nonfinite"
-    except (MemoryError, RuntimeError) as e:
-        out = "refused:" + type(e).__name__
-    rss1 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-    print(route, out, base, rss1 - rss0)
+    except MemoryError:
+        out = "refused-allocation:MemoryError"
+    except RuntimeError as e:  # torch: "... can't allocate memory ..."; anything else is not the limit
+        msg = str(e).lower()
+        out = ("refused-allocation:" if "allocat" in msg or "memory" in msg else "error:") + "RuntimeError"
+    print(route, out, base)
 """
 
 
-def _run_under_as_limit(L: int, margin: int, *routes: str) -> dict[str, tuple[str, int, int]]:
-    """``{route: (status, base address-space size, peak-RSS growth)}`` from one fresh interpreter."""
+def _run_under_as_limit(L: int, margin: int, *routes: str) -> dict[str, tuple[str, int]]:
+    """``{route: (status, base address-space size)}`` from one fresh interpreter."""
     root = Path(__file__).resolve().parents[2]
     done = subprocess.run(
         [sys.executable, "-c", _AS_HARNESS, str(L), str(margin), *routes],
@@ -131,8 +132,8 @@ def _run_under_as_limit(L: int, margin: int, *routes: str) -> dict[str, tuple[st
     assert done.returncode == 0, done.stderr[-2000:]
     out = {}
     for line in done.stdout.splitlines()[-len(routes) :]:
-        route, status, base, growth = line.split()
-        out[route] = (status, int(base), int(growth))
+        route, status, base = line.split()
+        out[route] = (status, int(base))
     return out
 
 
@@ -143,13 +144,13 @@ def test_fast_route_never_forms_an_l_by_l_matrix():
     L, margin = 1 << 15, 1 << 30
     assert L * L * 4 >= 4 * margin  # even a float32 L x L matrix is 4x the margin
     runs = _run_under_as_limit(L, margin, "fast", "dense")
-    status, base, rss_growth = runs["fast"]
+    status, base = runs["fast"]
     assert status == "ok", (status, base)
-    assert rss_growth < margin  # and it touched far less than that
-    # The control, same process, same limit: the dense exact route (it forms the L x L matrix) is caught.
-    control, _, control_growth = runs["dense"]
-    assert control.startswith("refused"), control
-    assert control_growth < margin
+    # The control, same process, same limit: the dense exact route (it forms the L x L matrix) is
+    # refused by the allocator (a RuntimeError naming the failed allocation, or a MemoryError), not
+    # by some other error.
+    control, _ = runs["dense"]
+    assert control.startswith("refused-allocation:"), control
     # and the fast route agrees with the streamed exact one on a smaller instance of the same kind
     small = hsk_instance(L=300, d=2, r=1, gamma=0.3, case="C2", seed=0)
     _, a0, _ = exact_gradients(small, block_size=64)

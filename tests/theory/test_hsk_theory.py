@@ -114,13 +114,56 @@ def test_crossover_on_a_regime_that_crosses_early_and_one_that_never_does():
     assert not next(r for r in rows if r.log2_L == c.log2_L - 1).rank_below_L
     # far_crossover (powers-of-two grid in log2 L, then bisection) lands on the same length here
     f, scan = far_crossover(max_log2=1 << 12, **kw)
-    assert f is not None and f.log2_L == c.log2_L and scan[-1].log2_L == 1 << 12
+    assert f is not None and f.row.log2_L == c.log2_L and scan[-1].log2_L == 1 << 12
     # the unscaled regime M = d Gamma^2: the rank stays above L (it grows faster than any power)
     none, scan = far_crossover(max_log2=1 << 30, m_rule="d*gamma^2")
     assert none is None and scan[-1].log2_rank > 10 * scan[-1].log2_L
 
 
+def test_far_crossover_walks_past_the_flips_near_the_crossing():
+    # Near the default regime's crossing the integer degree and ceil(ln L) make rank - L change
+    # sign several times; bisection alone lands on the first crossing it meets (2^60,841,944).
+    f, _ = far_crossover()
+    assert f is not None and f.settled
+    x = int(f.row.log2_L)
+    assert f.flips and f.flips[-1] == x - 1 and all(k < x for k in f.flips)
+    # every flip is a length with rank >= L; from x on the rank is below L over the walk
+    assert not any(r.rank_below_L for r in polynomial_method_table(log2_lengths=list(f.flips)))
+    after = polynomial_method_table(log2_lengths=list(range(x, x + f.scanned_after + 1)))
+    assert all(r.rank_below_L for r in after)
+    (just_before,) = polynomial_method_table(log2_lengths=[min(f.flips) - 1])
+    assert just_before.rank_below_L  # the first dip below L, before the flips
+    # the walk stops where the margin exceeds one step of d and g: log2((d+g+1)/(g+1)) + log2((d+g+1)/(d+1))
+    last = after[-1]
+    d, g = last.d, last.degree
+    delta = math.log2((d + g + 1) / (g + 1)) + math.log2((d + g + 1) / (d + 1))
+    assert f.fluctuation_bits == pytest.approx(delta) and f.margin_bits > delta > 1.5
+    assert last.log2_L - last.log2_rank == pytest.approx(f.margin_bits)
+    assert all(r.log2_L - r.log2_rank <= delta for r in after[:-1])
+    assert (x, f.flips) == (60_841_960, (60_841_945, 60_841_948, 60_841_953, 60_841_956, 60_841_959))
+
+
+def test_taylor_degree_is_exact_at_large_score_bounds():
+    # at M >= 1e15 the float terms of the log bound cancel to ~10 absolute: the decimals decide there
+    mp = pytest.importorskip("mpmath")
+    mp.mp.dps = 60
+    for M, log_eps in ((1e15, -20.0), (1e17, -5.0), (3.2e9, -7.6e11), (1e6, -10.0)):
+        g = taylor_degree(M, log_eps=log_eps)
+
+        def bound(k: int, M: float = M) -> object:
+            m = mp.mpf(M)
+            return m + (k + 1) * mp.log(m) - mp.loggamma(k + 2)
+
+        assert bound(g) <= log_eps < bound(g - 1), (M, log_eps, g)
+
+
 def test_bad_input():
+    with pytest.raises(ValueError, match="log_eps: expected a finite"):
+        taylor_degree(1.0, log_eps=-math.inf)
+    with pytest.raises(ValueError, match="M: expected a score bound <= 1e"):
+        taylor_degree(1e308, log_eps=-1.0)
+    with pytest.raises(ValueError, match="scan_limit"):
+        far_crossover(scan_limit=0)
     with pytest.raises(ValueError, match="log_eps: expected"):
         taylor_degree(1.0, log_eps=0.0)
     with pytest.raises(ValueError, match="M: expected"):

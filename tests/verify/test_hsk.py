@@ -74,14 +74,18 @@ def test_poly_error_holds_and_a_shrunk_bound_is_refuted(case, tmp_path):
 
 @pytest.mark.parametrize("case", sorted(CASES))
 def test_below_holds_with_a_flat_rank_and_is_refuted_above_the_threshold(case):
-    s = HskSetting(case=case)
+    # scores scaled by 1/d (beta = 1/d): the counted regime with M = Gamma^2 matches these heads
+    s = HskSetting(case=case, beta=0.25)
     v = check_hsk_below(s, lengths=(256, 512, 1024), timing_lengths=(4096, 16384, 65536))
     assert v.status == "holds", v.reason
+    assert v.certificate["regime_rules_required"] == ["gamma^2"]
+    assert "matching the measured heads (beta = 1/d = 0.25" in v.reason
     g = v.certificate["uniform_degree"]
     rows = v.certificate["per_length"]
     assert all(r["errors_by_degree"][g] <= 1e-3 for r in rows)
     # the judged error is the absolute max-entry error of the claim, recomputed here
     h = s.instance(256, 1.0)
+    assert h.beta == 0.25
     _, a0, b0 = exact_gradients(h, block_size=64)
     f = fast_gradients(h, degree=g)
     assert rows[0]["errors_by_degree"][g] == pytest.approx(
@@ -92,17 +96,38 @@ def test_below_holds_with_a_flat_rank_and_is_refuted_above_the_threshold(case):
     assert "consistent with [HSK24] Thm 3.1 in the regime" in v.reason and "numerical evidence" in v.reason
     # the counted regime is theory.hsk's: same crossover
     far, _ = far_crossover(max_log2=1 << 40, m_rule="gamma^2")
-    assert v.certificate["regime_analysis"]["crossover_log2_L"] == far.log2_L
+    a = v.certificate["regime_analysis"]
+    assert a["crossover_log2_L"] == far.row.log2_L == 60_841_960
+    assert a["crossover_flips"][-1] == 60_841_959 and "2^60,841,960 on (no flip over the next" in v.reason
     bad = check_hsk_below(
-        s, lengths=(256, 512), timing_lengths=(2048, 8192), variant="above", above_ratio=2.0
+        HskSetting(case=case),
+        lengths=(256, 512),
+        timing_lengths=(2048, 8192),
+        variant="above",
+        above_ratio=2.0,
     )
     assert bad.status == "violated", bad.reason
+    assert "no Taylor degree <= 8" in bad.reason and "Gamma = 4.71" in bad.reason
+    assert "exact rank <= 16" in bad.reason and "does not extend above" not in bad.reason
+
+
+def test_below_planted_above_is_never_holds():
+    # with a degree budget large enough for Gamma = 2 sqrt(ln L) at these L the planted claim is
+    # not refuted: inconclusive, and the reason reports the Gamma range actually used
+    v = check_hsk_below(
+        HskSetting(d=1, r=1), variant="above", lengths=(64, 128), timing_lengths=(512, 1024),
+        max_degree=40, repeats=1,
+    )
+    assert v.status == "inconclusive", v.reason
+    assert "not refuted within the budget" in v.reason and "Gamma = 4.08..4.41" in v.reason
+    assert "Gamma = 1 " not in v.reason and "does not depend on L" not in v.reason
+    assert [r["degree"] for r in v.certificate["per_length"]] == [26, 29]
 
 
 def test_below_a_superlinear_rank_claim_is_refuted_by_the_count():
     # planted: the polynomial method's rank grows like L^1.1 in the regime (M = Gamma^2); the count
     # of theory.hsk refutes it at a finite L
-    bad = check_hsk_below(HskSetting(), variant="superlinear", superlinear_c=0.1)
+    bad = check_hsk_below(HskSetting(), variant="superlinear", superlinear_c=0.1, regime_m_rule="gamma^2")
     assert bad.status == "violated", bad.reason
     hit = bad.certificate["regime_analysis"]["first_rank_below_L_power"]
     assert hit["log2_rank"] < 1.1 * hit["log2_L"]
@@ -117,19 +142,27 @@ def test_below_a_superlinear_rank_claim_is_refuted_by_the_count():
 
 
 def test_below_is_not_holds_when_the_count_does_not_fall_below_L():
-    # the same measurement, but the counted regime without the 1/d scaling (M = d Gamma^2): the
-    # rank is not sub-linear over the range, so the verdict cannot say "consistent with"
+    # the default heads have unscaled scores (beta = 1, |S| <= d Gamma^2): the matching counted
+    # regime is M = d Gamma^2, where the rank is not sub-linear over the range, so the verdict
+    # cannot say "consistent with" (the M = Gamma^2 count, which does cross, does not apply)
     v = check_hsk_below(
         HskSetting(),
         lengths=(256, 512),
         timing_lengths=(1024, 2048),
         repeats=1,
-        regime_m_rule="d*gamma^2",
-        regime_max_log2=1 << 20,
     )
     assert v.status == "inconclusive", v.reason
     assert "not sub-linear" in v.reason and "consistent with" not in v.reason
+    never = "does not fall below L up to 2^1,099,511,627,776 in the regime matching the measured heads"
+    assert never + " (M = d Gamma^2)" in v.reason
+    assert v.certificate["regime_rules_required"] == ["d*gamma^2"]
     assert v.certificate["regime_analysis"]["crossover_log2_L"] is None
+    assert v.certificate["regime_analysis_other_M"]["crossover_log2_L"] == 60_841_960
+    # a beta that matches neither convention needs both counts; M = d Gamma^2 still does not cross
+    both = check_hsk_below(HskSetting(beta=0.5), lengths=(256, 512), timing_lengths=(1024, 2048), repeats=1)
+    assert both.status == "inconclusive", both.reason
+    assert both.certificate["regime_rules_required"] == ["gamma^2", "d*gamma^2"]
+    assert "both rules are required" in both.reason
 
 
 # HSK-above: tests/verify/test_hsk_above.py
@@ -152,6 +185,8 @@ def test_registry_and_bad_input():
         check_hsk_below(HskSetting(), variant="paper")
     with pytest.raises(ValueError, match="regime_m_rule"):
         check_hsk_below(HskSetting(), regime_m_rule="gamma")
+    with pytest.raises(ValueError, match="regime_m_rule: 'gamma\\^2' does not match the measured heads"):
+        check_hsk_below(HskSetting(), regime_m_rule="gamma^2")
     with pytest.raises(ValueError, match="regime_max_log2"):
         check_hsk_below(HskSetting(), regime_max_log2=1)
     with pytest.raises(ValueError, match="rel_err"):
@@ -160,6 +195,8 @@ def test_registry_and_bad_input():
         HskSetting(case="C3")
     with pytest.raises(ValueError, match="beta"):
         HskSetting(beta=0.0)
+    with pytest.raises(ValueError, match="beta: expected a finite nonzero number, got True"):
+        HskSetting(beta=True)
     with pytest.raises(ValueError, match="gammas: expected a non-empty"):
         check_hsk_poly_error(HskSetting(), gammas=())
     with pytest.raises(ValueError, match="timing_lengths: expected at least 2 distinct"):
