@@ -578,23 +578,34 @@ def check_hsk_below(
 
     *Counted: the theorem's regime* (:mod:`theory.hsk`, no matrices):
     :math:`\varepsilon = 1/L`, :math:`d = \lceil\ln L\rceil`, :math:`\Gamma = (\ln L)^{0.4}`,
-    :math:`M = \Gamma^2` (``regime_m_rule="gamma^2"``, scores scaled by :math:`1/d`) or
-    :math:`d\Gamma^2` (``"d*gamma^2"``); the smallest Taylor degree meeting :math:`\varepsilon`
+    :math:`M = \Gamma^2` (``"gamma^2"``, scores scaled by :math:`1/d`) or :math:`d\Gamma^2`
+    (``"d*gamma^2"``, unscaled scores); the smallest Taylor degree meeting :math:`\varepsilon`
     by Lagrange's bound, the rank :math:`\binom{d+g}{g}`, and the ``L`` (up to
-    :math:`2^{\text{regime\_max\_log2}}`) from which that rank stays below ``L``.
+    :math:`2^{\text{regime\_max\_log2}}`) from which that rank stays below ``L``
+    (:func:`~theory.hsk.far_crossover`).  The rule that counts is the one matching the measured
+    heads' scores :math:`\beta\langle q, k\rangle`: ``setting.beta = 1/setting.d`` gives
+    ``"gamma^2"``, ``beta = 1`` (the default) ``"d*gamma^2"``, any other ``beta`` (or ``d = 1``,
+    where both coincide) requires both.  ``regime_m_rule=None`` derives it; an explicit rule that
+    does not match raises ``ValueError`` (except for ``variant="superlinear"``, a claim about
+    the count alone).  Both counts are reported.
 
     ``holds``: a uniform degree exists, the time exponent is at most ``max_exponent``, and the
-    counted rank falls below ``L`` within the range (the reason says "consistent with"; the
-    asymptotic statement is not proved by either part).  ``inconclusive``: no degree up to
-    ``max_degree`` meets the target at some ``L`` (a finite budget refutes nothing), no single
-    degree does at every ``L``, a slow time exponent, or a counted rank that stays at least
-    ``L`` over the range.
+    counted rank falls below ``L`` within the range under every matching rule (the reason says
+    "consistent with"; the asymptotic statement is not proved by either part).
+    ``inconclusive``: no degree up to ``max_degree`` meets the target at some ``L`` (a finite
+    budget refutes nothing), no single degree does at every ``L``, a slow time exponent, or a
+    matching count that stays at least ``L`` over the range (with ``M = d Gamma^2`` it does, up
+    to :math:`2^{2^{40}}`, so the default heads get ``inconclusive``).
 
-    Planted false variants (``violated``): ``variant="above"`` runs the measurement with
-    :math:`\Gamma = \text{above\_ratio}\sqrt{\log L}`, above the threshold, claiming the degree
-    budget still suffices; ``variant="superlinear"`` claims the polynomial method's rank in the
+    Planted false variants: ``variant="above"`` runs the measurement with
+    :math:`\Gamma = \text{above\_ratio}\sqrt{\ln L}`, above the threshold, claiming that a
+    degree up to ``max_degree`` still meets the target; ``violated`` where no degree does at some
+    ``L``, else ``inconclusive`` (never ``holds``).  That is a statement about the Taylor degree on
+    these instances, not about the attention matrix's rank: :func:`~landscapes.attention.hsk_instance`
+    draws Rademacher ``X``, so the scores have at most :math:`2^d` distinct rows and exact rank at
+    most :math:`2^d`.  ``variant="superlinear"`` claims the polynomial method's rank in the
     counted regime is at least :math:`L^{1 + \text{superlinear\_c}}` at every tabulated ``L``,
-    refuted by the first ``L`` where the count is below that.
+    refuted (``violated``) by the first ``L`` where the count is below that.
     """
     claim = "HSK-below"
     _check_setting(setting)
