@@ -556,8 +556,10 @@ def end_point(
 ) -> EndPoint:
     r"""Classify ``point`` by the numbers of [KKR25], and as an approximate SOSP or not.
 
-    An approximate SOSP: :math:`\|\nabla\| \le` ``grad_rtol`` :math:`\cdot \max(1, \|\nabla L(0)\|_F)`
-    and :math:`\lambda_{\min} \ge -` ``curvature_rtol`` :math:`\cdot \max(1, |\lambda_{\max}|)`
+    An SOSP: :math:`\|\nabla\| \le` ``grad_rtol`` :math:`\cdot \|\nabla L(0)\|_F`
+    and :math:`\lambda_{\min} \ge -` ``curvature_rtol`` :math:`\cdot |\lambda_{\max}|` (both scale
+    with the problem: a risk multiplied by ``c`` gets tolerances multiplied by ``c``; a zero
+    :math:`\nabla L(0)` or :math:`\lambda_{\max}` falls back to 1)
     (:func:`lambda_min_lora`; ``dense_max`` is passed on).  With Lanczos the curvature test uses
     the Ritz value, an upper bound: a point it rejects has certified negative curvature; a point it
     accepts is an SOSP up to Lanczos' accuracy (stated as such), and only when Lanczos converged
@@ -571,10 +573,11 @@ def end_point(
     lm = lambda_min_lora(problem, point, tol=tol, maxiter=maxiter, dense_max=dense_max)
     X = tuple(a @ b.T for a, b in zip(point.A, point.B))
     svs, ranks = _spectra(X, rank_rtol)
-    scale = max(1.0, abs(lm.lambda_max)) if math.isfinite(lm.lambda_max) else 1.0
+    scale = abs(lm.lambda_max) if math.isfinite(lm.lambda_max) and lm.lambda_max != 0 else 1.0
+    gscale = g0 if g0 > 0 else 1.0
     # An unconverged Lanczos run proves nothing about the curvature: never an SOSP then.
     curvature = lm.lower if lm.lower_is_rigorous else lm.upper
-    sosp = lm.converged and gn <= grad_rtol * max(1.0, g0) and curvature >= -curvature_rtol * scale
+    sosp = lm.converged and gn <= grad_rtol * gscale and curvature >= -curvature_rtol * scale
     return EndPoint(
         objective=f,
         risk=problem.value(X),

@@ -58,6 +58,7 @@ from verify.kkr_runs import (
     _fingerprint,
     classify,
     end_point_matrices,
+    global_tolerance,
     kkr_run,
     kkr_table,
     make_init,
@@ -259,12 +260,32 @@ def _check_rtol(global_rtol: float) -> None:
         raise ValueError(f"global_rtol: expected a number in (0, 1), got {global_rtol!r}")
 
 
+def _check_consistent(ev: Evidence) -> None:
+    """Bounds, constants and witnesses must be about the evidence's own set (rank, radius)."""
+    b = ev.bounds
+    off_radius = b.radius is not None and abs(b.radius - ev.radius) > 1e-12 * ev.radius
+    if off_radius or (b.radius is not None and b.rank not in (None, ev.rank)):
+        raise ValueError(
+            f"evidence: bounds computed at radius {b.radius}, rank {b.rank}; expected radius {ev.radius}, "
+            f"rank {ev.rank}"
+        )
+    c = ev.constants
+    if c is not None and (c.rank != ev.rank or abs(c.radius - ev.radius) > 1e-12 * ev.radius):
+        raise ValueError(
+            f"evidence: constants sampled at radius {c.radius}, rank {c.rank}; expected radius {ev.radius}, "
+            f"rank {ev.rank}"
+        )
+
+
 def _judge(ev: Evidence, global_rtol: float) -> _Judged:
     _check_rtol(global_rtol)
+    _check_consistent(ev)
     p, ref = ev.problem, ev.reference
     pts = []
     a_hat = ev.constants.alpha if ev.constants is not None else math.inf
     b_hat = ev.constants.beta if ev.constants is not None else -math.inf
+    # The problem's depth L(0) - F*: the global test's scale (invariant to rescaling and shifting the risk).
+    depth = max(p.value(p.zeros()) - ref.value, 0.0)
     witness = None
     if ev.witnesses is not None and ev.constants is not None:
         # Searched points of the set: explicit members, so one-sided like the samples.
@@ -272,7 +293,10 @@ def _judge(ev: Evidence, global_rtol: float) -> _Judged:
             a_hat, witness = ev.witnesses["alpha_upper"], ("searched", "alpha")
         b_hat = max(b_hat, ev.witnesses["beta_lower"])
     for k, r in enumerate(ev.runs):
-        c = classify(r, ref.value, global_rtol=global_rtol)
+        c = classify(r, ref.value, global_rtol=global_rtol, depth=depth)
+        if c in ("global", "spurious") and int(r.get("lora_rank", ev.rank)) != ev.rank:
+            # A point of another LoRA rank: the constants and conditions here are at rank ev.rank.
+            c = "other-rank"
         d: dict[str, Any] = {
             "init": r["init"],
             "seed": r["seed"],
@@ -307,6 +331,11 @@ def _judge(ev: Evidence, global_rtol: float) -> _Judged:
     b = ev.bounds
     rho_hat = 2 * a_hat / b_hat if (b_hat > 0 and math.isfinite(a_hat)) else math.inf
     rho_lo = 2 * b.alpha_lower / b.beta_upper if (b.alpha_lower > 0 and math.isfinite(b.beta_upper)) else 0.0
+    if rho_lo > 0 and rho_lo > rho_hat * (1 + 1e-9):
+        raise ValueError(
+            f"evidence: the certified rho_lower = {rho_lo:.6g} exceeds the sampled rho_hat = {rho_hat:.6g}; "
+            "the bounds, constants or witnesses are not about the same problem and set"
+        )
     numbers = {
         "alpha_hat": a_hat,
         "beta_hat": b_hat,
@@ -646,6 +675,16 @@ def check_kkr_dichotomy(
     if (why := _hypothesis_fails(j)) is not None:
         return _verdict(claim, evidence, "inconclusive", why, cert, opts)
     planted = "" if rho_factor == 1 else f" (planted: rho x {rho_factor:g})"
+    if definite and not evidence.reference.certified:
+        return _verdict(
+            claim,
+            evidence,
+            "inconclusive",
+            f"{len(definite)} non-global SOSP(s) break Theorem 1.2{planted}, but the reference (X*, r*) is "
+            "the best point found, not a certified minimizer",
+            cert,
+            opts,
+        )
     if definite:
         if j.alpha_certified:
             t = definite[0]["tightness_at_rho_lower"]
@@ -807,7 +846,16 @@ def check_kkr_special(
         return _verdict(claim, evidence, "inconclusive", why, cert, opts)
     near = [d for d in j.points if d["class"] in ("global", "spurious") and d["distance"] <= evidence.radius]
     bad = [d for d in near if d["class"] == "spurious"]
-    sure = [d for d in bad if d["sosp_certified"]]
+    # Rank-deficient with ||grad L(X)||_op > lam: the free columns carry negative curvature (a saddle).
+    sure = [
+        d
+        for d in bad
+        if d["sosp_certified"]
+        and not (
+            max(d["ranks"]) < evidence.rank
+            and any(float(g) > 1 + 1e-6 for g in d.get("grad_op_over_lam") or [])
+        )
+    ]
     cert["points"] = bad or near
     if not near:
         return _verdict(claim, evidence, "inconclusive", "no SOSP within the radius", cert, opts)
@@ -1036,6 +1084,16 @@ def check_kkr_loud(
     planted = "" if rho_factor == 1 else f" (planted: rho x {rho_factor:g})"
     if not rows:
         return _verdict(claim, evidence, "inconclusive", "no SOSP within the radius", cert, opts)
+    if definite and not evidence.reference.certified:
+        return _verdict(
+            claim,
+            evidence,
+            "inconclusive",
+            f"{len(definite)} point(s) contradict Corollary 1{planted} ({definite[0]['why']}), but the "
+            "reference (X*, r*) is the best point found, not a certified minimizer",
+            cert,
+            opts,
+        )
     if definite:
         if j.alpha_certified:
             return _verdict(
@@ -1151,14 +1209,19 @@ def check_kkr_magnitude(
         )
     lam = p.lam[0]
     L0 = p.value(p.zeros())
-    tol = max(ref.value - ref.lower_bound, 0.0) if ref.certified else global_rtol * max(1.0, abs(ref.value))
+    depth = max(L0 - ref.value, 0.0)
+    tol = (
+        max(ref.value - ref.lower_bound, 0.0)
+        if ref.certified
+        else global_tolerance(ref.value, global_rtol=global_rtol, depth=depth)
+    )
     rows: list[dict[str, Any]] = []
     # At a point within eps of the minimum, lam ||X||_* + L(X) <= L(0) + eps: each point's tolerance
     # is the reference's gap plus how far the point is above the reference.
     pts: list[tuple[str, Blocks, float]] = [("reference", ref.X, 0.0)] + [
         (f"{r['init']}:{r['seed']}", _X(r, p), max(0.0, float(r["penalized"]) - ref.value))
         for r in evidence.runs
-        if classify(r, ref.value, global_rtol=global_rtol) == "global"
+        if classify(r, ref.value, global_rtol=global_rtol, depth=depth) == "global"
     ]
     for name, X, above in pts:
         nuc = sum(float(torch.linalg.matrix_norm(x, ord="nuc")) for x in X)
@@ -1208,7 +1271,8 @@ def check_kkr_magnitude(
         claim,
         evidence,
         "holds",
-        f"||X||_* <= {factor:g} (L(0) - L(X))/lam at {len(rows)} certified global point(s)",
+        f"||X||_* <= {factor:g} (L(0) - L(X))/lam at {len(rows)} certified global point(s) (a consistency "
+        "check: at factor 1 it restates F(X) <= F(0), true at any global minimizer)",
         cert,
         opts,
     )
@@ -1244,7 +1308,9 @@ def check_kkr_bias(
     opts = {"favoured": favoured, "against": against, "global_rtol": global_rtol}
     ref = evidence.reference
     runs = [dict(r, reference_value=ref.value) for r in evidence.runs]
-    table = kkr_table(runs, {"value": ref.value}, global_rtol=global_rtol)
+    p = evidence.problem
+    depth = max(p.value(p.zeros()) - ref.value, 0.0)
+    table = kkr_table(runs, {"value": ref.value}, global_rtol=global_rtol, depth=depth)
     cert: dict[str, Any] = {
         "table": table,
         "reference_certified": ref.certified,
@@ -1277,14 +1343,23 @@ def check_kkr_bias(
     frac_a = a["success_fraction"] if a["converged"] else 0.0
     # The contrast: end points of the other init that are certified non-global (above the reference),
     # whether or not they are SOSPs.
-    fails_a = int(a["failures"]) + int(a.get("not_sosp_above", 0))
-    cert["contrast"] = {"against_failures": fails_a, "against_runs": a["runs"]}
+    fails_a = int(a["failures"])
+    cert["contrast"] = {
+        "against_failures": fails_a,
+        "against_runs": a["runs"],
+        "against_not_sosp_above": int(a.get("not_sosp_above", 0)),
+        "failure_norm_median": a.get("failure_norm_median"),
+        "failure_rank_median": a.get("failure_rank_median"),
+        "failure_test_median": a.get("failure_test_median"),
+        "success_norm_median": f.get("success_norm_median"),
+        "success_test_median": f.get("success_test_median"),
+    }
     if lo > 0.5 and f["success_fraction"] >= frac_a and fails_a == 0:
         return _verdict(
             claim,
             evidence,
             "inconclusive",
-            tag + f"; no contrast: none of the {a['runs']} {against!r} runs ends above the global value, "
+            tag + f"; no contrast: none of the {a['runs']} {against!r} runs ends at a spurious SOSP, "
             "so the claim's other half (a large init can fail) is not exercised",
             cert,
             opts,
@@ -1299,7 +1374,14 @@ def check_kkr_bias(
                 cert,
                 opts,
             )
-        return _verdict(claim, evidence, "holds", tag, cert, opts)
+        fn, sn = cert["contrast"]["failure_norm_median"], cert["contrast"]["success_norm_median"]
+        extra = (
+            f"; {against} failures: median ||X||_F {fn:.3g} against {sn:.3g} for {favoured} successes, "
+            f"median rank {cert['contrast']['failure_rank_median']:g}"
+            if isinstance(fn, float) and fn == fn and isinstance(sn, float) and sn == sn
+            else ""
+        )
+        return _verdict(claim, evidence, "holds", tag + extra, cert, opts)
     return _verdict(claim, evidence, "inconclusive", tag, cert, opts)
 
 
@@ -1530,15 +1612,20 @@ def check_kkr_sgd_rank(
     for e in eps:
         bound = factor * sgd_rank_bound(batch=batch, eps=e, lr=lr, lam=lam)
         for j, x in enumerate(X):
+            # Each block is its own matrix of the lemma: normalized by its own norm.
             sv = torch.linalg.svdvals(x).tolist()
+            fro_j = math.sqrt(sum(v * v for v in sv))
             spec = next(
-                (k for k in range(len(sv) + 1) if (sv[k] if k < len(sv) else 0.0) < e * norm), len(sv)
+                (k for k in range(len(sv) + 1) if (sv[k] if k < len(sv) else 0.0) < e * fro_j), len(sv)
             )
             tails = [math.sqrt(sum(s * s for s in sv[k:])) for k in range(len(sv) + 1)]
-            frob = next(k for k in range(len(sv) + 1) if tails[k] < e * norm)
-            # The strongest reading: Frobenius distance, normalized by the spectral norm (<= ||X||_F).
-            top = max((float(torch.linalg.matrix_norm(y, ord=2)) for y in X), default=0.0)
-            frob_op = next(k for k in range(len(sv) + 1) if tails[k] < e * top)
+            # The strongest reading: Frobenius distance, normalized by the spectral norm (<= ||X_j||_F).
+            top = sv[0] if sv else 0.0
+            if fro_j == 0:  # a zero block: rank 0 in every reading
+                spec = frob = frob_op = 0
+            else:
+                frob = next(k for k in range(len(sv) + 1) if tails[k] < e * fro_j)
+                frob_op = next(k for k in range(len(sv) + 1) if tails[k] < e * top)
             rows.append(
                 {"eps": e, "block": j, "bound": bound, "rank_spectral": spec, "rank_frobenius": frob,
                  "rank_frobenius_opnorm": frob_op,
@@ -1548,8 +1635,8 @@ def check_kkr_sgd_rank(
     cert = {
         "spread": spread,
         "norm": norm,
-        "normalization": "Frobenius: X_bar / ||X_bar||_F (the lemma does not name the norm; the spectral "
-        "normalization is in rank_frobenius_opnorm)",
+        "normalization": "per block, Frobenius: X_bar_j / ||X_bar_j||_F (the lemma does not name the norm; "
+        "the spectral normalization is in rank_frobenius_opnorm)",
         "lam": lam,
         "mu_lam": lr * lam,
         "rows": rows,

@@ -72,6 +72,7 @@ __all__ = [
     "classify",
     "kkr_table",
     "wilson_interval",
+    "global_tolerance",
     "kkr_experiment",
     "evidence_from_entry",
     "end_point_matrices",
@@ -371,19 +372,35 @@ def _end_point_record(problem: NonlinearProblem, ep: Mapping[str, Any], point: F
     return out
 
 
-def classify(run: Mapping[str, Any], reference_value: float, *, global_rtol: float = 1e-6) -> str:
+def global_tolerance(reference_value: float, *, global_rtol: float, depth: float | None = None) -> float:
+    r"""How far above the reference value a point still counts as global.
+
+    With ``depth`` :math:`= L(0) - F^\star` (the problem's own scale, unchanged when the risk is
+    rescaled or shifted by a constant): ``global_rtol * depth`` plus the round-off of the values,
+    ``64 eps |F*|``.  Without it (records that lack it): ``global_rtol * max(1, |F*|)``.
+    """
+    if depth is None:
+        return global_rtol * max(1.0, abs(reference_value))
+    return global_rtol * depth + 64 * 2.0**-52 * abs(reference_value)
+
+
+def classify(
+    run: Mapping[str, Any], reference_value: float, *, global_rtol: float = 1e-6, depth: float | None = None
+) -> str:
     """``global``, ``spurious``, ``not-sosp`` or ``rank-limited`` against a reference value.
 
     ``rank-limited``: the reference has rank ``r* > r`` (``run["reference_rank"] >
     run["lora_rank"]``), so no LoRA point of rank ``r`` reaches it and the theorems, which assume
-    ``r >= r*``, say nothing about the run.
+    ``r >= r*``, say nothing about the run.  The global test's tolerance is
+    :func:`global_tolerance` (``depth`` = L(0) - F*).
     """
     if run.get("status") != "finished" or not run.get("sosp"):
         return "not-sosp"
     if int(run.get("reference_rank", 0)) > int(run.get("lora_rank", 1 << 30)):
         return "rank-limited"
     excess = float(run["penalized"]) - reference_value
-    return "global" if excess <= global_rtol * max(1.0, abs(reference_value)) else "spurious"
+    tol = global_tolerance(reference_value, global_rtol=global_rtol, depth=depth)
+    return "global" if excess <= tol else "spurious"
 
 
 def sosp_certified(run: Mapping[str, Any]) -> bool:
@@ -402,10 +419,6 @@ def _excess(run: Mapping[str, Any]) -> float:
     return float(run["penalized"]) - float(run["reference_value"])
 
 
-def _scale(run: Mapping[str, Any]) -> float:
-    return max(1.0, abs(float(run["reference_value"])))
-
-
 def wilson_interval(successes: int, n: int, *, z: float = 1.96) -> tuple[float, float]:
     """The Wilson score interval of a success fraction (95 % by default); ``(0, 1)`` when ``n = 0``."""
     if n == 0:
@@ -418,7 +431,11 @@ def wilson_interval(successes: int, n: int, *, z: float = 1.96) -> tuple[float, 
 
 
 def kkr_table(
-    runs: Sequence[Mapping[str, Any]], reference: Mapping[str, Any], *, global_rtol: float = 1e-6
+    runs: Sequence[Mapping[str, Any]],
+    reference: Mapping[str, Any],
+    *,
+    global_rtol: float = 1e-6,
+    depth: float | None = None,
 ) -> dict[str, Any]:
     """Per init: counts, success fraction with its Wilson interval, norms and test risk per class.
 
@@ -434,9 +451,19 @@ def kkr_table(
         groups.append(("all", [r for r in runs if not r.get("shifted")]))
     for init, rows in groups:
         cls = [
-            classify(r, float(r.get("reference_value", reference["value"])), global_rtol=global_rtol)
+            classify(
+                r,
+                float(r.get("reference_value", reference["value"])),
+                global_rtol=global_rtol,
+                depth=None if r.get("shifted") else depth,
+            )
             for r in rows
         ]
+
+        def above(r: Mapping[str, Any]) -> bool:
+            ref_value = float(r["reference_value"])
+            d = None if r.get("shifted") else depth
+            return _excess(r) > global_tolerance(ref_value, global_rtol=global_rtol, depth=d)
         succ = [r for r, c in zip(rows, cls) if c == "global"]
         fail = [r for r, c in zip(rows, cls) if c == "spurious"]
         limited = sum(1 for c in cls if c == "rank-limited")
@@ -463,12 +490,12 @@ def kkr_table(
             "not_sosp_at_best": sum(
                 1
                 for r, c in zip(rows, cls)
-                if c == "not-sosp" and r.get("status") == "finished" and _excess(r) <= global_rtol * _scale(r)
+                if c == "not-sosp" and r.get("status") == "finished" and not above(r)
             ),
             "not_sosp_above": sum(
                 1
                 for r, c in zip(rows, cls)
-                if c == "not-sosp" and r.get("status") == "finished" and _excess(r) > global_rtol * _scale(r)
+                if c == "not-sosp" and r.get("status") == "finished" and above(r)
             ),
             "rank_limited": limited,
             "success_fraction": len(succ) / conv if conv else math.nan,
@@ -872,7 +899,11 @@ def kkr_experiment(
                     if not r.get("shifted"):
                         r["reference_rank"] = int(entry["reference"]["rank"])
                 _ensure_constants(entry, problem, train, samples, save)
-                entry["table"] = kkr_table(entry["runs"], entry["reference"])
+                entry["table"] = kkr_table(
+                    entry["runs"],
+                    entry["reference"],
+                    depth=max(problem.value(problem.zeros()) - float(entry["reference"]["value"]), 0.0),
+                )
                 # A violated verdict saves its end points next to the file (counterexamples/).
                 entry["verdicts"] = _verdicts(entry, problem, train, path.parent / "counterexamples")
                 save()
@@ -1128,6 +1159,7 @@ def kkr_recertify(
     if not _same_problem(entry.get("fingerprint") or {}, _fingerprint(problem)):
         raise ValueError(f"source: the {key!r} problem of {str(src)!r} differs from the one built now")
     ref_value = float(entry["reference"]["value"])
+    depth = max(problem.value(problem.zeros()) - ref_value, 0.0)
     train = KKR_PROBLEMS[entry["problem"]]["train"]
 
     def save() -> None:
@@ -1165,10 +1197,10 @@ def kkr_recertify(
                         "sosp",
                     )
                 },
-                "saved_class": classify(r, float(r.get("reference_value", ref_value))),
+                "saved_class": classify(r, float(r.get("reference_value", ref_value)), depth=depth),
                 "change_frobenius": _change(saved, pt),
                 "end_point": ep.to_dict(),
-                "class": classify(judged, ref_value),
+                "class": classify(judged, ref_value, depth=depth),
                 "reference_value": ref_value,
                 "seconds": time.perf_counter() - t0,
                 "A": [a.detach().cpu().tolist() for a in pt.A],
@@ -1193,7 +1225,7 @@ def kkr_recertify(
     # The configuration's table and verdicts with every re-certified end point in place of the
     # saved one (the reference, constants and bounds are the saved file's).
     merged = dict(entry, runs=recertified_runs(entry, result, problem))
-    result["table"] = kkr_table(merged["runs"], entry["reference"])
+    result["table"] = kkr_table(merged["runs"], entry["reference"], depth=depth)
     result["verdicts"] = _verdicts(merged, problem, train, path.parent / "counterexamples")
     result["recertified"] = recertified
     result["basis"] = basis

@@ -169,3 +169,62 @@ def test_violated_needs_a_failure_beyond_the_margin(kappa20):
     t = row["tightness_at_rho_lower"]["ii"]
     loud = kkr.check_kkr_loud(ev, rho_factor=t * (1 + margin / 2), margin=margin)
     assert loud.status == "violated" and "below the norm bound" in loud.reason, loud.reason
+
+
+def test_a_start_of_another_rank_is_not_judged_at_the_evidence_rank():
+    """rank-gap2's spurious SOSP has rank 3; evidence collected at LoRA rank 2 must not judge it by
+    rank-2 conditions (it would 'break' (i) and come out violated)."""
+    from landscapes.spurious_sensing import adversarial_start, spurious_sensing
+
+    p = spurious_sensing(config="rank-gap2")
+    ev = kkr.collect_evidence(
+        p,
+        rank=2,
+        radius=7.7,
+        inits=("zero",),
+        seeds=(0,),
+        samples=20,
+        starts={"adv3": adversarial_start(config="rank-gap2")},
+    )
+    v = kkr.check_kkr_dichotomy(ev)
+    assert v.status != "violated", v.reason
+    assert any(d["class"] == "other-rank" for d in kkr._judge(ev, 1e-6).points)
+    assert kkr.check_kkr_loud(ev).status != "violated"
+
+
+def test_inconsistent_evidence_is_refused(kappa20):
+    """Bounds computed for another set (radius) cannot be attached to this evidence."""
+    import dataclasses
+
+    from landscapes.restricted import restricted_bounds
+
+    ev = kappa20
+    other = restricted_bounds(ev.problem, x_star=ev.reference.X, radius=0.5, rank=ev.rank)
+    bad = dataclasses.replace(ev, bounds=other)
+    with pytest.raises(ValueError, match="evidence: bounds computed at radius 0.5"):
+        kkr.check_kkr_dichotomy(bad)
+
+
+def test_a_rescaled_problem_gets_the_same_verdicts():
+    """The same sensing problem in other units (risk and weight decay times c = 1.5e-7): the origin, a
+    strict saddle, stays a saddle (scale-free curvature and gradient tolerances), the global test is
+    relative to L(0) - F*, and the verdicts agree."""
+    from landscapes.nonlinear import from_problem
+    from landscapes.problem import Problem
+
+    base = nl.matrix_sensing(m=6, n=5, N=400, rank=1, lam=0.05, seed=0, scale=5.0).linear
+    origin = Factors((torch.zeros(6, 3, dtype=torch.float64),), (torch.zeros(5, 3, dtype=torch.float64),))
+    out = {}
+    for c in (1.0, 1.5e-7):
+        s = c**0.5
+        lin = Problem(
+            base.J.matrix * s, base.f0 * s, base.y * s, loss="squared", blocks=[(6, 5)], lam=0.05 * c
+        )
+        q = from_problem(lin)
+        ev = kkr.collect_evidence(
+            q, rank=3, radius=3.0 * 5, inits=("zero",), seeds=(0,), samples=20, starts={"origin": origin}
+        )
+        o = [r for r in ev.runs if r["init"] == "origin"][0]
+        out[c] = (o["sosp"], kkr.check_kkr_special(ev).status, kkr.check_kkr_magnitude(ev).status)
+    assert out[1.0] == out[1.5e-7], out
+    assert out[1.0][0] is False  # the origin is a strict saddle at both scales
