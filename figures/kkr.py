@@ -31,7 +31,7 @@ _CLASS_COLOURS = {
     "rank-limited": "tab:orange",
     "not-sosp": "0.55",
 }
-_MARKERS = {"zero": "o", "small": "s", "large": "^", "loraga": "D"}
+_MARKERS = {"zero": "o", "small": "s", "large": "^", "loraga": "D", "adversarial": "P"}
 _FLOOR = 1e-12
 
 
@@ -106,7 +106,7 @@ def plot_kkr(result: Mapping[str, Any], configuration: str | None = None, ax: Ax
     ax.set_ylabel(f"penalized value above the reference (floor {_FLOOR:g})")
     handles = [
         Line2D([], [], ls="", marker=_MARKERS.get(i, "x"), color="0.3", mfc="none", label=i)
-        for i in _MARKERS
+        for i in list(_MARKERS) + sorted(set(seen_inits) - set(_MARKERS))
         if i in seen_inits
     ]
     handles += [
