@@ -317,7 +317,11 @@ def _parser() -> argparse.ArgumentParser:
         "(default: the five synthetic families)",
     )
     kk.add_argument(
-        "--inits", nargs="+", metavar="INIT", help="zero, small, large, loraga (default: zero small large)"
+        "--inits",
+        nargs="+",
+        metavar="INIT",
+        help="zero, small, large, loraga, adversarial (the designed start of the spurious-* problems; "
+        "seeds > 0 perturb it by 10%%) (default: zero small large)",
     )
     kk.add_argument("--seeds", type=int, default=10, help="seeds 0..S-1 per init (default: %(default)s)")
     kk.add_argument(

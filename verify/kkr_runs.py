@@ -722,6 +722,12 @@ def kkr_experiment(
     for name in inits:
         if name not in KKR_INITS:
             raise ValueError(f"inits: expected names from {KKR_INITS}, got {name!r}")
+    if "adversarial" in inits:
+        plain = [n for n in problems if KKR_PROBLEMS[n]["builder"] != "spurious_sensing"]
+        if plain:
+            raise ValueError(
+                f"inits: 'adversarial' needs problems with a designed start (spurious-*), got {plain}"
+            )
     if not seeds or any(isinstance(x, bool) or not isinstance(x, int) for x in seeds):
         raise ValueError(f"seeds: expected a non-empty sequence of ints, got {list(seeds)!r}")
     if len(set(seeds)) != len(seeds) or len(set(inits)) != len(inits):

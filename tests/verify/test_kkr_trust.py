@@ -228,3 +228,11 @@ def test_a_rescaled_problem_gets_the_same_verdicts():
         out[c] = (o["sosp"], kkr.check_kkr_special(ev).status, kkr.check_kkr_magnitude(ev).status)
     assert out[1.0] == out[1.5e-7], out
     assert out[1.0][0] is False  # the origin is a strict saddle at both scales
+
+
+def test_adversarial_init_is_refused_up_front_on_a_problem_without_a_designed_start(tmp_path):
+    from verify.kkr_runs import kkr_experiment
+
+    with pytest.raises(ValueError, match="'adversarial' needs problems with a designed start"):
+        kkr_experiment(["sensing-special"], out=tmp_path / "k.json", inits=["adversarial"], seeds=[0])
+    assert not (tmp_path / "k.json").exists()
