@@ -375,8 +375,8 @@ def _end_point_record(problem: NonlinearProblem, ep: Mapping[str, Any], point: F
 def global_tolerance(reference_value: float, *, global_rtol: float, depth: float | None = None) -> float:
     r"""How far above the reference value a point still counts as global.
 
-    With ``depth`` :math:`= L(0) - F^\star` (the problem's own scale, unchanged when the risk is
-    rescaled or shifted by a constant): ``global_rtol * depth`` plus the round-off of the values,
+    With ``depth`` :math:`= L(0) - F^\star` (the problem's own scale: it scales with the risk and
+    ignores a constant added to it): ``global_rtol * depth`` plus the round-off of the values,
     ``64 eps |F*|``.  Without it (records that lack it): ``global_rtol * max(1, |F*|)``.
     """
     if depth is None:
