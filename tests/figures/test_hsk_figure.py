@@ -50,14 +50,13 @@ def test_gallery_and_bad_input(verdict):
 
 
 def test_reports_from_before_the_bounds_still_draw():
-    # benchmarks/results/hsk/report.json holds grids of truncated-SVD ranks only ("rank_softmax")
+    # The HSK-above verdict of a report written before the eps-rank bounds (the committed
+    # benchmarks/results/hsk/report.json of 2026-11-24): grids of truncated-SVD ranks only.
     import json
     from pathlib import Path
 
-    report = json.loads((Path(__file__).parents[2] / "benchmarks/results/hsk/report.json").read_text())
-    old = next(v for v in report["verdicts"] if v["claim"] == "HSK-above")
-    if "family" in old["certificate"]["grid"][0]:
-        pytest.skip("the committed report already has eps-rank bounds")
+    old = json.loads((Path(__file__).parent / "hsk_above_before_bounds.json").read_text())
+    assert "family" not in old["certificate"]["grid"][0]
     fig = plot_hsk_ranks(old)
     lines = [ln for ln in fig.axes[0].get_lines() if ln.get_label().startswith("Γ²/log L")]
     rows = sorted(
