@@ -47,6 +47,7 @@ from torch import Tensor
 __all__ = [
     "NonlinearProblem",
     "matrix_sensing",
+    "quadratic_sensing",
     "nonlinear_sensing",
     "SensingStructure",
     "two_layer",
@@ -317,48 +318,21 @@ def matrix_sensing(
     convex quadratic, also given as a linearized ``Problem`` (``linear``); ``n_test`` held-out
     measurements of the same :math:`X^\star` give ``test_risk``.
     """
-    from landscapes.problem import Problem
-
     M, Xs, M_test = _sensing_inputs(m, n, N, rank, condition, scale, seed, measurement_condition, n_test)
     gen = torch.Generator().manual_seed(seed + 1)
     y = torch.einsum("imn,mn->i", M, Xs) + noise * torch.randn(N, generator=gen, dtype=torch.float64)
     y_test = torch.einsum("imn,mn->i", M_test, Xs) + noise * torch.randn(
         n_test, generator=gen, dtype=torch.float64
     )
-    Mflat = M.reshape(N, m * n)
-    Mflat_test = M_test.reshape(n_test, m * n)
-
-    def risk(X: Blocks) -> Tensor:
-        r = Mflat @ X[0].reshape(-1) - y
-        return 0.5 * (r * r).mean()
-
-    def test_risk(X: Blocks) -> Tensor:
-        r = Mflat_test @ X[0].reshape(-1) - y_test
-        return 0.5 * (r * r).mean()
-
-    def batch_risk(X: Blocks, idx: Tensor) -> Tensor:
-        r = Mflat[idx] @ X[0].reshape(-1) - y[idx]
-        return 0.5 * (r * r).mean()
-
-    # The same risk as a linearized problem (row-major vec, f0 = 0, loss 1/2 (z - y)^2, mean).
-    linear = Problem(
-        Mflat,
-        torch.zeros(N, 1, dtype=torch.float64),
-        y.unsqueeze(1),
-        loss="squared",
-        blocks=[(m, n)],
+    return quadratic_sensing(
+        M.reshape(N, m * n),
+        y,
+        shape=(m, n),
         lam=lam,
+        x_star=Xs,
+        M_test=M_test.reshape(n_test, m * n) if n_test > 0 else None,
+        y_test=y_test if n_test > 0 else None,
         seed=seed,
-        name="sensing-as-linear",
-    )
-    return NonlinearProblem(
-        risk,
-        ((m, n),),
-        (lam,),
-        x_star=(Xs,),
-        linear=linear,
-        test_risk=test_risk if n_test > 0 else None,
-        batch_risk=batch_risk,
         name=f"sensing-{m}x{n}-N{N}-r{rank}-c{condition:g}-k{measurement_condition:g}",
         meta={
             "risk_nonnegative": True,
@@ -370,6 +344,71 @@ def matrix_sensing(
             "noise": noise,
             "seed": seed,
         },
+    )
+
+
+def quadratic_sensing(
+    Mflat: Tensor,
+    y: Tensor,
+    *,
+    shape: tuple[int, int],
+    lam: float,
+    x_star: Tensor,
+    name: str,
+    meta: dict[str, Any],
+    M_test: Tensor | None = None,
+    y_test: Tensor | None = None,
+    seed: int = 0,
+    linear_name: str = "sensing-as-linear",
+) -> NonlinearProblem:
+    r"""The sensing risk :math:`\frac{1}{2N}\sum_i (\langle M_i, X\rangle - y_i)^2` of given measurements.
+
+    ``Mflat`` holds :math:`\operatorname{vec} M_i` (row-major) as rows.  The problem carries the
+    minibatch risk, the held-out risk when ``M_test``/``y_test`` are given, and the same risk as a
+    linearized ``Problem`` (``linear``: f0 = 0, squared loss, mean), so the certified NUC solver and
+    the eigenvalues of :math:`J^\top J/N` apply.
+    """
+    from landscapes.problem import Problem
+
+    m, n = shape
+    N = Mflat.shape[0]
+
+    def risk(X: Blocks) -> Tensor:
+        r = Mflat @ X[0].reshape(-1) - y
+        return 0.5 * (r * r).mean()
+
+    def batch_risk(X: Blocks, idx: Tensor) -> Tensor:
+        r = Mflat[idx] @ X[0].reshape(-1) - y[idx]
+        return 0.5 * (r * r).mean()
+
+    test_risk = None
+    if M_test is not None and y_test is not None:
+        Mt, yt = M_test, y_test
+
+        def test_risk(X: Blocks) -> Tensor:
+            r = Mt @ X[0].reshape(-1) - yt
+            return 0.5 * (r * r).mean()
+
+    linear = Problem(
+        Mflat,
+        torch.zeros(N, 1, dtype=torch.float64),
+        y.unsqueeze(1),
+        loss="squared",
+        blocks=[(m, n)],
+        lam=lam,
+        seed=seed,
+        name=linear_name,
+    )
+    return NonlinearProblem(
+        risk,
+        ((m, n),),
+        (lam,),
+        x_star=(x_star,),
+        linear=linear,
+        test_risk=test_risk,
+        batch_risk=batch_risk,
+        name=name,
+        meta=meta,
     )
 
 

@@ -56,7 +56,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from landscapes.nonlinear import NonlinearProblem
+from landscapes.nonlinear import NonlinearProblem, quadratic_sensing
 from landscapes.nonlinear_sosp import Factors
 
 __all__ = [
@@ -262,8 +262,6 @@ def spurious_sensing(*, config: str = "kappa4") -> NonlinearProblem:
     :math:`X^\star`, the global minimizer of :math:`L + \lambda\|\cdot\|_*`.  ``linear`` is the same
     risk as a linearized ``Problem`` (so the NUC certificate and :math:`H`'s eigenvalues apply).
     """
-    from landscapes.problem import Problem
-
     d = _design(config)
     m, n, N = d.m, d.n, d.m * d.n
     H = spurious_hessian(config)
@@ -280,32 +278,14 @@ def spurious_sensing(*, config: str = "kappa4") -> NonlinearProblem:
     Mflat = math.sqrt(N) * (Q * evals.sqrt()) @ Q.T
     y = Mflat @ x0
 
-    def risk(X: Blocks) -> Tensor:
-        res = Mflat @ X[0].reshape(-1) - y
-        return 0.5 * (res * res).mean()
-
-    def batch_risk(X: Blocks, idx: Tensor) -> Tensor:
-        res = Mflat[idx] @ X[0].reshape(-1) - y[idx]
-        return 0.5 * (res * res).mean()
-
-    linear = Problem(
+    return quadratic_sensing(
         Mflat,
-        torch.zeros(N, 1, dtype=torch.float64),
-        y.unsqueeze(1),
-        loss="squared",
-        blocks=[(m, n)],
+        y,
+        shape=(m, n),
         lam=d.lam,
-        seed=0,
-        name="spurious-sensing-as-linear",
-    )
-    return NonlinearProblem(
-        risk,
-        ((m, n),),
-        (d.lam,),
-        x_star=(Xs,),
-        linear=linear,
-        batch_risk=batch_risk,
+        x_star=Xs,
         name=f"spurious-sensing-{config}-{m}x{n}-r{d.r}",
+        linear_name="spurious-sensing-as-linear",
         meta={
             "risk_nonnegative": True,
             "family": "spurious_sensing",
