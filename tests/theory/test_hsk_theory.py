@@ -75,7 +75,20 @@ def test_taylor_degree_closed_forms():
     # huge accuracies stay finite in logs: eps = 2^-4096 at M = 1
     # (at M = 1 the log bound is 1 - ln (g+1)!; minimal: the degree below misses)
     g = taylor_degree(1.0, log_eps=-4096 * math.log(2))
-    assert 1 - math.lgamma(g + 2) <= -4096 * math.log(2) < 1 - math.lgamma(g + 1)
+    # exact oracle in integers: the smallest k with k! >= e 2^4096 (e bracketed by two rationals
+    # that give the same k), and the degree is k - 1
+    from fractions import Fraction
+
+    def smallest(e: Fraction) -> int:
+        k, f = 1, 1
+        while f < e * 2**4096:
+            k += 1
+            f *= k
+        return k
+
+    k_lo, k_hi = smallest(Fraction(27182818284, 10**10)), smallest(Fraction(27182818285, 10**10))
+    assert k_lo == k_hi
+    assert g == k_lo - 1
 
 
 def test_table_rows_by_hand():

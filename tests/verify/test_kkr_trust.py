@@ -120,8 +120,14 @@ def test_theorem_1_2_is_tested_where_it_can_fail(kappa20):
     v = kkr.check_kkr_dichotomy(ev)
     assert v.status == "holds", v.reason
     row = [r for r in v.certificate["points_checked"] if r["class"] == "spurious"][0]
-    # sigma_r exceeds what (ii) needs by only a few per cent at either end of [rho_lower, rho_hat].
-    assert 1 < row["tightness_at_rho_hat"]["ii"] < row["tightness_at_rho_lower"]["ii"] < 1.1
+    # sigma_r exceeds what (ii) needs by only a few per cent at either end of [rho_lower, rho_hat]:
+    # recomputed here from the end point's singular values and the bounds / witnesses.
+    s1, s2 = spur["singular_values"][0][:2]
+    rho_lower = 2 * ev.bounds.alpha_lower / ev.bounds.beta_upper
+    assert ev.witnesses is not None
+    rho_upper = ev.witnesses["rho_upper"]
+    assert row["tightness_at_rho_lower"]["ii"] == pytest.approx(s2 / (rho_lower * s1), rel=1e-9)
+    assert 1 < s2 / (rho_upper * s1) < 1.1 and 1 < s2 / (rho_lower * s1) < 1.1
     assert row["tightness_at_rho_lower"]["iii"] > 1
     assert kkr.check_kkr_loud(ev).status == "holds"
     assert kkr.check_kkr_special(ev).status == "inconclusive"  # generic regime: Theorem 1.1 is silent
