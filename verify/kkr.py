@@ -509,6 +509,35 @@ def _fails_by_margin(weak: Mapping[str, Any], margin: float) -> bool:
     return _tightness(weak)["iii"] < 1 - margin
 
 
+def _why_not_refuted(
+    evidence: Evidence,
+    j: _Judged,
+    definite: Sequence[Mapping[str, Any]],
+    approximate: Sequence[Mapping[str, Any]],
+    contradicts: Any,
+) -> str | None:
+    """Why contradicting points refute nothing (``None`` when they do, or when there are none).
+
+    A refutation needs a certified reference (X*, r*), a certified alpha > 0 and certified SOSPs;
+    ``contradicts(rows)`` says what the rows contradict.
+    """
+    if definite and not evidence.reference.certified:
+        return (
+            f"{contradicts(definite)}, but the reference (X*, r*) is the best point found, not a "
+            "certified minimizer"
+        )
+    if definite and not j.alpha_certified:
+        return (
+            f"{contradicts(definite)}, but alpha > 0 is not certified on this set ({evidence.bounds.method})"
+        )
+    if not definite and approximate:
+        return (
+            f"{contradicts(approximate)}, but they are approximate SOSPs only (Lanczos Ritz value, an upper "
+            "bound on lambda_min)"
+        )
+    return None
+
+
 def check_kkr_dichotomy(
     problem: NonlinearProblem | Evidence,
     *,
@@ -675,50 +704,29 @@ def check_kkr_dichotomy(
     if (why := _hypothesis_fails(j)) is not None:
         return _verdict(claim, evidence, "inconclusive", why, cert, opts)
     planted = "" if rho_factor == 1 else f" (planted: rho x {rho_factor:g})"
-    if definite and not evidence.reference.certified:
-        return _verdict(
-            claim,
-            evidence,
-            "inconclusive",
-            f"{len(definite)} non-global SOSP(s) break Theorem 1.2{planted}, but the reference (X*, r*) is "
-            "the best point found, not a certified minimizer",
-            cert,
-            opts,
-        )
+    why = _why_not_refuted(
+        evidence,
+        j,
+        definite,
+        approximate,
+        lambda rows: f"{len(rows)} non-global SOSP(s) break Theorem 1.2{planted}",
+    )
+    if why is not None:
+        return _verdict(claim, evidence, "inconclusive", why, cert, opts)
     if definite:
-        if j.alpha_certified:
-            t = definite[0]["tightness_at_rho_lower"]
-            return _verdict(
-                claim,
-                evidence,
-                "violated",
-                f"{len(definite)} certified non-global SOSP(s) break Theorem 1.2{planted} at the certified "
-                f"rho_lower = {rho_lo:.3g} (alpha >= {evidence.bounds.alpha_lower:.3g}): rank "
-                f"{definite[0]['at_rho_lower']['rank']} (r = {r}), sigma_r / needed {t['ii']:.4g}, "
-                f"distance^2 / needed {t['iii']:.4g}",
-                cert,
-                opts,
-                bad=definite,
-                save_dir=save_dir,
-            )
+        t = definite[0]["tightness_at_rho_lower"]
         return _verdict(
             claim,
             evidence,
-            "inconclusive",
-            f"{len(definite)} non-global SOSP(s) break Theorem 1.2{planted} at the estimated constants, but "
-            f"alpha > 0 is not certified on this set ({evidence.bounds.method})",
+            "violated",
+            f"{len(definite)} certified non-global SOSP(s) break Theorem 1.2{planted} at the certified "
+            f"rho_lower = {rho_lo:.3g} (alpha >= {evidence.bounds.alpha_lower:.3g}): rank "
+            f"{definite[0]['at_rho_lower']['rank']} (r = {r}), sigma_r / needed {t['ii']:.4g}, "
+            f"distance^2 / needed {t['iii']:.4g}",
             cert,
             opts,
-        )
-    if approximate:
-        return _verdict(
-            claim,
-            evidence,
-            "inconclusive",
-            f"{len(approximate)} non-global point(s) break Theorem 1.2{planted}, but they are approximate "
-            "SOSPs only (Lanczos Ritz value, an upper bound on lambda_min)",
-            cert,
-            opts,
+            bad=definite,
+            save_dir=save_dir,
         )
     if undecided:
         at_best = [row for row in undecided if row["class"] != "spurious"]
@@ -1084,48 +1092,27 @@ def check_kkr_loud(
     planted = "" if rho_factor == 1 else f" (planted: rho x {rho_factor:g})"
     if not rows:
         return _verdict(claim, evidence, "inconclusive", "no SOSP within the radius", cert, opts)
-    if definite and not evidence.reference.certified:
-        return _verdict(
-            claim,
-            evidence,
-            "inconclusive",
-            f"{len(definite)} point(s) contradict Corollary 1{planted} ({definite[0]['why']}), but the "
-            "reference (X*, r*) is the best point found, not a certified minimizer",
-            cert,
-            opts,
-        )
+    why = _why_not_refuted(
+        evidence,
+        j,
+        definite,
+        approximate,
+        lambda rows: f"{len(rows)} point(s) contradict Corollary 1{planted} ({rows[0]['why']})",
+    )
+    if why is not None:
+        return _verdict(claim, evidence, "inconclusive", why, cert, opts)
     if definite:
-        if j.alpha_certified:
-            return _verdict(
-                claim,
-                evidence,
-                "violated",
-                f"{len(definite)} point(s) contradict Corollary 1{planted}: {definite[0]['why']} "
-                f"(sigma_r = {definite[0]['sigma_r']:.4g}, sigma_r* = {definite[0]['sigma_r_star']:.4g}, "
-                f"rho in [{rho_lo:.3g}, {rho_hi:.3g}], alpha >= {evidence.bounds.alpha_lower:.3g} certified)",
-                cert,
-                opts,
-                bad=definite,
-                save_dir=save_dir,
-            )
         return _verdict(
             claim,
             evidence,
-            "inconclusive",
-            f"{len(definite)} point(s) contradict Corollary 1{planted} ({definite[0]['why']}), but alpha > 0 "
-            f"is not certified ({evidence.bounds.method})",
+            "violated",
+            f"{len(definite)} point(s) contradict Corollary 1{planted}: {definite[0]['why']} "
+            f"(sigma_r = {definite[0]['sigma_r']:.4g}, sigma_r* = {definite[0]['sigma_r_star']:.4g}, "
+            f"rho in [{rho_lo:.3g}, {rho_hi:.3g}], alpha >= {evidence.bounds.alpha_lower:.3g} certified)",
             cert,
             opts,
-        )
-    if approximate:
-        return _verdict(
-            claim,
-            evidence,
-            "inconclusive",
-            f"{len(approximate)} point(s) contradict Corollary 1{planted} ({approximate[0]['why']}), "
-            "but they are approximate SOSPs only (Lanczos Ritz value)",
-            cert,
-            opts,
+            bad=definite,
+            save_dir=save_dir,
         )
     if undecided:
         return _verdict(
