@@ -59,6 +59,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from theory.hsk import log_taylor_error_bound
+
 __all__ = [
     "AttentionLoRA",
     "CASES",
@@ -241,9 +243,7 @@ def taylor_error_bound(M: float, degree: int) -> float:
     """
     if not (isinstance(M, (int, float)) and M >= 0 and math.isfinite(M)):
         raise ValueError(f"M: expected a finite number >= 0, got {M!r}")
-    if M == 0:
-        return 0.0
-    log_bound = M + (degree + 1) * math.log(M) - math.lgamma(degree + 2)
+    log_bound = log_taylor_error_bound(float(M), degree)
     return math.exp(log_bound) if log_bound < 700 else math.inf
 
 
