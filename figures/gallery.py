@@ -36,6 +36,7 @@ from figures.slices import SLICES_FORMAT, plot_hessian_spectrum, plot_slice_2d, 
 from figures.spectrum import RANK_CLAIMS, plot_singular_values
 from figures.speed import SPEED_FORMAT, plot_speed
 from figures.training import EXPERIMENT_FORMAT, plot_training_curves
+from theory.errors import InputTypeError, UserInputError
 
 
 def _default_file_mode() -> int:
@@ -71,10 +72,12 @@ KINDS = (PHASE_FORMAT, REPORT_FORMAT, EXPERIMENT_FORMAT, SLICES_FORMAT, SPEED_FO
 def result_kind(result: Mapping[str, Any]) -> str:
     """The format of saved results (``ValueError`` for one the gallery cannot draw); draws nothing."""
     if not isinstance(result, Mapping):
-        raise TypeError(f"result: expected saved JSON data (a dict), got {type(result).__name__}")
+        raise InputTypeError(f"result: expected saved JSON data (a dict), got {type(result).__name__}")
     kind = result.get("schema", result.get("format"))
     if kind not in KINDS:
-        raise ValueError(f"result: expected saved data of format {', '.join(map(repr, KINDS))}; got {kind!r}")
+        raise UserInputError(
+            f"result: expected saved data of format {', '.join(map(repr, KINDS))}; got {kind!r}"
+        )
     return str(kind)
 
 
@@ -83,7 +86,7 @@ def gallery_items(results: Iterable[Mapping[str, Any]]) -> list[GalleryItem]:
     items: list[GalleryItem] = []
     for k, res in enumerate(results):
         if not isinstance(res, Mapping):
-            raise TypeError(f"results[{k}]: expected saved JSON data (a dict), got {type(res).__name__}")
+            raise InputTypeError(f"results[{k}]: expected saved JSON data (a dict), got {type(res).__name__}")
         kind = res.get("schema", res.get("format"))
         if kind == PHASE_FORMAT:
             items.append(
@@ -206,7 +209,7 @@ def gallery_items(results: Iterable[Mapping[str, Any]]) -> list[GalleryItem]:
                     )
                 )
         else:
-            raise ValueError(
+            raise UserInputError(
                 f"results[{k}]: expected saved data of format {PHASE_FORMAT!r}, {REPORT_FORMAT!r}, "
                 f"{EXPERIMENT_FORMAT!r} or {SLICES_FORMAT!r}, got {kind!r}"
             )
@@ -233,14 +236,14 @@ def write_gallery(
     """Write ``NAME.png`` and ``NAME.svg`` for every figure, then ``index.html``; returns its path."""
     out_dir = Path(out)
     if out_dir.exists() and not out_dir.is_dir():
-        raise ValueError(f"out: expected a directory, got an existing file {str(out_dir)!r}")
+        raise UserInputError(f"out: expected a directory, got an existing file {str(out_dir)!r}")
     out_dir.mkdir(parents=True, exist_ok=True)
     items = gallery_items(results)
     if not items:
-        raise ValueError("results: no figure can be drawn from these results")
+        raise UserInputError("results: no figure can be drawn from these results")
     names = [it.name for it in items]
     if len(set(names)) != len(names):
-        raise ValueError(f"results: two figures would share a file name: {sorted(names)}")
+        raise UserInputError(f"results: two figures would share a file name: {sorted(names)}")
     for it in items:
         _atomic(out_dir / f"{it.name}.png", partial(it.figure.savefig, format="png", dpi=dpi))
         _atomic(out_dir / f"{it.name}.svg", partial(it.figure.savefig, format="svg"))

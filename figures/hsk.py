@@ -19,6 +19,7 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
 from figures._axes import figure_and_axes
+from theory.errors import UserInputError
 
 __all__ = ["plot_hsk_ranks"]
 
@@ -45,11 +46,11 @@ def plot_hsk_ranks(
         ``"ov"`` or ``"random"``; default: ``"ov"`` when the grid has it (the worst case).
     """
     if not isinstance(verdict, Mapping) or verdict.get("claim") != "HSK-above":
-        raise ValueError("verdict: expected an HSK-above verdict (a dict from a report)")
+        raise UserInputError("verdict: expected an HSK-above verdict (a dict from a report)")
     cert = verdict.get("certificate", {})
     grid = cert.get("grid")
     if not grid:
-        raise ValueError("verdict: its certificate has no 'grid' of eps-rank bounds")
+        raise UserInputError("verdict: its certificate has no 'grid' of eps-rank bounds")
     legacy = "family" not in grid[0]
     if legacy:  # reports written before the eps-rank bounds: truncated-SVD ranks (upper bounds) only
         grid = [
@@ -67,11 +68,11 @@ def plot_hsk_ranks(
     default = "softmax" if legacy else "exp"
     matrix = matrix if matrix is not None else str(cert.get("matrix", default))
     if matrix not in ("softmax", "exp") or matrix not in grid[0]:
-        raise ValueError(f"matrix: expected 'softmax' or 'exp' (measured in the grid), got {matrix!r}")
+        raise UserInputError(f"matrix: expected 'softmax' or 'exp' (measured in the grid), got {matrix!r}")
     families = sorted({row["family"] for row in grid})
     family = family if family is not None else ("ov" if "ov" in families else families[0])
     if family not in families:
-        raise ValueError(f"family: expected one of {families}, got {family!r}")
+        raise UserInputError(f"family: expected one of {families}, got {family!r}")
     fig, ax = figure_and_axes(ax, (6.4, 4.4))
     rows_f = [r for r in grid if r["family"] == family]
     ratios = sorted({row["ratio"] for row in rows_f})

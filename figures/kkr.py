@@ -20,6 +20,7 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
 from figures._axes import figure_and_axes
+from theory.errors import InputTypeError, UserInputError
 
 __all__ = ["plot_kkr", "KKR_FORMAT"]
 
@@ -47,19 +48,19 @@ def _class(run: Mapping[str, Any], rtol: float = 1e-6) -> str:
 
 def _entry(result: Mapping[str, Any], configuration: str | None) -> tuple[str, Mapping[str, Any]]:
     if not isinstance(result, Mapping):
-        raise TypeError(
+        raise InputTypeError(
             f"result: expected the JSON data of `loracheck kkr` (a dict), got {type(result).__name__}"
         )
     if result.get("format") != KKR_FORMAT:
-        raise ValueError(f"result: expected format {KKR_FORMAT!r}, got {result.get('format')!r}")
+        raise UserInputError(f"result: expected format {KKR_FORMAT!r}, got {result.get('format')!r}")
     done = {k: v for k, v in result.get("configurations", {}).items() if v.get("table")}
     if not done:
-        raise ValueError("result: expected at least one configuration with a finished table")
+        raise UserInputError("result: expected at least one configuration with a finished table")
     if configuration is None:
         name = next(iter(done))
         return name, done[name]
     if configuration not in done:
-        raise ValueError(f"configuration: expected one of {sorted(done)}, got {configuration!r}")
+        raise UserInputError(f"configuration: expected one of {sorted(done)}, got {configuration!r}")
     return configuration, done[configuration]
 
 

@@ -20,6 +20,7 @@ from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 
 from figures._axes import figure_and_axes
+from theory.errors import InputTypeError, UserInputError
 
 __all__ = ["plot_phase_diagram"]
 
@@ -28,19 +29,19 @@ PHASE_FORMAT = "loracheck.phase/1"
 
 def _check(result: Mapping[str, Any]) -> list[Mapping[str, Any]]:
     if not isinstance(result, Mapping):
-        raise TypeError(
+        raise InputTypeError(
             f"result: expected the JSON data of `loracheck phase` (a dict), got {type(result).__name__}"
         )
     if result.get("schema") != PHASE_FORMAT:
-        raise ValueError(f"result: expected schema {PHASE_FORMAT!r}, got {result.get('schema')!r}")
+        raise UserInputError(f"result: expected schema {PHASE_FORMAT!r}, got {result.get('schema')!r}")
     cells = result.get("cells")
     if not isinstance(cells, list) or not cells:
-        raise ValueError("result: expected a non-empty list 'cells'")
+        raise UserInputError("result: expected a non-empty list 'cells'")
     need = ("r", "KN", "fraction_global", "above_bound", "nuc_rank", "runs", "global")
     for i, c in enumerate(cells):
         missing = [k for k in need if k not in c]
         if missing:
-            raise ValueError(f"result['cells'][{i}]: missing {', '.join(missing)}")
+            raise UserInputError(f"result['cells'][{i}]: missing {', '.join(missing)}")
     return cells
 
 

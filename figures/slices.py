@@ -16,6 +16,7 @@ from matplotlib.colors import LogNorm
 from matplotlib.figure import Figure
 
 from figures._axes import figure_and_axes
+from theory.errors import InputTypeError, UserInputError
 
 __all__ = ["plot_slices_1d", "plot_slice_2d", "plot_hessian_spectrum"]
 
@@ -24,12 +25,12 @@ SLICES_FORMAT = "loracheck.slices/1"
 
 def _check(result: Mapping[str, Any]) -> None:
     if not isinstance(result, Mapping):
-        raise TypeError(f"result: expected slice data (a dict), got {type(result).__name__}")
+        raise InputTypeError(f"result: expected slice data (a dict), got {type(result).__name__}")
     if result.get("schema") != SLICES_FORMAT:
-        raise ValueError(f"result: expected schema {SLICES_FORMAT!r}, got {result.get('schema')!r}")
+        raise UserInputError(f"result: expected schema {SLICES_FORMAT!r}, got {result.get('schema')!r}")
     for k in ("slices_1d", "slices_2d", "nuc_optimum"):
         if k not in result:
-            raise ValueError(f"result: missing {k!r}")
+            raise UserInputError(f"result: missing {k!r}")
 
 
 def plot_slices_1d(result: Mapping[str, Any], ax: Axes | None = None) -> Figure:
@@ -62,7 +63,7 @@ def plot_slice_2d(result: Mapping[str, Any], index: int = 0, ax: Axes | None = N
     _check(result)
     slices = result["slices_2d"]
     if not (isinstance(index, int) and 0 <= index < len(slices)):
-        raise ValueError(f"index: expected 0 <= index < {len(slices)}, got {index!r}")
+        raise UserInputError(f"index: expected 0 <= index < {len(slices)}, got {index!r}")
     s = slices[index]
     fig, ax = figure_and_axes(ax, (5.2, 4.4))
     a, b = np.array(s["alphas"]), np.array(s["betas"])
@@ -95,7 +96,7 @@ def plot_hessian_spectrum(result: Mapping[str, Any], ax: Axes | None = None) -> 
     _check(result)
     spectra = result.get("hessian_spectra")
     if not spectra:
-        raise ValueError("result: missing 'hessian_spectra'")
+        raise UserInputError("result: missing 'hessian_spectra'")
     if ax is None:
         fig = Figure(figsize=(6.4, 2.3 * len(spectra) + 0.6), layout="constrained")
         axes = list(fig.subplots(len(spectra), 1, sharex=True, squeeze=False)[:, 0])

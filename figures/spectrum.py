@@ -18,6 +18,7 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
 from figures._axes import figure_and_axes
+from theory.errors import InputTypeError, UserInputError
 
 __all__ = ["plot_singular_values"]
 
@@ -28,17 +29,17 @@ ROUNDOFF = 1e-12
 
 def _check(verdict: Mapping[str, Any]) -> tuple[list[list[float]], list[int], int]:
     if not isinstance(verdict, Mapping):
-        raise TypeError(
+        raise InputTypeError(
             f"verdict: expected a verdict of a saved report (a dict), got {type(verdict).__name__}"
         )
     if verdict.get("claim") not in RANK_CLAIMS:
-        raise ValueError(
+        raise UserInputError(
             f"verdict: expected a verdict of {', '.join(RANK_CLAIMS)}, got {verdict.get('claim')!r}"
         )
     c = verdict.get("certificate", {})
     for k in ("singular_values", "ranks", "r_max"):
         if k not in c:
-            raise ValueError(f"verdict['certificate']: missing {k!r} (status {verdict.get('status')!r})")
+            raise UserInputError(f"verdict['certificate']: missing {k!r} (status {verdict.get('status')!r})")
     svs = [[float(s) for s in block] for block in c["singular_values"]]
     return svs, [int(r) for r in c["ranks"]], int(c["r_max"])
 

@@ -17,6 +17,7 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
 from figures._axes import figure_and_axes
+from theory.errors import InputTypeError, UserInputError
 
 __all__ = ["plot_speed", "SPEED_FORMAT"]
 
@@ -35,19 +36,19 @@ _FLOOR = 1e-6
 
 def _entry(result: Mapping[str, Any], problem: str | None) -> tuple[str, Mapping[str, Any]]:
     if not isinstance(result, Mapping):
-        raise TypeError(
+        raise InputTypeError(
             f"result: expected the JSON data of `loracheck speed` (a dict), got {type(result).__name__}"
         )
     if result.get("format") != SPEED_FORMAT:
-        raise ValueError(f"result: expected format {SPEED_FORMAT!r}, got {result.get('format')!r}")
+        raise UserInputError(f"result: expected format {SPEED_FORMAT!r}, got {result.get('format')!r}")
     done = {k: v for k, v in result.get("problems", {}).items() if v.get("table")}
     if not done:
-        raise ValueError("result: expected at least one problem with a finished table")
+        raise UserInputError("result: expected at least one problem with a finished table")
     if problem is None:
         name = next(iter(done))
         return name, done[name]
     if problem not in done:
-        raise ValueError(f"problem: expected one of {sorted(done)}, got {problem!r}")
+        raise UserInputError(f"problem: expected one of {sorted(done)}, got {problem!r}")
     return problem, done[problem]
 
 

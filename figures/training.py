@@ -21,6 +21,7 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
 from figures._axes import figure_and_axes
+from theory.errors import InputTypeError, UserInputError
 
 __all__ = ["plot_training_curves"]
 
@@ -29,19 +30,19 @@ EXPERIMENT_FORMAT = "loracheck.experiment/1"
 
 def _run(result: Mapping[str, Any], N: int | None) -> Mapping[str, Any]:
     if not isinstance(result, Mapping):
-        raise TypeError(
+        raise InputTypeError(
             f"result: expected the JSON data of `loracheck experiment` (a dict), got {type(result).__name__}"
         )
     if result.get("schema") != EXPERIMENT_FORMAT:
-        raise ValueError(f"result: expected schema {EXPERIMENT_FORMAT!r}, got {result.get('schema')!r}")
+        raise UserInputError(f"result: expected schema {EXPERIMENT_FORMAT!r}, got {result.get('schema')!r}")
     runs = [r for r in result.get("runs", []) if r.get("lora")]
     if not runs:
-        raise ValueError("result: expected at least one run with LoRA training curves")
+        raise UserInputError("result: expected at least one run with LoRA training curves")
     if N is None:
         return runs[0]
     hit = [r for r in runs if r.get("N") == N]
     if not hit:
-        raise ValueError(f"N: expected one of {[r.get('N') for r in runs]}, got {N!r}")
+        raise UserInputError(f"N: expected one of {[r.get('N') for r in runs]}, got {N!r}")
     return hit[0]
 
 

@@ -28,6 +28,7 @@ from torch import Tensor
 
 from landscapes.lora import LoRAPoint
 from landscapes.problem import Problem
+from theory.errors import InputTypeError, UserInputError
 
 __all__ = ["export_peft_adapter", "adapter_factors"]
 
@@ -45,13 +46,13 @@ def adapter_factors(
     from landscapes.inits import LoRAInit
 
     if not isinstance(point, LoRAPoint):
-        raise TypeError(f"point: expected a LoRAPoint, got {type(point).__name__}")
+        raise InputTypeError(f"point: expected a LoRAPoint, got {type(point).__name__}")
     if init is not None:
         if not isinstance(init, LoRAInit):
-            raise TypeError(f"init: expected a LoRAInit or None, got {type(init).__name__}")
+            raise InputTypeError(f"init: expected a LoRAInit or None, got {type(init).__name__}")
         scale = init.scale
     if not (isinstance(scale, (int, float)) and scale > 0 and math.isfinite(scale)):
-        raise ValueError(f"scale: expected a positive finite number, got {scale!r}")
+        raise UserInputError(f"scale: expected a positive finite number, got {scale!r}")
     root = math.sqrt(scale)
     B = [u / root for u in point.U]
     A = [v.T / root for v in point.V]
@@ -91,32 +92,32 @@ def export_peft_adapter(
 
     targets = problem.meta.get("targets")
     if not isinstance(targets, Sequence) or len(targets) != len(problem.blocks):
-        raise ValueError(
+        raise UserInputError(
             f"problem: expected meta['targets'] with one weight name per block ({len(problem.blocks)}), "
             f"got {targets!r}"
         )
     modules = []
     for t in targets:
         if not isinstance(t, str) or not t.endswith(".weight"):
-            raise ValueError(f"problem: expected target weight names ending in '.weight', got {t!r}")
+            raise UserInputError(f"problem: expected target weight names ending in '.weight', got {t!r}")
         modules.append(t[: -len(".weight")])
     B, A, s = adapter_factors(point, scale=scale, init=init)
     for j, ((m, n), b, a) in enumerate(zip(problem.blocks, B, A)):
         if b.shape[0] != m or a.shape[1] != n or b.shape[1] != a.shape[0]:
-            raise ValueError(
+            raise UserInputError(
                 f"point: block {j} expected factors ({m}, r) and (r, {n}), "
                 f"got {tuple(b.shape)} and {tuple(a.shape)}"
             )
     ranks = {int(b.shape[1]) for b in B}
     if len(ranks) != 1:
-        raise ValueError(f"point: expected one rank for every block, got {sorted(ranks)}")
+        raise UserInputError(f"point: expected one rank for every block, got {sorted(ranks)}")
     r = ranks.pop()
     alpha = s * (math.sqrt(r) if rslora else r)
     # PEFT computes lora_alpha / r (or / sqrt(r)) in floating point: a float alpha is exact here.
     alpha_arg: Any = int(alpha) if float(alpha).is_integer() else alpha
     base = base_model if base_model is not None else problem.meta.get("model_path")
     if not isinstance(base, str) or not base:
-        raise ValueError("base_model: expected a model path (problem.meta has no 'model_path')")
+        raise UserInputError("base_model: expected a model path (problem.meta has no 'model_path')")
     cfg = LoraConfig(
         r=r,
         lora_alpha=alpha_arg,
@@ -129,7 +130,7 @@ def export_peft_adapter(
     )
     out = Path(out_dir)
     if out.exists() and not out.is_dir():
-        raise ValueError(f"out_dir: expected a directory, got an existing file {str(out)!r}")
+        raise UserInputError(f"out_dir: expected a directory, got an existing file {str(out)!r}")
     out.mkdir(parents=True, exist_ok=True)
     dt = dtype or problem.dtype
     tensors = {}

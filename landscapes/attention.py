@@ -59,6 +59,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from theory.errors import InputTypeError, UserInputError
 from theory.hsk import log_taylor_error_bound
 
 __all__ = [
@@ -100,34 +101,36 @@ class AttentionLoRA:
 
     def __post_init__(self) -> None:
         if not isinstance(self.X, Tensor) or self.X.ndim != 2:
-            raise ValueError(
+            raise UserInputError(
                 f"X: expected a 2-D tensor (L x d), got {getattr(self.X, 'shape', type(self.X))}"
             )
         L, d = self.X.shape
         if L < 1 or d < 1:
-            raise ValueError(f"X: expected at least one row and one column, got shape {tuple(self.X.shape)}")
+            raise UserInputError(
+                f"X: expected at least one row and one column, got shape {tuple(self.X.shape)}"
+            )
         if not isinstance(self.Y, Tensor) or tuple(self.Y.shape) != (L, d):
-            raise ValueError(f"Y: expected shape {(L, d)}, got {tuple(getattr(self.Y, 'shape', ()))}")
+            raise UserInputError(f"Y: expected shape {(L, d)}, got {tuple(getattr(self.Y, 'shape', ()))}")
         if set(self.W) != {"Q", "K", "V"}:
-            raise ValueError(f"W: expected the keys Q, K, V, got {sorted(self.W)}")
+            raise UserInputError(f"W: expected the keys Q, K, V, got {sorted(self.W)}")
         for k, w in self.W.items():
             if tuple(w.shape) != (d, d):
-                raise ValueError(f"W[{k!r}]: expected shape {(d, d)}, got {tuple(w.shape)}")
+                raise UserInputError(f"W[{k!r}]: expected shape {(d, d)}, got {tuple(w.shape)}")
         if set(self.A) != set(self.B) or not set(self.A) <= {"Q", "K", "V"}:
-            raise ValueError(
+            raise UserInputError(
                 f"A, B: expected the same adapted names among Q, K, V, got {sorted(self.A)}, {sorted(self.B)}"
             )
         for k in self.A:
             a, b = self.A[k], self.B[k]
             if a.ndim != 2 or b.ndim != 2 or a.shape[1] != d or b.shape[0] != d or a.shape[0] != b.shape[1]:
-                raise ValueError(
+                raise UserInputError(
                     f"A[{k!r}], B[{k!r}]: expected r x {d} and {d} x r, "
                     f"got {tuple(a.shape)} and {tuple(b.shape)}"
                 )
         for name in ("scale", "beta"):
             v = getattr(self, name)
             if not (isinstance(v, (int, float)) and math.isfinite(v)):
-                raise ValueError(f"{name}: expected a finite number, got {v!r}")
+                raise UserInputError(f"{name}: expected a finite number, got {v!r}")
 
     def weights(self) -> dict[str, Tensor]:
         r"""The adapted weights :math:`W_\mu^\star + s B_\mu A_\mu`."""
@@ -152,11 +155,11 @@ def exact_gradients(
     is :math:`O(L d + \text{block} \cdot L)`; the result is the same up to round-off.
     """
     if not isinstance(h, AttentionLoRA):
-        raise TypeError(f"h: expected an AttentionLoRA, got {type(h).__name__}")
+        raise InputTypeError(f"h: expected an AttentionLoRA, got {type(h).__name__}")
     if block_size is not None and (
         isinstance(block_size, bool) or not isinstance(block_size, int) or block_size < 1
     ):
-        raise ValueError(f"block_size: expected None or a positive int, got {block_size!r}")
+        raise UserInputError(f"block_size: expected None or a positive int, got {block_size!r}")
     W = h.weights()
     Q, K, V = h.X @ W["Q"], h.X @ W["K"], h.X @ W["V"]
     L = h.X.shape[0]
@@ -209,9 +212,9 @@ def taylor_features(M: Tensor, degree: int) -> Tensor:
     q^\alpha k^\alpha/\alpha!`, the degree-``g`` Taylor polynomial of :math:`e^{\langle q, k\rangle}`.
     """
     if not isinstance(M, Tensor) or M.ndim != 2:
-        raise ValueError(f"M: expected a 2-D tensor, got {getattr(M, 'shape', type(M))}")
+        raise UserInputError(f"M: expected a 2-D tensor, got {getattr(M, 'shape', type(M))}")
     if isinstance(degree, bool) or not isinstance(degree, int) or degree < 0:
-        raise ValueError(f"degree: expected an int >= 0, got {degree!r}")
+        raise UserInputError(f"degree: expected an int >= 0, got {degree!r}")
     L, d = M.shape
     cols = [torch.ones(L, 1, dtype=M.dtype, device=M.device)]
     prev = cols[0]
@@ -242,7 +245,7 @@ def taylor_error_bound(M: float, degree: int) -> float:
     The remainder is :math:`|e^x - \sum_{j \le g} x^j/j!|`.
     """
     if not (isinstance(M, (int, float)) and M >= 0 and math.isfinite(M)):
-        raise ValueError(f"M: expected a finite number >= 0, got {M!r}")
+        raise UserInputError(f"M: expected a finite number >= 0, got {M!r}")
     log_bound = log_taylor_error_bound(float(M), degree)
     return math.exp(log_bound) if log_bound < 700 else math.inf
 
@@ -267,7 +270,7 @@ def fast_gradients(h: AttentionLoRA, *, degree: int) -> FastGradients:
     for the entry bound (the approximation is not a distribution), and a ``ValueError`` is raised.
     """
     if not isinstance(h, AttentionLoRA):
-        raise TypeError(f"h: expected an AttentionLoRA, got {type(h).__name__}")
+        raise InputTypeError(f"h: expected an AttentionLoRA, got {type(h).__name__}")
     W = h.weights()
     Q, K, V = h.X @ W["Q"], h.X @ W["K"], h.X @ W["V"]
     L, d = h.X.shape
@@ -277,7 +280,7 @@ def fast_gradients(h: AttentionLoRA, *, degree: int) -> FastGradients:
     den = U @ Wf.sum(dim=0)
     low = float(den.min())
     if not low > 0:
-        raise ValueError(
+        raise UserInputError(
             f"degree: the degree-{degree} features give a softmax normalizer {low:.3g} <= 0; "
             "raise the degree or lower the entry bound"
         )
@@ -315,7 +318,9 @@ def max_entry_error(approx: Mapping[str, Tensor], exact: Mapping[str, Tensor]) -
     NaN anywhere gives ``inf``.
     """
     if set(approx) != set(exact):
-        raise ValueError(f"approx, exact: expected the same keys, got {sorted(approx)} and {sorted(exact)}")
+        raise UserInputError(
+            f"approx, exact: expected the same keys, got {sorted(approx)} and {sorted(exact)}"
+        )
     worst = 0.0
     for k in exact:
         num = float((approx[k] - exact[k]).abs().max())
@@ -334,7 +339,9 @@ def max_abs_entry_error(approx: Mapping[str, Tensor], exact: Mapping[str, Tensor
     entry.  NaN anywhere gives ``inf``.
     """
     if set(approx) != set(exact):
-        raise ValueError(f"approx, exact: expected the same keys, got {sorted(approx)} and {sorted(exact)}")
+        raise UserInputError(
+            f"approx, exact: expected the same keys, got {sorted(approx)} and {sorted(exact)}"
+        )
     worst = 0.0
     for k in exact:
         e = float((approx[k] - exact[k]).abs().max())
@@ -353,9 +360,9 @@ def numerical_rank(M: Tensor, rel_err: float) -> int:
     not at the bracket it was found in.  Dense SVD: ``L`` up to a few thousand.
     """
     if not isinstance(M, Tensor) or M.ndim != 2:
-        raise ValueError(f"M: expected a 2-D tensor, got {getattr(M, 'shape', type(M))}")
+        raise UserInputError(f"M: expected a 2-D tensor, got {getattr(M, 'shape', type(M))}")
     if not (isinstance(rel_err, float) and 0 < rel_err < 1):
-        raise ValueError(f"rel_err: expected a float in (0, 1), got {rel_err!r}")
+        raise UserInputError(f"rel_err: expected a float in (0, 1), got {rel_err!r}")
     top = float(M.abs().max())
     if top == 0:
         return 0
@@ -397,11 +404,11 @@ def hsk_instance(
     """
     for name, v in (("L", L), ("d", d), ("r", r)):
         if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-            raise ValueError(f"{name}: expected a positive int, got {v!r}")
+            raise UserInputError(f"{name}: expected a positive int, got {v!r}")
     if not (isinstance(gamma, (int, float)) and gamma > 0 and math.isfinite(gamma)):
-        raise ValueError(f"gamma: expected a finite number > 0, got {gamma!r}")
+        raise UserInputError(f"gamma: expected a finite number > 0, got {gamma!r}")
     if case not in CASES:
-        raise ValueError(f"case: expected one of {sorted(CASES)}, got {case!r}")
+        raise UserInputError(f"case: expected one of {sorted(CASES)}, got {case!r}")
     g = torch.Generator().manual_seed(seed)
 
     def rnd(*shape: int) -> Tensor:
@@ -448,15 +455,15 @@ class HskSetting:
 
     def __post_init__(self) -> None:
         if self.case not in CASES:
-            raise ValueError(f"case: expected one of {sorted(CASES)}, got {self.case!r}")
+            raise UserInputError(f"case: expected one of {sorted(CASES)}, got {self.case!r}")
         for field_name in ("d", "r"):
             v = getattr(self, field_name)
             if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-                raise ValueError(f"{field_name}: expected a positive int, got {v!r}")
+                raise UserInputError(f"{field_name}: expected a positive int, got {v!r}")
         if isinstance(self.beta, bool) or not (
             isinstance(self.beta, (int, float)) and math.isfinite(self.beta) and self.beta != 0
         ):
-            raise ValueError(f"beta: expected a finite nonzero number, got {self.beta!r}")
+            raise UserInputError(f"beta: expected a finite nonzero number, got {self.beta!r}")
 
     def instance(self, L: int, gamma: float, *, seed_offset: int = 0) -> AttentionLoRA:
         """The head of length ``L`` with entry bound ``gamma``."""

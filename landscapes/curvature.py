@@ -65,6 +65,7 @@ from landscapes.lora import (
 )
 from landscapes.operators import DenseOperator, LinearOperator
 from landscapes.problem import Blocks, Problem
+from theory.errors import UserInputError
 
 __all__ = [
     "LambdaMin",
@@ -164,7 +165,7 @@ def unflatten_factors(x: Tensor, like_U: Sequence[Tensor], like_V: Sequence[Tens
         V.append(x[k : k + v.numel()].reshape(v.shape))
         k += v.numel()
     if k != x.numel():
-        raise ValueError(f"x: expected {k} entries, got {x.numel()}")
+        raise UserInputError(f"x: expected {k} entries, got {x.numel()}")
     return tuple(U), tuple(V)
 
 
@@ -244,15 +245,15 @@ def _check_exclude(exclude: Tensor | None, P: int, like: Tensor) -> Tensor | Non
         return None
     if not isinstance(exclude, Tensor) or exclude.ndim != 2 or exclude.shape[0] != P:
         got = tuple(exclude.shape) if isinstance(exclude, Tensor) else type(exclude).__name__
-        raise ValueError(f"exclude: expected a ({P}, t) tensor of orthonormal columns, got {got}")
+        raise UserInputError(f"exclude: expected a ({P}, t) tensor of orthonormal columns, got {got}")
     if exclude.dtype != like.dtype:
-        raise ValueError(f"exclude: expected dtype {like.dtype}, got {exclude.dtype}")
+        raise UserInputError(f"exclude: expected dtype {like.dtype}, got {exclude.dtype}")
     t = exclude.shape[1]
     if t:
         eye = torch.eye(t, dtype=exclude.dtype, device=exclude.device)
         err = float((exclude.T @ exclude - eye).abs().max())
         if err > 1e-8:
-            raise ValueError(f"exclude: expected orthonormal columns, got |G^T G - I|_max = {err:.2e}")
+            raise UserInputError(f"exclude: expected orthonormal columns, got |G^T G - I|_max = {err:.2e}")
     return exclude
 
 
@@ -340,7 +341,7 @@ def lambda_min_structured(
     :math:`Z^\top D^{-1} Z` (``P (KN)^2`` flops) and its eigenvalues; one HVP for the residual.
     """
     if not (isinstance(rtol, float) and rtol > 0):
-        raise ValueError(f"rtol: expected a positive float, got {rtol!r}")
+        raise UserInputError(f"rtol: expected a positive float, got {rtol!r}")
     _check_factors(problem, U, V)
     check_finite_factors(U, V)
     pert = check_perturbation(problem, perturbation)
@@ -599,7 +600,7 @@ def lambda_min_lanczos(
     cost.
     """
     if not (isinstance(tol, float) and tol > 0):
-        raise ValueError(f"tol: expected a positive float, got {tol!r}")
+        raise UserInputError(f"tol: expected a positive float, got {tol!r}")
     _check_factors(problem, U, V)
     check_finite_factors(U, V)
     pert = check_perturbation(problem, perturbation)
@@ -692,11 +693,11 @@ def lambda_min_dense(
     pert = check_perturbation(problem, perturbation)
     P = sum(u.numel() + v.numel() for u, v in zip(U, V))
     if P > max_params:
-        raise ValueError(
+        raise UserInputError(
             f"max_params: the dense Hessian has {P} parameters, more than max_params={max_params}"
         )
     if not isinstance(problem.J, DenseOperator) and problem.KN > 4096:
-        raise ValueError(f"problem: the dense route materializes J's {problem.KN} rows; use 'lanczos'")
+        raise UserInputError(f"problem: the dense route materializes J's {problem.KN} rows; use 'lanczos'")
     t0 = time.perf_counter()
     H = lora_hessian(problem, U, V, perturbation=pert)
     G = _check_exclude(exclude, P, H)
@@ -760,4 +761,4 @@ def lambda_min(
         return lambda_min_lanczos(problem, U, V, perturbation=perturbation, **options)
     if method == "dense":
         return lambda_min_dense(problem, U, V, perturbation=perturbation, **options)
-    raise ValueError(f"method: expected 'auto', 'structured', 'lanczos' or 'dense', got {method!r}")
+    raise UserInputError(f"method: expected 'auto', 'structured', 'lanczos' or 'dense', got {method!r}")

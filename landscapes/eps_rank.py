@@ -74,6 +74,7 @@ import scipy.linalg as sla
 from numpy.typing import NDArray
 
 from landscapes._threads import scipy_blas_single_thread
+from theory.errors import UserInputError
 
 __all__ = [
     "EpsRankBounds",
@@ -126,18 +127,18 @@ def _as_matrix(A: object, name: str = "A") -> NDArray[np.float64]:
         A = A.detach().cpu().numpy()  # a torch tensor
     raw = np.asarray(A)
     if raw.dtype.kind not in "biuf":
-        raise ValueError(f"{name}: expected a real (bool, int or float) matrix, got dtype {raw.dtype}")
+        raise UserInputError(f"{name}: expected a real (bool, int or float) matrix, got dtype {raw.dtype}")
     arr = np.asarray(raw, dtype=np.float64)
     if arr.ndim != 2 or arr.size == 0:
-        raise ValueError(f"{name}: expected a non-empty 2-D matrix, got shape {arr.shape}")
+        raise UserInputError(f"{name}: expected a non-empty 2-D matrix, got shape {arr.shape}")
     if not np.all(np.isfinite(arr)):
-        raise ValueError(f"{name}: expected finite entries")
+        raise UserInputError(f"{name}: expected finite entries")
     return arr
 
 
 def _check_eps(eps: object) -> float:
     if isinstance(eps, bool) or not isinstance(eps, (int, float)) or not (eps >= 0 and math.isfinite(eps)):
-        raise ValueError(f"eps: expected a finite number >= 0, got {eps!r}")
+        raise UserInputError(f"eps: expected a finite number >= 0, got {eps!r}")
     return float(eps)
 
 
@@ -265,11 +266,11 @@ def eps_rank_bounds(A: object, rel_err: float, *, max_submatrix: int | None = No
     """
     M = _as_matrix(A)
     if not (isinstance(rel_err, float) and 0 < rel_err < 1):
-        raise ValueError(f"rel_err: expected a float in (0, 1), got {rel_err!r}")
+        raise UserInputError(f"rel_err: expected a float in (0, 1), got {rel_err!r}")
     if max_submatrix is not None and (
         isinstance(max_submatrix, bool) or not isinstance(max_submatrix, int) or max_submatrix < 1
     ):
-        raise ValueError(f"max_submatrix: expected a positive int or None, got {max_submatrix!r}")
+        raise UserInputError(f"max_submatrix: expected a positive int or None, got {max_submatrix!r}")
     top = float(np.abs(M).max())
     if top == 0:  # B = 0 is within any tolerance
         return EpsRankBounds(0, 0, 0.0, 0, 0, 0, 0)
@@ -342,15 +343,15 @@ def orthogonal_vectors_pre_activations(
     """
     for name, v in (("L", L), ("m", m)):
         if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-            raise ValueError(f"{name}: expected a positive int, got {v!r}")
+            raise UserInputError(f"{name}: expected a positive int, got {v!r}")
     if (
         isinstance(gamma, bool)
         or not isinstance(gamma, (int, float))
         or not (gamma > 0 and math.isfinite(gamma))
     ):
-        raise ValueError(f"gamma: expected a finite number > 0, got {gamma!r}")
+        raise UserInputError(f"gamma: expected a finite number > 0, got {gamma!r}")
     if isinstance(density, bool) or not isinstance(density, (int, float)) or not (0 < density < 1):
-        raise ValueError(f"density: expected a number in (0, 1), got {density!r}")
+        raise UserInputError(f"density: expected a number in (0, 1), got {density!r}")
     rng = np.random.default_rng(seed)
     a = (rng.random((L, m)) < density).astype(np.float64)
     b = (rng.random((L, m)) < density).astype(np.float64)

@@ -26,6 +26,7 @@ from torch import Tensor
 
 from landscapes._threads import scipy_blas_single_thread
 from landscapes.problem import Blocks, Problem
+from theory.errors import UserInputError
 
 __all__ = ["FTSolution", "solve_ft", "separating_direction"]
 
@@ -117,7 +118,7 @@ def solve_ft(problem: Problem, *, max_newton: int = 200, grad_atol: float = 0.0)
     """Solve FT (see the module docstring); ``lam`` plays no role here."""
     t0 = time.perf_counter()
     if problem.loss.name not in ("squared", "logistic", "cross_entropy"):
-        raise ValueError(
+        raise UserInputError(
             f"problem: solve_ft supports the built-in losses, got a custom loss {problem.loss!r}"
         )
     E, sig, Z = _range_basis(problem)

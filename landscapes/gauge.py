@@ -35,6 +35,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from theory.errors import UserInputError
+
 __all__ = ["GaugeBasis", "gauge_basis", "project_out"]
 
 
@@ -66,7 +68,7 @@ class GaugeBasis:
 def gauge_basis(U: Sequence[Tensor], V: Sequence[Tensor], *, rtol: float = 1e-6) -> GaugeBasis:
     r"""The gauge tangent space at ``(U, V)`` (module docstring), from one SVD of each :math:`[U_j; V_j]`."""
     if not (isinstance(rtol, float) and 0 < rtol < 1):
-        raise ValueError(f"rtol: expected a float in (0, 1), got {rtol!r}")
+        raise UserInputError(f"rtol: expected a float in (0, 1), got {rtol!r}")
     P = sum(u.numel() + v.numel() for u, v in zip(U, V))
     ref = U[0] if len(U) else torch.zeros(0, dtype=torch.float64)
     cols: list[Tensor] = []

@@ -59,6 +59,7 @@ from torch import Tensor
 
 from landscapes.lora import LoRAPoint
 from landscapes.problem import Blocks, Problem
+from theory.errors import UserInputError
 
 __all__ = [
     "INIT_NAMES",
@@ -133,13 +134,13 @@ class LoRAInit:
 def lora_scale(alpha: float, r: int, *, rslora: bool = False) -> float:
     r"""PEFT's adapter scale: :math:`\alpha / r`, or :math:`\alpha / \sqrt r` with rsLoRA."""
     if isinstance(r, bool) or not isinstance(r, int) or r < 1:
-        raise ValueError(f"r: expected a positive int, got {r!r}")
+        raise UserInputError(f"r: expected a positive int, got {r!r}")
     if (
         isinstance(alpha, bool)
         or not isinstance(alpha, (int, float))
         or not (alpha > 0 and math.isfinite(alpha))
     ):
-        raise ValueError(f"alpha: expected a positive finite number, got {alpha!r}")
+        raise UserInputError(f"alpha: expected a positive finite number, got {alpha!r}")
     return float(alpha) / (math.sqrt(r) if rslora else r)
 
 
@@ -163,9 +164,9 @@ def sampled_gradient(
     """
     for name, v in (("batch_size", batch_size), ("batches", batches)):
         if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-            raise ValueError(f"{name}: expected a positive int, got {v!r}")
+            raise UserInputError(f"{name}: expected a positive int, got {v!r}")
     if batch_size > problem.N:
-        raise ValueError(f"batch_size: expected at most N = {problem.N}, got {batch_size}")
+        raise UserInputError(f"batch_size: expected at most N = {problem.N}, got {batch_size}")
     used = min(problem.N, batch_size * batches)
     if used == problem.N:
         return full_gradient(problem)  # every example once: the full gradient (in its own summation order)
@@ -196,13 +197,15 @@ def gradient_spread(problem: Problem, *, chunk: int = 64, scale: float = 1.0) ->
     (a power of two near :math:`\max|G|` keeps the squares finite at extreme scales).
     """
     if isinstance(chunk, bool) or not isinstance(chunk, int) or chunk < 1:
-        raise ValueError(f"chunk: expected a positive int, got {chunk!r}")
+        raise UserInputError(f"chunk: expected a positive int, got {chunk!r}")
     if isinstance(scale, bool) or not isinstance(scale, (int, float)) or not 0 < scale < math.inf:
-        raise ValueError(f"scale: expected a positive finite number, got {scale!r}")
+        raise UserInputError(f"scale: expected a positive finite number, got {scale!r}")
     from landscapes.operators import DenseOperator
 
     if not isinstance(problem.J, DenseOperator):
-        raise ValueError("problem: per-example gradients need a dense J (a stored matrix), got an operator")
+        raise UserInputError(
+            "problem: per-example gradients need a dense J (a stored matrix), got an operator"
+        )
     ev = problem.evaluate(problem.zeros())
     resid = ev.g * problem.N  # per-example dl_i/dz_i, shape (N, K)
     M = problem.J.matrix
@@ -253,20 +256,20 @@ def gradient_svd(
     generator is left as it was).
     """
     if G.ndim != 2:
-        raise ValueError(f"G: expected a matrix, got shape {tuple(G.shape)}")
+        raise UserInputError(f"G: expected a matrix, got shape {tuple(G.shape)}")
     m, n = G.shape
     if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= min(m, n):
-        raise ValueError(f"k: expected an int in [1, min(m, n)] = [1, {min(m, n)}], got {k!r}")
+        raise UserInputError(f"k: expected an int in [1, min(m, n)] = [1, {min(m, n)}], got {k!r}")
     if svd == "full":
         U, s, Vh = torch.linalg.svd(G, full_matrices=False)
         return U[:, :k], s[:k], Vh[:k].T
     if svd != "randomized":
-        raise ValueError(f"svd: expected 'full' or 'randomized', got {svd!r}")
+        raise UserInputError(f"svd: expected 'full' or 'randomized', got {svd!r}")
     U, s, V = randomized_svd(
         G, min(2 * k if sketch is None else sketch, m, n), niter=niter, generator=generator
     )
     if U.shape[1] < k:
-        raise ValueError(f"sketch: expected at least k = {k} columns, got {U.shape[1]}")
+        raise UserInputError(f"sketch: expected at least k = {k} columns, got {U.shape[1]}")
     return U[:, :k], s[:k], V[:, :k]
 
 
@@ -285,7 +288,7 @@ def randomized_svd(
     :math:`\|G - H\|_2 = \|(I - QQ^\top) G\|_2` is the sketch's error (their Sec. 10).
     """
     if isinstance(q, bool) or not isinstance(q, int) or not 1 <= q <= min(G.shape):
-        raise ValueError(f"q: expected an int in [1, min(m, n)] = [1, {min(G.shape)}], got {q!r}")
+        raise UserInputError(f"q: expected an int in [1, min(m, n)] = [1, {min(G.shape)}], got {q!r}")
     seed = int(torch.randint(0, 2**62, (1,), generator=generator)) if generator is not None else None
     with torch.random.fork_rng(devices=[] if G.device.type == "cpu" else [G.device]):
         if seed is not None:
@@ -317,20 +320,20 @@ def direction_indices(
         if variant == "peft":
             return perm[:r], perm[:r]
         return perm[:r], perm[r:]
-    raise ValueError(f"direction: expected one of {DIRECTIONS}, got {direction!r}")
+    raise UserInputError(f"direction: expected one of {DIRECTIONS}, got {direction!r}")
 
 
 def _check_blocks(name: str, X: Sequence[Tensor] | None, problem: Problem) -> Blocks:
     if X is None or isinstance(X, Tensor) or len(X) != len(problem.blocks):
         got = "None" if X is None else (type(X).__name__ if isinstance(X, Tensor) else f"{len(X)} matrices")
-        raise ValueError(f"{name}: expected {len(problem.blocks)} matrices (one per block), got {got}")
+        raise UserInputError(f"{name}: expected {len(problem.blocks)} matrices (one per block), got {got}")
     out = []
     for j, (x, shape) in enumerate(zip(X, problem.blocks)):
         if not isinstance(x, Tensor) or tuple(x.shape) != shape:
             found = tuple(x.shape) if isinstance(x, Tensor) else type(x).__name__
-            raise ValueError(f"{name}[{j}]: expected shape {shape}, got {found}")
+            raise UserInputError(f"{name}[{j}]: expected shape {shape}, got {found}")
         if not bool(torch.isfinite(x).all()):
-            raise ValueError(f"{name}[{j}]: expected finite entries, got NaN or inf")
+            raise UserInputError(f"{name}[{j}]: expected finite entries, got NaN or inf")
         out.append(x.to(dtype=problem.dtype, device=problem.device))
     return tuple(out)
 
@@ -380,29 +383,29 @@ def init_lora(
         :math:`\|G - Q Q^\top G\|_2` per block in ``details["sketch_residual"]``.
     """
     if name not in INIT_NAMES:
-        raise ValueError(f"name: expected one of {INIT_NAMES}, got {name!r}")
+        raise UserInputError(f"name: expected one of {INIT_NAMES}, got {name!r}")
     if isinstance(rank, bool) or not isinstance(rank, int) or rank < 1:
-        raise ValueError(f"rank: expected a positive int (rank >= 1), got {rank!r}")
+        raise UserInputError(f"rank: expected a positive int (rank >= 1), got {rank!r}")
     r = rank
     if alpha is None:
         alpha = 2.0 * r
     s = lora_scale(alpha, r, rslora=rslora)
     if direction not in DIRECTIONS:
-        raise ValueError(f"direction: expected one of {DIRECTIONS}, got {direction!r}")
+        raise UserInputError(f"direction: expected one of {DIRECTIONS}, got {direction!r}")
     if (
         isinstance(gamma, bool)
         or not isinstance(gamma, (int, float))
         or not (gamma > 0 and math.isfinite(gamma))
     ):
-        raise ValueError(f"gamma: expected a positive finite number, got {gamma!r}")
+        raise UserInputError(f"gamma: expected a positive finite number, got {gamma!r}")
     if svd not in ("full", "randomized"):
-        raise ValueError(f"svd: expected 'full' or 'randomized', got {svd!r}")
+        raise UserInputError(f"svd: expected 'full' or 'randomized', got {svd!r}")
     if isinstance(niter, bool) or not isinstance(niter, int) or niter < 0:
-        raise ValueError(f"niter: expected an int >= 0, got {niter!r}")
+        raise UserInputError(f"niter: expected an int >= 0, got {niter!r}")
     if sketch is not None and (isinstance(sketch, bool) or not isinstance(sketch, int) or sketch < 1):
-        raise ValueError(f"sketch: expected None or a positive int, got {sketch!r}")
+        raise UserInputError(f"sketch: expected None or a positive int, got {sketch!r}")
     if isinstance(seed, bool) or not isinstance(seed, int):
-        raise ValueError(f"seed: expected an int, got {seed!r}")
+        raise UserInputError(f"seed: expected an int, got {seed!r}")
     gen = torch.Generator().manual_seed(seed)
     dt, dev = problem.dtype, problem.device
     details: dict[str, Any] = {"alpha": float(alpha), "rslora": bool(rslora), "seed": seed}
@@ -410,7 +413,7 @@ def init_lora(
     A: list[Tensor] = []
     for j, (m, n) in enumerate(problem.blocks):
         if r > min(m, n):
-            raise ValueError(f"rank: expected r <= min(m, n) = {min(m, n)} on block {j}, got {r}")
+            raise UserInputError(f"rank: expected r <= min(m, n) = {min(m, n)} on block {j}, got {r}")
     if name in ("vanilla", "gaussian"):
         for m, n in problem.blocks:
             if name == "vanilla":
@@ -443,11 +446,13 @@ def init_lora(
     residuals: list[float] = []
     for j, ((m, n), Gj) in enumerate(zip(problem.blocks, G)):
         if 2 * r > min(m, n):
-            raise ValueError(f"rank: LoRA-GA needs 2 r <= min(m, n) = {min(m, n)} on block {j}, got r = {r}")
+            raise UserInputError(
+                f"rank: LoRA-GA needs 2 r <= min(m, n) = {min(m, n)} on block {j}, got r = {r}"
+            )
         if svd == "randomized":
             q = min(4 * r if sketch is None else sketch, m, n)
             if q < 2 * r:
-                raise ValueError(f"sketch: LoRA-GA needs q >= 2 r = {2 * r} columns, got {q}")
+                raise UserInputError(f"sketch: LoRA-GA needs q >= 2 r = {2 * r} columns, got {q}")
             Uq, sq, Vq = randomized_svd(Gj, q, niter=niter, generator=gen)
             residuals.append(float(torch.linalg.matrix_norm(Gj - (Uq * sq) @ Vq.T, ord=2)))
             U, sv, V = Uq[:, : 2 * r], sq[: 2 * r], Vq[:, : 2 * r]
@@ -562,10 +567,10 @@ def planted_gradient_problem(
     """
     for name, v in (("N", N), ("m", m), ("n", n)):
         if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-            raise ValueError(f"{name}: expected a positive int, got {v!r}")
+            raise UserInputError(f"{name}: expected a positive int, got {v!r}")
     sig = [float(x) for x in spectrum]
     if not sig or len(sig) > min(m, n) or any(not (x >= 0 and math.isfinite(x)) for x in sig):
-        raise ValueError(
+        raise UserInputError(
             f"spectrum: expected 1 to min(m, n) = {min(m, n)} finite values >= 0, got {list(spectrum)!r}"
         )
     if (
@@ -573,7 +578,7 @@ def planted_gradient_problem(
         or not isinstance(spread, (int, float))
         or not (spread >= 0 and spread < math.inf)
     ):
-        raise ValueError(f"spread: expected a finite number >= 0, got {spread!r}")
+        raise UserInputError(f"spread: expected a finite number >= 0, got {spread!r}")
     gen = torch.Generator().manual_seed(seed)
     P, _ = torch.linalg.qr(torch.randn(m, m, generator=gen, dtype=torch.float64))
     Q, _ = torch.linalg.qr(torch.randn(n, n, generator=gen, dtype=torch.float64))

@@ -54,6 +54,7 @@ from torch import Tensor
 from landscapes.losses import LOSS_NAMES
 from landscapes.operators import DenseOperator, LowRankOperator
 from landscapes.problem import Problem
+from theory.errors import InputTypeError, UserInputError
 
 
 def _default_file_mode() -> int:
@@ -166,11 +167,13 @@ class _Reader:
         self.path = path
         self.p = repr(str(path))
 
-    def bad(self, key: str, got: str, expected: str | None = None) -> ValueError:
-        return ValueError(f"path: key {key!r} of {self.p}: expected {expected or _WHAT[key]}, got {got}")
+    def bad(self, key: str, got: str, expected: str | None = None) -> UserInputError:
+        return UserInputError(f"path: key {key!r} of {self.p}: expected {expected or _WHAT[key]}, got {got}")
 
-    def missing(self, key: str) -> ValueError:
-        return ValueError(f"path: key {key!r} of {self.p}: expected {_WHAT[key]}, got nothing (missing key)")
+    def missing(self, key: str) -> UserInputError:
+        return UserInputError(
+            f"path: key {key!r} of {self.p}: expected {_WHAT[key]}, got nothing (missing key)"
+        )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -179,8 +182,8 @@ class _Reader:
 _TENSOR_TAG, _ARRAY_TAG = "__tensor__", "__ndarray__"
 
 
-def _meta_error(where: str, expected: str, got: object) -> ValueError:
-    return ValueError(f"problem.meta: expected {expected} at {where}, got {got}")
+def _meta_error(where: str, expected: str, got: object) -> UserInputError:
+    return UserInputError(f"problem.meta: expected {expected} at {where}, got {got}")
 
 
 def _encode_meta(v: Any, where: str) -> Any:
@@ -240,7 +243,7 @@ def _decode_meta(v: Any, where: str, r: _Reader) -> Any:
             if tag == _TENSOR_TAG:
                 dt = getattr(torch, spec["dtype"])
                 if not isinstance(dt, torch.dtype):
-                    raise TypeError(f"{spec['dtype']!r} is not a torch dtype")
+                    raise InputTypeError(f"{spec['dtype']!r} is not a torch dtype")
                 return torch.tensor(spec["data"], dtype=dt).reshape(shape)
             return np.array(spec["data"], dtype=np.dtype(spec["dtype"])).reshape(shape)
         except Exception as exc:  # noqa: BLE001 - any malformed tag is bad input
@@ -257,22 +260,22 @@ def _decode_meta(v: Any, where: str, r: _Reader) -> Any:
 # ---------------------------------------------------------------------------------------------
 def _container(path: Path) -> str:
     if path.suffix not in SUFFIXES:
-        raise ValueError(f"path: expected a file name ending in .npz or .safetensors, got {str(path)!r}")
+        raise UserInputError(f"path: expected a file name ending in .npz or .safetensors, got {str(path)!r}")
     return path.suffix[1:]
 
 
 def _tensor_array(t: Tensor, what: str) -> np.ndarray:
     if t.dtype.is_floating_point and t.dtype not in _TORCH_FLOATS:
-        raise ValueError(f"{what}: expected dtype float16, float32 or float64 to save, got {t.dtype}")
+        raise UserInputError(f"{what}: expected dtype float16, float32 or float64 to save, got {t.dtype}")
     try:
         return t.detach().cpu().contiguous().numpy()
     except TypeError as exc:
-        raise ValueError(f"{what}: expected a dtype that NumPy stores, got {t.dtype} ({exc})") from None
+        raise UserInputError(f"{what}: expected a dtype that NumPy stores, got {t.dtype} ({exc})") from None
 
 
 def _problem_fields(problem: Problem) -> dict[str, Field]:
     if not isinstance(problem, Problem):
-        raise TypeError(f"problem: expected a Problem, got {type(problem).__name__}")
+        raise InputTypeError(f"problem: expected a Problem, got {type(problem).__name__}")
     fields: dict[str, Field] = {"format": FORMAT, "version": VERSION}
     if isinstance(problem.J, DenseOperator):
         fields["J"] = _tensor_array(problem.J.matrix, "problem.J")
@@ -280,7 +283,7 @@ def _problem_fields(problem: Problem) -> dict[str, Field]:
         fields["J_left"] = _tensor_array(problem.J.left, "problem.J.left")
         fields["J_right"] = _tensor_array(problem.J.right, "problem.J.right")
     else:
-        raise ValueError(
+        raise UserInputError(
             "problem: expected a dense-J or LowRankOperator-J problem to save, got an operator-form J "
             f"({type(problem.J).__name__}) that stores no matrix"
         )
@@ -291,7 +294,7 @@ def _problem_fields(problem: Problem) -> dict[str, Field]:
     fields["lam"] = np.array(problem.lam, dtype=np.float64)
     if problem.seed is not None:
         if not _INT64.min <= problem.seed <= _UINT64.max:
-            raise ValueError(
+            raise UserInputError(
                 f"problem.seed: expected an int in [{_INT64.min}, {_UINT64.max}] to save, got {problem.seed}"
             )
         fields["seed"] = int(problem.seed)
@@ -307,21 +310,21 @@ def _extra_fields(extra: Mapping[str, Any] | None, container: str) -> dict[str, 
     if extra is None:
         return out
     if not isinstance(extra, Mapping):
-        raise ValueError(f"extra: expected a mapping of names to arrays, got {type(extra).__name__}")
+        raise UserInputError(f"extra: expected a mapping of names to arrays, got {type(extra).__name__}")
     for k, v in extra.items():
         if not isinstance(k, str) or not _EXTRA_NAME.fullmatch(k):
-            raise ValueError(f"extra: expected names of letters, digits, '_', '.', '-', got {k!r}")
+            raise UserInputError(f"extra: expected names of letters, digits, '_', '.', '-', got {k!r}")
         a = _tensor_array(v, f"extra[{k!r}]") if isinstance(v, Tensor) else np.asarray(v)
         if a.dtype.kind == "U" and a.ndim == 0:
             out[_EXTRA + k] = str(a.item())
             continue
         if a.dtype.kind not in "biufcUS" or a.dtype.hasobject:
-            raise ValueError(
+            raise UserInputError(
                 f"extra[{k!r}]: expected a bool, number or string array (files hold no pickled "
                 f"objects), got dtype {a.dtype}"
             )
         if container == "safetensors" and a.dtype.newbyteorder("=") not in _ST_DTYPES:
-            raise ValueError(
+            raise UserInputError(
                 f"extra[{k!r}]: expected a bool, integer or float16/32/64 array, or a 0-d string, "
                 f"for .safetensors, got dtype {a.dtype} of shape {a.shape}"
             )
@@ -402,11 +405,11 @@ def _read_npz(r: _Reader) -> dict[str, Field]:
     try:
         z = np.load(r.path, allow_pickle=False)
     except Exception as exc:  # noqa: BLE001 - any unreadable file is bad input
-        raise ValueError(
+        raise UserInputError(
             f"path: expected a loracheck problem file, got an unreadable file {r.p} ({exc})"
         ) from None
     if not isinstance(z, np.lib.npyio.NpzFile):
-        raise ValueError(f"path: expected a loracheck problem file, got a single array file {r.p}")
+        raise UserInputError(f"path: expected a loracheck problem file, got a single array file {r.p}")
     fields: dict[str, Field] = {}
     with z:
         for key in z.files:
@@ -431,19 +434,21 @@ def _read_safetensors(r: _Reader, raw: bytes) -> dict[str, Field]:
     try:
         n = int.from_bytes(raw[:8], "little")
         if len(raw) < 8 or n > len(raw) - 8:
-            raise ValueError("truncated header")
+            raise UserInputError("truncated header")
         header = json.loads(raw[8 : 8 + n].decode("utf-8"))
         if not isinstance(header, dict):
-            raise ValueError("the header is not a JSON object")
+            raise UserInputError("the header is not a JSON object")
         tensors = stnp.load(raw)
     except Exception as exc:  # noqa: BLE001 - any unreadable file is bad input
-        raise ValueError(
+        raise UserInputError(
             f"path: expected a loracheck problem file (.npz or .safetensors), got an unreadable file "
             f"{r.p} ({exc})"
         ) from None
     meta = header.get("__metadata__") or {}
     if not isinstance(meta, dict) or not all(isinstance(v, str) for v in meta.values()):
-        raise ValueError(f"path: expected a safetensors __metadata__ of strings in {r.p}, got {meta!r:.80}")
+        raise UserInputError(
+            f"path: expected a safetensors __metadata__ of strings in {r.p}, got {meta!r:.80}"
+        )
     fields: dict[str, Field] = {}
     for key, text in meta.items():
         if key in tensors:
@@ -467,14 +472,14 @@ def _read_fields(path: Path) -> tuple[dict[str, Field], str]:
     """The fields of a file and its container, recognized from the content (not the name)."""
     r = _Reader(path)
     if not path.is_file():
-        raise ValueError(f"path: expected an existing problem file, got {str(path)!r}")
+        raise UserInputError(f"path: expected an existing problem file, got {str(path)!r}")
     with open(path, "rb") as fh:
         magic = fh.read(9)
     # A safetensors file starts with an 8-byte header length and then the JSON header ("{").
     if magic[8:9] != b"{" and magic[:4] in (b"PK\x03\x04", b"PK\x05\x06"):
         return _read_npz(r), "npz"
     if magic.startswith(b"\x93NUMPY"):
-        raise ValueError(f"path: expected a loracheck problem file, got a single array file {r.p}")
+        raise UserInputError(f"path: expected a loracheck problem file, got a single array file {r.p}")
     return _read_safetensors(r, path.read_bytes()), "safetensors"
 
 
@@ -506,7 +511,7 @@ def _problem_from_fields(r: _Reader, fields: dict[str, Field], version: int) -> 
         other = "J_right" if factors == ["J_left"] else "J_left"
         raise r.missing(other)
     if not dense and not factors:
-        raise ValueError(
+        raise UserInputError(
             f"path: key 'J' of {r.p}: expected J or J_left and J_right, got nothing (missing key)"
         )
     for key in _REQUIRED:
@@ -530,7 +535,7 @@ def _problem_from_fields(r: _Reader, fields: dict[str, Field], version: int) -> 
         try:
             J = LowRankOperator(_torch(La), _torch(Ra))
         except ValueError as exc:
-            raise ValueError(f"path: {r.p} holds invalid J factors: {exc}") from None
+            raise UserInputError(f"path: {r.p} holds invalid J factors: {exc}") from None
         rows, cols = La.shape[0], Ra.shape[1]
     # --- f0, y ---------------------------------------------------------------------------------
     f0 = _float_array(r, "f0", fields["f0"], 2)
@@ -599,19 +604,19 @@ def _problem_from_fields(r: _Reader, fields: dict[str, Field], version: int) -> 
             meta=meta,
         )
     except (ValueError, TypeError) as exc:
-        raise ValueError(f"path: {r.p} holds an invalid problem (version {version}): {exc}") from None
+        raise UserInputError(f"path: {r.p} holds an invalid problem (version {version}): {exc}") from None
 
 
 def _load_v1(r: _Reader, fields: dict[str, Field]) -> Problem:
     required = ("J", "f0", "y", "loss", "blocks", "lam", "seed", "has_seed", "name", "checksum")
     missing = [k for k in required if k not in fields]
     if missing:
-        raise ValueError(
+        raise UserInputError(
             f"path: expected the keys of format {FORMAT!r} version 1; missing {', '.join(missing)}"
         )
     arrays = [a for k in ("J", "f0", "y", "blocks", "lam") if isinstance(a := fields[k], np.ndarray)]
     if len(arrays) != 5 or _checksum_v1(arrays) != fields["checksum"]:
-        raise ValueError(f"path: checksum mismatch in {r.p}: the file is corrupted")
+        raise UserInputError(f"path: checksum mismatch in {r.p}: the file is corrupted")
     has_seed = fields["has_seed"]
     if not isinstance(has_seed, np.ndarray) or has_seed.dtype.kind != "b" or has_seed.ndim != 0:
         raise r.bad("has_seed", _describe(has_seed), "a 0-d bool array")
@@ -628,23 +633,25 @@ def _read(path: str | os.PathLike[str]) -> tuple[Problem, dict[str, np.ndarray],
     fmt = fields.get("format")
     if fmt != FORMAT:
         got = "none" if fmt is None else (fmt if isinstance(fmt, str) else _describe(fmt))
-        raise ValueError(f"path: expected a file of format {FORMAT!r}, got {got} (key 'format' of {r.p})")
+        raise UserInputError(f"path: expected a file of format {FORMAT!r}, got {got} (key 'format' of {r.p})")
     if "version" not in fields:
         raise r.missing("version")
     version = fields["version"]
     if version not in SUPPORTED_VERSIONS:
-        raise ValueError(
+        raise UserInputError(
             f"path: expected format version {' or '.join(map(str, SUPPORTED_VERSIONS))}, got {version} "
             f"(key 'version' of {r.p})"
         )
     if version == 1:
         if container != "npz":
-            raise ValueError(f"path: expected version 1 files as .npz only, got a .{container} file {r.p}")
+            raise UserInputError(
+                f"path: expected version 1 files as .npz only, got a .{container} file {r.p}"
+            )
         problem = _load_v1(r, fields)
     else:
         unknown = sorted(k for k in fields if k not in _KNOWN and not k.startswith(_EXTRA))
         if unknown:
-            raise ValueError(
+            raise UserInputError(
                 f"path: expected only the keys of format {FORMAT!r} version 2 and extra__<name> in {r.p}, "
                 f"got unexpected key(s) {', '.join(map(repr, unknown))}"
             )
@@ -653,7 +660,7 @@ def _read(path: str | os.PathLike[str]) -> tuple[Problem, dict[str, np.ndarray],
             if not isinstance(stored, str) or not re.fullmatch(r"[0-9a-f]{64}", stored):
                 raise r.bad("checksum", _describe(stored))
             if checksum(fields) != stored:
-                raise ValueError(f"path: checksum mismatch in {r.p}: the file is corrupted")
+                raise UserInputError(f"path: checksum mismatch in {r.p}: the file is corrupted")
         problem = _problem_from_fields(r, fields, 2)
     extras = {k[len(_EXTRA) :]: np.asarray(v) for k, v in fields.items() if k.startswith(_EXTRA)}
     return problem, extras, int(version)
@@ -713,7 +720,7 @@ def load_counterexample(path: str | os.PathLike[str]) -> Counterexample:
             return None
         a = extras[key]
         if a.dtype.kind != "U" or a.ndim != 0:
-            raise ValueError(f"path: extra {key!r} of {p}: expected a text, got {_describe(a)}")
+            raise UserInputError(f"path: extra {key!r} of {p}: expected a text, got {_describe(a)}")
         return str(a.item())
 
     def points(letter: str, required: bool) -> tuple[Tensor, ...] | None:
@@ -722,7 +729,7 @@ def load_counterexample(path: str | os.PathLike[str]) -> Counterexample:
             return None
         for k in keys:
             if k not in extras:
-                raise ValueError(
+                raise UserInputError(
                     f"path: extra {k!r} of {p}: expected {letter}0..{letter}{len(keys) - 1} "
                     f"(one per block), got nothing (missing extra)"
                 )
@@ -730,13 +737,15 @@ def load_counterexample(path: str | os.PathLike[str]) -> Counterexample:
         for k in keys:
             a = extras[k]
             if a.dtype.newbyteorder("=") != np.dtype(str(problem.dtype).replace("torch.", "")):
-                raise ValueError(f"path: extra {k!r} of {p}: expected dtype {problem.dtype}, got {a.dtype}")
+                raise UserInputError(
+                    f"path: extra {k!r} of {p}: expected dtype {problem.dtype}, got {a.dtype}"
+                )
             out.append(_torch(a))
         return tuple(out)
 
     claim = text("claim")
     if claim is None:
-        raise ValueError(
+        raise UserInputError(
             f"path: extra 'claim' of {p}: expected the refuted claim's id, got nothing (missing extra)"
         )
     options_json, record = text("options_json"), None
@@ -748,12 +757,12 @@ def load_counterexample(path: str | os.PathLike[str]) -> Counterexample:
             if options_json is None and isinstance(blob, dict):
                 options_json = json.dumps(blob.get("options", {}), sort_keys=True)
         if options_json is None:
-            raise ValueError("got nothing (missing extra)")
+            raise UserInputError("got nothing (missing extra)")
         options = json.loads(options_json)
         if not isinstance(options, dict):
-            raise ValueError(f"got JSON {type(options).__name__}")
+            raise UserInputError(f"got JSON {type(options).__name__}")
     except (ValueError, AttributeError) as exc:
-        raise ValueError(
+        raise UserInputError(
             f"path: extra 'options_json' of {p}: expected a JSON object of checker options, {exc}"
         ) from None
     point = points("D", True)
@@ -761,7 +770,7 @@ def load_counterexample(path: str | os.PathLike[str]) -> Counterexample:
     try:
         point = problem.check_point(point, "D")
     except ValueError as exc:
-        raise ValueError(f"path: {p} holds a point that does not fit the problem: {exc}") from None
+        raise UserInputError(f"path: {p} holds a point that does not fit the problem: {exc}") from None
     return Counterexample(
         problem=problem,
         claim=claim,

@@ -34,6 +34,8 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.linalg.lapack import dtrtrs as _dtrtrs
 
+from theory.errors import UserInputError
+
 __all__ = ["LbfgsResult", "lbfgs"]
 
 _C1, _C2 = 1e-4, 0.9
@@ -74,12 +76,12 @@ def lbfgs(
     not keep references to the array it is given (it is not copied).
     """
     if not (isinstance(memory, int) and memory >= 1):
-        raise ValueError(f"memory: expected an int >= 1, got {memory!r}")
+        raise UserInputError(f"memory: expected an int >= 1, got {memory!r}")
     if not (isinstance(patience, int) and patience >= 1):
-        raise ValueError(f"patience: expected an int >= 1, got {patience!r}")
+        raise UserInputError(f"patience: expected an int >= 1, got {patience!r}")
     x = np.array(x0, dtype=np.float64)
     if x.ndim != 1:
-        raise ValueError(f"x0: expected a 1-D array, got shape {x.shape}")
+        raise UserInputError(f"x0: expected a 1-D array, got shape {x.shape}")
     count = [0]
 
     def call(v: np.ndarray) -> tuple[float, np.ndarray]:

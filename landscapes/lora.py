@@ -29,6 +29,7 @@ from torch import Tensor
 from landscapes.losses import SquaredLoss
 from landscapes.operators import DenseOperator
 from landscapes.problem import Blocks, Problem, RiskEvaluation
+from theory.errors import UserInputError
 
 __all__ = [
     "LoRAPoint",
@@ -63,24 +64,24 @@ class LoRAPoint:
 
 def _check_factors(problem: Problem, U: Sequence[Tensor], V: Sequence[Tensor]) -> None:
     if len(U) != len(problem.blocks) or len(V) != len(problem.blocks):
-        raise ValueError(
+        raise UserInputError(
             f"U, V: expected {len(problem.blocks)} factor pairs (one per block), got {len(U)} and {len(V)}"
         )
     for j, ((m, n), u, v) in enumerate(zip(problem.blocks, U, V)):
         if u.ndim != 2 or v.ndim != 2 or u.shape[0] != m or v.shape[0] != n or u.shape[1] != v.shape[1]:
-            raise ValueError(
+            raise UserInputError(
                 f"U[{j}], V[{j}]: expected shapes ({m}, r) and ({n}, r) with the same r, "
                 f"got {tuple(u.shape)} and {tuple(v.shape)}"
             )
         if u.shape[1] < 1:
-            raise ValueError(f"U[{j}]: expected rank r >= 1, got r = {u.shape[1]}")
+            raise UserInputError(f"U[{j}]: expected rank r >= 1, got r = {u.shape[1]}")
 
 
 def check_finite_factors(U: Sequence[Tensor], V: Sequence[Tensor]) -> None:
     """Raise ``ValueError`` naming the block when a factor has NaN or inf entries."""
     for j, (u, v) in enumerate(zip(U, V)):
         if not (bool(torch.isfinite(u).all()) and bool(torch.isfinite(v).all())):
-            raise ValueError(f"U[{j}], V[{j}]: expected finite factors, got NaN or inf")
+            raise UserInputError(f"U[{j}], V[{j}]: expected finite factors, got NaN or inf")
 
 
 def product(U: Sequence[Tensor], V: Sequence[Tensor]) -> Blocks:
@@ -110,18 +111,20 @@ def check_perturbation(problem: Problem, perturbation: Sequence[Tensor] | None) 
         return perturbation
     if isinstance(perturbation, Tensor) or len(perturbation) != len(problem.blocks):
         got = "a single tensor" if isinstance(perturbation, Tensor) else f"{len(perturbation)} matrices"
-        raise ValueError(f"perturbation: expected {len(problem.blocks)} matrices (one per block), got {got}")
+        raise UserInputError(
+            f"perturbation: expected {len(problem.blocks)} matrices (one per block), got {got}"
+        )
     for j, ((m, n), C) in enumerate(zip(problem.blocks, perturbation)):
         if not isinstance(C, Tensor) or C.shape != (m + n, m + n):
             shape = tuple(C.shape) if isinstance(C, Tensor) else type(C).__name__
-            raise ValueError(f"perturbation[{j}]: expected shape ({m + n}, {m + n}), got {shape}")
+            raise UserInputError(f"perturbation[{j}]: expected shape ({m + n}, {m + n}), got {shape}")
         if C.dtype != problem.dtype:
-            raise ValueError(f"perturbation[{j}]: expected dtype {problem.dtype}, got {C.dtype}")
+            raise UserInputError(f"perturbation[{j}]: expected dtype {problem.dtype}, got {C.dtype}")
         if not bool(torch.isfinite(C).all()):
-            raise ValueError(f"perturbation[{j}]: expected finite entries, got NaN or inf")
+            raise UserInputError(f"perturbation[{j}]: expected finite entries, got NaN or inf")
         asym = float((C - C.T).abs().max()) if C.numel() else 0.0
         if asym > 1e-12 * max(1.0, float(C.abs().max())):
-            raise ValueError(
+            raise UserInputError(
                 f"perturbation[{j}]: expected a symmetric matrix, got max |C - C^T| = {asym:.3g}"
             )
     checked = _CheckedPerturbation(perturbation)
@@ -144,9 +147,9 @@ def random_perturbation(
     (:math:`\|P_j\|_{op} \lesssim 2\,\text{scale}`), i.e. the term :math:`\langle P_j, U_j V_j^\top\rangle`.
     """
     if form not in ("symmetric", "linear"):
-        raise ValueError(f"form: expected 'symmetric' or 'linear', got {form!r}")
+        raise UserInputError(f"form: expected 'symmetric' or 'linear', got {form!r}")
     if not (isinstance(scale, (int, float)) and math.isfinite(scale) and scale >= 0):
-        raise ValueError(f"scale: expected a finite number >= 0, got {scale!r}")
+        raise UserInputError(f"scale: expected a finite number >= 0, got {scale!r}")
     out = []
     for m, n in problem.blocks:
         if form == "symmetric":
@@ -350,7 +353,7 @@ def lora_hessian(
         or out.device != Phi.device
     ):
         got = (tuple(out.shape), out.dtype) if isinstance(out, Tensor) else type(out).__name__
-        raise ValueError(f"out: expected a tensor of shape ({P}, {P}) and dtype {Phi.dtype}, got {got}")
+        raise UserInputError(f"out: expected a tensor of shape ({P}, {P}) and dtype {Phi.dtype}, got {got}")
     if problem.loss.name == "squared":
         right = Phi / problem.N
     else:
@@ -389,7 +392,7 @@ def balanced_factors(D: Sequence[Tensor], *, rank: int | Sequence[int] | None = 
         k = int((s > tol).sum()) if float(s[0] if s.numel() else 0) > 0 else 0
         r = ranks[j] if ranks[j] is not None else max(k, 1)
         if isinstance(r, bool) or not isinstance(r, int) or r < 1:
-            raise ValueError(f"rank: expected a positive int, got {r!r}")
+            raise UserInputError(f"rank: expected a positive int, got {r!r}")
         kk = min(k, r)
         root = s[:kk].sqrt()
         u = torch.zeros(Dj.shape[0], r, dtype=Dj.dtype, device=Dj.device)
@@ -539,10 +542,10 @@ def minimize_lora(
 
     ranks = [rank] * len(problem.blocks) if isinstance(rank, int) else list(rank)
     if len(ranks) != len(problem.blocks):
-        raise ValueError(f"rank: expected one rank or {len(problem.blocks)}, got {len(ranks)}")
+        raise UserInputError(f"rank: expected one rank or {len(problem.blocks)}, got {len(ranks)}")
     for r in ranks:
         if isinstance(r, bool) or not isinstance(r, int) or r < 1:
-            raise ValueError(f"rank: expected a positive int (rank >= 1), got {r!r}")
+            raise UserInputError(f"rank: expected a positive int (rank >= 1), got {r!r}")
     if init is None:
         ranks = [min(r, m, n) for r, (m, n) in zip(ranks, problem.blocks)]
         init = random_factors(problem, ranks, scale=init_scale, generator=torch.Generator().manual_seed(seed))
@@ -551,7 +554,7 @@ def minimize_lora(
         ranks = list(init.ranks)
     pert = check_perturbation(problem, perturbation)
     if not (isinstance(grad_tol, (int, float)) and grad_tol >= 0):
-        raise ValueError(f"grad_tol: expected a number >= 0, got {grad_tol!r}")
+        raise UserInputError(f"grad_tol: expected a number >= 0, got {grad_tol!r}")
     sizes = [(m, n, r) for (m, n), r in zip(problem.blocks, ranks)]
     x0 = torch.cat([torch.cat([u.reshape(-1), v.reshape(-1)]) for u, v in zip(init.U, init.V)])
     x0_np = x0.detach().cpu().double().numpy()

@@ -22,6 +22,8 @@ from typing import ClassVar
 import torch
 from torch import Tensor
 
+from theory.errors import InputTypeError, UserInputError
+
 __all__ = ["Loss", "SquaredLoss", "LogisticLoss", "CrossEntropyLoss", "get_loss", "LOSS_NAMES"]
 
 
@@ -61,18 +63,18 @@ class Loss(ABC):
 
 def _check_shape(y: Tensor, expected: tuple[int, ...], what: str) -> None:
     if not isinstance(y, Tensor):
-        raise TypeError(f"y: expected a torch.Tensor of {what}, got {type(y).__name__}")
+        raise InputTypeError(f"y: expected a torch.Tensor of {what}, got {type(y).__name__}")
     if tuple(y.shape) != expected:
-        raise ValueError(f"y: expected shape {expected} ({what}), got {tuple(y.shape)}")
+        raise UserInputError(f"y: expected shape {expected} ({what}), got {tuple(y.shape)}")
 
 
 def _check_int_labels(y: Tensor, N: int, K: int, low: int, high: int) -> None:
     _check_shape(y, (N,), f"integer class labels in [{low}, {high}]")
     if y.dtype.is_floating_point or y.dtype.is_complex or y.dtype == torch.bool:
-        raise ValueError(f"y: expected an integer dtype for class labels, got {y.dtype}")
+        raise UserInputError(f"y: expected an integer dtype for class labels, got {y.dtype}")
     if y.numel() and (int(y.min()) < low or int(y.max()) > high):
         bad = y[(y < low) | (y > high)][0].item()
-        raise ValueError(f"y: expected labels in [{low}, {high}] for K = {K}, got a label {bad}")
+        raise UserInputError(f"y: expected labels in [{low}, {high}] for K = {K}, got a label {bad}")
 
 
 class SquaredLoss(Loss):
@@ -88,9 +90,9 @@ class SquaredLoss(Loss):
     def validate(self, y: Tensor, N: int, K: int) -> None:  # noqa: D102
         _check_shape(y, (N, K), "real targets")
         if not y.dtype.is_floating_point:
-            raise ValueError(f"y: expected a floating dtype for squared-loss targets, got {y.dtype}")
+            raise UserInputError(f"y: expected a floating dtype for squared-loss targets, got {y.dtype}")
         if not bool(torch.isfinite(y).all()):
-            raise ValueError("y: expected finite targets, got NaN or inf")
+            raise UserInputError("y: expected finite targets, got NaN or inf")
 
     def value(self, z: Tensor, y: Tensor) -> Tensor:  # noqa: D102
         return 0.5 * ((z - y) ** 2).sum(dim=1)
@@ -125,7 +127,7 @@ class LogisticLoss(Loss):
 
     def validate(self, y: Tensor, N: int, K: int) -> None:  # noqa: D102
         if K != 1:
-            raise ValueError(f"K: the logistic loss needs K = 1 output, got K = {K}")
+            raise UserInputError(f"K: the logistic loss needs K = 1 output, got K = {K}")
         _check_int_labels(y, N, K, 0, 1)
 
     def value(self, z: Tensor, y: Tensor) -> Tensor:  # noqa: D102
@@ -166,7 +168,7 @@ class CrossEntropyLoss(Loss):
 
     def validate(self, y: Tensor, N: int, K: int) -> None:  # noqa: D102
         if K < 2:
-            raise ValueError(
+            raise UserInputError(
                 f"K: cross_entropy needs K >= 2 outputs, got K = {K} (use 'logistic' for one logit)"
             )
         _check_int_labels(y, N, K, 0, K - 1)
@@ -202,5 +204,5 @@ def get_loss(loss: str | Loss) -> Loss:
     if isinstance(loss, Loss):
         return loss
     if not isinstance(loss, str) or loss not in _LOSSES:
-        raise ValueError(f"loss: expected one of {', '.join(LOSS_NAMES)}; got {loss!r}")
+        raise UserInputError(f"loss: expected one of {', '.join(LOSS_NAMES)}; got {loss!r}")
     return _LOSSES[loss]()

@@ -44,6 +44,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from theory.errors import InputTypeError, UserInputError
+
 __all__ = [
     "NonlinearProblem",
     "matrix_sensing",
@@ -105,14 +107,16 @@ class NonlinearProblem:
 
     def __post_init__(self) -> None:
         if not callable(self.risk):
-            raise TypeError(f"risk: expected a callable X -> 0-d tensor, got {type(self.risk).__name__}")
+            raise InputTypeError(f"risk: expected a callable X -> 0-d tensor, got {type(self.risk).__name__}")
         blocks = tuple((int(m), int(n)) for m, n in self.blocks)
         if not blocks or any(m < 1 or n < 1 for m, n in blocks):
-            raise ValueError(f"blocks: expected a non-empty list of positive (m, n), got {list(self.blocks)}")
+            raise UserInputError(
+                f"blocks: expected a non-empty list of positive (m, n), got {list(self.blocks)}"
+            )
         object.__setattr__(self, "blocks", blocks)
         lam = tuple(float(x) for x in self.lam)
         if len(lam) != len(blocks) or any(not (x >= 0 and math.isfinite(x)) for x in lam):
-            raise ValueError(
+            raise UserInputError(
                 f"lam: expected {len(blocks)} finite values >= 0 (one per block), got {list(self.lam)}"
             )
         object.__setattr__(self, "lam", lam)
@@ -121,14 +125,14 @@ class NonlinearProblem:
         if self.linear is not None:
             lin_blocks = tuple(tuple(b) for b in getattr(self.linear, "blocks", ()))
             if lin_blocks != blocks or tuple(getattr(self.linear, "lam", ())) != lam:
-                raise ValueError(
+                raise UserInputError(
                     f"linear: expected a Problem with blocks {list(blocks)} and lam {list(lam)}, "
                     f"got {type(self.linear).__name__} with blocks {list(lin_blocks)}"
                 )
         for name in ("test_risk", "batch_risk"):
             f = getattr(self, name)
             if f is not None and not callable(f):
-                raise TypeError(f"{name}: expected None or a callable, got {type(f).__name__}")
+                raise InputTypeError(f"{name}: expected None or a callable, got {type(f).__name__}")
 
     # ---- points --------------------------------------------------------------------------------
     def check_point(self, X: Sequence[Tensor], name: str = "X") -> Blocks:
@@ -136,18 +140,18 @@ class NonlinearProblem:
         if isinstance(X, Tensor):
             X = (X,) if len(self.blocks) == 1 else X
         if isinstance(X, Tensor) or len(X) != len(self.blocks):
-            raise ValueError(f"{name}: expected {len(self.blocks)} matrices (one per block)")
+            raise UserInputError(f"{name}: expected {len(self.blocks)} matrices (one per block)")
         out = []
         for j, (x, shape) in enumerate(zip(X, self.blocks)):
             if not isinstance(x, Tensor) or tuple(x.shape) != shape:
                 got = tuple(x.shape) if isinstance(x, Tensor) else type(x).__name__
-                raise ValueError(f"{name}[{j}]: expected shape {shape}, got {got}")
+                raise UserInputError(f"{name}[{j}]: expected shape {shape}, got {got}")
             if x.dtype != self.dtype:
-                raise ValueError(f"{name}[{j}]: expected dtype {self.dtype}, got {x.dtype}")
+                raise UserInputError(f"{name}[{j}]: expected dtype {self.dtype}, got {x.dtype}")
             if x.device.type != torch.device(self.device).type:
-                raise ValueError(f"{name}[{j}]: expected device {self.device}, got {x.device}")
+                raise UserInputError(f"{name}[{j}]: expected device {self.device}, got {x.device}")
             if not bool(torch.isfinite(x).all()):
-                raise ValueError(f"{name}[{j}]: expected finite entries, got NaN or inf")
+                raise UserInputError(f"{name}[{j}]: expected finite entries, got NaN or inf")
             out.append(x)
         return tuple(out)
 
@@ -238,7 +242,7 @@ class NonlinearProblem:
 
 def _check_n_test(n_test: int) -> None:
     if isinstance(n_test, bool) or not isinstance(n_test, int) or n_test < 0:
-        raise ValueError(f"n_test: expected an int >= 0 (held-out examples), got {n_test!r}")
+        raise UserInputError(f"n_test: expected an int >= 0 (held-out examples), got {n_test!r}")
 
 
 def _planted(m: int, n: int, rank: int, condition: float, scale: float, gen: torch.Generator) -> Tensor:
@@ -265,14 +269,14 @@ def _sensing_inputs(
 ) -> tuple[Tensor, Tensor, Tensor]:
     for name, v in (("m", m), ("n", n), ("N", N), ("rank", rank)):
         if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-            raise ValueError(f"{name}: expected a positive int, got {v!r}")
+            raise UserInputError(f"{name}: expected a positive int, got {v!r}")
     if rank > min(m, n):
-        raise ValueError(f"rank: expected at most min(m, n) = {min(m, n)}, got {rank}")
+        raise UserInputError(f"rank: expected at most min(m, n) = {min(m, n)}, got {rank}")
     _check_n_test(n_test)
     if not (isinstance(condition, (int, float)) and condition >= 1 and math.isfinite(condition)):
-        raise ValueError(f"condition: expected a finite number >= 1, got {condition!r}")
+        raise UserInputError(f"condition: expected a finite number >= 1, got {condition!r}")
     if not (isinstance(measurement_condition, (int, float)) and 1 <= measurement_condition < math.inf):
-        raise ValueError(
+        raise UserInputError(
             f"measurement_condition: expected a finite number >= 1, got {measurement_condition!r}"
         )
     gen = torch.Generator().manual_seed(seed)
@@ -433,13 +437,13 @@ class SensingStructure:
 
     def __post_init__(self) -> None:
         if self.link not in _SENSING_LINKS:
-            raise ValueError(f"link: expected one of {list(_SENSING_LINKS)}, got {self.link!r}")
+            raise UserInputError(f"link: expected one of {list(_SENSING_LINKS)}, got {self.link!r}")
         if not isinstance(self.M, Tensor) or self.M.ndim != 3:
             got = getattr(self.M, "shape", self.M)
-            raise ValueError(f"M: expected a tensor of shape (N, m, n), got {got!r}")
+            raise UserInputError(f"M: expected a tensor of shape (N, m, n), got {got!r}")
         if not isinstance(self.y, Tensor) or tuple(self.y.shape) != (self.M.shape[0],):
             got = getattr(self.y, "shape", self.y)
-            raise ValueError(f"y: expected a tensor of shape ({self.M.shape[0]},), got {got!r}")
+            raise UserInputError(f"y: expected a tensor of shape ({self.M.shape[0]},), got {got!r}")
 
 
 def nonlinear_sensing(
@@ -470,7 +474,7 @@ def nonlinear_sensing(
         "softplus": torch.nn.functional.softplus,
     }
     if link not in links:
-        raise ValueError(f"link: expected one of {sorted(links)}, got {link!r}")
+        raise UserInputError(f"link: expected one of {sorted(links)}, got {link!r}")
     phi = links[link]
     M, Xs, M_test = _sensing_inputs(m, n, N, rank, condition, scale, seed, n_test=n_test)
     Mflat = M.reshape(N, m * n)
@@ -510,7 +514,7 @@ def nonlinear_sensing(
 
 def _teacher_factor(m: int, n: int, rank: int, scale: float, gen: torch.Generator) -> Tensor:
     if isinstance(rank, bool) or not isinstance(rank, int) or not 1 <= rank <= min(m, n):
-        raise ValueError(f"rank: expected an int in [1, min(m, n)] = [1, {min(m, n)}], got {rank!r}")
+        raise UserInputError(f"rank: expected an int in [1, min(m, n)] = [1, {min(m, n)}], got {rank!r}")
     return _planted(m, n, rank, 1.0, scale, gen)
 
 
@@ -537,7 +541,7 @@ def two_layer(
     _check_n_test(n_test)
     for name, v in (("m", m), ("n", n), ("N", N), ("K", K)):
         if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-            raise ValueError(f"{name}: expected a positive int, got {v!r}")
+            raise UserInputError(f"{name}: expected a positive int, got {v!r}")
     gen = torch.Generator().manual_seed(seed)
     W0 = torch.randn(m, n, generator=gen, dtype=torch.float64) / math.sqrt(n)
     C = torch.randn(K, m, generator=gen, dtype=torch.float64) / math.sqrt(m)
@@ -602,7 +606,7 @@ def attention_block(
     _check_n_test(n_test)
     for name, v in (("d", d), ("T", T), ("N", N), ("K", K)):
         if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-            raise ValueError(f"{name}: expected a positive int, got {v!r}")
+            raise UserInputError(f"{name}: expected a positive int, got {v!r}")
     gen = torch.Generator().manual_seed(seed)
     Wq, Wk, Wv = (torch.randn(d, d, generator=gen, dtype=torch.float64) / math.sqrt(d) for _ in range(3))
     head = torch.randn(K, d, generator=gen, dtype=torch.float64) / math.sqrt(d)
@@ -690,7 +694,7 @@ def double_well(*, lam: float = 0.05) -> NonlinearProblem:
     apply there.
     """
     if not (isinstance(lam, (int, float)) and 0 <= lam < 0.5):
-        raise ValueError(f"lam: expected a number in [0, 0.5) (the wells stay local minima), got {lam!r}")
+        raise UserInputError(f"lam: expected a number in [0, 0.5) (the wells stay local minima), got {lam!r}")
 
     def risk(X: Blocks) -> Tensor:
         x = X[0]

@@ -27,6 +27,7 @@ from torch import Tensor
 from landscapes.curvature import LambdaMin, flatten_factors, smallest_ritz_pair, unflatten_factors
 from landscapes.nonlinear import NonlinearProblem
 from landscapes.nuc import _spectra
+from theory.errors import UserInputError
 
 __all__ = [
     "train_lora",
@@ -53,17 +54,17 @@ class Factors:
 
 def _check_factors(problem: NonlinearProblem, f: Factors) -> None:
     if len(f.A) != len(problem.blocks) or len(f.B) != len(problem.blocks):
-        raise ValueError(
+        raise UserInputError(
             f"factors: expected {len(problem.blocks)} (A, B) pairs, got {len(f.A)} and {len(f.B)}"
         )
     for j, ((m, n), a, b) in enumerate(zip(problem.blocks, f.A, f.B)):
         if a.ndim != 2 or b.ndim != 2 or a.shape[0] != m or b.shape[0] != n or a.shape[1] != b.shape[1]:
-            raise ValueError(
+            raise UserInputError(
                 f"factors[{j}]: expected A ({m}, r) and B ({n}, r) with the same r, "
                 f"got {tuple(a.shape)} and {tuple(b.shape)}"
             )
         if not (bool(torch.isfinite(a).all()) and bool(torch.isfinite(b).all())):
-            raise ValueError(f"factors[{j}]: expected finite entries, got NaN or inf")
+            raise UserInputError(f"factors[{j}]: expected finite entries, got NaN or inf")
 
 
 def train_lora(
@@ -88,16 +89,16 @@ def train_lora(
 
     _check_factors(problem, init)
     if optimizer not in ("adam", "gd"):
-        raise ValueError(f"optimizer: expected 'adam' or 'gd', got {optimizer!r}")
+        raise UserInputError(f"optimizer: expected 'adam' or 'gd', got {optimizer!r}")
     for name, v in (("steps", steps), ("polish", polish)):
         if isinstance(v, bool) or not isinstance(v, int) or v < 0:
-            raise ValueError(f"{name}: expected an int >= 0, got {v!r}")
+            raise UserInputError(f"{name}: expected an int >= 0, got {v!r}")
     if not (isinstance(lr, (int, float)) and lr > 0 and math.isfinite(lr)):
-        raise ValueError(f"lr: expected a positive finite number, got {lr!r}")
+        raise UserInputError(f"lr: expected a positive finite number, got {lr!r}")
     if isinstance(record_every, bool) or not isinstance(record_every, int) or record_every < 1:
-        raise ValueError(f"record_every: expected a positive int, got {record_every!r}")
+        raise UserInputError(f"record_every: expected a positive int, got {record_every!r}")
     if not (isinstance(grad_tol, (int, float)) and grad_tol >= 0 and math.isfinite(grad_tol)):
-        raise ValueError(f"grad_tol: expected a finite number >= 0, got {grad_tol!r}")
+        raise UserInputError(f"grad_tol: expected a finite number >= 0, got {grad_tol!r}")
     A = [a.clone() for a in init.A]
     B = [b.clone() for b in init.B]
     m1 = [torch.zeros_like(x) for x in A + B]
@@ -145,17 +146,17 @@ def train_sgd(
     """
     _check_factors(problem, init)
     if problem.batch_risk is None or "N" not in problem.meta:
-        raise ValueError(
+        raise UserInputError(
             f"problem: expected a batch_risk and meta['N'] for SGD, got {problem.name!r} without"
         )
     N = int(problem.meta["N"])
     for name, v in (("batch", batch), ("steps", steps), ("window", window)):
         if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-            raise ValueError(f"{name}: expected a positive int, got {v!r}")
+            raise UserInputError(f"{name}: expected a positive int, got {v!r}")
     if batch > N:
-        raise ValueError(f"batch: expected at most N = {N}, got {batch}")
+        raise UserInputError(f"batch: expected at most N = {N}, got {batch}")
     if not (isinstance(lr, (int, float)) and lr > 0 and math.isfinite(lr)):
-        raise ValueError(f"lr: expected a positive finite number, got {lr!r}")
+        raise UserInputError(f"lr: expected a positive finite number, got {lr!r}")
     gen = torch.Generator().manual_seed(seed)
     A = [a.clone() for a in init.A]
     B = [b.clone() for b in init.B]
@@ -237,7 +238,7 @@ def truncate_factors(point: Factors, *, rank_rtol: float) -> Factors:
     balanced already, and this only rotates them and removes round-off columns.)
     """
     if not (isinstance(rank_rtol, float) and 0 <= rank_rtol < 1):
-        raise ValueError(f"rank_rtol: expected a float in [0, 1), got {rank_rtol!r}")
+        raise UserInputError(f"rank_rtol: expected a float in [0, 1), got {rank_rtol!r}")
     A, B = [], []
     for a, b in zip(point.A, point.B):
         r = a.shape[1]
@@ -264,7 +265,7 @@ def polish_nonzero_columns(
     """
     _check_factors(problem, point)
     if isinstance(max_iter, bool) or not isinstance(max_iter, int) or max_iter < 0:
-        raise ValueError(f"max_iter: expected an int >= 0, got {max_iter!r}")
+        raise UserInputError(f"max_iter: expected an int >= 0, got {max_iter!r}")
     keep, reduced = _reduce(point, inactive_columns(point))
     if max_iter == 0 or not any(keep):
         return point
@@ -426,7 +427,7 @@ def lambda_min_lora(
     """
     _check_factors(problem, point)
     if isinstance(dense_max, bool) or not isinstance(dense_max, int) or dense_max < 0:
-        raise ValueError(f"dense_max: expected an int >= 0, got {dense_max!r}")
+        raise UserInputError(f"dense_max: expected an int >= 0, got {dense_max!r}")
     t0 = time.perf_counter()
     P = sum(x.numel() for x in list(point.A) + list(point.B))
     zero = inactive_columns(point) if structured else tuple(() for _ in point.A)

@@ -55,6 +55,7 @@ from landscapes.lora import (
 from landscapes.operators import DenseOperator
 from landscapes.problem import Blocks, Problem, RiskEvaluation
 from theory.bounds import r_max
+from theory.errors import UserInputError
 
 __all__ = [
     "NucCertificate",
@@ -117,7 +118,7 @@ _MIN_CHECK_EVERY = 5
 def _require_positive_lam(problem: Problem) -> None:
     for j, lam in enumerate(problem.lam):
         if not lam > 0:
-            raise ValueError(
+            raise UserInputError(
                 f"lam: NUC needs lam > 0 on every block (a minimizer may not exist otherwise), "
                 f"got {lam!r} for block {j}"
             )
@@ -465,15 +466,15 @@ def solve_nuc(
     """
     _require_positive_lam(problem)
     if method not in ("factored", "apg"):
-        raise ValueError(f"method: expected 'factored' or 'apg', got {method!r}")
+        raise UserInputError(f"method: expected 'factored' or 'apg', got {method!r}")
     if not (isinstance(gap_rtol, float) and gap_rtol > 0):
-        raise ValueError(f"gap_rtol: expected a positive float, got {gap_rtol!r}")
+        raise UserInputError(f"gap_rtol: expected a positive float, got {gap_rtol!r}")
     if rank is not None and (isinstance(rank, bool) or not isinstance(rank, int) or rank < 1):
-        raise ValueError(f"rank: expected a positive int (rank >= 1), got {rank!r}")
+        raise UserInputError(f"rank: expected a positive int (rank >= 1), got {rank!r}")
     if time_limit is not None and not (isinstance(time_limit, (int, float)) and time_limit >= 0):
-        raise ValueError(f"time_limit: expected None or seconds >= 0, got {time_limit!r}")
+        raise UserInputError(f"time_limit: expected None or seconds >= 0, got {time_limit!r}")
     if check_schedule not in ("adaptive", "fixed"):
-        raise ValueError(f"check_schedule: expected 'adaptive' or 'fixed', got {check_schedule!r}")
+        raise UserInputError(f"check_schedule: expected 'adaptive' or 'fixed', got {check_schedule!r}")
     adaptive = check_schedule == "adaptive"
     t0 = time.perf_counter()
     deadline = math.inf if time_limit is None else t0 + float(time_limit)

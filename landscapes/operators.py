@@ -15,6 +15,8 @@ import scipy.sparse.linalg as spla
 import torch
 from torch import Tensor
 
+from theory.errors import InputTypeError, UserInputError
+
 __all__ = ["LinearOperator", "DenseOperator", "LowRankOperator", "FunctionOperator"]
 
 
@@ -33,11 +35,11 @@ class LinearOperator(ABC):
 
     def _check(self, name: str, v: Tensor, n: int) -> None:
         if not isinstance(v, Tensor):
-            raise TypeError(f"{name}: expected a torch.Tensor, got {type(v).__name__}")
+            raise InputTypeError(f"{name}: expected a torch.Tensor, got {type(v).__name__}")
         if v.shape != (n,):
-            raise ValueError(f"{name}: expected shape ({n},), got {tuple(v.shape)}")
+            raise UserInputError(f"{name}: expected shape ({n},), got {tuple(v.shape)}")
         if v.dtype != self.dtype:
-            raise ValueError(f"{name}: expected dtype {self.dtype}, got {v.dtype}")
+            raise UserInputError(f"{name}: expected dtype {self.dtype}, got {v.dtype}")
 
     def matvec(self, x: Tensor) -> Tensor:
         """Return ``A x`` for ``x`` of shape ``(p,)``."""
@@ -67,7 +69,7 @@ class LinearOperator(ABC):
             diff = float((a - b).norm())
             scale = max(float(a.norm()), float(b.norm()), 1e-300)
             if not diff <= rtol * scale:
-                raise ValueError(
+                raise UserInputError(
                     f"{name}: expected a deterministic linear map, got {what} results that differ by "
                     f"{diff / scale:.2e} (relative) on the same vector (dropout or sampling left on?)"
                 )
@@ -129,7 +131,7 @@ class DenseOperator(LinearOperator):
     def __init__(self, matrix: Tensor) -> None:
         if not isinstance(matrix, Tensor) or matrix.ndim != 2:
             got = tuple(matrix.shape) if isinstance(matrix, Tensor) else type(matrix).__name__
-            raise ValueError(f"matrix: expected a 2-D torch.Tensor, got {got}")
+            raise UserInputError(f"matrix: expected a 2-D torch.Tensor, got {got}")
         self.matrix = matrix
         self.shape = (int(matrix.shape[0]), int(matrix.shape[1]))
         self.dtype = matrix.dtype
@@ -162,25 +164,27 @@ class LowRankOperator(LinearOperator):
     def __init__(self, left: Tensor, right: Tensor) -> None:
         for name, t in (("left", left), ("right", right)):
             if not isinstance(t, Tensor):
-                raise TypeError(f"{name}: expected a torch.Tensor, got {type(t).__name__}")
+                raise InputTypeError(f"{name}: expected a torch.Tensor, got {type(t).__name__}")
             if t.ndim != 2:
-                raise ValueError(f"{name}: expected a 2-D tensor, got shape {tuple(t.shape)}")
+                raise UserInputError(f"{name}: expected a 2-D tensor, got shape {tuple(t.shape)}")
             if not t.dtype.is_floating_point:
-                raise ValueError(f"{name}: expected a floating dtype, got {t.dtype}")
+                raise UserInputError(f"{name}: expected a floating dtype, got {t.dtype}")
             if min(t.shape) < 1:
-                raise ValueError(f"{name}: expected a non-empty matrix, got shape {tuple(t.shape)}")
+                raise UserInputError(f"{name}: expected a non-empty matrix, got shape {tuple(t.shape)}")
         if right.dtype != left.dtype:
-            raise ValueError(f"right: expected dtype {left.dtype} (the dtype of left), got {right.dtype}")
+            raise UserInputError(f"right: expected dtype {left.dtype} (the dtype of left), got {right.dtype}")
         if right.device != left.device:
-            raise ValueError(f"right: expected device {left.device} (the device of left), got {right.device}")
+            raise UserInputError(
+                f"right: expected device {left.device} (the device of left), got {right.device}"
+            )
         if right.shape[0] != left.shape[1]:
-            raise ValueError(
+            raise UserInputError(
                 f"right: expected {left.shape[1]} rows (the columns of left, shape {tuple(left.shape)}), "
                 f"got shape {tuple(right.shape)}"
             )
         for name, t in (("left", left), ("right", right)):
             if not bool(torch.isfinite(t).all()):
-                raise ValueError(f"{name}: expected finite values, got NaN or inf")
+                raise UserInputError(f"{name}: expected finite values, got NaN or inf")
         self.left = left
         self.right = right
         self.shape = (int(left.shape[0]), int(right.shape[1]))
@@ -218,17 +222,19 @@ class LowRankOperator(LinearOperator):
         :math:`O(s\, m_j n_j r_j + q\, s\, (m_j + n_j) r_j)`; the dense ``(q, p)`` matrix is never formed.
         """
         if len(blocks) != len(U) or len(blocks) != len(V):
-            raise ValueError(
+            raise UserInputError(
                 f"U, V: expected one factor per block ({len(blocks)}), got {len(U)} and {len(V)}"
             )
         p = sum(int(m) * int(n) for m, n in blocks)
         if p != self.shape[1]:
-            raise ValueError(f"blocks: expected sizes summing to {self.shape[1]} columns, got {list(blocks)}")
+            raise UserInputError(
+                f"blocks: expected sizes summing to {self.shape[1]} columns, got {list(blocks)}"
+            )
         s = self.rank
         parts, k0 = [], 0
         for j, ((m, n), u, v) in enumerate(zip(blocks, U, V)):
             if u.ndim != 2 or u.shape[0] != m or v.ndim != 2 or v.shape[0] != n or u.shape[1] != v.shape[1]:
-                raise ValueError(
+                raise UserInputError(
                     f"U[{j}], V[{j}]: expected shapes ({m}, r) and ({n}, r), "
                     f"got {tuple(u.shape)} and {tuple(v.shape)}"
                 )
@@ -255,7 +261,7 @@ class FunctionOperator(LinearOperator):
         device: torch.device | str = "cpu",
     ) -> None:
         if len(shape) != 2 or any(int(s) < 1 for s in shape):
-            raise ValueError(f"shape: expected two positive ints, got {shape!r}")
+            raise UserInputError(f"shape: expected two positive ints, got {shape!r}")
         self._mv, self._rmv = matvec, rmatvec
         self.shape = (int(shape[0]), int(shape[1]))
         self.dtype = dtype
@@ -264,7 +270,7 @@ class FunctionOperator(LinearOperator):
     def _matvec(self, x: Tensor) -> Tensor:
         out = self._mv(x)
         if out.shape != (self.shape[0],):
-            raise ValueError(
+            raise UserInputError(
                 f"matvec: expected an output of shape ({self.shape[0]},), got {tuple(out.shape)}"
             )
         return out
@@ -272,7 +278,7 @@ class FunctionOperator(LinearOperator):
     def _rmatvec(self, y: Tensor) -> Tensor:
         out = self._rmv(y)
         if out.shape != (self.shape[1],):
-            raise ValueError(
+            raise UserInputError(
                 f"rmatvec: expected an output of shape ({self.shape[1]},), got {tuple(out.shape)}"
             )
         return out

@@ -31,6 +31,7 @@ from torch import Tensor
 
 from landscapes.nonlinear import NonlinearProblem
 from landscapes.nuc import _spectra, singular_value_threshold, solve_nuc
+from theory.errors import UserInputError
 
 __all__ = ["PenalizedMinimum", "minimize_penalized", "prox_gradient_residual"]
 
@@ -182,13 +183,13 @@ def minimize_penalized(
         Seconds for the whole proximal-gradient route (the best point so far is returned).
     """
     if not (isinstance(gap_tol, float) and gap_tol > 0):
-        raise ValueError(f"gap_tol: expected a positive float, got {gap_tol!r}")
+        raise UserInputError(f"gap_tol: expected a positive float, got {gap_tol!r}")
     if not (isinstance(tol, float) and tol > 0):
-        raise ValueError(f"tol: expected a positive float, got {tol!r}")
+        raise UserInputError(f"tol: expected a positive float, got {tol!r}")
     if isinstance(max_iter, bool) or not isinstance(max_iter, int) or max_iter < 1:
-        raise ValueError(f"max_iter: expected a positive int, got {max_iter!r}")
+        raise UserInputError(f"max_iter: expected a positive int, got {max_iter!r}")
     if time_limit is not None and not (isinstance(time_limit, (int, float)) and 0 < time_limit < math.inf):
-        raise ValueError(f"time_limit: expected None or a positive number of seconds, got {time_limit!r}")
+        raise UserInputError(f"time_limit: expected None or a positive number of seconds, got {time_limit!r}")
     t0 = time.perf_counter()
     deadline = math.inf if time_limit is None else t0 + float(time_limit)
     if problem.linear is not None and all(lam > 0 for lam in problem.lam):

@@ -26,6 +26,7 @@ from torch import Tensor
 
 from landscapes.losses import Loss, get_loss
 from landscapes.operators import DenseOperator, LinearOperator, LowRankOperator
+from theory.errors import InputTypeError, UserInputError
 
 __all__ = ["Problem", "Blocks", "RiskEvaluation"]
 
@@ -48,7 +49,7 @@ class RiskEvaluation:
 
 def _finite(name: str, t: Tensor) -> None:
     if not bool(torch.isfinite(t).all()):
-        raise ValueError(f"{name}: expected finite values, got NaN or inf")
+        raise UserInputError(f"{name}: expected finite values, got NaN or inf")
 
 
 @dataclass(frozen=True, eq=False)
@@ -103,40 +104,44 @@ class Problem:
         # --- J ---------------------------------------------------------------------------------
         if isinstance(J, Tensor):
             if J.ndim != 2:
-                raise ValueError(f"J: expected a 2-D tensor of shape (K*N, p), got shape {tuple(J.shape)}")
+                raise UserInputError(
+                    f"J: expected a 2-D tensor of shape (K*N, p), got shape {tuple(J.shape)}"
+                )
             if not J.dtype.is_floating_point:
-                raise ValueError(f"J: expected a floating dtype, got {J.dtype}")
+                raise UserInputError(f"J: expected a floating dtype, got {J.dtype}")
             _finite("J", J)
             op: LinearOperator = DenseOperator(J)
         elif isinstance(J, LinearOperator):
             op = J
         else:
-            raise TypeError(f"J: expected a torch.Tensor or LinearOperator, got {type(J).__name__}")
+            raise InputTypeError(f"J: expected a torch.Tensor or LinearOperator, got {type(J).__name__}")
         # --- f0 --------------------------------------------------------------------------------
         if not isinstance(f0, Tensor) or f0.ndim != 2:
             got = tuple(f0.shape) if isinstance(f0, Tensor) else type(f0).__name__
-            raise ValueError(f"f0: expected a 2-D tensor of shape (N, K), got {got}")
+            raise UserInputError(f"f0: expected a 2-D tensor of shape (N, K), got {got}")
         N, K = int(f0.shape[0]), int(f0.shape[1])
         if N < 1 or K < 1:
-            raise ValueError(f"f0: expected at least one example and one output, got shape {(N, K)}")
+            raise UserInputError(f"f0: expected at least one example and one output, got shape {(N, K)}")
         if f0.dtype != op.dtype:
-            raise ValueError(f"f0: expected dtype {op.dtype} (the dtype of J), got {f0.dtype}")
+            raise UserInputError(f"f0: expected dtype {op.dtype} (the dtype of J), got {f0.dtype}")
         if f0.device != op.device:
-            raise ValueError(f"f0: expected device {op.device} (the device of J), got {f0.device}")
+            raise UserInputError(f"f0: expected device {op.device} (the device of J), got {f0.device}")
         _finite("f0", f0)
         if op.shape[0] != K * N:
-            raise ValueError(f"J: expected {K * N} rows (K*N with N={N}, K={K} from f0), got {op.shape[0]}")
+            raise UserInputError(
+                f"J: expected {K * N} rows (K*N with N={N}, K={K} from f0), got {op.shape[0]}"
+            )
         # --- y ---------------------------------------------------------------------------------
         if not isinstance(y, Tensor):
-            raise TypeError(f"y: expected a torch.Tensor, got {type(y).__name__}")
+            raise InputTypeError(f"y: expected a torch.Tensor, got {type(y).__name__}")
         if y.device != op.device:
-            raise ValueError(f"y: expected device {op.device} (the device of J), got {y.device}")
+            raise UserInputError(f"y: expected device {op.device} (the device of J), got {y.device}")
         loss_obj.validate(y, N, K)
         if y.dtype.is_floating_point and y.dtype != op.dtype:
-            raise ValueError(f"y: expected dtype {op.dtype} (the dtype of J), got {y.dtype}")
+            raise UserInputError(f"y: expected dtype {op.dtype} (the dtype of J), got {y.dtype}")
         # --- blocks ----------------------------------------------------------------------------
         if isinstance(blocks, (str, bytes)) or not isinstance(blocks, Sequence) or len(blocks) == 0:
-            raise ValueError(f"blocks: expected a non-empty sequence of (m, n) shapes, got {blocks!r}")
+            raise UserInputError(f"blocks: expected a non-empty sequence of (m, n) shapes, got {blocks!r}")
         shapes = []
         for j, b in enumerate(blocks):
             if (
@@ -144,27 +149,31 @@ class Problem:
                 or len(b) != 2
                 or not all(isinstance(s, int) and not isinstance(s, bool) and s >= 1 for s in b)
             ):
-                raise ValueError(f"blocks[{j}]: expected a pair of positive ints (m, n), got {b!r}")
+                raise UserInputError(f"blocks[{j}]: expected a pair of positive ints (m, n), got {b!r}")
             shapes.append((int(b[0]), int(b[1])))
         p = sum(m * n for m, n in shapes)
         if op.shape[1] != p:
-            raise ValueError(f"J: expected {p} columns (sum of m*n over blocks {shapes}), got {op.shape[1]}")
+            raise UserInputError(
+                f"J: expected {p} columns (sum of m*n over blocks {shapes}), got {op.shape[1]}"
+            )
         # --- lam -------------------------------------------------------------------------------
         if isinstance(lam, (int, float)) and not isinstance(lam, bool):
             lams = tuple(float(lam) for _ in shapes)
         elif isinstance(lam, Sequence) and not isinstance(lam, (str, bytes)):
             if len(lam) != len(shapes):
-                raise ValueError(f"lam: expected one value or {len(shapes)} (one per block), got {len(lam)}")
+                raise UserInputError(
+                    f"lam: expected one value or {len(shapes)} (one per block), got {len(lam)}"
+                )
             if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in lam):
-                raise ValueError(f"lam: expected real numbers, got {lam!r}")
+                raise UserInputError(f"lam: expected real numbers, got {lam!r}")
             lams = tuple(float(v) for v in lam)
         else:
-            raise ValueError(f"lam: expected a non-negative number or one per block, got {lam!r}")
+            raise UserInputError(f"lam: expected a non-negative number or one per block, got {lam!r}")
         for j, v in enumerate(lams):
             if not (v >= 0.0) or v == float("inf"):
-                raise ValueError(f"lam: expected finite values >= 0, got {v!r} for block {j}")
+                raise UserInputError(f"lam: expected finite values >= 0, got {v!r} for block {j}")
         if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
-            raise ValueError(f"seed: expected an int or None, got {seed!r}")
+            raise UserInputError(f"seed: expected an int or None, got {seed!r}")
         object.__setattr__(self, "J", op)
         object.__setattr__(self, "f0", f0)
         object.__setattr__(self, "y", y)
@@ -216,11 +225,11 @@ class Problem:
         returned problem then views ``buffer`` and is valid until the buffer is overwritten.
         """
         if not isinstance(idx, Tensor) or idx.ndim != 1 or idx.dtype not in (torch.int64, torch.int32):
-            raise ValueError(f"idx: expected a 1-D integer tensor, got {idx!r}")
+            raise UserInputError(f"idx: expected a 1-D integer tensor, got {idx!r}")
         if idx.numel() == 0 or int(idx.min()) < 0 or int(idx.max()) >= self.N:
-            raise ValueError(f"idx: expected indices in [0, {self.N}), got {idx.tolist()[:8]}...")
+            raise UserInputError(f"idx: expected indices in [0, {self.N}), got {idx.tolist()[:8]}...")
         if not isinstance(self.J, DenseOperator):
-            raise ValueError("J: mini-batches need a dense J (a stored matrix), got an operator")
+            raise UserInputError("J: mini-batches need a dense J (a stored matrix), got an operator")
         rows = (idx.unsqueeze(1) * self.K + torch.arange(self.K, device=idx.device)).reshape(-1)
         # Rows of an already validated problem: skip the finiteness scans of the constructor
         # (with a large J they cost as much as the mini-batch step itself).
@@ -242,7 +251,7 @@ class Problem:
                     if isinstance(buffer, Tensor)
                     else type(buffer).__name__
                 )
-                raise ValueError(
+                raise UserInputError(
                     f"buffer: expected a tensor of shape (>= {rows.numel()}, {M.shape[1]}) and dtype "
                     f"{M.dtype}, got {got}"
                 )
@@ -272,15 +281,17 @@ class Problem:
             if len(self.blocks) == 1:
                 D = (D,)
             else:
-                raise ValueError(f"{name}: expected a tuple of {len(self.blocks)} matrices, got one tensor")
+                raise UserInputError(
+                    f"{name}: expected a tuple of {len(self.blocks)} matrices, got one tensor"
+                )
         if len(D) != len(self.blocks):
-            raise ValueError(f"{name}: expected {len(self.blocks)} blocks, got {len(D)}")
+            raise UserInputError(f"{name}: expected {len(self.blocks)} blocks, got {len(D)}")
         for j, (Dj, shape) in enumerate(zip(D, self.blocks)):
             if not isinstance(Dj, Tensor) or tuple(Dj.shape) != shape:
                 got = tuple(Dj.shape) if isinstance(Dj, Tensor) else type(Dj).__name__
-                raise ValueError(f"{name}[{j}]: expected shape {shape}, got {got}")
+                raise UserInputError(f"{name}[{j}]: expected shape {shape}, got {got}")
             if Dj.dtype != self.dtype:
-                raise ValueError(f"{name}[{j}]: expected dtype {self.dtype}, got {Dj.dtype}")
+                raise UserInputError(f"{name}[{j}]: expected dtype {self.dtype}, got {Dj.dtype}")
         return tuple(D)
 
     def vec(self, D: Sequence[Tensor]) -> Tensor:

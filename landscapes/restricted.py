@@ -64,6 +64,7 @@ from torch import Tensor
 
 from landscapes.lora import balanced_factors
 from landscapes.nonlinear import NonlinearProblem, SensingStructure
+from theory.errors import InputTypeError, UserInputError
 
 __all__ = [
     "RestrictedWitnesses",
@@ -214,22 +215,22 @@ def restricted_constants(
     ``U``, ``V`` per point).  Costs ``samples`` gradients and ``samples`` Hessian-vector products.
     """
     if x_star is None and problem.x_star is None:
-        raise ValueError(
+        raise UserInputError(
             "x_star: expected a minimizer to measure about (the problem has no x_star; pass x_star=)"
         )
     X0 = problem.check_point(x_star if x_star is not None else problem.x_star, "x_star")  # type: ignore[arg-type]
     if isinstance(rank, bool) or not isinstance(rank, int) or rank < 1:
-        raise ValueError(f"rank: expected a positive int, got {rank!r}")
+        raise UserInputError(f"rank: expected a positive int, got {rank!r}")
     for name, v in (("radius", radius), ("min_fraction", min_fraction)):
         if isinstance(v, bool) or not isinstance(v, (int, float)) or not (v > 0 and math.isfinite(v)):
-            raise ValueError(f"{name}: expected a positive finite number, got {v!r}")
+            raise UserInputError(f"{name}: expected a positive finite number, got {v!r}")
     if min_fraction > 1:
-        raise ValueError(f"min_fraction: expected a number in (0, 1], got {min_fraction!r}")
+        raise UserInputError(f"min_fraction: expected a number in (0, 1], got {min_fraction!r}")
     if isinstance(samples, bool) or not isinstance(samples, int) or samples < 1:
-        raise ValueError(f"samples: expected a positive int, got {samples!r}")
+        raise UserInputError(f"samples: expected a positive int, got {samples!r}")
     for j, x in enumerate(X0):
         if int(torch.linalg.matrix_rank(x)) > rank:
-            raise ValueError(
+            raise UserInputError(
                 f"rank: expected at least rank(x_star[{j}]) = {int(torch.linalg.matrix_rank(x))}, got {rank}"
             )
     gen = torch.Generator().manual_seed(seed)
@@ -325,7 +326,7 @@ def link_curvature(link: str, z: Tensor, y: Tensor) -> Tensor:
         s = torch.sigmoid(z)
         p = s * torch.sigmoid(-z)  # sigma (1 - sigma) without cancellation
         return s * s + (torch.logaddexp(z, torch.zeros_like(z)) - y) * p
-    raise ValueError(f"link: expected one of 'identity', 'tanh', 'softplus', got {link!r}")
+    raise UserInputError(f"link: expected one of 'identity', 'tanh', 'softplus', got {link!r}")
 
 
 def _curvature_slack(link: str, lo: Tensor, hi: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
@@ -372,16 +373,18 @@ def curvature_range(
     ``torch.nn.functional.softplus`` there (it returns ``z`` itself).
     """
     if isinstance(points, bool) or not isinstance(points, int) or points < 2:
-        raise ValueError(f"points: expected an int >= 2, got {points!r}")
+        raise UserInputError(f"points: expected an int >= 2, got {points!r}")
     for name, v in (("lo", lo), ("hi", hi), ("y", y)):
         if not isinstance(v, Tensor) or v.ndim != 1:
-            raise ValueError(f"{name}: expected a 1-d tensor, got {getattr(v, 'shape', type(v).__name__)}")
+            raise UserInputError(
+                f"{name}: expected a 1-d tensor, got {getattr(v, 'shape', type(v).__name__)}"
+            )
     if not (lo.shape == hi.shape == y.shape):
         shapes = f"{tuple(lo.shape)}, {tuple(hi.shape)}, {tuple(y.shape)}"
-        raise ValueError(f"lo, hi, y: expected one shape, got {shapes}")
+        raise UserInputError(f"lo, hi, y: expected one shape, got {shapes}")
     lo, hi, y = (v.to(torch.float64) for v in (lo, hi, y))
     if not (torch.isfinite(lo).all() and torch.isfinite(hi).all() and bool((lo <= hi).all())):
-        raise ValueError("lo, hi: expected finite intervals with lo <= hi")
+        raise UserInputError("lo, hi: expected finite intervals with lo <= hi")
     frac = torch.linspace(0.0, 1.0, points, dtype=torch.float64, device=lo.device)
     Z = lo[:, None] + (hi - lo)[:, None] * frac[None, :]
     Z[:, 0], Z[:, -1] = lo, hi
@@ -472,19 +475,19 @@ def sensing_bounds(
     intervals widen with ``D``, so ``alpha_lower`` falls as ``D`` grows.
     """
     if not isinstance(structure, SensingStructure):
-        raise TypeError(f"structure: expected a SensingStructure, got {type(structure).__name__}")
+        raise InputTypeError(f"structure: expected a SensingStructure, got {type(structure).__name__}")
     M = structure.M.to(torch.float64)
     N, m, n = M.shape
     if not isinstance(x_star, Tensor) or tuple(x_star.shape) != (m, n):
         got = getattr(x_star, "shape", x_star)
-        raise ValueError(f"x_star: expected a tensor of shape ({m}, {n}), got {got!r}")
+        raise UserInputError(f"x_star: expected a tensor of shape ({m}, {n}), got {got!r}")
     if not _positive_finite(radius):
-        raise ValueError(f"radius: expected a positive finite number, got {radius!r}")
+        raise UserInputError(f"radius: expected a positive finite number, got {radius!r}")
     if rank is not None and (isinstance(rank, bool) or not isinstance(rank, int) or rank < 1):
-        raise ValueError(f"rank: expected None or a positive int, got {rank!r}")
+        raise UserInputError(f"rank: expected None or a positive int, got {rank!r}")
     Xs = x_star.to(dtype=torch.float64, device=M.device)
     if not bool(torch.isfinite(Xs).all()):
-        raise ValueError("x_star: expected finite entries")
+        raise UserInputError("x_star: expected finite entries")
     y = structure.y.to(dtype=torch.float64, device=M.device)
     D = float(radius)
     Mflat = M.reshape(N, m * n)
@@ -527,24 +530,24 @@ def restricted_bounds(
     """
     if radius is None:
         if x_star is not None or rank is not None:
-            raise ValueError(
+            raise UserInputError(
                 "radius: expected a positive finite number when x_star= or rank= is given "
                 "(the set ||X - X*|| <= radius), got None"
             )
     elif not _positive_finite(radius):
-        raise ValueError(f"radius: expected None or a positive finite number, got {radius!r}")
+        raise UserInputError(f"radius: expected None or a positive finite number, got {radius!r}")
     if rank is not None and (isinstance(rank, bool) or not isinstance(rank, int) or rank < 1):
-        raise ValueError(f"rank: expected None or a positive int, got {rank!r}")
+        raise UserInputError(f"rank: expected None or a positive int, got {rank!r}")
     lin = problem.linear
     structure = getattr(problem.risk, "structure", None)
     if radius is not None and isinstance(structure, SensingStructure) and lin is None:
         if len(problem.blocks) != 1 or tuple(structure.M.shape[1:]) != problem.blocks[0]:
-            raise ValueError(
+            raise UserInputError(
                 f"problem: risk.structure has measurements of shape {tuple(structure.M.shape[1:])}, "
                 f"expected one block {list(problem.blocks)}"
             )
         if x_star is None and problem.x_star is None:
-            raise ValueError(
+            raise UserInputError(
                 "x_star: expected a point to bound about (the problem has no x_star; pass x_star=)"
             )
         X0 = problem.check_point(x_star if x_star is not None else problem.x_star, "x_star")  # type: ignore[arg-type]
@@ -610,11 +613,11 @@ def certified_radius(
     """
     for name, v in (("lo", lo), ("hi", hi)):
         if not _positive_finite(v):
-            raise ValueError(f"{name}: expected a positive finite number, got {v!r}")
+            raise UserInputError(f"{name}: expected a positive finite number, got {v!r}")
     if not lo < hi:
-        raise ValueError(f"lo, hi: expected lo < hi, got {lo!r}, {hi!r}")
+        raise UserInputError(f"lo, hi: expected lo < hi, got {lo!r}, {hi!r}")
     if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
-        raise ValueError(f"steps: expected a positive int, got {steps!r}")
+        raise UserInputError(f"steps: expected a positive int, got {steps!r}")
 
     def at(D: float) -> RestrictedBounds:
         return restricted_bounds(problem, x_star=x_star, radius=D, rank=rank, max_params=max_params)
@@ -685,23 +688,23 @@ def rsc_search(
     Costs about ``30 + restarts * steps`` Hessian-vector products at :math:`X^\star`.
     """
     if x_star is None and problem.x_star is None:
-        raise ValueError(
+        raise UserInputError(
             "x_star: expected a minimizer to search about (the problem has no x_star; pass x_star=)"
         )
     X0 = problem.check_point(x_star if x_star is not None else problem.x_star, "x_star")  # type: ignore[arg-type]
     if isinstance(rank, bool) or not isinstance(rank, int) or rank < 1:
-        raise ValueError(f"rank: expected a positive int, got {rank!r}")
+        raise UserInputError(f"rank: expected a positive int, got {rank!r}")
     if not _positive_finite(radius):
-        raise ValueError(f"radius: expected a positive finite number, got {radius!r}")
+        raise UserInputError(f"radius: expected a positive finite number, got {radius!r}")
     for name, v in (("steps", steps), ("restarts", restarts)):
         if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-            raise ValueError(f"{name}: expected a positive int, got {v!r}")
+            raise UserInputError(f"{name}: expected a positive int, got {v!r}")
     fr = [float(f) for f in fractions]
     if not fr or any(not (0 < f <= 1) for f in fr):
-        raise ValueError(f"fractions: expected numbers in (0, 1], got {list(fractions)!r}")
+        raise UserInputError(f"fractions: expected numbers in (0, 1], got {list(fractions)!r}")
     for j, x in enumerate(X0):
         if int(torch.linalg.matrix_rank(x)) > rank:
-            raise ValueError(
+            raise UserInputError(
                 f"rank: expected at least rank(x_star[{j}]) = {int(torch.linalg.matrix_rank(x))}, got {rank}"
             )
     gen = torch.Generator().manual_seed(seed)
@@ -741,7 +744,9 @@ def rsc_search(
             if dist > 0 and math.isfinite(ratio) and (best is None or ratio < best.alpha):
                 best = RscWitness(ratio, dist, curv, X)
     if best is None:
-        raise ValueError("radius: no point of the set at positive distance was found (is radius too small?)")
+        raise UserInputError(
+            "radius: no point of the set at positive distance was found (is radius too small?)"
+        )
     return best
 
 
@@ -757,12 +762,12 @@ def null_direction(problem: Any, *, rank: int = 1, seed: int = 0) -> Blocks | No
     """
     lin = getattr(problem, "linear", None) or problem
     if not hasattr(lin, "J") or not hasattr(lin, "KN"):
-        raise ValueError(
+        raise UserInputError(
             "problem: expected a linearized Problem (or a NonlinearProblem with .linear), "
             f"got {type(problem).__name__}"
         )
     if isinstance(rank, bool) or not isinstance(rank, int) or rank < 1:
-        raise ValueError(f"rank: expected a positive int, got {rank!r}")
+        raise UserInputError(f"rank: expected a positive int, got {rank!r}")
     gen = torch.Generator().manual_seed(seed)
     offset = 0
     for j, (m, n) in enumerate(lin.blocks):
@@ -859,19 +864,19 @@ def restricted_witnesses(
         or not isinstance(lin.J, DenseOperator)
         or min(problem.blocks[0]) < 3
     ):
-        raise ValueError(
+        raise UserInputError(
             "problem: expected one block of size at least 3 x 3 with a dense squared-loss linear form, "
             f"got {len(problem.blocks)} block(s) {list(problem.blocks)} and linear={type(lin).__name__}"
         )
     if isinstance(rank, bool) or not isinstance(rank, int) or rank < 1:
-        raise ValueError(f"rank: expected a positive int, got {rank!r}")
+        raise UserInputError(f"rank: expected a positive int, got {rank!r}")
     if not (isinstance(radius, (int, float)) and 0 < radius < math.inf):
-        raise ValueError(f"radius: expected a positive finite number, got {radius!r}")
+        raise UserInputError(f"radius: expected a positive finite number, got {radius!r}")
     if isinstance(starts, bool) or not isinstance(starts, int) or starts < 1:
-        raise ValueError(f"starts: expected a positive int, got {starts!r}")
+        raise UserInputError(f"starts: expected a positive int, got {starts!r}")
     xs = problem.x_star if x_star is None else problem.check_point(x_star, "x_star")
     if xs is None:
-        raise ValueError("x_star: expected a point (the problem has no x_star)")
+        raise UserInputError("x_star: expected a point (the problem has no x_star)")
     m, n = problem.blocks[0]
     J = lin.J.matrix.to(torch.float64).cpu().numpy()
     H = J.T @ J / lin.N
@@ -912,7 +917,9 @@ def restricted_witnesses(
 
     # beta: the largest Rayleigh quotient of H over rank-<=2 matrices
     if float(np.linalg.norm(Xst)) >= D:
-        raise ValueError(f"radius: expected more than ||x_star||_F = {np.linalg.norm(Xst):.6g}, got {D!r}")
+        raise UserInputError(
+            f"radius: expected more than ||x_star||_F = {np.linalg.norm(Xst):.6g}, got {D!r}"
+        )
     ev, vec = np.linalg.eigh(H)
     U0, s0, V0h = np.linalg.svd(vec[:, -1].reshape(m, n))
     inits = [np.concatenate([(U0[:, :2] * s0[:2]).reshape(-1), V0h[:2].T.reshape(-1)])]

@@ -32,6 +32,7 @@ from torch import Tensor
 
 from landscapes.lora import LoRAPoint, _check_factors, balanced_factors, lora_hessian, lora_value
 from landscapes.problem import Problem
+from theory.errors import InputTypeError, UserInputError
 
 __all__ = [
     "Normalization",
@@ -54,10 +55,10 @@ def _scale_to(d: Tensor, ref: Tensor) -> Tensor:
 
 def _check_direction(point: LoRAPoint, direction: LoRAPoint, name: str) -> None:
     if len(direction.U) != len(point.U):
-        raise ValueError(f"{name}: expected {len(point.U)} blocks, got {len(direction.U)}")
+        raise UserInputError(f"{name}: expected {len(point.U)} blocks, got {len(direction.U)}")
     for j, (u, du, v, dv) in enumerate(zip(point.U, direction.U, point.V, direction.V)):
         if du.shape != u.shape or dv.shape != v.shape:
-            raise ValueError(
+            raise UserInputError(
                 f"{name}[{j}]: expected shapes {tuple(u.shape)}, {tuple(v.shape)}, "
                 f"got {tuple(du.shape)}, {tuple(dv.shape)}"
             )
@@ -68,7 +69,7 @@ def normalize_direction(
 ) -> LoRAPoint:
     """Scale ``direction`` to the sizes of ``point`` (see the module docstring)."""
     if normalization not in ("lora", "filter", "none"):
-        raise ValueError(f"normalization: expected 'lora', 'filter' or 'none', got {normalization!r}")
+        raise UserInputError(f"normalization: expected 'lora', 'filter' or 'none', got {normalization!r}")
     _check_direction(point, direction, "direction")
     if normalization == "none":
         return direction
@@ -93,7 +94,7 @@ def normalize_direction(
 def random_direction(point: LoRAPoint, *, generator: torch.Generator) -> LoRAPoint:
     """A Gaussian direction with the shapes of ``point`` (entries from ``generator``, float64 then cast)."""
     if not isinstance(generator, torch.Generator):
-        raise TypeError(f"generator: expected a torch.Generator, got {type(generator).__name__}")
+        raise InputTypeError(f"generator: expected a torch.Generator, got {type(generator).__name__}")
 
     def draw(x: Tensor) -> Tensor:
         return torch.randn(x.shape, generator=generator, dtype=torch.float64).to(
@@ -125,7 +126,7 @@ def hessian_directions(
     _check_factors(problem, point.U, point.V)
     P = sum(u.numel() + v.numel() for u, v in zip(point.U, point.V))
     if P > max_params:
-        raise ValueError(f"point: expected at most max_params = {max_params} LoRA parameters, got {P}")
+        raise UserInputError(f"point: expected at most max_params = {max_params} LoRA parameters, got {P}")
     _, vecs = torch.linalg.eigh(lora_hessian(problem, point.U, point.V))
     return _split(problem, point, vecs[:, 0]), _split(problem, point, vecs[:, -1])
 
@@ -148,7 +149,7 @@ def toward(point: LoRAPoint, target: Sequence[Tensor]) -> LoRAPoint:
 def _axis(name: str, values: Sequence[float] | Tensor) -> list[float]:
     vals = [float(a) for a in (values.tolist() if isinstance(values, Tensor) else values)]
     if not vals or not all(torch.isfinite(torch.tensor(vals))):
-        raise ValueError(f"{name}: expected a non-empty sequence of finite numbers, got {values!r}")
+        raise UserInputError(f"{name}: expected a non-empty sequence of finite numbers, got {values!r}")
     return vals
 
 
@@ -171,7 +172,7 @@ def slice_grid(
     if d2 is not None:
         _check_direction(point, d2, "d2")
         if betas is None:
-            raise ValueError("betas: expected a grid for the second direction d2, got None")
+            raise UserInputError("betas: expected a grid for the second direction d2, got None")
     a = _axis("alphas", alphas)
     b = _axis("betas", betas) if d2 is not None and betas is not None else None
     if b is None:

@@ -74,6 +74,7 @@ from landscapes.lora import (
 )
 from landscapes.operators import DenseOperator
 from landscapes.problem import Problem
+from theory.errors import UserInputError
 
 __all__ = [
     "train",
@@ -121,9 +122,9 @@ def make_init(
     today's are those with ``scale = 1 / sqrt(c)``.
     """
     if kind not in INIT_KINDS:
-        raise ValueError(f"kind: expected one of {INIT_KINDS}, got {kind!r}")
+        raise UserInputError(f"kind: expected one of {INIT_KINDS}, got {kind!r}")
     if not (isinstance(scale, (int, float)) and not isinstance(scale, bool) and 0 < scale < math.inf):
-        raise ValueError(f"scale: expected a positive finite number, got {scale!r}")
+        raise UserInputError(f"scale: expected a positive finite number, got {scale!r}")
     U, V = [], []
     dt, dev = problem.dtype, problem.device
 
@@ -143,7 +144,7 @@ def make_init(
         if k is None:
             k = 1 if r <= 2 else int(torch.randint(1, r, (1,), generator=generator))
         if not 1 <= k < r:
-            raise ValueError(
+            raise UserInputError(
                 f"adversarial_rank: expected an int in [1, r - 1] = [1, {r - 1}] (needs r >= 2), got {k!r}"
             )
         start = make_init(problem, [min(k, rr) for rr in ranks], "gaussian", generator=generator, scale=scale)
@@ -349,7 +350,7 @@ def certify_sosp(
     """
     for name, val in (("grad_rtol", grad_rtol), ("curvature_rtol", curvature_rtol), ("gap_rtol", gap_rtol)):
         if not (isinstance(val, (int, float)) and val > 0 and math.isfinite(val)):
-            raise ValueError(f"{name}: expected a positive finite number, got {val!r}")
+            raise UserInputError(f"{name}: expected a positive finite number, got {val!r}")
     _check_factors(problem, U, V)
     pert = check_perturbation(problem, perturbation)
     check_finite_factors(U, V)
@@ -481,9 +482,9 @@ def train(
     number of steps taken.
     """
     if optimizer not in ("gd", "sgd", "adam"):
-        raise ValueError(f"optimizer: expected 'gd', 'sgd' or 'adam', got {optimizer!r}")
+        raise UserInputError(f"optimizer: expected 'gd', 'sgd' or 'adam', got {optimizer!r}")
     if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
-        raise ValueError(f"steps: expected a positive int, got {steps!r}")
+        raise UserInputError(f"steps: expected a positive int, got {steps!r}")
     pert = check_perturbation(problem, perturbation)
     U = [u.clone() for u in init.U]
     V = [v.clone() for v in init.V]
@@ -639,15 +640,15 @@ def find_sosp(
     point can be certified; the run records whether that happened.
     """
     if optimizer not in OPTIMIZERS:
-        raise ValueError(f"optimizer: expected one of {OPTIMIZERS}, got {optimizer!r}")
+        raise UserInputError(f"optimizer: expected one of {OPTIMIZERS}, got {optimizer!r}")
     if isinstance(max_iter, bool) or not isinstance(max_iter, int) or max_iter < 1:
-        raise ValueError(f"max_iter: expected a positive int, got {max_iter!r}")
+        raise UserInputError(f"max_iter: expected a positive int, got {max_iter!r}")
     if batch_size is not None and (
         isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1
     ):
-        raise ValueError(f"batch_size: expected None or a positive int, got {batch_size!r}")
+        raise UserInputError(f"batch_size: expected None or a positive int, got {batch_size!r}")
     if lr is not None and not (isinstance(lr, (int, float)) and lr > 0 and math.isfinite(lr)):
-        raise ValueError(f"lr: expected None or a positive finite number, got {lr!r}")
+        raise UserInputError(f"lr: expected None or a positive finite number, got {lr!r}")
     _check_factors(problem, init.U, init.V)
     pert = check_perturbation(problem, perturbation)
     t0 = time.perf_counter()

@@ -58,6 +58,7 @@ from torch import Tensor
 
 from landscapes.nonlinear import NonlinearProblem, quadratic_sensing
 from landscapes.nonlinear_sosp import Factors
+from theory.errors import UserInputError
 
 __all__ = [
     "SPURIOUS_CONFIGS",
@@ -237,7 +238,7 @@ SPURIOUS_CONFIGS: tuple[str, ...] = tuple(_DESIGNS)
 
 def _design(config: str) -> _Design:
     if not isinstance(config, str) or config not in _DESIGNS:
-        raise ValueError(f"config: expected one of {SPURIOUS_CONFIGS}, got {config!r}")
+        raise UserInputError(f"config: expected one of {SPURIOUS_CONFIGS}, got {config!r}")
     return _DESIGNS[config]
 
 
@@ -326,7 +327,7 @@ def newton_polish(problem: NonlinearProblem, point: Factors, *, steps: int = 5) 
     from landscapes.nonlinear_sosp import _dense_lora_hessian
 
     if isinstance(steps, bool) or not isinstance(steps, int) or steps < 0:
-        raise ValueError(f"steps: expected an int >= 0, got {steps!r}")
+        raise UserInputError(f"steps: expected an int >= 0, got {steps!r}")
     for _ in range(steps):
         _, gA, gB = problem.lora_value_and_grad(point.A, point.B)
         g = flatten_factors(gA, gB).to(torch.float64)

@@ -26,6 +26,7 @@ from torch import Tensor
 
 from landscapes.losses import get_loss
 from landscapes.problem import Problem
+from theory.errors import UserInputError
 
 __all__ = ["gaussian_problem", "teacher_problem", "random_features_problem"]
 
@@ -33,16 +34,16 @@ __all__ = ["gaussian_problem", "teacher_problem", "random_features_problem"]
 def _check_sizes(K: int, N: int, blocks: Sequence[tuple[int, int]]) -> list[tuple[int, int]]:
     for name, v in (("K", K), ("N", N)):
         if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-            raise ValueError(f"{name}: expected a positive int, got {v!r}")
+            raise UserInputError(f"{name}: expected a positive int, got {v!r}")
     if isinstance(blocks, tuple) and len(blocks) == 2 and all(isinstance(b, int) for b in blocks):
         blocks = [blocks]  # type: ignore[list-item]
     out = []
     for j, b in enumerate(blocks):
         if len(b) != 2 or not all(isinstance(s, int) and s >= 1 for s in b):
-            raise ValueError(f"blocks[{j}]: expected a pair of positive ints (m, n), got {b!r}")
+            raise UserInputError(f"blocks[{j}]: expected a pair of positive ints (m, n), got {b!r}")
         out.append((int(b[0]), int(b[1])))
     if not out:
-        raise ValueError("blocks: expected at least one (m, n) shape, got none")
+        raise UserInputError("blocks: expected at least one (m, n) shape, got none")
     return out
 
 
@@ -100,7 +101,7 @@ def gaussian_problem(
     J = _gaussian_jacobian(K * N, shapes, gen, dtype)
     if jacobian_rank is not None:
         if isinstance(jacobian_rank, bool) or not isinstance(jacobian_rank, int) or jacobian_rank < 1:
-            raise ValueError(f"jacobian_rank: expected None or a positive int, got {jacobian_rank!r}")
+            raise UserInputError(f"jacobian_rank: expected None or a positive int, got {jacobian_rank!r}")
         A = torch.randn(K * N, jacobian_rank, generator=gen, dtype=dtype)
         J = A @ J[:jacobian_rank] / math.sqrt(jacobian_rank) if jacobian_rank <= K * N else J
     f0 = f0_scale * torch.randn(N, K, generator=gen, dtype=dtype)
@@ -141,7 +142,7 @@ def teacher_problem(
     """
     shapes = _check_sizes(K, N, blocks)
     if isinstance(teacher_rank, bool) or not isinstance(teacher_rank, int) or teacher_rank < 1:
-        raise ValueError(f"teacher_rank: expected a positive int, got {teacher_rank!r}")
+        raise UserInputError(f"teacher_rank: expected a positive int, got {teacher_rank!r}")
     gen = torch.Generator().manual_seed(seed)
     J = _gaussian_jacobian(K * N, shapes, gen, dtype)
     Ds = []
@@ -194,7 +195,7 @@ def random_features_problem(
     """
     shapes = _check_sizes(K, N, [(m, n)])
     if isinstance(tokens, bool) or not isinstance(tokens, int) or tokens < 1:
-        raise ValueError(f"tokens: expected a positive int, got {tokens!r}")
+        raise UserInputError(f"tokens: expected a positive int, got {tokens!r}")
     gen = torch.Generator().manual_seed(seed)
     mix = torch.randn(n, n, generator=gen, dtype=dtype) / math.sqrt(n)
     X = torch.randn(N, tokens, n, generator=gen, dtype=dtype) @ (torch.eye(n, dtype=dtype) + mix)

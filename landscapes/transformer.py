@@ -53,6 +53,7 @@ from torch import Tensor, nn
 
 from landscapes.operators import FunctionOperator, LinearOperator
 from landscapes.problem import Problem
+from theory.errors import InputTypeError, UserInputError
 
 __all__ = [
     "LinearizedEncoder",
@@ -122,7 +123,7 @@ def load_encoder(
     tf = _transformers()
     name = default_model_path() if model is None else os.fspath(model)
     if not isinstance(name, str) or not name.strip():
-        raise ValueError(f"model: expected a local path or a cached hub name, got {model!r}")
+        raise UserInputError(f"model: expected a local path or a cached hub name, got {model!r}")
     cls = tf.AutoModelForMaskedLM if head == "verbalizer" else tf.AutoModel
     verbosity = tf.utils.logging.get_verbosity()
     tf.utils.logging.set_verbosity_error()  # the load report is checked below, not printed
@@ -142,7 +143,7 @@ def load_encoder(
     missing = sorted(info.get("missing_keys", ()))
     if missing:
         what = "masked-language-model head" if head == "verbalizer" else "encoder"
-        raise ValueError(
+        raise UserInputError(
             f"model: the checkpoint {name!r} lacks pretrained weights of the {what} ({len(missing)} "
             f"missing, e.g. {missing[0]}): they would be random"
             + ("; use head='random' for a model without an MLM head" if head == "verbalizer" else "")
@@ -177,7 +178,7 @@ def _base_model(model: nn.Module) -> Any:
     inner = getattr(model, prefix, None) if prefix else None
     if inner is not None and ok(inner):
         return inner
-    raise ValueError(
+    raise UserInputError(
         f"model: expected a BERT-family encoder (modules `embeddings` and `encoder.layer`, as in BERT, "
         f"RoBERTa, ELECTRA, MiniLM), got {type(model).__name__}"
     )
@@ -186,7 +187,7 @@ def _base_model(model: nn.Module) -> Any:
 def _mlm_head(model: nn.Module, base: nn.Module) -> nn.Module:
     heads = [m for n, m in model.named_children() if m is not base]
     if model is base or len(heads) != 1:
-        raise ValueError(
+        raise UserInputError(
             f"head: 'verbalizer' needs a model with a masked-language-model head (e.g. loaded with "
             f"AutoModelForMaskedLM), got {type(model).__name__}; use head='random'"
         )
@@ -201,13 +202,13 @@ def _resolve_targets(base: Any, targets: Sequence[str] | None) -> list[Target]:
         wanted = [f"encoder.layer.{last}.{t}" for t in DEFAULT_TARGETS]
     else:
         if isinstance(targets, str) or not isinstance(targets, Sequence) or not targets:
-            raise ValueError(
+            raise UserInputError(
                 f"targets: expected a non-empty list of parameter names or patterns, got {targets!r}"
             )
         wanted = []
         for t in targets:
             if not isinstance(t, str) or not t:
-                raise ValueError(f"targets: expected parameter names (str), got {t!r}")
+                raise UserInputError(f"targets: expected parameter names (str), got {t!r}")
             prefix = getattr(base, "base_model_prefix", "")
             if prefix and t.startswith(prefix + "."):
                 t = t[len(prefix) + 1 :]
@@ -215,7 +216,9 @@ def _resolve_targets(base: Any, targets: Sequence[str] | None) -> list[Target]:
                 hits = [n for n in params if fnmatch.fnmatchcase(n, t)]
                 if not hits:
                     close = difflib.get_close_matches(t.replace("*", ""), list(params), n=5, cutoff=0.4)
-                    raise ValueError(f"targets: the pattern {t!r} matches no parameter; close names: {close}")
+                    raise UserInputError(
+                        f"targets: the pattern {t!r} matches no parameter; close names: {close}"
+                    )
                 wanted.extend(hits)
             else:
                 wanted.append(t)
@@ -223,15 +226,15 @@ def _resolve_targets(base: Any, targets: Sequence[str] | None) -> list[Target]:
     for n in dict.fromkeys(wanted):  # keep order, drop repeats
         if n not in params:
             close = difflib.get_close_matches(n, list(params), n=5, cutoff=0.5)
-            raise ValueError(f"targets: no parameter named {n!r}; close names: {close}")
+            raise UserInputError(f"targets: no parameter named {n!r}; close names: {close}")
         parts = n.split(".")
         if len(parts) < 4 or parts[:2] != ["encoder", "layer"] or not parts[2].isdigit():
-            raise ValueError(
+            raise UserInputError(
                 f"targets: expected weights inside the encoder layers (encoder.layer.<i>...), got {n!r}"
             )
         module = base.get_submodule(".".join(parts[:-1]))
         if not isinstance(module, nn.Linear) or parts[-1] != "weight":
-            raise ValueError(
+            raise UserInputError(
                 f"targets: expected the weight of an nn.Linear layer, got {n!r} ({type(module).__name__})"
             )
         W = params[n]
@@ -329,7 +332,7 @@ class _EncoderJacobian(FunctionOperator):
         self, blocks: Sequence[tuple[int, int]], U: Sequence[Tensor], V: Sequence[Tensor]
     ) -> Tensor:  # noqa: D102
         if tuple(tuple(b) for b in blocks) != self.encoder.blocks:
-            raise ValueError(f"blocks: expected {list(self.encoder.blocks)}, got {list(blocks)}")
+            raise UserInputError(f"blocks: expected {list(self.encoder.blocks)}, got {list(blocks)}")
         return self.encoder.factor_products(U, V)
 
     def __repr__(self) -> str:
@@ -398,33 +401,35 @@ class LinearizedEncoder:
     ) -> None:
         t_start = time.perf_counter()
         if not isinstance(model, nn.Module):
-            raise TypeError(
+            raise InputTypeError(
                 f"model: expected a torch.nn.Module (a Hugging Face model), got {type(model).__name__}"
             )
         if isinstance(texts, str) or not isinstance(texts, Sequence) or len(texts) == 0:
-            raise ValueError(f"texts: expected a non-empty sequence of strings, got {type(texts).__name__}")
+            raise UserInputError(
+                f"texts: expected a non-empty sequence of strings, got {type(texts).__name__}"
+            )
         for i, t in enumerate(texts):
             if not isinstance(t, str):
-                raise TypeError(f"texts[{i}]: expected a str, got {type(t).__name__}")
+                raise InputTypeError(f"texts[{i}]: expected a str, got {type(t).__name__}")
             if not t.strip():
-                raise ValueError(f"texts[{i}]: expected a non-empty text, got {t!r}")
+                raise UserInputError(f"texts[{i}]: expected a non-empty text, got {t!r}")
         if isinstance(K, bool) or not isinstance(K, int) or K < 1:
-            raise ValueError(f"K: expected a positive int, got {K!r}")
+            raise UserInputError(f"K: expected a positive int, got {K!r}")
         if pooling not in ("mean", "cls"):
-            raise ValueError(f"pooling: expected 'mean' or 'cls', got {pooling!r}")
+            raise UserInputError(f"pooling: expected 'mean' or 'cls', got {pooling!r}")
         if head not in ("random", "verbalizer"):
-            raise ValueError(f"head: expected 'random' or 'verbalizer', got {head!r}")
+            raise UserInputError(f"head: expected 'random' or 'verbalizer', got {head!r}")
         if dtype not in (torch.float32, torch.float64):
-            raise ValueError(f"dtype: expected torch.float32 or torch.float64, got {dtype}")
+            raise UserInputError(f"dtype: expected torch.float32 or torch.float64, got {dtype}")
         if isinstance(head_seed, bool) or not isinstance(head_seed, int):
-            raise ValueError(f"head_seed: expected an int, got {head_seed!r}")
+            raise UserInputError(f"head_seed: expected an int, got {head_seed!r}")
         if isinstance(bucket_size, bool) or not isinstance(bucket_size, int) or bucket_size < 1:
-            raise ValueError(f"bucket_size: expected a positive int, got {bucket_size!r}")
+            raise UserInputError(f"bucket_size: expected a positive int, got {bucket_size!r}")
         dev = torch.device(device)
         if dev.type == "cuda" and dev.index is None and torch.cuda.is_available():
             dev = torch.device("cuda", torch.cuda.current_device())
         if dev.type == "cuda" and not torch.cuda.is_available():
-            raise ValueError("device: expected an available device, got 'cuda' but CUDA is not available")
+            raise UserInputError("device: expected an available device, got 'cuda' but CUDA is not available")
 
         cfg = getattr(model, "config", None)
         eager = getattr(cfg, "_attn_implementation", "eager") == "eager"
@@ -435,7 +440,7 @@ class LinearizedEncoder:
             net.requires_grad_(False)
             if not eager:
                 if not hasattr(net, "set_attn_implementation"):
-                    raise ValueError(
+                    raise UserInputError(
                         "model: expected eager attention (load with attn_implementation='eager')"
                     )
                 net.set_attn_implementation("eager")
@@ -483,21 +488,23 @@ class LinearizedEncoder:
             self._mlm = _mlm_head(net, base)
             self.head_matrix = None
             if isinstance(label_words, str):
-                raise ValueError(f"label_words: expected a list of {K} words, got the string {label_words!r}")
+                raise UserInputError(
+                    f"label_words: expected a list of {K} words, got the string {label_words!r}"
+                )
             words = tuple(label_words) if label_words is not None else (DEFAULT_LABEL_WORDS if K == 2 else ())
             if len(words) != K:
-                raise ValueError(f"label_words: expected {K} words (one per class), got {list(words)!r}")
+                raise UserInputError(f"label_words: expected {K} words (one per class), got {list(words)!r}")
             word_ids = []
             for w in words:
                 pieces = tokenizer.tokenize(" " + w)
                 if len(pieces) != 1:
-                    raise ValueError(
+                    raise UserInputError(
                         f"label_words: expected words that are one token each, got {w!r} -> {pieces}"
                     )
                 word_ids.append(int(tokenizer.convert_tokens_to_ids(pieces[0])))
             self.label_ids = tuple(word_ids)
             if getattr(tokenizer, "mask_token", None) is None or "{mask}" not in template:
-                raise ValueError(
+                raise UserInputError(
                     f"template: expected a prompt containing '{{mask}}' and a tokenizer with a mask token, "
                     f"got {template!r}"
                 )
@@ -511,7 +518,7 @@ class LinearizedEncoder:
         if max_length is None:
             max_length = limit
         if isinstance(max_length, bool) or not isinstance(max_length, int) or not 4 <= max_length <= limit:
-            raise ValueError(
+            raise UserInputError(
                 f"max_length: expected an int in [4, {limit}] (the model's limit), got {max_length!r}"
             )
         self.max_length = max_length
@@ -520,7 +527,7 @@ class LinearizedEncoder:
             prompt = template.format(mask=tokenizer.mask_token)
             shortest = len(tokenizer("a", prompt, add_special_tokens=True)["input_ids"])
             if max_length < shortest + 1:
-                raise ValueError(
+                raise UserInputError(
                     f"max_length: expected at least {shortest + 1} tokens to fit the verbalizer prompt "
                     f"{prompt!r} and some text, got {max_length}"
                 )
@@ -577,7 +584,7 @@ class LinearizedEncoder:
                     # a mask token inside a text comes before it
                     hits = ids == int(tokenizer.mask_token_id)
                     if not bool(hits.any(1).all()):
-                        raise ValueError("template: the mask token was lost in tokenization")
+                        raise UserInputError("template: the mask token was lost in tokenization")
                     pos = T - 1 - hits.flip(1).to(torch.long).argmax(1)
                 else:
                     pos = torch.zeros(len(members), dtype=torch.long, device=dev)
@@ -673,7 +680,7 @@ class LinearizedEncoder:
 
     def _check_point(self, D: Sequence[Tensor]) -> list[Tensor]:
         if isinstance(D, Tensor) or not isinstance(D, Sequence) or len(D) != len(self.targets):
-            raise ValueError(
+            raise UserInputError(
                 f"D: expected a sequence of {len(self.targets)} tensors (one per target), "
                 f"got {type(D).__name__}"
             )
@@ -681,9 +688,9 @@ class LinearizedEncoder:
         for j, (d, t) in enumerate(zip(D, self.targets)):
             if not isinstance(d, Tensor) or tuple(d.shape) != t.shape:
                 got = tuple(d.shape) if isinstance(d, Tensor) else type(d).__name__
-                raise ValueError(f"D[{j}]: expected shape {t.shape} ({t.name}), got {got}")
+                raise UserInputError(f"D[{j}]: expected shape {t.shape} ({t.name}), got {got}")
             if d.dtype != self.dtype:
-                raise ValueError(f"D[{j}]: expected dtype {self.dtype}, got {d.dtype}")
+                raise UserInputError(f"D[{j}]: expected dtype {self.dtype}, got {d.dtype}")
             out.append(d.to(device=self.device))
         return out
 
@@ -706,7 +713,9 @@ class LinearizedEncoder:
             or not isinstance(memory_limit_gb, (int, float))
             or not memory_limit_gb > 0
         ):
-            raise ValueError(f"memory_limit_gb: expected a positive number or None, got {memory_limit_gb!r}")
+            raise UserInputError(
+                f"memory_limit_gb: expected a positive number or None, got {memory_limit_gb!r}"
+            )
         limit = (
             0.8 * _available_memory_bytes(self.device) if memory_limit_gb is None else memory_limit_gb * 2**30
         )
@@ -774,7 +783,7 @@ class LinearizedEncoder:
         (:func:`landscapes.lora.prediction_jacobian`).
         """
         if len(U) != len(self.blocks) or len(V) != len(self.blocks):
-            raise ValueError(f"U, V: expected {len(self.blocks)} factors each, got {len(U)} and {len(V)}")
+            raise UserInputError(f"U, V: expected {len(self.blocks)} factors each, got {len(U)} and {len(V)}")
         widths = [(m + n) * u.shape[1] for (m, n), u in zip(self.blocks, U)]
         out = torch.empty(self.N, self.K, sum(widths), dtype=self.dtype, device=self.device)
         for b, k, grads, inputs in self._probe_gradients():
@@ -840,9 +849,11 @@ class LinearizedEncoder:
         if J is None:
             J = self.jacobian()
         if tuple(J.shape) != (self.N * self.K, self.num_params):
-            raise ValueError(f"J: expected shape {(self.N * self.K, self.num_params)}, got {tuple(J.shape)}")
+            raise UserInputError(
+                f"J: expected shape {(self.N * self.K, self.num_params)}, got {tuple(J.shape)}"
+            )
         if not scales or any(not (isinstance(t, (int, float)) and t > 0) for t in scales):
-            raise ValueError(f"scales: expected positive numbers, got {list(scales)!r}")
+            raise UserInputError(f"scales: expected positive numbers, got {list(scales)!r}")
         g = torch.Generator().manual_seed(int(seed))
         x = torch.randn(self.num_params, generator=g, dtype=torch.float64).to(
             device=self.device, dtype=self.dtype
@@ -945,7 +956,7 @@ class LinearizedEncoder:
         """
         target = self._targets(labels, loss)
         if form not in ("dense", "operator"):
-            raise ValueError(f"form: expected 'dense' or 'operator', got {form!r}")
+            raise UserInputError(f"form: expected 'dense' or 'operator', got {form!r}")
         if J is None:
             J = self.jacobian(memory_limit_gb=memory_limit_gb) if form == "dense" else self.operator()
         meta = self.describe()
@@ -959,16 +970,18 @@ class LinearizedEncoder:
             isinstance(labels, (str, bytes))
             or not all(isinstance(v, int) and not isinstance(v, bool) for v in labels)
         ):
-            raise ValueError(f"labels: expected integer class labels 0 .. K-1, got {list(labels)[:5]!r}")
+            raise UserInputError(f"labels: expected integer class labels 0 .. K-1, got {list(labels)[:5]!r}")
         y = torch.as_tensor(labels) if not isinstance(labels, Tensor) else labels
         if y.ndim != 1 or y.shape[0] != self.N:
-            raise ValueError(f"labels: expected {self.N} labels (one per text), got shape {tuple(y.shape)}")
+            raise UserInputError(
+                f"labels: expected {self.N} labels (one per text), got shape {tuple(y.shape)}"
+            )
         if y.dtype.is_floating_point or y.dtype == torch.bool:
-            raise ValueError(f"labels: expected integer class labels, got dtype {y.dtype}")
+            raise UserInputError(f"labels: expected integer class labels, got dtype {y.dtype}")
         high = 2 if loss == "logistic" else self.K
         if y.numel() and (int(y.min()) < 0 or int(y.max()) >= high):
             bad = int(y[(y < 0) | (y >= high)][0])
-            raise ValueError(f"labels: expected classes in [0, {high - 1}] for K = {self.K}, got {bad}")
+            raise UserInputError(f"labels: expected classes in [0, {high - 1}] for K = {self.K}, got {bad}")
         y = y.to(device=self.device, dtype=torch.long)
         if loss == "squared":
             target: Tensor = torch.nn.functional.one_hot(y, self.K).to(self.dtype)
@@ -1073,7 +1086,9 @@ def transformer_problem(
     else:
         net = model
         if tokenizer is None:
-            raise ValueError("tokenizer: expected the model's tokenizer when model is an object, got None")
+            raise UserInputError(
+                "tokenizer: expected the model's tokenizer when model is an object, got None"
+            )
     lin = LinearizedEncoder(net, tokenizer, texts, K=K, **options)
     return lin.problem(labels, loss=loss, lam=lam, form=form, memory_limit_gb=memory_limit_gb)
 
@@ -1100,10 +1115,10 @@ def review_problem(
     from landscapes.data import load_reviews, train_test_split
 
     if K != 2:
-        raise ValueError(f"K: the review sentences have 2 classes, got K = {K!r}")
+        raise UserInputError(f"K: the review sentences have 2 classes, got K = {K!r}")
     if isinstance(dtype, str):
         if dtype not in ("float32", "float64"):
-            raise ValueError(f"dtype: expected 'float32' or 'float64', got {dtype!r}")
+            raise UserInputError(f"dtype: expected 'float32' or 'float64', got {dtype!r}")
         dtype = getattr(torch, dtype)
     train, _ = train_test_split(load_reviews(), n_train=N, seed=seed)
     p = transformer_problem(
@@ -1145,12 +1160,12 @@ def review_nonlinear_problem(
     from landscapes.data import load_reviews, train_test_split
 
     if layers not in ("last", "all"):
-        raise ValueError(f"layers: expected 'last' or 'all', got {layers!r}")
+        raise UserInputError(f"layers: expected 'last' or 'all', got {layers!r}")
     if isinstance(n_test, bool) or not isinstance(n_test, int) or n_test < 0:
-        raise ValueError(f"n_test: expected an int >= 0, got {n_test!r}")
+        raise UserInputError(f"n_test: expected an int >= 0, got {n_test!r}")
     if isinstance(dtype, str):
         if dtype not in ("float32", "float64"):
-            raise ValueError(f"dtype: expected 'float32' or 'float64', got {dtype!r}")
+            raise UserInputError(f"dtype: expected 'float32' or 'float64', got {dtype!r}")
     dt: torch.dtype = getattr(torch, dtype) if isinstance(dtype, str) else dtype
     train, test = train_test_split(load_reviews(), n_train=N, n_test=n_test, seed=seed)
     net, tok = load_encoder(model, dtype=dt)
@@ -1185,7 +1200,9 @@ def adapted_logits(
     if init is None:
         return enc.outputs()
     if len(init.B) != len(enc.targets):
-        raise ValueError(f"init: expected {len(enc.targets)} adapters (one per target), got {len(init.B)}")
+        raise UserInputError(
+            f"init: expected {len(enc.targets)} adapters (one per target), got {len(init.B)}"
+        )
     hooks = []
     saved = [m.weight.data for m in enc._modules]
     s = float(init.scale)
@@ -1225,12 +1242,12 @@ def review_encoder(problem: Problem) -> LinearizedEncoder:
     need = ("data", "model_path", "targets", "pooling", "head", "N", "K", "dtype", "split_seed")
     missing = [k for k in need if k not in meta]
     if missing or meta.get("data") != "reviews":
-        raise ValueError(
+        raise UserInputError(
             f"problem: expected a problem made by review_problem (meta with {', '.join(need)}), "
             f"got meta keys {sorted(meta)}"
         )
     if meta["head"] != "random":
-        raise ValueError(f"problem: only the random head can be rebuilt, got head {meta['head']!r}")
+        raise UserInputError(f"problem: only the random head can be rebuilt, got head {meta['head']!r}")
     dtype = getattr(torch, str(meta["dtype"]))
     net, tok = load_encoder(meta["model_path"], dtype=dtype)
     train, _ = train_test_split(load_reviews(), n_train=int(meta["N"]), seed=int(meta["split_seed"]))
@@ -1247,7 +1264,7 @@ def review_encoder(problem: Problem) -> LinearizedEncoder:
     f0 = enc.f0().to(problem.f0.device)
     err = float((f0 - problem.f0).abs().max())
     if err > 1e-6 * max(1.0, float(problem.f0.abs().max())):
-        raise ValueError(f"problem: the rebuilt encoder's outputs differ from problem.f0 by {err:.3g}")
+        raise UserInputError(f"problem: the rebuilt encoder's outputs differ from problem.f0 by {err:.3g}")
     return enc
 
 
@@ -1259,7 +1276,7 @@ def target_weights(problem: Problem) -> tuple[Tensor, ...]:
     """
     path, targets = problem.meta.get("model_path"), problem.meta.get("targets")
     if not isinstance(path, str) or not isinstance(targets, Sequence) or len(targets) != len(problem.blocks):
-        raise ValueError(
+        raise UserInputError(
             "problem: expected meta['model_path'] and one meta['targets'] name per block "
             f"(a problem built from a model), got {path!r} and {targets!r}"
         )
@@ -1269,6 +1286,6 @@ def target_weights(problem: Problem) -> tuple[Tensor, ...]:
     out = []
     for t, shape in zip(targets, problem.blocks):
         if t not in params or tuple(params[t].shape) != shape:
-            raise ValueError(f"problem: the model at {path!r} has no weight {t!r} of shape {shape}")
+            raise UserInputError(f"problem: the model at {path!r} has no weight {t!r} of shape {shape}")
         out.append(params[t].detach().to(device=problem.device).clone())
     return tuple(out)

@@ -15,6 +15,8 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
+from theory.errors import InputTypeError, UserInputError
+
 __all__ = [
     "r_max",
     "triangular",
@@ -27,17 +29,17 @@ __all__ = [
 
 def _positive_int(name: str, value: object) -> int:
     if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"{name}: expected a positive int, got {type(value).__name__} {value!r}")
+        raise InputTypeError(f"{name}: expected a positive int, got {type(value).__name__} {value!r}")
     if value < 1:
-        raise ValueError(f"{name}: expected a positive int, got {value!r}")
+        raise UserInputError(f"{name}: expected a positive int, got {value!r}")
     return value
 
 
 def _nonnegative_int(name: str, value: object) -> int:
     if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"{name}: expected a non-negative int, got {type(value).__name__} {value!r}")
+        raise InputTypeError(f"{name}: expected a non-negative int, got {type(value).__name__} {value!r}")
     if value < 0:
-        raise ValueError(f"{name}: expected a non-negative int, got {value!r}")
+        raise UserInputError(f"{name}: expected a non-negative int, got {value!r}")
     return value
 
 
@@ -81,7 +83,7 @@ def rank_above_bound(r: int, K: int, N: int) -> bool:
 def ranks_within_bound(ranks: Sequence[int], K: int, N: int) -> bool:
     """Block form of the bound: ``sum_j r_j (r_j + 1) / 2 <= K N``."""
     if len(ranks) == 0:
-        raise ValueError("ranks: expected at least one block rank, got an empty sequence")
+        raise UserInputError("ranks: expected at least one block rank, got an empty sequence")
     total = sum(triangular(_nonnegative_int(f"ranks[{i}]", r)) for i, r in enumerate(ranks))
     return total <= _positive_int("K", K) * _positive_int("N", N)
 
@@ -104,6 +106,6 @@ def ranks_above_bound(ranks: Sequence[int], K: int, N: int) -> bool:
     False
     """
     if len(ranks) == 0:
-        raise ValueError("ranks: expected at least one block rank, got an empty sequence")
+        raise UserInputError("ranks: expected at least one block rank, got an empty sequence")
     KN = _positive_int("K", K) * _positive_int("N", N)
     return all(triangular(_nonnegative_int(f"ranks[{i}]", r)) > KN for i, r in enumerate(ranks))

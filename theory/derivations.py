@@ -48,6 +48,8 @@ from typing import Literal, TypeAlias
 import sympy as sp
 from sympy.core.function import ArgumentIndexError
 
+from theory.errors import InputTypeError, UserInputError
+
 __all__ = [
     "LossKind",
     "lora_gradient",
@@ -164,7 +166,7 @@ def _loss(d: Mat, loss: LossKind) -> sp.Expr:
         # The general polynomial of degree <= 3: one symbolic coefficient per monomial.
         monomials = sorted(sp.itermonomials(entries, 3), key=sp.default_sort_key)
         return sp.Add(*(sp.Symbol(f"c_{k}") * mono for k, mono in enumerate(monomials)))
-    raise ValueError(f"loss: expected 'function' or 'cubic', got {loss!r}")
+    raise UserInputError(f"loss: expected 'function' or 'cubic', got {loss!r}")
 
 
 @dataclass(frozen=True)
@@ -213,9 +215,9 @@ def _setup(m: int, n: int, r: int, loss: LossKind) -> _Setup:
 
 def _positive_int(name: str, value: object) -> int:
     if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"{name}: expected a positive int, got {type(value).__name__} {value!r}")
+        raise InputTypeError(f"{name}: expected a positive int, got {type(value).__name__} {value!r}")
     if value < 1:
-        raise ValueError(f"{name}: expected a positive int, got {value!r}")
+        raise UserInputError(f"{name}: expected a positive int, got {value!r}")
     return value
 
 

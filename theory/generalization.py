@@ -89,6 +89,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+from theory.errors import UserInputError
+
 __all__ = [
     "GRID_MASS",
     "clipped_lipschitz",
@@ -110,25 +112,25 @@ GRID_MASS = 1.5
 
 def _positive(name: str, x: object) -> float:
     if isinstance(x, bool) or not isinstance(x, (int, float)) or not math.isfinite(x) or not x > 0:
-        raise ValueError(f"{name}: expected a finite positive number, got {x!r}")
+        raise UserInputError(f"{name}: expected a finite positive number, got {x!r}")
     return float(x)
 
 
 def _nonnegative(name: str, x: object) -> float:
     if isinstance(x, bool) or not isinstance(x, (int, float)) or not math.isfinite(x) or x < 0:
-        raise ValueError(f"{name}: expected a finite number >= 0, got {x!r}")
+        raise UserInputError(f"{name}: expected a finite number >= 0, got {x!r}")
     return float(x)
 
 
 def _probability(name: str, x: object) -> float:
     if isinstance(x, bool) or not isinstance(x, (int, float)) or not 0 < x < 1:
-        raise ValueError(f"{name}: expected a number in (0, 1), got {x!r}")
+        raise UserInputError(f"{name}: expected a number in (0, 1), got {x!r}")
     return float(x)
 
 
 def _count(name: str, x: object) -> int:
     if isinstance(x, bool) or not isinstance(x, int) or x < 1:
-        raise ValueError(f"{name}: expected a positive int, got {x!r}")
+        raise UserInputError(f"{name}: expected a positive int, got {x!r}")
     return x
 
 
@@ -145,7 +147,7 @@ def clipped_lipschitz(loss: str, clip: float) -> float:
         return -math.expm1(-b)
     if loss == "squared":
         return math.sqrt(2.0 * b)
-    raise ValueError(f"loss: expected 'cross_entropy', 'logistic' or 'squared', got {loss!r}")
+    raise UserInputError(f"loss: expected 'cross_entropy', 'logistic' or 'squared', got {loss!r}")
 
 
 def default_clip(loss: str, K: int) -> float:
@@ -157,28 +159,28 @@ def default_clip(loss: str, K: int) -> float:
     K = _count("K", K)
     if loss == "cross_entropy":
         if K < 2:
-            raise ValueError(f"K: expected at least 2 classes for cross_entropy, got {K}")
+            raise UserInputError(f"K: expected at least 2 classes for cross_entropy, got {K}")
         return 2.0 * math.log(K)
     if loss == "logistic":
         return 2.0 * math.log(2.0)
     if loss == "squared":
-        raise ValueError(
+        raise UserInputError(
             "clip: expected a positive number for the squared loss (it has no natural scale), got None"
         )
-    raise ValueError(f"loss: expected 'cross_entropy', 'logistic' or 'squared', got {loss!r}")
+    raise UserInputError(f"loss: expected 'cross_entropy', 'logistic' or 'squared', got {loss!r}")
 
 
 def _ratio(ratio: object) -> float:
     r = _positive("ratio", ratio)
     if not r > 1:
-        raise ValueError(f"ratio: expected a finite number > 1, got {ratio!r}")
+        raise UserInputError(f"ratio: expected a finite number > 1, got {ratio!r}")
     return r
 
 
 def grid_radius(k: int, base: float, ratio: float = 2.0) -> float:
     r"""The grid radius :math:`B_k = B_0 r^k`; ``ValueError`` when it is outside the float range."""
     if isinstance(k, bool) or not isinstance(k, int):
-        raise ValueError(f"k: expected an int, got {k!r}")
+        raise UserInputError(f"k: expected an int, got {k!r}")
     base = _positive("base", base)
     r = _ratio(ratio)
     Bk = math.inf
@@ -190,7 +192,7 @@ def grid_radius(k: int, base: float, ratio: float = 2.0) -> float:
         if math.isfinite(Bk) and Bk > 0:
             break
     if not (math.isfinite(Bk) and Bk > 0):
-        raise ValueError(
+        raise UserInputError(
             f"base: the grid radius base * ratio**k = {base!r} * {r!r}**{k} is outside the float range "
             "(expected a base within a float's range of B)"
         )
@@ -227,7 +229,7 @@ def grid_delta(k: int, delta: float) -> float:
     They sum to ``delta`` over :math:`k \in \mathbb Z` (:data:`GRID_MASS`).
     """
     if isinstance(k, bool) or not isinstance(k, int):
-        raise ValueError(f"k: expected an int, got {k!r}")
+        raise UserInputError(f"k: expected an int, got {k!r}")
     delta = _probability("delta", delta)
     return delta / (GRID_MASS * (abs(k) + 1) * (abs(k) + 2))
 
@@ -336,7 +338,7 @@ def generalization_bound(
     b = _positive("clip", clip)
     emp = _nonnegative("empirical", empirical)
     if emp > b * (1 + 1e-12):
-        raise ValueError(f"empirical: expected a mean of losses clipped at {b}, got {emp!r}")
+        raise UserInputError(f"empirical: expected a mean of losses clipped at {b}, got {emp!r}")
     B = _nonnegative("B", B)
     base = _positive("base", base)
     r = _ratio(ratio)

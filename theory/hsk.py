@@ -33,6 +33,8 @@ from dataclasses import dataclass
 from functools import partial
 from typing import Literal
 
+from theory.errors import UserInputError
+
 __all__ = [
     "log_taylor_error_bound",
     "taylor_degree",
@@ -49,9 +51,9 @@ MRule = Literal["gamma^2", "d*gamma^2"]
 
 def _check_real(name: str, v: object, *, positive: bool = False) -> float:
     if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v < 0:
-        raise ValueError(f"{name}: expected a finite number >= 0, got {v!r}")
+        raise UserInputError(f"{name}: expected a finite number >= 0, got {v!r}")
     if positive and v <= 0:
-        raise ValueError(f"{name}: expected a finite number > 0, got {v!r}")
+        raise UserInputError(f"{name}: expected a finite number > 0, got {v!r}")
     return float(v)
 
 
@@ -97,7 +99,7 @@ def log_taylor_error_bound(M: float, degree: int) -> float:
     """
     M = _check_real("M", M)
     if isinstance(degree, bool) or not isinstance(degree, int) or degree < 0:
-        raise ValueError(f"degree: expected an int >= 0, got {degree!r}")
+        raise UserInputError(f"degree: expected an int >= 0, got {degree!r}")
     if M == 0:
         return -math.inf
     return M + (degree + 1) * math.log(M) - math.lgamma(degree + 2)
@@ -119,14 +121,14 @@ def taylor_degree(M: float, *, log_eps: float) -> int:
     """
     M = _check_real("M", M)
     if M > _BIG:
-        raise ValueError(f"M: expected a score bound <= {_BIG:g} (larger overflow the search), got {M!r}")
+        raise UserInputError(f"M: expected a score bound <= {_BIG:g} (larger overflow the search), got {M!r}")
     if (
         isinstance(log_eps, bool)
         or not isinstance(log_eps, (int, float))
         or not math.isfinite(log_eps)
         or not -_BIG <= log_eps < 0
     ):
-        raise ValueError(
+        raise UserInputError(
             f"log_eps: expected a finite ln(eps) in [-{_BIG:g}, 0) (accuracy eps in (0, 1)), got {log_eps!r}"
         )
     if M == 0:
@@ -219,7 +221,7 @@ def _check_regime(
         _check_real("gamma_factor", gamma_factor, positive=True),
     )
     if m_rule not in ("gamma^2", "d*gamma^2"):
-        raise ValueError(f"m_rule: expected 'gamma^2' or 'd*gamma^2', got {m_rule!r}")
+        raise UserInputError(f"m_rule: expected 'gamma^2' or 'd*gamma^2', got {m_rule!r}")
     return out
 
 
@@ -248,11 +250,11 @@ def polynomial_method_table(
     """
     ls, ks = list(lengths), list(log2_lengths)
     if not ls and not ks:
-        raise ValueError("lengths, log2_lengths: expected at least one length")
+        raise UserInputError("lengths, log2_lengths: expected at least one length")
     if any(isinstance(L, bool) or not isinstance(L, int) or L < 2 for L in ls):
-        raise ValueError(f"lengths: expected ints >= 2, got {ls[:5]!r}")
+        raise UserInputError(f"lengths: expected ints >= 2, got {ls[:5]!r}")
     if any(isinstance(k, bool) or not isinstance(k, (int, float)) or not 1 <= k < math.inf for k in ks):
-        raise ValueError(f"log2_lengths: expected finite numbers >= 1, got {ks[:5]!r}")
+        raise UserInputError(f"log2_lengths: expected finite numbers >= 1, got {ks[:5]!r}")
     regime = _check_regime(eps_power, d_factor, gamma_exponent, gamma_factor, m_rule)
     rows = [_row(L, math.log2(L), *regime, m_rule) for L in ls]
     return rows + [_row(None, float(k), *regime, m_rule) for k in ks]
@@ -266,7 +268,7 @@ def rank_crossover(rows: Sequence[PolynomialMethodRow]) -> PolynomialMethodRow |
     """
     ordered = sorted(rows, key=lambda r: r.log2_L)
     if not ordered:
-        raise ValueError("rows: expected at least one row")
+        raise UserInputError("rows: expected at least one row")
     found = None
     for row in reversed(ordered):
         if not row.rank_below_L:
@@ -336,9 +338,9 @@ def far_crossover(
     """
     for name, v in (("min_log2", min_log2), ("max_log2", max_log2), ("scan_limit", scan_limit)):
         if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-            raise ValueError(f"{name}: expected an int >= 1, got {v!r}")
+            raise UserInputError(f"{name}: expected an int >= 1, got {v!r}")
     if max_log2 < min_log2:
-        raise ValueError(f"max_log2: expected >= min_log2 = {min_log2}, got {max_log2}")
+        raise UserInputError(f"max_log2: expected >= min_log2 = {min_log2}, got {max_log2}")
     table = partial(
         polynomial_method_table,
         eps_power=eps_power,
@@ -401,7 +403,7 @@ def doubling_lengths(max_log2: int, *, min_log2: int = 1) -> list[int]:
     """The doubling grid ``2^min_log2, ..., 2^max_log2``."""
     for name, v in (("min_log2", min_log2), ("max_log2", max_log2)):
         if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-            raise ValueError(f"{name}: expected an int >= 1, got {v!r}")
+            raise UserInputError(f"{name}: expected an int >= 1, got {v!r}")
     if max_log2 < min_log2:
-        raise ValueError(f"max_log2: expected >= min_log2 = {min_log2}, got {max_log2}")
+        raise UserInputError(f"max_log2: expected >= min_log2 = {min_log2}, got {max_log2}")
     return [1 << k for k in range(min_log2, max_log2 + 1)]

@@ -26,13 +26,15 @@ import math
 from collections.abc import Sequence
 from typing import Any
 
+from theory.errors import UserInputError
+
 __all__ = ["dichotomy", "loud", "sgd_rank_bound"]
 
 
 def _check_svs(sv: Sequence[float]) -> list[float]:
     out = [float(s) for s in sv]
     if any(not math.isfinite(s) or s < 0 for s in out) or any(a < b for a, b in zip(out, out[1:])):
-        raise ValueError(
+        raise UserInputError(
             f"singular_values: expected finite, non-negative, non-increasing values, got {out[:6]}"
         )
     return out
@@ -41,18 +43,18 @@ def _check_svs(sv: Sequence[float]) -> list[float]:
 def _check_ranks(r: int, r_star: int, n_sv: int) -> None:
     for name, v in (("r", r), ("r_star", r_star)):
         if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-            raise ValueError(f"{name}: expected a positive int, got {v!r}")
+            raise UserInputError(f"{name}: expected a positive int, got {v!r}")
     if r_star > r:
-        raise ValueError(f"r_star: expected r_star <= r = {r}, got {r_star}")
+        raise UserInputError(f"r_star: expected r_star <= r = {r}, got {r_star}")
     if r > n_sv:
-        raise ValueError(f"r: expected at most the number of singular values ({n_sv}), got {r}")
+        raise UserInputError(f"r: expected at most the number of singular values ({n_sv}), got {r}")
 
 
 def _check_constants(alpha: float, beta: float) -> None:
     if not (isinstance(alpha, (int, float)) and alpha > 0 and math.isfinite(alpha)):
-        raise ValueError(f"alpha: expected a positive finite number (RSC must hold), got {alpha!r}")
+        raise UserInputError(f"alpha: expected a positive finite number (RSC must hold), got {alpha!r}")
     if not (isinstance(beta, (int, float)) and beta > 0 and math.isfinite(beta)):
-        raise ValueError(f"beta: expected a positive finite number, got {beta!r}")
+        raise UserInputError(f"beta: expected a positive finite number, got {beta!r}")
 
 
 def dichotomy(
@@ -77,7 +79,7 @@ def dichotomy(
     _check_ranks(r, r_star, len(sv))
     _check_constants(alpha, beta)
     if not (isinstance(distance_sq, (int, float)) and distance_sq >= 0 and math.isfinite(distance_sq)):
-        raise ValueError(f"distance_sq: expected a finite number >= 0, got {distance_sq!r}")
+        raise UserInputError(f"distance_sq: expected a finite number >= 0, got {distance_sq!r}")
     top = sv[0] if sv else 0.0
     rank = sum(1 for s in sv if s > rank_rtol * top) if top > 0 else 0
     s_r, s_rs = sv[r - 1], sv[r_star - 1]
@@ -113,9 +115,9 @@ def loud(
     _check_ranks(r, r_star, len(sv))
     _check_constants(alpha, beta)
     if r <= r_star:
-        raise ValueError(f"r: Corollary 1 needs r > r_star = {r_star}, got r = {r}")
+        raise UserInputError(f"r: Corollary 1 needs r > r_star = {r_star}, got r = {r}")
     if not (isinstance(x_star_norm, (int, float)) and x_star_norm >= 0 and math.isfinite(x_star_norm)):
-        raise ValueError(f"x_star_norm: expected a finite number >= 0, got {x_star_norm!r}")
+        raise UserInputError(f"x_star_norm: expected a finite number >= 0, got {x_star_norm!r}")
     s_r, s_rs = sv[r - 1], sv[r_star - 1]
     norm = math.sqrt(sum(s * s for s in sv))
     if s_r <= (2 * alpha / beta) * s_rs:
@@ -137,9 +139,9 @@ def sgd_rank_bound(*, batch: int, eps: float, lr: float, lam: float) -> float:
     Defined for :math:`0 < \mu\lambda < 1` and :math:`0 < \varepsilon < 4`.
     """
     if isinstance(batch, bool) or not isinstance(batch, int) or batch < 1:
-        raise ValueError(f"batch: expected a positive int, got {batch!r}")
+        raise UserInputError(f"batch: expected a positive int, got {batch!r}")
     if not (isinstance(eps, (int, float)) and 0 < eps < 4):
-        raise ValueError(f"eps: expected a number in (0, 4), got {eps!r}")
+        raise UserInputError(f"eps: expected a number in (0, 4), got {eps!r}")
     if not (isinstance(lr, (int, float)) and isinstance(lam, (int, float)) and 0 < lr * lam < 1):
-        raise ValueError(f"lr, lam: expected 0 < lr * lam < 1, got lr = {lr!r}, lam = {lam!r}")
+        raise UserInputError(f"lr, lam: expected 0 < lr * lam < 1, got lr = {lr!r}, lam = {lam!r}")
     return batch * math.log(eps / 4) / math.log(1 - lr * lam)

@@ -50,6 +50,7 @@ from landscapes.nuc import NucSolution, solve_nuc
 from landscapes.problem import Problem
 from theory.bounds import ranks_above_bound
 from theory.claims import DEFAULT_TOLERANCES
+from theory.errors import InputTypeError, UserInputError
 from verify.points import PointAudit, as_point, audit_point, load_point, point_from_extras
 from verify.registry import CHECKERS, NUC_CLAIMS, get_checker
 from verify.report import COUNTS_SCHEMA, VERDICT_SCHEMA, atomic_write_text, environment, evidence, exit_code
@@ -210,32 +211,32 @@ def _as_ranks(ranks: int | Iterable[int | Sequence[int]] | None, n_blocks: int) 
         f"tuple of {n_blocks} positive ints, one per block)"
     )
     if isinstance(ranks, bool) or isinstance(ranks, (str, bytes)):
-        raise ValueError(f"ranks: expected {what}, got {ranks!r}")
+        raise UserInputError(f"ranks: expected {what}, got {ranks!r}")
     if isinstance(ranks, int):
         ranks = [ranks]
     if not isinstance(ranks, Iterable):
-        raise ValueError(f"ranks: expected {what}, got {ranks!r}")
+        raise UserInputError(f"ranks: expected {what}, got {ranks!r}")
     out: list[RankAssignment] = []
     for item in ranks:
         if isinstance(item, bool) or isinstance(item, (str, bytes)):
-            raise ValueError(f"ranks: expected {what}, got {list(ranks)!r}")
+            raise UserInputError(f"ranks: expected {what}, got {list(ranks)!r}")
         if isinstance(item, int):
             if item < 1:
-                raise ValueError(f"ranks: expected positive ints (LoRA ranks >= 1), got {item!r}")
+                raise UserInputError(f"ranks: expected positive ints (LoRA ranks >= 1), got {item!r}")
             out.append(item)
             continue
         if not isinstance(item, Iterable):
-            raise ValueError(f"ranks: expected {what}, got {item!r}")
+            raise UserInputError(f"ranks: expected {what}, got {item!r}")
         tup = tuple(item)
         if any(isinstance(r, bool) or not isinstance(r, int) or r < 1 for r in tup):
-            raise ValueError(f"ranks: expected positive ints (LoRA ranks >= 1) per block, got {tup!r}")
+            raise UserInputError(f"ranks: expected positive ints (LoRA ranks >= 1) per block, got {tup!r}")
         if len(tup) != n_blocks:
-            raise ValueError(
+            raise UserInputError(
                 f"ranks: a per-block rank assignment needs one rank per block ({n_blocks}), got {tup!r}"
             )
         out.append(tup[0] if len(set(tup)) == 1 else tup)
     if not out:
-        raise ValueError(f"ranks: expected {what}, got an empty list")
+        raise UserInputError(f"ranks: expected {what}, got an empty list")
     return list(dict.fromkeys(out))
 
 
@@ -249,13 +250,13 @@ def _as_claims(claims: str | Iterable[str] | None) -> list[str] | None:
     if isinstance(claims, str):
         claims = [claims]
     if not isinstance(claims, Iterable):
-        raise ValueError(f"claims: expected claim ids (strings), got {claims!r}")
+        raise UserInputError(f"claims: expected claim ids (strings), got {claims!r}")
     out = list(claims)
     if any(not isinstance(c, str) for c in out):
-        raise ValueError(f"claims: expected claim ids (strings), got {out!r}")
+        raise UserInputError(f"claims: expected claim ids (strings), got {out!r}")
     unknown = [c for c in out if c not in CHECKERS]
     if unknown:
-        raise ValueError(
+        raise UserInputError(
             f"claims: expected ids with checkers ({', '.join(CHECKERS)}); got {', '.join(map(repr, unknown))}"
         )
     return list(dict.fromkeys(out))
@@ -298,26 +299,26 @@ def plan_audit(
         ``{"JLR-no-spurious": {"n_starts": 6}}``).
     """
     if not isinstance(problem, Problem):
-        raise TypeError(f"problem: expected a landscapes.problem.Problem, got {type(problem).__name__}")
+        raise InputTypeError(f"problem: expected a landscapes.problem.Problem, got {type(problem).__name__}")
     wanted = _as_claims(claims)
     rs = _as_ranks(ranks, len(problem.blocks))
     opts: dict[str, dict[str, Any]] = {}
     if options is not None:
         if not isinstance(options, Mapping):
-            raise ValueError(f"options: expected a mapping claim id -> keyword options, got {options!r}")
+            raise UserInputError(f"options: expected a mapping claim id -> keyword options, got {options!r}")
         for c, o in options.items():
             _as_claims([c])
             if not isinstance(o, Mapping):
-                raise ValueError(f"options[{c!r}]: expected a mapping of keyword options, got {o!r}")
+                raise UserInputError(f"options[{c!r}]: expected a mapping of keyword options, got {o!r}")
             unknown = sorted(set(o) - _checker_params(c) - {"save_dir", "solution"})
             if unknown:
                 known = ", ".join(sorted(_checker_params(c)))
-                raise ValueError(
+                raise UserInputError(
                     f"options[{c!r}]: expected options of the checker ({known}); "
                     f"got unknown {', '.join(unknown)}"
                 )
             if {"save_dir", "solution"} & set(o):
-                raise ValueError(f"options[{c!r}]: save_dir and solution are set by the audit itself")
+                raise UserInputError(f"options[{c!r}]: save_dir and solution are set by the audit itself")
             opts[c] = dict(o)
     b = len(problem.blocks)
     if wanted is None:
@@ -364,7 +365,7 @@ def replay_options(extras: Mapping[str, np.ndarray]) -> AuditTask | None:
         return None
     claim = str(np.asarray(extras["claim"]))
     if claim not in CHECKERS:
-        raise ValueError(f"claim: the file names claim {claim!r}, which has no checker")
+        raise UserInputError(f"claim: the file names claim {claim!r}, which has no checker")
     opts: dict[str, Any] = {}
     try:
         if "options_json" in extras:
@@ -372,7 +373,9 @@ def replay_options(extras: Mapping[str, np.ndarray]) -> AuditTask | None:
         elif "record_json" in extras:
             opts = json.loads(str(np.asarray(extras["record_json"]))).get("options", {})
     except json.JSONDecodeError as exc:
-        raise ValueError(f"options_json: the file's stored checker options are not JSON ({exc})") from None
+        raise UserInputError(
+            f"options_json: the file's stored checker options are not JSON ({exc})"
+        ) from None
     keep = _checker_params(claim) - {"save_dir", "solution"}
     return AuditTask(claim, {k: v for k, v in opts.items() if k in keep})
 
@@ -461,12 +464,14 @@ def read_audit(path: str | os.PathLike[str]) -> dict[str, Any]:
     try:
         data = json.loads(p.read_text())
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ValueError(f"json: expected a readable loracheck audit file, got {str(p)!r} ({exc})") from None
+        raise UserInputError(
+            f"json: expected a readable loracheck audit file, got {str(p)!r} ({exc})"
+        ) from None
     if not isinstance(data, dict) or data.get("format") != AUDIT_FORMAT:
         got = data.get("format") if isinstance(data, dict) else type(data).__name__
-        raise ValueError(f"json: expected a file of format {AUDIT_FORMAT!r} to resume, got {got!r}")
+        raise UserInputError(f"json: expected a file of format {AUDIT_FORMAT!r} to resume, got {got!r}")
     if data.get("version") != AUDIT_VERSION:
-        raise ValueError(f"json: expected audit version {AUDIT_VERSION}, got {data.get('version')!r}")
+        raise UserInputError(f"json: expected audit version {AUDIT_VERSION}, got {data.get('version')!r}")
     return data
 
 
@@ -516,25 +521,27 @@ def audit(
     from tqdm.auto import tqdm
 
     if not isinstance(problem, Problem):
-        raise TypeError(f"problem: expected a landscapes.problem.Problem, got {type(problem).__name__}")
+        raise InputTypeError(f"problem: expected a landscapes.problem.Problem, got {type(problem).__name__}")
     if tasks is None:
         plan = plan_audit(problem, claims=claims, ranks=ranks, options=options)
     else:
         if claims is not None or ranks is not None or options is not None:
-            raise ValueError("tasks: expected either tasks or claims/ranks/options, got both")
+            raise UserInputError("tasks: expected either tasks or claims/ranks/options, got both")
         plan = tuple(tasks)
         for t in plan:
             if not isinstance(t, AuditTask):
-                raise ValueError(f"tasks: expected AuditTask items, got {type(t).__name__}")
+                raise UserInputError(f"tasks: expected AuditTask items, got {type(t).__name__}")
             _as_claims([t.claim])
     pt = as_point(problem, point) if point is not None else None
     if pt is not None and problem.dtype != torch.float64:
-        raise ValueError(f"point: point audits need a float64 problem (certificates), got {problem.dtype}")
+        raise UserInputError(
+            f"point: point audits need a float64 problem (certificates), got {problem.dtype}"
+        )
     fp = problem.fingerprint()
     done: dict[str, Verdict] = {}
     if resume is not None:
         if dict(resume.get("problem", {})).get("sha256") != fp["sha256"]:
-            raise ValueError(
+            raise UserInputError(
                 f"resume: expected an audit of the same problem (sha256 {fp['sha256']}), got one of "
                 f"{dict(resume.get('problem', {})).get('sha256')!r}"
             )

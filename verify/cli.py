@@ -24,14 +24,16 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from theory.errors import UserInputError
+
 __all__ = ["main"]
 
 EXIT_BAD_INPUT = 3
 EXIT_INTERNAL = 4
 
 
-class _BadInput(Exception):
-    pass
+class _BadInput(UserInputError):
+    """Bad input found by the command line itself (exit code 3)."""
 
 
 class _Parser(argparse.ArgumentParser):
@@ -476,7 +478,7 @@ def _cmd_speed(args: argparse.Namespace) -> int:
             fresh=args.fresh,
             progress=False if args.no_progress else None,
         )
-    except ValueError as exc:
+    except UserInputError as exc:
         raise _BadInput(str(exc)) from None
     print(
         f"steps of Adam to 90% / 99% of the way to the certified optimum: median [min-max] over "
@@ -650,7 +652,7 @@ def _cmd_kkr(args: argparse.Namespace) -> int:
             fresh=args.fresh,
             progress=False if args.no_progress else None,
         )
-    except ValueError as exc:
+    except UserInputError as exc:
         raise _BadInput(str(exc)) from None
     code = 0
     for key, entry in data["configurations"].items():
@@ -674,7 +676,7 @@ def _kkr_recertify(args: argparse.Namespace, out: Path) -> int:
     path = out / "kkr-recertified.json"
     try:
         data = kkr_recertify(out / "kkr.json", runs, out=path, dense_max=args.dense_max)
-    except ValueError as exc:
+    except UserInputError as exc:
         raise _BadInput(str(exc)) from None
     print(f"{data['configuration']}: saved end points re-certified (zero columns in closed form)")
     print(f"  {'run':>9} {'saved':>9} {'now':>9} {'grad':>9} {'lambda_min':>11} {'lower':>11}  route")
@@ -709,7 +711,7 @@ def _kkr_tables(args: argparse.Namespace, out: Path) -> int:
             if args.lams:
                 kw["lams"] = args.lams
             data = kkr_paper_tables(name, out=path, **kw)
-        except ValueError as exc:
+        except UserInputError as exc:
             raise _BadInput(str(exc)) from None
         print(f"\n{name}: rank of the penalized minimizer vs weight decay (Table 1 in shape)")
         print(f"  {'lam':>8} {'rank':>5} {'||X||_*':>9} {'||X||_F':>9} {'risk':>9} {'test':>9}  reference")
@@ -785,13 +787,12 @@ def _phase_exit_code(s: Mapping[str, Any]) -> int:
 def _cmd_sweep(args: argparse.Namespace) -> int:
     from verify.executors import parse_executor
     from verify.report import atomic_write_text
-    from verify.store import StoreError
-    from verify.sweep import SweepAborted, SweepConfigError, load_config, run_sweep
+    from verify.sweep import SweepAborted, load_config, run_sweep
 
     try:
         cfg = load_config(args.config)
         parse_executor(args.executor)
-    except (SweepConfigError, ValueError) as exc:
+    except UserInputError as exc:
         raise _BadInput(str(exc)) from None
     out = Path(args.out)
     if out.exists() and not out.is_dir():
@@ -808,7 +809,7 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
             chunk=args.chunk,
             progress=False if args.no_progress else None,
         )
-    except (StoreError, ValueError) as exc:
+    except UserInputError as exc:
         raise _BadInput(str(exc)) from None
     except SweepAborted as exc:
         print(f"loracheck: error: {exc}", file=sys.stderr)
@@ -892,7 +893,7 @@ def _cmd_audit(args: argparse.Namespace) -> int:
         raise _BadInput(f"--save-dir: expected a directory, got an existing file {args.save_dir!r}")
     try:
         problem, extras = load_problem(path)
-    except ValueError as exc:
+    except UserInputError as exc:
         raise _BadInput(f"FILE: {exc}") from None
     claims: list[str] | None = None
     if args.claims:
@@ -915,14 +916,14 @@ def _cmd_audit(args: argparse.Namespace) -> int:
         if out is not None and out.exists() and not args.fresh:
             try:
                 resume = read_audit(out)
-            except ValueError as exc:
+            except UserInputError as exc:
                 raise _BadInput(f"--json: {exc}; pass --fresh to overwrite it") from None
             if resume.get("complete") is not False:
                 resume = None  # a finished audit is recomputed; only an interrupted one resumes
         plan = (replay,) if replay is not None else plan_audit(problem, claims=claims, ranks=ranks)
         if not plan and point is None:
             raise _BadInput("--claims: nothing to audit (no claims and no --point)")
-    except ValueError as exc:
+    except UserInputError as exc:
         raise _BadInput(str(exc)) from None
     needs_nuc = point is not None or any(t.claim in NUC_CLAIMS for t in plan)
     if needs_nuc and not all(lam > 0 for lam in problem.lam):
@@ -959,7 +960,7 @@ def _cmd_audit(args: argparse.Namespace) -> int:
             point_source=point_source,
             tasks=plan,
         )
-    except ValueError as exc:
+    except UserInputError as exc:
         if "resume:" in str(exc):
             raise _BadInput(f"--json: {exc}; pass --fresh to start over") from None
         raise
@@ -990,7 +991,7 @@ def _cmd_figures(args: argparse.Namespace) -> int:
 
                 try:
                     results.append(json.loads(json.dumps(phase_data_from_store(path))))
-                except ValueError as exc:
+                except UserInputError as exc:
                     raise _BadInput(f"--from: {src}: {exc}") from None
                 continue
             try:
@@ -1000,7 +1001,7 @@ def _cmd_figures(args: argparse.Namespace) -> int:
         for src, res in zip(args.sources, results):
             try:
                 result_kind(res)
-            except (TypeError, ValueError) as exc:
+            except (TypeError, ValueError) as exc:  # result_kind reads any JSON data: all of it is input
                 raise _BadInput(f"--from: {src}: {exc}") from None
     else:
         from verify.phase import phase_sweep
@@ -1229,7 +1230,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(json.dumps(AUDIT_SCHEMA if args.kind == "audit" else REPORT_SCHEMA, indent=1))
             return 0
         return _cmd_run(args)
-    except _BadInput as exc:
+    except UserInputError as exc:  # only bad input is exit 3; any other failure is exit 4
         print(f"loracheck: error: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
     except OSError as exc:  # e.g. an --out directory that cannot be written

@@ -38,6 +38,8 @@ from concurrent.futures import Executor, Future, ProcessPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from theory.errors import UserInputError
+
 __all__ = [
     "DaskExecutor",
     "ExecutorSpec",
@@ -78,7 +80,7 @@ class ExecutorSpec:
 def parse_executor(spec: str) -> ExecutorSpec:
     """Parse an executor spec (see the module docstring); ``ValueError`` naming ``executor`` if invalid."""
     if not isinstance(spec, str):
-        raise ValueError(f"executor: expected {_SPEC_HELP}, got {spec!r}")
+        raise UserInputError(f"executor: expected {_SPEC_HELP}, got {spec!r}")
     s = spec.strip()
     if s == "serial":
         return ExecutorSpec("serial")
@@ -86,15 +88,15 @@ def parse_executor(spec: str) -> ExecutorSpec:
     if m:
         n = None if m.group(2) is None else int(m.group(2))
         if n is not None and n < 1:
-            raise ValueError(f"executor: expected a positive number of workers, got {spec!r}")
+            raise UserInputError(f"executor: expected a positive number of workers, got {spec!r}")
         return ExecutorSpec("process" if m.group(1) == "process" else "dask-local", workers=n)
     m = re.fullmatch(r"dask://(\[[0-9a-fA-F:.]+\]|[A-Za-z0-9_.\-]+):(\d{1,5})", s)
     if m:
         port = int(m.group(2))
         if not 0 < port < 65536:
-            raise ValueError(f"executor: expected a port in 1..65535, got {spec!r}")
+            raise UserInputError(f"executor: expected a port in 1..65535, got {spec!r}")
         return ExecutorSpec("dask", address=f"{m.group(1)}:{port}")
-    raise ValueError(f"executor: expected {_SPEC_HELP}, got {spec!r}")
+    raise UserInputError(f"executor: expected {_SPEC_HELP}, got {spec!r}")
 
 
 def make_executor(spec: str | ExecutorSpec) -> SerialExecutor | ProcessExecutor | DaskExecutor:
@@ -165,7 +167,7 @@ class ProcessExecutor(ProcessPoolExecutor):
 
     def __init__(self, workers: int) -> None:
         if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
-            raise ValueError(f"workers: expected a positive int, got {workers!r}")
+            raise UserInputError(f"workers: expected a positive int, got {workers!r}")
         super().__init__(
             max_workers=workers, mp_context=multiprocessing.get_context("spawn"), initializer=init_worker
         )
@@ -211,7 +213,7 @@ class DaskExecutor(Executor):
         try:
             from distributed import Client, LocalCluster
         except ImportError:
-            raise ValueError(
+            raise UserInputError(
                 "executor: Dask needs the optional extra `dist`: pip install 'loracheck[dist]' "
                 "(that is dask[distributed])"
             ) from None
@@ -234,7 +236,7 @@ class DaskExecutor(Executor):
             try:
                 self._client = Client(f"tcp://{address}", timeout="20s")
             except (OSError, TimeoutError) as exc:
-                raise ValueError(
+                raise UserInputError(
                     f"executor: could not connect to the Dask scheduler at tcp://{address} ({exc})"
                 ) from None
             where = f"Dask cluster at tcp://{address}"

@@ -36,6 +36,7 @@ from landscapes.operators import DenseOperator
 from landscapes.problem import Problem
 from landscapes.sosp import adam_direction, find_sosp, make_init, train
 from theory.bounds import r_max, ranks_above_bound
+from theory.errors import UserInputError
 
 __all__ = ["jlr_real_experiment", "synthetic_training_curves", "EXPERIMENT_SCHEMA_ID", "train_full"]
 
@@ -59,13 +60,13 @@ def train_full(
     """
     for name, v in (("steps", steps), ("record_every", record_every)):
         if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-            raise ValueError(f"{name}: expected a positive int, got {v!r}")
+            raise UserInputError(f"{name}: expected a positive int, got {v!r}")
     if batch_size is not None and (
         isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1
     ):
-        raise ValueError(f"batch_size: expected a positive int or None, got {batch_size!r}")
+        raise UserInputError(f"batch_size: expected a positive int or None, got {batch_size!r}")
     if isinstance(lr, bool) or not isinstance(lr, (int, float)) or not lr > 0:
-        raise ValueError(f"lr: expected a positive number, got {lr!r}")
+        raise UserInputError(f"lr: expected a positive number, got {lr!r}")
     D = [torch.zeros(m, n, dtype=problem.dtype, device=problem.device) for m, n in problem.blocks]
     m1 = [torch.zeros_like(d) for d in D]
     m2 = [torch.zeros_like(d) for d in D]
@@ -141,7 +142,7 @@ def jlr_real_experiment(
 
     for name, vals in (("ns", ns), ("ranks", ranks)):
         if not vals or any(isinstance(v, bool) or not isinstance(v, int) or v < 1 for v in vals):
-            raise ValueError(f"{name}: expected positive ints, got {list(vals)!r}")
+            raise UserInputError(f"{name}: expected positive ints, got {list(vals)!r}")
     for name, v in (
         ("steps", steps),
         ("n_test", n_test),
@@ -149,20 +150,20 @@ def jlr_real_experiment(
         ("record_every", record_every),
     ):
         if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-            raise ValueError(f"{name}: expected a positive int, got {v!r}")
+            raise UserInputError(f"{name}: expected a positive int, got {v!r}")
     for name, x in (("lam", lam), ("lr", lr)):
         if isinstance(x, bool) or not isinstance(x, (int, float)) or not x > 0:
-            raise ValueError(f"{name}: expected a positive number, got {x!r}")
+            raise UserInputError(f"{name}: expected a positive number, got {x!r}")
     if any(not (isinstance(x, (int, float)) and x > 0) for x in rank_lams):
-        raise ValueError(f"rank_lams: expected positive numbers, got {list(rank_lams)!r}")
+        raise UserInputError(f"rank_lams: expected positive numbers, got {list(rank_lams)!r}")
     unknown = [h for h in heads if h not in ("random", "verbalizer")]
     if unknown:
-        raise ValueError(f"heads: expected 'random' and/or 'verbalizer', got {unknown!r}")
+        raise UserInputError(f"heads: expected 'random' and/or 'verbalizer', got {unknown!r}")
     path = Path(out) if out is not None else None
     t_all = time.perf_counter()
     data = load_reviews()
     if max(ns) + n_test > len(data):
-        raise ValueError(
+        raise UserInputError(
             f"ns, n_test: expected max(ns) + n_test <= {len(data)} (the review sentences), "
             f"got {max(ns) + n_test}"
         )
@@ -435,7 +436,7 @@ def synthetic_training_curves(
     """
     rs = list(ranks)
     if not rs or any(isinstance(r, bool) or not isinstance(r, int) or r < 1 for r in rs):
-        raise ValueError(f"ranks: expected positive ints, got {ranks!r}")
+        raise UserInputError(f"ranks: expected positive ints, got {ranks!r}")
     t0 = time.perf_counter()
     sol = solve_nuc(problem, gap_rtol=1e-10, seed=seed)
     _, hist = train_full(problem, steps=steps, lr=lr, seed=seed, record_every=record_every)

@@ -48,6 +48,7 @@ from landscapes.attention import (
 )
 from landscapes.eps_rank import EpsRankBounds, eps_rank_bounds, orthogonal_vectors_pre_activations
 from landscapes.io import atomic_write
+from theory.errors import InputTypeError, UserInputError
 from theory.hsk import doubling_lengths, far_crossover, polynomial_method_table, rank_crossover
 from verify.verdict import Verdict
 
@@ -78,11 +79,11 @@ def autograd_gradients(h: AttentionLoRA) -> tuple[float, dict[str, Tensor], dict
 def fit_exponent(xs: Sequence[float], ys: Sequence[float]) -> float:
     """Least-squares slope of ``log y`` against ``log x`` (the exponent of a power law)."""
     if len(xs) != len(ys) or len(xs) < 2:
-        raise ValueError(
+        raise UserInputError(
             f"xs, ys: expected two equally long sequences of >= 2 values, got {len(xs)}, {len(ys)}"
         )
     if min(xs) <= 0 or min(ys) <= 0:
-        raise ValueError("xs, ys: expected positive values (a log-log fit)")
+        raise UserInputError("xs, ys: expected positive values (a log-log fit)")
     lx, ly = np.log(np.asarray(xs, float)), np.log(np.asarray(ys, float))
     return float(np.polyfit(lx, ly, 1)[0])
 
@@ -103,29 +104,31 @@ def _grad_error(approx: tuple[Any, dict[str, Tensor], dict[str, Tensor]], exact:
 
 def _check_setting(setting: HskSetting) -> None:
     if not isinstance(setting, HskSetting):
-        raise TypeError(f"setting: expected a landscapes.attention.HskSetting, got {type(setting).__name__}")
+        raise InputTypeError(
+            f"setting: expected a landscapes.attention.HskSetting, got {type(setting).__name__}"
+        )
 
 
 def _check_lengths(name: str, Ls: Sequence[int], minimum: int = 1) -> tuple[int, ...]:
     out = tuple(Ls)
     if not out or any(isinstance(L, bool) or not isinstance(L, int) or L < minimum for L in out):
-        raise ValueError(f"{name}: expected a non-empty sequence of ints >= {minimum}, got {Ls!r}")
+        raise UserInputError(f"{name}: expected a non-empty sequence of ints >= {minimum}, got {Ls!r}")
     return out
 
 
 def _check_distinct(name: str, values: Sequence[Any], at_least: int) -> None:
     if len(set(values)) != len(values) or len(values) < at_least:
-        raise ValueError(f"{name}: expected at least {at_least} distinct values, got {list(values)!r}")
+        raise UserInputError(f"{name}: expected at least {at_least} distinct values, got {list(values)!r}")
 
 
 def _check_repeats(repeats: object) -> None:
     if isinstance(repeats, bool) or not isinstance(repeats, int) or repeats < 1:
-        raise ValueError(f"repeats: expected a positive int, got {repeats!r}")
+        raise UserInputError(f"repeats: expected a positive int, got {repeats!r}")
 
 
 def _check_positive(name: str, v: object) -> None:
     if not (isinstance(v, (int, float)) and not isinstance(v, bool) and v > 0 and math.isfinite(v)):
-        raise ValueError(f"{name}: expected a finite number > 0, got {v!r}")
+        raise UserInputError(f"{name}: expected a finite number > 0, got {v!r}")
 
 
 def _save_instance(
@@ -205,9 +208,11 @@ def check_hsk_exact(
     _check_repeats(repeats)
     lo_e, hi_e = exponent_range
     if not (0 <= lo_e < hi_e):
-        raise ValueError(f"exponent_range: expected (low, high) with 0 <= low < high, got {exponent_range!r}")
+        raise UserInputError(
+            f"exponent_range: expected (low, high) with 0 <= low < high, got {exponent_range!r}"
+        )
     if variant not in ("derived", "printed"):
-        raise ValueError(f"variant: expected 'derived' or 'printed', got {variant!r}")
+        raise UserInputError(f"variant: expected 'derived' or 'printed', got {variant!r}")
     opts = {
         "lengths": list(lengths),
         "gamma": gamma,
@@ -335,7 +340,7 @@ def check_hsk_poly_error(
     (L,) = _check_lengths("L", (L,))
     degrees = _check_lengths("degrees", degrees, 0)
     if not gammas:
-        raise ValueError("gammas: expected a non-empty sequence of positive numbers")
+        raise UserInputError("gammas: expected a non-empty sequence of positive numbers")
     for gm in gammas:
         _check_positive("gammas", gm)
     _check_positive("bound_factor", bound_factor)
@@ -620,20 +625,20 @@ def check_hsk_below(
     _check_positive("superlinear_c", superlinear_c)
     _check_repeats(repeats)
     if isinstance(max_degree, bool) or not isinstance(max_degree, int) or max_degree < 0:
-        raise ValueError(f"max_degree: expected an int >= 0, got {max_degree!r}")
+        raise UserInputError(f"max_degree: expected an int >= 0, got {max_degree!r}")
     if variant not in ("below", "above", "superlinear"):
-        raise ValueError(f"variant: expected 'below', 'above' or 'superlinear', got {variant!r}")
+        raise UserInputError(f"variant: expected 'below', 'above' or 'superlinear', got {variant!r}")
     if regime_m_rule is not None and regime_m_rule not in ("gamma^2", "d*gamma^2"):
-        raise ValueError(f"regime_m_rule: expected None, 'gamma^2' or 'd*gamma^2', got {regime_m_rule!r}")
+        raise UserInputError(f"regime_m_rule: expected None, 'gamma^2' or 'd*gamma^2', got {regime_m_rule!r}")
     required, match_text = _matching_rules(setting)
     if variant != "superlinear" and regime_m_rule is not None and regime_m_rule not in required:
-        raise ValueError(
+        raise UserInputError(
             f"regime_m_rule: {regime_m_rule!r} does not match the measured heads ({match_text}); "
             "leave it None (derived from the setting's beta)"
         )
     rule: _MRule = regime_m_rule if regime_m_rule is not None else required[0]
     if isinstance(regime_max_log2, bool) or not isinstance(regime_max_log2, int) or regime_max_log2 < 2:
-        raise ValueError(f"regime_max_log2: expected an int >= 2, got {regime_max_log2!r}")
+        raise UserInputError(f"regime_max_log2: expected an int >= 2, got {regime_max_log2!r}")
     opts = {
         "gamma": gamma,
         "lengths": list(lengths),
@@ -947,13 +952,13 @@ def rank_grid(
     upper``, both certified (the upper one by its truncated-SVD witness).
     """
     if dim not in ("fixed", "log"):
-        raise ValueError(f"dim: expected 'fixed' or 'log', got {dim!r}")
+        raise UserInputError(f"dim: expected 'fixed' or 'log', got {dim!r}")
     families = tuple(families)
     matrices = tuple(matrices)
     if not families or any(f not in _FAMILIES for f in families):
-        raise ValueError(f"families: expected a non-empty subset of {_FAMILIES}, got {families!r}")
+        raise UserInputError(f"families: expected a non-empty subset of {_FAMILIES}, got {families!r}")
     if not matrices or any(m not in _MATRICES for m in matrices):
-        raise ValueError(f"matrices: expected a non-empty subset of {_MATRICES}, got {matrices!r}")
+        raise UserInputError(f"matrices: expected a non-empty subset of {_MATRICES}, got {matrices!r}")
     for ratio in ratios:
         _check_positive("ratios", ratio)
     out = []
@@ -1002,7 +1007,7 @@ def _sound_slope_range(
     (0.0, 2.0)
     """
     if not (len(lengths) == len(lower) == len(upper) >= 2):
-        raise ValueError(
+        raise UserInputError(
             "lengths, lower, upper: expected equal lengths >= 2, got "
             f"{len(lengths)}, {len(lower)}, {len(upper)}"
         )
@@ -1010,11 +1015,11 @@ def _sound_slope_range(
     lo = np.log(np.maximum(np.asarray(lower, dtype=np.float64), 1.0))
     up = np.log(np.maximum(np.asarray(upper, dtype=np.float64), 1.0))
     if np.any(lo > up):
-        raise ValueError(f"lower, upper: expected lower <= upper, got {list(lower)} and {list(upper)}")
+        raise UserInputError(f"lower, upper: expected lower <= upper, got {list(lower)} and {list(upper)}")
     xc = x - x.mean()
     den = float(xc @ xc)
     if den == 0:
-        raise ValueError(f"lengths: expected at least two distinct values, got {list(lengths)}")
+        raise UserInputError(f"lengths: expected at least two distinct values, got {list(lengths)}")
     w = xc / den
     hi_val = float(np.where(w > 0, up, lo) @ w)
     lo_val = float(np.where(w > 0, lo, up) @ w)
@@ -1102,27 +1107,27 @@ def check_hsk_above(
     _check_distinct("lengths", lengths, 2)
     ratios = tuple(ratios)
     if not ratios:
-        raise ValueError("ratios: expected a non-empty sequence of positive numbers")
+        raise UserInputError("ratios: expected a non-empty sequence of positive numbers")
     _check_distinct("ratios", ratios, 1)
     for c in ratios:
         _check_positive("ratios", c)
     _check_positive("growth", growth)
     _check_positive("threshold", threshold)
     if not (isinstance(rel_err, float) and 0 < rel_err < 1):
-        raise ValueError(f"rel_err: expected a float in (0, 1), got {rel_err!r}")
+        raise UserInputError(f"rel_err: expected a float in (0, 1), got {rel_err!r}")
     if matrix not in _MATRICES:
-        raise ValueError(f"matrix: expected 'exp' or 'softmax', got {matrix!r}")
+        raise UserInputError(f"matrix: expected 'exp' or 'softmax', got {matrix!r}")
     if not isinstance(report_softmax, bool):
-        raise TypeError(f"report_softmax: expected a bool, got {type(report_softmax).__name__}")
+        raise InputTypeError(f"report_softmax: expected a bool, got {type(report_softmax).__name__}")
     families = tuple(families)
     if not families or len(set(families)) != len(families) or any(f not in _FAMILIES for f in families):
-        raise ValueError(f"families: expected distinct values from {_FAMILIES}, got {families!r}")
+        raise UserInputError(f"families: expected distinct values from {_FAMILIES}, got {families!r}")
     if variant not in ("transition", "no-transition"):
-        raise ValueError(f"variant: expected 'transition' or 'no-transition', got {variant!r}")
+        raise UserInputError(f"variant: expected 'transition' or 'no-transition', got {variant!r}")
     if flat_rank is not None and (
         isinstance(flat_rank, bool) or not isinstance(flat_rank, int) or flat_rank < 0
     ):
-        raise ValueError(f"flat_rank: expected an int >= 0 or None, got {flat_rank!r}")
+        raise UserInputError(f"flat_rank: expected an int >= 0 or None, got {flat_rank!r}")
     opts = {
         "lengths": list(lengths),
         "ratios": list(ratios),

@@ -35,6 +35,7 @@ from landscapes.rank_reduction import reduce_rank
 from landscapes.uniqueness import UniquenessCertificate, ft_uniqueness, nuc_uniqueness
 from theory.bounds import r_max, triangular
 from theory.claims import DEFAULT_TOLERANCES
+from theory.errors import UserInputError
 from verify.verdict import Verdict, jsonable
 
 __all__ = [
@@ -86,7 +87,7 @@ def _check_bound_option(rank_bound: int | None) -> None:
     if rank_bound is not None and (
         isinstance(rank_bound, bool) or not isinstance(rank_bound, int) or rank_bound < 0
     ):
-        raise ValueError(f"rank_bound: expected None or an int >= 0, got {rank_bound!r}")
+        raise UserInputError(f"rank_bound: expected None or an int >= 0, got {rank_bound!r}")
 
 
 def _needs_float64(claim: str, problem: Problem, opts: dict[str, Any]) -> Verdict | None:
@@ -461,7 +462,7 @@ def check_jlr_rank_nuc(
     the minimizer is certified unique and of larger rank.
     """
     if len(problem.blocks) != 1:
-        raise ValueError(
+        raise UserInputError(
             f"problem: JLR-rank-NUC is the single-matrix claim, got {len(problem.blocks)} blocks "
             "(use check_jlr_rank_blocks)"
         )
@@ -547,10 +548,10 @@ def check_jlr_equiv(
     """
     claim = "JLR-equiv"
     if len(set(problem.lam)) != 1:
-        raise ValueError(f"problem: JLR-equiv needs one lam for all blocks, got {list(problem.lam)}")
+        raise UserInputError(f"problem: JLR-equiv needs one lam for all blocks, got {list(problem.lam)}")
     r = rank if rank is not None else r_max(problem.K, problem.N) + 1
     if isinstance(r, bool) or not isinstance(r, int) or r < 1:
-        raise ValueError(f"rank: expected a positive int (rank >= 1), got {rank!r}")
+        raise UserInputError(f"rank: expected a positive int (rank >= 1), got {rank!r}")
     opts: dict[str, Any] = {
         "rank": r,
         "enforce_hypothesis": enforce_hypothesis,
@@ -726,7 +727,7 @@ def check_jlr_magnitude(
     """
     claim = "JLR-magnitude"
     if not (isinstance(factor, (int, float)) and factor > 0):
-        raise ValueError(f"factor: expected a positive number, got {factor!r}")
+        raise UserInputError(f"factor: expected a positive number, got {factor!r}")
     opts: dict[str, Any] = {"factor": factor, "gap_rtol": gap_rtol, "seed": seed}
     if (early := _needs_float64(claim, problem, opts)) is not None:
         return early
@@ -902,7 +903,7 @@ def check_jlr_zero_saddle(
 
     claim = "JLR-zero-saddle"
     if isinstance(rank, bool) or not isinstance(rank, int) or rank < 1:
-        raise ValueError(f"rank: expected a positive int (rank >= 1), got {rank!r}")
+        raise UserInputError(f"rank: expected a positive int (rank >= 1), got {rank!r}")
     n_params = sum((m + n) * rank for m, n in problem.blocks)
     opts: dict[str, Any] = {
         "rank": rank,

@@ -43,6 +43,7 @@ from landscapes.nuc import NucSolution, nuc_certificate, solve_nuc
 from landscapes.operators import DenseOperator, LinearOperator
 from landscapes.problem import Blocks, Problem
 from theory.claims import DEFAULT_TOLERANCES
+from theory.errors import UserInputError
 from theory.generalization import (
     GeneralizationBound,
     clipped_lipschitz,
@@ -77,14 +78,14 @@ _SEED_RANGE = (-(2**63), 2**64)  # what torch.Generator.manual_seed accepts
 # Held-out data
 def _test_compatible(problem: Problem, test: Problem) -> None:
     if not isinstance(test, Problem):
-        raise ValueError(f"held_out: expected a landscapes.problem.Problem, got {type(test).__name__}")
+        raise UserInputError(f"held_out: expected a landscapes.problem.Problem, got {type(test).__name__}")
     if test.blocks != problem.blocks or test.K != problem.K or test.loss.name != problem.loss.name:
-        raise ValueError(
+        raise UserInputError(
             f"held_out: expected the training problem's blocks {list(problem.blocks)}, K = {problem.K} and "
             f"loss {problem.loss.name!r}, got {list(test.blocks)}, K = {test.K}, loss {test.loss.name!r}"
         )
     if test.dtype != problem.dtype:
-        raise ValueError(f"held_out: expected dtype {problem.dtype}, got {test.dtype}")
+        raise UserInputError(f"held_out: expected dtype {problem.dtype}, got {test.dtype}")
 
 
 def _example_hashes(problem: Problem, with_J: bool) -> list[bytes]:
@@ -126,9 +127,11 @@ def with_held_out(problem: Problem, n_test: int) -> Problem:
     given the problem's fixed parts, e.g. the teacher).
     """
     if isinstance(n_test, bool) or not isinstance(n_test, int) or not 1 <= n_test < problem.N:
-        raise ValueError(f"n_test: expected an int in [1, {problem.N - 1}] (N = {problem.N}), got {n_test!r}")
+        raise UserInputError(
+            f"n_test: expected an int in [1, {problem.N - 1}] (N = {problem.N}), got {n_test!r}"
+        )
     if not isinstance(problem.J, DenseOperator):
-        raise ValueError("problem: expected a stored (dense) J to split, got an operator")
+        raise UserInputError("problem: expected a stored (dense) J to split, got an operator")
     n_train = problem.N - n_test
     K, M = problem.K, problem.J.matrix
     cut = K * n_train
@@ -169,14 +172,14 @@ def with_review_held_out(problem: Problem, n_test: int) -> Problem:
     meta = problem.meta
     need = ("data", "model_path", "targets", "pooling", "head", "N", "K", "dtype", "split_seed")
     if any(k not in meta for k in need) or meta.get("data") != "reviews":
-        raise ValueError(
+        raise UserInputError(
             f"problem: expected a problem made by review_problem (meta with {', '.join(need)}), "
             f"got meta keys {sorted(meta)}"
         )
     if meta["head"] != "random":
-        raise ValueError(f"problem: only the random head can be rebuilt, got head {meta['head']!r}")
+        raise UserInputError(f"problem: only the random head can be rebuilt, got head {meta['head']!r}")
     if isinstance(n_test, bool) or not isinstance(n_test, int) or n_test < 1:
-        raise ValueError(f"n_test: expected a positive int, got {n_test!r}")
+        raise UserInputError(f"n_test: expected a positive int, got {n_test!r}")
     dtype = getattr(torch, str(meta["dtype"]))
     train, test = train_test_split(
         load_reviews(), n_train=int(meta["N"]), n_test=n_test, seed=int(meta["split_seed"])
@@ -193,7 +196,7 @@ def with_review_held_out(problem: Problem, n_test: int) -> Problem:
     chk = LinearizedEncoder(net, tok, list(train.texts[:n_chk]), **opts).f0().to(problem.f0.device)
     err = float((chk - problem.f0[:n_chk]).abs().max())
     if err > 1e-6 * max(1.0, float(problem.f0.abs().max())):
-        raise ValueError(f"problem: the rebuilt encoder's outputs differ from problem.f0 by {err:.3g}")
+        raise UserInputError(f"problem: the rebuilt encoder's outputs differ from problem.f0 by {err:.3g}")
     enc = LinearizedEncoder(net, tok, list(test.texts), **opts)
     loss = problem.loss.name
     test_problem = enc.problem(test.label_tensor(), loss=loss, lam=problem.lam, form="operator")
@@ -232,14 +235,14 @@ def held_out_problem(*, generator: str, n_test: int, **kwargs: Any) -> Problem:
 
     if generator in ("held_out", "kkr", "attention") or generator not in _GENERATORS:
         known = sorted(set(_GENERATORS) - {"held_out", "kkr", "attention"})
-        raise ValueError(f"generator: expected one of {', '.join(known)}, got {generator!r}")
+        raise UserInputError(f"generator: expected one of {', '.join(known)}, got {generator!r}")
     if isinstance(n_test, bool) or not isinstance(n_test, int) or n_test < 1:
-        raise ValueError(f"n_test: expected a positive int, got {n_test!r}")
+        raise UserInputError(f"n_test: expected a positive int, got {n_test!r}")
     if generator == "reviews":
         return with_review_held_out(_GENERATORS["reviews"](**kwargs), n_test)
     N = kwargs.pop("N", None)
     if isinstance(N, bool) or not isinstance(N, int) or N < 1:
-        raise ValueError(f"N: expected a positive int (training examples), got {N!r}")
+        raise UserInputError(f"N: expected a positive int (training examples), got {N!r}")
     return with_held_out(_GENERATORS[generator](N=N + n_test, **kwargs), n_test)
 
 
@@ -269,7 +272,7 @@ def variance_statistic(problem: Problem, *, chunk: int | None = None) -> tuple[f
     if chunk is None:
         chunk = max(8, 2**22 // max(problem.num_params, 1))
     if isinstance(chunk, bool) or not isinstance(chunk, int) or chunk < 1:
-        raise ValueError(f"chunk: expected a positive int or None, got {chunk!r}")
+        raise UserInputError(f"chunk: expected a positive int or None, got {chunk!r}")
     left = [torch.zeros(m, m, dtype=problem.dtype, device=problem.device) for m, _ in problem.blocks]
     right = [torch.zeros(n, n, dtype=problem.dtype, device=problem.device) for _, n in problem.blocks]
     for R in _row_chunks(problem.J, chunk):
@@ -301,7 +304,7 @@ def rademacher_monte_carlo(problem: Problem, *, samples: int, seed: int = 0) -> 
     ``samples`` draws of the Rademacher signs (seeded), one ``rmatvec`` each.
     """
     if isinstance(samples, bool) or not isinstance(samples, int) or samples < 2:
-        raise ValueError(f"samples: expected an int >= 2, got {samples!r}")
+        raise UserInputError(f"samples: expected an int >= 2, got {samples!r}")
     gen = torch.Generator().manual_seed(int(seed))
     vals = []
     for _ in range(samples):
@@ -401,23 +404,23 @@ def check_jlr_gen(
     """
     del save_dir
     if isinstance(seed, bool) or not isinstance(seed, int) or not _SEED_RANGE[0] <= seed < _SEED_RANGE[1]:
-        raise ValueError(f"seed: expected an int in [-2**63, 2**64), got {seed!r}")
+        raise UserInputError(f"seed: expected an int in [-2**63, 2**64), got {seed!r}")
     if solution is not None and not isinstance(solution, NucSolution):
-        raise ValueError(
+        raise UserInputError(
             f"solution: expected a landscapes.nuc.NucSolution or None, got {type(solution).__name__}"
         )
     for name, x in (("delta", delta), ("alpha", alpha)):
         if isinstance(x, bool) or not isinstance(x, (int, float)) or not 0 < x < 1:
-            raise ValueError(f"{name}: expected a number in (0, 1), got {x!r}")
+            raise UserInputError(f"{name}: expected a number in (0, 1), got {x!r}")
     for name, x in (("grid_base", grid_base), ("bound_scale", bound_scale), ("grid_ratio", grid_ratio)):
         if isinstance(x, bool) or not isinstance(x, (int, float)) or not (math.isfinite(x) and x > 0):
-            raise ValueError(f"{name}: expected a finite positive number, got {x!r}")
+            raise UserInputError(f"{name}: expected a finite positive number, got {x!r}")
     if not grid_ratio > 1:
-        raise ValueError(f"grid_ratio: expected a finite number > 1, got {grid_ratio!r}")
+        raise UserInputError(f"grid_ratio: expected a finite number > 1, got {grid_ratio!r}")
     if radius not in ("solution", "magnitude"):
-        raise ValueError(f"radius: expected 'solution' or 'magnitude', got {radius!r}")
+        raise UserInputError(f"radius: expected 'solution' or 'magnitude', got {radius!r}")
     if isinstance(mc_samples, bool) or not isinstance(mc_samples, int) or mc_samples < 0 or mc_samples == 1:
-        raise ValueError(f"mc_samples: expected 0 or an int >= 2, got {mc_samples!r}")
+        raise UserInputError(f"mc_samples: expected 0 or an int >= 2, got {mc_samples!r}")
     loss = problem.loss.name
     if clip is not None:
         clipped_lipschitz(loss, clip)  # validates clip before anything is computed
@@ -451,7 +454,7 @@ def check_jlr_gen(
     shared, with_J = shared_examples(problem, test)
     if shared:
         what = "J rows, f0 row and label" if with_J else "f0 row and label (J is an operator: not compared)"
-        raise ValueError(
+        raise UserInputError(
             f"held_out: expected examples disjoint from the training set, got {shared} of {test.N} "
             f"held-out examples equal to training examples ({what})"
         )
@@ -469,7 +472,7 @@ def check_jlr_gen(
     if point is not None:
         D: Blocks = problem.check_point(point, "point")
         if not all(bool(torch.isfinite(d).all()) for d in D):
-            raise ValueError("point: expected finite entries, got NaN or inf")
+            raise UserInputError("point: expected finite entries, got NaN or inf")
     else:
         if solution is None:
             sol = solve_nuc(problem, gap_rtol=gap_rtol, seed=seed)

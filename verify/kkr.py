@@ -51,6 +51,7 @@ from landscapes.restricted import (
     rsc_ratio,
     rsm_ratio,
 )
+from theory.errors import InputTypeError, UserInputError
 from theory.kkr import dichotomy, loud
 from verify.kkr_runs import (
     DENSE_MAX,
@@ -129,30 +130,30 @@ def collect_evidence(
     :math:`\hat\rho`.
     """
     if not isinstance(problem, NonlinearProblem):
-        raise TypeError(f"problem: expected a NonlinearProblem, got {type(problem).__name__}")
+        raise InputTypeError(f"problem: expected a NonlinearProblem, got {type(problem).__name__}")
     if rank is not None and (isinstance(rank, bool) or not isinstance(rank, int) or rank < 1):
-        raise ValueError(f"rank: expected a positive int, got {rank!r}")
+        raise UserInputError(f"rank: expected a positive int, got {rank!r}")
     if not (isinstance(radius, (int, float)) and radius > 0 and math.isfinite(radius)):
-        raise ValueError(f"radius: expected a positive finite number, got {radius!r}")
+        raise UserInputError(f"radius: expected a positive finite number, got {radius!r}")
     for i in inits:
         if i not in KKR_INITS or i == "loraga":
             allowed = [k for k in KKR_INITS if k != "loraga"]
-            raise ValueError(f"inits: expected names from {allowed}, got {i!r}")
+            raise UserInputError(f"inits: expected names from {allowed}, got {i!r}")
     if len(set(inits)) != len(inits):
-        raise ValueError(f"inits: expected distinct names, got {list(inits)!r}")
+        raise UserInputError(f"inits: expected distinct names, got {list(inits)!r}")
     if any(isinstance(x, bool) or not isinstance(x, int) for x in seeds) or len(set(seeds)) != len(seeds):
-        raise ValueError(f"seeds: expected distinct ints, got {list(seeds)!r}")
+        raise UserInputError(f"seeds: expected distinct ints, got {list(seeds)!r}")
     if isinstance(steps, bool) or not isinstance(steps, int) or steps < 0:
-        raise ValueError(f"steps: expected an int >= 0, got {steps!r}")
+        raise UserInputError(f"steps: expected an int >= 0, got {steps!r}")
     if not (isinstance(lr, (int, float)) and lr > 0 and math.isfinite(lr)):
-        raise ValueError(f"lr: expected a positive finite number, got {lr!r}")
+        raise UserInputError(f"lr: expected a positive finite number, got {lr!r}")
     if isinstance(samples, bool) or not isinstance(samples, int) or samples < 1:
-        raise ValueError(f"samples: expected a positive int, got {samples!r}")
+        raise UserInputError(f"samples: expected a positive int, got {samples!r}")
     if isinstance(dense_max, bool) or not isinstance(dense_max, int) or dense_max < 0:
-        raise ValueError(f"dense_max: expected an int >= 0, got {dense_max!r}")
+        raise UserInputError(f"dense_max: expected an int >= 0, got {dense_max!r}")
     for name, st in (starts or {}).items():
         if not isinstance(st, Factors):
-            raise TypeError(
+            raise InputTypeError(
                 f"starts[{name!r}]: expected landscapes.nonlinear_sosp.Factors, got {type(st).__name__}"
             )
     t0 = time.perf_counter()
@@ -221,14 +222,16 @@ def _resolve(
         return problem
     if evidence is not None:
         if evidence.problem is not problem:
-            raise ValueError("evidence: expected evidence collected on this problem (evidence.problem)")
+            raise UserInputError("evidence: expected evidence collected on this problem (evidence.problem)")
         return evidence
     if not isinstance(problem, NonlinearProblem):
-        raise TypeError(f"problem: expected a NonlinearProblem or Evidence, got {type(problem).__name__}")
+        raise InputTypeError(
+            f"problem: expected a NonlinearProblem or Evidence, got {type(problem).__name__}"
+        )
     opts = dict(collect or {})
     unknown = sorted(set(opts) - set(_COLLECT))
     if unknown:
-        raise ValueError(f"collect: expected options among {_COLLECT}, got {unknown}")
+        raise UserInputError(f"collect: expected options among {_COLLECT}, got {unknown}")
     return collect_evidence(problem, **opts)
 
 
@@ -257,7 +260,7 @@ class _Judged:
 
 def _check_rtol(global_rtol: float) -> None:
     if isinstance(global_rtol, bool) or not (isinstance(global_rtol, (int, float)) and 0 < global_rtol < 1):
-        raise ValueError(f"global_rtol: expected a number in (0, 1), got {global_rtol!r}")
+        raise UserInputError(f"global_rtol: expected a number in (0, 1), got {global_rtol!r}")
 
 
 def _check_consistent(ev: Evidence) -> None:
@@ -265,13 +268,13 @@ def _check_consistent(ev: Evidence) -> None:
     b = ev.bounds
     off_radius = b.radius is not None and abs(b.radius - ev.radius) > 1e-12 * ev.radius
     if off_radius or (b.radius is not None and b.rank not in (None, ev.rank)):
-        raise ValueError(
+        raise UserInputError(
             f"evidence: bounds computed at radius {b.radius}, rank {b.rank}; expected radius {ev.radius}, "
             f"rank {ev.rank}"
         )
     c = ev.constants
     if c is not None and (c.rank != ev.rank or abs(c.radius - ev.radius) > 1e-12 * ev.radius):
-        raise ValueError(
+        raise UserInputError(
             f"evidence: constants sampled at radius {c.radius}, rank {c.rank}; expected radius {ev.radius}, "
             f"rank {ev.rank}"
         )
@@ -471,9 +474,9 @@ def _check_planted(rho_factor: float, margin: float) -> None:
     if isinstance(rho_factor, bool) or not (
         isinstance(rho_factor, (int, float)) and 0 < rho_factor < math.inf
     ):
-        raise ValueError(f"rho_factor: expected a positive finite number, got {rho_factor!r}")
+        raise UserInputError(f"rho_factor: expected a positive finite number, got {rho_factor!r}")
     if isinstance(margin, bool) or not (isinstance(margin, (int, float)) and 0 <= margin < 1):
-        raise ValueError(f"margin: expected a number in [0, 1), got {margin!r}")
+        raise UserInputError(f"margin: expected a number in [0, 1), got {margin!r}")
 
 
 def _sosp_words(points: Sequence[Mapping[str, Any]]) -> str:
@@ -572,7 +575,7 @@ def check_kkr_dichotomy(
     evidence = _resolve(problem, evidence, collect)
     claim = "KKR-dichotomy"
     if variant not in ("theorem", "all-global", "low-rank"):
-        raise ValueError(f"variant: expected 'theorem', 'all-global' or 'low-rank', got {variant!r}")
+        raise UserInputError(f"variant: expected 'theorem', 'all-global' or 'low-rank', got {variant!r}")
     _check_planted(rho_factor, margin)
     opts = {"variant": variant, "global_rtol": global_rtol, "rho_factor": rho_factor, "margin": margin}
     j = _judge(evidence, global_rtol)
@@ -815,7 +818,7 @@ def check_kkr_special(
     evidence = _resolve(problem, evidence, collect)
     claim = "KKR-special"
     if variant not in ("theorem", "any-regime"):
-        raise ValueError(f"variant: expected 'theorem' or 'any-regime', got {variant!r}")
+        raise UserInputError(f"variant: expected 'theorem' or 'any-regime', got {variant!r}")
     _check_planted(rho_factor, 0.0)
     opts = {"global_rtol": global_rtol, "variant": variant, "rho_factor": rho_factor}
     j = _judge(evidence, global_rtol)
@@ -951,7 +954,7 @@ def check_kkr_loud(
     evidence = _resolve(problem, evidence, collect)
     claim = "KKR-loud"
     if variant not in ("theorem", "quiet"):
-        raise ValueError(f"variant: expected 'theorem' or 'quiet', got {variant!r}")
+        raise UserInputError(f"variant: expected 'theorem' or 'quiet', got {variant!r}")
     _check_planted(rho_factor, margin)
     opts = {"global_rtol": global_rtol, "variant": variant, "rho_factor": rho_factor, "margin": margin}
     j = _judge(evidence, global_rtol)
@@ -1186,7 +1189,7 @@ def check_kkr_magnitude(
     evidence = _resolve(problem, evidence, collect)
     claim = "KKR-magnitude"
     if not (isinstance(factor, (int, float)) and factor > 0):
-        raise ValueError(f"factor: expected a positive number, got {factor!r}")
+        raise UserInputError(f"factor: expected a positive number, got {factor!r}")
     _check_rtol(global_rtol)
     opts = {"factor": factor, "global_rtol": global_rtol}
     p, ref = evidence.problem, evidence.reference
@@ -1291,7 +1294,7 @@ def check_kkr_bias(
     names = {r["init"] for r in evidence.runs} | set(KKR_INITS)
     for name, v in (("favoured", favoured), ("against", against)):
         if v not in names:
-            raise ValueError(f"{name}: expected an init among {sorted(names)}, got {v!r}")
+            raise UserInputError(f"{name}: expected an init among {sorted(names)}, got {v!r}")
     opts = {"favoured": favoured, "against": against, "global_rtol": global_rtol}
     ref = evidence.reference
     runs = [dict(r, reference_value=ref.value) for r in evidence.runs]
@@ -1434,20 +1437,20 @@ def check_kkr_includes_jlr(
 
     claim = "KKR-includes-JLR"
     if not isinstance(problem, Problem):
-        raise TypeError(f"problem: expected a linearized Problem, got {type(problem).__name__}")
+        raise InputTypeError(f"problem: expected a linearized Problem, got {type(problem).__name__}")
     forms = ("none", "linear", "ridge")
     if form not in forms:
-        raise ValueError(f"form: expected one of {forms}, got {form!r}")
+        raise UserInputError(f"form: expected one of {forms}, got {form!r}")
     if not (isinstance(eps, (int, float)) and eps > 0 and math.isfinite(eps)):
-        raise ValueError(f"eps: expected a positive finite number, got {eps!r}")
+        raise UserInputError(f"eps: expected a positive finite number, got {eps!r}")
     if rank is not None and (isinstance(rank, bool) or not isinstance(rank, int) or rank < 1):
-        raise ValueError(f"rank: expected None or a positive int, got {rank!r}")
+        raise UserInputError(f"rank: expected None or a positive int, got {rank!r}")
     if not (isinstance(radius, (int, float)) and radius > 0 and math.isfinite(radius)):
-        raise ValueError(f"radius: expected a positive finite number, got {radius!r}")
+        raise UserInputError(f"radius: expected a positive finite number, got {radius!r}")
     if isinstance(samples, bool) or not isinstance(samples, int) or samples < 1:
-        raise ValueError(f"samples: expected a positive int, got {samples!r}")
+        raise UserInputError(f"samples: expected a positive int, got {samples!r}")
     if isinstance(seed, bool) or not isinstance(seed, int):
-        raise ValueError(f"seed: expected an int, got {seed!r}")
+        raise UserInputError(f"seed: expected an int, got {seed!r}")
     t0 = time.perf_counter()
     rows: dict[str, Any] = {}
     bounds = restricted_bounds(_perturbed(problem, "none", float(eps), seed))
@@ -1570,18 +1573,18 @@ def check_kkr_sgd_rank(
 
     claim = "KKR-sgd-rank"
     if not isinstance(problem, NonlinearProblem):
-        raise TypeError(f"problem: expected a NonlinearProblem, got {type(problem).__name__}")
+        raise InputTypeError(f"problem: expected a NonlinearProblem, got {type(problem).__name__}")
     if not eps or any(not (isinstance(e, float) and 0 < e < 4) for e in eps):
-        raise ValueError(f"eps: expected floats in (0, 4), got {list(eps)!r}")
+        raise UserInputError(f"eps: expected floats in (0, 4), got {list(eps)!r}")
     if not (isinstance(factor, (int, float)) and factor > 0):
-        raise ValueError(f"factor: expected a positive number, got {factor!r}")
+        raise UserInputError(f"factor: expected a positive number, got {factor!r}")
     if init not in ("zero", "small", "large"):
-        raise ValueError(f"init: expected 'zero', 'small' or 'large' (no weight offset), got {init!r}")
+        raise UserInputError(f"init: expected 'zero', 'small' or 'large' (no weight offset), got {init!r}")
     if not (isinstance(conv_rtol, (int, float)) and conv_rtol > 0):
-        raise ValueError(f"conv_rtol: expected a positive number, got {conv_rtol!r}")
+        raise UserInputError(f"conv_rtol: expected a positive number, got {conv_rtol!r}")
     lams = set(problem.lam)
     if len(lams) == 1 and isinstance(lr, (int, float)) and not 0 < lr * next(iter(lams)) < 1:
-        raise ValueError(f"lr: expected 0 < lr * lam < 1, got lr = {lr!r}, lam = {next(iter(lams))!r}")
+        raise UserInputError(f"lr: expected 0 < lr * lam < 1, got lr = {lr!r}, lam = {next(iter(lams))!r}")
     opts = {
         "rank": rank, "batch": batch, "lr": lr, "steps": steps, "init": init, "eps": list(eps),
         "window": window, "conv_rtol": conv_rtol, "factor": factor, "seed": seed,

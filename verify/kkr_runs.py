@@ -58,6 +58,7 @@ from landscapes.nonlinear_sosp import (
 )
 from landscapes.penalized import PenalizedMinimum, minimize_penalized
 from landscapes.restricted import restricted_bounds, restricted_constants
+from theory.errors import UserInputError
 
 __all__ = [
     "kkr_recertify",
@@ -194,7 +195,7 @@ KKR_PROBLEMS: dict[str, dict[str, Any]] = {
 def build_kkr_problem(name: str) -> NonlinearProblem:
     """The problem of a named configuration (:data:`KKR_PROBLEMS`)."""
     if name not in KKR_PROBLEMS:
-        raise ValueError(f"problem: expected one of {', '.join(KKR_PROBLEMS)}, got {name!r}")
+        raise UserInputError(f"problem: expected one of {', '.join(KKR_PROBLEMS)}, got {name!r}")
     spec = KKR_PROBLEMS[name]
     return _BUILDERS[spec["builder"]](**spec["kwargs"])
 
@@ -215,16 +216,16 @@ def make_init(
 ) -> tuple[Factors, tuple[Tensor, ...] | None]:
     """The initial factors of ``init`` and, for ``loraga``, the weight offset it subtracts."""
     if init not in KKR_INITS:
-        raise ValueError(f"init: expected one of {KKR_INITS}, got {init!r}")
+        raise UserInputError(f"init: expected one of {KKR_INITS}, got {init!r}")
     if isinstance(rank, bool) or not isinstance(rank, int) or rank < 1:
-        raise ValueError(f"rank: expected a positive int, got {rank!r}")
+        raise UserInputError(f"rank: expected a positive int, got {rank!r}")
     gen = torch.Generator().manual_seed(seed)
     dt, dev = problem.dtype, problem.device
     A, B = [], []
     if init == "adversarial":
         # A start designed to reach a known spurious SOSP; seeds > 0 perturb it by 10 % (relative).
         if problem.meta.get("family") != "spurious_sensing":
-            raise ValueError(
+            raise UserInputError(
                 "init: 'adversarial' needs a problem with a designed start (spurious_sensing), got "
                 f"{problem.name!r}"
             )
@@ -232,7 +233,7 @@ def make_init(
 
         st = adversarial_start(config=str(problem.meta["config"]))
         if st.A[0].shape[1] != rank:
-            raise ValueError(f"rank: the adversarial start has rank {st.A[0].shape[1]}, got {rank}")
+            raise UserInputError(f"rank: the adversarial start has rank {st.A[0].shape[1]}, got {rank}")
         if seed == 0:
             return st, None
 
@@ -718,26 +719,26 @@ def kkr_experiment(
 
     for name in problems:
         if name not in KKR_PROBLEMS:
-            raise ValueError(f"problems: expected names from {', '.join(KKR_PROBLEMS)}, got {name!r}")
+            raise UserInputError(f"problems: expected names from {', '.join(KKR_PROBLEMS)}, got {name!r}")
     for name in inits:
         if name not in KKR_INITS:
-            raise ValueError(f"inits: expected names from {KKR_INITS}, got {name!r}")
+            raise UserInputError(f"inits: expected names from {KKR_INITS}, got {name!r}")
     if "adversarial" in inits:
         plain = [n for n in problems if KKR_PROBLEMS[n]["builder"] != "spurious_sensing"]
         if plain:
-            raise ValueError(
+            raise UserInputError(
                 f"inits: 'adversarial' needs problems with a designed start (spurious-*), got {plain}"
             )
     if not seeds or any(isinstance(x, bool) or not isinstance(x, int) for x in seeds):
-        raise ValueError(f"seeds: expected a non-empty sequence of ints, got {list(seeds)!r}")
+        raise UserInputError(f"seeds: expected a non-empty sequence of ints, got {list(seeds)!r}")
     if len(set(seeds)) != len(seeds) or len(set(inits)) != len(inits):
-        raise ValueError(f"seeds, inits: expected no repeats, got {list(seeds)!r} and {list(inits)!r}")
+        raise UserInputError(f"seeds, inits: expected no repeats, got {list(seeds)!r} and {list(inits)!r}")
     if lams is not None and (
         not lams or any(not (isinstance(x, (int, float)) and 0 <= x < math.inf) for x in lams)
     ):
-        raise ValueError(f"lams: expected finite weight decays >= 0, got {list(lams)!r}")
+        raise UserInputError(f"lams: expected finite weight decays >= 0, got {list(lams)!r}")
     if isinstance(samples, bool) or not isinstance(samples, int) or samples < 1:
-        raise ValueError(f"samples: expected a positive int, got {samples!r}")
+        raise UserInputError(f"samples: expected a positive int, got {samples!r}")
     config = {
         # What makes the runs (the notes are for people and may change).
         "problems": {n: {k: v for k, v in KKR_PROBLEMS[n].items() if k != "note"} for n in problems},
@@ -757,13 +758,13 @@ def kkr_experiment(
         try:
             old = _read_kkr(path, "out")
         except ValueError as exc:
-            raise ValueError(f"{exc}; choose another path or fresh (--fresh)") from None
+            raise UserInputError(f"{exc}; choose another path or fresh (--fresh)") from None
         old_config = old.get("config") or {}
         for spec in (old_config.get("problems") or {}).values():
             if isinstance(spec, dict):
                 spec.pop("note", None)  # files of earlier versions kept the notes in the configuration
         if old_config != data["config"]:
-            raise ValueError(
+            raise UserInputError(
                 f"out: {str(path)!r} holds runs of another configuration; use fresh (--fresh) or another path"
             )
         data = old
@@ -792,7 +793,7 @@ def kkr_experiment(
                 train = spec["train"]
                 fp = _fingerprint(problem)
                 if entry.get("fingerprint") is not None and not _same_problem(entry["fingerprint"], fp):
-                    raise ValueError(f"out: {str(path)!r} holds runs of another {key} problem; use fresh")
+                    raise UserInputError(f"out: {str(path)!r} holds runs of another {key} problem; use fresh")
                 entry["fingerprint"] = fp
                 refs: dict[str, PenalizedMinimum] = {}
                 if "reference" not in entry:
@@ -947,15 +948,15 @@ def kkr_paper_tables(
     from verify.verdict import jsonable
 
     if problem_name not in KKR_PROBLEMS:
-        raise ValueError(f"problem: expected one of {', '.join(KKR_PROBLEMS)}, got {problem_name!r}")
+        raise UserInputError(f"problem: expected one of {', '.join(KKR_PROBLEMS)}, got {problem_name!r}")
     if not lams or any(not (isinstance(x, (int, float)) and 0 < x < math.inf) for x in lams):
-        raise ValueError(f"lams: expected positive weight decays, got {list(lams)!r}")
+        raise UserInputError(f"lams: expected positive weight decays, got {list(lams)!r}")
     if not ranks or any(isinstance(r, bool) or not isinstance(r, int) or r < 1 for r in ranks):
-        raise ValueError(f"ranks: expected positive ints, got {list(ranks)!r}")
+        raise UserInputError(f"ranks: expected positive ints, got {list(ranks)!r}")
     if isinstance(samples, bool) or not isinstance(samples, int) or samples < 1:
-        raise ValueError(f"samples: expected a positive int, got {samples!r}")
+        raise UserInputError(f"samples: expected a positive int, got {samples!r}")
     if radius is not None and not (isinstance(radius, (int, float)) and 0 < radius < math.inf):
-        raise ValueError(f"radius: expected None or a positive finite number, got {radius!r}")
+        raise UserInputError(f"radius: expected None or a positive finite number, got {radius!r}")
     spec = KKR_PROBLEMS[problem_name]
     train = spec["train"]
     D = float(radius if radius is not None else train["radius"])
@@ -977,13 +978,13 @@ def kkr_paper_tables(
         try:
             old = json.loads(path.read_text())
         except (OSError, json.JSONDecodeError) as exc:
-            raise ValueError(f"out: {str(path)!r} exists and is not a tables file ({exc})") from None
+            raise UserInputError(f"out: {str(path)!r} exists and is not a tables file ({exc})") from None
         if old.get("format") != data["format"] and not fresh:
-            raise ValueError(
+            raise UserInputError(
                 f"out: {str(path)!r} is not a {data['format']} file; choose another path or fresh"
             )
         if old.get("config") != data["config"] and not fresh:
-            raise ValueError(f"out: {str(path)!r} holds tables of other arguments; use fresh (--fresh)")
+            raise UserInputError(f"out: {str(path)!r} holds tables of other arguments; use fresh (--fresh)")
         if not fresh:
             data = old
 
@@ -1047,9 +1048,9 @@ def _read_kkr(path: Path, arg: str) -> dict[str, Any]:
     try:
         data = json.loads(path.read_text())
     except (OSError, json.JSONDecodeError) as exc:
-        raise ValueError(f"{arg}: {str(path)!r} is not a readable KKR file ({exc})") from None
+        raise UserInputError(f"{arg}: {str(path)!r} is not a readable KKR file ({exc})") from None
     if not isinstance(data, dict) or data.get("format") != KKR_FORMAT:
-        raise ValueError(f"{arg}: {str(path)!r} is not a {KKR_FORMAT} file")
+        raise UserInputError(f"{arg}: {str(path)!r} is not a {KKR_FORMAT} file")
     return data
 
 
@@ -1130,19 +1131,19 @@ def kkr_recertify(
     confs = data.get("configurations") or {}
     key = configuration if configuration is not None else (next(iter(confs)) if len(confs) == 1 else None)
     if key is None or key not in confs:
-        raise ValueError(f"configuration: expected one of {sorted(confs)}, got {key!r}")
+        raise UserInputError(f"configuration: expected one of {sorted(confs)}, got {key!r}")
     entry = confs[key]
     if "@lam=" in key or entry.get("problem") not in KKR_PROBLEMS:
-        raise ValueError(f"configuration: expected a named problem at its own weight decay, got {key!r}")
+        raise UserInputError(f"configuration: expected a named problem at its own weight decay, got {key!r}")
     finished = {(r["init"], r["seed"]): r for r in entry["runs"] if r.get("status") == "finished"}
     missing = [w for w in runs if tuple(w) not in finished]
     if not runs or missing:
-        raise ValueError(f"runs: expected finished (init, seed) runs of {key!r}, got {list(runs)!r}")
+        raise UserInputError(f"runs: expected finished (init, seed) runs of {key!r}, got {list(runs)!r}")
     shifted = [w for w in runs if finished[tuple(w)].get("shifted")]  # type: ignore[index]
     if shifted:  # their factors belong to the shifted problem of their LoRA-GA offset
-        raise ValueError(f"runs: runs with a weight offset (LoRA-GA) are not supported, got {shifted!r}")
+        raise UserInputError(f"runs: runs with a weight offset (LoRA-GA) are not supported, got {shifted!r}")
     if isinstance(dense_max, bool) or not isinstance(dense_max, int) or dense_max < 0:
-        raise ValueError(f"dense_max: expected an int >= 0, got {dense_max!r}")
+        raise UserInputError(f"dense_max: expected an int >= 0, got {dense_max!r}")
     path = Path(out)
     result: dict[str, Any] = {
         "format": KKR_FORMAT + "-recertified",
@@ -1154,16 +1155,18 @@ def kkr_recertify(
         try:
             old = json.loads(path.read_text())
         except (OSError, json.JSONDecodeError) as exc:
-            raise ValueError(f"out: {str(path)!r} exists and is not a recertification file ({exc})") from None
+            raise UserInputError(
+                f"out: {str(path)!r} exists and is not a recertification file ({exc})"
+            ) from None
         if not isinstance(old, dict) or {k: old.get(k) for k in ("format", "source", "configuration")} != {
             k: result[k] for k in ("format", "source", "configuration")
         }:
-            raise ValueError(f"out: {str(path)!r} holds results of another file or configuration")
+            raise UserInputError(f"out: {str(path)!r} holds results of another file or configuration")
         result = old
     done = {(r["init"], r["seed"]) for r in result["runs"]}
     problem = build_kkr_problem(entry["problem"])
     if not _same_problem(entry.get("fingerprint") or {}, _fingerprint(problem)):
-        raise ValueError(f"source: the {key!r} problem of {str(src)!r} differs from the one built now")
+        raise UserInputError(f"source: the {key!r} problem of {str(src)!r} differs from the one built now")
     ref_value = float(entry["reference"]["value"])
     depth = max(problem.value(problem.zeros()) - ref_value, 0.0)
     train = KKR_PROBLEMS[entry["problem"]]["train"]

@@ -40,6 +40,7 @@ from landscapes.problem import Problem
 from landscapes.sosp import INIT_KINDS, certify_sosp, find_sosp, gradient_scale, make_init, objective_scale
 from theory.bounds import r_max, ranks_above_bound, triangular
 from theory.claims import DEFAULT_TOLERANCES
+from theory.errors import UserInputError
 from verify.verdict import Verdict, jsonable
 
 __all__ = [
@@ -69,7 +70,7 @@ def _ranks(problem: Problem, rank: int | Sequence[int] | None, *, above: bool) -
     if len(rs) != len(problem.blocks) or any(
         isinstance(x, bool) or not isinstance(x, int) or x < 1 for x in rs
     ):
-        raise ValueError(
+        raise UserInputError(
             f"rank: expected a positive int or one per block ({len(problem.blocks)}), got {rank!r}"
         )
     return rs
@@ -236,14 +237,14 @@ def _plan(n_starts: int, inits: Sequence[str], forms: Sequence[str]) -> list[tup
 
 def _check_common(n_starts: int, inits: Sequence[str], forms: Sequence[str] | None = None) -> None:
     if isinstance(n_starts, bool) or not isinstance(n_starts, int) or n_starts < 1:
-        raise ValueError(f"n_starts: expected a positive int, got {n_starts!r}")
+        raise UserInputError(f"n_starts: expected a positive int, got {n_starts!r}")
     bad = [k for k in inits if k not in INIT_KINDS]
     if bad or not inits:
-        raise ValueError(f"inits: expected a non-empty subset of {INIT_KINDS}, got {list(inits)!r}")
+        raise UserInputError(f"inits: expected a non-empty subset of {INIT_KINDS}, got {list(inits)!r}")
     if forms is not None:
         badf = [f for f in forms if f not in PERTURBATIONS]
         if badf or not forms:
-            raise ValueError(
+            raise UserInputError(
                 f"perturbations: expected a non-empty subset of {PERTURBATIONS}, got {list(forms)!r}"
             )
 
@@ -298,11 +299,11 @@ def check_jlr_no_spurious(
     claim = "JLR-no-spurious"
     _check_common(n_starts, inits, perturbations)
     if order not in (1, 2):
-        raise ValueError(f"order: expected 1 or 2, got {order!r}")
+        raise UserInputError(f"order: expected 1 or 2, got {order!r}")
     ranks = _ranks(problem, rank, above=True)
     scale = 0.01 * min(problem.lam) if perturbation_scale is None else float(perturbation_scale)
     if not (math.isfinite(scale) and scale >= 0):
-        raise ValueError(f"perturbation_scale: expected a finite number >= 0, got {perturbation_scale!r}")
+        raise UserInputError(f"perturbation_scale: expected a finite number >= 0, got {perturbation_scale!r}")
     opts: dict[str, Any] = {
         "rank": ranks,
         "n_starts": n_starts,
@@ -781,12 +782,12 @@ def check_jlr_gd(
     claim = "JLR-gd"
     bad = [o for o in optimizers if o not in ("gd", "sgd", "adam")]
     if bad or not optimizers:
-        raise ValueError(
+        raise UserInputError(
             f"optimizers: expected a non-empty subset of ('gd', 'sgd', 'adam'), got {list(optimizers)!r}"
         )
     _check_common(1, inits)
     if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
-        raise ValueError(f"steps: expected a positive int, got {steps!r}")
+        raise UserInputError(f"steps: expected a positive int, got {steps!r}")
     ranks = _ranks(problem, rank, above=True)
     bs = batch_size if batch_size is not None else max(1, problem.N // 2)
     tols = dict(GD_TOLERANCES)
@@ -795,7 +796,7 @@ def check_jlr_gd(
     elif gap_rtol is not None:
         tols = {o: float(gap_rtol) for o in ("gd", "sgd", "adam")}
     if any(not (isinstance(t, (int, float)) and t > 0) for t in tols.values()):
-        raise ValueError(f"gap_rtol: expected positive numbers, got {gap_rtol!r}")
+        raise UserInputError(f"gap_rtol: expected positive numbers, got {gap_rtol!r}")
     opts: dict[str, Any] = {
         "rank": ranks,
         "optimizers": list(optimizers),
@@ -826,7 +827,7 @@ def check_jlr_gd(
         )
     for o, v in (lr or {}).items():
         if o not in ("gd", "sgd", "adam") or not (isinstance(v, (int, float)) and v > 0 and math.isfinite(v)):
-            raise ValueError(f"lr: expected positive step sizes for 'gd', 'sgd', 'adam', got {lr!r}")
+            raise UserInputError(f"lr: expected positive step sizes for 'gd', 'sgd', 'adam', got {lr!r}")
     t0 = time.perf_counter()
     dual, primal, sol = _nuc(problem, solution, seed)
     scale = objective_scale(problem, primal)

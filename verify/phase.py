@@ -43,6 +43,7 @@ from landscapes.problem import Problem
 from landscapes.sosp import INIT_KINDS, find_sosp, make_init, objective_scale
 from landscapes.synthetic import gaussian_problem
 from theory.bounds import r_max, triangular
+from theory.errors import InputTypeError, UserInputError
 from verify.landscape import counterexample_test
 from verify.tasks import Param, TaskKind, derive_seed
 
@@ -320,13 +321,13 @@ def phase_sweep(
     from tqdm.auto import tqdm
 
     if not kn or any(len(p) != 2 or int(p[0]) < 1 or int(p[1]) < 1 for p in kn):
-        raise ValueError(f"kn: expected non-empty (K, N) pairs of positive ints, got {list(kn)!r}")
+        raise UserInputError(f"kn: expected non-empty (K, N) pairs of positive ints, got {list(kn)!r}")
     if not ranks or any(isinstance(r, bool) or not isinstance(r, int) or r < 1 for r in ranks):
-        raise ValueError(f"ranks: expected positive ints, got {list(ranks)!r}")
+        raise UserInputError(f"ranks: expected positive ints, got {list(ranks)!r}")
     if isinstance(runs, bool) or not isinstance(runs, int) or runs < 1:
-        raise ValueError(f"runs: expected a positive int, got {runs!r}")
+        raise UserInputError(f"runs: expected a positive int, got {runs!r}")
     if isinstance(size, bool) or not isinstance(size, int) or size < 1:
-        raise ValueError(f"size: expected a positive int, got {size!r}")
+        raise UserInputError(f"size: expected a positive int, got {size!r}")
     t0 = time.perf_counter()
     data: dict[str, Any] = {
         "schema": PHASE_SCHEMA,
@@ -393,7 +394,7 @@ def _write(data: dict[str, Any], out: str | Path) -> Path:
 def _default(x: Any) -> Any:
     if isinstance(x, float) and not math.isfinite(x):
         return None
-    raise TypeError(f"not JSON serializable: {type(x).__name__}")
+    raise InputTypeError(f"not JSON serializable: {type(x).__name__}")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -440,11 +441,11 @@ def phase_task(spec: Mapping[str, Any]) -> dict[str, Any]:
 
 def _check_phase_spec(spec: Mapping[str, Any]) -> None:
     if spec["r"] > spec["size"]:
-        raise ValueError(f"r: expected at most size = {spec['size']}, got {spec['r']}")
+        raise UserInputError(f"r: expected at most size = {spec['size']}, got {spec['r']}")
     if spec["loss"] == "logistic" and spec["K"] != 1:
-        raise ValueError(f"K: the logistic loss has K = 1, got {spec['K']}")
+        raise UserInputError(f"K: the logistic loss has K = 1, got {spec['K']}")
     if spec["loss"] == "cross_entropy" and spec["K"] < 2:
-        raise ValueError(f"K: cross_entropy needs K >= 2, got {spec['K']}")
+        raise UserInputError(f"K: cross_entropy needs K >= 2, got {spec['K']}")
 
 
 #: The sweep task kind ``"phase"``: one LoRA training of the [JLR24] phase diagram.
@@ -519,10 +520,10 @@ def phase_data_from_store(store: Any, *, select: Mapping[str, Any] | None = None
     sel = dict(select or {})
     recs = [r for r in recs if all(r.spec.get(k) == v for k, v in sel.items())]
     if not recs:
-        raise ValueError(f"store: {str(st.path)!r} has no finished phase tasks matching select = {sel!r}")
+        raise UserInputError(f"store: {str(st.path)!r} has no finished phase tasks matching select = {sel!r}")
     diagrams = {json.dumps({k: r.spec[k] for k in DIAGRAM_KEYS}, sort_keys=True) for r in recs}
     if len(diagrams) > 1:
-        raise ValueError(
+        raise UserInputError(
             f"select: the tasks form {len(diagrams)} diagrams ({'; '.join(sorted(diagrams))}); pass select "
             f"with values of {', '.join(DIAGRAM_KEYS)} to pick one"
         )
@@ -537,7 +538,7 @@ def phase_data_from_store(store: Any, *, select: Mapping[str, Any] | None = None
             kn.append((K, N))
             refs[(K, N)] = nuc
         elif refs[(K, N)] != nuc:
-            raise ValueError(
+            raise UserInputError(
                 f"store: tasks of the problem K = {K}, N = {N} report different NUC optima "
                 f"({refs[(K, N)]} and {nuc}, task {rec.index}): "
                 "the results are not reproducible (different hardware or software stacks?)"

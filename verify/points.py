@@ -44,6 +44,7 @@ from landscapes.nuc import NucSolution, nuc_certificate, solve_nuc
 from landscapes.problem import Problem
 from landscapes.sosp import certify_sosp, gradient_scale, length_scale, make_init, objective_scale
 from theory.claims import DEFAULT_TOLERANCES
+from theory.errors import UserInputError
 from verify.landscape import counterexample_test
 from verify.verdict import jsonable
 
@@ -162,12 +163,12 @@ def as_point(problem: Problem, point: LoRAPoint | tuple[Sequence[Tensor], Sequen
         if isinstance(V, Tensor):
             V = (V,)
     else:
-        raise ValueError(
+        raise UserInputError(
             f"point: expected a LoRAPoint or a pair (U, V) of factor lists, got {type(point).__name__}"
         )
     U, V = tuple(U), tuple(V)
     if len(U) != len(problem.blocks) or len(V) != len(problem.blocks):
-        raise ValueError(
+        raise UserInputError(
             f"point: expected {len(problem.blocks)} factor pairs (one per block), "
             f"got {len(U)} U and {len(V)} V"
         )
@@ -175,13 +176,13 @@ def as_point(problem: Problem, point: LoRAPoint | tuple[Sequence[Tensor], Sequen
         for name, x, rows in (("U", u, m), ("V", v, n)):
             if not isinstance(x, Tensor) or x.ndim != 2 or x.shape[0] != rows:
                 got = tuple(x.shape) if isinstance(x, Tensor) else type(x).__name__
-                raise ValueError(f"point.{name}[{j}]: expected shape ({rows}, r), got {got}")
+                raise UserInputError(f"point.{name}[{j}]: expected shape ({rows}, r), got {got}")
             if x.dtype != problem.dtype:
-                raise ValueError(f"point.{name}[{j}]: expected dtype {problem.dtype}, got {x.dtype}")
+                raise UserInputError(f"point.{name}[{j}]: expected dtype {problem.dtype}, got {x.dtype}")
             if not bool(torch.isfinite(x).all()):
-                raise ValueError(f"point.{name}[{j}]: expected finite entries, got NaN or inf")
+                raise UserInputError(f"point.{name}[{j}]: expected finite entries, got NaN or inf")
         if u.shape[1] != v.shape[1]:
-            raise ValueError(f"point: U[{j}] has {u.shape[1]} columns but V[{j}] has {v.shape[1]}")
+            raise UserInputError(f"point: U[{j}] has {u.shape[1]} columns but V[{j}] has {v.shape[1]}")
     return LoRAPoint(U, V)
 
 
@@ -207,7 +208,7 @@ def audit_point(
     """
     pt = as_point(problem, point)
     if problem.dtype != torch.float64:
-        raise ValueError(f"problem: point audits need float64 certificates, got {problem.dtype}")
+        raise UserInputError(f"problem: point audits need float64 certificates, got {problem.dtype}")
     sol = solution if solution is not None else solve_nuc(problem, gap_rtol=min(1e-10, gap_rtol), seed=seed)
     nc = nuc_certificate(problem, problem.check_point(sol.D, "solution.D"))
     sc = certify_sosp(
@@ -309,12 +310,12 @@ def _read_arrays(path: Path) -> tuple[dict[str, np.ndarray], dict[str, str]]:
             with np.load(path, allow_pickle=False) as z:
                 return {k: z[k] for k in z.files}, {}
         except Exception as exc:  # noqa: BLE001 - any unreadable file is bad input
-            raise ValueError(f"point: expected a readable .npz file, got {str(path)!r} ({exc})") from None
+            raise UserInputError(f"point: expected a readable .npz file, got {str(path)!r} ({exc})") from None
     if path.suffix == ".safetensors":
         try:
             from safetensors import safe_open
         except ImportError:  # pragma: no cover - safetensors is a dependency
-            raise ValueError("point: reading .safetensors needs the package safetensors") from None
+            raise UserInputError("point: reading .safetensors needs the package safetensors") from None
         try:
             with safe_open(str(path), framework="pt") as fh:  # type: ignore[no-untyped-call]
                 meta = fh.metadata() or {}
@@ -324,10 +325,10 @@ def _read_arrays(path: Path) -> tuple[dict[str, np.ndarray], dict[str, str]]:
                     out[k] = (t.double() if t.is_floating_point() else t).numpy()
                 return out, dict(meta)
         except Exception as exc:  # noqa: BLE001
-            raise ValueError(
+            raise UserInputError(
                 f"point: expected a readable .safetensors file, got {str(path)!r} ({exc})"
             ) from None
-    raise ValueError(
+    raise UserInputError(
         f"point: expected a .npz or .safetensors file or a PEFT adapter directory, got {str(path)!r}"
     )
 
@@ -337,14 +338,14 @@ def _peft_pairs(
 ) -> list[tuple[str, np.ndarray, np.ndarray]] | None:
     """PEFT keys ``<module>.lora_A.weight`` / ``<module>.lora_B.weight`` matched to the blocks."""
     if any("lora_magnitude_vector" in k for k in arrays):
-        raise ValueError("point: a DoRA adapter (lora_magnitude_vector) is not a LoRA update s B A")
+        raise UserInputError("point: a DoRA adapter (lora_magnitude_vector) is not a LoRA update s B A")
     a_keys = sorted(k for k in arrays if k.endswith("lora_A.weight"))
     if not a_keys:
         return None
     modules = [k[: -len(".lora_A.weight")] for k in a_keys]
     for m in modules:
         if m + ".lora_B.weight" not in arrays:
-            raise ValueError(f"point: PEFT adapter {m!r} has lora_A but no lora_B weight")
+            raise UserInputError(f"point: PEFT adapter {m!r} has lora_A but no lora_B weight")
     targets = problem.meta.get("targets")
     if isinstance(targets, list) and len(targets) == len(problem.blocks):
         chosen = []
@@ -352,18 +353,18 @@ def _peft_pairs(
             mod = str(t)[: -len(".weight")] if str(t).endswith(".weight") else str(t)
             hits = [m for m in modules if m == mod or m.endswith("." + mod)]
             if len(hits) != 1:
-                raise ValueError(
+                raise UserInputError(
                     f"point: expected one PEFT adapter for the problem's target {t!r}, found {len(hits)} "
                     f"among {modules}"
                 )
             chosen.append(hits[0])
         extra = sorted(set(modules) - set(chosen))
         if extra:
-            raise ValueError(f"point: the adapter also adapts modules the problem does not have: {extra}")
+            raise UserInputError(f"point: the adapter also adapts modules the problem does not have: {extra}")
     elif len(modules) == len(problem.blocks) == 1:
         chosen = modules
     else:
-        raise ValueError(
+        raise UserInputError(
             f"point: {len(modules)} PEFT adapters for {len(problem.blocks)} blocks and no meta['targets'] "
             "naming the problem's blocks; save the factors as U0, V0, ... instead"
         )
@@ -384,12 +385,12 @@ def _peft_scale(config: Mapping[str, Any], module: str, r: int) -> float:
     """``lora_alpha / r`` (``/ sqrt(r)`` with rsLoRA) for one module, honouring the patterns."""
     r_cfg = _pattern_value(config.get("rank_pattern"), module) or config.get("r")
     if r_cfg != r:
-        raise ValueError(
+        raise UserInputError(
             f"point: adapter_config.json gives r = {r_cfg!r} for {module!r} but its lora_A has {r} rows"
         )
     alpha = _pattern_value(config.get("alpha_pattern"), module) or config.get("lora_alpha")
     if not isinstance(alpha, (int, float)) or isinstance(alpha, bool) or not alpha > 0:
-        raise ValueError(f"point: adapter_config.json needs a positive lora_alpha, got {alpha!r}")
+        raise UserInputError(f"point: adapter_config.json needs a positive lora_alpha, got {alpha!r}")
     return float(alpha) / (math.sqrt(r) if config.get("use_rslora") else r)
 
 
@@ -417,12 +418,12 @@ def load_point(
     if scale is not None and not (
         isinstance(scale, (int, float)) and not isinstance(scale, bool) and math.isfinite(scale) and scale > 0
     ):
-        raise ValueError(f"scale: expected a positive finite number, got {scale!r}")
+        raise UserInputError(f"scale: expected a positive finite number, got {scale!r}")
     config: dict[str, Any] = {}
     if path.is_dir():
         st = path / "adapter_model.safetensors"
         if not st.is_file():
-            raise ValueError(
+            raise UserInputError(
                 f"point: expected a PEFT adapter directory with adapter_model.safetensors, got {str(path)!r}"
             )
         cfg = path / "adapter_config.json"
@@ -430,7 +431,9 @@ def load_point(
             try:
                 config = json.loads(cfg.read_text())
             except (OSError, json.JSONDecodeError) as exc:
-                raise ValueError(f"point: unreadable adapter_config.json in {str(path)!r} ({exc})") from None
+                raise UserInputError(
+                    f"point: unreadable adapter_config.json in {str(path)!r} ({exc})"
+                ) from None
         file = st
     elif path.is_file():
         file = path
@@ -439,11 +442,11 @@ def load_point(
             try:
                 config = json.loads(cfg.read_text())
             except (OSError, json.JSONDecodeError) as exc:
-                raise ValueError(
+                raise UserInputError(
                     f"point: unreadable adapter_config.json next to {str(path)!r} ({exc})"
                 ) from None
     else:
-        raise ValueError(f"point: expected an existing file or PEFT adapter directory, got {str(path)!r}")
+        raise UserInputError(f"point: expected an existing file or PEFT adapter directory, got {str(path)!r}")
     arrays, _meta = _read_arrays(file)
     b = len(problem.blocks)
     info: dict[str, Any] = {"path": str(path)}
@@ -451,7 +454,9 @@ def load_point(
     scales: list[float]
     if all(f"U{j}" in arrays and f"V{j}" in arrays for j in range(b)):
         if scale is not None:
-            raise ValueError("scale: a U, V point has no scale (D = U V^T); pass it only with B, A factors")
+            raise UserInputError(
+                "scale: a U, V point has no scale (D = U V^T); pass it only with B, A factors"
+            )
         layout = "UV"
         pairs = [(arrays[f"U{j}"], arrays[f"V{j}"]) for j in range(b)]
         scales = [1.0] * b
@@ -465,7 +470,7 @@ def load_point(
             elif config:
                 scales = [_peft_scale(config, m, int(np.asarray(A).shape[0])) for m, _, A in peft]
             else:
-                raise ValueError(
+                raise UserInputError(
                     "scale: a PEFT adapter without its adapter_config.json needs --scale (lora_alpha / r)"
                 )
         elif all(f"B{j}" in arrays and f"A{j}" in arrays for j in range(b)):
@@ -478,10 +483,10 @@ def load_point(
             else:
                 s_ = 1.0
             if not (math.isfinite(s_) and s_ > 0):
-                raise ValueError(f"point: expected a positive scale, got {s_!r}")
+                raise UserInputError(f"point: expected a positive scale, got {s_!r}")
             scales = [s_] * b
         else:
-            raise ValueError(
+            raise UserInputError(
                 f"point: expected keys U0..U{b - 1} and V0..V{b - 1}, or B0/A0.. (PEFT convention), or PEFT "
                 f"'<module>.lora_A.weight' keys; got {sorted(arrays)[:12]}"
             )
@@ -490,7 +495,7 @@ def load_point(
         for name, a in ((layout[0] + str(j), x), (layout[1] + str(j), y)):
             if not isinstance(a, np.ndarray) or a.ndim != 2 or a.dtype.kind != "f":
                 got = f"{a.dtype} of shape {a.shape}" if isinstance(a, np.ndarray) else type(a).__name__
-                raise ValueError(f"point.{name}: expected a 2-D floating array, got {got}")
+                raise UserInputError(f"point.{name}: expected a 2-D floating array, got {got}")
         tx = torch.from_numpy(np.array(x, dtype=np.float64))
         ty = torch.from_numpy(np.array(y, dtype=np.float64))
         if layout == "UV":

@@ -34,6 +34,7 @@ from landscapes.slices import (
     slice_grid,
 )
 from theory.bounds import r_max
+from theory.errors import UserInputError
 
 __all__ = ["SLICES_FORMAT", "landscape_slices"]
 
@@ -62,12 +63,12 @@ def landscape_slices(
     """
     for name, v, low in (("n_1d", n_1d, 3), ("n_2d", n_2d, 3)):
         if isinstance(v, bool) or not isinstance(v, int) or v < low:
-            raise ValueError(f"{name}: expected an int >= {low}, got {v!r}")
+            raise UserInputError(f"{name}: expected an int >= {low}, got {v!r}")
     if not (isinstance(span, (int, float)) and math.isfinite(span) and span > 0):
-        raise ValueError(f"span: expected a positive number, got {span!r}")
+        raise UserInputError(f"span: expected a positive number, got {span!r}")
     r = r_max(problem.K, problem.N) + 1 if rank is None else rank
     if isinstance(r, bool) or not isinstance(r, int) or r < 1:
-        raise ValueError(f"rank: expected a positive int, got {rank!r}")
+        raise UserInputError(f"rank: expected a positive int, got {rank!r}")
     ranks = [min(r, m, n) for m, n in problem.blocks]
     g = torch.Generator().manual_seed(seed)
     sol = solve_nuc(problem, gap_rtol=1e-10, seed=seed)

@@ -51,6 +51,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
+from theory.errors import UserInputError
+
 __all__ = ["APPLICATION_ID", "FORMAT", "StoreError", "SweepStore", "TaskRecord"]
 
 FORMAT = "loracheck.sweep-store/1"
@@ -86,7 +88,7 @@ WHERE tasks.status = 'failed'
 """
 
 
-class StoreError(ValueError):
+class StoreError(UserInputError):
     """A store that cannot be used: missing, foreign, damaged, of another sweep, or in use."""
 
 
@@ -132,7 +134,7 @@ class SweepStore:
         if p.exists():
             raise StoreError(f"store: {str(p)!r} exists already (expected a new path)")
         if "config_hash" not in meta:
-            raise ValueError("meta: expected a 'config_hash' entry, got none")
+            raise UserInputError("meta: expected a 'config_hash' entry, got none")
         p.parent.mkdir(parents=True, exist_ok=True)
         lock = _acquire_lock(p)
         try:
@@ -324,9 +326,9 @@ class SweepStore:
         if self.readonly:
             raise StoreError(f"store: {str(self.path)!r} was opened read-only")
         if status not in ("finished", "failed"):
-            raise ValueError(f"status: expected 'finished' or 'failed', got {status!r}")
+            raise UserInputError(f"status: expected 'finished' or 'failed', got {status!r}")
         if (status == "finished") != (result is not None):
-            raise ValueError("result: expected a JSON text for a finished task and None for a failed one")
+            raise UserInputError("result: expected a JSON text for a finished task and None for a failed one")
         try:
             cur = self._conn.execute(
                 _UPSERT, (key, index, spec, status, result, error, float(seconds), worker, time.time())

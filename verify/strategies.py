@@ -51,6 +51,7 @@ from landscapes.lora import LoRAPoint, random_factors
 from landscapes.problem import Problem
 from landscapes.synthetic import gaussian_problem, random_features_problem, teacher_problem
 from theory.bounds import r_max
+from theory.errors import InputTypeError, UserInputError
 
 __all__ = [
     "SizeLike",
@@ -108,9 +109,13 @@ class _IntSpec:
         assert self.strategy is not None
         v = draw(self.strategy)
         if not _is_int(v):
-            raise TypeError(f"{self.name}: expected the strategy to draw ints, got {type(v).__name__} {v!r}")
+            raise InputTypeError(
+                f"{self.name}: expected the strategy to draw ints, got {type(v).__name__} {v!r}"
+            )
         if v < self.minimum:
-            raise ValueError(f"{self.name}: expected the strategy to draw ints >= {self.minimum}, got {v}")
+            raise UserInputError(
+                f"{self.name}: expected the strategy to draw ints >= {self.minimum}, got {v}"
+            )
         return int(v)
 
     def draw(self, draw: st.DrawFn, lo: int | None = None, hi: int | None = None) -> int:
@@ -141,16 +146,18 @@ def _int_spec(name: str, value: object, *, minimum: int) -> _IntSpec:
     if _is_int(value):
         v = int(value)
         if v < minimum:
-            raise ValueError(f"{name}: expected an int >= {minimum}, got {v!r}")
+            raise UserInputError(f"{name}: expected an int >= {minimum}, got {v!r}")
         return _IntSpec(name, minimum, v, v, None)
     if isinstance(value, tuple):
         if len(value) != 2 or not all(_is_int(x) for x in value):
-            raise TypeError(f"{name}: expected a (lo, hi) tuple of two ints, got {value!r}")
+            raise InputTypeError(f"{name}: expected a (lo, hi) tuple of two ints, got {value!r}")
         lo, hi = value
         if not minimum <= lo <= hi:
-            raise ValueError(f"{name}: expected a (lo, hi) range with {minimum} <= lo <= hi, got {value!r}")
+            raise UserInputError(
+                f"{name}: expected a (lo, hi) range with {minimum} <= lo <= hi, got {value!r}"
+            )
         return _IntSpec(name, minimum, lo, hi, None)
-    raise TypeError(
+    raise InputTypeError(
         f"{name}: expected an int, a (lo, hi) tuple of ints or a hypothesis strategy, "
         f"got {type(value).__name__} {value!r}"
     )
@@ -172,11 +179,11 @@ class _RealSpec:
             return self.lo if self.lo == self.hi else draw(st.floats(self.lo, self.hi))
         v = draw(self.strategy)
         if not _is_real(v):
-            raise TypeError(
+            raise InputTypeError(
                 f"{self.name}: expected the strategy to draw numbers, got {type(v).__name__} {v!r}"
             )
         if not (math.isfinite(v) and v >= self.minimum):
-            raise ValueError(
+            raise UserInputError(
                 f"{self.name}: expected the strategy to draw finite numbers >= {self.minimum}, got {v!r}"
             )
         return float(v)
@@ -188,19 +195,19 @@ def _real_spec(name: str, value: object, *, minimum: float) -> _RealSpec:
     if _is_real(value):
         v = float(value)
         if not (math.isfinite(v) and v >= minimum):
-            raise ValueError(f"{name}: expected a finite number >= {minimum}, got {value!r}")
+            raise UserInputError(f"{name}: expected a finite number >= {minimum}, got {value!r}")
         return _RealSpec(name, minimum, v, v, None)
     if isinstance(value, tuple):
         if len(value) != 2 or not all(_is_real(x) for x in value):
-            raise TypeError(f"{name}: expected a (lo, hi) tuple of two numbers, got {value!r}")
+            raise InputTypeError(f"{name}: expected a (lo, hi) tuple of two numbers, got {value!r}")
         lo, hi = float(value[0]), float(value[1])
         if not (math.isfinite(lo) and math.isfinite(hi) and minimum <= lo <= hi):
-            raise ValueError(
+            raise UserInputError(
                 f"{name}: expected a (lo, hi) range of finite numbers with {minimum} <= lo <= hi, "
                 f"got {value!r}"
             )
         return _RealSpec(name, minimum, lo, hi, None)
-    raise TypeError(
+    raise InputTypeError(
         f"{name}: expected a number, a (lo, hi) tuple of numbers or a hypothesis strategy, "
         f"got {type(value).__name__} {value!r}"
     )
@@ -209,32 +216,32 @@ def _real_spec(name: str, value: object, *, minimum: float) -> _RealSpec:
 def _names(name: str, value: object, choices: Sequence[str]) -> tuple[str, ...]:
     """A non-empty sequence of names from ``choices`` (duplicates dropped, order kept)."""
     if isinstance(value, str):
-        raise TypeError(
+        raise InputTypeError(
             f"{name}: expected a sequence of names such as ({value!r},), got the string {value!r}"
         )
     if not isinstance(value, Sequence):
-        raise TypeError(
+        raise InputTypeError(
             f"{name}: expected a sequence of names from {tuple(choices)}, "
             f"got {type(value).__name__} {value!r}"
         )
     if len(value) == 0:
-        raise ValueError(
+        raise UserInputError(
             f"{name}: expected a non-empty sequence of names from {tuple(choices)}, got {value!r}"
         )
     for v in value:
         if v not in choices:
-            raise ValueError(f"{name}: expected names from {tuple(choices)}, got {v!r}")
+            raise UserInputError(f"{name}: expected names from {tuple(choices)}, got {v!r}")
     return tuple(dict.fromkeys(value))
 
 
 def _check_bool(name: str, value: object) -> None:
     if not isinstance(value, bool):
-        raise TypeError(f"{name}: expected a bool, got {type(value).__name__} {value!r}")
+        raise InputTypeError(f"{name}: expected a bool, got {type(value).__name__} {value!r}")
 
 
 def _check_dtype(value: object) -> torch.dtype:
     if value not in (torch.float32, torch.float64):
-        raise ValueError(f"dtype: expected torch.float32 or torch.float64, got {value!r}")
+        raise UserInputError(f"dtype: expected torch.float32 or torch.float64, got {value!r}")
     assert isinstance(value, torch.dtype)
     return value
 
@@ -328,13 +335,13 @@ def problems(
     dtype = _check_dtype(dtype)
     ok_losses = tuple(name for name in loss_names if K_.allows(*_LOSS_K[name]))
     if not ok_losses:
-        raise ValueError(
+        raise UserInputError(
             f"losses: expected a loss possible with K={K!r} (logistic needs K = 1, cross_entropy "
             f"needs K >= 2), got {tuple(losses)!r}"
         )
     ok_kinds = tuple(k for k in kind_names if k != "random_features" or blocks_.allows(1, 1))
     if not ok_kinds:
-        raise ValueError(
+        raise UserInputError(
             f"kinds: expected a kind possible with blocks={blocks!r} ('random_features' problems "
             f"have one block), got {tuple(kinds)!r}"
         )
@@ -425,11 +432,13 @@ def lora_points(
     >>> test_ranks_are_capped()
     """
     if not isinstance(problem, Problem):
-        raise TypeError(f"problem: expected a landscapes.problem.Problem, got {type(problem).__name__}")
+        raise InputTypeError(f"problem: expected a landscapes.problem.Problem, got {type(problem).__name__}")
     nb = len(problem.blocks)
     if isinstance(rank, list):
         if len(rank) != nb:
-            raise ValueError(f"rank: expected one rank per block ({nb}), got a list of {len(rank)}: {rank!r}")
+            raise UserInputError(
+                f"rank: expected one rank per block ({nb}), got a list of {len(rank)}: {rank!r}"
+            )
         rank_specs = [_int_spec(f"rank[{j}]", r, minimum=1) for j, r in enumerate(rank)]
     else:
         rank_specs = [_int_spec("rank", rank, minimum=1)] * nb
@@ -533,14 +542,16 @@ def psd_matrices(
     min_rank = 0 if cond_ is None else 2
     if rank_ is None:
         if not n_.allows(max(min_rank, 1), None):
-            raise ValueError(f"n: expected sizes >= 2 with a condition number (two eigenvalues), got {n!r}")
+            raise UserInputError(
+                f"n: expected sizes >= 2 with a condition number (two eigenvalues), got {n!r}"
+            )
     else:
         if not rank_.allows(min_rank, None):
-            raise ValueError(
+            raise UserInputError(
                 f"rank: expected ranks >= 2 with a condition number (two eigenvalues), got {rank!r}"
             )
         if not n_.allows(max(rank_.lo, min_rank, 1), None):
-            raise ValueError(f"rank: expected ranks <= n, got rank={rank!r} with n={n!r}")
+            raise UserInputError(f"rank: expected ranks <= n, got rank={rank!r} with n={n!r}")
 
     @st.composite
     def draw_matrix(draw: st.DrawFn) -> Tensor:
@@ -572,9 +583,9 @@ def psd_matrices(
 # ---- ranks ---------------------------------------------------------------------------------------
 def _positive_int(name: str, v: object) -> int:
     if not _is_int(v):
-        raise TypeError(f"{name}: expected an int >= 1, got {type(v).__name__} {v!r}")
+        raise InputTypeError(f"{name}: expected an int >= 1, got {type(v).__name__} {v!r}")
     if v < 1:
-        raise ValueError(f"{name}: expected an int >= 1, got {v!r}")
+        raise UserInputError(f"{name}: expected an int >= 1, got {v!r}")
     return int(v)
 
 
@@ -617,11 +628,13 @@ def ranks_above_bound(*, K: int, N: int, max_rank: int | None = None) -> SearchS
     if max_rank is None:
         return st.integers(lo, 2 * lo)
     if not _is_int(max_rank):
-        raise TypeError(f"max_rank: expected None or an int >= 1, got {type(max_rank).__name__} {max_rank!r}")
+        raise InputTypeError(
+            f"max_rank: expected None or an int >= 1, got {type(max_rank).__name__} {max_rank!r}"
+        )
     if max_rank < 1:
-        raise ValueError(f"max_rank: expected an int >= 1, got {max_rank!r}")
+        raise UserInputError(f"max_rank: expected an int >= 1, got {max_rank!r}")
     if max_rank < lo:
-        raise ValueError(
+        raise UserInputError(
             f"max_rank: expected an int >= {lo} = r_max(K, N) + 1 (the smallest rank with "
             f"r(r+1)/2 > KN = {K * N}), got {max_rank!r}"
         )
@@ -663,12 +676,12 @@ def ranks_below_bound(*, K: int, N: int, min_rank: int = 1) -> SearchStrategy[in
     """
     K, N = _positive_int("K", K), _positive_int("N", N)
     if not _is_int(min_rank):
-        raise TypeError(f"min_rank: expected an int >= 1, got {type(min_rank).__name__} {min_rank!r}")
+        raise InputTypeError(f"min_rank: expected an int >= 1, got {type(min_rank).__name__} {min_rank!r}")
     if min_rank < 1:
-        raise ValueError(f"min_rank: expected an int >= 1, got {min_rank!r}")
+        raise UserInputError(f"min_rank: expected an int >= 1, got {min_rank!r}")
     hi = r_max(K, N)
     if min_rank > hi:
-        raise ValueError(
+        raise UserInputError(
             f"min_rank: expected an int <= {hi} = r_max(K, N) (the largest rank with "
             f"r(r+1)/2 <= KN = {K * N}), got {min_rank!r}"
         )

@@ -14,6 +14,7 @@ from typing import Any
 from landscapes import synthetic
 from landscapes.nuc import NucSolution, solve_nuc
 from landscapes.problem import Problem
+from theory.errors import UserInputError
 from verify.registry import EVIDENCE_CLAIMS, NUC_CLAIMS, get_checker
 from verify.verdict import Verdict, jsonable
 
@@ -306,7 +307,7 @@ def build_problem(spec: ProblemSpec) -> Any:
     :data:`verify.kkr_runs.KKR_PROBLEMS`).
     """
     if spec.generator not in _GENERATORS:
-        raise ValueError(f"generator: expected one of {', '.join(_GENERATORS)}, got {spec.generator!r}")
+        raise UserInputError(f"generator: expected one of {', '.join(_GENERATORS)}, got {spec.generator!r}")
     p = _GENERATORS[spec.generator](**spec.kwargs)
     if not isinstance(p, Problem):
         import dataclasses

@@ -55,6 +55,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
+from theory.errors import UserInputError
 from verify.executors import make_executor
 from verify.store import StoreError, SweepStore
 from verify.tasks import (
@@ -91,7 +92,7 @@ CHUNK_SECONDS = 0.25
 MAX_CHUNK = 64
 
 
-class SweepConfigError(ValueError):
+class SweepConfigError(UserInputError):
     """A sweep configuration that cannot be used; the message names the file and the key."""
 
 
@@ -531,7 +532,7 @@ def open_sweep_store(
     started over).
     """
     if resume and fresh:
-        raise ValueError("resume, fresh: expected at most one of them, got both")
+        raise UserInputError("resume, fresh: expected at most one of them, got both")
     p = Path(path)
     h = config_hash(tasks)
     if p.exists():
@@ -626,11 +627,11 @@ def run_sweep(
     if max_in_flight is not None and (
         isinstance(max_in_flight, bool) or not isinstance(max_in_flight, int) or max_in_flight < 1
     ):
-        raise ValueError(f"max_in_flight: expected None or a positive int, got {max_in_flight!r}")
+        raise UserInputError(f"max_in_flight: expected None or a positive int, got {max_in_flight!r}")
     if resume and fresh:
-        raise ValueError("resume, fresh: expected at most one of them, got both")
+        raise UserInputError("resume, fresh: expected at most one of them, got both")
     if chunk is not None and (isinstance(chunk, bool) or not isinstance(chunk, int) or chunk < 1):
-        raise ValueError(f"chunk: expected None or a positive int, got {chunk!r}")
+        raise UserInputError(f"chunk: expected None or a positive int, got {chunk!r}")
     t0 = time.perf_counter()
     own = isinstance(executor, str)
     if isinstance(executor, str):

@@ -37,6 +37,8 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from theory.errors import InputTypeError, UserInputError
+
 __all__ = [
     "BUILTIN_TASKS",
     "REQUIRED",
@@ -123,7 +125,7 @@ class Param:
 
     def normalize(self, value: Any) -> Any:
         """``value`` converted to this parameter's type; ``ValueError`` (without location) if invalid."""
-        bad = ValueError(f"expected {self.expected()}, got {value!r}")
+        bad = UserInputError(f"expected {self.expected()}, got {value!r}")
         if self.type == "int":
             if isinstance(value, bool) or not isinstance(value, int):
                 raise bad
@@ -174,7 +176,7 @@ def resolve_task(name: str) -> TaskKind:
     found or is not callable.
     """
     if not isinstance(name, str) or not name:
-        raise ValueError(
+        raise UserInputError(
             f"task: expected a task kind ({', '.join(BUILTIN_TASKS)}) or 'module:function', got {name!r}"
         )
     if name in _RESOLVED:
@@ -182,7 +184,7 @@ def resolve_task(name: str) -> TaskKind:
     ref = BUILTIN_TASKS.get(name, name)
     module, sep, attr = ref.partition(":")
     if not sep or not module or not attr:
-        raise ValueError(
+        raise UserInputError(
             f"task: expected a built-in task kind ({', '.join(BUILTIN_TASKS)}) or a reference "
             f"'package.module:function', got {name!r}"
         )
@@ -191,13 +193,15 @@ def resolve_task(name: str) -> TaskKind:
         for part in attr.split("."):
             obj = getattr(obj, part)
     except (ImportError, AttributeError) as exc:
-        raise ValueError(f"task: cannot import {ref!r} ({type(exc).__name__}: {exc})") from None
+        raise UserInputError(f"task: cannot import {ref!r} ({type(exc).__name__}: {exc})") from None
     if isinstance(obj, TaskKind):
         kind = obj
     elif callable(obj):
         kind = TaskKind(name=name, function=obj)
     else:
-        raise ValueError(f"task: expected {ref!r} to be a function or a TaskKind, got {type(obj).__name__}")
+        raise UserInputError(
+            f"task: expected {ref!r} to be a function or a TaskKind, got {type(obj).__name__}"
+        )
     _RESOLVED[name] = kind
     return kind
 
@@ -265,7 +269,7 @@ def run_task(spec_json: str) -> dict[str, Any]:
         with single_thread():
             out = kind.function(spec)
         if not isinstance(out, Mapping):
-            raise TypeError(f"task {spec['task']!r} returned {type(out).__name__}, expected a dict")
+            raise InputTypeError(f"task {spec['task']!r} returned {type(out).__name__}, expected a dict")
         result = canonical_json(dict(out))
     except Exception as exc:
         tb = traceback.extract_tb(exc.__traceback__)

@@ -8,6 +8,8 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any, Literal
 
+from theory.errors import InputTypeError, UserInputError
+
 __all__ = ["Verdict", "Status", "STATUSES", "jsonable"]
 
 Status = Literal["holds", "violated", "inconclusive"]
@@ -40,7 +42,7 @@ def jsonable(x: Any) -> Any:
         return {str(k): jsonable(v) for k, v in x.items()}
     if isinstance(x, (list, tuple)):
         return [jsonable(v) for v in x]
-    raise TypeError(f"value: expected JSON-compatible data, got {type(x).__name__}")
+    raise InputTypeError(f"value: expected JSON-compatible data, got {type(x).__name__}")
 
 
 @dataclass(frozen=True)
@@ -79,7 +81,7 @@ class Verdict:
 
     def __post_init__(self) -> None:
         if self.status not in STATUSES:
-            raise ValueError(f"status: expected one of {STATUSES}, got {self.status!r}")
+            raise UserInputError(f"status: expected one of {STATUSES}, got {self.status!r}")
         for name in ("problem", "certificate", "timings", "options"):
             object.__setattr__(self, name, MappingProxyType(dict(getattr(self, name))))
 

@@ -40,6 +40,7 @@ from landscapes.inits import (
     synthetic_weights,
 )
 from landscapes.problem import Blocks, Problem
+from theory.errors import UserInputError
 from verify.jlr import _needs_float64, _save
 from verify.verdict import Verdict
 
@@ -129,19 +130,19 @@ def _model_or_synthetic_weights(problem: Problem, seed: int) -> tuple[Tensor, ..
 
 def _check_tol(name: str, v: float) -> None:
     if isinstance(v, bool) or not isinstance(v, (int, float)) or not (v > 0 and math.isfinite(v)):
-        raise ValueError(f"{name}: expected a positive finite number, got {v!r}")
+        raise UserInputError(f"{name}: expected a positive finite number, got {v!r}")
 
 
 def _check_common(problem: Problem, rank: int, lr: float) -> None:
     if isinstance(rank, bool) or not isinstance(rank, int) or rank < 1:
-        raise ValueError(f"rank: expected a positive int (rank >= 1), got {rank!r}")
+        raise UserInputError(f"rank: expected a positive int (rank >= 1), got {rank!r}")
     for j, (m, n) in enumerate(problem.blocks):
         if 2 * rank > min(m, n):
-            raise ValueError(
+            raise UserInputError(
                 f"rank: LoRA-GA needs 2 r <= min(m, n) = {min(m, n)} on block {j}, got r = {rank}"
             )
     if isinstance(lr, bool) or not isinstance(lr, (int, float)) or not (lr > 0 and math.isfinite(lr)):
-        raise ValueError(f"lr: expected a positive finite number, got {lr!r}")
+        raise UserInputError(f"lr: expected a positive finite number, got {lr!r}")
 
 
 def _expected_scales(
@@ -155,9 +156,9 @@ def _expected_scales(
     """
     a = 2.0 * rank if alpha is None else alpha
     if isinstance(a, bool) or not isinstance(a, (int, float)) or not (a > 0 and math.isfinite(a)):
-        raise ValueError(f"alpha: expected None or a positive finite number, got {alpha!r}")
+        raise UserInputError(f"alpha: expected None or a positive finite number, got {alpha!r}")
     if isinstance(gamma, bool) or not isinstance(gamma, (int, float)) or not 0 < gamma < math.inf:
-        raise ValueError(f"gamma: expected a positive finite number, got {gamma!r}")
+        raise UserInputError(f"gamma: expected a positive finite number, got {gamma!r}")
     s = float(a) / (math.sqrt(rank) if rslora else rank)
     return s, [m**0.25 / math.sqrt(gamma) for m, _ in problem.blocks]
 
@@ -181,28 +182,28 @@ def _check_options(
 ) -> None:
     """Validate every option of :func:`check_wyl_first_step`, whatever the mode (ValueError naming it)."""
     if init not in INIT_NAMES:
-        raise ValueError(f"init: expected one of {INIT_NAMES}, got {init!r}")
+        raise UserInputError(f"init: expected one of {INIT_NAMES}, got {init!r}")
     if gradient not in ("exact", "sampled"):
-        raise ValueError(f"gradient: expected 'exact' or 'sampled', got {gradient!r}")
+        raise UserInputError(f"gradient: expected 'exact' or 'sampled', got {gradient!r}")
     if svd not in ("full", "randomized"):
-        raise ValueError(f"svd: expected 'full' or 'randomized', got {svd!r}")
+        raise UserInputError(f"svd: expected 'full' or 'randomized', got {svd!r}")
     if not isinstance(rslora, bool):
-        raise ValueError(f"rslora: expected a bool, got {rslora!r}")
+        raise UserInputError(f"rslora: expected a bool, got {rslora!r}")
     if direction not in DIRECTIONS:
-        raise ValueError(f"direction: expected one of {DIRECTIONS}, got {direction!r}")
+        raise UserInputError(f"direction: expected one of {DIRECTIONS}, got {direction!r}")
     for name, v in (("batch_size", batch_size), ("batches", batches)):
         if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-            raise ValueError(f"{name}: expected a positive int, got {v!r}")
+            raise UserInputError(f"{name}: expected a positive int, got {v!r}")
     if isinstance(niter, bool) or not isinstance(niter, int) or niter < 0:
-        raise ValueError(f"niter: expected an int >= 0, got {niter!r}")
+        raise UserInputError(f"niter: expected an int >= 0, got {niter!r}")
     if sketch is not None and (isinstance(sketch, bool) or not isinstance(sketch, int) or sketch < 2 * rank):
-        raise ValueError(f"sketch: expected None or an int >= 2 r = {2 * rank}, got {sketch!r}")
+        raise UserInputError(f"sketch: expected None or an int >= 2 r = {2 * rank}, got {sketch!r}")
     if not (isinstance(failure_probability, float) and 0 < failure_probability < 1):
-        raise ValueError(f"failure_probability: expected a float in (0, 1), got {failure_probability!r}")
+        raise UserInputError(f"failure_probability: expected a float in (0, 1), got {failure_probability!r}")
     if pipeline_rtol is not None:
         _check_tol("pipeline_rtol", pipeline_rtol)
     if (gradient != "exact" or svd != "full") and init not in ("loraga", "loraga-peft"):
-        raise ValueError(
+        raise UserInputError(
             f"init: the pipeline mode (gradient={gradient!r}, svd={svd!r}) expected 'loraga' or "
             f"'loraga-peft', got {init!r}"
         )
@@ -317,7 +318,7 @@ def check_wyl_first_step(
     _check_common(problem, rank, lr)
     _check_tol("rtol", rtol)
     if isinstance(search_starts, bool) or not isinstance(search_starts, int) or search_starts < 0:
-        raise ValueError(f"search_starts: expected an int >= 0, got {search_starts!r}")
+        raise UserInputError(f"search_starts: expected an int >= 0, got {search_starts!r}")
     _check_options(
         init=init, alpha=alpha, rslora=rslora, gamma=gamma, direction=direction, gradient=gradient,
         svd=svd, batch_size=batch_size, batches=batches, sketch=sketch, niter=niter,
@@ -843,7 +844,7 @@ def check_wyl_directions(
     _check_common(problem, rank, lr)
     _check_tol("rtol", rtol)
     if variant not in ("reference", "peft"):
-        raise ValueError(f"variant: expected 'reference' or 'peft', got {variant!r}")
+        raise UserInputError(f"variant: expected 'reference' or 'peft', got {variant!r}")
     opts: dict[str, Any] = {
         "rank": rank,
         "variant": variant,
@@ -933,7 +934,7 @@ def check_wyl_unchanged(
     """
     claim = "WYL-unchanged"
     if init not in INIT_NAMES:
-        raise ValueError(f"init: expected one of {INIT_NAMES}, got {init!r}")
+        raise UserInputError(f"init: expected one of {INIT_NAMES}, got {init!r}")
     opts: dict[str, Any] = {
         "rank": rank,
         "init": init,
@@ -952,7 +953,7 @@ def check_wyl_unchanged(
     t0 = time.perf_counter()
     if isinstance(encoder, str):
         if encoder != "auto":
-            raise ValueError(f"encoder: expected None, 'auto' or a LinearizedEncoder, got {encoder!r}")
+            raise UserInputError(f"encoder: expected None, 'auto' or a LinearizedEncoder, got {encoder!r}")
         from landscapes.transformer import review_encoder
 
         encoder = review_encoder(problem)
@@ -1146,17 +1147,17 @@ def check_wyl_alignment(
     if about_rtol is not None:
         _check_tol("about_rtol", about_rtol)
     if isinstance(samples, bool) or not isinstance(samples, int) or samples < 100:
-        raise ValueError(f"samples: expected an int >= 100, got {samples!r}")
+        raise UserInputError(f"samples: expected an int >= 100, got {samples!r}")
     if not (isinstance(about_level, float) and 0 < about_level < 1):
-        raise ValueError(f"about_level: expected a float in (0, 1), got {about_level!r}")
+        raise UserInputError(f"about_level: expected a float in (0, 1), got {about_level!r}")
     if init not in INIT_NAMES or init == "pissa":
-        raise ValueError(
+        raise UserInputError(
             f"init: expected one of {tuple(i for i in INIT_NAMES if i != 'pissa')}, got {init!r}"
         )
     if prediction is None:
         prediction = "rank-2r" if init.startswith("loraga") else "row-projection"
     if prediction not in ("rank-2r", "row-projection"):
-        raise ValueError(f"prediction: expected 'rank-2r' or 'row-projection', got {prediction!r}")
+        raise UserInputError(f"prediction: expected 'rank-2r' or 'row-projection', got {prediction!r}")
     opts: dict[str, Any] = {
         "rank": rank,
         "init": init,

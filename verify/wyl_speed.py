@@ -45,6 +45,7 @@ from landscapes.lora import lora_value
 from landscapes.nuc import _spectra, solve_nuc
 from landscapes.problem import Problem
 from landscapes.sosp import train
+from theory.errors import UserInputError
 from verify.jlr import _save
 from verify.verdict import Verdict
 
@@ -138,19 +139,19 @@ def speed_runs(
     problem_sha = str(problem.name) + ":" + str(problem.fingerprint().get("sha256", ""))
     for name in inits:
         if name not in INIT_NAMES:
-            raise ValueError(f"inits: expected names from {INIT_NAMES}, got {name!r}")
+            raise UserInputError(f"inits: expected names from {INIT_NAMES}, got {name!r}")
     if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
-        raise ValueError(f"steps: expected a positive int, got {steps!r}")
+        raise UserInputError(f"steps: expected a positive int, got {steps!r}")
     if not seeds or any(isinstance(s, bool) or not isinstance(s, int) for s in seeds):
-        raise ValueError(f"seeds: expected a non-empty sequence of ints, got {list(seeds)!r}")
+        raise UserInputError(f"seeds: expected a non-empty sequence of ints, got {list(seeds)!r}")
     if len(set(seeds)) != len(seeds):
-        raise ValueError(f"seeds: expected distinct ints, got {list(seeds)!r}")
+        raise UserInputError(f"seeds: expected distinct ints, got {list(seeds)!r}")
     if not lrs or any(not (isinstance(x, (int, float)) and x > 0 and math.isfinite(x)) for x in lrs):
-        raise ValueError(f"lrs: expected positive learning rates, got {list(lrs)!r}")
+        raise UserInputError(f"lrs: expected positive learning rates, got {list(lrs)!r}")
     if not fractions or any(not (isinstance(q, float) and 0 < q <= 1) for q in fractions):
-        raise ValueError(f"fractions: expected floats in (0, 1], got {list(fractions)!r}")
+        raise UserInputError(f"fractions: expected floats in (0, 1], got {list(fractions)!r}")
     if gradient not in ("sampled", "full"):
-        raise ValueError(f"gradient: expected 'sampled' or 'full', got {gradient!r}")
+        raise UserInputError(f"gradient: expected 'sampled' or 'full', got {gradient!r}")
     W = weights if weights is not None else synthetic_weights(problem, seed=0)
     optima: dict[bytes, Any] = {}
     runs: list[SpeedRun] = []
@@ -458,19 +459,19 @@ def check_wyl_speed(
     claim = "WYL-speed"
     for name in (faster, slower):
         if name not in INIT_NAMES:
-            raise ValueError(f"faster, slower: expected names from {INIT_NAMES}, got {name!r}")
+            raise UserInputError(f"faster, slower: expected names from {INIT_NAMES}, got {name!r}")
     if isinstance(factor, bool) or not (isinstance(factor, (int, float)) and 0 < factor < math.inf):
-        raise ValueError(f"factor: expected a positive number (finite, not a bool), got {factor!r}")
+        raise UserInputError(f"factor: expected a positive number (finite, not a bool), got {factor!r}")
     if (
         not seeds
         or any(isinstance(x, bool) or not isinstance(x, int) for x in seeds)
         or len(set(seeds)) != len(seeds)
     ):
-        raise ValueError(f"seeds: expected distinct ints (a non-empty sequence), got {list(seeds)!r}")
+        raise UserInputError(f"seeds: expected distinct ints (a non-empty sequence), got {list(seeds)!r}")
     if isinstance(margin, bool) or not (isinstance(margin, (int, float)) and 0 <= margin < math.inf):
-        raise ValueError(f"margin: expected a finite number >= 0, got {margin!r}")
+        raise UserInputError(f"margin: expected a finite number >= 0, got {margin!r}")
     if not (isinstance(fraction, float) and 0 < fraction <= 1):
-        raise ValueError(f"fraction: expected a float in (0, 1], got {fraction!r}")
+        raise UserInputError(f"fraction: expected a float in (0, 1], got {fraction!r}")
     opts: dict[str, Any] = {
         "rank": rank,
         "faster": faster,
@@ -621,25 +622,25 @@ def speed_experiment(
 
     for name in problems:
         if name not in SPEED_PROBLEMS:
-            raise ValueError(f"problems: expected names from {', '.join(SPEED_PROBLEMS)}, got {name!r}")
+            raise UserInputError(f"problems: expected names from {', '.join(SPEED_PROBLEMS)}, got {name!r}")
     # Every option is checked before anything is written (an earlier file is never lost to a typo).
     for name in inits:
         if name not in INIT_NAMES:
-            raise ValueError(f"inits: expected names from {INIT_NAMES}, got {name!r}")
+            raise UserInputError(f"inits: expected names from {INIT_NAMES}, got {name!r}")
     if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
-        raise ValueError(f"steps: expected a positive int, got {steps!r}")
+        raise UserInputError(f"steps: expected a positive int, got {steps!r}")
     if isinstance(rank, bool) or not isinstance(rank, int) or rank < 1:
-        raise ValueError(f"rank: expected a positive int, got {rank!r}")
+        raise UserInputError(f"rank: expected a positive int, got {rank!r}")
     if not seeds or any(isinstance(x, bool) or not isinstance(x, int) for x in seeds):
-        raise ValueError(f"seeds: expected a non-empty sequence of ints, got {list(seeds)!r}")
+        raise UserInputError(f"seeds: expected a non-empty sequence of ints, got {list(seeds)!r}")
     if len(set(seeds)) != len(seeds):
-        raise ValueError(f"seeds: expected distinct ints, got {list(seeds)!r}")
+        raise UserInputError(f"seeds: expected distinct ints, got {list(seeds)!r}")
     if not lrs or any(not (isinstance(x, (int, float)) and 0 < x < math.inf) for x in lrs):
-        raise ValueError(f"lrs: expected positive finite learning rates, got {list(lrs)!r}")
+        raise UserInputError(f"lrs: expected positive finite learning rates, got {list(lrs)!r}")
     if not fractions or any(not (isinstance(q, float) and 0 < q <= 1) for q in fractions):
-        raise ValueError(f"fractions: expected floats in (0, 1], got {list(fractions)!r}")
+        raise UserInputError(f"fractions: expected floats in (0, 1], got {list(fractions)!r}")
     if gradient not in ("sampled", "full"):
-        raise ValueError(f"gradient: expected 'sampled' or 'full', got {gradient!r}")
+        raise UserInputError(f"gradient: expected 'sampled' or 'full', got {gradient!r}")
     config = {
         "problems": {
             n: {"generator": SPEED_PROBLEMS[n][0], "kwargs": SPEED_PROBLEMS[n][1]} for n in problems
@@ -668,13 +669,15 @@ def speed_experiment(
         try:
             old = json.loads(path.read_text())
         except (OSError, json.JSONDecodeError) as exc:
-            raise ValueError(
+            raise UserInputError(
                 f"out: {str(path)!r} exists and is not a speed file ({exc}); use fresh"
             ) from None
         if old.get("format") != SPEED_FORMAT:
-            raise ValueError(f"out: {str(path)!r} is not a {SPEED_FORMAT} file; choose another path or fresh")
+            raise UserInputError(
+                f"out: {str(path)!r} is not a {SPEED_FORMAT} file; choose another path or fresh"
+            )
         if old.get("config") != data["config"]:
-            raise ValueError(
+            raise UserInputError(
                 f"out: {str(path)!r} holds runs of another configuration; use fresh (--fresh) to "
                 "overwrite it, or another directory"
             )
@@ -702,12 +705,12 @@ def speed_experiment(
         for j, (m, n) in enumerate(problem.blocks):
             need = 2 * rank if any(i.startswith("loraga") for i in inits) else rank
             if need > min(m, n):
-                raise ValueError(
+                raise UserInputError(
                     f"rank: expected {'2 r' if need > rank else 'r'} <= min(m, n) = {min(m, n)} on block {j} "
                     f"of {pname}, got r = {rank}"
                 )
         if "problem" in entry and entry["problem"] != jsonable(problem.fingerprint()):
-            raise ValueError(
+            raise UserInputError(
                 f"out: {str(path)!r} holds runs of another {pname} problem (its fingerprint differs); "
                 "use fresh (--fresh) or another directory"
             )
