@@ -17,6 +17,7 @@ A point ``D`` is a tuple of ``m_j x n_j`` tensors, one per block.
 from __future__ import annotations
 
 import hashlib
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -27,6 +28,9 @@ from torch import Tensor
 from landscapes.losses import Loss, get_loss
 from landscapes.operators import DenseOperator, LinearOperator, LowRankOperator
 from theory.errors import InputTypeError, UserInputError
+
+#: The floating dtypes of a problem (bfloat16 and complex are not supported).
+_DTYPES = (torch.float16, torch.float32, torch.float64)
 
 __all__ = ["Problem", "Blocks", "RiskEvaluation"]
 
@@ -50,6 +54,35 @@ class RiskEvaluation:
 def _finite(name: str, t: Tensor) -> None:
     if not bool(torch.isfinite(t).all()):
         raise UserInputError(f"{name}: expected finite values, got NaN or inf")
+
+
+def magnitude_bound(dtype: torch.dtype) -> float:
+    r"""The largest Frobenius norm accepted for an input array of ``dtype``: :math:`M^{1/4}`.
+
+    ``M`` is the largest finite number of the dtype: about ``1.2e77`` in float64, ``4.3e9`` in
+    float32, ``16`` in float16. The checkers form products of up to four inputs (the Gram matrix
+    ``S S^T`` of a gradient ``S = J^T r``, whose residual ``r`` holds ``y``), so with every input
+    below ``M^{1/4}`` none of them overflows; larger inputs made eigensolvers fail deep inside a
+    checker. They are refused where they enter, naming the array.
+    """
+    return float(torch.finfo(dtype).max) ** 0.25
+
+
+def _magnitude(name: str, norm: float, dtype: torch.dtype, what: str = "Frobenius norm") -> None:
+    bound = magnitude_bound(dtype)
+    if not norm <= bound:
+        raise UserInputError(
+            f"{name}: expected a {what} at most {bound:.3g} (the 4th root of the largest {dtype}, so "
+            f"that products of four inputs stay finite), got {norm:.3g}; rescale the problem"
+        )
+
+
+def _norm(t: Tensor) -> float:
+    """``||t||_F``, or the largest ``|entry|`` times ``sqrt(size)`` when the norm overflows the dtype."""
+    norm = float(torch.linalg.vector_norm(t))
+    if math.isinf(norm):  # an upper bound that does not overflow (Python floats are float64)
+        norm = float(t.abs().max().double()) * math.sqrt(t.numel())
+    return norm
 
 
 @dataclass(frozen=True, eq=False)
@@ -107,12 +140,23 @@ class Problem:
                 raise UserInputError(
                     f"J: expected a 2-D tensor of shape (K*N, p), got shape {tuple(J.shape)}"
                 )
-            if not J.dtype.is_floating_point:
-                raise UserInputError(f"J: expected a floating dtype, got {J.dtype}")
+            if J.dtype not in _DTYPES:
+                raise UserInputError(
+                    f"J: expected a floating dtype (float16, float32, float64), got {J.dtype}"
+                )
             _finite("J", J)
+            _magnitude("J", _norm(J), J.dtype)
             op: LinearOperator = DenseOperator(J)
         elif isinstance(J, LinearOperator):
             op = J
+            if op.dtype not in _DTYPES:
+                raise UserInputError(
+                    f"J: expected a floating dtype (float16, float32, float64), got {op.dtype}"
+                )
+            if isinstance(op, LowRankOperator):
+                _magnitude(
+                    "J", _norm(op.left) * _norm(op.right), op.dtype, "bound ||J_left||_F ||J_right||_F"
+                )
         else:
             raise InputTypeError(f"J: expected a torch.Tensor or LinearOperator, got {type(J).__name__}")
         # --- f0 --------------------------------------------------------------------------------
@@ -127,6 +171,7 @@ class Problem:
         if f0.device != op.device:
             raise UserInputError(f"f0: expected device {op.device} (the device of J), got {f0.device}")
         _finite("f0", f0)
+        _magnitude("f0", _norm(f0), f0.dtype)
         if op.shape[0] != K * N:
             raise UserInputError(
                 f"J: expected {K * N} rows (K*N with N={N}, K={K} from f0), got {op.shape[0]}"
@@ -139,6 +184,8 @@ class Problem:
         loss_obj.validate(y, N, K)
         if y.dtype.is_floating_point and y.dtype != op.dtype:
             raise UserInputError(f"y: expected dtype {op.dtype} (the dtype of J), got {y.dtype}")
+        if y.dtype.is_floating_point:
+            _magnitude("y", _norm(y), y.dtype)
         # --- blocks ----------------------------------------------------------------------------
         if isinstance(blocks, (str, bytes)) or not isinstance(blocks, Sequence) or len(blocks) == 0:
             raise UserInputError(f"blocks: expected a non-empty sequence of (m, n) shapes, got {blocks!r}")
@@ -172,6 +219,7 @@ class Problem:
         for j, v in enumerate(lams):
             if not (v >= 0.0) or v == float("inf"):
                 raise UserInputError(f"lam: expected finite values >= 0, got {v!r} for block {j}")
+            _magnitude(f"lam[{j}]", v, op.dtype, "value")
         if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
             raise UserInputError(f"seed: expected an int or None, got {seed!r}")
         object.__setattr__(self, "J", op)

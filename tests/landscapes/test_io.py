@@ -52,12 +52,14 @@ def make_problem(
     K = 1 if loss == "logistic" else K
     g = torch.Generator().manual_seed(seed)
     p = sum(m * n for m, n in blocks)
+    # float16 problems accept inputs of Frobenius norm <= 16 (landscapes.problem.magnitude_bound)
+    c = 0.25 if dtype == torch.float16 else 1.0
     if low_rank is None:
-        J = torch.randn(K * N, p, generator=g, dtype=dtype)
+        J = c * torch.randn(K * N, p, generator=g, dtype=dtype)
     else:
         J = LowRankOperator(
-            torch.randn(K * N, low_rank, generator=g, dtype=dtype),
-            torch.randn(low_rank, p, generator=g, dtype=dtype),
+            c * torch.randn(K * N, low_rank, generator=g, dtype=dtype),
+            c * torch.randn(low_rank, p, generator=g, dtype=dtype),
         )
     f0 = torch.randn(N, K, generator=g, dtype=dtype)
     if loss == "squared":
