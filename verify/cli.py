@@ -27,6 +27,7 @@ from typing import Any
 
 from theory.errors import UserInputError
 from verify.signals import Terminated, exit_code, stop_signals_as_interrupt
+from verify.terminal import PrintableStream, printable
 
 __all__ = ["main"]
 
@@ -42,7 +43,7 @@ class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> None:  # type: ignore[override]
         # Bad input exits with 3 (not argparse's 2, which means "inconclusive" here).
         self.print_usage(sys.stderr)
-        print(f"loracheck: error: {message}", file=sys.stderr)
+        print(printable(f"loracheck: error: {message}"), file=sys.stderr)
         raise SystemExit(EXIT_BAD_INPUT)
 
 
@@ -822,11 +823,13 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
     except UserInputError as exc:
         raise _BadInput(str(exc)) from None
     except SweepAborted as exc:
-        print(f"loracheck: error: {exc}", file=sys.stderr)
+        print(printable(f"loracheck: error: {exc}"), file=sys.stderr)
         return EXIT_INTERNAL
     except KeyboardInterrupt as exc:
         print(
-            f"loracheck: {_stopped(exc)}; finished tasks are in {str(store)!r} (--resume continues)",
+            printable(
+                f"loracheck: {_stopped(exc)}; finished tasks are in {str(store)!r} (--resume continues)"
+            ),
             file=sys.stderr,
         )
         return exit_code(exc)
@@ -898,6 +901,15 @@ def _cmd_audit(args: argparse.Namespace) -> int:
     out = Path(args.json) if args.json else None
     if out is not None and out.exists() and not out.is_file():
         raise _BadInput(f"--json: expected a file path, got an existing directory {args.json!r}")
+    if out is not None and out.exists():
+        inputs = [("FILE", path)] + ([("--point", Path(args.point))] if args.point else [])
+        for flag, src in inputs:
+            srcs = [src] if not src.is_dir() else [p for p in src.iterdir() if p.is_file()]
+            if any(p.exists() and os.path.samefile(out, p) for p in srcs):
+                raise _BadInput(
+                    f"--json: expected a new or audit file, got {args.json!r}, the {flag} input itself "
+                    "(it would be overwritten)"
+                )
     save_dir = Path(args.save_dir) if args.save_dir else None
     if save_dir is not None and save_dir.exists() and not save_dir.is_dir():
         raise _BadInput(f"--save-dir: expected a directory, got an existing file {args.save_dir!r}")
@@ -1216,8 +1228,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     :class:`~theory.errors.UserInputError`), 4 any other failure, ``128 + n`` when stopped by signal
     ``n`` (Ctrl-C 130, SIGTERM 143, SIGHUP 129) after the finished results were saved.
     """
-    with stop_signals_as_interrupt():
-        return _main(argv)
+    stdout = sys.stdout
+    sys.stdout = PrintableStream(stdout)  # type: ignore[assignment]  # text from input files is escaped
+    try:
+        with stop_signals_as_interrupt():
+            return _main(argv)
+    finally:
+        sys.stdout = stdout
 
 
 def _main(argv: Sequence[str] | None) -> int:
@@ -1255,10 +1272,10 @@ def _main(argv: Sequence[str] | None) -> int:
             return 0
         return _cmd_run(args)
     except UserInputError as exc:  # only bad input is exit 3; any other failure is exit 4
-        print(f"loracheck: error: {exc}", file=sys.stderr)
+        print(printable(f"loracheck: error: {exc}"), file=sys.stderr)
         return EXIT_BAD_INPUT
     except OSError as exc:  # e.g. an --out directory that cannot be written
-        print(f"loracheck: error: {exc}", file=sys.stderr)
+        print(printable(f"loracheck: error: {exc}"), file=sys.stderr)
         return EXIT_BAD_INPUT
     except KeyboardInterrupt as exc:
         print(
@@ -1269,8 +1286,10 @@ def _main(argv: Sequence[str] | None) -> int:
         return exit_code(exc)
     except Exception as exc:  # a numerical failure inside a checker: not the user's input
         print(
-            f"loracheck: internal error ({type(exc).__name__}): {exc}; verdicts finished so far are in "
-            "the report or --json file, if one was written",
+            printable(
+                f"loracheck: internal error ({type(exc).__name__}): {exc}; verdicts finished so far are in "
+                "the report or --json file, if one was written"
+            ),
             file=sys.stderr,
         )
         return EXIT_INTERNAL
