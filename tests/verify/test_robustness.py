@@ -19,14 +19,17 @@ import torch
 from landscapes.io import save_problem
 from landscapes.lora import LoRAPoint
 from landscapes.nuc import solve_nuc
-from landscapes.problem import Problem
+from landscapes.operators import LowRankOperator
+from landscapes.problem import Problem, magnitude_bound
 from landscapes.synthetic import gaussian_problem
 from tests.oracles import cvxpy_nuc_objective
+from theory.errors import UserInputError
 from verify.audits import audit, plan_audit
 from verify.cli import main
 from verify.jlr import check_jlr_rank_nuc
 from verify.landscape import check_jlr_no_spurious
 from verify.points import audit_point, load_point
+from verify.terminal import printable
 
 pytest.importorskip("cvxpy")  # the NUC oracle of the hostile-problem tests
 
@@ -336,3 +339,160 @@ def test_point_audit_on_hostile_problems_is_honest():
     assert pa.status == "not global" and not pa.is_sosp
     zero = LoRAPoint((torch.zeros(5, 1, dtype=_d),), (torch.zeros(4, 1, dtype=_d),))
     assert audit_point(P, zero).status == "global"
+
+
+# ---- magnitudes: refused where they enter, naming the array (issue 25, class 5) --------------------
+
+
+def _big(**kw):
+    a = dict(J=_J, f0=_f0, y=_y, lam=0.1, blocks=[(5, 4)])
+    a.update(kw)
+    return lambda: Problem(a["J"], a["f0"], a["y"], loss="squared", blocks=a["blocks"], lam=a["lam"])
+
+
+MAGNITUDE_BAD = [
+    ("J 1e200", _big(J=_J * 1e200), r"^J: expected a Frobenius norm at most 1.16e\+77 .* got 1.1e\+201"),
+    ("J 1e100 (squares of squares overflow)", _big(J=_J * 1e100), r"^J: expected a Frobenius norm"),
+    ("y 1e200", _big(y=_y + 1e200), r"^y: expected a Frobenius norm"),
+    ("f0 1e300", _big(f0=_f0 - 1e300), r"^f0: expected a Frobenius norm"),
+    ("lam 1e300", _big(lam=1e300), r"^lam\[0\]: expected a value at most 1.16e\+77"),
+    ("float32 J 1e10", _big(J=_J.float() * 1e10, f0=_f0.float(), y=_y.float()), r"at most 4.29e\+09"),
+    (
+        "low-rank factors 1e40 x 1e40",
+        _big(J=LowRankOperator(torch.full((6, 1), 1e40, dtype=_d), torch.full((1, 20), 1e40, dtype=_d))),
+        r"^J: expected a bound \|\|J_left\|\|_F \|\|J_right\|\|_F at most",
+    ),
+    ("bfloat16 J", _big(J=_J.bfloat16(), f0=_f0.bfloat16(), y=_y.bfloat16()), r"^J: expected a floating"),
+    ("complex J", _big(J=_J.to(torch.complex128)), r"^J: expected a floating dtype"),
+]
+
+
+@pytest.mark.parametrize("name, call, match", MAGNITUDE_BAD, ids=[b[0] for b in MAGNITUDE_BAD])
+def test_magnitudes_are_refused_at_the_boundary(name, call, match):
+    with pytest.raises(UserInputError, match=match):
+        call()
+
+
+def test_largest_accepted_magnitude_gives_a_result_not_a_failure(tmp_path, capsys):
+    # just below the bound (||J||_F = 0.9 * 1.16e77) every claim runs to a verdict: the bound is where
+    # the checkers stop overflowing (at 1e100 eigh failed with exit 4 before the bound existed)
+    P = _P()
+    s = 0.9 * magnitude_bound(torch.float64) / float(torch.linalg.vector_norm(P.J.matrix))
+    Q = Problem(P.J.matrix * s, P.f0 * s, P.y * s, loss="squared", blocks=P.blocks, lam=P.lam, name="big")
+    save_problem(Q, tmp_path / "big.npz")
+    rc = main(
+        ["audit", str(tmp_path / "big.npz"), "--claims", "JLR-rank-NUC", "JLR-zero-saddle", "--no-progress"]
+    )
+    out, err = capsys.readouterr()
+    assert rc in (0, 1, 2), (rc, err)
+    assert "internal error" not in err
+
+
+def test_numpy_file_with_overflowing_entries_is_exit_3(tmp_path, capsys):
+    rng = np.random.default_rng(0)
+    np.savez(
+        tmp_path / "huge.npz",
+        format="loracheck.problem",
+        version=2,
+        J=rng.standard_normal((4, 6)) * 1e200,
+        f0=np.zeros((4, 1)),
+        y=np.zeros((4, 1)),
+        loss="squared",
+        blocks=np.array([[3, 2]]),
+        lam=np.array([0.1]),
+    )
+    assert main(["audit", str(tmp_path / "huge.npz"), "--no-progress"]) == 3
+    assert "J: expected a Frobenius norm at most" in capsys.readouterr().err
+
+
+# ---- text from input files is escaped before it reaches the terminal (class 4) -----------------
+
+_HOSTILE_NAMES = {
+    "ANSI colour": "\x1b[32mholds\x1b[0m",
+    "carriage return": "x\rJLR-rank-NUC       holds",
+    "backspace and bell": "ok\x08\x08\x07",
+    "bidi override": "abc\u202eholds",
+    "C1 control": "a\x9bb",
+}
+
+
+@pytest.mark.parametrize("label", list(_HOSTILE_NAMES))
+def test_problem_names_from_files_are_escaped(label, tmp_path, capsys):
+    name = _HOSTILE_NAMES[label]
+    P = _P()
+    Q = Problem(P.J.matrix, P.f0, P.y, loss="squared", blocks=P.blocks, lam=P.lam, name=name)
+    save_problem(Q, tmp_path / "p.npz")
+    rc = main(["audit", str(tmp_path / "p.npz"), "--claims", "JLR-magnitude", "--no-progress"])
+    out, err = capsys.readouterr()
+    assert rc == 0, err
+    bad = set("\x1b\r\x08\x07\u202e\x9b")
+    assert not bad & set(out + err), repr(out)
+    assert printable(name) in out  # shown, visibly escaped
+    assert "\\x" in printable(name) or "\\u" in printable(name)
+
+
+def test_error_messages_quoting_input_are_escaped(tmp_path, capsys):
+    path = tmp_path / "evil\x1b[2J.npz"
+    assert main(["audit", str(path), "--no-progress"]) == 3
+    err = capsys.readouterr().err
+    assert "\x1b" not in err and "\\x1b[2J" in err
+
+
+def test_printable_keeps_ordinary_text():
+    text = "JLR-rank-NUC  holds\tcertified (rel gap 1e-12)\nλ_min = −0.5, ||D||_* ≤ 3, naïve"
+    assert printable(text) == text
+    assert printable("\x00\x7f\u2066") == "\\x00\\x7f\\u2066"
+
+
+# ---- --json never overwrites its own input (class 4) --------------------------------------------
+
+
+@pytest.mark.parametrize("which", ["FILE", "FILE through a link", "--point file"])
+def test_json_output_refuses_its_own_input(which, tmp_path, capsys):
+    P = _P()
+    save_problem(P, tmp_path / "p.npz")
+    U, V = torch.ones(5, 1, dtype=_d), torch.ones(4, 1, dtype=_d)
+    np.savez(tmp_path / "pt.npz", U0=U.numpy(), V0=V.numpy())
+    argv = ["audit", str(tmp_path / "p.npz"), "--claims", "none", "--point", str(tmp_path / "pt.npz")]
+    if which == "FILE":
+        target = tmp_path / "p.npz"
+    elif which == "FILE through a link":
+        (tmp_path / "link.json").symlink_to(tmp_path / "p.npz")
+        target = tmp_path / "link.json"
+    else:
+        target = tmp_path / "pt.npz"
+    before = (tmp_path / "p.npz").read_bytes(), (tmp_path / "pt.npz").read_bytes()
+    rc = main(argv + ["--json", str(target), "--fresh", "--no-progress"])
+    err = capsys.readouterr().err
+    assert rc == 3 and "it would be overwritten" in err, err
+    assert ((tmp_path / "p.npz").read_bytes(), (tmp_path / "pt.npz").read_bytes()) == before
+
+
+# ---- exit codes: only UserInputError is "bad input" (class 5) -----------------------------------
+
+
+@pytest.mark.parametrize(
+    "exc, code",
+    [
+        (UserInputError("rank: expected an int, got 'x'"), 3),
+        (ValueError("an internal consistency check failed"), 4),
+        (torch.linalg.LinAlgError("linalg.eigh: failed to converge"), 4),
+        (RuntimeError("out of memory"), 4),
+        (FloatingPointError("overflow"), 4),
+    ],
+    ids=["UserInputError", "ValueError", "LinAlgError", "RuntimeError", "FloatingPointError"],
+)
+def test_only_user_input_errors_are_exit_3(exc, code, tmp_path, capsys, monkeypatch):
+    # a failure raised late inside a checker: exit 4 with its message, unless it is bad input
+    import verify.audits as audits
+
+    def fail(*a, **k):
+        raise exc
+
+    save_problem(_P(), tmp_path / "p.npz")
+    monkeypatch.setattr(audits, "get_checker", lambda claim: fail)
+    rc = main(["audit", str(tmp_path / "p.npz"), "--claims", "JLR-magnitude", "--no-progress"])
+    err = capsys.readouterr().err
+    assert rc == code, err
+    assert str(exc).split(":")[0] in err
+    assert ("internal error" in err) == (code == 4)
