@@ -9,8 +9,15 @@ and no true claim may come out ``violated``.
 
 from __future__ import annotations
 
+import json
 import math
+import os
 import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -496,3 +503,44 @@ def test_only_user_input_errors_are_exit_3(exc, code, tmp_path, capsys, monkeypa
     assert rc == code, err
     assert str(exc).split(":")[0] in err
     assert ("internal error" in err) == (code == 4)
+
+
+# ---- signals: SIGTERM and SIGHUP stop a command like Ctrl-C (class 1; sweeps: test_signals.py) ----
+
+
+def _loracheck(*args: str) -> list[str]:
+    return [sys.executable, "-c", "import sys; from verify.cli import main; sys.exit(main())", *args]
+
+
+@pytest.mark.parametrize("sig", ["SIGTERM", "SIGHUP"])
+def test_stop_signal_keeps_finished_verdicts_and_resume_completes(sig, tmp_path):
+    P = _P(N=8, m=6, n=5)
+    save_problem(P, tmp_path / "p.npz")
+    out = tmp_path / "audit.json"
+    argv = _loracheck("audit", str(tmp_path / "p.npz"), "--json", str(out), "--no-progress")
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    try:
+        deadline = time.monotonic() + 240
+        while time.monotonic() < deadline and proc.poll() is None:  # wait for the first finished verdict
+            try:
+                if json.loads(out.read_text())["verdicts"]:
+                    break
+            except (OSError, ValueError, KeyError):
+                pass
+            time.sleep(0.05)
+        assert proc.poll() is None, "the audit finished before it could be stopped"
+        proc.send_signal(getattr(signal, sig))
+        _, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 128 + getattr(signal, sig), err
+    assert f"stopped by {sig}" in err
+    saved = json.loads(out.read_text())
+    assert saved["complete"] is False and saved["verdicts"]
+    done = len(saved["verdicts"])
+    res = subprocess.run(argv, capture_output=True, text=True, env=env, timeout=600)
+    assert res.returncode in (0, 1, 2), res.stderr
+    assert f"({done} verdicts reused from" in res.stdout
+    assert json.loads(out.read_text())["complete"] is True
