@@ -32,3 +32,14 @@ def crashes_on(spec: dict[str, Any]) -> dict[str, Any]:
 
 def not_json(spec: dict[str, Any]) -> dict[str, Any]:
     return {"y": float("nan")}
+
+
+def slow_unless(spec: dict[str, Any]) -> dict[str, Any]:
+    """Sleeps ``spec["slow"]`` seconds for x >= spec["slow_from"] unless the file spec["unless"] exists.
+
+    The signal tests: the first tasks finish at once, the later ones are still running when the
+    sweep is stopped; once the file exists (a resumed sweep) every task is quick.
+    """
+    if spec["x"] >= spec["slow_from"] and not Path(spec["unless"]).exists():
+        time.sleep(spec["slow"])
+    return {"y": spec["x"], "pid": os.getpid()}

@@ -14,7 +14,9 @@ CPU count); ``chunk_seconds``, the seconds of work an automatic chunk of tasks a
 ``process``            a :class:`ProcessExecutor` (``ProcessPoolExecutor``, ``spawn`` start
 ``process:N``          method) with one worker per usable core, or ``N`` workers.  Each worker
                        starts with one torch thread and one BLAS thread, so ``N`` workers use
-                       ``N`` cores (never ``N`` times torch's default pool).
+                       ``N`` cores (never ``N`` times torch's default pool).  Workers ignore
+                       SIGINT and SIGHUP (the coordinating process stops them:
+                       :meth:`ProcessExecutor.terminate`) and, on Linux, die with it.
 ``dask``, ``dask:N``   a local Dask cluster: ``N`` (default: one per core) worker processes with
                        one thread each (``LocalCluster(processes=True, threads_per_worker=1)``).
 ``dask://HOST:PORT``   the Dask scheduler at ``tcp://HOST:PORT`` (an existing cluster; its
@@ -32,7 +34,10 @@ import logging
 import multiprocessing
 import os
 import re
+import signal
+import sys
 import threading
+import time
 from collections.abc import Callable
 from concurrent.futures import Executor, Future, ProcessPoolExecutor
 from dataclasses import dataclass
@@ -158,23 +163,86 @@ class SerialExecutor(Executor):
             self._shutdown = True
 
 
+def _init_pool_worker(parent: int) -> None:
+    """:func:`init_worker`, plus the signal set-up of a process-pool worker.
+
+    SIGINT and SIGHUP are ignored: a Ctrl-C or a hang-up reaches the whole process group, and the
+    coordinating process (which gets it too) stops the workers itself, in order, instead of each
+    worker printing a traceback or dying before the coordinator has committed what arrived.
+    SIGTERM keeps its default action (it is how :meth:`ProcessExecutor.terminate` stops a worker).
+    On Linux the worker also gets SIGKILL when its parent dies (``PR_SET_PDEATHSIG``), so a
+    coordinator killed outright (SIGKILL, the out-of-memory killer) leaves no worker behind.
+    """
+    for name in ("SIGINT", "SIGHUP"):
+        num = getattr(signal, name, None)
+        if num is not None:
+            signal.signal(num, signal.SIG_IGN)
+    if sys.platform.startswith("linux"):
+        try:
+            import ctypes
+
+            libc = ctypes.CDLL(None, use_errno=True)
+            libc.prctl(1, int(signal.SIGKILL), 0, 0, 0)  # 1 = PR_SET_PDEATHSIG
+        except (OSError, AttributeError):  # pragma: no cover - no prctl
+            pass
+    if os.getppid() != parent:  # the parent died before the line above took effect
+        os._exit(1)
+    init_worker()
+
+
 class ProcessExecutor(ProcessPoolExecutor):
     """A ``ProcessPoolExecutor`` of ``workers`` spawned processes initialized by :func:`init_worker`.
 
     ``spawn`` (not ``fork``): a forked child of a process whose OpenMP pool has run can hang in
-    its first parallel region; spawned workers start clean on every platform.
+    its first parallel region; spawned workers start clean on every platform.  Workers ignore
+    SIGINT and SIGHUP and die with their parent on Linux (``_init_pool_worker``);
+    :meth:`terminate` stops them at once, also in the middle of a task.
     """
 
     def __init__(self, workers: int) -> None:
         if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
             raise UserInputError(f"workers: expected a positive int, got {workers!r}")
         super().__init__(
-            max_workers=workers, mp_context=multiprocessing.get_context("spawn"), initializer=init_worker
+            max_workers=workers,
+            mp_context=multiprocessing.get_context("spawn"),
+            initializer=_init_pool_worker,
+            initargs=(os.getpid(),),
         )
         self.workers = workers
         #: Tasks a sweep keeps submitted: two per worker, so none idles while results are recorded.
         self.in_flight = 2 * workers
         self.description = f"process pool ({workers} workers, 1 thread each)"
+
+    def terminate(self, timeout: float = 5.0) -> None:
+        """Shut down now: cancel the calls not started, stop every worker, wait for them.
+
+        Python 3.11's pool has no way to stop a worker in the middle of a call (``shutdown``
+        waits for the running calls, or with ``wait=False`` leaves them running past the end of
+        the program).  Each worker gets SIGTERM, then SIGKILL if it is still alive after
+        ``timeout`` seconds; then the pool's manager thread, which sees its workers gone, is
+        joined, so the interpreter can exit.  Futures of calls that were running get
+        ``BrokenProcessPool``.  Idempotent.
+        """
+        procs = list((getattr(self, "_processes", None) or {}).values())
+        manager = getattr(self, "_executor_manager_thread", None)
+        self.shutdown(wait=False, cancel_futures=True)
+        for p in procs:
+            if p.exitcode is None:
+                try:
+                    p.terminate()
+                except (OSError, ValueError):  # already gone, or closed
+                    pass
+        deadline = time.monotonic() + timeout
+        for p in procs:
+            try:
+                p.join(max(0.0, deadline - time.monotonic()))
+                if p.exitcode is None:
+                    p.kill()
+                    p.join(timeout)
+            except (OSError, ValueError):  # pragma: no cover - closed meanwhile
+                pass
+        if manager is not None and manager is not threading.current_thread():
+            manager.join(timeout)
 
 
 #: Dask settings of the local clusters this module starts (a cluster of your own keeps its own).
@@ -268,4 +336,19 @@ class DaskExecutor(Executor):
         self._client.close()
         if self._cluster is not None:
             self._cluster.close()
+            self._cluster = None
+
+    def terminate(self, timeout: float = 10.0) -> None:
+        """Shut down now: drop every call and close a local cluster.
+
+        Closing a local cluster stops its worker processes, also in the middle of a task (each
+        nanny terminates its worker).  From a remote cluster the client disconnects: the tasks
+        not started are dropped, a running one finishes on its worker (Dask cannot stop a thread).
+        """
+        ex = getattr(self, "_executor", None)
+        if ex is not None:
+            ex.shutdown(wait=False)
+        self._client.close(timeout=timeout)  # releases the futures: the scheduler drops their tasks
+        if self._cluster is not None:
+            self._cluster.close(timeout=timeout)
             self._cluster = None

@@ -205,6 +205,8 @@ class SweepStore:
         """
         if not self.readonly and self._lock is not None:
             try:
+                if self._conn.in_transaction:  # an interrupted write: nothing of it was committed
+                    self._conn.execute("ROLLBACK")
                 self._conn.execute("PRAGMA journal_mode = DELETE")
             except sqlite3.Error:
                 pass
@@ -291,6 +293,10 @@ class SweepStore:
         """
         if self.readonly:
             raise StoreError(f"store: {str(self.path)!r} was opened read-only")
+        if self._conn.in_transaction:
+            # left open by an interrupt (Ctrl-C, SIGTERM) between BEGIN and the body: nothing of it
+            # was committed, and transactions here never nest
+            self._conn.execute("ROLLBACK")
         try:
             self._conn.execute("BEGIN IMMEDIATE")
         except sqlite3.DatabaseError as exc:
@@ -298,7 +304,8 @@ class SweepStore:
         try:
             yield
         except BaseException:
-            self._conn.execute("ROLLBACK")
+            if self._conn.in_transaction:
+                self._conn.execute("ROLLBACK")
             raise
         try:
             self._conn.execute("COMMIT")

@@ -40,16 +40,19 @@ finished so far stays in the store, and ``resume=True`` continues.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import itertools
 import math
 import os
 import queue
 import re
+import signal
 import sys
+import threading
 import time
 import tomllib
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from concurrent.futures import BrokenExecutor, Executor, Future
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -73,8 +76,11 @@ __all__ = [
     "SweepConfigError",
     "SweepSummary",
     "Task",
+    "check_task_count",
     "config_hash",
+    "count_tasks",
     "expand",
+    "iter_tasks",
     "load_config",
     "open_sweep_store",
     "parse_config",
@@ -90,6 +96,11 @@ _SWEEP_KEYS = ("name", "task", "seed", "replicates", "samples")
 CHUNK_SECONDS = 0.25
 #: Largest automatic chunk (tasks per executor call).
 MAX_CHUNK = 64
+#: Default largest number of tasks of a sweep (``run_sweep(max_tasks=...)``, ``loracheck sweep
+#: --max-tasks``).  A sweep is counted from its configuration before it is expanded; above the
+#: limit it is refused.  Expanding costs about 100 bytes of memory per task (its hash, for the
+#: sweep's identity) and some 20 microseconds of CPU, twice (identity, then the run).
+MAX_TASKS = 10**6
 
 
 class SweepConfigError(UserInputError):
@@ -369,7 +380,12 @@ def parse_config(
         axes=axes,
         source=source,
     )
-    expand(cfg)  # cross-parameter checks of every task (raises SweepConfigError)
+    _check_distinct(cfg)
+    if count_tasks(cfg) <= MAX_TASKS:
+        # the task kind's cross-parameter check of every parameter point (SweepConfigError); a
+        # larger sweep is checked by run_sweep, after its count, before any task runs
+        for _ in _specs(cfg):
+            pass
     return cfg
 
 
@@ -469,24 +485,82 @@ def _round(x: float) -> float:
     return float(f"{x:.12g}")
 
 
-def expand(cfg: SweepConfig) -> list[Task]:
-    """The sweep's tasks in order: every parameter point, ``replicates`` times.
+def count_tasks(cfg: SweepConfig) -> int:
+    """The number of tasks of ``cfg``, from its configuration alone (nothing is expanded).
 
-    Fills in the task kind's defaults, runs its cross-parameter check on every spec
-    (:class:`SweepConfigError` naming the task), and computes the hashes.
+    A grid has the product of its axes' lengths times ``replicates`` tasks, a random design
+    ``samples * replicates``.
     """
+    points = (cfg.samples or 0) if cfg.design == "random" else math.prod(len(v) for v in cfg.axes.values())
+    return points * cfg.replicates
+
+
+def check_task_count(cfg: SweepConfig, max_tasks: int | None = None) -> int:
+    """``count_tasks(cfg)``, or :class:`SweepConfigError` when it exceeds ``max_tasks``.
+
+    ``max_tasks=None`` is :data:`MAX_TASKS`.  The message names the count, the limit and how to
+    raise it (``--max-tasks``).
+    """
+    limit = _max_tasks(max_tasks)
+    n = count_tasks(cfg)
+    if n > limit:
+        if cfg.design == "random":
+            how = f"{cfg.samples} samples x {cfg.replicates} replicates"
+        else:
+            how = " x ".join(f"{len(v)} ({k})" for k, v in cfg.axes.items()) or "1 point"
+            how = f"grid {how} x {cfg.replicates} replicates"
+        raise SweepConfigError(
+            f"{cfg.source}: max_tasks: expected a sweep of at most {limit} tasks, got {n} tasks ({how}); "
+            f"pass --max-tasks {n} (run_sweep(max_tasks={n})) to run it anyway, or split the sweep"
+        )
+    return n
+
+
+def _max_tasks(max_tasks: int | None) -> int:
+    if max_tasks is None:
+        return MAX_TASKS
+    if isinstance(max_tasks, bool) or not isinstance(max_tasks, int) or max_tasks < 1:
+        raise UserInputError(f"max_tasks: expected None or a positive int, got {max_tasks!r}")
+    return max_tasks
+
+
+def _check_distinct(cfg: SweepConfig) -> None:
+    """Refuse a grid with a repeated value on an axis (two equal tasks), naming the first repeat.
+
+    Every parameter is set in one place only, so two grid points are equal exactly when, on some
+    axis, they take equal values; samples of a random design differ by their ``sample`` index.
+    Checking the axes costs their length, not the product.
+    """
+    if cfg.design != "grid":
+        return
+    names = list(cfg.axes)
+    stride = cfg.replicates
+    for name in reversed(names):  # the last axis varies fastest: its repeat comes first
+        vals = cfg.axes[name]
+        first: dict[str, int] = {}
+        for i, v in enumerate(vals):
+            j = first.setdefault(canonical_json(v), i)
+            if j != i:
+                raise SweepConfigError(
+                    f"{cfg.source}: task {i * stride} repeats task {j * stride} ([grid] {name}[{i}] equals "
+                    f"{name}[{j}]: the same parameters twice in an axis?); every task must be distinct"
+                )
+        stride *= len(vals)
+
+
+def _specs(cfg: SweepConfig) -> Iterator[dict[str, Any]]:
+    """Every task's spec in order (streamed), each parameter point checked by the task kind."""
     kind = resolve_task(cfg.task)
     schema = kind.params or {}
     defaults = {p: s.default for p, s in schema.items() if s.default is not REQUIRED}
-    tasks: list[Task] = []
-    seen: dict[str, int] = {}
+    index = 0
     for sample, point in _points(cfg):
         params = {**defaults, **cfg.params, **point}
         if kind.params is not None:
             try:
                 params = {p: schema[p].normalize(v) for p, v in params.items()}
             except ValueError as exc:
-                raise SweepConfigError(f"{cfg.source}: task {len(tasks)}: {exc}") from None
+                raise SweepConfigError(f"{cfg.source}: task {index}: {exc}") from None
         for rep in range(cfg.replicates):
             spec: dict[str, Any] = {"task": cfg.task, "seed": cfg.seed, "replicate": rep, **params}
             if sample is not None:
@@ -496,22 +570,50 @@ def expand(cfg: SweepConfig) -> list[Task]:
                     kind.check(spec)
                 except ValueError as exc:
                     shown = ", ".join(f"{k}={v!r}" for k, v in params.items())
-                    raise SweepConfigError(f"{cfg.source}: task {len(tasks)} ({shown}): {exc}") from None
-            text = canonical_json(spec)
-            h = hashlib.sha256(text.encode("ascii")).hexdigest()
-            if h in seen:
-                raise SweepConfigError(
-                    f"{cfg.source}: task {len(tasks)} repeats task {seen[h]} (the same parameters twice "
-                    "in an axis?); every task must be distinct"
-                )
-            seen[h] = len(tasks)
-            tasks.append(Task(index=len(tasks), spec=spec, spec_json=text, hash=h))
-    return tasks
+                    raise SweepConfigError(f"{cfg.source}: task {index} ({shown}): {exc}") from None
+            yield spec
+            index += 1
 
 
-def config_hash(tasks: Sequence[Task]) -> str:
-    """The sweep's identity: sha256 of its sorted task hashes, one per line."""
-    return hashlib.sha256("\n".join(sorted(t.hash for t in tasks)).encode("ascii")).hexdigest()
+def iter_tasks(cfg: SweepConfig) -> Iterator[Task]:
+    """The sweep's tasks in order, one at a time: every parameter point, ``replicates`` times.
+
+    Fills in the task kind's defaults, runs its cross-parameter check on every parameter point
+    (:class:`SweepConfigError` naming the task), refuses repeated tasks, and computes the hashes.
+    Nothing is counted or refused by size here: see :func:`check_task_count`.
+    """
+    _check_distinct(cfg)
+    for index, spec in enumerate(_specs(cfg)):
+        text = canonical_json(spec)
+        h = hashlib.sha256(text.encode("ascii")).hexdigest()
+        yield Task(index=index, spec=spec, spec_json=text, hash=h)
+
+
+def expand(cfg: SweepConfig, *, max_tasks: int | None = None) -> list[Task]:
+    """The sweep's tasks in order, as a list (:func:`iter_tasks`).
+
+    Refused with :class:`SweepConfigError` before anything is expanded when the sweep has more
+    than ``max_tasks`` tasks (default :data:`MAX_TASKS`).
+    """
+    check_task_count(cfg, max_tasks)
+    return list(iter_tasks(cfg))
+
+
+def config_hash(tasks: Iterable[Task]) -> str:
+    """The sweep's identity: sha256 of its sorted task hashes, one per line.
+
+    Takes any iterable (e.g. :func:`iter_tasks`): it keeps 32 bytes per task, not the tasks.
+    """
+    return _hash_of_hashes(t.hash for t in tasks)[0]
+
+
+def _hash_of_hashes(hashes: Iterable[str]) -> tuple[str, int]:
+    # Sorting raw digests sorts their hex forms (hex digits keep the byte order); ~70 bytes a task.
+    digests = sorted(bytes.fromhex(h) for h in hashes)
+    h = hashlib.sha256()
+    for i, d in enumerate(digests):
+        h.update(b"\n" + d.hex().encode("ascii") if i else d.hex().encode("ascii"))
+    return h.hexdigest(), len(digests)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -520,21 +622,27 @@ def config_hash(tasks: Sequence[Task]) -> str:
 def open_sweep_store(
     path: str | os.PathLike[str],
     cfg: SweepConfig,
-    tasks: Sequence[Task],
+    tasks: Iterable[Task],
     *,
     resume: bool = False,
     fresh: bool = False,
 ) -> SweepStore:
     """Open the store for ``cfg`` (creating it), following the ``resume``/``fresh`` rules.
 
-    A new path gets a new store.  An existing one is refused unless ``resume`` (continue it; it
-    must belong to the same sweep) or ``fresh`` (it must be a loracheck store; it is deleted and
-    started over).
+    ``tasks`` are the sweep's tasks (a list or :func:`iter_tasks`).  A new path gets a new store.
+    An existing one is refused unless ``resume`` (continue it; it must belong to the same sweep) or
+    ``fresh`` (it must be a loracheck store; it is deleted and started over).
     """
+    h, n = _hash_of_hashes(t.hash for t in tasks)
+    return _open_store(path, cfg, h, n, resume=resume, fresh=fresh)
+
+
+def _open_store(
+    path: str | os.PathLike[str], cfg: SweepConfig, h: str, n: int, *, resume: bool, fresh: bool
+) -> SweepStore:
     if resume and fresh:
         raise UserInputError("resume, fresh: expected at most one of them, got both")
     p = Path(path)
-    h = config_hash(tasks)
     if p.exists():
         if fresh:
             SweepStore.open(p).close()  # refuse to delete a file that is not ours, or one in use
@@ -569,7 +677,7 @@ def open_sweep_store(
             "config": canonical_json(cfg.to_dict()),
             "name": cfg.name,
             "task": cfg.task,
-            "tasks": str(len(tasks)),
+            "tasks": str(n),
         },
     )
 
@@ -585,8 +693,15 @@ def run_sweep(
     max_in_flight: int | None = None,
     chunk: int | None = None,
     progress: bool | None = None,
+    max_tasks: int | None = None,
 ) -> SweepSummary:
     """Run a sweep into ``store``; return what this call did.
+
+    Stopped by ``KeyboardInterrupt`` (Ctrl-C, or SIGTERM/SIGHUP turned into
+    :class:`verify.signals.Terminated` by the ``loracheck`` command), it abandons the tasks in
+    flight, commits the outcomes that had arrived, stops an executor it made (the workers of a
+    process pool are terminated, also in the middle of a task; a local Dask cluster is closed) and
+    re-raises; ``resume=True`` continues.
 
     Parameters
     ----------
@@ -621,9 +736,12 @@ def run_sweep(
         more) or else :data:`CHUNK_SECONDS` (0.25 s; a process pool).
     progress
         tqdm bar (``None``: only on a terminal).
+    max_tasks
+        Largest number of tasks (``None``: :data:`MAX_TASKS`); a larger sweep is refused with
+        :class:`SweepConfigError` before it is expanded.
     """
     cfg = config if isinstance(config, SweepConfig) else load_config(config)
-    tasks = expand(cfg)
+    n_tasks = check_task_count(cfg, max_tasks)
     if max_in_flight is not None and (
         isinstance(max_in_flight, bool) or not isinstance(max_in_flight, int) or max_in_flight < 1
     ):
@@ -640,7 +758,9 @@ def run_sweep(
         parse_executor(executor)  # a bad spec fails before the store is touched
     p = Path(store)
     new_store = not p.exists()
-    st = open_sweep_store(p, cfg, tasks, resume=resume, fresh=fresh)
+    # one streamed pass: every task checked and hashed (the sweep's identity), before any runs
+    h, _ = _hash_of_hashes(t.hash for t in iter_tasks(cfg))
+    st = _open_store(p, cfg, h, n_tasks, resume=resume, fresh=fresh)
     try:
         try:
             ex: Executor = make_executor(executor) if isinstance(executor, str) else executor
@@ -650,22 +770,18 @@ def run_sweep(
                 for q in (p, p.with_name(p.name + "-wal"), p.with_name(p.name + "-shm")):
                     q.unlink(missing_ok=True)
             raise
-        try:
-            summary = _run(
-                cfg,
-                tasks,
-                st,
-                ex,
-                t0=t0,
-                retry_failed=retry_failed,
-                window=max_in_flight,
-                chunk=chunk,
-                progress=progress,
-            )
-        except BaseException:
-            if own:
-                ex.shutdown(wait=False, cancel_futures=True)
-            raise
+        summary = _run(
+            cfg,
+            n_tasks,
+            st,
+            ex,
+            t0=t0,
+            retry_failed=retry_failed,
+            window=max_in_flight,
+            chunk=chunk,
+            progress=progress,
+            abandon=(lambda: _abandon(ex)) if own else None,
+        )
         if own:
             ex.shutdown(wait=True)
     finally:
@@ -673,9 +789,70 @@ def run_sweep(
     return replace(summary, wall_seconds=time.perf_counter() - t0)
 
 
+def _commit_arrived(st: SweepStore, pending: Mapping[Future[Any], list[Task]]) -> None:
+    """Commit the outcomes of the calls that had arrived when the sweep was stopped."""
+    arrived = [
+        (fut, group)
+        for fut, group in pending.items()
+        if fut.done() and not fut.cancelled() and fut.exception() is None
+    ]
+    if not arrived:
+        return
+    with st.transaction():
+        for fut, group in arrived:
+            for t, out in zip(group, fut.result(), strict=True):
+                st.record(
+                    key=t.hash,
+                    index=t.index,
+                    spec=t.spec_json,
+                    status=out["status"],
+                    result=out["result"],
+                    error=out["error"],
+                    seconds=out["seconds"],
+                    worker=out["worker"],
+                )
+
+
+def _abandon(ex: Executor) -> None:
+    """Stop an executor this module made, now: its own ``terminate`` if it has one."""
+    stop: Callable[[], None] | None = getattr(ex, "terminate", None)
+    if stop is not None:
+        stop()
+    else:
+        ex.shutdown(wait=False, cancel_futures=True)
+
+
+@contextlib.contextmanager
+def _signals_held() -> Iterator[None]:
+    """Hold off SIGINT, SIGTERM and SIGHUP for the body (the clean-up after an interrupt).
+
+    A second Ctrl-C or ``kill`` while the workers are being stopped and the arrived outcomes
+    committed would otherwise leave workers running or outcomes uncommitted; the clean-up is
+    bounded (a few seconds) and the process is stopping anyway, so signals that arrive meanwhile
+    are dropped.  Only in the main thread (where Python handles signals).
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    old: dict[int, Any] = {}
+    for name in ("SIGINT", "SIGTERM", "SIGHUP"):
+        num = getattr(signal, name, None)
+        if num is None:
+            continue
+        try:
+            old[num] = signal.signal(num, lambda *_: None)
+        except (ValueError, OSError):  # pragma: no cover - not settable here
+            pass
+    try:
+        yield
+    finally:
+        for num, handler in old.items():
+            signal.signal(num, handler)
+
+
 def _run(
     cfg: SweepConfig,
-    tasks: Sequence[Task],
+    n_tasks: int,
     st: SweepStore,
     ex: Executor,
     *,
@@ -684,13 +861,17 @@ def _run(
     window: int | None,
     chunk: int | None,
     progress: bool | None,
+    abandon: Callable[[], None] | None = None,
 ) -> SweepSummary:
     from tqdm.auto import tqdm
 
     done = st.hashes("finished")
-    failed_before = st.hashes("failed")
-    todo = [t for t in tasks if t.hash not in done and (retry_failed or t.hash not in failed_before)]
-    skipped = len(tasks) - len(todo)
+    if not retry_failed:
+        done |= st.hashes("failed")
+    # every record of the store is a task of this sweep (its config hash was checked)
+    skipped = min(len(done), n_tasks)
+    n_todo = n_tasks - skipped
+    todo = (t for t in iter_tasks(cfg) if t.hash not in done)
     n_fin = n_fail = 0
     task_seconds = 0.0
     first: float | None = None
@@ -698,7 +879,7 @@ def _run(
     description = str(getattr(ex, "description", type(ex).__name__))
     in_flight = window or int(getattr(ex, "in_flight", 0) or 2 * (os.cpu_count() or 1))
     bar = tqdm(
-        total=len(tasks),
+        total=n_tasks,
         initial=skipped,
         desc=f"sweep {cfg.name}",
         unit="task",
@@ -718,9 +899,9 @@ def _run(
     def submit(n: int) -> None:
         nonlocal pos, calls
         for _ in range(n):
-            if pos >= len(todo):
+            group = list(itertools.islice(todo, size))
+            if not group:
                 return
-            group = todo[pos : pos + size]
             pos += len(group)
             calls += 1
             fut = ex.submit(run_tasks, [t.spec_json for t in group])
@@ -740,7 +921,7 @@ def _run(
             n_done = 0
             with st.transaction():  # one commit (one fsync) for the batch
                 for fut in batch:
-                    group = pending.pop(fut)
+                    group = pending[fut]
                     exc = fut.exception()
                     if isinstance(exc, BrokenExecutor):
                         broken = exc
@@ -771,6 +952,8 @@ def _run(
                         else:
                             n_fail += 1
                             errors.append((t.index, str(out["error"]).splitlines()[0]))
+            for fut in batch:  # committed (an interrupt before this line records them again: a no-op)
+                del pending[fut]
             if first is None and n_done:
                 first = time.perf_counter() - t0
             if n_fail:
@@ -778,7 +961,7 @@ def _run(
             bar.update(n_done)
             if chunk is None and not serial and n_fin + n_fail:
                 mean = task_seconds / (n_fin + n_fail)
-                left = (len(todo) - pos) // (2 * workers)  # every worker still gets two calls
+                left = (n_todo - pos) // (2 * workers)  # every worker still gets two calls
                 size = max(1, min(MAX_CHUNK, round(target / max(mean, 1e-6)), left))
             if broken is not None:
                 raise SweepAborted(
@@ -787,9 +970,17 @@ def _run(
                     f"tasks are in {str(st.path)!r}; run the sweep again with --resume to continue"
                 )
             submit(len(batch))
-    except BaseException:
-        for fut in pending:
-            fut.cancel()
+    except BaseException as exc:
+        with _signals_held():
+            for fut in pending:
+                fut.cancel()
+            if abandon is not None:
+                abandon()  # workers stopped, also mid-task: no process outlives the sweep
+            if isinstance(exc, (Exception, KeyboardInterrupt)) and not isinstance(exc, StoreError):
+                try:
+                    _commit_arrived(st, pending)
+                except Exception:  # the store failing now: those tasks run again on resume
+                    pass
         raise
     finally:
         bar.close()
@@ -797,7 +988,7 @@ def _run(
         name=cfg.name,
         store=str(st.path),
         executor=description,
-        tasks=len(tasks),
+        tasks=n_tasks,
         skipped=skipped,
         finished=n_fin,
         failed=n_fail,
