@@ -186,6 +186,6 @@ def solve_ft(problem: Problem, *, max_newton: int = 200, grad_atol: float = 0.0)
             t /= 2
         c = c + t * step
         z = f + E @ c
-        if float(grad.norm()) <= max(grad_atol, 1e-15 * max(1.0, g0)) or t <= 1e-12:
+        if float(grad.norm()) <= max(grad_atol, 1e-15 * g0) or t <= 1e-12:  # relative: scale-free
             break
     return solved(c, "minimizer exists (no separating direction); Newton on the range of J")

@@ -28,7 +28,7 @@ with L-BFGS: smooth, and above the bound [JLR24] rules out spurious second-order
 stationary points; whatever the landscape, the gap above certifies the result.
 ``method="apg"`` is the independent second method: accelerated proximal gradient (FISTA with
 adaptive restart) with singular-value thresholding.
-Both stop as soon as the relative gap :math:`(P - \Delta)/\max(1, |P|)` reaches ``gap_rtol``.
+Both stop as soon as the relative gap :math:`(P - \Delta)/|P|` reaches ``gap_rtol``.
 """
 
 from __future__ import annotations
@@ -72,12 +72,13 @@ __all__ = [
 class NucCertificate:
     """Evidence of (near-)optimality of a point ``D`` for NUC.
 
-    ``primal - dual`` bounds the suboptimality ``P(D) - P*``; ``rel_gap`` divides by
-    ``max(1, |primal|)``. ``S_op[j] / lam[j] <= 1`` is the subgradient condition on block ``j``
-    (``S_j`` the gradient at ``D``).  ``dual`` is the better of two feasible dual points (module
-    docstring): the scaled gradient (``support_ranks == ()``) or the support-corrected one, built
-    on the top ``support_ranks[j]`` singular pairs of each block; ``dual_scale`` is the scale
-    that made the chosen point feasible.
+    ``primal - dual`` bounds the suboptimality ``P(D) - P*``; ``rel_gap`` divides it by ``|primal|``
+    (``0`` when both are ``0``), so a rescaled problem gets the same relative gap.
+    ``S_op[j] / lam[j] <= 1`` is the subgradient condition on block ``j`` (``S_j`` the gradient at
+    ``D``).  ``dual`` is the better of two feasible dual points (module docstring): the scaled
+    gradient (``support_ranks == ()``) or the support-corrected one, built on the top
+    ``support_ranks[j]`` singular pairs of each block; ``dual_scale`` is the scale that made the
+    chosen point feasible.
     """
 
     primal: float
@@ -195,6 +196,13 @@ def _dual_value(problem: Problem, w: Tensor) -> float:
     return float((w * problem.f0).sum() - conj.sum() / problem.N)
 
 
+def _relative(gap: float, primal: float) -> float:
+    """``gap / |primal|``: scale-free (a floor such as ``max(1, |primal|)`` made tiny problems pass)."""
+    if primal == 0.0:
+        return 0.0 if gap <= 0.0 else math.inf
+    return gap / abs(primal)
+
+
 def _certificate(
     problem: Problem,
     ev: RiskEvaluation,
@@ -212,7 +220,7 @@ def _certificate(
             c = min(c, lam / s)
     dual = _dual_value(problem, c * ev.g)
     support: tuple[int, ...] = ()
-    if (primal - dual) / max(1.0, abs(primal)) <= refine_below and getattr(
+    if _relative(primal - dual, primal) <= refine_below and getattr(
         problem.J, "cheap_factor_products", False
     ):
         better = _support_corrected_dual(problem, ev, svd())
@@ -223,7 +231,7 @@ def _certificate(
         primal=primal,
         dual=dual,
         gap=gap,
-        rel_gap=gap / max(1.0, abs(primal)),
+        rel_gap=_relative(gap, primal),
         dual_scale=c,
         S_op=S_op,
         lam=problem.lam,
@@ -432,7 +440,7 @@ def solve_nuc(
         the gap is not yet met.  ``"apg"``: accelerated proximal gradient with singular-value
         thresholding from ``init`` (default ``D = 0``).
     gap_rtol
-        Target relative gap ``(P - Delta) / max(1, |P|)``.
+        Target relative gap ``(P - Delta) / |P|``.
     rank_rtol
         Singular values below ``rank_rtol * sigma_1`` are dropped from the returned point when
         that does not worsen the gap (they are round-off of the factorization).
@@ -851,7 +859,7 @@ def _newton_refine(
         # Near the minimizer F - F* (about the squared distance) falls below the round-off of F:
         # an increase at that level is noise, not a failed step (halving the step on such noise
         # would turn quadratic convergence into halving the gap per step).
-        noise = 8.0 * torch.finfo(problem.dtype).eps * max(1.0, abs(F))
+        noise = 8.0 * torch.finfo(problem.dtype).eps * abs(F)
         alpha, accepted = 1.0, False
         for _ls in range(12):
             Un = [x + alpha * y for x, y in zip(U, d[:b])]

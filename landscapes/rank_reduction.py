@@ -19,6 +19,7 @@ singular values), so a full-rank :math:`384 \times 384` start costs one pass ove
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -38,8 +39,9 @@ class RankReduction:
     r"""Result of :func:`reduce_rank` with the evidence that it kept the predictions.
 
     ``prediction_residual`` is
-    :math:`\|J\operatorname{vec}(D' - D)\|_2 / \max(1, \|J \operatorname{vec} D\|_2)`,
-    computed directly from ``J`` at the end (not accumulated).
+    :math:`\|J\operatorname{vec}(D' - D)\|_2 / \|J \operatorname{vec} D\|_2` (``0`` when both are
+    zero), computed directly from ``J`` at the end (not accumulated); relative, so a rescaled
+    problem gets the same residual.
     """
 
     D: Blocks
@@ -243,7 +245,8 @@ def reduce_rank(
     D_new = tuple((Pj * s) @ Qj.T for Pj, s, Qj in zip(P, sig, Q))
     z_old = problem.J.matvec(problem.vec(D))
     z_new = problem.J.matvec(problem.vec(D_new))
-    resid = float((z_new - z_old).norm()) / max(1.0, float(z_old.norm()))
+    diff, base = float((z_new - z_old).norm()), float(z_old.norm())
+    resid = diff / base if base > 0 else (0.0 if diff == 0 else math.inf)
     svs, ranks1, nuc1 = [], [], []
     for Dj in D_new:
         s = torch.linalg.svdvals(Dj)
