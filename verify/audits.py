@@ -51,10 +51,19 @@ from landscapes.problem import Problem
 from theory.bounds import ranks_above_bound
 from theory.claims import DEFAULT_TOLERANCES
 from theory.errors import InputTypeError, UserInputError
+from verify.options import check_options
 from verify.points import PointAudit, as_point, audit_point, load_point, point_from_extras
 from verify.registry import CHECKERS, NUC_CLAIMS, get_checker
-from verify.report import COUNTS_SCHEMA, VERDICT_SCHEMA, atomic_write_text, environment, evidence, exit_code
-from verify.verdict import STATUSES, Verdict, jsonable
+from verify.report import (
+    COUNTS_SCHEMA,
+    VERDICT_SCHEMA,
+    atomic_write_text,
+    environment,
+    evidence,
+    exit_code,
+    validate_json,
+)
+from verify.verdict import STATUSES, Verdict, check_certificate, jsonable
 
 __all__ = [
     "AUDIT_FORMAT",
@@ -347,6 +356,8 @@ def plan_audit(
                 tasks.append(AuditTask(c, {**base, "rank": r if isinstance(r, int) else list(r)}))
         else:
             tasks.append(AuditTask(c, base))
+    for t in tasks:  # kinds and ranges (verify.options), ranks against the problem's blocks
+        check_options(t.claim, t.options, problem)
     return tuple(tasks)
 
 
@@ -359,25 +370,33 @@ def replay_options(extras: Mapping[str, np.ndarray]) -> AuditTask | None:
 
     Files saved by :mod:`verify.jlr` carry ``claim`` and ``options_json``; files saved by
     :mod:`verify.landscape` carry ``claim`` and ``record_json`` (with the options inside).  Only
-    options the checker accepts are kept (the stored ones also record derived values).
+    options the checker accepts are kept (the stored ones also record derived values), and they
+    are range-checked (:mod:`verify.options`): a file whose stored ``rtol`` is ``-1`` or ``"x"``
+    is refused with :class:`~theory.errors.UserInputError`, never replayed.
     """
     if "claim" not in extras:
         return None
     claim = str(np.asarray(extras["claim"]))
     if claim not in CHECKERS:
         raise UserInputError(f"claim: the file names claim {claim!r}, which has no checker")
-    opts: dict[str, Any] = {}
+    opts: Any = {}
+    key = "options_json" if "options_json" in extras else "record_json"
     try:
         if "options_json" in extras:
             opts = json.loads(str(np.asarray(extras["options_json"])))
         elif "record_json" in extras:
-            opts = json.loads(str(np.asarray(extras["record_json"]))).get("options", {})
-    except json.JSONDecodeError as exc:
-        raise UserInputError(
-            f"options_json: the file's stored checker options are not JSON ({exc})"
-        ) from None
+            record = json.loads(str(np.asarray(extras["record_json"])))
+            if not isinstance(record, dict):
+                raise InputTypeError(f"record_json: expected a JSON object, got {type(record).__name__}")
+            opts = record.get("options", {})
+    except (json.JSONDecodeError, RecursionError) as exc:
+        raise UserInputError(f"{key}: the file's stored checker options are not JSON ({exc})") from None
+    if not isinstance(opts, dict):
+        raise InputTypeError(f"{key}: expected a JSON object of checker options, got {type(opts).__name__}")
     keep = _checker_params(claim) - {"save_dir", "solution"}
-    return AuditTask(claim, {k: v for k, v in opts.items() if k in keep})
+    kept = {k: v for k, v in opts.items() if k in keep}
+    check_options(claim, kept)  # kinds and ranges; ranks are checked against the problem by audit()
+    return AuditTask(claim, kept)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -458,12 +477,53 @@ class AuditResult:
         return "\n".join(lines)
 
 
+def _check_resume_data(data: Mapping[str, Any], where: str, *, certificates: bool) -> bool:
+    """Validate an audit's data for resuming; return whether its verdicts may be reused.
+
+    The data must validate against :data:`AUDIT_SCHEMA` and each verdict must be the one its
+    ``request`` asked for; otherwise :class:`~theory.errors.UserInputError` names ``where``.  The
+    verdicts may be reused only when the file records the loracheck version that wrote it and it is
+    this one (``False`` otherwise: they are recomputed).  With ``certificates``, every reusable
+    verdict must also carry the certificate fields its checker writes
+    (:func:`verify.verdict.check_certificate`).
+    """
+    if not isinstance(data, Mapping):
+        raise InputTypeError(f"{where}: expected an audit (a JSON object), got {type(data).__name__}")
+    validate_json(dict(data), AUDIT_SCHEMA, where)
+    same_code = data["environment"].get("loracheck") == environment()["loracheck"]
+    for i, d in enumerate(data["verdicts"]):
+        what = f"{where}: verdict {i} ({d['claim']})"
+        if d["request"]["claim"] != d["claim"]:
+            raise UserInputError(
+                f"{what}: expected the verdict of the requested claim {d['request']['claim']!r}, "
+                f"got one of {d['claim']!r}"
+            )
+        sha = d["problem"].get("sha256")
+        if sha is not None and sha != data["problem"]["sha256"]:
+            raise UserInputError(
+                f"{what}: expected a verdict on the audited problem (sha256 {data['problem']['sha256']}), "
+                f"got one on {sha!r}"
+            )
+        if certificates and same_code:
+            check_certificate(d, what)
+    return bool(same_code)
+
+
 def read_audit(path: str | os.PathLike[str]) -> dict[str, Any]:
-    """Read an audit file; a file that is not one gets a clear ``ValueError``."""
+    """Read an audit file; a file that is not one gets a clear ``ValueError``.
+
+    The file must validate against :data:`AUDIT_SCHEMA` (checked by code): a verdict without
+    ``status`` or a certificate that is not an object is a :class:`~theory.errors.UserInputError`
+    naming the file.  An interrupted audit (``complete: false``) written by this loracheck version
+    is one whose verdicts :func:`audit` would reuse: each must also carry the certificate fields its
+    checker writes (:data:`verify.verdict.CERTIFICATE_KEYS`), so a forged ``holds`` with an empty
+    certificate is refused, naming the verdict and the missing fields.  A forged but plausible
+    certificate is not caught here: only re-verifying it does (``--fresh`` recomputes everything).
+    """
     p = Path(path)
     try:
         data = json.loads(p.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
         raise UserInputError(
             f"json: expected a readable loracheck audit file, got {str(p)!r} ({exc})"
         ) from None
@@ -472,6 +532,7 @@ def read_audit(path: str | os.PathLike[str]) -> dict[str, Any]:
         raise UserInputError(f"json: expected a file of format {AUDIT_FORMAT!r} to resume, got {got!r}")
     if data.get("version") != AUDIT_VERSION:
         raise UserInputError(f"json: expected audit version {AUDIT_VERSION}, got {data.get('version')!r}")
+    _check_resume_data(data, f"json {str(p)!r}", certificates=data.get("complete") is False)
     return data
 
 
@@ -509,8 +570,13 @@ def audit(
         Where checkers save counterexamples (problem files that replay the verdict).
     resume
         A previous audit's data (:func:`read_audit`) of the same problem: its verdicts for equal
-        tasks are reused instead of recomputed (an interrupted audit resumes), unless it was
-        written by another loracheck version.
+        tasks (same claim, same options) are reused instead of recomputed (an interrupted audit
+        resumes), unless it was written by another loracheck version or records none (then
+        everything is recomputed).  Data that do not validate against :data:`AUDIT_SCHEMA`, or a
+        reusable verdict without the certificate fields its checker writes (a forged ``holds``
+        with an empty certificate), are refused with :class:`~theory.errors.UserInputError`
+        (``resume: ...``; the CLI suggests ``--fresh``).  A forged but plausible certificate is
+        caught only by re-verifying it: pass no ``resume`` (``--fresh``) to recompute.
     on_verdict
         Called with the partial result after every verdict (the CLI writes the JSON there).
     progress
@@ -532,6 +598,7 @@ def audit(
             if not isinstance(t, AuditTask):
                 raise UserInputError(f"tasks: expected AuditTask items, got {type(t).__name__}")
             _as_claims([t.claim])
+            check_options(t.claim, t.options, problem)
     pt = as_point(problem, point) if point is not None else None
     if pt is not None and problem.dtype != torch.float64:
         raise UserInputError(
@@ -540,16 +607,15 @@ def audit(
     fp = problem.fingerprint()
     done: dict[str, Verdict] = {}
     if resume is not None:
-        if dict(resume.get("problem", {})).get("sha256") != fp["sha256"]:
+        same_code = _check_resume_data(resume, "resume", certificates=True)
+        if resume["problem"]["sha256"] != fp["sha256"]:
             raise UserInputError(
                 f"resume: expected an audit of the same problem (sha256 {fp['sha256']}), got one of "
-                f"{dict(resume.get('problem', {})).get('sha256')!r}"
+                f"{resume['problem']['sha256']!r}"
             )
-        same_code = dict(resume.get("environment", {})).get("loracheck") == environment()["loracheck"]
-        for d in resume.get("verdicts", []) if same_code else []:
-            req = d.get("request")
-            if isinstance(req, dict):
-                done[AuditTask(req["claim"], req.get("options", {})).key()] = Verdict.from_dict(d)
+        for d in resume["verdicts"] if same_code else []:
+            req = d["request"]
+            done[AuditTask(req["claim"], req["options"]).key()] = Verdict.from_dict(d)
     t0 = time.perf_counter()
     verdicts: list[Verdict] = []
     resumed = 0

@@ -50,6 +50,7 @@ from landscapes.eps_rank import EpsRankBounds, eps_rank_bounds, orthogonal_vecto
 from landscapes.io import atomic_write
 from theory.errors import InputTypeError, UserInputError
 from theory.hsk import doubling_lengths, far_crossover, polynomial_method_table, rank_crossover
+from verify.options import validated
 from verify.verdict import Verdict
 
 __all__ = [
@@ -168,6 +169,7 @@ def _printed_b_gradient(h: AttentionLoRA, GS: Tensor) -> Tensor:
     return h.scale * h.beta * h.X.T @ GS @ h.A["Q"] @ C2
 
 
+@validated("HSK-exact")
 def check_hsk_exact(
     setting: HskSetting,
     *,
@@ -310,6 +312,7 @@ def check_hsk_exact(
 # ---- HSK-poly-error -----------------------------------------------------------------------------
 
 
+@validated("HSK-poly-error")
 def check_hsk_poly_error(
     setting: HskSetting,
     *,
@@ -547,6 +550,7 @@ def _matching_rules(setting: HskSetting) -> tuple[tuple[_MRule, ...], str]:
     )
 
 
+@validated("HSK-below")
 def check_hsk_below(
     setting: HskSetting,
     *,
@@ -1052,6 +1056,7 @@ def _exponents(lengths: Sequence[int], lower: Sequence[int], upper: Sequence[int
     }
 
 
+@validated("HSK-above")
 def check_hsk_above(
     setting: HskSetting,
     *,

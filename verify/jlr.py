@@ -36,6 +36,7 @@ from landscapes.uniqueness import UniquenessCertificate, ft_uniqueness, nuc_uniq
 from theory.bounds import r_max, triangular
 from theory.claims import DEFAULT_TOLERANCES
 from theory.errors import UserInputError
+from verify.options import validated
 from verify.verdict import Verdict, jsonable
 
 __all__ = [
@@ -155,6 +156,7 @@ def _certified_ranks(D: Sequence[Tensor], error: float) -> tuple[int, ...]:
 
 
 # --------------------------------------------------------------------------------------------------
+@validated("JLR-rank-FT")
 def check_jlr_rank_ft(
     problem: Problem,
     *,
@@ -444,6 +446,7 @@ def _rank_nuc(
     )
 
 
+@validated("JLR-rank-NUC")
 def check_jlr_rank_nuc(
     problem: Problem,
     *,
@@ -478,6 +481,7 @@ def check_jlr_rank_nuc(
     )
 
 
+@validated("JLR-rank-blocks")
 def check_jlr_rank_blocks(
     problem: Problem,
     *,
@@ -519,6 +523,7 @@ def _imbalance_rel(pt: LoRAPoint) -> float:
     return out
 
 
+@validated("JLR-equiv")
 def check_jlr_equiv(
     problem: Problem,
     *,
@@ -709,6 +714,7 @@ def check_jlr_equiv(
 
 
 # --------------------------------------------------------------------------------------------------
+@validated("JLR-magnitude")
 def check_jlr_magnitude(
     problem: Problem,
     *,
@@ -866,6 +872,7 @@ class AutodiffHessian(LinearOperator):
         return self._matvec(y)
 
 
+@validated("JLR-zero-saddle")
 def check_jlr_zero_saddle(
     problem: Problem,
     *,

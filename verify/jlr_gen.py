@@ -52,6 +52,7 @@ from theory.generalization import (
     hoeffding_radius,
     khintchine_bound,
 )
+from verify.options import validated
 from verify.verdict import Verdict
 
 __all__ = [
@@ -332,6 +333,7 @@ def _bound_dict(b: GeneralizationBound) -> dict[str, Any]:
     return dataclasses.asdict(b)
 
 
+@validated("JLR-gen")
 def check_jlr_gen(
     problem: Problem,
     *,

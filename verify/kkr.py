@@ -65,6 +65,7 @@ from verify.kkr_runs import (
     make_init,
     sosp_certified,
 )
+from verify.options import validated
 from verify.verdict import Verdict
 
 __all__ = [
@@ -541,6 +542,7 @@ def _why_not_refuted(
     return None
 
 
+@validated("KKR-dichotomy")
 def check_kkr_dichotomy(
     problem: NonlinearProblem | Evidence,
     *,
@@ -789,6 +791,7 @@ def check_kkr_dichotomy(
     )
 
 
+@validated("KKR-special")
 def check_kkr_special(
     problem: NonlinearProblem | Evidence,
     *,
@@ -921,6 +924,7 @@ def check_kkr_special(
     )
 
 
+@validated("KKR-loud")
 def check_kkr_loud(
     problem: NonlinearProblem | Evidence,
     *,
@@ -1170,6 +1174,7 @@ def check_kkr_loud(
     )
 
 
+@validated("KKR-magnitude")
 def check_kkr_magnitude(
     problem: NonlinearProblem | Evidence,
     *,
@@ -1268,6 +1273,7 @@ def check_kkr_magnitude(
     )
 
 
+@validated("KKR-bias")
 def check_kkr_bias(
     problem: NonlinearProblem | Evidence,
     *,
@@ -1406,6 +1412,7 @@ def _perturbed(problem: Any, form: str, eps: float, seed: int) -> NonlinearProbl
     )
 
 
+@validated("KKR-includes-JLR")
 def check_kkr_includes_jlr(
     problem: Any,
     *,
@@ -1535,6 +1542,7 @@ def _per_sample_rank(problem: NonlinearProblem, X: Blocks, *, at_most: int = 64)
     return max(ranks, default=0), ranks
 
 
+@validated("KKR-sgd-rank")
 def check_kkr_sgd_rank(
     problem: NonlinearProblem,
     *,

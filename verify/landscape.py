@@ -41,6 +41,7 @@ from landscapes.sosp import INIT_KINDS, certify_sosp, find_sosp, gradient_scale,
 from theory.bounds import r_max, ranks_above_bound, triangular
 from theory.claims import DEFAULT_TOLERANCES
 from theory.errors import UserInputError
+from verify.options import validated
 from verify.verdict import Verdict, jsonable
 
 __all__ = [
@@ -249,6 +250,7 @@ def _check_common(n_starts: int, inits: Sequence[str], forms: Sequence[str] | No
             )
 
 
+@validated("JLR-no-spurious")
 def check_jlr_no_spurious(
     problem: Problem,
     *,
@@ -565,6 +567,7 @@ def check_jlr_no_spurious(
     )
 
 
+@validated("JLR-spurious-below")
 def check_jlr_spurious_below(
     problem: Problem,
     *,
@@ -740,6 +743,7 @@ def check_jlr_spurious_below(
     )
 
 
+@validated("JLR-gd")
 def check_jlr_gd(
     problem: Problem,
     *,

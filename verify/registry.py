@@ -1,4 +1,7 @@
-"""Claim id -> checker function. The CLI and the suites read this together with ``theory.claims``."""
+"""Claim id -> checker function. The CLI and the suites read this together with ``theory.claims``.
+
+Every checker here validates its options against :data:`verify.options.OPTION_SPECS` when called.
+"""
 
 from __future__ import annotations
 
@@ -27,6 +30,7 @@ from verify.kkr import (
     check_kkr_special,
 )
 from verify.landscape import check_jlr_gd, check_jlr_no_spurious, check_jlr_spurious_below
+from verify.options import OPTION_SPECS, validated
 from verify.verdict import Verdict
 from verify.wyl import check_wyl_alignment, check_wyl_directions, check_wyl_first_step, check_wyl_unchanged
 from verify.wyl_speed import check_wyl_speed
@@ -49,7 +53,8 @@ CHECKERS: Mapping[str, Callable[..., Verdict]] = MappingProxyType(
         "WYL-directions": check_wyl_directions,
         "WYL-unchanged": check_wyl_unchanged,
         "WYL-alignment": check_wyl_alignment,
-        "WYL-speed": check_wyl_speed,
+        # (check_wyl_speed is validated here: verify/wyl_speed.py does not decorate it itself)
+        "WYL-speed": validated("WYL-speed")(check_wyl_speed),
         "KKR-special": check_kkr_special,
         "KKR-dichotomy": check_kkr_dichotomy,
         "KKR-loud": check_kkr_loud,
@@ -64,6 +69,7 @@ CHECKERS: Mapping[str, Callable[..., Verdict]] = MappingProxyType(
     }
 )
 assert set(CHECKERS) <= set(claim_ids()), "a checker for an unregistered claim"
+assert set(CHECKERS) == set(OPTION_SPECS), "a checker without an option spec (verify.options)"
 
 #: Claims whose checkers accept a certified NUC ``solution`` (one solve can be shared by them).
 NUC_CLAIMS: frozenset[str] = frozenset(

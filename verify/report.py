@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from landscapes.io import atomic_write
+from theory.errors import UserInputError
 from verify.verdict import STATUSES, Verdict
 
 __all__ = [
@@ -31,6 +32,7 @@ __all__ = [
     "environment",
     "exit_code",
     "evidence",
+    "validate_json",
 ]
 
 REPORT_FORMAT = "loracheck.report"
@@ -87,6 +89,77 @@ REPORT_SCHEMA: dict[str, Any] = {
         "verdicts": {"type": "array", "items": VERDICT_SCHEMA},
     },
 }
+
+
+_JSON_TYPES: dict[str, tuple[type, ...]] = {
+    "object": (dict,),
+    "array": (list,),
+    "string": (str,),
+    "number": (int, float),
+    "integer": (int,),
+    "boolean": (bool,),
+    "null": (type(None),),
+}
+
+
+def _json_type_ok(x: Any, name: str) -> bool:
+    if name in ("number", "integer") and isinstance(x, bool):
+        return False
+    if name == "integer" and isinstance(x, float):
+        return x.is_integer()
+    return isinstance(x, _JSON_TYPES[name])
+
+
+def _schema_errors(x: Any, schema: Mapping[str, Any], path: str) -> list[str]:
+    """The first violations of ``schema`` by ``x`` (an empty list when it validates)."""
+    if "const" in schema and not (x == schema["const"] and type(x) is type(schema["const"])):
+        return [f"{path}: expected {schema['const']!r}, got {x!r}"]
+    if "enum" in schema and not any(x == e and type(x) is type(e) for e in schema["enum"]):
+        return [f"{path}: expected one of {schema['enum']!r}, got {x!r}"]
+    if "type" in schema:
+        names = [schema["type"]] if isinstance(schema["type"], str) else list(schema["type"])
+        if not any(_json_type_ok(x, n) for n in names):
+            return [f"{path}: expected a JSON {' or '.join(names)}, got {type(x).__name__} {_short(x)}"]
+    number = isinstance(x, (int, float)) and not isinstance(x, bool)
+    if "minimum" in schema and number and x < schema["minimum"]:
+        return [f"{path}: expected a number >= {schema['minimum']}, got {x!r}"]
+    if "oneOf" in schema:
+        ok = [s for s in schema["oneOf"] if not _schema_errors(x, s, path)]
+        if len(ok) != 1:
+            return [f"{path}: expected exactly one of {len(schema['oneOf'])} forms, got {_short(x)}"]
+    if isinstance(x, dict):
+        missing = [k for k in schema.get("required", ()) if k not in x]
+        if missing:
+            return [f"{path}: missing {', '.join(map(repr, missing))}"]
+        for k, sub in schema.get("properties", {}).items():
+            if k in x:
+                errs = _schema_errors(x[k], sub, f"{path}.{k}")
+                if errs:
+                    return errs
+    if isinstance(x, list) and "items" in schema:
+        for i, item in enumerate(x):
+            errs = _schema_errors(item, schema["items"], f"{path}[{i}]")
+            if errs:
+                return errs
+    return []
+
+
+def _short(x: Any) -> str:
+    text = repr(x)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def validate_json(data: Any, schema: Mapping[str, Any], where: str) -> None:
+    """Validate ``data`` against ``schema`` (the subset of JSON Schema the published schemas use).
+
+    Done by code (``jsonschema`` is a test extra only): ``type``, ``required``, ``properties``,
+    ``items``, ``enum``, ``const``, ``oneOf`` and ``minimum``.  The first violation raises
+    :class:`~theory.errors.UserInputError` naming ``where`` and the JSON path, e.g. ``json
+    out.json: $.verdicts[0]: missing 'status'``.
+    """
+    errs = _schema_errors(data, schema, "$")
+    if errs:
+        raise UserInputError(f"{where}: expected data that validate against the JSON schema, got {errs[0]}")
 
 
 def environment() -> dict[str, Any]:

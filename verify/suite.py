@@ -383,27 +383,52 @@ def run_suite(
 
 
 def finished_verdicts(
-    report: Mapping[str, Any], suite: Sequence[ProblemSpec]
+    report: Mapping[str, Any], suite: Sequence[ProblemSpec], *, source: str | None = None
 ) -> dict[tuple[str, str], Verdict]:
     """Verdicts of an earlier report that belong to the same problems (equal specs) of ``suite``.
 
     A verdict is kept when the report's spec of its problem equals the current spec (generator,
     keyword arguments, claims and checker options) and the report was written by the same
-    loracheck version, so a changed suite never reuses stale results.
-    """
-    from verify.report import environment
+    loracheck version (its ``environment.loracheck``), so a changed suite, other options or another
+    version never reuse stale results: those verdicts are recomputed.
 
-    if dict(report.get("environment", {})).get("loracheck") != environment()["loracheck"]:
-        return {}  # another loracheck version: recompute everything
+    A report that does not validate against :data:`verify.report.REPORT_SCHEMA` (a verdict without
+    ``status``, a certificate that is not an object, ...) or whose reused verdict lacks the
+    certificate fields its checker always writes (:data:`verify.verdict.CERTIFICATE_KEYS`: a forged
+    ``holds`` with an empty certificate) is refused with :class:`~theory.errors.UserInputError`
+    naming ``source`` (the file), the verdict and the missing fields; ``loracheck run --fresh``
+    recomputes everything.  A forged but plausible certificate (the right fields, invented
+    numbers) is not caught here: only re-verifying it catches it.
+    """
+    from verify.report import REPORT_SCHEMA, REPORT_VERSION, environment, validate_json
+    from verify.verdict import check_certificate
+
+    where = f"report {source}" if source else "report"
+    fresh = "; pass --fresh to recompute"
+    if not isinstance(report, Mapping):
+        raise UserInputError(f"{where}: expected a JSON object, got {type(report).__name__}{fresh}")
+    if report.get("version") != REPORT_VERSION:
+        return {}  # another report format: recompute everything
+    try:
+        validate_json(report, REPORT_SCHEMA, where)
+    except UserInputError as exc:
+        raise UserInputError(f"{exc}{fresh}") from None
+    if report["environment"].get("loracheck") != environment()["loracheck"]:
+        return {}  # another loracheck version (or none recorded): recompute everything
     specs = {s.name: s.to_dict() for s in suite}
-    old = {d.get("name"): d for d in report.get("suite", []) if isinstance(d, Mapping)}
+    old = {d.get("name"): d for d in report["suite"]}
     out: dict[tuple[str, str], Verdict] = {}
-    for d in report.get("verdicts", []):
-        name = d.get("problem", {}).get("name")
+    for i, d in enumerate(report["verdicts"]):
+        name = d["problem"].get("name")
         if (
-            name in specs
+            isinstance(name, str)
+            and name in specs
             and jsonable(old.get(name)) == jsonable(specs[name])
             and d["claim"] in specs[name]["claims"]
         ):
+            try:
+                check_certificate(d, f"{where}: verdict {i} ({d['claim']} on {name})")
+            except UserInputError as exc:
+                raise UserInputError(f"{exc}{fresh}") from None
             out[(name, d["claim"])] = Verdict.from_dict(d)
     return out

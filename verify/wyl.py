@@ -42,6 +42,7 @@ from landscapes.inits import (
 from landscapes.problem import Blocks, Problem
 from theory.errors import UserInputError
 from verify.jlr import _needs_float64, _save
+from verify.options import validated
 from verify.verdict import Verdict
 
 __all__ = [
@@ -259,6 +260,7 @@ def _eckart_young_search(
     return best, its
 
 
+@validated("WYL-first-step")
 def check_wyl_first_step(
     problem: Problem,
     *,
@@ -820,6 +822,7 @@ def _check_pipeline(
     )  # fmt: skip
 
 
+@validated("WYL-directions")
 def check_wyl_directions(
     problem: Problem,
     *,
@@ -906,6 +909,7 @@ def check_wyl_directions(
     )
 
 
+@validated("WYL-unchanged")
 def check_wyl_unchanged(
     problem: Problem,
     *,
@@ -1096,6 +1100,7 @@ def _about_distribution(
     }
 
 
+@validated("WYL-alignment")
 def check_wyl_alignment(
     problem: Problem,
     *,

@@ -1,0 +1,690 @@
+"""The checkers' options, declared once: name -> kind and range, per claim.
+
+Every path that runs a checker validates its options against :data:`OPTION_SPECS` before any
+work: the command line, :func:`verify.audit` / :func:`verify.audits.plan_audit`
+(``options=...``), a replayed counterexample's stored options
+(:func:`verify.audits.replay_options`), the suites of ``loracheck run`` and a direct call of a
+checker from Python (each ``check_*`` function is wrapped by :func:`validated`).  A wrong type
+raises :class:`~theory.errors.InputTypeError`, a value out of range
+:class:`~theory.errors.UserInputError`; the message names the claim, the option, the expected
+range and the value, e.g. ``JLR-rank-NUC option gap_rtol: expected a finite number in (0, 1),
+got -1.0``.
+
+Kinds
+-----
+- tolerances (``*rtol``, ``*_tol``, probabilities, levels): finite numbers in ``(0, 1)``;
+- scale factors: finite numbers ``> 0`` (``grid_ratio > 1``);
+- counts (``n_starts``, ``steps``, ``samples``, lengths, ...): ints in ``[low, cap]``, the caps
+  in :data:`OPTION_SPECS` (e.g. ``n_starts <= 10**4``, ``steps <= 10**7``);
+- ranks: ints ``>= 1`` (or one per block); given the problem, ``r_j <= min(m_j, n_j)`` in
+  every block ``j``;
+- seeds: ints in ``[0, 2**63)``; booleans: ``bool`` only (``1`` is not ``True``);
+- enumerations: one of the listed strings; subsets: non-empty sequences of them.
+
+Options that are objects (a NUC ``solution``, KKR ``evidence``, an ``encoder``, a custom
+``prediction`` callable, held-out data) are checked by their checker, not here.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import math
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from theory.errors import InputTypeError, UserInputError
+
+__all__ = ["OPTION_SPECS", "Spec", "check_options", "spec_table", "validated"]
+
+_F = TypeVar("_F", bound=Callable[..., Any])
+
+_SEED_MAX = 2**63
+_INF = math.inf
+
+
+def _is_int(v: object) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _is_real(v: object) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def _interval(lo: float, hi: float, lo_open: bool, hi_open: bool) -> str:
+    a = "(" if lo_open else "["
+    b = ")" if hi_open or hi == _INF else "]"
+    hi_s = "inf" if hi == _INF else f"{hi:g}"
+    return f"{a}{lo:g}, {hi_s}{b}"
+
+
+class Spec:
+    """One option's kind and range: :meth:`check` raises naming ``where`` (claim and option)."""
+
+    optional: bool = False
+    expect: str | None = None
+
+    def describe(self) -> str:
+        """What the option must be, for messages (``expect`` when the spec sets one)."""
+        return self.expect if self.expect is not None else self._describe()
+
+    def _describe(self) -> str:  # pragma: no cover - overridden
+        raise NotImplementedError
+
+    def _check(self, value: Any, where: str, problem: Any) -> None:  # pragma: no cover - overridden
+        raise NotImplementedError
+
+    def check(self, value: Any, where: str, problem: Any = None) -> None:
+        """Raise :class:`~theory.errors.UserInputError` unless ``value`` fits this spec."""
+        if value is None:
+            if self.optional:
+                return
+            raise InputTypeError(f"{where}: expected {self.describe()}, got None")
+        self._check(value, where, problem)
+
+
+@dataclass(frozen=True)
+class Real(Spec):
+    """A finite number in an interval (ints are accepted as numbers, bools are not)."""
+
+    lo: float = 0.0
+    hi: float = _INF
+    lo_open: bool = True
+    hi_open: bool = True
+    optional: bool = False
+    expect: str | None = None
+
+    def _describe(self) -> str:
+        if self.hi == _INF and self.lo == 0.0:
+            s = "a positive finite number" if self.lo_open else "a finite number >= 0"
+        elif self.hi == _INF:
+            s = f"a finite number {'>' if self.lo_open else '>='} {self.lo:g}"
+        else:
+            s = f"a number in {_interval(self.lo, self.hi, self.lo_open, self.hi_open)}"
+        return ("None or " if self.optional else "") + s
+
+    def _check(self, value: Any, where: str, problem: Any) -> None:
+        if not _is_real(value):
+            raise InputTypeError(f"{where}: expected {self.describe()}, got {value!r}")
+        v = float(value)
+        ok = (
+            math.isfinite(v)
+            and (v > self.lo if self.lo_open else v >= self.lo)
+            and (v < self.hi if self.hi_open else v <= self.hi)
+        )
+        if not ok:
+            raise UserInputError(f"{where}: expected {self.describe()}, got {value!r}")
+
+
+@dataclass(frozen=True)
+class Int(Spec):
+    """An int in ``[lo, hi]`` (bools and floats are refused)."""
+
+    lo: int = 1
+    hi: int = 10**6
+    optional: bool = False
+    expect: str | None = None
+
+    def _describe(self) -> str:
+        return ("None or " if self.optional else "") + f"an int in [{self.lo}, {self.hi}]"
+
+    def _check(self, value: Any, where: str, problem: Any) -> None:
+        if not _is_int(value):
+            raise InputTypeError(f"{where}: expected {self.describe()}, got {value!r}")
+        if not self.lo <= value <= self.hi:
+            raise UserInputError(f"{where}: expected {self.describe()}, got {value!r}")
+
+
+@dataclass(frozen=True)
+class Bool(Spec):
+    """``True`` or ``False``."""
+
+    def _describe(self) -> str:
+        return "a bool (true or false)"
+
+    def _check(self, value: Any, where: str, problem: Any) -> None:
+        if not isinstance(value, bool):
+            raise InputTypeError(f"{where}: expected {self.describe()}, got {value!r}")
+
+
+@dataclass(frozen=True)
+class Choice(Spec):
+    """One of a few values (strings, or ints such as ``order``)."""
+
+    values: tuple[Any, ...] = ()
+    optional: bool = False
+    expect: str | None = None
+
+    def _describe(self) -> str:
+        vals = (["None"] if self.optional else []) + [repr(v) for v in self.values]
+        return vals[0] if len(vals) == 1 else ", ".join(vals[:-1]) + " or " + vals[-1]
+
+    def _check(self, value: Any, where: str, problem: Any) -> None:
+        if isinstance(value, bool) or not isinstance(value, (str, int)):
+            raise InputTypeError(f"{where}: expected {self.describe()}, got {value!r}")
+        if value not in self.values:
+            raise UserInputError(f"{where}: expected {self.describe()}, got {value!r}")
+
+
+@dataclass(frozen=True)
+class Str(Spec):
+    """A string whose allowed values depend on the data (the checker names them)."""
+
+    def _describe(self) -> str:
+        return "a string"
+
+    def _check(self, value: Any, where: str, problem: Any) -> None:
+        if not isinstance(value, str):
+            raise InputTypeError(f"{where}: expected {self.describe()}, got {value!r}")
+
+
+@dataclass(frozen=True)
+class Seq(Spec):
+    """A list or tuple of ``min_len`` to ``max_len`` items, each fitting ``item``."""
+
+    item: Spec = Real()
+    min_len: int = 1
+    max_len: int = 64
+    distinct: bool = False
+    optional: bool = False
+    expect: str | None = None
+
+    def _describe(self) -> str:
+        d = "distinct " if self.distinct else ""
+        if self.min_len == self.max_len:
+            s = f"a list of exactly {self.min_len} {d}values"
+        elif self.min_len == 1:
+            s = f"a non-empty list of at most {self.max_len} {d}values"
+        else:
+            s = f"at least {self.min_len} {d}values (a list of at most {self.max_len})"
+        return ("None or " if self.optional else "") + f"{s}, each {self.item.describe()}"
+
+    def _check(self, value: Any, where: str, problem: Any) -> None:
+        if isinstance(value, (str, bytes)) or not isinstance(value, (list, tuple)):
+            raise InputTypeError(f"{where}: expected {self.describe()}, got {value!r}")
+        if not self.min_len <= len(value) <= self.max_len:
+            raise UserInputError(f"{where}: expected {self.describe()}, got {len(value)} items")
+        for i, x in enumerate(value):
+            try:
+                self.item.check(x, f"{where}[{i}]", problem)
+            except UserInputError as exc:
+                kind = InputTypeError if isinstance(exc, InputTypeError) else UserInputError
+                raise kind(f"{where}: expected {self.describe()}, got {list(value)!r} ({exc})") from None
+        if self.distinct and len({repr(x) for x in value}) != len(value):
+            raise UserInputError(f"{where}: expected {self.describe()}, got {list(value)!r}")
+
+
+@dataclass(frozen=True)
+class Table(Spec):
+    """A mapping from some of ``keys`` to values fitting ``value``."""
+
+    keys: tuple[str, ...] = ()
+    value: Spec = Real()
+    optional: bool = False
+    expect: str | None = None
+
+    def _describe(self) -> str:
+        return f"a mapping from {', '.join(map(repr, self.keys))} to {self.value.describe()}" + (
+            " or None" if self.optional else ""
+        )
+
+    def _check(self, value: Any, where: str, problem: Any) -> None:
+        if not isinstance(value, Mapping):
+            raise InputTypeError(f"{where}: expected {self.describe()}, got {value!r}")
+        for k, v in value.items():
+            if k not in self.keys:
+                raise UserInputError(f"{where}: expected {self.describe()}, got key {k!r}")
+            self.value.check(v, f"{where}[{k!r}]", problem)
+
+
+@dataclass(frozen=True)
+class Either(Spec):
+    """Fits one of ``specs`` (e.g. one tolerance or one per optimizer)."""
+
+    specs: tuple[Spec, ...] = ()
+    optional: bool = False
+    expect: str | None = None
+
+    def _describe(self) -> str:
+        return " or ".join(s.describe() for s in self.specs) + (" or None" if self.optional else "")
+
+    def _check(self, value: Any, where: str, problem: Any) -> None:
+        errors: list[UserInputError] = []
+        for s in self.specs:
+            try:
+                s.check(value, where, problem)
+                return
+            except UserInputError as exc:
+                errors.append(exc)
+        if all(isinstance(e, InputTypeError) for e in errors):
+            raise InputTypeError(f"{where}: expected {self.describe()}, got {value!r}")
+        raise UserInputError(f"{where}: expected {self.describe()}, got {value!r}")
+
+
+@dataclass(frozen=True)
+class Both(Spec):
+    """Fits every one of ``specs``, checked in order (the first unmet one is named)."""
+
+    specs: tuple[Spec, ...] = ()
+    optional: bool = False
+    expect: str | None = None
+
+    def _describe(self) -> str:
+        return " and ".join(s.describe() for s in self.specs)
+
+    def _check(self, value: Any, where: str, problem: Any) -> None:
+        for s in self.specs:
+            s.check(value, where, problem)
+
+
+@dataclass(frozen=True)
+class Rank(Spec):
+    """A LoRA rank: an int ``>= 1`` (or, with ``per_block``, one per block), ``<= min(m, n)``.
+
+    The bound by the block's size is checked when the problem is known (it has ``blocks``).
+    """
+
+    per_block: bool = False
+    optional: bool = False
+    cap: int = 100_000
+    expect: str | None = None
+
+    def _describe(self) -> str:
+        s = f"a positive int (a LoRA rank in [1, min(m, n)], at most {self.cap})"
+        if self.per_block:
+            s += " or one such rank per block"
+        return s + (" or None" if self.optional else "")
+
+    def _check(self, value: Any, where: str, problem: Any) -> None:
+        if _is_int(value):
+            ranks = None
+            r_all: list[int] = [value]
+        elif self.per_block and isinstance(value, (list, tuple)):
+            ranks = list(value)
+            r_all = ranks
+            if not ranks or not all(_is_int(r) for r in ranks):
+                raise InputTypeError(f"{where}: expected {self.describe()}, got {value!r}")
+        else:
+            raise InputTypeError(f"{where}: expected {self.describe()}, got {value!r}")
+        if any(not 1 <= r <= self.cap for r in r_all):
+            raise UserInputError(f"{where}: expected {self.describe()}, got {value!r}")
+        blocks = getattr(problem, "blocks", None)
+        try:
+            sizes = [(int(m), int(n)) for m, n in blocks] if blocks is not None else None
+        except (TypeError, ValueError):
+            sizes = None
+        if not sizes:
+            return
+        if ranks is not None and len(ranks) != len(sizes):
+            raise UserInputError(f"{where}: expected one rank per block ({len(sizes)} blocks), got {value!r}")
+        per = ranks if ranks is not None else [value] * len(sizes)
+        for j, (r, (m, n)) in enumerate(zip(per, sizes)):
+            if r > min(m, n):
+                raise UserInputError(
+                    f"{where}: expected a rank in [1, min(m, n)] = [1, {min(m, n)}] on block {j} "
+                    f"({m} x {n}), got {value!r}"
+                )
+
+
+@dataclass(frozen=True)
+class Opaque(Spec):
+    """An object the checker validates itself (a solution, evidence, an encoder, a callable)."""
+
+    optional: bool = True
+    expect: str | None = None
+
+    def _describe(self) -> str:
+        return "an object the checker accepts"
+
+    def _check(self, value: Any, where: str, problem: Any) -> None:
+        return None
+
+
+# ------------------------------------------------------------------------------------------------
+# The declaration
+
+RANK_BOUND = Int(0, 100_000, optional=True, expect="None or an int >= 0 (at most 100000)")
+TOL = Real(0.0, 1.0)  # a relative tolerance, a probability or a level: (0, 1)
+TOL_OPT = Real(0.0, 1.0, optional=True)
+POS = Real(0.0, _INF)  # a finite positive number (scales, factors, step sizes)
+POS_OPT = Real(0.0, _INF, optional=True)
+NONNEG = Real(0.0, _INF, lo_open=False)
+SEED = Int(0, _SEED_MAX - 1)
+BOOL = Bool()
+ANY = Opaque()
+
+_LANDSCAPE_INITS = ("small", "gaussian", "large", "zero_b", "zero", "adversarial")
+_WYL_INITS = ("vanilla", "gaussian", "loraga", "loraga-peft", "pissa")
+WYL_INIT = Choice(_WYL_INITS, expect=f"one of {_WYL_INITS}")
+FLOAT_TOL = Real(0.0, 1.0, expect="a float in (0, 1)")
+_KKR_COLLECT = Opaque()
+
+_HSK_LEN = 1 << 20
+_STEPS = 10**7
+
+#: Claim id -> option name -> :class:`Spec`.  Options not listed (``save_dir``) are not options of
+#: the computation.
+OPTION_SPECS: Mapping[str, Mapping[str, Spec]] = {
+    "JLR-rank-FT": {
+        "rank_bound": RANK_BOUND,
+        "grad_rtol": TOL,
+        "rank_rtol": TOL,
+    },
+    "JLR-rank-NUC": {
+        "rank_bound": RANK_BOUND,
+        "gap_rtol": TOL,
+        "rank_rtol": TOL,
+        "seed": SEED,
+        "solution": ANY,
+    },
+    "JLR-rank-blocks": {
+        "rank_bound": RANK_BOUND,
+        "gap_rtol": TOL,
+        "rank_rtol": TOL,
+        "seed": SEED,
+        "solution": ANY,
+    },
+    "JLR-equiv": {
+        "rank": Rank(optional=True),
+        "enforce_hypothesis": BOOL,
+        "gap_rtol": TOL,
+        "balance_rtol": TOL,
+        "rank_rtol": TOL,
+        "seed": SEED,
+        "solution": ANY,
+    },
+    "JLR-magnitude": {
+        "factor": Real(expect="a positive number (finite)"),
+        "gap_rtol": TOL,
+        "seed": SEED,
+        "solution": ANY,
+    },
+    "JLR-zero-saddle": {
+        "rank": Rank(),
+        "prediction": ANY,
+        "max_dense": Int(0, 10_000),
+        "rtol": TOL,
+        "lanczos_tol": TOL,
+    },
+    "JLR-no-spurious": {
+        "rank": Rank(per_block=True, optional=True),
+        "n_starts": Int(1, 10_000),
+        "inits": Seq(Choice(_LANDSCAPE_INITS), 1, 64),
+        "perturbations": Seq(Choice(("none", "symmetric", "linear")), 1, 64),
+        "perturbation_scale": Real(0.0, _INF, lo_open=False, optional=True),
+        "optimizer": Choice(("lbfgs", "gd", "sgd", "adam")),
+        "order": Choice((1, 2)),
+        "seed": SEED,
+        "grad_rtol": TOL,
+        "curvature_rtol": TOL,
+        "gap_rtol": TOL,
+        "enforce_hypothesis": BOOL,
+        "solution": ANY,
+        "method": Choice(("auto", "structured", "lanczos", "dense")),
+        "init_scale": POS,
+    },
+    "JLR-spurious-below": {
+        "rank": Rank(per_block=True, optional=True),
+        "n_starts": Int(1, 10_000),
+        "inits": Seq(Choice(_LANDSCAPE_INITS), 1, 64),
+        "seed": SEED,
+        "grad_rtol": TOL,
+        "curvature_rtol": TOL,
+        "gap_rtol": TOL,
+        "enforce_hypothesis": BOOL,
+        "solution": ANY,
+        "method": Choice(("auto", "structured", "lanczos", "dense")),
+        "init_scale": POS,
+    },
+    "JLR-gd": {
+        "rank": Rank(per_block=True, optional=True),
+        "optimizers": Seq(Choice(("gd", "sgd", "adam")), 1, 3, distinct=True),
+        "inits": Seq(Choice(_LANDSCAPE_INITS), 1, 64),
+        "steps": Int(1, _STEPS),
+        "lr": Table(("gd", "sgd", "adam"), POS, optional=True),
+        "batch_size": Int(1, 10**7, optional=True),
+        "seed": SEED,
+        "gap_rtol": Either((TOL, Table(("gd", "sgd", "adam"), TOL)), optional=True),
+        "record_every": Int(1, _STEPS),
+        "enforce_hypothesis": BOOL,
+        "solution": ANY,
+        "init_scale": POS,
+    },
+    "JLR-gen": {
+        "held_out": ANY,
+        "solution": ANY,
+        "point": ANY,
+        "clip": POS_OPT,
+        "delta": TOL,
+        "alpha": TOL,
+        "radius": Choice(("solution", "magnitude")),
+        "grid_base": Real(expect="a finite positive number"),
+        "grid_ratio": Both((Real(expect="a finite positive number"), Real(1.0, _INF))),
+        "bound_scale": Real(expect="a finite positive number"),
+        "gap_rtol": TOL,
+        "mc_samples": Either((Choice((0,)), Int(2, 10**6)), expect="0 or an int >= 2 (at most 1000000)"),
+        "seed": Int(-(2**63), 2**64 - 1, expect="an int in [-2**63, 2**64)"),
+    },
+    "WYL-first-step": {
+        "rank": Rank(),
+        "init": WYL_INIT,
+        "alpha": POS_OPT,
+        "rslora": BOOL,
+        "lr": POS,
+        "gamma": POS,
+        "direction": Choice(("ArB2r", "A2rBr", "ArBr", "random")),
+        "weights": ANY,
+        "rtol": TOL,
+        "search_starts": Int(0, 1_000),
+        "seed": SEED,
+        "gradient": Choice(("exact", "sampled")),
+        "svd": Choice(("full", "randomized")),
+        "batch_size": Int(1, 10**6, expect="a positive int (at most 1000000)"),
+        "batches": Int(1, 10**6, expect="a positive int (at most 1000000)"),
+        "sketch": Int(2, 100_000, optional=True, expect="None or an int >= 2 r (at most 100000)"),
+        "niter": Int(0, 100, expect="an int >= 0 (at most 100)"),
+        "failure_probability": FLOAT_TOL,
+        "pipeline_rtol": Real(0.0, 1.0, optional=True, expect="a positive finite number below 1, or None"),
+    },
+    "WYL-directions": {
+        "rank": Rank(),
+        "variant": Choice(("reference", "peft")),
+        "alpha": POS_OPT,
+        "rslora": BOOL,
+        "lr": POS,
+        "gamma": POS,
+        "rtol": TOL,
+        "seed": SEED,
+    },
+    "WYL-unchanged": {
+        "rank": Rank(),
+        "init": WYL_INIT,
+        "alpha": POS_OPT,
+        "rslora": BOOL,
+        "gamma": POS,
+        "encoder": ANY,
+        "offset": BOOL,
+        "rtol64": TOL,
+        "rtol32": TOL,
+        "seed": SEED,
+    },
+    "WYL-alignment": {
+        "rank": Rank(),
+        "init": Choice(tuple(i for i in _WYL_INITS if i != "pissa"), expect=f"one of {_WYL_INITS[:-1]}"),
+        "prediction": Choice(
+            ("rank-2r", "row-projection"),
+            optional=True,
+            expect="'rank-2r' or 'row-projection' (None: from init)",
+        ),
+        "alpha": POS_OPT,
+        "rslora": BOOL,
+        "lr": POS,
+        "gamma": POS,
+        "rtol": TOL,
+        "about_rtol": TOL_OPT,
+        "samples": Int(100, 10**7, expect="an int >= 100 (at most 10000000)"),
+        "about_level": FLOAT_TOL,
+        "seed": SEED,
+    },
+    "WYL-speed": {
+        "rank": Rank(),
+        "faster": Str(),  # (the checker names the inits: "faster, slower: expected names from ...")
+        "slower": Str(),
+        "factor": Real(expect="a positive number (finite, not a bool)"),
+        "margin": NONNEG,
+        "fraction": Real(0.0, 1.0, hi_open=False),
+        "seeds": Seq(SEED, 1, 1_000, distinct=True),
+        "lrs": Seq(POS, 1, 1_000),
+        "steps": Int(1, _STEPS),
+        "alpha": POS_OPT,
+        "rslora": BOOL,
+        "gap_rtol": TOL,
+        "gradient": Choice(("sampled", "full")),
+    },
+    "KKR-special": {
+        "evidence": ANY,
+        "collect": _KKR_COLLECT,
+        "global_rtol": TOL,
+        "variant": Choice(("theorem", "any-regime")),
+        "rho_factor": POS,
+    },
+    "KKR-dichotomy": {
+        "evidence": ANY,
+        "collect": _KKR_COLLECT,
+        "variant": Choice(("theorem", "all-global", "low-rank")),
+        "global_rtol": TOL,
+        "rho_factor": POS,
+        "margin": Real(0.0, 1.0, lo_open=False),
+    },
+    "KKR-loud": {
+        "evidence": ANY,
+        "collect": _KKR_COLLECT,
+        "global_rtol": TOL,
+        "variant": Choice(("theorem", "quiet")),
+        "rho_factor": POS,
+        "margin": Real(0.0, 1.0, lo_open=False),
+    },
+    "KKR-magnitude": {"evidence": ANY, "collect": _KKR_COLLECT, "factor": POS, "global_rtol": TOL},
+    "KKR-bias": {
+        "evidence": ANY,
+        "collect": _KKR_COLLECT,
+        "favoured": Str(),
+        "against": Str(),
+        "global_rtol": TOL,
+    },
+    "KKR-includes-JLR": {
+        "eps": POS,
+        "form": Choice(("none", "linear", "ridge")),
+        "rank": Rank(optional=True),
+        "radius": POS,
+        "samples": Int(1, 10**6),
+        "seed": SEED,
+    },
+    "KKR-sgd-rank": {
+        "rank": Rank(),
+        "batch": Int(1, 10**6),
+        "lr": POS,
+        "steps": Int(1, _STEPS),
+        "init": Choice(("zero", "small", "large")),
+        "eps": Seq(Real(0.0, 4.0), 1, 64),
+        "window": Int(1, _STEPS),
+        "conv_rtol": TOL,
+        "factor": POS,
+        "seed": SEED,
+    },
+    "HSK-exact": {
+        "lengths": Seq(Int(1, 4_096), 1, 64),
+        "gamma": POS,
+        "rtol": TOL,
+        "timing_lengths": Seq(Int(2, _HSK_LEN), 2, 64, distinct=True),
+        "block_size": Int(1, _HSK_LEN, optional=True),
+        "exponent_range": Seq(NONNEG, 2, 2),
+        "repeats": Int(1, 100),
+        "variant": Choice(("derived", "printed")),
+    },
+    "HSK-below": {
+        "gamma": POS,
+        "lengths": Seq(Int(2, _HSK_LEN), 2, 64, distinct=True),
+        "timing_lengths": Seq(Int(2, _HSK_LEN), 2, 64, distinct=True),
+        "target": TOL,
+        "max_degree": Int(0, 64),
+        "max_exponent": POS,
+        "repeats": Int(1, 100),
+        "regime_m_rule": Choice(("gamma^2", "d*gamma^2"), optional=True),
+        "regime_max_log2": Int(2, 2**62),
+        "variant": Choice(("below", "above", "superlinear")),
+        "above_ratio": POS,
+        "superlinear_c": POS,
+    },
+    "HSK-above": {
+        "lengths": Seq(Int(2, 8_192), 2, 64, distinct=True),
+        "ratios": Seq(POS, 1, 64, distinct=True),
+        "rel_err": TOL,
+        "matrix": Choice(("exp", "softmax")),
+        "report_softmax": BOOL,
+        "families": Seq(Choice(("random", "ov")), 1, 2, distinct=True),
+        "dim": Choice(("fixed", "log")),
+        "threshold": POS,
+        "growth": POS,
+        "variant": Choice(("transition", "no-transition")),
+        "flat_rank": Int(0, 100_000, optional=True),
+    },
+    "HSK-poly-error": {
+        "L": Int(1, 8_192),
+        "gammas": Seq(POS, 1, 64),
+        "degrees": Seq(Int(0, 64), 1, 64),
+        "bound_factor": POS,
+    },
+}
+
+
+def check_options(claim: str, options: Mapping[str, Any], problem: Any = None) -> None:
+    """Validate ``options`` of ``claim``'s checker against :data:`OPTION_SPECS`.
+
+    Unknown option names are refused; ``save_dir`` is allowed (it is not an option of the
+    computation).  Ranks are also checked against ``problem``'s blocks when it is given.
+    """
+    if claim not in OPTION_SPECS:
+        known = ", ".join(OPTION_SPECS)
+        raise UserInputError(f"claim: expected a claim with a checker ({known}), got {claim!r}")
+    if not isinstance(options, Mapping):
+        raise InputTypeError(f"options of {claim}: expected a mapping of option names, got {options!r}")
+    specs = OPTION_SPECS[claim]
+    for name, value in options.items():
+        if name == "save_dir":
+            continue
+        if name not in specs:
+            raise UserInputError(
+                f"options of {claim}: expected option names among {', '.join(specs)}, got {name!r}"
+            )
+        specs[name].check(value, f"{claim} option {name}", problem)
+
+
+def validated(claim: str) -> Callable[[_F], _F]:
+    """Decorate a checker: its keyword options are checked by :func:`check_options` on every call.
+
+    Only the options the caller passes are checked (the defaults fit the spec; a test checks
+    that); the checker's signature is kept (``inspect.signature`` follows ``__wrapped__``).
+    """
+
+    def wrap(fn: _F) -> _F:
+        params = inspect.signature(fn).parameters
+        first = next(iter(params))
+        missing = set(params) - set(OPTION_SPECS[claim]) - {first, "save_dir"}
+        assert not missing, f"{claim}: options without a spec: {sorted(missing)}"
+
+        @functools.wraps(fn)
+        def checker(*args: Any, **kwargs: Any) -> Any:
+            problem = args[0] if args else kwargs.get(first)
+            check_options(claim, {k: v for k, v in kwargs.items() if k != first}, problem)
+            return fn(*args, **kwargs)
+
+        return checker  # type: ignore[return-value]
+
+    return wrap
+
+
+def spec_table() -> str:
+    """Every claim's options and their ranges, one line per option (for documentation)."""
+    return "\n".join(f"{c} {n}: {s.describe()}" for c, opts in OPTION_SPECS.items() for n, s in opts.items())
