@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import signal
 import sys
@@ -45,6 +46,47 @@ class _Parser(argparse.ArgumentParser):
         self.print_usage(sys.stderr)
         print(printable(f"loracheck: error: {message}"), file=sys.stderr)
         raise SystemExit(EXIT_BAD_INPUT)
+
+
+#: Largest seed accepted (torch and NumPy take seeds in [0, 2^63 - 1]).
+_MAX_SEED = 2**63 - 1
+
+
+def _int_in(low: int, high: int) -> Any:
+    """An argparse type: an int in ``[low, high]`` (bounds keep a typo like 10**9 from allocating)."""
+
+    def parse(text: str) -> int:
+        try:
+            v = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an int in [{low}, {high}], got {text!r}") from None
+        if not low <= v <= high:
+            raise argparse.ArgumentTypeError(f"expected an int in [{low}, {high}], got {text!r}")
+        return v
+
+    return parse
+
+
+def _positive_float(text: str) -> float:
+    """An argparse type: a finite number > 0."""
+    try:
+        v = float(text)
+    except ValueError:
+        v = math.nan
+    if not (math.isfinite(v) and v > 0):
+        raise argparse.ArgumentTypeError(f"expected a finite number > 0, got {text!r}")
+    return v
+
+
+def _nonnegative_float(text: str) -> float:
+    """An argparse type: a finite number >= 0."""
+    try:
+        v = float(text)
+    except ValueError:
+        v = math.nan
+    if not (math.isfinite(v) and v >= 0):
+        raise argparse.ArgumentTypeError(f"expected a finite number >= 0, got {text!r}")
+    return v
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -90,7 +132,7 @@ def _parser() -> argparse.ArgumentParser:
         help="recompute everything (default: an interrupted run's finished verdicts in DIR are reused)",
     )
     run.add_argument(
-        "--threads", type=int, default=None, metavar="N", help="torch threads (default: torch's)"
+        "--threads", type=_int_in(1, 4096), default=None, metavar="N", help="torch threads (default: torch's)"
     )
     au = sub.add_parser(
         "audit",
@@ -178,17 +220,23 @@ def _parser() -> argparse.ArgumentParser:
     ph.add_argument(
         "--out", default="loracheck-report", metavar="DIR", help="output directory (default: %(default)s)"
     )
-    ph.add_argument("--ranks", type=int, nargs="+", metavar="R", help="LoRA ranks (default 1..8)")
+    ph.add_argument(
+        "--ranks", type=_int_in(1, 4096), nargs="+", metavar="R", help="LoRA ranks (default 1..8)"
+    )
     ph.add_argument(
         "--kn", nargs="+", metavar="KxN", help="(K, N) pairs written KxN, e.g. 1x6 2x10 (default: KN = 3..28)"
     )
-    ph.add_argument("--runs", type=int, default=6, help="trainings per cell (default: %(default)s)")
-    ph.add_argument("--size", type=int, default=12, help="m = n of the adapted matrix (default: %(default)s)")
+    ph.add_argument(
+        "--runs", type=_int_in(1, 100_000), default=6, help="trainings per cell (default: %(default)s)"
+    )
+    ph.add_argument(
+        "--size", type=_int_in(1, 4096), default=12, help="m = n of the adapted matrix (default: %(default)s)"
+    )
     ph.add_argument(
         "--loss", default="squared", help="squared, logistic or cross_entropy (default: %(default)s)"
     )
-    ph.add_argument("--lam", type=float, default=1e-3, help="weight decay (default: %(default)s)")
-    ph.add_argument("--seed", type=int, default=0)
+    ph.add_argument("--lam", type=_positive_float, default=1e-3, help="weight decay (default: %(default)s)")
+    ph.add_argument("--seed", type=_int_in(0, _MAX_SEED), default=0)
     ph.add_argument("--no-progress", action="store_true", help="no progress bar")
     sw = sub.add_parser(
         "sweep",
@@ -224,14 +272,14 @@ def _parser() -> argparse.ArgumentParser:
     )
     sw.add_argument(
         "--chunk",
-        type=int,
+        type=_int_in(1, 1_000_000),
         metavar="N",
         help="tasks per executor call (default: automatic, about 0.25 s of work per call on a process "
         "pool, 1 s on Dask; 1 serially)",
     )
     sw.add_argument(
         "--max-tasks",
-        type=int,
+        type=_int_in(1, 10**9),
         metavar="N",
         help="refuse a config that expands to more than N tasks, counted before expanding "
         "(default: 1,000,000)",
@@ -249,14 +297,25 @@ def _parser() -> argparse.ArgumentParser:
         "--out", default="loracheck-report", metavar="DIR", help="output directory (default: %(default)s)"
     )
     ex.add_argument(
-        "--n", type=int, nargs="+", default=[32], metavar="N", help="training-set sizes (default: 32)"
+        "--n",
+        type=_int_in(2, 100_000),
+        nargs="+",
+        default=[32],
+        metavar="N",
+        help="training-set sizes (default: 32)",
     )
-    ex.add_argument("--ranks", type=int, nargs="+", default=[1, 2, 4, 8, 16], metavar="R", help="LoRA ranks")
-    ex.add_argument("--steps", type=int, default=2000, help="Adam steps per training (default: %(default)s)")
-    ex.add_argument("--n-test", type=int, default=1000, help="held-out sentences (default: %(default)s)")
+    ex.add_argument(
+        "--ranks", type=_int_in(1, 4096), nargs="+", default=[1, 2, 4, 8, 16], metavar="R", help="LoRA ranks"
+    )
+    ex.add_argument(
+        "--steps", type=_int_in(1, 10**7), default=2000, help="Adam steps per training (default: %(default)s)"
+    )
+    ex.add_argument(
+        "--n-test", type=_int_in(1, 10**6), default=1000, help="held-out sentences (default: %(default)s)"
+    )
     ex.add_argument(
         "--lams",
-        type=float,
+        type=_positive_float,
         nargs="+",
         default=[1e-2, 1e-3, 1e-4, 1e-5],
         metavar="LAM",
@@ -265,7 +324,7 @@ def _parser() -> argparse.ArgumentParser:
     ex.add_argument(
         "--model", default=None, help="local model path or cached hub name (default: offline MiniLM)"
     )
-    ex.add_argument("--seed", type=int, default=0)
+    ex.add_argument("--seed", type=_int_in(0, _MAX_SEED), default=0)
     ex.add_argument(
         "--no-head-variants", action="store_true", help="skip the rank check with other heads and CLS pooling"
     )
@@ -288,16 +347,20 @@ def _parser() -> argparse.ArgumentParser:
         "(default: teacher features)",
     )
     sp.add_argument("--inits", nargs="+", metavar="INIT", help="inits (default: all five)")
-    sp.add_argument("--rank", type=int, default=4, help="LoRA rank (default: %(default)s)")
-    sp.add_argument("--seeds", type=int, default=5, help="seeds 0..S-1 per init (default: %(default)s)")
+    sp.add_argument("--rank", type=_int_in(1, 4096), default=4, help="LoRA rank (default: %(default)s)")
+    sp.add_argument(
+        "--seeds", type=_int_in(1, 10_000), default=5, help="seeds 0..S-1 per init (default: %(default)s)"
+    )
     sp.add_argument(
         "--lrs",
-        type=float,
+        type=_positive_float,
         nargs="+",
         metavar="LR",
         help="Adam learning rates (default: 3e-3 1e-2 3e-2 1e-1 3e-1)",
     )
-    sp.add_argument("--steps", type=int, default=2000, help="Adam steps per run (default: %(default)s)")
+    sp.add_argument(
+        "--steps", type=_int_in(1, 10**7), default=2000, help="Adam steps per run (default: %(default)s)"
+    )
     sp.add_argument(
         "--out", default="loracheck-report", metavar="DIR", help="output directory (default: %(default)s)"
     )
@@ -335,12 +398,21 @@ def _parser() -> argparse.ArgumentParser:
         help="zero, small, large, loraga, adversarial (the designed start of the spurious-* problems; "
         "seeds > 0 perturb it by 10%%) (default: zero small large)",
     )
-    kk.add_argument("--seeds", type=int, default=10, help="seeds 0..S-1 per init (default: %(default)s)")
     kk.add_argument(
-        "--lams", type=float, nargs="+", metavar="LAM", help="weight decays (default: each problem's own)"
+        "--seeds", type=_int_in(1, 10_000), default=10, help="seeds 0..S-1 per init (default: %(default)s)"
     )
     kk.add_argument(
-        "--samples", type=int, default=200, help="Monte-Carlo samples of the constants (default: %(default)s)"
+        "--lams",
+        type=_nonnegative_float,
+        nargs="+",
+        metavar="LAM",
+        help="weight decays (default: each problem's own)",
+    )
+    kk.add_argument(
+        "--samples",
+        type=_int_in(1, 10**7),
+        default=200,
+        help="Monte-Carlo samples of the constants (default: %(default)s)",
     )
     kk.add_argument(
         "--out", default="loracheck-report", metavar="DIR", help="output directory (default: %(default)s)"
@@ -362,7 +434,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     kk.add_argument(
         "--dense-max",
-        type=int,
+        type=_int_in(0, 100_000),
         default=4000,
         help="with --recertify: largest reduced Hessian built densely, one HVP per parameter "
         "(default: %(default)s; above it, Lanczos)",
@@ -453,8 +525,6 @@ def _parse_kn(items: Sequence[str]) -> list[tuple[int, int]]:
 
 
 def _cmd_speed(args: argparse.Namespace) -> int:
-    import math
-
     from landscapes.inits import INIT_NAMES
     from verify.wyl_speed import DEFAULT_LRS, SPEED_PROBLEMS, speed_experiment
 
@@ -870,8 +940,6 @@ def _rank_assignments(items: Sequence[str]) -> list[int | tuple[int, ...]]:
 
 
 def _cmd_audit(args: argparse.Namespace) -> int:
-    import math
-
     import torch
 
     from landscapes.io import load_problem
@@ -1243,7 +1311,10 @@ def _main(argv: Sequence[str] | None) -> int:
     # vs 5 s with a benchmark running beside it).  A user's own setting wins.
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     parser = _parser()
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # argparse's own exits: --help 0, a bad value 3 (``_Parser.error``)
+        return exc.code if isinstance(exc.code, int) else EXIT_BAD_INPUT
     if args.command is None:
         parser.print_help()
         return EXIT_BAD_INPUT

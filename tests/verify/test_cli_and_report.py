@@ -61,8 +61,9 @@ def test_run_exit_code_for_inconclusive(tmp_path):
         (["run", "--claims", "JLR-nope"], "--claims: expected ids with checkers"),
         (["run", "--claims", "jlr-gen"], "--claims: expected ids with checkers"),
         (["run", "--problems", "nope"], "--problems: expected names from the suite"),
-        (["run", "--threads", "0"], "--threads: expected a positive int"),
-        (["run", "--threads", "two"], "invalid int value"),
+        (["run", "--threads", "0"], "--threads: expected an int in [1, 4096], got '0'"),
+        (["run", "--threads", "two"], "--threads: expected an int in [1, 4096], got 'two'"),
+        (["run", "--threads", str(10**9)], "--threads: expected an int in [1, 4096]"),
         (
             ["run", "--problems", "features-ce-K2", "--claims", "JLR-rank-FT"],
             "contains no (problem, claim) pair",

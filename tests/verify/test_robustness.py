@@ -211,7 +211,7 @@ CLI_BAD = [
     ),
     ("run: unknown claim", ["run", "--claims", "JLR-nope"], "--claims: expected ids with checkers"),
     ("run: unknown problem", ["run", "--problems", "nope"], "--problems: expected names from the suite"),
-    ("run: threads 0", ["run", "--threads", "0"], "--threads: expected a positive int"),
+    ("run: threads 0", ["run", "--threads", "0"], r"--threads: expected an int in \[1, 4096\], got '0'"),
     (
         "run: out is a file",
         ["run", "--out", "{d}/a_file", "--claims", "JLR-magnitude", "--problems", "tiny-sq-K1"],
@@ -224,7 +224,23 @@ CLI_BAD = [
         "--kn: the logistic loss has K = 1",
     ),
     ("schema: unknown kind", ["schema", "verdict"], "invalid choice"),
-    ("experiment: n below 2", ["experiment", "--n", "1"], "--n: expected ints >= 2"),
+    # counts that would allocate or overflow: refused when parsed, before any work
+    ("kkr: 10**9 seeds", ["kkr", "--seeds", str(10**9)], r"--seeds: expected an int in \[1, 10000\]"),
+    ("phase: 10**9 runs", ["phase", "--runs", str(10**9)], r"--runs: expected an int in \[1, 100000\]"),
+    (
+        "phase: seed 10**30",
+        ["phase", "--seed", str(10**30)],
+        r"--seed: expected an int in \[0, 9223372036854775807\]",
+    ),
+    ("phase: lam nan", ["phase", "--lam", "nan"], r"--lam: expected a finite number > 0, got 'nan'"),
+    ("kkr: lams inf", ["kkr", "--lams", "inf"], r"--lams: expected a finite number >= 0, got 'inf'"),
+    ("experiment: steps 0", ["experiment", "--steps", "0"], r"--steps: expected an int in \[1, 10000000\]"),
+    (
+        "sweep: max-tasks 0",
+        ["sweep", "x.toml", "--max-tasks", "0"],
+        r"--max-tasks: expected an int in \[1, 1000000000\]",
+    ),
+    ("experiment: n below 2", ["experiment", "--n", "1"], r"--n: expected an int in \[2, 100000\]"),
 ]
 
 

@@ -47,9 +47,10 @@ def test_small_speed_run_writes_a_table_and_resumes(tmp_path, capsys):
     [
         (["--problems", "mnist"], "--problems: expected names from teacher, features, minilm"),
         (["--inits", "lora-ga"], "--inits: expected names from"),
-        (["--rank", "0"], "--rank: expected a positive int"),
-        (["--lrs", "-1"], "--lrs: expected positive finite learning rates"),
-        (["--lrs", "inf"], "--lrs: expected positive finite learning rates"),
+        (["--rank", "0"], "--rank: expected an int in [1, 4096], got '0'"),
+        (["--lrs", "-1"], "--lrs: expected a finite number > 0, got '-1'"),
+        (["--lrs", "inf"], "--lrs: expected a finite number > 0, got 'inf'"),
+        (["--seeds", str(10**9)], "--seeds: expected an int in [1, 10000]"),
         (["--rank", "17"], "rank: expected 2 r <= min(m, n) = 32 on block 0 of teacher, got r = 17"),
     ],
 )
