@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from theory.errors import UserInputError
+from verify.jsonfile import read_json
 from verify.signals import Terminated, exit_code, stop_signals_as_interrupt
 from verify.terminal import PrintableStream, printable
 
@@ -1084,10 +1085,7 @@ def _cmd_figures(args: argparse.Namespace) -> int:
                 except UserInputError as exc:
                     raise _BadInput(f"--from: {src}: {exc}") from None
                 continue
-            try:
-                results.append(json.loads(path.read_text()))
-            except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-                raise _BadInput(f"--from: expected JSON data in {src!r} ({exc})") from None
+            results.append(read_json(path, what="--from"))
         for src, res in zip(args.sources, results):
             try:
                 result_kind(res)
@@ -1243,11 +1241,9 @@ def _cmd_run(args: argparse.Namespace) -> int:
     previous = out / "report.json"
     if previous.is_file() and not args.fresh:
         try:
-            old = json.loads(previous.read_text())
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise _BadInput(
-                f"--out: {previous} is not a readable report ({exc}); pass --fresh to overwrite it"
-            ) from None
+            old = read_json(previous, what="--out")
+        except UserInputError as exc:
+            raise _BadInput(f"{exc}; pass --fresh to overwrite it") from None
         if isinstance(old, dict) and old.get("format") == "loracheck.report" and old.get("complete") is False:
             done = finished_verdicts(old, suite)
             print(

@@ -180,6 +180,11 @@ def files(tmp_path_factory):
     (d / "not_audit.json").write_text('{"format": "something else"}')
     (d / "a_file").write_text("x")
     (d / "a_dir").mkdir()
+    (d / "deep.json").write_text("[" * 100_000 + "]" * 100_000)  # RecursionError in json.loads
+    (d / "nan.json").write_text('{"format": "loracheck.report", "seconds": NaN}')
+    (d / "latin1.json").write_bytes('{"name": "naïve"}'.encode("latin-1"))
+    (d / "run_deep").mkdir()
+    (d / "run_deep" / "report.json").write_text("{" * 50_000 + "}" * 50_000)
     return d
 
 
@@ -224,6 +229,18 @@ CLI_BAD = [
         "--kn: the logistic loss has K = 1",
     ),
     ("schema: unknown kind", ["schema", "verdict"], "invalid choice"),
+    (
+        "figures: JSON nested 100,000 deep",
+        ["figures", "--from", "{d}/deep.json", "--out", "{d}/f"],
+        "recursion",
+    ),
+    ("figures: JSON with NaN", ["figures", "--from", "{d}/nan.json", "--out", "{d}/f"], "constant NaN"),
+    ("figures: not UTF-8", ["figures", "--from", "{d}/latin1.json", "--out", "{d}/f"], "expected UTF-8"),
+    (
+        "run: report to resume nested deep",
+        ["run", "--out", "{d}/run_deep", "--claims", "JLR-magnitude", "--problems", "gauss-sq-K1"],
+        "--out: expected JSON data in .*--fresh",
+    ),
     # counts that would allocate or overflow: refused when parsed, before any work
     ("kkr: 10**9 seeds", ["kkr", "--seeds", str(10**9)], r"--seeds: expected an int in \[1, 10000\]"),
     ("phase: 10**9 runs", ["phase", "--runs", str(10**9)], r"--runs: expected an int in \[1, 100000\]"),
