@@ -59,6 +59,7 @@ from landscapes.nonlinear_sosp import (
 from landscapes.penalized import PenalizedMinimum, minimize_penalized
 from landscapes.restricted import restricted_bounds, restricted_constants
 from theory.errors import UserInputError
+from verify.jsonfile import read_json
 
 __all__ = [
     "kkr_recertify",
@@ -974,19 +975,18 @@ def kkr_paper_tables(
         "table1": [],
         "table2": [],
     }
-    if path.exists():
+    if path.exists() and not fresh:
         try:
-            old = json.loads(path.read_text())
-        except (OSError, json.JSONDecodeError) as exc:
+            old = read_json(path, what="out")
+        except UserInputError as exc:
             raise UserInputError(f"out: {str(path)!r} exists and is not a tables file ({exc})") from None
-        if old.get("format") != data["format"] and not fresh:
+        if not isinstance(old, dict) or old.get("format") != data["format"]:
             raise UserInputError(
                 f"out: {str(path)!r} is not a {data['format']} file; choose another path or fresh"
             )
-        if old.get("config") != data["config"] and not fresh:
+        if old.get("config") != data["config"]:
             raise UserInputError(f"out: {str(path)!r} holds tables of other arguments; use fresh (--fresh)")
-        if not fresh:
-            data = old
+        data = old
 
     def save() -> None:
         atomic_write_text(path, json.dumps(jsonable(data), indent=1, allow_nan=False) + "\n")
@@ -1046,8 +1046,8 @@ def kkr_paper_tables(
 def _read_kkr(path: Path, arg: str) -> dict[str, Any]:
     """The parsed ``kkr.json`` at ``path``; a ``ValueError`` naming ``arg`` when it is not one."""
     try:
-        data = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as exc:
+        data = read_json(path, what=arg)
+    except UserInputError as exc:
         raise UserInputError(f"{arg}: {str(path)!r} is not a readable KKR file ({exc})") from None
     if not isinstance(data, dict) or data.get("format") != KKR_FORMAT:
         raise UserInputError(f"{arg}: {str(path)!r} is not a {KKR_FORMAT} file")
@@ -1153,8 +1153,8 @@ def kkr_recertify(
     }
     if path.exists():
         try:
-            old = json.loads(path.read_text())
-        except (OSError, json.JSONDecodeError) as exc:
+            old = read_json(path, what="out")
+        except UserInputError as exc:
             raise UserInputError(
                 f"out: {str(path)!r} exists and is not a recertification file ({exc})"
             ) from None

@@ -47,6 +47,7 @@ from landscapes.problem import Problem
 from landscapes.sosp import train
 from theory.errors import UserInputError
 from verify.jlr import _save
+from verify.jsonfile import read_json
 from verify.verdict import Verdict
 
 __all__ = ["SpeedRun", "speed_runs", "speed_table", "check_wyl_speed", "DEFAULT_LRS"]
@@ -667,12 +668,12 @@ def speed_experiment(
     }
     if path.exists() and not fresh:
         try:
-            old = json.loads(path.read_text())
-        except (OSError, json.JSONDecodeError) as exc:
+            old = read_json(path, what="out")
+        except UserInputError as exc:
             raise UserInputError(
                 f"out: {str(path)!r} exists and is not a speed file ({exc}); use fresh"
             ) from None
-        if old.get("format") != SPEED_FORMAT:
+        if not isinstance(old, dict) or old.get("format") != SPEED_FORMAT:
             raise UserInputError(
                 f"out: {str(path)!r} is not a {SPEED_FORMAT} file; choose another path or fresh"
             )

@@ -184,6 +184,9 @@ def files(tmp_path_factory):
     (d / "nan.json").write_text('{"format": "loracheck.report", "seconds": NaN}')
     (d / "latin1.json").write_bytes('{"name": "naïve"}'.encode("latin-1"))
     (d / "run_deep").mkdir()
+    for sub, name, text in [("speed_list", "speed.json", "[1]"), ("kkr_deep", "kkr.json", "[" * 50_000)]:
+        (d / sub).mkdir()
+        (d / sub / name).write_text(text)
     (d / "run_deep" / "report.json").write_text("{" * 50_000 + "}" * 50_000)
     return d
 
@@ -241,6 +244,12 @@ CLI_BAD = [
         ["run", "--out", "{d}/run_deep", "--claims", "JLR-magnitude", "--problems", "gauss-sq-K1"],
         "--out: expected JSON data in .*--fresh",
     ),
+    (
+        "speed: its output file is a JSON list",
+        ["speed", "--out", "{d}/speed_list"],
+        "is not a loracheck.speed/1 file",
+    ),
+    ("kkr: its output file is nested deep", ["kkr", "--out", "{d}/kkr_deep"], "recursion"),
     # counts that would allocate or overflow: refused when parsed, before any work
     ("kkr: 10**9 seeds", ["kkr", "--seeds", str(10**9)], r"--seeds: expected an int in \[1, 10000\]"),
     ("phase: 10**9 runs", ["phase", "--runs", str(10**9)], r"--runs: expected an int in \[1, 100000\]"),
