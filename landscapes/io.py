@@ -41,6 +41,7 @@ import math
 import os
 import re
 import tempfile
+import zipfile
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -73,6 +74,12 @@ __all__ = [
     "Counterexample",
     "atomic_write",
     "checksum",
+    "read_arrays",
+    "loads_json",
+    "memory_budget",
+    "MAX_BYTES",
+    "MAX_BYTES_ENV",
+    "MAX_JSON_DEPTH",
     "FORMAT",
     "VERSION",
     "SUPPORTED_VERSIONS",
@@ -161,18 +168,42 @@ def _checksum_v1(arrays: list[np.ndarray]) -> str:
 
 
 class _Reader:
-    """Error messages for one file: every one names ``path``, the key, the expectation and the value."""
+    """One file being read: its memory budget, and messages naming the file, key, expectation, value."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, max_bytes: int | None = None, what: str = "path") -> None:
         self.path = path
         self.p = repr(str(path))
+        self.what = what
+        self.budget = memory_budget(max_bytes)
+        self.charged = 0
+
+    def charge(self, key: str, nbytes: int, declared: str) -> None:
+        """Count ``nbytes`` (declared by the file for ``key``) against the budget, before reading."""
+        self.charged += nbytes
+        if self.charged > self.budget:
+            raise UserInputError(
+                f"{self.what}: key {key!r} of {self.p}: expected arrays of at most {self.budget} bytes "
+                "in all "
+                f"(the memory budget: max_bytes or ${MAX_BYTES_ENV}), got {declared} ({nbytes} bytes; "
+                f"{self.charged} bytes with the keys before it), refused before allocating"
+            )
+
+    def unreadable(self, why: str) -> UserInputError:
+        return UserInputError(
+            f"{self.what}: expected a loracheck problem file (.npz or .safetensors), got an unreadable file "
+            f"{self.p} ({why})"
+            if self.what == "path"
+            else f"{self.what}: expected a readable .npz or .safetensors file, got {self.p} ({why})"
+        )
 
     def bad(self, key: str, got: str, expected: str | None = None) -> UserInputError:
-        return UserInputError(f"path: key {key!r} of {self.p}: expected {expected or _WHAT[key]}, got {got}")
+        return UserInputError(
+            f"{self.what}: key {key!r} of {self.p}: expected {expected or _WHAT[key]}, got {got}"
+        )
 
     def missing(self, key: str) -> UserInputError:
         return UserInputError(
-            f"path: key {key!r} of {self.p}: expected {_WHAT[key]}, got nothing (missing key)"
+            f"{self.what}: key {key!r} of {self.p}: expected {_WHAT[key]}, got nothing (missing key)"
         )
 
 
@@ -230,6 +261,60 @@ def _encode_meta(v: Any, where: str) -> Any:
     )
 
 
+_META_NUMPY = {
+    str(np.dtype(t)): np.dtype(t)
+    for t in (np.bool_, np.int8, np.int16, np.int32, np.int64, np.uint8, np.uint16, np.uint32, np.uint64)
+    + (np.float16, np.float32, np.float64)
+}
+_META_NUMPY |= {d.newbyteorder(">").str: d.newbyteorder(">") for d in list(_META_NUMPY.values())}
+_META_NUMPY |= {d.newbyteorder("<").str: d.newbyteorder("<") for d in list(_META_NUMPY.values())}
+_META_TORCH = {
+    name: dt
+    for name in ("bool", "uint8", "int8", "int16", "int32", "int64", "uint16", "uint32", "uint64")
+    + ("float16", "bfloat16", "float32", "float64")
+    if isinstance(dt := getattr(torch, name, None), torch.dtype)
+}
+
+
+def _decode_tagged(tag: str, spec: Any, where: str, r: _Reader) -> Tensor | np.ndarray:
+    """A tagged ``{dtype, shape, data}`` meta object, checked before anything is allocated.
+
+    The dtype is allow-listed (bool, integer, float), the shape checked against ``len(data)`` and
+    the memory budget, the data must all be numbers.
+    """
+    what = f"a tagged {tag} object {{dtype, shape, data}} of a bool, integer or float dtype"
+
+    def bad(got: str) -> UserInputError:
+        return r.bad("meta", f"{got} at {where}", what)
+
+    if not isinstance(spec, dict) or set(spec) != {"dtype", "shape", "data"}:
+        raise bad(f"{str(spec)[:80]}")
+    name, shape, data = spec["dtype"], spec["shape"], spec["data"]
+    table: Mapping[str, Any] = _META_TORCH if tag == _TENSOR_TAG else _META_NUMPY
+    if not isinstance(name, str) or name not in table:
+        raise bad(f"the dtype {str(name)[:40]!r}")
+    itemsize = table[name].itemsize
+    if (
+        not isinstance(shape, list)
+        or len(shape) > _MAX_NDIM
+        or not all(isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in shape)
+    ):
+        raise bad(f"the shape {str(shape)[:80]}")
+    count = math.prod(shape)
+    r.charge("meta", count * itemsize, f"a {name} {tag} of shape {shape} at {where}")
+    if not isinstance(data, list) or len(data) != count:
+        got = len(data) if isinstance(data, list) else type(data).__name__
+        raise bad(f"shape {shape} ({count} values) with data of {got} values")
+    if not all(type(x) in (int, float, bool) for x in data):
+        raise bad("data that are not all numbers")
+    try:
+        if tag == _TENSOR_TAG:
+            return torch.tensor(data, dtype=table[name]).reshape(shape)
+        return np.array(data, dtype=table[name]).reshape(shape)
+    except (ValueError, TypeError, OverflowError, RuntimeError) as exc:
+        raise bad(f"data that do not fit the dtype {name} ({str(exc)[:80]})") from None
+
+
 def _decode_meta(v: Any, where: str, r: _Reader) -> Any:
     if isinstance(v, list):
         return [_decode_meta(x, f"{where}[{i}]", r) for i, x in enumerate(v)]
@@ -237,21 +322,7 @@ def _decode_meta(v: Any, where: str, r: _Reader) -> Any:
         return v
     if len(v) == 1 and next(iter(v)) in (_TENSOR_TAG, _ARRAY_TAG):
         tag = next(iter(v))
-        spec = v[tag]
-        try:
-            shape = tuple(int(s) for s in spec["shape"])
-            if tag == _TENSOR_TAG:
-                dt = getattr(torch, spec["dtype"])
-                if not isinstance(dt, torch.dtype):
-                    raise InputTypeError(f"{spec['dtype']!r} is not a torch dtype")
-                return torch.tensor(spec["data"], dtype=dt).reshape(shape)
-            return np.array(spec["data"], dtype=np.dtype(spec["dtype"])).reshape(shape)
-        except Exception as exc:  # noqa: BLE001 - any malformed tag is bad input
-            raise r.bad(
-                "meta",
-                f"{str(spec)[:80]} at {where} ({exc})",
-                f"a tagged {tag} object {{dtype, shape, data}}",
-            ) from None
+        return _decode_tagged(tag, v[tag], where, r)
     return {k: _decode_meta(x, f"{where}[{k!r}]", r) for k, x in v.items()}
 
 
@@ -390,6 +461,351 @@ def atomic_write(path: str | os.PathLike[str], write: Callable[[BinaryIO], objec
 
 
 # ---------------------------------------------------------------------------------------------
+# Bounded reading: headers first, declared sizes against a memory budget, then the data
+# ---------------------------------------------------------------------------------------------
+#: Default memory budget of one file read: the declared bytes of all its arrays together.
+MAX_BYTES = 2 * 2**30
+#: Environment variable that overrides :data:`MAX_BYTES` (a positive integer number of bytes).
+MAX_BYTES_ENV = "LORACHECK_MAX_BYTES"
+#: Deepest nesting of JSON texts read from files (``meta``, headers, options, adapter configs).
+MAX_JSON_DEPTH = 64
+#: Longest text field (characters), e.g. ``meta``.
+MAX_TEXT_CHARS = 2**26
+#: Most members of an ``.npz`` archive / tensors of a ``.safetensors`` file.
+MAX_MEMBERS = 4096
+_MAX_NDIM = 32
+_MAX_CENTRAL_DIRECTORY = 16 * 2**20
+_MAX_NPY_HEADER = 10_000  # numpy's own default limit
+_MAX_ST_HEADER = 100_000_000  # the safetensors library's own limit
+_NPY_VERSIONS = {(1, 0): np.lib.format.read_array_header_1_0, (2, 0): np.lib.format.read_array_header_2_0}
+_CHUNK = 2**24
+#: safetensors dtype names -> numpy dtypes (BF16 and float8 have none: read only as points, via torch).
+_ST_NUMPY = {
+    "BOOL": np.dtype(np.bool_),
+    "U8": np.dtype(np.uint8),
+    "I8": np.dtype(np.int8),
+    "U16": np.dtype("<u2"),
+    "I16": np.dtype("<i2"),
+    "U32": np.dtype("<u4"),
+    "I32": np.dtype("<i4"),
+    "U64": np.dtype("<u8"),
+    "I64": np.dtype("<i8"),
+    "F16": np.dtype("<f2"),
+    "F32": np.dtype("<f4"),
+    "F64": np.dtype("<f8"),
+}
+_ST_TORCH_ONLY = {"BF16": 2}
+
+#: Checks a key's declared dtype and shape (raises :class:`UserInputError`).
+KindCheck = Callable[["_Reader", str, np.dtype, tuple[int, ...]], None]
+
+
+def memory_budget(max_bytes: int | None = None) -> int:
+    """The memory budget in bytes: ``max_bytes``, else ``$LORACHECK_MAX_BYTES``, else :data:`MAX_BYTES`."""
+    if max_bytes is not None:
+        if isinstance(max_bytes, bool) or not isinstance(max_bytes, (int, np.integer)) or max_bytes < 1:
+            raise UserInputError(f"max_bytes: expected a positive integer number of bytes, got {max_bytes!r}")
+        return int(max_bytes)
+    env = os.environ.get(MAX_BYTES_ENV)
+    if env is None or env.strip() == "":
+        return MAX_BYTES
+    if not re.fullmatch(r"\s*[0-9]{1,20}\s*", env) or int(env) < 1:
+        raise UserInputError(
+            f"${MAX_BYTES_ENV}: expected a positive integer number of bytes, got {env!r:.40}"
+        )
+    return int(env)
+
+
+def _json_depth(obj: Any) -> int:
+    """Nesting depth of parsed JSON (1 for a scalar), without recursion."""
+    depth, stack = 0, [(obj, 1)]
+    while stack:
+        v, d = stack.pop()
+        depth = max(depth, d)
+        if isinstance(v, dict):
+            stack.extend((x, d + 1) for x in v.values())
+        elif isinstance(v, list):
+            stack.extend((x, d + 1) for x in v)
+    return depth
+
+
+def loads_json(
+    text: str | bytes, what: str, *, max_depth: int = MAX_JSON_DEPTH, expected: str = "a JSON text"
+) -> Any:
+    """``json.loads`` for text from a file: size and nesting depth capped, every failure a ``UserInputError``.
+
+    ``what`` names the input in messages (e.g. ``"key 'meta' of 'p.npz'"``). ``json.loads``
+    recurses, so a text nested thousands deep would raise ``RecursionError``: it is refused here,
+    as is any text nested deeper than ``max_depth``, or longer than :data:`MAX_TEXT_CHARS`.
+    """
+    if len(text) > MAX_TEXT_CHARS:
+        raise UserInputError(
+            f"{what}: expected a JSON text of at most {MAX_TEXT_CHARS} characters, got {len(text)}"
+        )
+    try:
+        obj = json.loads(text)
+    except RecursionError:
+        raise UserInputError(
+            f"{what}: expected JSON nested at most {max_depth} deep, got deeper nesting than Python's "
+            "recursion limit"
+        ) from None
+    except (ValueError, UnicodeDecodeError) as exc:  # JSONDecodeError is a ValueError
+        raise UserInputError(f"{what}: expected {expected}, got invalid JSON ({exc})") from None
+    depth = _json_depth(obj)
+    if depth > max_depth:
+        raise UserInputError(f"{what}: expected JSON nested at most {max_depth} deep, got depth {depth}")
+    return obj
+
+
+def _describe_header(dtype: np.dtype, shape: tuple[int, ...]) -> str:
+    article = "an" if str(dtype)[0] in "aeiou" else "a"
+    return f"{article} {dtype} array of shape {shape}"
+
+
+def _sniff(r: _Reader) -> str:
+    """``"npz"`` or ``"safetensors"`` from the first bytes (never reading the whole file)."""
+    with open(r.path, "rb") as fh:
+        magic = fh.read(9)
+    # A safetensors file starts with an 8-byte header length and then the JSON header ("{").
+    if magic[8:9] != b"{" and magic[:4] in (b"PK\x03\x04", b"PK\x05\x06"):
+        return "npz"
+    if magic.startswith(b"\x93NUMPY"):
+        raise UserInputError(f"{r.what}: expected a loracheck problem file, got a single array file {r.p}")
+    return "safetensors"
+
+
+def _nbytes(r: _Reader, key: str, dtype: np.dtype, shape: Any) -> tuple[tuple[int, ...], int]:
+    """Validate a declared shape; its byte count for ``dtype``."""
+    if (
+        not isinstance(shape, (tuple, list))
+        or len(shape) > _MAX_NDIM
+        or not all(isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in shape)
+    ):
+        raise r.bad(
+            key, f"the declared shape {str(shape)[:80]}", f"a shape of at most {_MAX_NDIM} sizes >= 0"
+        )
+    return tuple(shape), math.prod(shape) * dtype.itemsize
+
+
+def _npz_arrays(r: _Reader, check: KindCheck) -> dict[str, np.ndarray]:
+    """The arrays of an ``.npz``: the directory and every ``.npy`` header are checked before any data is read.
+
+    The zip directory gives each member's uncompressed size and the ``.npy`` header its dtype and
+    shape; both are checked (member count, no object/structured dtypes, ``check``, the shape
+    against the member's size, the total against the budget) before an array is allocated, and a
+    member is read with a bound (zipfile never inflates past the declared size and checks the CRC).
+    """
+    try:
+        fh = open(r.path, "rb")
+    except OSError as exc:
+        raise r.unreadable(str(exc)) from None
+    with fh:
+        try:
+            end = zipfile._EndRecData(fh)  # type: ignore[attr-defined]
+        except OSError as exc:
+            raise r.unreadable(str(exc)) from None
+        if not end:
+            raise r.unreadable("File is not a zip file")
+        entries, cd_size = end[zipfile._ECD_ENTRIES_TOTAL], end[zipfile._ECD_SIZE]  # type: ignore[attr-defined]
+        if entries > MAX_MEMBERS or cd_size > _MAX_CENTRAL_DIRECTORY:
+            raise r.unreadable(
+                f"its zip directory declares {entries} members in {cd_size} bytes; expected at most "
+                f"{MAX_MEMBERS} members in {_MAX_CENTRAL_DIRECTORY} bytes"
+            )
+        try:
+            zf = zipfile.ZipFile(fh)
+        except (zipfile.BadZipFile, OSError, ValueError, EOFError, NotImplementedError) as exc:
+            raise r.unreadable(str(exc)) from None
+        with zf:
+            infos = zf.infolist()
+            if len(infos) > MAX_MEMBERS:
+                raise r.unreadable(f"{len(infos)} zip members; expected at most {MAX_MEMBERS}")
+            keys: dict[str, zipfile.ZipInfo] = {}
+            for info in infos:
+                if not info.filename.endswith(".npy") or info.is_dir():
+                    raise r.unreadable(f"the zip member {info.filename[:80]!r} is not an .npy array")
+                key = info.filename[: -len(".npy")]
+                if key in keys:
+                    raise r.unreadable(f"the zip member {info.filename[:80]!r} appears twice")
+                keys[key] = info
+            # the directory's declared sizes, before any member is inflated
+            for key, info in keys.items():
+                r.charge(key, info.file_size, f"a zip member of {info.file_size} bytes uncompressed")
+            r.charged = 0
+            out: dict[str, np.ndarray] = {}
+            for key, info in keys.items():
+                try:
+                    out[key] = _read_npy_member(r, zf, key, info, check)
+                except (zipfile.BadZipFile, OSError, EOFError, NotImplementedError, RuntimeError) as exc:
+                    raise r.unreadable(f"zip member {info.filename[:80]!r}: {exc}") from None
+            return out
+
+
+def _read_npy_member(
+    r: _Reader, zf: zipfile.ZipFile, key: str, info: zipfile.ZipInfo, check: KindCheck
+) -> np.ndarray:
+    with zf.open(info) as fh:
+        try:
+            version = np.lib.format.read_magic(fh)
+            if version not in _NPY_VERSIONS:
+                raise ValueError(f".npy format version {version} (expected 1.0 or 2.0)")
+            shape, fortran, dtype = _NPY_VERSIONS[version](fh, max_header_size=_MAX_NPY_HEADER)
+        except (ValueError, SyntaxError, TypeError) as exc:
+            raise r.bad(key, f"an unreadable .npy header ({str(exc)[:200]})", "a plain .npy array") from None
+        if dtype.hasobject:
+            raise r.bad(key, f"dtype {dtype} (a pickled object array)", "a plain (unpickled) array")
+        if dtype.fields is not None or dtype.subdtype is not None or dtype.kind not in "biufcUS":
+            raise r.bad(key, f"dtype {dtype}", "a bool, number or string array")
+        shape, nbytes = _nbytes(r, key, dtype, shape)
+        check(r, key, dtype, shape)
+        r.charge(key, nbytes, _describe_header(dtype, shape))
+        if nbytes != info.file_size - fh.tell():
+            raise r.bad(
+                key,
+                f"a header declaring {_describe_header(dtype, shape)} ({nbytes} bytes) in a member holding "
+                f"{info.file_size - fh.tell()} bytes of data",
+                "an array whose header agrees with its size",
+            )
+        flat = np.empty(math.prod(shape), dtype=dtype)
+        view = flat.view(np.uint8) if nbytes else flat
+        pos = 0
+        while pos < nbytes:
+            chunk = fh.read(min(_CHUNK, nbytes - pos))
+            if not chunk:
+                raise EOFError(f"{key}: data ends after {pos} of {nbytes} bytes")
+            view[pos : pos + len(chunk)] = np.frombuffer(chunk, dtype=np.uint8)
+            pos += len(chunk)
+        if fh.read(1):
+            raise r.bad(
+                key, "more data than its header declares", "an array whose header agrees with its size"
+            )
+    return flat.reshape(shape[::-1]).T if fortran else flat.reshape(shape)
+
+
+def _safetensors_arrays(
+    r: _Reader, check: KindCheck, *, torch_floats: bool = False
+) -> tuple[dict[str, np.ndarray], dict[str, str]]:
+    """Tensors and ``__metadata__`` of a ``.safetensors`` file, its header checked before any data is read.
+
+    The 8-byte header length is checked against the file size, the header's declared dtypes,
+    shapes and offsets against each other, the file size, ``check`` and the budget; then each
+    tensor is read. ``torch_floats``: also accept BF16 and return every float tensor as float64
+    (reading a LoRA point).
+    """
+    try:
+        size = r.path.stat().st_size
+        with open(r.path, "rb") as fh:
+            head = fh.read(8)
+            if len(head) < 8:
+                raise r.unreadable("shorter than the 8-byte header length")
+            n = int.from_bytes(head, "little")
+            if n > size - 8 or n > _MAX_ST_HEADER:
+                raise r.unreadable(
+                    f"the header length {n} exceeds the file size {size} or the limit {_MAX_ST_HEADER}"
+                )
+            raw = fh.read(n)
+    except OSError as exc:
+        raise r.unreadable(str(exc)) from None
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise r.unreadable(f"the header is not UTF-8: {exc}") from None
+    try:
+        header = loads_json(text, "the safetensors header", max_depth=4)
+    except UserInputError as exc:
+        raise r.unreadable(str(exc)) from None
+    if not isinstance(header, dict):
+        raise r.unreadable("the header is not a JSON object")
+    meta = header.pop("__metadata__", None) or {}
+    if not isinstance(meta, dict) or not all(isinstance(v, str) for v in meta.values()):
+        raise UserInputError(
+            f"{r.what}: expected a safetensors __metadata__ of strings in {r.p}, got {str(meta)[:80]}"
+        )
+    if len(header) > MAX_MEMBERS:
+        raise r.unreadable(f"{len(header)} tensors; expected at most {MAX_MEMBERS}")
+    data_size = size - 8 - n
+    for key, spec in header.items():
+        if not isinstance(spec, dict) or set(spec) != {"dtype", "shape", "data_offsets"}:
+            raise r.unreadable(
+                f"tensor {key[:80]!r}: expected {{dtype, shape, data_offsets}}, got {str(spec)[:80]}"
+            )
+        name = spec["dtype"]
+        dtype: np.dtype
+        if torch_floats and isinstance(name, str) and name in _ST_TORCH_ONLY:
+            dtype, itemsize = np.dtype("<f2"), _ST_TORCH_ONLY[name]  # checked as a float of that size
+        elif isinstance(name, str) and name in _ST_NUMPY:
+            dtype = _ST_NUMPY[name]
+            itemsize = dtype.itemsize
+        else:
+            raise r.bad(key, f"the safetensors dtype {str(name)[:20]!r}", f"one of {', '.join(_ST_NUMPY)}")
+        shape, _ = _nbytes(r, key, dtype, spec["shape"])
+        nbytes = math.prod(shape) * itemsize
+        offsets = spec["data_offsets"]
+        if (
+            not isinstance(offsets, list)
+            or len(offsets) != 2
+            or not all(isinstance(o, int) and not isinstance(o, bool) for o in offsets)
+            or not 0 <= offsets[0] <= offsets[1] <= data_size
+            or offsets[1] - offsets[0] != nbytes
+        ):
+            raise r.bad(
+                key,
+                f"data_offsets {str(offsets)[:60]} for {nbytes} bytes ({name} {list(shape)}) in "
+                f"{data_size} bytes of data",
+                "offsets that agree with the dtype, the shape and the file size",
+            )
+        check(r, key, dtype, shape)
+        grown = math.prod(shape) * 8 if torch_floats and dtype.kind == "f" else nbytes
+        r.charge(key, grown, f"{name} {list(shape)}")
+    from safetensors import safe_open
+
+    out: dict[str, np.ndarray] = {}
+    try:
+        with safe_open(str(r.path), framework="pt" if torch_floats else "numpy") as st:  # type: ignore[no-untyped-call]
+            for key in header:
+                t = st.get_tensor(key)
+                if torch_floats:
+                    t = (t.double() if t.is_floating_point() else t).numpy()
+                out[key] = t
+    except Exception as exc:  # noqa: BLE001 - safetensors' own checks (gaps, overlaps): bad input
+        raise r.unreadable(str(exc)[:300]) from None
+    return out, dict(meta)
+
+
+def read_arrays(
+    path: str | os.PathLike[str],
+    *,
+    what: str = "path",
+    max_bytes: int | None = None,
+    torch_floats: bool = False,
+) -> tuple[dict[str, np.ndarray], dict[str, str]]:
+    """The numeric arrays of an ``.npz`` or ``.safetensors`` file (and safetensors ``__metadata__``).
+
+    The bounded reader behind :func:`load_problem`, for other array files (LoRA points): headers
+    first, then declared sizes against the memory budget (``max_bytes``, see
+    :func:`memory_budget`), object, string and structured dtypes refused, before any array is
+    read. ``what`` names the input in messages; ``torch_floats`` reads BF16 and returns floats as
+    float64. The container follows the suffix.
+    """
+    path = Path(path)
+    r = _Reader(path, max_bytes, what)
+    if not path.is_file():
+        raise UserInputError(f"{what}: expected an existing .npz or .safetensors file, got {str(path)!r}")
+
+    def numbers(r: _Reader, key: str, dtype: np.dtype, shape: tuple[int, ...]) -> None:
+        if dtype.kind not in "biufc":
+            raise r.bad(key, f"dtype {dtype}", "a bool or number array")
+
+    if path.suffix == ".npz":
+        if _sniff(r) != "npz":
+            raise r.unreadable("File is not a zip file")
+        return _npz_arrays(r, numbers), {}
+    if path.suffix == ".safetensors":
+        return _safetensors_arrays(r, numbers, torch_floats=torch_floats)
+    raise UserInputError(f"{what}: expected a .npz or .safetensors file, got {str(path)!r}")
+
+
+# ---------------------------------------------------------------------------------------------
 # Reading
 # ---------------------------------------------------------------------------------------------
 def _describe(v: Field) -> str:
@@ -402,53 +818,44 @@ def _describe(v: Field) -> str:
 
 
 def _read_npz(r: _Reader) -> dict[str, Field]:
-    try:
-        z = np.load(r.path, allow_pickle=False)
-    except Exception as exc:  # noqa: BLE001 - any unreadable file is bad input
-        raise UserInputError(
-            f"path: expected a loracheck problem file, got an unreadable file {r.p} ({exc})"
-        ) from None
-    if not isinstance(z, np.lib.npyio.NpzFile):
-        raise UserInputError(f"path: expected a loracheck problem file, got a single array file {r.p}")
     fields: dict[str, Field] = {}
-    with z:
-        for key in z.files:
-            try:
-                a = z[key]
-            except Exception as exc:  # noqa: BLE001 - e.g. a pickled object array
-                raise r.bad(key, f"an unreadable array ({exc})", "a plain (unpickled) array") from None
-            if key in _INT_KEYS:
-                if a.dtype.kind not in "iu" or a.ndim != 0:
-                    raise r.bad(key, _describe(a), f"{_WHAT[key]} (a 0-d integer array)")
-                fields[key] = int(a.item())
-            elif key in _TEXT_KEYS or (a.dtype.kind == "U" and a.ndim == 0):
-                if a.dtype.kind != "U" or a.ndim != 0:
-                    raise r.bad(key, _describe(a), None if key in _WHAT else "a 0-d string array")
-                fields[key] = str(a.item())
-            else:
-                fields[key] = a
+    for key, a in _npz_arrays(r, _problem_kinds).items():
+        if key in _INT_KEYS:
+            fields[key] = int(a.item())
+        elif key in _TEXT_KEYS or (a.dtype.kind == "U" and a.ndim == 0):
+            fields[key] = str(a.item())
+        else:
+            fields[key] = a
     return fields
 
 
-def _read_safetensors(r: _Reader, raw: bytes) -> dict[str, Field]:
-    try:
-        n = int.from_bytes(raw[:8], "little")
-        if len(raw) < 8 or n > len(raw) - 8:
-            raise UserInputError("truncated header")
-        header = json.loads(raw[8 : 8 + n].decode("utf-8"))
-        if not isinstance(header, dict):
-            raise UserInputError("the header is not a JSON object")
-        tensors = stnp.load(raw)
-    except Exception as exc:  # noqa: BLE001 - any unreadable file is bad input
-        raise UserInputError(
-            f"path: expected a loracheck problem file (.npz or .safetensors), got an unreadable file "
-            f"{r.p} ({exc})"
-        ) from None
-    meta = header.get("__metadata__") or {}
-    if not isinstance(meta, dict) or not all(isinstance(v, str) for v in meta.values()):
-        raise UserInputError(
-            f"path: expected a safetensors __metadata__ of strings in {r.p}, got {meta!r:.80}"
+def _problem_kinds(r: _Reader, key: str, dtype: np.dtype, shape: tuple[int, ...]) -> None:
+    """Refuse, from a header, a dtype or shape that a problem file's ``key`` cannot hold."""
+    if key in _INT_KEYS:
+        if dtype.kind not in "iu" or shape != ():
+            raise r.bad(key, _describe_header(dtype, shape), f"{_WHAT[key]} (a 0-d integer array)")
+    elif key in _TEXT_KEYS:
+        if dtype.kind != "U" or shape != ():
+            raise r.bad(key, _describe_header(dtype, shape))
+    elif key in _ARRAY_KEYS:
+        if dtype.kind not in "biuf" and not (dtype.kind == "U" and shape == ()):  # a text: refused later
+            raise r.bad(key, f"dtype {dtype}")
+    elif dtype.kind not in "biufcUS":
+        raise r.bad(key, f"dtype {dtype}", "a bool, number or string array")
+    if dtype.kind == "U" and dtype.itemsize // 4 > MAX_TEXT_CHARS:
+        raise r.bad(
+            key,
+            f"a text of up to {dtype.itemsize // 4} characters",
+            f"texts of at most {MAX_TEXT_CHARS} characters",
         )
+
+
+def _read_safetensors(r: _Reader) -> dict[str, Field]:
+    def kinds(r: _Reader, key: str, dtype: np.dtype, shape: tuple[int, ...]) -> None:
+        if key not in _TEXT_KEYS and key not in _INT_KEYS:  # those as tensors: refused below
+            _problem_kinds(r, key, dtype, shape)
+
+    tensors, meta = _safetensors_arrays(r, kinds)
     fields: dict[str, Field] = {}
     for key, text in meta.items():
         if key in tensors:
@@ -456,7 +863,7 @@ def _read_safetensors(r: _Reader, raw: bytes) -> dict[str, Field]:
         if key in _ARRAY_KEYS:
             raise r.bad(key, f"a __metadata__ text {text!r:.40}", f"{_WHAT[key]} (a tensor)")
         if key in _INT_KEYS:
-            if not re.fullmatch(r"-?[0-9]+", text):
+            if not re.fullmatch(r"-?[0-9]{1,40}", text):
                 raise r.bad(key, f"the __metadata__ text {text!r:.40}", f"{_WHAT[key]} (a decimal text)")
             fields[key] = int(text)
         else:
@@ -468,19 +875,15 @@ def _read_safetensors(r: _Reader, raw: bytes) -> dict[str, Field]:
     return fields
 
 
-def _read_fields(path: Path) -> tuple[dict[str, Field], str]:
+def _read_fields(path: Path, max_bytes: int | None = None) -> tuple[dict[str, Field], str]:
     """The fields of a file and its container, recognized from the content (not the name)."""
-    r = _Reader(path)
+    r = _Reader(path, max_bytes)
     if not path.is_file():
         raise UserInputError(f"path: expected an existing problem file, got {str(path)!r}")
-    with open(path, "rb") as fh:
-        magic = fh.read(9)
-    # A safetensors file starts with an 8-byte header length and then the JSON header ("{").
-    if magic[8:9] != b"{" and magic[:4] in (b"PK\x03\x04", b"PK\x05\x06"):
+    container = _sniff(r)
+    if container == "npz":
         return _read_npz(r), "npz"
-    if magic.startswith(b"\x93NUMPY"):
-        raise UserInputError(f"path: expected a loracheck problem file, got a single array file {r.p}")
-    return _read_safetensors(r, path.read_bytes()), "safetensors"
+    return _read_safetensors(r), "safetensors"
 
 
 def _float_array(r: _Reader, key: str, a: Field, ndim: int) -> np.ndarray:
@@ -584,10 +987,7 @@ def _problem_from_fields(r: _Reader, fields: dict[str, Field], version: int) -> 
         text = fields["meta"]
         if not isinstance(text, str):
             raise r.bad("meta", _describe(text))
-        try:
-            obj = json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise r.bad("meta", f"invalid JSON ({exc})") from None
+        obj = loads_json(text, f"{r.what}: key 'meta' of {r.p}", expected=_WHAT["meta"])
         if not isinstance(obj, dict):
             raise r.bad("meta", f"a JSON {type(obj).__name__}")
         meta = _decode_meta(obj, "meta", r)
@@ -626,10 +1026,10 @@ def _load_v1(r: _Reader, fields: dict[str, Field]) -> Problem:
     return _problem_from_fields(r, v2, 1)
 
 
-def _read(path: str | os.PathLike[str]) -> tuple[Problem, dict[str, np.ndarray], int]:
+def _read(path: str | os.PathLike[str], max_bytes: int | None) -> tuple[Problem, dict[str, np.ndarray], int]:
     path = Path(path)
-    r = _Reader(path)
-    fields, container = _read_fields(path)
+    r = _Reader(path, max_bytes)
+    fields, container = _read_fields(path, max_bytes)
     fmt = fields.get("format")
     if fmt != FORMAT:
         got = "none" if fmt is None else (fmt if isinstance(fmt, str) else _describe(fmt))
@@ -666,16 +1066,25 @@ def _read(path: str | os.PathLike[str]) -> tuple[Problem, dict[str, np.ndarray],
     return problem, extras, int(version)
 
 
-def load_problem(path: str | os.PathLike[str]) -> tuple[Problem, dict[str, np.ndarray]]:
+def load_problem(
+    path: str | os.PathLike[str], *, max_bytes: int | None = None
+) -> tuple[Problem, dict[str, np.ndarray]]:
     """Read a problem file (``.npz`` or ``.safetensors``, versions 1 and 2).
 
     Returns the problem (constructed, so validated as on construction) and its extras (the
     ``extra__<key>`` fields, keyed by ``<key>``; texts come back as 0-d string arrays). The
     container is recognized from the content. The checksum is verified when the file has one
-    (files written by hand may omit it); every missing or malformed key raises ``ValueError``
-    naming the path, the key, the expectation and what the file holds.
+    (files written by hand may omit it); every missing or malformed key raises
+    :class:`~theory.errors.UserInputError` (a ``ValueError``) naming the path, the key, the
+    expectation and what the file holds.
+
+    Hostile files are refused before anything big is read: the container's header and directory
+    first, then every array's declared dtype and shape, their bytes together against the memory
+    budget ``max_bytes`` (default ``$LORACHECK_MAX_BYTES``, else :data:`MAX_BYTES`, 2 GiB), JSON
+    texts nested at most :data:`MAX_JSON_DEPTH` deep, ``meta`` arrays of bool, integer or float
+    dtypes whose shape agrees with their data.
     """
-    problem, extras, _ = _read(path)
+    problem, extras, _ = _read(path, max_bytes)
     return problem, extras
 
 
@@ -705,14 +1114,15 @@ class Counterexample:
     version: int
 
 
-def load_counterexample(path: str | os.PathLike[str]) -> Counterexample:
+def load_counterexample(path: str | os.PathLike[str], *, max_bytes: int | None = None) -> Counterexample:
     """Read a counterexample saved by a checker (``verify.jlr``, ``verify.landscape``).
 
     The file is a problem file whose extras hold ``claim`` (text), ``options_json`` (a JSON
     object) or ``record_json`` (``{"record": ..., "options": ...}``), and the point ``D0``,
-    ``D1``, ... (one per block). Missing or malformed extras raise ``ValueError`` naming them.
+    ``D1``, ... (one per block). Missing or malformed extras raise ``ValueError`` naming them;
+    ``max_bytes`` as in :func:`load_problem`.
     """
-    problem, extras, version = _read(path)
+    problem, extras, version = _read(path, max_bytes)
     p = repr(str(path))
 
     def text(key: str) -> str | None:
@@ -752,13 +1162,13 @@ def load_counterexample(path: str | os.PathLike[str]) -> Counterexample:
     record_json = text("record_json")
     try:
         if record_json is not None:
-            blob = json.loads(record_json)
+            blob = loads_json(record_json, f"path: extra 'record_json' of {p}")
             record = blob.get("record") if isinstance(blob, dict) else None
             if options_json is None and isinstance(blob, dict):
                 options_json = json.dumps(blob.get("options", {}), sort_keys=True)
         if options_json is None:
             raise UserInputError("got nothing (missing extra)")
-        options = json.loads(options_json)
+        options = loads_json(options_json, f"path: extra 'options_json' of {p}")
         if not isinstance(options, dict):
             raise UserInputError(f"got JSON {type(options).__name__}")
     except (ValueError, AttributeError) as exc:

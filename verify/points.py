@@ -26,25 +26,27 @@ with an objective still above :math:`P_r + \varepsilon`
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import re
+import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import re2
 import torch
 from torch import Tensor
 
+from landscapes.io import loads_json, read_arrays
 from landscapes.lora import LoRAPoint, minimize_lora
 from landscapes.nuc import NucSolution, nuc_certificate, solve_nuc
 from landscapes.problem import Problem
 from landscapes.sosp import certify_sosp, gradient_scale, length_scale, make_init, objective_scale
 from theory.claims import DEFAULT_TOLERANCES
-from theory.errors import UserInputError
+from theory.errors import InputTypeError, UserInputError
 from verify.landscape import counterexample_test
 from verify.verdict import jsonable
 
@@ -151,7 +153,7 @@ def _imbalance(u: Tensor, v: Tensor) -> float:
 
 
 def as_point(problem: Problem, point: LoRAPoint | tuple[Sequence[Tensor], Sequence[Tensor]]) -> LoRAPoint:
-    """Validate a point for ``problem`` (one ``(U_j, V_j)`` pair per block, float64-compatible)."""
+    """Validate a point for ``problem``: a ``(U_j, V_j)`` pair per block, ranks in ``[1, min(m_j, n_j)]``."""
     U: Sequence[Tensor]
     V: Sequence[Tensor]
     if isinstance(point, LoRAPoint):
@@ -183,6 +185,7 @@ def as_point(problem: Problem, point: LoRAPoint | tuple[Sequence[Tensor], Sequen
                 raise UserInputError(f"point.{name}[{j}]: expected finite entries, got NaN or inf")
         if u.shape[1] != v.shape[1]:
             raise UserInputError(f"point: U[{j}] has {u.shape[1]} columns but V[{j}] has {v.shape[1]}")
+        _check_rank(int(u.shape[1]), m, n, j)
     return LoRAPoint(U, V)
 
 
@@ -303,34 +306,13 @@ def audit_point(
     )
 
 
-def _read_arrays(path: Path) -> tuple[dict[str, np.ndarray], dict[str, str]]:
-    """Arrays (and the safetensors string metadata) of an .npz or .safetensors file."""
-    if path.suffix == ".npz":
-        try:
-            with np.load(path, allow_pickle=False) as z:
-                return {k: z[k] for k in z.files}, {}
-        except Exception as exc:  # noqa: BLE001 - any unreadable file is bad input
-            raise UserInputError(f"point: expected a readable .npz file, got {str(path)!r} ({exc})") from None
-    if path.suffix == ".safetensors":
-        try:
-            from safetensors import safe_open
-        except ImportError:  # pragma: no cover - safetensors is a dependency
-            raise UserInputError("point: reading .safetensors needs the package safetensors") from None
-        try:
-            with safe_open(str(path), framework="pt") as fh:  # type: ignore[no-untyped-call]
-                meta = fh.metadata() or {}
-                out = {}
-                for k in fh.keys():
-                    t = fh.get_tensor(k)
-                    out[k] = (t.double() if t.is_floating_point() else t).numpy()
-                return out, dict(meta)
-        except Exception as exc:  # noqa: BLE001
-            raise UserInputError(
-                f"point: expected a readable .safetensors file, got {str(path)!r} ({exc})"
-            ) from None
-    raise UserInputError(
-        f"point: expected a .npz or .safetensors file or a PEFT adapter directory, got {str(path)!r}"
-    )
+def _read_arrays(path: Path, max_bytes: int | None) -> tuple[dict[str, np.ndarray], dict[str, str]]:
+    """Arrays (and the safetensors string metadata) of an .npz or .safetensors file, read with bounds."""
+    if path.suffix not in (".npz", ".safetensors"):
+        raise UserInputError(
+            f"point: expected a .npz or .safetensors file or a PEFT adapter directory, got {str(path)!r}"
+        )
+    return read_arrays(path, what="point", max_bytes=max_bytes, torch_floats=path.suffix == ".safetensors")
 
 
 def _peft_pairs(
@@ -371,31 +353,166 @@ def _peft_pairs(
     return [(m, arrays[m + ".lora_B.weight"], arrays[m + ".lora_A.weight"]) for m in chosen]
 
 
-def _pattern_value(pattern: object, module: str) -> object:
-    """The value of a PEFT ``rank_pattern`` / ``alpha_pattern`` entry that matches ``module``."""
-    if not isinstance(pattern, dict):
+#: Longest ``rank_pattern`` / ``alpha_pattern`` key and module name matched against one.
+MAX_PATTERN_CHARS = 1000
+#: Most entries of one ``rank_pattern`` / ``alpha_pattern``.
+MAX_PATTERNS = 10_000
+#: Largest ``adapter_config.json`` read.
+MAX_CONFIG_BYTES = 4 * 2**20
+_PEFT_PREFIX = "base_model.model."
+_RE2_OPTIONS = re2.Options()
+_RE2_OPTIONS.log_errors = False  # an invalid pattern is reported by the UserInputError, not on stderr
+
+
+@dataclass(frozen=True)
+class _Pattern:
+    """One PEFT pattern key, compiled as PEFT matches it, with RE2 (linear time)."""
+
+    key: str
+    value: int | float
+    regex: Any
+
+    def matches(self, module: str) -> bool:
+        # PEFT: re.match(rf"(.*\.)?({key})$", module); "$" also matches before a final newline
+        if self.regex.fullmatch(module) is not None:
+            return True
+        return module.endswith("\n") and self.regex.fullmatch(module[:-1]) is not None
+
+
+def _compile_pattern(field: str, key: str) -> Any:
+    r"""``(.*\.)?(key)`` compiled by RE2; invalid, RE2-unsupported or over-long keys are bad input."""
+    where = f"point: adapter_config.json {field} key {key[:80]!r}"
+    if len(key) > MAX_PATTERN_CHARS:
+        raise UserInputError(
+            f"{where}: expected a pattern of at most {MAX_PATTERN_CHARS} characters, got {len(key)}"
+        )
+    if "[:" in key:  # RE2 reads [[:alpha:]] as a POSIX class, Python's re as a set: they would differ
+        raise UserInputError(f"{where}: expected a regular expression without POSIX classes '[:', got one")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # "possible nested set" and the like
+            re.compile(rf"(.*\.)?({key})$")  # PEFT compiles it with Python's re: it must be valid there
+    except (re.error, RecursionError, OverflowError) as exc:
+        raise UserInputError(
+            f"{where}: expected a valid regular expression, got one that is not ({exc})"
+        ) from None
+    try:
+        return re2.compile(rf"(.*\.)?({key})", _RE2_OPTIONS)
+    except re2.error as exc:
+        why = exc.args[0].decode(errors="replace") if exc.args and isinstance(exc.args[0], bytes) else exc
+        raise UserInputError(
+            f"{where}: expected a regular expression that RE2 runs in linear time (no backreferences, "
+            f"lookaround or \\Z), got one it refuses ({why})"
+        ) from None
+
+
+def _positive(value: object, integer: bool) -> bool:
+    if isinstance(value, bool) or not isinstance(value, (int, float) if not integer else int):
+        return False
+    return math.isfinite(value) and value > 0
+
+
+def _read_config(cfg: Path, where: str) -> tuple[dict[str, Any], dict[str, list[_Pattern]]]:
+    """``adapter_config.json``, validated: a JSON object whose fields loracheck reads have PEFT's types."""
+    try:
+        size = cfg.stat().st_size
+        if size > MAX_CONFIG_BYTES:
+            raise UserInputError(
+                f"point: adapter_config.json {where}: expected at most {MAX_CONFIG_BYTES} bytes, got {size}"
+            )
+        text = cfg.read_bytes()
+    except OSError as exc:
+        raise UserInputError(f"point: unreadable adapter_config.json {where} ({exc})") from None
+    config = loads_json(text, f"point: adapter_config.json {where}", expected="a JSON object")
+    if not isinstance(config, dict):
+        raise UserInputError(
+            f"point: adapter_config.json {where}: expected a JSON object, got a JSON {type(config).__name__}"
+        )
+
+    def bad(field: str, expected: str) -> UserInputError:
+        return UserInputError(
+            f"point: adapter_config.json {where}: field {field!r}: expected {expected}, "
+            f"got {str(config[field])[:80]!r}"
+        )
+
+    if config.get("r") is not None and not _positive(config["r"], True):
+        raise bad("r", "a positive integer")
+    if config.get("lora_alpha") is not None and not _positive(config["lora_alpha"], False):
+        raise bad("lora_alpha", "a positive finite number")
+    if config.get("use_rslora") is not None and not isinstance(config["use_rslora"], bool):
+        raise bad("use_rslora", "true or false")
+    tm = config.get("target_modules")
+    if (
+        tm is not None
+        and not isinstance(tm, str)
+        and not (isinstance(tm, list) and all(isinstance(t, str) for t in tm))
+    ):
+        raise bad("target_modules", "a string, a list of strings or null")
+    patterns: dict[str, list[_Pattern]] = {}
+    for field, integer in (("rank_pattern", True), ("alpha_pattern", False)):
+        pat = config.get(field)
+        if pat is None:
+            patterns[field] = []
+            continue
+        if not isinstance(pat, dict):
+            raise bad(field, "a JSON object of patterns")
+        if len(pat) > MAX_PATTERNS:
+            raise bad(field, f"at most {MAX_PATTERNS} patterns")
+        for k, v in pat.items():
+            if not _positive(v, integer):
+                raise UserInputError(
+                    f"point: adapter_config.json {where}: field {field!r} key {k[:80]!r}: expected "
+                    f"{'a positive integer' if integer else 'a positive finite number'}, got {str(v)[:80]!r}"
+                )
+        patterns[field] = [_Pattern(k, v, _compile_pattern(field, k)) for k, v in pat.items()]
+    return config, patterns
+
+
+def _pattern_value(patterns: Sequence[_Pattern], module: str) -> int | float | None:
+    r"""The value of the first PEFT pattern key that matches ``module`` (as ``peft``'s ``get_pattern_key``).
+
+    ``module`` is the adapter key's module name without PEFT's ``base_model.model.`` prefix (the
+    name PEFT matched when it created the adapter). Like PEFT: the first key ``k`` (in file order)
+    for which ``re.match(rf"(.*\.)?({k})$", module)`` holds, else the key equal to ``module``.
+    """
+    if not patterns:
         return None
-    for key, val in pattern.items():
-        if module == key or module.endswith("." + key) or re.fullmatch(str(key), module):
-            return val
-    return None
+    if len(module) > MAX_PATTERN_CHARS:
+        raise UserInputError(
+            f"point: expected PEFT module names of at most {MAX_PATTERN_CHARS} characters to match "
+            f"rank_pattern/alpha_pattern keys against, got one of {len(module)}"
+        )
+    for p in patterns:
+        if p.matches(module):
+            return p.value
+    return next((p.value for p in patterns if p.key == module), None)
 
 
-def _peft_scale(config: Mapping[str, Any], module: str, r: int) -> float:
+def _peft_scale(
+    config: Mapping[str, Any], patterns: Mapping[str, Sequence[_Pattern]], module: str, r: int
+) -> float:
     """``lora_alpha / r`` (``/ sqrt(r)`` with rsLoRA) for one module, honouring the patterns."""
-    r_cfg = _pattern_value(config.get("rank_pattern"), module) or config.get("r")
+    name = module[len(_PEFT_PREFIX) :] if module.startswith(_PEFT_PREFIX) else module
+    r_pat = _pattern_value(patterns["rank_pattern"], name)
+    r_cfg = r_pat if r_pat is not None else config.get("r")
     if r_cfg != r:
         raise UserInputError(
             f"point: adapter_config.json gives r = {r_cfg!r} for {module!r} but its lora_A has {r} rows"
         )
-    alpha = _pattern_value(config.get("alpha_pattern"), module) or config.get("lora_alpha")
-    if not isinstance(alpha, (int, float)) or isinstance(alpha, bool) or not alpha > 0:
+    a_pat = _pattern_value(patterns["alpha_pattern"], name)
+    alpha = a_pat if a_pat is not None else config.get("lora_alpha")
+    if not _positive(alpha, False):
         raise UserInputError(f"point: adapter_config.json needs a positive lora_alpha, got {alpha!r}")
+    assert isinstance(alpha, (int, float))
     return float(alpha) / (math.sqrt(r) if config.get("use_rslora") else r)
 
 
 def load_point(
-    path: str | os.PathLike[str], problem: Problem, *, scale: float | None = None
+    path: str | os.PathLike[str],
+    problem: Problem,
+    *,
+    scale: float | None = None,
+    max_bytes: int | None = None,
 ) -> tuple[LoRAPoint, dict[str, Any]]:
     r"""Read a LoRA point for ``problem`` from a file or a PEFT adapter directory.
 
@@ -413,13 +530,21 @@ def load_point(
 
     Scaled factors are returned balanced in scale: :math:`U = \sqrt{s}\,B`, :math:`V = \sqrt{s}\,A^\top`.
     Returns the point and a description of what was read.
+
+    Hostile input is refused (:class:`~theory.errors.UserInputError`) before anything big is read
+    or computed: files are read by :func:`landscapes.io.read_arrays` (declared sizes against the
+    memory budget ``max_bytes``); ``adapter_config.json`` must be a JSON object whose ``r``,
+    ``lora_alpha``, ``use_rslora``, ``target_modules``, ``rank_pattern`` and ``alpha_pattern`` have
+    PEFT's types; pattern keys are matched as PEFT matches them
+    (``re.match(rf"(.*\.)?({key})$", module)``) but by RE2, in linear time, so keys RE2 cannot run
+    (backreferences, lookaround) are refused, as are keys and module names over
+    :data:`MAX_PATTERN_CHARS` characters; every rank must be in ``[1, min(m_j, n_j)]``.
     """
     path = Path(path)
-    if scale is not None and not (
-        isinstance(scale, (int, float)) and not isinstance(scale, bool) and math.isfinite(scale) and scale > 0
-    ):
-        raise UserInputError(f"scale: expected a positive finite number, got {scale!r}")
+    if scale is not None:
+        scale = _check_scale(scale, "scale")
     config: dict[str, Any] = {}
+    patterns: dict[str, list[_Pattern]] = {"rank_pattern": [], "alpha_pattern": []}
     if path.is_dir():
         st = path / "adapter_model.safetensors"
         if not st.is_file():
@@ -428,26 +553,16 @@ def load_point(
             )
         cfg = path / "adapter_config.json"
         if cfg.is_file():
-            try:
-                config = json.loads(cfg.read_text())
-            except (OSError, json.JSONDecodeError) as exc:
-                raise UserInputError(
-                    f"point: unreadable adapter_config.json in {str(path)!r} ({exc})"
-                ) from None
+            config, patterns = _read_config(cfg, f"in {str(path)!r}")
         file = st
     elif path.is_file():
         file = path
         cfg = path.parent / "adapter_config.json"
         if path.name == "adapter_model.safetensors" and cfg.is_file():
-            try:
-                config = json.loads(cfg.read_text())
-            except (OSError, json.JSONDecodeError) as exc:
-                raise UserInputError(
-                    f"point: unreadable adapter_config.json next to {str(path)!r} ({exc})"
-                ) from None
+            config, patterns = _read_config(cfg, f"next to {str(path)!r}")
     else:
         raise UserInputError(f"point: expected an existing file or PEFT adapter directory, got {str(path)!r}")
-    arrays, _meta = _read_arrays(file)
+    arrays, _meta = _read_arrays(file, max_bytes)
     b = len(problem.blocks)
     info: dict[str, Any] = {"path": str(path)}
     pairs: list[tuple[np.ndarray, np.ndarray]]
@@ -459,16 +574,18 @@ def load_point(
             )
         layout = "UV"
         pairs = [(arrays[f"U{j}"], arrays[f"V{j}"]) for j in range(b)]
+        _check_factors(problem, layout, pairs)
         scales = [1.0] * b
     else:
         peft = _peft_pairs(arrays, problem)
         if peft is not None:
             layout = "peft"
             pairs = [(B, A) for _, B, A in peft]
+            _check_factors(problem, layout, pairs)
             if scale is not None:
                 scales = [float(scale)] * b
             elif config:
-                scales = [_peft_scale(config, m, int(np.asarray(A).shape[0])) for m, _, A in peft]
+                scales = [_peft_scale(config, patterns, m, int(A.shape[0])) for m, _, A in peft]
             else:
                 raise UserInputError(
                     "scale: a PEFT adapter without its adapter_config.json needs --scale (lora_alpha / r)"
@@ -476,14 +593,13 @@ def load_point(
         elif all(f"B{j}" in arrays and f"A{j}" in arrays for j in range(b)):
             layout = "BA"
             pairs = [(arrays[f"B{j}"], arrays[f"A{j}"]) for j in range(b)]
+            _check_factors(problem, layout, pairs)
             if scale is not None:
                 s_ = float(scale)
             elif "scale" in arrays:
-                s_ = float(np.asarray(arrays["scale"]).reshape(()))
+                s_ = _check_scale(arrays["scale"], f"point: key 'scale' of {str(file)!r}")
             else:
                 s_ = 1.0
-            if not (math.isfinite(s_) and s_ > 0):
-                raise UserInputError(f"point: expected a positive scale, got {s_!r}")
             scales = [s_] * b
         else:
             raise UserInputError(
@@ -491,11 +607,7 @@ def load_point(
                 f"'<module>.lora_A.weight' keys; got {sorted(arrays)[:12]}"
             )
     U, V = [], []
-    for j, ((x, y), s) in enumerate(zip(pairs, scales)):
-        for name, a in ((layout[0] + str(j), x), (layout[1] + str(j), y)):
-            if not isinstance(a, np.ndarray) or a.ndim != 2 or a.dtype.kind != "f":
-                got = f"{a.dtype} of shape {a.shape}" if isinstance(a, np.ndarray) else type(a).__name__
-                raise UserInputError(f"point.{name}: expected a 2-D floating array, got {got}")
+    for (x, y), s in zip(pairs, scales):
         tx = torch.from_numpy(np.array(x, dtype=np.float64))
         ty = torch.from_numpy(np.array(y, dtype=np.float64))
         if layout == "UV":
@@ -509,6 +621,53 @@ def load_point(
         info["scale"] = None
     pt = as_point(problem, (tuple(u.to(problem.dtype) for u in U), tuple(v.to(problem.dtype) for v in V)))
     return pt, info
+
+
+def _check_scale(value: object, what: str) -> float:
+    """A LoRA scale: a real, finite, positive number (a Python or NumPy scalar or a 1-element array)."""
+    v = value
+    if isinstance(v, np.ndarray):
+        if v.size != 1:
+            raise UserInputError(
+                f"{what}: expected a positive finite number, got an array of shape {v.shape}"
+            )
+        v = v.reshape(()).item() if v.dtype.kind in "biufc" else v
+    if isinstance(v, np.generic):
+        v = v.item()
+    if isinstance(v, bool) or not isinstance(v, (int, float)):
+        got = f"dtype {value.dtype}" if isinstance(value, np.ndarray) else f"a {type(v).__name__} {v!r:.40}"
+        raise InputTypeError(f"{what}: expected a positive finite number, got {got}")
+    if not (math.isfinite(v) and v > 0):
+        raise UserInputError(f"{what}: expected a positive finite number, got {v!r}")
+    return float(v)
+
+
+def _check_factors(problem: Problem, layout: str, pairs: Sequence[tuple[np.ndarray, np.ndarray]]) -> None:
+    """Shapes and ranks of the factor arrays, before any conversion: ``1 <= r <= min(m_j, n_j)``."""
+    names = ("U", "V") if layout == "UV" else ("B", "A")
+    for j, ((x, y), (m, n)) in enumerate(zip(pairs, problem.blocks)):
+        for name, a in ((names[0] + str(j), x), (names[1] + str(j), y)):
+            if not isinstance(a, np.ndarray) or a.ndim != 2 or a.dtype.kind != "f":
+                got = f"{a.dtype} of shape {a.shape}" if isinstance(a, np.ndarray) else type(a).__name__
+                raise UserInputError(f"point.{name}: expected a 2-D floating array, got {got}")
+        r = int(x.shape[1])
+        want = ((m, r), (n, r)) if layout == "UV" else ((m, r), (r, n))
+        for name, a, (rows, cols) in zip(names, (x, y), want):
+            if a.shape != (rows, cols):
+                shown = f"({rows}, r)" if name in "UVB" else f"(r, {cols})"
+                raise UserInputError(
+                    f"point.{name}[{j}]: expected shape {shown} with r = {r} (block {j} is {m} x {n}), "
+                    f"got {tuple(a.shape)}"
+                )
+        _check_rank(r, m, n, j)
+
+
+def _check_rank(r: int, m: int, n: int, j: int) -> None:
+    if not 1 <= r <= min(m, n):
+        raise UserInputError(
+            f"point: block {j} ({m} x {n}): expected a LoRA rank r with 1 <= r <= min(m, n) = {min(m, n)}, "
+            f"got {r}"
+        )
 
 
 def point_from_extras(extras: Mapping[str, np.ndarray], problem: Problem) -> LoRAPoint | None:
