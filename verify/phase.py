@@ -50,12 +50,14 @@ from verify.tasks import Param, TaskKind, derive_seed
 __all__ = [
     "DEFAULT_KN",
     "DEFAULT_RANKS",
+    "PHASE_MEMORY_BUDGET",
     "PHASE_SCHEMA",
     "PHASE_TASK",
     "PhaseReference",
     "PhaseRun",
     "phase_cell",
     "phase_data_from_store",
+    "phase_memory_estimate",
     "phase_problem",
     "phase_reference",
     "phase_run",
@@ -68,6 +70,36 @@ __all__ = [
 PHASE_SCHEMA = "loracheck.phase/1"
 DEFAULT_KN: tuple[tuple[int, int], ...] = ((1, 3), (1, 6), (1, 10), (1, 15), (2, 10), (1, 28))
 DEFAULT_RANKS: tuple[int, ...] = (1, 2, 3, 4, 5, 6, 7, 8)
+#: Bytes one phase problem may plan for (:func:`phase_memory_estimate`); a larger one is refused
+#: before anything is allocated, by :func:`phase_sweep` and by the sweep task's check.
+PHASE_MEMORY_BUDGET = 4 * 2**30
+#: Most trainings :func:`phase_sweep` runs (cells x runs); a larger phase diagram is a sweep
+#: (``loracheck sweep``, whose limit ``--max-tasks`` can be raised).
+MAX_PHASE_RUNS = 10**6
+
+
+def phase_memory_estimate(K: int, N: int, size: int) -> int:
+    r"""Bytes of the largest arrays of one phase problem: a lower bound on what solving it needs.
+
+    The Jacobian :math:`J` (:math:`KN \times size^2`, float64) and one temporary of its size,
+    plus the Gram matrix :math:`JJ^\top` (:math:`KN \times KN`) of its operator norm.
+
+    >>> phase_memory_estimate(1, 3, 12)  # the default diagram's smallest problem
+    6984
+    """
+    kn = K * N
+    return 8 * (2 * kn * size * size + kn * kn)
+
+
+def _check_phase_size(K: int, N: int, size: int, where: str) -> None:
+    """Refuse a problem over :data:`PHASE_MEMORY_BUDGET` before anything is allocated."""
+    need = phase_memory_estimate(K, N, size)
+    if need > PHASE_MEMORY_BUDGET:
+        raise UserInputError(
+            f"{where}: expected a problem within the phase memory budget of "
+            f"{PHASE_MEMORY_BUDGET / 2**30:g} GiB, got K = {K}, N = {N}, size = {size}: its Jacobian "
+            f"({K * N} x {size * size} float64) and Gram matrix need about {need / 2**30:.3g} GiB"
+        )
 
 
 @dataclass(frozen=True)
@@ -328,6 +360,20 @@ def phase_sweep(
         raise UserInputError(f"runs: expected a positive int, got {runs!r}")
     if isinstance(size, bool) or not isinstance(size, int) or size < 1:
         raise UserInputError(f"size: expected a positive int, got {size!r}")
+    if not inits or any(i not in INIT_KINDS for i in inits):
+        raise UserInputError(
+            f"inits: expected start kinds among {', '.join(INIT_KINDS)}, got {list(inits)!r}"
+        )
+    kn = [(int(K), int(N)) for K, N in kn]
+    total = len(kn) * len(ranks) * runs
+    if total > MAX_PHASE_RUNS:
+        raise UserInputError(
+            f"runs: expected at most {MAX_PHASE_RUNS} trainings in all, got {total} ({len(kn)} (K, N) "
+            f"pairs x {len(ranks)} ranks x {runs} runs); run a larger diagram as a sweep (loracheck "
+            "sweep, --max-tasks)"
+        )
+    for K, N in kn:  # every problem checked before the first is built
+        _check_phase_size(K, N, size, "size")
     t0 = time.perf_counter()
     data: dict[str, Any] = {
         "schema": PHASE_SCHEMA,
@@ -442,6 +488,7 @@ def phase_task(spec: Mapping[str, Any]) -> dict[str, Any]:
 def _check_phase_spec(spec: Mapping[str, Any]) -> None:
     if spec["r"] > spec["size"]:
         raise UserInputError(f"r: expected at most size = {spec['size']}, got {spec['r']}")
+    _check_phase_size(spec["K"], spec["N"], spec["size"], "size")
     if spec["loss"] == "logistic" and spec["K"] != 1:
         raise UserInputError(f"K: the logistic loss has K = 1, got {spec['K']}")
     if spec["loss"] == "cross_entropy" and spec["K"] < 2:

@@ -101,6 +101,8 @@ MAX_CHUNK = 64
 #: limit it is refused.  Expanding costs about 100 bytes of memory per task (its hash, for the
 #: sweep's identity) and some 20 microseconds of CPU, twice (identity, then the run).
 MAX_TASKS = 10**6
+#: Largest sweep configuration file read (bytes).
+MAX_CONFIG_BYTES = 64 * 2**20
 
 
 class SweepConfigError(UserInputError):
@@ -238,7 +240,21 @@ def load_config(path: str | os.PathLike[str]) -> SweepConfig:
     """Read and validate a sweep TOML file; :class:`SweepConfigError` names the key at fault."""
     p = Path(path)
     try:
-        data = tomllib.loads(p.read_text(encoding="utf-8"))
+        if p.exists() and not p.is_file():  # a directory, a FIFO, /dev/zero: never read
+            raise SweepConfigError(f"config: expected a TOML file, got {str(p)!r} (not a regular file)")
+        with open(p, "rb") as fh:
+            chunks: list[bytes] = []
+            size = 0
+            while size <= MAX_CONFIG_BYTES and (chunk := fh.read(2**20)):  # read(n) reserves n bytes
+                chunks.append(chunk)
+                size += len(chunk)
+        if size > MAX_CONFIG_BYTES:
+            raise SweepConfigError(
+                f"config: expected a TOML file of at most {MAX_CONFIG_BYTES} bytes, got {str(p)!r} of more "
+                "(list long axes as a [random] range, or split the sweep)"
+            )
+        raw = b"".join(chunks)
+        data = tomllib.loads(raw.decode("utf-8"))
     except FileNotFoundError:
         raise SweepConfigError(
             f"config: expected an existing TOML file, got {str(p)!r} (no such file)"
@@ -381,10 +397,10 @@ def parse_config(
         source=source,
     )
     _check_distinct(cfg)
-    if count_tasks(cfg) <= MAX_TASKS:
-        # the task kind's cross-parameter check of every parameter point (SweepConfigError); a
-        # larger sweep is checked by run_sweep, after its count, before any task runs
-        for _ in _specs(cfg):
+    if count_tasks(replace(cfg, replicates=1)) <= MAX_TASKS:
+        # the task kind's cross-parameter check of every parameter point (SweepConfigError); more
+        # points are checked by run_sweep after it has counted them, before any task runs
+        for _ in _specs(cfg, points_only=True):
             pass
     return cfg
 
@@ -548,20 +564,23 @@ def _check_distinct(cfg: SweepConfig) -> None:
         stride *= len(vals)
 
 
-def _specs(cfg: SweepConfig) -> Iterator[dict[str, Any]]:
-    """Every task's spec in order (streamed), each parameter point checked by the task kind."""
+def _specs(cfg: SweepConfig, *, points_only: bool = False) -> Iterator[dict[str, Any]]:
+    """Every task's spec in order (streamed), each parameter point checked by the task kind.
+
+    ``points_only``: the first replicate of each point only (what the check sees).
+    """
     kind = resolve_task(cfg.task)
     schema = kind.params or {}
     defaults = {p: s.default for p, s in schema.items() if s.default is not REQUIRED}
-    index = 0
-    for sample, point in _points(cfg):
+    for number, (sample, point) in enumerate(_points(cfg)):
+        index = number * cfg.replicates  # of the point's first task
         params = {**defaults, **cfg.params, **point}
         if kind.params is not None:
             try:
                 params = {p: schema[p].normalize(v) for p, v in params.items()}
             except ValueError as exc:
                 raise SweepConfigError(f"{cfg.source}: task {index}: {exc}") from None
-        for rep in range(cfg.replicates):
+        for rep in range(1 if points_only else cfg.replicates):
             spec: dict[str, Any] = {"task": cfg.task, "seed": cfg.seed, "replicate": rep, **params}
             if sample is not None:
                 spec["sample"] = sample
@@ -572,7 +591,6 @@ def _specs(cfg: SweepConfig) -> Iterator[dict[str, Any]]:
                     shown = ", ".join(f"{k}={v!r}" for k, v in params.items())
                     raise SweepConfigError(f"{cfg.source}: task {index} ({shown}): {exc}") from None
             yield spec
-            index += 1
 
 
 def iter_tasks(cfg: SweepConfig) -> Iterator[Task]:
