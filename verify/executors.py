@@ -298,7 +298,11 @@ class DaskExecutor(Executor):
                     dashboard_address=None,
                     silence_logs=logging.ERROR,
                 )
-            self._client = Client(self._cluster)
+            try:
+                self._client = Client(self._cluster)
+            except BaseException:  # e.g. Ctrl-C or SIGTERM while connecting: no cluster left running
+                self._cluster.close()
+                raise
             where = f"local Dask cluster ({n} worker processes, 1 thread each)"
         else:
             try:

