@@ -16,8 +16,8 @@ Kinds
 - scale factors: finite numbers ``> 0`` (``grid_ratio > 1``);
 - counts (``n_starts``, ``steps``, ``samples``, lengths, ...): ints in ``[low, cap]``, the caps
   in :data:`OPTION_SPECS` (e.g. ``n_starts <= 10**4``, ``steps <= 10**7``);
-- ranks: ints ``>= 1`` (or one per block); given the problem, ``r_j <= min(m_j, n_j)`` in
-  every block ``j``;
+- ranks: ints ``>= 1`` (or one per block); given the problem, ``r_j <= m_j + n_j`` in every
+  block ``j`` (see :class:`Rank`: not ``min(m, n)``, which the claims' hypotheses can exceed);
 - seeds: ints in ``[0, 2**63)``; booleans: ``bool`` only (``1`` is not ``True``);
 - enumerations: one of the listed strings; subsets: non-empty sequences of them.
 
@@ -31,7 +31,7 @@ import functools
 import inspect
 import math
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from theory.errors import InputTypeError, UserInputError
@@ -127,7 +127,11 @@ class Int(Spec):
     expect: str | None = None
 
     def _describe(self) -> str:
-        return ("None or " if self.optional else "") + f"an int in [{self.lo}, {self.hi}]"
+        if self.lo in (0, 1):
+            s = f"{'a positive int' if self.lo == 1 else 'an int >= 0'} (at most {self.hi})"
+        else:
+            s = f"an int in [{self.lo}, {self.hi}]"
+        return ("None or " if self.optional else "") + s
 
     def _check(self, value: Any, where: str, problem: Any) -> None:
         if not _is_int(value):
@@ -239,6 +243,26 @@ class Table(Spec):
 
 
 @dataclass(frozen=True)
+class Fields(Spec):
+    """A mapping of named sub-options, each with its own spec (e.g. KKR's ``collect``)."""
+
+    fields: Mapping[str, Spec] = field(default_factory=dict)
+    optional: bool = False
+    expect: str | None = None
+
+    def _describe(self) -> str:
+        return ("None or " if self.optional else "") + f"a mapping with keys among {', '.join(self.fields)}"
+
+    def _check(self, value: Any, where: str, problem: Any) -> None:
+        if not isinstance(value, Mapping):
+            raise InputTypeError(f"{where}: expected {self.describe()}, got {value!r}")
+        for k, v in value.items():
+            if k not in self.fields:
+                raise UserInputError(f"{where}: expected {self.describe()}, got key {k!r}")
+            self.fields[k].check(v, f"{where}[{k!r}]", problem)
+
+
+@dataclass(frozen=True)
 class Either(Spec):
     """Fits one of ``specs`` (e.g. one tolerance or one per optimizer)."""
 
@@ -280,9 +304,14 @@ class Both(Spec):
 
 @dataclass(frozen=True)
 class Rank(Spec):
-    """A LoRA rank: an int ``>= 1`` (or, with ``per_block``, one per block), ``<= min(m, n)``.
+    r"""A LoRA rank: an int ``>= 1`` (or, with ``per_block``, one per block), at most ``m + n``.
 
-    The bound by the block's size is checked when the problem is known (it has ``blocks``).
+    The bound by the block's size is checked when the problem is known (it has ``blocks``).  It is
+    ``m + n``, not ``min(m, n)``: the factors :math:`U \in \mathbb R^{m \times r}`,
+    :math:`V \in \mathbb R^{n \times r}` are well defined for any ``r``, and the hypothesis of
+    JLR-no-spurious, :math:`r(r+1)/2 > KN`, needs ``r > min(m, n)`` on small blocks (the test suite
+    checks such cases); ``m + n`` bounds the factors' memory, ``(m + n) r`` entries per block, by
+    ``(m + n)**2``, so a rank of ``10**9`` is refused before anything is allocated.
     """
 
     per_block: bool = False
@@ -291,7 +320,7 @@ class Rank(Spec):
     expect: str | None = None
 
     def _describe(self) -> str:
-        s = f"a positive int (a LoRA rank in [1, min(m, n)], at most {self.cap})"
+        s = f"a positive int (a LoRA rank, at most m + n per block and {self.cap})"
         if self.per_block:
             s += " or one such rank per block"
         return s + (" or None" if self.optional else "")
@@ -320,10 +349,10 @@ class Rank(Spec):
             raise UserInputError(f"{where}: expected one rank per block ({len(sizes)} blocks), got {value!r}")
         per = ranks if ranks is not None else [value] * len(sizes)
         for j, (r, (m, n)) in enumerate(zip(per, sizes)):
-            if r > min(m, n):
+            if r > m + n:
                 raise UserInputError(
-                    f"{where}: expected a rank in [1, min(m, n)] = [1, {min(m, n)}] on block {j} "
-                    f"({m} x {n}), got {value!r}"
+                    f"{where}: expected a rank in [1, m + n] = [1, {m + n}] on block {j} ({m} x {n}), "
+                    f"got {value!r}"
                 )
 
 
@@ -358,10 +387,26 @@ _LANDSCAPE_INITS = ("small", "gaussian", "large", "zero_b", "zero", "adversarial
 _WYL_INITS = ("vanilla", "gaussian", "loraga", "loraga-peft", "pissa")
 WYL_INIT = Choice(_WYL_INITS, expect=f"one of {_WYL_INITS}")
 FLOAT_TOL = Real(0.0, 1.0, expect="a float in (0, 1)")
-_KKR_COLLECT = Opaque()
+_STEPS = 10**7
+
+#: ``collect=`` of the KKR checkers: the options of :func:`verify.kkr.collect_evidence`.
+_KKR_COLLECT = Fields(
+    {
+        "rank": Int(1, 100_000, optional=True),
+        "radius": POS,
+        "inits": Seq(Str(), 1, 64, distinct=True),
+        "seeds": Seq(SEED, 1, 1_000, distinct=True),
+        "steps": Int(0, _STEPS),
+        "lr": POS,
+        "samples": Int(1, 10**6),
+        "starts": ANY,
+        "dense_max": Int(0, 10_000),
+        "witnesses": BOOL,
+    },
+    optional=True,
+)
 
 _HSK_LEN = 1 << 20
-_STEPS = 10**7
 
 #: Claim id -> option name -> :class:`Spec`.  Options not listed (``save_dir``) are not options of
 #: the computation.

@@ -74,10 +74,10 @@ def test_every_checker_option_has_a_spec_and_the_defaults_fit_it():
         ({"rtol": "1e-10"}, InputTypeError, "rtol: expected a number in .*got '1e-10'"),
         ({"rtol": None}, InputTypeError, "rtol: expected"),
         ({"lanczos_tol": True}, InputTypeError, "lanczos_tol: expected"),
-        ({"max_dense": 10**9}, UserInputError, r"max_dense: expected an int in \[0, 10000\]"),
+        ({"max_dense": 10**9}, UserInputError, r"max_dense: expected an int >= 0 \(at most 10000\)"),
         ({"max_dense": 2.5}, InputTypeError, "max_dense: expected an int"),
         ({"rank": 10**9}, UserInputError, "rank: expected a positive int"),
-        ({"rank": 6}, UserInputError, r"rank: expected a rank in \[1, min\(m, n\)\] = \[1, 5\]"),
+        ({"rank": 12}, UserInputError, r"rank: expected a rank in \[1, m \+ n\] = \[1, 11\]"),
         ({"rank": [1]}, InputTypeError, "rank: expected a positive int"),
     ],
 )
@@ -97,7 +97,7 @@ def test_replayed_options_of_a_landscape_record_are_checked(sq, tmp_path):
 
     _, extras = load_problem(path)
     with pytest.raises(
-        UserInputError, match=r"JLR-no-spurious option n_starts: expected an int in \[1, 10000\]"
+        UserInputError, match=r"JLR-no-spurious option n_starts: expected a positive int \(at most 10000\)"
     ):
         replay_options(extras)
 
@@ -135,10 +135,9 @@ def test_cli_replay_with_bad_stored_options_is_exit_3(sq, tmp_path, capsys, opti
 def test_cli_rank_above_the_block_size_is_exit_3(sq, tmp_path, capsys):
     path = tmp_path / "p.npz"
     save_problem(sq, path)
-    assert main(["audit", str(path), "--rank", "7", "--claims", "JLR-no-spurious", "--no-progress"]) == 3
+    assert main(["audit", str(path), "--rank", "12", "--claims", "JLR-no-spurious", "--no-progress"]) == 3
     assert (
-        "rank: expected a rank in [1, min(m, n)] = [1, 5] on block 0 (6 x 5), got 7"
-        in capsys.readouterr().err
+        "rank: expected a rank in [1, m + n] = [1, 11] on block 0 (6 x 5), got 12" in capsys.readouterr().err
     )
 
 
@@ -149,8 +148,8 @@ def test_cli_rank_above_the_block_size_is_exit_3(sq, tmp_path, capsys):
         ({"JLR-rank-NUC": {"gap_rtol": float("nan")}}, UserInputError, "gap_rtol"),
         ({"JLR-rank-NUC": {"seed": -1}}, UserInputError, "JLR-rank-NUC option seed"),
         ({"JLR-magnitude": {"gap_rtol": "small"}}, InputTypeError, "JLR-magnitude option gap_rtol"),
-        ({"JLR-no-spurious": {"n_starts": 10**9}}, UserInputError, "n_starts: expected an int in"),
-        ({"JLR-no-spurious": {"rank": 6}}, UserInputError, "on block 0"),
+        ({"JLR-no-spurious": {"n_starts": 10**9}}, UserInputError, "n_starts: expected a positive int"),
+        ({"JLR-no-spurious": {"rank": 12}}, UserInputError, "on block 0"),
         (
             {"JLR-no-spurious": {"enforce_hypothesis": 1}},
             InputTypeError,
@@ -175,7 +174,7 @@ def test_audit_options_out_of_range_are_refused_before_any_work(sq, options, err
         (lambda p: check_jlr_zero_saddle(p, rtol=float("nan")), UserInputError, "rtol"),
         (lambda p: check_jlr_equiv(p, seed=2.0), InputTypeError, "JLR-equiv option seed"),
         (lambda p: check_jlr_equiv(p, enforce_hypothesis="no"), InputTypeError, "enforce_hypothesis"),
-        (lambda p: check_jlr_no_spurious(p, rank=7, n_starts=1), UserInputError, "rank"),
+        (lambda p: check_jlr_no_spurious(p, rank=[12], n_starts=1), UserInputError, "rank"),
         (lambda p: check_jlr_no_spurious(p, grad_rtol=2.0, n_starts=1), UserInputError, "grad_rtol"),
         (lambda p: CHECKERS["WYL-speed"](p, gap_rtol=-1.0), UserInputError, "WYL-speed option gap_rtol"),
     ],
@@ -419,3 +418,20 @@ def test_declared_certificate_fields_are_written_by_the_wyl_and_hsk_checkers():
     for v in seen:
         _assert_declared(v)
     assert [v.status for v in seen] == ["holds"] * 5 + ["violated"]
+
+
+@pytest.mark.parametrize(
+    "collect, match",
+    [
+        ({"steps": 10**12}, r"collect\['steps'\]: expected an int >= 0 \(at most 10000000\)"),
+        ({"samples": 10**9}, r"collect\['samples'\]"),
+        ({"seeds": [0, 0]}, r"collect\['seeds'\]: expected .*distinct"),
+        ({"radius": -1.0}, r"collect\['radius'\]"),
+    ],
+)
+def test_kkr_collect_options_are_range_checked_before_any_training(collect, match):
+    import landscapes.nonlinear as nl
+
+    p = nl.matrix_sensing(m=6, n=5, N=50, rank=1, lam=0.05, seed=0)
+    with pytest.raises(UserInputError, match="KKR-special option " + match):
+        CHECKERS["KKR-special"](p, collect=collect)
