@@ -50,6 +50,7 @@ from typing import Any, BinaryIO
 import numpy as np
 import safetensors.numpy as stnp
 import torch
+from safetensors import safe_open
 from torch import Tensor
 
 from landscapes.losses import LOSS_NAMES
@@ -570,7 +571,8 @@ def _sniff(r: _Reader) -> str:
     if magic[8:9] != b"{" and magic[:4] in (b"PK\x03\x04", b"PK\x05\x06"):
         return "npz"
     if magic.startswith(b"\x93NUMPY"):
-        raise UserInputError(f"{r.what}: expected a loracheck problem file, got a single array file {r.p}")
+        expected = "a loracheck problem file" if r.what == "path" else "an .npz archive of arrays"
+        raise UserInputError(f"{r.what}: expected {expected}, got a single array file {r.p}")
     return "safetensors"
 
 
@@ -757,8 +759,6 @@ def _safetensors_arrays(
         check(r, key, dtype, shape)
         grown = math.prod(shape) * 8 if torch_floats and dtype.kind == "f" else nbytes
         r.charge(key, grown, f"{name} {list(shape)}")
-    from safetensors import safe_open
-
     out: dict[str, np.ndarray] = {}
     try:
         with safe_open(str(r.path), framework="pt" if torch_floats else "numpy") as st:  # type: ignore[no-untyped-call]

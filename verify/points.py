@@ -43,7 +43,7 @@ from torch import Tensor
 from landscapes.io import loads_json, read_arrays
 from landscapes.lora import LoRAPoint, minimize_lora
 from landscapes.nuc import NucSolution, nuc_certificate, solve_nuc
-from landscapes.problem import Problem
+from landscapes.problem import Problem, magnitude_bound
 from landscapes.sosp import certify_sosp, gradient_scale, length_scale, make_init, objective_scale
 from theory.claims import DEFAULT_TOLERANCES
 from theory.errors import InputTypeError, UserInputError
@@ -183,6 +183,16 @@ def as_point(problem: Problem, point: LoRAPoint | tuple[Sequence[Tensor], Sequen
                 raise UserInputError(f"point.{name}[{j}]: expected dtype {problem.dtype}, got {x.dtype}")
             if not bool(torch.isfinite(x).all()):
                 raise UserInputError(f"point.{name}[{j}]: expected finite entries, got NaN or inf")
+            norm = float(x.abs().max()) * math.sqrt(x.numel()) if x.numel() else 0.0  # >= ||x||_F, finite
+            if norm > (bound := math.sqrt(magnitude_bound(problem.dtype))):
+                fro = float(torch.linalg.vector_norm(x))
+                norm = fro if math.isfinite(fro) else norm  # an overflowing norm: its finite upper bound
+                if not fro <= bound:
+                    raise UserInputError(
+                        f"point.{name}[{j}]: expected a Frobenius norm at most {bound:.3g} (the 8th root of "
+                        f"the largest {problem.dtype}: the objective and its derivatives stay finite), "
+                        f"got {norm:.3g}"
+                    )
         if u.shape[1] != v.shape[1]:
             raise UserInputError(f"point: U[{j}] has {u.shape[1]} columns but V[{j}] has {v.shape[1]}")
         _check_rank(int(u.shape[1]), m, n, j)
@@ -675,10 +685,12 @@ def point_from_extras(extras: Mapping[str, np.ndarray], problem: Problem) -> LoR
     b = len(problem.blocks)
     if not all(f"U{j}" in extras and f"V{j}" in extras for j in range(b)):
         return None
+    pairs = [(extras[f"U{j}"], extras[f"V{j}"]) for j in range(b)]
+    _check_factors(problem, "UV", pairs)  # dtypes (a text or complex extra), shapes, ranks
     return as_point(
         problem,
         (
-            tuple(torch.from_numpy(np.array(extras[f"U{j}"])).to(problem.dtype) for j in range(b)),
-            tuple(torch.from_numpy(np.array(extras[f"V{j}"])).to(problem.dtype) for j in range(b)),
+            tuple(torch.from_numpy(np.array(u)).to(problem.dtype) for u, _ in pairs),
+            tuple(torch.from_numpy(np.array(v)).to(problem.dtype) for _, v in pairs),
         ),
     )

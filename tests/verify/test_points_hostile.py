@@ -5,7 +5,8 @@ refused before the NUC solve); scales that are complex, non-finite, non-positive
 type or shape; ``adapter_config.json`` that is not a JSON object or whose fields have the wrong
 types; ``rank_pattern`` / ``alpha_pattern`` keys run by RE2 (linear time: ``(a+)+b`` against a
 long name returns at once), with length caps, and refused when invalid or not runnable by RE2;
-point files read with the bounded reader of ``landscapes.io`` (headers first, the memory budget).
+point files read with the bounded reader of ``landscapes.io`` (headers first, the memory budget);
+factors whose norm could overflow the objective (``1e200``) refused at the boundary.
 The pattern semantics are checked against PEFT's own ``get_pattern_key``.
 """
 
@@ -352,6 +353,36 @@ def test_rank_0_refused_before_the_nuc_solve(P, monkeypatch):
     big = (torch.zeros(M, 5, dtype=torch.float64), torch.zeros(N, 5, dtype=torch.float64))
     with pytest.raises(UserInputError, match=r"got 5"):
         audit_point(P, big)
+
+
+@pytest.mark.parametrize("big", [1e100, 1e200, 1e300])
+def test_magnitudes_refused_at_the_boundary(tmp_path, P, big, monkeypatch):
+    # 1e200 made eigh fail deep in the SOSP certificate (exit 4)
+    monkeypatch.setattr(vp, "solve_nuc", lambda *a, **k: pytest.fail("solve_nuc reached"))
+    U, V = big * np.ones((M, 2)), np.ones((N, 2))
+    with pytest.raises(UserInputError, match=r"point\.U\[0\]: expected a Frobenius norm at most 3\.4e\+38"):
+        audit_point(P, (torch.from_numpy(U), torch.from_numpy(V)))
+    np.savez(tmp_path / "big.npz", U0=np.ones((M, 2)), V0=big * np.ones((N, 2)))
+    with pytest.raises(
+        UserInputError, match=r"point\.V\[0\]: expected a Frobenius norm .*got [0-9.]+e\+[0-9]+$"
+    ):
+        load_point(tmp_path / "big.npz", P)
+
+
+@pytest.mark.parametrize(
+    ("U", "match"),
+    [
+        (np.full((M, 2), "a"), r"point\.U0: expected a 2-D floating array, got <U1"),
+        (np.ones((M, 2)) * (1 + 1j), r"point\.U0: expected a 2-D floating array, got complex128"),
+        (np.ones((M, 0)), r"1 <= r <= min\(m, n\) = 4, got 0"),
+    ],
+    ids=["text", "complex", "rank-0"],
+)
+def test_counterexample_factors_checked(P, U, match):
+    from verify.points import point_from_extras
+
+    with pytest.raises(UserInputError, match=match):
+        point_from_extras({"U0": U, "V0": np.ones((N, U.shape[1]))}, P)
 
 
 # ---------------------------------------------------------------------------------------------
