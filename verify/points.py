@@ -153,7 +153,7 @@ def _imbalance(u: Tensor, v: Tensor) -> float:
 
 
 def as_point(problem: Problem, point: LoRAPoint | tuple[Sequence[Tensor], Sequence[Tensor]]) -> LoRAPoint:
-    """Validate a point for ``problem``: a ``(U_j, V_j)`` pair per block, ranks in ``[1, min(m_j, n_j)]``."""
+    """Validate a point for ``problem``: a ``(U_j, V_j)`` pair per block, ranks in ``[1, m_j + n_j]``."""
     U: Sequence[Tensor]
     V: Sequence[Tensor]
     if isinstance(point, LoRAPoint):
@@ -548,7 +548,7 @@ def load_point(
     PEFT's types; pattern keys are matched as PEFT matches them
     (``re.match(rf"(.*\.)?({key})$", module)``) but by RE2, in linear time, so keys RE2 cannot run
     (backreferences, lookaround) are refused, as are keys and module names over
-    :data:`MAX_PATTERN_CHARS` characters; every rank must be in ``[1, min(m_j, n_j)]``.
+    :data:`MAX_PATTERN_CHARS` characters; every rank must be in ``[1, m_j + n_j]``.
     """
     path = Path(path)
     if scale is not None:
@@ -653,7 +653,7 @@ def _check_scale(value: object, what: str) -> float:
 
 
 def _check_factors(problem: Problem, layout: str, pairs: Sequence[tuple[np.ndarray, np.ndarray]]) -> None:
-    """Shapes and ranks of the factor arrays, before any conversion: ``1 <= r <= min(m_j, n_j)``."""
+    """Shapes and ranks of the factor arrays, before any conversion: ``1 <= r <= m_j + n_j``."""
     names = ("U", "V") if layout == "UV" else ("B", "A")
     for j, ((x, y), (m, n)) in enumerate(zip(pairs, problem.blocks)):
         for name, a in ((names[0] + str(j), x), (names[1] + str(j), y)):
@@ -673,10 +673,12 @@ def _check_factors(problem: Problem, layout: str, pairs: Sequence[tuple[np.ndarr
 
 
 def _check_rank(r: int, m: int, n: int, j: int) -> None:
-    if not 1 <= r <= min(m, n):
+    # m + n, not min(m, n): ranks above min(m, n) are admissible LoRA points (JLR-no-spurious's
+    # hypothesis needs them on small blocks, and saves its counterexamples at them); m + n bounds
+    # the factors' size, as for the rank options (verify.options)
+    if not 1 <= r <= m + n:
         raise UserInputError(
-            f"point: block {j} ({m} x {n}): expected a LoRA rank r with 1 <= r <= min(m, n) = {min(m, n)}, "
-            f"got {r}"
+            f"point: block {j} ({m} x {n}): expected a LoRA rank r with 1 <= r <= m + n = {m + n}, got {r}"
         )
 
 
