@@ -62,6 +62,17 @@ def test_every_checker_option_has_a_spec_and_the_defaults_fit_it():
         check_options(claim, kw)  # the defaults are in range
 
 
+def test_the_suites_checker_options_fit_their_specs():
+    from verify.suite import HSK_SUITE, REAL_SUITE
+
+    for spec in (*DEFAULT_SUITE, *REAL_SUITE, *HSK_SUITE):
+        for claim, opts in spec.checker_options.items():
+            if claim == "evidence":  # collect_evidence's options, as the KKR checkers' collect=
+                check_options("KKR-special", {"collect": opts})
+            else:
+                check_options(claim, opts)
+
+
 @pytest.mark.parametrize(
     "options, error, match",
     [
