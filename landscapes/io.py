@@ -652,7 +652,7 @@ def _read_npy_member(
             if version not in _NPY_VERSIONS:
                 raise ValueError(f".npy format version {version} (expected 1.0 or 2.0)")
             shape, fortran, dtype = _NPY_VERSIONS[version](fh, max_header_size=_MAX_NPY_HEADER)
-        except (ValueError, SyntaxError, TypeError) as exc:
+        except (ValueError, SyntaxError, TypeError, RecursionError, MemoryError) as exc:
             raise r.bad(key, f"an unreadable .npy header ({str(exc)[:200]})", "a plain .npy array") from None
         if dtype.hasobject:
             raise r.bad(key, f"dtype {dtype} (a pickled object array)", "a plain (unpickled) array")
