@@ -25,7 +25,11 @@ derived from ``(seed, sample, axis)`` by hashing, so a design is the same on eve
 ``{"task": ..., "seed": ..., "replicate": i, ["sample": j,] **params}`` (every parameter, with
 the task kind's defaults filled in); its hash keys it in the store (:func:`verify.tasks.task_hash`).
 The sweep's identity (``config_hash``) is the sha256 of its sorted task hashes: two files that
-expand to the same tasks are the same sweep.
+expand to the same tasks are the same sweep.  The expansion is streamed (:func:`iter_tasks`); a
+sweep is first counted from its configuration (:func:`count_tasks`: the product of the axes'
+lengths, or ``samples``, times ``replicates``) and refused above ``max_tasks`` (default
+:data:`MAX_TASKS` = 10^6, ``loracheck sweep --max-tasks N``), so a 12^9 grid or 10^9 replicates
+cost nothing; computing the identity keeps about 70 bytes per task.
 
 **Running** (:func:`run_sweep`): the tasks not yet finished in the store are submitted to the
 executor (at most a small window at a time, so a killed sweep loses at most the tasks in
@@ -36,6 +40,14 @@ sweep goes on; ``resume=True`` runs the failed tasks again (they may have failed
 reason: memory, a lost worker).  A process pool whose worker dies (killed, out of memory, a
 crash in native code) cannot continue: the sweep stops with :class:`SweepAborted`, everything
 finished so far stays in the store, and ``resume=True`` continues.
+
+**Stopping.** A ``KeyboardInterrupt`` in the coordinating process (Ctrl-C, or SIGTERM/SIGHUP,
+which the ``loracheck`` command turns into :class:`verify.signals.Terminated`) abandons the tasks
+in flight, commits the outcomes that had arrived, and stops an executor the sweep made: the
+serial executor's running task is interrupted in place; a process pool's workers are terminated
+(SIGTERM, then SIGKILL), also in the middle of a task, and its resource tracker exits with them;
+a local Dask cluster is closed (its nannies stop their workers).  No process outlives the sweep,
+and ``resume=True`` runs exactly the tasks not finished.
 """
 
 from __future__ import annotations
@@ -788,20 +800,26 @@ def run_sweep(
                 for q in (p, p.with_name(p.name + "-wal"), p.with_name(p.name + "-shm")):
                     q.unlink(missing_ok=True)
             raise
-        summary = _run(
-            cfg,
-            n_tasks,
-            st,
-            ex,
-            t0=t0,
-            retry_failed=retry_failed,
-            window=max_in_flight,
-            chunk=chunk,
-            progress=progress,
-            abandon=(lambda: _abandon(ex)) if own else None,
-        )
-        if own:
-            ex.shutdown(wait=True)
+        try:
+            summary = _run(
+                cfg,
+                n_tasks,
+                st,
+                ex,
+                t0=t0,
+                retry_failed=retry_failed,
+                window=max_in_flight,
+                chunk=chunk,
+                progress=progress,
+                abandon=(lambda: _abandon(ex)) if own else None,
+            )
+            if own:
+                ex.shutdown(wait=True)
+        except BaseException:
+            if own:  # (again, if _run did: stopping is idempotent) also when stopped outside _run
+                with _signals_held():
+                    _abandon(ex)
+            raise
     finally:
         st.close()
     return replace(summary, wall_seconds=time.perf_counter() - t0)
