@@ -1245,7 +1245,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
         except UserInputError as exc:
             raise _BadInput(f"{exc}; pass --fresh to overwrite it") from None
         if isinstance(old, dict) and old.get("format") == "loracheck.report" and old.get("complete") is False:
-            done = finished_verdicts(old, suite)
+            done = finished_verdicts(old, suite, source=str(previous))
             print(
                 f"resuming the interrupted run in {out}: {len(done)} finished verdicts reused "
                 "(--fresh: recompute)"

@@ -53,6 +53,7 @@ __all__ = [
     "SerialExecutor",
     "default_workers",
     "make_executor",
+    "max_local_workers",
     "parse_executor",
 ]
 
@@ -65,6 +66,15 @@ def default_workers() -> int:
         return max(1, len(os.sched_getaffinity(0)))
     except AttributeError:  # pragma: no cover - macOS, Windows
         return max(1, os.cpu_count() or 1)
+
+
+def max_local_workers() -> int:
+    """Most worker processes a local executor starts: 4 per usable core (each task uses one core).
+
+    More only add memory (every worker imports torch) and start-up time; ``process:100000`` would
+    try to start a hundred thousand interpreters.
+    """
+    return 4 * default_workers()
 
 
 @dataclass(frozen=True)
@@ -89,11 +99,16 @@ def parse_executor(spec: str) -> ExecutorSpec:
     s = spec.strip()
     if s == "serial":
         return ExecutorSpec("serial")
-    m = re.fullmatch(r"(process|dask)(?::(\d+))?", s)
+    m = re.fullmatch(r"(process|dask)(?::(\d{1,18}))?", s)
     if m:
         n = None if m.group(2) is None else int(m.group(2))
         if n is not None and n < 1:
             raise UserInputError(f"executor: expected a positive number of workers, got {spec!r}")
+        if n is not None and n > max_local_workers():
+            raise UserInputError(
+                f"executor: expected at most {max_local_workers()} local workers (4 per usable core: a task "
+                f"uses one), got {spec!r}"
+            )
         return ExecutorSpec("process" if m.group(1) == "process" else "dask-local", workers=n)
     m = re.fullmatch(r"dask://(\[[0-9a-fA-F:.]+\]|[A-Za-z0-9_.\-]+):(\d{1,5})", s)
     if m:
@@ -202,6 +217,10 @@ class ProcessExecutor(ProcessPoolExecutor):
     def __init__(self, workers: int) -> None:
         if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
             raise UserInputError(f"workers: expected a positive int, got {workers!r}")
+        if workers > max_local_workers():
+            raise UserInputError(
+                f"workers: expected at most {max_local_workers()} (4 per usable core), got {workers!r}"
+            )
         super().__init__(
             max_workers=workers,
             mp_context=multiprocessing.get_context("spawn"),

@@ -48,6 +48,7 @@ from landscapes.sosp import train
 from theory.errors import UserInputError
 from verify.jlr import _save
 from verify.jsonfile import read_json
+from verify.options import validated
 from verify.verdict import Verdict
 
 __all__ = ["SpeedRun", "speed_runs", "speed_table", "check_wyl_speed", "DEFAULT_LRS"]
@@ -423,6 +424,7 @@ def _uncertified(runs: Sequence[SpeedRun]) -> list[SpeedRun]:
     return [r for r in runs if not r.optimum_rel_gap <= OPTIMUM_RTOL]
 
 
+@validated("WYL-speed")
 def check_wyl_speed(
     problem: Problem,
     *,

@@ -276,3 +276,21 @@ def test_config_files_that_are_not_small_regular_files_are_not_read(tmp_path):
     assert "/dev/zero' (not a regular file)" in out["zero"] and "(not a regular file)" in out["dir"]
     assert f"at most {64 * 2**20} bytes" in out["big"] and out["cli"] == 3
     assert out["peak_mib"] < 80, out  # at most the 64 MiB + 1 read of the sparse file
+
+
+def test_local_worker_counts_are_bounded_by_the_machine(tmp_path, capsys):
+    """``process:100000`` would start an interpreter (importing torch) per task: refused, naming the
+    limit, before the store or any process exists."""
+    from verify.executors import default_workers
+
+    limit = 4 * default_workers()
+    cfg = parse_config({"sweep": {"task": SQUARE}, "grid": {"x": [1, 2]}}, source="c")
+    for spec in (f"process:{limit + 1}", "process:100000", f"dask:{limit + 1}"):
+        with pytest.raises(
+            ValueError, match=rf"executor: expected at most {limit} local workers .*got '{spec}'"
+        ):
+            run_sweep(cfg, tmp_path / "a.sqlite", executor=spec, progress=False)
+        assert not (tmp_path / "a.sqlite").exists()
+    toml = _toml(tmp_path, "c", f"[sweep]\ntask = '{SQUARE}'\n[grid]\nx = [1, 2]\n")
+    assert main(["sweep", str(toml), "--executor", "process:100000", "--out", str(tmp_path / "o")]) == 3
+    assert f"at most {limit} local workers" in capsys.readouterr().err
