@@ -868,10 +868,11 @@ def test_operator_problem_cannot_be_saved(tmp_path, suffix):
 
 
 def test_unsaveable_problems(tmp_path):
+    # a bfloat16 problem cannot even be built (Problem refuses the dtype), so there is nothing to save
     with pytest.raises(
-        ValueError, match=r"problem\.J: expected dtype float16, float32 or float64 .*bfloat16"
+        ValueError, match=r"J: expected a floating dtype \(float16, float32, float64\), got torch\.bfloat16"
     ):
-        save_problem(make_problem(1, "squared", dtype=torch.bfloat16), tmp_path / "b.npz")
+        make_problem(1, "squared", dtype=torch.bfloat16)
     with pytest.raises(
         ValueError, match=rf"problem\.seed: expected an int in \[-{2**63}, {2**64 - 1}\] to save, got {2**70}"
     ):

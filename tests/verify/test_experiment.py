@@ -98,9 +98,9 @@ def test_experiment_end_to_end_small(tmp_path):
 
 def test_experiment_cli_bad_input(capsys):
     assert main(["experiment", "--n", "1"]) == 3
-    assert "--n: expected ints >= 2, got 1" in capsys.readouterr().err
+    assert "argument --n: expected an int in [2, 100000], got '1'" in capsys.readouterr().err
     assert main(["experiment", "--lams", "0"]) == 3
-    assert "--lams: expected positive numbers" in capsys.readouterr().err
+    assert "argument --lams: expected a finite number > 0, got '0'" in capsys.readouterr().err
 
 
 def test_run_real_without_extras_is_a_clear_error(monkeypatch, capsys):
