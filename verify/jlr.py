@@ -203,8 +203,12 @@ def check_jlr_rank_ft(
             opts,
         )
     assert ft.D is not None
-    scale = max(1.0, ft.grad_norm_at_zero)
-    cert.update(risk=ft.risk, grad_norm=ft.grad_norm, grad_scale=scale)
+    # Relative to the problem's own scale, never to an absolute floor such as max(1, .): rescaling
+    # (J, f0, y) by s multiplies gradients and the squared risk by s^2 and must not change the verdict.
+    # g0 = 0 means D = 0 is stationary: then only an exactly stationary point passes.
+    scale = ft.grad_norm_at_zero
+    risk0 = problem.risk(problem.zeros())
+    cert.update(risk=ft.risk, grad_norm=ft.grad_norm, grad_scale=scale, risk_at_zero=risk0)
     if ft.grad_norm > grad_rtol * scale:
         return Verdict(
             claim,
@@ -234,7 +238,9 @@ def check_jlr_rank_ft(
         nuclear_after=red.nuclear_after,
     )
     timings = {"solve": t_solve, "reduce": red.seconds}
-    same = red.prediction_residual <= PREDICTION_RTOL and abs(risk_red - ft.risk) <= 1e-9 * max(1.0, ft.risk)
+    same = red.prediction_residual <= PREDICTION_RTOL and (
+        abs(risk_red - ft.risk) <= 1e-9 * max(ft.risk, risk0)
+    )
     if not same:
         return Verdict(
             claim,
