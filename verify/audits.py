@@ -51,6 +51,7 @@ from landscapes.problem import Problem
 from theory.bounds import ranks_above_bound
 from theory.claims import DEFAULT_TOLERANCES
 from theory.errors import InputTypeError, UserInputError
+from verify.jsonfile import read_json
 from verify.options import check_options
 from verify.points import PointAudit, as_point, audit_point, load_point, point_from_extras
 from verify.registry import CHECKERS, NUC_CLAIMS, get_checker
@@ -521,12 +522,7 @@ def read_audit(path: str | os.PathLike[str]) -> dict[str, Any]:
     certificate is not caught here: only re-verifying it does (``--fresh`` recomputes everything).
     """
     p = Path(path)
-    try:
-        data = json.loads(p.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
-        raise UserInputError(
-            f"json: expected a readable loracheck audit file, got {str(p)!r} ({exc})"
-        ) from None
+    data = read_json(p, what="json")  # size-bounded; nesting and non-JSON text are UserInputError
     if not isinstance(data, dict) or data.get("format") != AUDIT_FORMAT:
         got = data.get("format") if isinstance(data, dict) else type(data).__name__
         raise UserInputError(f"json: expected a file of format {AUDIT_FORMAT!r} to resume, got {got!r}")

@@ -125,7 +125,7 @@ API_BAD = [
     (
         "checker: n_starts 0",
         lambda: check_jlr_no_spurious(_P(), n_starts=0),
-        "n_starts: expected a positive int",
+        r"JLR-no-spurious option n_starts: expected a positive int \(at most 10000\), got 0",
     ),
     ("checker: unknown init", lambda: check_jlr_no_spurious(_P(), inits=("huge",)), "inits"),
 ]
