@@ -5,6 +5,27 @@ goes through the public API or the CLI.  Every hostile problem is audited with t
 claims; each ``holds`` is then re-checked against an independent oracle (cvxpy for the NUC
 optimum, numpy least squares for full fine-tuning, a dense autograd Hessian for the saddle at 0),
 and no true claim may come out ``violated``.
+
+The classes of hostile input (docs/robustness.md) and where each is tested:
+
+- **Exit codes** (only ``UserInputError`` is exit 3, a failure after the boundary is exit 4, a
+  stop signal 128 + n): here (``test_only_user_input_errors_are_exit_3``, the API and CLI tables).
+- **Magnitudes and dtypes** refused at the boundary naming the array, the largest accepted
+  magnitude runs to a verdict: here; point factors in ``test_points_hostile.py``; verdicts that do
+  not depend on the problem's scale in ``test_scale_invariance.py``.
+- **Terminal escaping** of text from input files, **``--json`` never overwriting its input**: here.
+- **Signals** (SIGTERM/SIGHUP stop a command like Ctrl-C, keep what finished, leave no child process,
+  and a re-run completes): audits here; serial, process-pool and Dask sweeps and SIGKILL in
+  ``test_signals.py``.
+- **Resources** (sizes counted or estimated before allocating, refused with the limit named; the
+  memory-budget tests run under ``tracemalloc`` or ``RLIMIT_AS`` and fail if the check came after the
+  allocation): sweep counts, phase sizes, config files and worker counts in ``test_sweep_limits.py``;
+  problem files (npz/npy headers, zip bombs, safetensors headers, meta arrays and nesting) in
+  ``tests/landscapes/test_io_hostile.py``; point files and PEFT adapters in ``test_points_hostile.py``.
+- **Input that runs time** (ReDoS through PEFT ``rank_pattern``/``alpha_pattern``, run on RE2) and
+  malformed ``adapter_config.json``: ``test_points_hostile.py``.
+- **Spoofed verdicts** (checker options out of range on every path, replayed options, forged or
+  malformed resume files, other version or options recomputed): ``test_options_resume.py``.
 """
 
 from __future__ import annotations
