@@ -169,7 +169,7 @@ def check_jlr_rank_ft(
 
     Solves FT (:func:`landscapes.full_ft.solve_ft`; "no minimizer" is ``inconclusive`` with the
     separating direction as evidence), certifies stationarity :math:`\|\nabla L\|_F \le`
-    ``grad_rtol * max(1, ||grad L(0)||_F)``, reduces the rank constructively and checks that the
+    ``grad_rtol * ||grad L(0)||_F``, reduces the rank constructively and checks that the
     reduced point has the same predictions and loss.  ``rank_bound`` replaces the bound by "every
     block has rank <= rank_bound" (for planted false variants); refuting it needs a unique
     FT minimizer.
@@ -578,12 +578,15 @@ def check_jlr_equiv(
     c = nuc_certificate(problem, red.D)
     t_nuc = time.perf_counter() - t0
     P_star = c.primal
-    scale = max(1.0, abs(P_star))
+    # The objective's own scale, not max(1, |P*|): with that floor, at (J, f0, y) * 1e-30 every
+    # training end point was within gap_rtol of P*.  P* = 0 (lam > 0) only when D = 0 fits exactly.
+    scale = abs(P_star) or 1.0
     cert: dict[str, Any] = {
         "nuc_objective": P_star,
         "nuc_rel_gap": c.rel_gap,
         "nuc_ranks": red.ranks_after,
         "rank": r,
+        "objective_scale": scale,
     }
     if not c.within(gap_rtol):
         return Verdict(

@@ -60,3 +60,22 @@ def test_nuc_solution_is_scale_equivariant(seed, log_s, lam):
     assert a.certificate.within(1e-8) and b.certificate.within(1e-8)
     assert a.ranks == b.ranks
     assert abs(b.certificate.primal / (s * s) - a.certificate.primal) <= 1e-7 * abs(a.certificate.primal)
+
+
+def test_relative_scales_in_certificates_follow_the_problem():
+    """The scales the checkers divide by are the problem's own: x s^2 when the objective is.
+
+    With a floor such as ``max(1, |P*|)`` JLR-equiv's scale stayed 1 at ``s = 1e-30``, so any
+    training end point passed its ``gap_rtol`` test there.
+    """
+    P = gaussian_problem(K=1, N=6, blocks=[(5, 4)], lam=0.05, loss="squared", seed=0)
+
+    def scales(Q: Problem) -> tuple[float, float]:
+        res = audit(Q, claims=["JLR-rank-FT", "JLR-equiv"], progress=False)
+        ft, eq = (v.to_dict()["certificate"] for v in res.verdicts)
+        return ft["grad_scale"], eq["objective_scale"]
+
+    ref = scales(P)
+    for s in (1e-30, 1e30):
+        got = scales(_scaled(P, s))
+        assert got == pytest.approx(tuple(x * s * s for x in ref), rel=1e-6), s
