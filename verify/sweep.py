@@ -825,6 +825,20 @@ def run_sweep(
     return replace(summary, wall_seconds=time.perf_counter() - t0)
 
 
+def _record(st: SweepStore, t: Task, out: Mapping[str, Any]) -> None:
+    """Store one task's outcome (a ``run_task`` dict) under its hash."""
+    st.record(
+        key=t.hash,
+        index=t.index,
+        spec=t.spec_json,
+        status=out["status"],
+        result=out["result"],
+        error=out["error"],
+        seconds=out["seconds"],
+        worker=out["worker"],
+    )
+
+
 def _commit_arrived(st: SweepStore, pending: Mapping[Future[Any], list[Task]]) -> None:
     """Commit the outcomes of the calls that had arrived when the sweep was stopped."""
     arrived = [
@@ -837,16 +851,7 @@ def _commit_arrived(st: SweepStore, pending: Mapping[Future[Any], list[Task]]) -
     with st.transaction():
         for fut, group in arrived:
             for t, out in zip(group, fut.result(), strict=True):
-                st.record(
-                    key=t.hash,
-                    index=t.index,
-                    spec=t.spec_json,
-                    status=out["status"],
-                    result=out["result"],
-                    error=out["error"],
-                    seconds=out["seconds"],
-                    worker=out["worker"],
-                )
+                _record(st, t, out)
 
 
 def _abandon(ex: Executor) -> None:
@@ -971,16 +976,7 @@ def _run(
                     else:
                         outs = fut.result()
                     for t, out in zip(group, outs, strict=True):
-                        st.record(
-                            key=t.hash,
-                            index=t.index,
-                            spec=t.spec_json,
-                            status=out["status"],
-                            result=out["result"],
-                            error=out["error"],
-                            seconds=out["seconds"],
-                            worker=out["worker"],
-                        )
+                        _record(st, t, out)
                         task_seconds += float(out["seconds"])
                         n_done += 1
                         if out["status"] == "finished":
