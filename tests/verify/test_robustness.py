@@ -154,7 +154,7 @@ API_BAD = [
 
 @pytest.mark.parametrize("name, call, match", API_BAD, ids=[b[0] for b in API_BAD])
 def test_bad_input_through_the_api(name, call, match):
-    with pytest.raises((ValueError, TypeError), match=match):
+    with pytest.raises(UserInputError, match=match):  # what the CLI maps to exit 3
         call()
 
 
@@ -454,7 +454,7 @@ def test_largest_accepted_magnitude_gives_a_result_not_a_failure(tmp_path, capsy
         ["audit", str(tmp_path / "big.npz"), "--claims", "JLR-rank-NUC", "JLR-zero-saddle", "--no-progress"]
     )
     out, err = capsys.readouterr()
-    assert rc in (0, 1, 2), (rc, err)
+    assert rc in (0, 2), (rc, out, err)  # both claims are theorems: 1 would be a false refutation
     assert "internal error" not in err
 
 

@@ -152,7 +152,7 @@ def test_max_tasks_is_the_limit_and_can_be_raised(tmp_path, capsys):
     assert "got 30 tasks" in err and "--max-tasks 30" in err
     assert main([*args, "--max-tasks", "0"]) == 3
     err = capsys.readouterr().err
-    assert "max-tasks" in err and "got '0'" in err or "got 0" in err
+    assert "max-tasks" in err and ("got '0'" in err or "got 0" in err)
     assert main([*args, "--max-tasks", "30"]) == 0
 
 
