@@ -242,7 +242,7 @@ def test_speed_judge_threads_the_step_budget_of_the_runs():
 def test_speed_seeds_must_be_distinct_and_coverage_counts_distinct_runs(problem):
     from verify.wyl_speed import _ratio_interval
 
-    with pytest.raises(ValueError, match="seeds: expected distinct ints"):
+    with pytest.raises(ValueError, match=r"WYL-speed option seeds: expected .* distinct values.*\[0, 0, 1\]"):
         check_wyl_speed(problem, rank=2, seeds=(0, 0, 1), lrs=(0.03,), steps=5)
     with pytest.raises(ValueError, match="seeds: expected distinct ints"):
         speed_runs(problem, inits=("vanilla",), rank=2, seeds=(0, 0, 1), lrs=(0.03,), steps=5)
