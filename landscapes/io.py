@@ -37,11 +37,13 @@ from __future__ import annotations
 
 import hashlib
 import json
+import lzma
 import math
 import os
 import re
 import tempfile
 import zipfile
+import zlib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -638,9 +640,22 @@ def _npz_arrays(r: _Reader, check: KindCheck) -> dict[str, np.ndarray]:
             for key, info in keys.items():
                 try:
                     out[key] = _read_npy_member(r, zf, key, info, check)
-                except (zipfile.BadZipFile, OSError, EOFError, NotImplementedError, RuntimeError) as exc:
+                except _INFLATE_ERRORS as exc:
                     raise r.unreadable(f"zip member {info.filename[:80]!r}: {exc}") from None
             return out
+
+
+#: What reading a damaged zip member raises: a broken deflate stream is ``zlib.error``, a broken LZMA
+#: one ``lzma.LZMAError``, bzip2's ``OSError`` (none of them a ``ValueError``).
+_INFLATE_ERRORS = (
+    zipfile.BadZipFile,
+    zlib.error,
+    lzma.LZMAError,
+    OSError,
+    EOFError,
+    NotImplementedError,
+    RuntimeError,
+)
 
 
 def _read_npy_member(

@@ -13,7 +13,10 @@ the import graph (``theory`` imports nothing of the package) so that every layer
 
 from __future__ import annotations
 
-__all__ = ["UserInputError", "InputTypeError"]
+import math
+import numbers
+
+__all__ = ["UserInputError", "InputTypeError", "finite_number", "shown"]
 
 
 class UserInputError(ValueError):
@@ -22,3 +25,30 @@ class UserInputError(ValueError):
 
 class InputTypeError(UserInputError, TypeError):
     """Bad input of the wrong Python type (also a ``TypeError``, as the built-ins raise)."""
+
+
+def finite_number(value: object) -> bool:
+    """Whether ``value`` is a real number (not a bool) that is finite *as a float*.
+
+    An int beyond the float range (``10**400`` from a JSON or TOML file) is not: ``float`` and
+    ``math.isfinite`` raise ``OverflowError`` on it, which is no ``ValueError`` and would escape the
+    input boundary as an internal error.
+    """
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        return False
+    try:
+        return math.isfinite(value)
+    except OverflowError:
+        return False
+
+
+def shown(value: object, limit: int = 80) -> str:
+    """``repr(value)`` cut to ``limit`` characters, for messages quoting input of any size.
+
+    Safe for ints of any length (``repr`` of an int over 4,300 digits raises ``ValueError``).
+    """
+    if isinstance(value, int) and not isinstance(value, bool) and value.bit_length() > 256:
+        sign = "-" if value < 0 else ""
+        return f"an int of {value.bit_length()} bits (about {sign}10**{int(value.bit_length() * 0.30103)})"
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."

@@ -45,6 +45,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from landscapes.io import loads_json
 from landscapes.lora import LoRAPoint
 from landscapes.nuc import NucSolution, solve_nuc
 from landscapes.problem import Problem
@@ -382,16 +383,15 @@ def replay_options(extras: Mapping[str, np.ndarray]) -> AuditTask | None:
         raise UserInputError(f"claim: the file names claim {claim!r}, which has no checker")
     opts: Any = {}
     key = "options_json" if "options_json" in extras else "record_json"
-    try:
-        if "options_json" in extras:
-            opts = json.loads(str(np.asarray(extras["options_json"])))
-        elif "record_json" in extras:
-            record = json.loads(str(np.asarray(extras["record_json"])))
-            if not isinstance(record, dict):
-                raise InputTypeError(f"record_json: expected a JSON object, got {type(record).__name__}")
-            opts = record.get("options", {})
-    except (json.JSONDecodeError, RecursionError) as exc:
-        raise UserInputError(f"{key}: the file's stored checker options are not JSON ({exc})") from None
+    if key in extras:
+        # size and depth capped; invalid JSON, deep nesting and ints over 4,300 digits are UserInputError
+        data = loads_json(str(np.asarray(extras[key])), key, expected="the checker options stored as JSON")
+        if key == "options_json":
+            opts = data
+        else:
+            if not isinstance(data, dict):
+                raise InputTypeError(f"record_json: expected a JSON object, got {type(data).__name__}")
+            opts = data.get("options", {})
     if not isinstance(opts, dict):
         raise InputTypeError(f"{key}: expected a JSON object of checker options, got {type(opts).__name__}")
     keep = _checker_params(claim) - {"save_dir", "solution"}

@@ -48,7 +48,7 @@ from landscapes.attention import (
 )
 from landscapes.eps_rank import EpsRankBounds, eps_rank_bounds, orthogonal_vectors_pre_activations
 from landscapes.io import atomic_write
-from theory.errors import InputTypeError, UserInputError
+from theory.errors import InputTypeError, UserInputError, finite_number
 from theory.hsk import doubling_lengths, far_crossover, polynomial_method_table, rank_crossover
 from verify.options import validated
 from verify.verdict import Verdict
@@ -128,7 +128,7 @@ def _check_repeats(repeats: object) -> None:
 
 
 def _check_positive(name: str, v: object) -> None:
-    if not (isinstance(v, (int, float)) and not isinstance(v, bool) and v > 0 and math.isfinite(v)):
+    if not (isinstance(v, (int, float)) and not isinstance(v, bool) and v > 0 and finite_number(v)):
         raise UserInputError(f"{name}: expected a finite number > 0, got {v!r}")
 
 

@@ -43,7 +43,7 @@ from landscapes.nuc import NucSolution, nuc_certificate, solve_nuc
 from landscapes.operators import DenseOperator, LinearOperator
 from landscapes.problem import Blocks, Problem
 from theory.claims import DEFAULT_TOLERANCES
-from theory.errors import UserInputError
+from theory.errors import UserInputError, finite_number
 from theory.generalization import (
     GeneralizationBound,
     clipped_lipschitz,
@@ -415,7 +415,7 @@ def check_jlr_gen(
         if isinstance(x, bool) or not isinstance(x, (int, float)) or not 0 < x < 1:
             raise UserInputError(f"{name}: expected a number in (0, 1), got {x!r}")
     for name, x in (("grid_base", grid_base), ("bound_scale", bound_scale), ("grid_ratio", grid_ratio)):
-        if isinstance(x, bool) or not isinstance(x, (int, float)) or not (math.isfinite(x) and x > 0):
+        if isinstance(x, bool) or not isinstance(x, (int, float)) or not (finite_number(x) and x > 0):
             raise UserInputError(f"{name}: expected a finite positive number, got {x!r}")
     if not grid_ratio > 1:
         raise UserInputError(f"grid_ratio: expected a finite number > 1, got {grid_ratio!r}")

@@ -51,7 +51,7 @@ from landscapes.restricted import (
     rsc_ratio,
     rsm_ratio,
 )
-from theory.errors import InputTypeError, UserInputError
+from theory.errors import InputTypeError, UserInputError, finite_number
 from theory.kkr import dichotomy, loud
 from verify.kkr_runs import (
     DENSE_MAX,
@@ -134,7 +134,7 @@ def collect_evidence(
         raise InputTypeError(f"problem: expected a NonlinearProblem, got {type(problem).__name__}")
     if rank is not None and (isinstance(rank, bool) or not isinstance(rank, int) or rank < 1):
         raise UserInputError(f"rank: expected a positive int, got {rank!r}")
-    if not (isinstance(radius, (int, float)) and radius > 0 and math.isfinite(radius)):
+    if not (isinstance(radius, (int, float)) and radius > 0 and finite_number(radius)):
         raise UserInputError(f"radius: expected a positive finite number, got {radius!r}")
     for i in inits:
         if i not in KKR_INITS or i == "loraga":
@@ -146,7 +146,7 @@ def collect_evidence(
         raise UserInputError(f"seeds: expected distinct ints, got {list(seeds)!r}")
     if isinstance(steps, bool) or not isinstance(steps, int) or steps < 0:
         raise UserInputError(f"steps: expected an int >= 0, got {steps!r}")
-    if not (isinstance(lr, (int, float)) and lr > 0 and math.isfinite(lr)):
+    if not (isinstance(lr, (int, float)) and lr > 0 and finite_number(lr)):
         raise UserInputError(f"lr: expected a positive finite number, got {lr!r}")
     if isinstance(samples, bool) or not isinstance(samples, int) or samples < 1:
         raise UserInputError(f"samples: expected a positive int, got {samples!r}")
@@ -1448,11 +1448,11 @@ def check_kkr_includes_jlr(
     forms = ("none", "linear", "ridge")
     if form not in forms:
         raise UserInputError(f"form: expected one of {forms}, got {form!r}")
-    if not (isinstance(eps, (int, float)) and eps > 0 and math.isfinite(eps)):
+    if not (isinstance(eps, (int, float)) and eps > 0 and finite_number(eps)):
         raise UserInputError(f"eps: expected a positive finite number, got {eps!r}")
     if rank is not None and (isinstance(rank, bool) or not isinstance(rank, int) or rank < 1):
         raise UserInputError(f"rank: expected None or a positive int, got {rank!r}")
-    if not (isinstance(radius, (int, float)) and radius > 0 and math.isfinite(radius)):
+    if not (isinstance(radius, (int, float)) and radius > 0 and finite_number(radius)):
         raise UserInputError(f"radius: expected a positive finite number, got {radius!r}")
     if isinstance(samples, bool) or not isinstance(samples, int) or samples < 1:
         raise UserInputError(f"samples: expected a positive int, got {samples!r}")

@@ -40,7 +40,7 @@ from landscapes.problem import Problem
 from landscapes.sosp import INIT_KINDS, certify_sosp, find_sosp, gradient_scale, make_init, objective_scale
 from theory.bounds import r_max, ranks_above_bound, triangular
 from theory.claims import DEFAULT_TOLERANCES
-from theory.errors import UserInputError
+from theory.errors import UserInputError, finite_number
 from verify.options import validated
 from verify.verdict import Verdict, jsonable
 
@@ -830,7 +830,7 @@ def check_jlr_gd(
             claim, "inconclusive", fp, {"dtype": str(problem.dtype)}, "certificates need float64", {}, opts
         )
     for o, v in (lr or {}).items():
-        if o not in ("gd", "sgd", "adam") or not (isinstance(v, (int, float)) and v > 0 and math.isfinite(v)):
+        if o not in ("gd", "sgd", "adam") or not (isinstance(v, (int, float)) and v > 0 and finite_number(v)):
             raise UserInputError(f"lr: expected positive step sizes for 'gd', 'sgd', 'adam', got {lr!r}")
     t0 = time.perf_counter()
     dual, primal, sol = _nuc(problem, solution, seed)

@@ -34,7 +34,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-from theory.errors import InputTypeError, UserInputError
+from theory.errors import InputTypeError, UserInputError, finite_number, shown
 
 __all__ = ["OPTION_SPECS", "Spec", "check_options", "spec_table", "validated"]
 
@@ -106,7 +106,9 @@ class Real(Spec):
 
     def _check(self, value: Any, where: str, problem: Any) -> None:
         if not _is_real(value):
-            raise InputTypeError(f"{where}: expected {self.describe()}, got {value!r}")
+            raise InputTypeError(f"{where}: expected {self.describe()}, got {shown(value)}")
+        if not finite_number(value):  # nan, inf, or an int beyond the float range (10**400)
+            raise UserInputError(f"{where}: expected {self.describe()}, got {shown(value)}")
         v = float(value)
         ok = (
             math.isfinite(v)
@@ -114,7 +116,7 @@ class Real(Spec):
             and (v < self.hi if self.hi_open else v <= self.hi)
         )
         if not ok:
-            raise UserInputError(f"{where}: expected {self.describe()}, got {value!r}")
+            raise UserInputError(f"{where}: expected {self.describe()}, got {shown(value)}")
 
 
 @dataclass(frozen=True)
@@ -135,9 +137,9 @@ class Int(Spec):
 
     def _check(self, value: Any, where: str, problem: Any) -> None:
         if not _is_int(value):
-            raise InputTypeError(f"{where}: expected {self.describe()}, got {value!r}")
+            raise InputTypeError(f"{where}: expected {self.describe()}, got {shown(value)}")
         if not self.lo <= value <= self.hi:
-            raise UserInputError(f"{where}: expected {self.describe()}, got {value!r}")
+            raise UserInputError(f"{where}: expected {self.describe()}, got {shown(value)}")
 
 
 @dataclass(frozen=True)
@@ -149,7 +151,7 @@ class Bool(Spec):
 
     def _check(self, value: Any, where: str, problem: Any) -> None:
         if not isinstance(value, bool):
-            raise InputTypeError(f"{where}: expected {self.describe()}, got {value!r}")
+            raise InputTypeError(f"{where}: expected {self.describe()}, got {shown(value)}")
 
 
 @dataclass(frozen=True)
@@ -166,9 +168,9 @@ class Choice(Spec):
 
     def _check(self, value: Any, where: str, problem: Any) -> None:
         if isinstance(value, bool) or not isinstance(value, (str, int)):
-            raise InputTypeError(f"{where}: expected {self.describe()}, got {value!r}")
+            raise InputTypeError(f"{where}: expected {self.describe()}, got {shown(value)}")
         if value not in self.values:
-            raise UserInputError(f"{where}: expected {self.describe()}, got {value!r}")
+            raise UserInputError(f"{where}: expected {self.describe()}, got {shown(value)}")
 
 
 @dataclass(frozen=True)
@@ -180,7 +182,7 @@ class Str(Spec):
 
     def _check(self, value: Any, where: str, problem: Any) -> None:
         if not isinstance(value, str):
-            raise InputTypeError(f"{where}: expected {self.describe()}, got {value!r}")
+            raise InputTypeError(f"{where}: expected {self.describe()}, got {shown(value)}")
 
 
 @dataclass(frozen=True)
@@ -206,7 +208,7 @@ class Seq(Spec):
 
     def _check(self, value: Any, where: str, problem: Any) -> None:
         if isinstance(value, (str, bytes)) or not isinstance(value, (list, tuple)):
-            raise InputTypeError(f"{where}: expected {self.describe()}, got {value!r}")
+            raise InputTypeError(f"{where}: expected {self.describe()}, got {shown(value)}")
         if not self.min_len <= len(value) <= self.max_len:
             raise UserInputError(f"{where}: expected {self.describe()}, got {len(value)} items")
         for i, x in enumerate(value):
@@ -235,7 +237,7 @@ class Table(Spec):
 
     def _check(self, value: Any, where: str, problem: Any) -> None:
         if not isinstance(value, Mapping):
-            raise InputTypeError(f"{where}: expected {self.describe()}, got {value!r}")
+            raise InputTypeError(f"{where}: expected {self.describe()}, got {shown(value)}")
         for k, v in value.items():
             if k not in self.keys:
                 raise UserInputError(f"{where}: expected {self.describe()}, got key {k!r}")
@@ -255,7 +257,7 @@ class Fields(Spec):
 
     def _check(self, value: Any, where: str, problem: Any) -> None:
         if not isinstance(value, Mapping):
-            raise InputTypeError(f"{where}: expected {self.describe()}, got {value!r}")
+            raise InputTypeError(f"{where}: expected {self.describe()}, got {shown(value)}")
         for k, v in value.items():
             if k not in self.fields:
                 raise UserInputError(f"{where}: expected {self.describe()}, got key {k!r}")
@@ -282,8 +284,8 @@ class Either(Spec):
             except UserInputError as exc:
                 errors.append(exc)
         if all(isinstance(e, InputTypeError) for e in errors):
-            raise InputTypeError(f"{where}: expected {self.describe()}, got {value!r}")
-        raise UserInputError(f"{where}: expected {self.describe()}, got {value!r}")
+            raise InputTypeError(f"{where}: expected {self.describe()}, got {shown(value)}")
+        raise UserInputError(f"{where}: expected {self.describe()}, got {shown(value)}")
 
 
 @dataclass(frozen=True)
@@ -333,11 +335,11 @@ class Rank(Spec):
             ranks = list(value)
             r_all = ranks
             if not ranks or not all(_is_int(r) for r in ranks):
-                raise InputTypeError(f"{where}: expected {self.describe()}, got {value!r}")
+                raise InputTypeError(f"{where}: expected {self.describe()}, got {shown(value)}")
         else:
-            raise InputTypeError(f"{where}: expected {self.describe()}, got {value!r}")
+            raise InputTypeError(f"{where}: expected {self.describe()}, got {shown(value)}")
         if any(not 1 <= r <= self.cap for r in r_all):
-            raise UserInputError(f"{where}: expected {self.describe()}, got {value!r}")
+            raise UserInputError(f"{where}: expected {self.describe()}, got {shown(value)}")
         blocks = getattr(problem, "blocks", None)
         try:
             sizes = [(int(m), int(n)) for m, n in blocks] if blocks is not None else None
@@ -346,13 +348,15 @@ class Rank(Spec):
         if not sizes:
             return
         if ranks is not None and len(ranks) != len(sizes):
-            raise UserInputError(f"{where}: expected one rank per block ({len(sizes)} blocks), got {value!r}")
+            raise UserInputError(
+                f"{where}: expected one rank per block ({len(sizes)} blocks), got {shown(value)}"
+            )
         per = ranks if ranks is not None else [value] * len(sizes)
         for j, (r, (m, n)) in enumerate(zip(per, sizes)):
             if r > m + n:
                 raise UserInputError(
                     f"{where}: expected a rank in [1, m + n] = [1, {m + n}] on block {j} ({m} x {n}), "
-                    f"got {value!r}"
+                    f"got {shown(value)}"
                 )
 
 

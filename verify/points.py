@@ -46,7 +46,7 @@ from landscapes.nuc import NucSolution, nuc_certificate, solve_nuc
 from landscapes.problem import Problem, magnitude_bound
 from landscapes.sosp import certify_sosp, gradient_scale, length_scale, make_init, objective_scale
 from theory.claims import DEFAULT_TOLERANCES
-from theory.errors import InputTypeError, UserInputError
+from theory.errors import InputTypeError, UserInputError, finite_number
 from verify.landscape import counterexample_test
 from verify.verdict import jsonable
 
@@ -419,7 +419,7 @@ def _compile_pattern(field: str, key: str) -> Any:
 def _positive(value: object, integer: bool) -> bool:
     if isinstance(value, bool) or not isinstance(value, (int, float) if not integer else int):
         return False
-    return math.isfinite(value) and value > 0
+    return finite_number(value) and value > 0
 
 
 def _read_config(cfg: Path, where: str) -> tuple[dict[str, Any], dict[str, list[_Pattern]]]:

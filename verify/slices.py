@@ -18,7 +18,6 @@ asked for; at the zero point, where every factor has size 0, each direction fact
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import torch
@@ -34,7 +33,7 @@ from landscapes.slices import (
     slice_grid,
 )
 from theory.bounds import r_max
-from theory.errors import UserInputError
+from theory.errors import UserInputError, finite_number
 
 __all__ = ["SLICES_FORMAT", "landscape_slices"]
 
@@ -64,7 +63,7 @@ def landscape_slices(
     for name, v, low in (("n_1d", n_1d, 3), ("n_2d", n_2d, 3)):
         if isinstance(v, bool) or not isinstance(v, int) or v < low:
             raise UserInputError(f"{name}: expected an int >= {low}, got {v!r}")
-    if not (isinstance(span, (int, float)) and math.isfinite(span) and span > 0):
+    if not (isinstance(span, (int, float)) and finite_number(span) and span > 0):
         raise UserInputError(f"span: expected a positive number, got {span!r}")
     r = r_max(problem.K, problem.N) + 1 if rank is None else rank
     if isinstance(r, bool) or not isinstance(r, int) or r < 1:

@@ -70,7 +70,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
-from theory.errors import UserInputError
+from theory.errors import UserInputError, finite_number, shown
 from verify.executors import make_executor
 from verify.store import StoreError, SweepStore
 from verify.tasks import (
@@ -275,6 +275,8 @@ def load_config(path: str | os.PathLike[str]) -> SweepConfig:
         raise SweepConfigError(f"config: cannot read {str(p)!r} ({exc})") from None
     except tomllib.TOMLDecodeError as exc:
         raise SweepConfigError(f"{p}: not valid TOML ({exc})") from None
+    except ValueError as exc:  # an int over Python's 4,300-digit limit
+        raise SweepConfigError(f"{p}: not a TOML file loracheck can read ({exc})") from None
     return parse_config(data, source=str(p), default_name=p.stem)
 
 
@@ -432,7 +434,7 @@ def _range_axis(
     if log and schema_type == "int":
         raise err(f"{where}: log = true draws floats, but {aname!r} takes ints (use a list of values)")
     for k, v in (("low", low), ("high", high)):
-        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not finite_number(v):
             raise err(f"{where}.{k}: expected a finite number, got {_show(v)}")
     if not low < high and not (low == high and isinstance(low, int) and isinstance(high, int)):
         raise err(f"{where}: expected low < high (low <= high for integers), got low = {low}, high = {high}")
@@ -453,7 +455,7 @@ def _int(v: Any, low: int, err: Any, where: str) -> int:
 
 def _show(v: Any) -> str:
     kind = {dict: "a table", list: "an array", str: "a string", bool: "a boolean"}.get(type(v))
-    return f"{v!r}" if kind is None else f"{kind} {v!r}"
+    return shown(v) if kind is None else f"{kind} {shown(v)}"
 
 
 def _is_json_value(v: Any) -> bool:

@@ -37,7 +37,7 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from theory.errors import InputTypeError, UserInputError
+from theory.errors import InputTypeError, UserInputError, finite_number, shown
 
 __all__ = [
     "BUILTIN_TASKS",
@@ -125,14 +125,14 @@ class Param:
 
     def normalize(self, value: Any) -> Any:
         """``value`` converted to this parameter's type; ``ValueError`` (without location) if invalid."""
-        bad = UserInputError(f"expected {self.expected()}, got {value!r}")
+        bad = UserInputError(f"expected {self.expected()}, got {shown(value)}")
         if self.type == "int":
             if isinstance(value, bool) or not isinstance(value, int):
                 raise bad
             if self.low is not None and value < self.low:
                 raise bad
         elif self.type == "float":
-            if isinstance(value, bool) or not isinstance(value, (int, float)):
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not finite_number(value):
                 raise bad
             value = float(value)
             if not math.isfinite(value) or (self.positive and not value > 0):

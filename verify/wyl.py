@@ -40,7 +40,7 @@ from landscapes.inits import (
     synthetic_weights,
 )
 from landscapes.problem import Blocks, Problem
-from theory.errors import UserInputError
+from theory.errors import UserInputError, finite_number
 from verify.jlr import _needs_float64, _save
 from verify.options import validated
 from verify.verdict import Verdict
@@ -130,7 +130,7 @@ def _model_or_synthetic_weights(problem: Problem, seed: int) -> tuple[Tensor, ..
 
 
 def _check_tol(name: str, v: float) -> None:
-    if isinstance(v, bool) or not isinstance(v, (int, float)) or not (v > 0 and math.isfinite(v)):
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or not (v > 0 and finite_number(v)):
         raise UserInputError(f"{name}: expected a positive finite number, got {v!r}")
 
 
@@ -142,7 +142,7 @@ def _check_common(problem: Problem, rank: int, lr: float) -> None:
             raise UserInputError(
                 f"rank: LoRA-GA needs 2 r <= min(m, n) = {min(m, n)} on block {j}, got r = {rank}"
             )
-    if isinstance(lr, bool) or not isinstance(lr, (int, float)) or not (lr > 0 and math.isfinite(lr)):
+    if isinstance(lr, bool) or not isinstance(lr, (int, float)) or not (lr > 0 and finite_number(lr)):
         raise UserInputError(f"lr: expected a positive finite number, got {lr!r}")
 
 

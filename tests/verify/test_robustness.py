@@ -607,3 +607,104 @@ def test_stop_signal_keeps_finished_verdicts_and_resume_completes(sig, tmp_path)
     assert res.returncode in (0, 1, 2), res.stderr
     assert f"({done} verdicts reused from" in res.stdout
     assert json.loads(out.read_text())["complete"] is True
+
+
+# ---------------------------------------------------------------------------------------------------
+# Numbers a float cannot hold, and damaged compressed data: Python raises OverflowError, a ValueError
+# about its 4,300-digit limit, zlib.error -- none of them UserInputError -- unless the boundary checks.
+BIG = 10**400
+HUGE_DIGITS = "1" + "0" * 5000
+
+
+def _replay_file(tmp_path: Path, options_json: str) -> Path:
+    path = tmp_path / "replay.npz"
+    save_problem(
+        _P(), path, extra={"claim": np.array("JLR-rank-NUC"), "options_json": np.array(options_json)}
+    )
+    return path
+
+
+@pytest.mark.parametrize(
+    "options_json, match",
+    [
+        (json.dumps({"gap_rtol": BIG}), "gap_rtol: expected a number in .*, got an int of 1329 bits"),
+        ('{"gap_rtol": ' + HUGE_DIGITS + "}", "options_json: expected the checker options stored as JSON"),
+        ('{"gap_rtol": 1e999}', "gap_rtol: expected a number in .*, got inf"),
+    ],
+    ids=["int-1e400", "int-5001-digits", "float-overflow"],
+)
+def test_replayed_options_beyond_the_float_range_are_exit_3(tmp_path, capsys, options_json, match):
+    assert main(["audit", str(_replay_file(tmp_path, options_json)), "--no-progress"]) == 3
+    err = capsys.readouterr().err
+    assert re.search(match, err), err
+    assert "internal error" not in err and len(err) < 600
+
+
+def test_api_options_beyond_the_float_range_are_user_input_errors():
+    with pytest.raises(UserInputError, match="gap_rtol: expected .*got an int of 1329 bits"):
+        audit(_P(), claims=["JLR-rank-NUC"], options={"JLR-rank-NUC": {"gap_rtol": BIG}}, progress=False)
+    from verify.slices import landscape_slices
+
+    with pytest.raises(UserInputError, match="span: expected a positive number"):
+        landscape_slices(_P(), span=BIG)
+
+
+@pytest.mark.parametrize(
+    "axes, match",
+    [
+        (
+            "[grid]\nlam = [" + str(BIG) + "]",
+            r"\[grid\] lam\[0\]: expected a finite number > 0, got an int of 1329 bits",
+        ),
+        (
+            "samples = 2\n[random]\nlam = {low = 1, high = " + str(BIG) + "}",
+            r"\[random\] lam.high: expected a finite number, got an int of 1329 bits",
+        ),
+        ("[grid]\nlam = [" + HUGE_DIGITS + "]", "not a TOML file loracheck can read"),
+    ],
+    ids=["grid-1e400", "range-1e400", "toml-5001-digits"],
+)
+def test_sweep_numbers_beyond_the_float_range_are_exit_3(tmp_path, capsys, axes, match):
+    # the phase task types lam as a float (a schema-free task may take any int: 10**400 squared is fine)
+    cfg = tmp_path / "c.toml"
+    cfg.write_text("[sweep]\ntask = 'phase'\n" + axes + "\n")
+    assert main(["sweep", str(cfg), "--out", str(tmp_path / "o"), "--no-progress"]) == 3
+    err = capsys.readouterr().err
+    assert re.search(match, err), err
+    assert "internal error" not in err and len(err) < 600
+
+
+def test_adapter_alpha_beyond_the_float_range_is_refused(tmp_path):
+    from safetensors.numpy import save_file
+
+    d = tmp_path / "adapter"
+    d.mkdir()
+    save_file(
+        {"m.lora_A.weight": np.ones((1, 4)), "m.lora_B.weight": np.ones((5, 1))},
+        d / "adapter_model.safetensors",
+    )
+    (d / "adapter_config.json").write_text('{"r": 1, "lora_alpha": ' + str(BIG) + "}")
+    with pytest.raises(UserInputError, match="lora_alpha': expected a positive finite number"):
+        load_point(d, _P())
+
+
+def test_damaged_compressed_member_is_exit_3(tmp_path, capsys):
+    import struct
+    import zipfile
+
+    good = tmp_path / "good.npz"
+    save_problem(_P(), good)
+    arrays = dict(np.load(good))
+    comp = tmp_path / "c.npz"
+    np.savez_compressed(comp, **arrays)
+    raw = bytearray(comp.read_bytes())
+    with zipfile.ZipFile(comp) as zf:
+        info = zf.getinfo("J.npy")
+    name_len, extra_len = struct.unpack("<HH", raw[info.header_offset + 26 : info.header_offset + 30])
+    start = info.header_offset + 30 + name_len + extra_len
+    raw[start : start + info.compress_size] = b"\xff" * info.compress_size  # not a deflate stream
+    bad = tmp_path / "bad.npz"
+    bad.write_bytes(raw)
+    assert main(["audit", str(bad), "--no-progress"]) == 3
+    err = capsys.readouterr().err
+    assert "unreadable file" in err and "zip member 'J.npy'" in err and "internal error" not in err
