@@ -974,6 +974,8 @@ def _cmd_audit(args: argparse.Namespace) -> int:
         inputs = [("FILE", path)] + ([("--point", Path(args.point))] if args.point else [])
         for flag, src in inputs:
             srcs = [src] if not src.is_dir() else [p for p in src.iterdir() if p.is_file()]
+            if flag == "--point" and src.name == "adapter_model.safetensors":
+                srcs.append(src.parent / "adapter_config.json")  # load_point reads it too
             if any(p.exists() and os.path.samefile(out, p) for p in srcs):
                 raise _BadInput(
                     f"--json: expected a new or audit file, got {args.json!r}, the {flag} input itself "

@@ -538,6 +538,24 @@ def test_json_output_refuses_its_own_input(which, tmp_path, capsys):
     assert ((tmp_path / "p.npz").read_bytes(), (tmp_path / "pt.npz").read_bytes()) == before
 
 
+def test_json_output_refuses_the_adapter_config_read_beside_a_point_file(tmp_path, capsys):
+    # --point DIR/adapter_model.safetensors also reads DIR/adapter_config.json: it is input too
+    from safetensors.numpy import save_file
+
+    save_problem(_P(), tmp_path / "p.npz")
+    d = tmp_path / "adapter"
+    d.mkdir()
+    st = d / "adapter_model.safetensors"
+    save_file({"m.lora_A.weight": np.ones((1, 4)), "m.lora_B.weight": np.ones((5, 1))}, st)
+    cfg = d / "adapter_config.json"
+    cfg.write_text('{"r": 1, "lora_alpha": 2}')
+    argv = ["audit", str(tmp_path / "p.npz"), "--claims", "none", "--point", str(st), "--fresh"]
+    assert main(argv + ["--json", str(cfg), "--no-progress"]) == 3
+    assert "the --point input itself (it would be overwritten)" in capsys.readouterr().err
+    assert cfg.read_text() == '{"r": 1, "lora_alpha": 2}'
+    assert main(argv + ["--json", str(d / "audit.json"), "--no-progress"]) in (0, 2)  # a new file is fine
+
+
 # ---- exit codes: only UserInputError is "bad input" (class 5) -----------------------------------
 
 
