@@ -53,7 +53,7 @@ from theory.bounds import ranks_above_bound
 from theory.claims import DEFAULT_TOLERANCES
 from theory.errors import InputTypeError, UserInputError
 from verify.jsonfile import read_json
-from verify.options import check_options
+from verify.options import check_options, object_options
 from verify.points import PointAudit, as_point, audit_point, load_point, point_from_extras
 from verify.registry import CHECKERS, NUC_CLAIMS, get_checker
 from verify.report import (
@@ -202,12 +202,26 @@ class AuditTask:
         object.__setattr__(self, "options", MappingProxyType(dict(self.options)))
 
     def to_dict(self) -> dict[str, Any]:
-        """Plain JSON data."""
-        return {"claim": self.claim, "options": jsonable(dict(self.options))}
+        """Plain JSON data; an option that takes an object (a function, a solution) by its name."""
+        objects = object_options(self.claim)
+        opts = {k: _object_name(v) if k in objects else v for k, v in self.options.items()}
+        return {"claim": self.claim, "options": jsonable(opts)}
 
     def key(self) -> str:
-        """A canonical string: two tasks with equal keys run the same computation."""
-        return json.dumps(self.to_dict(), sort_keys=True)
+        """A canonical string: two tasks with equal keys run the same computation.
+
+        An object option enters by its identity, so a verdict computed with one function or
+        solution is never reused for another of the same name.
+        """
+        d = self.to_dict()
+        for k in object_options(self.claim) & set(self.options):
+            if self.options[k] is not None:
+                d["options"][k] += f" at {id(self.options[k]):#x}"
+        return json.dumps(d, sort_keys=True)
+
+
+def _object_name(value: Any) -> str | None:
+    return None if value is None else f"<{getattr(value, '__name__', type(value).__name__)}>"
 
 
 RankAssignment = int | tuple[int, ...]
@@ -374,7 +388,9 @@ def replay_options(extras: Mapping[str, np.ndarray]) -> AuditTask | None:
     :mod:`verify.landscape` carry ``claim`` and ``record_json`` (with the options inside).  Only
     options the checker accepts are kept (the stored ones also record derived values), and they
     are range-checked (:mod:`verify.options`): a file whose stored ``rtol`` is ``-1`` or ``"x"``
-    is refused with :class:`~theory.errors.UserInputError`, never replayed.
+    is refused with :class:`~theory.errors.UserInputError`, never replayed.  Options that take
+    Python objects (:func:`verify.options.object_options`: a solution, a prediction function,
+    evidence) are stored as descriptions and are not replayed: the claim is checked as stated.
     """
     if "claim" not in extras:
         return None
@@ -394,7 +410,9 @@ def replay_options(extras: Mapping[str, np.ndarray]) -> AuditTask | None:
             opts = data.get("options", {})
     if not isinstance(opts, dict):
         raise InputTypeError(f"{key}: expected a JSON object of checker options, got {type(opts).__name__}")
-    keep = _checker_params(claim) - {"save_dir", "solution"}
+    # objects (a solution, a prediction function, evidence, ...) are recorded as descriptions only:
+    # never replayed, so a value a file puts there cannot reach the checker
+    keep = _checker_params(claim) - {"save_dir"} - object_options(claim)
     kept = {k: v for k, v in opts.items() if k in keep}
     check_options(claim, kept)  # kinds and ranges; ranks are checked against the problem by audit()
     return AuditTask(claim, kept)

@@ -36,7 +36,7 @@ from typing import Any, TypeVar
 
 from theory.errors import InputTypeError, UserInputError, finite_number, shown
 
-__all__ = ["OPTION_SPECS", "Spec", "check_options", "spec_table", "validated"]
+__all__ = ["OPTION_SPECS", "Spec", "check_options", "object_options", "spec_table", "validated"]
 
 _F = TypeVar("_F", bound=Callable[..., Any])
 
@@ -374,6 +374,18 @@ class Opaque(Spec):
         return None
 
 
+@dataclass(frozen=True)
+class Function(Opaque):
+    """``None`` or a callable (a prediction to compare with; never taken from a file)."""
+
+    def _describe(self) -> str:
+        return "None or a callable"
+
+    def _check(self, value: Any, where: str, problem: Any) -> None:
+        if not callable(value):
+            raise InputTypeError(f"{where}: expected {self.describe()}, got {shown(value)}")
+
+
 # ------------------------------------------------------------------------------------------------
 # The declaration
 
@@ -451,7 +463,7 @@ OPTION_SPECS: Mapping[str, Mapping[str, Spec]] = {
     },
     "JLR-zero-saddle": {
         "rank": Rank(),
-        "prediction": ANY,
+        "prediction": Function(),
         "max_dense": Int(0, 10_000),
         "rtol": TOL,
         "lanczos_tol": TOL,
@@ -686,6 +698,15 @@ OPTION_SPECS: Mapping[str, Mapping[str, Spec]] = {
         "bound_factor": POS,
     },
 }
+
+
+def object_options(claim: str) -> frozenset[str]:
+    """The options of ``claim``'s checker that take Python objects, never replayed from a file.
+
+    A solution, a prediction function, evidence, an encoder or weights are recorded in a saved
+    file as a description only (a name, a flag).
+    """
+    return frozenset(k for k, spec in OPTION_SPECS.get(claim, {}).items() if isinstance(spec, Opaque))
 
 
 def check_options(claim: str, options: Mapping[str, Any], problem: Any = None) -> None:

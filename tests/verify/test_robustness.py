@@ -726,3 +726,36 @@ def test_damaged_compressed_member_is_exit_3(tmp_path, capsys):
     assert main(["audit", str(bad), "--no-progress"]) == 3
     err = capsys.readouterr().err
     assert "unreadable file" in err and "zip member 'J.npy'" in err and "internal error" not in err
+
+
+# ---- options that take objects are never replayed from a file (class 4) --------------------------
+
+
+@pytest.mark.parametrize("stored", ['"abc"', "1.0", "[1, 2]", '{"__call__": 1}'])
+def test_a_replayed_object_option_never_reaches_the_checker(tmp_path, capsys, stored):
+    # JLR-zero-saddle called whatever a file stored as its `prediction` (TypeError, exit 4); objects
+    # are recorded as descriptions and the replay checks the claim as stated
+    path = tmp_path / "cx.npz"
+    opts = '{"rank": 1, "prediction": ' + stored + "}"
+    save_problem(_P(), path, extra={"claim": np.array("JLR-zero-saddle"), "options_json": np.array(opts)})
+    assert main(["audit", str(path), "--no-progress"]) == 0
+    out = capsys.readouterr().out
+    assert "JLR-zero-saddle" in out and "holds" in out
+
+
+def test_object_options_are_checked_through_the_api_and_recorded_by_name():
+    P = _P()
+    with pytest.raises(UserInputError, match="prediction: expected None or a callable, got 'x'"):
+        audit(P, claims=["JLR-zero-saddle"], options={"JLR-zero-saddle": {"prediction": "x"}}, progress=False)
+
+    def closed_form(lam, S0):
+        return float(lam[0]) - float(torch.linalg.matrix_norm(S0[0], ord=2))
+
+    res = audit(
+        P,
+        claims=["JLR-zero-saddle"],
+        options={"JLR-zero-saddle": {"prediction": closed_form}},
+        progress=False,
+    )
+    assert res.verdicts[0].status == "holds" and res.verdicts[0].options["prediction"] == "closed_form"
+    json.dumps(res.to_dict())  # the report can be written
