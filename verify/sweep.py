@@ -277,6 +277,10 @@ def load_config(path: str | os.PathLike[str]) -> SweepConfig:
         raise SweepConfigError(f"{p}: not valid TOML ({exc})") from None
     except ValueError as exc:  # an int over Python's 4,300-digit limit
         raise SweepConfigError(f"{p}: not a TOML file loracheck can read ({exc})") from None
+    except RecursionError:  # tomllib recurses once per level of nested arrays and tables
+        raise SweepConfigError(
+            f"{p}: not a TOML file loracheck can read (arrays or tables nested beyond the parser's limit)"
+        ) from None
     return parse_config(data, source=str(p), default_name=p.stem)
 
 

@@ -188,11 +188,19 @@ def resolve_task(name: str) -> TaskKind:
             f"task: expected a built-in task kind ({', '.join(BUILTIN_TASKS)}) or a reference "
             f"'package.module:function', got {name!r}"
         )
+    if module.startswith("."):
+        raise UserInputError(f"task: expected an absolute module name in 'module:function', got {name!r}")
+    # Importing a module the config names runs its code: whatever that raises (a SyntaxError, an
+    # error at import time) is a fault of the module named, reported as bad input; the package's
+    # own built-in tasks are not caught this way.
+    expected: tuple[type[Exception], ...] = (
+        (ImportError, AttributeError) if name in BUILTIN_TASKS else (Exception,)
+    )
     try:
         obj: Any = importlib.import_module(module)
         for part in attr.split("."):
             obj = getattr(obj, part)
-    except (ImportError, AttributeError) as exc:
+    except expected as exc:
         raise UserInputError(f"task: cannot import {ref!r} ({type(exc).__name__}: {exc})") from None
     if isinstance(obj, TaskKind):
         kind = obj

@@ -759,3 +759,31 @@ def test_object_options_are_checked_through_the_api_and_recorded_by_name():
     )
     assert res.verdicts[0].status == "holds" and res.verdicts[0].options["prediction"] == "closed_form"
     json.dumps(res.to_dict())  # the report can be written
+
+
+@pytest.mark.parametrize(
+    "task, axes, match",
+    [
+        ("json:dumps", "[params]\nx = " + "[" * 3000 + "1" + "]" * 3000, "nested beyond the parser's limit"),
+        (
+            "json:dumps",
+            "[params]\nx = " + "{a = " * 3000 + "1" + "}" * 3000,
+            "nested beyond the parser's limit",
+        ),
+        (".x:f", "", "expected an absolute module name"),
+        ("..:f", "", "expected an absolute module name"),
+        ("loracheck_broken_task:f", "", r"cannot import .*SyntaxError"),
+    ],
+    ids=["deep-arrays", "deep-tables", "relative-task", "dots-task", "task-with-syntax-error"],
+)
+def test_sweep_configs_the_parser_or_importer_cannot_take_are_exit_3(
+    tmp_path, capsys, monkeypatch, task, axes, match
+):
+    (tmp_path / "loracheck_broken_task.py").write_text("def f(:\n    pass\n")  # a module that cannot import
+    monkeypatch.syspath_prepend(str(tmp_path))
+    cfg = tmp_path / "c.toml"
+    cfg.write_text(f"[sweep]\ntask = '{task}'\n{axes}\n[grid]\ny = [1]\n")
+    assert main(["sweep", str(cfg), "--out", str(tmp_path / "o"), "--no-progress"]) == 3
+    err = capsys.readouterr().err
+    assert re.search(match, err), err
+    assert "internal error" not in err
