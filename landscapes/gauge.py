@@ -86,7 +86,8 @@ def gauge_basis(U: Sequence[Tensor], V: Sequence[Tensor], *, rtol: float = 1e-6)
             k = int(sig.numel())
             a_idx, b_idx = torch.triu_indices(r, r, offset=1, device=R.device)
             sa = torch.cat([sig, sig.new_zeros(r - k)])
-            s_ab = torch.sqrt((sa[a_idx] ** 2 + sa[b_idx] ** 2) / 2)
+            # hypot, not sqrt(a^2 + b^2): squares of singular values near 1e-160 underflow
+            s_ab = torch.hypot(sa[a_idx], sa[b_idx]) / math.sqrt(2.0)
             top = float(s_ab.max()) if s_ab.numel() else 0.0
             keep = s_ab > rtol * top if top > 0 else torch.zeros_like(s_ab, dtype=torch.bool)
             # A Sigma E_ab B^T: column b of A Sigma goes to B's row a, and minus column a to row b.

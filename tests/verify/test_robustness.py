@@ -787,3 +787,17 @@ def test_sweep_configs_the_parser_or_importer_cannot_take_are_exit_3(
     err = capsys.readouterr().err
     assert re.search(match, err), err
     assert "internal error" not in err
+
+
+def test_point_factors_near_the_underflow_still_get_a_verdict(tmp_path, capsys):
+    # factors ~1e-160: sigma^2 underflowed in the gauge basis, whose columns then were not unit
+    # norm, and a numerical failure came out as exit 3 about an argument ("exclude") never given
+    save_problem(_P(), tmp_path / "p.npz")
+    g = torch.Generator().manual_seed(0)
+    U = 1e-160 * torch.randn(5, 2, generator=g, dtype=_d)
+    V = 1e-160 * torch.randn(4, 2, generator=g, dtype=_d)
+    np.savez(tmp_path / "pt.npz", U0=U.numpy(), V0=V.numpy())
+    rc = main(["audit", str(tmp_path / "p.npz"), "--claims", "none", "--point", str(tmp_path / "pt.npz")])
+    out, err = capsys.readouterr()
+    assert rc in (0, 2), (rc, err)
+    assert "point" in out and "exclude" not in err
