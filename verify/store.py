@@ -53,7 +53,7 @@ from typing import Any, Literal
 
 from theory.errors import UserInputError
 
-__all__ = ["APPLICATION_ID", "FORMAT", "StoreError", "SweepStore", "TaskRecord"]
+__all__ = ["APPLICATION_ID", "FORMAT", "StoreError", "StoreWriteError", "SweepStore", "TaskRecord"]
 
 FORMAT = "loracheck.sweep-store/1"
 #: ``PRAGMA application_id`` of a store: the ASCII bytes "LCSW".
@@ -90,6 +90,18 @@ WHERE tasks.status = 'failed'
 
 class StoreError(UserInputError):
     """A store that cannot be used: missing, foreign, damaged, of another sweep, or in use."""
+
+
+class StoreWriteError(RuntimeError):
+    """A write to a usable store failed (an SQLite I/O error, a full disk): not bad input."""
+
+
+def _write_failure(path: Path, what: str, exc: sqlite3.DatabaseError) -> Exception:
+    """``StoreError`` when another process holds the store, else :class:`StoreWriteError`."""
+    name = getattr(exc, "sqlite_errorname", "")
+    if name.startswith(("SQLITE_BUSY", "SQLITE_LOCKED")) or "locked" in str(exc):
+        return StoreError(f"store: {str(path)!r} is in use by another process ({what}: SQLite: {exc})")
+    return StoreWriteError(f"store: {str(path)!r}: {what} (SQLite: {exc})")
 
 
 @dataclass(frozen=True)
@@ -300,7 +312,7 @@ class SweepStore:
         try:
             self._conn.execute("BEGIN IMMEDIATE")
         except sqlite3.DatabaseError as exc:
-            raise StoreError(f"store: {str(self.path)!r}: could not begin a write (SQLite: {exc})") from None
+            raise _write_failure(self.path, "could not begin a write", exc) from None
         try:
             yield
         except BaseException:
@@ -310,8 +322,9 @@ class SweepStore:
         try:
             self._conn.execute("COMMIT")
         except sqlite3.DatabaseError as exc:
-            self._conn.execute("ROLLBACK")
-            raise StoreError(f"store: {str(self.path)!r}: could not commit (SQLite: {exc})") from None
+            if self._conn.in_transaction:
+                self._conn.execute("ROLLBACK")
+            raise _write_failure(self.path, "could not commit", exc) from None
 
     def record(
         self,
@@ -341,9 +354,7 @@ class SweepStore:
                 _UPSERT, (key, index, spec, status, result, error, float(seconds), worker, time.time())
             )
         except sqlite3.DatabaseError as exc:
-            raise StoreError(
-                f"store: {str(self.path)!r}: could not record task {key} (SQLite: {exc})"
-            ) from None
+            raise _write_failure(self.path, f"could not record task {key}", exc) from None
         return cur.rowcount > 0
 
 

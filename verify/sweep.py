@@ -72,7 +72,7 @@ from typing import Any, Literal
 
 from theory.errors import UserInputError, finite_number, shown
 from verify.executors import make_executor
-from verify.store import StoreError, SweepStore
+from verify.store import StoreError, StoreWriteError, SweepStore
 from verify.tasks import (
     REQUIRED,
     RESERVED_KEYS,
@@ -1014,7 +1014,8 @@ def _run(
                 fut.cancel()
             if abandon is not None:
                 abandon()  # workers stopped, also mid-task: no process outlives the sweep
-            if isinstance(exc, (Exception, KeyboardInterrupt)) and not isinstance(exc, StoreError):
+            store_failed = isinstance(exc, (StoreError, StoreWriteError))
+            if isinstance(exc, (Exception, KeyboardInterrupt)) and not store_failed:
                 try:
                     _commit_arrived(st, pending)
                 except Exception:  # the store failing now: those tasks run again on resume

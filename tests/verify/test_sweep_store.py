@@ -374,3 +374,43 @@ def test_killed_sweep_loses_no_finished_task_and_resumes_to_the_uninterrupted_re
         after = {r.hash: r for r in st.records()}
     for h, rec in survived.items():  # not recomputed: the same commit time and worker
         assert (after[h].recorded_at, after[h].worker, after[h].attempts) == (rec.recorded_at, rec.worker, 1)
+
+
+def test_a_failed_write_is_not_reported_as_bad_input(tmp_path):
+    """A disk that fails under a usable store is exit 4 (StoreWriteError), not "bad input" (exit 3)."""
+    import sqlite3
+
+    from theory.errors import UserInputError
+    from verify.store import StoreWriteError
+
+    class FailingCommit:
+        def __init__(self, conn):
+            self._conn = conn
+
+        def execute(self, sql, *args):
+            if sql == "COMMIT":
+                raise sqlite3.OperationalError("disk I/O error")
+            return self._conn.execute(sql, *args)
+
+        def __getattr__(self, name):
+            return getattr(self._conn, name)
+
+    st = SweepStore.create(tmp_path / "s.sqlite", meta={"config_hash": "x"})
+    real = st._conn
+    st._conn = FailingCommit(real)
+    with pytest.raises(StoreWriteError, match="could not commit .*disk I/O error") as info:
+        with st.transaction():
+            st.record(
+                key="k",
+                index=0,
+                spec="{}",
+                status="finished",
+                result="{}",
+                error=None,
+                seconds=0.0,
+                worker="w",
+            )
+    assert not isinstance(info.value, UserInputError)
+    assert not real.in_transaction  # rolled back
+    st._conn = real
+    st.close()
