@@ -15,6 +15,7 @@ Exit codes: 0 all hold, 1 some violated, 2 some inconclusive, 3 bad input, 4 int
 from __future__ import annotations
 
 import argparse
+import errno
 import json
 import math
 import os
@@ -1287,6 +1288,15 @@ def _stopped(exc: KeyboardInterrupt) -> str:
     return f"stopped by {signal.Signals(exc.signum).name}" if isinstance(exc, Terminated) else "interrupted"
 
 
+#: Operating-system errors about a path given on the command line (exit 3); any other ``OSError``
+#: (ENOSPC, EIO, ...) is a failure of the environment (exit 4).
+_PATH_ERRNOS = frozenset(
+    getattr(errno, name)
+    for name in ("ENOENT", "EACCES", "EPERM", "ENOTDIR", "EISDIR", "EROFS", "ENAMETOOLONG", "ELOOP", "EEXIST")
+    if hasattr(errno, name)
+)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``loracheck`` console script.
 
@@ -1343,9 +1353,18 @@ def _main(argv: Sequence[str] | None) -> int:
     except UserInputError as exc:  # only bad input is exit 3; any other failure is exit 4
         print(printable(f"loracheck: error: {exc}"), file=sys.stderr)
         return EXIT_BAD_INPUT
-    except OSError as exc:  # e.g. an --out directory that cannot be written
-        print(printable(f"loracheck: error: {exc}"), file=sys.stderr)
-        return EXIT_BAD_INPUT
+    except OSError as exc:
+        if exc.errno in _PATH_ERRNOS:  # a path the user named: missing, not permitted, not a directory
+            print(printable(f"loracheck: error: {exc}"), file=sys.stderr)
+            return EXIT_BAD_INPUT
+        print(  # a full disk, an I/O error: the environment failed, not the input
+            printable(
+                f"loracheck: internal error ({type(exc).__name__}): {exc}; results finished so far are in "
+                "the report or --json file, if one was written"
+            ),
+            file=sys.stderr,
+        )
+        return EXIT_INTERNAL
     except KeyboardInterrupt as exc:
         print(
             f"loracheck: {_stopped(exc)}; results finished so far are in the report or --json file "

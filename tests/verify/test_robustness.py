@@ -567,8 +567,18 @@ def test_json_output_refuses_the_adapter_config_read_beside_a_point_file(tmp_pat
         (torch.linalg.LinAlgError("linalg.eigh: failed to converge"), 4),
         (RuntimeError("out of memory"), 4),
         (FloatingPointError("overflow"), 4),
+        (OSError(28, "No space left on device"), 4),  # ENOSPC: the environment, not the input
+        (PermissionError(13, "Permission denied", "out/report.json"), 3),  # EACCES: a path given
     ],
-    ids=["UserInputError", "ValueError", "LinAlgError", "RuntimeError", "FloatingPointError"],
+    ids=[
+        "UserInputError",
+        "ValueError",
+        "LinAlgError",
+        "RuntimeError",
+        "FloatingPointError",
+        "ENOSPC",
+        "EACCES",
+    ],
 )
 def test_only_user_input_errors_are_exit_3(exc, code, tmp_path, capsys, monkeypatch):
     # a failure raised late inside a checker: exit 4 with its message, unless it is bad input
