@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any, Literal
 
-from theory.errors import InputTypeError, UserInputError
+from theory.errors import InputTypeError, UserInputError, shown
 
 __all__ = ["Verdict", "Status", "STATUSES", "CERTIFICATE_KEYS", "check_certificate", "jsonable"]
 
@@ -176,7 +176,9 @@ def jsonable(x: Any) -> Any:
         return {str(k): jsonable(v) for k, v in x.items()}
     if isinstance(x, (list, tuple)):
         return [jsonable(v) for v in x]
-    raise InputTypeError(f"value: expected JSON-compatible data, got {type(x).__name__}")
+    # the package's own data (certificates, options, timings): a value that is not JSON data is a
+    # defect of the code that produced it, not bad input
+    raise TypeError(f"jsonable: expected JSON-compatible data, got {type(x).__name__}")
 
 
 @dataclass(frozen=True)
@@ -214,8 +216,8 @@ class Verdict:
     counterexample: str | None = None
 
     def __post_init__(self) -> None:
-        if self.status not in STATUSES:
-            raise UserInputError(f"status: expected one of {STATUSES}, got {self.status!r}")
+        if self.status not in STATUSES:  # a checker's defect; a file's status is checked in from_dict
+            raise ValueError(f"status: expected one of {STATUSES}, got {self.status!r}")
         for name in ("problem", "certificate", "timings", "options"):
             object.__setattr__(self, name, MappingProxyType(dict(getattr(self, name))))
 
@@ -253,6 +255,8 @@ class Verdict:
                 raise InputTypeError(
                     f"verdict.{name}: expected a {kind.__name__}, got {type(d[name]).__name__}"
                 )
+        if d["status"] not in STATUSES:
+            raise UserInputError(f"verdict.status: expected one of {STATUSES}, got {shown(d['status'])}")
         if not isinstance(d.get("reason", ""), str):
             raise InputTypeError(f"verdict.reason: expected a str, got {type(d['reason']).__name__}")
         for name in ("timings", "options"):
