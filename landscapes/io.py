@@ -532,6 +532,17 @@ def _json_depth(obj: Any) -> int:
     return depth
 
 
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"the non-standard constant {name}")
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(f"the number {text[:40]} overflows a float")
+    return value
+
+
 def loads_json(
     text: str | bytes, what: str, *, max_depth: int = MAX_JSON_DEPTH, expected: str = "a JSON text"
 ) -> Any:
@@ -546,7 +557,7 @@ def loads_json(
             f"{what}: expected a JSON text of at most {MAX_TEXT_CHARS} characters, got {len(text)}"
         )
     try:
-        obj = json.loads(text)
+        obj = json.loads(text, parse_constant=_no_constant, parse_float=_finite_float)
     except RecursionError:
         raise UserInputError(
             f"{what}: expected JSON nested at most {max_depth} deep, got deeper nesting than Python's "

@@ -689,3 +689,14 @@ def test_numpy_written_files_load(tmp_path):
         UserInputError, match=r"point: key '\w+' of .*c\.npz.*bool or number array, got dtype <U"
     ):
         read_arrays(tmp_path / "c.npz", what="point")  # strings refused where numbers go
+
+
+@pytest.mark.parametrize("value", ["NaN", "-Infinity", "1e999"])
+def test_meta_with_non_finite_numbers_is_refused(tmp_path, value):
+    # the package never writes them (allow_nan=False); a file carrying one is not one of ours
+    p = tmp_path / "p.npz"
+    arrays = hand_written()
+    arrays["meta"] = np.array('{"note": ' + value + "}")
+    np.savez(p, **arrays)
+    with pytest.raises(UserInputError, match="meta.*(non-standard constant|overflows a float)"):
+        load_problem(p)
