@@ -8,8 +8,13 @@ and no true claim may come out ``violated``.
 
 The classes of hostile input (docs/robustness.md) and where each is tested:
 
-- **Exit codes** (only ``UserInputError`` is exit 3, a failure after the boundary is exit 4, a
-  stop signal 128 + n): here (``test_only_user_input_errors_are_exit_3``, the API and CLI tables).
+- **Exit codes** (only ``UserInputError`` and OS errors about a named path are exit 3, a failure
+  after the boundary -- numerical, a full disk -- is exit 4, a stop signal 128 + n): here
+  (``test_only_user_input_errors_are_exit_3``, the API and CLI tables); a failed store write in
+  ``test_sweep_store.py``.
+- **Numbers a float cannot hold** (ints of 10**400 or 5,001 digits, 1e999) in replayed options,
+  sweep configs, adapter configs and API arguments; damaged compressed members; TOML nested beyond
+  the parser; task modules that do not import; factors near the underflow: here.
 - **Magnitudes and dtypes** refused at the boundary naming the array, the largest accepted
   magnitude runs to a verdict: here; point factors in ``test_points_hostile.py``; verdicts that do
   not depend on the problem's scale in ``test_scale_invariance.py``.
@@ -25,7 +30,8 @@ The classes of hostile input (docs/robustness.md) and where each is tested:
 - **Input that runs time** (ReDoS through PEFT ``rank_pattern``/``alpha_pattern``, run on RE2) and
   malformed ``adapter_config.json``: ``test_points_hostile.py``.
 - **Spoofed verdicts** (checker options out of range on every path, replayed options, forged or
-  malformed resume files, other version or options recomputed): ``test_options_resume.py``.
+  malformed resume files, other version or options recomputed): ``test_options_resume.py``;
+  options that take objects (a prediction function) never replayed from a file: here.
 """
 
 from __future__ import annotations
