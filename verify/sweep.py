@@ -803,7 +803,7 @@ def run_sweep(
         except BaseException:
             if new_store or fresh:  # nothing was run: leave no empty store behind
                 st.close()
-                for q in (p, p.with_name(p.name + "-wal"), p.with_name(p.name + "-shm")):
+                for q in (p, *(p.with_name(p.name + end) for end in ("-wal", "-shm", ".lock"))):
                     q.unlink(missing_ok=True)
             raise
         try:

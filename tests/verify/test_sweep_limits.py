@@ -290,7 +290,20 @@ def test_local_worker_counts_are_bounded_by_the_machine(tmp_path, capsys):
             ValueError, match=rf"executor: expected at most {limit} local workers .*got '{spec}'"
         ):
             run_sweep(cfg, tmp_path / "a.sqlite", executor=spec, progress=False)
-        assert not (tmp_path / "a.sqlite").exists()
+        assert not list(tmp_path.glob("a.sqlite*"))  # no store, no lock file
     toml = _toml(tmp_path, "c", f"[sweep]\ntask = '{SQUARE}'\n[grid]\nx = [1, 2]\n")
     assert main(["sweep", str(toml), "--executor", "process:100000", "--out", str(tmp_path / "o")]) == 3
     assert f"at most {limit} local workers" in capsys.readouterr().err
+
+
+def test_an_executor_that_fails_to_start_leaves_no_store_and_no_lock(tmp_path, monkeypatch):
+    import verify.sweep as sweep_module
+
+    def refuse(spec):
+        raise RuntimeError("the cluster did not start")
+
+    monkeypatch.setattr(sweep_module, "make_executor", refuse)
+    cfg = parse_config({"sweep": {"task": SQUARE}, "grid": {"x": [1, 2]}}, source="c")
+    with pytest.raises(RuntimeError, match="did not start"):
+        run_sweep(cfg, tmp_path / "a.sqlite", executor="process:1", progress=False)
+    assert not list(tmp_path.glob("a.sqlite*"))
