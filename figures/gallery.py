@@ -36,7 +36,8 @@ from figures.slices import SLICES_FORMAT, plot_hessian_spectrum, plot_slice_2d, 
 from figures.spectrum import RANK_CLAIMS, plot_singular_values
 from figures.speed import SPEED_FORMAT, plot_speed
 from figures.training import EXPERIMENT_FORMAT, plot_training_curves
-from theory.errors import InputTypeError, UserInputError
+from figures.validate import REPORT_FORMAT, check_result
+from theory.errors import UserInputError
 
 
 def _default_file_mode() -> int:
@@ -49,8 +50,6 @@ def _default_file_mode() -> int:
 _FILE_MODE = _default_file_mode()
 
 __all__ = ["GalleryItem", "gallery_items", "write_gallery", "result_kind", "KINDS"]
-
-REPORT_FORMAT = "loracheck.report"
 
 
 @dataclass(frozen=True)
@@ -70,24 +69,21 @@ KINDS = (PHASE_FORMAT, REPORT_FORMAT, EXPERIMENT_FORMAT, SLICES_FORMAT, SPEED_FO
 
 
 def result_kind(result: Mapping[str, Any]) -> str:
-    """The format of saved results (``ValueError`` for one the gallery cannot draw); draws nothing."""
-    if not isinstance(result, Mapping):
-        raise InputTypeError(f"result: expected saved JSON data (a dict), got {type(result).__name__}")
-    kind = result.get("schema", result.get("format"))
-    if kind not in KINDS:
-        raise UserInputError(
-            f"result: expected saved data of format {', '.join(map(repr, KINDS))}; got {kind!r}"
-        )
-    return str(kind)
+    """The format of saved results, after checking every field the gallery's figures read.
+
+    Raises :class:`~theory.errors.UserInputError` (a ``ValueError``; ``InputTypeError`` for data
+    that is not a dict) for a format the gallery cannot draw or data it cannot draw (see
+    :func:`figures.validate.check_result`); draws nothing.
+    """
+    return check_result(result, "result")
 
 
 def gallery_items(results: Iterable[Mapping[str, Any]]) -> list[GalleryItem]:
     """The figures supported by ``results`` (see the module docstring); unknown formats are an error."""
+    results = list(results)
+    kinds = [check_result(res, f"results[{k}]") for k, res in enumerate(results)]  # all, before drawing
     items: list[GalleryItem] = []
-    for k, res in enumerate(results):
-        if not isinstance(res, Mapping):
-            raise InputTypeError(f"results[{k}]: expected saved JSON data (a dict), got {type(res).__name__}")
-        kind = res.get("schema", res.get("format"))
+    for res, kind in zip(results, kinds):
         if kind == PHASE_FORMAT:
             items.append(
                 GalleryItem(
@@ -208,11 +204,6 @@ def gallery_items(results: Iterable[Mapping[str, Any]]) -> list[GalleryItem]:
                         ),
                     )
                 )
-        else:
-            raise UserInputError(
-                f"results[{k}]: expected saved data of format {PHASE_FORMAT!r}, {REPORT_FORMAT!r}, "
-                f"{EXPERIMENT_FORMAT!r} or {SLICES_FORMAT!r}, got {kind!r}"
-            )
     return items
 
 

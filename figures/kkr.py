@@ -11,7 +11,6 @@ the right of the green ones.  Open markers have no SOSP certificate.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping
 from typing import Any
 
@@ -20,7 +19,7 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
 from figures._axes import figure_and_axes
-from theory.errors import InputTypeError, UserInputError
+from theory.errors import InputTypeError, UserInputError, finite_number
 
 __all__ = ["plot_kkr", "KKR_FORMAT"]
 
@@ -130,11 +129,11 @@ def plot_kkr(result: Mapping[str, Any], configuration: str | None = None, ax: Ax
     regime = consts.get("regime", "n/a")
     how = "certified" if ref.get("certified") else "best found"
     lam = entry.get("fingerprint", {}).get("lam")
-    alpha = consts.get("alpha")
-    beta = consts.get("beta")
+    alpha: Any = consts.get("alpha")
+    beta: Any = consts.get("beta")
     ab = (
         f", alpha^ {float(alpha):.2g}, beta^ {float(beta):.2g} ({regime})"
-        if isinstance(alpha, (int, float)) and isinstance(beta, (int, float)) and math.isfinite(float(beta))
+        if finite_number(alpha) and finite_number(beta)  # ints of any size: no OverflowError
         else ""
     )
     ax.set_title(

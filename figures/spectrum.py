@@ -16,6 +16,7 @@ import numpy as np
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
+from matplotlib.ticker import MaxNLocator
 
 from figures._axes import figure_and_axes
 from theory.errors import InputTypeError, UserInputError
@@ -91,7 +92,10 @@ def plot_singular_values(verdict: Mapping[str, Any], ax: Axes | None = None) -> 
     ax.set_ylim(floor / 3, top * 3)
     n = max(max((len(b) for b in svs), default=1), rmax + 1)
     ax.set_xlim(0.4, n + 0.6)
-    ax.set_xticks(range(1, n + 1))
+    if n <= 40:
+        ax.set_xticks(range(1, n + 1))
+    else:  # a long spectrum or a large r_max: a tick per index would be thousands of labels
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel("index i")
     ax.set_ylabel("singular value σ_i")
     p = verdict.get("problem", {})

@@ -58,7 +58,7 @@ from landscapes.nonlinear_sosp import (
 )
 from landscapes.penalized import PenalizedMinimum, minimize_penalized
 from landscapes.restricted import restricted_bounds, restricted_constants
-from theory.errors import UserInputError
+from theory.errors import UserInputError, finite_number, shown
 from verify.jsonfile import read_json
 
 __all__ = [
@@ -466,6 +466,7 @@ def kkr_table(
             ref_value = float(r["reference_value"])
             d = None if r.get("shifted") else depth
             return _excess(r) > global_tolerance(ref_value, global_rtol=global_rtol, depth=d)
+
         succ = [r for r, c in zip(rows, cls) if c == "global"]
         fail = [r for r, c in zip(rows, cls) if c == "spurious"]
         limited = sum(1 for c in cls if c == "rank-limited")
@@ -495,9 +496,7 @@ def kkr_table(
                 if c == "not-sosp" and r.get("status") == "finished" and not above(r)
             ),
             "not_sosp_above": sum(
-                1
-                for r, c in zip(rows, cls)
-                if c == "not-sosp" and r.get("status") == "finished" and above(r)
+                1 for r, c in zip(rows, cls) if c == "not-sosp" and r.get("status") == "finished" and above(r)
             ),
             "rank_limited": limited,
             "success_fraction": len(succ) / conv if conv else math.nan,
@@ -986,6 +985,15 @@ def kkr_paper_tables(
             )
         if old.get("config") != data["config"]:
             raise UserInputError(f"out: {str(path)!r} holds tables of other arguments; use fresh (--fresh)")
+        for table, key in (("table1", "lam"), ("table2", "rank")):  # what a resumed run reads back
+            rows: Any = old.get(table)
+            _need(isinstance(rows, list), f"out: {str(path)!r}: {table!r}", "a list of rows", rows)
+            for i, row in enumerate(rows):
+                at = f"out: {str(path)!r}: {table}[{i}]"
+                _need(isinstance(row, Mapping), at, "a JSON object (a row)", row)
+                v = row.get(key)
+                ok = isinstance(v, int) and not isinstance(v, bool) if key == "rank" else finite_number(v)
+                _need(ok, f"{at}[{key!r}]", "an int" if key == "rank" else "a finite number", v)
         data = old
 
     def save() -> None:
@@ -1043,6 +1051,101 @@ def kkr_paper_tables(
     return data
 
 
+def _need(ok: bool, where: str, expected: str, value: Any) -> None:
+    if not ok:
+        raise UserInputError(f"{where}: expected {expected}, got {shown(value)}")
+
+
+def _check_matrices(value: Any, where: str) -> None:
+    """A list of matrices: each a non-empty list of equally long lists of finite numbers."""
+    _need(isinstance(value, list), where, "a list of matrices", value)
+    for j, m in enumerate(value):
+        at = f"{where}[{j}]"
+        _need(isinstance(m, list), at, "a matrix (a list of rows)", m)
+        for i, row in enumerate(m):
+            _need(
+                isinstance(row, list) and all(finite_number(x) for x in row),
+                f"{at}[{i}]",
+                "a row of finite numbers",
+                row,
+            )
+            _need(len(row) == len(m[0]), f"{at}[{i}]", f"a row of length {len(m[0])}", row)
+
+
+def _check_kkr_run(run: Any, where: str) -> None:
+    """The fields of one saved run that the table, the verdicts and re-certification read."""
+    _need(isinstance(run, Mapping), where, "a JSON object (a run)", run)
+    _need(isinstance(run.get("init"), str), f"{where}['init']", "a str", run.get("init"))
+    seed = run.get("seed")
+    _need(isinstance(seed, int) and not isinstance(seed, bool), f"{where}['seed']", "an int", seed)
+    _need(isinstance(run.get("status"), (str, type(None))), f"{where}['status']", "a str", run.get("status"))
+    for k in ("reference_rank", "lora_rank"):
+        if k in run:
+            v = run[k]
+            ok = isinstance(v, int) and not isinstance(v, bool) and 0 <= v <= 1 << 53
+            _need(ok, f"{where}[{k!r}]", "an int in [0, 2**53]", v)
+    if run.get("status") != "finished":
+        return
+    for k in ("penalized", "reference_value", "frobenius"):
+        if k in run or k == "penalized":
+            _need(finite_number(run.get(k)), f"{where}[{k!r}]", "a finite number", run.get(k))
+    for k in ("A", "B"):
+        if k in run:
+            _check_matrices(run[k], f"{where}[{k!r}]")
+
+
+def _check_kkr_data(data: Mapping[str, Any], where: str) -> None:
+    """Refuse a ``kkr.json`` whose structure is not what :func:`kkr_experiment` writes.
+
+    Saved results handed back in are input (they may be forged or damaged): the fields that the
+    readers here walk are checked before any of them is used.
+    """
+    config = data.get("config")
+    _need(isinstance(config, (Mapping, type(None))), f"{where}: 'config'", "a JSON object", config)
+    if isinstance(config, Mapping):
+        probs = config.get("problems")
+        _need(
+            isinstance(probs, (Mapping, type(None))), f"{where}: 'config' 'problems'", "a JSON object", probs
+        )
+    confs = data.get("configurations")
+    _need(isinstance(confs, (Mapping, type(None))), f"{where}: 'configurations'", "a JSON object", confs)
+    for name, entry in (confs or {}).items():
+        at = f"{where}: configuration {shown(name)}"
+        _need(isinstance(entry, Mapping), at, "a JSON object", entry)
+        _need(isinstance(entry.get("problem"), str), f"{at}: 'problem'", "a str", entry.get("problem"))
+        runs = entry.get("runs")
+        _need(isinstance(runs, list), f"{at}: 'runs'", "a list of runs", runs)
+        for i, run in enumerate(runs):
+            _check_kkr_run(run, f"{at}: runs[{i}]")
+        for k in ("fingerprint", "reference", "bounds", "table", "verdicts", "witnesses"):
+            v = entry.get(k)
+            _need(isinstance(v, (Mapping, type(None))), f"{at}: {k!r}", "a JSON object", v)
+        _need(
+            isinstance(entry.get("constants"), (Mapping, type(None))),
+            f"{at}: 'constants'",
+            "a JSON object or null",
+            entry.get("constants"),
+        )
+        fp = entry.get("fingerprint") or {}
+        if "probe_value" in fp:
+            pv = fp["probe_value"]
+            ok = finite_number(pv) or (isinstance(pv, str) and pv in ("nan", "inf", "-inf"))
+            _need(ok, f"{at}: 'fingerprint' 'probe_value'", "a number", pv)
+        ref = entry.get("reference")
+        if ref is not None:
+            _need(
+                finite_number(ref.get("value")),
+                f"{at}: 'reference' 'value'",
+                "a finite number",
+                ref.get("value"),
+            )
+            if "frobenius" in ref:
+                fr = ref["frobenius"]
+                _need(finite_number(fr), f"{at}: 'reference' 'frobenius'", "a finite number", fr)
+        for k, v in (entry.get("witnesses") or {}).items():
+            _need(finite_number(v), f"{at}: 'witnesses' {shown(k)}", "a finite number", v)
+
+
 def _read_kkr(path: Path, arg: str) -> dict[str, Any]:
     """The parsed ``kkr.json`` at ``path``; a ``ValueError`` naming ``arg`` when it is not one."""
     try:
@@ -1051,7 +1154,72 @@ def _read_kkr(path: Path, arg: str) -> dict[str, Any]:
         raise UserInputError(f"{arg}: {str(path)!r} is not a readable KKR file ({exc})") from None
     if not isinstance(data, dict) or data.get("format") != KKR_FORMAT:
         raise UserInputError(f"{arg}: {str(path)!r} is not a {KKR_FORMAT} file")
+    _check_kkr_data(data, f"{arg}: {str(path)!r}")
     return data
+
+
+def _json_number(value: Any) -> bool:
+    """A finite number, or a non-finite float as this file writes it (a string: nan, inf, -inf)."""
+    return finite_number(value) or (isinstance(value, str) and value in ("nan", "inf", "-inf"))
+
+
+def _check_evidence_fields(entry: Mapping[str, Any], where: str) -> None:
+    """The reference, bounds and constants that :func:`evidence_from_entry` rebuilds its objects from."""
+    import inspect
+
+    from landscapes.restricted import RestrictedConstants
+
+    ref = entry["reference"]
+    at = f"{where}: 'reference'"
+    for k in PenalizedMinimum.__dataclass_fields__:
+        if k != "X" and k not in ref:
+            raise UserInputError(f"{at}: missing {k!r}")
+    for k in ("value", "risk", "lower_bound", "stationarity"):
+        _need(_json_number(ref[k]), f"{at} {k!r}", "a number", ref[k])
+    svs = ref["singular_values"]
+    ok = isinstance(svs, list) and all(
+        isinstance(sv, list) and all(_json_number(v) for v in sv) for sv in svs
+    )
+    _need(ok, f"{at} 'singular_values'", "a list of lists of numbers", svs)
+    ranks = ref["ranks"]
+    ok = isinstance(ranks, list) and all(isinstance(r, int) and not isinstance(r, bool) for r in ranks)
+    _need(ok, f"{at} 'ranks'", "a list of ints", ranks)
+    for k in ("U", "V") if "U" in ref else ("X",):
+        if k not in ref:
+            raise UserInputError(f"{at}: missing {k!r}")
+        _check_matrices(ref[k], f"{at} {k!r}")
+    b: Any = entry.get("bounds")
+    _need(isinstance(b, Mapping), f"{where}: 'bounds'", "a JSON object", b)
+    for k in ("alpha_lower", "beta_upper"):
+        _need(_json_number(b.get(k)), f"{where}: 'bounds' {k!r}", "a number", b.get(k))
+    _need(isinstance(b.get("method"), str), f"{where}: 'bounds' 'method'", "a str", b.get("method"))
+    for k in ("radius", "rank"):
+        v = b.get(k)
+        ok = v is None or (finite_number(v) and (k == "radius" or isinstance(v, int)))
+        _need(ok, f"{where}: 'bounds' {k!r}", "a number or null", v)
+    consts = entry.get("constants")
+    if consts:
+        try:
+            inspect.signature(RestrictedConstants).bind(**consts)
+        except TypeError as exc:
+            raise UserInputError(
+                f"{where}: 'constants': expected the fields of the restricted constants ({exc})"
+            ) from None
+
+
+def _check_factors_shape(run: Mapping[str, Any], problem: NonlinearProblem, where: str) -> None:
+    """The factors ``A``, ``B`` of a run: one ``m x r`` and one ``n x r`` matrix per block of ``problem``."""
+    for k in ("A", "B"):
+        if k not in run:
+            raise UserInputError(f"{where}: missing the factors {k!r}")
+        _check_matrices(run[k], f"{where}[{k!r}]")
+    A, B = run["A"], run["B"]
+    blocks = list(problem.blocks)
+    _need(len(A) == len(B) == len(blocks), f"{where}['A']", f"{len(blocks)} matrices (one per block)", A)
+    for j, (a, b, (m, n)) in enumerate(zip(A, B, blocks)):
+        cols = {len(row) for row in a} | {len(row) for row in b}
+        ok = len(a) == m and len(b) == n and len(cols) == 1 and cols != {0}
+        _need(ok, f"{where}['A'][{j}], ['B'][{j}]", f"a {m} x r and a {n} x r matrix (r >= 1)", [a, b])
 
 
 def _factors(d: Mapping[str, Any], problem: NonlinearProblem) -> Factors:
@@ -1133,6 +1301,8 @@ def kkr_recertify(
     if key is None or key not in confs:
         raise UserInputError(f"configuration: expected one of {sorted(confs)}, got {key!r}")
     entry = confs[key]
+    ref_d = entry.get("reference")
+    _need(isinstance(ref_d, Mapping), f"source: configuration {key!r}: 'reference'", "a JSON object", ref_d)
     if "@lam=" in key or entry.get("problem") not in KKR_PROBLEMS:
         raise UserInputError(f"configuration: expected a named problem at its own weight decay, got {key!r}")
     finished = {(r["init"], r["seed"]): r for r in entry["runs"] if r.get("status") == "finished"}
@@ -1162,9 +1332,38 @@ def kkr_recertify(
             k: result[k] for k in ("format", "source", "configuration")
         }:
             raise UserInputError(f"out: {str(path)!r} holds results of another file or configuration")
+        old_runs = old.get("runs")
+        if not isinstance(old_runs, list):
+            raise UserInputError(
+                f"out: {str(path)!r}: 'runs': expected a list of runs, got {shown(old_runs)}"
+            )
+        for i, r in enumerate(old_runs):
+            at = f"out: {str(path)!r}: runs[{i}]"
+            _need(isinstance(r, Mapping), at, "a JSON object (a run)", r)
+            _need(isinstance(r.get("init"), str), f"{at}['init']", "a str", r.get("init"))
+            sd = r.get("seed")
+            _need(isinstance(sd, int) and not isinstance(sd, bool), f"{at}['seed']", "an int", sd)
+            _need(
+                isinstance(r.get("end_point"), Mapping),
+                f"{at}['end_point']",
+                "a JSON object",
+                r.get("end_point"),
+            )
+            _need(
+                finite_number(r.get("change_frobenius")),
+                f"{at}['change_frobenius']",
+                "a number",
+                r.get("change_frobenius"),
+            )
+            _need(finite_number(r.get("seconds")), f"{at}['seconds']", "a number", r.get("seconds"))
         result = old
     done = {(r["init"], r["seed"]) for r in result["runs"]}
     problem = build_kkr_problem(entry["problem"])
+    _check_evidence_fields(entry, f"source: configuration {key!r}")
+    for w in runs:
+        _check_factors_shape(finished[tuple(w)], problem, f"source: {key!r}: run {shown(tuple(w))}")  # type: ignore[index]
+    for i, r in enumerate(result["runs"]):
+        _check_factors_shape(r, problem, f"out: {str(path)!r}: runs[{i}]")
     if not _same_problem(entry.get("fingerprint") or {}, _fingerprint(problem)):
         raise UserInputError(f"source: the {key!r} problem of {str(src)!r} differs from the one built now")
     ref_value = float(entry["reference"]["value"])

@@ -43,7 +43,7 @@ from landscapes.problem import Problem
 from landscapes.sosp import INIT_KINDS, find_sosp, make_init, objective_scale
 from landscapes.synthetic import gaussian_problem
 from theory.bounds import r_max, triangular
-from theory.errors import InputTypeError, UserInputError
+from theory.errors import InputTypeError, UserInputError, finite_number, shown
 from verify.landscape import counterexample_test
 from verify.tasks import Param, TaskKind, derive_seed
 
@@ -95,10 +95,13 @@ def _check_phase_size(K: int, N: int, size: int, where: str) -> None:
     """Refuse a problem over :data:`PHASE_MEMORY_BUDGET` before anything is allocated."""
     need = phase_memory_estimate(K, N, size)
     if need > PHASE_MEMORY_BUDGET:
+        # ints of any size (10**400 from a TOML file): no float division, no repr beyond shown()
+        gib = f"{need / 2**30:.3g}" if need.bit_length() < 1000 else f"2**{need.bit_length() - 31}"
         raise UserInputError(
             f"{where}: expected a problem within the phase memory budget of "
-            f"{PHASE_MEMORY_BUDGET / 2**30:g} GiB, got K = {K}, N = {N}, size = {size}: its Jacobian "
-            f"({K * N} x {size * size} float64) and Gram matrix need about {need / 2**30:.3g} GiB"
+            f"{PHASE_MEMORY_BUDGET / 2**30:g} GiB, got K = {shown(K)}, N = {shown(N)}, size = {shown(size)}: "
+            f"its Jacobian ({shown(K * N)} x {shown(size * size)} float64) and Gram matrix need about "
+            f"{gib} GiB"
         )
 
 
@@ -529,15 +532,89 @@ def phase_diagrams(store: Any) -> list[dict[str, Any]]:
     return list(seen.values())
 
 
+_INT_LIMIT = 2**53  # every int of a record is exact as a float and prints in a few digits
+
+
+def _record_int(value: Any, where: str, low: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= _INT_LIMIT:
+        raise UserInputError(f"{where}: expected an int in [{low}, 2**53], got {shown(value)}")
+    return value
+
+
+def _record_number(value: Any, where: str, *, none: bool = False) -> None:
+    if none and value is None:
+        return
+    if not finite_number(value):
+        raise UserInputError(
+            f"{where}: expected a finite number{' or null' if none else ''}, got {shown(value)}"
+        )
+
+
+def _record_bool(value: Any, where: str, *, none: bool = False) -> None:
+    if not (isinstance(value, bool) or (none and value is None)):
+        raise UserInputError(
+            f"{where}: expected true or false{' or null' if none else ''}, got {shown(value)}"
+        )
+
+
+def _check_phase_record(rec: Any, where: str) -> None:
+    """Refuse a finished phase record whose spec or result is not what :func:`phase_task` writes.
+
+    A store is input (it may be forged or damaged): every field that the phase data, its table
+    and its figure read is checked here, before any of them is computed.
+    """
+    at = f"{where}: task {rec.index}"
+    spec, result = rec.spec, rec.result
+    for k in ("K", "N", "size"):
+        _record_int(spec.get(k), f"{at}: spec {k!r}", 1)
+    for k in ("seed", "problem_seed"):
+        seed = spec.get(k)
+        if isinstance(seed, bool) or not isinstance(seed, int) or seed.bit_length() > 64:
+            raise UserInputError(f"{at}: spec {k!r}: expected an int of at most 64 bits, got {shown(seed)}")
+    for k in ("lam", "gap_rtol"):
+        _record_number(spec.get(k), f"{at}: spec {k!r}")
+    if not isinstance(spec.get("loss"), str):
+        raise UserInputError(f"{at}: spec 'loss': expected a str, got {shown(spec.get('loss'))}")
+    if not isinstance(result, Mapping):
+        raise UserInputError(f"{at}: result: expected a JSON object (a dict), got {shown(result)}")
+    _record_int(result.get("r"), f"{at}: result 'r'", 1)
+    if not isinstance(result.get("init"), str):
+        raise UserInputError(f"{at}: result 'init': expected a str, got {shown(result.get('init'))}")
+    nuc = result.get("nuc")
+    if not isinstance(nuc, Mapping):
+        raise UserInputError(f"{at}: result 'nuc': expected a JSON object (a dict), got {shown(nuc)}")
+    _record_int(nuc.get("rank"), f"{at}: result 'nuc' 'rank'", 0)
+    for k in ("primal", "dual", "rel_gap"):
+        _record_number(nuc.get(k), f"{at}: result 'nuc' {k!r}", none=k != "rel_gap")
+    _record_bool(nuc.get("converged"), f"{at}: result 'nuc' 'converged'", none=True)
+    for k in ("objective_minus_nuc", "S_op_over_lam"):
+        _record_number(result.get(k), f"{at}: result {k!r}", none=True)
+    for k in ("global", "certified_sosp"):
+        _record_bool(result.get(k), f"{at}: result {k!r}")
+    _record_bool(result.get("spurious"), f"{at}: result 'spurious'", none=True)
+    if result.get("product_rank") is not None:
+        _record_int(result.get("product_rank"), f"{at}: result 'product_rank'", 0)
+
+
 def _phase_records(store: Any) -> list[Any]:
     from verify.store import SweepStore
 
     if isinstance(store, SweepStore):
-        recs = store.records("finished")
+        st, recs = store, store.records("finished")
     else:
         with SweepStore.open(store, readonly=True) as st:
             recs = st.records("finished")
-    return [r for r in recs if r.spec.get("task") == "phase"]
+    where = f"store {str(st.path)!r}"
+    out = []
+    for rec in recs:
+        if not isinstance(rec.spec, Mapping):
+            raise UserInputError(
+                f"{where}: task {rec.index}: spec: expected a JSON object, got {shown(rec.spec)}"
+            )
+        if rec.spec.get("task") == "phase":
+            _check_phase_record(rec, where)
+            out.append(rec)
+    return out
 
 
 def phase_data_from_store(store: Any, *, select: Mapping[str, Any] | None = None) -> dict[str, Any]:
