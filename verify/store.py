@@ -51,7 +51,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from theory.errors import UserInputError
+from theory.errors import UserInputError, finite_number, shown
 
 __all__ = ["APPLICATION_ID", "FORMAT", "StoreError", "StoreWriteError", "SweepStore", "TaskRecord"]
 
@@ -273,18 +273,31 @@ class SweepStore:
         else:
             rows = self._query(f"SELECT {cols} FROM tasks WHERE status = ? ORDER BY idx, hash", (status,))
         for h, idx, spec, st, result, error, seconds, worker, attempts, at in rows:
+            # a store is a file someone may have edited: every column is checked, not trusted
             try:
                 spec_d = json.loads(spec)
                 result_d = None if result is None else json.loads(result)
-            except (TypeError, json.JSONDecodeError) as exc:
+            except (TypeError, ValueError, RecursionError) as exc:  # JSONDecodeError is a ValueError
                 raise StoreError(
-                    f"store: {str(self.path)!r}: task {h}: expected JSON in spec and result ({exc})"
+                    f"store: {str(self.path)!r}: task {shown(h)}: expected JSON in spec and result ({exc})"
                 ) from None
+            numbers = {"idx": idx, "seconds": seconds, "attempts": attempts, "recorded_at": at}
+            for name, v in numbers.items():
+                if isinstance(v, bool) or not isinstance(v, (int, float)) or not finite_number(v):
+                    raise StoreError(
+                        f"store: {str(self.path)!r}: task {shown(h)}: column {name}: expected a number, "
+                        f"got {shown(v)}"
+                    )
+            if st not in ("finished", "failed") or not isinstance(h, str):
+                raise StoreError(
+                    f"store: {str(self.path)!r}: task {shown(h)}: expected a text hash and the status "
+                    f"'finished' or 'failed', got {shown(st)}"
+                )
             yield TaskRecord(
                 hash=h,
                 index=int(idx),
                 spec=spec_d,
-                status=st,
+                status="finished" if st == "finished" else "failed",
                 result=result_d,
                 error=error,
                 seconds=float(seconds),

@@ -606,8 +606,8 @@ def _specs(cfg: SweepConfig, *, points_only: bool = False) -> Iterator[dict[str,
                 try:
                     kind.check(spec)
                 except ValueError as exc:
-                    shown = ", ".join(f"{k}={v!r}" for k, v in params.items())
-                    raise SweepConfigError(f"{cfg.source}: task {index} ({shown}): {exc}") from None
+                    listed = ", ".join(f"{k}={shown(v, 40)}" for k, v in params.items())
+                    raise SweepConfigError(f"{cfg.source}: task {index} ({listed}): {exc}") from None
             yield spec
 
 

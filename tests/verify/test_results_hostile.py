@@ -254,6 +254,8 @@ FORGED_ROWS = [
     ("result", '{"global": "yes"}', "task 0: result 'r': expected an int"),
     ("result", None, "task 0: result: expected a JSON object (a dict), got None"),
     ("spec", "[1]", "task 0: spec: expected a JSON object, got [1]"),
+    ("seconds", "abc", "column seconds: expected a number, got 'abc'"),
+    ("idx", "x", "column idx: expected a number, got 'x'"),
 ]
 
 
@@ -299,6 +301,7 @@ def test_phase_size_check_takes_ints_of_any_size(tmp_path, capsys):
     assert main(["sweep", str(cfg), "--out", str(tmp_path / "out"), "--no-progress"]) == 3
     err = capsys.readouterr().err
     assert "phase memory budget" in err and "about 10**400" in err and "internal error" not in err
+    assert str(10**400) not in err and len(err) < 800  # the spec is quoted cut, not 401 digits
 
 
 # ---------------------------------------------------------------------------------------------
