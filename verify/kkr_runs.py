@@ -922,6 +922,26 @@ def kkr_experiment(
     return data
 
 
+def _check_table_row(table: str, row: Mapping[str, Any], at: str) -> None:
+    """The printed fields of a resumed table row: ``UserInputError`` naming the first bad one."""
+    if table == "table2" and "skipped" in row:
+        _need(isinstance(row["skipped"], str), f"{at}['skipped']", "a str (why)", row["skipped"])
+        return
+    numbers = ("nuclear", "frobenius", "risk") if table == "table1" else ("alpha", "beta")
+    for k in numbers:
+        _need(finite_number(row.get(k)), f"{at}[{k!r}]", "a finite number", row.get(k))
+    if table == "table1":
+        rank, t = row.get("rank"), row.get("test_risk")
+        _need(isinstance(rank, int) and not isinstance(rank, bool), f"{at}['rank']", "an int", rank)
+        # a test risk that was not finite is written as the string 'nan' or 'inf'
+        _need(finite_number(t) or t in ("nan", "inf", "-inf"), f"{at}['test_risk']", "a number", t)
+        _need(isinstance(row.get("method"), str), f"{at}['method']", "a str", row.get("method"))
+    else:
+        _need(row["beta"] > 0, f"{at}['beta']", "a number > 0", row["beta"])
+        _need(isinstance(row.get("regime"), str), f"{at}['regime']", "a str", row.get("regime"))
+    _need(isinstance(row.get("certified"), bool), f"{at}['certified']", "true or false", row.get("certified"))
+
+
 def kkr_paper_tables(
     problem_name: str,
     *,
@@ -994,6 +1014,7 @@ def kkr_paper_tables(
                 v = row.get(key)
                 ok = isinstance(v, int) and not isinstance(v, bool) if key == "rank" else finite_number(v)
                 _need(ok, f"{at}[{key!r}]", "an int" if key == "rank" else "a finite number", v)
+                _check_table_row(table, row, at)  # the fields `loracheck kkr --tables` prints
         data = old
 
     def save() -> None:

@@ -394,3 +394,28 @@ def test_recertify_refuses_a_forged_reference(kkr_file, tmp_path, capsys, field,
     assert main(["kkr", "--out", str(tmp_path), "--recertify", "zero:0"]) == 3
     err = capsys.readouterr().err
     assert match in err and "internal error" not in err
+
+
+@pytest.mark.parametrize(
+    "table, field, value, match",
+    [
+        ("table1", "nuclear", "x", r"table1\[0\]\['nuclear'\]: expected a finite number, got 'x'"),
+        ("table1", "certified", "yes", r"table1\[0\]\['certified'\]: expected true or false"),
+        ("table2", "beta", 0.0, r"table2\[0\]\['beta'\]: expected a number > 0, got 0.0"),
+        ("table2", "regime", None, r"table2\[0\]\['regime'\]: expected a str, got None"),
+    ],
+)
+def test_kkr_tables_resume_checks_the_rows_it_prints(tmp_path, table, field, value, match):
+    """``loracheck kkr --tables`` prints the rows of a resumed file: each printed field is checked."""
+    from theory.errors import UserInputError
+    from verify.kkr_runs import kkr_paper_tables
+
+    out = tmp_path / "t.json"
+    kw = {"lams": (0.05,), "ranks": (2,), "samples": 5, "progress": False}
+    kkr_paper_tables("double-well", out=out, **kw)
+    data = json.loads(out.read_text())
+    assert data["table2"] and "skipped" not in data["table2"][0], data["table2"]
+    data[table][0][field] = value
+    out.write_text(json.dumps(data))
+    with pytest.raises(UserInputError, match=match):
+        kkr_paper_tables("double-well", out=out, **kw)
