@@ -46,7 +46,8 @@ from landscapes.nuc import NucSolution, nuc_certificate, solve_nuc
 from landscapes.problem import Problem, magnitude_bound
 from landscapes.sosp import certify_sosp, gradient_scale, length_scale, make_init, objective_scale
 from theory.claims import DEFAULT_TOLERANCES
-from theory.errors import InputTypeError, UserInputError, finite_number
+from theory.errors import InputTypeError, UserInputError, finite_number, shown
+from verify.jsonfile import read_regular_file
 from verify.landscape import counterexample_test
 from verify.verdict import jsonable
 
@@ -383,21 +384,45 @@ class _Pattern:
     regex: Any
 
     def matches(self, module: str) -> bool:
-        # PEFT: re.match(rf"(.*\.)?({key})$", module); "$" also matches before a final newline
-        if self.regex.fullmatch(module) is not None:
-            return True
-        return module.endswith("\n") and self.regex.fullmatch(module[:-1]) is not None
+        # PEFT: re.match(rf"(.*\.)?({key})$", module), the same text compiled by RE2 and matched
+        # at the start only (a key such as ")|(" changes what "$" applies to, in both engines).
+        # Python's "$" also matches before a final newline, RE2's does not, and they differ on
+        # "\B" against "": module names are non-empty printable ASCII here (_pattern_value).
+        return self.regex.match(module) is not None
 
 
 def _compile_pattern(field: str, key: str) -> Any:
-    r"""``(.*\.)?(key)`` compiled by RE2; invalid, RE2-unsupported or over-long keys are bad input."""
-    where = f"point: adapter_config.json {field} key {key[:80]!r}"
+    r"""``(.*\.)?(key)$`` compiled by RE2; invalid, RE2-unsupported or over-long keys are bad input.
+
+    RE2 and Python's ``re`` (which PEFT uses) agree on what they both accept once the key and the
+    module names are ASCII (module names are checked in :func:`_pattern_value`), except for the
+    constructs refused here: POSIX classes ``[:`` (RE2 reads ``[[:alpha:]]`` as a class, ``re``
+    as a set), ``{,n}`` (``re``: ``{0,n}``; RE2: literal text) and ``\1``-``\9`` (``re``: a
+    backreference when that many groups exist; RE2: an octal escape). Non-ASCII keys are refused:
+    ``re`` and RE2 differ on ``\d``, ``\w``, ``\s``, ``\b`` and case folding beyond ASCII, and
+    RE2 cannot encode a lone surrogate.
+    """
+    where = f"point: adapter_config.json {field} key {shown(key)}"
     if len(key) > MAX_PATTERN_CHARS:
         raise UserInputError(
             f"{where}: expected a pattern of at most {MAX_PATTERN_CHARS} characters, got {len(key)}"
         )
+    if not key.isascii():
+        bad = next(c for c in key if not c.isascii())
+        raise UserInputError(
+            f"{where}: expected an ASCII regular expression (PEFT module names are ASCII; Python's re and "
+            f"RE2 differ beyond ASCII), got one with {shown(bad)}"
+        )
     if "[:" in key:  # RE2 reads [[:alpha:]] as a POSIX class, Python's re as a set: they would differ
         raise UserInputError(f"{where}: expected a regular expression without POSIX classes '[:', got one")
+    if "{," in key:  # Python's re reads q{,2} as q{0,2}, RE2 as the text "q{,2}"
+        raise UserInputError(
+            f"{where}: expected a regular expression without '{{,' (write {{0,n}} for 'at most n'), got one"
+        )
+    if re.search(r"(?<!\\)(?:\\\\)*\\[1-9]", key):  # re: a backreference; RE2: an octal escape
+        raise UserInputError(
+            f"{where}: expected a regular expression without backreferences or octal escapes \\1-\\9, got one"
+        )
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # "possible nested set" and the like
@@ -407,7 +432,7 @@ def _compile_pattern(field: str, key: str) -> Any:
             f"{where}: expected a valid regular expression, got one that is not ({exc})"
         ) from None
     try:
-        return re2.compile(rf"(.*\.)?({key})", _RE2_OPTIONS)
+        return re2.compile(rf"(.*\.)?({key})$", _RE2_OPTIONS)
     except re2.error as exc:
         why = exc.args[0].decode(errors="replace") if exc.args and isinstance(exc.args[0], bytes) else exc
         raise UserInputError(
@@ -424,15 +449,10 @@ def _positive(value: object, integer: bool) -> bool:
 
 def _read_config(cfg: Path, where: str) -> tuple[dict[str, Any], dict[str, list[_Pattern]]]:
     """``adapter_config.json``, validated: a JSON object whose fields loracheck reads have PEFT's types."""
-    try:
-        size = cfg.stat().st_size
-        if size > MAX_CONFIG_BYTES:
-            raise UserInputError(
-                f"point: adapter_config.json {where}: expected at most {MAX_CONFIG_BYTES} bytes, got {size}"
-            )
-        text = cfg.read_bytes()
-    except OSError as exc:
-        raise UserInputError(f"point: unreadable adapter_config.json {where} ({exc})") from None
+    # a regular file (never a FIFO or device), at most MAX_CONFIG_BYTES read even if it grows
+    text = read_regular_file(
+        cfg, what=f"point: adapter_config.json {where}", max_bytes=MAX_CONFIG_BYTES, noun="JSON file"
+    )
     config = loads_json(text, f"point: adapter_config.json {where}", expected="a JSON object")
     if not isinstance(config, dict):
         raise UserInputError(
@@ -492,6 +512,13 @@ def _pattern_value(patterns: Sequence[_Pattern], module: str) -> int | float | N
             f"point: expected PEFT module names of at most {MAX_PATTERN_CHARS} characters to match "
             f"rank_pattern/alpha_pattern keys against, got one of {len(module)}"
         )
+    if not (module and module.isascii() and module.isprintable()):
+        # Python's re and RE2 agree on non-empty printable ASCII text only (\s, \w, \d, \B, case
+        # folding, "$"); PEFT's module names are dotted identifiers
+        raise UserInputError(
+            "point: expected non-empty PEFT module names of printable ASCII characters to match "
+            f"rank_pattern/alpha_pattern keys against, got {shown(module)}"
+        )
     for p in patterns:
         if p.matches(module):
             return p.value
@@ -546,8 +573,10 @@ def load_point(
     memory budget ``max_bytes``); ``adapter_config.json`` must be a JSON object whose ``r``,
     ``lora_alpha``, ``use_rslora``, ``target_modules``, ``rank_pattern`` and ``alpha_pattern`` have
     PEFT's types; pattern keys are matched as PEFT matches them
-    (``re.match(rf"(.*\.)?({key})$", module)``) but by RE2, in linear time, so keys RE2 cannot run
-    (backreferences, lookaround) are refused, as are keys and module names over
+    (``re.match(rf"(.*\.)?({key})$", module)``, the same expression) but by RE2, in linear time,
+    so keys RE2 cannot run (backreferences, lookaround) are refused, as are the few constructs the
+    two engines read differently (``{,n}``, ``\1``-``\9``, POSIX classes, non-ASCII keys; module
+    names must then be non-empty printable ASCII), keys and module names over
     :data:`MAX_PATTERN_CHARS` characters; every rank must be in ``[1, m_j + n_j]``.
     """
     path = Path(path)

@@ -18,6 +18,7 @@ from typing import Any
 
 from landscapes.io import atomic_write
 from theory.errors import UserInputError
+from verify.terminal import printable
 from verify.verdict import STATUSES, Verdict
 
 __all__ = [
@@ -481,5 +482,6 @@ def write_report(report: Mapping[str, Any], out_dir: str | os.PathLike[str]) -> 
         for stale in out.glob(f".{name}.*.tmp"):
             stale.unlink(missing_ok=True)
     j = atomic_write_text(out / "report.json", json.dumps(report, indent=1, allow_nan=False) + "\n")
-    m = atomic_write_text(out / "report.md", report_markdown(report))
+    # text from input files (problem names, resumed reasons) may hold control or surrogate characters
+    m = atomic_write_text(out / "report.md", printable(report_markdown(report)))
     return j, m

@@ -13,16 +13,22 @@ The pattern semantics are checked against PEFT's own ``get_pattern_key``.
 from __future__ import annotations
 
 import json
+import os
+import re
 import struct
 import subprocess
 import sys
 import textwrap
+import threading
+import warnings
 import zipfile
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from safetensors.numpy import save_file as st_save_file
 from torch import nn
 
@@ -75,8 +81,8 @@ BAD_CONFIGS = [
     ("r-bool", {"r": True, "lora_alpha": 4}, r"field 'r': expected a positive integer"),
     ("r-zero", {"r": 0, "lora_alpha": 4}, r"field 'r': expected a positive integer, got '0'"),
     ("alpha-text", {"r": 2, "lora_alpha": "4"}, r"field 'lora_alpha': expected a positive finite number"),
-    ("alpha-nan", '{"r": 2, "lora_alpha": NaN}', r"field 'lora_alpha': expected a positive finite number"),
-    ("alpha-inf", '{"r": 2, "lora_alpha": Infinity}', r"field 'lora_alpha': expected a positive finite"),
+    ("alpha-nan", '{"r": 2, "lora_alpha": NaN}', r"invalid JSON \(the non-standard constant NaN\)"),
+    ("alpha-inf", '{"r": 2, "lora_alpha": Infinity}', r"invalid JSON \(the non-standard constant Infinity"),
     ("alpha-neg", {"r": 2, "lora_alpha": -4}, r"field 'lora_alpha': expected a positive finite number"),
     ("rslora-text", {"r": 2, "lora_alpha": 4, "use_rslora": "yes"}, r"field 'use_rslora': expected true or"),
     ("rslora-int", {"r": 2, "lora_alpha": 4, "use_rslora": 1}, r"field 'use_rslora'"),
@@ -140,7 +146,12 @@ def test_oversized_adapter_config(tmp_path, P):
 @pytest.mark.parametrize(
     ("key", "match"),
     [
-        (r"(l)\1n", r"RE2 .*got one it refuses .*invalid escape sequence"),  # backreference
+        (r"(l)\1n", r"without backreferences or octal escapes"),  # backreference
+        (r"(a)(b)(c)(d)(e)(f)(g)(h)\10", r"without backreferences or octal escapes"),  # re: group; RE2: octal
+        ("q{,2}", r"without '\{,' \(write \{0,n\}"),  # re: q{0,2}; RE2: the text "q{,2}"
+        ("l{,}n", r"without '\{,'"),  # re: l*n
+        ("l\u00efn", r"expected an ASCII regular expression"),  # re and RE2 differ beyond ASCII
+        ("\ud800", r"expected an ASCII regular expression.*'\\ud800'"),  # RE2 cannot even encode it
         (r"(?=l)lin", r"RE2 .*invalid perl operator"),  # lookahead
         (r"(?<=m\.)lin", r"RE2 .*invalid perl operator"),  # lookbehind
         (r"lin\Z", r"RE2 .*invalid escape sequence"),  # Python-only anchor
@@ -153,6 +164,11 @@ def test_oversized_adapter_config(tmp_path, P):
     ],
     ids=[
         "backref",
+        "backref-or-octal",
+        "{,n}",
+        "{,}",
+        "non-ASCII",
+        "surrogate",
         "lookahead",
         "lookbehind",
         "\\Z",
@@ -217,6 +233,10 @@ def test_pattern_semantics_match_peft():
         ["(q)", "(?P<name>v)"],
         ["", "lin"],
         ["attention.self.query", "query"],
+        [")|(", "lin"],  # closes PEFT's group: "$" then binds only the last alternative
+        [r"a\sb", r"\w+\.K\.\S"],
+        ["(?i:k).s", r"\bq\B"],
+        ["q{0,2}", "lin{1}"],
     ]
     modules = [
         "lin",
@@ -229,13 +249,13 @@ def test_pattern_semantics_match_peft():
         "layerX0.q",
         "a.LIN",
         "enc.layer.0",
-        "lin\n",
         "attention.self.query",
         "x.attention.self.query",
         "query",
         "aquery",
-        "",
         "lin.q",
+        "a.b c",
+        "layer.K.s",
     ]
     for keys in keys_sets:
         values = {k: i + 2 for i, k in enumerate(keys)}
@@ -243,6 +263,120 @@ def test_pattern_semantics_match_peft():
         for mod in modules:
             want = values.get(other.get_pattern_key(list(values), mod))
             assert vp._pattern_value(patterns, mod) == want, (keys, mod)
+
+
+# Regex tokens that Python's re and RE2 might read differently: escapes, classes, anchors,
+# repetitions, scoped flags, group-structure changes, and text meaning nothing special.
+_KEY_TOKENS = [
+    *"abklins.09AKS _-^$|()*+?{},:#!~@`'",
+    *["(?:", "(?i:", "(?-i:", "(?s:", "(?m:", "(?P<g>", "[", "]", "[^", "*?", "+?", "??", "{2}"],
+    *["{1,3}", "{2,}", "{0}", r"\d", r"\w", r"\s", r"\b", r"\B", r"\A", r"\z", r"\.", "\\\\"],
+    *[r"\x41", r"\x2e", r"\0", r"\012", r"\101", r"\n", r"\t", r"\D", r"\W", r"\S", "\x00", "\t"],
+    *[r"\-", r"\[", r"\]", r"\^", "&&", "--", "||", "~~", r"\a", r"\f", r"\v", r"\r", r"\ "],
+    *[r"\_", r"\%", r"\@", "[[", ":]", "a-z", "0-9", ")|(", "\\"],
+]
+_MODULE_TEXT = st.text(st.characters(min_codepoint=0x20, max_codepoint=0x7E), min_size=1, max_size=10)
+
+
+@settings(max_examples=3000, deadline=None, suppress_health_check=[HealthCheck.filter_too_much])
+@given(
+    key=st.lists(st.sampled_from(_KEY_TOKENS), max_size=7).map("".join),
+    modules=st.lists(
+        st.one_of(_MODULE_TEXT, st.text(st.sampled_from("abklins.09AKS _-\\[](){}^$|*"), min_size=1)),
+        min_size=1,
+        max_size=8,
+    ),
+)
+def test_accepted_patterns_match_as_pythons_re(key, modules):
+    # Any key loracheck accepts matches a (non-empty, printable ASCII) module name exactly when
+    # PEFT's expression re.match(rf"(.*\.)?({key})$", name) does: RE2 and re agree there.
+    try:
+        rx = vp._compile_pattern("rank_pattern", key)
+    except UserInputError:
+        return
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # "possible nested set"
+        peft = re.compile(rf"(.*\.)?({key})$")
+    pattern = vp._Pattern(key, 2, rx)
+    for name in modules:
+        assert pattern.matches(name) == (peft.match(name) is not None), (key, name)
+
+
+@pytest.mark.parametrize(
+    "module", ["", "lin\n", "l\u00efn", "a.\u212a", "lin\x00", "lin\t", "lin\udcff", "q\u0663"]
+)
+def test_module_names_beyond_printable_ascii_refused_when_patterns_apply(module):
+    # re and RE2 differ there (\s on \x0b/\x1c, \d on U+0663, (?i:k) on the Kelvin sign U+212A,
+    # "$" before a final newline, \B on ""), so such a name is refused rather than mis-scaled.
+    patterns = [vp._Pattern("lin", 2, vp._compile_pattern("rank_pattern", "lin"))]
+    with pytest.raises(UserInputError, match=r"non-empty PEFT module names of printable ASCII"):
+        vp._pattern_value(patterns, module)
+    assert vp._pattern_value([], module) is None  # no patterns: nothing to match, nothing refused
+
+
+def test_non_ascii_module_name_refused_from_an_adapter(tmp_path, P):
+    d = adapter(
+        tmp_path, {"r": 2, "lora_alpha": 4, "rank_pattern": {"x": 2}}, module="base_model.model.l\u00efn"
+    )
+    with pytest.raises(UserInputError, match=r"printable ASCII .*got 'l\u00efn'"):
+        load_point(d, P)
+
+
+def test_adapter_config_read_is_bounded_even_if_it_grows(tmp_path, P, monkeypatch):
+    # The size check and the read are two steps; a file that grows in between (here: whose stat
+    # reports 100 bytes) is still read only up to MAX_CONFIG_BYTES + 1 bytes, then refused.
+    d = adapter(tmp_path, {"r": 2, "lora_alpha": 4, "note": "x" * (vp.MAX_CONFIG_BYTES + 10)})
+    cfg = d / "adapter_config.json"
+    real_stat, real_fstat = os.stat, os.fstat
+
+    def small(st_: os.stat_result) -> os.stat_result:
+        if st_.st_size <= vp.MAX_CONFIG_BYTES:
+            return st_
+        fields = list(st_[:10])
+        fields[6] = 100  # st_size
+        return os.stat_result(fields)
+
+    monkeypatch.setattr(os, "stat", lambda p, *a, **k: small(real_stat(p, *a, **k)))
+    monkeypatch.setattr(os, "fstat", lambda fd: small(real_fstat(fd)))
+    reads: list[str] = []
+    real_read_bytes = Path.read_bytes
+    monkeypatch.setattr(Path, "read_bytes", lambda self: reads.append(str(self)) or real_read_bytes(self))
+    with pytest.raises(UserInputError, match=r"adapter_config\.json .*at most 4194304 bytes"):
+        load_point(d, P)
+    assert real_stat(cfg).st_size > vp.MAX_CONFIG_BYTES and reads == []  # never read unbounded
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="no FIFOs")
+def test_adapter_config_fifo_never_blocks(tmp_path, P):
+    # A FIFO is not a config file: loracheck does not wait for a writer that never comes.
+    d = adapter(tmp_path, {"r": 2, "lora_alpha": 4})
+    (d / "adapter_config.json").unlink()
+    fifo = d / "adapter_config.json"
+    os.mkfifo(fifo)
+    result: list[object] = []
+
+    def read() -> None:
+        try:
+            result.append(vp._read_config(fifo, "in test"))
+        except Exception as exc:  # handed to the test's thread
+            result.append(exc)
+
+    t = threading.Thread(target=read, daemon=True)
+    t.start()
+    t.join(30)
+    if t.is_alive():  # the old code waits for a writer: release it, then fail
+        os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))
+        t.join(30)
+        pytest.fail("reading adapter_config.json blocked on a FIFO")
+    assert isinstance(result[0], UserInputError) and "not a regular file" in str(result[0]), result
+
+
+def test_surrogate_pattern_key_is_exit_3(tmp_path, P, capsys):
+    prob = save_problem(P, tmp_path / "p.npz")
+    d = adapter(tmp_path, '{"r": 2, "lora_alpha": 4, "rank_pattern": {"\\ud800": 2}}')
+    assert main(["audit", str(prob), "--claims", "none", "--point", str(d)]) == 3
+    err = capsys.readouterr().err
+    assert "expected an ASCII regular expression" in err and "\\ud800" in err, err
 
 
 def test_peft_prefix_is_stripped_as_peft_matches(tmp_path, P):
