@@ -541,7 +541,13 @@ def _peft_scale(
     if not _positive(alpha, False):
         raise UserInputError(f"point: adapter_config.json needs a positive lora_alpha, got {alpha!r}")
     assert isinstance(alpha, (int, float))
-    return float(alpha) / (math.sqrt(r) if config.get("use_rslora") else r)
+    scale = float(alpha) / (math.sqrt(r) if config.get("use_rslora") else r)
+    if not scale > 0:  # lora_alpha = 5e-324 over r = 2 rounds to 0: the point would silently be D = 0
+        raise UserInputError(
+            f"point: adapter_config.json gives {module!r} the scale lora_alpha / r = {alpha!r} / {r}, which "
+            "rounds to 0 in float64; expected a positive scale"
+        )
+    return scale
 
 
 def load_point(

@@ -84,6 +84,7 @@ BAD_CONFIGS = [
     ("alpha-nan", '{"r": 2, "lora_alpha": NaN}', r"invalid JSON \(the non-standard constant NaN\)"),
     ("alpha-inf", '{"r": 2, "lora_alpha": Infinity}', r"invalid JSON \(the non-standard constant Infinity"),
     ("alpha-neg", {"r": 2, "lora_alpha": -4}, r"field 'lora_alpha': expected a positive finite number"),
+    ("alpha-underflow", {"r": 2, "lora_alpha": 5e-324}, r"lora_alpha / r = 5e-324 / 2, which rounds to 0"),
     ("rslora-text", {"r": 2, "lora_alpha": 4, "use_rslora": "yes"}, r"field 'use_rslora': expected true or"),
     ("rslora-int", {"r": 2, "lora_alpha": 4, "use_rslora": 1}, r"field 'use_rslora'"),
     (
