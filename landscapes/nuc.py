@@ -91,8 +91,13 @@ class NucCertificate:
     support_ranks: tuple[int, ...] = ()
 
     def within(self, gap_rtol: float) -> bool:
-        """``True`` when the relative gap is at most ``gap_rtol``."""
-        return self.rel_gap <= gap_rtol
+        """``True`` when the relative gap lies in ``[-gap_rtol, gap_rtol]``.
+
+        Weak duality makes the exact gap ``>= 0``; a computed gap below 0 is round-off, and one
+        below ``-gap_rtol`` is more round-off than the tolerance allows (the bounds themselves are
+        then not to be trusted), so it certifies nothing.
+        """
+        return -gap_rtol <= self.rel_gap <= gap_rtol
 
 
 @dataclass(frozen=True)

@@ -68,12 +68,31 @@ def magnitude_bound(dtype: torch.dtype) -> float:
     return float(torch.finfo(dtype).max) ** 0.25
 
 
-def _magnitude(name: str, norm: float, dtype: torch.dtype, what: str = "Frobenius norm") -> None:
+#: The smallest nonzero Frobenius norm accepted for ``J``, ``f0`` and ``y`` (a nonzero ``lam`` must
+#: be a normal float64): the 4th root of the smallest normal float64, about ``1.2e-77``.  The
+#: certificates are computed in float64 from products of up to four inputs; below this they
+#: underflow (at ``(J, y) * 1e-100`` a NUC gap came out -0.37 and a saddle was called global).
+MAGNITUDE_FLOOR = float(torch.finfo(torch.float64).tiny) ** 0.25
+
+
+def _magnitude(
+    name: str,
+    norm: float,
+    dtype: torch.dtype,
+    what: str = "Frobenius norm",
+    *,
+    floor: float = MAGNITUDE_FLOOR,
+) -> None:
     bound = magnitude_bound(dtype)
     if not norm <= bound:
         raise UserInputError(
             f"{name}: expected a {what} at most {bound:.3g} (the 4th root of the largest {dtype}, so "
             f"that products of four inputs stay finite), got {norm:.3g}; rescale the problem"
+        )
+    if 0 < norm < floor:
+        raise UserInputError(
+            f"{name}: expected a {what} of 0 or at least {floor:.3g} (so that products of the inputs "
+            f"stay normal float64 numbers), got {norm:.3g}; rescale the problem"
         )
 
 
@@ -219,7 +238,8 @@ class Problem:
         for j, v in enumerate(lams):
             if not (v >= 0.0) or v == float("inf"):
                 raise UserInputError(f"lam: expected finite values >= 0, got {v!r} for block {j}")
-            _magnitude(f"lam[{j}]", v, op.dtype, "value")
+            # a subnormal lam has lost its precision (phase --lam 1e-320 ended in an inf)
+            _magnitude(f"lam[{j}]", v, op.dtype, "value", floor=float(torch.finfo(torch.float64).tiny))
         if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
             raise UserInputError(f"seed: expected an int or None, got {seed!r}")
         object.__setattr__(self, "J", op)

@@ -317,7 +317,7 @@ def global_bound(
     if violation == 0.0:
         gap_bound = first_order
     elif margin > 0:
-        gap_bound = first_order + violation * L0 / margin
+        gap_bound = first_order + (violation / margin) * L0  # this order: violation * L0 underflows
     else:
         gap_bound = math.inf
     return gap_bound, tuple(Ymins), tuple(S_ops)

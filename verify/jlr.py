@@ -346,7 +346,7 @@ def _rank_nuc(
             "inconclusive",
             problem.fingerprint(),
             cert,
-            f"NUC not solved to the gap tolerance (rel gap {c0.rel_gap:.1e} > {gap_rtol:.0e})",
+            f"NUC not solved to the gap tolerance (rel gap {c0.rel_gap:.1e}, not within +-{gap_rtol:.0e})",
             {"solve": t_solve},
             opts,
         )

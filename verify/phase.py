@@ -196,6 +196,12 @@ def phase_reference(problem: Problem, *, gap_rtol: float = 1e-8) -> PhaseReferen
     """
     nuc = solve_nuc(problem, gap_rtol=min(1e-10, 0.01 * gap_rtol), check_schedule="fixed")
     c = nuc.certificate
+    if c.rel_gap < -gap_rtol:  # dual above primal beyond round-off: neither bound can be trusted
+        raise ArithmeticError(
+            f"the NUC reference of K = {problem.K}, N = {problem.N}, lam = {problem.lam[0]:.3g} has a "
+            f"dual bound above its primal value (relative gap {c.rel_gap:.2g}): the bounds are lost to "
+            "round-off, so no run can be classified; choose a larger lam"
+        )
     return PhaseReference(
         problem=problem,
         primal=c.primal,

@@ -231,8 +231,13 @@ def _fmt(x: Any) -> str:
 
 
 def _gap(x: Any) -> str:
-    """A duality gap: a negative one (primal below dual) can only be rounding, and says so."""
+    """A relative duality gap, with what a negative one (primal below dual) means.
+
+    Slightly negative is rounding; below -1e-6 it is more than rounding (the bounds are lost).
+    """
     v = _num(x)
+    if v < -1e-6:
+        return f"{v:.1e} (< 0 beyond round-off: bounds not trusted)"
     return f"{v:.1e} (< 0: round-off)" if v < 0 else _fmt(x)
 
 

@@ -817,3 +817,51 @@ def test_point_factors_near_the_underflow_still_get_a_verdict(tmp_path, capsys):
     out, err = capsys.readouterr()
     assert rc in (0, 2), (rc, err)
     assert "point" in out and "exclude" not in err
+
+
+# ---- magnitudes too small: products of inputs underflow (class 5, the floor of the magnitude bound) ----
+
+
+def test_tiny_inputs_are_refused_at_the_boundary():
+    # (J, y) * 1e-100, lam * 1e-200: a NUC gap came out -0.37 (JLR-rank-NUC "holds", a planted false
+    # rank bound "violated") and the zero point -- a saddle -- was called global with exit 0
+    P = _P()
+    with pytest.raises(UserInputError, match=r"J: expected a Frobenius norm of 0 or at least 1.22e-77"):
+        Problem(P.J.matrix * 1e-100, P.f0, P.y * 1e-100, loss="squared", blocks=P.blocks, lam=0.05e-200)
+    with pytest.raises(UserInputError, match=r"y: expected a Frobenius norm of 0 or at least"):
+        Problem(P.J.matrix, P.f0, P.y * 1e-100, loss="squared", blocks=P.blocks, lam=0.05)
+    with pytest.raises(UserInputError, match=r"lam\[0\]: expected a value of 0 or at least 2.23e-308"):
+        Problem(P.J.matrix, P.f0, P.y, loss="squared", blocks=P.blocks, lam=1e-320)
+    zero = Problem(P.J.matrix, P.f0, P.f0.clone(), loss="squared", blocks=P.blocks, lam=0.05)  # y = f0: fine
+    assert float(zero.y.norm()) == float(P.f0.norm())
+
+
+def test_the_smallest_accepted_scale_gets_the_verdicts_of_scale_1():
+    P = _P()
+    s = 1e-76  # ||J||_F ~ 1e-75, lam ~ 5e-154: inside the bounds
+    Q = Problem(
+        P.J.matrix * s, P.f0 * s, P.y * s, loss="squared", blocks=P.blocks, lam=[v * s * s for v in P.lam]
+    )
+    for prob in (P, Q):
+        assert check_jlr_rank_nuc(prob).status == "holds"
+        assert check_jlr_rank_nuc(prob, rank_bound=2).status != "violated" or prob is P
+        zero = ([torch.zeros(5, 2, dtype=_d)], [torch.zeros(4, 2, dtype=_d)])
+        assert audit_point(prob, zero).status == audit_point(P, zero).status == "not global"
+    assert check_jlr_rank_nuc(Q, rank_bound=2).status == check_jlr_rank_nuc(P, rank_bound=2).status
+
+
+def test_a_gap_negative_beyond_the_tolerance_certifies_nothing(tmp_path, capsys):
+    from landscapes.nuc import NucCertificate
+
+    c = NucCertificate(
+        primal=1.0, dual=1.37, gap=-0.37, rel_gap=-0.37, dual_scale=1.0, S_op=(1.0,), lam=(1.0,)
+    )
+    assert not c.within(1e-8) and c.within(0.5)
+    assert NucCertificate(1.0, 1.0 + 1e-15, -1e-15, -1e-15, 1.0, (1.0,), (1.0,)).within(1e-8)
+    # cross-entropy with lam = 1e-300: the dual bound comes out above the primal value (rel gap -1.5),
+    # which "certified" the claim before
+    G = gaussian_problem(K=2, N=6, blocks=[(4, 3)], lam=0.05, loss="cross_entropy", seed=0)
+    P = Problem(G.J.matrix, G.f0, G.y, loss="cross_entropy", blocks=G.blocks, lam=1e-300)
+    v = check_jlr_rank_nuc(P)
+    assert v.certificate["rel_gap"] < -1e-3 and "not within" in v.reason
+    assert v.status == "inconclusive", (v.status, v.reason)
