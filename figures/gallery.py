@@ -21,7 +21,7 @@ from __future__ import annotations
 import html
 import os
 import tempfile
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -37,7 +37,7 @@ from figures.spectrum import RANK_CLAIMS, plot_singular_values
 from figures.speed import SPEED_FORMAT, plot_speed
 from figures.training import EXPERIMENT_FORMAT, plot_training_curves
 from figures.validate import REPORT_FORMAT, check_result
-from theory.errors import UserInputError
+from theory.errors import UserInputError, shown
 
 
 def _default_file_mode() -> int:
@@ -221,20 +221,53 @@ def _atomic(path: Path, write: Callable[[BinaryIO], object]) -> None:
         raise
 
 
+def _same_file(a: Path, b: Path) -> bool:
+    try:
+        return os.path.samefile(a, b)
+    except OSError:  # one of them does not exist (or cannot be examined): not the same file
+        return False
+
+
+def _check_inputs_kept(outputs: Sequence[Path], inputs: Sequence[str | os.PathLike[str]]) -> None:
+    """Refuse outputs that are one of the input result files: writing them would destroy the input."""
+    if isinstance(inputs, (str, bytes, os.PathLike)):  # one path, not a list of its characters
+        inputs = [inputs]
+    for src in inputs:
+        src_path = Path(os.fsdecode(src))
+        for path in outputs:
+            if _same_file(src_path, path):
+                raise UserInputError(
+                    f"inputs: the result file {shown(os.fspath(src), 300)} (--from) is the gallery's output "
+                    f"file {shown(str(path), 300)}, which would overwrite it; expected an input outside the "
+                    "output directory or under another name (or another --out)"
+                )
+
+
 def write_gallery(
-    results: Iterable[Mapping[str, Any]], out: str | os.PathLike[str], *, dpi: int = 120
+    results: Iterable[Mapping[str, Any]],
+    out: str | os.PathLike[str],
+    *,
+    dpi: int = 120,
+    inputs: Sequence[str | os.PathLike[str]] = (),
 ) -> Path:
-    """Write ``NAME.png`` and ``NAME.svg`` for every figure, then ``index.html``; returns its path."""
+    """Write ``NAME.png`` and ``NAME.svg`` for every figure, then ``index.html``; returns its path.
+
+    ``inputs``: the files the results were read from. An output path that is the same file as one
+    of them is refused (:class:`~theory.errors.UserInputError`) before anything is written.
+    """
     out_dir = Path(out)
     if out_dir.exists() and not out_dir.is_dir():
         raise UserInputError(f"out: expected a directory, got an existing file {str(out_dir)!r}")
-    out_dir.mkdir(parents=True, exist_ok=True)
     items = gallery_items(results)
     if not items:
         raise UserInputError("results: no figure can be drawn from these results")
     names = [it.name for it in items]
     if len(set(names)) != len(names):
         raise UserInputError(f"results: two figures would share a file name: {sorted(names)}")
+    index = out_dir / "index.html"
+    outputs = [out_dir / f"{n}.{ext}" for n in names for ext in ("png", "svg")] + [index]
+    _check_inputs_kept(outputs, inputs)
+    out_dir.mkdir(parents=True, exist_ok=True)
     for it in items:
         _atomic(out_dir / f"{it.name}.png", partial(it.figure.savefig, format="png", dpi=dpi))
         _atomic(out_dir / f"{it.name}.svg", partial(it.figure.savefig, format="svg"))
@@ -252,6 +285,5 @@ def write_gallery(
         "<p>Drawn from saved results; each image links to its SVG.</p>\n"
         f"{rows}\n</body></html>\n"
     )
-    index = out_dir / "index.html"
     _atomic(index, lambda fh: fh.write(page.encode("utf-8")))
     return index

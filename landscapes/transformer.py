@@ -40,6 +40,7 @@ import copy
 import dataclasses
 import difflib
 import fnmatch
+import json
 import math
 import os
 import time
@@ -53,13 +54,14 @@ from torch import Tensor, nn
 
 from landscapes.operators import FunctionOperator, LinearOperator
 from landscapes.problem import Problem
-from theory.errors import InputTypeError, UserInputError
+from theory.errors import InputTypeError, UserInputError, shown
 
 __all__ = [
     "LinearizedEncoder",
     "LinearizationCheck",
     "Target",
     "load_encoder",
+    "ModelLoadError",
     "default_model_path",
     "transformer_problem",
     "adapted_logits",
@@ -105,6 +107,63 @@ def _transformers() -> Any:
     return transformers
 
 
+class ModelLoadError(UserInputError, FileNotFoundError):
+    """A model the caller named cannot be loaded from local files: bad input.
+
+    A :class:`~theory.errors.UserInputError` (the command line's exit code 3) and, as before, a
+    ``FileNotFoundError`` (without an ``errno``), so ``except FileNotFoundError`` keeps working.
+    """
+
+
+def _cause(exc: BaseException) -> str:
+    """One line saying why loading failed (messages of transformers span several lines)."""
+    text = " ".join(str(exc).split())
+    if len(text) > 300:
+        text = text[:297] + "..."
+    if not text or not isinstance(exc, (OSError, ValueError)):
+        text = f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+    return text
+
+
+def _looks_like_path(name: str) -> bool:
+    """Whether ``name`` is meant as a local path rather than a hub name (``org/model``)."""
+    seps = tuple(s for s in (os.sep, os.altsep) if s)
+    return (
+        os.path.isabs(name)
+        or name.startswith(("~", "."))
+        or name.endswith(seps)
+        or sum(name.count(s) for s in seps) > 1
+        or os.path.lexists(name)
+    )
+
+
+def _check_local_model(name: str) -> str | None:
+    """Why the local model folder ``name`` cannot be loaded, checked before transformers reads it.
+
+    ``None`` when the folder looks loadable (transformers then reports what is left) or when
+    ``name`` is a hub name.
+    """
+    if not _looks_like_path(name):
+        return None
+    if not os.path.exists(name):
+        return "no such file or directory"
+    if not os.path.isdir(name):
+        return "not a directory (expected a model folder with config.json and the weights)"
+    config = os.path.join(name, "config.json")
+    if not os.path.isfile(config):
+        return "the folder has no config.json"
+    try:
+        with open(config, "rb") as fh:
+            data = json.loads(fh.read())
+    except OSError as exc:
+        return f"config.json cannot be read: {exc.strerror or _cause(exc)}"
+    except (ValueError, RecursionError) as exc:  # not UTF-8, not JSON, nested too deep
+        return f"config.json is not valid JSON: {_cause(exc)}"
+    if not isinstance(data, dict):
+        return f"config.json: expected a JSON object, got {type(data).__name__}"
+    return None
+
+
 def load_encoder(
     model: str | os.PathLike[str] | None = None,
     *,
@@ -119,11 +178,33 @@ def load_encoder(
     masked-language-model class (``AutoModelForMaskedLM``), otherwise the bare encoder
     (``AutoModel``). Attention is the eager implementation; the weights are loaded in ``dtype``
     on ``device`` (float64 on CPU by default, as certificates need).
+
+    A ``model`` that cannot be loaded (a missing path, a file, a folder without a readable JSON
+    ``config.json``, config values that transformers refuses, missing or broken weights, a hub name
+    that is not in the local cache) raises :class:`ModelLoadError`, a ``UserInputError`` naming the
+    path and the cause. A failure to load the offline MiniLM (``model=None``) is the package's, not
+    the caller's: it raises ``FileNotFoundError`` (or what transformers raised).
     """
     tf = _transformers()
-    name = default_model_path() if model is None else os.fspath(model)
+    given = model is not None
+    if given and not isinstance(model, (str, os.PathLike)):
+        raise InputTypeError(f"model: expected a local path or a cached hub name, got {shown(model)}")
+    try:
+        name = default_model_path() if model is None else os.fspath(model)
+    except TypeError:  # an os.PathLike whose __fspath__ returns no str or bytes
+        raise InputTypeError(
+            f"model: expected a local path or a cached hub name, got {shown(model)}"
+        ) from None
     if not isinstance(name, str) or not name.strip():
-        raise UserInputError(f"model: expected a local path or a cached hub name, got {model!r}")
+        raise UserInputError(f"model: expected a local path or a cached hub name, got {shown(model)}")
+    what = (
+        f"model: could not load {shown(name, 200)} from local files (nothing was downloaded; a hub "
+        "name must already be in the local cache)"
+    )
+    if given:
+        why = _check_local_model(name)
+        if why is not None:
+            raise ModelLoadError(f"{what}: {why}")
     cls = tf.AutoModelForMaskedLM if head == "verbalizer" else tf.AutoModel
     verbosity = tf.utils.logging.get_verbosity()
     tf.utils.logging.set_verbosity_error()  # the load report is checked below, not printed
@@ -133,11 +214,16 @@ def load_encoder(
             name, local_files_only=True, attn_implementation="eager", dtype=dtype, output_loading_info=True
         )
     except (OSError, ValueError) as exc:
+        if given:
+            raise ModelLoadError(f"{what}: {_cause(exc)}") from None
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise FileNotFoundError(
-            f"model: could not load {name!r} from local files (nothing was downloaded; a hub name "
-            f"must already be in the local cache): {first}"
-        ) from None
+        raise FileNotFoundError(f"{what}: {first}") from None
+    except Exception as exc:
+        # the caller's files: config values that transformers or torch refuse (TypeError, KeyError,
+        # ZeroDivisionError, a negative or huge size), weights that safetensors cannot read
+        if given:
+            raise ModelLoadError(f"{what}: {_cause(exc)}") from None
+        raise
     finally:
         tf.utils.logging.set_verbosity(verbosity)
     missing = sorted(info.get("missing_keys", ()))

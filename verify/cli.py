@@ -1142,7 +1142,7 @@ def _cmd_figures(args: argparse.Namespace) -> int:
         )
         atomic_write(out / "training.json", lambda fh: fh.write(json.dumps(curves, indent=1).encode()))
         results.append(curves)
-    index = write_gallery(results, out)
+    index = write_gallery(results, out, inputs=args.sources or ())
     n = index.read_text(encoding="utf-8").count("<figure ")
     print(f"{n} figures (PNG and SVG) in {out}; open {index}")
     return 0

@@ -45,7 +45,7 @@ from landscapes.lora import lora_value
 from landscapes.nuc import _spectra, solve_nuc
 from landscapes.problem import Problem
 from landscapes.sosp import train
-from theory.errors import UserInputError
+from theory.errors import UserInputError, finite_number, shown
 from verify.jlr import _save
 from verify.jsonfile import read_json
 from verify.options import validated
@@ -684,6 +684,16 @@ def speed_experiment(
                 f"out: {str(path)!r} holds runs of another configuration; use fresh (--fresh) to "
                 "overwrite it, or another directory"
             )
+        _check_speed_data(
+            old,
+            f"out: {str(path)!r}",
+            problems,
+            inits=inits,
+            seeds=seeds,
+            lrs=lrs,
+            steps=steps,
+            fractions=fractions,
+        )
         data = old
         data["complete"] = False
     t_start = time.perf_counter()
@@ -694,12 +704,14 @@ def speed_experiment(
         atomic_write_text(path, json.dumps(jsonable(data), indent=1, allow_nan=False) + "\n")
 
     # Build the problems first and check the rank against every block, so that a bad rank fails
-    # before any run is written (a file of another configuration is never overwritten).
+    # before any run is written (a file of another configuration is never overwritten).  A problem
+    # whose runs are all finished (and whose fingerprint was stored) is not rebuilt: only its table
+    # and verdict are recomputed from the runs (a stored table or verdict is never reused).
     built: dict[str, Problem] = {}
     for pname in problems:
         entry = data["problems"].get(pname, {})
-        finished = {(r["init"], r["seed"], r["lr"]) for r in entry.get("runs", [])}
-        if "table" in entry and all(
+        finished = {(r["init"], r["seed"], float(r["lr"])) for r in entry.get("runs", [])}
+        if "problem" in entry and all(
             (i, s, float(lr)) in finished for i in inits for s in seeds for lr in lrs
         ):
             continue
@@ -722,12 +734,18 @@ def speed_experiment(
     try:
         for pname in problems:
             entry = data["problems"].setdefault(pname, {"runs": []})
-            done = {(r["init"], r["seed"], r["lr"]) for r in entry["runs"]}
+            done = {(r["init"], r["seed"], float(r["lr"])) for r in entry["runs"]}
             bar.update(len(done))
             todo = [
                 (i, s, float(lr)) for i in inits for s in seeds for lr in lrs if (i, s, float(lr)) not in done
             ]
             if pname not in built:
+                # Every run finished earlier: the table and the verdict are recomputed from them.
+                runs = [_run_from_dict(r) for r in entry["runs"]]
+                entry["table"] = speed_table(runs, fractions=fractions)
+                entry["verdict"] = _speed_verdict(
+                    runs, entry["table"], fractions[-1], entry["problem"]
+                ).to_dict()
                 continue
             problem = built[pname]
             computed = True
@@ -775,7 +793,9 @@ def speed_experiment(
                 )
             runs = [_run_from_dict(r) for r in entry["runs"]]
             entry["table"] = speed_table(runs, fractions=fractions)
-            entry["verdict"] = _speed_verdict(runs, entry["table"], fractions[-1], problem).to_dict()
+            entry["verdict"] = _speed_verdict(
+                runs, entry["table"], fractions[-1], problem.fingerprint()
+            ).to_dict()
             save()
     finally:
         bar.close()
@@ -786,30 +806,194 @@ def speed_experiment(
     return data
 
 
+#: The float fields of a saved run (JSON numbers, or "inf", "-inf", "nan" as :func:`jsonable` writes them).
+_RUN_FLOATS = (
+    "start_value",
+    "final_value",
+    "optimum",
+    "optimum_rel_gap",
+    "final_progress",
+    "final_delta_norm",
+    "final_adapter_norm",
+    "offset_norm",
+    "seconds",
+)
+
+
+def _json_float(value: Any) -> float:
+    """A float field of a saved run as a float (``"inf"`` etc. are how JSON holds non-finite ones)."""
+    return float(value)
+
+
 def _run_from_dict(d: Mapping[str, Any]) -> SpeedRun:
+    """The :class:`SpeedRun` of a saved run (checked by :func:`_check_speed_run` when read from a file)."""
     fields = dict(d)
     for k in ("optimum_ranks", "final_ranks"):
-        fields[k] = tuple(fields[k])
-    fields["curve"] = tuple(tuple(x) for x in fields["curve"])
-    for k in ("final_value", "final_delta_norm", "final_adapter_norm", "final_progress"):
-        if isinstance(fields[k], str):  # "inf"/"-inf" in JSON
-            fields[k] = float(fields[k])
+        fields[k] = tuple(int(v) for v in fields[k])
+    fields["curve"] = tuple((int(t), _json_float(p)) for t, p in fields["curve"])
+    for k in _RUN_FLOATS:
+        fields[k] = _json_float(fields[k])
+    fields["lr"] = float(fields["lr"])
     return SpeedRun(**fields)
 
 
+def _need(ok: bool, where: str, expected: str, value: Any) -> None:
+    if not ok:
+        raise UserInputError(f"{where}: expected {expected}, got {shown(value)}")
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _json_number(value: Any) -> bool:
+    """A finite number, or a non-finite float as :func:`jsonable` writes it ("inf", "-inf", "nan")."""
+    return finite_number(value) or (isinstance(value, str) and value in ("inf", "-inf", "nan"))
+
+
+def _check_speed_run(
+    run: Any,
+    where: str,
+    *,
+    inits: Sequence[str],
+    seeds: Sequence[int],
+    lrs: Sequence[float],
+    steps: int,
+    fractions: Sequence[float],
+) -> None:
+    """Every field of one saved run: what :func:`_run_from_dict`, the table and the verdict read."""
+    _need(isinstance(run, Mapping), where, "a JSON object (a run)", run)
+    fields = {f.name for f in dataclasses.fields(SpeedRun)}
+    optional = {"same_as_seed", "init_sha256"}
+    for k in sorted(fields - optional):
+        if k not in run:
+            raise UserInputError(f"{where}: missing {k!r}")
+    extra = sorted(str(k) for k in run if k not in fields)
+    _need(not extra, where, f"only the fields of a run ({', '.join(sorted(fields))})", extra)
+    init = run["init"]
+    _need(isinstance(init, str) and init in inits, f"{where} 'init'", f"one of {list(inits)}", init)
+    seed = run["seed"]
+    _need(_is_int(seed) and seed in seeds, f"{where} 'seed'", f"one of the seeds {list(seeds)}", seed)
+    lr = run["lr"]
+    grid = {float(x) for x in lrs}
+    ok = finite_number(lr) and float(lr) in grid
+    _need(ok, f"{where} 'lr'", f"one of the learning rates {sorted(grid)}", lr)
+    _need(_is_int(run["steps"]) and run["steps"] == steps, f"{where} 'steps'", f"{steps}", run["steps"])
+    st = run["steps_to"]
+    keys = [_key(q) for q in fractions]
+    _need(
+        isinstance(st, Mapping) and sorted(st) == sorted(keys),
+        f"{where} 'steps_to'",
+        f"a JSON object with the keys {keys}",
+        st,
+    )
+    for k in keys:
+        v = st[k]
+        ok = v is None or (_is_int(v) and 0 <= v <= steps)
+        _need(ok, f"{where} 'steps_to' {k!r}", f"null or an int in [0, {steps}]", v)
+    for k in _RUN_FLOATS:
+        _need(_json_number(run[k]), f"{where} {k!r}", "a number", run[k])
+    for k in ("optimum_ranks", "final_ranks"):
+        v = run[k]
+        ok = isinstance(v, list) and all(_is_int(x) and 0 <= x <= 1 << 31 for x in v)
+        _need(ok, f"{where} {k!r}", "a list of ints >= 0", v)
+    _need(isinstance(run["diverged"], bool), f"{where} 'diverged'", "a bool", run["diverged"])
+    curve = run["curve"]
+    _need(isinstance(curve, list), f"{where} 'curve'", "a list of [step, progress] pairs", curve)
+    for i, pt in enumerate(curve):
+        ok = (
+            isinstance(pt, list)
+            and len(pt) == 2
+            and _is_int(pt[0])
+            and 0 <= pt[0] <= steps
+            and _json_number(pt[1])
+        )
+        _need(ok, f"{where} 'curve'[{i}]", f"a [step, progress] pair (step an int in [0, {steps}])", pt)
+    same = run.get("same_as_seed")
+    ok = same is None or (_is_int(same) and same in seeds)
+    _need(ok, f"{where} 'same_as_seed'", "null or one of the seeds", same)
+    sha = run.get("init_sha256")
+    _need(sha is None or isinstance(sha, str), f"{where} 'init_sha256'", "null or a str", sha)
+
+
+def _check_speed_data(
+    data: Mapping[str, Any],
+    where: str,
+    problems: Sequence[str],
+    *,
+    inits: Sequence[str],
+    seeds: Sequence[int],
+    lrs: Sequence[float],
+    steps: int,
+    fractions: Sequence[float],
+) -> None:
+    """Refuse a ``speed.json`` whose fields are not what :func:`speed_experiment` writes.
+
+    A saved file handed back in is input (it may be forged or damaged): every field that the resume
+    reads is checked before any of it is used.  Tables and verdicts are not checked: they are never
+    read back, but recomputed from the runs.
+    """
+    probs: Any = data.get("problems")
+    _need(isinstance(probs, Mapping), f"{where}: 'problems'", "a JSON object", probs)
+    for pname, entry in probs.items():
+        at = f"{where}: 'problems' {shown(pname)}"
+        _need(pname in problems, f"{where}: 'problems'", f"only the problems {list(problems)}", pname)
+        _need(isinstance(entry, Mapping), at, "a JSON object", entry)
+        runs = entry.get("runs")
+        _need(isinstance(runs, list), f"{at} 'runs'", "a list of runs", runs)
+        seen: set[tuple[str, int, float]] = set()
+        for i, run in enumerate(runs):
+            _check_speed_run(
+                run,
+                f"{at} 'runs'[{i}]",
+                inits=inits,
+                seeds=seeds,
+                lrs=lrs,
+                steps=steps,
+                fractions=fractions,
+            )
+            key = (run["init"], run["seed"], float(run["lr"]))
+            _need(key not in seen, f"{at} 'runs'[{i}]", "one run per (init, seed, lr)", list(key))
+            seen.add(key)
+        if "problem" in entry:
+            _check_fingerprint(entry["problem"], f"{at} 'problem'")
+    sec = data.get("seconds", 0.0)
+    _need(finite_number(sec) and sec >= 0, f"{where}: 'seconds'", "a finite number >= 0", sec)
+
+
+def _check_fingerprint(fp: Any, where: str) -> None:
+    """A stored problem fingerprint (:meth:`Problem.fingerprint`): the fields the report prints."""
+    _need(isinstance(fp, Mapping), where, "a JSON object (a problem fingerprint)", fp)
+    for k in ("name", "loss", "sha256"):
+        _need(isinstance(fp.get(k), str), f"{where} {k!r}", "a str", fp.get(k))
+    for k in ("N", "K"):
+        _need(_is_int(fp.get(k)) and fp[k] >= 1, f"{where} {k!r}", "a positive int", fp.get(k))
+    blocks = fp.get("blocks")
+    ok = isinstance(blocks, list) and all(
+        isinstance(b, list) and len(b) == 2 and all(_is_int(x) and x >= 1 for x in b) for b in blocks
+    )
+    _need(ok, f"{where} 'blocks'", "a list of [m, n] pairs of positive ints", blocks)
+    lam = fp.get("lam")
+    ok = isinstance(lam, list) and all(finite_number(x) for x in lam)
+    _need(ok, f"{where} 'lam'", "a list of finite numbers", lam)
+
+
 def _speed_verdict(
-    runs: Sequence[SpeedRun], table: Mapping[str, Any], fraction: float, problem: Problem
+    runs: Sequence[SpeedRun], table: Mapping[str, Any], fraction: float, fingerprint: Mapping[str, Any]
 ) -> Verdict:
-    """The WYL-speed verdict (loraga vs vanilla) of finished runs, by the rule of :func:`check_wyl_speed`."""
+    """The WYL-speed verdict (loraga vs vanilla) of finished runs, by the rule of :func:`check_wyl_speed`.
+
+    ``fingerprint`` is the problem's (:meth:`~landscapes.problem.Problem.fingerprint`).
+    """
     if "loraga" not in table or "vanilla" not in table:
         return Verdict(
-            "WYL-speed", "inconclusive", problem.fingerprint(), {}, "needs both loraga and vanilla runs"
+            "WYL-speed", "inconclusive", dict(fingerprint), {}, "needs both loraga and vanilla runs"
         )
     status, reason, numbers = _judge(runs, table, fraction, "loraga", "vanilla", PAPER_FACTOR)
     return Verdict(
         "WYL-speed",
         status,  # type: ignore[arg-type]
-        problem.fingerprint(),
+        dict(fingerprint),
         numbers,
         reason,
         {},
