@@ -19,6 +19,7 @@ import errno
 import json
 import math
 import os
+import re
 import signal
 import sys
 import textwrap
@@ -520,7 +521,8 @@ def _parse_kn(items: Sequence[str]) -> list[tuple[int, int]]:
     out = []
     for it in items:
         parts = it.lower().split("x")
-        if len(parts) != 2 or not all(p.isdigit() and int(p) > 0 for p in parts):
+        # isascii: str.isdigit() also accepts digits int() refuses (the superscript '²')
+        if len(parts) != 2 or not all(p.isascii() and p.isdigit() and 0 < int(p) for p in parts):
             raise _BadInput(f"--kn: expected pairs written KxN with positive ints (e.g. 2x16), got {it!r}")
         out.append((int(parts[0]), int(parts[1])))
     return out
@@ -750,7 +752,7 @@ def _kkr_recertify(args: argparse.Namespace, out: Path) -> int:
     runs = []
     for spec in args.recertify:
         init, _, seed = spec.partition(":")
-        if not seed.isdigit():
+        if not (seed.isascii() and seed.isdigit()):
             raise _BadInput(f"--recertify: expected INIT:SEED (e.g. zero:0), got {spec!r}")
         runs.append((init, int(seed)))
     if args.dense_max < 0:
@@ -880,6 +882,14 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
     if out.exists() and not out.is_dir():
         raise _BadInput(f"--out: expected a directory, got an existing file {str(out)!r}")
     store = Path(args.store) if args.store else out / f"{cfg.name}.sqlite"
+    config = Path(args.config)
+    if config.parent.resolve() == store.parent.resolve() and re.fullmatch(
+        rf"{re.escape(store.stem)}-phase(-\d+)?\.json", config.name
+    ):  # a phase sweep writes STORE-phase.json beside the store
+        raise _BadInput(
+            f"--store: a phase sweep writes {store.stem}-phase.json beside {str(store)!r}, which is the "
+            f"config {args.config!r} itself; choose another --store or config name"
+        )
     try:
         summary = run_sweep(
             cfg,
@@ -917,6 +927,11 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
                 data = phase_data_from_store(st, select=sel if len(diagrams) > 1 else None)
                 suffix = "" if len(diagrams) == 1 else f"-{i + 1}"
                 path = store.with_name(f"{store.stem}-phase{suffix}.json")
+                if path.exists() and os.path.samefile(path, args.config):
+                    raise _BadInput(
+                        f"--store: the phase data would be written to {str(path)!r}, the config itself; "
+                        "choose another --store name"
+                    )
                 atomic_write_text(path, json.dumps(data, indent=1, allow_nan=False) + "\n")
                 shown = ", ".join(f"{k} {v}" for k, v in sel.items())
                 print(f"\nphase diagram ({shown}):\n{phase_table(data)}\nData: {path}")
@@ -993,6 +1008,17 @@ def _cmd_audit(args: argparse.Namespace) -> int:
     if args.claims:
         claims = [] if [c.lower() for c in args.claims] == ["none"] else list(args.claims)
     replay = None
+    if (
+        save_dir is not None
+        and "claim" in extras
+        and save_dir.is_dir()
+        and os.path.samefile(save_dir, path.parent)
+    ):
+        # a replayed counterexample found again is saved under its own name: it would replace FILE
+        raise _BadInput(
+            f"--save-dir: expected a directory other than the one holding FILE (a saved counterexample, "
+            f"which the replay would write over), got {args.save_dir!r}"
+        )
     try:
         replay = replay_options(extras) if claims is None and ranks is None else None
         point = None

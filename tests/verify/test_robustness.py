@@ -865,3 +865,44 @@ def test_a_gap_negative_beyond_the_tolerance_certifies_nothing(tmp_path, capsys)
     v = check_jlr_rank_nuc(P)
     assert v.certificate["rel_gap"] < -1e-3 and "not within" in v.reason
     assert v.status == "inconclusive", (v.status, v.reason)
+
+
+# ---- outputs never replace inputs (class 4), continued ----------------------------------------------
+
+
+def test_a_replay_never_saves_over_its_own_counterexample(tmp_path, capsys):
+    # a replayed counterexample found again is saved as {claim}-{sha}-{tag}.npz: FILE's own name
+    path = tmp_path / "cx.npz"
+    save_problem(_P(), path, extra={"claim": np.array("JLR-rank-NUC"), "options_json": np.array("{}")})
+    before = path.read_bytes()
+    assert main(["audit", str(path), "--save-dir", str(tmp_path), "--no-progress"]) == 3
+    assert "--save-dir: expected a directory other than the one holding FILE" in capsys.readouterr().err
+    assert path.read_bytes() == before
+    assert main(["audit", str(path), "--save-dir", str(tmp_path / "new"), "--no-progress"]) == 0
+
+
+def test_a_sweep_never_writes_its_phase_data_over_its_config(tmp_path, capsys):
+    cfg = tmp_path / "s-phase.json"  # TOML under the name the phase data of store s.sqlite takes
+    cfg.write_text(
+        "[sweep]\ntask = 'phase'\n[params]\nsize = 4\n[grid]\nproblem = [{K = 1, N = 3}]\nr = [1]\n"
+    )
+    before = cfg.read_bytes()
+    argv = ["sweep", str(cfg), "--store", str(tmp_path / "s.sqlite"), "--no-progress"]
+    assert main(argv) == 3
+    assert "which is the config" in capsys.readouterr().err
+    assert cfg.read_bytes() == before and not (tmp_path / "s.sqlite").exists()
+
+
+@pytest.mark.parametrize(
+    "argv, match",
+    [
+        (["phase", "--kn", "1x\u00b2"], "--kn: expected pairs written KxN"),
+        (["kkr", "--recertify", "zero:\u00b2"], "--recertify: expected INIT:SEED"),
+    ],
+    ids=["kn-superscript", "recertify-superscript"],
+)
+def test_digits_int_cannot_read_are_exit_3(tmp_path, capsys, argv, match):
+    # str.isdigit() accepts the superscript 2, int() does not (ValueError, exit 4)
+    assert main([*argv, "--out", str(tmp_path / "o")]) == 3
+    err = capsys.readouterr().err
+    assert match in err and "internal error" not in err
