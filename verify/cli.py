@@ -1392,11 +1392,13 @@ def _main(argv: Sequence[str] | None) -> int:
         )
         return EXIT_INTERNAL
     except KeyboardInterrupt as exc:
-        print(
-            f"loracheck: {_stopped(exc)}; results finished so far are in the report or --json file "
-            "(re-run the same command to resume)",
-            file=sys.stderr,
-        )
+        if args.command in ("run", "kkr", "speed") or (args.command == "audit" and args.json):
+            kept = "results finished so far are kept (re-run the same command to resume)"
+        elif args.command == "audit":
+            kept = "nothing was saved (with --json FILE an audit keeps its finished verdicts)"
+        else:  # phase, experiment, figures do not resume
+            kept = f"'loracheck {args.command}' does not resume: re-running it starts over"
+        print(f"loracheck: {_stopped(exc)}; {kept}", file=sys.stderr)
         return exit_code(exc)
     except Exception as exc:  # a numerical failure inside a checker: not the user's input
         print(

@@ -633,7 +633,7 @@ def test_stop_signal_keeps_finished_verdicts_and_resume_completes(sig, tmp_path)
         if proc.poll() is None:
             proc.kill()
     assert proc.returncode == 128 + getattr(signal, sig), err
-    assert f"stopped by {sig}" in err
+    assert f"stopped by {sig}" in err and "results finished so far are kept" in err
     saved = json.loads(out.read_text())
     assert saved["complete"] is False and saved["verdicts"]
     done = len(saved["verdicts"])
