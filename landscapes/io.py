@@ -79,6 +79,7 @@ __all__ = [
     "checksum",
     "read_arrays",
     "loads_json",
+    "json_depth",
     "memory_budget",
     "MAX_BYTES",
     "MAX_BYTES_ENV",
@@ -519,7 +520,7 @@ def memory_budget(max_bytes: int | None = None) -> int:
     return int(env)
 
 
-def _json_depth(obj: Any) -> int:
+def json_depth(obj: Any) -> int:
     """Nesting depth of parsed JSON (1 for a scalar), without recursion."""
     depth, stack = 0, [(obj, 1)]
     while stack:
@@ -565,7 +566,7 @@ def loads_json(
         ) from None
     except (ValueError, UnicodeDecodeError) as exc:  # JSONDecodeError is a ValueError
         raise UserInputError(f"{what}: expected {expected}, got invalid JSON ({exc})") from None
-    depth = _json_depth(obj)
+    depth = json_depth(obj)
     if depth > max_depth:
         raise UserInputError(f"{what}: expected JSON nested at most {max_depth} deep, got depth {depth}")
     return obj

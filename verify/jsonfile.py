@@ -16,6 +16,7 @@ import stat
 from pathlib import Path
 from typing import Any
 
+from landscapes.io import json_depth
 from theory.errors import UserInputError
 
 __all__ = ["read_json", "read_regular_file", "json_depth", "MAX_JSON_BYTES", "MAX_JSON_DEPTH"]
@@ -66,19 +67,6 @@ def read_regular_file(
             f"{what}: expected a {noun} of at most {max_bytes} bytes, got {str(p)!r} of more"
         )
     return raw
-
-
-def json_depth(obj: Any) -> int:
-    """Nesting depth of parsed JSON data (1 for a scalar), computed without recursion."""
-    depth, stack = 0, [(obj, 1)]
-    while stack:
-        value, d = stack.pop()
-        depth = max(depth, d)
-        if isinstance(value, dict):
-            stack.extend((x, d + 1) for x in value.values())
-        elif isinstance(value, list):
-            stack.extend((x, d + 1) for x in value)
-    return depth
 
 
 def read_json(
