@@ -906,3 +906,18 @@ def test_digits_int_cannot_read_are_exit_3(tmp_path, capsys, argv, match):
     assert main([*argv, "--out", str(tmp_path / "o")]) == 3
     err = capsys.readouterr().err
     assert match in err and "internal error" not in err
+
+
+def test_a_phase_reference_with_a_dual_above_its_primal_classifies_nothing(tmp_path, capsys):
+    # cross-entropy, lam = 1e-300: every run was labelled "global" against a dual bound 2.3x the primal
+    from verify.phase import phase_reference
+
+    G = gaussian_problem(K=2, N=6, blocks=[(4, 4)], lam=0.05, loss="cross_entropy", seed=0)
+    P = Problem(G.J.matrix, G.f0, G.y, loss="cross_entropy", blocks=G.blocks, lam=1e-300)
+    with pytest.raises(ArithmeticError, match="dual bound above its primal value"):
+        phase_reference(P)
+    argv = ["phase", "--kn", "2x6", "--size", "4", "--ranks", "1", "--runs", "1", "--loss", "cross_entropy"]
+    rc = main([*argv, "--lam", "1e-300", "--out", str(tmp_path), "--no-progress"])
+    err = capsys.readouterr().err
+    # found after the input was accepted: a numerical failure (exit 4) that says what to change
+    assert rc == 4 and "dual bound above its primal value" in err and "choose a larger lam" in err, (rc, err)
