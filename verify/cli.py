@@ -754,6 +754,8 @@ def _kkr_recertify(args: argparse.Namespace, out: Path) -> int:
         init, _, seed = spec.partition(":")
         if not (seed.isascii() and seed.isdigit()):
             raise _BadInput(f"--recertify: expected INIT:SEED (e.g. zero:0), got {spec!r}")
+        if (init, int(seed)) in runs:
+            raise _BadInput(f"--recertify: expected distinct INIT:SEED runs, got {spec!r} twice")
         runs.append((init, int(seed)))
     if args.dense_max < 0:
         raise _BadInput(f"--dense-max: expected an int >= 0, got {args.dense_max}")
@@ -976,6 +978,8 @@ def _cmd_audit(args: argparse.Namespace) -> int:
         raise _BadInput(f"FILE: expected an existing problem file, got {args.file!r}")
     ranks = _rank_assignments(args.ranks) if args.ranks else None
     scale = None
+    if args.scale is not None and not args.point:
+        raise _BadInput("--scale: applies to a --point (B, A factors or a PEFT adapter), and none was given")
     if args.scale is not None:
         try:
             scale = float(args.scale)

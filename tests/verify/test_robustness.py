@@ -921,3 +921,20 @@ def test_a_phase_reference_with_a_dual_above_its_primal_classifies_nothing(tmp_p
     err = capsys.readouterr().err
     # found after the input was accepted: a numerical failure (exit 4) that says what to change
     assert rc == 4 and "dual bound above its primal value" in err and "choose a larger lam" in err, (rc, err)
+
+
+@pytest.mark.parametrize(
+    "argv, match",
+    [
+        (
+            ["kkr", "--recertify", "zero:0", "zero:0", "--out", "{d}"],
+            "--recertify: expected distinct INIT:SEED",
+        ),
+        (["audit", "{d}/p.npz", "--scale", "2", "--no-progress"], "--scale: applies to a --point"),
+    ],
+    ids=["recertify-twice", "scale-without-point"],
+)
+def test_arguments_that_would_be_ignored_or_doubled_are_exit_3(tmp_path, capsys, argv, match):
+    save_problem(_P(), tmp_path / "p.npz")
+    assert main([a.format(d=tmp_path) for a in argv]) == 3
+    assert match in capsys.readouterr().err
