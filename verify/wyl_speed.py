@@ -688,11 +688,7 @@ def speed_experiment(
             old,
             f"out: {str(path)!r}",
             problems,
-            inits=inits,
-            seeds=seeds,
-            lrs=lrs,
-            steps=steps,
-            fractions=fractions,
+            _SpeedGrid(tuple(inits), tuple(seeds), tuple(lrs), steps, tuple(fractions)),
         )
         data = old
         data["complete"] = False
@@ -851,16 +847,18 @@ def _json_number(value: Any) -> bool:
     return finite_number(value) or (isinstance(value, str) and value in ("inf", "-inf", "nan"))
 
 
-def _check_speed_run(
-    run: Any,
-    where: str,
-    *,
-    inits: Sequence[str],
-    seeds: Sequence[int],
-    lrs: Sequence[float],
-    steps: int,
-    fractions: Sequence[float],
-) -> None:
+@dataclass(frozen=True)
+class _SpeedGrid:
+    """The runs a ``speed.json`` may hold: the command's inits, seeds, rates, steps and fractions."""
+
+    inits: tuple[str, ...]
+    seeds: tuple[int, ...]
+    lrs: tuple[float, ...]
+    steps: int
+    fractions: tuple[float, ...]
+
+
+def _check_speed_run(run: Any, where: str, grid: _SpeedGrid) -> None:
     """Every field of one saved run: what :func:`_run_from_dict`, the table and the verdict read."""
     _need(isinstance(run, Mapping), where, "a JSON object (a run)", run)
     fields = {f.name for f in dataclasses.fields(SpeedRun)}
@@ -871,16 +869,23 @@ def _check_speed_run(
     extra = sorted(str(k) for k in run if k not in fields)
     _need(not extra, where, f"only the fields of a run ({', '.join(sorted(fields))})", extra)
     init = run["init"]
-    _need(isinstance(init, str) and init in inits, f"{where} 'init'", f"one of {list(inits)}", init)
+    _need(isinstance(init, str) and init in grid.inits, f"{where} 'init'", f"one of {list(grid.inits)}", init)
     seed = run["seed"]
-    _need(_is_int(seed) and seed in seeds, f"{where} 'seed'", f"one of the seeds {list(seeds)}", seed)
+    _need(
+        _is_int(seed) and seed in grid.seeds, f"{where} 'seed'", f"one of the seeds {list(grid.seeds)}", seed
+    )
     lr = run["lr"]
-    grid = {float(x) for x in lrs}
-    ok = finite_number(lr) and float(lr) in grid
-    _need(ok, f"{where} 'lr'", f"one of the learning rates {sorted(grid)}", lr)
-    _need(_is_int(run["steps"]) and run["steps"] == steps, f"{where} 'steps'", f"{steps}", run["steps"])
+    rates = {float(x) for x in grid.lrs}
+    ok = finite_number(lr) and float(lr) in rates
+    _need(ok, f"{where} 'lr'", f"one of the learning rates {sorted(rates)}", lr)
+    _need(
+        _is_int(run["steps"]) and run["steps"] == grid.steps,
+        f"{where} 'steps'",
+        f"{grid.steps}",
+        run["steps"],
+    )
     st = run["steps_to"]
-    keys = [_key(q) for q in fractions]
+    keys = [_key(q) for q in grid.fractions]
     _need(
         isinstance(st, Mapping) and sorted(st) == sorted(keys),
         f"{where} 'steps_to'",
@@ -889,8 +894,8 @@ def _check_speed_run(
     )
     for k in keys:
         v = st[k]
-        ok = v is None or (_is_int(v) and 0 <= v <= steps)
-        _need(ok, f"{where} 'steps_to' {k!r}", f"null or an int in [0, {steps}]", v)
+        ok = v is None or (_is_int(v) and 0 <= v <= grid.steps)
+        _need(ok, f"{where} 'steps_to' {k!r}", f"null or an int in [0, {grid.steps}]", v)
     for k in _RUN_FLOATS:
         _need(_json_number(run[k]), f"{where} {k!r}", "a number", run[k])
     for k in ("optimum_ranks", "final_ranks"):
@@ -905,12 +910,12 @@ def _check_speed_run(
             isinstance(pt, list)
             and len(pt) == 2
             and _is_int(pt[0])
-            and 0 <= pt[0] <= steps
+            and 0 <= pt[0] <= grid.steps
             and _json_number(pt[1])
         )
-        _need(ok, f"{where} 'curve'[{i}]", f"a [step, progress] pair (step an int in [0, {steps}])", pt)
+        _need(ok, f"{where} 'curve'[{i}]", f"a [step, progress] pair (step an int in [0, {grid.steps}])", pt)
     same = run.get("same_as_seed")
-    ok = same is None or (_is_int(same) and same in seeds)
+    ok = same is None or (_is_int(same) and same in grid.seeds)
     _need(ok, f"{where} 'same_as_seed'", "null or one of the seeds", same)
     sha = run.get("init_sha256")
     _need(sha is None or isinstance(sha, str), f"{where} 'init_sha256'", "null or a str", sha)
@@ -920,12 +925,7 @@ def _check_speed_data(
     data: Mapping[str, Any],
     where: str,
     problems: Sequence[str],
-    *,
-    inits: Sequence[str],
-    seeds: Sequence[int],
-    lrs: Sequence[float],
-    steps: int,
-    fractions: Sequence[float],
+    grid: _SpeedGrid,
 ) -> None:
     """Refuse a ``speed.json`` whose fields are not what :func:`speed_experiment` writes.
 
@@ -946,11 +946,7 @@ def _check_speed_data(
             _check_speed_run(
                 run,
                 f"{at} 'runs'[{i}]",
-                inits=inits,
-                seeds=seeds,
-                lrs=lrs,
-                steps=steps,
-                fractions=fractions,
+                grid,
             )
             key = (run["init"], run["seed"], float(run["lr"]))
             _need(key not in seen, f"{at} 'runs'[{i}]", "one run per (init, seed, lr)", list(key))

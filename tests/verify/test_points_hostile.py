@@ -19,7 +19,6 @@ import struct
 import subprocess
 import sys
 import textwrap
-import threading
 import warnings
 import zipfile
 from pathlib import Path
@@ -34,6 +33,7 @@ from torch import nn
 
 from landscapes import gaussian_problem
 from landscapes.io import save_problem
+from tests.fifo import read_without_blocking
 from theory.errors import InputTypeError, UserInputError
 from verify import points as vp
 from verify.cli import main
@@ -354,22 +354,8 @@ def test_adapter_config_fifo_never_blocks(tmp_path, P):
     (d / "adapter_config.json").unlink()
     fifo = d / "adapter_config.json"
     os.mkfifo(fifo)
-    result: list[object] = []
-
-    def read() -> None:
-        try:
-            result.append(vp._read_config(fifo, "in test"))
-        except Exception as exc:  # handed to the test's thread
-            result.append(exc)
-
-    t = threading.Thread(target=read, daemon=True)
-    t.start()
-    t.join(30)
-    if t.is_alive():  # the old code waits for a writer: release it, then fail
-        os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))
-        t.join(30)
-        pytest.fail("reading adapter_config.json blocked on a FIFO")
-    assert isinstance(result[0], UserInputError) and "not a regular file" in str(result[0]), result
+    got = read_without_blocking(fifo, lambda: vp._read_config(fifo, "in test"), "reading adapter_config.json")
+    assert isinstance(got, UserInputError) and "not a regular file" in str(got), got
 
 
 def test_surrogate_pattern_key_is_exit_3(tmp_path, P, capsys):

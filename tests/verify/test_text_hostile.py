@@ -19,7 +19,6 @@ import json
 import os
 import subprocess
 import sys
-import threading
 import unicodedata
 from pathlib import Path
 
@@ -28,6 +27,7 @@ import pytest
 
 from landscapes import gaussian_problem
 from landscapes.io import save_problem
+from tests.fifo import read_without_blocking
 from theory.errors import UserInputError
 from verify.cli import main
 from verify.jsonfile import MAX_JSON_DEPTH, json_depth, read_json
@@ -170,13 +170,19 @@ def test_surrogate_and_non_ascii_names_on_strict_stdouts(P, tmp_path):
         assert shown.encode() in r.stdout, (encoding, r.stdout)
 
 
-def test_resumed_audit_reason_with_a_surrogate(P, tmp_path, capsys):
+def _interrupted_audit(P, tmp_path: Path, capsys) -> tuple[str, Path, dict]:
+    """A problem file, its audit --json file and that file's data marked interrupted (to forge)."""
     prob = str(save_problem(P, tmp_path / "p.npz"))
     out = tmp_path / "a.json"
     assert main(["audit", prob, "--claims", "JLR-magnitude", "--no-progress", "--json", str(out)]) == 0
     capsys.readouterr()
     data = json.loads(out.read_text())
     data["complete"] = False
+    return prob, out, data
+
+
+def test_resumed_audit_reason_with_a_surrogate(P, tmp_path, capsys):
+    prob, out, data = _interrupted_audit(P, tmp_path, capsys)
     data["verdicts"][0]["reason"] = "\ud800\u2028 forged"
     out.write_text(json.dumps(data))  # ensure_ascii: the surrogate as a "\ud800" escape
     rc = main(["audit", prob, "--claims", "JLR-magnitude", "--no-progress", "--json", str(out)])
@@ -218,23 +224,9 @@ def test_read_json_refuses_directories(tmp_path):
 def test_read_json_never_blocks_on_a_fifo(tmp_path):
     fifo = tmp_path / "report.json"
     os.mkfifo(fifo)
-    result: list[object] = []
-
-    def read() -> None:
-        try:
-            result.append(read_json(fifo, what="--out"))
-        except Exception as exc:  # handed to the test's thread
-            result.append(exc)
-
-    t = threading.Thread(target=read, daemon=True)
-    t.start()
-    t.join(30)
-    if t.is_alive():  # the old code waits for a writer: release it, then fail
-        os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))
-        t.join(30)
-        pytest.fail("read_json blocked on a FIFO")
-    assert isinstance(result[0], UserInputError), result
-    assert "not a regular file" in str(result[0])
+    got = read_without_blocking(fifo, lambda: read_json(fifo, what="--out"), "read_json")
+    assert isinstance(got, UserInputError), got
+    assert "not a regular file" in str(got)
 
 
 @pytest.mark.parametrize("depth", [MAX_JSON_DEPTH + 1, 300, 600])
@@ -264,12 +256,7 @@ def test_depth_cap_leaves_margin_over_the_package_files():
 
 def test_deep_certificate_in_a_resumed_audit_is_exit_3(P, tmp_path, capsys):
     # was RecursionError (exit 4) when the resumed verdict was re-serialised
-    prob = str(save_problem(P, tmp_path / "p.npz"))
-    out = tmp_path / "a.json"
-    assert main(["audit", prob, "--claims", "JLR-magnitude", "--no-progress", "--json", str(out)]) == 0
-    capsys.readouterr()
-    data = json.loads(out.read_text())
-    data["complete"] = False
+    prob, out, data = _interrupted_audit(P, tmp_path, capsys)
     deep: object = 1.0
     for _ in range(500):
         deep = [deep]
