@@ -9,11 +9,11 @@ by the seeded stratified split. For each N and dtype, in one run:
   pass plus ``K`` backward passes through the adapted layer.
 * ``floor_padded`` -- the same forward pass, batches of 32 padded to the longest sentence (what
   a padded pipeline pays).
-* ``ours`` -- :class:`landscapes.transformer.LinearizedEncoder` (tokenize, bucket, cache the
-  hidden state entering layer 5) plus :meth:`~landscapes.transformer.LinearizedEncoder.jacobian`
+* ``ours`` -- :class:`landscapes.transformer.encoder.LinearizedEncoder` (tokenize, bucket, cache the
+  hidden state entering layer 5) plus :meth:`~landscapes.transformer.encoder.LinearizedEncoder.jacobian`
   (probe gradients, ``K`` backward passes per bucket, batched outer products).
 * ``loop`` -- a plain per-example autograd loop over the whole model
-  (:meth:`~landscapes.transformer.LinearizedEncoder.reference_jacobian`: each sentence alone, no
+  (:meth:`~landscapes.transformer.encoder.LinearizedEncoder.reference_jacobian`: each sentence alone, no
   padding, ``K`` backward passes); the time of building the encoder is not counted for it.
 * ``vmap_padded`` -- the padded ``vmap(jacrev)`` recipe: a padded forward pass that keeps the
   hidden states, then ``vmap(jacrev)`` of the last layer per example on the padded states.
@@ -55,8 +55,8 @@ def _rss_mb() -> float:
 
 
 def _setup(N: int, dtype: torch.dtype, seed: int) -> tuple[Any, Any, list[str]]:
-    from landscapes.data import load_reviews, train_test_split
-    from landscapes.transformer import load_encoder
+    from landscapes.transformer.data import load_reviews, train_test_split
+    from landscapes.transformer.encoder import load_encoder
 
     net, tok = load_encoder(dtype=dtype)
     train, _ = train_test_split(load_reviews(), n_train=N, seed=seed)
@@ -86,7 +86,7 @@ def _floor(net: Any, tok: Any, texts: list[str], bucket: int, padded: bool) -> f
 
 
 def _ours(net: Any, tok: Any, texts: list[str], dtype: torch.dtype, bucket: int) -> tuple[float, Any, Any]:
-    from landscapes.transformer import LinearizedEncoder
+    from landscapes.transformer.encoder import LinearizedEncoder
 
     t0 = time.perf_counter()
     lin = LinearizedEncoder(net, tok, texts, dtype=dtype, bucket_size=bucket)
@@ -174,14 +174,14 @@ def worker(
     if "floor_padded" in methods:
         rec["floor_padded_seconds"] = _floor(net, tok, texts, bucket, True)
     if "loop" in methods:
-        from landscapes.transformer import LinearizedEncoder
+        from landscapes.transformer.encoder import LinearizedEncoder
 
         lin2 = LinearizedEncoder(net, tok, texts, dtype=dtype, bucket_size=bucket)
         t0 = time.perf_counter()
         lin2.reference_jacobian()
         rec["loop_seconds"] = time.perf_counter() - t0
     if "vmap_padded" in methods:
-        from landscapes.transformer import LinearizedEncoder
+        from landscapes.transformer.encoder import LinearizedEncoder
 
         lin3 = LinearizedEncoder(net, tok, texts[:2], dtype=dtype)
         t, Jv = _vmap_padded(net, tok, texts, lin3.head_matrix, dtype, bucket)

@@ -79,10 +79,10 @@ def _svds(G: Any, k: int, **kw: Any) -> list[Any]:
 
 
 def run(n: int, ranks: list[int], repeats: int, dtype: torch.dtype, seed: int) -> dict[str, Any]:
-    from landscapes.data import load_reviews, train_test_split
     from landscapes.inits import full_gradient, init_lora
     from landscapes.lora import lora_value_and_grad
-    from landscapes.transformer import LinearizedEncoder, load_encoder
+    from landscapes.transformer.data import load_reviews, train_test_split
+    from landscapes.transformer.encoder import LinearizedEncoder, load_encoder
 
     net, tok = load_encoder(None, dtype=dtype)
     train, _ = train_test_split(load_reviews(), n_train=n, seed=seed)

@@ -2,7 +2,7 @@ r"""Benchmark: sweep throughput, serial vs local process pool vs local Dask clus
 
 The phase-diagram sweep of ``examples/sweep-phase.toml`` (KN = 3..28, r = 1..8, m = n = 12,
 four inits) with ``--replicates`` runs per (problem, r, init), each run through
-:func:`verify.sweep.run_sweep` into its own fresh result store: ``serial``, ``process:W`` and
+:func:`verify.sweep.runner.run_sweep` into its own fresh result store: ``serial``, ``process:W`` and
 ``dask:W`` (``W = --workers``, default: the cores).  Every run executes the
 same task list; the stored results are compared byte for byte.
 
@@ -82,8 +82,8 @@ PAIRS = (("process", "serial"), ("dask", "process"), ("dask", "dask-0.25s"), ("d
 @contextlib.contextmanager
 def _chunk_target(name: str) -> Iterator[None]:
     """For the executor ``dask-0.25s``: Dask with the default chunk target, 0.25 s (not 1 s)."""
-    from verify.executors import DaskExecutor
-    from verify.sweep import CHUNK_SECONDS
+    from verify.sweep.config import CHUNK_SECONDS
+    from verify.sweep.executors import DaskExecutor
 
     before = DaskExecutor.chunk_seconds
     if name == "dask-0.25s":
@@ -214,8 +214,8 @@ def main() -> int:
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # as the loracheck command does
 
     from landscapes.io import atomic_write
-    from verify.executors import default_workers
-    from verify.sweep import expand, load_config, parse_config
+    from verify.sweep.config import expand, load_config, parse_config
+    from verify.sweep.executors import default_workers
 
     replicates = 1 if args.quick else args.replicates
     workers = args.workers or default_workers()
@@ -241,7 +241,7 @@ def main() -> int:
         f"load average {env['loadavg_at_start'][0]:.2f}",
         flush=True,
     )
-    from verify.sweep import run_sweep
+    from verify.sweep.runner import run_sweep
 
     runs: list[dict[str, Any]] = []
     stores: list[Path] = []

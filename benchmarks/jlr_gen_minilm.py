@@ -3,10 +3,10 @@ r"""JLR-gen on the linearized MiniLM and the review sentences: the Rademacher bo
 For each ``N`` (default 32, 128, 512): the [JLR24] setup (``review_problem``: last layer's W_q and
 W_v, random head on mean pooling, ``K = 2``, cross-entropy, ``lam = 0.01``, float64) with
 ``--n-test`` held-out review sentences outside the training split
-(:func:`verify.jlr_gen.with_review_held_out`, linearized logits by the operator form).  The judged
+(:func:`verify.jlr.gen.with_review_held_out`, linearized logits by the operator form).  The judged
 point is the NUC solution, solved to ``--gap-rtol`` (looser than the checkers' 1e-8 default at
 ``N = 512``, where a tight solve takes minutes; the bound holds for any point, and the verdict
-records the gap reached) under a ``--time-limit``.  :func:`verify.jlr_gen.check_jlr_gen` then
+records the gap reached) under a ``--time-limit``.  :func:`verify.jlr.gen.check_jlr_gen` then
 reports both radii: ``B = sum_j ||D_j||_*`` of the solution (the verdict's) and the magnitude
 bound ``B = L(0)/lam`` (no solve needed).
 
@@ -30,7 +30,7 @@ from pathlib import Path
 import torch
 
 from landscapes.nuc import solve_nuc
-from verify.jlr_gen import check_jlr_gen, held_out_problem
+from verify.jlr.gen import check_jlr_gen, held_out_problem
 
 
 def main() -> None:

@@ -4,7 +4,7 @@ The default suite's problem ``teacher-gen-sq-K2`` (:func:`landscapes.synthetic.t
 rank-1 teacher on one 4 x 4 block, ``K = 2``, squared loss, noise 0.5, ``lam = 0.02``) at several
 training sizes ``N`` with ``M = 4000`` held-out examples (one draw of ``N + M`` examples, the last
 ``M`` held out: rows are i.i.d.), loss clipped at ``b = 2``.  For each ``N`` the verdict of
-:func:`verify.jlr_gen.check_jlr_gen` (radius ``B = ||D||_*`` of the NUC solution) and, on the
+:func:`verify.jlr.gen.check_jlr_gen` (radius ``B = ||D||_*`` of the NUC solution) and, on the
 suite's ``N = 8000``, the planted false variant (``bound_scale = 0.1``).
 
     python benchmarks/jlr_gen_teacher.py            # writes benchmarks/results/jlr_gen/teacher.json
@@ -18,7 +18,7 @@ import os
 import time
 from pathlib import Path
 
-from verify.jlr_gen import check_jlr_gen, held_out_problem
+from verify.jlr.gen import check_jlr_gen, held_out_problem
 
 KWARGS = dict(K=2, blocks=[(4, 4)], lam=0.02, teacher_rank=1, loss="squared", noise=0.5, seed=11)
 

@@ -6,7 +6,7 @@ Results are the JSON data that the commands write (recognized by their format fi
 * ``loracheck.report`` (``loracheck run``): the singular values of every certified rank-claim
   solution against ``r_max``;
 * ``loracheck.experiment/1`` (``loracheck experiment``): training curves per training-set size;
-* ``loracheck.slices/1`` (:func:`verify.slices.landscape_slices`): 1-D and 2-D slices of the LoRA
+* ``loracheck.slices/1`` (:func:`verify.jlr.slices.landscape_slices`): 1-D and 2-D slices of the LoRA
   objective;
 * ``loracheck.speed/1`` (``loracheck speed``): the remaining way to the optimum per LoRA init;
 * ``loracheck.kkr/1`` (``loracheck kkr``): where training ends without linearization, per

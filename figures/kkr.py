@@ -36,7 +36,7 @@ _FLOOR = 1e-12
 
 
 def _class(run: Mapping[str, Any], rtol: float = 1e-6) -> str:
-    # The rule of verify.kkr_runs.classify, on the stored numbers (figures import no verify code).
+    # The rule of verify.kkr.training.classify, on the stored numbers (figures import no verify code).
     if run.get("status") != "finished" or not run.get("sosp"):
         return "not-sosp"
     if int(run.get("reference_rank", 0)) > int(run.get("lora_rank", 1 << 30)):

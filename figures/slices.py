@@ -1,4 +1,4 @@
-r"""Loss-landscape slices of the LoRA objective (data of :func:`verify.slices.landscape_slices`).
+r"""Loss-landscape slices of the LoRA objective (data of :func:`verify.jlr.slices.landscape_slices`).
 
 1-D slices: :math:`F` along each direction with the certified NUC optimum (the value of a global
 minimum of LoRA) as a dashed line.  2-D slices: filled contours of :math:`F - F^\star` (log

@@ -1,7 +1,6 @@
 """Numerics of LoRA landscapes (torch): problems, losses, objectives, solvers, certificates."""
 
-from landscapes.curvature import LambdaMin, lambda_min
-from landscapes.data import TextData, load_reviews, load_text_file, train_test_split
+from landscapes.curvature.lora import LambdaMin, lambda_min
 from landscapes.full_ft import FTSolution, solve_ft
 from landscapes.io import load_problem, save_problem
 from landscapes.lora import LoRAPoint, balanced_factors, lora_value, lora_value_and_grad, minimize_lora
@@ -12,7 +11,8 @@ from landscapes.problem import Problem
 from landscapes.rank_reduction import RankReduction, reduce_rank
 from landscapes.sosp import SOSPCertificate, certify_sosp, find_sosp
 from landscapes.synthetic import gaussian_problem, random_features_problem, teacher_problem
-from landscapes.transformer import (
+from landscapes.transformer.data import TextData, load_reviews, load_text_file, train_test_split
+from landscapes.transformer.encoder import (
     LinearizationCheck,
     LinearizedEncoder,
     load_encoder,

@@ -42,7 +42,9 @@ __all__ = ["GaugeBasis", "gauge_basis", "project_out"]
 
 @dataclass(frozen=True)
 class GaugeBasis:
-    """An orthonormal basis of the gauge tangent space, in :func:`landscapes.curvature.flatten_factors` order.
+    """An orthonormal basis of the gauge tangent space, in ``flatten_factors`` order.
+
+    The order is that of :func:`landscapes.curvature.lora.flatten_factors`.
 
     Attributes
     ----------

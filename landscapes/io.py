@@ -76,6 +76,7 @@ __all__ = [
     "load_counterexample",
     "Counterexample",
     "atomic_write",
+    "atomic_write_text",
     "checksum",
     "read_arrays",
     "loads_json",
@@ -462,6 +463,11 @@ def atomic_write(path: str | os.PathLike[str], write: Callable[[BinaryIO], objec
             os.unlink(tmp)
         raise
     return path
+
+
+def atomic_write_text(path: str | os.PathLike[str], text: str) -> Path:
+    """Write ``text`` (UTF-8) to ``path`` atomically."""
+    return atomic_write(path, lambda fh: fh.write(text.encode("utf-8")))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -1142,7 +1148,7 @@ class Counterexample:
 
 
 def load_counterexample(path: str | os.PathLike[str], *, max_bytes: int | None = None) -> Counterexample:
-    """Read a counterexample saved by a checker (``verify.jlr``, ``verify.landscape``).
+    """Read a counterexample saved by a checker (``verify.jlr.rank``, ``verify.jlr.second_order``).
 
     The file is a problem file whose extras hold ``claim`` (text), ``options_json`` (a JSON
     object) or ``record_json`` (``{"record": ..., "options": ...}``), and the point ``D0``,

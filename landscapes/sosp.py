@@ -3,7 +3,7 @@ r"""Second-order stationary points (SOSPs) of the LoRA objective: certify them, 
 **Certificate** (:func:`certify_sosp`).  A point :math:`R_j = [U_j; V_j]` is an approximate SOSP
 when :math:`\|\nabla F\| \le \epsilon_g` and :math:`\lambda_{\min}(\nabla^2 F) \ge -\epsilon_H`;
 it is declared one only when the *lower* end of a rigorous :math:`\lambda_{\min}` interval
-(structured or dense route of :mod:`landscapes.curvature`) meets the curvature tolerance -- a
+(structured or dense route of :mod:`landscapes.curvature.lora`) meets the curvature tolerance -- a
 Lanczos estimate alone never makes a point an SOSP.
 
 **Global optimality** (Burer--Monteiro).  ``F`` is the factorized form of the convex problem
@@ -59,7 +59,7 @@ from typing import Any, Literal
 import torch
 from torch import Tensor
 
-from landscapes.curvature import LambdaMin, flatten_factors, lambda_min, unflatten_factors
+from landscapes.curvature.lora import LambdaMin, flatten_factors, lambda_min, unflatten_factors
 from landscapes.gauge import gauge_basis
 from landscapes.lora import (
     LoRAPoint,
@@ -657,7 +657,7 @@ def find_sosp(
     history: list[tuple[int, float]] = []
     pt = init
     pnorms = None if pert is None else [float(torch.linalg.eigvalsh(C).abs().max()) for C in pert]
-    from landscapes.curvature import gradient_seconds
+    from landscapes.curvature.lora import gradient_seconds
 
     copts = {"t_grad": gradient_seconds(problem, init.U, init.V, perturbation=pert)}
     if method == "lanczos":

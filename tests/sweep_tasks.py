@@ -7,7 +7,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from verify.tasks import derive_seed
+from verify.sweep.tasks import derive_seed
 
 
 def square(spec: dict[str, Any]) -> dict[str, Any]:

@@ -23,28 +23,3 @@ def test_mypy_clean():
         text=True,
     )
     assert r.returncode == 0, r.stdout + r.stderr
-
-
-def test_import_direction():
-    # theory <- landscapes <- verify; figures never imports landscapes or verify
-    import ast
-
-    allowed = {
-        "theory": set(),
-        "landscapes": {"theory"},
-        "verify": {"theory", "landscapes", "figures"},
-        "figures": {"theory"},
-    }
-    for pkg, ok in allowed.items():
-        for f in (ROOT / pkg).glob("*.py"):
-            tree = ast.parse(f.read_text())
-            for node in ast.walk(tree):
-                names = []
-                if isinstance(node, ast.Import):
-                    names = [a.name for a in node.names]
-                elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
-                    names = [node.module]
-                for n in names:
-                    top = n.split(".")[0]
-                    if top in allowed and top != pkg:
-                        assert top in ok, f"{f.relative_to(ROOT)} imports {n}"

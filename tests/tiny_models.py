@@ -10,7 +10,7 @@ from typing import Any
 import torch
 import transformers
 
-from landscapes.transformer import default_model_path
+from landscapes.transformer.encoder import default_model_path
 
 
 def tiny_bert(

@@ -1,7 +1,7 @@
 """Checkers, verdicts, reports and the command line."""
 
-from verify.audits import AuditResult, AuditTask, audit, plan_audit
-from verify.jlr import (
+from verify.jlr.gen import check_jlr_gen
+from verify.jlr.rank import (
     check_jlr_equiv,
     check_jlr_magnitude,
     check_jlr_rank_blocks,
@@ -9,11 +9,11 @@ from verify.jlr import (
     check_jlr_rank_nuc,
     check_jlr_zero_saddle,
 )
-from verify.jlr_gen import check_jlr_gen
-from verify.landscape import check_jlr_gd, check_jlr_no_spurious, check_jlr_spurious_below
-from verify.points import PointAudit, audit_point, load_point
+from verify.jlr.second_order import check_jlr_gd, check_jlr_no_spurious, check_jlr_spurious_below
 from verify.registry import CHECKERS, get_checker
 from verify.report import REPORT_SCHEMA, build_report, write_report
+from verify.run.audits import AuditResult, AuditTask, audit, plan_audit
+from verify.run.points import PointAudit, audit_point, load_point
 from verify.verdict import Verdict
 
 __all__ = [

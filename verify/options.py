@@ -1,9 +1,9 @@
 """The checkers' options, declared once: name -> kind and range, per claim.
 
 Every path that runs a checker validates its options against :data:`OPTION_SPECS` before any
-work: the command line, :func:`verify.audit` / :func:`verify.audits.plan_audit`
+work: the command line, :func:`verify.audit` / :func:`verify.run.audits.plan_audit`
 (``options=...``), a replayed counterexample's stored options
-(:func:`verify.audits.replay_options`), the suites of ``loracheck run`` and a direct call of a
+(:func:`verify.run.audits.replay_options`), the suites of ``loracheck run`` and a direct call of a
 checker from Python (each ``check_*`` function is wrapped by :func:`validated`).  A wrong type
 raises :class:`~theory.errors.InputTypeError`, a value out of range
 :class:`~theory.errors.UserInputError`; the message names the claim, the option, the expected
@@ -405,7 +405,7 @@ WYL_INIT = Choice(_WYL_INITS, expect=f"one of {_WYL_INITS}")
 FLOAT_TOL = Real(0.0, 1.0, expect="a float in (0, 1)")
 _STEPS = 10**7
 
-#: ``collect=`` of the KKR checkers: the options of :func:`verify.kkr.collect_evidence`.
+#: ``collect=`` of the KKR checkers: the options of :func:`verify.kkr.checkers.collect_evidence`.
 _KKR_COLLECT = Fields(
     {
         "rank": Int(1, 100_000, optional=True),

@@ -10,8 +10,9 @@ from collections.abc import Callable, Mapping
 from types import MappingProxyType
 
 from theory.claims import claim_ids
-from verify.hsk import check_hsk_above, check_hsk_below, check_hsk_exact, check_hsk_poly_error
-from verify.jlr import (
+from verify.hsk.checkers import check_hsk_above, check_hsk_below, check_hsk_exact, check_hsk_poly_error
+from verify.jlr.gen import check_jlr_gen
+from verify.jlr.rank import (
     check_jlr_equiv,
     check_jlr_magnitude,
     check_jlr_rank_blocks,
@@ -19,8 +20,8 @@ from verify.jlr import (
     check_jlr_rank_nuc,
     check_jlr_zero_saddle,
 )
-from verify.jlr_gen import check_jlr_gen
-from verify.kkr import (
+from verify.jlr.second_order import check_jlr_gd, check_jlr_no_spurious, check_jlr_spurious_below
+from verify.kkr.checkers import (
     check_kkr_bias,
     check_kkr_dichotomy,
     check_kkr_includes_jlr,
@@ -29,11 +30,15 @@ from verify.kkr import (
     check_kkr_sgd_rank,
     check_kkr_special,
 )
-from verify.landscape import check_jlr_gd, check_jlr_no_spurious, check_jlr_spurious_below
 from verify.options import OPTION_SPECS, validated
 from verify.verdict import Verdict
-from verify.wyl import check_wyl_alignment, check_wyl_directions, check_wyl_first_step, check_wyl_unchanged
-from verify.wyl_speed import check_wyl_speed
+from verify.wyl.checkers import (
+    check_wyl_alignment,
+    check_wyl_directions,
+    check_wyl_first_step,
+    check_wyl_unchanged,
+)
+from verify.wyl.speed import check_wyl_speed
 
 __all__ = ["CHECKERS", "NUC_CLAIMS", "EVIDENCE_CLAIMS", "get_checker"]
 

@@ -16,7 +16,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from landscapes.io import atomic_write
+from landscapes.io import atomic_write_text
 from theory.errors import UserInputError
 from verify.terminal import printable
 from verify.verdict import STATUSES, Verdict
@@ -468,11 +468,6 @@ def report_markdown(report: Mapping[str, Any]) -> str:
         lines.append(f"| {v['claim']} | {prob} | {v['status']} | {evidence(v)} | {reason} |")
     lines.append("")
     return "\n".join(lines)
-
-
-def atomic_write_text(path: str | os.PathLike[str], text: str) -> Path:
-    """Write ``text`` (UTF-8) to ``path`` atomically."""
-    return atomic_write(path, lambda fh: fh.write(text.encode("utf-8")))
 
 
 def write_report(report: Mapping[str, Any], out_dir: str | os.PathLike[str]) -> tuple[Path, Path]:

@@ -11,7 +11,7 @@ import pytest
 
 from figures.gallery import gallery_items, write_gallery
 from landscapes.synthetic import gaussian_problem
-from verify.jlr import check_jlr_rank_nuc
+from verify.jlr.rank import check_jlr_rank_nuc
 from verify.report import build_report
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -54,7 +54,7 @@ def test_bad_results(results, tmp_path):
 
 
 def test_cli_figures_from_saved_results(results, tmp_path, capsys):
-    from verify.cli import main
+    from verify.cli.main import main
 
     paths = []
     for i, r in enumerate(results):
@@ -76,7 +76,7 @@ def test_cli_figures_from_saved_results(results, tmp_path, capsys):
     ],
 )
 def test_cli_figures_bad_input(tmp_path, capsys, content, match):
-    from verify.cli import main
+    from verify.cli.main import main
 
     src = tmp_path / "in.json"
     if content is not None:
@@ -86,7 +86,7 @@ def test_cli_figures_bad_input(tmp_path, capsys, content, match):
 
 
 def test_cli_normalization_only_for_default_jobs(tmp_path, capsys):
-    from verify.cli import main
+    from verify.cli.main import main
 
     src = ROOT / "benchmarks/results/phase_default.json"
     assert (

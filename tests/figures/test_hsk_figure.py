@@ -6,7 +6,7 @@ from matplotlib.figure import Figure
 
 from figures import gallery_items, plot_hsk_ranks
 from landscapes.attention import HskSetting
-from verify.hsk import check_hsk_above
+from verify.hsk.checkers import check_hsk_above
 from verify.report import build_report
 
 

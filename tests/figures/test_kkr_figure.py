@@ -5,7 +5,7 @@ import pytest
 from matplotlib.figure import Figure
 
 from figures import gallery_items, plot_kkr
-from verify.kkr_runs import kkr_experiment
+from verify.kkr.experiment import kkr_experiment
 
 
 @pytest.fixture(scope="module")

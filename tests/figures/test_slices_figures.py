@@ -1,4 +1,4 @@
-"""Slice data (verify.slices) and their figures: the data are the objective; the figures show the data."""
+"""Slice data (verify.jlr.slices) and their figures: the data are the objective; the figures show the data."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import pytest
 from figures.gallery import gallery_items
 from figures.slices import plot_hessian_spectrum, plot_slice_2d, plot_slices_1d
 from landscapes.synthetic import gaussian_problem
-from verify.slices import landscape_slices
+from verify.jlr.slices import landscape_slices
 
 
 @pytest.fixture(scope="module")

@@ -10,7 +10,7 @@ import pytest
 
 from figures.spectrum import ROUNDOFF, plot_singular_values
 from landscapes.synthetic import gaussian_problem
-from verify.jlr import check_jlr_rank_blocks, check_jlr_rank_nuc
+from verify.jlr.rank import check_jlr_rank_blocks, check_jlr_rank_nuc
 
 
 @pytest.fixture(scope="module")

@@ -5,7 +5,7 @@ import pytest
 from matplotlib.figure import Figure
 
 from figures import gallery_items, plot_speed
-from verify.wyl_speed import speed_experiment
+from verify.wyl.speed import speed_experiment
 
 
 @pytest.fixture(scope="module")

@@ -58,7 +58,7 @@ def test_bad_data(experiment):
 
 def test_synthetic_training_curves_are_drawn(tmp_path):
     from landscapes.synthetic import gaussian_problem
-    from verify.experiment import synthetic_training_curves
+    from verify.jlr.experiment import synthetic_training_curves
 
     P = gaussian_problem(K=2, N=8, blocks=[(6, 6)], lam=0.02, loss="cross_entropy", seed=1)
     d = json.loads(json.dumps(synthetic_training_curves(P, ranks=[1, 6], steps=600, lr=2e-2)))

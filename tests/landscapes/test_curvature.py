@@ -8,7 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from landscapes import balanced_factors, gaussian_problem, solve_nuc
-from landscapes.curvature import (
+from landscapes.curvature.lora import (
     LoRAHessianOperator,
     flatten_factors,
     lambda_min,

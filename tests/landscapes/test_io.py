@@ -889,7 +889,7 @@ def test_unsaveable_problems(tmp_path):
 
 @pytest.mark.parametrize("suffix", SUFFIXES)
 def test_load_counterexample_from_the_jlr_writer(tmp_path, suffix, monkeypatch):
-    from verify import jlr
+    from verify.jlr import rank as jlr
 
     P = make_problem(20, "squared", low_rank=2 if suffix == ".safetensors" else None)
     g = torch.Generator().manual_seed(0)

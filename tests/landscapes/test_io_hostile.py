@@ -41,7 +41,7 @@ from landscapes.io import (
 from landscapes.operators import LowRankOperator
 from landscapes.problem import Problem
 from theory.errors import UserInputError
-from verify.cli import main
+from verify.cli.main import main
 
 ROOT = Path(__file__).resolve().parents[2]
 

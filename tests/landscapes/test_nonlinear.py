@@ -13,7 +13,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from landscapes.lora import lora_value_and_grad
-from landscapes.nonlinear import (
+from landscapes.nonlinear.problems import (
     NonlinearProblem,
     attention_block,
     from_problem,
@@ -21,8 +21,8 @@ from landscapes.nonlinear import (
     nonlinear_sensing,
     two_layer,
 )
+from landscapes.nonlinear.restricted import restricted_constants, sample_restricted_set
 from landscapes.problem import Problem
-from landscapes.restricted import restricted_constants, sample_restricted_set
 
 
 def _sensing_parts(p: NonlinearProblem, seed: int, m: int, n: int, N: int):

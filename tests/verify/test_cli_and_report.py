@@ -9,9 +9,9 @@ import jsonschema
 import pytest
 
 from theory.claims import CLAIMS
-from verify.cli import main
+from verify.cli.main import main
 from verify.report import REPORT_SCHEMA, build_report, report_markdown, write_report
-from verify.suite import DEFAULT_SUITE, build_problem
+from verify.run.suite import DEFAULT_SUITE, build_problem
 
 
 def test_claims_lists_every_claim(capsys):
@@ -47,7 +47,7 @@ def test_run_one_problem_writes_valid_reports(tmp_path, capsys):
 def test_run_exit_code_for_inconclusive(tmp_path):
     # JLR-rank-FT on the separable cross-entropy problem has no minimizer: inconclusive -> exit 2
     from verify.report import exit_code
-    from verify.suite import ProblemSpec, run_suite
+    from verify.run.suite import ProblemSpec, run_suite
 
     spec = ProblemSpec("ce", "random_features", dict(K=2, N=12, m=6, n=5, lam=0.01, seed=0), ("JLR-rank-FT",))
     verdicts = list(run_suite([spec], progress=False))
@@ -100,7 +100,7 @@ def test_console_script_runs_in_a_subprocess(tmp_path):
         [
             sys.executable,
             "-m",
-            "verify.cli",
+            "verify.cli.main",
             "run",
             "--problems",
             "gauss-sq-K1",
@@ -128,7 +128,7 @@ def test_console_script_runs_in_a_subprocess(tmp_path):
 
 
 def test_incomplete_report_is_marked(tmp_path):
-    from verify.jlr import check_jlr_magnitude
+    from verify.jlr.rank import check_jlr_magnitude
 
     v = check_jlr_magnitude(build_problem(DEFAULT_SUITE[0]))
     rep = build_report([v], complete=False)

@@ -11,8 +11,8 @@ import torch
 from landscapes import gaussian_problem
 from landscapes.lora import lora_value
 from landscapes.sosp import make_init, train
-from verify.cli import main
-from verify.experiment import EXPERIMENT_SCHEMA_ID, train_full
+from verify.cli.main import main
+from verify.jlr.experiment import EXPERIMENT_SCHEMA_ID, train_full
 
 
 def _ridge_optimum(P) -> float:

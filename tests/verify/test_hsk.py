@@ -7,7 +7,7 @@ import pytest
 
 from landscapes.attention import CASES, HskSetting, exact_gradients, fast_gradients, max_abs_entry_error
 from theory.hsk import far_crossover, polynomial_method_table
-from verify.hsk import (
+from verify.hsk.checkers import (
     check_hsk_above,
     check_hsk_below,
     check_hsk_exact,

@@ -10,7 +10,7 @@ import pytest
 
 from landscapes.attention import HskSetting, hsk_instance
 from landscapes.eps_rank import eps_rank_bounds, orthogonal_vectors_pre_activations
-from verify.hsk import _sound_slope_range, check_hsk_above, fit_exponent
+from verify.hsk.checkers import _sound_slope_range, check_hsk_above, fit_exponent
 
 # Gamma^2/log L = 1/400 below the threshold: there the OV bounds meet (lower = upper), so the sound
 # range is a point; at 1/64 the upper bounds are loose and the sound range is too wide to separate

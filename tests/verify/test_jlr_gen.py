@@ -1,4 +1,4 @@
-"""JLR-gen: the Rademacher bound against held-out loss (verify.jlr_gen)."""
+"""JLR-gen: the Rademacher bound against held-out loss (verify.jlr.gen)."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from landscapes.operators import LowRankOperator
 from landscapes.problem import Problem
 from landscapes.synthetic import gaussian_problem, teacher_problem
 from theory.generalization import khintchine_bound
-from verify.jlr_gen import (
+from verify.jlr.gen import (
     DEFAULT_GRID_RATIO,
     check_jlr_gen,
     held_out_problem,
@@ -25,7 +25,7 @@ from verify.jlr_gen import (
 )
 from verify.registry import CHECKERS, NUC_CLAIMS
 from verify.report import evidence
-from verify.suite import DEFAULT_SUITE, build_problem
+from verify.run.suite import DEFAULT_SUITE, build_problem
 
 
 @pytest.fixture(scope="module")
@@ -215,7 +215,7 @@ def test_minilm_reviews_vacuous_with_the_magnitude_radius():
 
 def test_audit_of_a_problem_file_says_no_held_out_data(tmp_path, capsys):
     from landscapes.io import save_problem
-    from verify.cli import main
+    from verify.cli.main import main
 
     path = save_problem(teacher_problem(K=1, N=20, blocks=[(4, 4)], lam=0.05, seed=0), tmp_path / "p.npz")
     assert main(["audit", str(path), "--claims", "JLR-gen"]) == 2  # inconclusive

@@ -8,13 +8,14 @@ import math
 import pytest
 import torch
 
-from landscapes import nonlinear as nl
-from landscapes.nonlinear_sosp import Factors
+from landscapes.nonlinear import problems as nl
+from landscapes.nonlinear.sosp import Factors
 from landscapes.problem import Problem
 from landscapes.synthetic import gaussian_problem
-from verify import kkr
-from verify.cli import main
-from verify.kkr_runs import KKR_PROBLEMS, classify, kkr_experiment, kkr_table, make_init, wilson_interval
+from verify.cli.main import main
+from verify.kkr import checkers as kkr
+from verify.kkr.experiment import kkr_experiment
+from verify.kkr.training import KKR_PROBLEMS, classify, kkr_table, make_init, wilson_interval
 
 
 @pytest.fixture(scope="module")
@@ -177,7 +178,7 @@ def test_experiment_file_resume_and_refusals(tmp_path):
 
 
 def test_an_interrupted_experiment_keeps_its_runs(tmp_path, monkeypatch):
-    import verify.kkr_runs as kr
+    import verify.kkr.experiment as kr
 
     out = tmp_path / "kkr.json"
     real = kr.kkr_run
@@ -213,7 +214,7 @@ def test_cli_kkr(tmp_path, capsys):
 
 
 def test_named_configurations_build_and_fit_their_rank():
-    from verify.kkr_runs import build_kkr_problem
+    from verify.kkr.training import build_kkr_problem
 
     for name, spec in KKR_PROBLEMS.items():
         if spec["builder"] == "minilm":
@@ -293,7 +294,7 @@ def test_more_bad_options(special_evidence, tmp_path):
         kkr.check_kkr_includes_jlr(q, rank=0)
     with pytest.raises(ValueError, match="seeds"):
         kkr.collect_evidence(nl.double_well(), seeds=(0, 0))
-    from verify.kkr_runs import kkr_paper_tables
+    from verify.kkr.experiment import kkr_paper_tables
 
     out = tmp_path / "t.json"
     kkr_paper_tables("double-well", out=out, lams=(0.05,), ranks=(2,), samples=5, progress=False)
@@ -307,7 +308,7 @@ def test_more_bad_options(special_evidence, tmp_path):
 
 def test_experiment_loraga_and_reference_refinement(tmp_path, monkeypatch):
     """A tiny configuration: LoRA-GA's own (shifted) problem, and a poor first reference refined by a run."""
-    import verify.kkr_runs as kr
+    import verify.kkr.training as kr
 
     tiny = {
         "builder": "two_layer",
@@ -340,8 +341,8 @@ def test_truncated_run_is_certified_through_the_zero_column_splitting():
     """kkr_run(truncate=True): a zero-init run with weight decay on rank-2 sensing at LoRA rank 4
     ends with two exactly zero columns; the certificate splits them off (closed form) and matches
     the whole-Hessian Lanczos of the same point; the truncation moved X by round-off only."""
-    from landscapes.nonlinear_sosp import inactive_columns, lambda_min_lora
-    from verify.kkr_runs import end_point_matrices, kkr_run
+    from landscapes.nonlinear.sosp import inactive_columns, lambda_min_lora
+    from verify.kkr.training import end_point_matrices, kkr_run
 
     p = nl.matrix_sensing(m=7, n=5, N=60, rank=2, lam=0.02, seed=0)
     start, _ = make_init(p, "zero", rank=4, seed=0)
@@ -368,7 +369,7 @@ def test_recertify_saved_end_points(tmp_path, capsys, monkeypatch):
     and certified with a dense Hessian (rigorous lower bound); the classes agree with the saved
     ones (one global, one spurious of the closed-form double well); a re-run skips done runs;
     bad requests and foreign files are refused."""
-    from verify.kkr_runs import kkr_recertify
+    from verify.kkr.experiment import kkr_recertify
 
     args = ["kkr", "--problems", "double-well", "--inits", "zero", "large", "--seeds", "1", "--samples", "5",
             "--out", str(tmp_path), "--no-progress"]  # fmt: skip
@@ -409,7 +410,7 @@ def test_recertify_saved_end_points(tmp_path, capsys, monkeypatch):
         k: v["status"] for k, v in saved_verdicts.items()
     }
     before = (tmp_path / "kkr-recertified.json").read_text()
-    import verify.kkr_runs as kr
+    import verify.kkr.experiment as kr
 
     with monkeypatch.context() as mp:  # nothing added: the stored table and verdicts are returned
         mp.setattr(kr, "_verdicts", lambda *a, **k: pytest.fail("the verdicts were recomputed"))
@@ -440,7 +441,7 @@ def test_recertify_saved_end_points(tmp_path, capsys, monkeypatch):
 def test_recertify_refuses_runs_with_a_loraga_offset(tmp_path):
     """A LoRA-GA run's factors belong to its shifted problem: re-certifying them on the base
     problem would be wrong, so it is refused (the file is edited to mark a run as shifted)."""
-    from verify.kkr_runs import kkr_recertify
+    from verify.kkr.experiment import kkr_recertify
 
     assert main(["kkr", "--problems", "double-well", "--inits", "zero", "--seeds", "1", "--samples", "5",
                  "--out", str(tmp_path), "--no-progress"]) == 0  # fmt: skip

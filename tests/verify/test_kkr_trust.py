@@ -5,10 +5,10 @@ from __future__ import annotations
 import pytest
 import torch
 
-from landscapes import nonlinear as nl
-from landscapes.nonlinear_sosp import Factors
-from verify import kkr
-from verify.kkr_runs import sosp_certified
+from landscapes.nonlinear import problems as nl
+from landscapes.nonlinear.sosp import Factors
+from verify.kkr import checkers as kkr
+from verify.kkr.training import sosp_certified
 
 
 def _well(dense_max: int) -> kkr.Evidence:
@@ -95,7 +95,7 @@ def test_planted_options_are_checked():
 def kappa20():
     """The designed 3 x 3 sensing problem with kappa(H) = 20: alpha >= 1 certified, generic regime, and a
     certified spurious SOSP of rank r = 2 > r* = 1 reached from the adversarial start."""
-    from landscapes.spurious_sensing import spurious_sensing
+    from landscapes.nonlinear.spurious_sensing import spurious_sensing
 
     p = spurious_sensing(config="kappa20")
     return kkr.collect_evidence(
@@ -180,7 +180,7 @@ def test_violated_needs_a_failure_beyond_the_margin(kappa20):
 def test_a_start_of_another_rank_is_not_judged_at_the_evidence_rank():
     """rank-gap2's spurious SOSP has rank 3; evidence collected at LoRA rank 2 must not judge it by
     rank-2 conditions (it would 'break' (i) and come out violated)."""
-    from landscapes.spurious_sensing import adversarial_start, spurious_sensing
+    from landscapes.nonlinear.spurious_sensing import adversarial_start, spurious_sensing
 
     p = spurious_sensing(config="rank-gap2")
     ev = kkr.collect_evidence(
@@ -202,7 +202,7 @@ def test_inconsistent_evidence_is_refused(kappa20):
     """Bounds computed for another set (radius) cannot be attached to this evidence."""
     import dataclasses
 
-    from landscapes.restricted import restricted_bounds
+    from landscapes.nonlinear.restricted import restricted_bounds
 
     ev = kappa20
     other = restricted_bounds(ev.problem, x_star=ev.reference.X, radius=0.5, rank=ev.rank)
@@ -215,7 +215,7 @@ def test_a_rescaled_problem_gets_the_same_verdicts():
     """The same sensing problem in other units (risk and weight decay times c = 1.5e-7): the origin, a
     strict saddle, stays a saddle (scale-free curvature and gradient tolerances), the global test is
     relative to L(0) - F*, and the verdicts agree."""
-    from landscapes.nonlinear import from_problem
+    from landscapes.nonlinear.problems import from_problem
     from landscapes.problem import Problem
 
     base = nl.matrix_sensing(m=6, n=5, N=400, rank=1, lam=0.05, seed=0, scale=5.0).linear
@@ -237,7 +237,7 @@ def test_a_rescaled_problem_gets_the_same_verdicts():
 
 
 def test_adversarial_init_is_refused_up_front_on_a_problem_without_a_designed_start(tmp_path):
-    from verify.kkr_runs import kkr_experiment
+    from verify.kkr.experiment import kkr_experiment
 
     with pytest.raises(ValueError, match="'adversarial' needs problems with a designed start"):
         kkr_experiment(["sensing-special"], out=tmp_path / "k.json", inits=["adversarial"], seeds=[0])

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from landscapes import gaussian_problem, load_problem
-from verify.landscape import check_jlr_gd, check_jlr_no_spurious, check_jlr_spurious_below
+from verify.jlr.second_order import check_jlr_gd, check_jlr_no_spurious, check_jlr_spurious_below
 
 
 @pytest.mark.parametrize("loss, K", [("squared", 1), ("cross_entropy", 2)])

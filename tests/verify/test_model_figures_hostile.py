@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from theory.errors import UserInputError
-from verify.cli import main
+from verify.cli.main import main
 
 ROOT = Path(__file__).resolve().parents[2]
 PHASE = ROOT / "benchmarks" / "results" / "phase_default.json"
@@ -63,7 +63,7 @@ def _empty_safetensors() -> bytes:
 @pytest.fixture
 def needs_real_extras():
     pytest.importorskip("transformers")
-    from landscapes.data import load_reviews
+    from landscapes.transformer.data import load_reviews
 
     try:  # `experiment` checks the review data before the model: without it, exit 3 would prove nothing
         load_reviews()
@@ -154,7 +154,7 @@ def test_unloadable_model_folder_is_bad_input(needs_real_extras, tmp_path, capsy
 
 def test_unloadable_model_is_both_bad_input_and_file_not_found(tmp_path):
     pytest.importorskip("transformers")
-    from landscapes.transformer import ModelLoadError, load_encoder
+    from landscapes.transformer.encoder import ModelLoadError, load_encoder
 
     path = _model_dir(tmp_path, "{not json")
     with pytest.raises(ModelLoadError) as info:

@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 from landscapes.nuc import solve_nuc
 from landscapes.synthetic import gaussian_problem, teacher_problem
 from theory.bounds import r_max
-from verify.jlr import (
+from verify.jlr.rank import (
     check_jlr_equiv,
     check_jlr_magnitude,
     check_jlr_rank_blocks,
@@ -24,7 +24,7 @@ from verify.jlr import (
     check_jlr_rank_nuc,
     check_jlr_zero_saddle,
 )
-from verify.landscape import check_jlr_gd, check_jlr_no_spurious, check_jlr_spurious_below
+from verify.jlr.second_order import check_jlr_gd, check_jlr_no_spurious, check_jlr_spurious_below
 from verify.strategies import problems, ranks_above_bound
 
 

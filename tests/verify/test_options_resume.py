@@ -21,20 +21,20 @@ from landscapes.attention import HskSetting
 from landscapes.io import save_problem
 from landscapes.synthetic import gaussian_problem, teacher_problem
 from theory.errors import InputTypeError, UserInputError
-from verify.audits import audit, plan_audit, read_audit, replay_options
-from verify.cli import main
-from verify.jlr import (
+from verify.cli.main import main
+from verify.jlr.rank import (
     check_jlr_equiv,
     check_jlr_magnitude,
     check_jlr_rank_ft,
     check_jlr_rank_nuc,
     check_jlr_zero_saddle,
 )
-from verify.landscape import check_jlr_no_spurious
+from verify.jlr.second_order import check_jlr_no_spurious
 from verify.options import OPTION_SPECS, check_options
 from verify.registry import CHECKERS
 from verify.report import environment
-from verify.suite import DEFAULT_SUITE, finished_verdicts
+from verify.run.audits import audit, plan_audit, read_audit, replay_options
+from verify.run.suite import DEFAULT_SUITE, finished_verdicts
 from verify.verdict import CERTIFICATE_KEYS, Verdict
 
 
@@ -64,7 +64,7 @@ def test_every_checker_option_has_a_spec_and_the_defaults_fit_it():
 
 
 def test_the_suites_checker_options_fit_their_specs():
-    from verify.suite import HSK_SUITE, REAL_SUITE
+    from verify.run.suite import HSK_SUITE, REAL_SUITE
 
     for spec in (*DEFAULT_SUITE, *REAL_SUITE, *HSK_SUITE):
         for claim, opts in spec.checker_options.items():
@@ -444,7 +444,7 @@ def test_declared_certificate_fields_are_written_by_the_wyl_and_hsk_checkers():
     ],
 )
 def test_kkr_collect_options_are_range_checked_before_any_training(collect, match):
-    import landscapes.nonlinear as nl
+    import landscapes.nonlinear.problems as nl
 
     p = nl.matrix_sensing(m=6, n=5, N=50, rank=1, lam=0.05, seed=0)
     with pytest.raises(UserInputError, match="KKR-special option " + match):

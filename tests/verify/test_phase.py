@@ -4,8 +4,8 @@ import json
 
 import pytest
 
-from verify.cli import main
-from verify.phase import PHASE_SCHEMA, phase_sweep
+from verify.cli.main import main
+from verify.jlr.phase import PHASE_SCHEMA, phase_sweep
 
 
 def test_phase_sweep_small_grid(tmp_path):

@@ -35,9 +35,9 @@ from landscapes import gaussian_problem
 from landscapes.io import save_problem
 from tests.fifo import read_without_blocking
 from theory.errors import InputTypeError, UserInputError
-from verify import points as vp
-from verify.cli import main
-from verify.points import MAX_PATTERN_CHARS, audit_point, load_point
+from verify.cli.main import main
+from verify.run import points as vp
+from verify.run.points import MAX_PATTERN_CHARS, audit_point, load_point
 
 ROOT = Path(__file__).resolve().parents[2]
 M, N = 5, 4
@@ -192,7 +192,7 @@ _REDOS = textwrap.dedent(
     """
     import sys, json
     from landscapes import gaussian_problem
-    from verify.points import load_point
+    from verify.run.points import load_point
     P = gaussian_problem(K=1, N=6, blocks=[(5, 4)], lam=0.05, seed=0)
     try:
         pt, info = load_point(sys.argv[1], P)
@@ -503,7 +503,7 @@ def test_magnitudes_refused_at_the_boundary(tmp_path, P, big, monkeypatch):
     ids=["text", "complex", "rank-0"],
 )
 def test_counterexample_factors_checked(P, U, match):
-    from verify.points import point_from_extras
+    from verify.run.points import point_from_extras
 
     with pytest.raises(UserInputError, match=match):
         point_from_extras({"U0": U, "V0": np.ones((N, U.shape[1]))}, P)

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from verify.cli import main
+from verify.cli.main import main
 
 # ---------------------------------------------------------------------------------------------
 # `loracheck figures --from FILE.json`: every field the figures read is checked before drawing
@@ -408,7 +408,7 @@ def test_recertify_refuses_a_forged_reference(kkr_file, tmp_path, capsys, field,
 def test_kkr_tables_resume_checks_the_rows_it_prints(tmp_path, table, field, value, match):
     """``loracheck kkr --tables`` prints the rows of a resumed file: each printed field is checked."""
     from theory.errors import UserInputError
-    from verify.kkr_runs import kkr_paper_tables
+    from verify.kkr.experiment import kkr_paper_tables
 
     out = tmp_path / "t.json"
     kw = {"lams": (0.05,), "ranks": (2,), "samples": 5, "progress": False}

@@ -58,11 +58,11 @@ from landscapes.problem import Problem, magnitude_bound
 from landscapes.synthetic import gaussian_problem
 from tests.oracles import cvxpy_nuc_objective
 from theory.errors import UserInputError
-from verify.audits import audit, plan_audit
-from verify.cli import main
-from verify.jlr import check_jlr_rank_nuc
-from verify.landscape import check_jlr_no_spurious
-from verify.points import audit_point, load_point
+from verify.cli.main import main
+from verify.jlr.rank import check_jlr_rank_nuc
+from verify.jlr.second_order import check_jlr_no_spurious
+from verify.run.audits import audit, plan_audit
+from verify.run.points import audit_point, load_point
 from verify.terminal import printable
 
 pytest.importorskip("cvxpy")  # the NUC oracle of the hostile-problem tests
@@ -588,7 +588,7 @@ def test_json_output_refuses_the_adapter_config_read_beside_a_point_file(tmp_pat
 )
 def test_only_user_input_errors_are_exit_3(exc, code, tmp_path, capsys, monkeypatch):
     # a failure raised late inside a checker: exit 4 with its message, unless it is bad input
-    import verify.audits as audits
+    import verify.run.audits as audits
 
     def fail(*a, **k):
         raise exc
@@ -606,7 +606,7 @@ def test_only_user_input_errors_are_exit_3(exc, code, tmp_path, capsys, monkeypa
 
 
 def _loracheck(*args: str) -> list[str]:
-    return [sys.executable, "-c", "import sys; from verify.cli import main; sys.exit(main())", *args]
+    return [sys.executable, "-c", "import sys; from verify.cli.main import main; sys.exit(main())", *args]
 
 
 @pytest.mark.parametrize("sig", ["SIGTERM", "SIGHUP"])
@@ -677,7 +677,7 @@ def test_replayed_options_beyond_the_float_range_are_exit_3(tmp_path, capsys, op
 def test_api_options_beyond_the_float_range_are_user_input_errors():
     with pytest.raises(UserInputError, match="gap_rtol: expected .*got an int of 1329 bits"):
         audit(_P(), claims=["JLR-rank-NUC"], options={"JLR-rank-NUC": {"gap_rtol": BIG}}, progress=False)
-    from verify.slices import landscape_slices
+    from verify.jlr.slices import landscape_slices
 
     with pytest.raises(UserInputError, match="span: expected a positive number"):
         landscape_slices(_P(), span=BIG)
@@ -910,7 +910,7 @@ def test_digits_int_cannot_read_are_exit_3(tmp_path, capsys, argv, match):
 
 def test_a_phase_reference_with_a_dual_above_its_primal_classifies_nothing(tmp_path, capsys):
     # cross-entropy, lam = 1e-300: every run was labelled "global" against a dual bound 2.3x the primal
-    from verify.phase import phase_reference
+    from verify.jlr.phase import phase_reference
 
     G = gaussian_problem(K=2, N=6, blocks=[(4, 4)], lam=0.05, loss="cross_entropy", seed=0)
     P = Problem(G.J.matrix, G.f0, G.y, loss="cross_entropy", blocks=G.blocks, lam=1e-300)

@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 from landscapes.nuc import solve_nuc
 from landscapes.problem import Problem
 from landscapes.synthetic import gaussian_problem
-from verify.audits import audit
+from verify.run.audits import audit
 
 CLAIMS = ["JLR-rank-FT", "JLR-rank-NUC", "JLR-equiv", "JLR-magnitude", "JLR-zero-saddle"]
 SCALES = [1e-30, 1e-8, 1e8, 1e30]

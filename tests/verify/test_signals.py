@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from verify.cli import main
+from verify.cli.main import main
 
 psutil = pytest.importorskip("psutil")
 

@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from verify.cli import main
+from verify.cli.main import main
 
 SMALL = ["speed", "--problems", "teacher", "--inits", "vanilla", "loraga", "--seeds", "2", "--steps", "60"]
 SMALL += ["--lrs", "0.03", "0.1", "--no-progress"]
@@ -93,8 +93,8 @@ def test_resume_reuses_deterministic_runs_by_their_stored_init_hash(tmp_path):
 
 
 def test_a_shared_memory_does_not_mix_scales():
-    from verify.suite import ProblemSpec, build_problem
-    from verify.wyl_speed import SPEED_PROBLEMS, speed_runs
+    from verify.run.suite import ProblemSpec, build_problem
+    from verify.wyl.speed import SPEED_PROBLEMS, speed_runs
 
     gen, kwargs = SPEED_PROBLEMS["teacher"]
     p = build_problem(ProblemSpec("teacher", gen, dict(kwargs), ()))

@@ -6,7 +6,7 @@ import shutil
 
 import pytest
 
-from verify.cli import main
+from verify.cli.main import main
 
 SMALL = ["speed", "--problems", "teacher", "--inits", "vanilla", "loraga", "--seeds", "2", "--steps", "20"]
 SMALL += ["--lrs", "0.1", "--no-progress"]

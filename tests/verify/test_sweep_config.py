@@ -11,9 +11,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from verify.executors import ExecutorSpec, parse_executor
-from verify.sweep import SweepConfigError, config_hash, expand, load_config, parse_config
-from verify.tasks import Param, canonical_json, derive_seed, resolve_task, task_hash
+from verify.sweep.config import SweepConfigError, config_hash, expand, load_config, parse_config
+from verify.sweep.executors import ExecutorSpec, parse_executor
+from verify.sweep.tasks import Param, canonical_json, derive_seed, resolve_task, task_hash
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -14,20 +14,21 @@ import torch
 from figures.phase import plot_phase_diagram
 from landscapes.nuc import solve_nuc
 from landscapes.synthetic import gaussian_problem
-from verify.cli import main
-from verify.executors import SerialExecutor, make_executor
-from verify.phase import (
+from verify.cli.main import main
+from verify.jlr.phase import (
     PHASE_SCHEMA,
-    phase_data_from_store,
     phase_problem,
     phase_reference,
     phase_run,
     phase_sweep,
     phase_task,
 )
-from verify.store import SweepStore
-from verify.sweep import expand, load_config, run_sweep
-from verify.tasks import derive_seed, run_task, single_thread
+from verify.sweep.config import expand, load_config
+from verify.sweep.executors import SerialExecutor, make_executor
+from verify.sweep.phase_data import phase_data_from_store
+from verify.sweep.runner import run_sweep
+from verify.sweep.store import SweepStore
+from verify.sweep.tasks import derive_seed, run_task, single_thread
 
 TINY = """
 [sweep]
@@ -131,7 +132,7 @@ def test_automatic_chunk_follows_the_executors_chunk_seconds(tmp_path):
     """The automatic chunk aims at the executor's ``chunk_seconds`` of work per call: a target far
     below one task's time gives one task per call, a target far above it a few large calls (each
     worker still gets calls at the end); the stored results are the same."""
-    from verify.sweep import parse_config
+    from verify.sweep.config import parse_config
 
     cfg = parse_config(
         {"sweep": {"name": "sq", "task": "tests.sweep_tasks:square"}, "grid": {"x": list(range(200))}},
@@ -164,7 +165,7 @@ def test_serial_executor_protocol():
 def test_a_task_pins_threads_and_restores_them():
     from threadpoolctl import threadpool_info
 
-    import verify.tasks as vt
+    import verify.sweep.tasks as vt
 
     def blas() -> list[int]:
         return [i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"]

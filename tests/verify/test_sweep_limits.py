@@ -18,19 +18,12 @@ from pathlib import Path
 
 import pytest
 
-import verify.phase as vp
-import verify.sweep as vs
-from verify.cli import main
-from verify.sweep import (
-    SweepConfigError,
-    config_hash,
-    expand,
-    load_config,
-    open_sweep_store,
-    parse_config,
-    run_sweep,
-)
-from verify.tasks import canonical_json
+import verify.jlr.phase as vp
+import verify.sweep.config as vs
+from verify.cli.main import main
+from verify.sweep.config import SweepConfigError, config_hash, expand, load_config, parse_config
+from verify.sweep.runner import open_sweep_store, run_sweep
+from verify.sweep.tasks import canonical_json
 
 # (the names added with the limits are used as vs.NAME / vp.NAME: the tests then fail, not the
 # module's import, on code without them)
@@ -41,7 +34,7 @@ SQUARE = "tests.sweep_tasks:square"
 _PRELUDE = """
 import json, os, resource, sys, tracemalloc
 sys.path.insert(0, {root!r})
-import verify.cli, verify.phase, verify.sweep, tests.sweep_tasks  # the cap is on what follows
+import verify.cli.main, verify.jlr.phase, verify.sweep.runner, tests.sweep_tasks  # the cap is on what follows
 from verify.cli import main
 
 def _vm():
@@ -232,7 +225,7 @@ def test_a_phase_sweep_over_the_memory_budget_is_refused_at_parse_time(tmp_path,
 def test_loracheck_phase_refuses_sizes_and_run_counts_before_any_work(tmp_path):
     out = _capped(
         f"""
-        from verify.phase import phase_sweep
+        from verify.jlr.phase import phase_sweep
         o = {str(tmp_path / "o")!r}
         out["size"] = main(["phase", "--size", "100000", "--kn", "1x3", "--ranks", "1", "--out", o])
         out["kn"] = main(["phase", "--kn", "100000x100000", "--ranks", "1", "--out", o])
@@ -281,7 +274,7 @@ def test_config_files_that_are_not_small_regular_files_are_not_read(tmp_path):
 def test_local_worker_counts_are_bounded_by_the_machine(tmp_path, capsys):
     """``process:100000`` would start an interpreter (importing torch) per task: refused, naming the
     limit, before the store or any process exists."""
-    from verify.executors import default_workers
+    from verify.sweep.executors import default_workers
 
     limit = 4 * default_workers()
     cfg = parse_config({"sweep": {"task": SQUARE}, "grid": {"x": [1, 2]}}, source="c")
@@ -297,7 +290,7 @@ def test_local_worker_counts_are_bounded_by_the_machine(tmp_path, capsys):
 
 
 def test_an_executor_that_fails_to_start_leaves_no_store_and_no_lock(tmp_path, monkeypatch):
-    import verify.sweep as sweep_module
+    import verify.sweep.runner as sweep_module
 
     def refuse(spec):
         raise RuntimeError("the cluster did not start")

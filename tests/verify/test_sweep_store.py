@@ -13,9 +13,10 @@ from pathlib import Path
 
 import pytest
 
-from verify.cli import main
-from verify.store import FORMAT, StoreError, SweepStore
-from verify.sweep import SweepAborted, expand, load_config, run_sweep
+from verify.cli.main import main
+from verify.sweep.config import SweepAborted, expand, load_config
+from verify.sweep.runner import run_sweep
+from verify.sweep.store import FORMAT, StoreError, SweepStore
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -381,7 +382,7 @@ def test_a_failed_write_is_not_reported_as_bad_input(tmp_path):
     import sqlite3
 
     from theory.errors import UserInputError
-    from verify.store import StoreWriteError
+    from verify.sweep.store import StoreWriteError
 
     class FailingCommit:
         def __init__(self, conn):

@@ -29,7 +29,7 @@ from landscapes import gaussian_problem
 from landscapes.io import save_problem
 from tests.fifo import read_without_blocking
 from theory.errors import UserInputError
-from verify.cli import main
+from verify.cli.main import main
 from verify.jsonfile import MAX_JSON_DEPTH, json_depth, read_json
 from verify.terminal import PrintableStream, printable
 

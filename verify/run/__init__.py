@@ -1,0 +1,2 @@
+"""Running the claims: the default suite, audits of a user's problem, and trained LoRA points."""
+
