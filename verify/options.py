@@ -32,11 +32,20 @@ import inspect
 import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from types import MappingProxyType
 from typing import Any, TypeVar
 
 from theory.errors import InputTypeError, UserInputError, finite_number, shown
 
-__all__ = ["OPTION_SPECS", "Spec", "check_options", "object_options", "spec_table", "validated"]
+__all__ = [
+    "register_options",
+    "OPTION_SPECS",
+    "Spec",
+    "check_options",
+    "object_options",
+    "spec_table",
+    "validated",
+]
 
 _F = TypeVar("_F", bound=Callable[..., Any])
 
@@ -426,7 +435,7 @@ _HSK_LEN = 1 << 20
 
 #: Claim id -> option name -> :class:`Spec`.  Options not listed (``save_dir``) are not options of
 #: the computation.
-OPTION_SPECS: Mapping[str, Mapping[str, Spec]] = {
+_OPTION_TABLE: dict[str, Mapping[str, Spec]] = {
     "JLR-rank-FT": {
         "rank_bound": RANK_BOUND,
         "grad_rtol": TOL,
@@ -452,12 +461,6 @@ OPTION_SPECS: Mapping[str, Mapping[str, Spec]] = {
         "gap_rtol": TOL,
         "balance_rtol": TOL,
         "rank_rtol": TOL,
-        "seed": SEED,
-        "solution": ANY,
-    },
-    "JLR-magnitude": {
-        "factor": Real(expect="a positive number (finite)"),
-        "gap_rtol": TOL,
         "seed": SEED,
         "solution": ANY,
     },
@@ -698,6 +701,22 @@ OPTION_SPECS: Mapping[str, Mapping[str, Spec]] = {
         "bound_factor": POS,
     },
 }
+
+
+#: Claim -> option name -> :class:`Spec`.  A checker declares its options where it is written
+#: (:func:`verify.checker.checker` calls :func:`register_options`); the table above holds the claims
+#: whose checkers do not yet.
+OPTION_SPECS: Mapping[str, Mapping[str, Spec]] = MappingProxyType(_OPTION_TABLE)
+
+
+def register_options(claim: str, specs: Mapping[str, Spec]) -> None:
+    """Declare the options of ``claim``'s checker (once per claim)."""
+    if claim in _OPTION_TABLE and _OPTION_TABLE[claim] is not specs:
+        raise RuntimeError(f"options of {claim} declared twice")
+    for name, spec in specs.items():
+        if not isinstance(spec, Spec):
+            raise TypeError(f"option {name} of {claim}: expected a Spec, got {type(spec).__name__}")
+    _OPTION_TABLE[claim] = MappingProxyType(dict(specs))
 
 
 def object_options(claim: str) -> frozenset[str]:

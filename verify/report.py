@@ -18,6 +18,7 @@ from typing import Any
 
 from landscapes.io import atomic_write_text
 from theory.errors import UserInputError
+from verify.checker import registered
 from verify.terminal import printable
 from verify.verdict import STATUSES, Verdict
 
@@ -251,10 +252,19 @@ def _num(x: Any) -> float:
 
 
 def evidence(v: Verdict | Mapping[str, Any]) -> str:
-    """The few certificate numbers that carry a verdict, as one short string."""
+    """The few certificate numbers that carry a verdict, as one short string.
+
+    The line is declared with the claim's checker (:func:`verify.checker.checker`).
+    """
     d = v.to_dict() if isinstance(v, Verdict) else dict(v)
     c, claim = d["certificate"], d["claim"]
-    parts: list[str] = []
+    reg = registered().get(claim)
+    if reg is not None:
+        parts = reg.evidence(c, d) if reg.evidence is not None else []
+        if not parts:
+            parts = [f"{k} {_fmt(val)}" for k, val in list(c.items())[:4]]
+        return ", ".join(parts)
+    parts = []
     if claim in ("JLR-rank-NUC", "JLR-rank-blocks"):
         for k, label in (
             ("ranks", "rank"),
@@ -285,15 +295,6 @@ def evidence(v: Verdict | Mapping[str, Any]) -> str:
         ):
             if k in c:
                 parts.append(f"{label} {_fmt(c[k])}")
-    elif claim == "JLR-magnitude":
-        for k, label in (
-            ("lam_nuclear", "lam|D|*"),
-            ("rhs", "L(0)-L(D*)"),
-            ("L0", "L(0)"),
-            ("rel_gap", "rel gap"),
-        ):
-            if k in c:
-                parts.append(f"{label} {_gap(c[k]) if 'gap' in k else _fmt(c[k])}")
     elif claim == "JLR-gen" and "bound" in c:
         parts.append(f"bound {_fmt(c['bound'])} (B {_fmt(c.get('B'))})")
         held = _fmt(c.get("test_clipped_loss"))

@@ -3,14 +3,22 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any, Literal
 
 from theory.errors import InputTypeError, UserInputError, shown
 
-__all__ = ["Verdict", "Status", "STATUSES", "CERTIFICATE_KEYS", "check_certificate", "jsonable"]
+__all__ = [
+    "declare_certificate",
+    "Verdict",
+    "Status",
+    "STATUSES",
+    "CERTIFICATE_KEYS",
+    "check_certificate",
+    "jsonable",
+]
 
 Status = Literal["holds", "violated", "inconclusive"]
 STATUSES: tuple[str, ...] = ("holds", "violated", "inconclusive")
@@ -60,10 +68,6 @@ _DECLARED: dict[str, dict[str, list[tuple[str, ...]]]] = {
             + ("imbalance_rel",)
         ],
         "violated": [("rank", "nuc_ranks", "unique", "certified_min_ranks")],
-    },
-    "JLR-magnitude": {
-        "holds": [("L0", "L_star", "lam_nuclear", "rhs", "gap", "rel_gap")],
-        "violated": [("L0", "L_star", "lam_nuclear", "rhs", "gap", "rel_gap")],
     },
     "JLR-zero-saddle": {
         "holds": [("predicted", "closed_form", "grad_op_norms", "n_params", "routes")],
@@ -120,12 +124,29 @@ _DECLARED: dict[str, dict[str, list[tuple[str, ...]]]] = {
     },
     "HSK-above": {"violated": [("refuting_cell",)]},
 }
+_CERTIFICATE_TABLE: dict[str, Mapping[str, tuple[frozenset[str], ...]]] = {
+    claim: MappingProxyType({st: tuple(frozenset(a) for a in alts) for st, alts in by.items()})
+    for claim, by in _DECLARED.items()
+}
+#: Claim -> status -> alternatives of the certificate fields its checker writes.  A checker declares
+#: them where it is written (:func:`verify.checker.checker` calls :func:`declare_certificate`).
 CERTIFICATE_KEYS: Mapping[str, Mapping[str, tuple[frozenset[str], ...]]] = MappingProxyType(
-    {
-        claim: MappingProxyType({st: tuple(frozenset(a) for a in alts) for st, alts in by.items()})
-        for claim, by in _DECLARED.items()
-    }
+    _CERTIFICATE_TABLE
 )
+
+
+def declare_certificate(claim: str, by_status: Mapping[str, Sequence[Sequence[str]]]) -> None:
+    """Declare the certificate fields ``claim``'s checker always writes, per status.
+
+    ``by_status`` maps ``"holds"`` / ``"violated"`` to alternatives (one per mode of the checker),
+    each a sequence of field names of which one alternative must be present in full.
+    """
+    for st in by_status:
+        if st not in STATUSES:
+            raise ValueError(f"certificate of {claim}: expected statuses among {STATUSES}, got {st!r}")
+    _CERTIFICATE_TABLE[claim] = MappingProxyType(
+        {st: tuple(frozenset(a) for a in alts) for st, alts in by_status.items()}
+    )
 
 
 def check_certificate(d: Mapping[str, Any], where: str) -> None:

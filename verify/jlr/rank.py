@@ -33,8 +33,8 @@ from landscapes.uniqueness import UniquenessCertificate, ft_uniqueness, nuc_uniq
 from theory.bounds import r_max, triangular
 from theory.claims import DEFAULT_TOLERANCES
 from theory.errors import UserInputError
-from verify.checker import needs_float64, save_counterexample
-from verify.options import validated
+from verify.checker import Judge, checker, fields, needs_float64, save_counterexample
+from verify.options import ANY, SEED, TOL, Real, validated
 from verify.verdict import Verdict
 
 __all__ = [
@@ -687,7 +687,22 @@ def check_jlr_equiv(
 
 
 # --------------------------------------------------------------------------------------------------
-@validated("JLR-magnitude")
+@checker(
+    "JLR-magnitude",
+    options={
+        "factor": Real(expect="a positive number (finite)"),
+        "gap_rtol": TOL,
+        "seed": SEED,
+        "solution": ANY,
+    },
+    certificate={
+        "holds": [("L0", "L_star", "lam_nuclear", "rhs", "gap", "rel_gap")],
+        "violated": [("L0", "L_star", "lam_nuclear", "rhs", "gap", "rel_gap")],
+    },
+    evidence=fields(
+        ("lam_nuclear", "lam|D|*"), ("rhs", "L(0)-L(D*)"), ("L0", "L(0)"), ("rel_gap", "rel gap")
+    ),
+)
 def check_jlr_magnitude(
     problem: Problem,
     *,
@@ -703,6 +718,11 @@ def check_jlr_magnitude(
     the first inequality holds up to :math:`\epsilon`, which is the tolerance used.  ``factor``
     states the variant :math:`\lambda\|D^\star\|_* \le` ``factor`` :math:`(L(0) - L(D^\star))`;
     with ``factor < 1`` it is ``violated`` when the excess is more than 100 gaps.
+
+    Certificate: ``lam_nuclear`` (:math:`\sum_j\lambda_j\|D^\star_j\|_*`), ``L0``, ``L_star``,
+    ``rhs`` (``factor`` :math:`(L(0) - L(D^\star))`), ``excess`` (``lam_nuclear - rhs``), ``gap``
+    and ``rel_gap`` of the NUC solution, ``L_star_nonnegative``, ``solver_seconds``,
+    ``follows_from``, and ``gap_note`` when the gap is negative at round-off.
     """
     claim = "JLR-magnitude"
     if not (isinstance(factor, (int, float)) and factor > 0):
@@ -710,10 +730,11 @@ def check_jlr_magnitude(
     opts: dict[str, Any] = {"factor": factor, "gap_rtol": gap_rtol, "seed": seed}
     if (early := needs_float64(claim, problem, opts)) is not None:
         return early
+    judge = Judge(claim, problem.fingerprint(), opts)
     t0 = time.perf_counter()
     sol = _nuc_solution(problem, solution, gap_rtol, seed)
     c = sol.certificate
-    t_solve = time.perf_counter() - t0
+    judge.timings["solve"] = time.perf_counter() - t0
     L0 = problem.risk(problem.zeros())
     LD = problem.risk(sol.D)
     pen = problem.penalty(sol.D)
@@ -734,50 +755,23 @@ def check_jlr_magnitude(
     if c.gap < 0:
         cert["gap_note"] = "negative at round-off: primal and dual agree to rounding"
     if not c.within(gap_rtol):
-        return Verdict(
-            claim,
-            "inconclusive",
-            problem.fingerprint(),
-            cert,
-            f"NUC not certified (rel gap {c.rel_gap:.1e})",
-            {"solve": t_solve},
-            opts,
-        )
+        return judge.inconclusive(cert, f"NUC not certified (rel gap {c.rel_gap:.1e})")
     if lhs <= rhs + eps and LD >= -eps:
-        return Verdict(
-            claim,
-            "holds",
-            problem.fingerprint(),
+        return judge.holds(
             cert,
             f"lam||D*||_* = {lhs:.4g} <= {factor:g}(L(0) - L(D*)) = {rhs:.4g} <= L(0) = {L0:.4g} at the "
             f"certified NUC solution (rel gap {_gap_text(c.rel_gap)}); the inequality follows from that "
             "certificate (the objective at D* is at most the objective at 0 plus the gap), so this checks "
             "the certificate's arithmetic, not more",
-            {"solve": t_solve},
-            opts,
         )
     if lhs - rhs > 100 * eps + 1e-12 * abs(L0):
-        path = save_counterexample(problem, save_dir, claim, sol.D, opts)
-        return Verdict(
-            claim,
-            "violated",
-            problem.fingerprint(),
+        return judge.violated(
             cert,
             f"lam||D*||_* = {lhs:.4g} exceeds {factor:g}(L(0) - L(D*)) = {rhs:.4g} by "
             f"{lhs - rhs:.2e} (gap {eps:.1e})",
-            {"solve": t_solve},
-            opts,
-            path,
+            counterexample=save_counterexample(problem, save_dir, claim, sol.D, opts),
         )
-    return Verdict(
-        claim,
-        "inconclusive",
-        problem.fingerprint(),
-        cert,
-        "the inequality fails by less than 100 gaps: not certified either way",
-        {"solve": t_solve},
-        opts,
-    )
+    return judge.inconclusive(cert, "the inequality fails by less than 100 gaps: not certified either way")
 
 
 # --------------------------------------------------------------------------------------------------
