@@ -707,12 +707,14 @@ _OPTION_TABLE: dict[str, Mapping[str, Spec]] = {
 #: (:func:`verify.checker.checker` calls :func:`register_options`); the table above holds the claims
 #: whose checkers do not yet.
 OPTION_SPECS: Mapping[str, Mapping[str, Spec]] = MappingProxyType(_OPTION_TABLE)
+_CENTRAL = set(_OPTION_TABLE)  # declared above, not yet beside their checkers
 
 
 def register_options(claim: str, specs: Mapping[str, Spec]) -> None:
     """Declare the options of ``claim``'s checker (once per claim)."""
-    if claim in _OPTION_TABLE and _OPTION_TABLE[claim] is not specs:
+    if claim in _OPTION_TABLE and claim not in _CENTRAL:
         raise RuntimeError(f"options of {claim} declared twice")
+    _CENTRAL.discard(claim)
     for name, spec in specs.items():
         if not isinstance(spec, Spec):
             raise TypeError(f"option {name} of {claim}: expected a Spec, got {type(spec).__name__}")
