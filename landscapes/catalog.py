@@ -204,10 +204,25 @@ class ProblemSpec:
     claims: tuple[str, ...]
     note: str = ""
     checker_options: dict[str, dict[str, Any]] = field(default_factory=dict)
+    #: Claim -> ``(status, why)``: the status its verdict is recorded to have on this problem when it
+    #: is not ``"holds"`` (a known refutation, a known inconclusive), and why.  Claims not listed
+    #: are expected to hold.
+    expected: dict[str, tuple[str, str]] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        for claim, (status, why) in self.expected.items():
+            if claim not in self.claims:
+                raise ValueError(f"{self.name}: an expectation for {claim}, which is not checked on it")
+            if status not in ("violated", "inconclusive") or not why:
+                raise ValueError(f"{self.name}: {claim} expected {status!r}: a non-holds status and a why")
+
+    def expected_status(self, claim: str) -> str:
+        """The recorded status of ``claim`` on this problem (``"holds"`` unless listed)."""
+        return self.expected[claim][0] if claim in self.expected else "holds"
 
     def to_dict(self) -> dict[str, Any]:
         """Plain data for reports."""
-        return {
+        d: dict[str, Any] = {
             "name": self.name,
             "generator": self.generator,
             "kwargs": dict(self.kwargs),
@@ -215,6 +230,9 @@ class ProblemSpec:
             "note": self.note,
             "checker_options": {k: dict(v) for k, v in self.checker_options.items()},
         }
+        if self.expected:
+            d["expected"] = {c: {"status": st, "why": why} for c, (st, why) in self.expected.items()}
+        return d
 
 
 def build_problem(spec: ProblemSpec) -> Any:

@@ -139,8 +139,8 @@ class Judge:
         counterexample: str | None = None,
     ) -> Verdict:
         """A verdict of a status computed by the checker."""
-        if counterexample is not None and status != "violated":
-            raise ValueError(f"{self.claim}: a counterexample belongs to a violated verdict, not {status!r}")
+        if counterexample is not None and status == "inconclusive":
+            raise ValueError(f"{self.claim}: a saved file belongs to a decided verdict, not {status!r}")
         return Verdict(
             self.claim,
             status,
@@ -152,9 +152,13 @@ class Judge:
             counterexample,
         )
 
-    def holds(self, certificate: Mapping[str, Any], reason: str) -> Verdict:
-        """The claim holds on this problem: ``certificate`` shows it within the tolerances."""
-        return self.verdict("holds", certificate, reason)
+    def holds(self, certificate: Mapping[str, Any], reason: str, *, witness: str | None = None) -> Verdict:
+        """The claim holds on this problem: ``certificate`` shows it within the tolerances.
+
+        ``witness``: the saved file of a point that makes an existence claim hold (e.g. the spurious
+        local minimizer JLR-spurious-below finds), replayable like a counterexample.
+        """
+        return self.verdict("holds", certificate, reason, counterexample=witness)
 
     def violated(
         self, certificate: Mapping[str, Any], reason: str, *, counterexample: str | None = None

@@ -56,6 +56,32 @@ VERDICT_SCHEMA: dict[str, Any] = {
     },
 }
 
+#: JSON Schema of the verdicts against the suite's record (``loracheck run``; optional).
+RECORD_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "required": ["as_recorded", "known_refutations", "known_inconclusive", "differences"],
+    "properties": {
+        "as_recorded": {"type": "integer"},
+        "known_refutations": {"type": "integer"},
+        "known_inconclusive": {"type": "integer"},
+        "differences": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "required": ["claim", "problem", "expected", "got", "why", "kind"],
+                "properties": {
+                    "claim": {"type": "string"},
+                    "problem": {"type": "string"},
+                    "expected": {"enum": list(STATUSES)},
+                    "got": {"enum": list(STATUSES)},
+                    "why": {"type": "string"},
+                    "kind": {"enum": ["new violation", "holds became inconclusive", "differs"]},
+                },
+            },
+        },
+    },
+}
+
 #: JSON Schema of the verdict counts per status (shared by reports and audits).
 COUNTS_SCHEMA: dict[str, Any] = {
     "type": "object",
@@ -89,6 +115,7 @@ REPORT_SCHEMA: dict[str, Any] = {
         "seconds": {"type": "number"},
         "counts": COUNTS_SCHEMA,
         "verdicts": {"type": "array", "items": VERDICT_SCHEMA},
+        "record": RECORD_SCHEMA,
     },
 }
 
@@ -194,13 +221,16 @@ def build_report(
     suite: Iterable[Mapping[str, Any]] = (),
     seconds: float = 0.0,
     complete: bool = True,
+    record: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Assemble the report dictionary (see :data:`REPORT_SCHEMA`).
 
     ``complete=False`` marks a report written while the run is still going (after each verdict,
-    so a killed run keeps every finished verdict).
+    so a killed run keeps every finished verdict).  ``record``: the verdicts against the suite's
+    record (:func:`verify.run.record.record_summary`), when the run compared them.
     """
     counts = {s: sum(v.status == s for v in verdicts) for s in STATUSES}
+    extra = {"record": dict(record)} if record is not None else {}
     return {
         "format": REPORT_FORMAT,
         "version": REPORT_VERSION,
@@ -211,6 +241,7 @@ def build_report(
         "seconds": float(seconds),
         "counts": counts,
         "verdicts": [v.to_dict() for v in verdicts],
+        **extra,
     }
 
 

@@ -889,7 +889,7 @@ def test_unsaveable_problems(tmp_path):
 
 @pytest.mark.parametrize("suffix", SUFFIXES)
 def test_load_counterexample_from_the_jlr_writer(tmp_path, suffix, monkeypatch):
-    from verify.jlr import rank as jlr
+    from verify import checker as jlr
 
     P = make_problem(20, "squared", low_rank=2 if suffix == ".safetensors" else None)
     g = torch.Generator().manual_seed(0)
@@ -900,7 +900,7 @@ def test_load_counterexample_from_the_jlr_writer(tmp_path, suffix, monkeypatch):
         monkeypatch.setattr(
             jlr, "save_problem", lambda p, path, **kw: real(p, Path(path).with_suffix(suffix), **kw)
         )
-    path = jlr._save(P, tmp_path, "JLR24.rank_nuc", D, opts)
+    path = jlr.save_counterexample(P, tmp_path, "JLR24.rank_nuc", D, opts)
     assert path is not None and path.endswith(suffix)
     cx = load_counterexample(path)
     assert cx.claim == "JLR24.rank_nuc"

@@ -100,7 +100,7 @@ def test_console_script_runs_in_a_subprocess(tmp_path):
         [
             sys.executable,
             "-m",
-            "verify.cli.main",
+            "verify.cli",
             "run",
             "--problems",
             "gauss-sq-K1",

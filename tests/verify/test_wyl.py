@@ -370,3 +370,14 @@ def test_exact_mode_takes_the_scale_from_the_options_not_the_init(problem, monke
     monkeypatch.setattr(wyl, "init_lora", _rescaled_init((12 / 14) ** 0.25, record=True))
     v = check_wyl_first_step(problem, rank=3, search_starts=0)
     assert v.status == "violated" and "not proportional" in v.reason, v.reason
+
+
+def test_an_exact_mode_violation_carries_its_declared_certificate():
+    # The declared violated fields were those of the pipeline mode only: a resumed report refused
+    # every exact-mode violation as a forgery.
+    from verify.verdict import check_certificate
+
+    p = gaussian_problem(K=2, N=10, blocks=[(14, 12), (12, 16)], lam=0.01, loss="cross_entropy", seed=3)
+    v = check_wyl_first_step(p, rank=3, init="loraga-peft", search_starts=0)
+    assert v.status == "violated", v.reason
+    check_certificate(v.to_dict(), "resumed report")

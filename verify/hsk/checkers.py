@@ -23,7 +23,8 @@ import itertools
 import math
 import statistics
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 from typing import Any, Literal
@@ -50,7 +51,8 @@ from landscapes.eps_rank import EpsRankBounds, eps_rank_bounds, orthogonal_vecto
 from landscapes.io import atomic_write
 from theory.errors import InputTypeError, UserInputError, finite_number
 from theory.hsk import doubling_lengths, far_crossover, polynomial_method_table, rank_crossover
-from verify.options import validated
+from verify.checker import Judge, checker, fmt, num
+from verify.options import BOOL, NONNEG, POS, TOL, Choice, Int, Seq
 from verify.verdict import Verdict
 
 __all__ = [
@@ -64,6 +66,7 @@ __all__ = [
 ]
 
 _NOTE = "numerical evidence over the measured range for an asymptotic statement, not a proof"
+_HSK_LEN = 1 << 20  # the longest sequence an option may name
 
 
 def autograd_gradients(h: AttentionLoRA) -> tuple[float, dict[str, Tensor], dict[str, Tensor]]:
@@ -169,7 +172,34 @@ def _printed_b_gradient(h: AttentionLoRA, GS: Tensor) -> Tensor:
     return h.scale * h.beta * h.X.T @ GS @ h.A["Q"] @ C2
 
 
-@validated("HSK-exact")
+def _exact_evidence(c: Mapping[str, Any], d: Mapping[str, Any]) -> list[str]:
+    """The largest error against autograd and the fitted time exponent."""
+    if "timing" not in c:
+        return []
+    return [
+        f"max err vs autograd {fmt(c['worst_max_entry_rel_error'])}",
+        f"time ~ L^{fmt(c['timing']['fitted_exponent'])}",
+    ]
+
+
+@checker(
+    "HSK-exact",
+    options={
+        "lengths": Seq(Int(1, 4_096), 1, 64),
+        "gamma": POS,
+        "rtol": TOL,
+        "timing_lengths": Seq(Int(2, _HSK_LEN), 2, 64, distinct=True),
+        "block_size": Int(1, _HSK_LEN, optional=True),
+        "exponent_range": Seq(NONNEG, 2, 2),
+        "repeats": Int(1, 100),
+        "variant": Choice(("derived", "printed")),
+    },
+    certificate={
+        "holds": [("agreement", "timing", "worst_max_entry_rel_error")],
+        "violated": [("agreement", "worst_max_entry_rel_error")],
+    },
+    evidence=_exact_evidence,
+)
 def check_hsk_exact(
     setting: HskSetting,
     *,
@@ -199,6 +229,12 @@ def check_hsk_exact(
     unless ``L = r = d`` (the verdict names the shapes), and where it is defined it disagrees
     with autograd.  The derived gradient :math:`C_1^\top p C_2 A_Q^\top` corrects it; the typo
     does not touch the paper's complexity results (both are the same products in another order).
+
+    Certificate: ``agreement`` (per ``L``: ``max_entry_rel_error`` of the dense and streamed routes
+    against autograd, and the ``loss``), ``worst_max_entry_rel_error``, ``timing`` (``L``,
+    ``seconds``, ``fitted_exponent``) and, with ``variant="printed"``, ``printed_b_gradient``
+    (the printed formula's ``shapes``, ``defined_at_setting``, ``evaluated_at`` and its
+    ``max_entry_rel_error_vs_autograd``).
     """
     claim = "HSK-exact"
     _check_setting(setting)
@@ -224,34 +260,12 @@ def check_hsk_exact(
         "exponent_range": list(exponent_range),
         "variant": variant,
     }
+    judge = Judge(claim, setting.fingerprint(), opts)
     t0 = time.perf_counter()
-    rows = []
-    worst, worst_h = 0.0, None
-    for L in lengths:
-        h = setting.instance(L, gamma)
-        ref = autograd_gradients(h)
-        dense = exact_gradients(h)
-        streamed = exact_gradients(h, block_size=max(1, L // 3))
-        err = max(_grad_error(dense, ref), _grad_error(streamed, ref))
-        rows.append({"L": L, "max_entry_rel_error": err, "loss": ref[0]})
-        if not err <= worst:  # NaN counts as the worst
-            worst, worst_h = err, h
+    rows, worst, worst_h = _agreement(setting, lengths, gamma)
     printed: dict[str, Any] | None = None
     if variant == "printed":
-        d, r = setting.d, setting.r
-        shapes = {"C1^T": [d, "L"], "p": ["L", "L"], "A_Q": [r, d], "C2": ["L", d]}
-        # Defined only when L = r (p A_Q) and d = L (A_Q C2): evaluate it where it is.
-        h = hsk_instance(L=2, d=2, r=2, gamma=gamma, case=setting.case, seed=setting.seed, beta=setting.beta)
-        ref = autograd_gradients(h)
-        bad = _printed_b_gradient(h, score_gradient(h))
-        err = float((bad - ref[2]["Q"]).abs().max()) / max(float(ref[2]["Q"].abs().max()), 1e-300)
-        err = err if math.isfinite(err) else math.inf
-        printed = {
-            "shapes": shapes,
-            "defined_at_setting": setting.r == setting.d,
-            "evaluated_at": {"L": 2, "d": 2, "r": 2},
-            "max_entry_rel_error_vs_autograd": err,
-        }
+        printed, err, h = _printed_agreement(setting, gamma)
         if not err <= worst:
             worst, worst_h = err, h
     times = []
@@ -267,8 +281,7 @@ def check_hsk_exact(
     }
     if printed is not None:
         cert["printed_b_gradient"] = printed
-    timings = {"total": time.perf_counter() - t0}
-    fp = setting.fingerprint()
+    judge.timings["total"] = time.perf_counter() - t0
     if not worst <= rtol:
         what = (
             f"[HSK24] prints dL/dB_Q = C1^T p A_Q C2: a dimension mismatch (p is L x L, A_Q is r x d), "
@@ -283,36 +296,94 @@ def check_hsk_exact(
             if worst_h is not None
             else None
         )
-        return Verdict(claim, "violated", fp, cert, what, timings, opts, path)
+        return judge.violated(cert, what, counterexample=path)
     lo, hi = exponent_range
     timing_text = f"streamed exact time ~ L^{exponent:.2f} over L = {timing_lengths[0]}..{timing_lengths[-1]}"
     if lo <= exponent <= hi:
-        return Verdict(
-            claim,
-            "holds",
-            fp,
+        return judge.holds(
             cert,
             f"exact = autograd to {worst:.1e} (rtol {rtol:g}) for L in {list(lengths)}, case {setting.case}; "
             + timing_text,
-            timings,
-            opts,
         )
-    return Verdict(
-        claim,
-        "inconclusive",
-        fp,
+    return judge.inconclusive(
         cert,
         f"exact = autograd to {worst:.1e}, but {timing_text}, outside [{lo}, {hi}] "
         "(machine-dependent timing)",
-        timings,
-        opts,
     )
+
+
+def _agreement(
+    setting: HskSetting, lengths: Sequence[int], gamma: float
+) -> tuple[list[dict[str, Any]], float, AttentionLoRA | None]:
+    """Per ``L``: the dense and streamed exact gradients against autograd; the worst error and its head."""
+    rows = []
+    worst, worst_h = 0.0, None
+    for L in lengths:
+        h = setting.instance(L, gamma)
+        ref = autograd_gradients(h)
+        dense = exact_gradients(h)
+        streamed = exact_gradients(h, block_size=max(1, L // 3))
+        err = max(_grad_error(dense, ref), _grad_error(streamed, ref))
+        rows.append({"L": L, "max_entry_rel_error": err, "loss": ref[0]})
+        if not err <= worst:  # NaN counts as the worst
+            worst, worst_h = err, h
+    return rows, worst, worst_h
+
+
+def _printed_agreement(setting: HskSetting, gamma: float) -> tuple[dict[str, Any], float, AttentionLoRA]:
+    """The printed B-gradient against autograd where it is defined (``L = r = d = 2``).
+
+    Returns the certificate's ``printed_b_gradient``, the error and the head it was evaluated on.
+    """
+    d, r = setting.d, setting.r
+    shapes = {"C1^T": [d, "L"], "p": ["L", "L"], "A_Q": [r, d], "C2": ["L", d]}
+    # Defined only when L = r (p A_Q) and d = L (A_Q C2): evaluate it where it is.
+    h = hsk_instance(L=2, d=2, r=2, gamma=gamma, case=setting.case, seed=setting.seed, beta=setting.beta)
+    ref = autograd_gradients(h)
+    bad = _printed_b_gradient(h, score_gradient(h))
+    err = float((bad - ref[2]["Q"]).abs().max()) / max(float(ref[2]["Q"].abs().max()), 1e-300)
+    err = err if math.isfinite(err) else math.inf
+    printed = {
+        "shapes": shapes,
+        "defined_at_setting": setting.r == setting.d,
+        "evaluated_at": {"L": 2, "d": 2, "r": 2},
+        "max_entry_rel_error_vs_autograd": err,
+    }
+    return printed, err, h
 
 
 # ---- HSK-poly-error -----------------------------------------------------------------------------
 
 
-@validated("HSK-poly-error")
+def _poly_error_evidence(c: Mapping[str, Any], d: Mapping[str, Any]) -> list[str]:
+    """The largest error over its allowance, the tightest error over the bound, and the rows."""
+    if "rows" not in c:
+        return []
+    worst = max(num(r["error_over_allowed"]) for r in c["rows"])
+    tight = max(
+        (num(r["error_over_bound"]) for r in c["rows"] if r.get("error_over_bound") is not None),
+        default=0,
+    )
+    return [
+        f"error/allowed <= {fmt(worst)}, tightest error/bound {fmt(tight)}",
+        f"{len(c['rows'])} (gamma, g)",
+    ]
+
+
+@checker(
+    "HSK-poly-error",
+    options={
+        "L": Int(1, 8_192),
+        "gammas": Seq(POS, 1, 64),
+        "degrees": Seq(Int(0, 64), 1, 64),
+        "bound_factor": POS,
+    },
+    certificate={
+        "holds": [("rows", "worst_error_over_allowed", "bound")],
+        "violated": [("rows", "worst_error_over_allowed", "bound")],
+    },
+    evidence=_poly_error_evidence,
+)
 def check_hsk_poly_error(
     setting: HskSetting,
     *,
@@ -337,6 +408,12 @@ def check_hsk_poly_error(
     a given accuracy, as in Alman and Song) is not stated in the text available to this package
     (the [HSK24] summary and the claims file), so no such rule is tested here; the degree the
     Lagrange bound itself prescribes is :func:`theory.hsk.taylor_degree`.
+
+    Certificate: ``rows``, per (gamma, degree): ``gamma``, ``M``, ``degree``, ``rank`` (columns of
+    the features), ``max_entry_error``, ``bound`` (times ``bound_factor``), ``allowed`` (with the
+    round-off allowance), ``error_over_allowed``, ``error_over_bound`` (``None`` where the bound is
+    below the allowance); ``worst_error_over_allowed`` (``inf`` for a wrong rank) and ``bound``
+    (which bound was checked).
     """
     claim = "HSK-poly-error"
     _check_setting(setting)
@@ -348,78 +425,79 @@ def check_hsk_poly_error(
         _check_positive("gammas", gm)
     _check_positive("bound_factor", bound_factor)
     opts = {"L": L, "gammas": list(gammas), "degrees": list(degrees), "bound_factor": bound_factor}
+    judge = Judge(claim, setting.fingerprint(), opts)
     t0 = time.perf_counter()
     rows = []
     worst_ratio, worst = -math.inf, None
     for gm in gammas:
         h = setting.instance(L, gm)
-        W = h.weights()
-        Q, K = h.X @ W["Q"], h.X @ W["K"]
-        S = h.beta * Q @ K.T
-        A = torch.exp(S)
-        M = float(S.abs().max())
-        c = math.sqrt(abs(h.beta))
-        top = float(A.abs().max())
-        for g in degrees:
-            U = taylor_features(math.copysign(c, h.beta) * Q, g)
-            V = taylor_features(c * K, g)
-            err = float((A - U @ V.T).abs().max())
-            err = err if math.isfinite(err) else math.inf
-            bound = bound_factor * taylor_error_bound(M, g)
-            allowed = bound + 1e-12 * max(1.0, top)
-            rank_ok = U.shape[1] == math.comb(setting.d + g, g)
-            rows.append(
-                {
-                    "gamma": gm,
-                    "M": M,
-                    "degree": g,
-                    "rank": int(U.shape[1]),
-                    "max_entry_error": err,
-                    "bound": bound,
-                    "allowed": allowed,
-                    "error_over_allowed": err / allowed,
-                    # the bound's tightness, where it is above the round-off allowance
-                    "error_over_bound": err / bound if bound > allowed - bound else None,
-                }
-            )
-            ratio = err / allowed if rank_ok and math.isfinite(allowed) else (0.0 if rank_ok else math.inf)
+        for row, ratio in _poly_rows(setting, h, gm, degrees, bound_factor):
+            rows.append(row)
             if not ratio <= worst_ratio:
-                worst_ratio, worst = ratio, (h, rows[-1])
+                worst_ratio, worst = ratio, (h, row)
     cert = {
         "rows": rows,
         "worst_error_over_allowed": worst_ratio,
         "bound": "standard Lagrange remainder e^M M^(g+1)/(g+1)! (no degree rule of the paper tested)",
     }
-    timings = {"total": time.perf_counter() - t0}
-    fp = setting.fingerprint()
+    judge.timings["total"] = time.perf_counter() - t0
     assert worst is not None
     if worst_ratio <= 1.0:
         tight = max((r["error_over_bound"] for r in rows if r["error_over_bound"] is not None), default=0.0)
-        return Verdict(
-            claim,
-            "holds",
-            fp,
+        return judge.holds(
             cert,
             f"every entry error is within the standard Lagrange remainder bound e^M M^(g+1)/(g+1)! "
             f"(largest error/bound {tight:.2f} where the bound is above round-off) for degrees "
             f"{list(degrees)} and gamma {list(gammas)}; rank = C(d+g, g); the paper's own degree rule "
             "is not in the available text and is not tested",
-            timings,
-            opts,
         )
     h, row = worst
-    path = _save_instance(setting, save_dir, claim, h, row)
-    return Verdict(
-        claim,
-        "violated",
-        fp,
+    return judge.violated(
         cert,
         f"degree {row['degree']}, gamma {row['gamma']}: entry error {row['max_entry_error']:.3g} > "
         f"{bound_factor:g} x bound = {row['bound']:.3g}",
-        timings,
-        opts,
-        path,
+        counterexample=_save_instance(setting, save_dir, claim, h, row),
     )
+
+
+def _poly_rows(
+    setting: HskSetting, h: AttentionLoRA, gm: float, degrees: Sequence[int], bound_factor: float
+) -> list[tuple[dict[str, Any], float]]:
+    r"""Per degree, on the head ``h`` (entry bound ``gm``): the certificate row, its error over the allowance.
+
+    The ratio is ``inf`` when the rank is not :math:`\binom{d+g}{g}`.
+    """
+    W = h.weights()
+    Q, K = h.X @ W["Q"], h.X @ W["K"]
+    S = h.beta * Q @ K.T
+    A = torch.exp(S)
+    M = float(S.abs().max())
+    c = math.sqrt(abs(h.beta))
+    top = float(A.abs().max())
+    out = []
+    for g in degrees:
+        U = taylor_features(math.copysign(c, h.beta) * Q, g)
+        V = taylor_features(c * K, g)
+        err = float((A - U @ V.T).abs().max())
+        err = err if math.isfinite(err) else math.inf
+        bound = bound_factor * taylor_error_bound(M, g)
+        allowed = bound + 1e-12 * max(1.0, top)
+        rank_ok = U.shape[1] == math.comb(setting.d + g, g)
+        row = {
+            "gamma": gm,
+            "M": M,
+            "degree": g,
+            "rank": int(U.shape[1]),
+            "max_entry_error": err,
+            "bound": bound,
+            "allowed": allowed,
+            "error_over_allowed": err / allowed,
+            # the bound's tightness, where it is above the round-off allowance
+            "error_over_bound": err / bound if bound > allowed - bound else None,
+        }
+        ratio = err / allowed if rank_ok and math.isfinite(allowed) else (0.0 if rank_ok else math.inf)
+        out.append((row, ratio))
+    return out
 
 
 # ---- HSK-below ----------------------------------------------------------------------------------
@@ -550,7 +628,39 @@ def _matching_rules(setting: HskSetting) -> tuple[tuple[_MRule, ...], str]:
     )
 
 
-@validated("HSK-below")
+def _below_evidence(c: Mapping[str, Any], d: Mapping[str, Any]) -> list[str]:
+    """The smallest rank per length and the fitted time exponent of the fast route."""
+    if "per_length" not in c:
+        return []
+    ranks = [r.get("rank") for r in c["per_length"]]
+    parts = [f"ranks {ranks}"]
+    if c.get("timing"):
+        parts.append(f"time ~ L^{fmt(c['timing']['fitted_exponent'])}")
+    return parts
+
+
+@checker(
+    "HSK-below",
+    options={
+        "gamma": POS,
+        "lengths": Seq(Int(2, _HSK_LEN), 2, 64, distinct=True),
+        "timing_lengths": Seq(Int(2, _HSK_LEN), 2, 64, distinct=True),
+        "target": TOL,
+        "max_degree": Int(0, 64),
+        "max_exponent": POS,
+        "repeats": Int(1, 100),
+        "regime_m_rule": Choice(("gamma^2", "d*gamma^2"), optional=True),
+        "regime_max_log2": Int(2, 2**62),
+        "variant": Choice(("below", "above", "superlinear")),
+        "above_ratio": POS,
+        "superlinear_c": POS,
+    },
+    certificate={
+        "holds": [("per_length", "timing", "regime_analysis", "note")],
+        "violated": [("per_length",)],
+    },
+    evidence=_below_evidence,
+)
 def check_hsk_below(
     setting: HskSetting,
     *,
@@ -615,8 +725,68 @@ def check_hsk_below(
     most :math:`2^d`.  ``variant="superlinear"`` claims the polynomial method's rank in the
     counted regime is at least :math:`L^{1 + \text{superlinear\_c}}` at every tabulated ``L``,
     refuted (``violated``) by the first ``L`` where the count is below that.
+
+    Certificate: ``per_length`` (per ``L``: ``gamma``, ``gradient_max_entry``, ``errors_by_degree``
+    and ``rel_errors_by_degree`` (``None`` where a degree fails), the smallest ``degree`` within
+    ``target`` and its ``rank``, ``degree_at_1_over_L``, ``rank_at_1_over_L``; empty for
+    ``variant="superlinear"``), ``timing`` (``L``, ``degree``, ``seconds``, ``fitted_exponent``;
+    ``None`` when nothing was timed), ``regime_analysis`` and ``regime_analysis_other_M`` (the
+    counts of :func:`_regime_analysis` under the matching rule and the other one), ``note``; when
+    measured also ``measures`` and ``regime_rules_required``, and once every ``L`` meets the target
+    ``rank_growth_exponent``, ``uniform_degree``, ``uniform_rank``, then, when timed,
+    ``rank_growth_exponent_at_1_over_L``.
     """
-    claim = "HSK-below"
+    lengths, timing_lengths, required, match_text = _check_below_options(
+        setting, gamma, lengths, timing_lengths, target, max_degree, max_exponent, repeats, regime_m_rule,
+        regime_max_log2, variant, above_ratio, superlinear_c,
+    )
+    rule: _MRule = regime_m_rule if regime_m_rule is not None else required[0]
+    opts = {
+        "gamma": gamma,
+        "lengths": list(lengths),
+        "timing_lengths": list(timing_lengths),
+        "target": target,
+        "max_degree": max_degree,
+        "max_exponent": max_exponent,
+        "regime_m_rule": regime_m_rule,
+        "regime_rules_required": list(required),
+        "regime_max_log2": regime_max_log2,
+        "variant": variant,
+        "above_ratio": above_ratio,
+        "superlinear_c": superlinear_c,
+    }
+    judge = Judge("HSK-below", setting.fingerprint(), opts)
+    t0 = time.perf_counter()
+    counted = _counted(rule, regime_max_log2, superlinear_c, None if variant == "superlinear" else match_text)
+    if variant == "superlinear":  # a claim about the counted regime: the table alone refutes it
+        return _superlinear_verdict(judge, t0, counted, superlinear_c, regime_max_log2)
+    run = _Below(
+        setting, gamma, lengths, timing_lengths, target, max_degree, max_exponent, repeats, variant,
+        above_ratio, regime_max_log2, required,
+    )
+    return run.verdict(judge, t0, counted, save_dir)
+
+
+def _check_below_options(
+    setting: HskSetting,
+    gamma: float,
+    lengths: Sequence[int],
+    timing_lengths: Sequence[int],
+    target: float,
+    max_degree: int,
+    max_exponent: float,
+    repeats: int,
+    regime_m_rule: _MRule | None,
+    regime_max_log2: int,
+    variant: str,
+    above_ratio: float,
+    superlinear_c: float,
+) -> tuple[tuple[int, ...], tuple[int, ...], tuple[_MRule, ...], str]:
+    """Refuse the options of :func:`check_hsk_below` (a ``ValueError`` naming the argument).
+
+    Returns the lengths, the timing lengths, the score rules the measured heads require and the
+    text saying why (:func:`_matching_rules`).
+    """
     _check_setting(setting)
     lengths = _check_lengths("lengths", lengths, 2)
     timing_lengths = _check_lengths("timing_lengths", timing_lengths, 2)
@@ -640,260 +810,272 @@ def check_hsk_below(
             f"regime_m_rule: {regime_m_rule!r} does not match the measured heads ({match_text}); "
             "leave it None (derived from the setting's beta)"
         )
-    rule: _MRule = regime_m_rule if regime_m_rule is not None else required[0]
     if isinstance(regime_max_log2, bool) or not isinstance(regime_max_log2, int) or regime_max_log2 < 2:
         raise UserInputError(f"regime_max_log2: expected an int >= 2, got {regime_max_log2!r}")
-    opts = {
-        "gamma": gamma,
-        "lengths": list(lengths),
-        "timing_lengths": list(timing_lengths),
-        "target": target,
-        "max_degree": max_degree,
-        "max_exponent": max_exponent,
-        "regime_m_rule": regime_m_rule,
-        "regime_rules_required": list(required),
-        "regime_max_log2": regime_max_log2,
-        "variant": variant,
-        "above_ratio": above_ratio,
-        "superlinear_c": superlinear_c,
-    }
+    return lengths, timing_lengths, required, match_text
 
-    def gamma_at(L: int) -> float:
-        return above_ratio * math.sqrt(math.log(L)) if variant == "above" else gamma
 
-    t0 = time.perf_counter()
-    analysis = _regime_analysis(rule, regime_max_log2, superlinear_c)
+def _counted(
+    rule: _MRule, max_log2: int, superlinear_c: float, match_text: str | None
+) -> tuple[dict[str, Any], dict[str, Any], str]:
+    """The counted regime under ``rule`` and under the other rule, and the text of the reason about them.
+
+    ``match_text``: why ``rule`` matches the measured heads (``None``: nothing is measured).
+    """
+    analysis = _regime_analysis(rule, max_log2, superlinear_c)
     other_rule: _MRule = "d*gamma^2" if rule == "gamma^2" else "gamma^2"
-    other = _regime_analysis(other_rule, regime_max_log2, superlinear_c)
+    other = _regime_analysis(other_rule, max_log2, superlinear_c)
     regime_text = _regime_text(analysis)
-    if variant != "superlinear":
+    if match_text is not None:
         regime_text = f"counted in the regime matching the measured heads ({match_text}): {regime_text}"
     if other["crossover_log2_L"] is None:
         far = other["rows"][-1]
         regime_text += (
             f" (with M = {'d Gamma^2' if other_rule == 'd*gamma^2' else 'Gamma^2'} it does not fall below L "
-            f"up to {_pow2(regime_max_log2)}: L^{far['log2_rank_over_log2_L']:.1f} there)"
+            f"up to {_pow2(max_log2)}: L^{far['log2_rank_over_log2_L']:.1f} there)"
         )
     else:
         regime_text += (
             f" (with M = {'d Gamma^2' if other_rule == 'd*gamma^2' else 'Gamma^2'} from "
             f"L = {_pow2(other['crossover_log2_L'])} on)"
         )
-    if variant == "superlinear":  # a claim about the counted regime: the table alone refutes it
-        cert: dict[str, Any] = {
-            "per_length": [],
-            "timing": None,
-            "regime_analysis": analysis,
-            "regime_analysis_other_M": other,
-            "note": _NOTE,
-        }
-        hit = analysis["first_rank_below_L_power"]
-        c = superlinear_c
-        if hit is not None:
-            return Verdict(
-                claim,
-                "violated",
-                setting.fingerprint(),
-                cert,
-                f"claimed: the polynomial method's rank is >= L^{1 + c:g} in the regime; at "
-                f"L = {_pow2(hit['log2_L'])} it is 2^{hit['log2_rank']:,.1f} = "
-                f"L^{hit['log2_rank_over_log2_L']:.3f} "
-                f"(degree {hit['degree']}, d = {hit['d']}, M = {hit['M']:.4g}); {regime_text}",
-                {"total": time.perf_counter() - t0},
-                opts,
-            )
-        return Verdict(
-            claim,
-            "holds",
-            setting.fingerprint(),
-            cert,
-            f"the counted rank is >= L^{1 + c:g} at every tabulated L up to "
-            f"{_pow2(regime_max_log2)}; {regime_text}",
-            {"total": time.perf_counter() - t0},
-            opts,
-        )
-    rows: list[dict[str, Any]] = []
-    heads: dict[int, AttentionLoRA] = {}
-    for L in lengths:
-        h = heads[L] = setting.instance(L, gamma_at(L))
-        exact = exact_gradients(h, block_size=_auto_block(L))
-        errors: list[float | None] = []
-        rel_errors: list[float | None] = []
-        for g in range(max_degree + 1):
-            try:
-                f = fast_gradients(h, degree=g)
-            except ValueError:  # the normalizer went non-positive: this degree is far too low
-                errors.append(None)
-                rel_errors.append(None)
-                continue
-            errors.append(_grad_error_abs((f.loss, f.grad_A, f.grad_B), exact))
-            rel_errors.append(_grad_error((f.loss, f.grad_A, f.grad_B), exact))
-        ok = [g for g, e in enumerate(errors) if e is not None and e <= target]
-        # The theorem's accuracy 1/poly(L), read as 1/L (absolute): the degree that needs (reported only).
-        ok_poly = [g for g, e in enumerate(errors) if e is not None and e <= 1.0 / L]
-        rows.append(
-            {
-                "L": L,
-                "gamma": gamma_at(L),
-                "gradient_max_entry": max(
-                    float(v.abs().max()) for v in [*exact[1].values(), *exact[2].values()]
-                ),
-                "errors_by_degree": errors,
-                "rel_errors_by_degree": rel_errors,
-                "degree": ok[0] if ok else None,
-                "rank": math.comb(setting.d + ok[0], ok[0]) if ok else None,
-                "degree_at_1_over_L": ok_poly[0] if ok_poly else None,
-                "rank_at_1_over_L": math.comb(setting.d + ok_poly[0], ok_poly[0]) if ok_poly else None,
-            }
-        )
-    cert = {
-        "measures": "the fixed-Gamma, fixed-accuracy corollary (absolute max-entry error)",
-        "per_length": rows,
+    return analysis, other, regime_text
+
+
+_Counted = tuple[dict[str, Any], dict[str, Any], str]
+
+
+def _superlinear_verdict(judge: Judge, t0: float, counted: _Counted, c: float, max_log2: int) -> Verdict:
+    """HSK-below's planted claim about the count alone: the rank is >= L^(1 + c) at every tabulated L."""
+    analysis, other, regime_text = counted
+    cert: dict[str, Any] = {
+        "per_length": [],
+        "timing": None,
         "regime_analysis": analysis,
         "regime_analysis_other_M": other,
-        "regime_rules_required": list(required),
         "note": _NOTE,
     }
-    fp = setting.fingerprint()
-    gammas = [r["gamma"] for r in rows]
-    gamma_text = f"Gamma = {gammas[0]:.3g}"
-    if max(gammas) != min(gammas):
-        gamma_text += f"..{gammas[-1]:.3g}"
-    # hsk_instance draws Rademacher X: at most 2^d distinct rows, so exp(S) has exact rank <= 2^d
-    rademacher = (
-        f"hsk_instance draws Rademacher X, so the score matrix has at most 2^d = {2 ** setting.d} distinct "
-        f"rows and exact rank <= {2 ** setting.d}: this measures the Taylor degree the fast route needs on "
-        "these instances, not the rank of the attention matrix"
+    hit = analysis["first_rank_below_L_power"]
+    judge.timings["total"] = time.perf_counter() - t0
+    if hit is not None:
+        return judge.violated(
+            cert,
+            f"claimed: the polynomial method's rank is >= L^{1 + c:g} in the regime; at "
+            f"L = {_pow2(hit['log2_L'])} it is 2^{hit['log2_rank']:,.1f} = "
+            f"L^{hit['log2_rank_over_log2_L']:.3f} "
+            f"(degree {hit['degree']}, d = {hit['d']}, M = {hit['M']:.4g}); {regime_text}",
+        )
+    return judge.holds(
+        cert,
+        f"the counted rank is >= L^{1 + c:g} at every tabulated L up to "
+        f"{_pow2(max_log2)}; {regime_text}",
     )
-    budget = math.comb(setting.d + max_degree, max_degree)
-    unmet = [r for r in rows if r["degree"] is None]
-    if unmet:
+
+
+@dataclass(frozen=True)
+class _Below:
+    """The measured part of one HSK-below call (its options, validated)."""
+
+    setting: HskSetting
+    gamma: float
+    lengths: tuple[int, ...]
+    timing_lengths: tuple[int, ...]
+    target: float
+    max_degree: int
+    max_exponent: float
+    repeats: int
+    variant: str
+    above_ratio: float
+    regime_max_log2: int
+    required: tuple[_MRule, ...]
+
+    def gamma_at(self, L: int) -> float:
+        """The entry bound of the heads of length ``L`` (above the threshold for ``variant="above"``)."""
+        return self.above_ratio * math.sqrt(math.log(L)) if self.variant == "above" else self.gamma
+
+    def measure(self) -> tuple[list[dict[str, Any]], dict[int, AttentionLoRA]]:
+        """Per length: the fast gradients' errors by degree (the certificate's ``per_length``); the heads."""
+        d = self.setting.d
+        rows: list[dict[str, Any]] = []
+        heads: dict[int, AttentionLoRA] = {}
+        for L in self.lengths:
+            h = heads[L] = self.setting.instance(L, self.gamma_at(L))
+            exact = exact_gradients(h, block_size=_auto_block(L))
+            errors: list[float | None] = []
+            rel_errors: list[float | None] = []
+            for g in range(self.max_degree + 1):
+                try:
+                    f = fast_gradients(h, degree=g)
+                except ValueError:  # the normalizer went non-positive: this degree is far too low
+                    errors.append(None)
+                    rel_errors.append(None)
+                    continue
+                errors.append(_grad_error_abs((f.loss, f.grad_A, f.grad_B), exact))
+                rel_errors.append(_grad_error((f.loss, f.grad_A, f.grad_B), exact))
+            ok = [g for g, e in enumerate(errors) if e is not None and e <= self.target]
+            # The theorem's accuracy 1/poly(L), read as 1/L (absolute): the degree that needs (reported only).
+            ok_poly = [g for g, e in enumerate(errors) if e is not None and e <= 1.0 / L]
+            rows.append(
+                {
+                    "L": L,
+                    "gamma": self.gamma_at(L),
+                    "gradient_max_entry": max(
+                        float(v.abs().max()) for v in [*exact[1].values(), *exact[2].values()]
+                    ),
+                    "errors_by_degree": errors,
+                    "rel_errors_by_degree": rel_errors,
+                    "degree": ok[0] if ok else None,
+                    "rank": math.comb(d + ok[0], ok[0]) if ok else None,
+                    "degree_at_1_over_L": ok_poly[0] if ok_poly else None,
+                    "rank_at_1_over_L": math.comb(d + ok_poly[0], ok_poly[0]) if ok_poly else None,
+                }
+            )
+        return rows, heads
+
+    def meets(self, rows: Sequence[Mapping[str, Any]], g: int) -> bool:
+        """Whether degree ``g`` meets the target at every length."""
+        target = self.target
+        return all(r["errors_by_degree"][g] is not None and r["errors_by_degree"][g] <= target for r in rows)
+
+    def rademacher(self) -> str:
+        """Why the measured degree says nothing about the attention matrix's rank."""
+        # hsk_instance draws Rademacher X: at most 2^d distinct rows, so exp(S) has exact rank <= 2^d
+        d = self.setting.d
+        return (
+            f"hsk_instance draws Rademacher X, so the score matrix has at most 2^d = {2 ** d} distinct "
+            f"rows and exact rank <= {2 ** d}: this measures the Taylor degree the fast route needs on "
+            "these instances, not the rank of the attention matrix"
+        )
+
+    def verdict(self, judge: Judge, t0: float, counted: _Counted, save_dir: str | Path | None) -> Verdict:
+        """The verdict of the measured variants (``"below"``, ``"above"``), with the regime ``counted``."""
+        analysis, other, regime_text = counted
+        rows, heads = self.measure()
+        cert: dict[str, Any] = {
+            "measures": "the fixed-Gamma, fixed-accuracy corollary (absolute max-entry error)",
+            "per_length": rows,
+            "regime_analysis": analysis,
+            "regime_analysis_other_M": other,
+            "regime_rules_required": list(self.required),
+            "note": _NOTE,
+        }
+        gammas = [r["gamma"] for r in rows]
+        gamma_text = f"Gamma = {gammas[0]:.3g}"
+        if max(gammas) != min(gammas):
+            gamma_text += f"..{gammas[-1]:.3g}"
+        if any(r["degree"] is None for r in rows) or self.variant == "above":
+            cert["timing"] = None
+            judge.timings["total"] = time.perf_counter() - t0
+            return self.over_budget(judge, cert, heads, gamma_text, regime_text, save_dir)
+        uniform = next((g for g in range(self.max_degree + 1) if self.meets(rows, g)), None)
+        ranks = [r["rank"] for r in rows]
+        cert["rank_growth_exponent"] = fit_exponent(self.lengths, ranks)
+        cert["uniform_degree"] = uniform
+        cert["uniform_rank"] = None if uniform is None else math.comb(self.setting.d + uniform, uniform)
+        if uniform is None:
+            cert["timing"] = None
+            judge.timings["total"] = time.perf_counter() - t0
+            return judge.inconclusive(
+                cert,
+                f"each L reaches absolute error {self.target:g} at some degree <= {self.max_degree}, but no "
+                f"single degree does at every L (per-L ranks {ranks}); {regime_text}; {_NOTE}",
+            )
+        exponent, summary = self.timed(cert, uniform, gamma_text)
+        judge.timings["total"] = time.perf_counter() - t0
+        if exponent > self.max_exponent:
+            return judge.inconclusive(
+                cert, f"{summary}: time exponent above {self.max_exponent}; {regime_text}; {_NOTE}"
+            )
+        required = self.required
+        never = [a for a in (analysis, other) if a["m_rule"] in required and a["crossover_log2_L"] is None]
+        if never:
+            ms = " and ".join("M = Gamma^2" if a["m_rule"] == "gamma^2" else "M = d Gamma^2" for a in never)
+            return judge.inconclusive(
+                cert,
+                f"{summary}; but the counted rank does not fall below L up to "
+                f"{_pow2(self.regime_max_log2)} in the regime matching the measured heads ({ms}); "
+                f"{regime_text}; {_NOTE}",
+            )
+        return judge.holds(cert, f"{summary}; {regime_text}; {_NOTE}")
+
+    def over_budget(
+        self,
+        judge: Judge,
+        cert: dict[str, Any],
+        heads: Mapping[int, AttentionLoRA],
+        gamma_text: str,
+        regime_text: str,
+        save_dir: str | Path | None,
+    ) -> Verdict:
+        """No degree within the budget meets the target at some ``L``, or the planted ``"above"`` variant."""
+        rows = cert["per_length"]
+        max_degree, target, above_ratio = self.max_degree, self.target, self.above_ratio
+        lengths = self.lengths
+        unmet = [r for r in rows if r["degree"] is None]
+        if not unmet:
+            # Never holds: a met budget on these instances does not confirm a claim about the threshold.
+            degrees = [r["degree"] for r in rows]
+            return judge.inconclusive(
+                cert,
+                f"planted: degree <= {max_degree} suffices at Gamma = {above_ratio:g} sqrt(ln L); at every "
+                f"L = {lengths[0]}..{lengths[-1]} ({gamma_text}) a degree <= {max_degree} meets the absolute "
+                f"target {target:g} (smallest per L: {degrees}): the planted claim is not refuted within the "
+                f"budget; {self.rademacher()}; {_NOTE}",
+            )
         row = unmet[0]
         best = min((e for e in row["errors_by_degree"] if e is not None), default=math.inf)
-        cert["timing"] = None
+        budget = math.comb(self.setting.d + max_degree, max_degree)
         text = (
             f"no Taylor degree <= {max_degree} (rank <= {budget}) meets the absolute target {target:g} at "
             f"L = {row['L']}, Gamma = {row['gamma']:.3g} (best {best:.3g})"
         )
-        if variant == "below":
+        if self.variant == "below":
             # An asymptotic statement is not refuted by a finite degree budget.
-            return Verdict(
-                claim,
-                "inconclusive",
-                fp,
-                cert,
-                f"{text}: beyond the budget; {regime_text}; {_NOTE}",
-                {"total": time.perf_counter() - t0},
-                opts,
-            )
+            return judge.inconclusive(cert, f"{text}: beyond the budget; {regime_text}; {_NOTE}")
         # The planted variant claims the degree budget suffices above the threshold: refuted here.
-        path = _save_instance(setting, save_dir, claim, heads[row["L"]], {"L": row["L"], "best_error": best})
-        return Verdict(
-            claim,
-            "violated",
-            fp,
+        info = {"L": row["L"], "best_error": best}
+        return judge.violated(
             cert,
             f"planted: degree <= {max_degree} suffices at Gamma = {above_ratio:g} sqrt(ln L); {text}; "
-            f"{rademacher}",
-            {"total": time.perf_counter() - t0},
-            opts,
-            path,
+            f"{self.rademacher()}",
+            counterexample=_save_instance(self.setting, save_dir, judge.claim, heads[row["L"]], info),
         )
-    if variant == "above":
-        # Never holds: a met budget on these instances does not confirm a claim about the threshold.
-        cert["timing"] = None
-        degrees = [r["degree"] for r in rows]
-        return Verdict(
-            claim,
-            "inconclusive",
-            fp,
-            cert,
-            f"planted: degree <= {max_degree} suffices at Gamma = {above_ratio:g} sqrt(ln L); at every "
-            f"L = {lengths[0]}..{lengths[-1]} ({gamma_text}) a degree <= {max_degree} meets the absolute "
-            f"target {target:g} (smallest per L: {degrees}): the planted claim is not refuted within the "
-            f"budget; {rademacher}; {_NOTE}",
-            {"total": time.perf_counter() - t0},
-            opts,
+
+    def timed(self, cert: dict[str, Any], uniform: int, gamma_text: str) -> tuple[float, str]:
+        """Time the fast route at the uniform degree (into ``cert``): the fitted exponent and the summary."""
+        rows, lengths, timing_lengths = cert["per_length"], self.lengths, self.timing_lengths
+        times = []
+        for L in timing_lengths:
+            h = self.setting.instance(L, self.gamma_at(L))
+            times.append(_median_seconds(partial(fast_gradients, h, degree=uniform), self.repeats))
+        exponent = fit_exponent(timing_lengths, times)
+        cert["timing"] = {
+            "L": list(timing_lengths),
+            "degree": uniform,
+            "seconds": times,
+            "fitted_exponent": exponent,
+        }
+        poly = [r["rank_at_1_over_L"] for r in rows]
+        cert["rank_growth_exponent_at_1_over_L"] = (
+            fit_exponent(lengths, poly) if all(v is not None for v in poly) else None
         )
-    uniform = next(
-        (
-            g
-            for g in range(max_degree + 1)
-            if all(r["errors_by_degree"][g] is not None and r["errors_by_degree"][g] <= target for r in rows)
-        ),
-        None,
-    )
-    ranks = [r["rank"] for r in rows]
-    cert["rank_growth_exponent"] = fit_exponent(lengths, ranks)
-    cert["uniform_degree"] = uniform
-    cert["uniform_rank"] = None if uniform is None else math.comb(setting.d + uniform, uniform)
-    if uniform is None:
-        cert["timing"] = None
-        return Verdict(
-            claim,
-            "inconclusive",
-            fp,
-            cert,
-            f"each L reaches absolute error {target:g} at some degree <= {max_degree}, but no single degree "
-            f"does at every L (per-L ranks {ranks}); {regime_text}; {_NOTE}",
-            {"total": time.perf_counter() - t0},
-            opts,
+        poly_text = (
+            f"at absolute accuracy 1/L the smallest ranks are {poly}"
+            if all(v is not None for v in poly)
+            else f"absolute accuracy 1/L is not reached within degree {self.max_degree} at every L ({poly})"
         )
-    times = []
-    for L in timing_lengths:
-        h = setting.instance(L, gamma_at(L))
-        times.append(_median_seconds(partial(fast_gradients, h, degree=uniform), repeats))
-    exponent = fit_exponent(timing_lengths, times)
-    cert["timing"] = {
-        "L": list(timing_lengths),
-        "degree": uniform,
-        "seconds": times,
-        "fitted_exponent": exponent,
-    }
-    timings = {"total": time.perf_counter() - t0}
-    poly = [r["rank_at_1_over_L"] for r in rows]
-    cert["rank_growth_exponent_at_1_over_L"] = (
-        fit_exponent(lengths, poly) if all(v is not None for v in poly) else None
-    )
-    poly_text = (
-        f"at absolute accuracy 1/L the smallest ranks are {poly}"
-        if all(v is not None for v in poly)
-        else f"absolute accuracy 1/L is not reached within degree {max_degree} at every L ({poly})"
-    )
-    scale = [r["gradient_max_entry"] for r in rows]
-    summary = (
-        f"fixed-Gamma, fixed-accuracy corollary: at {gamma_text} and absolute max-entry error "
-        f"{target:g} (largest gradient entry {scale[0]:.3g}..{scale[-1]:.3g}), one rank "
-        f"{cert['uniform_rank']} (degree {uniform}) suffices at every L = {lengths[0]}..{lengths[-1]} "
-        f"(smallest per L: {ranks}) and the fast time is ~ L^{exponent:.2f} over L = "
-        f"{timing_lengths[0]}..{timing_lengths[-1]}; with Gamma fixed the Taylor degree does not depend "
-        f"on L, so this measures the linear-time route and its error, not the asymptotic rank statement; "
-        f"{poly_text}"
-    )
-    if exponent > max_exponent:
-        return Verdict(
-            claim,
-            "inconclusive",
-            fp,
-            cert,
-            f"{summary}: time exponent above {max_exponent}; {regime_text}; {_NOTE}",
-            timings,
-            opts,
+        scale = [r["gradient_max_entry"] for r in rows]
+        ranks = [r["rank"] for r in rows]
+        summary = (
+            f"fixed-Gamma, fixed-accuracy corollary: at {gamma_text} and absolute max-entry error "
+            f"{self.target:g} (largest gradient entry {scale[0]:.3g}..{scale[-1]:.3g}), one rank "
+            f"{cert['uniform_rank']} (degree {uniform}) suffices at every L = {lengths[0]}..{lengths[-1]} "
+            f"(smallest per L: {ranks}) and the fast time is ~ L^{exponent:.2f} over L = "
+            f"{timing_lengths[0]}..{timing_lengths[-1]}; with Gamma fixed the Taylor degree does not depend "
+            f"on L, so this measures the linear-time route and its error, not the asymptotic rank statement; "
+            f"{poly_text}"
         )
-    never = [a for a in (analysis, other) if a["m_rule"] in required and a["crossover_log2_L"] is None]
-    if never:
-        ms = " and ".join("M = Gamma^2" if a["m_rule"] == "gamma^2" else "M = d Gamma^2" for a in never)
-        return Verdict(
-            claim,
-            "inconclusive",
-            fp,
-            cert,
-            f"{summary}; but the counted rank does not fall below L up to {_pow2(regime_max_log2)} in the "
-            f"regime matching the measured heads ({ms}); {regime_text}; {_NOTE}",
-            timings,
-            opts,
-        )
-    return Verdict(claim, "holds", fp, cert, f"{summary}; {regime_text}; {_NOTE}", timings, opts)
+        return exponent, summary
 
 
 # ---- HSK-above ----------------------------------------------------------------------------------
@@ -1056,7 +1238,42 @@ def _exponents(lengths: Sequence[int], lower: Sequence[int], upper: Sequence[int
     }
 
 
-@validated("HSK-above")
+def _above_evidence(c: Mapping[str, Any], d: Mapping[str, Any]) -> list[str]:
+    """Whether the growth is consistent, and the sound exponent range per family and ratio."""
+    if "rank_exponent_by_ratio" not in c:
+        return []
+    rows = c["rank_exponent_by_ratio"]
+
+    def one(r: Mapping[str, Any]) -> str:
+        iv = r.get("interval")
+        s = f"s in [{fmt(iv[0])}, {fmt(iv[1])}]" if iv else f"s {fmt(r['exponent'])}"
+        return f"{r.get('family', '')} {fmt(r['gamma_sq_over_log_L'])}: {s}".strip()
+
+    parts = []
+    if "consistent" in c:
+        parts.append(f"consistent {c['consistent']}")
+    parts.append("eps-rank ~ L^s by Gamma^2/log L: " + ", ".join(one(r) for r in rows))
+    return parts
+
+
+@checker(
+    "HSK-above",
+    options={
+        "lengths": Seq(Int(2, 8_192), 2, 64, distinct=True),
+        "ratios": Seq(POS, 1, 64, distinct=True),
+        "rel_err": TOL,
+        "matrix": Choice(("exp", "softmax")),
+        "report_softmax": BOOL,
+        "families": Seq(Choice(("random", "ov")), 1, 2, distinct=True),
+        "dim": Choice(("fixed", "log")),
+        "threshold": POS,
+        "growth": POS,
+        "variant": Choice(("transition", "no-transition")),
+        "flat_rank": Int(0, 100_000, optional=True),
+    },
+    certificate={"violated": [("refuting_cell",)]},
+    evidence=_above_evidence,
+)
 def check_hsk_above(
     setting: HskSetting,
     *,
@@ -1105,8 +1322,152 @@ def check_hsk_above(
     side measurement (at large ratios its rows turn one-hot and its rank collapses to the number
     of distinct arg-max keys; ``exp`` with a lower bound is the measure the verdict uses by
     default).  ``save_dir`` is accepted for a uniform checker interface; nothing is saved.
+
+    Certificate: ``grid`` (:func:`rank_grid`), ``matrix``, ``rank_exponent_by_ratio`` (per family
+    and ratio: ``gamma_sq_over_log_L``, ``exponent`` (the lower bounds' fit) and the entries of
+    :func:`_exponents`), ``transition_ratio`` and ``transition_gamma_sq_over_log_L`` (per family),
+    ``consistent``, ``dim``, ``d_range``, ``note``; with ``variant="no-transition"`` also
+    ``flat_rank`` and, when refuted, ``refuting_cell`` (``family``, ``ratio``, ``L``, ``d``,
+    ``gamma``).
     """
     claim = "HSK-above"
+    lengths, ratios, families = _check_above_options(
+        setting, lengths, ratios, rel_err, matrix, report_softmax, families, variant, flat_rank, growth,
+        threshold,
+    )
+    opts = {
+        "lengths": list(lengths),
+        "ratios": list(ratios),
+        "rel_err": rel_err,
+        "matrix": matrix,
+        "report_softmax": report_softmax,
+        "families": list(families),
+        "dim": dim,
+        "threshold": threshold,
+        "growth": growth,
+        "variant": variant,
+        "flat_rank": flat_rank,
+    }
+    t0 = time.perf_counter()
+    matrices = (matrix,) + (("softmax",) if report_softmax and matrix != "softmax" else ())
+    grid = rank_grid(
+        setting,
+        lengths=lengths,
+        ratios=ratios,
+        rel_err=rel_err,
+        dim=dim,
+        families=families,
+        matrices=matrices,
+    )
+    ordered = sorted(ratios)
+    stats = {fam: {c: _family_exponents(grid, fam, c, matrix) for c in ordered} for fam in families}
+    ds = sorted({row["d"] for row in grid})
+    below = ordered[0]
+    evidence, transitions = _transitions(stats, ordered, threshold, growth)
+    consistent = variant == "transition" and bool(evidence)
+    cert = _above_certificate(grid, matrix, stats, transitions, consistent, dim, ds)
+    fp = setting.fingerprint()
+    if dim == "log":  # the instances' d, not the setting's
+        fp["d"] = f"{ds[0]}..{ds[-1]}"
+    judge = Judge(claim, fp, opts)
+    judge.timings["total"] = time.perf_counter() - t0
+    dims = f"d = {ds[0]}..{ds[-1]} = ceil(ln L)" if dim == "log" else f"d = {setting.d}"
+    where = f"{matrix} matrix, max-entry error {rel_err:g}, L = {lengths[0]}..{lengths[-1]}, {dims}"
+    if variant == "no-transition":
+        return _no_transition_verdict(judge, cert, flat_rank, below, where)
+    reason = _above_reason(stats, evidence if consistent else [], ordered, threshold, growth, where)
+    return judge.inconclusive(cert, reason)
+
+
+def _above_reason(
+    stats: Mapping[str, Mapping[float, Mapping[str, Any]]],
+    evidence: Sequence[tuple[str, float]],
+    ordered: Sequence[float],
+    threshold: float,
+    growth: float,
+    where: str,
+) -> str:
+    """The reason of HSK-above's ``inconclusive``: the strongest transition, or that there is none.
+
+    ``evidence``: the (family, ratio) pairs that show one.  The sound exponent ranges of every family
+    and ratio follow.
+    """
+    below = ordered[0]
+    if evidence:
+        best_fam, c = max(evidence, key=lambda e: stats[e[0]][e[1]]["interval"][0])
+        st, sb = stats[best_fam][c], stats[best_fam][below]
+        text = (
+            f"consistent with [HSK24] Thm 4.1 (SETH-conditional, worst case): on {best_fam} instances the "
+            f"sound exponent range of the least-squares fit of log eps-rank on log L is "
+            f"[{st['interval'][0]:.2f}, {st['interval'][1]:.2f}] (lower-bound fit "
+            f"{st['lower_exponent']:.2f}) at Gamma^2/log L = {c * c:.3g}, against "
+            f"[{sb['interval'][0]:.2f}, {sb['interval'][1]:.2f}] at {below * below:.3g}"
+        )
+    else:
+        text = (
+            "cannot be told apart: no family shows, at Gamma^2/log L >= "
+            f"{threshold:g}, a sound exponent range of the least-squares fit above {growth:g} and above "
+            f"the one at {below * below:.3g}"
+        )
+
+    def table(fam: str) -> str:
+        return ", ".join(
+            f"{c * c:.3g}: [{stats[fam][c]['interval'][0]:.2f}, {stats[fam][c]['interval'][1]:.2f}]"
+            for c in ordered
+        )
+
+    tables = "; ".join(f"{fam} Gamma^2/log L {table(fam)}" for fam in stats)
+    return f"{text} ({where}; sound exponent ranges {tables}); {_ABOVE_NOTE}"
+
+
+def _above_certificate(
+    grid: list[dict[str, Any]],
+    matrix: str,
+    stats: Mapping[str, Mapping[float, Mapping[str, Any]]],
+    transitions: Mapping[str, float | None],
+    consistent: bool,
+    dim: str,
+    ds: Sequence[int],
+) -> dict[str, Any]:
+    """The certificate of HSK-above (:func:`check_hsk_above`), per family and ratio in ``stats``' order."""
+    return {
+        "grid": grid,
+        "matrix": matrix,
+        "rank_exponent_by_ratio": [
+            {
+                "family": fam,
+                "ratio": c,
+                "gamma_sq_over_log_L": c * c,
+                # the certified lower bounds' exponent (what report tables show as "s")
+                "exponent": by_ratio[c]["lower_exponent"],
+                **by_ratio[c],
+            }
+            for fam, by_ratio in stats.items()
+            for c in by_ratio
+        ],
+        "transition_ratio": transitions,
+        "transition_gamma_sq_over_log_L": {f: None if c is None else c * c for f, c in transitions.items()},
+        "consistent": consistent,
+        "dim": dim,
+        "d_range": [ds[0], ds[-1]],
+        "note": _ABOVE_NOTE,
+    }
+
+
+def _check_above_options(
+    setting: HskSetting,
+    lengths: Sequence[int],
+    ratios: Sequence[float],
+    rel_err: float,
+    matrix: str,
+    report_softmax: bool,
+    families: Sequence[str],
+    variant: str,
+    flat_rank: int | None,
+    growth: float,
+    threshold: float,
+) -> tuple[tuple[int, ...], tuple[float, ...], tuple[Any, ...]]:
+    """Refuse the options of :func:`check_hsk_above`; the lengths, ratios and families as tuples."""
     _check_setting(setting)
     lengths = _check_lengths("lengths", lengths, 2)
     _check_distinct("lengths", lengths, 2)
@@ -1133,44 +1494,33 @@ def check_hsk_above(
         isinstance(flat_rank, bool) or not isinstance(flat_rank, int) or flat_rank < 0
     ):
         raise UserInputError(f"flat_rank: expected an int >= 0 or None, got {flat_rank!r}")
-    opts = {
-        "lengths": list(lengths),
-        "ratios": list(ratios),
-        "rel_err": rel_err,
-        "matrix": matrix,
-        "report_softmax": report_softmax,
-        "families": list(families),
-        "dim": dim,
-        "threshold": threshold,
-        "growth": growth,
-        "variant": variant,
-        "flat_rank": flat_rank,
-    }
-    t0 = time.perf_counter()
-    matrices = (matrix,) + (("softmax",) if report_softmax and matrix != "softmax" else ())
-    grid = rank_grid(
-        setting,
-        lengths=lengths,
-        ratios=ratios,
-        rel_err=rel_err,
-        dim=dim,
-        families=families,
-        matrices=matrices,
+    return lengths, ratios, families
+
+
+def _family_exponents(grid: Sequence[Mapping[str, Any]], fam: str, c: float, matrix: str) -> dict[str, Any]:
+    """:func:`_exponents` of ``matrix``'s eps-rank bounds over the lengths of one family and ratio."""
+    rows = sorted((r for r in grid if r["family"] == fam and r["ratio"] == c), key=lambda r: r["L"])
+    return _exponents(
+        [r["L"] for r in rows], [r[matrix]["lower"] for r in rows], [r[matrix]["upper"] for r in rows]
     )
-    ordered = sorted(ratios)
-    stats: dict[str, dict[float, dict[str, Any]]] = {}
-    for fam in families:
-        stats[fam] = {}
-        for c in ordered:
-            rows = sorted((r for r in grid if r["family"] == fam and r["ratio"] == c), key=lambda r: r["L"])
-            stats[fam][c] = _exponents(
-                [r["L"] for r in rows], [r[matrix]["lower"] for r in rows], [r[matrix]["upper"] for r in rows]
-            )
-    ds = sorted({row["d"] for row in grid})
+
+
+def _transitions(
+    stats: Mapping[str, Mapping[float, Mapping[str, Any]]],
+    ordered: Sequence[float],
+    threshold: float,
+    growth: float,
+) -> tuple[list[tuple[str, float]], dict[str, float | None]]:
+    r"""The (family, ratio) evidence of a transition, and each family's transition ratio.
+
+    Evidence: a ratio with :math:`c^2 \ge` ``threshold`` whose sound range lies at or above ``growth``
+    and above the whole range at the smallest ratio (which must be below ``threshold``).  The
+    transition is the first ratio whose sound range lies at or above ``growth``.
+    """
     below = ordered[0]
     evidence: list[tuple[str, float]] = []  # (family, ratio): sound range above growth and below's
     transitions: dict[str, float | None] = {}
-    for fam in families:
+    for fam in stats:
         growing = [c for c in ordered if stats[fam][c]["interval"][0] >= growth]
         transitions[fam] = growing[0] if growing else None
         if below**2 < threshold:
@@ -1178,95 +1528,30 @@ def check_hsk_above(
             evidence += [
                 (fam, c) for c in growing if c**2 >= threshold and stats[fam][c]["interval"][0] > top_below
             ]
-    consistent = variant == "transition" and bool(evidence)
-    cert: dict[str, Any] = {
-        "grid": grid,
-        "matrix": matrix,
-        "rank_exponent_by_ratio": [
-            {
-                "family": fam,
-                "ratio": c,
-                "gamma_sq_over_log_L": c * c,
-                # the certified lower bounds' exponent (what report tables show as "s")
-                "exponent": stats[fam][c]["lower_exponent"],
-                **stats[fam][c],
-            }
-            for fam in families
-            for c in ordered
-        ],
-        "transition_ratio": transitions,
-        "transition_gamma_sq_over_log_L": {f: None if c is None else c * c for f, c in transitions.items()},
-        "consistent": consistent,
-        "dim": dim,
-        "d_range": [ds[0], ds[-1]],
-        "note": _ABOVE_NOTE,
-    }
-    timings = {"total": time.perf_counter() - t0}
-    fp = setting.fingerprint()
-    if dim == "log":  # the instances' d, not the setting's
-        fp["d"] = f"{ds[0]}..{ds[-1]}"
-    dims = f"d = {ds[0]}..{ds[-1]} = ceil(ln L)" if dim == "log" else f"d = {setting.d}"
-    where = f"{matrix} matrix, max-entry error {rel_err:g}, L = {lengths[0]}..{lengths[-1]}, {dims}"
+    return evidence, transitions
 
-    def table(fam: str) -> str:
-        return ", ".join(
-            f"{c * c:.3g}: [{stats[fam][c]['interval'][0]:.2f}, {stats[fam][c]['interval'][1]:.2f}]"
-            for c in ordered
-        )
 
-    tables = "; ".join(f"{fam} Gamma^2/log L {table(fam)}" for fam in families)
-    if variant == "no-transition":
-        cap = flat_rank
-        if cap is None:
-            cap = max(r[matrix]["upper"] for r in grid if r["ratio"] == below)
-        cert["flat_rank"] = cap
-        over = [r for r in grid if r[matrix]["lower"] > cap]
-        if over:
-            worst = max(over, key=lambda r: r[matrix]["lower"])
-            cert["refuting_cell"] = {k: worst[k] for k in ("family", "ratio", "L", "d", "gamma")}
-            return Verdict(
-                claim,
-                "violated",
-                fp,
-                cert,
-                f"claimed eps-rank <= {cap} at every cell, but on the {worst['family']} instance at "
-                f"Gamma^2/log L = {worst['ratio'] ** 2:.3g}, L = {worst['L']} the certified lower bound is "
-                f"{worst[matrix]['lower']} ({where})",
-                timings,
-                opts,
-            )
-        return Verdict(
-            claim,
-            "inconclusive",
-            fp,
+def _no_transition_verdict(
+    judge: Judge, cert: dict[str, Any], flat_rank: int | None, below: float, where: str
+) -> Verdict:
+    """The planted claim that the eps-rank stays at most ``flat_rank`` at every cell of the grid."""
+    grid, matrix = cert["grid"], cert["matrix"]
+    cap = flat_rank
+    if cap is None:
+        cap = max(r[matrix]["upper"] for r in grid if r["ratio"] == below)
+    cert["flat_rank"] = cap
+    over = [r for r in grid if r[matrix]["lower"] > cap]
+    if not over:
+        return judge.inconclusive(
             cert,
             f"no certified lower bound exceeds {cap} ({where}); a bounded rank is not refuted at the "
             "sizes run",
-            timings,
-            opts,
         )
-    if consistent:
-        best_fam, c = max(evidence, key=lambda e: stats[e[0]][e[1]]["interval"][0])
-        st, sb = stats[best_fam][c], stats[best_fam][below]
-        text = (
-            f"consistent with [HSK24] Thm 4.1 (SETH-conditional, worst case): on {best_fam} instances the "
-            f"sound exponent range of the least-squares fit of log eps-rank on log L is "
-            f"[{st['interval'][0]:.2f}, {st['interval'][1]:.2f}] (lower-bound fit "
-            f"{st['lower_exponent']:.2f}) at Gamma^2/log L = {c * c:.3g}, against "
-            f"[{sb['interval'][0]:.2f}, {sb['interval'][1]:.2f}] at {below * below:.3g}"
-        )
-    else:
-        text = (
-            "cannot be told apart: no family shows, at Gamma^2/log L >= "
-            f"{threshold:g}, a sound exponent range of the least-squares fit above {growth:g} and above "
-            f"the one at {below * below:.3g}"
-        )
-    return Verdict(
-        claim,
-        "inconclusive",
-        fp,
+    worst = max(over, key=lambda r: r[matrix]["lower"])
+    cert["refuting_cell"] = {k: worst[k] for k in ("family", "ratio", "L", "d", "gamma")}
+    return judge.violated(
         cert,
-        f"{text} ({where}; sound exponent ranges {tables}); {_ABOVE_NOTE}",
-        timings,
-        opts,
+        f"claimed eps-rank <= {cap} at every cell, but on the {worst['family']} instance at "
+        f"Gamma^2/log L = {worst['ratio'] ** 2:.3g}, L = {worst['L']} the certified lower bound is "
+        f"{worst[matrix]['lower']} ({where})",
     )

@@ -21,9 +21,10 @@ stage, so a killed run keeps what it finished.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
@@ -41,6 +42,8 @@ from theory.errors import UserInputError
 __all__ = ["jlr_real_experiment", "synthetic_training_curves", "EXPERIMENT_SCHEMA_ID", "train_full"]
 
 EXPERIMENT_SCHEMA_ID = "loracheck.experiment/1"
+#: Test accuracy of the linearized model at an adapted weight ``D``.
+_Accuracy = Callable[[Sequence[Tensor]], float]
 
 
 def train_full(
@@ -112,6 +115,280 @@ def _write(path: Path | None, data: dict[str, Any]) -> None:
         atomic_write(path, lambda fh: fh.write(json.dumps(data, indent=1).encode()))
 
 
+@dataclasses.dataclass(frozen=True)
+class _Settings:
+    """The training settings of one experiment (see :func:`jlr_real_experiment`)."""
+
+    ranks: Sequence[int]
+    lam: float
+    lr: float
+    steps: int
+    batch_size: int
+    rank_lams: Sequence[float]
+    seed: int
+    record_every: int
+
+
+@dataclasses.dataclass
+class _Record:
+    """The experiment's results, rewritten to ``path`` after every stage, and its progress bar."""
+
+    path: Path | None
+    result: dict[str, Any]
+    bar: Any
+
+    def save(self) -> None:
+        _write(self.path, self.result)
+
+    def stage(self) -> None:
+        """A stage is done: write the results, advance the bar."""
+        self.save()
+        self.bar.update(1)
+
+
+def _check_experiment_options(s: _Settings, *, ns: Sequence[int], n_test: int, heads: Sequence[str]) -> None:
+    for name, vals in (("ns", ns), ("ranks", s.ranks)):
+        if not vals or any(isinstance(v, bool) or not isinstance(v, int) or v < 1 for v in vals):
+            raise UserInputError(f"{name}: expected positive ints, got {list(vals)!r}")
+    for name, v in (
+        ("steps", s.steps),
+        ("n_test", n_test),
+        ("batch_size", s.batch_size),
+        ("record_every", s.record_every),
+    ):
+        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+            raise UserInputError(f"{name}: expected a positive int, got {v!r}")
+    for name, x in (("lam", s.lam), ("lr", s.lr)):
+        if isinstance(x, bool) or not isinstance(x, (int, float)) or not x > 0:
+            raise UserInputError(f"{name}: expected a positive number, got {x!r}")
+    if any(not (isinstance(x, (int, float)) and x > 0) for x in s.rank_lams):
+        raise UserInputError(f"rank_lams: expected positive numbers, got {list(s.rank_lams)!r}")
+    unknown = [h for h in heads if h not in ("random", "verbalizer")]
+    if unknown:
+        raise UserInputError(f"heads: expected 'random' and/or 'verbalizer', got {unknown!r}")
+
+
+def _nuc_entry(problem: Problem, s: _Settings, accuracy: _Accuracy) -> dict[str, Any]:
+    """The certified NUC optimum (the low-rank full fine-tuning solution)."""
+    t0 = time.perf_counter()
+    sol = solve_nuc(problem)
+    c = sol.certificate
+    return {
+        "objective": c.primal,
+        "dual": c.dual,
+        "rel_gap": c.rel_gap,
+        "converged": sol.converged,
+        "ranks": list(sol.ranks),
+        "singular_values": [list(sv[: max(20, r + 2)]) for sv, r in zip(sol.singular_values, sol.ranks)],
+        "S_op_over_lam": [x / s.lam for x in c.S_op],
+        "sum_triangular": sum(r * (r + 1) // 2 for r in sol.ranks),
+        "train_risk": problem.risk(sol.D),
+        "test_accuracy": accuracy(sol.D),
+        "seconds": time.perf_counter() - t0,
+    }
+
+
+def _full_ft_entry(problem: Problem, s: _Settings, accuracy: _Accuracy) -> dict[str, Any]:
+    """Full fine-tuning's training curve (Adam on its ridge objective)."""
+    t0 = time.perf_counter()
+    D, hist = train_full(
+        problem, steps=s.steps, lr=s.lr, batch_size=s.batch_size, seed=s.seed, record_every=s.record_every
+    )
+    return {
+        "objective_kind": "L(D) + lam/2 ||D||_F^2 (ridge): not the NUC objective of the LoRA curves",
+        "curve": [{"step": st, "objective": f, "risk": r} for st, f, r in hist],
+        "final_objective": hist[-1][1],
+        "final_risk": hist[-1][2],
+        "test_accuracy": accuracy(D),
+        "seconds": time.perf_counter() - t0,
+    }
+
+
+def _lora_entry(
+    problem: Problem, r: int, nuc: dict[str, Any], s: _Settings, accuracy: _Accuracy
+) -> dict[str, Any]:
+    """LoRA at rank ``r``: Adam from the zero-B start, then polished and certified (the SOSP verdict)."""
+    t0 = time.perf_counter()
+    gen = torch.Generator().manual_seed(s.seed + r)
+    init = make_init(problem, [r] * len(problem.blocks), "zero_b", generator=gen)
+    pt, hist2 = train(
+        problem,
+        init,
+        optimizer="adam",
+        steps=s.steps,
+        lr=s.lr,
+        batch_size=s.batch_size,
+        seed=s.seed,
+        record_every=s.record_every,
+    )
+    Dl = [u @ v.T for u, v in zip(pt.U, pt.V)]
+    t_train = time.perf_counter() - t0
+    polished = find_sosp(problem, pt, optimizer="lbfgs", seed=s.seed)
+    cert = polished.certificate
+    above = r * (r + 1) // 2 > problem.KN
+    primal, dual = nuc["objective"], nuc["dual"]
+    return {
+        "r": r,
+        "above_bound": above,
+        "curve": [{"step": st, "objective": f} for st, f in hist2],
+        "final_objective": hist2[-1][1],
+        "final_minus_nuc": hist2[-1][1] - primal,
+        "final_minus_nuc_dual": hist2[-1][1] - dual,
+        "train_risk": problem.risk(Dl),
+        "test_accuracy": accuracy(Dl),
+        "product_ranks": [int(torch.linalg.matrix_rank(d, rtol=1e-8)) for d in Dl],
+        "train_seconds": t_train,
+        "polished": {
+            "objective": cert.objective,
+            "minus_nuc": cert.objective - primal,
+            "minus_nuc_dual": cert.objective - dual,
+            "is_sosp": cert.is_sosp,
+            "is_global": cert.is_global,
+            "gap_bound": cert.gap_bound,
+            "grad_norm": cert.grad_norm,
+            "lambda_min": cert.curvature.value,
+            "lambda_min_lower": cert.curvature.lower,
+            "product_ranks": list(cert.product_ranks),
+            "iterations": polished.iterations,
+            "seconds": polished.seconds,
+        },
+        "verdict": _sosp_verdict(cert.is_sosp, cert.is_global, above),
+    }
+
+
+def _rank_at_lam(problem: Problem, lam_k: float, accuracy: _Accuracy) -> dict[str, Any]:
+    """The certified NUC rank of the same data at weight decay ``lam_k``."""
+    t0 = time.perf_counter()
+    pk = Problem(problem.J, problem.f0, problem.y, loss=problem.loss, blocks=problem.blocks, lam=lam_k)
+    sk = solve_nuc(pk)
+    return {
+        "lam": lam_k,
+        "ranks": list(sk.ranks),
+        "rel_gap": sk.certificate.rel_gap,
+        "converged": sk.converged,
+        "r_max": r_max(2, problem.N),
+        "train_risk": pk.risk(sk.D),
+        "test_accuracy": accuracy(sk.D),
+        "seconds": time.perf_counter() - t0,
+    }
+
+
+def _run_n(record: _Record, N: int, net: Any, tok: Any, pool: Any, test_d: Any, s: _Settings) -> None:
+    """Every stage for ``N`` training sentences; ``record`` gets them one by one."""
+    from landscapes.transformer.data import train_test_split
+    from landscapes.transformer.encoder import LinearizedEncoder
+
+    run: dict[str, Any] = {"N": N, "KN": 2 * N, "r_max": r_max(2, N), "seconds": {}}
+    record.result["runs"].append(run)
+    train_d, _ = train_test_split(pool, n_train=N, seed=s.seed)
+    t0 = time.perf_counter()
+    lin = LinearizedEncoder(net, tok, list(train_d.texts))
+    problem = lin.problem(train_d.label_tensor(), loss="cross_entropy", lam=s.lam)
+    run["seconds"]["jacobian"] = time.perf_counter() - t0
+    run["linearization"] = lin.check_linearization(problem.J.rows()).to_dict()
+    t0 = time.perf_counter()
+    test_lin = LinearizedEncoder(net, tok, list(test_d.texts))
+    test_op = test_lin.operator()
+    test_y = test_d.label_tensor()
+    run["seconds"]["test_setup"] = time.perf_counter() - t0
+
+    def accuracy(D: Sequence[Tensor]) -> float:
+        return _accuracy(test_lin, test_y, D, test_op)
+
+    zero = [torch.zeros(sz, dtype=torch.float64) for sz in problem.blocks]
+    run["pretrained"] = {"train_risk": problem.risk(zero), "test_accuracy": accuracy(zero)}
+    run["test_majority_fraction"] = max(test_d.counts()) / len(test_d)
+    record.bar.update(1)
+    run["nuc"] = _nuc_entry(problem, s, accuracy)
+    record.stage()
+    run["full_ft"] = _full_ft_entry(problem, s, accuracy)
+    record.stage()
+    run["lora"] = []
+    for r in s.ranks:
+        run["lora"].append(_lora_entry(problem, r, run["nuc"], s, accuracy))
+        record.stage()
+    run["rank_vs_lam"] = []
+    for lam_k in s.rank_lams:
+        run["rank_vs_lam"].append(_rank_at_lam(problem, lam_k, accuracy))
+        record.stage()
+    run["seconds"]["total"] = sum(
+        [
+            run["seconds"]["jacobian"],
+            run["seconds"]["test_setup"],
+            run["nuc"]["seconds"],
+            run["full_ft"]["seconds"],
+        ]
+        + [e["train_seconds"] + e["polished"]["seconds"] for e in run["lora"]]
+        + [e["seconds"] for e in run["rank_vs_lam"]]
+    )
+
+
+def _random_head(
+    record: _Record, net: Any, tok: Any, pool: Any, ns: Sequence[int], s: _Settings, variants_too: bool
+) -> dict[str, Any]:
+    """The certified rank with two more random-head draws and CLS pooling (``N <= 128``).
+
+    The runs use (mean pooling, head_seed 0); these variants certify the rank only.
+    """
+    from landscapes.transformer.data import train_test_split
+    from landscapes.transformer.encoder import LinearizedEncoder
+
+    variants = []
+    for N in [n for n in ns if n <= 128 and variants_too]:
+        train_d, _ = train_test_split(pool, n_train=N, seed=s.seed)
+        pairs: tuple[tuple[Literal["mean", "cls"], int], ...] = (
+            ("mean", 0),
+            ("mean", 1),
+            ("mean", 2),
+            ("cls", 0),
+        )
+        for pooling, head_seed in pairs:
+            lin_h = LinearizedEncoder(net, tok, list(train_d.texts), pooling=pooling, head_seed=head_seed)
+            J_h = lin_h.jacobian()
+            for lam_k in (s.lam, 1e-4):
+                ph = lin_h.problem(train_d.label_tensor(), lam=lam_k, J=J_h)
+                sh = solve_nuc(ph)
+                variants.append(
+                    {
+                        "N": N,
+                        "pooling": pooling,
+                        "head_seed": head_seed,
+                        "lam": lam_k,
+                        "ranks": list(sh.ranks),
+                        "rel_gap": sh.certificate.rel_gap,
+                        "r_max": r_max(2, N),
+                    }
+                )
+            record.save()
+    return {
+        "head": "random",
+        "available": True,
+        "note": "the runs above: mean pooling, head_seed 0",
+        "variants": variants,
+    }
+
+
+def _verbalizer_head(model: str | None, pool: Any, ns: Sequence[int], s: _Settings) -> dict[str, Any]:
+    """The certified rank with the masked-language-model head (unavailable without its weights)."""
+    from landscapes.transformer.data import train_test_split
+    from landscapes.transformer.encoder import LinearizedEncoder, load_encoder
+
+    try:
+        mlm, mtok = load_encoder(model, head="verbalizer")
+    except (FileNotFoundError, ValueError) as exc:
+        return {"head": "verbalizer", "available": False, "reason": str(exc).splitlines()[0]}
+    entries = []
+    for N in ns:
+        train_d, _ = train_test_split(pool, n_train=N, seed=s.seed)
+        lin_v = LinearizedEncoder(mlm, mtok, list(train_d.texts), head="verbalizer")
+        pv = lin_v.problem(train_d.label_tensor(), loss="cross_entropy", lam=s.lam)
+        sv = solve_nuc(pv)
+        entries.append(
+            {"N": N, "ranks": list(sv.ranks), "rel_gap": sv.certificate.rel_gap, "r_max": r_max(2, N)}
+        )
+    return {"head": "verbalizer", "available": True, "runs": entries}
+
+
 def jlr_real_experiment(
     *,
     ns: Sequence[int] = (32,),
@@ -138,27 +415,10 @@ def jlr_real_experiment(
     from tqdm.auto import tqdm
 
     from landscapes.transformer.data import load_reviews, train_test_split
-    from landscapes.transformer.encoder import LinearizedEncoder, load_encoder
+    from landscapes.transformer.encoder import load_encoder
 
-    for name, vals in (("ns", ns), ("ranks", ranks)):
-        if not vals or any(isinstance(v, bool) or not isinstance(v, int) or v < 1 for v in vals):
-            raise UserInputError(f"{name}: expected positive ints, got {list(vals)!r}")
-    for name, v in (
-        ("steps", steps),
-        ("n_test", n_test),
-        ("batch_size", batch_size),
-        ("record_every", record_every),
-    ):
-        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-            raise UserInputError(f"{name}: expected a positive int, got {v!r}")
-    for name, x in (("lam", lam), ("lr", lr)):
-        if isinstance(x, bool) or not isinstance(x, (int, float)) or not x > 0:
-            raise UserInputError(f"{name}: expected a positive number, got {x!r}")
-    if any(not (isinstance(x, (int, float)) and x > 0) for x in rank_lams):
-        raise UserInputError(f"rank_lams: expected positive numbers, got {list(rank_lams)!r}")
-    unknown = [h for h in heads if h not in ("random", "verbalizer")]
-    if unknown:
-        raise UserInputError(f"heads: expected 'random' and/or 'verbalizer', got {unknown!r}")
+    s = _Settings(ranks, lam, lr, steps, batch_size, rank_lams, seed, record_every)
+    _check_experiment_options(s, ns=ns, n_test=n_test, heads=heads)
     path = Path(out) if out is not None else None
     t_all = time.perf_counter()
     data = load_reviews()
@@ -198,206 +458,16 @@ def jlr_real_experiment(
         desc="experiment",
         disable=None if progress is None else not progress,
     )
+    record = _Record(path, result, bar)
     try:
         for N in ns:
-            run: dict[str, Any] = {"N": N, "KN": 2 * N, "r_max": r_max(2, N), "seconds": {}}
-            result["runs"].append(run)
-            train_d, _ = train_test_split(pool, n_train=N, seed=seed)
-            t0 = time.perf_counter()
-            lin = LinearizedEncoder(net, tok, list(train_d.texts))
-            problem = lin.problem(train_d.label_tensor(), loss="cross_entropy", lam=lam)
-            run["seconds"]["jacobian"] = time.perf_counter() - t0
-            run["linearization"] = lin.check_linearization(problem.J.rows()).to_dict()
-            t0 = time.perf_counter()
-            test_lin = LinearizedEncoder(net, tok, list(test_d.texts))
-            test_op = test_lin.operator()
-            test_y = test_d.label_tensor()
-            run["seconds"]["test_setup"] = time.perf_counter() - t0
-            zero = [torch.zeros(s, dtype=torch.float64) for s in problem.blocks]
-            run["pretrained"] = {
-                "train_risk": problem.risk(zero),
-                "test_accuracy": _accuracy(test_lin, test_y, zero, test_op),
-            }
-            run["test_majority_fraction"] = max(test_d.counts()) / len(test_d)
-            bar.update(1)
-            # ---- the certified NUC optimum (low-rank full fine-tuning solution) --------------------
-            t0 = time.perf_counter()
-            sol = solve_nuc(problem)
-            c = sol.certificate
-            run["nuc"] = {
-                "objective": c.primal,
-                "dual": c.dual,
-                "rel_gap": c.rel_gap,
-                "converged": sol.converged,
-                "ranks": list(sol.ranks),
-                "singular_values": [
-                    list(s[: max(20, r + 2)]) for s, r in zip(sol.singular_values, sol.ranks)
-                ],
-                "S_op_over_lam": [s / lam for s in c.S_op],
-                "sum_triangular": sum(r * (r + 1) // 2 for r in sol.ranks),
-                "train_risk": problem.risk(sol.D),
-                "test_accuracy": _accuracy(test_lin, test_y, sol.D, test_op),
-                "seconds": time.perf_counter() - t0,
-            }
-            _write(path, result)
-            bar.update(1)
-            # ---- full fine-tuning curve ---------------------------------------------------------------
-            t0 = time.perf_counter()
-            D, hist = train_full(
-                problem, steps=steps, lr=lr, batch_size=batch_size, seed=seed, record_every=record_every
-            )
-            run["full_ft"] = {
-                "objective_kind": "L(D) + lam/2 ||D||_F^2 (ridge): not the NUC objective of the LoRA curves",
-                "curve": [{"step": s, "objective": f, "risk": r} for s, f, r in hist],
-                "final_objective": hist[-1][1],
-                "final_risk": hist[-1][2],
-                "test_accuracy": _accuracy(test_lin, test_y, D, test_op),
-                "seconds": time.perf_counter() - t0,
-            }
-            _write(path, result)
-            bar.update(1)
-            # ---- LoRA at each rank ------------------------------------------------------------------
-            run["lora"] = []
-            for r in ranks:
-                t0 = time.perf_counter()
-                gen = torch.Generator().manual_seed(seed + r)
-                init = make_init(problem, [r] * len(problem.blocks), "zero_b", generator=gen)
-                pt, hist2 = train(
-                    problem,
-                    init,
-                    optimizer="adam",
-                    steps=steps,
-                    lr=lr,
-                    batch_size=batch_size,
-                    seed=seed,
-                    record_every=record_every,
-                )
-                Dl = [u @ v.T for u, v in zip(pt.U, pt.V)]
-                t_train = time.perf_counter() - t0
-                polished = find_sosp(problem, pt, optimizer="lbfgs", seed=seed)
-                cert = polished.certificate
-                above = r * (r + 1) // 2 > problem.KN
-                entry = {
-                    "r": r,
-                    "above_bound": above,
-                    "curve": [{"step": s, "objective": f} for s, f in hist2],
-                    "final_objective": hist2[-1][1],
-                    "final_minus_nuc": hist2[-1][1] - c.primal,
-                    "final_minus_nuc_dual": hist2[-1][1] - c.dual,
-                    "train_risk": problem.risk(Dl),
-                    "test_accuracy": _accuracy(test_lin, test_y, Dl, test_op),
-                    "product_ranks": [int(torch.linalg.matrix_rank(d, rtol=1e-8)) for d in Dl],
-                    "train_seconds": t_train,
-                    "polished": {
-                        "objective": cert.objective,
-                        "minus_nuc": cert.objective - c.primal,
-                        "minus_nuc_dual": cert.objective - c.dual,
-                        "is_sosp": cert.is_sosp,
-                        "is_global": cert.is_global,
-                        "gap_bound": cert.gap_bound,
-                        "grad_norm": cert.grad_norm,
-                        "lambda_min": cert.curvature.value,
-                        "lambda_min_lower": cert.curvature.lower,
-                        "product_ranks": list(cert.product_ranks),
-                        "iterations": polished.iterations,
-                        "seconds": polished.seconds,
-                    },
-                    "verdict": _sosp_verdict(cert.is_sosp, cert.is_global, above),
-                }
-                run["lora"].append(entry)
-                _write(path, result)
-                bar.update(1)
-            # ---- certified rank against lam -------------------------------------------------------
-            run["rank_vs_lam"] = []
-            for lam_k in rank_lams:
-                t0 = time.perf_counter()
-                pk = Problem(
-                    problem.J, problem.f0, problem.y, loss=problem.loss, blocks=problem.blocks, lam=lam_k
-                )
-                sk = solve_nuc(pk)
-                run["rank_vs_lam"].append(
-                    {
-                        "lam": lam_k,
-                        "ranks": list(sk.ranks),
-                        "rel_gap": sk.certificate.rel_gap,
-                        "converged": sk.converged,
-                        "r_max": r_max(2, N),
-                        "train_risk": pk.risk(sk.D),
-                        "test_accuracy": _accuracy(test_lin, test_y, sk.D, test_op),
-                        "seconds": time.perf_counter() - t0,
-                    }
-                )
-                _write(path, result)
-                bar.update(1)
-            run["seconds"]["total"] = sum(
-                [
-                    run["seconds"]["jacobian"],
-                    run["seconds"]["test_setup"],
-                    run["nuc"]["seconds"],
-                    run["full_ft"]["seconds"],
-                ]
-                + [e["train_seconds"] + e["polished"]["seconds"] for e in run["lora"]]
-                + [e["seconds"] for e in run["rank_vs_lam"]]
-            )
-            del problem, lin, test_lin, test_op
+            _run_n(record, N, net, tok, pool, test_d, s)
         # ---- heads: the verbalizer needs a masked-language-model head ---------------------------------
         for head in heads:
             if head == "random":
-                # the runs above use (mean pooling, head_seed 0); other draws and CLS pooling, for
-                # the certified rank only (N <= 128 keeps this cheap)
-                variants = []
-                for N in [n for n in ns if n <= 128 and head_variants]:
-                    train_d, _ = train_test_split(pool, n_train=N, seed=seed)
-                    pairs: tuple[tuple[Literal["mean", "cls"], int], ...] = (
-                        ("mean", 0),
-                        ("mean", 1),
-                        ("mean", 2),
-                        ("cls", 0),
-                    )
-                    for pooling, head_seed in pairs:
-                        lin_h = LinearizedEncoder(
-                            net, tok, list(train_d.texts), pooling=pooling, head_seed=head_seed
-                        )
-                        J_h = lin_h.jacobian()
-                        for lam_k in (lam, 1e-4):
-                            ph = lin_h.problem(train_d.label_tensor(), lam=lam_k, J=J_h)
-                            sh = solve_nuc(ph)
-                            variants.append(
-                                {
-                                    "N": N,
-                                    "pooling": pooling,
-                                    "head_seed": head_seed,
-                                    "lam": lam_k,
-                                    "ranks": list(sh.ranks),
-                                    "rel_gap": sh.certificate.rel_gap,
-                                    "r_max": r_max(2, N),
-                                }
-                            )
-                        _write(path, result)
-                result["heads"].append(
-                    {
-                        "head": "random",
-                        "available": True,
-                        "note": "the runs above: mean pooling, head_seed 0",
-                        "variants": variants,
-                    }
-                )
-                continue
-            try:
-                mlm, mtok = load_encoder(model, head="verbalizer")
-            except (FileNotFoundError, ValueError) as exc:
-                result["heads"].append({"head": head, "available": False, "reason": str(exc).splitlines()[0]})
-                continue
-            entries = []
-            for N in ns:
-                train_d, _ = train_test_split(pool, n_train=N, seed=seed)
-                lin_v = LinearizedEncoder(mlm, mtok, list(train_d.texts), head="verbalizer")
-                pv = lin_v.problem(train_d.label_tensor(), loss="cross_entropy", lam=lam)
-                sv = solve_nuc(pv)
-                entries.append(
-                    {"N": N, "ranks": list(sv.ranks), "rel_gap": sv.certificate.rel_gap, "r_max": r_max(2, N)}
-                )
-            result["heads"].append({"head": head, "available": True, "runs": entries})
+                result["heads"].append(_random_head(record, net, tok, pool, ns, s, head_variants))
+            else:
+                result["heads"].append(_verbalizer_head(model, pool, ns, s))
         result["complete"] = True
     finally:
         bar.close()

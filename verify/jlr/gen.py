@@ -33,7 +33,7 @@ import dataclasses
 import hashlib
 import math
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any, Literal
 
 import torch
@@ -54,8 +54,9 @@ from theory.generalization import (
     hoeffding_radius,
     khintchine_bound,
 )
-from verify.options import validated
-from verify.verdict import Verdict
+from verify.checker import Judge, checker, fmt
+from verify.options import ANY, POS_OPT, TOL, Both, Choice, Either, Int, Real
+from verify.verdict import Status, Verdict
 
 __all__ = [
     "check_jlr_gen",
@@ -206,7 +207,311 @@ def _bound_dict(b: GeneralizationBound) -> dict[str, Any]:
     return dataclasses.asdict(b)
 
 
-@validated("JLR-gen")
+@dataclasses.dataclass(frozen=True)
+class _GenOptions:
+    """The options of one JLR-gen call, in the order its verdict records them (``point``: given)."""
+
+    clip: float | None
+    delta: float
+    alpha: float
+    radius: str
+    grid_base: float
+    grid_ratio: float
+    bound_scale: float
+    gap_rtol: float
+    mc_samples: int
+    seed: int
+    point: bool
+
+    def check(self, solution: NucSolution | None) -> None:
+        """Refuse an option out of its range (``solution``: a NUC solution or ``None``)."""
+        seed, mc_samples = self.seed, self.mc_samples
+        if isinstance(seed, bool) or not isinstance(seed, int) or not _SEED_RANGE[0] <= seed < _SEED_RANGE[1]:
+            raise UserInputError(f"seed: expected an int in [-2**63, 2**64), got {seed!r}")
+        if solution is not None and not isinstance(solution, NucSolution):
+            raise UserInputError(
+                f"solution: expected a landscapes.nuc.NucSolution or None, got {type(solution).__name__}"
+            )
+        for name, x in (("delta", self.delta), ("alpha", self.alpha)):
+            if isinstance(x, bool) or not isinstance(x, (int, float)) or not 0 < x < 1:
+                raise UserInputError(f"{name}: expected a number in (0, 1), got {x!r}")
+        for name, x in (
+            ("grid_base", self.grid_base),
+            ("bound_scale", self.bound_scale),
+            ("grid_ratio", self.grid_ratio),
+        ):
+            if isinstance(x, bool) or not isinstance(x, (int, float)) or not (finite_number(x) and x > 0):
+                raise UserInputError(f"{name}: expected a finite positive number, got {x!r}")
+        if not self.grid_ratio > 1:
+            raise UserInputError(f"grid_ratio: expected a finite number > 1, got {self.grid_ratio!r}")
+        if self.radius not in ("solution", "magnitude"):
+            raise UserInputError(f"radius: expected 'solution' or 'magnitude', got {self.radius!r}")
+        if (
+            isinstance(mc_samples, bool)
+            or not isinstance(mc_samples, int)
+            or mc_samples < 0
+            or mc_samples == 1
+        ):
+            raise UserInputError(f"mc_samples: expected 0 or an int >= 2, got {mc_samples!r}")
+
+
+def _disjoint_held_out(problem: Problem, test: Problem) -> None:
+    """Refuse held-out data that are not the training problem's kind, or share an example with it."""
+    _test_compatible(problem, test)
+    shared, with_J = shared_examples(problem, test)
+    if shared:
+        what = "J rows, f0 row and label" if with_J else "f0 row and label (J is an operator: not compared)"
+        raise UserInputError(
+            f"held_out: expected examples disjoint from the training set, got {shared} of {test.N} "
+            f"held-out examples equal to training examples ({what})"
+        )
+
+
+def _judged_point(
+    problem: Problem,
+    point: Sequence[Tensor] | None,
+    solution: NucSolution | None,
+    *,
+    gap_rtol: float,
+    seed: int,
+    cert: dict[str, Any],
+) -> tuple[Blocks, str]:
+    """The judged point: ``point``, or the NUC solution (re-certified, or solved here).
+
+    Returns it and the reason's note when a solution is not certified to ``gap_rtol`` (then it is
+    judged as a point); ``cert`` gets the solution's ``nuc_rel_gap``, ``nuc_certified``, ``ranks``.
+    """
+    if point is not None:
+        D: Blocks = problem.check_point(point, "point")
+        if not all(bool(torch.isfinite(d).all()) for d in D):
+            raise UserInputError("point: expected finite entries, got NaN or inf")
+        return D, ""
+    if solution is None:
+        sol = solve_nuc(problem, gap_rtol=gap_rtol, seed=seed)
+        c = sol.certificate
+    else:
+        D0 = problem.check_point(solution.D, "solution.D")
+        c = nuc_certificate(problem, D0)  # never trust a passed-in certificate
+        sol = dataclasses.replace(solution, certificate=c, converged=c.within(gap_rtol))
+    cert.update(nuc_rel_gap=c.rel_gap, nuc_certified=c.within(gap_rtol), ranks=list(sol.ranks))
+    if c.within(gap_rtol):
+        return sol.D, ""
+    given = "the passed solution" if solution is not None else "the NUC solve"
+    return sol.D, (
+        f"; {given} is not certified (relative gap {c.rel_gap:.3g} > gap_rtol {gap_rtol:.3g}): "
+        "judged as a point, not as the NUC minimizer"
+    )
+
+
+def _training_side(
+    problem: Problem,
+    D: Blocks,
+    o: _GenOptions,
+    *,
+    clip: float,
+    rho: float,
+    cert: dict[str, Any],
+) -> tuple[GeneralizationBound, GeneralizationBound | None]:
+    """The bound at the solution's radius and at the magnitude radius (``None`` when ``lam = 0``).
+
+    ``cert`` gets the training numbers: clipped and plain loss, ``L(0)``, nuclear norms, both
+    radii, the variance statistic and Khintchine's bound, and both bounds.
+    """
+    z_tr = problem.predictions(D)
+    emp = float(_clipped(problem, z_tr, clip).mean())
+    L0 = problem.risk(problem.zeros())
+    nuclear = [float(torch.linalg.matrix_norm(d, ord="nuc")) for d in D]
+    B_sol = sum(nuclear)
+    lam_min = min(problem.lam)
+    B_mag = L0 / lam_min if lam_min > 0 else math.inf
+    vs = variance_statistic(problem)
+    v = max(vs)
+    d1 = sum(m for m, _ in problem.blocks)
+    d2 = sum(n for _, n in problem.blocks)
+    common = dict(
+        empirical=emp, v=v, d1=d1, d2=d2, N=problem.N, rho=rho, clip=clip, delta=o.delta, base=o.grid_base,
+        ratio=float(o.grid_ratio),
+    )  # fmt: skip
+    bound_sol = generalization_bound(B=B_sol, **common)  # type: ignore[arg-type]
+    bound_mag = generalization_bound(B=B_mag, **common) if math.isfinite(B_mag) else None  # type: ignore[arg-type]
+    cert.update(
+        train_clipped_loss=emp,
+        train_loss=problem.risk_at(z_tr),
+        L0_train=L0,
+        nuclear_norms=nuclear,
+        B_solution=B_sol,
+        B_magnitude=B_mag,
+        v_blocks=list(vs),
+        v=v,
+        khintchine=khintchine_bound(v, d1, d2),
+        bound_solution=_bound_dict(bound_sol),
+        bound_magnitude=None if bound_mag is None else _bound_dict(bound_mag),
+    )
+    return bound_sol, bound_mag
+
+
+def _held_out_side(test: Problem, D: Blocks, *, clip: float, alpha: float, cert: dict[str, Any]) -> None:
+    """``cert`` gets the held-out clipped loss of ``D`` and of ``D = 0``, their Hoeffding limits and more."""
+    z_te = test.predictions(D)
+    test_mean = float(_clipped(test, z_te, clip).mean())
+    trivial = float(_clipped(test, test.f0, clip).mean())
+    rad = hoeffding_radius(clip=clip, M=test.N, alpha=alpha)
+    cert.update(
+        test_clipped_loss=test_mean,
+        test_ucl=test_mean + rad,
+        test_lcl=test_mean - rad,
+        hoeffding_radius=rad,
+        test_loss=test.risk_at(z_te),
+        test_clipped_fraction=float((test.loss.value(z_te, test.y) > clip).to(torch.float64).mean()),
+        trivial_test_clipped_loss=trivial,
+        trivial_test_lcl=trivial - rad,
+        trivial_test_loss=test.risk_at(test.f0),
+        test_accuracy=_accuracy(test, z_te),
+        trivial_test_accuracy=_accuracy(test, test.f0),
+    )
+
+
+def _gen_verdict(
+    cert: dict[str, Any], chosen: GeneralizationBound | None, o: _GenOptions, *, N: int
+) -> tuple[Status, str, float | None]:
+    """The status, reason and error probability of JLR-gen on the bound ``chosen`` (``cert`` gets it)."""
+    if chosen is None:
+        return "inconclusive", "radius='magnitude' needs lam > 0", None
+    if o.radius == "magnitude" and cert["B_solution"] > chosen.B_grid:
+        return (
+            "inconclusive",
+            f"the judged point has sum ||D_j||_* = {cert['B_solution']:.4g}, outside the magnitude radius "
+            f"{chosen.B_grid:.4g}: the magnitude bound does not cover it",
+            None,
+        )
+    bound_scale, delta, alpha = o.bound_scale, o.delta, o.alpha
+    test_mean, M, rad = cert["test_clipped_loss"], cert["M"], cert["hoeffding_radius"]
+    ucl, lcl = cert["test_ucl"], cert["test_lcl"]
+    trivial, trivial_lcl = cert["trivial_test_clipped_loss"], cert["trivial_test_lcl"]
+    bound = bound_scale * chosen.value
+    cert.update(
+        bound=bound,
+        looseness=bound - test_mean,
+        B=chosen.B,
+        B_grid=chosen.B_grid,
+        grid_rounding=chosen.rounding,
+    )
+    scaled = "scaled " if bound_scale != 1 else ""
+    what = (
+        f"the {scaled}bound {bound:.4g} (B = {chosen.B:.4g} rounded up to the grid's {chosen.B_grid:.4g}, "
+        f"a factor {chosen.rounding:.4g}; N = {N})"
+    )
+    held = f"held-out clipped loss {test_mean:.4g} (M = {M}"
+    if lcl > bound:
+        return (
+            "violated",
+            f"{held}, lower limit {lcl:.4g}) exceeds {what}; if the bound held this has probability "
+            f"<= delta + alpha = {delta + alpha:.3g}",
+            delta + alpha,
+        )
+    if bound >= trivial_lcl:
+        return (
+            "inconclusive",
+            f"vacuous: {what} is not below the trivial predictor's (D = 0) held-out clipped loss "
+            f"{trivial:.4g} less its Hoeffding radius: lower limit {trivial_lcl:.4g}; {held}, upper "
+            f"limit {ucl:.4g})",
+            None,
+        )
+    if ucl <= bound:
+        return (
+            "holds",
+            f"{held}, upper limit {ucl:.4g}) <= {what} < the trivial predictor's lower limit "
+            f"{trivial_lcl:.4g} (mean {trivial:.4g}); limits at level 1 - alpha each, together wrong "
+            f"with probability <= 2 alpha = {2 * alpha:.3g}",
+            2 * alpha,
+        )
+    return (
+        "inconclusive",
+        f"{held}) is within its Hoeffding radius {rad:.3g} of {what}: not certified either way",
+        None,
+    )
+
+
+def _measure(
+    judge: Judge,
+    problem: Problem,
+    test: Problem,
+    point: Sequence[Tensor] | None,
+    solution: NucSolution | None,
+    o: _GenOptions,
+    *,
+    clip: float,
+    rho: float,
+) -> Verdict:
+    """Measure the judged point on both sides (training: the bound; held-out: the loss) and judge."""
+    timings = judge.timings
+    # ---- the judged point -----------------------------------------------------------------------
+    t0 = time.perf_counter()
+    cert: dict[str, Any] = {
+        "clip": clip,
+        "rho": rho,
+        "held_out_source": judge.problem["held_out_source"],
+        "M": test.N,
+    }
+    D, uncertified = _judged_point(problem, point, solution, gap_rtol=o.gap_rtol, seed=o.seed, cert=cert)
+    timings["solve"] = time.perf_counter() - t0
+    # ---- training side: radius, variance, bound --------------------------------------------------
+    t0 = time.perf_counter()
+    bound_sol, bound_mag = _training_side(problem, D, o, clip=clip, rho=rho, cert=cert)
+    timings["variance"] = time.perf_counter() - t0
+    chosen = bound_sol if o.radius == "solution" else bound_mag
+    if o.mc_samples:
+        t0 = time.perf_counter()
+        mean, se = rademacher_monte_carlo(problem, samples=o.mc_samples, seed=o.seed)
+        cert.update(rademacher_mc_mean=mean, rademacher_mc_stderr=se)
+        timings["monte_carlo"] = time.perf_counter() - t0
+    # ---- held-out side ---------------------------------------------------------------------------
+    t0 = time.perf_counter()
+    _held_out_side(test, D, clip=clip, alpha=o.alpha, cert=cert)
+    timings["held_out"] = time.perf_counter() - t0
+    # ---- verdict --------------------------------------------------------------------------------
+    status, reason, error = _gen_verdict(cert, chosen, o, N=problem.N)
+    cert["error_probability"] = error
+    return judge.verdict(status, cert, reason + uncertified)
+
+
+def _gen_evidence(c: Mapping[str, Any], d: Mapping[str, Any]) -> list[str]:
+    """The bound and its radius, the held-out clipped loss with its upper limit, the trivial one."""
+    if "bound" not in c:
+        return []
+    return [
+        f"bound {fmt(c['bound'])} (B {fmt(c.get('B'))})",
+        f"held-out {fmt(c.get('test_clipped_loss'))} (UCL {fmt(c.get('test_ucl'))}, M {c.get('M')})",
+        f"trivial {fmt(c.get('trivial_test_clipped_loss'))}",
+    ]
+
+
+@checker(
+    CLAIM,
+    options={
+        "held_out": ANY,
+        "solution": ANY,
+        "point": ANY,
+        "clip": POS_OPT,
+        "delta": TOL,
+        "alpha": TOL,
+        "radius": Choice(("solution", "magnitude")),
+        "grid_base": Real(expect="a finite positive number"),
+        "grid_ratio": Both((Real(expect="a finite positive number"), Real(1.0, math.inf))),
+        "bound_scale": Real(expect="a finite positive number"),
+        "gap_rtol": TOL,
+        "mc_samples": Either((Choice((0,)), Int(2, 10**6)), expect="0 or an int >= 2 (at most 1000000)"),
+        "seed": Int(-(2**63), 2**64 - 1, expect="an int in [-2**63, 2**64)"),
+    },
+    certificate={
+        "holds": [
+            ("bound", "B", "M", "test_clipped_loss", "test_ucl", "test_lcl", "hoeffding_radius")
+            + ("trivial_test_clipped_loss", "error_probability")
+        ],
+        "violated": [("bound", "B", "M", "test_clipped_loss", "test_lcl", "error_probability")],
+    },
+    evidence=_gen_evidence,
+)
 def check_jlr_gen(
     problem: Problem,
     *,
@@ -276,210 +581,51 @@ def check_jlr_gen(
     \mathbb E\ell_b(0)`, wrong with probability at most :math:`2\alpha` (two limits); otherwise
     ``inconclusive``.  The certificate's ``error_probability`` is the total for the verdict given.
     No counterexample file is saved: held-out data do not fit a problem file.
+
+    Certificate (empty without held-out data): ``clip`` (:math:`b`), ``rho`` (the clipped loss's
+    Lipschitz constant), ``held_out_source``, ``M``; for a NUC solution ``nuc_rel_gap``,
+    ``nuc_certified``, ``ranks``; the training side's ``train_clipped_loss``, ``train_loss``,
+    ``L0_train``, ``nuclear_norms``, ``B_solution``, ``B_magnitude``, ``v_blocks``, ``v``,
+    ``khintchine`` (the bound on :math:`\mathbb E\max_j\|Z_j\|_{op}`), ``bound_solution`` and
+    ``bound_magnitude`` (each bound's terms), with ``mc_samples`` ``rademacher_mc_mean`` and
+    ``rademacher_mc_stderr``; the held-out side's ``test_clipped_loss``, ``test_ucl``,
+    ``test_lcl``, ``hoeffding_radius``, ``test_loss``, ``test_clipped_fraction``,
+    ``test_accuracy`` and the trivial predictor's ``trivial_test_clipped_loss``,
+    ``trivial_test_lcl``, ``trivial_test_loss``, ``trivial_test_accuracy``; the judged ``bound``
+    (scaled), ``looseness`` (bound less held-out loss), ``B``, ``B_grid``, ``grid_rounding`` when
+    the chosen radius applies; ``error_probability``.
     """
     del save_dir
-    if isinstance(seed, bool) or not isinstance(seed, int) or not _SEED_RANGE[0] <= seed < _SEED_RANGE[1]:
-        raise UserInputError(f"seed: expected an int in [-2**63, 2**64), got {seed!r}")
-    if solution is not None and not isinstance(solution, NucSolution):
-        raise UserInputError(
-            f"solution: expected a landscapes.nuc.NucSolution or None, got {type(solution).__name__}"
-        )
-    for name, x in (("delta", delta), ("alpha", alpha)):
-        if isinstance(x, bool) or not isinstance(x, (int, float)) or not 0 < x < 1:
-            raise UserInputError(f"{name}: expected a number in (0, 1), got {x!r}")
-    for name, x in (("grid_base", grid_base), ("bound_scale", bound_scale), ("grid_ratio", grid_ratio)):
-        if isinstance(x, bool) or not isinstance(x, (int, float)) or not (finite_number(x) and x > 0):
-            raise UserInputError(f"{name}: expected a finite positive number, got {x!r}")
-    if not grid_ratio > 1:
-        raise UserInputError(f"grid_ratio: expected a finite number > 1, got {grid_ratio!r}")
-    if radius not in ("solution", "magnitude"):
-        raise UserInputError(f"radius: expected 'solution' or 'magnitude', got {radius!r}")
-    if isinstance(mc_samples, bool) or not isinstance(mc_samples, int) or mc_samples < 0 or mc_samples == 1:
-        raise UserInputError(f"mc_samples: expected 0 or an int >= 2, got {mc_samples!r}")
+    o = _GenOptions(
+        clip,
+        delta,
+        alpha,
+        radius,
+        grid_base,
+        grid_ratio,
+        bound_scale,
+        gap_rtol,
+        mc_samples,
+        seed,
+        point is not None,
+    )
+    o.check(solution)
     loss = problem.loss.name
     if clip is not None:
         clipped_lipschitz(loss, clip)  # validates clip before anything is computed
-    opts: dict[str, Any] = {
-        "clip": clip,
-        "delta": delta,
-        "alpha": alpha,
-        "radius": radius,
-        "grid_base": grid_base,
-        "grid_ratio": grid_ratio,
-        "bound_scale": bound_scale,
-        "gap_rtol": gap_rtol,
-        "mc_samples": mc_samples,
-        "seed": seed,
-        "point": point is not None,
-    }
+    opts: dict[str, Any] = dataclasses.asdict(o)
     fp = problem.fingerprint()
     test = held_out if held_out is not None else problem.meta.get("held_out")
     if test is None:
-        return Verdict(
-            CLAIM,
-            "inconclusive",
-            fp,
+        return Judge(CLAIM, fp, opts).inconclusive(
             {},
             "no held-out data: give held_out (a Problem of held-out examples) or a problem carrying "
             "meta['held_out'] (verify.jlr.gen.with_held_out)",
-            {},
-            opts,
         )
-    _test_compatible(problem, test)
-    shared, with_J = shared_examples(problem, test)
-    if shared:
-        what = "J rows, f0 row and label" if with_J else "f0 row and label (J is an operator: not compared)"
-        raise UserInputError(
-            f"held_out: expected examples disjoint from the training set, got {shared} of {test.N} "
-            f"held-out examples equal to training examples ({what})"
-        )
+    _disjoint_held_out(problem, test)
     b = default_clip(loss, problem.K) if clip is None else float(clip)
     rho = clipped_lipschitz(loss, b)
     opts["clip"] = b
     source = "given" if held_out is not None else str(problem.meta.get("held_out_source", "meta"))
-    fp = dict(fp, n_test=test.N, held_out_source=source)
-    timings: dict[str, float] = {}
-
-    # ---- the judged point -----------------------------------------------------------------------
-    t0 = time.perf_counter()
-    cert: dict[str, Any] = {"clip": b, "rho": rho, "held_out_source": source, "M": test.N}
-    uncertified = ""
-    if point is not None:
-        D: Blocks = problem.check_point(point, "point")
-        if not all(bool(torch.isfinite(d).all()) for d in D):
-            raise UserInputError("point: expected finite entries, got NaN or inf")
-    else:
-        if solution is None:
-            sol = solve_nuc(problem, gap_rtol=gap_rtol, seed=seed)
-            c = sol.certificate
-        else:
-            D0 = problem.check_point(solution.D, "solution.D")
-            c = nuc_certificate(problem, D0)  # never trust a passed-in certificate
-            sol = dataclasses.replace(solution, certificate=c, converged=c.within(gap_rtol))
-        D = sol.D
-        cert.update(nuc_rel_gap=c.rel_gap, nuc_certified=c.within(gap_rtol), ranks=list(sol.ranks))
-        if not c.within(gap_rtol):
-            given = "the passed solution" if solution is not None else "the NUC solve"
-            uncertified = (
-                f"; {given} is not certified (relative gap {c.rel_gap:.3g} > gap_rtol {gap_rtol:.3g}): "
-                "judged as a point, not as the NUC minimizer"
-            )
-    timings["solve"] = time.perf_counter() - t0
-
-    # ---- training side: radius, variance, bound --------------------------------------------------
-    t0 = time.perf_counter()
-    z_tr = problem.predictions(D)
-    emp = float(_clipped(problem, z_tr, b).mean())
-    L0 = problem.risk(problem.zeros())
-    nuclear = [float(torch.linalg.matrix_norm(d, ord="nuc")) for d in D]
-    B_sol = sum(nuclear)
-    lam_min = min(problem.lam)
-    B_mag = L0 / lam_min if lam_min > 0 else math.inf
-    vs = variance_statistic(problem)
-    v = max(vs)
-    d1 = sum(m for m, _ in problem.blocks)
-    d2 = sum(n for _, n in problem.blocks)
-    timings["variance"] = time.perf_counter() - t0
-    common = dict(
-        empirical=emp, v=v, d1=d1, d2=d2, N=problem.N, rho=rho, clip=b, delta=delta, base=grid_base,
-        ratio=float(grid_ratio),
-    )
-    bound_sol = generalization_bound(B=B_sol, **common)  # type: ignore[arg-type]
-    bound_mag = generalization_bound(B=B_mag, **common) if math.isfinite(B_mag) else None  # type: ignore[arg-type]
-    chosen = bound_sol if radius == "solution" else bound_mag
-    cert.update(
-        train_clipped_loss=emp,
-        train_loss=problem.risk_at(z_tr),
-        L0_train=L0,
-        nuclear_norms=nuclear,
-        B_solution=B_sol,
-        B_magnitude=B_mag,
-        v_blocks=list(vs),
-        v=v,
-        khintchine=khintchine_bound(v, d1, d2),
-        bound_solution=_bound_dict(bound_sol),
-        bound_magnitude=None if bound_mag is None else _bound_dict(bound_mag),
-    )
-    if mc_samples:
-        t0 = time.perf_counter()
-        mean, se = rademacher_monte_carlo(problem, samples=mc_samples, seed=seed)
-        cert.update(rademacher_mc_mean=mean, rademacher_mc_stderr=se)
-        timings["monte_carlo"] = time.perf_counter() - t0
-
-    # ---- held-out side ---------------------------------------------------------------------------
-    t0 = time.perf_counter()
-    z_te = test.predictions(D)
-    lt = _clipped(test, z_te, b)
-    test_mean = float(lt.mean())
-    trivial = float(_clipped(test, test.f0, b).mean())
-    rad = hoeffding_radius(clip=b, M=test.N, alpha=alpha)
-    ucl, lcl = test_mean + rad, test_mean - rad
-    trivial_lcl = trivial - rad
-    cert.update(
-        test_clipped_loss=test_mean,
-        test_ucl=ucl,
-        test_lcl=lcl,
-        hoeffding_radius=rad,
-        test_loss=test.risk_at(z_te),
-        test_clipped_fraction=float((test.loss.value(z_te, test.y) > b).to(torch.float64).mean()),
-        trivial_test_clipped_loss=trivial,
-        trivial_test_lcl=trivial_lcl,
-        trivial_test_loss=test.risk_at(test.f0),
-        test_accuracy=_accuracy(test, z_te),
-        trivial_test_accuracy=_accuracy(test, test.f0),
-    )
-    timings["held_out"] = time.perf_counter() - t0
-
-    # ---- verdict --------------------------------------------------------------------------------
-    def verdict(status: str, reason: str, error: float | None = None) -> Verdict:
-        cert["error_probability"] = error
-        return Verdict(CLAIM, status, fp, cert, reason + uncertified, timings, opts)  # type: ignore[arg-type]
-
-    if chosen is None:
-        return verdict("inconclusive", "radius='magnitude' needs lam > 0")
-    if radius == "magnitude" and B_sol > chosen.B_grid:
-        return verdict(
-            "inconclusive",
-            f"the judged point has sum ||D_j||_* = {B_sol:.4g}, outside the magnitude radius "
-            f"{chosen.B_grid:.4g}: the magnitude bound does not cover it",
-        )
-    bound = bound_scale * chosen.value
-    cert.update(
-        bound=bound,
-        looseness=bound - test_mean,
-        B=chosen.B,
-        B_grid=chosen.B_grid,
-        grid_rounding=chosen.rounding,
-    )
-    scaled = "scaled " if bound_scale != 1 else ""
-    what = (
-        f"the {scaled}bound {bound:.4g} (B = {chosen.B:.4g} rounded up to the grid's {chosen.B_grid:.4g}, "
-        f"a factor {chosen.rounding:.4g}; N = {problem.N})"
-    )
-    held = f"held-out clipped loss {test_mean:.4g} (M = {test.N}"
-    if lcl > bound:
-        return verdict(
-            "violated",
-            f"{held}, lower limit {lcl:.4g}) exceeds {what}; if the bound held this has probability "
-            f"<= delta + alpha = {delta + alpha:.3g}",
-            delta + alpha,
-        )
-    if bound >= trivial_lcl:
-        return verdict(
-            "inconclusive",
-            f"vacuous: {what} is not below the trivial predictor's (D = 0) held-out clipped loss "
-            f"{trivial:.4g} less its Hoeffding radius: lower limit {trivial_lcl:.4g}; {held}, upper "
-            f"limit {ucl:.4g})",
-        )
-    if ucl <= bound:
-        return verdict(
-            "holds",
-            f"{held}, upper limit {ucl:.4g}) <= {what} < the trivial predictor's lower limit "
-            f"{trivial_lcl:.4g} (mean {trivial:.4g}); limits at level 1 - alpha each, together wrong "
-            f"with probability <= 2 alpha = {2 * alpha:.3g}",
-            2 * alpha,
-        )
-    return verdict(
-        "inconclusive",
-        f"{held}) is within its Hoeffding radius {rad:.3g} of {what}: not certified either way",
-    )
+    judge = Judge(CLAIM, dict(fp, n_test=test.N, held_out_source=source), opts)
+    return _measure(judge, problem, test, point, solution, o, clip=b, rho=rho)

@@ -23,8 +23,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from landscapes.full_ft import solve_ft
-from landscapes.lora import LoRAPoint, balanced_factors, lora_value, minimize_lora
+from landscapes.full_ft import FTSolution, solve_ft
+from landscapes.lora import LoRAPoint, LoRATrainingResult, balanced_factors, lora_value, minimize_lora
 from landscapes.nuc import NucSolution, nuc_certificate, solve_nuc, truncate_to_numerical_rank
 from landscapes.operators import DenseOperator, LinearOperator
 from landscapes.problem import Blocks, Problem
@@ -34,7 +34,7 @@ from theory.bounds import r_max, triangular
 from theory.claims import DEFAULT_TOLERANCES
 from theory.errors import UserInputError
 from verify.checker import Judge, checker, fields, needs_float64, save_counterexample
-from verify.options import ANY, SEED, TOL, Real, validated
+from verify.options import ANY, BOOL, RANK_BOUND, SEED, TOL, Function, Int, Rank, Real
 from verify.verdict import Verdict
 
 __all__ = [
@@ -120,7 +120,46 @@ def _certified_ranks(D: Sequence[Tensor], error: float) -> tuple[int, ...]:
 
 
 # --------------------------------------------------------------------------------------------------
-@validated("JLR-rank-FT")
+def _ft_uniqueness(
+    problem: Problem, ft: FTSolution, rank_bound: int | None, cert: dict[str, Any]
+) -> tuple[UniquenessCertificate, bool]:
+    """The FT minimizer's uniqueness, and whether its rank is certified above the bound.
+
+    Strong convexity of the squared loss on an injective J: mu = sigma_min(J)^2 / N, so
+    ||D - D*||_op <= ||D - D*||_F <= ||grad L(D)|| / mu; by Weyl the (bound+1)-th singular value
+    of the unique minimizer D* is at least ours minus that.  ``cert`` gets ``unique``,
+    ``injectivity`` and, for the squared loss on a unique minimizer, ``error_bound`` and
+    ``sigma_next``.
+    """
+    assert ft.D is not None
+    uq = ft_uniqueness(problem)
+    cert.update(unique=uq.unique, injectivity=uq.injectivity)
+    margin_ok = False
+    if uq.unique and problem.loss.name == "squared":
+        smin = float(torch.linalg.svdvals(problem.J.rows())[-1])
+        err = ft.grad_norm * problem.N / smin**2
+        b = rank_bound if rank_bound is not None else r_max(problem.K, problem.N)
+        s_next = max((float(torch.linalg.svdvals(Dj)[b]) for Dj in ft.D if min(Dj.shape) > b), default=0.0)
+        cert.update(error_bound=err, sigma_next=s_next)
+        margin_ok = s_next > 2 * err
+    return uq, margin_ok
+
+
+@checker(
+    "JLR-rank-FT",
+    options={"rank_bound": RANK_BOUND, "grad_rtol": TOL, "rank_rtol": TOL},
+    certificate={
+        "holds": [("r_max", "KN", "ranks", "ranks_before", "prediction_residual", "grad_norm")],
+        "violated": [("r_max", "KN", "ranks", "unique", "injectivity", "error_bound", "sigma_next")],
+    },
+    evidence=fields(
+        ("ranks_before", "rank before"),
+        ("ranks", "rank"),
+        ("r_max", "r_max"),
+        ("prediction_residual", "pred. resid"),
+        ("grad_norm", "|grad|"),
+    ),
+)
 def check_jlr_rank_ft(
     problem: Problem,
     *,
@@ -137,15 +176,25 @@ def check_jlr_rank_ft(
     reduced point has the same predictions and loss.  ``rank_bound`` replaces the bound by "every
     block has rank <= rank_bound" (for planted false variants); refuting it needs a unique
     FT minimizer.
+
+    Certificate: ``r_max``, ``KN``, ``gram_rank`` (rank of ``J``'s Gram matrix) and ``bound`` (the
+    bound checked, in words); ``separating_direction_norm`` when FT has no minimizer; the FT
+    solution's ``risk``, ``grad_norm``, ``grad_scale`` (``||grad L(0)||_F``) and ``risk_at_zero``;
+    the reduction's ``ranks_before``, ``ranks``, ``reduction_steps``, ``prediction_residual``,
+    ``risk_reduced``, ``risk_change``, ``singular_values``, ``nuclear_before``, ``nuclear_after``;
+    above the bound, ``unique`` and ``injectivity`` of the uniqueness certificate, and for the
+    squared loss ``error_bound`` (distance to the unique minimizer) and ``sigma_next`` (the
+    singular value past the bound).
     """
     _check_bound_option(rank_bound)
     claim = "JLR-rank-FT"
-    t0 = time.perf_counter()
     opts: dict[str, Any] = {"rank_bound": rank_bound, "grad_rtol": grad_rtol, "rank_rtol": rank_rtol}
     if (early := needs_float64(claim, problem, opts)) is not None:
         return early
+    judge = Judge(claim, problem.fingerprint(), opts)
+    t0 = time.perf_counter()
     ft = solve_ft(problem)
-    t_solve = time.perf_counter() - t0
+    judge.timings["solve"] = time.perf_counter() - t0
     rmax = r_max(problem.K, problem.N)
     cert: dict[str, Any] = {
         "r_max": rmax,
@@ -155,17 +204,8 @@ def check_jlr_rank_ft(
     }
     if not ft.exists:
         assert ft.direction is not None
-        d = ft.direction
-        cert["separating_direction_norm"] = float(d.norm())
-        return Verdict(
-            claim,
-            "inconclusive",
-            problem.fingerprint(),
-            cert,
-            "FT has " + ft.reason + "; the claim's hypothesis fails",
-            {"solve": t_solve},
-            opts,
-        )
+        cert["separating_direction_norm"] = float(ft.direction.norm())
+        return judge.inconclusive(cert, "FT has " + ft.reason + "; the claim's hypothesis fails")
     assert ft.D is not None
     # Relative to the problem's own scale, never to an absolute floor such as max(1, .): rescaling
     # (J, f0, y) by s multiplies gradients and the squared risk by s^2 and must not change the verdict.
@@ -174,14 +214,8 @@ def check_jlr_rank_ft(
     risk0 = problem.risk(problem.zeros())
     cert.update(risk=ft.risk, grad_norm=ft.grad_norm, grad_scale=scale, risk_at_zero=risk0)
     if ft.grad_norm > grad_rtol * scale:
-        return Verdict(
-            claim,
-            "inconclusive",
-            problem.fingerprint(),
-            cert,
-            f"FT solution not certified stationary (||grad|| = {ft.grad_norm:.2e})",
-            {"solve": t_solve},
-            opts,
+        return judge.inconclusive(
+            cert, f"FT solution not certified stationary (||grad|| = {ft.grad_norm:.2e})"
         )
 
     def until(ranks: tuple[int, ...]) -> bool:
@@ -201,74 +235,75 @@ def check_jlr_rank_ft(
         nuclear_before=red.nuclear_before,
         nuclear_after=red.nuclear_after,
     )
-    timings = {"solve": t_solve, "reduce": red.seconds}
+    judge.timings["reduce"] = red.seconds
     same = red.prediction_residual <= PREDICTION_RTOL and (
         abs(risk_red - ft.risk) <= 1e-9 * max(ft.risk, risk0)
     )
     if not same:
-        return Verdict(
-            claim,
-            "inconclusive",
-            problem.fingerprint(),
-            cert,
-            "rank reduction changed the predictions beyond tolerance",
-            timings,
-            opts,
-        )
+        return judge.inconclusive(cert, "rank reduction changed the predictions beyond tolerance")
     if _within(red.ranks_after, rank_bound, problem.KN):
-        return Verdict(
-            claim,
-            "holds",
-            problem.fingerprint(),
+        return judge.holds(
             cert,
             f"FT minimizer of rank {list(red.ranks_after)} found (r_max = {rmax}), same "
             f"predictions (residual {red.prediction_residual:.1e})",
-            timings,
-            opts,
         )
-    uq = ft_uniqueness(problem)
-    cert.update(unique=uq.unique, injectivity=uq.injectivity)
-    margin_ok = False
-    if uq.unique and problem.loss.name == "squared":
-        # Strong convexity of the squared loss on an injective J: mu = sigma_min(J)^2 / N, so
-        # ||D - D*||_op <= ||D - D*||_F <= ||grad L(D)|| / mu; by Weyl the (bound+1)-th singular
-        # value of the unique minimizer D* is at least ours minus that.
-        smin = float(torch.linalg.svdvals(problem.J.rows())[-1])
-        err = ft.grad_norm * problem.N / smin**2
-        b = rank_bound if rank_bound is not None else r_max(problem.K, problem.N)
-        s_next = max((float(torch.linalg.svdvals(Dj)[b]) for Dj in ft.D if min(Dj.shape) > b), default=0.0)
-        cert.update(error_bound=err, sigma_next=s_next)
-        margin_ok = s_next > 2 * err
+    uq, margin_ok = _ft_uniqueness(problem, ft, rank_bound, cert)
     if uq.unique and margin_ok:
-        path = save_counterexample(problem, save_dir, claim, ft.D, opts)
-        return Verdict(
-            claim,
-            "violated",
-            problem.fingerprint(),
+        return judge.violated(
             cert,
             f"the FT minimizer is unique ({uq.reason}) and has rank {list(red.ranks_after)}, "
             f"above the claimed bound",
-            timings,
-            opts,
-            path,
+            counterexample=save_counterexample(problem, save_dir, claim, ft.D, opts),
         )
-    return Verdict(
-        claim,
-        "inconclusive",
-        problem.fingerprint(),
+    return judge.inconclusive(
         cert,
         f"could not reduce below {list(red.ranks_after)} ({red.stopped}); minimizer not "
         f"unique, so no counterexample either",
-        timings,
-        opts,
     )
 
 
 # --------------------------------------------------------------------------------------------------
+#: JLR-rank-NUC and JLR-rank-blocks: one checker (:func:`_rank_nuc`), the same options and fields.
+_NUC_OPTIONS = {"rank_bound": RANK_BOUND, "gap_rtol": TOL, "rank_rtol": TOL, "seed": SEED, "solution": ANY}
+_NUC_CERTIFICATE: dict[str, list[tuple[str, ...]]] = {
+    "holds": [
+        ("r_max", "KN", "objective", "dual", "gap", "rel_gap", "ranks", "block_triangular_sum")
+        + ("prediction_residual", "rel_gap_reduced")
+    ],
+    "violated": [("r_max", "KN", "objective", "dual", "rel_gap", "ranks", "rel_gap_reduced")],
+}
+_NUC_EVIDENCE = fields(
+    ("ranks", "rank"),
+    ("r_max", "r_max"),
+    ("block_triangular_sum", "sum r(r+1)/2"),
+    ("KN", "KN"),
+    ("rel_gap_reduced", "rel gap"),
+)
+
+
+def _zero_not_a_minimizer(problem: Problem, cert: dict[str, Any]) -> str | None:
+    """Why ``D = 0`` is not a NUC minimizer (the variant "rank <= 0" is refuted), or ``None``.
+
+    The bound admits only D = 0, and 0 minimizes the convex NUC objective iff 0 is in
+    grad L(0) + lam d||0||_*, i.e. ||grad_j L(0)||_op <= lam_j for every block.  ``cert`` gets
+    ``S_op_at_zero_over_lam``.
+    """
+    S0 = problem.evaluate(problem.zeros()).S
+    ratios = [float(torch.linalg.matrix_norm(s, 2)) / lam for s, lam in zip(S0, problem.lam)]
+    cert.update(S_op_at_zero_over_lam=ratios)
+    margin = 1e-10  # far above the rounding error of a computed operator norm
+    if max(ratios) <= 1.0 + margin:
+        return None
+    j = max(range(len(ratios)), key=lambda i: ratios[i])
+    return (
+        f"D = 0 is not a minimizer: ||grad L(0)||_op = {ratios[j]:.6g} lam in block {j} "
+        f"(optimality at 0 needs <= lam), so every minimizer has a nonzero block"
+    )
+
+
 def _rank_nuc(
     claim: str,
     problem: Problem,
-    *,
     rank_bound: int | None,
     gap_rtol: float,
     rank_rtol: float,
@@ -285,9 +320,10 @@ def _rank_nuc(
     }
     if (early := needs_float64(claim, problem, opts)) is not None:
         return early
+    judge = Judge(claim, problem.fingerprint(), opts)
     t0 = time.perf_counter()
     sol = _nuc_solution(problem, solution, gap_rtol, seed)
-    t_solve = time.perf_counter() - t0
+    judge.timings["solve"] = time.perf_counter() - t0
     rmax = r_max(problem.K, problem.N)
     c0 = sol.certificate
     cert: dict[str, Any] = {
@@ -305,14 +341,9 @@ def _rank_nuc(
         "solver_gradient_evaluations": sol.gradient_evaluations,
     }
     if not c0.within(gap_rtol):
-        return Verdict(
-            claim,
-            "inconclusive",
-            problem.fingerprint(),
+        return judge.inconclusive(
             cert,
             f"NUC not solved to the gap tolerance (rel gap {c0.rel_gap:.1e}, not within +-{gap_rtol:.0e})",
-            {"solve": t_solve},
-            opts,
         )
 
     def until(ranks: tuple[int, ...]) -> bool:
@@ -335,50 +366,23 @@ def _rank_nuc(
     )
     if c1.rel_gap < 0:
         cert["gap_note"] = "negative at round-off: primal and dual agree to rounding"
-    timings = {"solve": t_solve, "reduce": red.seconds}
+    judge.timings["reduce"] = red.seconds
     if not c1.within(gap_rtol):
-        return Verdict(
-            claim,
-            "inconclusive",
-            problem.fingerprint(),
-            cert,
-            f"the reduced point lost the gap certificate (rel gap {c1.rel_gap:.1e})",
-            timings,
-            opts,
+        return judge.inconclusive(
+            cert, f"the reduced point lost the gap certificate (rel gap {c1.rel_gap:.1e})"
         )
     if _within(ranks, rank_bound, problem.KN):
-        return Verdict(
-            claim,
-            "holds",
-            problem.fingerprint(),
+        return judge.holds(
             cert,
             f"certified NUC minimizer (rel gap {_gap_text(c1.rel_gap)}) of rank {list(ranks)}, "
             f"{_bound_text(rank_bound, problem)}",
-            timings,
-            opts,
         )
-    if rank_bound == 0:
-        # The bound admits only D = 0, and 0 minimizes the convex NUC objective iff
-        # 0 is in grad L(0) + lam d||0||_*, i.e. ||grad_j L(0)||_op <= lam_j for every block.
-        S0 = problem.evaluate(problem.zeros()).S
-        ratios = [float(torch.linalg.matrix_norm(s, 2)) / lam for s, lam in zip(S0, problem.lam)]
-        cert.update(S_op_at_zero_over_lam=ratios)
-        margin = 1e-10  # far above the rounding error of a computed operator norm
-        if max(ratios) > 1.0 + margin:
-            j = max(range(len(ratios)), key=lambda i: ratios[i])
-            path = save_counterexample(problem, save_dir, claim, red.D, opts)
-            return Verdict(
-                claim,
-                "violated",
-                problem.fingerprint(),
-                cert,
-                f"D = 0 is not a minimizer: ||grad L(0)||_op = {ratios[j]:.6g} lam in block {j} "
-                f"(optimality at 0 needs <= lam), so every minimizer has a nonzero block, which breaks "
-                f"'{_bound_text(rank_bound, problem)}'",
-                timings,
-                opts,
-                path,
-            )
+    if rank_bound == 0 and (why := _zero_not_a_minimizer(problem, cert)) is not None:
+        return judge.violated(
+            cert,
+            f"{why}, which breaks '{_bound_text(rank_bound, problem)}'",
+            counterexample=save_counterexample(problem, save_dir, claim, red.D, opts),
+        )
     Du, uq = _tight_uniqueness(problem, red.D, c1.gap, seed=seed, rank_rtol=rank_rtol)
     certified = _certified_ranks(Du, uq.rank_error)
     cert.update(
@@ -391,32 +395,21 @@ def _rank_nuc(
         certified_min_ranks=certified,
     )
     if uq.unique and not _within(certified, rank_bound, problem.KN):
-        path = save_counterexample(problem, save_dir, claim, red.D, opts)
-        return Verdict(
-            claim,
-            "violated",
-            problem.fingerprint(),
+        return judge.violated(
             cert,
             f"the NUC minimizer is unique ({uq.reason}) and has rank {list(ranks)}, "
             f"which breaks '{_bound_text(rank_bound, problem)}'",
-            timings,
-            opts,
-            path,
+            counterexample=save_counterexample(problem, save_dir, claim, red.D, opts),
         )
-    return Verdict(
-        claim,
-        "inconclusive",
-        problem.fingerprint(),
+    return judge.inconclusive(
         cert,
         f"reduction stopped at rank {list(ranks)} ({red.stopped}); uniqueness "
         f"({uq.reason}) or the rank of the unique minimizer (certified >= {list(certified)}) "
         "does not refute the claim",
-        timings,
-        opts,
     )
 
 
-@validated("JLR-rank-NUC")
+@checker("JLR-rank-NUC", options=_NUC_OPTIONS, certificate=_NUC_CERTIFICATE, evidence=_NUC_EVIDENCE)
 def check_jlr_rank_nuc(
     problem: Problem,
     *,
@@ -433,25 +426,27 @@ def check_jlr_rank_nuc(
     predictions and not increasing :math:`\lambda\|D\|_*`, and re-certifies the gap of the
     reduced point.  ``rank_bound`` states a variant "rank <= rank_bound"; it is ``violated`` when
     the minimizer is certified unique and of larger rank.
+
+    Certificate: ``r_max``, ``KN`` and ``bound`` (the bound checked, in words); the NUC solution's
+    ``objective``, ``dual``, ``gap``, ``rel_gap``, ``S_op_over_lam`` (``||S_j||_op / lam_j``, at most
+    1 at a minimizer), ``solver``, ``solver_iterations``, ``solver_seconds``,
+    ``solver_gradient_evaluations``; the rank reduction's ``ranks_solver``, ``ranks``,
+    ``block_triangular_sum`` (:math:`\sum_j r_j(r_j+1)/2`), ``reduction_steps``,
+    ``prediction_residual``, ``objective_reduced``, ``rel_gap_reduced`` (the reduced point's gap),
+    ``singular_values`` and ``gap_note`` when that gap is negative at round-off; for
+    ``rank_bound=0``, ``S_op_at_zero_over_lam``; above the bound, the uniqueness certificate:
+    ``unique``, ``injectivity``, ``face_dims``, ``lam_margin``, ``face_sin_theta``,
+    ``rank_error_bound`` and ``certified_min_ranks`` (lower bounds on the unique minimizer's ranks).
     """
     if len(problem.blocks) != 1:
         raise UserInputError(
             f"problem: JLR-rank-NUC is the single-matrix claim, got {len(problem.blocks)} blocks "
             "(use check_jlr_rank_blocks)"
         )
-    return _rank_nuc(
-        "JLR-rank-NUC",
-        problem,
-        rank_bound=rank_bound,
-        gap_rtol=gap_rtol,
-        rank_rtol=rank_rtol,
-        seed=seed,
-        solution=solution,
-        save_dir=save_dir,
-    )
+    return _rank_nuc("JLR-rank-NUC", problem, rank_bound, gap_rtol, rank_rtol, seed, solution, save_dir)
 
 
-@validated("JLR-rank-blocks")
+@checker("JLR-rank-blocks", options=_NUC_OPTIONS, certificate=_NUC_CERTIFICATE, evidence=_NUC_EVIDENCE)
 def check_jlr_rank_blocks(
     problem: Problem,
     *,
@@ -468,17 +463,12 @@ def check_jlr_rank_blocks(
 
     As :func:`check_jlr_rank_nuc`, block by block; the certificate lists each block's rank and
     the sum of :math:`r_j(r_j+1)/2`.
+
+    Certificate: the fields of :func:`check_jlr_rank_nuc`'s, with one entry per block in
+    ``ranks``, ``ranks_solver``, ``S_op_over_lam``, ``certified_min_ranks`` and the other
+    per-block lists.
     """
-    return _rank_nuc(
-        "JLR-rank-blocks",
-        problem,
-        rank_bound=rank_bound,
-        gap_rtol=gap_rtol,
-        rank_rtol=rank_rtol,
-        seed=seed,
-        solution=solution,
-        save_dir=save_dir,
-    )
+    return _rank_nuc("JLR-rank-blocks", problem, rank_bound, gap_rtol, rank_rtol, seed, solution, save_dir)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -493,7 +483,86 @@ def _imbalance_rel(pt: LoRAPoint) -> float:
     return out
 
 
-@validated("JLR-equiv")
+def _train_lora(
+    problem: Problem, r: int, P_star: float, scale: float, *, gap_rtol: float, balance_rtol: float, seed: int
+) -> LoRATrainingResult:
+    """LoRA at rank ``r`` by L-BFGS from a random start, until at the NUC optimum ``P_star`` and balanced."""
+
+    def done(pt: LoRAPoint, _it: int) -> bool:
+        # Stop once at the optimum *and* balanced well inside the tolerances.
+        if lora_value(problem, pt.U, pt.V) - P_star > 0.5 * gap_rtol * scale:
+            return False
+        return _imbalance_rel(pt) <= 0.1 * balance_rtol
+
+    return minimize_lora(problem, rank=r, seed=seed, init_scale=0.1, callback=done, callback_every=10)
+
+
+def _identity_numbers(problem: Problem, D: Blocks, rank: int, P_star: float, scale: float) -> dict[str, Any]:
+    """The LoRA objective at the balanced factors of ``D`` (the NUC minimizer) against ``P_star``."""
+    bf = balanced_factors(D, rank=rank)
+    F_bal = lora_value(problem, bf.U, bf.V)
+    return {"lora_at_balanced_nuc_factors": F_bal, "identity_residual": abs(F_bal - P_star) / scale}
+
+
+def _trained_numbers(problem: Problem, tr: LoRATrainingResult, P_star: float, scale: float) -> dict[str, Any]:
+    """The trained LoRA point's certificate fields: its excess over NUC and its balance."""
+    U, V = tr.point.U, tr.point.V
+    norm_uv = max(float(u.norm() + v.norm()) for u, v in zip(U, V))
+    return {
+        "lora_trained_objective": tr.value,
+        "lora_excess": (tr.value - P_star) / scale,
+        "lora_grad_norm": tr.grad_norm,
+        "lora_iterations": tr.iterations,
+        "imbalance": max(float(torch.linalg.matrix_norm(u.T @ u - v.T @ v)) for u, v in zip(U, V)),
+        "imbalance_bound": norm_uv * tr.grad_norm / problem.lam[0],
+        "imbalance_rel": _imbalance_rel(tr.point),
+    }
+
+
+def _certify_nuc_rank(
+    problem: Problem, D: Blocks, gap: float, *, seed: int, rank_rtol: float, cert: dict[str, Any]
+) -> bool:
+    """Whether the NUC minimizer is certified unique; ``cert`` gets the certificate and rank bounds.
+
+    The fields: ``unique``, ``injectivity``, ``certified_min_ranks`` (lower bounds on the unique
+    minimizer's ranks) and ``rank_error_bound``.
+    """
+    Du, uq = _tight_uniqueness(problem, D, gap, seed=seed, rank_rtol=rank_rtol)
+    cert.update(
+        unique=uq.unique,
+        injectivity=uq.injectivity,
+        certified_min_ranks=_certified_ranks(Du, uq.rank_error),
+        rank_error_bound=uq.rank_error,
+    )
+    return uq.unique
+
+
+@checker(
+    "JLR-equiv",
+    options={
+        "rank": Rank(optional=True),
+        "enforce_hypothesis": BOOL,
+        "gap_rtol": TOL,
+        "balance_rtol": TOL,
+        "rank_rtol": TOL,
+        "seed": SEED,
+        "solution": ANY,
+    },
+    certificate={
+        "holds": [
+            ("rank", "nuc_ranks", "nuc_objective", "nuc_rel_gap", "lora_excess", "identity_residual")
+            + ("imbalance_rel",)
+        ],
+        "violated": [("rank", "nuc_ranks", "unique", "certified_min_ranks")],
+    },
+    evidence=fields(
+        ("rank", "r"),
+        ("nuc_ranks", "NUC rank"),
+        ("lora_excess", "LoRA-NUC"),
+        ("identity_residual", "identity"),
+        ("imbalance_rel", "imbalance"),
+    ),
+)
 def check_jlr_equiv(
     problem: Problem,
     *,
@@ -520,6 +589,14 @@ def check_jlr_equiv(
 
     ``enforce_hypothesis=False`` tests the variant "for every r" (a planted false claim): it is
     ``violated`` when the NUC minimizer is certified unique with rank above ``r``.
+
+    Certificate: ``nuc_objective`` (``P*``), ``nuc_rel_gap``, ``nuc_ranks`` (of the reduced NUC
+    minimizer), ``rank`` (``r``) and ``objective_scale`` (``|P*|``, or 1 when it is 0); below the
+    NUC rank, ``unique``, ``injectivity``, ``certified_min_ranks`` and ``rank_error_bound`` of
+    the uniqueness certificate; (1) ``lora_at_balanced_nuc_factors`` and ``identity_residual``;
+    (2) ``lora_trained_objective``, ``lora_excess`` (relative to the scale), ``lora_grad_norm``,
+    ``lora_iterations``; (3) ``imbalance`` (:math:`\max_j\|U_j^\top U_j - V_j^\top V_j\|_F`),
+    ``imbalance_bound`` and ``imbalance_rel``.
     """
     claim = "JLR-equiv"
     if len(set(problem.lam)) != 1:
@@ -536,11 +613,12 @@ def check_jlr_equiv(
     }
     if (early := needs_float64(claim, problem, opts)) is not None:
         return early
+    judge = Judge(claim, problem.fingerprint(), opts)
     t0 = time.perf_counter()
     sol = _nuc_solution(problem, solution, gap_rtol, seed)
     red = reduce_rank(problem, sol.D, rank_rtol=rank_rtol)
     c = nuc_certificate(problem, red.D)
-    t_nuc = time.perf_counter() - t0
+    judge.timings["nuc"] = time.perf_counter() - t0
     P_star = c.primal
     # The objective's own scale, not max(1, |P*|): with that floor, at (J, f0, y) * 1e-30 every
     # training end point was within gap_rtol of P*.  P* = 0 (lam > 0) only when D = 0 fits exactly.
@@ -553,136 +631,56 @@ def check_jlr_equiv(
         "objective_scale": scale,
     }
     if not c.within(gap_rtol):
-        return Verdict(
-            claim,
-            "inconclusive",
-            problem.fingerprint(),
-            cert,
-            f"NUC not certified (rel gap {c.rel_gap:.1e})",
-            {"nuc": t_nuc},
-            opts,
-        )
+        return judge.inconclusive(cert, f"NUC not certified (rel gap {c.rel_gap:.1e})")
     k = max(red.ranks_after)
     if r < k:
-        Du, uq = _tight_uniqueness(problem, red.D, c.gap, seed=seed, rank_rtol=rank_rtol)
-        certified = _certified_ranks(Du, uq.rank_error)
-        cert.update(
-            unique=uq.unique,
-            injectivity=uq.injectivity,
-            certified_min_ranks=certified,
-            rank_error_bound=uq.rank_error,
-        )
-        if enforce_hypothesis and not uq.unique:
-            return Verdict(
-                claim,
-                "inconclusive",
-                problem.fingerprint(),
-                cert,
-                f"hypothesis not met: the NUC minimizer found has rank {k} > r = {r}",
-                {"nuc": t_nuc},
-                opts,
-            )
+        unique = _certify_nuc_rank(problem, red.D, c.gap, seed=seed, rank_rtol=rank_rtol, cert=cert)
         if enforce_hypothesis:
-            return Verdict(
-                claim,
-                "inconclusive",
-                problem.fingerprint(),
+            return judge.inconclusive(
                 cert,
-                f"hypothesis fails: the unique NUC minimizer has rank {k} > r = {r}",
-                {"nuc": t_nuc},
-                opts,
+                f"hypothesis fails: the unique NUC minimizer has rank {k} > r = {r}"
+                if unique
+                else f"hypothesis not met: the NUC minimizer found has rank {k} > r = {r}",
             )
     # (1) balanced factors of the NUC minimizer
-    bf = balanced_factors(red.D, rank=max(r, k))
-    F_bal = lora_value(problem, bf.U, bf.V)
-    cert["lora_at_balanced_nuc_factors"] = F_bal
-    cert["identity_residual"] = abs(F_bal - P_star) / scale
-    # (2) train LoRA at rank r
+    cert.update(_identity_numbers(problem, red.D, max(r, k), P_star, scale))
+    # (2) train LoRA at rank r; (3) its balance
     t1 = time.perf_counter()
-
-    def done(pt: LoRAPoint, _it: int) -> bool:
-        # Stop once at the optimum *and* balanced well inside the tolerances.
-        if lora_value(problem, pt.U, pt.V) - P_star > 0.5 * gap_rtol * scale:
-            return False
-        return _imbalance_rel(pt) <= 0.1 * balance_rtol
-
-    tr = minimize_lora(problem, rank=r, seed=seed, init_scale=0.1, callback=done, callback_every=10)
-    t_train = time.perf_counter() - t1
-    excess = (tr.value - P_star) / scale
-    U, V = tr.point.U, tr.point.V
-    imbalance = max(float(torch.linalg.matrix_norm(u.T @ u - v.T @ v)) for u, v in zip(U, V))
-    norm_uv = max(float(u.norm() + v.norm()) for u, v in zip(U, V))
-    lam = problem.lam[0]
-    cert.update(
-        lora_trained_objective=tr.value,
-        lora_excess=excess,
-        lora_grad_norm=tr.grad_norm,
-        lora_iterations=tr.iterations,
-        imbalance=imbalance,
-        imbalance_bound=norm_uv * tr.grad_norm / lam,
-        imbalance_rel=_imbalance_rel(tr.point),
-    )
-    timings = {"nuc": t_nuc, "train": t_train}
+    tr = _train_lora(problem, r, P_star, scale, gap_rtol=gap_rtol, balance_rtol=balance_rtol, seed=seed)
+    judge.timings["train"] = time.perf_counter() - t1
+    cert.update(_trained_numbers(problem, tr, P_star, scale))
+    excess = cert["lora_excess"]
     if r < k:
         # variant "for every r": unique minimizer of rank k > r means min over rank <= r exceeds P*.
         if cert.get("unique") and max(cert["certified_min_ranks"]) > r:
-            path = save_counterexample(problem, save_dir, claim, red.D, opts)
-            return Verdict(
-                claim,
-                "violated",
-                problem.fingerprint(),
+            return judge.violated(
                 cert,
                 f"the unique NUC minimizer has rank {k} > r = {r}, so min LoRA > min NUC "
                 f"(trained LoRA stays {excess:.1e} above)",
-                timings,
-                opts,
-                path,
+                counterexample=save_counterexample(problem, save_dir, claim, red.D, opts),
             )
-        return Verdict(
-            claim,
-            "inconclusive",
-            problem.fingerprint(),
-            cert,
-            f"r = {r} below the NUC rank {k}, but no certified separation",
-            timings,
-            opts,
-        )
+        return judge.inconclusive(cert, f"r = {r} below the NUC rank {k}, but no certified separation")
     ok_identity = cert["identity_residual"] <= 1e-10
     # LoRA can never beat NUC: a trained value below the certified dual bound is a numerical failure.
     ok_train = -gap_rtol <= excess <= gap_rtol and tr.value >= c.dual - gap_rtol * scale
     ok_bal = cert["imbalance_rel"] <= balance_rtol
     if ok_identity and ok_train and ok_bal:
-        return Verdict(
-            claim,
-            "holds",
-            problem.fingerprint(),
+        return judge.holds(
             cert,
             f"LoRA at r = {r} reaches the NUC optimum (excess {excess:.1e}), balanced "
             f"(rel. imbalance {cert['imbalance_rel']:.1e})",
-            timings,
-            opts,
         )
     if not ok_identity:
-        return Verdict(
-            claim,
-            "inconclusive",
-            problem.fingerprint(),
+        return judge.inconclusive(
             cert,
             "numerical failure: LoRA objective at balanced factors differs from NUC by "
             f"{cert['identity_residual']:.1e}",
-            timings,
-            opts,
         )
     what = "did not reach the NUC optimum" if not ok_train else "is not balanced"
-    return Verdict(
-        claim,
-        "inconclusive",
-        problem.fingerprint(),
+    return judge.inconclusive(
         cert,
         f"trained LoRA {what} within tolerance (excess {excess:.1e}, rel. imbalance "
         f"{cert['imbalance_rel']:.1e}); a local method's end point is no counterexample",
-        timings,
-        opts,
     )
 
 
@@ -839,7 +837,183 @@ class AutodiffHessian(LinearOperator):
         return self._matvec(y)
 
 
-@validated("JLR-zero-saddle")
+@dataclasses.dataclass
+class _Routes:
+    """The routes of one JLR-zero-saddle call: the prediction and what the routes found.
+
+    Their names, refutations and unmatched values; their numbers go to ``cert``, seconds to ``timings``.
+    """
+
+    predicted: float
+    cert: dict[str, Any]
+    timings: dict[str, float]
+    names: list[str] = dataclasses.field(default_factory=list)
+    failures: list[str] = dataclasses.field(default_factory=list)
+    unmatched: list[str] = dataclasses.field(default_factory=list)
+
+
+def _autodiff_lanczos_route(
+    problem: Problem,
+    U: Sequence[Tensor],
+    V: Sequence[Tensor],
+    routes: _Routes,
+    *,
+    tol: float,
+    lanczos_tol: float,
+) -> None:
+    """Lanczos on autodiff Hessian-vector products of the objective's definition.
+
+    Where the dense Hessian does not fit: the structured route at zero reduces to the closed form
+    the prediction comes from (eigenvalues lam +- sigma_i(S)), and this route does not.
+    """
+    from landscapes.curvature.lora import smallest_ritz_pair
+
+    routes.names.append("Lanczos (autodiff HVP)")
+    tl = time.perf_counter()
+    op = AutodiffHessian(problem, U, V)
+    w, X, conv, n_mv, _ = smallest_ritz_pair(
+        # its Rayleigh quotient bounds lambda_min from above whatever its accuracy: a looser
+        # ARPACK tolerance than the closed-form route's saves autodiff products
+        op.to_scipy(),
+        op.shape[0],
+        tol=max(lanczos_tol, 1e-8),
+        maxiter=None,
+        seed=1,
+        estimate_lambda_max=False,
+    )
+    predicted = routes.predicted
+    x = torch.as_tensor(X[:, 0], dtype=problem.dtype, device=problem.device)
+    x = x / x.norm()
+    Hx = op.matvec(x)
+    theta = float(x @ Hx)
+    resid = float((Hx - theta * x).norm())
+    routes.timings["lanczos_autodiff"] = time.perf_counter() - tl
+    routes.cert.update(
+        autodiff_lanczos_rayleigh=theta,
+        autodiff_lanczos_residual=resid,
+        autodiff_lanczos_matvecs=op.count,
+        autodiff_lanczos_converged=conv,
+    )
+    # a Rayleigh quotient of the true Hessian bounds lambda_min from above, rigorously
+    if predicted > theta + tol:
+        routes.failures.append(
+            f"autodiff Hessian has Rayleigh quotient {theta:.6g} below the predicted {predicted:.6g}"
+        )
+    # and an eigenvalue lies within the residual of theta (Lanczos finds the smallest in practice)
+    elif abs(predicted - theta) > resid + tol:
+        routes.unmatched.append(f"autodiff Lanczos found {theta:.6g} (residual {resid:.1e})")
+
+
+def _dense_route(
+    problem: Problem,
+    U: Sequence[Tensor],
+    V: Sequence[Tensor],
+    routes: _Routes,
+    *,
+    rtol: float,
+    scale: float,
+) -> float:
+    """``eigh`` of the dense autodiff Hessian; returns the tolerance on the dense Hessian's scale."""
+    td = time.perf_counter()
+    routes.names.append("dense eigh (autodiff)")
+    H = lora_hessian_dense(problem, U, V)
+    evals, evecs = torch.linalg.eigh(H)
+    routes.timings["dense"] = time.perf_counter() - td
+    predicted = routes.predicted
+    theta, x = float(evals[0]), evecs[:, 0]
+    resid = float((H @ x - theta * x).norm())
+    tol = rtol * max(scale, abs(float(evals[-1])))
+    err = abs(theta - predicted)
+    routes.cert.update(
+        dense_lambda_min=theta,
+        dense_lambda_max=float(evals[-1]),
+        eigen_residual=resid,
+        abs_error=err,
+        tolerance=tol,
+    )
+    if err > tol:
+        routes.failures.append(
+            f"dense lambda_min = {theta:.6g} but predicted {predicted:.6g} (error {err:.1e})"
+        )
+    return tol
+
+
+def _closed_form_routes(
+    problem: Problem,
+    U: Sequence[Tensor],
+    V: Sequence[Tensor],
+    routes: _Routes,
+    *,
+    rtol: float,
+    lanczos_tol: float,
+) -> tuple[float, float, float]:
+    """Lanczos on the closed-form HVP, and the structured route where it fits.
+
+    Returns the Hessian's scale, the tolerance ``rtol * scale`` and the value found (the
+    structured route's, else the Lanczos Ritz value).
+    """
+    from landscapes.curvature.lora import lambda_min_lanczos, lambda_min_structured
+
+    predicted = routes.predicted
+    ta = time.perf_counter()
+    la = lambda_min_lanczos(problem, U, V, tol=lanczos_tol)
+    routes.timings["lanczos"] = time.perf_counter() - ta
+    # the tolerance follows the Hessian's own scale (no max(1, .): a rescaled problem gets the same verdict)
+    scale = abs(la.lambda_max) if math.isfinite(la.lambda_max) else abs(predicted)
+    structured = None
+    if isinstance(problem.J, DenseOperator) or problem.KN <= 4096:
+        ts = time.perf_counter()
+        structured = lambda_min_structured(problem, U, V, rtol=1e-12)
+        routes.timings["structured"] = time.perf_counter() - ts
+        scale = max(scale, abs(structured.lambda_max))
+    tol = rtol * scale
+    routes.cert.update(
+        lanczos_lambda_min=la.value,
+        lanczos_residual=la.residual,
+        lanczos_matvecs=la.matvecs,
+        lanczos_converged=la.converged,
+        tolerance=tol,
+    )
+    routes.names.append("Lanczos")
+    # A Lanczos route refutes a prediction above its Rayleigh quotient (rigorous), and matches it
+    # when the prediction is within the residual of its Ritz value (an eigenvalue lies there); a
+    # prediction below every eigenvalue it found is not matched, but not refuted either (Lanczos
+    # does not prove that there is none lower).
+    if predicted > la.upper + tol:
+        routes.failures.append(f"Lanczos Rayleigh quotient {la.upper:.6g} < predicted {predicted:.6g}")
+    elif abs(predicted - la.value) > la.residual + tol:
+        routes.unmatched.append(f"closed-form Lanczos found {la.value:.6g} (residual {la.residual:.1e})")
+    if structured is not None:
+        routes.names.append("structured")
+        routes.cert.update(structured_lower=structured.lower, structured_upper=structured.upper)
+        if not (structured.lower - tol <= predicted <= structured.upper + tol):
+            routes.failures.append(
+                f"predicted {predicted:.6g} outside the structured interval "
+                f"[{structured.lower:.6g}, {structured.upper:.6g}]"
+            )
+    return scale, tol, structured.value if structured is not None else la.value
+
+
+@checker(
+    "JLR-zero-saddle",
+    options={
+        "rank": Rank(),
+        "prediction": Function(),
+        "max_dense": Int(0, 10_000),
+        "rtol": TOL,
+        "lanczos_tol": TOL,
+    },
+    certificate={
+        "holds": [("predicted", "closed_form", "grad_op_norms", "n_params", "routes")],
+        "violated": [("predicted", "closed_form", "grad_op_norms", "n_params", "routes")],
+    },
+    evidence=fields(
+        ("dense_lambda_min", "eigh"),
+        ("predicted", "lam-|S|op"),
+        ("abs_error", "err"),
+        ("eigen_residual", "resid"),
+    ),
+)
 def check_jlr_zero_saddle(
     problem: Problem,
     *,
@@ -872,9 +1046,17 @@ def check_jlr_zero_saddle(
     outside the structured interval, or above a Lanczos Rayleigh quotient (closed-form or
     autodiff), by more than ``tol``.  ``holds``: every route that ran agrees.  Zero is a strict
     saddle iff the value is negative; the certificate states which.
-    """
-    from landscapes.curvature.lora import lambda_min_lanczos, lambda_min_structured
 
+    Certificate: ``predicted``, ``closed_form``, ``grad_op_norms`` (:math:`\|S_j(0)\|_{op}`),
+    ``n_params``, ``routes`` (the routes that ran), ``tolerance`` and ``strict_saddle``; the
+    closed-form Lanczos route's ``lanczos_lambda_min``, ``lanczos_residual``, ``lanczos_matvecs``,
+    ``lanczos_converged``; the structured route's ``structured_lower`` and ``structured_upper``
+    (when it runs); the dense route's ``dense_lambda_min``, ``dense_lambda_max``,
+    ``eigen_residual`` and ``abs_error``, or the autodiff Lanczos route's
+    ``autodiff_lanczos_rayleigh``, ``autodiff_lanczos_residual``, ``autodiff_lanczos_matvecs``,
+    ``autodiff_lanczos_converged``; ``unmatched`` (what the routes found instead) when the
+    verdict is ``inconclusive``.
+    """
     claim = "JLR-zero-saddle"
     if isinstance(rank, bool) or not isinstance(rank, int) or rank < 1:
         raise UserInputError(f"rank: expected a positive int (rank >= 1), got {rank!r}")
@@ -890,6 +1072,8 @@ def check_jlr_zero_saddle(
     }
     if (early := needs_float64(claim, problem, opts)) is not None:
         return early
+    judge = Judge(claim, problem.fingerprint(), opts)
+    timings = judge.timings
     t0 = time.perf_counter()
     S0 = problem.evaluate(problem.zeros()).S
     predicted = (prediction or _lam_minus_op)(problem.lam, S0)
@@ -902,137 +1086,38 @@ def check_jlr_zero_saddle(
     }
     U = tuple(torch.zeros(m, rank, dtype=problem.dtype, device=problem.device) for m, _ in problem.blocks)
     V = tuple(torch.zeros(n, rank, dtype=problem.dtype, device=problem.device) for _, n in problem.blocks)
-    timings: dict[str, float] = {}
-    failures: list[str] = []
-    routes: list[str] = []
-    ta = time.perf_counter()
-    la = lambda_min_lanczos(problem, U, V, tol=lanczos_tol)
-    timings["lanczos"] = time.perf_counter() - ta
-    # the tolerance follows the Hessian's own scale (no max(1, .): a rescaled problem gets the same verdict)
-    scale = abs(la.lambda_max) if math.isfinite(la.lambda_max) else abs(predicted)
-    structured = None
-    if isinstance(problem.J, DenseOperator) or problem.KN <= 4096:
-        ts = time.perf_counter()
-        structured = lambda_min_structured(problem, U, V, rtol=1e-12)
-        timings["structured"] = time.perf_counter() - ts
-        scale = max(scale, abs(structured.lambda_max))
-    tol = rtol * scale
-    cert.update(
-        lanczos_lambda_min=la.value,
-        lanczos_residual=la.residual,
-        lanczos_matvecs=la.matvecs,
-        lanczos_converged=la.converged,
-        tolerance=tol,
-    )
-    routes.append("Lanczos")
-    # A Lanczos route refutes a prediction above its Rayleigh quotient (rigorous), and matches it
-    # when the prediction is within the residual of its Ritz value (an eigenvalue lies there); a
-    # prediction below every eigenvalue it found is not matched, but not refuted either (Lanczos
-    # does not prove that there is none lower).
-    unmatched: list[str] = []
-    if predicted > la.upper + tol:
-        failures.append(f"Lanczos Rayleigh quotient {la.upper:.6g} < predicted {predicted:.6g}")
-    elif abs(predicted - la.value) > la.residual + tol:
-        unmatched.append(f"closed-form Lanczos found {la.value:.6g} (residual {la.residual:.1e})")
-    if structured is not None:
-        routes.append("structured")
-        cert.update(structured_lower=structured.lower, structured_upper=structured.upper)
-        if not (structured.lower - tol <= predicted <= structured.upper + tol):
-            failures.append(
-                f"predicted {predicted:.6g} outside the structured interval "
-                f"[{structured.lower:.6g}, {structured.upper:.6g}]"
-            )
-    # torch.func.hessian of the objective materializes about n_params x p numbers of J products.
-    # Where that does not fit, Lanczos on autodiff Hessian-vector products of the objective's own
-    # definition: the structured route at zero reduces to the closed form the prediction comes from
-    # (eigenvalues lam +- sigma_i(S)), and this route does not.
-    dense_fits = n_params <= max_dense and 8 * n_params * problem.num_params <= 2**31
-    if not dense_fits:
-        from landscapes.curvature.lora import smallest_ritz_pair
-
-        routes.append("Lanczos (autodiff HVP)")
-        tl = time.perf_counter()
-        op = AutodiffHessian(problem, U, V)
-        w, X, conv, n_mv, _ = smallest_ritz_pair(
-            # its Rayleigh quotient bounds lambda_min from above whatever its accuracy: a looser
-            # ARPACK tolerance than the closed-form route's saves autodiff products
-            op.to_scipy(),
-            n_params,
-            tol=max(lanczos_tol, 1e-8),
-            maxiter=None,
-            seed=1,
-            estimate_lambda_max=False,
-        )
-        x = torch.as_tensor(X[:, 0], dtype=problem.dtype, device=problem.device)
-        x = x / x.norm()
-        Hx = op.matvec(x)
-        theta = float(x @ Hx)
-        resid = float((Hx - theta * x).norm())
-        timings["lanczos_autodiff"] = time.perf_counter() - tl
-        cert.update(
-            autodiff_lanczos_rayleigh=theta,
-            autodiff_lanczos_residual=resid,
-            autodiff_lanczos_matvecs=op.count,
-            autodiff_lanczos_converged=conv,
-        )
-        # a Rayleigh quotient of the true Hessian bounds lambda_min from above, rigorously
-        if predicted > theta + tol:
-            failures.append(
-                f"autodiff Hessian has Rayleigh quotient {theta:.6g} below the predicted {predicted:.6g}"
-            )
-        # and an eigenvalue lies within the residual of theta (Lanczos finds the smallest in practice)
-        elif abs(predicted - theta) > resid + tol:
-            unmatched.append(f"autodiff Lanczos found {theta:.6g} (residual {resid:.1e})")
-    if dense_fits:
-        td = time.perf_counter()
-        routes.append("dense eigh (autodiff)")
-        H = lora_hessian_dense(problem, U, V)
-        evals, evecs = torch.linalg.eigh(H)
-        timings["dense"] = time.perf_counter() - td
-        theta, x = float(evals[0]), evecs[:, 0]
-        resid = float((H @ x - theta * x).norm())
-        tol = rtol * max(scale, abs(float(evals[-1])))
-        err = abs(theta - predicted)
-        cert.update(
-            dense_lambda_min=theta,
-            dense_lambda_max=float(evals[-1]),
-            eigen_residual=resid,
-            abs_error=err,
-            tolerance=tol,
-        )
-        if err > tol:
-            failures.append(f"dense lambda_min = {theta:.6g} but predicted {predicted:.6g} (error {err:.1e})")
-    value = cert.get("dense_lambda_min", structured.value if structured is not None else la.value)
+    routes = _Routes(predicted, cert, timings)
+    scale, tol, value = _closed_form_routes(problem, U, V, routes, rtol=rtol, lanczos_tol=lanczos_tol)
+    # torch.func.hessian of the objective materializes about n_params x p numbers of J products;
+    # where that does not fit, Lanczos on autodiff Hessian-vector products instead.
+    if n_params <= max_dense and 8 * n_params * problem.num_params <= 2**31:
+        tol = _dense_route(problem, U, V, routes, rtol=rtol, scale=scale)
+    else:
+        _autodiff_lanczos_route(problem, U, V, routes, tol=tol, lanczos_tol=lanczos_tol)
+    value = cert.get("dense_lambda_min", value)
     cert["strict_saddle"] = value < -tol
-    cert["routes"] = routes
+    cert["routes"] = routes.names
     timings["total"] = time.perf_counter() - t0
-    if not failures and unmatched:
-        cert["unmatched"] = unmatched
-        return Verdict(
-            claim,
-            "inconclusive",
-            problem.fingerprint(),
+    if not routes.failures and routes.unmatched:
+        cert["unmatched"] = routes.unmatched
+        return judge.inconclusive(
             cert,
-            f"predicted {predicted:.6g} lies below the eigenvalues found ({'; '.join(unmatched)}); "
+            f"predicted {predicted:.6g} lies below the eigenvalues found ({'; '.join(routes.unmatched)}); "
             "no route refutes it (Lanczos does not prove there is no lower eigenvalue) and not every "
             "route matches it",
-            timings,
-            opts,
         )
-    if not failures:
+    if not routes.failures:
         kind = "a strict saddle" if value < -tol else "not a strict saddle"
-        return Verdict(
-            claim,
-            "holds",
-            problem.fingerprint(),
+        return judge.holds(
             cert,
-            f"lambda_min = {value:.6g} matches the prediction by {len(routes)} routes "
-            f"({', '.join(routes)}); zero is {kind}",
-            timings,
-            opts,
+            f"lambda_min = {value:.6g} matches the prediction by {len(routes.names)} routes "
+            f"({', '.join(routes.names)}); zero is {kind}",
         )
-    path = save_counterexample(problem, save_dir, claim, problem.zeros(), opts)
-    return Verdict(claim, "violated", problem.fingerprint(), cert, "; ".join(failures), timings, opts, path)
+    return judge.violated(
+        cert,
+        "; ".join(routes.failures),
+        counterexample=save_counterexample(problem, save_dir, claim, problem.zeros(), opts),
+    )
 
 
 _ = np  # numpy arrays appear in saved counterexamples

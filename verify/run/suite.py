@@ -82,6 +82,13 @@ DEFAULT_SUITE: tuple[ProblemSpec, ...] = (
         dict(K=1, N=6, blocks=[(6, 5)], lam=0.02, loss="squared", seed=5),
         ("JLR-gd",),
         note="GD, SGD (batch 3) and Adam with weight decay, 20000 steps each, r = 4 > r_max = 3",
+        expected={
+            "JLR-gd": (
+                "inconclusive",
+                "SGD with a constant step from the small start stays about 2e-5 above the optimum after "
+                "20000 steps (its noise floor), so it is neither certified global nor a counterexample",
+            )
+        },
     ),
     ProblemSpec(
         "lowrankJ-ce-K2",
@@ -121,6 +128,18 @@ DEFAULT_SUITE: tuple[ProblemSpec, ...] = (
                 "samples": 100,
             }
         },
+        expected={
+            "KKR-loud": (
+                "inconclusive",
+                "the special regime is certified here, and KKR-loud (Corollary 1) is stated for the "
+                "generic regime: out of its hypotheses on this problem",
+            ),
+            "KKR-bias": (
+                "inconclusive",
+                "every run from both inits ends at the global minimum, so the contrast the claim "
+                "predicts (a large init can fail) does not occur on this problem",
+            ),
+        },
     ),
     ProblemSpec(
         "gauss-null-sq-K1",
@@ -129,6 +148,14 @@ DEFAULT_SUITE: tuple[ProblemSpec, ...] = (
         ("KKR-includes-JLR",),
         note="m = 10 > KN = 8: a rank-one null direction of J makes alpha = eps exactly (ridge reading)",
         checker_options={"KKR-includes-JLR": {"samples": 50}},
+        expected={
+            "KKR-includes-JLR": (
+                "violated",
+                "a known refutation: a null direction of J makes the restricted strong convexity "
+                "alpha as small as the ridge eps, so 2 alpha <= beta and the linearized problem is not "
+                "in the special regime the claim says it is in",
+            )
+        },
     ),
     ProblemSpec(
         "teacher-gen-sq-K2",

@@ -12,7 +12,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from concurrent.futures import BrokenExecutor, Executor, Future
-from dataclasses import replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -306,10 +306,8 @@ def _run(
     skipped = min(len(done), n_tasks)
     n_todo = n_tasks - skipped
     todo = (t for t in iter_tasks(cfg) if t.hash not in done)
-    n_fin = n_fail = 0
-    task_seconds = 0.0
+    tally = _Tally()
     first: float | None = None
-    errors: list[tuple[int, str]] = []
     description = str(getattr(ex, "description", type(ex).__name__))
     in_flight = window or int(getattr(ex, "in_flight", 0) or 2 * (os.cpu_count() or 1))
     bar = tqdm(
@@ -351,47 +349,24 @@ def _run(
                     batch.append(arrived.get_nowait())
                 except queue.Empty:
                     break
-            broken: BaseException | None = None
-            n_done = 0
-            with st.transaction():  # one commit (one fsync) for the batch
-                for fut in batch:
-                    group = pending[fut]
-                    exc = fut.exception()
-                    if isinstance(exc, BrokenExecutor):
-                        broken = exc
-                        continue
-                    outs: list[dict[str, Any]]
-                    if exc is not None:
-                        err = f"{type(exc).__name__}: {exc} (raised by the executor, not the task)"
-                        outs = [
-                            {"status": "failed", "result": None, "error": err, "seconds": 0.0, "worker": "?"}
-                        ] * len(group)
-                    else:
-                        outs = fut.result()
-                    for t, out in zip(group, outs, strict=True):
-                        _record(st, t, out)
-                        task_seconds += float(out["seconds"])
-                        n_done += 1
-                        if out["status"] == "finished":
-                            n_fin += 1
-                        else:
-                            n_fail += 1
-                            errors.append((t.index, str(out["error"]).splitlines()[0]))
+            before = tally.n_fin + tally.n_fail
+            broken = _record_batch(st, batch, pending, tally)
+            n_done = tally.n_fin + tally.n_fail - before
             for fut in batch:  # committed (an interrupt before this line records them again: a no-op)
                 del pending[fut]
             if first is None and n_done:
                 first = time.perf_counter() - t0
-            if n_fail:
-                bar.set_postfix(failed=n_fail, refresh=False)
+            if tally.n_fail:
+                bar.set_postfix(failed=tally.n_fail, refresh=False)
             bar.update(n_done)
-            if chunk is None and not serial and n_fin + n_fail:
-                mean = task_seconds / (n_fin + n_fail)
+            if chunk is None and not serial and tally.n_fin + tally.n_fail:
+                mean = tally.task_seconds / (tally.n_fin + tally.n_fail)
                 left = (n_todo - pos) // (2 * workers)  # every worker still gets two calls
                 size = max(1, min(MAX_CHUNK, round(target / max(mean, 1e-6)), left))
             if broken is not None:
                 raise SweepAborted(
                     f"the executor broke ({type(broken).__name__}: {broken}): a worker process died "
-                    f"(killed, out of memory, or a crash in native code); {skipped + n_fin} finished "
+                    f"(killed, out of memory, or a crash in native code); {skipped + tally.n_fin} finished "
                     f"tasks are in {str(st.path)!r}; run the sweep again with --resume to continue"
                 )
             submit(len(batch))
@@ -416,15 +391,56 @@ def _run(
         executor=description,
         tasks=n_tasks,
         skipped=skipped,
-        finished=n_fin,
-        failed=n_fail,
+        finished=tally.n_fin,
+        failed=tally.n_fail,
         failed_in_store=st.counts()["failed"],
         wall_seconds=time.perf_counter() - t0,
         first_result_seconds=first,
-        task_seconds=task_seconds,
-        errors=tuple(errors),
+        task_seconds=tally.task_seconds,
+        errors=tuple(tally.errors),
         calls=calls,
     )
+
+
+@dataclass
+class _Tally:
+    """What the tasks recorded so far came to."""
+
+    n_fin: int = 0
+    n_fail: int = 0
+    task_seconds: float = 0.0
+    errors: list[tuple[int, str]] = field(default_factory=list)
+
+
+def _record_batch(
+    st: SweepStore, batch: list[Future[Any]], pending: Mapping[Future[Any], list[Task]], tally: _Tally
+) -> BaseException | None:
+    """Record the outcomes of finished calls in one transaction; the executor's breakage, if any."""
+    broken: BaseException | None = None
+    with st.transaction():  # one commit (one fsync) for the batch
+        for fut in batch:
+            group = pending[fut]
+            exc = fut.exception()
+            if isinstance(exc, BrokenExecutor):
+                broken = exc
+                continue
+            outs: list[dict[str, Any]]
+            if exc is not None:
+                err = f"{type(exc).__name__}: {exc} (raised by the executor, not the task)"
+                outs = [
+                    {"status": "failed", "result": None, "error": err, "seconds": 0.0, "worker": "?"}
+                ] * len(group)
+            else:
+                outs = fut.result()
+            for t, out in zip(group, outs, strict=True):
+                _record(st, t, out)
+                tally.task_seconds += float(out["seconds"])
+                if out["status"] == "finished":
+                    tally.n_fin += 1
+                else:
+                    tally.n_fail += 1
+                    tally.errors.append((t.index, str(out["error"]).splitlines()[0]))
+    return broken
 
 
 def _get(q: queue.SimpleQueue[Future[Any]]) -> Future[Any]:

@@ -19,8 +19,8 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Literal
 
@@ -41,8 +41,22 @@ from landscapes.inits import (
 )
 from landscapes.problem import Blocks, Problem
 from theory.errors import UserInputError, finite_number
-from verify.checker import needs_float64, save_counterexample
-from verify.options import validated
+from verify.checker import Judge, checker, fields, fmt, needs_float64, num, save_counterexample
+from verify.options import (
+    ANY,
+    BOOL,
+    FLOAT_TOL,
+    POS,
+    POS_OPT,
+    SEED,
+    TOL,
+    TOL_OPT,
+    WYL_INIT,
+    Choice,
+    Int,
+    Rank,
+    Real,
+)
 from verify.verdict import Verdict
 
 __all__ = [
@@ -260,7 +274,114 @@ def _eckart_young_search(
     return best, its
 
 
-@validated("WYL-first-step")
+@dataclass(frozen=True)
+class _Lora:
+    """The adapter options of one call: every init of it is :func:`init_lora` with these."""
+
+    rank: int
+    alpha: float | None
+    rslora: bool
+    seed: int
+    gamma: float
+
+    def init(self, problem: Problem, name: str, **kw: Any) -> LoRAInit:
+        """The init ``name`` of this adapter (``kw``: the other arguments of :func:`init_lora`)."""
+        return init_lora(
+            problem,
+            name,
+            rank=self.rank,
+            alpha=self.alpha,
+            rslora=self.rslora,
+            seed=self.seed,
+            gamma=self.gamma,
+            **kw,
+        )
+
+
+@dataclass(frozen=True)
+class _Pipeline:
+    """The pipeline options of :func:`check_wyl_first_step` (the options of its pipeline mode, in order)."""
+
+    gradient: str
+    svd: Literal["full", "randomized"]
+    batch_size: int
+    batches: int
+    sketch: int | None
+    niter: int
+    failure_probability: float
+    pipeline_rtol: float | None
+
+
+def _step_options(lora: _Lora, init: str, lr: float, direction: str) -> dict[str, Any]:
+    """The options both modes of WYL-first-step record first (then their own, then ``seed``)."""
+    return {
+        "rank": lora.rank,
+        "init": init,
+        "alpha": lora.alpha,
+        "rslora": lora.rslora,
+        "lr": lr,
+        "gamma": lora.gamma,
+        "direction": direction,
+    }
+
+
+def _first_step_evidence(c: Mapping[str, Any], d: Mapping[str, Any]) -> list[str]:
+    """Pipeline mode: each block's error against its tolerance; exact mode: the checked init's errors."""
+    if "pipeline" in c:
+        return [
+            f"pipeline rel err {fmt(b.get('rel_error'))} vs tol {fmt(b.get('tolerance'))} "
+            f"(gap {fmt(b.get('gap'))}, eps {fmt(b.get('eps'))})"
+            for b in c.get("blocks", [])
+        ]
+    if "inits" not in c:
+        return []
+    parts: list[str] = []
+    init = d.get("options", {}).get("init", "loraga")
+    mine = c["inits"].get(init, [])
+    errs = [num(r.get("predicted_scale_rel_error", r.get("best_scale_rel_error"))) for r in mine]
+    if errs:
+        parts.append(f"{init} first step vs -lr zeta G_[2r]: rel err {fmt(max(errs))}")
+    exact = [num(r.get("exact_step_rel_error")) for r in mine]
+    if exact:
+        parts.append(f"exact step {fmt(max(exact))}")
+    ey = [num(e.get("attained_rel_error")) for e in c.get("eckart_young", [])]
+    if ey:
+        parts.append(f"Eckart-Young attained to {fmt(max(ey))}")
+    peft = [num(r.get("best_scale_rel_error")) for r in c["inits"].get("loraga-peft", [])]
+    if peft and init != "loraga-peft":
+        parts.append(f"PEFT variant off by {fmt(max(peft))}")
+    return parts
+
+
+@checker(
+    "WYL-first-step",
+    options={
+        "rank": Rank(),
+        "init": WYL_INIT,
+        "alpha": POS_OPT,
+        "rslora": BOOL,
+        "lr": POS,
+        "gamma": POS,
+        "direction": Choice(("ArB2r", "A2rBr", "ArBr", "random")),
+        "weights": ANY,
+        "rtol": TOL,
+        "search_starts": Int(0, 1_000),
+        "seed": SEED,
+        "gradient": Choice(("exact", "sampled")),
+        "svd": Choice(("full", "randomized")),
+        "batch_size": Int(1, 10**6, expect="a positive int (at most 1000000)"),
+        "batches": Int(1, 10**6, expect="a positive int (at most 1000000)"),
+        "sketch": Int(2, 100_000, optional=True, expect="None or an int >= 2 r (at most 100000)"),
+        "niter": Int(0, 100, expect="an int >= 0 (at most 100)"),
+        "failure_probability": FLOAT_TOL,
+        "pipeline_rtol": Real(0.0, 1.0, optional=True, expect="a positive finite number below 1, or None"),
+    },
+    certificate={
+        "holds": [("inits", "eckart_young", "G_norms", "scale_s"), ("pipeline", "blocks", "scale_s")],
+        "violated": [("inits", "eckart_young", "G_norms", "scale_s"), ("pipeline", "blocks", "scale_s")],
+    },
+    evidence=_first_step_evidence,
+)
 def check_wyl_first_step(
     problem: Problem,
     *,
@@ -315,8 +436,14 @@ def check_wyl_first_step(
     ``"vanilla"``: planted false variants) or the search beats the Eckart--Young bound.  The
     certificate also reports every other init's deviation (best-scale relative error and cosine
     to :math:`-G_{[2r]}`), so the PEFT variant's deviation is measured by the same run.
+
+    Certificate (exact mode): ``inits`` (per init, per block: ``best_scale_rel_error``,
+    ``cosine_to_minus_G2r``, ``exact_step_rel_error``; for ``loraga`` also ``zeta`` and
+    ``predicted_scale_rel_error``), ``eckart_young`` (per block: ``bound``, ``reference_residual``,
+    ``attained_rel_error``, ``search_min_residual``, ``search_iterations``), ``scale_s`` (the checked
+    init's :math:`s`), ``singular_values_G`` (the top :math:`2r + 2`), ``G_norms``, ``G2r_fraction``
+    (:math:`\|G_{[2r]}\|/\|G\|`).  Pipeline mode: see :func:`_check_pipeline`.
     """
-    claim = "WYL-first-step"
     _check_common(problem, rank, lr)
     _check_tol("rtol", rtol)
     if isinstance(search_starts, bool) or not isinstance(search_starts, int) or search_starts < 0:
@@ -326,62 +453,91 @@ def check_wyl_first_step(
         svd=svd, batch_size=batch_size, batches=batches, sketch=sketch, niter=niter,
         failure_probability=failure_probability, pipeline_rtol=pipeline_rtol, rank=rank,
     )  # fmt: skip
-    s_exp, c_exp = _expected_scales(problem, rank, alpha, rslora, gamma)
+    scales = _expected_scales(problem, rank, alpha, rslora, gamma)
+    lora = _Lora(rank, alpha, rslora, seed, gamma)
     if gradient != "exact" or svd != "full":
-        return _check_pipeline(
-            problem,
-            rank=rank,
-            init=init,
-            alpha=alpha,
-            rslora=rslora,
-            lr=lr,
-            gamma=gamma,
-            direction=direction,
-            seed=seed,
-            gradient=gradient,
-            svd=svd,
-            batch_size=batch_size,
-            batches=batches,
-            sketch=sketch,
-            niter=niter,
-            failure_probability=failure_probability,
-            pipeline_rtol=pipeline_rtol,
-            save_dir=save_dir,
+        pipe = _Pipeline(
+            gradient, svd, batch_size, batches, sketch, niter, failure_probability, pipeline_rtol
         )
-    opts: dict[str, Any] = {
-        "rank": rank,
-        "init": init,
-        "alpha": alpha,
-        "rslora": rslora,
-        "lr": lr,
-        "gamma": gamma,
-        "direction": direction,
-        "rtol": rtol,
-        "search_starts": search_starts,
-        "seed": seed,
-    }
+        return _check_pipeline(problem, lora, init, lr, direction, pipe, scales, save_dir)
+    return _check_exact(problem, lora, init, lr, direction, weights, rtol, search_starts, scales, save_dir)
+
+
+def _check_exact(
+    problem: Problem,
+    lora: _Lora,
+    init: str,
+    lr: float,
+    direction: str,
+    weights: Sequence[Tensor] | None,
+    rtol: float,
+    search_starts: int,
+    scales: tuple[float, list[float]],
+    save_dir: str | Path | None,
+) -> Verdict:
+    """WYL-first-step in exact mode (exact ``G``, exact SVD): see :func:`check_wyl_first_step`."""
+    claim = "WYL-first-step"
+    opts = _step_options(lora, init, lr, direction)
+    opts |= {"rtol": rtol, "search_starts": search_starts, "seed": lora.seed}
     if (early := needs_float64(claim, problem, opts)) is not None:
         return early
+    judge = Judge(claim, problem.fingerprint(), opts)
     t0 = time.perf_counter()
     G = full_gradient(problem)
-    best = [_best_rank(g, 2 * rank) for g in G]
-    W = weights if weights is not None else _model_or_synthetic_weights(problem, seed)
+    best = [_best_rank(g, 2 * lora.rank) for g in G]
+    W = weights if weights is not None else _model_or_synthetic_weights(problem, lora.seed)
+    rows, scale = _first_steps(problem, lora, G, best, W, lr, direction, init, scales)
+    judge.timings["first_steps"] = time.perf_counter() - t0
+    failures = _first_step_failures(rows[init], init, rtol)
+    # Eckart-Young: the reference init attains the bound; a search cannot beat it.
+    ref = lora.init(problem, "loraga", gradient=G, direction=direction)
+    ts = time.perf_counter()
+    ey, missed = _eckart_young(G, best, ref, lora, scales, search_starts, rtol if init == "loraga" else None)
+    failures += missed
+    judge.timings["eckart_young"] = time.perf_counter() - ts
+    judge.timings["total"] = time.perf_counter() - t0
+    cert: dict[str, Any] = {
+        "inits": rows,
+        "eckart_young": ey,
+        "scale_s": scale,
+        "singular_values_G": [sv[: 2 * lora.rank + 2].tolist() for _, sv in best],
+        "G_norms": [float(g.norm()) for g in G],
+        "G2r_fraction": [float(g2.norm() / max(float(g.norm()), 1e-300)) for (g2, _), g in zip(best, G)],
+    }
+    if failures:
+        path = save_counterexample(problem, save_dir, claim, problem.zeros(), opts)
+        return judge.violated(cert, "; ".join(failures), counterexample=path)
+    worst = max(max(r["best_scale_rel_error"], r.get("predicted_scale_rel_error", 0.0)) for r in rows[init])
+    searched = f", not beaten by a search from {search_starts} starts" if search_starts else ""
+    peft = max(r["best_scale_rel_error"] for r in rows["loraga-peft"])
+    return judge.holds(
+        cert,
+        f"the first step of {init!r} is -lr zeta G_[2r] to {worst:.1e} (exact step to "
+        f"{max(r['exact_step_rel_error'] for r in rows[init]):.1e}); Eckart-Young bound attained by the "
+        f"reference init{searched}; PEFT variant deviates by {peft:.2g}",
+    )
+
+
+def _first_steps(
+    problem: Problem,
+    lora: _Lora,
+    G: Sequence[Tensor],
+    best: Sequence[tuple[Tensor, Tensor]],
+    W: Sequence[Tensor],
+    lr: float,
+    direction: str,
+    init: str,
+    scales: tuple[float, list[float]],
+) -> tuple[dict[str, Any], float]:
+    """Per init, per block: the first step against :math:`-G_{[2r]}` and the closed-form exact step.
+
+    Returns the rows of the certificate's ``inits`` and the scale :math:`s` of ``init``.
+    """
+    s_exp, c_exp = scales
     rows: dict[str, Any] = {}
-    failures: list[str] = []
-    checked: dict[str, Any] = {}
+    scale = math.nan
     for name in INIT_NAMES:
-        ini = init_lora(
-            problem,
-            name,
-            rank=rank,
-            alpha=alpha,
-            rslora=rslora,
-            seed=seed,
-            gradient=G,
-            weights=W,
-            direction=direction,
-            gamma=gamma,
-        )
+        ini = lora.init(problem, name, gradient=G, weights=W, direction=direction)
         st = first_step(problem, ini, lr)
         # The closed-form step (gradients s G A0^T, s B0^T G from G = J^T g) against the autograd
         # one (gradients of the risk in B, A): two routes to the same exact change.
@@ -402,9 +558,14 @@ def check_wyl_first_step(
             per_block.append(row)
         rows[name] = per_block
         if name == init:
-            checked = {"init": ini, "step": st}
-    timings = {"first_steps": time.perf_counter() - t0}
-    for j, row in enumerate(rows[init]):
+            scale = ini.scale
+    return rows, scale
+
+
+def _first_step_failures(rows: Sequence[Mapping[str, Any]], init: str, rtol: float) -> list[str]:
+    """The blocks where the first step of ``init`` is not proportional to :math:`G_{[2r]}` or not exact."""
+    failures = []
+    for j, row in enumerate(rows):
         worst = max(row["best_scale_rel_error"], row.get("predicted_scale_rel_error", 0.0))
         if not worst <= rtol:
             failures.append(
@@ -416,28 +577,36 @@ def check_wyl_first_step(
                 f"block {j}: the autograd step differs from the closed-form exact change by "
                 f"{row['exact_step_rel_error']:.3g}"
             )
-    # Eckart-Young: the reference init attains the bound; a search cannot beat it.
+    return failures
+
+
+def _eckart_young(
+    G: Sequence[Tensor],
+    best: Sequence[tuple[Tensor, Tensor]],
+    ref: LoRAInit,
+    lora: _Lora,
+    scales: tuple[float, list[float]],
+    search_starts: int,
+    rtol: float | None,
+) -> tuple[list[dict[str, Any]], list[str]]:
+    r"""The Eckart--Young half: the reference init ``ref`` attains the bound, a search does not beat it.
+
+    :math:`\zeta = s^2 c^2` from ``scales`` (the options).  The reference residual is checked against
+    the bound to ``rtol`` (``None``: not checked, the init under test is another one).  Returns the
+    certificate's ``eckart_young`` rows and the failures.
+    """
+    rank, (s, c_exp) = lora.rank, scales  # s and c from the options, not from the init
     ey: list[dict[str, Any]] = []
-    ref = init_lora(
-        problem,
-        "loraga",
-        rank=rank,
-        alpha=alpha,
-        rslora=rslora,
-        seed=seed,
-        gradient=G,
-        gamma=gamma,
-        direction=direction,
-    )
-    ts = time.perf_counter()
+    failures: list[str] = []
     for j, (Gj, (_, sv)) in enumerate(zip(G, best)):
-        s = s_exp
         zeta = s * s * c_exp[j] ** 2
         bound = zeta * float(sv[2 * rank :].pow(2).sum().sqrt())
         b0, a0 = ref.B[j], ref.A[j]
         attained = float((s * s * (Gj @ a0.T @ a0 + b0 @ (b0.T @ Gj)) - zeta * Gj).norm())
         found, its = (
-            _eckart_young_search(Gj, s, zeta, rank, ref_B=b0, ref_A=a0, starts=search_starts, seed=seed + j)
+            _eckart_young_search(
+                Gj, s, zeta, rank, ref_B=b0, ref_A=a0, starts=search_starts, seed=lora.seed + j
+            )
             if search_starts > 0
             else (math.inf, 0)
         )
@@ -455,36 +624,9 @@ def check_wyl_first_step(
             failures.append(
                 f"block {j}: a rank-{rank} pair got residual {found:.6g} below the bound {bound:.6g}"
             )
-        if init == "loraga" and not abs(attained - bound) <= rtol * scale + 1e-15 * zeta * float(sv[0]):
+        if rtol is not None and not abs(attained - bound) <= rtol * scale + 1e-15 * zeta * float(sv[0]):
             failures.append(f"block {j}: the reference residual {attained:.6g} misses the bound {bound:.6g}")
-    timings["eckart_young"] = time.perf_counter() - ts
-    timings["total"] = time.perf_counter() - t0
-    cert: dict[str, Any] = {
-        "inits": rows,
-        "eckart_young": ey,
-        "scale_s": checked["init"].scale,
-        "singular_values_G": [sv[: 2 * rank + 2].tolist() for _, sv in best],
-        "G_norms": [float(g.norm()) for g in G],
-        "G2r_fraction": [float(g2.norm() / max(float(g.norm()), 1e-300)) for (g2, _), g in zip(best, G)],
-    }
-    fp = problem.fingerprint()
-    if failures:
-        path = save_counterexample(problem, save_dir, claim, problem.zeros(), opts)
-        return Verdict(claim, "violated", fp, cert, "; ".join(failures), timings, opts, path)
-    worst = max(max(r["best_scale_rel_error"], r.get("predicted_scale_rel_error", 0.0)) for r in rows[init])
-    searched = f", not beaten by a search from {search_starts} starts" if search_starts else ""
-    peft = max(r["best_scale_rel_error"] for r in rows["loraga-peft"])
-    return Verdict(
-        claim,
-        "holds",
-        fp,
-        cert,
-        f"the first step of {init!r} is -lr zeta G_[2r] to {worst:.1e} (exact step to "
-        f"{max(r['exact_step_rel_error'] for r in rows[init]):.1e}); Eckart-Young bound attained by the "
-        f"reference init{searched}; PEFT variant deviates by {peft:.2g}",
-        timings,
-        opts,
-    )
+    return ey, failures
 
 
 def _hmt_bound(sv: Tensor, k: int, q: int, niter: int, delta: float) -> float:
@@ -581,23 +723,12 @@ def pipeline_tolerance(sigma: Tensor, rank: int, eps: float) -> tuple[float, flo
 
 def _check_pipeline(
     problem: Problem,
-    *,
-    rank: int,
+    lora: _Lora,
     init: str,
-    alpha: float | None,
-    rslora: bool,
     lr: float,
-    gamma: float,
     direction: str,
-    seed: int,
-    gradient: str,
-    svd: Literal["full", "randomized"],
-    batch_size: int,
-    batches: int,
-    sketch: int | None,
-    niter: int,
-    failure_probability: float,
-    pipeline_rtol: float | None,
+    pipe: _Pipeline,
+    scales: tuple[float, list[float]],
     save_dir: str | Path | None,
 ) -> Verdict:
     r"""WYL-first-step for the pipeline the reference code runs (sampled ``G``, randomized SVD).
@@ -636,37 +767,104 @@ def _check_pipeline(
     (the bound allows an error as large as the step).  With ``pipeline_rtol`` the claim is
     :math:`d \le` ``pipeline_rtol`` instead (e.g. ``1e-10``: "the pipeline gives the exact step", a
     planted false statement on ``N > batch_size * batches``).
+
+    Certificate: ``pipeline`` (which ``G`` and which SVD), ``examples_used``, ``failure_probability``,
+    ``scale_s`` (the init's :math:`s`) and ``blocks``, per block: ``rel_error`` (:math:`d`),
+    ``tolerance`` (:math:`\tau`), ``tolerance_measured_perturbation``, ``roundoff_floor`` (:math:`f`
+    relative to :math:`\|G_{[2r]}\|_F`), ``zeta``, ``gap``, ``gap_minus_eps``, ``sigma_2r``,
+    ``sigma_2r_plus_1``, ``eps`` (:math:`\varepsilon`) with ``eps_sampling_bound`` and ``eps_rsvd_bound``,
+    the measured ``sampling_error_fro``, ``sampling_error_2`` and ``sketch_residual_2``,
+    ``gradient_spread_rms`` (:math:`S`), ``G_norm``, ``G2r_norm``, ``sketch`` (``q``; ``None`` without a
+    randomized SVD).
     """
     claim = "WYL-first-step"
-    s_exp, c_exp = _expected_scales(problem, rank, alpha, rslora, gamma)
-    opts: dict[str, Any] = {
-        "rank": rank,
-        "init": init,
-        "alpha": alpha,
-        "rslora": rslora,
-        "lr": lr,
-        "gamma": gamma,
-        "direction": direction,
-        "seed": seed,
-        "gradient": gradient,
-        "svd": svd,
-        "batch_size": batch_size,
-        "batches": batches,
-        "sketch": sketch,
-        "niter": niter,
-        "failure_probability": failure_probability,
-        "pipeline_rtol": pipeline_rtol,
-    }
+    opts = _step_options(lora, init, lr, direction) | {"seed": lora.seed, **asdict(pipe)}
     if (early := needs_float64(claim, problem, opts)) is not None:
         return early
+    judge = Judge(claim, problem.fingerprint(), opts)
     t0 = time.perf_counter()
+    G, G_hat, used, gs, spread = _pipeline_gradients(problem, pipe, lora.seed)
+    ini = lora.init(
+        problem, init, gradient=G_hat, direction=direction, svd=pipe.svd, niter=pipe.niter, sketch=pipe.sketch
+    )
+    # Half to each part (sampling, sketch), split over the blocks: a union bound over 2 B events.
+    dp = pipe.failure_probability / (2 * len(problem.blocks))
+    run = _PipelineRun(ini, pipe, lora.rank, lr, scales, gs, used, problem.N, spread, dp)
+    blocks: list[dict[str, Any]] = []
+    failures: list[str] = []
+    open_blocks: list[str] = []
+    for j, (Gr, Ghr, dWr) in enumerate(zip(G, G_hat, first_step(problem, ini, lr).first)):
+        if init == "loraga":
+            failures += _reference_scale_failures(j, ini, lora.rank, scales[0], scales[1][j])
+        block = run.block(j, Gr, Ghr, dWr)
+        blocks.append(block.certificate)
+        failed, undecided = block.judged(j)
+        failures += [failed] if failed is not None else []
+        open_blocks += [undecided] if undecided is not None else []
+    judge.timings["total"] = time.perf_counter() - t0
+    what = run.what(blocks[0]["sketch"])
+    cert: dict[str, Any] = {
+        "pipeline": what,
+        "blocks": blocks,
+        "examples_used": used,
+        "failure_probability": pipe.failure_probability,
+        "scale_s": ini.scale,
+    }
+    nums = "; ".join(
+        f"rel error {b['rel_error']:.3g} vs tolerance {b['tolerance']:.3g} (gap {b['gap']:.3g})"
+        for b in blocks
+    )
+    if failures:
+        path = save_counterexample(problem, save_dir, claim, problem.zeros(), opts)
+        return judge.violated(cert, f"{init!r} via {what}: " + "; ".join(failures), counterexample=path)
+    if open_blocks:
+        return judge.inconclusive(
+            cert, f"{init!r} via {what}: {nums}; " + "; ".join(open_blocks) + " (Wedin says nothing here)"
+        )
+    rule = (
+        f"the claimed tolerance {pipe.pipeline_rtol:g}"
+        if pipe.pipeline_rtol is not None
+        else "the tolerance from the estimator and the gap (Wedin, failure prob. "
+        f"{pipe.failure_probability:g})"
+    )
+    return judge.holds(
+        cert, f"the first step of {init!r} via {what} is within {rule} of -lr zeta G_[2r]: {nums}"
+    )
+
+
+def _reference_scale_failures(j: int, ini: LoRAInit, rank: int, s: float, c: float) -> list[str]:
+    r"""The scale of the reference init, which does not depend on :math:`\hat G`, on block ``j``.
+
+    :math:`A_0 A_0^\top = B_0^\top B_0 = c^2 I_r` and :math:`O = s B_0 A_0`, to ``1e-10`` relative
+    (``s``, ``c`` from the options, not from the init).
+    """
+    a0, b0 = ini.A[j], ini.B[j]
+    eye = c**2 * torch.eye(rank, dtype=a0.dtype, device=a0.device)
+    errs = {
+        "A0 A0^T = c^2 I_r": _rel(a0 @ a0.T, eye),
+        "B0^T B0 = c^2 I_r": _rel(b0.T @ b0, eye),
+        "offset = s B0 A0": _rel(ini.offset[j], s * (b0 @ a0)),
+    }
+    return [
+        f"block {j}: {what} fails by {e:.3g} (relative) > 1e-10" for what, e in errs.items() if not e <= 1e-10
+    ]
+
+
+def _pipeline_gradients(
+    problem: Problem, pipe: _Pipeline, seed: int
+) -> tuple[Blocks, Blocks, int, float, tuple[dict[str, float], ...]]:
+    r"""The exact and the pipeline's ``G``, the examples it used, the unit and the gradients' spread.
+
+    The unit is a power of two near :math:`\max|G|`; the spread (:func:`~landscapes.inits.gradient_spread`,
+    in that unit) is 0 when every example was used.
+    """
     G = full_gradient(problem)
-    used = min(problem.N, batch_size * batches) if gradient == "sampled" else problem.N
-    if gradient == "sampled":
+    used = min(problem.N, pipe.batch_size * pipe.batches) if pipe.gradient == "sampled" else problem.N
+    if pipe.gradient == "sampled":
         G_hat = sampled_gradient(
             problem,
-            batch_size=min(batch_size, problem.N),
-            batches=batches,
+            batch_size=min(pipe.batch_size, problem.N),
+            batches=pipe.batches,
             generator=torch.Generator().manual_seed(seed),
         )
     else:
@@ -680,50 +878,59 @@ def _check_pipeline(
         if used < problem.N
         else tuple({"fro2": 0.0, "left": 0.0, "right": 0.0, "max2": 0.0} for _ in problem.blocks)
     )
-    ini = init_lora(
-        problem, init, rank=rank, alpha=alpha, rslora=rslora, seed=seed, gradient=G_hat,
-        direction=direction, gamma=gamma, svd=svd, niter=niter, sketch=sketch,
-    )  # fmt: skip
-    step = first_step(problem, ini, lr).first
-    # Half to each part (sampling, sketch), split over the blocks: a union bound over 2 B events.
-    dp = failure_probability / (2 * len(problem.blocks))
-    blocks: list[dict[str, Any]] = []
-    failures: list[str] = []
-    open_blocks: list[str] = []
-    for j, (Gr, Ghr, dWr) in enumerate(zip(G, G_hat, step)):
+    return G, G_hat, used, gs, spread
+
+
+@dataclass(frozen=True)
+class _PipelineRun:
+    """One run of the pipeline mode: its init, and what bounds its error on each block."""
+
+    ini: LoRAInit
+    pipe: _Pipeline
+    rank: int
+    lr: float
+    scales: tuple[float, list[float]]
+    gs: float  # the unit: a power of two near max |G|
+    used: int  # examples in G_hat
+    N: int
+    spread: Sequence[dict[str, float]]  # per block, gradient_spread in units of gs
+    dp: float  # the failure probability of each of the 2 B events
+
+    def what(self, q: int | None) -> str:
+        """Which ``G`` and which SVD the pipeline used (``q``: the sketch's columns)."""
+        pipe = self.pipe
+        g_what = (
+            f"sampled G ({self.used} of N = {self.N} examples)" if pipe.gradient == "sampled" else "exact G"
+        )
+        s_what = (
+            f"randomized SVD (q = {q}, niter = {pipe.niter})" if pipe.svd == "randomized" else "exact SVD"
+        )
+        return f"{g_what}, {s_what}"
+
+    def block(self, j: int, Gr: Tensor, Ghr: Tensor, dWr: Tensor) -> _PipelineBlock:
+        """Block ``j``: the step's error against the exact one, and its tolerances (Wedin)."""
+        pipe, rank, gs = self.pipe, self.rank, self.gs
         Gj, Ghj, dW = Gr / gs, Ghr / gs, dWr / gs
         m, n = Gj.shape
         sig = torch.linalg.svdvals(Gj)
         g2r, _ = _best_rank(Gj, 2 * rank)
-        zeta = s_exp**2 * c_exp[j] ** 2
-        exact = -lr * zeta * g2r
-        d = _rel(dW, exact)
-        if init == "loraga":
-            # The scale of the reference init does not depend on G_hat: A0 A0^T = B0^T B0 = c^2 I_r
-            # and O = s B0 A0, to 1e-10 relative (s, c from the options, not from the init).
-            a0, b0 = ini.A[j], ini.B[j]
-            eye = c_exp[j] ** 2 * torch.eye(rank, dtype=a0.dtype, device=a0.device)
-            errs = {
-                "A0 A0^T = c^2 I_r": _rel(a0 @ a0.T, eye),
-                "B0^T B0 = c^2 I_r": _rel(b0.T @ b0, eye),
-                "offset = s B0 A0": _rel(ini.offset[j], s_exp * (b0 @ a0)),
-            }
-            for what, e in errs.items():
-                if not e <= 1e-10:
-                    failures.append(f"block {j}: {what} fails by {e:.3g} (relative) > 1e-10")
+        zeta = self.scales[0] ** 2 * self.scales[1][j] ** 2
+        d = _rel(dW, -self.lr * zeta * g2r)
         # Round-off floor: a float computation of an exact pipeline is off by about eps_mach sqrt(mn) sigma_1.
         floor = 1e3 * torch.finfo(Gj.dtype).eps * math.sqrt(m * n) * float(sig[0])
-        eps_s = _sampling_bound(spread[j], used, problem.N, m, n, dp) if used < problem.N else 0.0
-        q = min(4 * rank if sketch is None else sketch, m, n)
-        eps_r = _hmt_bound(torch.linalg.svdvals(Ghj), 2 * rank, q, niter, dp) if svd == "randomized" else 0.0
+        eps_s = (
+            _sampling_bound(self.spread[j], self.used, self.N, m, n, self.dp) if self.used < self.N else 0.0
+        )
+        q = min(4 * rank if pipe.sketch is None else pipe.sketch, m, n)
+        randomized = pipe.svd == "randomized"
+        eps_r = _hmt_bound(torch.linalg.svdvals(Ghj), 2 * rank, q, pipe.niter, self.dp) if randomized else 0.0
         eps = eps_s + eps_r
         bound, delta = pipeline_tolerance(sig, rank, eps)
         norm2r = float(g2r.norm())
         tau = (bound + floor) / max(norm2r, 1e-300)
         sampled_err_2 = float(torch.linalg.matrix_norm(Ghj - Gj, ord=2))
-        sketch_res = float(ini.details["sketch_residual"][j]) / gs if svd == "randomized" else 0.0
-        eps_meas = sampled_err_2 + sketch_res
-        post, _ = pipeline_tolerance(sig, rank, eps_meas)
+        sketch_res = float(self.ini.details["sketch_residual"][j]) / gs if randomized else 0.0
+        post, _ = pipeline_tolerance(sig, rank, sampled_err_2 + sketch_res)
         tau_post = (post + floor) / max(norm2r, 1e-300)
         b: dict[str, Any] = {
             "rel_error": d,
@@ -741,88 +948,90 @@ def _check_pipeline(
             "sampling_error_fro": gs * float((Ghj - Gj).norm()),
             "sampling_error_2": gs * sampled_err_2,
             "sketch_residual_2": gs * sketch_res,
-            "gradient_spread_rms": gs * math.sqrt(spread[j]["fro2"]),
+            "gradient_spread_rms": gs * math.sqrt(self.spread[j]["fro2"]),
             "G_norm": gs * float(Gj.norm()),
             "G2r_norm": gs * norm2r,
-            "sketch": q if svd == "randomized" else None,
+            "sketch": q if randomized else None,
         }
-        blocks.append(b)
-        if pipeline_rtol is not None:
-            if not d <= pipeline_rtol:
-                failures.append(
+        over = []
+        if sampled_err_2 > eps_s:
+            over.append(f"||G_hat - G||_2 = {b['sampling_error_2']:.3g} > {b['eps_sampling_bound']:.3g}")
+        if sketch_res > eps_r:
+            over.append(f"||(I - QQ^T) G_hat||_2 = {b['sketch_residual_2']:.3g} > {b['eps_rsvd_bound']:.3g}")
+        return _PipelineBlock(pipe, d, tau, tau_post, delta, over, b)
+
+
+@dataclass(frozen=True)
+class _PipelineBlock:
+    """One block of the pipeline mode: the step's error ``d``, its tolerances, and its certificate."""
+
+    pipe: _Pipeline
+    d: float
+    tau: float  # from the bounds on the perturbation
+    tau_post: float  # from the measured perturbation
+    delta: float  # the gap minus the perturbation bound, in units of gs
+    over: list[str]  # the measured errors above their bounds
+    certificate: dict[str, Any]
+
+    def judged(self, j: int) -> tuple[str | None, str | None]:
+        """The failure (``violated``) or the reason it is open (``inconclusive``) on block ``j``, if any."""
+        d, tau, tau_post, b, pipe = self.d, self.tau, self.tau_post, self.certificate, self.pipe
+        if pipe.pipeline_rtol is not None:
+            if not d <= pipe.pipeline_rtol:
+                return (
                     f"block {j}: the pipeline's first step is off the exact one by {d:.3g} > the claimed "
-                    f"{pipeline_rtol:g}"
-                )
-            continue
+                    f"{pipe.pipeline_rtol:g}"
+                ), None
+            return None, None
         if math.isfinite(tau_post) and tau_post < 1 and not d <= tau_post * (1 + 1e-9):
-            failures.append(
+            return (
                 f"block {j}: the pipeline's first step is off by {d:.3g}, more than Wedin allows for the "
                 f"measured "
                 f"perturbation ({tau_post:.3g}): the init does not use the singular vectors it computed"
-            )
-        elif not (math.isfinite(tau) and tau < 1):
+            ), None
+        if not (math.isfinite(tau) and tau < 1):
             why = (
                 f"the gap sigma_2r - sigma_2r+1 = {b['gap']:.3g} is not larger than the perturbation bound "
                 f"{b['eps']:.3g}"
-                if delta <= 0
+                if self.delta <= 0
                 else f"the bound allows {tau:.3g} (>= 1, the size of the step)"
             )
-            open_blocks.append(f"block {j}: {why}")
-        elif not d <= tau:
-            over = []
-            if sampled_err_2 > eps_s:
-                over.append(f"||G_hat - G||_2 = {b['sampling_error_2']:.3g} > {b['eps_sampling_bound']:.3g}")
-            if sketch_res > eps_r:
-                over.append(
-                    f"||(I - QQ^T) G_hat||_2 = {b['sketch_residual_2']:.3g} > {b['eps_rsvd_bound']:.3g}"
-                )
-            failures.append(
+            return None, f"block {j}: {why}"
+        if not d <= tau:
+            return (
                 f"block {j}: the pipeline's first step is off the exact one by {d:.3g} > tolerance {tau:.3g} "
                 f"(Wedin, gap {b['gap']:.3g}, eps {b['eps']:.3g} at failure probability "
-                f"{failure_probability:g}" + (f"; {', '.join(over)}" if over else "") + ")"
-            )
-    timings = {"total": time.perf_counter() - t0}
-    g_what = f"sampled G ({used} of N = {problem.N} examples)" if gradient == "sampled" else "exact G"
-    s_what = (
-        f"randomized SVD (q = {blocks[0]['sketch']}, niter = {niter})" if svd == "randomized" else "exact SVD"
-    )
-    what = f"{g_what}, {s_what}"
-    cert: dict[str, Any] = {
-        "pipeline": what,
-        "blocks": blocks,
-        "examples_used": used,
-        "failure_probability": failure_probability,
-        "scale_s": ini.scale,
-    }
-    fp = problem.fingerprint()
-    nums = "; ".join(
-        f"rel error {b['rel_error']:.3g} vs tolerance {b['tolerance']:.3g} (gap {b['gap']:.3g})"
-        for b in blocks
-    )
-    if failures:
-        path = save_counterexample(problem, save_dir, claim, problem.zeros(), opts)
-        return Verdict(
-            claim, "violated", fp, cert, f"{init!r} via {what}: " + "; ".join(failures), timings, opts, path
-        )
-    if open_blocks:
-        return Verdict(
-            claim, "inconclusive", fp, cert,
-            f"{init!r} via {what}: {nums}; " + "; ".join(open_blocks) + " (Wedin says nothing here)",
-            timings, opts,
-        )  # fmt: skip
-    rule = (
-        f"the claimed tolerance {pipeline_rtol:g}"
-        if pipeline_rtol is not None
-        else f"the tolerance from the estimator and the gap (Wedin, failure prob. {failure_probability:g})"
-    )
-    return Verdict(
-        claim, "holds", fp, cert,
-        f"the first step of {init!r} via {what} is within {rule} of -lr zeta G_[2r]: {nums}",
-        timings, opts,
-    )  # fmt: skip
+                f"{pipe.failure_probability:g}" + (f"; {', '.join(self.over)}" if self.over else "") + ")"
+            ), None
+        return None, None
 
 
-@validated("WYL-directions")
+def _directions_evidence(c: Mapping[str, Any], d: Mapping[str, Any]) -> list[str]:
+    """The largest relative difference of a direction's step to the ArB2r step."""
+    if "rel_difference_to_ArB2r" not in c:
+        return []
+    worst = max(num(x) for v in c["rel_difference_to_ArB2r"].values() for x in v)
+    return [f"max rel difference to ArB2r {fmt(worst)}"]
+
+
+@checker(
+    "WYL-directions",
+    options={
+        "rank": Rank(),
+        "variant": Choice(("reference", "peft")),
+        "alpha": POS_OPT,
+        "rslora": BOOL,
+        "lr": POS,
+        "gamma": POS,
+        "rtol": TOL,
+        "seed": SEED,
+    },
+    certificate={
+        "holds": [("rel_difference_to_ArB2r", "step_norms")],
+        "violated": [("rel_difference_to_ArB2r", "step_norms")],
+    },
+    evidence=_directions_evidence,
+)
 def check_wyl_directions(
     problem: Problem,
     *,
@@ -842,6 +1051,10 @@ def check_wyl_directions(
     difference to the ArB2r step, per block).  ``variant="peft"`` runs the same comparison on
     PEFT's LoRA-GA (``B`` scaled by its singular values; a planted false variant: its directions
     differ).
+
+    Certificate: ``rel_difference_to_ArB2r`` (per other direction, per block: the relative
+    Frobenius difference of its first-order step to the ArB2r one) and ``step_norms`` (per direction,
+    per block: the Frobenius norm of the first-order step).
     """
     claim = "WYL-directions"
     _check_common(problem, rank, lr)
@@ -860,23 +1073,15 @@ def check_wyl_directions(
     }
     if (early := needs_float64(claim, problem, opts)) is not None:
         return early
+    judge = Judge(claim, problem.fingerprint(), opts)
     t0 = time.perf_counter()
     G = full_gradient(problem)
     name = "loraga" if variant == "reference" else "loraga-peft"
-    steps = {}
-    for d in DIRECTIONS:
-        ini = init_lora(
-            problem,
-            name,
-            rank=rank,
-            alpha=alpha,
-            rslora=rslora,
-            seed=seed,
-            gradient=G,
-            direction=d,
-            gamma=gamma,
-        )
-        steps[d] = first_step(problem, ini, lr).first
+    lora = _Lora(rank, alpha, rslora, seed, gamma)
+    steps = {
+        d: first_step(problem, lora.init(problem, name, gradient=G, direction=d), lr).first
+        for d in DIRECTIONS
+    }
     base = steps["ArB2r"]
     diffs = {d: [_rel(x, b) for x, b in zip(steps[d], base)] for d in DIRECTIONS if d != "ArB2r"}
     worst = max(max(v) for v in diffs.values())
@@ -884,32 +1089,43 @@ def check_wyl_directions(
         "rel_difference_to_ArB2r": diffs,
         "step_norms": {d: [float(x.norm()) for x in v] for d, v in steps.items()},
     }
-    timings = {"total": time.perf_counter() - t0}
+    judge.timings["total"] = time.perf_counter() - t0
     if worst <= rtol:
-        return Verdict(
-            claim,
-            "holds",
-            problem.fingerprint(),
-            cert,
-            f"the four directions give the same first step to {worst:.1e} (rtol {rtol:g})",
-            timings,
-            opts,
+        return judge.holds(
+            cert, f"the four directions give the same first step to {worst:.1e} (rtol {rtol:g})"
         )
     d_bad = max(diffs, key=lambda d: max(diffs[d]))
-    path = save_counterexample(problem, save_dir, claim, problem.zeros(), opts)
-    return Verdict(
-        claim,
-        "violated",
-        problem.fingerprint(),
+    return judge.violated(
         cert,
         f"{variant} direction {d_bad} differs from ArB2r by {max(diffs[d_bad]):.3g} (> {rtol:g})",
-        timings,
-        opts,
-        path,
+        counterexample=save_counterexample(problem, save_dir, claim, problem.zeros(), opts),
     )
 
 
-@validated("WYL-unchanged")
+@checker(
+    "WYL-unchanged",
+    options={
+        "rank": Rank(),
+        "init": WYL_INIT,
+        "alpha": POS_OPT,
+        "rslora": BOOL,
+        "gamma": POS,
+        "encoder": ANY,
+        "offset": BOOL,
+        "rtol64": TOL,
+        "rtol32": TOL,
+        "seed": SEED,
+    },
+    certificate={
+        "holds": [("linearized_rel_max_error", "offset_norms", "adapter_norms")],
+        "violated": [("linearized_rel_max_error", "offset_norms", "adapter_norms")],
+    },
+    evidence=fields(
+        ("linearized_rel_max_error", "linearized"),
+        ("real_float64_rel_max_error", "real float64"),
+        ("real_float32_rel_max_error", "real float32"),
+    ),
+)
 def check_wyl_unchanged(
     problem: Problem,
     *,
@@ -935,6 +1151,11 @@ def check_wyl_unchanged(
     :math:`x (W_0 - O)^\top + s (x A_0^\top) B_0^\top`, against the pretrained logits, in float64
     and float32.  ``offset=False`` leaves :math:`W_0` as it is (a planted false variant: the outputs
     move by :math:`s B_0 A_0`).
+
+    Certificate: ``linearized_rel_max_error`` (the linearized outputs' largest change, relative to
+    the larger of :math:`f_0` and the offset's share of it), ``offset_norms`` (:math:`\|O_j\|_F`),
+    ``adapter_norms`` (:math:`\|s B_{0,j} A_{0,j}\|_F`), and with ``encoder``
+    ``real_float64_rel_max_error`` and ``real_float32_rel_max_error`` (the real model's logits).
     """
     claim = "WYL-unchanged"
     if init not in INIT_NAMES:
@@ -954,6 +1175,7 @@ def check_wyl_unchanged(
     }
     _check_tol("rtol64", rtol64)
     _check_tol("rtol32", rtol32)
+    judge = Judge(claim, problem.fingerprint(), opts)
     t0 = time.perf_counter()
     if isinstance(encoder, str):
         if encoder != "auto":
@@ -968,7 +1190,7 @@ def check_wyl_unchanged(
             if encoder is not None
             else _model_or_synthetic_weights(problem, seed)
         )
-    ini = init_lora(problem, init, rank=rank, alpha=alpha, rslora=rslora, seed=seed, gamma=gamma, weights=W)
+    ini = _Lora(rank, alpha, rslora, seed, gamma).init(problem, init, weights=W)
     off = ini.offset if offset else tuple(torch.zeros_like(o) for o in ini.offset)
     shifted = shifted_problem(problem, off)
     pt = ini.point()
@@ -997,26 +1219,19 @@ def check_wyl_unchanged(
             cert[f"real_{str(dt).replace('torch.', '')}_rel_max_error"] = err
             if not err <= tol:
                 failures.append(f"real-model logits ({dt}) move by {err:.3g} (relative max, tol {tol:g})")
-    timings = {"total": time.perf_counter() - t0}
+    judge.timings["total"] = time.perf_counter() - t0
     if failures:
         path = save_counterexample(problem, save_dir, claim, problem.zeros(), opts)
-        return Verdict(
-            claim, "violated", problem.fingerprint(), cert, "; ".join(failures), timings, opts, path
-        )
+        return judge.violated(cert, "; ".join(failures), counterexample=path)
     where = (
         "linearized problem and real model (float64, float32)"
         if encoder is not None
         else "linearized problem"
     )
-    return Verdict(
-        claim,
-        "holds",
-        problem.fingerprint(),
+    return judge.holds(
         cert,
         f"outputs unchanged at step 0 on the {where}: worst relative error "
         f"{max(v for k, v in cert.items() if k.endswith('error')):.1e}",
-        timings,
-        opts,
     )
 
 
@@ -1100,7 +1315,51 @@ def _about_distribution(
     }
 
 
-@validated("WYL-alignment")
+def _alignment_evidence(c: Mapping[str, Any], d: Mapping[str, Any]) -> list[str]:
+    """Per block: the cosine, its prediction, the gap to the row projection and the median cosine's band."""
+    if "blocks" not in c:
+        return []
+    blocks = c["blocks"]
+    parts = [
+        "cos " + "/".join(fmt(b.get("cosine")) for b in blocks),
+        "predicted " + "/".join(fmt(b.get("predicted")) for b in blocks),
+    ]
+    if all("row_projection_gap" in b for b in blocks):
+        parts.append("gap " + "/".join(fmt(b["row_projection_gap"]) for b in blocks))
+    if all("about_distribution" in b for b in blocks):
+        dists = [b["about_distribution"] for b in blocks]
+        parts.append(
+            "median cos "
+            + "/".join(f"{fmt(x['median_cos'])} in [{fmt(x['band'][0])}, {fmt(x['band'][1])}]" for x in dists)
+        )
+    return parts
+
+
+@checker(
+    "WYL-alignment",
+    options={
+        "rank": Rank(),
+        "init": Choice(
+            tuple(i for i in WYL_INIT.values if i != "pissa"), expect=f"one of {WYL_INIT.values[:-1]}"
+        ),
+        "prediction": Choice(
+            ("rank-2r", "row-projection"),
+            optional=True,
+            expect="'rank-2r' or 'row-projection' (None: from init)",
+        ),
+        "alpha": POS_OPT,
+        "rslora": BOOL,
+        "lr": POS,
+        "gamma": POS,
+        "rtol": TOL,
+        "about_rtol": TOL_OPT,
+        "samples": Int(100, 10**7, expect="an int >= 100 (at most 10000000)"),
+        "about_level": FLOAT_TOL,
+        "seed": SEED,
+    },
+    certificate={"holds": [("blocks",)], "violated": [("blocks",)]},
+    evidence=_alignment_evidence,
+)
 def check_wyl_alignment(
     problem: Problem,
     *,
@@ -1145,6 +1404,12 @@ def check_wyl_alignment(
     is not :math:`G_{[2r]}`, comes out ``violated``), ``"row-projection"`` otherwise; a mismatched
     pair (``init="vanilla", prediction="rank-2r"``) is a planted false variant.  The certificate
     reports both predictions, the measured cosine and :math:`\sqrt{r/n}` (the isotropic-G value).
+
+    Certificate: ``blocks``, per block: ``cosine`` (autograd), ``closed_form_cosine``,
+    ``G2r_over_G``, ``row_projection_over_G``, ``sqrt_r_over_n``, ``predicted`` (the prediction's
+    value), with ``"rank-2r"`` its ``rel_error``, with ``"row-projection"`` the ``row_projection_gap``
+    (:math:`1 - \cos/\rho`) and, for the random inits, ``about_distribution``
+    (:func:`_about_distribution`).
     """
     claim = "WYL-alignment"
     _check_common(problem, rank, lr)
@@ -1179,113 +1444,133 @@ def check_wyl_alignment(
     }
     if (early := needs_float64(claim, problem, opts)) is not None:
         return early
+    judge = Judge(claim, problem.fingerprint(), opts)
     t0 = time.perf_counter()
     G = full_gradient(problem)
-    ini = init_lora(problem, init, rank=rank, alpha=alpha, rslora=rslora, seed=seed, gradient=G, gamma=gamma)
+    ini = _Lora(rank, alpha, rslora, seed, gamma).init(problem, init, gradient=G)
     st = first_step(problem, ini, lr)
     blocks = []
     failures: list[str] = []
     undecided: list[str] = []
     for j, (Gj, dW, a0, b0) in enumerate(zip(G, st.first, ini.A, ini.B)):
-        gn = float(Gj.norm())
-        cos = float(-(dW * Gj).sum()) / max(float(dW.norm()) * gn, 1e-300)
-        M = Gj @ a0.T @ a0 + b0 @ (b0.T @ Gj)
-        closed = float((M * Gj).sum()) / max(float(M.norm()) * gn, 1e-300)
-        g2r, _ = _best_rank(Gj, 2 * rank)
-        Q, _ = torch.linalg.qr(a0.T)  # orthonormal basis of the row space of A0
-        row = float((Gj @ Q).norm()) / max(gn, 1e-300)
-        rank2r = float(g2r.norm()) / max(gn, 1e-300)
-        b: dict[str, Any] = {
-            "cosine": cos,
-            "closed_form_cosine": closed,
-            "G2r_over_G": rank2r,
-            "row_projection_over_G": row,
-            "sqrt_r_over_n": math.sqrt(rank / Gj.shape[1]),
-        }
-        if abs(cos - closed) > rtol * max(abs(closed), 1e-300):
-            failures.append(
-                f"block {j}: autograd cosine {cos:.12g} differs from its closed form {closed:.12g}"
+        b = _alignment_block(j, Gj, dW, a0, b0, rank, prediction, rtol, about_rtol, failures)
+        if prediction == "row-projection" and init in ("vanilla", "gaussian"):
+            dist = _about_distribution(
+                Gj, rank, init, b["cosine"], samples=samples, level=about_level, seed=seed + 7919 * (j + 1)
             )
-        if prediction == "rank-2r":
-            b["predicted"] = rank2r
-            b["rel_error"] = abs(cos - rank2r) / max(rank2r, 1e-300)
-            if not b["rel_error"] <= rtol:
-                failures.append(
-                    f"block {j}: cos = {cos:.6g}, predicted ||G_[2r]||/||G|| = {rank2r:.6g} "
-                    f"(rel error {b['rel_error']:.2g} > {rtol:g})"
-                )
-        else:
-            b["predicted"] = row
-            b["row_projection_gap"] = 1.0 - cos / max(row, 1e-300)
-            if cos > row * (1 + rtol):
-                failures.append(
-                    f"block {j}: cos = {cos:.6g} exceeds its upper bound ||G P_row||/||G|| = {row:.6g}"
-                )
-            elif about_rtol is not None and b["row_projection_gap"] > about_rtol:
-                failures.append(
-                    f"block {j}: cos = {cos:.6g} is {b['row_projection_gap']:.2g} below ||G P_row||/||G|| "
-                    f"= {row:.6g} (more than about_rtol = {about_rtol:g})"
-                )
-            if init in ("vanilla", "gaussian"):
-                dist = _about_distribution(
-                    Gj, rank, init, cos, samples=samples, level=about_level, seed=seed + 7919 * (j + 1)
-                )
-                b["about_distribution"] = dist
-                lo, hi = dist["band"]
-                mlo, mhi = dist["median_cos_interval"]
-                if mhi < lo or mlo > hi:
-                    failures.append(
-                        f"block {j}: the typical cosine (median over {samples} random A0: "
-                        f"{dist['median_cos']:.4g}) "
-                        f"is outside the central {1 - about_level:g} band [{lo:.4g}, {hi:.4g}] of "
-                        f"||G P_row(A0)||/||G|| ({dist['band_source']}): 'about' misses by more than the "
-                        "prediction's spread over inits"
-                    )
-                elif not (lo <= mlo and mhi <= hi):
-                    undecided.append(
-                        f"block {j}: the median cosine's interval [{mlo:.4g}, {mhi:.4g}] straddles an end of "
-                        "the "
-                        f"band [{lo:.4g}, {hi:.4g}]"
-                    )
+            b["about_distribution"] = dist
+            _about_judged(j, dist, samples, about_level, failures, undecided)
         blocks.append(b)
-    timings = {"total": time.perf_counter() - t0}
+    judge.timings["total"] = time.perf_counter() - t0
     cert = {"blocks": blocks}
     if failures:
         path = save_counterexample(problem, save_dir, claim, problem.zeros(), opts)
-        return Verdict(
-            claim, "violated", problem.fingerprint(), cert, "; ".join(failures), timings, opts, path
-        )
+        return judge.violated(cert, "; ".join(failures), counterexample=path)
     if undecided:
-        return Verdict(
-            claim,
-            "inconclusive",
-            problem.fingerprint(),
-            cert,
-            f"cos(dW, -G) of {init!r} is at most ||G P_row(A0)||/||G||, but " + "; ".join(undecided),
-            timings,
-            opts,
+        return judge.inconclusive(
+            cert, f"cos(dW, -G) of {init!r} is at most ||G P_row(A0)||/||G||, but " + "; ".join(undecided)
         )
-    if prediction == "rank-2r":
-        what = f"equals ||G_[2r]||/||G|| to {max(b['rel_error'] for b in blocks):.1e}"
-    else:
-        gaps = ", ".join(f"{b['row_projection_gap']:.2g}" for b in blocks)
-        what = f"is at most ||G P_row(A0)||/||G||, below it by (relative) {gaps}"
-        if all("about_distribution" in b for b in blocks):
-            bands = []
-            for b in blocks:
-                d = b["about_distribution"]
-                bands.append(f"[{d['band'][0]:.3g}, {d['band'][1]:.3g}] (median cos {d['median_cos']:.3g})")
-            what += (
-                f"; the typical cosine is inside the central {1 - about_level:g} band "
-                + ", ".join(bands)
-                + f" of ||G P_row(A0)||/||G|| over random A0 ({samples} draws)"
-            )
-    return Verdict(
-        claim,
-        "holds",
-        problem.fingerprint(),
+    return judge.holds(
         cert,
-        f"cos(dW, -G) of {init!r} {what}; cosines " + ", ".join(f"{b['cosine']:.3g}" for b in blocks),
-        timings,
-        opts,
+        f"cos(dW, -G) of {init!r} {_alignment_text(blocks, prediction, about_level, samples)}; cosines "
+        + ", ".join(f"{b['cosine']:.3g}" for b in blocks),
     )
+
+
+def _alignment_block(
+    j: int,
+    Gj: Tensor,
+    dW: Tensor,
+    a0: Tensor,
+    b0: Tensor,
+    rank: int,
+    prediction: str,
+    rtol: float,
+    about_rtol: float | None,
+    failures: list[str],
+) -> dict[str, Any]:
+    """Block ``j``'s cosines and its prediction (its certificate entry); adds its failures to ``failures``."""
+    gn = float(Gj.norm())
+    cos = float(-(dW * Gj).sum()) / max(float(dW.norm()) * gn, 1e-300)
+    M = Gj @ a0.T @ a0 + b0 @ (b0.T @ Gj)
+    closed = float((M * Gj).sum()) / max(float(M.norm()) * gn, 1e-300)
+    g2r, _ = _best_rank(Gj, 2 * rank)
+    Q, _ = torch.linalg.qr(a0.T)  # orthonormal basis of the row space of A0
+    row = float((Gj @ Q).norm()) / max(gn, 1e-300)
+    rank2r = float(g2r.norm()) / max(gn, 1e-300)
+    b: dict[str, Any] = {
+        "cosine": cos,
+        "closed_form_cosine": closed,
+        "G2r_over_G": rank2r,
+        "row_projection_over_G": row,
+        "sqrt_r_over_n": math.sqrt(rank / Gj.shape[1]),
+    }
+    if abs(cos - closed) > rtol * max(abs(closed), 1e-300):
+        failures.append(f"block {j}: autograd cosine {cos:.12g} differs from its closed form {closed:.12g}")
+    if prediction == "rank-2r":
+        b["predicted"] = rank2r
+        b["rel_error"] = abs(cos - rank2r) / max(rank2r, 1e-300)
+        if not b["rel_error"] <= rtol:
+            failures.append(
+                f"block {j}: cos = {cos:.6g}, predicted ||G_[2r]||/||G|| = {rank2r:.6g} "
+                f"(rel error {b['rel_error']:.2g} > {rtol:g})"
+            )
+        return b
+    b["predicted"] = row
+    b["row_projection_gap"] = 1.0 - cos / max(row, 1e-300)
+    if cos > row * (1 + rtol):
+        failures.append(f"block {j}: cos = {cos:.6g} exceeds its upper bound ||G P_row||/||G|| = {row:.6g}")
+    elif about_rtol is not None and b["row_projection_gap"] > about_rtol:
+        failures.append(
+            f"block {j}: cos = {cos:.6g} is {b['row_projection_gap']:.2g} below ||G P_row||/||G|| "
+            f"= {row:.6g} (more than about_rtol = {about_rtol:g})"
+        )
+    return b
+
+
+def _about_judged(
+    j: int,
+    dist: Mapping[str, Any],
+    samples: int,
+    about_level: float,
+    failures: list[str],
+    undecided: list[str],
+) -> None:
+    """Judge the typical cosine against the band of the row projection (:func:`_about_distribution`)."""
+    lo, hi = dist["band"]
+    mlo, mhi = dist["median_cos_interval"]
+    if mhi < lo or mlo > hi:
+        failures.append(
+            f"block {j}: the typical cosine (median over {samples} random A0: "
+            f"{dist['median_cos']:.4g}) "
+            f"is outside the central {1 - about_level:g} band [{lo:.4g}, {hi:.4g}] of "
+            f"||G P_row(A0)||/||G|| ({dist['band_source']}): 'about' misses by more than the "
+            "prediction's spread over inits"
+        )
+    elif not (lo <= mlo and mhi <= hi):
+        undecided.append(
+            f"block {j}: the median cosine's interval [{mlo:.4g}, {mhi:.4g}] straddles an end of "
+            "the "
+            f"band [{lo:.4g}, {hi:.4g}]"
+        )
+
+
+def _alignment_text(
+    blocks: Sequence[Mapping[str, Any]], prediction: str, about_level: float, samples: int
+) -> str:
+    """What a ``holds`` of WYL-alignment says about the cosine, for its reason."""
+    if prediction == "rank-2r":
+        return f"equals ||G_[2r]||/||G|| to {max(b['rel_error'] for b in blocks):.1e}"
+    gaps = ", ".join(f"{b['row_projection_gap']:.2g}" for b in blocks)
+    what = f"is at most ||G P_row(A0)||/||G||, below it by (relative) {gaps}"
+    if all("about_distribution" in b for b in blocks):
+        bands = []
+        for b in blocks:
+            d = b["about_distribution"]
+            bands.append(f"[{d['band'][0]:.3g}, {d['band'][1]:.3g}] (median cos {d['median_cos']:.3g})")
+        what += (
+            f"; the typical cosine is inside the central {1 - about_level:g} band "
+            + ", ".join(bands)
+            + f" of ||G P_row(A0)||/||G|| over random A0 ({samples} draws)"
+        )
+    return what

@@ -46,10 +46,10 @@ from landscapes.nuc import _spectra, solve_nuc
 from landscapes.problem import Problem
 from landscapes.sosp import train
 from theory.errors import UserInputError, finite_number, shown
-from verify.checker import save_counterexample
+from verify.checker import Judge, checker, fmt, save_counterexample
 from verify.jsonfile import read_json
-from verify.options import validated
-from verify.verdict import Verdict
+from verify.options import BOOL, NONNEG, POS, POS_OPT, SEED, TOL, Choice, Int, Rank, Real, Seq, Str
+from verify.verdict import Status, Verdict
 
 __all__ = ["SpeedRun", "speed_runs", "speed_table", "check_wyl_speed", "DEFAULT_LRS"]
 
@@ -59,6 +59,9 @@ RANK_RTOL = 1e-6
 
 #: Adam learning rates tried for every init.
 DEFAULT_LRS: tuple[float, ...] = (3e-3, 1e-2, 3e-2, 1e-1, 3e-1)
+
+#: The most steps a run may take (the cap of step counts in :mod:`verify.options`).
+_STEPS = 10**7
 
 
 @dataclass(frozen=True)
@@ -139,21 +142,11 @@ def speed_runs(
     """
     memo: dict[Any, SpeedRun] = reuse if reuse is not None else {}
     problem_sha = str(problem.name) + ":" + str(problem.fingerprint().get("sha256", ""))
-    for name in inits:
-        if name not in INIT_NAMES:
-            raise UserInputError(f"inits: expected names from {INIT_NAMES}, got {name!r}")
-    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
-        raise UserInputError(f"steps: expected a positive int, got {steps!r}")
-    if not seeds or any(isinstance(s, bool) or not isinstance(s, int) for s in seeds):
-        raise UserInputError(f"seeds: expected a non-empty sequence of ints, got {list(seeds)!r}")
-    if len(set(seeds)) != len(seeds):
-        raise UserInputError(f"seeds: expected distinct ints, got {list(seeds)!r}")
+    _check_inits_and_steps(inits, steps)
+    _check_seeds(seeds)
     if not lrs or any(not (isinstance(x, (int, float)) and x > 0 and math.isfinite(x)) for x in lrs):
         raise UserInputError(f"lrs: expected positive learning rates, got {list(lrs)!r}")
-    if not fractions or any(not (isinstance(q, float) and 0 < q <= 1) for q in fractions):
-        raise UserInputError(f"fractions: expected floats in (0, 1], got {list(fractions)!r}")
-    if gradient not in ("sampled", "full"):
-        raise UserInputError(f"gradient: expected 'sampled' or 'full', got {gradient!r}")
+    _check_fractions_and_gradient(fractions, gradient)
     W = weights if weights is not None else synthetic_weights(problem, seed=0)
     optima: dict[bytes, Any] = {}
     runs: list[SpeedRun] = []
@@ -166,13 +159,10 @@ def speed_runs(
             sp = shifted_problem(problem, ini.offset)
             key = b"".join(o.detach().cpu().contiguous().numpy().tobytes() for o in ini.offset)
             if key not in optima:
-                sol = solve_nuc(sp, gap_rtol=gap_rtol)
-                optima[key] = sol
-            sol = optima[key]
-            f_star = sol.certificate.primal
+                optima[key] = solve_nuc(sp, gap_rtol=gap_rtol)
             pt = ini.point()
-            f_start = lora_value(sp, pt.U, pt.V)
             fingerprint = _init_fingerprint(ini)
+            start = _Start(name, seed, ini, sp, pt, optima[key], lora_value(sp, pt.U, pt.V), fingerprint)
             # Everything a run depends on besides the seed: the problem, the init (bit for bit),
             # its scale, the learning rate, the budget and what is measured.
             context = (problem_sha, fingerprint, ini.scale, steps, tuple(fractions), gap_rtol, rank_rtol)
@@ -184,52 +174,96 @@ def speed_runs(
                     if callback is not None:
                         callback(again)
                     continue
-                t0 = time.perf_counter()
-                diverged = False
-                try:
-                    end, hist = train(sp, pt, optimizer="adam", steps=steps, lr=float(lr), record_every=1)
-                except FloatingPointError:
-                    diverged, end, hist = True, None, ()
-                span = f_start - f_star
-                prog = [(t, (f_start - f) / span if span > 0 else 1.0) for t, f in hist]
-                steps_to: dict[str, int | None] = {}
-                for q in fractions:
-                    steps_to[_key(q)] = next((t for t, p in prog if p >= q), None)
-                if end is not None:
-                    delta = [u @ v.T - o for u, v, o in zip(end.U, end.V, ini.offset)]  # s B A - O
-                    adapter = [u @ v.T for u, v in zip(end.U, end.V)]
-                    ranks = list(_spectra(tuple(delta), rank_rtol)[1])
-                    final_value = hist[-1][1]
-                    dn = math.sqrt(sum(float(d.pow(2).sum()) for d in delta))
-                    an = math.sqrt(sum(float(a.pow(2).sum()) for a in adapter))
-                else:
-                    ranks, final_value, dn, an = [], math.inf, math.inf, math.inf
-                run = SpeedRun(
-                    init=name,
-                    seed=seed,
-                    lr=float(lr),
-                    steps=steps,
-                    steps_to=steps_to,
-                    start_value=f_start,
-                    final_value=final_value,
-                    optimum=f_star,
-                    optimum_rel_gap=sol.certificate.rel_gap,
-                    optimum_ranks=tuple(sol.ranks),
-                    final_progress=prog[-1][1] if prog else -math.inf,
-                    final_ranks=tuple(ranks),
-                    final_delta_norm=dn,
-                    final_adapter_norm=an,
-                    offset_norm=math.sqrt(sum(float(o.pow(2).sum()) for o in ini.offset)),
-                    diverged=diverged,
-                    seconds=time.perf_counter() - t0,
-                    curve=tuple((t, p) for t, p in prog if t in keep),
-                    init_sha256=fingerprint,
-                )
+                run = start.run(float(lr), steps, fractions, rank_rtol, keep)
                 runs.append(run)
                 memo[(name, context, float(lr))] = run
                 if callback is not None:
                     callback(run)
     return tuple(runs)
+
+
+@dataclass(frozen=True)
+class _Start:
+    """Where the runs of one init and seed start: the init, its shifted problem, point and optimum."""
+
+    name: str
+    seed: int
+    ini: Any
+    sp: Problem  # the problem shifted by the init's weight offset
+    pt: Any  # the init's LoRA point
+    sol: Any  # the certified NUC solution of sp
+    f_start: float  # the objective at pt
+    fingerprint: str  # sha256 of the init (_init_fingerprint)
+
+    def run(
+        self, lr: float, steps: int, fractions: Sequence[float], rank_rtol: float, keep: set[int]
+    ) -> SpeedRun:
+        """One run: Adam at ``lr`` for ``steps``; its progress curve keeps the steps in ``keep``."""
+        ini, f_start = self.ini, self.f_start
+        f_star = self.sol.certificate.primal
+        t0 = time.perf_counter()
+        diverged = False
+        try:
+            end, hist = train(self.sp, self.pt, optimizer="adam", steps=steps, lr=lr, record_every=1)
+        except FloatingPointError:
+            diverged, end, hist = True, None, ()
+        span = f_start - f_star
+        prog = [(t, (f_start - f) / span if span > 0 else 1.0) for t, f in hist]
+        steps_to: dict[str, int | None] = {}
+        for q in fractions:
+            steps_to[_key(q)] = next((t for t, p in prog if p >= q), None)
+        if end is not None:
+            delta = [u @ v.T - o for u, v, o in zip(end.U, end.V, ini.offset)]  # s B A - O
+            adapter = [u @ v.T for u, v in zip(end.U, end.V)]
+            ranks = list(_spectra(tuple(delta), rank_rtol)[1])
+            final_value = hist[-1][1]
+            dn = math.sqrt(sum(float(d.pow(2).sum()) for d in delta))
+            an = math.sqrt(sum(float(a.pow(2).sum()) for a in adapter))
+        else:
+            ranks, final_value, dn, an = [], math.inf, math.inf, math.inf
+        return SpeedRun(
+            init=self.name,
+            seed=self.seed,
+            lr=lr,
+            steps=steps,
+            steps_to=steps_to,
+            start_value=f_start,
+            final_value=final_value,
+            optimum=f_star,
+            optimum_rel_gap=self.sol.certificate.rel_gap,
+            optimum_ranks=tuple(self.sol.ranks),
+            final_progress=prog[-1][1] if prog else -math.inf,
+            final_ranks=tuple(ranks),
+            final_delta_norm=dn,
+            final_adapter_norm=an,
+            offset_norm=math.sqrt(sum(float(o.pow(2).sum()) for o in ini.offset)),
+            diverged=diverged,
+            seconds=time.perf_counter() - t0,
+            curve=tuple((t, p) for t, p in prog if t in keep),
+            init_sha256=self.fingerprint,
+        )
+
+
+def _check_inits_and_steps(inits: Sequence[str], steps: int) -> None:
+    for name in inits:
+        if name not in INIT_NAMES:
+            raise UserInputError(f"inits: expected names from {INIT_NAMES}, got {name!r}")
+    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
+        raise UserInputError(f"steps: expected a positive int, got {steps!r}")
+
+
+def _check_seeds(seeds: Sequence[int]) -> None:
+    if not seeds or any(isinstance(s, bool) or not isinstance(s, int) for s in seeds):
+        raise UserInputError(f"seeds: expected a non-empty sequence of ints, got {list(seeds)!r}")
+    if len(set(seeds)) != len(seeds):
+        raise UserInputError(f"seeds: expected distinct ints, got {list(seeds)!r}")
+
+
+def _check_fractions_and_gradient(fractions: Sequence[float], gradient: str) -> None:
+    if not fractions or any(not (isinstance(q, float) and 0 < q <= 1) for q in fractions):
+        raise UserInputError(f"fractions: expected floats in (0, 1], got {list(fractions)!r}")
+    if gradient not in ("sampled", "full"):
+        raise UserInputError(f"gradient: expected 'sampled' or 'full', got {gradient!r}")
 
 
 def _make_init(
@@ -334,7 +368,7 @@ def _decide(
     margin: float = 0.1,
     distinct: tuple[int, int] | None = None,
     steps: int | None = None,
-) -> tuple[str, str]:
+) -> tuple[Status, str]:
     r"""The WYL-speed rule on per-seed steps (``inf``: never got there within the budget).
 
     ``steps`` is the step budget of the runs: a run that did not get there within it took at least
@@ -424,7 +458,42 @@ def _uncertified(runs: Sequence[SpeedRun]) -> list[SpeedRun]:
     return [r for r in runs if not r.optimum_rel_gap <= OPTIMUM_RTOL]
 
 
-@validated("WYL-speed")
+def _speed_evidence(c: Mapping[str, Any], d: Mapping[str, Any]) -> list[str]:
+    """The per-seed steps of both inits, the median ratio and the range over seed pairs."""
+    if "steps_faster" not in c:
+        return []
+    parts = [
+        f"steps {fmt(c['steps_faster'])} vs {fmt(c['steps_slower'])}",
+        f"median ratio {fmt(c.get('median_ratio_slower_over_faster'))}",
+    ]
+    if "ratio_interval" in c:
+        parts.append(f"pairs [{fmt(c['ratio_interval'][0])}, {fmt(c['ratio_interval'][1])}]")
+    return parts
+
+
+_SPEED_CERTIFICATE = ("table", "runs", "steps_faster", "steps_slower", "median_ratio_slower_over_faster")
+
+
+@checker(
+    "WYL-speed",
+    options={
+        "rank": Rank(),
+        "faster": Str(),  # (the checker names the inits: "faster, slower: expected names from ...")
+        "slower": Str(),
+        "factor": Real(expect="a positive number (finite, not a bool)"),
+        "margin": NONNEG,
+        "fraction": Real(0.0, 1.0, hi_open=False),
+        "seeds": Seq(SEED, 1, 1_000, distinct=True),
+        "lrs": Seq(POS, 1, 1_000),
+        "steps": Int(1, _STEPS),
+        "alpha": POS_OPT,
+        "rslora": BOOL,
+        "gap_rtol": TOL,
+        "gradient": Choice(("sampled", "full")),
+    },
+    certificate={st: [_SPEED_CERTIFICATE] for st in ("holds", "violated")},
+    evidence=_speed_evidence,
+)
 def check_wyl_speed(
     problem: Problem,
     *,
@@ -458,6 +527,12 @@ def check_wyl_speed(
     ratio range and its distribution-free coverage of the median ratio.  Planted false variant: the
     inits swapped (``faster="vanilla", slower="loraga"``) on a problem where LoRA-GA is faster.  A
     verdict on seeds is empirical evidence on this problem, not a proof; the reason says so.
+
+    Certificate: ``table`` (:func:`speed_table` of the two inits), ``runs`` (every run,
+    :meth:`SpeedRun.to_dict`), and the numbers of :func:`_judge`: ``steps_faster``, ``steps_slower``
+    (per seed, at each init's best learning rate; ``inf``: not there within the budget),
+    ``median_ratio_slower_over_faster``, ``ratio_interval`` (over seed pairs) with its
+    ``ratio_interval_coverage``, ``distinct_runs``, ``factor``, ``margin``.
     """
     claim = "WYL-speed"
     for name in (faster, slower):
@@ -490,6 +565,7 @@ def check_wyl_speed(
         "gradient": gradient,
         "optimizer": "adam",
     }
+    judge = Judge(claim, problem.fingerprint(), opts)
     t0 = time.perf_counter()
     runs = speed_runs(
         problem,
@@ -507,20 +583,11 @@ def check_wyl_speed(
     table = speed_table(runs, fractions=(fraction,))
     status, reason, numbers = _judge(runs, table, fraction, faster, slower, factor, margin)
     cert: dict[str, Any] = {"table": table, **numbers, "runs": [r.to_dict() for r in runs]}
-    timings = {"total": time.perf_counter() - t0}
-    path = None
+    judge.timings["total"] = time.perf_counter() - t0
     if status == "violated":
         path = save_counterexample(problem, save_dir, claim, problem.zeros(), opts)
-    return Verdict(
-        claim,
-        status,  # type: ignore[arg-type]
-        problem.fingerprint(),
-        cert,
-        reason,
-        timings,
-        opts,
-        path,
-    )
+        return judge.violated(cert, reason, counterexample=path)
+    return judge.verdict(status, cert, reason)
 
 
 def _judge(
@@ -531,7 +598,7 @@ def _judge(
     slower: str,
     factor: float,
     margin: float = 0.1,
-) -> tuple[str, str, dict[str, Any]]:
+) -> tuple[Status, str, dict[str, Any]]:
     """Status, reason and per-seed numbers of WYL-speed from finished runs (each init at its table lr)."""
     q = _key(fraction)
 
@@ -622,31 +689,11 @@ def speed_experiment(
 
     from tqdm.auto import tqdm
 
-    from landscapes.catalog import ProblemSpec, build_problem
     from landscapes.io import atomic_write_text
     from verify.verdict import jsonable
 
-    for name in problems:
-        if name not in SPEED_PROBLEMS:
-            raise UserInputError(f"problems: expected names from {', '.join(SPEED_PROBLEMS)}, got {name!r}")
     # Every option is checked before anything is written (an earlier file is never lost to a typo).
-    for name in inits:
-        if name not in INIT_NAMES:
-            raise UserInputError(f"inits: expected names from {INIT_NAMES}, got {name!r}")
-    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
-        raise UserInputError(f"steps: expected a positive int, got {steps!r}")
-    if isinstance(rank, bool) or not isinstance(rank, int) or rank < 1:
-        raise UserInputError(f"rank: expected a positive int, got {rank!r}")
-    if not seeds or any(isinstance(x, bool) or not isinstance(x, int) for x in seeds):
-        raise UserInputError(f"seeds: expected a non-empty sequence of ints, got {list(seeds)!r}")
-    if len(set(seeds)) != len(seeds):
-        raise UserInputError(f"seeds: expected distinct ints, got {list(seeds)!r}")
-    if not lrs or any(not (isinstance(x, (int, float)) and 0 < x < math.inf) for x in lrs):
-        raise UserInputError(f"lrs: expected positive finite learning rates, got {list(lrs)!r}")
-    if not fractions or any(not (isinstance(q, float) and 0 < q <= 1) for q in fractions):
-        raise UserInputError(f"fractions: expected floats in (0, 1], got {list(fractions)!r}")
-    if gradient not in ("sampled", "full"):
-        raise UserInputError(f"gradient: expected 'sampled' or 'full', got {gradient!r}")
+    _check_experiment_options(problems, inits, rank, seeds, lrs, steps, fractions, gradient)
     config = {
         "problems": {
             n: {"generator": SPEED_PROBLEMS[n][0], "kwargs": SPEED_PROBLEMS[n][1]} for n in problems
@@ -665,36 +712,8 @@ def speed_experiment(
         "optimizer": "adam",
     }
     path = Path(out)
-    data: dict[str, Any] = {
-        "format": SPEED_FORMAT,
-        "config": jsonable(config),
-        "problems": {},
-        "complete": False,
-    }
-    if path.exists() and not fresh:
-        try:
-            old = read_json(path, what="out")
-        except UserInputError as exc:
-            raise UserInputError(
-                f"out: {str(path)!r} exists and is not a speed file ({exc}); use fresh"
-            ) from None
-        if not isinstance(old, dict) or old.get("format") != SPEED_FORMAT:
-            raise UserInputError(
-                f"out: {str(path)!r} is not a {SPEED_FORMAT} file; choose another path or fresh"
-            )
-        if old.get("config") != data["config"]:
-            raise UserInputError(
-                f"out: {str(path)!r} holds runs of another configuration; use fresh (--fresh) to "
-                "overwrite it, or another directory"
-            )
-        _check_speed_data(
-            old,
-            f"out: {str(path)!r}",
-            problems,
-            _SpeedGrid(tuple(inits), tuple(seeds), tuple(lrs), steps, tuple(fractions)),
-        )
-        data = old
-        data["complete"] = False
+    grid = _SpeedGrid(tuple(inits), tuple(seeds), tuple(lrs), steps, tuple(fractions))
+    data = _resumed(path, jsonable(config), problems, grid, fresh)
     t_start = time.perf_counter()
     total = len(problems) * len(inits) * len(seeds) * len(lrs)
     bar = tqdm(total=total, desc="speed", unit="run", disable=None if progress is None else not progress)
@@ -702,33 +721,7 @@ def speed_experiment(
     def save() -> None:
         atomic_write_text(path, json.dumps(jsonable(data), indent=1, allow_nan=False) + "\n")
 
-    # Build the problems first and check the rank against every block, so that a bad rank fails
-    # before any run is written (a file of another configuration is never overwritten).  A problem
-    # whose runs are all finished (and whose fingerprint was stored) is not rebuilt: only its table
-    # and verdict are recomputed from the runs (a stored table or verdict is never reused).
-    built: dict[str, Problem] = {}
-    for pname in problems:
-        entry = data["problems"].get(pname, {})
-        finished = {(r["init"], r["seed"], float(r["lr"])) for r in entry.get("runs", [])}
-        if "problem" in entry and all(
-            (i, s, float(lr)) in finished for i in inits for s in seeds for lr in lrs
-        ):
-            continue
-        gen, kwargs = SPEED_PROBLEMS[pname]
-        problem = build_problem(ProblemSpec(pname, gen, dict(kwargs), ()))
-        for j, (m, n) in enumerate(problem.blocks):
-            need = 2 * rank if any(i.startswith("loraga") for i in inits) else rank
-            if need > min(m, n):
-                raise UserInputError(
-                    f"rank: expected {'2 r' if need > rank else 'r'} <= min(m, n) = {min(m, n)} on block {j} "
-                    f"of {pname}, got r = {rank}"
-                )
-        if "problem" in entry and entry["problem"] != jsonable(problem.fingerprint()):
-            raise UserInputError(
-                f"out: {str(path)!r} holds runs of another {pname} problem (its fingerprint differs); "
-                "use fresh (--fresh) or another directory"
-            )
-        built[pname] = problem
+    built = _built_problems(data, problems, grid, rank, path)
     computed = False
     try:
         for pname in problems:
@@ -740,61 +733,16 @@ def speed_experiment(
             ]
             if pname not in built:
                 # Every run finished earlier: the table and the verdict are recomputed from them.
-                runs = [_run_from_dict(r) for r in entry["runs"]]
-                entry["table"] = speed_table(runs, fractions=fractions)
-                entry["verdict"] = _speed_verdict(
-                    runs, entry["table"], fractions[-1], entry["problem"]
-                ).to_dict()
+                _tabulate(entry, fractions, entry["problem"])
                 continue
             problem = built[pname]
             computed = True
             entry["problem"] = problem.fingerprint()
-            W: tuple[torch.Tensor, ...] | None = None  # pissa's base weights: the model's when it has one
-            if "pissa" in inits and "model_path" in problem.meta:
-                from landscapes.transformer.encoder import target_weights
-
-                W = target_weights(problem)
-            # Finished runs seed the memory of deterministic inits, by the init hash each run stored
-            # when it was computed (a resumed file repeats them too; a run without one is not reused).
-            memo: dict[Any, SpeedRun] = {}
-            psha = str(problem.name) + ":" + str(problem.fingerprint().get("sha256", ""))
-            for r in entry["runs"]:
-                if r.get("same_as_seed") is None and r.get("init_sha256"):
-                    scale = lora_scale(alpha if alpha is not None else 2.0 * rank, rank, rslora=rslora)
-                    ctx = (psha, r["init_sha256"], scale, steps, tuple(fractions), GAP_RTOL, RANK_RTOL)
-                    memo[(r["init"], ctx, float(r["lr"]))] = _run_from_dict(r)
-            entry["pissa_weights"] = (
-                "the model's" if "model_path" in problem.meta else "synthetic_weights(seed=0)"
-            )
-            for init_name, seed in dict.fromkeys((i, s) for i, s, _ in todo):
-                lr_todo = [lr for i, s, lr in todo if (i, s) == (init_name, seed)]
-                bar.set_postfix_str(f"{pname}: {init_name} seed {seed}")
-
-                def keep(run: SpeedRun, entry: dict[str, Any] = entry) -> None:
-                    entry["runs"].append(run.to_dict())
-                    save()
-                    bar.update(1)
-
-                speed_runs(
-                    problem,
-                    inits=(init_name,),
-                    weights=W,
-                    reuse=memo,
-                    rank=rank,
-                    seeds=(seed,),
-                    lrs=lr_todo,
-                    steps=steps,
-                    alpha=alpha,
-                    rslora=rslora,
-                    fractions=fractions,
-                    gradient=gradient,
-                    callback=keep,
-                )
-            runs = [_run_from_dict(r) for r in entry["runs"]]
-            entry["table"] = speed_table(runs, fractions=fractions)
-            entry["verdict"] = _speed_verdict(
-                runs, entry["table"], fractions[-1], problem.fingerprint()
-            ).to_dict()
+            _run_missing(
+                entry, problem, pname, inits, todo, bar, save,
+                rank=rank, steps=steps, alpha=alpha, rslora=rslora, fractions=fractions, gradient=gradient,
+            )  # fmt: skip
+            _tabulate(entry, fractions, problem.fingerprint())
             save()
     finally:
         bar.close()
@@ -803,6 +751,158 @@ def speed_experiment(
         data["seconds"] = data.get("seconds", 0.0) + time.perf_counter() - t_start
     save()
     return data
+
+
+def _check_experiment_options(
+    problems: Sequence[str],
+    inits: Sequence[str],
+    rank: int,
+    seeds: Sequence[int],
+    lrs: Sequence[float],
+    steps: int,
+    fractions: Sequence[float],
+    gradient: str,
+) -> None:
+    """Refuse the options of :func:`speed_experiment` before anything is written."""
+    for name in problems:
+        if name not in SPEED_PROBLEMS:
+            raise UserInputError(f"problems: expected names from {', '.join(SPEED_PROBLEMS)}, got {name!r}")
+    _check_inits_and_steps(inits, steps)
+    if isinstance(rank, bool) or not isinstance(rank, int) or rank < 1:
+        raise UserInputError(f"rank: expected a positive int, got {rank!r}")
+    _check_seeds(seeds)
+    if not lrs or any(not (isinstance(x, (int, float)) and 0 < x < math.inf) for x in lrs):
+        raise UserInputError(f"lrs: expected positive finite learning rates, got {list(lrs)!r}")
+    _check_fractions_and_gradient(fractions, gradient)
+
+
+def _resumed(
+    path: Path, config: Any, problems: Sequence[str], grid: _SpeedGrid, fresh: bool
+) -> dict[str, Any]:
+    """The data of ``path`` to resume (checked), or a new file's data (``fresh``, or no file there)."""
+    data: dict[str, Any] = {"format": SPEED_FORMAT, "config": config, "problems": {}, "complete": False}
+    if not path.exists() or fresh:
+        return data
+    try:
+        old = read_json(path, what="out")
+    except UserInputError as exc:
+        raise UserInputError(
+            f"out: {str(path)!r} exists and is not a speed file ({exc}); use fresh"
+        ) from None
+    if not isinstance(old, dict) or old.get("format") != SPEED_FORMAT:
+        raise UserInputError(f"out: {str(path)!r} is not a {SPEED_FORMAT} file; choose another path or fresh")
+    if old.get("config") != data["config"]:
+        raise UserInputError(
+            f"out: {str(path)!r} holds runs of another configuration; use fresh (--fresh) to "
+            "overwrite it, or another directory"
+        )
+    _check_speed_data(old, f"out: {str(path)!r}", problems, grid)
+    old["complete"] = False
+    return old
+
+
+def _built_problems(
+    data: Mapping[str, Any], problems: Sequence[str], grid: _SpeedGrid, rank: int, path: Path
+) -> dict[str, Problem]:
+    """The problems that still have runs to do, built, with the rank checked against every block.
+
+    Built first, so that a bad rank fails before any run is written (a file of another
+    configuration is never overwritten).  A problem whose runs are all finished (and whose
+    fingerprint was stored) is not rebuilt: only its table and verdict are recomputed from the runs
+    (a stored table or verdict is never reused).
+    """
+    from landscapes.catalog import ProblemSpec, build_problem
+    from verify.verdict import jsonable
+
+    built: dict[str, Problem] = {}
+    for pname in problems:
+        entry = data["problems"].get(pname, {})
+        finished = {(r["init"], r["seed"], float(r["lr"])) for r in entry.get("runs", [])}
+        if "problem" in entry and all(
+            (i, s, float(lr)) in finished for i in grid.inits for s in grid.seeds for lr in grid.lrs
+        ):
+            continue
+        gen, kwargs = SPEED_PROBLEMS[pname]
+        problem = build_problem(ProblemSpec(pname, gen, dict(kwargs), ()))
+        for j, (m, n) in enumerate(problem.blocks):
+            need = 2 * rank if any(i.startswith("loraga") for i in grid.inits) else rank
+            if need > min(m, n):
+                raise UserInputError(
+                    f"rank: expected {'2 r' if need > rank else 'r'} <= min(m, n) = {min(m, n)} on block {j} "
+                    f"of {pname}, got r = {rank}"
+                )
+        if "problem" in entry and entry["problem"] != jsonable(problem.fingerprint()):
+            raise UserInputError(
+                f"out: {str(path)!r} holds runs of another {pname} problem (its fingerprint differs); "
+                "use fresh (--fresh) or another directory"
+            )
+        built[pname] = problem
+    return built
+
+
+def _run_missing(
+    entry: dict[str, Any],
+    problem: Problem,
+    pname: str,
+    inits: Sequence[str],
+    todo: Sequence[tuple[str, int, float]],
+    bar: Any,
+    save: Callable[[], None],
+    *,
+    rank: int,
+    steps: int,
+    alpha: float | None,
+    rslora: bool,
+    fractions: Sequence[float],
+    gradient: str,
+) -> None:
+    """Run the ``todo`` (init, seed, lr) of one problem, appending each run to ``entry`` and saving."""
+    W: tuple[torch.Tensor, ...] | None = None  # pissa's base weights: the model's when it has one
+    if "pissa" in inits and "model_path" in problem.meta:
+        from landscapes.transformer.encoder import target_weights
+
+        W = target_weights(problem)
+    # Finished runs seed the memory of deterministic inits, by the init hash each run stored
+    # when it was computed (a resumed file repeats them too; a run without one is not reused).
+    memo: dict[Any, SpeedRun] = {}
+    psha = str(problem.name) + ":" + str(problem.fingerprint().get("sha256", ""))
+    for r in entry["runs"]:
+        if r.get("same_as_seed") is None and r.get("init_sha256"):
+            scale = lora_scale(alpha if alpha is not None else 2.0 * rank, rank, rslora=rslora)
+            ctx = (psha, r["init_sha256"], scale, steps, tuple(fractions), GAP_RTOL, RANK_RTOL)
+            memo[(r["init"], ctx, float(r["lr"]))] = _run_from_dict(r)
+    entry["pissa_weights"] = "the model's" if "model_path" in problem.meta else "synthetic_weights(seed=0)"
+    for init_name, seed in dict.fromkeys((i, s) for i, s, _ in todo):
+        lr_todo = [lr for i, s, lr in todo if (i, s) == (init_name, seed)]
+        bar.set_postfix_str(f"{pname}: {init_name} seed {seed}")
+
+        def keep(run: SpeedRun) -> None:
+            entry["runs"].append(run.to_dict())
+            save()
+            bar.update(1)
+
+        speed_runs(
+            problem,
+            inits=(init_name,),
+            weights=W,
+            reuse=memo,
+            rank=rank,
+            seeds=(seed,),
+            lrs=lr_todo,
+            steps=steps,
+            alpha=alpha,
+            rslora=rslora,
+            fractions=fractions,
+            gradient=gradient,
+            callback=keep,
+        )
+
+
+def _tabulate(entry: dict[str, Any], fractions: Sequence[float], fingerprint: Mapping[str, Any]) -> None:
+    """The table and the verdict of one problem's runs, recomputed from them into ``entry``."""
+    runs = [_run_from_dict(r) for r in entry["runs"]]
+    entry["table"] = speed_table(runs, fractions=fractions)
+    entry["verdict"] = _speed_verdict(runs, entry["table"], fractions[-1], fingerprint).to_dict()
 
 
 #: The float fields of a saved run (JSON numbers, or "inf", "-inf", "nan" as :func:`jsonable` writes them).
@@ -985,22 +1085,15 @@ def _speed_verdict(
     ``fingerprint`` is the problem's (:meth:`~landscapes.problem.Problem.fingerprint`).
     """
     if "loraga" not in table or "vanilla" not in table:
-        return Verdict(
-            "WYL-speed", "inconclusive", dict(fingerprint), {}, "needs both loraga and vanilla runs"
+        return Judge("WYL-speed", dict(fingerprint), {}).inconclusive(
+            {}, "needs both loraga and vanilla runs"
         )
     status, reason, numbers = _judge(runs, table, fraction, "loraga", "vanilla", PAPER_FACTOR)
-    return Verdict(
-        "WYL-speed",
-        status,  # type: ignore[arg-type]
-        dict(fingerprint),
-        numbers,
-        reason,
-        {},
-        {
-            "faster": "loraga",
-            "slower": "vanilla",
-            "factor": PAPER_FACTOR,
-            "margin": 0.1,
-            "fraction": fraction,
-        },
-    )
+    opts = {
+        "faster": "loraga",
+        "slower": "vanilla",
+        "factor": PAPER_FACTOR,
+        "margin": 0.1,
+        "fraction": fraction,
+    }
+    return Judge("WYL-speed", dict(fingerprint), opts).verdict(status, numbers, reason)
