@@ -90,9 +90,9 @@ def test_derived_seeds_are_valid_and_distinguish_parts(parts):
 
 def test_derived_seeds_do_not_depend_on_the_process():
     # Python's own hash() of strings changes with PYTHONHASHSEED; derived seeds must not.
-    # (verify/tasks.py loaded on its own: the package's __init__ would import torch, seconds per process)
+    # (verify/taskkind.py loaded on its own: the package's __init__ would import torch, seconds per process)
     code = (
-        "import importlib.util as u; s = u.spec_from_file_location('t', 'verify/tasks.py'); "
+        "import importlib.util as u; s = u.spec_from_file_location('t', 'verify/taskkind.py'); "
         "import sys; m = sys.modules['t'] = u.module_from_spec(s); s.loader.exec_module(m); "
         "print(m.derive_seed('phase.problem', 0, 1, 3, 'squared', 1e-3))"
     )

@@ -10,13 +10,15 @@ from verify.jlr.gen import (
     with_held_out,
     with_review_held_out,
 )
-from verify.jlr.rank import (
+from verify.jlr.rank import (  # public names of the old module path
+    PREDICTION_RTOL,
     check_jlr_equiv,
     check_jlr_magnitude,
     check_jlr_rank_blocks,
     check_jlr_rank_ft,
     check_jlr_rank_nuc,
     check_jlr_zero_saddle,
+    lora_hessian_dense,
 )
 from verify.jlr.second_order import (
     DEFAULT_INITS,
@@ -28,6 +30,9 @@ from verify.jlr.second_order import (
 )
 
 __all__ = [
+    "PREDICTION_RTOL",
+    "AutodiffHessian",
+    "lora_hessian_dense",
     "check_jlr_rank_ft",
     "check_jlr_rank_nuc",
     "check_jlr_rank_blocks",

@@ -1,6 +1,10 @@
 """Sweeps: configurations expanded into tasks, run on an executor, kept in a result store."""
 
-from verify.sweep.config import (
+from verify.sweep.config import (  # public names of the old module path
+    CHUNK_SECONDS,
+    MAX_CHUNK,
+    MAX_CONFIG_BYTES,
+    MAX_TASKS,
     SweepAborted,
     SweepConfig,
     SweepConfigError,
@@ -20,6 +24,10 @@ from verify.sweep.runner import (
 )
 
 __all__ = [
+    "CHUNK_SECONDS",
+    "MAX_CHUNK",
+    "MAX_CONFIG_BYTES",
+    "MAX_TASKS",
     "SweepAborted",
     "SweepConfig",
     "SweepConfigError",
