@@ -572,6 +572,8 @@ def check_jlr_gen(
     save_dir
         Unused (no counterexample file, see below); accepted for the suite's uniform call.
 
+    Notes
+    -----
     Verdict (``UCL``/``LCL``: the held-out mean's one-sided Hoeffding limits at level
     :math:`1-\alpha` each; ``trivial LCL``: the same lower limit for the trivial predictor
     :math:`D = 0`): ``violated`` when ``LCL`` exceeds the (scaled) bound -- if the bound held with
