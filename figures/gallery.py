@@ -84,127 +84,162 @@ def gallery_items(results: Iterable[Mapping[str, Any]]) -> list[GalleryItem]:
     kinds = [check_result(res, f"results[{k}]") for k, res in enumerate(results)]  # all, before drawing
     items: list[GalleryItem] = []
     for res, kind in zip(results, kinds):
-        if kind == PHASE_FORMAT:
-            items.append(
-                GalleryItem(
-                    "phase-diagram",
-                    plot_phase_diagram(res),
-                    "Fraction of LoRA trainings (diverse starts) that end at the certified global minimum, "
-                    "per LoRA rank r and number of predictions KN. Above the curve r(r+1)/2 = KN [JLR24] "
-                    "guarantee no spurious local minima (JLR-no-spurious); below the NUC minimizer's rank no "
-                    "rank-r point can reach the optimum.",
-                )
-            )
-        elif kind == REPORT_FORMAT:
-            for v in res.get("verdicts", []):
-                if v.get("claim") == "HSK-above" and v.get("certificate", {}).get("grid"):
-                    name = v.get("problem", {}).get("name", "attention")
-                    items.append(
-                        GalleryItem(
-                            f"hsk-ranks-{_slug(str(name))}",
-                            plot_hsk_ranks(v),
-                            f"Certified lower (solid) and upper (dashed) bounds on the max-entry eps-rank of "
-                            f"exp(S) against L on {name}, one line per entry bound Gamma^2 / log L [HSK24]. "
-                            "The hardness claim is worst-case and SETH-conditional: the rank a fast route "
-                            "would need is evidence, not a proof. "
-                            f"HSK-above: {v['status']}"
-                            + (
-                                f" (consistent: {v['certificate']['consistent']})."
-                                if "consistent" in v["certificate"]
-                                else " (numerical evidence)."
-                            ),
-                        )
-                    )
-                if v.get("claim") in RANK_CLAIMS and "singular_values" in v.get("certificate", {}):
-                    name = v.get("problem", {}).get("name", "problem")
-                    items.append(
-                        GalleryItem(
-                            f"spectrum-{_slug(v['claim'])}-{_slug(str(name))}",
-                            plot_singular_values(v),
-                            f"Singular values of the certified solution of {v['claim']} on {name} "
-                            f"(status {v['status']}); the rank bound r_max = "
-                            f"{v['certificate']['r_max']} is the dashed line [JLR24].",
-                        )
-                    )
-        elif kind == EXPERIMENT_FORMAT:
-            for run in res.get("runs", []):
-                if run.get("lora"):
-                    items.append(
-                        GalleryItem(
-                            f"training-N{run['N']}",
-                            plot_training_curves(res, N=run["N"]),
-                            f"Training objective over Adam steps for N = {run['N']}: LoRA at several ranks "
-                            "(solid: above the bound) approaches the certified NUC optimum, the value of a "
-                            "global minimum (JLR-gd, JLR-equiv); full fine-tuning minimizes its own ridge "
-                            "objective.",
-                        )
-                    )
-        elif kind == SPEED_FORMAT:
-            for pname, entry in res.get("problems", {}).items():
-                if entry.get("table"):
-                    v = entry.get("verdict", {})
-                    items.append(
-                        GalleryItem(
-                            f"speed-{_slug(pname)}",
-                            plot_speed(res, pname),
-                            "Remaining fraction of the way to the certified optimum over Adam steps on "
-                            f"{pname}, one line per LoRA init at its best learning rate (median over seeds, "
-                            "band: range). "
-                            f"WYL-speed (LoRA-GA vs vanilla): {v.get('status', 'n/a')}.",
-                        )
-                    )
-        elif kind == KKR_FORMAT:
-            for cname, entry in res.get("configurations", {}).items():
-                if entry.get("table"):
-                    verdicts = ", ".join(
-                        f"{c} {v.get('status', 'n/a')}" for c, v in entry.get("verdicts", {}).items()
-                    )
-                    items.append(
-                        GalleryItem(
-                            f"kkr-{_slug(cname)}",
-                            plot_kkr(res, cname),
-                            f"End points of LoRA training without linearization on {cname}: norm against "
-                            "the penalized value above the reference minimum; shape = init, colour = class "
-                            f"(global, spurious, rank-limited, no SOSP certificate) [KKR25]. {verdicts}.",
-                        )
-                    )
-        elif kind == SLICES_FORMAT:
-            items.append(
-                GalleryItem(
-                    "slices-1d",
-                    plot_slices_1d(res),
-                    "The LoRA objective minus its certified global optimum along lines: through the "
-                    "strict saddle at U = V = 0 along its most negative curvature (JLR-zero-saddle), "
-                    "through a trained point along a random and its flattest direction, and from a random "
-                    "start to the trained point. Directions normalized LoRA-aware: step 1 = each "
-                    "factor's size.",
-                )
-            )
-            if res.get("hessian_spectra"):
-                items.append(
-                    GalleryItem(
-                        "hessian-spectrum",
-                        plot_hessian_spectrum(res),
-                        "Eigenvalues of the LoRA objective's Hessian at U = V = 0 (negative ones in red: a "
-                        "strict saddle, with the closed-form lambda_min = lam - ||grad L(0)||_op dashed, "
-                        "JLR-zero-saddle) and at a trained point (no negative eigenvalue: a second-order "
-                        "stationary point, global by JLR-no-spurious).",
-                    )
-                )
-            for i, s2 in enumerate(res["slices_2d"]):
-                items.append(
-                    GalleryItem(
-                        f"slice-2d-{_slug(s2['center'])}",
-                        plot_slice_2d(res, i),
-                        f"2-D slice of the LoRA objective {s2['label']}"
-                        + (
-                            ": the saddle shape of U = V = 0 (JLR-zero-saddle)."
-                            if s2["center"] == "zero"
-                            else ": a basin around a certified global minimizer (JLR-no-spurious, JLR-equiv)."
-                        ),
-                    )
-                )
+        items += _ITEMS[kind](res)
     return items
+
+
+def _phase_items(res: Mapping[str, Any]) -> list[GalleryItem]:
+    items: list[GalleryItem] = []
+    items.append(
+        GalleryItem(
+            "phase-diagram",
+            plot_phase_diagram(res),
+            "Fraction of LoRA trainings (diverse starts) that end at the certified global minimum, "
+            "per LoRA rank r and number of predictions KN. Above the curve r(r+1)/2 = KN [JLR24] "
+            "guarantee no spurious local minima (JLR-no-spurious); below the NUC minimizer's rank no "
+            "rank-r point can reach the optimum.",
+        )
+    )
+    return items
+
+
+def _report_items(res: Mapping[str, Any]) -> list[GalleryItem]:
+    items: list[GalleryItem] = []
+    for v in res.get("verdicts", []):
+        if v.get("claim") == "HSK-above" and v.get("certificate", {}).get("grid"):
+            name = v.get("problem", {}).get("name", "attention")
+            items.append(
+                GalleryItem(
+                    f"hsk-ranks-{_slug(str(name))}",
+                    plot_hsk_ranks(v),
+                    f"Certified lower (solid) and upper (dashed) bounds on the max-entry eps-rank of "
+                    f"exp(S) against L on {name}, one line per entry bound Gamma^2 / log L [HSK24]. "
+                    "The hardness claim is worst-case and SETH-conditional: the rank a fast route "
+                    "would need is evidence, not a proof. "
+                    f"HSK-above: {v['status']}"
+                    + (
+                        f" (consistent: {v['certificate']['consistent']})."
+                        if "consistent" in v["certificate"]
+                        else " (numerical evidence)."
+                    ),
+                )
+            )
+        if v.get("claim") in RANK_CLAIMS and "singular_values" in v.get("certificate", {}):
+            name = v.get("problem", {}).get("name", "problem")
+            items.append(
+                GalleryItem(
+                    f"spectrum-{_slug(v['claim'])}-{_slug(str(name))}",
+                    plot_singular_values(v),
+                    f"Singular values of the certified solution of {v['claim']} on {name} "
+                    f"(status {v['status']}); the rank bound r_max = "
+                    f"{v['certificate']['r_max']} is the dashed line [JLR24].",
+                )
+            )
+    return items
+
+
+def _experiment_items(res: Mapping[str, Any]) -> list[GalleryItem]:
+    items: list[GalleryItem] = []
+    for run in res.get("runs", []):
+        if run.get("lora"):
+            items.append(
+                GalleryItem(
+                    f"training-N{run['N']}",
+                    plot_training_curves(res, N=run["N"]),
+                    f"Training objective over Adam steps for N = {run['N']}: LoRA at several ranks "
+                    "(solid: above the bound) approaches the certified NUC optimum, the value of a "
+                    "global minimum (JLR-gd, JLR-equiv); full fine-tuning minimizes its own ridge "
+                    "objective.",
+                )
+            )
+    return items
+
+
+def _speed_items(res: Mapping[str, Any]) -> list[GalleryItem]:
+    items: list[GalleryItem] = []
+    for pname, entry in res.get("problems", {}).items():
+        if entry.get("table"):
+            v = entry.get("verdict", {})
+            items.append(
+                GalleryItem(
+                    f"speed-{_slug(pname)}",
+                    plot_speed(res, pname),
+                    "Remaining fraction of the way to the certified optimum over Adam steps on "
+                    f"{pname}, one line per LoRA init at its best learning rate (median over seeds, "
+                    "band: range). "
+                    f"WYL-speed (LoRA-GA vs vanilla): {v.get('status', 'n/a')}.",
+                )
+            )
+    return items
+
+
+def _kkr_items(res: Mapping[str, Any]) -> list[GalleryItem]:
+    items: list[GalleryItem] = []
+    for cname, entry in res.get("configurations", {}).items():
+        if entry.get("table"):
+            verdicts = ", ".join(
+                f"{c} {v.get('status', 'n/a')}" for c, v in entry.get("verdicts", {}).items()
+            )
+            items.append(
+                GalleryItem(
+                    f"kkr-{_slug(cname)}",
+                    plot_kkr(res, cname),
+                    f"End points of LoRA training without linearization on {cname}: norm against "
+                    "the penalized value above the reference minimum; shape = init, colour = class "
+                    f"(global, spurious, rank-limited, no SOSP certificate) [KKR25]. {verdicts}.",
+                )
+            )
+    return items
+
+
+def _slices_items(res: Mapping[str, Any]) -> list[GalleryItem]:
+    items: list[GalleryItem] = []
+    items.append(
+        GalleryItem(
+            "slices-1d",
+            plot_slices_1d(res),
+            "The LoRA objective minus its certified global optimum along lines: through the "
+            "strict saddle at U = V = 0 along its most negative curvature (JLR-zero-saddle), "
+            "through a trained point along a random and its flattest direction, and from a random "
+            "start to the trained point. Directions normalized LoRA-aware: step 1 = each "
+            "factor's size.",
+        )
+    )
+    if res.get("hessian_spectra"):
+        items.append(
+            GalleryItem(
+                "hessian-spectrum",
+                plot_hessian_spectrum(res),
+                "Eigenvalues of the LoRA objective's Hessian at U = V = 0 (negative ones in red: a "
+                "strict saddle, with the closed-form lambda_min = lam - ||grad L(0)||_op dashed, "
+                "JLR-zero-saddle) and at a trained point (no negative eigenvalue: a second-order "
+                "stationary point, global by JLR-no-spurious).",
+            )
+        )
+    for i, s2 in enumerate(res["slices_2d"]):
+        items.append(
+            GalleryItem(
+                f"slice-2d-{_slug(s2['center'])}",
+                plot_slice_2d(res, i),
+                f"2-D slice of the LoRA objective {s2['label']}"
+                + (
+                    ": the saddle shape of U = V = 0 (JLR-zero-saddle)."
+                    if s2["center"] == "zero"
+                    else ": a basin around a certified global minimizer (JLR-no-spurious, JLR-equiv)."
+                ),
+            )
+        )
+    return items
+
+
+_ITEMS: dict[str, Callable[[Mapping[str, Any]], list[GalleryItem]]] = {
+    PHASE_FORMAT: _phase_items,
+    REPORT_FORMAT: _report_items,
+    EXPERIMENT_FORMAT: _experiment_items,
+    SPEED_FORMAT: _speed_items,
+    KKR_FORMAT: _kkr_items,
+    SLICES_FORMAT: _slices_items,
+}
 
 
 def _atomic(path: Path, write: Callable[[BinaryIO], object]) -> None:

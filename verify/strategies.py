@@ -346,33 +346,53 @@ def problems(
             f"have one block), got {tuple(kinds)!r}"
         )
 
-    @st.composite
-    def draw_problem(draw: st.DrawFn) -> Problem:
-        loss = draw(st.sampled_from(ok_losses))
-        k = K_.draw(draw, *_LOSS_K[loss])
-        num = N_.draw(draw)
-        kind = draw(st.sampled_from(ok_kinds))
-        b = blocks_.draw(draw, 1, 1) if kind == "random_features" else blocks_.draw(draw)
-        shapes = [(m_.draw(draw), n_.draw(draw)) for _ in range(b)]
-        lam_value: float | list[float] = (
-            [lam_.draw(draw) for _ in range(b)] if lam_per_block else lam_.draw(draw)
-        )
-        kwargs: dict[str, Any] = {"K": k, "N": num}
-        fn: Callable[..., Problem]
-        if kind == "random_features":
-            fn = random_features_problem
-            kwargs.update(m=shapes[0][0], n=shapes[0][1])
-        else:
-            fn = gaussian_problem if kind == "gaussian" else teacher_problem
-            kwargs["blocks"] = shapes
-        kwargs.update(lam=lam_value, loss=loss)
-        if kind == "teacher":
-            kwargs["teacher_rank"] = teacher_.draw(draw)
-        kwargs.update(seed=draw(_SEEDS), dtype=dtype)
-        note(f"problems() drew {_call_text(fn, kwargs)}")
-        return fn(**kwargs)
+    return _draw_problem(
+        _ProblemChoices(ok_losses, ok_kinds, K_, N_, blocks_, m_, n_, lam_, lam_per_block, teacher_, dtype)
+    )
 
-    return draw_problem()
+
+@dataclass(frozen=True)
+class _ProblemChoices:
+    """The checked arguments of :func:`problems`: what a draw chooses from."""
+
+    losses: tuple[str, ...]
+    kinds: tuple[str, ...]
+    K: Any
+    N: Any
+    blocks: Any
+    m: Any
+    n: Any
+    lam: Any
+    lam_per_block: bool
+    teacher_rank: Any
+    dtype: torch.dtype
+
+
+@st.composite
+def _draw_problem(draw: st.DrawFn, c: _ProblemChoices) -> Problem:
+    loss = draw(st.sampled_from(c.losses))
+    k = c.K.draw(draw, *_LOSS_K[loss])
+    num = c.N.draw(draw)
+    kind = draw(st.sampled_from(c.kinds))
+    b = c.blocks.draw(draw, 1, 1) if kind == "random_features" else c.blocks.draw(draw)
+    shapes = [(c.m.draw(draw), c.n.draw(draw)) for _ in range(b)]
+    lam_value: float | list[float] = (
+        [c.lam.draw(draw) for _ in range(b)] if c.lam_per_block else c.lam.draw(draw)
+    )
+    kwargs: dict[str, Any] = {"K": k, "N": num}
+    fn: Callable[..., Problem]
+    if kind == "random_features":
+        fn = random_features_problem
+        kwargs.update(m=shapes[0][0], n=shapes[0][1])
+    else:
+        fn = gaussian_problem if kind == "gaussian" else teacher_problem
+        kwargs["blocks"] = shapes
+    kwargs.update(lam=lam_value, loss=loss)
+    if kind == "teacher":
+        kwargs["teacher_rank"] = c.teacher_rank.draw(draw)
+    kwargs.update(seed=draw(_SEEDS), dtype=c.dtype)
+    note(f"problems() drew {_call_text(fn, kwargs)}")
+    return fn(**kwargs)
 
 
 # ---- LoRA points ---------------------------------------------------------------------------------

@@ -619,17 +619,7 @@ def audit(
             f"point: point audits need a float64 problem (certificates), got {problem.dtype}"
         )
     fp = problem.fingerprint()
-    done: dict[str, Verdict] = {}
-    if resume is not None:
-        same_code = _check_resume_data(resume, "resume", certificates=True)
-        if resume["problem"]["sha256"] != fp["sha256"]:
-            raise UserInputError(
-                f"resume: expected an audit of the same problem (sha256 {fp['sha256']}), got one of "
-                f"{resume['problem']['sha256']!r}"
-            )
-        for d in resume["verdicts"] if same_code else []:
-            req = d["request"]
-            done[AuditTask(req["claim"], req["options"]).key()] = Verdict.from_dict(d)
+    done = _resumed_verdicts(resume, fp) if resume is not None else {}
     t0 = time.perf_counter()
     verdicts: list[Verdict] = []
     resumed = 0
@@ -678,6 +668,24 @@ def audit(
     if on_verdict is not None:
         on_verdict(result)
     return result
+
+
+def _resumed_verdicts(resume: Mapping[str, Any], fp: Mapping[str, Any]) -> dict[str, Verdict]:
+    """The finished verdicts of an interrupted audit of the same problem, by task key.
+
+    Empty when the file was written by another loracheck version (its verdicts are recomputed).
+    """
+    same_code = _check_resume_data(resume, "resume", certificates=True)
+    if resume["problem"]["sha256"] != fp["sha256"]:
+        raise UserInputError(
+            f"resume: expected an audit of the same problem (sha256 {fp['sha256']}), got one of "
+            f"{resume['problem']['sha256']!r}"
+        )
+    done: dict[str, Verdict] = {}
+    for d in resume["verdicts"] if same_code else []:
+        req = d["request"]
+        done[AuditTask(req["claim"], req["options"]).key()] = Verdict.from_dict(d)
+    return done
 
 
 def write_audit(result: AuditResult, path: str | os.PathLike[str]) -> Path:

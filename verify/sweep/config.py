@@ -58,7 +58,7 @@ import math
 import os
 import re
 import tomllib
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
@@ -282,6 +282,59 @@ def parse_config(
             raise err(f"unknown section [{key}]; expected [sweep], [params], and [grid] or [random]")
         if not isinstance(val, Mapping):
             raise err(f"[{key}]: expected a table, got {_show(val)}")
+    head = _sweep_section(data, err, default_name)
+    params_read = _Params(head.task, head.kind.params, err)
+    params: dict[str, Any] = {}
+    for pname, v in data.get("params", {}).items():
+        params_read.claim(pname, f"[params] {pname}")
+        params[pname] = params_read.value(pname, v, f"[params] {pname}")
+    axes = {
+        aname: params_read.axis(head.design, aname, spec) for aname, spec in data.get(head.design, {}).items()
+    }
+    schema = head.kind.params
+    if schema is not None:
+        missing = [p for p, s in schema.items() if s.default is REQUIRED and p not in params_read.known]
+        if missing:
+            raise err(
+                f"task {head.task!r} needs the parameter(s) {', '.join(missing)}; set them in [params] or "
+                f"as axes of [{head.design}]"
+            )
+    cfg = SweepConfig(
+        name=head.name,
+        task=head.task,
+        seed=head.seed,
+        replicates=head.replicates,
+        design=head.design,
+        samples=head.samples,
+        params=params,
+        axes=axes,
+        source=source,
+    )
+    _check_distinct(cfg)
+    if count_tasks(replace(cfg, replicates=1)) <= MAX_TASKS:
+        # the task kind's cross-parameter check of every parameter point (SweepConfigError); more
+        # points are checked by run_sweep after it has counted them, before any task runs
+        for _ in _specs(cfg, points_only=True):
+            pass
+    return cfg
+
+
+@dataclass(frozen=True)
+class _Head:
+    """The ``[sweep]`` section, checked."""
+
+    task: str
+    kind: Any
+    name: str
+    seed: int
+    replicates: int
+    design: Literal["grid", "random"]
+    samples: int | None
+
+
+def _sweep_section(
+    data: Mapping[str, Any], err: Callable[[str], SweepConfigError], default_name: str
+) -> _Head:
     sw = data.get("sweep")
     if sw is None:
         raise err("missing section [sweep] (with at least task = ...)")
@@ -313,97 +366,75 @@ def parse_config(
         samples = _int(sw["samples"], 1, err, "[sweep] samples")
     elif "samples" in sw:
         raise err("[sweep] samples: applies to a [random] design only (this file has no [random] table)")
+    return _Head(task, kind, name, seed, replicates, design, samples)
 
-    schema = kind.params
-    known: dict[str, str] = {}  # parameter -> where it is set
 
-    def claim(pname: str, where: str) -> None:
+@dataclass
+class _Params:
+    """The parameters a configuration sets, checked against the task kind's schema as they are read."""
+
+    task: str
+    schema: Mapping[str, Any] | None
+    err: Callable[[str], SweepConfigError]
+    known: dict[str, str] = field(default_factory=dict)  # parameter -> where it is set
+
+    def claim(self, pname: str, where: str) -> None:
+        """Record that ``where`` sets ``pname`` (a known parameter, set once)."""
         if pname in RESERVED_KEYS:
-            raise err(f"{where}: {pname!r} is set by the sweep itself; use another parameter name")
-        if schema is not None and pname not in schema:
-            raise err(
-                f"{where}: unknown parameter {pname!r} of task {task!r}; expected one of {', '.join(schema)}"
+            raise self.err(f"{where}: {pname!r} is set by the sweep itself; use another parameter name")
+        if self.schema is not None and pname not in self.schema:
+            raise self.err(
+                f"{where}: unknown parameter {pname!r} of task {self.task!r}; expected one of "
+                f"{', '.join(self.schema)}"
             )
-        if pname in known:
-            raise err(f"{where}: parameter {pname!r} is set twice (also in {known[pname]})")
-        known[pname] = where
+        if pname in self.known:
+            raise self.err(f"{where}: parameter {pname!r} is set twice (also in {self.known[pname]})")
+        self.known[pname] = where
 
-    def value(pname: str, v: Any, where: str) -> Any:
-        if schema is None:
+    def value(self, pname: str, v: Any, where: str) -> Any:
+        """A parameter's value, normalized by its schema (any JSON value without one)."""
+        if self.schema is None:
             if not _is_json_value(v):
-                raise err(f"{where}: expected a string, number, boolean, array or table, got {_show(v)}")
+                raise self.err(f"{where}: expected a string, number, boolean, array or table, got {_show(v)}")
             return v
         try:
-            return schema[pname].normalize(v)
+            return self.schema[pname].normalize(v)
         except ValueError as exc:
-            raise err(f"{where}: {exc}") from None
+            raise self.err(f"{where}: {exc}") from None
 
-    params: dict[str, Any] = {}
-    for pname, v in data.get("params", {}).items():
-        claim(pname, f"[params] {pname}")
-        params[pname] = value(pname, v, f"[params] {pname}")
-
-    axes: dict[str, Any] = {}
-    section = design
-    for aname, spec in data.get(section, {}).items():
-        where = f"[{section}] {aname}"
+    def axis(self, design: str, aname: str, spec: Any) -> Any:
+        """One axis of ``[grid]`` or ``[random]``: values, a joint axis of tables, or a range."""
+        where = f"[{design}] {aname}"
         if design == "random" and isinstance(spec, Mapping):
-            ptype = schema[aname].type if schema is not None and aname in schema else None
-            axes[aname] = _range_axis(aname, spec, where, claim, value, err, ptype)
-            continue
+            ptype = self.schema[aname].type if self.schema is not None and aname in self.schema else None
+            return _range_axis(aname, spec, where, self.claim, self.value, self.err, ptype)
         if not isinstance(spec, list) or not spec:
             what = (
                 "a non-empty array or a range table {low, high}"
                 if design == "random"
                 else "a non-empty array"
             )
-            raise err(f"{where}: expected {what}, got {_show(spec)}")
+            raise self.err(f"{where}: expected {what}, got {_show(spec)}")
         if all(isinstance(x, Mapping) for x in spec):
             keys = list(spec[0])
             if not keys:
-                raise err(f"{where}[0]: expected a table of parameters, got an empty table")
+                raise self.err(f"{where}[0]: expected a table of parameters, got an empty table")
             for k in keys:
-                claim(k, where)
+                self.claim(k, where)
             vals = []
             for i, x in enumerate(spec):
                 if set(x) != set(keys):
-                    raise err(
+                    raise self.err(
                         f"{where}[{i}]: expected the keys {', '.join(keys)} (as in {where}[0]), "
                         f"got {', '.join(x)}"
                     )
-                vals.append({k: value(k, x[k], f"{where}[{i}].{k}") for k in keys})
+                vals.append({k: self.value(k, x[k], f"{where}[{i}].{k}") for k in keys})
         elif any(isinstance(x, Mapping) for x in spec):
-            raise err(f"{where}: expected all tables (a joint axis) or no tables, got a mix")
+            raise self.err(f"{where}: expected all tables (a joint axis) or no tables, got a mix")
         else:
-            claim(aname, where)
-            vals = [value(aname, x, f"{where}[{i}]") for i, x in enumerate(spec)]
-        axes[aname] = ("choice", tuple(vals)) if design == "random" else tuple(vals)
-
-    if schema is not None:
-        missing = [p for p, s in schema.items() if s.default is REQUIRED and p not in known]
-        if missing:
-            raise err(
-                f"task {task!r} needs the parameter(s) {', '.join(missing)}; set them in [params] or as "
-                f"axes of [{section}]"
-            )
-    cfg = SweepConfig(
-        name=name,
-        task=task,
-        seed=seed,
-        replicates=replicates,
-        design=design,
-        samples=samples,
-        params=params,
-        axes=axes,
-        source=source,
-    )
-    _check_distinct(cfg)
-    if count_tasks(replace(cfg, replicates=1)) <= MAX_TASKS:
-        # the task kind's cross-parameter check of every parameter point (SweepConfigError); more
-        # points are checked by run_sweep after it has counted them, before any task runs
-        for _ in _specs(cfg, points_only=True):
-            pass
-    return cfg
+            self.claim(aname, where)
+            vals = [self.value(aname, x, f"{where}[{i}]") for i, x in enumerate(spec)]
+        return ("choice", tuple(vals)) if design == "random" else tuple(vals)
 
 
 def _range_axis(
