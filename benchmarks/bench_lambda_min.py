@@ -2,11 +2,11 @@ r"""Benchmark: certified lambda_min of the LoRA Hessian -- structured route vs g
 
 Methods, on the same point, in one run:
 
-* ``structured`` (ours, :func:`landscapes.curvature.lora.lambda_min_structured`): eigendecomposition of
+* ``structured`` (ours, :func:`landscapes.curvature.structured.lambda_min_structured`): eigendecomposition of
   the column-pair matrix, one pass over ``J``'s rows, inertia bisection in ``K N`` dimensions;
   returns a rigorous interval of relative width <= ``--rtol``.
 * ``eigsh``: SciPy/ARPACK ``eigsh(which="SA", k=1)`` on the closed-form HVP operator
-  (:class:`landscapes.curvature.lora.LoRAHessianOperator`), ``tol = --eigsh-tol``, stopped after
+  (:class:`landscapes.curvature.hvp.LoRAHessianOperator`), ``tol = --eigsh-tol``, stopped after
   ``--eigsh-max-matvecs`` HVPs or ``--eigsh-time-limit`` seconds (then the Rayleigh quotient of the
   last Krylov vector is reported and the ratio is a lower bound).
 * ``power``: a PyHessian-style shifted power iteration: power iteration for the dominant
@@ -52,7 +52,7 @@ import torch
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 
 from landscapes import gaussian_problem  # noqa: E402
-from landscapes.curvature.lora import (
+from landscapes.curvature import (  # noqa: E402
     LoRAHessianOperator,
     gradient_seconds,
     lambda_min_dense,

@@ -1,6 +1,6 @@
 """Numerics of LoRA landscapes (torch): problems, losses, objectives, solvers, certificates."""
 
-from landscapes.curvature.lora import LambdaMin, lambda_min
+from landscapes.curvature import LambdaMin, lambda_min
 from landscapes.full_ft import FTSolution, solve_ft
 from landscapes.io import load_problem, save_problem
 from landscapes.lora import LoRAPoint, balanced_factors, lora_value, lora_value_and_grad, minimize_lora

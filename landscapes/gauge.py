@@ -44,7 +44,7 @@ __all__ = ["GaugeBasis", "gauge_basis", "project_out"]
 class GaugeBasis:
     """An orthonormal basis of the gauge tangent space, in ``flatten_factors`` order.
 
-    The order is that of :func:`landscapes.curvature.lora.flatten_factors`.
+    The order is that of :func:`landscapes.curvature.vectors.flatten_factors`.
 
     Attributes
     ----------

@@ -382,6 +382,33 @@ def init_lora(
         ``q`` (default ``4 r`` for LoRA-GA, ``2 r`` for PiSSA).  A randomized LoRA-GA init records
         :math:`\|G - Q Q^\top G\|_2` per block in ``details["sketch_residual"]``.
     """
+    alpha, s = _checked_scale(problem, name, rank, alpha, rslora, direction, gamma, svd, niter, sketch, seed)
+    gen = torch.Generator().manual_seed(seed)
+    details: dict[str, Any] = {"alpha": float(alpha), "rslora": bool(rslora), "seed": seed}
+    if name in ("vanilla", "gaussian"):
+        return _zero_b_init(problem, name, rank, s, gen, details)
+    if name == "pissa":
+        W = _check_blocks("weights", weights, problem)
+        return _pissa_init(problem, W, rank, s, gen, details, svd=svd, niter=niter, sketch=sketch)
+    G = _check_blocks("gradient", gradient, problem) if gradient is not None else full_gradient(problem)
+    source = "given" if gradient is not None else "full"
+    return _loraga_init(problem, name, G, source, rank, s, gen, details, direction, gamma, svd, niter, sketch)
+
+
+def _checked_scale(
+    problem: Problem,
+    name: str,
+    rank: int,
+    alpha: float | None,
+    rslora: bool,
+    direction: str,
+    gamma: float,
+    svd: str,
+    niter: int,
+    sketch: int | None,
+    seed: int,
+) -> tuple[float, float]:
+    """Validate :func:`init_lora`'s options (in its order); return ``alpha`` (default ``2 r``) and ``s``."""
     if name not in INIT_NAMES:
         raise UserInputError(f"name: expected one of {INIT_NAMES}, got {name!r}")
     if isinstance(rank, bool) or not isinstance(rank, int) or rank < 1:
@@ -406,42 +433,88 @@ def init_lora(
         raise UserInputError(f"sketch: expected None or a positive int, got {sketch!r}")
     if isinstance(seed, bool) or not isinstance(seed, int):
         raise UserInputError(f"seed: expected an int, got {seed!r}")
-    gen = torch.Generator().manual_seed(seed)
-    dt, dev = problem.dtype, problem.device
-    details: dict[str, Any] = {"alpha": float(alpha), "rslora": bool(rslora), "seed": seed}
-    B: list[Tensor] = []
-    A: list[Tensor] = []
     for j, (m, n) in enumerate(problem.blocks):
         if r > min(m, n):
             raise UserInputError(f"rank: expected r <= min(m, n) = {min(m, n)} on block {j}, got {r}")
-    if name in ("vanilla", "gaussian"):
-        for m, n in problem.blocks:
-            if name == "vanilla":
-                # kaiming_uniform_(a=sqrt(5)) on an (r, n) weight: bound sqrt(6 / ((1 + a^2) n)) = 1/sqrt(n).
-                a0 = torch.empty(r, n, dtype=torch.float64)
-                torch.nn.init.kaiming_uniform_(a0, a=math.sqrt(5), generator=gen)
-            else:
-                a0 = torch.randn(r, n, generator=gen, dtype=torch.float64) / r
-            A.append(a0.to(dtype=dt, device=dev))
-            B.append(torch.zeros(m, r, dtype=dt, device=dev))
-        offset = tuple(torch.zeros(m, n, dtype=dt, device=dev) for m, n in problem.blocks)
-        return LoRAInit(name, tuple(B), tuple(A), s, offset, details)
-    if name == "pissa":
-        W = _check_blocks("weights", weights, problem)
-        svals = []
-        for Wj in W:
-            U, sv, V = gradient_svd(Wj, r, svd=svd, niter=niter, sketch=sketch, generator=gen)
-            root = (sv / s).sqrt()
-            B.append(U * root)
-            A.append(root[:, None] * V.T)
-            svals.append(sv.tolist())
-        details.update(svd=svd, singular_values=svals)
-        offset = tuple(s * (b @ a) for b, a in zip(B, A))
-        return LoRAInit(name, tuple(B), tuple(A), s, offset, details)
-    # LoRA-GA (reference or PEFT variant)
-    G = _check_blocks("gradient", gradient, problem) if gradient is not None else full_gradient(problem)
+    return alpha, s
+
+
+def _zero_b_init(
+    problem: Problem, name: str, r: int, s: float, gen: torch.Generator, details: dict[str, Any]
+) -> LoRAInit:
+    r"""``vanilla`` (PEFT's Kaiming-uniform ``A``) or ``gaussian`` (:math:`A \sim N(0, 1/r^2)`), ``B = 0``."""
+    dt, dev = problem.dtype, problem.device
+    B: list[Tensor] = []
+    A: list[Tensor] = []
+    for m, n in problem.blocks:
+        if name == "vanilla":
+            # kaiming_uniform_(a=sqrt(5)) on an (r, n) weight: bound sqrt(6 / ((1 + a^2) n)) = 1/sqrt(n).
+            a0 = torch.empty(r, n, dtype=torch.float64)
+            torch.nn.init.kaiming_uniform_(a0, a=math.sqrt(5), generator=gen)
+        else:
+            a0 = torch.randn(r, n, generator=gen, dtype=torch.float64) / r
+        A.append(a0.to(dtype=dt, device=dev))
+        B.append(torch.zeros(m, r, dtype=dt, device=dev))
+    offset = tuple(torch.zeros(m, n, dtype=dt, device=dev) for m, n in problem.blocks)
+    return LoRAInit(name, tuple(B), tuple(A), s, offset, details)
+
+
+def _pissa_init(
+    problem: Problem,
+    W: Blocks,
+    r: int,
+    s: float,
+    gen: torch.Generator,
+    details: dict[str, Any],
+    *,
+    svd: Literal["full", "randomized"],
+    niter: int,
+    sketch: int | None,
+) -> LoRAInit:
+    r"""PiSSA: :math:`B = U \sqrt{\Sigma / s}`, :math:`A = \sqrt{\Sigma / s} V^\top` (top-``r`` SVD of ``W``).
+
+    The offset :math:`s B A` is the rank-``r`` part of ``W`` the adapter takes over.
+    """
+    B: list[Tensor] = []
+    A: list[Tensor] = []
+    svals = []
+    for Wj in W:
+        U, sv, V = gradient_svd(Wj, r, svd=svd, niter=niter, sketch=sketch, generator=gen)
+        root = (sv / s).sqrt()
+        B.append(U * root)
+        A.append(root[:, None] * V.T)
+        svals.append(sv.tolist())
+    details.update(svd=svd, singular_values=svals)
+    offset = tuple(s * (b @ a) for b, a in zip(B, A))
+    return LoRAInit("pissa", tuple(B), tuple(A), s, offset, details)
+
+
+def _loraga_init(
+    problem: Problem,
+    name: str,
+    G: Blocks,
+    source: str,
+    r: int,
+    s: float,
+    gen: torch.Generator,
+    details: dict[str, Any],
+    direction: str,
+    gamma: float,
+    svd: Literal["full", "randomized"],
+    niter: int,
+    sketch: int | None,
+) -> LoRAInit:
+    r"""LoRA-GA (reference or PEFT variant) from the top-``2 r`` SVD of each gradient :math:`G_j`.
+
+    With the stable scale :math:`c = m^{1/4}/\sqrt\gamma`: reference :math:`A = c V_{:,I_A}^\top`,
+    :math:`B = c U_{:,I_B}`; PEFT :math:`A = V_{:,I_A}^\top`, :math:`B = c\, U_{:,I_B} \Sigma_{I_B}`
+    (indices from :func:`direction_indices`); the offset is :math:`s B A`.  ``source`` says where
+    ``G`` came from (``"given"`` or ``"full"``).
+    """
     variant = "peft" if name == "loraga-peft" else "reference"
     ia, ib = direction_indices(direction, r, generator=gen, variant=variant)
+    B: list[Tensor] = []
+    A: list[Tensor] = []
     svals, cs = [], []
     residuals: list[float] = []
     for j, ((m, n), Gj) in enumerate(zip(problem.blocks, G)):
@@ -478,7 +551,7 @@ def init_lora(
         indices_A=ia,
         indices_B=ib,
         singular_values=svals,
-        gradient="given" if gradient is not None else "full",
+        gradient=source,
     )
     offset = tuple(s * (b @ a) for b, a in zip(B, A))
     return LoRAInit(name, tuple(B), tuple(A), s, offset, details)

@@ -10,7 +10,7 @@ point :math:`x = (U, V)` and bounds its objective, or says why it cannot.
 :math:`T^\perp`.  Suppose
 
 * :math:`\mu \le \lambda_{\min}(H(x)|_{T^\perp})` (the rigorous lower end of the compressed
-  :math:`\lambda_{\min}`, :mod:`landscapes.curvature.lora` with ``exclude=G``), :math:`\mu > 0`;
+  :math:`\lambda_{\min}`, :mod:`landscapes.curvature` with ``exclude=G``), :math:`\mu > 0`;
 * :math:`\|H(x + y) - H(x)\|_{op} \le \delta(\rho)` for :math:`\|y\| \le \rho` (below), and
   :math:`\mu_\rho = \mu - \delta(\rho) > 0`;
 * :math:`\gamma = \|(I - GG^\top)\nabla F(x)\| < \mu_\rho \rho / 2` and :math:`\rho < s`.
@@ -56,7 +56,9 @@ from typing import Any, Literal
 import torch
 from torch import Tensor
 
-from landscapes.curvature.lora import LambdaMin, flatten_factors, lambda_min
+from landscapes.curvature.certificate import LambdaMin
+from landscapes.curvature.routes import lambda_min
+from landscapes.curvature.vectors import flatten_factors
 from landscapes.gauge import GaugeBasis, gauge_basis, project_out
 from landscapes.lora import LoRAPoint, check_perturbation, lora_value_and_grad, minimize_lora
 from landscapes.operators import DenseOperator

@@ -14,6 +14,8 @@ Every function takes an optional ``perturbation``: one symmetric matrix :math:`C
 perturbed objective of [JLR24] (a perturbed regularizer); ``C_j = [[0, P_j], [P_j^T, 0]]`` gives
 :math:`\langle P_j, U_j V_j^\top\rangle`, reading (b) (a random linear term).  See
 :func:`random_perturbation`.
+
+Second derivatives (HVP, dense Hessian, :math:`\lambda_{\min}`) are in :mod:`landscapes.curvature`.
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ from torch import Tensor
 
 from landscapes.losses import SquaredLoss
 from landscapes.operators import DenseOperator
-from landscapes.problem import Blocks, Problem, RiskEvaluation
+from landscapes.problem import Blocks, Problem
 from theory.errors import UserInputError
 
 __all__ = [
@@ -36,12 +38,11 @@ __all__ = [
     "LoRATrainingResult",
     "lora_value",
     "lora_value_and_grad",
-    "lora_hvp",
-    "lora_hessian",
     "prediction_jacobian",
-    "column_pair_matrix",
     "random_perturbation",
     "check_perturbation",
+    "check_factors",
+    "check_finite_factors",
     "balanced_factors",
     "product",
     "random_factors",
@@ -62,7 +63,8 @@ class LoRAPoint:
         return tuple(int(u.shape[1]) for u in self.U)
 
 
-def _check_factors(problem: Problem, U: Sequence[Tensor], V: Sequence[Tensor]) -> None:
+def check_factors(problem: Problem, U: Sequence[Tensor], V: Sequence[Tensor]) -> None:
+    """Raise ``ValueError`` unless ``U, V`` hold one pair ``(m_j, r), (n_j, r)`` with ``r >= 1`` per block."""
     if len(U) != len(problem.blocks) or len(V) != len(problem.blocks):
         raise UserInputError(
             f"U, V: expected {len(problem.blocks)} factor pairs (one per block), got {len(U)} and {len(V)}"
@@ -186,7 +188,7 @@ def lora_value(
     perturbation: Sequence[Tensor] | None = None,
 ) -> float:
     """The LoRA objective ``F(U, V)`` (plus the perturbation term, if any)."""
-    _check_factors(problem, U, V)
+    check_factors(problem, U, V)
     pert = check_perturbation(problem, perturbation)
     reg = sum(
         0.5 * lam * (float((u * u).sum()) + float((v * v).sum())) for lam, u, v in zip(problem.lam, U, V)
@@ -205,7 +207,7 @@ def lora_value_and_grad(
 
     With a perturbation, :math:`C_j [U_j; V_j]` is added (split into its ``U`` and ``V`` rows).
     """
-    _check_factors(problem, U, V)
+    check_factors(problem, U, V)
     pert = check_perturbation(problem, perturbation)
     ev = problem.evaluate(product(U, V))
     reg = 0.0
@@ -224,80 +226,6 @@ def lora_value_and_grad(
     return ev.value + reg, tuple(gU), tuple(gV)
 
 
-def lora_hvp(
-    problem: Problem,
-    U: Sequence[Tensor],
-    V: Sequence[Tensor],
-    dU: Sequence[Tensor],
-    dV: Sequence[Tensor],
-    *,
-    perturbation: Sequence[Tensor] | None = None,
-    evaluation: RiskEvaluation | None = None,
-) -> tuple[Blocks, Blocks]:
-    r"""Hessian-vector product of the LoRA objective, in closed form.
-
-    With :math:`E_j = dU_j V_j^\top + U_j dV_j^\top`, :math:`S_j = \nabla_{D_j} L(UV^\top)` and
-    :math:`H_L[E] = \operatorname{mat}(J^\top H_z J \operatorname{vec} E)` (:math:`H_z` the
-    block-diagonal loss Hessians divided by ``N``):
-
-    .. math:: \big(H_L[E]_j V_j + S_j\, dV_j + \lambda_j dU_j,\;
-              H_L[E]_j^\top U_j + S_j^\top dU_j + \lambda_j dV_j\big).
-
-    Costs one ``J`` product each way plus the gradient's; no Hessian is formed.  A perturbation
-    adds :math:`C_j [dU_j; dV_j]`.  ``evaluation`` (``problem.evaluate(U V^T)``) may be passed to
-    reuse it across products at the same point: then one product costs one ``J`` pass each way,
-    about one gradient.
-    """
-    _check_factors(problem, U, V)
-    _check_factors(problem, dU, dV)
-    pert = check_perturbation(problem, perturbation)
-    ev = evaluation if evaluation is not None else problem.evaluate(product(U, V))
-    E = tuple(du @ v.T + u @ dv.T for u, v, du, dv in zip(U, V, dU, dV))
-    dz = problem.J.matvec(problem.vec(E)).reshape(problem.N, problem.K)
-    hz = problem.loss.hvp(ev.z, problem.y, dz) / problem.N
-    HE = problem.unvec(problem.J.rmatvec(hz.reshape(-1)))
-    outU = tuple(h @ v + S @ dv + lam * du for h, v, S, dv, du, lam in zip(HE, V, ev.S, dV, dU, problem.lam))
-    outV = tuple(
-        h.T @ u + S.T @ du + lam * dv for h, u, S, du, dv, lam in zip(HE, U, ev.S, dU, dV, problem.lam)
-    )
-    if pert is not None:
-        CdR = [C @ _stack(du, dv) for C, du, dv in zip(pert, dU, dV)]
-        outU = tuple(o + c[: o.shape[0]] for o, c in zip(outU, CdR))
-        outV = tuple(o + c[-o.shape[0] :] if o.shape[0] else o for o, c in zip(outV, CdR))
-    return outU, outV
-
-
-def column_pair_matrix(S: Tensor, lam: float, C: Tensor | None = None) -> Tensor:
-    r""":math:`Y = \begin{pmatrix}\lambda I & S\\ S^\top & \lambda I\end{pmatrix} + C`.
-
-    The part of the LoRA Hessian that does not involve ``J``'s second pass: it acts on each
-    column pair :math:`(dU_{:a}, dV_{:a})` separately.  It is also the gradient of the convex
-    problem over :math:`Z = [U; V][U; V]^\top` (times 2), so :math:`Y \succeq 0` is the global
-    optimality test for a stationary point [Burer--Monteiro]; with ``C = 0`` it reads
-    :math:`\|S\|_{op} \le \lambda`.
-    """
-    m, n = S.shape
-    Y = torch.zeros(m + n, m + n, dtype=S.dtype, device=S.device)
-    Y[:m, m:] = S
-    Y[m:, :m] = S.T
-    idx = torch.arange(m + n, device=S.device)
-    Y[idx, idx] = lam
-    if C is not None:
-        Y = Y + C
-    return Y
-
-
-def loss_hessian_blocks(problem: Problem, z: Tensor) -> Tensor:
-    r"""Per-example loss Hessians :math:`\nabla_z^2 \ell(z_i, y_i)`, shape ``(N, K, K)``."""
-    N, K = problem.N, problem.K
-    cols = []
-    for k in range(K):
-        e = torch.zeros(N, K, dtype=z.dtype, device=z.device)
-        e[:, k] = 1.0
-        cols.append(problem.loss.hvp(z, problem.y, e))
-    return torch.stack(cols, dim=2)
-
-
 def prediction_jacobian(problem: Problem, U: Sequence[Tensor], V: Sequence[Tensor]) -> Tensor:
     r""":math:`\Phi = \partial z / \partial (U, V)`, shape ``(K N, P)``, in :func:`minimize_lora` order.
 
@@ -306,75 +234,8 @@ def prediction_jacobian(problem: Problem, U: Sequence[Tensor], V: Sequence[Tenso
     (:meth:`~landscapes.operators.LinearOperator.factor_products`; an encoder's operator form
     computes it without ``J``).
     """
-    _check_factors(problem, U, V)
+    check_factors(problem, U, V)
     return problem.J.factor_products(problem.blocks, U, V)
-
-
-def lora_hessian(
-    problem: Problem,
-    U: Sequence[Tensor],
-    V: Sequence[Tensor],
-    *,
-    perturbation: Sequence[Tensor] | None = None,
-    out: Tensor | None = None,
-) -> Tensor:
-    r"""Dense Hessian of the LoRA objective ``F(U, V)``, in closed form (small sizes).
-
-    Variables are ordered block by block, ``vec(U_j)`` then ``vec(V_j)`` (row-major), the order
-    of :func:`minimize_lora`.  With :math:`\Phi = \partial z / \partial (U, V)` (row ``i``:
-    :math:`(\operatorname{vec}(A_i V_j), \operatorname{vec}(A_i^\top U_j))` for
-    :math:`A_i = \operatorname{mat}(J_i)` restricted to block ``j``),
-
-    .. math:: \nabla^2 F = \tfrac1N \Phi^\top H_z \Phi
-              + \begin{pmatrix} \lambda_j I & S_j \otimes I_r \\ S_j^\top \otimes I_r & \lambda_j I
-              \end{pmatrix}_j,
-
-    :math:`H_z` the block-diagonal per-example loss Hessians, :math:`S_j = \nabla_{D_j} L`.  The
-    first term has rank at most ``K N``; the second acts on each column pair
-    :math:`([U_j]_{:a}, [V_j]_{:a})` as the ``(m_j + n_j)``-square matrix of
-    :func:`column_pair_matrix` (eigenvalues :math:`\lambda_j \pm \sigma_i(S_j)` and
-    :math:`\lambda_j`; plus :math:`C_j` with a perturbation).  Cost: one pass over the rows of ``J``
-    and a ``P x P`` product, ``P = sum_j (m_j + n_j) r_j``.
-
-    ``out`` (a ``P x P`` tensor of the problem's dtype) receives the Hessian without allocating
-    one (inner loops reuse it); it is then symmetric up to round-off only (a Cholesky
-    factorization reads one triangle), while the returned fresh matrix is exactly symmetric.
-    """
-    _check_factors(problem, U, V)
-    pert = check_perturbation(problem, perturbation)
-    ev = problem.evaluate(product(U, V))
-    q = problem.KN
-    Phi = prediction_jacobian(problem, U, V)  # (K N, P)
-    P = Phi.shape[1]
-    if out is not None and (
-        not isinstance(out, Tensor)
-        or tuple(out.shape) != (P, P)
-        or out.dtype != Phi.dtype
-        or out.device != Phi.device
-    ):
-        got = (tuple(out.shape), out.dtype) if isinstance(out, Tensor) else type(out).__name__
-        raise UserInputError(f"out: expected a tensor of shape ({P}, {P}) and dtype {Phi.dtype}, got {got}")
-    if problem.loss.name == "squared":
-        right = Phi / problem.N
-    else:
-        Hz = loss_hessian_blocks(problem, ev.z) / problem.N  # (N, K, K)
-        right = (Hz @ Phi.reshape(problem.N, problem.K, -1)).reshape(q, -1)
-    if out is None:
-        H = Phi.T @ right
-        H = 0.5 * (H + H.T)  # exactly symmetric (the product is symmetric up to round-off)
-    else:
-        H = torch.matmul(Phi.T, right, out=out)
-    o = 0
-    for j, (lam, u, v, S) in enumerate(zip(problem.lam, U, V, ev.S)):
-        (m, r), n = u.shape, v.shape[0]
-        Y = column_pair_matrix(S, lam, None if pert is None else pert[j])
-        # Variables of block j in order vec(U) then vec(V) are the rows of R = [U; V], row-major:
-        # the column-pair term acts as kron(Y, I_r), i.e. H4[a, i, b, i] += Y[a, b] for every i
-        # of the view H4 = H_jj as (m+n, r, m+n, r) -- added in place, without forming the kron.
-        Hjj = H[o : o + (m + n) * r, o : o + (m + n) * r].view(m + n, r, m + n, r)
-        Hjj.diagonal(dim1=1, dim2=3).add_(Y.unsqueeze(-1))
-        o += (m + n) * r
-    return H
 
 
 def balanced_factors(D: Sequence[Tensor], *, rank: int | Sequence[int] | None = None) -> LoRAPoint:
@@ -550,7 +411,7 @@ def minimize_lora(
         ranks = [min(r, m, n) for r, (m, n) in zip(ranks, problem.blocks)]
         init = random_factors(problem, ranks, scale=init_scale, generator=torch.Generator().manual_seed(seed))
     else:
-        _check_factors(problem, init.U, init.V)
+        check_factors(problem, init.U, init.V)
         ranks = list(init.ranks)
     pert = check_perturbation(problem, perturbation)
     if not (isinstance(grad_tol, (int, float)) and grad_tol >= 0):

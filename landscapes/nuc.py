@@ -42,11 +42,11 @@ from typing import Literal
 import torch
 from torch import Tensor
 
+from landscapes.curvature.dense import lora_hessian
+from landscapes.curvature.hvp import lora_hvp
 from landscapes.lora import (
     LoRAPoint,
     balanced_factors,
-    lora_hessian,
-    lora_hvp,
     lora_value,
     lora_value_and_grad,
     minimize_lora,
@@ -477,107 +477,27 @@ def solve_nuc(
     NucSolution
         ``converged`` is ``True`` iff the certificate meets ``gap_rtol``.
     """
-    _require_positive_lam(problem)
-    if method not in ("factored", "apg"):
-        raise UserInputError(f"method: expected 'factored' or 'apg', got {method!r}")
-    if not (isinstance(gap_rtol, float) and gap_rtol > 0):
-        raise UserInputError(f"gap_rtol: expected a positive float, got {gap_rtol!r}")
-    if rank is not None and (isinstance(rank, bool) or not isinstance(rank, int) or rank < 1):
-        raise UserInputError(f"rank: expected a positive int (rank >= 1), got {rank!r}")
-    if time_limit is not None and not (isinstance(time_limit, (int, float)) and time_limit >= 0):
-        raise UserInputError(f"time_limit: expected None or seconds >= 0, got {time_limit!r}")
-    if check_schedule not in ("adaptive", "fixed"):
-        raise UserInputError(f"check_schedule: expected 'adaptive' or 'fixed', got {check_schedule!r}")
-    adaptive = check_schedule == "adaptive"
+    _check_solve_options(problem, method, gap_rtol, rank, time_limit, check_schedule)
     t0 = time.perf_counter()
     deadline = math.inf if time_limit is None else t0 + float(time_limit)
     if method == "factored":
-        # Aim 10x below the target so that the cleaning steps below (truncation, exact zeros)
-        # can spend a little of the gap and still meet it.
-        fine = 0.1 * gap_rtol
-        # Stage 1: L-BFGS on the factorization only until the support shows (a coarse gap);
-        # Newton at the support rank then converges quadratically.  If that fails (a wrong
-        # support guess), L-BFGS resumes from where it stopped and runs to the fine gap.
-        coarse = max(fine, _COARSE_RTOL)
-        D, iters, evals, pt = _factored(
+        D, iters, evals = _solve_factored(
             problem,
-            gap_rtol=coarse,
+            gap_rtol=gap_rtol,
             rank=rank,
             max_iter=max_iter,
             seed=seed,
+            rank_rtol=rank_rtol,
             check_every=check_every,
+            polish_steps=polish_steps,
             deadline=deadline,
-            adaptive=adaptive,
+            adaptive=check_schedule == "adaptive",
         )
-        cert = _dense_certificate(problem, D)
-        if coarse > fine and not cert.within(fine):
-            support_rtol = max(rank_rtol, math.sqrt(max(cert.rel_gap, 0.0)))
-            Dn, cn, it3, ev3 = _newton_refine(
-                problem, D, cert, gap_rtol=gap_rtol, rank_rtol=support_rtol, deadline=deadline
-            )
-            iters, evals = iters + it3, evals + ev3
-            if cn.within(gap_rtol):
-                D, cert = Dn, cn
-            else:
-                D, it1, ev1, pt = _factored(
-                    problem,
-                    gap_rtol=fine,
-                    rank=rank,
-                    max_iter=max_iter,
-                    seed=seed,
-                    check_every=check_every,
-                    deadline=deadline,
-                    init=pt,
-                    adaptive=adaptive,
-                )
-                iters, evals = iters + it1, evals + ev1
-                cert = _dense_certificate(problem, D)
-                if cn.gap < cert.gap:
-                    D, cert = Dn, cn
-        # (only when it drops more than round-off: otherwise the point and its gap stay the same)
-        Dt, changed = _truncate(D, rank_rtol)
-        if changed:
-            cert_t = _dense_certificate(problem, Dt)
-            if cert_t.within(gap_rtol) or cert_t.gap <= cert.gap:
-                D, cert = Dt, cert_t
-        # L-BFGS's line search compares objective values, so it stalls once changes reach the
-        # round-off of the objective (gradients near sqrt(eps)); the certificate's dual point is
-        # first-order in that error.  Newton steps (at the support rank) use gradients only and
-        # take the gap down by orders of magnitude.
-        if not cert.within(gap_rtol):
-            D, cert, it3, ev3 = _newton_refine(
-                problem, D, cert, gap_rtol=gap_rtol, rank_rtol=rank_rtol, deadline=deadline
-            )
-            iters, evals = iters + it3, evals + ev3
-        # A few proximal-gradient steps: never increase the objective (step 1/Lipschitz) and set
-        # the singular values that belong to zero exactly to zero (the factorization leaves
-        # round-off there, e.g. a whole block of size 1e-14 when that block's optimum is 0).
-        # Only where it can change something: the gap is still open, or a nonzero block has
-        # ||S_j||_op clearly below lam_j (its optimum given the others is 0: round-off remains).
-        if not cert.within(gap_rtol) or any(
-            op < (1.0 - 1e-6) * lam and bool(d.any()) for op, lam, d in zip(cert.S_op, cert.lam, D)
-        ):
-            D, cert = _prox_polish(problem, D, cert, steps=polish_steps, gap_rtol=gap_rtol)
-            evals += polish_steps
-        if not cert.within(gap_rtol):
-            # Last resort after the factored stages: a bounded number of APG steps (the gap
-            # usually sits at its round-off floor by now, where more steps buy nothing).
-            D, it2, ev2 = _apg(
-                problem,
-                D,
-                gap_rtol=gap_rtol,
-                max_iter=min(max_iter, 2000),
-                check_every=check_every,
-                deadline=deadline,
-            )
-            iters, evals = iters + it2, evals + ev2
-            cert = _dense_certificate(problem, D)
     else:
         D0 = problem.check_point(init, "init") if init is not None else problem.zeros()
         D, iters, evals = _apg(
             problem, D0, gap_rtol=gap_rtol, max_iter=max_iter, check_every=check_every, deadline=deadline
         )
-        cert = _dense_certificate(problem, D)
     # The returned certificate also tries the support-corrected dual point (a tighter valid gap).
     cert = _dense_certificate(problem, D, refine_below=math.inf)
     svs, ranks = _spectra(D, rank_rtol)
@@ -592,6 +512,151 @@ def solve_nuc(
         seconds=time.perf_counter() - t0,
         converged=cert.within(gap_rtol),
     )
+
+
+def _check_solve_options(
+    problem: Problem,
+    method: str,
+    gap_rtol: float,
+    rank: int | None,
+    time_limit: float | None,
+    check_schedule: str,
+) -> None:
+    """Raise ``ValueError`` on an option of :func:`solve_nuc` that is out of range."""
+    _require_positive_lam(problem)
+    if method not in ("factored", "apg"):
+        raise UserInputError(f"method: expected 'factored' or 'apg', got {method!r}")
+    if not (isinstance(gap_rtol, float) and gap_rtol > 0):
+        raise UserInputError(f"gap_rtol: expected a positive float, got {gap_rtol!r}")
+    if rank is not None and (isinstance(rank, bool) or not isinstance(rank, int) or rank < 1):
+        raise UserInputError(f"rank: expected a positive int (rank >= 1), got {rank!r}")
+    if time_limit is not None and not (isinstance(time_limit, (int, float)) and time_limit >= 0):
+        raise UserInputError(f"time_limit: expected None or seconds >= 0, got {time_limit!r}")
+    if check_schedule not in ("adaptive", "fixed"):
+        raise UserInputError(f"check_schedule: expected 'adaptive' or 'fixed', got {check_schedule!r}")
+
+
+def _solve_factored(
+    problem: Problem,
+    *,
+    gap_rtol: float,
+    rank: int | None,
+    max_iter: int,
+    seed: int,
+    rank_rtol: float,
+    check_every: int,
+    polish_steps: int,
+    deadline: float,
+    adaptive: bool,
+) -> tuple[Blocks, int, int]:
+    """The factored method of :func:`solve_nuc`: the point, iterations and gradient evaluations.
+
+    It aims 10x below the target, so that the cleaning steps (:func:`_clean_factored`: truncation,
+    exact zeros) can spend a little of the gap and still meet it.  Stage 1: L-BFGS on the
+    factorization only until the support shows (a coarse gap); Newton at the support rank then
+    converges quadratically.  If that fails (a wrong support guess), L-BFGS resumes from where it
+    stopped and runs to the fine gap.
+    """
+    fine = 0.1 * gap_rtol
+    coarse = max(fine, _COARSE_RTOL)
+
+    def factored(gap: float, init: LoRAPoint | None = None) -> tuple[Blocks, int, int, LoRAPoint]:
+        return _factored(
+            problem,
+            gap_rtol=gap,
+            rank=rank,
+            max_iter=max_iter,
+            seed=seed,
+            check_every=check_every,
+            deadline=deadline,
+            init=init,
+            adaptive=adaptive,
+        )
+
+    D, iters, evals, pt = factored(coarse)
+    cert = _dense_certificate(problem, D)
+    if coarse > fine and not cert.within(fine):
+        support_rtol = max(rank_rtol, math.sqrt(max(cert.rel_gap, 0.0)))
+        Dn, cn, it3, ev3 = _newton_refine(
+            problem, D, cert, gap_rtol=gap_rtol, rank_rtol=support_rtol, deadline=deadline
+        )
+        iters, evals = iters + it3, evals + ev3
+        if cn.within(gap_rtol):
+            D, cert = Dn, cn
+        else:
+            D, it1, ev1, pt = factored(fine, init=pt)
+            iters, evals = iters + it1, evals + ev1
+            cert = _dense_certificate(problem, D)
+            if cn.gap < cert.gap:
+                D, cert = Dn, cn
+    D, it2, ev2 = _clean_factored(
+        problem,
+        D,
+        cert,
+        gap_rtol=gap_rtol,
+        rank_rtol=rank_rtol,
+        polish_steps=polish_steps,
+        max_iter=max_iter,
+        check_every=check_every,
+        deadline=deadline,
+    )
+    return D, iters + it2, evals + ev2
+
+
+def _clean_factored(
+    problem: Problem,
+    D: Blocks,
+    cert: NucCertificate,
+    *,
+    gap_rtol: float,
+    rank_rtol: float,
+    polish_steps: int,
+    max_iter: int,
+    check_every: int,
+    deadline: float,
+) -> tuple[Blocks, int, int]:
+    """Finish a factored solution (truncation, Newton, proximal polish, APG): point, iterations, evaluations.
+
+    Each stage runs only where it can still change something, and none returns a worse gap.
+    """
+    iters = evals = 0
+    # (only when it drops more than round-off: otherwise the point and its gap stay the same)
+    Dt, changed = _truncate(D, rank_rtol)
+    if changed:
+        cert_t = _dense_certificate(problem, Dt)
+        if cert_t.within(gap_rtol) or cert_t.gap <= cert.gap:
+            D, cert = Dt, cert_t
+    # L-BFGS's line search compares objective values, so it stalls once changes reach the
+    # round-off of the objective (gradients near sqrt(eps)); the certificate's dual point is
+    # first-order in that error.  Newton steps (at the support rank) use gradients only and
+    # take the gap down by orders of magnitude.
+    if not cert.within(gap_rtol):
+        D, cert, iters, evals = _newton_refine(
+            problem, D, cert, gap_rtol=gap_rtol, rank_rtol=rank_rtol, deadline=deadline
+        )
+    # A few proximal-gradient steps: never increase the objective (step 1/Lipschitz) and set
+    # the singular values that belong to zero exactly to zero (the factorization leaves
+    # round-off there, e.g. a whole block of size 1e-14 when that block's optimum is 0).
+    # Only where it can change something: the gap is still open, or a nonzero block has
+    # ||S_j||_op clearly below lam_j (its optimum given the others is 0: round-off remains).
+    if not cert.within(gap_rtol) or any(
+        op < (1.0 - 1e-6) * lam and bool(d.any()) for op, lam, d in zip(cert.S_op, cert.lam, D)
+    ):
+        D, cert = _prox_polish(problem, D, cert, steps=polish_steps, gap_rtol=gap_rtol)
+        evals += polish_steps
+    if not cert.within(gap_rtol):
+        # Last resort after the factored stages: a bounded number of APG steps (the gap
+        # usually sits at its round-off floor by now, where more steps buy nothing).
+        D, it2, ev2 = _apg(
+            problem,
+            D,
+            gap_rtol=gap_rtol,
+            max_iter=min(max_iter, 2000),
+            check_every=check_every,
+            deadline=deadline,
+        )
+        iters, evals = iters + it2, evals + ev2
+    return D, iters, evals
 
 
 def _factored(

@@ -75,7 +75,7 @@ class LinearOperator(ABC):
                 )
 
     #: Whether :meth:`factor_products` is cheap (no dense ``J`` is built): then the structured
-    #: curvature route is the default (:func:`landscapes.curvature.lora.lambda_min`).
+    #: curvature route is the default (:func:`landscapes.curvature.lambda_min`).
     cheap_factor_products: bool = False
 
     def factor_products(

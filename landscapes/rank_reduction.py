@@ -88,6 +88,142 @@ def _default_until(problem: Problem) -> Callable[[tuple[int, ...]], bool]:
     return lambda ranks: sum(triangular(r) for r in ranks) <= problem.KN
 
 
+@dataclass
+class _Face:
+    r"""The face being walked: :math:`D_j = P_j \operatorname{diag}(\sigma_j) Q_j^\top` and its constraints.
+
+    ``C[j]`` holds :math:`C^j_k = P_j^\top \operatorname{mat}_j(J_k) Q_j` (``(KN, r_j, r_j)``).
+    Dropped directions are only marked dead (``alive[j][i] = False``); a block's arrays are
+    compacted when a quarter of it is dead, so a step does not copy the whole constraint tensor.
+    """
+
+    P: list[Tensor]
+    Q: list[Tensor]
+    sig: list[Tensor]
+    C: list[Tensor]
+    alive: list[list[bool]]
+
+    def live_ranks(self) -> tuple[int, ...]:
+        """The current rank of each block (its live directions)."""
+        return tuple(sum(a) for a in self.alive)
+
+    def sub_face(self, KN: int) -> list[list[int]]:
+        """Per block, the live directions of the smallest singular values, until the face exceeds ``KN``."""
+        order = sorted(
+            ((float(s[i]), j, i) for j, s in enumerate(self.sig) for i in range(len(s)) if self.alive[j][i]),
+            key=lambda t: t[0],
+        )
+        chosen: list[list[int]] = [[] for _ in self.sig]
+        for _, j, i in order:
+            chosen[j].append(i)
+            if sum(triangular(len(c)) for c in chosen) > KN:
+                break
+        return chosen
+
+    def direction(self, chosen: Sequence[Sequence[int]], null_rtol: float) -> list[Tensor] | None:
+        r"""A symmetric :math:`\Delta` on the sub-face with :math:`\sum_j \langle C^j_k, \Delta_j\rangle = 0`.
+
+        The last right singular vector of the ``(KN, #(j, a <= b))`` constraint matrix among those
+        beyond its rank or with a singular value below ``null_rtol`` times the largest; ``None``
+        when there is none.
+        """
+        cols, index = [], []
+        for j, idx in enumerate(chosen):
+            if not idx:
+                continue
+            sub = self.C[j][:, idx][:, :, idx]  # (KN, s, s)
+            for a in range(len(idx)):
+                for b in range(a, len(idx)):
+                    cols.append(sub[:, a, a] if a == b else sub[:, a, b] + sub[:, b, a])
+                    index.append((j, a, b))
+        A = torch.stack(cols, dim=1)  # (KN, n_cols)
+        _, sv, Vh = torch.linalg.svd(A, full_matrices=True)
+        smax = float(sv[0]) if sv.numel() else 0.0
+        n_cols = A.shape[1]
+        null = [i for i in range(n_cols) if i >= sv.numel() or float(sv[i]) <= null_rtol * max(smax, 1e-300)]
+        if not null:
+            return None
+        x = Vh[null[-1]]
+        Delta = [torch.zeros(len(c), len(c), dtype=A.dtype, device=A.device) for c in chosen]
+        for val, (j, a, b) in zip(x, index):
+            Delta[j][a, b] = val
+            Delta[j][b, a] = val
+        return Delta
+
+    def boundary_step(self, chosen: Sequence[Sequence[int]], Delta: Sequence[Tensor]) -> tuple[float, int]:
+        r"""The largest ``t`` with :math:`\operatorname{diag}(\sigma_S) + t\Delta \succeq 0`, and its block.
+
+        :math:`t^\star = \min_j -1/\lambda_{\min}(\Sigma_j^{-1/2} \Delta_j \Sigma_j^{-1/2})` over
+        blocks where that eigenvalue is negative; ``(inf, -1)`` when :math:`\Delta \succeq 0`.
+        """
+        t_star, j_star = float("inf"), -1
+        for j, idx in enumerate(chosen):
+            if not idx:
+                continue
+            r_half = self.sig[j][idx].rsqrt()
+            M = r_half[:, None] * Delta[j] * r_half[None, :]
+            lmin = float(torch.linalg.eigvalsh(M)[0])
+            if lmin < 0 and -1.0 / lmin < t_star:
+                t_star, j_star = -1.0 / lmin, j
+        return t_star, j_star
+
+    def move(
+        self,
+        chosen: Sequence[Sequence[int]],
+        Delta: Sequence[Tensor],
+        t_star: float,
+        j_star: int,
+        until: Callable[[tuple[int, ...]], bool],
+    ) -> None:
+        r"""Step to :math:`T_j = \operatorname{diag}(\sigma_S) + t^\star \Delta_j`; drop its zero eigenvalues.
+
+        The chosen columns of ``P``, ``Q`` and the constraint tensors are rotated by the
+        eigenvectors ``R`` of ``T_j``; eigenvalues at round-off (and block ``j_star``'s smallest, zero
+        by construction) are dropped.
+        """
+        for j, idx in enumerate(chosen):
+            if not idx:
+                continue
+            T = torch.diag(self.sig[j][idx]) + t_star * Delta[j]
+            lam_T, R = torch.linalg.eigh(0.5 * (T + T.T))
+            top = float(self.sig[j].max())
+            keep = lam_T > 1e-13 * top
+            if j == j_star:
+                # t* puts this block's smallest eigenvalue on zero by construction: drop it even if
+                # round-off left it a little above the threshold (else the loop could spin).
+                keep[0] = False
+            Cj = self.C[j]
+            idx_t = torch.tensor(idx, device=Cj.device)
+            self.P[j][:, idx_t] = self.P[j][:, idx_t] @ R
+            self.Q[j][:, idx_t] = self.Q[j][:, idx_t] @ R
+            Cj[:, idx_t, :] = torch.einsum("ab,kac->kbc", R, Cj[:, idx_t, :])
+            Cj[:, :, idx_t] = torch.einsum("kca,ab->kcb", Cj[:, :, idx_t], R)
+            lam_T = torch.where(keep, lam_T, torch.zeros_like(lam_T))
+            self.sig[j][idx_t] = lam_T
+            for pos in torch.nonzero(~keep).flatten().tolist():
+                self.alive[j][idx[pos]] = False
+            dead = len(self.alive[j]) - sum(self.alive[j])
+            if dead and (dead > len(self.alive[j]) // 4 or until(self.live_ranks())):
+                mask = torch.tensor(self.alive[j], dtype=torch.bool, device=Cj.device)
+                self.P[j], self.Q[j], self.sig[j] = self.P[j][:, mask], self.Q[j][:, mask], self.sig[j][mask]
+                self.C[j] = Cj[:, mask][:, :, mask]
+                self.alive[j] = [True] * int(mask.sum())
+
+
+def _reduced_spectra(
+    D: Sequence[Tensor], rank_rtol: float
+) -> tuple[tuple[int, ...], tuple[float, ...], tuple[tuple[float, ...], ...]]:
+    """Ranks (singular values above ``rank_rtol * sigma_1``), nuclear norms, leading ``rank + 2`` values."""
+    ranks, nucs, svs = [], [], []
+    for Dj in D:
+        s = torch.linalg.svdvals(Dj)
+        top = float(s[0]) if s.numel() else 0.0
+        ranks.append(int((s > rank_rtol * top).sum()) if top > 0 else 0)
+        svs.append(tuple(float(v) for v in s[: max(ranks[-1] + 2, 1)]))
+        nucs.append(float(s.sum()))
+    return tuple(ranks), tuple(nucs), tuple(svs)
+
+
 def reduce_rank(
     problem: Problem,
     D: Sequence[Tensor],
@@ -135,134 +271,47 @@ def reduce_rank(
         sig.append(s[:k].clone())
         ranks0.append(k)
         nuc0.append(float(s.sum()))
-    C = face_constraints(problem, P, Q)
+    face = _Face(P, Q, sig, face_constraints(problem, P, Q), [[True] * len(s) for s in sig])
     steps = 0
     stopped = "bound reached"
-    # Dropped directions are only marked dead; arrays are compacted when a quarter is dead, so a
-    # step does not copy the whole (KN, r, r) constraint tensor.
-    alive = [[True] * len(s) for s in sig]
-
-    def live_ranks() -> tuple[int, ...]:
-        return tuple(sum(a) for a in alive)
-
-    while not until(live_ranks()):
+    while not until(face.live_ranks()):
         if steps >= max_steps:
             stopped = "max_steps"
             break
-        # Sub-face: the smallest singular values across blocks until the face is larger than KN.
-        order = sorted(
-            ((float(s[i]), j, i) for j, s in enumerate(sig) for i in range(len(s)) if alive[j][i]),
-            key=lambda t: t[0],
-        )
-        chosen: list[list[int]] = [[] for _ in sig]
-        for _, j, i in order:
-            chosen[j].append(i)
-            if sum(triangular(len(c)) for c in chosen) > problem.KN:
-                break
-        # Constraint matrix on the sub-face (columns: (j, a <= b) pairs).
-        cols, index = [], []
-        for j, idx in enumerate(chosen):
-            if not idx:
-                continue
-            sub = C[j][:, idx][:, :, idx]  # (KN, s, s)
-            for a in range(len(idx)):
-                for b in range(a, len(idx)):
-                    cols.append(sub[:, a, a] if a == b else sub[:, a, b] + sub[:, b, a])
-                    index.append((j, a, b))
-        A = torch.stack(cols, dim=1)  # (KN, n_cols)
-        _, sv, Vh = torch.linalg.svd(A, full_matrices=True)
-        smax = float(sv[0]) if sv.numel() else 0.0
-        n_cols = A.shape[1]
-        # Null space: columns beyond the rank, plus numerically zero singular values.
-        full = torch.zeros(n_cols, dtype=A.dtype, device=A.device)
-        full[: sv.numel()] = sv
-        null = [i for i in range(n_cols) if i >= sv.numel() or float(sv[i]) <= null_rtol * max(smax, 1e-300)]
-        if not null:
+        chosen = face.sub_face(problem.KN)
+        Delta = face.direction(chosen, null_rtol)
+        if Delta is None:
             stopped = "no direction with unchanged predictions"
             break
-        x = Vh[null[-1]]
-        # Assemble block directions.
-        Delta = [torch.zeros(len(c), len(c), dtype=A.dtype, device=A.device) for c in chosen]
-        for val, (j, a, b) in zip(x, index):
-            Delta[j][a, b] = val
-            Delta[j][b, a] = val
         wtr = sum(wj * float(torch.trace(Dl)) for wj, Dl in zip(w, Delta))
         if wtr > 0:
             Delta = [-Dl for Dl in Delta]
-        # Largest step keeping diag(sigma_S) + t Delta PSD (attained in block j_star).
-        t_star, j_star = float("inf"), -1
-        for j, idx in enumerate(chosen):
-            if not idx:
-                continue
-            r_half = sig[j][idx].rsqrt()
-            M = r_half[:, None] * Delta[j] * r_half[None, :]
-            lmin = float(torch.linalg.eigvalsh(M)[0])
-            if lmin < 0 and -1.0 / lmin < t_star:
-                t_star, j_star = -1.0 / lmin, j
+        t_star, j_star = face.boundary_step(chosen, Delta)
         if t_star == float("inf"):
             # Delta is PSD with non-positive weighted trace: then it is zero on weighted blocks;
             # move the other way (predictions still unchanged; the norm report shows any growth).
             Delta = [-Dl for Dl in Delta]
-            for j, idx in enumerate(chosen):
-                if not idx:
-                    continue
-                r_half = sig[j][idx].rsqrt()
-                lmin = float(torch.linalg.eigvalsh(r_half[:, None] * Delta[j] * r_half[None, :])[0])
-                if lmin < 0 and -1.0 / lmin < t_star:
-                    t_star, j_star = -1.0 / lmin, j
+            t_star, j_star = face.boundary_step(chosen, Delta)
             if t_star == float("inf"):
                 stopped = "degenerate direction"
                 break
-        for j, idx in enumerate(chosen):
-            if not idx:
-                continue
-            T = torch.diag(sig[j][idx]) + t_star * Delta[j]
-            lam_T, R = torch.linalg.eigh(0.5 * (T + T.T))
-            top = float(sig[j].max())
-            keep = lam_T > 1e-13 * top
-            if j == j_star:
-                # t* puts this block's smallest eigenvalue on zero by construction: drop it even if
-                # round-off left it a little above the threshold (else the loop could spin).
-                keep[0] = False
-            idx_t = torch.tensor(idx, device=A.device)
-            # Rotate the chosen columns of P, Q and the constraint tensors by R.
-            P[j][:, idx_t] = P[j][:, idx_t] @ R
-            Q[j][:, idx_t] = Q[j][:, idx_t] @ R
-            Cj = C[j]
-            Cj[:, idx_t, :] = torch.einsum("ab,kac->kbc", R, Cj[:, idx_t, :])
-            Cj[:, :, idx_t] = torch.einsum("kca,ab->kcb", Cj[:, :, idx_t], R)
-            lam_T = torch.where(keep, lam_T, torch.zeros_like(lam_T))
-            sig[j][idx_t] = lam_T
-            for pos in torch.nonzero(~keep).flatten().tolist():
-                alive[j][idx[pos]] = False
-            dead = len(alive[j]) - sum(alive[j])
-            if dead and (dead > len(alive[j]) // 4 or until(live_ranks())):
-                mask = torch.tensor(alive[j], dtype=torch.bool, device=A.device)
-                P[j], Q[j], sig[j] = P[j][:, mask], Q[j][:, mask], sig[j][mask]
-                C[j] = Cj[:, mask][:, :, mask]
-                alive[j] = [True] * int(mask.sum())
+        face.move(chosen, Delta, t_star, j_star, until)
         steps += 1
-    D_new = tuple((Pj * s) @ Qj.T for Pj, s, Qj in zip(P, sig, Q))
+    D_new = tuple((Pj * s) @ Qj.T for Pj, s, Qj in zip(face.P, face.sig, face.Q))
     z_old = problem.J.matvec(problem.vec(D))
     z_new = problem.J.matvec(problem.vec(D_new))
     diff, base = float((z_new - z_old).norm()), float(z_old.norm())
     resid = diff / base if base > 0 else (0.0 if diff == 0 else math.inf)
-    svs, ranks1, nuc1 = [], [], []
-    for Dj in D_new:
-        s = torch.linalg.svdvals(Dj)
-        top = float(s[0]) if s.numel() else 0.0
-        ranks1.append(int((s > rank_rtol * top).sum()) if top > 0 else 0)
-        svs.append(tuple(float(v) for v in s[: max(ranks1[-1] + 2, 1)]))
-        nuc1.append(float(s.sum()))
+    ranks1, nuc1, svs = _reduced_spectra(D_new, rank_rtol)
     return RankReduction(
         D=D_new,
         ranks_before=tuple(ranks0),
-        ranks_after=tuple(ranks1),
+        ranks_after=ranks1,
         steps=steps,
         prediction_residual=resid,
         nuclear_before=tuple(nuc0),
-        nuclear_after=tuple(nuc1),
-        singular_values=tuple(svs),
+        nuclear_after=nuc1,
+        singular_values=svs,
         stopped=stopped,
         seconds=time.perf_counter() - t0,
     )

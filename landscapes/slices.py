@@ -6,7 +6,8 @@ A slice evaluates
           \qquad F(U, V) = L(UV^\top) + \tfrac{\lambda}{2}(\|U\|_F^2 + \|V\|_F^2),
 
 on a grid of :math:`\alpha` (and :math:`\beta`), along directions that are random, the Hessian's
-extreme eigenvectors, or the straight line toward a global minimizer.
+extreme eigenvectors (:func:`~landscapes.curvature.dense.hessian_directions`, part of this
+module's API), or the straight line toward a global minimizer.
 
 Directions are normalized so that a step of 1 is comparable across factors and blocks:
 
@@ -30,7 +31,8 @@ from typing import Literal
 import torch
 from torch import Tensor
 
-from landscapes.lora import LoRAPoint, _check_factors, balanced_factors, lora_hessian, lora_value
+from landscapes.curvature.dense import hessian_directions
+from landscapes.lora import LoRAPoint, balanced_factors, check_factors, lora_value
 from landscapes.problem import Problem
 from theory.errors import InputTypeError, UserInputError
 
@@ -104,33 +106,6 @@ def random_direction(point: LoRAPoint, *, generator: torch.Generator) -> LoRAPoi
     return LoRAPoint(tuple(draw(u) for u in point.U), tuple(draw(v) for v in point.V))
 
 
-def _split(problem: Problem, point: LoRAPoint, vec: Tensor) -> LoRAPoint:
-    """A flat vector in :func:`~landscapes.lora.lora_hessian` order (block by block, U then V)."""
-    U, V, k = [], [], 0
-    for u, v in zip(point.U, point.V):
-        U.append(vec[k : k + u.numel()].reshape(u.shape))
-        k += u.numel()
-        V.append(vec[k : k + v.numel()].reshape(v.shape))
-        k += v.numel()
-    return LoRAPoint(tuple(U), tuple(V))
-
-
-def hessian_directions(
-    problem: Problem, point: LoRAPoint, *, max_params: int = 4000
-) -> tuple[LoRAPoint, LoRAPoint]:
-    """Unit eigenvectors of the smallest and the largest Hessian eigenvalue of ``F`` at ``point``.
-
-    Dense (``eigh`` of :func:`~landscapes.lora.lora_hessian`), so only up to ``max_params``
-    variables; returns ``(v_min, v_max)``.
-    """
-    _check_factors(problem, point.U, point.V)
-    P = sum(u.numel() + v.numel() for u, v in zip(point.U, point.V))
-    if P > max_params:
-        raise UserInputError(f"point: expected at most max_params = {max_params} LoRA parameters, got {P}")
-    _, vecs = torch.linalg.eigh(lora_hessian(problem, point.U, point.V))
-    return _split(problem, point, vecs[:, 0]), _split(problem, point, vecs[:, -1])
-
-
 def toward(point: LoRAPoint, target: Sequence[Tensor]) -> LoRAPoint:
     """The straight line from ``point`` to the balanced factors of ``target`` (e.g. a NUC minimizer).
 
@@ -167,7 +142,7 @@ def slice_grid(
     Returns shape ``(len(alphas),)``, or ``(len(alphas), len(betas))`` with ``d2``.  Directions are
     used as given (normalize them first with :func:`normalize_direction`).
     """
-    _check_factors(problem, point.U, point.V)
+    check_factors(problem, point.U, point.V)
     _check_direction(point, d1, "d1")
     if d2 is not None:
         _check_direction(point, d2, "d2")

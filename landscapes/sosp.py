@@ -3,14 +3,14 @@ r"""Second-order stationary points (SOSPs) of the LoRA objective: certify them, 
 **Certificate** (:func:`certify_sosp`).  A point :math:`R_j = [U_j; V_j]` is an approximate SOSP
 when :math:`\|\nabla F\| \le \epsilon_g` and :math:`\lambda_{\min}(\nabla^2 F) \ge -\epsilon_H`;
 it is declared one only when the *lower* end of a rigorous :math:`\lambda_{\min}` interval
-(structured or dense route of :mod:`landscapes.curvature.lora`) meets the curvature tolerance -- a
+(structured or dense route of :mod:`landscapes.curvature`) meets the curvature tolerance -- a
 Lanczos estimate alone never makes a point an SOSP.
 
 **Global optimality** (Burer--Monteiro).  ``F`` is the factorized form of the convex problem
 :math:`\min_{Z_j \succeq 0} L(\{Z_{j,12}\}) + \tfrac12\sum_j\langle \lambda_j I + C_j, Z_j\rangle`
 (:math:`Z_j = R_j R_j^\top`, :math:`Z_{j,12} = U_j V_j^\top`; ``C_j`` the perturbation, 0 if
 none), whose gradient in :math:`Z_j` is :math:`\tfrac12 Y_j` with the column-pair matrix
-:math:`Y_j` (:func:`landscapes.lora.column_pair_matrix`).  By convexity, for any minimizer
+:math:`Y_j` (:func:`landscapes.curvature.dense.column_pair_matrix`).  By convexity, for any minimizer
 :math:`Z^\star`,
 
 .. math:: F(R) - F^\star \le \tfrac12\langle \nabla F(R), R\rangle
@@ -59,14 +59,16 @@ from typing import Any, Literal
 import torch
 from torch import Tensor
 
-from landscapes.curvature.lora import LambdaMin, flatten_factors, lambda_min, unflatten_factors
+from landscapes.curvature.certificate import LambdaMin, gradient_seconds
+from landscapes.curvature.dense import column_pair_matrix
+from landscapes.curvature.routes import lambda_min
+from landscapes.curvature.vectors import flatten_factors, unflatten_factors
 from landscapes.gauge import gauge_basis
 from landscapes.lora import (
     LoRAPoint,
-    _check_factors,
+    check_factors,
     check_finite_factors,
     check_perturbation,
-    column_pair_matrix,
     lora_value,
     lora_value_and_grad,
     minimize_lora,
@@ -351,7 +353,7 @@ def certify_sosp(
     for name, val in (("grad_rtol", grad_rtol), ("curvature_rtol", curvature_rtol), ("gap_rtol", gap_rtol)):
         if not (isinstance(val, (int, float)) and val > 0 and math.isfinite(val)):
             raise UserInputError(f"{name}: expected a positive finite number, got {val!r}")
-    _check_factors(problem, U, V)
+    check_factors(problem, U, V)
     pert = check_perturbation(problem, perturbation)
     check_finite_factors(U, V)
     F, gU, gV = lora_value_and_grad(problem, U, V, perturbation=pert)
@@ -612,6 +614,64 @@ def _escape(
     return pt, False
 
 
+def _check_run_options(optimizer: str, max_iter: int, batch_size: int | None, lr: float | None) -> None:
+    """Raise ``ValueError`` on an optimizer option of :func:`find_sosp` that is out of range."""
+    if optimizer not in OPTIMIZERS:
+        raise UserInputError(f"optimizer: expected one of {OPTIMIZERS}, got {optimizer!r}")
+    if isinstance(max_iter, bool) or not isinstance(max_iter, int) or max_iter < 1:
+        raise UserInputError(f"max_iter: expected a positive int, got {max_iter!r}")
+    if batch_size is not None and (
+        isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1
+    ):
+        raise UserInputError(f"batch_size: expected None or a positive int, got {batch_size!r}")
+    if lr is not None and not (isinstance(lr, (int, float)) and lr > 0 and math.isfinite(lr)):
+        raise UserInputError(f"lr: expected None or a positive finite number, got {lr!r}")
+
+
+def _sharpen(
+    problem: Problem,
+    pt: LoRAPoint,
+    pert: tuple[Tensor, ...] | None,
+    *,
+    gtol: float,
+    gap_rtol: float,
+    pnorms: list[float] | None,
+    max_iter: int,
+) -> tuple[LoRAPoint, int, int]:
+    """Sharpen a stationary point whose global-optimality bound is not met yet; iterations, evaluations.
+
+    The bound is first order in the stationarity error: the same critical point is refined by
+    L-BFGS at 100x and 10^4x smaller gradient tolerances, so that its curvature is certified once,
+    at the sharpened point.  Nothing is done to a point above ``gtol``, one already certified, or
+    one far from it (e.g. a saddle).
+    """
+    iters = evals = 0
+    F, gU, gV = lora_value_and_grad(problem, pt.U, pt.V, perturbation=pert)
+    g = flatten_factors(gU, gV)
+    refinements = 0
+    while float(g.norm()) <= gtol and refinements < 2:
+        gb, _, _ = global_bound(
+            problem, pt.U, pt.V, perturbation=pert, F=F, grad=g, perturbation_norms=pnorms
+        )
+        tol_gap = gap_rtol * objective_scale(problem, F)
+        if gb <= tol_gap or gb > 1e3 * tol_gap:  # certified, or far from it (e.g. a saddle)
+            break
+        refinements += 1
+        res = minimize_lora(
+            problem,
+            rank=list(pt.ranks),
+            init=pt,
+            max_iter=max_iter,
+            grad_tol=gtol * _LBFGS_AIM * 100.0**-refinements,
+            perturbation=pert,
+        )
+        iters, evals = iters + res.iterations, evals + res.gradient_evaluations
+        pt = res.point
+        F, gU, gV = lora_value_and_grad(problem, pt.U, pt.V, perturbation=pert)
+        g = flatten_factors(gU, gV)
+    return pt, iters, evals
+
+
 def find_sosp(
     problem: Problem,
     init: LoRAPoint,
@@ -639,17 +699,8 @@ def find_sosp(
     (SGD noise, a fixed learning rate) is finished by L-BFGS from its end point, so that the
     point can be certified; the run records whether that happened.
     """
-    if optimizer not in OPTIMIZERS:
-        raise UserInputError(f"optimizer: expected one of {OPTIMIZERS}, got {optimizer!r}")
-    if isinstance(max_iter, bool) or not isinstance(max_iter, int) or max_iter < 1:
-        raise UserInputError(f"max_iter: expected a positive int, got {max_iter!r}")
-    if batch_size is not None and (
-        isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1
-    ):
-        raise UserInputError(f"batch_size: expected None or a positive int, got {batch_size!r}")
-    if lr is not None and not (isinstance(lr, (int, float)) and lr > 0 and math.isfinite(lr)):
-        raise UserInputError(f"lr: expected None or a positive finite number, got {lr!r}")
-    _check_factors(problem, init.U, init.V)
+    _check_run_options(optimizer, max_iter, batch_size, lr)
+    check_factors(problem, init.U, init.V)
     pert = check_perturbation(problem, perturbation)
     t0 = time.perf_counter()
     gscale = gradient_scale(problem)
@@ -657,8 +708,6 @@ def find_sosp(
     history: list[tuple[int, float]] = []
     pt = init
     pnorms = None if pert is None else [float(torch.linalg.eigvalsh(C).abs().max()) for C in pert]
-    from landscapes.curvature.lora import gradient_seconds
-
     copts = {"t_grad": gradient_seconds(problem, init.U, init.V, perturbation=pert)}
     if method == "lanczos":
         copts["seed"] = seed
@@ -684,33 +733,11 @@ def find_sosp(
             record_every=record_every,
         )
         iters, evals = iters + it, evals + ev
-        # A stationary point whose global-optimality bound is not met yet (the bound is first
-        # order in the stationarity error) is sharpened first -- the same critical point, with
-        # L-BFGS at 100x and 10^4x smaller gradient tolerances -- so that its curvature is
-        # certified once, at the sharpened point.
-        F, gU, gV = lora_value_and_grad(problem, pt.U, pt.V, perturbation=pert)
-        g = flatten_factors(gU, gV)
-        refinements = 0
-        while float(g.norm()) <= gtol and refinements < 2:
-            gb, _, _ = global_bound(
-                problem, pt.U, pt.V, perturbation=pert, F=F, grad=g, perturbation_norms=pnorms
-            )
-            tol_gap = gap_rtol * objective_scale(problem, F)
-            if gb <= tol_gap or gb > 1e3 * tol_gap:  # certified, or far from it (e.g. a saddle)
-                break
-            refinements += 1
-            res = minimize_lora(
-                problem,
-                rank=list(pt.ranks),
-                init=pt,
-                max_iter=max_iter,
-                grad_tol=gtol * _LBFGS_AIM * 100.0**-refinements,
-                perturbation=pert,
-            )
-            iters, evals = iters + res.iterations, evals + res.gradient_evaluations
-            pt = res.point
-            F, gU, gV = lora_value_and_grad(problem, pt.U, pt.V, perturbation=pert)
-            g = flatten_factors(gU, gV)
+        # a stationary point whose global-optimality bound is not met yet is sharpened first
+        pt, it, ev = _sharpen(
+            problem, pt, pert, gtol=gtol, gap_rtol=gap_rtol, pnorms=pnorms, max_iter=max_iter
+        )
+        iters, evals = iters + it, evals + ev
         cert = certify_sosp(
             problem,
             pt.U,

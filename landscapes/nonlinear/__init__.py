@@ -1,6 +1,7 @@
 """LoRA without linearization ([KKR25]): problems, SOSPs, the penalized reference, restricted constants."""
 
 from landscapes.nonlinear.problems import (
+    Blocks,
     NonlinearProblem,
     SensingStructure,
     attention_block,
@@ -16,6 +17,7 @@ from landscapes.nonlinear.problems import (
 )
 
 __all__ = [
+    "Blocks",
     "NonlinearProblem",
     "matrix_sensing",
     "quadratic_sensing",

@@ -29,13 +29,11 @@ from typing import Any
 
 from torch import Tensor
 
-from landscapes.nonlinear.problems import NonlinearProblem
+from landscapes.nonlinear.problems import Blocks, NonlinearProblem
 from landscapes.nuc import _spectra, singular_value_threshold, solve_nuc
 from theory.errors import UserInputError
 
 __all__ = ["PenalizedMinimum", "minimize_penalized", "prox_gradient_residual"]
-
-Blocks = tuple[Tensor, ...]
 
 
 @dataclass(frozen=True)

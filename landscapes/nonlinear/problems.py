@@ -240,6 +240,13 @@ class NonlinearProblem:
         return tuple(out[:k]), tuple(out[k:])
 
 
+def _check_sizes(**sizes: int) -> None:
+    """Raise ``ValueError`` naming the first of ``sizes`` (in order) that is not a positive int."""
+    for name, v in sizes.items():
+        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+            raise UserInputError(f"{name}: expected a positive int, got {v!r}")
+
+
 def _check_n_test(n_test: int) -> None:
     if isinstance(n_test, bool) or not isinstance(n_test, int) or n_test < 0:
         raise UserInputError(f"n_test: expected an int >= 0 (held-out examples), got {n_test!r}")
@@ -267,9 +274,7 @@ def _sensing_inputs(
     measurement_condition: float = 1.0,
     n_test: int = 0,
 ) -> tuple[Tensor, Tensor, Tensor]:
-    for name, v in (("m", m), ("n", n), ("N", N), ("rank", rank)):
-        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-            raise UserInputError(f"{name}: expected a positive int, got {v!r}")
+    _check_sizes(m=m, n=n, N=N, rank=rank)
     if rank > min(m, n):
         raise UserInputError(f"rank: expected at most min(m, n) = {min(m, n)}, got {rank}")
     _check_n_test(n_test)
@@ -496,22 +501,62 @@ def nonlinear_sensing(
     # Machine-readable form of ``risk`` (for certified restricted constants); kept off ``meta``,
     # which reports serialize and :func:`shifted` copies onto a different risk.
     risk.structure = SensingStructure(M, y, link)  # type: ignore[attr-defined]
+    return _planted_problem(
+        risk,
+        (m, n),
+        lam,
+        Xs,
+        test_risk=test_risk,
+        n_test=n_test,
+        name=f"{link}-sensing-{m}x{n}-N{N}-r{rank}-c{condition:g}",
+        family="nonlinear_sensing",
+        link=link,
+        N=N,
+        rank=rank,
+        condition=condition,
+        seed=seed,
+    )
+
+
+def _half_squared(
+    predict: Callable[[Tensor, Tensor], Tensor], inputs: Tensor, y: Tensor, count: int
+) -> Callable[[Blocks], Tensor]:
+    r"""The risk :math:`\frac{1}{2\,\mathrm{count}}\sum_i \|f(X_1; x_i) - y_i\|^2`, ``f = predict``."""
+
+    def risk(X: Blocks) -> Tensor:
+        r = predict(X[0], inputs) - y
+        return 0.5 * (r * r).sum() / count
+
+    return risk
+
+
+def _planted_problem(
+    risk: Callable[[Blocks], Tensor],
+    shape: tuple[int, int],
+    lam: float,
+    x_star: Tensor,
+    *,
+    test_risk: Callable[[Blocks], Tensor],
+    n_test: int,
+    name: str,
+    family: str,
+    batch_risk: Callable[[Blocks, Tensor], Tensor] | None = None,
+    **meta: Any,
+) -> NonlinearProblem:
+    """A one-block problem whose planted ``x_star`` is a global minimizer (a nonnegative risk, 0 there).
+
+    ``test_risk`` is kept when there are held-out examples (``n_test > 0``); ``meta`` records the
+    family and the construction's parameters, in order.
+    """
     return NonlinearProblem(
         risk,
-        ((m, n),),
+        (shape,),
         (lam,),
-        x_star=(Xs,),
+        x_star=(x_star,),
         test_risk=test_risk if n_test > 0 else None,
-        name=f"{link}-sensing-{m}x{n}-N{N}-r{rank}-c{condition:g}",
-        meta={
-            "risk_nonnegative": True,
-            "family": "nonlinear_sensing",
-            "link": link,
-            "N": N,
-            "rank": rank,
-            "condition": condition,
-            "seed": seed,
-        },
+        batch_risk=batch_risk,
+        name=name,
+        meta={"risk_nonnegative": True, "family": family, **meta},
     )
 
 
@@ -542,9 +587,7 @@ def two_layer(
     :math:`X^\star` is a global minimizer (risk 0).
     """
     _check_n_test(n_test)
-    for name, v in (("m", m), ("n", n), ("N", N), ("K", K)):
-        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-            raise UserInputError(f"{name}: expected a positive int, got {v!r}")
+    _check_sizes(m=m, n=n, N=N, K=K)
     gen = torch.Generator().manual_seed(seed)
     W0 = torch.randn(m, n, generator=gen, dtype=torch.float64) / math.sqrt(n)
     C = torch.randn(K, m, generator=gen, dtype=torch.float64) / math.sqrt(m)
@@ -554,35 +597,28 @@ def two_layer(
     y = torch.tanh(x @ (W0 + Xs).T) @ C.T
     y_test = torch.tanh(x_test @ (W0 + Xs).T) @ C.T
 
-    def risk(X: Blocks) -> Tensor:
-        r = torch.tanh(x @ (W0 + X[0]).T) @ C.T - y
-        return 0.5 * (r * r).sum() / N
-
-    def test_risk(X: Blocks) -> Tensor:
-        r = torch.tanh(x_test @ (W0 + X[0]).T) @ C.T - y_test
-        return 0.5 * (r * r).sum() / max(n_test, 1)
+    def predict(X0: Tensor, inputs: Tensor) -> Tensor:
+        return torch.tanh(inputs @ (W0 + X0).T) @ C.T
 
     def batch_risk(X: Blocks, idx: Tensor) -> Tensor:
         r = torch.tanh(x[idx] @ (W0 + X[0]).T) @ C.T - y[idx]
         return 0.5 * (r * r).sum() / len(idx)
 
-    return NonlinearProblem(
-        risk,
-        ((m, n),),
-        (lam,),
-        x_star=(Xs,),
-        test_risk=test_risk if n_test > 0 else None,
+    return _planted_problem(
+        _half_squared(predict, x, y, N),
+        (m, n),
+        lam,
+        Xs,
+        test_risk=_half_squared(predict, x_test, y_test, max(n_test, 1)),
+        n_test=n_test,
         batch_risk=batch_risk,
         name=f"two-layer-{m}x{n}-N{N}-K{K}-r{rank}",
-        meta={
-            "risk_nonnegative": True,
-            "family": "two_layer",
-            "N": N,
-            "K": K,
-            "rank": rank,
-            "scale": scale,
-            "seed": seed,
-        },
+        family="two_layer",
+        N=N,
+        K=K,
+        rank=rank,
+        scale=scale,
+        seed=seed,
     )
 
 
@@ -607,9 +643,7 @@ def attention_block(
     minimizer.
     """
     _check_n_test(n_test)
-    for name, v in (("d", d), ("T", T), ("N", N), ("K", K)):
-        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-            raise UserInputError(f"{name}: expected a positive int, got {v!r}")
+    _check_sizes(d=d, T=T, N=N, K=K)
     gen = torch.Generator().manual_seed(seed)
     Wq, Wk, Wv = (torch.randn(d, d, generator=gen, dtype=torch.float64) / math.sqrt(d) for _ in range(3))
     head = torch.randn(K, d, generator=gen, dtype=torch.float64) / math.sqrt(d)
@@ -624,31 +658,24 @@ def attention_block(
     y = out(Wq + Xs, Z)
     y_test = out(Wq + Xs, Z_test)
 
-    def risk(X: Blocks) -> Tensor:
-        r = out(Wq + X[0], Z) - y
-        return 0.5 * (r * r).sum() / N
+    def predict(X0: Tensor, inputs: Tensor) -> Tensor:
+        return out(Wq + X0, inputs)
 
-    def test_risk(X: Blocks) -> Tensor:
-        r = out(Wq + X[0], Z_test) - y_test
-        return 0.5 * (r * r).sum() / max(n_test, 1)
-
-    return NonlinearProblem(
-        risk,
-        ((d, d),),
-        (lam,),
-        x_star=(Xs,),
-        test_risk=test_risk if n_test > 0 else None,
+    return _planted_problem(
+        _half_squared(predict, Z, y, N),
+        (d, d),
+        lam,
+        Xs,
+        test_risk=_half_squared(predict, Z_test, y_test, max(n_test, 1)),
+        n_test=n_test,
         name=f"attention-d{d}-T{T}-N{N}-K{K}-r{rank}",
-        meta={
-            "risk_nonnegative": True,
-            "family": "attention_block",
-            "N": N,
-            "K": K,
-            "T": T,
-            "rank": rank,
-            "scale": scale,
-            "seed": seed,
-        },
+        family="attention_block",
+        N=N,
+        K=K,
+        T=T,
+        rank=rank,
+        scale=scale,
+        seed=seed,
     )
 
 

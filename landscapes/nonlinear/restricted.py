@@ -63,7 +63,7 @@ import torch
 from torch import Tensor
 
 from landscapes.lora import balanced_factors
-from landscapes.nonlinear.problems import NonlinearProblem, SensingStructure
+from landscapes.nonlinear.problems import Blocks, NonlinearProblem, SensingStructure
 from theory.errors import InputTypeError, UserInputError
 
 __all__ = [
@@ -84,8 +84,6 @@ __all__ = [
     "rsm_ratio",
     "sample_restricted_set",
 ]
-
-Blocks = tuple[Tensor, ...]
 
 
 @dataclass(frozen=True)
@@ -198,6 +196,27 @@ def rsm_ratio(problem: NonlinearProblem, X: Sequence[Tensor], generator: torch.G
     return problem.curvature(tuple(X), tuple(Z)) / zz if zz > 0 else math.nan
 
 
+def _center(problem: NonlinearProblem, x_star: Sequence[Tensor] | None, rank: int, purpose: str) -> Blocks:
+    """The point to ``purpose`` about (``x_star`` or ``problem.x_star``), checked; ``rank`` a positive int."""
+    if x_star is None and problem.x_star is None:
+        raise UserInputError(
+            f"x_star: expected a minimizer to {purpose} about (the problem has no x_star; pass x_star=)"
+        )
+    X0 = problem.check_point(x_star if x_star is not None else problem.x_star, "x_star")  # type: ignore[arg-type]
+    if isinstance(rank, bool) or not isinstance(rank, int) or rank < 1:
+        raise UserInputError(f"rank: expected a positive int, got {rank!r}")
+    return X0
+
+
+def _check_rank_covers(X0: Blocks, rank: int) -> None:
+    """Raise ``ValueError`` when a block of ``X0`` has rank above ``rank`` (the set would not contain it)."""
+    for j, x in enumerate(X0):
+        if int(torch.linalg.matrix_rank(x)) > rank:
+            raise UserInputError(
+                f"rank: expected at least rank(x_star[{j}]) = {int(torch.linalg.matrix_rank(x))}, got {rank}"
+            )
+
+
 def restricted_constants(
     problem: NonlinearProblem,
     *,
@@ -214,13 +233,7 @@ def restricted_constants(
     :math:`\mathcal S_{r,D}` gives one RSC ratio and one RSM ratio (a fresh random rank-one
     ``U``, ``V`` per point).  Costs ``samples`` gradients and ``samples`` Hessian-vector products.
     """
-    if x_star is None and problem.x_star is None:
-        raise UserInputError(
-            "x_star: expected a minimizer to measure about (the problem has no x_star; pass x_star=)"
-        )
-    X0 = problem.check_point(x_star if x_star is not None else problem.x_star, "x_star")  # type: ignore[arg-type]
-    if isinstance(rank, bool) or not isinstance(rank, int) or rank < 1:
-        raise UserInputError(f"rank: expected a positive int, got {rank!r}")
+    X0 = _center(problem, x_star, rank, "measure")
     for name, v in (("radius", radius), ("min_fraction", min_fraction)):
         if isinstance(v, bool) or not isinstance(v, (int, float)) or not (v > 0 and math.isfinite(v)):
             raise UserInputError(f"{name}: expected a positive finite number, got {v!r}")
@@ -228,11 +241,7 @@ def restricted_constants(
         raise UserInputError(f"min_fraction: expected a number in (0, 1], got {min_fraction!r}")
     if isinstance(samples, bool) or not isinstance(samples, int) or samples < 1:
         raise UserInputError(f"samples: expected a positive int, got {samples!r}")
-    for j, x in enumerate(X0):
-        if int(torch.linalg.matrix_rank(x)) > rank:
-            raise UserInputError(
-                f"rank: expected at least rank(x_star[{j}]) = {int(torch.linalg.matrix_rank(x))}, got {rank}"
-            )
+    _check_rank_covers(X0, rank)
     gen = torch.Generator().manual_seed(seed)
     g0 = problem.grad(X0)
     rsc, rsm, dist_a, dist_b = [], [], [], []
@@ -687,13 +696,7 @@ def rsc_search(
     (``rank``, ``radius``)-RSC constant (the point is in the set), not an estimate of it.
     Costs about ``30 + restarts * steps`` Hessian-vector products at :math:`X^\star`.
     """
-    if x_star is None and problem.x_star is None:
-        raise UserInputError(
-            "x_star: expected a minimizer to search about (the problem has no x_star; pass x_star=)"
-        )
-    X0 = problem.check_point(x_star if x_star is not None else problem.x_star, "x_star")  # type: ignore[arg-type]
-    if isinstance(rank, bool) or not isinstance(rank, int) or rank < 1:
-        raise UserInputError(f"rank: expected a positive int, got {rank!r}")
+    X0 = _center(problem, x_star, rank, "search")
     if not _positive_finite(radius):
         raise UserInputError(f"radius: expected a positive finite number, got {radius!r}")
     for name, v in (("steps", steps), ("restarts", restarts)):
@@ -702,11 +705,7 @@ def rsc_search(
     fr = [float(f) for f in fractions]
     if not fr or any(not (0 < f <= 1) for f in fr):
         raise UserInputError(f"fractions: expected numbers in (0, 1], got {list(fractions)!r}")
-    for j, x in enumerate(X0):
-        if int(torch.linalg.matrix_rank(x)) > rank:
-            raise UserInputError(
-                f"rank: expected at least rank(x_star[{j}]) = {int(torch.linalg.matrix_rank(x))}, got {rank}"
-            )
+    _check_rank_covers(X0, rank)
     gen = torch.Generator().manual_seed(seed)
 
     def unit(d: Sequence[Tensor]) -> Blocks:
@@ -852,8 +851,39 @@ def restricted_witnesses(
     bounds (explicit members of the set), not the constants.
     """
     import numpy as np
-    import scipy.optimize as sopt
 
+    lin = _check_witness_options(problem, rank, radius, starts)
+    xs = problem.x_star if x_star is None else problem.check_point(x_star, "x_star")
+    if xs is None:
+        raise UserInputError("x_star: expected a point (the problem has no x_star)")
+    J = lin.J.matrix.to(torch.float64).cpu().numpy()
+    H = J.T @ J / lin.N
+    Xst = xs[0].detach().cpu().numpy().astype(np.float64)
+    D = float(radius)
+    rng = np.random.default_rng(seed)
+    Xa_np = _alpha_witness(H, Xst, rank, D, starts, rng)
+    Xa = torch.tensor(Xa_np, dtype=problem.dtype, device=problem.device)
+    alpha_up, _ = rsc_ratio(problem, (Xa,), xs)
+    Xb_np, U_np, V_np = _beta_witness(H, Xst, D, starts, rng)
+    Xb = torch.tensor(Xb_np, dtype=problem.dtype, device=problem.device)
+    Uw = torch.tensor(U_np, dtype=problem.dtype, device=problem.device)
+    Vw = torch.tensor(V_np, dtype=problem.dtype, device=problem.device)
+    Zt = Uw @ Xb + Xb @ Vw
+    beta_lo = problem.curvature((Xb,), (Zt,)) / float((Zt * Zt).sum())
+    return RestrictedWitnesses(
+        alpha_point=Xa,
+        alpha_upper=float(alpha_up),
+        beta_point=Xb,
+        beta_u=Uw,
+        beta_v=Vw,
+        beta_lower=float(beta_lo),
+        rank=rank,
+        radius=D,
+    )
+
+
+def _check_witness_options(problem: NonlinearProblem, rank: int, radius: float, starts: int) -> Any:
+    """Check the options of :func:`restricted_witnesses`; return the problem's linear form."""
     from landscapes.operators import DenseOperator
 
     lin = problem.linear
@@ -874,48 +904,65 @@ def restricted_witnesses(
         raise UserInputError(f"radius: expected a positive finite number, got {radius!r}")
     if isinstance(starts, bool) or not isinstance(starts, int) or starts < 1:
         raise UserInputError(f"starts: expected a positive int, got {starts!r}")
-    xs = problem.x_star if x_star is None else problem.check_point(x_star, "x_star")
-    if xs is None:
-        raise UserInputError("x_star: expected a point (the problem has no x_star)")
-    m, n = problem.blocks[0]
-    J = lin.J.matrix.to(torch.float64).cpu().numpy()
-    H = J.T @ J / lin.N
-    Xst = xs[0].detach().cpu().numpy().astype(np.float64)
-    D = float(radius)
-    rng = np.random.default_rng(seed)
+    return lin
 
-    def unpack(x: np.ndarray, r: int) -> np.ndarray:
-        return x[: m * r].reshape(m, r) @ x[m * r :].reshape(n, r).T
 
-    def quotient(d: np.ndarray) -> float:
-        return float(d @ H @ d / (d @ d))
+def _unpack(x: Any, m: int, n: int, r: int) -> Any:
+    """``P Q^T`` from the flat factors ``x = (vec P, vec Q)``, ``P`` ``(m, r)``, ``Q`` ``(n, r)`` (numpy)."""
+    return x[: m * r].reshape(m, r) @ x[m * r :].reshape(n, r).T
+
+
+def _quotient(H: Any, d: Any) -> float:
+    """The Rayleigh quotient ``d^T H d / d^T d`` (numpy)."""
+    return float(d @ H @ d / (d @ d))
+
+
+def _alpha_witness(H: Any, Xst: Any, rank: int, D: float, starts: int, rng: Any) -> Any:
+    r"""A rank-``rank`` :math:`X` with :math:`0 < \|X - X^\star\|_F \le D` of small RSC ratio (numpy).
+
+    Minimizes :math:`d^\top H d / d^\top d`, :math:`d = \operatorname{vec}(X - X^\star)`, by SLSQP over
+    the factors of :math:`X` inside the ball, from ``starts`` seeded starts; the best end point inside.
+    """
+    import numpy as np
+    import scipy.optimize as sopt
+
+    m, n = Xst.shape
 
     def inside(x: np.ndarray) -> float:
-        return D**2 - float(((unpack(x, rank) - Xst) ** 2).sum())
+        return D**2 - float(((_unpack(x, m, n, rank) - Xst) ** 2).sum())
 
-    # alpha: SLSQP over rank-r factors inside the ball
     best_a: tuple[float, np.ndarray | None] = (math.inf, None)
     for k in range(starts):
         x0 = rng.standard_normal(rank * (m + n)) * (0.3 + k / starts)
         res = sopt.minimize(
-            lambda x: quotient((unpack(x, rank) - Xst).reshape(-1)),
+            lambda x: _quotient(H, (_unpack(x, m, n, rank) - Xst).reshape(-1)),
             x0,
             method="SLSQP",
             constraints=[{"type": "ineq", "fun": inside}],
             options={"maxiter": 500, "ftol": 1e-14},
         )
-        X = unpack(res.x, rank)
+        X = _unpack(res.x, m, n, rank)
         dist = float(np.linalg.norm(X - Xst))
         if 1e-6 * D < dist <= D and np.all(np.isfinite(X)):
-            q = quotient((X - Xst).reshape(-1))
+            q = _quotient(H, (X - Xst).reshape(-1))
             if q < best_a[0]:
                 best_a = (q, X)
     if best_a[1] is None:
         raise RuntimeError("restricted_witnesses: no start ended inside the set")
-    Xa = torch.tensor(best_a[1], dtype=problem.dtype, device=problem.device)
-    alpha_up, _ = rsc_ratio(problem, (Xa,), xs)
+    return best_a[1]
 
-    # beta: the largest Rayleigh quotient of H over rank-<=2 matrices
+
+def _beta_witness(H: Any, Xst: Any, D: float, starts: int, rng: Any) -> tuple[Any, Any, Any]:
+    r"""``(X, U, V)`` (numpy) in the set with :math:`Z = U X + X V` of large RSM ratio.
+
+    The largest Rayleigh quotient of ``H`` over rank-:math:`\le 2` :math:`Z` (L-BFGS from the top
+    eigenvector's best rank-2 approximation and ``starts`` random starts), realized as in
+    :func:`restricted_witnesses`.
+    """
+    import numpy as np
+    import scipy.optimize as sopt
+
+    m, n = Xst.shape
     if float(np.linalg.norm(Xst)) >= D:
         raise UserInputError(
             f"radius: expected more than ||x_star||_F = {np.linalg.norm(Xst):.6g}, got {D!r}"
@@ -926,8 +973,8 @@ def restricted_witnesses(
     inits += [rng.standard_normal(2 * (m + n)) for _ in range(starts)]
     best_b: tuple[float, np.ndarray | None] = (-math.inf, None)
     for x0 in inits:
-        res = sopt.minimize(lambda x: -quotient(unpack(x, 2).reshape(-1)), x0, method="L-BFGS-B")
-        Z = unpack(res.x, 2)
+        res = sopt.minimize(lambda x: -_quotient(H, _unpack(x, m, n, 2).reshape(-1)), x0, method="L-BFGS-B")
+        Z = _unpack(res.x, m, n, 2)
         if np.linalg.norm(Z) > 0 and -res.fun > best_b[0]:
             best_b = (-float(res.fun), Z)
     assert best_b[1] is not None
@@ -937,20 +984,4 @@ def restricted_witnesses(
     ratio = float(sz[1] / sz[0])
     w = Vzh[2]
     c = ratio * v1 + math.sqrt(max(0.0, 1 - ratio**2)) * w
-    Xb_np = t * np.outer(u2, v1)
-    U_np, V_np = np.outer(u1, u2), np.outer(c, v2)
-    Xb = torch.tensor(Xb_np, dtype=problem.dtype, device=problem.device)
-    Uw = torch.tensor(U_np, dtype=problem.dtype, device=problem.device)
-    Vw = torch.tensor(V_np, dtype=problem.dtype, device=problem.device)
-    Zt = Uw @ Xb + Xb @ Vw
-    beta_lo = problem.curvature((Xb,), (Zt,)) / float((Zt * Zt).sum())
-    return RestrictedWitnesses(
-        alpha_point=Xa,
-        alpha_upper=float(alpha_up),
-        beta_point=Xb,
-        beta_u=Uw,
-        beta_v=Vw,
-        beta_lower=float(beta_lo),
-        rank=rank,
-        radius=D,
-    )
+    return t * np.outer(u2, v1), np.outer(u1, u2), np.outer(c, v2)

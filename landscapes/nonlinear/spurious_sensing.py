@@ -56,8 +56,10 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from landscapes.curvature.nonlinear import nonlinear_hessian
+from landscapes.curvature.vectors import flatten_factors, unflatten_factors
+from landscapes.nonlinear.factors import Factors
 from landscapes.nonlinear.problems import NonlinearProblem, quadratic_sensing
-from landscapes.nonlinear.sosp import Factors
 from theory.errors import UserInputError
 
 __all__ = [
@@ -67,8 +69,6 @@ __all__ = [
     "spurious_hessian",
     "newton_polish",
 ]
-
-Blocks = tuple[Tensor, ...]
 
 
 @dataclass(frozen=True)
@@ -323,15 +323,12 @@ def newton_polish(problem: NonlinearProblem, point: Factors, *, steps: int = 5) 
     this converges quadratically, to a gradient at round-off, where L-BFGS stalls near
     :math:`10^{-8}`.  One HVP per parameter per step.
     """
-    from landscapes.curvature.lora import flatten_factors, unflatten_factors
-    from landscapes.nonlinear.sosp import _dense_lora_hessian
-
     if isinstance(steps, bool) or not isinstance(steps, int) or steps < 0:
         raise UserInputError(f"steps: expected an int >= 0, got {steps!r}")
     for _ in range(steps):
         _, gA, gB = problem.lora_value_and_grad(point.A, point.B)
         g = flatten_factors(gA, gB).to(torch.float64)
-        Hl = _dense_lora_hessian(problem, point)
+        Hl = nonlinear_hessian(problem, point)
         ev, vec = torch.linalg.eigh((Hl + Hl.T) / 2)
         keep = ev.abs() > 1e-10 * float(ev.abs().max())
         step = -(vec[:, keep] @ ((vec[:, keep].T @ g) / ev[keep]))

@@ -434,6 +434,71 @@ class _Bucket:
     pos: Tensor  # pooled position per example (cls: 0, verbalizer: the mask token), (B,)
 
 
+def _check_encoder_options(
+    model: Any,
+    texts: Any,
+    K: Any,
+    pooling: Any,
+    head: Any,
+    dtype: Any,
+    head_seed: Any,
+    bucket_size: Any,
+) -> None:
+    """Raise ``TypeError``/``ValueError`` on an argument of :class:`LinearizedEncoder` out of range."""
+    if not isinstance(model, nn.Module):
+        raise InputTypeError(
+            f"model: expected a torch.nn.Module (a Hugging Face model), got {type(model).__name__}"
+        )
+    if isinstance(texts, str) or not isinstance(texts, Sequence) or len(texts) == 0:
+        raise UserInputError(f"texts: expected a non-empty sequence of strings, got {type(texts).__name__}")
+    for i, t in enumerate(texts):
+        if not isinstance(t, str):
+            raise InputTypeError(f"texts[{i}]: expected a str, got {type(t).__name__}")
+        if not t.strip():
+            raise UserInputError(f"texts[{i}]: expected a non-empty text, got {t!r}")
+    if isinstance(K, bool) or not isinstance(K, int) or K < 1:
+        raise UserInputError(f"K: expected a positive int, got {K!r}")
+    if pooling not in ("mean", "cls"):
+        raise UserInputError(f"pooling: expected 'mean' or 'cls', got {pooling!r}")
+    if head not in ("random", "verbalizer"):
+        raise UserInputError(f"head: expected 'random' or 'verbalizer', got {head!r}")
+    if dtype not in (torch.float32, torch.float64):
+        raise UserInputError(f"dtype: expected torch.float32 or torch.float64, got {dtype}")
+    if isinstance(head_seed, bool) or not isinstance(head_seed, int):
+        raise UserInputError(f"head_seed: expected an int, got {head_seed!r}")
+    if isinstance(bucket_size, bool) or not isinstance(bucket_size, int) or bucket_size < 1:
+        raise UserInputError(f"bucket_size: expected a positive int, got {bucket_size!r}")
+
+
+def _resolve_device(device: str | torch.device) -> torch.device:
+    """``device`` as a ``torch.device``, a bare ``cuda`` pinned to the current CUDA device."""
+    dev = torch.device(device)
+    if dev.type == "cuda" and dev.index is None and torch.cuda.is_available():
+        dev = torch.device("cuda", torch.cuda.current_device())
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise UserInputError("device: expected an available device, got 'cuda' but CUDA is not available")
+    return dev
+
+
+def _prepared_model(model: nn.Module, dtype: torch.dtype, dev: torch.device) -> Any:
+    """``model`` itself when in eval mode with eager attention, ``dtype`` and ``dev``; else a converted copy.
+
+    The caller's model is never modified.
+    """
+    cfg = getattr(model, "config", None)
+    eager = getattr(cfg, "_attn_implementation", "eager") == "eager"
+    params = list(model.parameters())
+    if not (model.training or not eager or any(p.dtype != dtype or p.device != dev for p in params)):
+        return model
+    net: Any = copy.deepcopy(model).to(device=dev, dtype=dtype).eval()
+    net.requires_grad_(False)
+    if not eager:
+        if not hasattr(net, "set_attn_implementation"):
+            raise UserInputError("model: expected eager attention (load with attn_implementation='eager')")
+        net.set_attn_implementation("eager")
+    return net
+
+
 class LinearizedEncoder:
     r"""A frozen encoder split at its first adapted layer, with the hidden states entering it cached.
 
@@ -486,52 +551,10 @@ class LinearizedEncoder:
         bucket_size: int = 32,
     ) -> None:
         t_start = time.perf_counter()
-        if not isinstance(model, nn.Module):
-            raise InputTypeError(
-                f"model: expected a torch.nn.Module (a Hugging Face model), got {type(model).__name__}"
-            )
-        if isinstance(texts, str) or not isinstance(texts, Sequence) or len(texts) == 0:
-            raise UserInputError(
-                f"texts: expected a non-empty sequence of strings, got {type(texts).__name__}"
-            )
-        for i, t in enumerate(texts):
-            if not isinstance(t, str):
-                raise InputTypeError(f"texts[{i}]: expected a str, got {type(t).__name__}")
-            if not t.strip():
-                raise UserInputError(f"texts[{i}]: expected a non-empty text, got {t!r}")
-        if isinstance(K, bool) or not isinstance(K, int) or K < 1:
-            raise UserInputError(f"K: expected a positive int, got {K!r}")
-        if pooling not in ("mean", "cls"):
-            raise UserInputError(f"pooling: expected 'mean' or 'cls', got {pooling!r}")
-        if head not in ("random", "verbalizer"):
-            raise UserInputError(f"head: expected 'random' or 'verbalizer', got {head!r}")
-        if dtype not in (torch.float32, torch.float64):
-            raise UserInputError(f"dtype: expected torch.float32 or torch.float64, got {dtype}")
-        if isinstance(head_seed, bool) or not isinstance(head_seed, int):
-            raise UserInputError(f"head_seed: expected an int, got {head_seed!r}")
-        if isinstance(bucket_size, bool) or not isinstance(bucket_size, int) or bucket_size < 1:
-            raise UserInputError(f"bucket_size: expected a positive int, got {bucket_size!r}")
-        dev = torch.device(device)
-        if dev.type == "cuda" and dev.index is None and torch.cuda.is_available():
-            dev = torch.device("cuda", torch.cuda.current_device())
-        if dev.type == "cuda" and not torch.cuda.is_available():
-            raise UserInputError("device: expected an available device, got 'cuda' but CUDA is not available")
-
+        _check_encoder_options(model, texts, K, pooling, head, dtype, head_seed, bucket_size)
+        dev = _resolve_device(device)
         cfg = getattr(model, "config", None)
-        eager = getattr(cfg, "_attn_implementation", "eager") == "eager"
-        params = list(model.parameters())
-        if model.training or not eager or any(p.dtype != dtype or p.device != dev for p in params):
-            # Never modify the caller's model: convert a copy.
-            net: Any = copy.deepcopy(model).to(device=dev, dtype=dtype).eval()
-            net.requires_grad_(False)
-            if not eager:
-                if not hasattr(net, "set_attn_implementation"):
-                    raise UserInputError(
-                        "model: expected eager attention (load with attn_implementation='eager')"
-                    )
-                net.set_attn_implementation("eager")
-        else:
-            net = model
+        net = _prepared_model(model, dtype, dev)
         base = _base_model(net)
         self.model = net
         self.base = base
@@ -560,43 +583,57 @@ class LinearizedEncoder:
         }
         self._modules = [base.get_submodule(t.name.rsplit(".", 1)[0]) for t in self.targets]
         self._W0: list[Tensor] = [m.weight for m in self._modules]  # type: ignore[misc]
+        self._init_head(head, head_seed, template, label_words)
+        self.template = template
+        ids_list, tt_list = self._tokenize(head, template, max_length, cfg)
+        self._buckets = self._cache_buckets(ids_list, tt_list, head)
+        self.blocks = tuple(t.shape for t in self.targets)
+        self.num_params = sum(m * n for m, n in self.blocks)
+        self.setup_seconds = time.perf_counter() - t_start
+        self._f0: Tensor | None = None
 
-        # ---- head ------------------------------------------------------------------------------
-        hidden = int(base.embeddings.word_embeddings.weight.shape[1])
+    def _init_head(self, head: str, head_seed: int, template: str, label_words: Sequence[str] | None) -> None:
+        """The random head ``(K, hidden)`` (seeded) or the verbalizer's MLM head and label-word ids."""
+        hidden = int(self.base.embeddings.word_embeddings.weight.shape[1])
         self.hidden_size = hidden
         self.label_ids: tuple[int, ...] = ()
         if head == "random":
             gen = torch.Generator().manual_seed(int(head_seed))
             H = torch.randn(self.K, hidden, generator=gen, dtype=torch.float64) / math.sqrt(hidden)
-            self.head_matrix: Tensor | None = H.to(device=dev, dtype=dtype)
+            self.head_matrix: Tensor | None = H.to(device=self.device, dtype=self.dtype)
             self._mlm: nn.Module | None = None
-        else:
-            self._mlm = _mlm_head(net, base)
-            self.head_matrix = None
-            if isinstance(label_words, str):
+            return
+        K, tokenizer = self.K, self.tokenizer
+        self._mlm = _mlm_head(self.model, self.base)
+        self.head_matrix = None
+        if isinstance(label_words, str):
+            raise UserInputError(f"label_words: expected a list of {K} words, got the string {label_words!r}")
+        words = tuple(label_words) if label_words is not None else (DEFAULT_LABEL_WORDS if K == 2 else ())
+        if len(words) != K:
+            raise UserInputError(f"label_words: expected {K} words (one per class), got {list(words)!r}")
+        word_ids = []
+        for w in words:
+            pieces = tokenizer.tokenize(" " + w)
+            if len(pieces) != 1:
                 raise UserInputError(
-                    f"label_words: expected a list of {K} words, got the string {label_words!r}"
+                    f"label_words: expected words that are one token each, got {w!r} -> {pieces}"
                 )
-            words = tuple(label_words) if label_words is not None else (DEFAULT_LABEL_WORDS if K == 2 else ())
-            if len(words) != K:
-                raise UserInputError(f"label_words: expected {K} words (one per class), got {list(words)!r}")
-            word_ids = []
-            for w in words:
-                pieces = tokenizer.tokenize(" " + w)
-                if len(pieces) != 1:
-                    raise UserInputError(
-                        f"label_words: expected words that are one token each, got {w!r} -> {pieces}"
-                    )
-                word_ids.append(int(tokenizer.convert_tokens_to_ids(pieces[0])))
-            self.label_ids = tuple(word_ids)
-            if getattr(tokenizer, "mask_token", None) is None or "{mask}" not in template:
-                raise UserInputError(
-                    f"template: expected a prompt containing '{{mask}}' and a tokenizer with a mask token, "
-                    f"got {template!r}"
-                )
-        self.template = template
+            word_ids.append(int(tokenizer.convert_tokens_to_ids(pieces[0])))
+        self.label_ids = tuple(word_ids)
+        if getattr(tokenizer, "mask_token", None) is None or "{mask}" not in template:
+            raise UserInputError(
+                f"template: expected a prompt containing '{{mask}}' and a tokenizer with a mask token, "
+                f"got {template!r}"
+            )
 
-        # ---- tokenize (with a truncation count) -------------------------------------------------
+    def _tokenize(
+        self, head: str, template: str, max_length: int | None, cfg: Any
+    ) -> tuple[list[list[int]], list[list[int]] | None]:
+        """Token ids (and token types) of every text, truncated to ``max_length``, with a truncation count.
+
+        Sets ``max_length`` (default: the model's limit), ``truncated`` and ``lengths``.
+        """
+        tokenizer, texts = self.tokenizer, self.texts
         limit = min(
             int(getattr(tokenizer, "model_max_length", 10**9) or 10**9),
             int(getattr(cfg, "max_position_embeddings", 10**9) or 10**9),
@@ -633,7 +670,7 @@ class LinearizedEncoder:
             warnings.warn(
                 f"texts: {len(long)} of {self.N} texts are longer than max_length={max_length} tokens "
                 f"and were truncated",
-                stacklevel=2,
+                stacklevel=3,  # the caller of LinearizedEncoder(...)
             )
             sub = tokenizer(
                 *[[a[i] for i in long] for a in args],
@@ -646,14 +683,23 @@ class LinearizedEncoder:
                 if tt_list is not None:
                     tt_list[i] = sub["token_type_ids"][j]
         self.lengths = tuple(len(x) for x in ids_list)
+        return ids_list, tt_list
 
-        # ---- buckets: sort by length, cache the hidden state entering the first adapted layer ----
+    def _cache_buckets(
+        self, ids_list: Sequence[Sequence[int]], tt_list: Sequence[Sequence[int]] | None, head: str
+    ) -> tuple[_Bucket, ...]:
+        """Buckets of ``bucket_size`` examples sorted by length, with their hidden states cached.
+
+        Each bucket holds the hidden state entering the first adapted layer (the input of the
+        differentiated part), its attention masks and the pooled position of each example.
+        """
+        tokenizer, dtype, dev, base = self.tokenizer, self.dtype, self.device, self.base
         order = sorted(range(self.N), key=lambda i: (self.lengths[i], i))
         pad = int(tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0)
         buckets = []
         with torch.no_grad(), self._numerics():
-            for c in range(0, self.N, bucket_size):
-                members = order[c : c + bucket_size]
+            for c in range(0, self.N, self.bucket_size):
+                members = order[c : c + self.bucket_size]
                 T = max(self.lengths[i] for i in members)
                 ids = torch.full((len(members), T), pad, dtype=torch.long)
                 tts = torch.zeros((len(members), T), dtype=torch.long)
@@ -680,11 +726,7 @@ class LinearizedEncoder:
                 for layer in base.encoder.layer[: self.first_layer]:
                     h = self._layer(layer, h, add)
                 buckets.append(_Bucket(torch.tensor(members, device=dev), h, add, msk, pos))
-        self._buckets = tuple(buckets)
-        self.blocks = tuple(t.shape for t in self.targets)
-        self.num_params = sum(m * n for m, n in self.blocks)
-        self.setup_seconds = time.perf_counter() - t_start
-        self._f0: Tensor | None = None
+        return tuple(buckets)
 
     # ---- the differentiated part -----------------------------------------------------------------
     @staticmethod

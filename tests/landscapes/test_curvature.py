@@ -8,16 +8,17 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from landscapes import balanced_factors, gaussian_problem, solve_nuc
-from landscapes.curvature.lora import (
+from landscapes.curvature import (
     LoRAHessianOperator,
     flatten_factors,
     lambda_min,
     lambda_min_dense,
     lambda_min_lanczos,
     lambda_min_structured,
+    lora_hessian,
     unflatten_factors,
 )
-from landscapes.lora import lora_hessian, random_factors, random_perturbation
+from landscapes.lora import random_factors, random_perturbation
 from verify.strategies import lora_points, problems
 
 

@@ -103,7 +103,7 @@ def test_minimize_lora_bad_rank():
 
 @given(data=st.data())
 def test_hvp_matches_autograd(data):
-    from landscapes.lora import lora_hvp
+    from landscapes.curvature.hvp import lora_hvp
 
     P = data.draw(TWO_BLOCK_PROBLEMS)
     r = data.draw(st.integers(1, 3))
@@ -129,7 +129,8 @@ def test_hvp_matches_autograd(data):
 @given(data=st.data())
 def test_dense_hessian_matches_autodiff_and_hvp(data):
     """Closed-form dense Hessian == torch.func.hessian == columns of the closed-form HVP."""
-    from landscapes.lora import lora_hessian, lora_hvp
+    from landscapes.curvature.dense import lora_hessian
+    from landscapes.curvature.hvp import lora_hvp
 
     P = data.draw(TWO_BLOCK_PROBLEMS)
     pt = data.draw(lora_points(P, rank=(1, 3), scale=0.8, cap_rank=False))
@@ -170,7 +171,7 @@ def test_dense_hessian_at_zero_has_the_closed_form_spectrum(problem, r):
     """At U = V = 0 the Hessian is [[lam I, S (x) I], [S^T (x) I, lam I]]: eigenvalues lam +- sigma_i(S),
     and lam for the remaining |m - n| directions of each column pair (every loss: the Gauss-Newton
     term vanishes at zero)."""
-    from landscapes.lora import lora_hessian
+    from landscapes.curvature.dense import lora_hessian
 
     P = problem
     ((m, n),) = P.blocks

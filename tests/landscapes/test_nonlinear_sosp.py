@@ -12,16 +12,11 @@ import torch
 from hypothesis import given
 from hypothesis import strategies as st
 
-from landscapes.lora import lora_hessian
+from landscapes.curvature.dense import lora_hessian
+from landscapes.curvature.nonlinear import lambda_min_lora
+from landscapes.nonlinear.factors import Factors, inactive_columns
 from landscapes.nonlinear.problems import matrix_sensing, nonlinear_sensing
-from landscapes.nonlinear.sosp import (
-    Factors,
-    end_point,
-    inactive_columns,
-    lambda_min_lora,
-    train_lora,
-    truncate_factors,
-)
+from landscapes.nonlinear.sosp import end_point, train_lora, truncate_factors
 from landscapes.problem import Problem
 
 
@@ -154,7 +149,7 @@ def test_encoder_without_linearization():
 
 def _dense_lora_hessian(p, pt):
     """The whole LoRA Hessian by autograd on the flattened factors (the dense oracle)."""
-    from landscapes.curvature.lora import flatten_factors, unflatten_factors
+    from landscapes.curvature.vectors import flatten_factors, unflatten_factors
 
     x0 = flatten_factors(pt.A, pt.B)
 

@@ -8,7 +8,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from landscapes.curvature.lora import lambda_min
+from landscapes.curvature import lambda_min
 from landscapes.operators import DenseOperator, LinearOperator, LowRankOperator
 from landscapes.problem import Problem
 

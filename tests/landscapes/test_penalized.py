@@ -11,9 +11,10 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from landscapes.nonlinear import problems as nl
+from landscapes.nonlinear.factors import Factors
 from landscapes.nonlinear.penalized import minimize_penalized, prox_gradient_residual
 from landscapes.nonlinear.restricted import null_direction, restricted_bounds, restricted_constants
-from landscapes.nonlinear.sosp import Factors, end_point
+from landscapes.nonlinear.sosp import end_point
 from landscapes.synthetic import gaussian_problem
 
 

@@ -78,7 +78,7 @@ def test_toward_reaches_the_global_minimizer(setup):
 
 def test_hessian_directions_are_eigenvectors(setup):
     P, pt = setup
-    from landscapes.lora import lora_hessian
+    from landscapes.curvature.dense import lora_hessian
 
     vmin, vmax = hessian_directions(P, pt)
     H = lora_hessian(P, pt.U, pt.V)

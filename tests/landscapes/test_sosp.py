@@ -8,8 +8,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from landscapes import gaussian_problem, solve_nuc
+from landscapes.curvature.hvp import lora_hvp
 from landscapes.lora import (
-    lora_hvp,
     lora_value,
     lora_value_and_grad,
     minimize_lora,

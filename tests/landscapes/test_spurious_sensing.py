@@ -10,9 +10,11 @@ import math
 import pytest
 import torch
 
+from landscapes.curvature.nonlinear import nonlinear_hessian
+from landscapes.nonlinear.factors import Factors
 from landscapes.nonlinear.penalized import minimize_penalized
 from landscapes.nonlinear.restricted import restricted_bounds, restricted_witnesses, rsc_ratio, rsm_ratio
-from landscapes.nonlinear.sosp import Factors, _dense_lora_hessian, end_point, train_lora
+from landscapes.nonlinear.sosp import end_point, train_lora
 from landscapes.nonlinear.spurious_sensing import (
     SPURIOUS_CONFIGS,
     adversarial_start,
@@ -98,7 +100,7 @@ def test_adversarial_start_reaches_a_certified_non_global_sosp(config):
     assert float((X - ref.X[0]).norm()) <= p.meta["radius"]
     # The only near-zero eigenvalues are the r(r-1)/2 gauge directions; off them the Hessian is
     # positive definite (a strict local minimizer modulo the gauge).
-    Hl = _dense_lora_hessian(p, end)
+    Hl = nonlinear_hessian(p, end)
     ev, vec = torch.linalg.eigh((Hl + Hl.T) / 2)
     k = r * (r - 1) // 2
     assert float(ev[k - 1]) <= 1e-8 * float(ev[-1])

@@ -12,9 +12,10 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from landscapes import Problem, gaussian_problem, teacher_problem
+from landscapes.curvature.dense import lora_hessian
 from landscapes.gauge import gauge_basis
 from landscapes.local_min import certify_local_min
-from landscapes.lora import LoRAPoint, lora_hessian, minimize_lora, random_factors
+from landscapes.lora import LoRAPoint, minimize_lora, random_factors
 from landscapes.sosp import certify_sosp, find_sosp, make_init
 from theory.bounds import r_max, ranks_above_bound, ranks_within_bound
 from verify.cli.main import main

@@ -1,5 +1,6 @@
 """The [JLR24] room: checkers of the rank-bound, second-order and generalization claims; experiments."""
 
+from landscapes.curvature.autodiff import AutodiffHessian, lora_hessian_dense  # moved; old path kept
 from verify.jlr.gen import (
     DEFAULT_GRID_RATIO,
     check_jlr_gen,
@@ -18,7 +19,6 @@ from verify.jlr.rank import (  # public names of the old module path
     check_jlr_rank_ft,
     check_jlr_rank_nuc,
     check_jlr_zero_saddle,
-    lora_hessian_dense,
 )
 from verify.jlr.second_order import (
     DEFAULT_INITS,

@@ -23,10 +23,11 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from landscapes.curvature.autodiff import AutodiffHessian, lora_hessian_dense
 from landscapes.full_ft import FTSolution, solve_ft
 from landscapes.lora import LoRAPoint, LoRATrainingResult, balanced_factors, lora_value, minimize_lora
 from landscapes.nuc import NucSolution, nuc_certificate, solve_nuc, truncate_to_numerical_rank
-from landscapes.operators import DenseOperator, LinearOperator
+from landscapes.operators import DenseOperator
 from landscapes.problem import Blocks, Problem
 from landscapes.rank_reduction import reduce_rank
 from landscapes.uniqueness import UniquenessCertificate, ft_uniqueness, nuc_uniqueness
@@ -782,61 +783,6 @@ def _lam_minus_op(lams: Sequence[float], S: Sequence[Tensor]) -> float:
     return min(lam - float(torch.linalg.matrix_norm(s, ord=2)) for lam, s in zip(lams, S))
 
 
-def _objective_function(problem: Problem, U: Sequence[Tensor], V: Sequence[Tensor]) -> tuple[Any, Tensor]:
-    """The LoRA objective of the flat factors, written from its definition (not the closed forms)."""
-    sizes = [(u.shape, v.shape) for u, v in zip(U, V)]
-    x0 = torch.cat([torch.cat([u.reshape(-1), v.reshape(-1)]) for u, v in zip(U, V)])
-
-    def f(x: Tensor) -> Tensor:
-        k, Ds, reg = 0, [], x.new_zeros(())
-        for (su, sv), lam in zip(sizes, problem.lam):
-            nu, nv = su[0] * su[1], sv[0] * sv[1]
-            u = x[k : k + nu].reshape(su)
-            v = x[k + nu : k + nu + nv].reshape(sv)
-            k += nu + nv
-            Ds.append(u @ v.T)
-            reg = reg + 0.5 * lam * ((u * u).sum() + (v * v).sum())
-        z = problem.f0 + problem.J.matvec(torch.cat([d.reshape(-1) for d in Ds])).reshape(
-            problem.N, problem.K
-        )
-        return problem.loss.value(z, problem.y).mean() + reg
-
-    return f, x0
-
-
-def lora_hessian_dense(problem: Problem, U: Sequence[Tensor], V: Sequence[Tensor]) -> Tensor:
-    """Dense Hessian of the LoRA objective by autodiff (``torch.func.hessian``); small sizes only.
-
-    Variable order: for each block, ``vec(U_j)`` then ``vec(V_j)`` (row-major).
-    """
-    f, x0 = _objective_function(problem, U, V)
-    return torch.func.hessian(f)(x0)
-
-
-class AutodiffHessian(LinearOperator):
-    r"""The Hessian of the LoRA objective as an operator, by autodiff (``jvp`` of ``grad``).
-
-    The objective is written from its definition (:func:`lora_hessian_dense`'s function), so its
-    products share no code with the closed-form HVP of :mod:`landscapes.lora`; one product costs
-    about two gradients.
-    """
-
-    def __init__(self, problem: Problem, U: Sequence[Tensor], V: Sequence[Tensor]) -> None:
-        f, self.x0 = _objective_function(problem, U, V)
-        self.grad = torch.func.grad(f)
-        P = int(self.x0.numel())
-        self.shape = (P, P)
-        self.dtype, self.device = self.x0.dtype, self.x0.device
-        self.count = 0
-
-    def _matvec(self, x: Tensor) -> Tensor:
-        self.count += 1
-        return torch.func.jvp(self.grad, (self.x0,), (x,))[1]
-
-    def _rmatvec(self, y: Tensor) -> Tensor:
-        return self._matvec(y)
-
-
 @dataclasses.dataclass
 class _Routes:
     """The routes of one JLR-zero-saddle call: the prediction and what the routes found.
@@ -866,7 +812,7 @@ def _autodiff_lanczos_route(
     Where the dense Hessian does not fit: the structured route at zero reduces to the closed form
     the prediction comes from (eigenvalues lam +- sigma_i(S)), and this route does not.
     """
-    from landscapes.curvature.lora import smallest_ritz_pair
+    from landscapes.curvature.lanczos import smallest_ritz_pair
 
     routes.names.append("Lanczos (autodiff HVP)")
     tl = time.perf_counter()
@@ -952,7 +898,7 @@ def _closed_form_routes(
     Returns the Hessian's scale, the tolerance ``rtol * scale`` and the value found (the
     structured route's, else the Lanczos Ritz value).
     """
-    from landscapes.curvature.lora import lambda_min_lanczos, lambda_min_structured
+    from landscapes.curvature import lambda_min_lanczos, lambda_min_structured
 
     predicted = routes.predicted
     ta = time.perf_counter()
@@ -1036,7 +982,7 @@ def check_jlr_zero_saddle(
       the true :math:`\lambda_{\min}`, independent of the closed form;
     * Lanczos (``eigsh(which="SA")`` on the closed-form HVP), always: its Rayleigh quotient is a
       rigorous upper bound on :math:`\lambda_{\min}`;
-    * the structured route (:func:`landscapes.curvature.lora.lambda_min_structured`): a rigorous
+    * the structured route (:func:`landscapes.curvature.structured.lambda_min_structured`): a rigorous
       interval from an eigendecomposition of the column-pair matrix and an inertia count.  At
       zero the Gauss--Newton term vanishes and this route *is* the closed form (the eigenvalues
       of the column-pair matrix are :math:`\lambda_j \pm \sigma_i(S_j)`): it checks the

@@ -32,7 +32,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from landscapes.curvature.lora import flatten_factors
+from landscapes.curvature.vectors import flatten_factors
 from landscapes.io import save_problem
 from landscapes.local_min import polish_and_certify
 from landscapes.lora import LoRAPoint, lora_value, random_perturbation
@@ -1050,7 +1050,7 @@ def _default_lrs(problem: Problem, D: Sequence[Tensor], ranks: list[int]) -> dic
     stable below 2/that); only for a stored ``J``.  Adam's step is ``1e-2`` times
     :func:`landscapes.sosp.length_scale`.
     """
-    from landscapes.curvature.lora import lambda_min_structured
+    from landscapes.curvature.structured import lambda_min_structured
     from landscapes.lora import balanced_factors
     from landscapes.operators import DenseOperator
     from landscapes.sosp import length_scale

@@ -22,7 +22,8 @@ from typing import Any
 
 import torch
 
-from landscapes.lora import LoRAPoint, lora_hessian, lora_value, minimize_lora, random_factors
+from landscapes.curvature.dense import lora_hessian
+from landscapes.lora import LoRAPoint, lora_value, minimize_lora, random_factors
 from landscapes.nuc import solve_nuc
 from landscapes.problem import Problem
 from landscapes.slices import (
