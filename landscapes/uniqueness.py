@@ -27,7 +27,7 @@ from torch import Tensor
 from landscapes.problem import Blocks, Problem
 from landscapes.rank_reduction import face_constraints
 
-__all__ = ["UniquenessCertificate", "ft_uniqueness", "nuc_uniqueness", "shift_projector"]
+__all__ = ["UniquenessCertificate", "ft_uniqueness", "nuc_uniqueness", "roundoff_gap", "shift_projector"]
 
 
 @dataclass(frozen=True)
@@ -87,6 +87,16 @@ def _block_op_norms(problem: Problem) -> list[float]:
     return out
 
 
+def roundoff_gap(problem: Problem, D: Blocks, gap: float) -> float:
+    r"""The duality gap to reason with: ``|gap|``, at least the objective's rounding level.
+
+    The primal and dual values are sums of about ``KN`` terms each; their computed difference is
+    uncertain by :math:`c\,\varepsilon\,|P(D)|` with :math:`c = \max(64, KN)`.
+    """
+    level = max(64, problem.KN) * torch.finfo(problem.dtype).eps * abs(problem.nuc_objective(D))
+    return max(abs(float(gap)), level)
+
+
 def nuc_uniqueness(
     problem: Problem, D: Blocks, S: Blocks, *, gap: float, inj_rtol: float = 1e-8
 ) -> UniquenessCertificate:
@@ -102,13 +112,18 @@ def nuc_uniqueness(
     when the face map is injective with room to spare for that angle
     (:math:`\sigma_{\min}/\sigma_{\max} > 4 \sin\theta`).
 
+    A computed gap is known only up to rounding: one below the rounding level of the objective
+    (zero or negative at round-off, which happens at tight solves) is replaced by that level
+    (:func:`roundoff_gap`); taking it as exactly zero would put singular values a rounding error
+    below :math:`\lambda_j` outside the face and certify a face, and ranks, too small.
+
     For the squared loss the predictions are also pinned, :math:`\|z - z^\star\| \le
     \sqrt{2N\,\mathrm{gap}}`, which bounds :math:`\|D - D^\star\|_F` by ``rank_error`` (used
     to certify the rank of the unique minimizer); for other losses ``rank_error`` is ``inf``.
     """
     if problem.loss.name not in ("squared", "logistic", "cross_entropy"):
         return UniquenessCertificate(False, 0.0, (), (), "custom loss: strict convexity unknown")
-    gap = max(float(gap), 0.0)
+    gap = roundoff_gap(problem, D, gap)
     norms = _block_op_norms(problem)
     P_list, Q_list, dims, margins, sines = [], [], [], [], []
     for Sj, lam, Jn in zip(S, problem.lam, norms):
