@@ -1,7 +1,8 @@
-"""The checkers' options, declared once: name -> kind and range, per claim.
+"""The checkers' options: kinds and ranges (:class:`Spec`), and their validation.
 
-Every path that runs a checker validates its options against :data:`OPTION_SPECS` before any
-work: the command line, :func:`verify.audit` / :func:`verify.run.audits.plan_audit`
+Each checker declares its options beside it (:func:`verify.checker.checker`); they are gathered
+in :data:`OPTION_SPECS`.  Every path that runs a checker validates its options against them before
+any work: the command line, :func:`verify.audit` / :func:`verify.run.audits.plan_audit`
 (``options=...``), a replayed counterexample's stored options
 (:func:`verify.run.audits.replay_options`), the suites of ``loracheck run`` and a direct call of a
 checker from Python (each ``check_*`` function is wrapped by :func:`validated`).  A wrong type
@@ -15,7 +16,7 @@ Kinds
 - tolerances (``*rtol``, ``*_tol``, probabilities, levels): finite numbers in ``(0, 1)``;
 - scale factors: finite numbers ``> 0`` (``grid_ratio > 1``);
 - counts (``n_starts``, ``steps``, ``samples``, lengths, ...): ints in ``[low, cap]``, the caps
-  in :data:`OPTION_SPECS` (e.g. ``n_starts <= 10**4``, ``steps <= 10**7``);
+  in each checker's declaration (e.g. ``n_starts <= 10**4``, ``steps <= 10**7``);
 - ranks: ints ``>= 1`` (or one per block); given the problem, ``r_j <= m_j + n_j`` in every
   block ``j`` (see :class:`Rank`: not ``min(m, n)``, which the claims' hypotheses can exceed);
 - seeds: ints in ``[0, 2**63)``; booleans: ``bool`` only (``1`` is not ``True``);
@@ -396,7 +397,7 @@ class Function(Opaque):
 
 
 # ------------------------------------------------------------------------------------------------
-# The declaration
+# Kinds the checkers' declarations share
 
 RANK_BOUND = Int(0, 100_000, optional=True, expect="None or an int >= 0 (at most 100000)")
 TOL = Real(0.0, 1.0)  # a relative tolerance, a probability or a level: (0, 1)
@@ -408,313 +409,22 @@ SEED = Int(0, _SEED_MAX - 1)
 BOOL = Bool()
 ANY = Opaque()
 
-_LANDSCAPE_INITS = ("small", "gaussian", "large", "zero_b", "zero", "adversarial")
 _WYL_INITS = ("vanilla", "gaussian", "loraga", "loraga-peft", "pissa")
 WYL_INIT = Choice(_WYL_INITS, expect=f"one of {_WYL_INITS}")
 FLOAT_TOL = Real(0.0, 1.0, expect="a float in (0, 1)")
-_STEPS = 10**7
 
-#: ``collect=`` of the KKR checkers: the options of :func:`verify.kkr.checkers.collect_evidence`.
-_KKR_COLLECT = Fields(
-    {
-        "rank": Int(1, 100_000, optional=True),
-        "radius": POS,
-        "inits": Seq(Str(), 1, 64, distinct=True),
-        "seeds": Seq(SEED, 1, 1_000, distinct=True),
-        "steps": Int(0, _STEPS),
-        "lr": POS,
-        "samples": Int(1, 10**6),
-        "starts": ANY,
-        "dense_max": Int(0, 10_000),
-        "witnesses": BOOL,
-    },
-    optional=True,
-)
-
-_HSK_LEN = 1 << 20
-
-#: Claim id -> option name -> :class:`Spec`.  Options not listed (``save_dir``) are not options of
-#: the computation.
-_OPTION_TABLE: dict[str, Mapping[str, Spec]] = {
-    "JLR-rank-FT": {
-        "rank_bound": RANK_BOUND,
-        "grad_rtol": TOL,
-        "rank_rtol": TOL,
-    },
-    "JLR-rank-NUC": {
-        "rank_bound": RANK_BOUND,
-        "gap_rtol": TOL,
-        "rank_rtol": TOL,
-        "seed": SEED,
-        "solution": ANY,
-    },
-    "JLR-rank-blocks": {
-        "rank_bound": RANK_BOUND,
-        "gap_rtol": TOL,
-        "rank_rtol": TOL,
-        "seed": SEED,
-        "solution": ANY,
-    },
-    "JLR-equiv": {
-        "rank": Rank(optional=True),
-        "enforce_hypothesis": BOOL,
-        "gap_rtol": TOL,
-        "balance_rtol": TOL,
-        "rank_rtol": TOL,
-        "seed": SEED,
-        "solution": ANY,
-    },
-    "JLR-zero-saddle": {
-        "rank": Rank(),
-        "prediction": Function(),
-        "max_dense": Int(0, 10_000),
-        "rtol": TOL,
-        "lanczos_tol": TOL,
-    },
-    "JLR-no-spurious": {
-        "rank": Rank(per_block=True, optional=True),
-        "n_starts": Int(1, 10_000),
-        "inits": Seq(Choice(_LANDSCAPE_INITS), 1, 64),
-        "perturbations": Seq(Choice(("none", "symmetric", "linear")), 1, 64),
-        "perturbation_scale": Real(0.0, _INF, lo_open=False, optional=True),
-        "optimizer": Choice(("lbfgs", "gd", "sgd", "adam")),
-        "order": Choice((1, 2)),
-        "seed": SEED,
-        "grad_rtol": TOL,
-        "curvature_rtol": TOL,
-        "gap_rtol": TOL,
-        "enforce_hypothesis": BOOL,
-        "solution": ANY,
-        "method": Choice(("auto", "structured", "lanczos", "dense")),
-        "init_scale": POS,
-    },
-    "JLR-spurious-below": {
-        "rank": Rank(per_block=True, optional=True),
-        "n_starts": Int(1, 10_000),
-        "inits": Seq(Choice(_LANDSCAPE_INITS), 1, 64),
-        "seed": SEED,
-        "grad_rtol": TOL,
-        "curvature_rtol": TOL,
-        "gap_rtol": TOL,
-        "enforce_hypothesis": BOOL,
-        "solution": ANY,
-        "method": Choice(("auto", "structured", "lanczos", "dense")),
-        "init_scale": POS,
-    },
-    "JLR-gd": {
-        "rank": Rank(per_block=True, optional=True),
-        "optimizers": Seq(Choice(("gd", "sgd", "adam")), 1, 3, distinct=True),
-        "inits": Seq(Choice(_LANDSCAPE_INITS), 1, 64),
-        "steps": Int(1, _STEPS),
-        "lr": Table(("gd", "sgd", "adam"), POS, optional=True),
-        "batch_size": Int(1, 10**7, optional=True),
-        "seed": SEED,
-        "gap_rtol": Either((TOL, Table(("gd", "sgd", "adam"), TOL)), optional=True),
-        "record_every": Int(1, _STEPS),
-        "enforce_hypothesis": BOOL,
-        "solution": ANY,
-        "init_scale": POS,
-    },
-    "JLR-gen": {
-        "held_out": ANY,
-        "solution": ANY,
-        "point": ANY,
-        "clip": POS_OPT,
-        "delta": TOL,
-        "alpha": TOL,
-        "radius": Choice(("solution", "magnitude")),
-        "grid_base": Real(expect="a finite positive number"),
-        "grid_ratio": Both((Real(expect="a finite positive number"), Real(1.0, _INF))),
-        "bound_scale": Real(expect="a finite positive number"),
-        "gap_rtol": TOL,
-        "mc_samples": Either((Choice((0,)), Int(2, 10**6)), expect="0 or an int >= 2 (at most 1000000)"),
-        "seed": Int(-(2**63), 2**64 - 1, expect="an int in [-2**63, 2**64)"),
-    },
-    "WYL-first-step": {
-        "rank": Rank(),
-        "init": WYL_INIT,
-        "alpha": POS_OPT,
-        "rslora": BOOL,
-        "lr": POS,
-        "gamma": POS,
-        "direction": Choice(("ArB2r", "A2rBr", "ArBr", "random")),
-        "weights": ANY,
-        "rtol": TOL,
-        "search_starts": Int(0, 1_000),
-        "seed": SEED,
-        "gradient": Choice(("exact", "sampled")),
-        "svd": Choice(("full", "randomized")),
-        "batch_size": Int(1, 10**6, expect="a positive int (at most 1000000)"),
-        "batches": Int(1, 10**6, expect="a positive int (at most 1000000)"),
-        "sketch": Int(2, 100_000, optional=True, expect="None or an int >= 2 r (at most 100000)"),
-        "niter": Int(0, 100, expect="an int >= 0 (at most 100)"),
-        "failure_probability": FLOAT_TOL,
-        "pipeline_rtol": Real(0.0, 1.0, optional=True, expect="a positive finite number below 1, or None"),
-    },
-    "WYL-directions": {
-        "rank": Rank(),
-        "variant": Choice(("reference", "peft")),
-        "alpha": POS_OPT,
-        "rslora": BOOL,
-        "lr": POS,
-        "gamma": POS,
-        "rtol": TOL,
-        "seed": SEED,
-    },
-    "WYL-unchanged": {
-        "rank": Rank(),
-        "init": WYL_INIT,
-        "alpha": POS_OPT,
-        "rslora": BOOL,
-        "gamma": POS,
-        "encoder": ANY,
-        "offset": BOOL,
-        "rtol64": TOL,
-        "rtol32": TOL,
-        "seed": SEED,
-    },
-    "WYL-alignment": {
-        "rank": Rank(),
-        "init": Choice(tuple(i for i in _WYL_INITS if i != "pissa"), expect=f"one of {_WYL_INITS[:-1]}"),
-        "prediction": Choice(
-            ("rank-2r", "row-projection"),
-            optional=True,
-            expect="'rank-2r' or 'row-projection' (None: from init)",
-        ),
-        "alpha": POS_OPT,
-        "rslora": BOOL,
-        "lr": POS,
-        "gamma": POS,
-        "rtol": TOL,
-        "about_rtol": TOL_OPT,
-        "samples": Int(100, 10**7, expect="an int >= 100 (at most 10000000)"),
-        "about_level": FLOAT_TOL,
-        "seed": SEED,
-    },
-    "WYL-speed": {
-        "rank": Rank(),
-        "faster": Str(),  # (the checker names the inits: "faster, slower: expected names from ...")
-        "slower": Str(),
-        "factor": Real(expect="a positive number (finite, not a bool)"),
-        "margin": NONNEG,
-        "fraction": Real(0.0, 1.0, hi_open=False),
-        "seeds": Seq(SEED, 1, 1_000, distinct=True),
-        "lrs": Seq(POS, 1, 1_000),
-        "steps": Int(1, _STEPS),
-        "alpha": POS_OPT,
-        "rslora": BOOL,
-        "gap_rtol": TOL,
-        "gradient": Choice(("sampled", "full")),
-    },
-    "KKR-special": {
-        "evidence": ANY,
-        "collect": _KKR_COLLECT,
-        "global_rtol": TOL,
-        "variant": Choice(("theorem", "any-regime")),
-        "rho_factor": POS,
-    },
-    "KKR-dichotomy": {
-        "evidence": ANY,
-        "collect": _KKR_COLLECT,
-        "variant": Choice(("theorem", "all-global", "low-rank")),
-        "global_rtol": TOL,
-        "rho_factor": POS,
-        "margin": Real(0.0, 1.0, lo_open=False),
-    },
-    "KKR-loud": {
-        "evidence": ANY,
-        "collect": _KKR_COLLECT,
-        "global_rtol": TOL,
-        "variant": Choice(("theorem", "quiet")),
-        "rho_factor": POS,
-        "margin": Real(0.0, 1.0, lo_open=False),
-    },
-    "KKR-magnitude": {"evidence": ANY, "collect": _KKR_COLLECT, "factor": POS, "global_rtol": TOL},
-    "KKR-bias": {
-        "evidence": ANY,
-        "collect": _KKR_COLLECT,
-        "favoured": Str(),
-        "against": Str(),
-        "global_rtol": TOL,
-    },
-    "KKR-includes-JLR": {
-        "eps": POS,
-        "form": Choice(("none", "linear", "ridge")),
-        "rank": Rank(optional=True),
-        "radius": POS,
-        "samples": Int(1, 10**6),
-        "seed": SEED,
-    },
-    "KKR-sgd-rank": {
-        "rank": Rank(),
-        "batch": Int(1, 10**6),
-        "lr": POS,
-        "steps": Int(1, _STEPS),
-        "init": Choice(("zero", "small", "large")),
-        "eps": Seq(Real(0.0, 4.0), 1, 64),
-        "window": Int(1, _STEPS),
-        "conv_rtol": TOL,
-        "factor": POS,
-        "seed": SEED,
-    },
-    "HSK-exact": {
-        "lengths": Seq(Int(1, 4_096), 1, 64),
-        "gamma": POS,
-        "rtol": TOL,
-        "timing_lengths": Seq(Int(2, _HSK_LEN), 2, 64, distinct=True),
-        "block_size": Int(1, _HSK_LEN, optional=True),
-        "exponent_range": Seq(NONNEG, 2, 2),
-        "repeats": Int(1, 100),
-        "variant": Choice(("derived", "printed")),
-    },
-    "HSK-below": {
-        "gamma": POS,
-        "lengths": Seq(Int(2, _HSK_LEN), 2, 64, distinct=True),
-        "timing_lengths": Seq(Int(2, _HSK_LEN), 2, 64, distinct=True),
-        "target": TOL,
-        "max_degree": Int(0, 64),
-        "max_exponent": POS,
-        "repeats": Int(1, 100),
-        "regime_m_rule": Choice(("gamma^2", "d*gamma^2"), optional=True),
-        "regime_max_log2": Int(2, 2**62),
-        "variant": Choice(("below", "above", "superlinear")),
-        "above_ratio": POS,
-        "superlinear_c": POS,
-    },
-    "HSK-above": {
-        "lengths": Seq(Int(2, 8_192), 2, 64, distinct=True),
-        "ratios": Seq(POS, 1, 64, distinct=True),
-        "rel_err": TOL,
-        "matrix": Choice(("exp", "softmax")),
-        "report_softmax": BOOL,
-        "families": Seq(Choice(("random", "ov")), 1, 2, distinct=True),
-        "dim": Choice(("fixed", "log")),
-        "threshold": POS,
-        "growth": POS,
-        "variant": Choice(("transition", "no-transition")),
-        "flat_rank": Int(0, 100_000, optional=True),
-    },
-    "HSK-poly-error": {
-        "L": Int(1, 8_192),
-        "gammas": Seq(POS, 1, 64),
-        "degrees": Seq(Int(0, 64), 1, 64),
-        "bound_factor": POS,
-    },
-}
-
-
-#: Claim -> option name -> :class:`Spec`.  A checker declares its options where it is written
-#: (:func:`verify.checker.checker` calls :func:`register_options`); the table above holds the claims
-#: whose checkers do not yet.
+_OPTION_TABLE: dict[str, Mapping[str, Spec]] = {}
+#: Claim id -> option name -> :class:`Spec`, filled by the checkers' declarations: each checker
+#: declares its options where it is written (:func:`verify.checker.checker` calls
+#: :func:`register_options`), and :mod:`verify.registry` imports every room.  Options not listed
+#: (``save_dir``) are not options of the computation.
 OPTION_SPECS: Mapping[str, Mapping[str, Spec]] = MappingProxyType(_OPTION_TABLE)
-_CENTRAL = set(_OPTION_TABLE)  # declared above, not yet beside their checkers
 
 
 def register_options(claim: str, specs: Mapping[str, Spec]) -> None:
     """Declare the options of ``claim``'s checker (once per claim)."""
-    if claim in _OPTION_TABLE and claim not in _CENTRAL:
+    if claim in _OPTION_TABLE:
         raise RuntimeError(f"options of {claim} declared twice")
-    _CENTRAL.discard(claim)
     for name, spec in specs.items():
         if not isinstance(spec, Spec):
             raise TypeError(f"option {name} of {claim}: expected a Spec, got {type(spec).__name__}")

@@ -24,112 +24,16 @@ Status = Literal["holds", "violated", "inconclusive"]
 STATUSES: tuple[str, ...] = ("holds", "violated", "inconclusive")
 
 
-_DECIDED = ("holds", "violated")
-_KKR_REGIME_CLAIMS = ("KKR-special", "KKR-dichotomy", "KKR-loud")
-_KKR_MAGNITUDE = ("L0", "lam", "tolerance", "points", "reference_certified")
-_SPEED = ("table", "runs", "steps_faster", "steps_slower", "median_ratio_slower_over_faster")
-_KKR_REGIME = ("rank", "radius", "reference", "alpha_hat", "beta_hat", "rho_hat", "rho_lower", "bounds") + (
-    "end_points",
-    "sosps",
-    "certified_sosps",
-    "spurious",
-)
-
-#: Claim -> status -> the certificate fields its checker always writes with that status: a tuple of
-#: alternatives (one per mode of the checker), one of which must be present in full.  Read from the
-#: checkers (``tests/verify/test_options_resume.py`` runs them and asserts the fields, so this cannot
-#: drift).  A status not listed (``inconclusive``: early returns carry little) requires nothing.
-#: Used when a finished verdict is reused from a file (``loracheck audit --json``, ``loracheck
-#: run``): a ``holds`` without the fields that certify it is a forgery or a damaged file and is
-#: refused.  A forged but *plausible* certificate (the right fields, invented numbers) is not caught
-#: by this check: only re-verifying the certificate catches it (``--fresh`` recomputes).
-_DECLARED: dict[str, dict[str, list[tuple[str, ...]]]] = {
-    "JLR-rank-FT": {
-        "holds": [("r_max", "KN", "ranks", "ranks_before", "prediction_residual", "grad_norm")],
-        "violated": [("r_max", "KN", "ranks", "unique", "injectivity", "error_bound", "sigma_next")],
-    },
-    "JLR-rank-NUC": {
-        "holds": [
-            ("r_max", "KN", "objective", "dual", "gap", "rel_gap", "ranks", "block_triangular_sum")
-            + ("prediction_residual", "rel_gap_reduced")
-        ],
-        "violated": [("r_max", "KN", "objective", "dual", "rel_gap", "ranks", "rel_gap_reduced")],
-    },
-    "JLR-rank-blocks": {
-        "holds": [
-            ("r_max", "KN", "objective", "dual", "gap", "rel_gap", "ranks", "block_triangular_sum")
-            + ("prediction_residual", "rel_gap_reduced")
-        ],
-        "violated": [("r_max", "KN", "objective", "dual", "rel_gap", "ranks", "rel_gap_reduced")],
-    },
-    "JLR-equiv": {
-        "holds": [
-            ("rank", "nuc_ranks", "nuc_objective", "nuc_rel_gap", "lora_excess", "identity_residual")
-            + ("imbalance_rel",)
-        ],
-        "violated": [("rank", "nuc_ranks", "unique", "certified_min_ranks")],
-    },
-    "JLR-zero-saddle": {
-        "holds": [("predicted", "closed_form", "grad_op_norms", "n_params", "routes")],
-        "violated": [("predicted", "closed_form", "grad_op_norms", "n_params", "routes")],
-    },
-    "JLR-no-spurious": {
-        "holds": [("KN", "ranks", "runs", "n_runs", "n_certified_global", "nuc_dual", "nuc_primal")],
-        "violated": [("KN", "ranks", "runs", "counterexample_run")],
-    },
-    "JLR-spurious-below": {
-        "holds": [("KN", "ranks", "runs", "n_certified_sosp", "reference_objective")],
-    },
-    "JLR-gd": {
-        "holds": [("KN", "ranks", "runs", "max_final_gap", "nuc_dual", "nuc_primal")],
-        "violated": [("KN", "ranks", "runs")],
-    },
-    "JLR-gen": {
-        "holds": [
-            ("bound", "B", "M", "test_clipped_loss", "test_ucl", "test_lcl", "hoeffding_radius")
-            + ("trivial_test_clipped_loss", "error_probability")
-        ],
-        "violated": [("bound", "B", "M", "test_clipped_loss", "test_lcl", "error_probability")],
-    },
-    "WYL-first-step": {
-        "holds": [("inits", "eckart_young", "G_norms", "scale_s"), ("pipeline", "blocks", "scale_s")],
-        "violated": [("pipeline", "blocks", "scale_s")],
-    },
-    "WYL-directions": {
-        "holds": [("rel_difference_to_ArB2r", "step_norms")],
-        "violated": [("rel_difference_to_ArB2r", "step_norms")],
-    },
-    "WYL-unchanged": {
-        "holds": [("linearized_rel_max_error", "offset_norms", "adapter_norms")],
-        "violated": [("linearized_rel_max_error", "offset_norms", "adapter_norms")],
-    },
-    "WYL-alignment": {"holds": [("blocks",)], "violated": [("blocks",)]},
-    "WYL-speed": {st: [_SPEED] for st in _DECIDED},
-    **{c: {st: [_KKR_REGIME] for st in _DECIDED} for c in _KKR_REGIME_CLAIMS},
-    "KKR-magnitude": {st: [_KKR_MAGNITUDE] for st in _DECIDED},
-    "KKR-bias": {st: [("table", "reference_certified", "lam")] for st in _DECIDED},
-    "KKR-includes-JLR": {st: [("forms", "eps", "claimed")] for st in _DECIDED},
-    "KKR-sgd-rank": {st: [("rows", "lam", "mu_lam", "spread", "norm")] for st in _DECIDED},
-    "HSK-exact": {
-        "holds": [("agreement", "timing", "worst_max_entry_rel_error")],
-        "violated": [("agreement", "worst_max_entry_rel_error")],
-    },
-    "HSK-poly-error": {
-        "holds": [("rows", "worst_error_over_allowed", "bound")],
-        "violated": [("rows", "worst_error_over_allowed", "bound")],
-    },
-    "HSK-below": {
-        "holds": [("per_length", "timing", "regime_analysis", "note")],
-        "violated": [("per_length",)],
-    },
-    "HSK-above": {"violated": [("refuting_cell",)]},
-}
-_CERTIFICATE_TABLE: dict[str, Mapping[str, tuple[frozenset[str], ...]]] = {
-    claim: MappingProxyType({st: tuple(frozenset(a) for a in alts) for st, alts in by.items()})
-    for claim, by in _DECLARED.items()
-}
-#: Claim -> status -> alternatives of the certificate fields its checker writes.  A checker declares
-#: them where it is written (:func:`verify.checker.checker` calls :func:`declare_certificate`).
+_CERTIFICATE_TABLE: dict[str, Mapping[str, tuple[frozenset[str], ...]]] = {}
+#: Claim -> status -> alternatives of the certificate fields its checker always writes with that
+#: status (one alternative per mode of the checker), declared where the checker is written
+#: (:func:`verify.checker.checker` calls :func:`declare_certificate`; ``tests/verify/
+#: test_options_resume.py`` runs the checkers and asserts the fields, so this cannot drift).  A
+#: status not declared (``inconclusive``: early returns carry little) requires nothing.  Used when
+#: a finished verdict is reused from a file (``loracheck audit --json``, ``loracheck run``): a
+#: ``holds`` without the fields that certify it is a forgery or a damaged file and is refused.  A
+#: forged but *plausible* certificate (the right fields, invented numbers) is not caught by this
+#: check: only re-verifying the certificate catches it (``--fresh`` recomputes).
 CERTIFICATE_KEYS: Mapping[str, Mapping[str, tuple[frozenset[str], ...]]] = MappingProxyType(
     _CERTIFICATE_TABLE
 )

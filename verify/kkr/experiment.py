@@ -23,24 +23,25 @@ from landscapes.nonlinear.sosp import (
 )
 from theory.errors import UserInputError, finite_number, shown
 from verify.jsonfile import read_json
+from verify.kkr.evidence import Evidence
 from verify.kkr.training import (
     DENSE_MAX,
     KKR_FORMAT,
     KKR_INITS,
     KKR_PROBLEMS,
-    _change,
-    _end_point_record,
-    _fingerprint,
-    _frob,
-    _reference_dict,
-    _same_problem,
-    _truncated_polished,
     build_kkr_problem,
     classify,
     end_point_matrices,
+    end_point_record,
+    frobenius_norm,
     kkr_run,
     kkr_table,
     make_init,
+    problem_fingerprint,
+    product_change,
+    reference_dict,
+    same_problem,
+    truncated_polished,
 )
 
 __all__ = [
@@ -51,13 +52,12 @@ __all__ = [
 ]
 
 
-def evidence_from_entry(entry: Mapping[str, Any], problem: NonlinearProblem) -> Any:
-    """The :class:`verify.kkr.checkers.Evidence` of one configuration of an experiment file.
+def evidence_from_entry(entry: Mapping[str, Any], problem: NonlinearProblem) -> Evidence:
+    """The :class:`verify.kkr.evidence.Evidence` of one configuration of an experiment file.
 
     Only the runs of the problem itself: runs of shifted problems (LoRA-GA) belong to other problems.
     """
     from landscapes.nonlinear.restricted import RestrictedBounds, RestrictedConstants
-    from verify.kkr.checkers import Evidence
 
     ref = dict(entry["reference"])
     fields = {k: ref[k] for k in PenalizedMinimum.__dataclass_fields__ if k not in ("X", "U", "V")}
@@ -171,30 +171,25 @@ def _ensure_constants(
         save()
 
 
-def kkr_experiment(
-    problems: Sequence[str],
-    *,
-    out: str | Path,
-    inits: Sequence[str] = ("zero", "small", "large"),
-    seeds: Sequence[int] = tuple(range(10)),
-    lams: Sequence[float] | None = None,
-    samples: int = 200,
-    fresh: bool = False,
-    progress: bool | None = None,
-) -> dict[str, Any]:
-    """Run every (problem, lam, init, seed) of the grid and write ``out`` (JSON, atomically, after every run).
-
-    ``lams`` overrides the problems' weight decay (one configuration per value; ``0`` is
-    allowed: "no decay").  Per configuration the file holds the reference minimum, the
-    restricted constants about it (``samples`` Monte-Carlo samples at the problem's rank and
-    radius, plus the structural bounds), the runs and :func:`kkr_table`.  Re-running with the
-    same arguments resumes an interrupted file; ``fresh`` starts over.
-    """
-    from tqdm.auto import tqdm
-
+def _save_to(path: Path, data: Any) -> Callable[[], None]:
+    """A function that writes ``data`` to ``path`` as JSON (atomically), as it is when called."""
     from landscapes.io import atomic_write_text
     from verify.verdict import jsonable
 
+    def save() -> None:
+        atomic_write_text(path, json.dumps(jsonable(data), indent=1, allow_nan=False) + "\n")
+
+    return save
+
+
+def _check_grid(
+    problems: Sequence[str],
+    inits: Sequence[str],
+    seeds: Sequence[int],
+    lams: Sequence[float] | None,
+    samples: int,
+) -> None:
+    """Refuse the grid of :func:`kkr_experiment` when an argument is out of range, naming the first."""
     for name in problems:
         if name not in KKR_PROBLEMS:
             raise UserInputError(f"problems: expected names from {', '.join(KKR_PROBLEMS)}, got {name!r}")
@@ -217,6 +212,229 @@ def kkr_experiment(
         raise UserInputError(f"lams: expected finite weight decays >= 0, got {list(lams)!r}")
     if isinstance(samples, bool) or not isinstance(samples, int) or samples < 1:
         raise UserInputError(f"samples: expected a positive int, got {samples!r}")
+
+
+def _experiment_data(path: Path, config: Mapping[str, Any], fresh: bool) -> dict[str, Any]:
+    """The data of an experiment file: resumed from ``path`` when it holds ``config``'s runs, else new."""
+    data: dict[str, Any] = {
+        "format": KKR_FORMAT,
+        "config": config,
+        "configurations": {},
+        "complete": False,
+    }
+    if not path.exists() or fresh:
+        return data
+    try:
+        old = _read_kkr(path, "out")
+    except ValueError as exc:
+        raise UserInputError(f"{exc}; choose another path or fresh (--fresh)") from None
+    old_config = old.get("config") or {}
+    for spec in (old_config.get("problems") or {}).values():
+        if isinstance(spec, dict):
+            spec.pop("note", None)  # files of earlier versions kept the notes in the configuration
+    if old_config != data["config"]:
+        raise UserInputError(
+            f"out: {str(path)!r} holds runs of another configuration; use fresh (--fresh) or another path"
+        )
+    old["complete"] = False
+    return old
+
+
+def _beats(value: float, reference_value: float) -> bool:
+    """A penalized value below the reference's beyond round-off: the reference is refined from it."""
+    return value < reference_value - 1e-12 * max(1.0, abs(reference_value))
+
+
+def _offset_hash(offset: Sequence[torch.Tensor]) -> str:
+    """The key of a LoRA-GA weight offset (its shifted problem) among the shifted references."""
+    rounded = [[round(v, 12) for v in o.reshape(-1).tolist()] for o in offset]
+    return hashlib.sha256(json.dumps(rounded).encode()).hexdigest()[:16]
+
+
+def _configuration_run(
+    problem: NonlinearProblem,
+    train: Mapping[str, Any],
+    entry: Mapping[str, Any],
+    shifted_refs: dict[str, dict[str, Any]],
+    init: str,
+    seed: int,
+    ref_norm: float,
+) -> dict[str, Any]:
+    """One run of a configuration; a LoRA-GA init trains its shifted problem (its reference added)."""
+    start, offset = make_init(problem, init, rank=train["rank"], seed=seed, reference_norm=ref_norm)
+    target = problem
+    ref_value = float(entry["reference"]["value"])
+    oh = None
+    if offset is not None:
+        target = nl.shifted(problem, offset)
+        oh = _offset_hash(offset)
+        if oh not in shifted_refs:
+            shifted_refs[oh] = reference_dict(
+                minimize_penalized(target, max_iter=train.get("reference_iter", 5000))
+            )
+        ref_value = float(shifted_refs[oh]["value"])
+    run = kkr_run(
+        target,
+        start,
+        steps=train["steps"],
+        lr=train["lr"],
+        polish=train.get("polish", 3000),
+        lanczos_maxiter=train.get("lanczos_maxiter"),
+        truncate=bool(train.get("truncate", False)),
+        dense_max=int(train.get("dense_max", DENSE_MAX)),
+    )
+    run.update(init=init, seed=seed, reference_value=ref_value, shifted=offset is not None)
+    if oh is not None:
+        run.update(shifted_reference=oh, reference_rank=int(shifted_refs[oh]["rank"]))
+    return run
+
+
+def _refine_references(
+    entry: dict[str, Any],
+    problem: NonlinearProblem,
+    train: Mapping[str, Any],
+    shifted_refs: dict[str, dict[str, Any]],
+    ref_norm: float,
+) -> None:
+    """A run that beats its reference refines it (non-convex risks): its runs are then judged against it.
+
+    The base reference from the best run of the problem itself; each shifted problem's (LoRA-GA)
+    from the best run of its own.
+    """
+    best = min(
+        (r for r in entry["runs"] if r.get("status") == "finished" and not r.get("shifted")),
+        key=lambda r: r["penalized"],
+        default=None,
+    )
+    if best is not None and _beats(best["penalized"], float(entry["reference"]["value"])):
+        better = minimize_penalized(
+            problem,
+            starts={"best-run": end_point_matrices(best, problem)},
+            max_iter=train.get("reference_iter", 5000),
+        )
+        entry["reference_refined_from_run"] = {"init": best["init"], "seed": best["seed"]}
+        entry["reference"] = reference_dict(better)
+        for r in entry["runs"]:
+            if not r.get("shifted"):
+                r["reference_value"] = better.value
+    for oh, sref in shifted_refs.items():
+        mine = [
+            r for r in entry["runs"] if r.get("shifted_reference") == oh and r.get("status") == "finished"
+        ]
+        low = min(mine, key=lambda r: r["penalized"], default=None)
+        if low is None or not _beats(low["penalized"], float(sref["value"])):
+            continue
+        _, offset = make_init(
+            problem, low["init"], rank=train["rank"], seed=low["seed"], reference_norm=ref_norm
+        )
+        assert offset is not None
+        target = nl.shifted(problem, offset)
+        better = minimize_penalized(
+            target,
+            starts={"best-run": end_point_matrices(low, target)},
+            max_iter=train.get("reference_iter", 5000),
+        )
+        shifted_refs[oh] = dict(reference_dict(better), refined_from_run=[low["init"], low["seed"]])
+        for r in mine:
+            r["reference_value"] = better.value
+            r["reference_rank"] = better.rank
+
+
+def _run_configuration(
+    data: dict[str, Any],
+    key: str,
+    pname: str,
+    lam: float | None,
+    grid: tuple[Sequence[str], Sequence[int], int],
+    path: Path,
+    save: Callable[[], None],
+    bar: Any,
+) -> None:
+    """The runs of one configuration not in the file yet, its references, constants, table and verdicts.
+
+    ``grid``: the inits, the seeds and the number of samples of the constants.
+    """
+    inits, seeds, samples = grid
+    spec = KKR_PROBLEMS[pname]
+    kwargs = dict(spec["kwargs"])
+    if lam is not None:
+        kwargs["lam"] = lam
+    entry = data["configurations"].setdefault(key, {"problem": pname, "runs": []})
+    done = {(r["init"], r["seed"]) for r in entry["runs"]}
+    todo = [(i, s) for i in inits for s in seeds if (i, s) not in done]
+    bar.update(len(done))
+    problem = NONLINEAR_BUILDERS[spec["builder"]](**kwargs)
+    train = spec["train"]
+    fp = problem_fingerprint(problem)
+    if entry.get("fingerprint") is not None and not same_problem(entry["fingerprint"], fp):
+        raise UserInputError(f"out: {str(path)!r} holds runs of another {key} problem; use fresh")
+    entry["fingerprint"] = fp
+    if "reference" not in entry:
+        bar.set_postfix_str(f"{key}: reference")
+        entry["reference"] = reference_dict(
+            minimize_penalized(problem, max_iter=train.get("reference_iter", 5000))
+        )
+        entry["bounds"] = _bounds(problem, entry, train)
+        save()
+    ref_norm = frobenius_norm(end_point_matrices(entry["reference"], problem))
+
+    _ensure_constants(entry, problem, train, samples, save)
+    shifted_refs: dict[str, dict[str, Any]] = entry.setdefault("shifted_references", {})
+    skipped = entry.setdefault("skipped", {})
+    if "loraga" in inits and 2 * train["rank"] > min(min(b) for b in problem.blocks):
+        skipped["loraga"] = f"LoRA-GA needs 2 r <= min(m, n); r = {train['rank']}, blocks {problem.blocks}"
+    for init, seed in todo:
+        if init in skipped:
+            bar.update(1)
+            continue
+        bar.set_postfix_str(f"{key}: {init} seed {seed}")
+        entry["runs"].append(_configuration_run(problem, train, entry, shifted_refs, init, seed, ref_norm))
+        save()
+        bar.update(1)
+    _refine_references(entry, problem, train, shifted_refs, ref_norm)
+    # Every run knows its LoRA rank and its reference's rank (files of earlier versions
+    # lack them for shifted runs: their offset is the one shifted reference, when unique).
+    for r in entry["runs"]:
+        r.setdefault("lora_rank", train["rank"])
+        if r.get("shifted") and "reference_rank" not in r and len(shifted_refs) == 1:
+            r["reference_rank"] = int(next(iter(shifted_refs.values()))["rank"])
+        if not r.get("shifted"):
+            r["reference_rank"] = int(entry["reference"]["rank"])
+    _ensure_constants(entry, problem, train, samples, save)
+    entry["table"] = kkr_table(
+        entry["runs"],
+        entry["reference"],
+        depth=max(problem.value(problem.zeros()) - float(entry["reference"]["value"]), 0.0),
+    )
+    # A violated verdict saves its end points next to the file (counterexamples/).
+    entry["verdicts"] = _verdicts(entry, problem, train, path.parent / "counterexamples")
+    save()
+
+
+def kkr_experiment(
+    problems: Sequence[str],
+    *,
+    out: str | Path,
+    inits: Sequence[str] = ("zero", "small", "large"),
+    seeds: Sequence[int] = tuple(range(10)),
+    lams: Sequence[float] | None = None,
+    samples: int = 200,
+    fresh: bool = False,
+    progress: bool | None = None,
+) -> dict[str, Any]:
+    """Run every (problem, lam, init, seed) of the grid and write ``out`` (JSON, atomically, after every run).
+
+    ``lams`` overrides the problems' weight decay (one configuration per value; ``0`` is
+    allowed: "no decay").  Per configuration the file holds the reference minimum, the
+    restricted constants about it (``samples`` Monte-Carlo samples at the problem's rank and
+    radius, plus the structural bounds), the runs and :func:`kkr_table`.  Re-running with the
+    same arguments resumes an interrupted file; ``fresh`` starts over.
+    """
+    from tqdm.auto import tqdm
+
+    from verify.verdict import jsonable
+
+    _check_grid(problems, inits, seeds, lams, samples)
     config = {
         # What makes the runs (the notes are for people and may change).
         "problems": {n: {k: v for k, v in KKR_PROBLEMS[n].items() if k != "note"} for n in problems},
@@ -226,172 +444,17 @@ def kkr_experiment(
         "samples": samples,
     }
     path = Path(out)
-    data: dict[str, Any] = {
-        "format": KKR_FORMAT,
-        "config": jsonable(config),
-        "configurations": {},
-        "complete": False,
-    }
-    if path.exists() and not fresh:
-        try:
-            old = _read_kkr(path, "out")
-        except ValueError as exc:
-            raise UserInputError(f"{exc}; choose another path or fresh (--fresh)") from None
-        old_config = old.get("config") or {}
-        for spec in (old_config.get("problems") or {}).values():
-            if isinstance(spec, dict):
-                spec.pop("note", None)  # files of earlier versions kept the notes in the configuration
-        if old_config != data["config"]:
-            raise UserInputError(
-                f"out: {str(path)!r} holds runs of another configuration; use fresh (--fresh) or another path"
-            )
-        data = old
-        data["complete"] = False
-
-    def save() -> None:
-        atomic_write_text(path, json.dumps(jsonable(data), indent=1, allow_nan=False) + "\n")
-
+    data = _experiment_data(path, jsonable(config), fresh)
+    save = _save_to(path, data)
     t_start = time.perf_counter()
     lam_list: list[float | None] = [None] if lams is None else [float(x) for x in lams]
     total = len(problems) * len(lam_list) * len(inits) * len(seeds)
     bar = tqdm(total=total, desc="kkr", unit="run", disable=None if progress is None else not progress)
     try:
         for pname in problems:
-            spec = KKR_PROBLEMS[pname]
             for lam in lam_list:
-                kwargs = dict(spec["kwargs"])
-                if lam is not None:
-                    kwargs["lam"] = lam
                 key = pname if lam is None else f"{pname}@lam={lam!r}"
-                entry = data["configurations"].setdefault(key, {"problem": pname, "runs": []})
-                done = {(r["init"], r["seed"]) for r in entry["runs"]}
-                todo = [(i, s) for i in inits for s in seeds if (i, s) not in done]
-                bar.update(len(done))
-                problem = NONLINEAR_BUILDERS[spec["builder"]](**kwargs)
-                train = spec["train"]
-                fp = _fingerprint(problem)
-                if entry.get("fingerprint") is not None and not _same_problem(entry["fingerprint"], fp):
-                    raise UserInputError(f"out: {str(path)!r} holds runs of another {key} problem; use fresh")
-                entry["fingerprint"] = fp
-                refs: dict[str, PenalizedMinimum] = {}
-                if "reference" not in entry:
-                    bar.set_postfix_str(f"{key}: reference")
-                    refs["base"] = minimize_penalized(problem, max_iter=train.get("reference_iter", 5000))
-                    entry["reference"] = _reference_dict(refs["base"])
-                    entry["bounds"] = _bounds(problem, entry, train)
-                    save()
-                ref_X = end_point_matrices(entry["reference"], problem)
-                ref_norm = _frob(ref_X)
-
-                _ensure_constants(entry, problem, train, samples, save)
-                shifted_refs: dict[str, dict[str, Any]] = entry.setdefault("shifted_references", {})
-                skipped = entry.setdefault("skipped", {})
-                if "loraga" in inits and 2 * train["rank"] > min(min(b) for b in problem.blocks):
-                    skipped["loraga"] = (
-                        f"LoRA-GA needs 2 r <= min(m, n); r = {train['rank']}, blocks {problem.blocks}"
-                    )
-                for init, seed in todo:
-                    if init in skipped:
-                        bar.update(1)
-                        continue
-                    bar.set_postfix_str(f"{key}: {init} seed {seed}")
-                    start, offset = make_init(
-                        problem, init, rank=train["rank"], seed=seed, reference_norm=ref_norm
-                    )
-                    target = problem
-                    ref_value = float(entry["reference"]["value"])
-                    if offset is not None:
-                        target = nl.shifted(problem, offset)
-                        oh = hashlib.sha256(
-                            json.dumps(
-                                [[round(v, 12) for v in o.reshape(-1).tolist()] for o in offset]
-                            ).encode()
-                        ).hexdigest()[:16]
-                        if oh not in shifted_refs:
-                            shifted_refs[oh] = _reference_dict(
-                                minimize_penalized(target, max_iter=train.get("reference_iter", 5000))
-                            )
-                        ref_value = float(shifted_refs[oh]["value"])
-                    run = kkr_run(
-                        target,
-                        start,
-                        steps=train["steps"],
-                        lr=train["lr"],
-                        polish=train.get("polish", 3000),
-                        lanczos_maxiter=train.get("lanczos_maxiter"),
-                        truncate=bool(train.get("truncate", False)),
-                        dense_max=int(train.get("dense_max", DENSE_MAX)),
-                    )
-                    run.update(init=init, seed=seed, reference_value=ref_value, shifted=offset is not None)
-                    if offset is not None:
-                        run.update(shifted_reference=oh, reference_rank=int(shifted_refs[oh]["rank"]))
-                    entry["runs"].append(run)
-                    save()
-                    bar.update(1)
-                # A run that beats the reference refines it (non-convex risks): every run is then
-                # classified against the better point.
-                best = min(
-                    (r for r in entry["runs"] if r.get("status") == "finished" and not r.get("shifted")),
-                    key=lambda r: r["penalized"],
-                    default=None,
-                )
-                if best is not None and best["penalized"] < float(entry["reference"]["value"]) - 1e-12 * max(
-                    1.0, abs(float(entry["reference"]["value"]))
-                ):
-                    better = minimize_penalized(
-                        problem,
-                        starts={"best-run": end_point_matrices(best, problem)},
-                        max_iter=train.get("reference_iter", 5000),
-                    )
-                    entry["reference_refined_from_run"] = {"init": best["init"], "seed": best["seed"]}
-                    entry["reference"] = _reference_dict(better)
-                    for r in entry["runs"]:
-                        if not r.get("shifted"):
-                            r["reference_value"] = better.value
-                # The same for each shifted problem (LoRA-GA): a run below its reference refines it.
-                for oh, sref in shifted_refs.items():
-                    mine = [
-                        r
-                        for r in entry["runs"]
-                        if r.get("shifted_reference") == oh and r.get("status") == "finished"
-                    ]
-                    low = min(mine, key=lambda r: r["penalized"], default=None)
-                    v0 = float(sref["value"])
-                    if low is None or not low["penalized"] < v0 - 1e-12 * max(1.0, abs(v0)):
-                        continue
-                    _, offset = make_init(
-                        problem, low["init"], rank=train["rank"], seed=low["seed"], reference_norm=ref_norm
-                    )
-                    assert offset is not None
-                    target = nl.shifted(problem, offset)
-                    better = minimize_penalized(
-                        target,
-                        starts={"best-run": end_point_matrices(low, target)},
-                        max_iter=train.get("reference_iter", 5000),
-                    )
-                    shifted_refs[oh] = dict(
-                        _reference_dict(better), refined_from_run=[low["init"], low["seed"]]
-                    )
-                    for r in mine:
-                        r["reference_value"] = better.value
-                        r["reference_rank"] = better.rank
-                # Every run knows its LoRA rank and its reference's rank (files of earlier versions
-                # lack them for shifted runs: their offset is the one shifted reference, when unique).
-                for r in entry["runs"]:
-                    r.setdefault("lora_rank", train["rank"])
-                    if r.get("shifted") and "reference_rank" not in r and len(shifted_refs) == 1:
-                        r["reference_rank"] = int(next(iter(shifted_refs.values()))["rank"])
-                    if not r.get("shifted"):
-                        r["reference_rank"] = int(entry["reference"]["rank"])
-                _ensure_constants(entry, problem, train, samples, save)
-                entry["table"] = kkr_table(
-                    entry["runs"],
-                    entry["reference"],
-                    depth=max(problem.value(problem.zeros()) - float(entry["reference"]["value"]), 0.0),
-                )
-                # A violated verdict saves its end points next to the file (counterexamples/).
-                entry["verdicts"] = _verdicts(entry, problem, train, path.parent / "counterexamples")
-                save()
+                _run_configuration(data, key, pname, lam, (inits, seeds, samples), path, save, bar)
     finally:
         bar.close()
     data["complete"] = True
@@ -420,6 +483,89 @@ def _check_table_row(table: str, row: Mapping[str, Any], at: str) -> None:
     _need(isinstance(row.get("certified"), bool), f"{at}['certified']", "true or false", row.get("certified"))
 
 
+def _tables_data(path: Path, config: Any, fresh: bool) -> dict[str, Any]:
+    """The data of a tables file: resumed from ``path`` when it holds ``config``'s rows, else new."""
+    data: dict[str, Any] = {
+        "format": "loracheck.kkr-tables/1",
+        "config": config,
+        "table1": [],
+        "table2": [],
+    }
+    if not path.exists() or fresh:
+        return data
+    try:
+        old = read_json(path, what="out")
+    except UserInputError as exc:
+        raise UserInputError(f"out: {str(path)!r} exists and is not a tables file ({exc})") from None
+    if not isinstance(old, dict) or old.get("format") != data["format"]:
+        raise UserInputError(
+            f"out: {str(path)!r} is not a {data['format']} file; choose another path or fresh"
+        )
+    if old.get("config") != data["config"]:
+        raise UserInputError(f"out: {str(path)!r} holds tables of other arguments; use fresh (--fresh)")
+    for table, key in (("table1", "lam"), ("table2", "rank")):  # what a resumed run reads back
+        rows: Any = old.get(table)
+        _need(isinstance(rows, list), f"out: {str(path)!r}: {table!r}", "a list of rows", rows)
+        for i, row in enumerate(rows):
+            at = f"out: {str(path)!r}: {table}[{i}]"
+            _need(isinstance(row, Mapping), at, "a JSON object (a row)", row)
+            v = row.get(key)
+            ok = isinstance(v, int) and not isinstance(v, bool) if key == "rank" else finite_number(v)
+            _need(ok, f"{at}[{key!r}]", "an int" if key == "rank" else "a finite number", v)
+            _check_table_row(table, row, at)  # the fields `loracheck kkr --tables` prints
+    return old
+
+
+def _table1_row(spec: Mapping[str, Any], lam: float, max_iter: int) -> dict[str, Any]:
+    """Table 1's row of a weight decay: the rank, norms and risks of the penalized minimizer."""
+    p = NONLINEAR_BUILDERS[spec["builder"]](**dict(spec["kwargs"], lam=float(lam)))
+    ref = minimize_penalized(p, max_iter=max_iter)
+    return {
+        "lam": float(lam),
+        "rank": ref.rank,
+        "ranks": ref.ranks,
+        "nuclear": sum(sum(sv) for sv in ref.singular_values),
+        "frobenius": ref.frobenius,
+        "value": ref.value,
+        "risk": ref.risk,
+        "certified": ref.certified,
+        "method": ref.method,
+        "test_risk": p.test_value(ref.X),
+        "top_singular_values": [list(sv[:20]) for sv in ref.singular_values],
+    }
+
+
+def _table2_rows(
+    data: dict[str, Any],
+    spec: Mapping[str, Any],
+    ranks: Sequence[int],
+    radius: float,
+    samples: int,
+    max_iter: int,
+    save: Callable[[], None],
+    bar: Any,
+) -> None:
+    """Table 2's rows not in ``data`` yet: the sampled constants per LoRA rank (a skipped rank says why)."""
+    done2 = {int(r["rank"]) for r in data["table2"]}
+    bar.update(len(done2))
+    if all(int(r) in done2 for r in ranks):
+        return
+    p = NONLINEAR_BUILDERS[spec["builder"]](**spec["kwargs"])
+    ref = minimize_penalized(p, max_iter=max_iter)
+    for r in ranks:
+        if int(r) in done2:
+            continue
+        small = min(min(b) for b in p.blocks)
+        if r < ref.rank or r > small:
+            why = f"r < r* = {ref.rank}" if r < ref.rank else f"r > min(m, n) = {small}"
+            data["table2"].append({"rank": r, "skipped": why})
+        else:
+            c = restricted_constants(p, rank=r, radius=radius, x_star=ref.X, samples=samples)
+            data["table2"].append(dict(c.to_dict(), r_star=ref.rank))
+        save()
+        bar.update(1)
+
+
 def kkr_paper_tables(
     problem_name: str,
     *,
@@ -442,7 +588,6 @@ def kkr_paper_tables(
     """
     from tqdm.auto import tqdm
 
-    from landscapes.io import atomic_write_text
     from verify.verdict import jsonable
 
     if problem_name not in KKR_PROBLEMS:
@@ -466,38 +611,8 @@ def kkr_paper_tables(
         "samples": samples,
     }
     path = Path(out)
-    data: dict[str, Any] = {
-        "format": "loracheck.kkr-tables/1",
-        "config": jsonable(config),
-        "table1": [],
-        "table2": [],
-    }
-    if path.exists() and not fresh:
-        try:
-            old = read_json(path, what="out")
-        except UserInputError as exc:
-            raise UserInputError(f"out: {str(path)!r} exists and is not a tables file ({exc})") from None
-        if not isinstance(old, dict) or old.get("format") != data["format"]:
-            raise UserInputError(
-                f"out: {str(path)!r} is not a {data['format']} file; choose another path or fresh"
-            )
-        if old.get("config") != data["config"]:
-            raise UserInputError(f"out: {str(path)!r} holds tables of other arguments; use fresh (--fresh)")
-        for table, key in (("table1", "lam"), ("table2", "rank")):  # what a resumed run reads back
-            rows: Any = old.get(table)
-            _need(isinstance(rows, list), f"out: {str(path)!r}: {table!r}", "a list of rows", rows)
-            for i, row in enumerate(rows):
-                at = f"out: {str(path)!r}: {table}[{i}]"
-                _need(isinstance(row, Mapping), at, "a JSON object (a row)", row)
-                v = row.get(key)
-                ok = isinstance(v, int) and not isinstance(v, bool) if key == "rank" else finite_number(v)
-                _need(ok, f"{at}[{key!r}]", "an int" if key == "rank" else "a finite number", v)
-                _check_table_row(table, row, at)  # the fields `loracheck kkr --tables` prints
-        data = old
-
-    def save() -> None:
-        atomic_write_text(path, json.dumps(jsonable(data), indent=1, allow_nan=False) + "\n")
-
+    data = _tables_data(path, jsonable(config), fresh)
+    save = _save_to(path, data)
     it_max = train.get("reference_iter", 5000)
     bar = tqdm(
         total=len(lams) + len(ranks), desc="kkr tables", disable=None if progress is None else not progress
@@ -508,42 +623,10 @@ def kkr_paper_tables(
         for lam in lams:
             if float(lam) in done1:
                 continue
-            p = NONLINEAR_BUILDERS[spec["builder"]](**dict(spec["kwargs"], lam=float(lam)))
-            ref = minimize_penalized(p, max_iter=it_max)
-            data["table1"].append(
-                {
-                    "lam": float(lam),
-                    "rank": ref.rank,
-                    "ranks": ref.ranks,
-                    "nuclear": sum(sum(sv) for sv in ref.singular_values),
-                    "frobenius": ref.frobenius,
-                    "value": ref.value,
-                    "risk": ref.risk,
-                    "certified": ref.certified,
-                    "method": ref.method,
-                    "test_risk": p.test_value(ref.X),
-                    "top_singular_values": [list(sv[:20]) for sv in ref.singular_values],
-                }
-            )
+            data["table1"].append(_table1_row(spec, lam, it_max))
             save()
             bar.update(1)
-        done2 = {int(r["rank"]) for r in data["table2"]}
-        bar.update(len(done2))
-        if any(int(r) not in done2 for r in ranks):
-            p = NONLINEAR_BUILDERS[spec["builder"]](**spec["kwargs"])
-            ref = minimize_penalized(p, max_iter=it_max)
-            for r in ranks:
-                if int(r) in done2:
-                    continue
-                small = min(min(b) for b in p.blocks)
-                if r < ref.rank or r > small:
-                    why = f"r < r* = {ref.rank}" if r < ref.rank else f"r > min(m, n) = {small}"
-                    data["table2"].append({"rank": r, "skipped": why})
-                else:
-                    c = restricted_constants(p, rank=r, radius=D, x_star=ref.X, samples=samples)
-                    data["table2"].append(dict(c.to_dict(), r_star=ref.rank))
-                save()
-                bar.update(1)
+        _table2_rows(data, spec, ranks, D, samples, it_max, save, bar)
     finally:
         bar.close()
     save()
@@ -748,7 +831,7 @@ def recertified_runs(
             out.append(dict(r))
             continue
         rec = dict(r)
-        rec.update(_end_point_record(problem, n["end_point"], _factors(n, problem)))
+        rec.update(end_point_record(problem, n["end_point"], _factors(n, problem)))
         rec.update(
             recertified=True,
             truncated=True,
@@ -762,6 +845,112 @@ def recertified_runs(
 
 #: Version of the table and verdicts that :func:`kkr_recertify` stores (part of their ``basis``).
 _RECERTIFIED_TABLE_VERSION = 1
+
+
+def _recertify_source(
+    src: Path, runs: Sequence[tuple[str, int]], configuration: str | None
+) -> tuple[str, dict[str, Any], dict[tuple[str, int], dict[str, Any]]]:
+    """The configuration of ``src`` to re-certify: its key, its entry and its finished runs by (init, seed).
+
+    Refused unless it is a named problem at its own weight decay and ``runs`` are finished runs of
+    it without a weight offset.
+    """
+    data = _read_kkr(src, "source")
+    confs = data.get("configurations") or {}
+    key = configuration if configuration is not None else (next(iter(confs)) if len(confs) == 1 else None)
+    if key is None or key not in confs:
+        raise UserInputError(f"configuration: expected one of {sorted(confs)}, got {key!r}")
+    entry = confs[key]
+    ref_d = entry.get("reference")
+    _need(isinstance(ref_d, Mapping), f"source: configuration {key!r}: 'reference'", "a JSON object", ref_d)
+    if "@lam=" in key or entry.get("problem") not in KKR_PROBLEMS:
+        raise UserInputError(f"configuration: expected a named problem at its own weight decay, got {key!r}")
+    finished = {(r["init"], r["seed"]): r for r in entry["runs"] if r.get("status") == "finished"}
+    missing = [w for w in runs if tuple(w) not in finished]
+    if not runs or missing:
+        raise UserInputError(f"runs: expected finished (init, seed) runs of {key!r}, got {list(runs)!r}")
+    shifted = [w for w in runs if finished[tuple(w)].get("shifted")]  # type: ignore[index]
+    if shifted:  # their factors belong to the shifted problem of their LoRA-GA offset
+        raise UserInputError(f"runs: runs with a weight offset (LoRA-GA) are not supported, got {shifted!r}")
+    return key, entry, finished
+
+
+def _recertification_data(path: Path, result: dict[str, Any]) -> dict[str, Any]:
+    """The re-certification file at ``path`` to resume (same source and configuration), or ``result``."""
+    if not path.exists():
+        return result
+    try:
+        old = read_json(path, what="out")
+    except UserInputError as exc:
+        raise UserInputError(f"out: {str(path)!r} exists and is not a recertification file ({exc})") from None
+    if not isinstance(old, dict) or {k: old.get(k) for k in ("format", "source", "configuration")} != {
+        k: result[k] for k in ("format", "source", "configuration")
+    }:
+        raise UserInputError(f"out: {str(path)!r} holds results of another file or configuration")
+    old_runs = old.get("runs")
+    if not isinstance(old_runs, list):
+        raise UserInputError(f"out: {str(path)!r}: 'runs': expected a list of runs, got {shown(old_runs)}")
+    for i, r in enumerate(old_runs):
+        at = f"out: {str(path)!r}: runs[{i}]"
+        _need(isinstance(r, Mapping), at, "a JSON object (a run)", r)
+        _need(isinstance(r.get("init"), str), f"{at}['init']", "a str", r.get("init"))
+        sd = r.get("seed")
+        _need(isinstance(sd, int) and not isinstance(sd, bool), f"{at}['seed']", "an int", sd)
+        _need(
+            isinstance(r.get("end_point"), Mapping), f"{at}['end_point']", "a JSON object", r.get("end_point")
+        )
+        change = r.get("change_frobenius")
+        _need(finite_number(change), f"{at}['change_frobenius']", "a number", change)
+        _need(finite_number(r.get("seconds")), f"{at}['seconds']", "a number", r.get("seconds"))
+    return old
+
+
+def _recertified_run(
+    problem: NonlinearProblem,
+    init: str,
+    seed: int,
+    run: Mapping[str, Any],
+    ref_value: float,
+    depth: float,
+    *,
+    dense_max: int,
+    polish: int,
+    grad_tol: float,
+    rank_rtol: float,
+) -> dict[str, Any]:
+    """A saved end point truncated, polished and classified again: a run of the re-certification file."""
+    t0 = time.perf_counter()
+    saved = _factors(run, problem)
+    pt = truncated_polished(problem, saved, rank_rtol=rank_rtol, max_iter=polish, grad_tol=grad_tol)
+    ep = end_point(problem, pt, rank_rtol=rank_rtol, dense_max=dense_max)
+    judged = {
+        "status": "finished",
+        "sosp": ep.sosp,
+        "penalized": ep.penalized,
+        "reference_rank": run.get("reference_rank", 0),
+        "lora_rank": run.get("lora_rank", 1 << 30),
+    }
+    saved_keys = (
+        "penalized",
+        "grad_norm",
+        "lambda_min",
+        "lambda_min_residual",
+        "lambda_min_converged",
+        "sosp",
+    )
+    return {
+        "init": init,
+        "seed": seed,
+        "saved": {k: run.get(k) for k in saved_keys},
+        "saved_class": classify(run, float(run.get("reference_value", ref_value)), depth=depth),
+        "change_frobenius": product_change(saved, pt),
+        "end_point": ep.to_dict(),
+        "class": classify(judged, ref_value, depth=depth),
+        "reference_value": ref_value,
+        "seconds": time.perf_counter() - t0,
+        "A": [a.detach().cpu().tolist() for a in pt.A],
+        "B": [b.detach().cpu().tolist() for b in pt.B],
+    }
 
 
 def kkr_recertify(
@@ -790,72 +979,14 @@ def kkr_recertify(
     and when it adds none and the source configuration is unchanged (``basis``: a sha256 of it) it
     returns the stored table and verdicts without recomputing them.
     """
-    from landscapes.io import atomic_write_text
-    from verify.verdict import jsonable
-
     src = Path(source)
-    data = _read_kkr(src, "source")
-    confs = data.get("configurations") or {}
-    key = configuration if configuration is not None else (next(iter(confs)) if len(confs) == 1 else None)
-    if key is None or key not in confs:
-        raise UserInputError(f"configuration: expected one of {sorted(confs)}, got {key!r}")
-    entry = confs[key]
-    ref_d = entry.get("reference")
-    _need(isinstance(ref_d, Mapping), f"source: configuration {key!r}: 'reference'", "a JSON object", ref_d)
-    if "@lam=" in key or entry.get("problem") not in KKR_PROBLEMS:
-        raise UserInputError(f"configuration: expected a named problem at its own weight decay, got {key!r}")
-    finished = {(r["init"], r["seed"]): r for r in entry["runs"] if r.get("status") == "finished"}
-    missing = [w for w in runs if tuple(w) not in finished]
-    if not runs or missing:
-        raise UserInputError(f"runs: expected finished (init, seed) runs of {key!r}, got {list(runs)!r}")
-    shifted = [w for w in runs if finished[tuple(w)].get("shifted")]  # type: ignore[index]
-    if shifted:  # their factors belong to the shifted problem of their LoRA-GA offset
-        raise UserInputError(f"runs: runs with a weight offset (LoRA-GA) are not supported, got {shifted!r}")
+    key, entry, finished = _recertify_source(src, runs, configuration)
     if isinstance(dense_max, bool) or not isinstance(dense_max, int) or dense_max < 0:
         raise UserInputError(f"dense_max: expected an int >= 0, got {dense_max!r}")
     path = Path(out)
-    result: dict[str, Any] = {
-        "format": KKR_FORMAT + "-recertified",
-        "source": str(src),
-        "configuration": key,
-        "runs": [],
-    }
-    if path.exists():
-        try:
-            old = read_json(path, what="out")
-        except UserInputError as exc:
-            raise UserInputError(
-                f"out: {str(path)!r} exists and is not a recertification file ({exc})"
-            ) from None
-        if not isinstance(old, dict) or {k: old.get(k) for k in ("format", "source", "configuration")} != {
-            k: result[k] for k in ("format", "source", "configuration")
-        }:
-            raise UserInputError(f"out: {str(path)!r} holds results of another file or configuration")
-        old_runs = old.get("runs")
-        if not isinstance(old_runs, list):
-            raise UserInputError(
-                f"out: {str(path)!r}: 'runs': expected a list of runs, got {shown(old_runs)}"
-            )
-        for i, r in enumerate(old_runs):
-            at = f"out: {str(path)!r}: runs[{i}]"
-            _need(isinstance(r, Mapping), at, "a JSON object (a run)", r)
-            _need(isinstance(r.get("init"), str), f"{at}['init']", "a str", r.get("init"))
-            sd = r.get("seed")
-            _need(isinstance(sd, int) and not isinstance(sd, bool), f"{at}['seed']", "an int", sd)
-            _need(
-                isinstance(r.get("end_point"), Mapping),
-                f"{at}['end_point']",
-                "a JSON object",
-                r.get("end_point"),
-            )
-            _need(
-                finite_number(r.get("change_frobenius")),
-                f"{at}['change_frobenius']",
-                "a number",
-                r.get("change_frobenius"),
-            )
-            _need(finite_number(r.get("seconds")), f"{at}['seconds']", "a number", r.get("seconds"))
-        result = old
+    result = _recertification_data(
+        path, {"format": KKR_FORMAT + "-recertified", "source": str(src), "configuration": key, "runs": []}
+    )
     done = {(r["init"], r["seed"]) for r in result["runs"]}
     problem = build_kkr_problem(entry["problem"])
     _check_evidence_fields(entry, f"source: configuration {key!r}")
@@ -863,56 +994,30 @@ def kkr_recertify(
         _check_factors_shape(finished[tuple(w)], problem, f"source: {key!r}: run {shown(tuple(w))}")  # type: ignore[index]
     for i, r in enumerate(result["runs"]):
         _check_factors_shape(r, problem, f"out: {str(path)!r}: runs[{i}]")
-    if not _same_problem(entry.get("fingerprint") or {}, _fingerprint(problem)):
+    if not same_problem(entry.get("fingerprint") or {}, problem_fingerprint(problem)):
         raise UserInputError(f"source: the {key!r} problem of {str(src)!r} differs from the one built now")
     ref_value = float(entry["reference"]["value"])
     depth = max(problem.value(problem.zeros()) - ref_value, 0.0)
     train = KKR_PROBLEMS[entry["problem"]]["train"]
-
-    def save() -> None:
-        atomic_write_text(path, json.dumps(jsonable(result), indent=1, allow_nan=False) + "\n")
-
+    save = _save_to(path, result)
     added = 0
     for init, seed in runs:
         if (init, seed) in done:
             continue
         added += 1
-        r = finished[(init, seed)]
-        t0 = time.perf_counter()
-        saved = _factors(r, problem)
-        pt = _truncated_polished(problem, saved, rank_rtol=rank_rtol, max_iter=polish, grad_tol=grad_tol)
-        ep = end_point(problem, pt, rank_rtol=rank_rtol, dense_max=dense_max)
-        judged = {
-            "status": "finished",
-            "sosp": ep.sosp,
-            "penalized": ep.penalized,
-            "reference_rank": r.get("reference_rank", 0),
-            "lora_rank": r.get("lora_rank", 1 << 30),
-        }
         result["runs"].append(
-            {
-                "init": init,
-                "seed": seed,
-                "saved": {
-                    k: r.get(k)
-                    for k in (
-                        "penalized",
-                        "grad_norm",
-                        "lambda_min",
-                        "lambda_min_residual",
-                        "lambda_min_converged",
-                        "sosp",
-                    )
-                },
-                "saved_class": classify(r, float(r.get("reference_value", ref_value)), depth=depth),
-                "change_frobenius": _change(saved, pt),
-                "end_point": ep.to_dict(),
-                "class": classify(judged, ref_value, depth=depth),
-                "reference_value": ref_value,
-                "seconds": time.perf_counter() - t0,
-                "A": [a.detach().cpu().tolist() for a in pt.A],
-                "B": [b.detach().cpu().tolist() for b in pt.B],
-            }
+            _recertified_run(
+                problem,
+                init,
+                seed,
+                finished[(init, seed)],
+                ref_value,
+                depth,
+                dense_max=dense_max,
+                polish=polish,
+                grad_tol=grad_tol,
+                rank_rtol=rank_rtol,
+            )
         )
         save()
     recertified = [[r["init"], r["seed"]] for r in result["runs"]]

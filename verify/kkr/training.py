@@ -72,6 +72,13 @@ __all__ = [
     "wilson_interval",
     "global_tolerance",
     "end_point_matrices",
+    "end_point_record",
+    "frobenius_norm",
+    "problem_fingerprint",
+    "product_change",
+    "reference_dict",
+    "same_problem",
+    "truncated_polished",
 ]
 
 KKR_FORMAT = "loracheck.kkr/1"
@@ -82,7 +89,8 @@ KKR_INITS: tuple[str, ...] = ("zero", "small", "large", "loraga", "adversarial")
 DENSE_MAX = 1024
 
 
-def _frob(X: Sequence[Tensor]) -> float:
+def frobenius_norm(X: Sequence[Tensor]) -> float:
+    """The Frobenius norm of a point given as its blocks, over all blocks together."""
     return math.sqrt(sum(float(x.pow(2).sum()) for x in X))
 
 
@@ -191,27 +199,27 @@ def kkr_run(
         end, hist = train_lora(problem, start, steps=steps, lr=lr, polish=polish, grad_tol=grad_tol)
         trained = end
         if truncate:
-            end = _truncated_polished(problem, end, rank_rtol=rank_rtol, max_iter=polish, grad_tol=grad_tol)
+            end = truncated_polished(problem, end, rank_rtol=rank_rtol, max_iter=polish, grad_tol=grad_tol)
     except FloatingPointError as exc:
         return {"status": "diverged", "error": str(exc), "seconds": time.perf_counter() - t0}
     ep = end_point(problem, end, rank_rtol=rank_rtol, maxiter=lanczos_maxiter, dense_max=dense_max)
-    out = _end_point_record(problem, ep.to_dict(), end)
+    out = end_point_record(problem, ep.to_dict(), end)
     out.update(
-        start_norm=_frob(tuple(a @ b.T for a, b in zip(start.A, start.B))),
+        start_norm=frobenius_norm(tuple(a @ b.T for a, b in zip(start.A, start.B))),
         truncated=truncate,
-        truncation_change=_change(trained, end),
+        truncation_change=product_change(trained, end),
         curve=[list(h) for h in hist[:: max(1, len(hist) // 50)]],
         seconds=time.perf_counter() - t0,
     )
     return out
 
 
-def _change(a: Factors, b: Factors) -> float:
+def product_change(a: Factors, b: Factors) -> float:
     """The Frobenius distance between the products ``A B^T`` of two factorizations, over all blocks."""
-    return _frob(tuple(x @ y.T - u @ v.T for x, y, u, v in zip(a.A, a.B, b.A, b.B)))
+    return frobenius_norm(tuple(x @ y.T - u @ v.T for x, y, u, v in zip(a.A, a.B, b.A, b.B)))
 
 
-def _truncated_polished(
+def truncated_polished(
     problem: NonlinearProblem, point: Factors, *, rank_rtol: float, max_iter: int, grad_tol: float
 ) -> Factors:
     """``point`` truncated to its numerical rank (exact zero columns), then polished on the other columns."""
@@ -220,7 +228,7 @@ def _truncated_polished(
     )
 
 
-def _end_point_record(problem: NonlinearProblem, ep: Mapping[str, Any], point: Factors) -> dict[str, Any]:
+def end_point_record(problem: NonlinearProblem, ep: Mapping[str, Any], point: Factors) -> dict[str, Any]:
     """The stored numbers of an end point (``ep``: :meth:`EndPoint.to_dict`) and its factors ``point``."""
     X = tuple(a @ b.T for a, b in zip(point.A, point.B))
     # The penalized problem's first-order condition ||grad L(X)_j||_op <= lam_j (necessary for a
@@ -396,7 +404,12 @@ def kkr_table(
     return out
 
 
-def _fingerprint(problem: NonlinearProblem) -> dict[str, Any]:
+def problem_fingerprint(problem: NonlinearProblem) -> dict[str, Any]:
+    """What identifies a non-linearized problem in a file: name, shapes, decays, and its risk at a probe.
+
+    ``probe_value`` is the penalized value at a fixed point (a ramp of all entries times 0.1);
+    ``sha256`` hashes it with the rest (:func:`same_problem` compares the value up to round-off).
+    """
     probe = tuple(
         torch.linspace(-1, 1, m * n, dtype=problem.dtype).reshape(m, n).to(problem.device) * 0.1
         for m, n in problem.blocks
@@ -414,7 +427,7 @@ def _fingerprint(problem: NonlinearProblem) -> dict[str, Any]:
     }
 
 
-def _same_problem(old: Mapping[str, Any], new: Mapping[str, Any]) -> bool:
+def same_problem(old: Mapping[str, Any], new: Mapping[str, Any]) -> bool:
     """Same name, shapes, decays, and risk at the probe point up to round-off (thread counts differ)."""
     from verify.verdict import jsonable
 
@@ -427,7 +440,8 @@ def _same_problem(old: Mapping[str, Any], new: Mapping[str, Any]) -> bool:
     return abs(a - b) <= 1e-9 * max(1.0, abs(b))
 
 
-def _reference_dict(ref: PenalizedMinimum) -> dict[str, Any]:
+def reference_dict(ref: PenalizedMinimum) -> dict[str, Any]:
+    """A reference minimum as stored in a file: its numbers, and ``X`` as factors ``U``, ``V``."""
     d = ref.to_dict()
     # X_j = U_j V_j^T with U_j = P_j diag(s_j) over the singular values above round-off (1e-13
     # sigma_1: singular-value thresholding leaves exact zeros, which the SVD of X returns at the
