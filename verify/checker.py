@@ -238,14 +238,19 @@ def needs_float64(claim: str, problem: Problem, opts: dict[str, Any]) -> Verdict
 
 
 def save_counterexample(
-    problem: Problem, save_dir: str | Path | None, claim: str, point: Sequence[Tensor], opts: dict[str, Any]
+    problem: Problem,
+    save_dir: str | Path | None,
+    claim: str,
+    point: Sequence[Tensor] | None,
+    opts: dict[str, Any],
 ) -> str | None:
     """Save a counterexample: the problem file with the point and the options that refute the claim.
 
     The file is the problem format of :mod:`landscapes.io` (``loracheck audit`` replays it), named
     ``CLAIM-SHA256-TAG.npz`` (the problem's fingerprint and a hash of the options), with the point's
-    blocks ``D0, D1, ...``, ``claim`` and ``options_json`` as extra arrays.  ``None`` when
-    ``save_dir`` is ``None`` or the problem holds an operator-form ``J`` (nothing to save).
+    blocks ``D0, D1, ...`` (none when the problem itself is the counterexample, ``point=None``),
+    ``claim`` and ``options_json`` as extra arrays.  ``None`` when ``save_dir`` is ``None`` or the
+    problem holds an operator-form ``J`` (nothing to save).
     """
     if save_dir is None:
         return None
@@ -253,7 +258,7 @@ def save_counterexample(
     options = json.dumps(jsonable(opts), sort_keys=True)
     tag = hashlib.sha256(options.encode()).hexdigest()[:8]
     path = Path(save_dir) / f"{claim}-{fp['sha256']}-{tag}.npz"
-    extra: dict[str, Any] = {f"D{j}": d.detach().cpu().numpy() for j, d in enumerate(point)}
+    extra: dict[str, Any] = {f"D{j}": d.detach().cpu().numpy() for j, d in enumerate(point or ())}
     extra["claim"] = np.array(claim)
     extra["options_json"] = np.array(options)
     try:

@@ -88,5 +88,12 @@ def test_run_exits_0_on_the_known_refutation_and_1_with_strict(tmp_path):
     rep = json.loads((tmp_path / "a" / "report.json").read_text())
     assert rep["record"]["known_refutations"] == 1 and rep["record"]["differences"] == []
     assert rep["suite"][0]["expected"]["KKR-includes-JLR"]["status"] == "violated"
+    # the known refutation comes with its counterexample, which `loracheck audit` replays
+    (v,) = rep["verdicts"]
+    assert v["counterexample"] and Path(v["counterexample"]).is_file()
+    assert f"counterexample: {v['counterexample']}" in r.stdout
+    from verify.cli.main import main
+
+    assert main(["audit", v["counterexample"], "--no-progress"]) == 1
     r = _run(tmp_path / "b", "--strict")
     assert r.returncode == 1, r.stdout + r.stderr

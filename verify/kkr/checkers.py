@@ -57,7 +57,7 @@ from landscapes.nonlinear.restricted import (
 )
 from theory.errors import InputTypeError, UserInputError, finite_number
 from theory.kkr import dichotomy, loud
-from verify.checker import Judge, checker, fmt, num
+from verify.checker import Judge, checker, fmt, num, save_counterexample
 from verify.kkr.evidence import COLLECT_OPTIONS, Evidence, collect_evidence, resolve_evidence
 from verify.kkr.training import (
     KKR_INITS,
@@ -1475,7 +1475,8 @@ def check_kkr_includes_jlr(
     :math:`\alpha`.  :math:`\hat\beta` is a rigorous *lower* bound on :math:`\beta` (sampled
     curvatures).  ``violated`` when :math:`2\alpha_{up} \le \hat\beta` for ``form`` (generic or
     no RSC, certified); ``holds`` when the structural bounds certify :math:`2\alpha > \beta`.
-    The witnesses are in the certificate (``save_dir`` is accepted for the suite; nothing is saved).
+    The witnesses are in the certificate; a ``violated`` verdict saves the problem with its options
+    in ``save_dir`` (the problem is the counterexample: ``loracheck audit FILE`` replays it).
 
     Certificate: ``eps``, ``claimed`` (the constants the statement implies, ``alpha = beta =
     eps``) and ``forms``, a row per perturbation form: ``r``, ``r_star``, ``reference_method``,
@@ -1507,6 +1508,8 @@ def check_kkr_includes_jlr(
             cert,
             f"{form}: alpha <= {row['alpha_hat']:.3g} (witness: {how}) and beta >= {row['beta_lower']:.3g}, "
             "so 2 alpha <= beta: not the special regime",
+            # the problem itself refutes the claim: saved with the options, replayable by `loracheck audit`
+            counterexample=save_counterexample(problem, save_dir, claim, None, opts),
         )
     if row["special_certified"]:
         return judge.holds(
