@@ -97,3 +97,40 @@ def test_run_exits_0_on_the_known_refutation_and_1_with_strict(tmp_path):
     assert main(["audit", v["counterexample"], "--no-progress"]) == 1
     r = _run(tmp_path / "b", "--strict")
     assert r.returncode == 1, r.stdout + r.stderr
+
+
+def test_an_interrupted_run_of_another_selection_is_not_overwritten(tmp_path):
+    # A run into an --out that holds an interrupted run of other checks used to reuse nothing and
+    # overwrite that run's finished verdicts without a word.
+    from verify.cli.main import main
+    from verify.report import build_report, write_report
+
+    spec = next(s for s in DEFAULT_SUITE if s.name == "gauss-sq-K1")
+    v = check_jlr_magnitude(build_problem(spec))
+    write_report(build_report([v], suite=[spec.to_dict()], complete=False), tmp_path)
+    before = (tmp_path / "report.json").read_text()
+    assert main(["run", "--problems", "gauss-null-sq-K1", "--out", str(tmp_path), "--no-progress"]) == 3
+    assert (tmp_path / "report.json").read_text() == before
+
+
+def test_an_out_that_cannot_be_made_is_refused_before_any_work(tmp_path, capsys):
+    from verify.cli.main import main
+
+    (tmp_path / "file").write_text("x")
+    assert main(["run", "--problems", "gauss-null-sq-K1", "--out", str(tmp_path / "file" / "d")]) == 3
+    assert "--out: cannot create the directory" in capsys.readouterr().err
+
+
+def test_report_md_shows_the_record():
+    from verify.report import report_markdown
+
+    spec = next(s for s in DEFAULT_SUITE if s.name == "gauss-null-sq-K1")
+    p = build_problem(SPEC)
+    false = check_jlr_magnitude(p, factor=0.1)
+    rep = {
+        "created": "now", "seconds": 1.0, "environment": {}, "counts": {"holds": 0, "violated": 1,
+        "inconclusive": 0}, "verdicts": [false.to_dict()], "record": record_summary(compare([false], [SPEC])),
+    }  # fmt: skip
+    md = report_markdown(rep)
+    assert "Against the suite's record: 0 as recorded" in md and "new violation: JLR-magnitude on g" in md
+    assert spec.expected  # the suite's own record is what `loracheck run` writes there

@@ -13,8 +13,11 @@ import sqlite3
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from verify.cli.main import main
+from verify.registry import CHECKERS
 
 # ---------------------------------------------------------------------------------------------
 # `loracheck figures --from FILE.json`: every field the figures read is checked before drawing
@@ -419,3 +422,25 @@ def test_kkr_tables_resume_checks_the_rows_it_prints(tmp_path, table, field, val
     out.write_text(json.dumps(data))
     with pytest.raises(UserInputError, match=match):
         kkr_paper_tables("double-well", out=out, **kw)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    claim=st.sampled_from(sorted(CHECKERS)),
+    value=st.one_of(
+        st.none(), st.booleans(), st.integers(-(10**400), 10**400), st.text(max_size=5),
+        st.lists(st.integers(), max_size=3), st.dictionaries(st.text(max_size=3), st.integers(), max_size=2),
+    ),
+    key=st.sampled_from(
+        ["forms", "points", "steps_faster", "inits", "runs", "table", "blocks", "rows", "per_length",
+         "rank_exponent_by_ratio", "rho_hat", "timing", "bound", "rel_gap", "ranks"]
+    ),
+)  # fmt: skip
+def test_evidence_lines_never_fail_on_hostile_certificates(claim, value, key):
+    # report.evidence runs on certificates read back from files (resumed runs, audits): a value of
+    # the wrong shape falls back to the raw fields instead of failing the command
+    from verify.report import evidence
+
+    line = evidence({"claim": claim, "status": "holds", "certificate": {key: value, "steps_slower": value}})
+    assert isinstance(line, str)
+    assert evidence({"claim": claim, "status": "holds", "certificate": "abc"}) == ""

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import time
 from pathlib import Path
+from typing import Any
 
 from theory.errors import UserInputError
 from verify.cli.common import BadInput, check_real_extras, int_in
@@ -111,6 +112,10 @@ def handle(args: argparse.Namespace) -> int:
     out = Path(args.out)
     if out.exists() and not out.is_dir():
         raise BadInput(f"--out: expected a directory, got an existing file {str(out)!r}")
+    try:  # before any work: a directory that cannot be made would lose the first verdict
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise BadInput(f"--out: cannot create the directory {str(out)!r} ({exc.strerror})") from None
     done = None
     previous = out / "report.json"
     if previous.is_file() and not args.fresh:
@@ -120,6 +125,7 @@ def handle(args: argparse.Namespace) -> int:
             raise BadInput(f"{exc}; pass --fresh to overwrite it") from None
         if isinstance(old, dict) and old.get("format") == "loracheck.report" and old.get("complete") is False:
             done = finished_verdicts(old, suite, source=str(previous))
+            _refuse_losing_another_selection(old, suite, args.claims, out)
             print(
                 f"resuming the interrupted run in {out}: {len(done)} finished verdicts reused "
                 "(--fresh: recompute)"
@@ -167,6 +173,29 @@ def handle(args: argparse.Namespace) -> int:
             if v.counterexample:
                 print(f"      counterexample: {v.counterexample} (replay: loracheck audit FILE)")
     return exit_code(verdicts) if args.strict else record_exit_code(comparisons)
+
+
+def _refuse_losing_another_selection(
+    old: dict[str, Any], suite: list[Any], claims: list[str] | None, out: Path
+) -> None:
+    """An interrupted run of another selection in ``--out`` would be overwritten: refuse (exit 3)."""
+    from verify.run.suite import suite_tasks
+
+    selected = {(s.name, c) for s, c in suite_tasks(suite, claims)}
+    verdicts = old.get("verdicts")
+    other = [
+        d
+        for d in (verdicts if isinstance(verdicts, list) else [])
+        if isinstance(d, dict)
+        and isinstance(d.get("problem"), dict)
+        and (d["problem"].get("name"), d.get("claim")) not in selected
+    ]
+    if other:
+        raise BadInput(
+            f"--out: {str(out)!r} holds an interrupted run with {len(other)} finished verdict(s) outside "
+            "this selection (--problems/--claims/--real/--hsk), which this run would overwrite; re-run "
+            "that selection to resume it, choose another --out, or pass --fresh to start over"
+        )
 
 
 def _record_word(c: Comparison) -> str:

@@ -248,6 +248,22 @@ REAL_SUITE: tuple[ProblemSpec, ...] = (
 _HSK_CLAIMS = ("HSK-exact", "HSK-poly-error", "HSK-below", "HSK-above")
 CASE_ADAPTED = {"C1": "QV", "C2": "QKV"}
 
+#: Measured on both cases (benchmarks/results/hsk/report.json): the asymptotic claims cannot be
+#: decided at sizes a run can reach.
+_HSK_EXPECTED = {
+    "HSK-below": (
+        "inconclusive",
+        "with unscaled scores (M = d Gamma^2) the polynomial method's counted rank C(d+g, g) does not "
+        "fall below L at any L a computer can reach, so the measured linear-time route and its error "
+        "are evidence for the fixed-Gamma corollary, not for the asymptotic statement",
+    ),
+    "HSK-above": (
+        "inconclusive",
+        "the conditional hardness (under SETH) is asymptotic and worst-case: at L = 128..2048 the fitted "
+        "exponents of the eps-rank above and below the threshold Gamma^2/log L = 1 cannot be told apart",
+    ),
+}
+
 #: ``loracheck run --hsk``: the four [HSK24] claims on one attention head, both adapter cases,
 #: at the full grids (L up to 65,536 for the fast route's timing; a few minutes on 2 cores).
 HSK_SUITE: tuple[ProblemSpec, ...] = tuple(
@@ -260,6 +276,7 @@ HSK_SUITE: tuple[ProblemSpec, ...] = tuple(
             "HSK-above": {"lengths": (128, 256, 512, 1024, 2048), "ratios": (0.125, 0.25, 0.5, 1.0, 2.0, 3.0)}
         },
         note="one head, d = 4, r = 2, adapters on " + ", ".join("W_" + k for k in CASE_ADAPTED[case]),
+        expected=_HSK_EXPECTED,
     )
     for case in ("C1", "C2")
 )
