@@ -143,6 +143,10 @@ class Verdict:
     def __post_init__(self) -> None:
         if self.status not in STATUSES:  # a checker's defect; a file's status is checked in from_dict
             raise ValueError(f"status: expected one of {STATUSES}, got {self.status!r}")
+        if self.counterexample is not None and self.status == "inconclusive":
+            raise ValueError(
+                "counterexample: a saved file belongs to a decided verdict, not an inconclusive one"
+            )
         for name in ("problem", "certificate", "timings", "options"):
             object.__setattr__(self, name, MappingProxyType(dict(getattr(self, name))))
 
@@ -173,7 +177,14 @@ class Verdict:
         """
         if not isinstance(d, Mapping):
             raise InputTypeError(f"verdict: expected a JSON object, got {type(d).__name__}")
-        for name, kind in (("claim", str), ("status", str), ("problem", Mapping), ("certificate", Mapping)):
+        required = (
+            ("claim", str),
+            ("status", str),
+            ("problem", Mapping),
+            ("certificate", Mapping),
+            ("reason", str),
+        )
+        for name, kind in required:
             if name not in d:
                 raise UserInputError(f"verdict: expected a field {name!r}, got none (fields {sorted(d)})")
             if not isinstance(d[name], kind):
@@ -190,6 +201,10 @@ class Verdict:
         if not isinstance(d.get("counterexample"), (str, type(None))):
             raise InputTypeError(
                 f"verdict.counterexample: expected a str or null, got {d['counterexample']!r}"
+            )
+        if d.get("counterexample") is not None and d["status"] == "inconclusive":
+            raise UserInputError(
+                "verdict.counterexample: expected null on an inconclusive verdict, got a path"
             )
         return cls(
             claim=d["claim"],

@@ -134,3 +134,17 @@ def test_report_md_shows_the_record():
     md = report_markdown(rep)
     assert "Against the suite's record: 0 as recorded" in md and "new violation: JLR-magnitude on g" in md
     assert spec.expected  # the suite's own record is what `loracheck run` writes there
+
+
+def test_a_saved_verdict_is_checked_for_reason_and_counterexample():
+    from theory.errors import UserInputError
+    from verify.verdict import Verdict
+
+    d = {"claim": "JLR-gd", "status": "inconclusive", "problem": {}, "certificate": {}, "reason": "r"}
+    assert Verdict.from_dict(d).reason == "r"
+    with pytest.raises(UserInputError, match="'reason'"):
+        Verdict.from_dict({k: v for k, v in d.items() if k != "reason"})
+    with pytest.raises(UserInputError, match="counterexample"):
+        Verdict.from_dict(dict(d, counterexample="/x.npz"))
+    with pytest.raises(ValueError, match="decided verdict"):
+        Verdict("JLR-gd", "inconclusive", {}, {}, "r", counterexample="/x.npz")
