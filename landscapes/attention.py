@@ -61,6 +61,7 @@ from torch import Tensor
 
 from theory.errors import InputTypeError, UserInputError
 from theory.hsk import log_taylor_error_bound
+from theory.search import bisect_boundary
 
 __all__ = [
     "AttentionLoRA",
@@ -317,18 +318,7 @@ def max_entry_error(approx: Mapping[str, Tensor], exact: Mapping[str, Tensor]) -
     carry ``beta`` and the entry bound twice), so one common denominator would hide their errors.
     NaN anywhere gives ``inf``.
     """
-    if set(approx) != set(exact):
-        raise UserInputError(
-            f"approx, exact: expected the same keys, got {sorted(approx)} and {sorted(exact)}"
-        )
-    worst = 0.0
-    for k in exact:
-        num = float((approx[k] - exact[k]).abs().max())
-        den = float(exact[k].abs().max())
-        e = num / den if den > 0 else num
-        if not e <= worst:  # also catches NaN
-            worst = e if math.isfinite(e) else math.inf
-    return worst
+    return _worst_entry_error(approx, exact, relative=True)
 
 
 def max_abs_entry_error(approx: Mapping[str, Tensor], exact: Mapping[str, Tensor]) -> float:
@@ -338,6 +328,10 @@ def max_abs_entry_error(approx: Mapping[str, Tensor], exact: Mapping[str, Tensor
     max-entry norm); :func:`max_entry_error` is the same per key divided by each key's largest
     entry.  NaN anywhere gives ``inf``.
     """
+    return _worst_entry_error(approx, exact, relative=False)
+
+
+def _worst_entry_error(approx: Mapping[str, Tensor], exact: Mapping[str, Tensor], *, relative: bool) -> float:
     if set(approx) != set(exact):
         raise UserInputError(
             f"approx, exact: expected the same keys, got {sorted(approx)} and {sorted(exact)}"
@@ -345,6 +339,9 @@ def max_abs_entry_error(approx: Mapping[str, Tensor], exact: Mapping[str, Tensor
     worst = 0.0
     for k in exact:
         e = float((approx[k] - exact[k]).abs().max())
+        if relative:
+            den = float(exact[k].abs().max())
+            e = e / den if den > 0 else e
         if not e <= worst:  # also catches NaN
             worst = e if math.isfinite(e) else math.inf
     return worst
@@ -371,14 +368,7 @@ def numerical_rank(M: Tensor, rel_err: float) -> int:
     def ok(k: int) -> bool:
         return float((M - (P[:, :k] * s[:k]) @ Qh[:k]).abs().max()) <= rel_err * top
 
-    lo, hi = 0, int(s.numel())  # ok(hi) holds (round-off aside), ok(0) does not
-    while hi - lo > 1:
-        mid = (lo + hi) // 2
-        if ok(mid):
-            hi = mid
-        else:
-            lo = mid
-    return hi
+    return bisect_boundary(ok, 0, int(s.numel()))  # ok(numel) holds (round-off aside), ok(0) does not
 
 
 def hsk_instance(

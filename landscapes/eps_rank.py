@@ -75,6 +75,7 @@ from numpy.typing import NDArray
 
 from landscapes._threads import scipy_blas_single_thread
 from theory.errors import UserInputError
+from theory.search import bisect_boundary
 
 __all__ = [
     "EpsRankBounds",
@@ -184,19 +185,6 @@ def trace_lower_bound(A: object, eps: float) -> int:
     return _trace_bound(M, U, Vt, eps)
 
 
-def _truncation_ok(
-    M: NDArray[np.float64],
-    U: NDArray[np.float64],
-    s: NDArray[np.float64],
-    Vt: NDArray[np.float64],
-    k: int,
-    eps: float,
-) -> bool:
-    # round-off margin for the witness U_k S_k V_k^T (module docstring): the exact product is within eps
-    margin = 5 * k * (_U / 2) * float(s[0])
-    return float(np.abs(M - (U[:, :k] * s[:k]) @ Vt[:k]).max()) <= eps - margin
-
-
 def _truncation_rank(
     M: NDArray[np.float64],
     U: NDArray[np.float64],
@@ -204,24 +192,23 @@ def _truncation_rank(
     Vt: NDArray[np.float64],
     eps: float,
 ) -> int:
+    def ok(k: int) -> bool:
+        # round-off margin for the witness U_k S_k V_k^T (module docstring): the exact product is within eps
+        margin = 5 * k * (_U / 2) * float(s[0])
+        return float(np.abs(M - (U[:, :k] * s[:k]) @ Vt[:k]).max()) <= eps - margin
+
     n = int(s.size)
     if float(np.abs(M).max()) <= eps:
         return 0  # B = 0 is within eps
     lo, hi = 0, n  # B = A (rank <= n) is within eps; rank 0 is not
     k = 1
     while k < n:  # doubling: cheap when the rank is small
-        if _truncation_ok(M, U, s, Vt, k, eps):
+        if ok(k):
             hi = k
             break
         lo = k
         k *= 2
-    while hi - lo > 1:
-        mid = (lo + hi) // 2
-        if _truncation_ok(M, U, s, Vt, mid, eps):
-            hi = mid
-        else:
-            lo = mid
-    return hi
+    return bisect_boundary(ok, lo, hi)
 
 
 def truncation_upper_bound(A: object, eps: float) -> int:

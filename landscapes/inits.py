@@ -135,13 +135,17 @@ def lora_scale(alpha: float, r: int, *, rslora: bool = False) -> float:
     r"""PEFT's adapter scale: :math:`\alpha / r`, or :math:`\alpha / \sqrt r` with rsLoRA."""
     if isinstance(r, bool) or not isinstance(r, int) or r < 1:
         raise UserInputError(f"r: expected a positive int, got {r!r}")
-    if (
-        isinstance(alpha, bool)
-        or not isinstance(alpha, (int, float))
-        or not (alpha > 0 and math.isfinite(alpha))
-    ):
-        raise UserInputError(f"alpha: expected a positive finite number, got {alpha!r}")
+    _check_positive_finite("alpha", alpha)
     return float(alpha) / (math.sqrt(r) if rslora else r)
+
+
+def _check_positive_finite(name: str, value: object) -> None:
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, (int, float))
+        or not (value > 0 and math.isfinite(value))
+    ):
+        raise UserInputError(f"{name}: expected a positive finite number, got {value!r}")
 
 
 def full_gradient(problem: Problem) -> Blocks:
@@ -419,12 +423,7 @@ def _checked_scale(
     s = lora_scale(alpha, r, rslora=rslora)
     if direction not in DIRECTIONS:
         raise UserInputError(f"direction: expected one of {DIRECTIONS}, got {direction!r}")
-    if (
-        isinstance(gamma, bool)
-        or not isinstance(gamma, (int, float))
-        or not (gamma > 0 and math.isfinite(gamma))
-    ):
-        raise UserInputError(f"gamma: expected a positive finite number, got {gamma!r}")
+    _check_positive_finite("gamma", gamma)
     if svd not in ("full", "randomized"):
         raise UserInputError(f"svd: expected 'full' or 'randomized', got {svd!r}")
     if isinstance(niter, bool) or not isinstance(niter, int) or niter < 0:

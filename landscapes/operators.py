@@ -248,6 +248,13 @@ class LowRankOperator(LinearOperator):
         return f"LowRankOperator(shape={self.shape}, rank={self.rank}, dtype={self.dtype})"
 
 
+def _checked_output(name: str, out: Tensor, size: int) -> Tensor:
+    """``out`` if it is a vector of length ``size``; else raise naming the user's ``name`` function."""
+    if out.shape != (size,):
+        raise UserInputError(f"{name}: expected an output of shape ({size},), got {tuple(out.shape)}")
+    return out
+
+
 class FunctionOperator(LinearOperator):
     """An operator given by two functions (e.g. ``jvp``/``vjp`` of a model): nothing is stored."""
 
@@ -268,20 +275,10 @@ class FunctionOperator(LinearOperator):
         self.device = torch.device(device)
 
     def _matvec(self, x: Tensor) -> Tensor:
-        out = self._mv(x)
-        if out.shape != (self.shape[0],):
-            raise UserInputError(
-                f"matvec: expected an output of shape ({self.shape[0]},), got {tuple(out.shape)}"
-            )
-        return out
+        return _checked_output("matvec", self._mv(x), self.shape[0])
 
     def _rmatvec(self, y: Tensor) -> Tensor:
-        out = self._rmv(y)
-        if out.shape != (self.shape[1],):
-            raise UserInputError(
-                f"rmatvec: expected an output of shape ({self.shape[1]},), got {tuple(out.shape)}"
-            )
-        return out
+        return _checked_output("rmatvec", self._rmv(y), self.shape[1])
 
     def __repr__(self) -> str:
         return f"FunctionOperator(shape={self.shape}, dtype={self.dtype})"

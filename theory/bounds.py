@@ -15,7 +15,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
-from theory.errors import InputTypeError, UserInputError
+from theory.errors import UserInputError, nonnegative_int, positive_int
 
 __all__ = [
     "r_max",
@@ -27,25 +27,9 @@ __all__ = [
 ]
 
 
-def _positive_int(name: str, value: object) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise InputTypeError(f"{name}: expected a positive int, got {type(value).__name__} {value!r}")
-    if value < 1:
-        raise UserInputError(f"{name}: expected a positive int, got {value!r}")
-    return value
-
-
-def _nonnegative_int(name: str, value: object) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise InputTypeError(f"{name}: expected a non-negative int, got {type(value).__name__} {value!r}")
-    if value < 0:
-        raise UserInputError(f"{name}: expected a non-negative int, got {value!r}")
-    return value
-
-
 def triangular(r: int) -> int:
     r"""Return :math:`r (r + 1) / 2`, the dimension of the symmetric :math:`r \times r` matrices."""
-    r = _nonnegative_int("r", r)
+    r = nonnegative_int("r", r)
     return r * (r + 1) // 2
 
 
@@ -62,8 +46,8 @@ def r_max(K: int, N: int) -> int:
     >>> r_max(1, 1)
     1
     """
-    K = _positive_int("K", K)
-    N = _positive_int("N", N)
+    K = positive_int("K", K)
+    N = positive_int("N", N)
     r = (math.isqrt(8 * K * N + 1) - 1) // 2
     # isqrt is exact; the asserts document the defining property.
     assert triangular(r) <= K * N < triangular(r + 1)
@@ -72,7 +56,7 @@ def r_max(K: int, N: int) -> int:
 
 def rank_within_bound(r: int, K: int, N: int) -> bool:
     """``True`` when ``r (r + 1) / 2 <= K N`` (the rank of the low-rank solution the theory promises)."""
-    return triangular(_nonnegative_int("r", r)) <= _positive_int("K", K) * _positive_int("N", N)
+    return triangular(nonnegative_int("r", r)) <= positive_int("K", K) * positive_int("N", N)
 
 
 def rank_above_bound(r: int, K: int, N: int) -> bool:
@@ -84,8 +68,8 @@ def ranks_within_bound(ranks: Sequence[int], K: int, N: int) -> bool:
     """Block form of the bound: ``sum_j r_j (r_j + 1) / 2 <= K N``."""
     if len(ranks) == 0:
         raise UserInputError("ranks: expected at least one block rank, got an empty sequence")
-    total = sum(triangular(_nonnegative_int(f"ranks[{i}]", r)) for i, r in enumerate(ranks))
-    return total <= _positive_int("K", K) * _positive_int("N", N)
+    total = sum(triangular(nonnegative_int(f"ranks[{i}]", r)) for i, r in enumerate(ranks))
+    return total <= positive_int("K", K) * positive_int("N", N)
 
 
 def ranks_above_bound(ranks: Sequence[int], K: int, N: int) -> bool:
@@ -107,5 +91,5 @@ def ranks_above_bound(ranks: Sequence[int], K: int, N: int) -> bool:
     """
     if len(ranks) == 0:
         raise UserInputError("ranks: expected at least one block rank, got an empty sequence")
-    KN = _positive_int("K", K) * _positive_int("N", N)
-    return all(triangular(_nonnegative_int(f"ranks[{i}]", r)) > KN for i, r in enumerate(ranks))
+    KN = positive_int("K", K) * positive_int("N", N)
+    return all(triangular(nonnegative_int(f"ranks[{i}]", r)) > KN for i, r in enumerate(ranks))

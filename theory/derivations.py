@@ -48,7 +48,7 @@ from typing import Literal, TypeAlias
 import sympy as sp
 from sympy.core.function import ArgumentIndexError
 
-from theory.errors import InputTypeError, UserInputError
+from theory.errors import UserInputError, positive_int
 
 __all__ = [
     "LossKind",
@@ -198,7 +198,7 @@ class _Setup:
 
 
 def _setup(m: int, n: int, r: int, loss: LossKind) -> _Setup:
-    m, n, r = _positive_int("m", m), _positive_int("n", n), _positive_int("r", r)
+    m, n, r = positive_int("m", m), positive_int("n", n), positive_int("r", r)
 
     def mat(name: str, rows: int) -> Mat:
         return sp.Matrix(rows, r, lambda i, a: sp.Symbol(f"{name}_{i}_{a}"))
@@ -211,14 +211,6 @@ def _setup(m: int, n: int, r: int, loss: LossKind) -> _Setup:
     F = L.xreplace(at_D) + lam / 2 * (sum(u**2 for u in U) + sum(v**2 for v in V))
     S = d.applyfunc(lambda dij: L.diff(dij).xreplace(at_D))
     return _Setup(U, V, dU, dV, lam, F, S, d, L, at_D)
-
-
-def _positive_int(name: str, value: object) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise InputTypeError(f"{name}: expected a positive int, got {type(value).__name__} {value!r}")
-    if value < 1:
-        raise UserInputError(f"{name}: expected a positive int, got {value!r}")
-    return value
 
 
 def _grad(F: sp.Expr, X: Mat) -> Mat:
@@ -369,7 +361,7 @@ def zero_point_eigenvalues(m: int, n: int, *, predicted: CharpolyForm = zero_poi
         The expanded residual polynomial; ``0`` iff the prediction is right at this size.
 
     """
-    m, n = _positive_int("m", m), _positive_int("n", n)
+    m, n = positive_int("m", m), positive_int("n", n)
     S = sp.Matrix(m, n, lambda i, j: sp.Symbol(f"s_{i}_{j}"))
     x, lam = sp.symbols("x lam")
     M = zero_point_block(S, lam)
@@ -420,7 +412,7 @@ def confirm_all(max_size: int = 2) -> dict[str, bool]:
         ``name -> True`` when that residual is exactly zero at every size tried.
 
     """
-    max_size = _positive_int("max_size", max_size)
+    max_size = positive_int("max_size", max_size)
     sizes = list(itertools.product(range(1, max_size + 1), repeat=3))
     shapes = sorted({(m, n) for m, n, _ in sizes})
     return {

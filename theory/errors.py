@@ -1,4 +1,4 @@
-"""The package's one input-error type.
+"""The package's one input-error type, and the checks of input values shared by every layer.
 
 Every function that takes input from a user (a file, a command-line value, an argument of the
 public API, a replayed option) validates it where it enters and raises :class:`UserInputError`
@@ -16,7 +16,7 @@ from __future__ import annotations
 import math
 import numbers
 
-__all__ = ["UserInputError", "InputTypeError", "finite_number", "shown"]
+__all__ = ["UserInputError", "InputTypeError", "finite_number", "positive_int", "nonnegative_int", "shown"]
 
 
 class UserInputError(ValueError):
@@ -40,6 +40,24 @@ def finite_number(value: object) -> bool:
         return math.isfinite(value)
     except OverflowError:
         return False
+
+
+def _int_at_least(name: str, value: object, low: int, what: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise InputTypeError(f"{name}: expected {what}, got {type(value).__name__} {value!r}")
+    if value < low:
+        raise UserInputError(f"{name}: expected {what}, got {value!r}")
+    return value
+
+
+def positive_int(name: str, value: object) -> int:
+    """``value`` if it is an int >= 1 (not a bool); else a :class:`UserInputError` naming ``name``."""
+    return _int_at_least(name, value, 1, "a positive int")
+
+
+def nonnegative_int(name: str, value: object) -> int:
+    """``value`` if it is an int >= 0 (not a bool); else a :class:`UserInputError` naming ``name``."""
+    return _int_at_least(name, value, 0, "a non-negative int")
 
 
 def shown(value: object, limit: int = 80) -> str:

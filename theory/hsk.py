@@ -34,6 +34,7 @@ from functools import partial
 from typing import Literal
 
 from theory.errors import UserInputError
+from theory.search import bisect_boundary
 
 __all__ = [
     "log_taylor_error_bound",
@@ -144,14 +145,7 @@ def taylor_degree(M: float, *, log_eps: float) -> int:
     while not ok(lo + step):
         step *= 2
     # ok(lo + step) holds, ok(lo + step // 2) does not (or step == 1): bisect between them
-    bad, good = lo + step // 2 if step > 1 else lo, lo + step
-    while good - bad > 1:
-        mid = (bad + good) // 2
-        if ok(mid):
-            good = mid
-        else:
-            bad = mid
-    return good
+    return bisect_boundary(ok, lo + step // 2 if step > 1 else lo, lo + step)
 
 
 @dataclass(frozen=True)

@@ -1,14 +1,8 @@
 """Checkers, verdicts, reports and the command line."""
 
+from verify.jlr import rank
 from verify.jlr.gen import check_jlr_gen
-from verify.jlr.rank import (
-    check_jlr_equiv,
-    check_jlr_magnitude,
-    check_jlr_rank_blocks,
-    check_jlr_rank_ft,
-    check_jlr_rank_nuc,
-    check_jlr_zero_saddle,
-)
+from verify.jlr.rank import *  # noqa: F403  (the rank-bound checkers of [JLR24])
 from verify.jlr.second_order import check_jlr_gd, check_jlr_no_spurious, check_jlr_spurious_below
 from verify.registry import CHECKERS, get_checker
 from verify.report import REPORT_SCHEMA, build_report, write_report
@@ -20,12 +14,7 @@ __all__ = [
     "Verdict",
     "CHECKERS",
     "get_checker",
-    "check_jlr_rank_ft",
-    "check_jlr_rank_nuc",
-    "check_jlr_rank_blocks",
-    "check_jlr_equiv",
-    "check_jlr_magnitude",
-    "check_jlr_zero_saddle",
+    *rank.__all__,
     "check_jlr_no_spurious",
     "check_jlr_spurious_below",
     "check_jlr_gd",

@@ -47,6 +47,7 @@ from torch import Tensor
 from theory.errors import InputTypeError, UserInputError
 
 __all__ = [
+    "Blocks",
     "NonlinearProblem",
     "matrix_sensing",
     "quadratic_sensing",
@@ -560,6 +561,49 @@ def _planted_problem(
     )
 
 
+def _teacher_problem(
+    predict: Callable[[Tensor, Tensor], Tensor],
+    inputs: Tensor,
+    test_inputs: Tensor,
+    x_star: Tensor,
+    lam: float,
+    *,
+    name: str,
+    family: str,
+    minibatch: bool = False,
+    **meta: Any,
+) -> NonlinearProblem:
+    r"""The squared loss on a planted teacher: targets :math:`y_i = f(X^\star; x_i)`, ``f = predict``.
+
+    ``predict(X_1, inputs)`` maps a batch of inputs (first axis) to outputs; the risk is
+    :math:`\frac{1}{2N}\sum_i \|f(X_1; x_i) - y_i\|^2` over ``inputs`` (``test_inputs`` give the
+    held-out risk), so ``x_star`` is a global minimizer (risk 0).  ``minibatch`` adds the same risk
+    on a subset of the examples (``batch_risk``, for SGD).  ``name``, ``family`` and ``meta`` as in
+    :func:`_planted_problem`.
+    """
+    y = predict(x_star, inputs)
+    y_test = predict(x_star, test_inputs)
+    batch_risk = None
+    if minibatch:
+
+        def batch_risk(X: Blocks, idx: Tensor) -> Tensor:
+            return _half_squared(predict, inputs[idx], y[idx], len(idx))(X)
+
+    n_test = len(test_inputs)
+    return _planted_problem(
+        _half_squared(predict, inputs, y, len(inputs)),
+        (x_star.shape[0], x_star.shape[1]),
+        lam,
+        x_star,
+        test_risk=_half_squared(predict, test_inputs, y_test, max(n_test, 1)),
+        n_test=n_test,
+        batch_risk=batch_risk,
+        name=name,
+        family=family,
+        **meta,
+    )
+
+
 def _teacher_factor(m: int, n: int, rank: int, scale: float, gen: torch.Generator) -> Tensor:
     if isinstance(rank, bool) or not isinstance(rank, int) or not 1 <= rank <= min(m, n):
         raise UserInputError(f"rank: expected an int in [1, min(m, n)] = [1, {min(m, n)}], got {rank!r}")
@@ -594,24 +638,17 @@ def two_layer(
     x = torch.randn(N, n, generator=gen, dtype=torch.float64)
     Xs = _teacher_factor(m, n, rank, scale, gen)
     x_test = torch.randn(n_test, n, generator=gen, dtype=torch.float64)
-    y = torch.tanh(x @ (W0 + Xs).T) @ C.T
-    y_test = torch.tanh(x_test @ (W0 + Xs).T) @ C.T
 
     def predict(X0: Tensor, inputs: Tensor) -> Tensor:
         return torch.tanh(inputs @ (W0 + X0).T) @ C.T
 
-    def batch_risk(X: Blocks, idx: Tensor) -> Tensor:
-        r = torch.tanh(x[idx] @ (W0 + X[0]).T) @ C.T - y[idx]
-        return 0.5 * (r * r).sum() / len(idx)
-
-    return _planted_problem(
-        _half_squared(predict, x, y, N),
-        (m, n),
-        lam,
+    return _teacher_problem(
+        predict,
+        x,
+        x_test,
         Xs,
-        test_risk=_half_squared(predict, x_test, y_test, max(n_test, 1)),
-        n_test=n_test,
-        batch_risk=batch_risk,
+        lam,
+        minibatch=True,
         name=f"two-layer-{m}x{n}-N{N}-K{K}-r{rank}",
         family="two_layer",
         N=N,
@@ -651,23 +688,16 @@ def attention_block(
     Xs = _teacher_factor(d, d, rank, scale, gen)
     Z_test = torch.randn(n_test, T, d, generator=gen, dtype=torch.float64)
 
-    def out(Wq_: Tensor, Z: Tensor) -> Tensor:
-        att = torch.softmax(Z @ Wq_ @ Wk.T @ Z.transpose(1, 2) / math.sqrt(d), dim=-1)
+    def predict(X0: Tensor, Z: Tensor) -> Tensor:
+        att = torch.softmax(Z @ (Wq + X0) @ Wk.T @ Z.transpose(1, 2) / math.sqrt(d), dim=-1)
         return (att @ Z @ Wv).mean(dim=1) @ head.T
 
-    y = out(Wq + Xs, Z)
-    y_test = out(Wq + Xs, Z_test)
-
-    def predict(X0: Tensor, inputs: Tensor) -> Tensor:
-        return out(Wq + X0, inputs)
-
-    return _planted_problem(
-        _half_squared(predict, Z, y, N),
-        (d, d),
-        lam,
+    return _teacher_problem(
+        predict,
+        Z,
+        Z_test,
         Xs,
-        test_risk=_half_squared(predict, Z_test, y_test, max(n_test, 1)),
-        n_test=n_test,
+        lam,
         name=f"attention-d{d}-T{T}-N{N}-K{K}-r{rank}",
         family="attention_block",
         N=N,

@@ -1,43 +1,6 @@
 """Real Hugging Face models as problems: loading, Jacobians, text data, PEFT adapter files."""
 
-from landscapes.transformer.encoder import (
-    DEFAULT_LABEL_WORDS,
-    DEFAULT_TARGETS,
-    DEFAULT_TEMPLATE,
-    Form,
-    Head,
-    LinearizationCheck,
-    LinearizedEncoder,
-    ModelLoadError,
-    Pooling,
-    Target,
-    adapted_logits,
-    default_model_path,
-    load_encoder,
-    review_encoder,
-    review_nonlinear_problem,
-    review_problem,
-    target_weights,
-    transformer_problem,
-)
+from landscapes.transformer import encoder
+from landscapes.transformer.encoder import *  # noqa: F403  (the package's public names are the module's)
 
-__all__ = [
-    "LinearizedEncoder",
-    "LinearizationCheck",
-    "Target",
-    "load_encoder",
-    "ModelLoadError",
-    "default_model_path",
-    "transformer_problem",
-    "adapted_logits",
-    "review_encoder",
-    "target_weights",
-    "DEFAULT_TARGETS",
-    "DEFAULT_TEMPLATE",
-    "DEFAULT_LABEL_WORDS",
-    "Pooling",
-    "Head",
-    "Form",
-    "review_problem",
-    "review_nonlinear_problem",
-]
+__all__ = [*encoder.__all__]

@@ -70,6 +70,11 @@ __all__ = [
     "DEFAULT_TARGETS",
     "DEFAULT_TEMPLATE",
     "DEFAULT_LABEL_WORDS",
+    "Pooling",
+    "Head",
+    "Form",
+    "review_problem",
+    "review_nonlinear_problem",
 ]
 
 #: Default adapted weights, relative to the last encoder layer: W_q and W_v as in [JLR24].

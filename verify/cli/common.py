@@ -53,26 +53,27 @@ def int_in(low: int, high: int) -> Any:
     return parse
 
 
-def positive_float(text: str) -> float:
-    """An argparse type: a finite number > 0."""
+def _finite_float(text: str, *, positive: bool) -> float:
+    """A finite number > 0 (``positive``) or >= 0 parsed from ``text``; else ``ArgumentTypeError``."""
     try:
         v = float(text)
     except ValueError:
         v = math.nan
-    if not (math.isfinite(v) and v > 0):
-        raise argparse.ArgumentTypeError(f"expected a finite number > 0, got {text!r}")
+    if not (math.isfinite(v) and (v > 0 if positive else v >= 0)):
+        raise argparse.ArgumentTypeError(
+            f"expected a finite number {'>' if positive else '>='} 0, got {text!r}"
+        )
     return v
+
+
+def positive_float(text: str) -> float:
+    """An argparse type: a finite number > 0."""
+    return _finite_float(text, positive=True)
 
 
 def nonnegative_float(text: str) -> float:
     """An argparse type: a finite number >= 0."""
-    try:
-        v = float(text)
-    except ValueError:
-        v = math.nan
-    if not (math.isfinite(v) and v >= 0):
-        raise argparse.ArgumentTypeError(f"expected a finite number >= 0, got {text!r}")
-    return v
+    return _finite_float(text, positive=False)
 
 
 def check_real_extras(option: str = "--real", *, default_model: bool = True) -> None:

@@ -1,56 +1,17 @@
 """The [JLR24] room: checkers of the rank-bound, second-order and generalization claims; experiments."""
 
 from landscapes.curvature.autodiff import AutodiffHessian, lora_hessian_dense  # moved; old path kept
-from verify.jlr.gen import (
-    DEFAULT_GRID_RATIO,
-    check_jlr_gen,
-    held_out_problem,
-    rademacher_monte_carlo,
-    shared_examples,
-    variance_statistic,
-    with_held_out,
-    with_review_held_out,
-)
-from verify.jlr.rank import (  # public names of the old module path
-    PREDICTION_RTOL,
-    check_jlr_equiv,
-    check_jlr_magnitude,
-    check_jlr_rank_blocks,
-    check_jlr_rank_ft,
-    check_jlr_rank_nuc,
-    check_jlr_zero_saddle,
-)
-from verify.jlr.second_order import (
-    DEFAULT_INITS,
-    VIOLATED_MEANS,
-    check_jlr_gd,
-    check_jlr_no_spurious,
-    check_jlr_spurious_below,
-    counterexample_test,
-)
+from verify.jlr import gen, rank, second_order
+from verify.jlr.gen import *  # noqa: F403  (the room's public names are those of its modules)
+from verify.jlr.rank import *  # noqa: F403
+from verify.jlr.rank import PREDICTION_RTOL  # public name of the old module path
+from verify.jlr.second_order import *  # noqa: F403
 
 __all__ = [
     "PREDICTION_RTOL",
     "AutodiffHessian",
     "lora_hessian_dense",
-    "check_jlr_rank_ft",
-    "check_jlr_rank_nuc",
-    "check_jlr_rank_blocks",
-    "check_jlr_equiv",
-    "check_jlr_magnitude",
-    "check_jlr_zero_saddle",
-    "check_jlr_no_spurious",
-    "check_jlr_spurious_below",
-    "check_jlr_gd",
-    "counterexample_test",
-    "DEFAULT_INITS",
-    "VIOLATED_MEANS",
-    "check_jlr_gen",
-    "with_held_out",
-    "shared_examples",
-    "DEFAULT_GRID_RATIO",
-    "with_review_held_out",
-    "held_out_problem",
-    "variance_statistic",
-    "rademacher_monte_carlo",
+    *rank.__all__,
+    *second_order.__all__,
+    *gen.__all__,
 ]

@@ -1,45 +1,8 @@
 """Sweeps: configurations expanded into tasks, run on an executor, kept in a result store."""
 
-from verify.sweep.config import (  # public names of the old module path
-    CHUNK_SECONDS,
-    MAX_CHUNK,
-    MAX_CONFIG_BYTES,
-    MAX_TASKS,
-    SweepAborted,
-    SweepConfig,
-    SweepConfigError,
-    SweepSummary,
-    Task,
-    check_task_count,
-    config_hash,
-    count_tasks,
-    expand,
-    iter_tasks,
-    load_config,
-    parse_config,
-)
-from verify.sweep.runner import (
-    open_sweep_store,
-    run_sweep,
-)
+from verify.sweep import config, runner
+from verify.sweep.config import *  # noqa: F403  (the package's public names are those of its modules)
+from verify.sweep.config import CHUNK_SECONDS, MAX_CHUNK, MAX_CONFIG_BYTES, MAX_TASKS  # old module path
+from verify.sweep.runner import *  # noqa: F403
 
-__all__ = [
-    "CHUNK_SECONDS",
-    "MAX_CHUNK",
-    "MAX_CONFIG_BYTES",
-    "MAX_TASKS",
-    "SweepAborted",
-    "SweepConfig",
-    "SweepConfigError",
-    "SweepSummary",
-    "Task",
-    "check_task_count",
-    "config_hash",
-    "count_tasks",
-    "expand",
-    "iter_tasks",
-    "load_config",
-    "parse_config",
-    "open_sweep_store",
-    "run_sweep",
-]
+__all__ = ["CHUNK_SECONDS", "MAX_CHUNK", "MAX_CONFIG_BYTES", "MAX_TASKS", *config.__all__, *runner.__all__]
