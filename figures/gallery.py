@@ -1,15 +1,17 @@
 """A gallery: every figure that saved results support, as PNG and SVG, with an ``index.html`` page.
 
-Results are the JSON data that the commands write (recognized by their format field):
+Results are the JSON data that the commands write (recognized by their ``format`` field, each at
+version 1; files written before the ``version`` key, e.g. ``"schema": "loracheck.phase/1"``, are
+drawn too):
 
-* ``loracheck.phase/1`` (``loracheck phase``): the phase diagram;
+* ``loracheck.phase`` (``loracheck phase``): the phase diagram;
 * ``loracheck.report`` (``loracheck run``): the singular values of every certified rank-claim
   solution against ``r_max``;
-* ``loracheck.experiment/1`` (``loracheck experiment``): training curves per training-set size;
-* ``loracheck.slices/1`` (:func:`verify.jlr.slices.landscape_slices`): 1-D and 2-D slices of the LoRA
+* ``loracheck.experiment`` (``loracheck experiment``): training curves per training-set size;
+* ``loracheck.slices`` (:func:`verify.jlr.slices.landscape_slices`): 1-D and 2-D slices of the LoRA
   objective;
-* ``loracheck.speed/1`` (``loracheck speed``): the remaining way to the optimum per LoRA init;
-* ``loracheck.kkr/1`` (``loracheck kkr``): where training ends without linearization, per
+* ``loracheck.speed`` (``loracheck speed``): the remaining way to the optimum per LoRA init;
+* ``loracheck.kkr`` (``loracheck kkr``): where training ends without linearization, per
   configuration.
 
 Every file is written atomically (a temporary file, then ``os.replace``), so an interrupted
@@ -20,12 +22,11 @@ from __future__ import annotations
 
 import html
 import os
-import tempfile
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any
 
 from matplotlib.figure import Figure
 
@@ -37,17 +38,8 @@ from figures.spectrum import RANK_CLAIMS, plot_singular_values
 from figures.speed import SPEED_FORMAT, plot_speed
 from figures.training import EXPERIMENT_FORMAT, plot_training_curves
 from figures.validate import REPORT_FORMAT, check_result
+from theory.atomic import atomic_write
 from theory.errors import UserInputError, shown
-
-
-def _default_file_mode() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return 0o666 & ~mask
-
-
-#: Permissions of written files: what ``open()`` would give under the current umask.
-_FILE_MODE = _default_file_mode()
 
 __all__ = ["GalleryItem", "gallery_items", "write_gallery", "result_kind", "KINDS"]
 
@@ -242,20 +234,6 @@ _ITEMS: dict[str, Callable[[Mapping[str, Any]], list[GalleryItem]]] = {
 }
 
 
-def _atomic(path: Path, write: Callable[[BinaryIO], object]) -> None:
-    """Call ``write`` on a temporary file next to ``path``, then move it into place."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            write(fh)
-        os.chmod(tmp, _FILE_MODE)  # mkstemp creates 0600; a result file is readable like any other
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
 def _same_file(a: Path, b: Path) -> bool:
     try:
         return os.path.samefile(a, b)
@@ -304,8 +282,8 @@ def write_gallery(
     _check_inputs_kept(outputs, inputs)
     out_dir.mkdir(parents=True, exist_ok=True)
     for it in items:
-        _atomic(out_dir / f"{it.name}.png", partial(it.figure.savefig, format="png", dpi=dpi))
-        _atomic(out_dir / f"{it.name}.svg", partial(it.figure.savefig, format="svg"))
+        atomic_write(out_dir / f"{it.name}.png", partial(it.figure.savefig, format="png", dpi=dpi))
+        atomic_write(out_dir / f"{it.name}.svg", partial(it.figure.savefig, format="svg"))
     rows = "\n".join(
         f'<figure id="{html.escape(it.name)}"><a href="{html.escape(it.name)}.svg">'
         f'<img src="{html.escape(it.name)}.png" alt="{html.escape(it.caption)}"></a>'
@@ -320,5 +298,5 @@ def write_gallery(
         "<p>Drawn from saved results; each image links to its SVG.</p>\n"
         f"{rows}\n</body></html>\n"
     )
-    _atomic(index, lambda fh: fh.write(page.encode("utf-8")))
+    atomic_write(index, lambda fh: fh.write(page.encode("utf-8")))
     return index

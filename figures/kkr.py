@@ -1,6 +1,6 @@
 r"""Where LoRA training ends, without linearization ([KKR25]): norm against excess over the minimum.
 
-Reads the data of ``loracheck kkr`` (format ``loracheck.kkr/1``).  For one configuration, every
+Reads the data of ``loracheck kkr`` (format ``loracheck.kkr``).  For one configuration, every
 end point is a marker at :math:`(\|X\|_F,\ F(X) - F_{\mathrm{ref}})`: the penalized value above
 the reference minimum (floored for the log axis).  The marker's shape is the init; its colour the
 class: global (at the reference value), spurious (a certified SOSP above it), rank-limited (an
@@ -19,11 +19,11 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
 from figures._axes import figure_and_axes
-from theory.errors import InputTypeError, UserInputError, finite_number
+from figures.validate import KKR_FORMAT, check_format
+from theory.errors import UserInputError, finite_number
 
 __all__ = ["plot_kkr", "KKR_FORMAT"]
 
-KKR_FORMAT = "loracheck.kkr/1"
 
 _CLASS_COLOURS = {
     "global": "tab:green",
@@ -46,12 +46,7 @@ def _class(run: Mapping[str, Any], rtol: float = 1e-6) -> str:
 
 
 def _entry(result: Mapping[str, Any], configuration: str | None) -> tuple[str, Mapping[str, Any]]:
-    if not isinstance(result, Mapping):
-        raise InputTypeError(
-            f"result: expected the JSON data of `loracheck kkr` (a dict), got {type(result).__name__}"
-        )
-    if result.get("format") != KKR_FORMAT:
-        raise UserInputError(f"result: expected format {KKR_FORMAT!r}, got {result.get('format')!r}")
+    check_format(result, KKR_FORMAT, "the JSON data of `loracheck kkr`")
     done = {k: v for k, v in result.get("configurations", {}).items() if v.get("table")}
     if not done:
         raise UserInputError("result: expected at least one configuration with a finished table")

@@ -1,6 +1,6 @@
 r"""The [JLR24] phase diagram: how often LoRA training ends at the global minimum, per (r, KN).
 
-Reads the data written by ``loracheck phase`` (format ``loracheck.phase/1``): for each LoRA rank
+Reads the data written by ``loracheck phase`` (format ``loracheck.phase``): for each LoRA rank
 ``r`` and each number of scalar predictions ``KN``, the fraction of trainings from diverse starts
 that ended at the certified NUC optimum.  The curve :math:`r(r+1)/2 = KN` separates the region
 where [JLR24] guarantee no spurious local minima (above the curve's rank, :math:`r(r+1)/2 > KN`)
@@ -20,20 +20,13 @@ from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 
 from figures._axes import figure_and_axes
-from theory.errors import InputTypeError, UserInputError
+from figures.validate import PHASE_FORMAT, check_format
+from theory.errors import UserInputError
 
 __all__ = ["plot_phase_diagram"]
 
-PHASE_FORMAT = "loracheck.phase/1"
-
-
 def _check(result: Mapping[str, Any]) -> list[Mapping[str, Any]]:
-    if not isinstance(result, Mapping):
-        raise InputTypeError(
-            f"result: expected the JSON data of `loracheck phase` (a dict), got {type(result).__name__}"
-        )
-    if result.get("schema") != PHASE_FORMAT:
-        raise UserInputError(f"result: expected schema {PHASE_FORMAT!r}, got {result.get('schema')!r}")
+    check_format(result, PHASE_FORMAT, "the JSON data of `loracheck phase`")
     cells = result.get("cells")
     if not isinstance(cells, list) or not cells:
         raise UserInputError("result: expected a non-empty list 'cells'")

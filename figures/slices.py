@@ -16,18 +16,13 @@ from matplotlib.colors import LogNorm
 from matplotlib.figure import Figure
 
 from figures._axes import figure_and_axes
-from theory.errors import InputTypeError, UserInputError
+from figures.validate import SLICES_FORMAT, check_format
+from theory.errors import UserInputError
 
 __all__ = ["plot_slices_1d", "plot_slice_2d", "plot_hessian_spectrum"]
 
-SLICES_FORMAT = "loracheck.slices/1"
-
-
 def _check(result: Mapping[str, Any]) -> None:
-    if not isinstance(result, Mapping):
-        raise InputTypeError(f"result: expected slice data (a dict), got {type(result).__name__}")
-    if result.get("schema") != SLICES_FORMAT:
-        raise UserInputError(f"result: expected schema {SLICES_FORMAT!r}, got {result.get('schema')!r}")
+    check_format(result, SLICES_FORMAT, "slice data")
     for k in ("slices_1d", "slices_2d", "nuc_optimum"):
         if k not in result:
             raise UserInputError(f"result: missing {k!r}")

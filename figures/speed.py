@@ -1,6 +1,6 @@
 r"""How fast each LoRA init closes the gap to the certified optimum ([WYL24] WYL-speed).
 
-Reads the data of ``loracheck speed`` (format ``loracheck.speed/1``): for one problem and each
+Reads the data of ``loracheck speed`` (format ``loracheck.speed``): for one problem and each
 init, the remaining fraction of the way :math:`1 - p(t)`,
 :math:`p(t) = (F(0) - F(t)) / (F(0) - F^\star)`, over Adam steps at the init's best learning
 rate -- the median over seeds as a line, the seeds' range as a band.  The dotted lines are the
@@ -17,11 +17,11 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
 from figures._axes import figure_and_axes
-from theory.errors import InputTypeError, UserInputError
+from figures.validate import SPEED_FORMAT, check_format
+from theory.errors import UserInputError
 
 __all__ = ["plot_speed", "SPEED_FORMAT"]
 
-SPEED_FORMAT = "loracheck.speed/1"
 
 #: One colour per init, the same in every figure.
 _COLOURS = {
@@ -35,12 +35,7 @@ _FLOOR = 1e-6
 
 
 def _entry(result: Mapping[str, Any], problem: str | None) -> tuple[str, Mapping[str, Any]]:
-    if not isinstance(result, Mapping):
-        raise InputTypeError(
-            f"result: expected the JSON data of `loracheck speed` (a dict), got {type(result).__name__}"
-        )
-    if result.get("format") != SPEED_FORMAT:
-        raise UserInputError(f"result: expected format {SPEED_FORMAT!r}, got {result.get('format')!r}")
+    check_format(result, SPEED_FORMAT, "the JSON data of `loracheck speed`")
     done = {k: v for k, v in result.get("problems", {}).items() if v.get("table")}
     if not done:
         raise UserInputError("result: expected at least one problem with a finished table")

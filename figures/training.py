@@ -1,6 +1,6 @@
 r"""Training curves of full fine-tuning and of LoRA at several ranks (the [JLR24] experiment).
 
-Reads the data of ``loracheck experiment`` (format ``loracheck.experiment/1``): for one training-set
+Reads the data of ``loracheck experiment`` (format ``loracheck.experiment``): for one training-set
 size ``N``, the objective over Adam steps of LoRA at each rank,
 
 .. math:: F(U, V) = L(UV^\top) + \tfrac{\lambda}{2}(\|U\|_F^2 + \|V\|_F^2),
@@ -21,20 +21,13 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
 from figures._axes import figure_and_axes
-from theory.errors import InputTypeError, UserInputError
+from figures.validate import EXPERIMENT_FORMAT, check_format
+from theory.errors import UserInputError
 
 __all__ = ["plot_training_curves"]
 
-EXPERIMENT_FORMAT = "loracheck.experiment/1"
-
-
 def _run(result: Mapping[str, Any], N: int | None) -> Mapping[str, Any]:
-    if not isinstance(result, Mapping):
-        raise InputTypeError(
-            f"result: expected the JSON data of `loracheck experiment` (a dict), got {type(result).__name__}"
-        )
-    if result.get("schema") != EXPERIMENT_FORMAT:
-        raise UserInputError(f"result: expected schema {EXPERIMENT_FORMAT!r}, got {result.get('schema')!r}")
+    check_format(result, EXPERIMENT_FORMAT, "the JSON data of `loracheck experiment`")
     runs = [r for r in result.get("runs", []) if r.get("lora")]
     if not runs:
         raise UserInputError("result: expected at least one run with LoRA training curves")

@@ -11,21 +11,43 @@ drawing raises no ``KeyError``, ``TypeError`` or ``AttributeError`` on the data.
 from __future__ import annotations
 
 import numbers
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from typing import Any, NoReturn
 
-from figures.kkr import KKR_FORMAT
-from figures.phase import PHASE_FORMAT
-from figures.slices import SLICES_FORMAT
 from figures.spectrum import RANK_CLAIMS
-from figures.speed import SPEED_FORMAT
-from figures.training import EXPERIMENT_FORMAT
 from theory.errors import InputTypeError, UserInputError, finite_number, shown
+from theory.fileformat import saved_format as read_format
 
-__all__ = ["check_result", "MAX_MAGNITUDE"]
+__all__ = [
+    "check_result",
+    "check_format",
+    "saved_format",
+    "MAX_MAGNITUDE",
+    "FORMAT_VERSIONS",
+    "REPORT_FORMAT",
+    "PHASE_FORMAT",
+    "EXPERIMENT_FORMAT",
+    "SLICES_FORMAT",
+    "SPEED_FORMAT",
+    "KKR_FORMAT",
+]
 
+#: The formats the figures draw (``"format": "loracheck.<kind>"``, ``"version": <int>``, as every
+#: results file of loracheck; see :mod:`verify.results`), and the version of each that they read.
 REPORT_FORMAT = "loracheck.report"
-
+PHASE_FORMAT = "loracheck.phase"
+EXPERIMENT_FORMAT = "loracheck.experiment"
+SLICES_FORMAT = "loracheck.slices"
+SPEED_FORMAT = "loracheck.speed"
+KKR_FORMAT = "loracheck.kkr"
+FORMAT_VERSIONS: dict[str, int] = {
+    REPORT_FORMAT: 1,
+    PHASE_FORMAT: 1,
+    EXPERIMENT_FORMAT: 1,
+    SLICES_FORMAT: 1,
+    SPEED_FORMAT: 1,
+    KKR_FORMAT: 1,
+}
 #: The largest magnitude of a drawn number: sums and differences of such numbers stay finite, so
 #: axis limits stay finite too (matplotlib refuses infinite ones).
 MAX_MAGNITUDE = 1e100
@@ -95,11 +117,32 @@ def _numbers(value: Any, where: str, *, nonempty: bool = False, low: float | Non
     return [_num(x, f"{where}[{i}]", low=low) for i, x in enumerate(items)]
 
 
-def result_format(result: Any, where: str = "result") -> Any:
-    """The format field (``schema`` or ``format``) of saved data; ``InputTypeError`` for a non-object."""
+def saved_format(result: Any, where: str = "result") -> tuple[Any, Any]:
+    """``(format, version)`` of saved data, in the current spelling or an earlier one.
+
+    ``{"format": "loracheck.phase", "version": 1}`` and ``{"schema": "loracheck.phase/1"}`` (files
+    written before the ``version`` key) both give ``("loracheck.phase", 1)``; a missing field is
+    ``None``.  ``InputTypeError`` naming ``where`` for data that is not an object.  (The same reading
+    as :func:`verify.results.saved_format`: :func:`theory.fileformat.saved_format`.)
+    """
     if not isinstance(result, Mapping):
         raise InputTypeError(f"{where}: expected saved JSON data (a dict), got {type(result).__name__}")
-    return result.get("schema", result.get("format"))
+    return read_format(result)
+
+
+def check_format(result: Any, fmt: str, what: str, where: str = "result") -> None:
+    """Refuse data that is not of format ``fmt`` at the version the figures read.
+
+    ``what`` says what was expected for a non-object (``"the JSON data of `loracheck phase`"``).
+    """
+    if not isinstance(result, Mapping):
+        raise InputTypeError(f"{where}: expected {what} (a dict), got {type(result).__name__}")
+    found, version = saved_format(result, where)
+    if (found, version) != (fmt, FORMAT_VERSIONS[fmt]):
+        raise UserInputError(
+            f"{where}: expected format {fmt!r}, version {FORMAT_VERSIONS[fmt]}, got format {shown(found)}, "
+            f"version {shown(version)}"
+        )
 
 
 def check_result(result: Any, where: str = "result") -> str:
@@ -109,7 +152,7 @@ def check_result(result: Any, where: str = "result") -> str:
     :class:`~theory.errors.UserInputError` (``InputTypeError`` for a non-object) naming the first
     bad field.
     """
-    kind = result_format(result, where)
+    kind, version = saved_format(result, where)
     checks = {
         PHASE_FORMAT: _check_phase,
         REPORT_FORMAT: _check_report,
@@ -122,10 +165,8 @@ def check_result(result: Any, where: str = "result") -> str:
         raise UserInputError(
             f"{where}: expected saved data of format {', '.join(map(repr, checks))}; got {shown(kind)}"
         )
-    # The figure functions read the field that their own format names.
-    key = "format" if kind in (REPORT_FORMAT, SPEED_FORMAT, KKR_FORMAT) else "schema"
-    if kind != REPORT_FORMAT and result.get(key) != kind:
-        raise UserInputError(f"{where}: expected {key} {kind!r}, got {shown(result.get(key))}")
+    if kind != REPORT_FORMAT:  # a report, read as .get("verdicts", []), is drawn whatever its version
+        check_format(result, kind, "saved JSON data", where)
     checks[kind](result, where)
     return kind
 
@@ -272,16 +313,20 @@ def _check_slices(result: Mapping[str, Any], where: str) -> None:
         _num(result["zero_lambda_min_closed_form"], f"{where}['zero_lambda_min_closed_form']")
 
 
+def _tabled(result: Mapping[str, Any], key: str, where: str) -> Iterator[tuple[str, Mapping[str, Any]]]:
+    """``(where, entry)`` of each entry of ``result[key]`` (an object) that has a table: the drawn ones."""
+    for name, entry in _opt_obj(result, key, where).items():
+        at = f"{where}[{key!r}][{name!r}]"
+        _obj(entry, at)
+        if entry.get("table"):
+            yield at, entry
+
+
 def _check_speed(result: Mapping[str, Any], where: str) -> None:
     config = _opt_obj(result, "config", where)
     if "seeds" in config:  # read as len(config.get("seeds", []))
         _list(config["seeds"], f"{where}['config']['seeds']")
-    problems = _opt_obj(result, "problems", where)
-    for name, entry in problems.items():
-        at = f"{where}['problems'][{name!r}]"
-        _obj(entry, at)
-        if not entry.get("table"):
-            continue
+    for at, entry in _tabled(result, "problems", where):
         _opt_obj(entry, "verdict", at)
         _opt_obj(entry, "problem", at)
         table = _obj(entry["table"], f"{at}['table']")
@@ -301,12 +346,7 @@ def _check_speed(result: Mapping[str, Any], where: str) -> None:
 
 
 def _check_kkr(result: Mapping[str, Any], where: str) -> None:
-    confs = _opt_obj(result, "configurations", where)
-    for name, entry in confs.items():
-        at = f"{where}['configurations'][{name!r}]"
-        _obj(entry, at)
-        if not entry.get("table"):
-            continue
+    for at, entry in _tabled(result, "configurations", where):
         for c, v in _opt_obj(entry, "verdicts", at).items():
             _obj(v, f"{at}['verdicts'][{c!r}]")
         if entry.get("constants"):

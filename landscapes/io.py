@@ -41,13 +41,12 @@ import lzma
 import math
 import os
 import re
-import tempfile
 import zipfile
 import zlib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any
 
 import numpy as np
 import safetensors.numpy as stnp
@@ -58,17 +57,8 @@ from torch import Tensor
 from landscapes.losses import LOSS_NAMES
 from landscapes.operators import DenseOperator, LowRankOperator
 from landscapes.problem import Problem
+from theory.atomic import atomic_write, atomic_write_text
 from theory.errors import InputTypeError, UserInputError
-
-
-def _default_file_mode() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return 0o666 & ~mask
-
-
-#: Permissions of written files: what ``open()`` would give under the current umask.
-_FILE_MODE = _default_file_mode()
 
 __all__ = [
     "save_problem",
@@ -439,35 +429,6 @@ def _npz_value(v: Field) -> np.ndarray:
     if isinstance(v, str):
         return np.array(v)
     return np.array(v, dtype=np.int64 if v <= _INT64.max else np.uint64)
-
-
-def atomic_write(path: str | os.PathLike[str], write: Callable[[BinaryIO], object]) -> Path:
-    """Call ``write`` on a temporary file next to ``path``, then move it into place.
-
-    ``os.replace`` is atomic on one file system: readers see the old file or the new one, and a
-    killed writer leaves no half-written file (the temporary file is removed on any error; only a
-    ``SIGKILL`` can leave a hidden ``.<name>.*.tmp`` behind, never a partial ``path``).
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            write(fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.chmod(tmp, _FILE_MODE)  # mkstemp creates 0600; a result file is readable like any other
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    return path
-
-
-def atomic_write_text(path: str | os.PathLike[str], text: str) -> Path:
-    """Write ``text`` (UTF-8) to ``path`` atomically."""
-    return atomic_write(path, lambda fh: fh.write(text.encode("utf-8")))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -1148,12 +1109,15 @@ class Counterexample:
 
 
 def load_counterexample(path: str | os.PathLike[str], *, max_bytes: int | None = None) -> Counterexample:
-    """Read a counterexample saved by a checker (``verify.jlr.rank``, ``verify.jlr.second_order``).
+    """Read the problem and point of a linearized counterexample (the ``problem`` kind).
 
-    The file is a problem file whose extras hold ``claim`` (text), ``options_json`` (a JSON
-    object) or ``record_json`` (``{"record": ..., "options": ...}``), and the point ``D0``,
-    ``D1``, ... (one per block). Missing or malformed extras raise ``ValueError`` naming them;
-    ``max_bytes`` as in :func:`load_problem`.
+    ``verify.counterexample.load_counterexample`` reads every kind of counterexample (and checks
+    its metadata); this reader sees the problem-file side of one, as ``loracheck audit`` replays
+    it, and also reads the files of older versions. The file is a problem file whose extras hold
+    ``claim`` (text), ``options_json`` (a JSON object) or ``record_json`` (``{"record": ...,
+    "options": ...}``, older files; newer ones keep the record in ``counterexample_json``), and
+    the point ``D0``, ``D1``, ... (one per block). Missing or malformed extras raise
+    ``ValueError`` naming them; ``max_bytes`` as in :func:`load_problem`.
     """
     problem, extras, version = _read(path, max_bytes)
     p = repr(str(path))
@@ -1193,7 +1157,11 @@ def load_counterexample(path: str | os.PathLike[str], *, max_bytes: int | None =
         )
     options_json, record = text("options_json"), None
     record_json = text("record_json")
+    meta_json = text("counterexample_json")  # format 1 of verify.counterexample: the record lives here
     try:
+        if meta_json is not None:
+            blob = loads_json(meta_json, f"path: extra 'counterexample_json' of {p}")
+            record = blob.get("record") if isinstance(blob, dict) else None
         if record_json is not None:
             blob = loads_json(record_json, f"path: extra 'record_json' of {p}")
             record = blob.get("record") if isinstance(blob, dict) else None

@@ -30,8 +30,6 @@ counterexample in the problem-file format that ``loracheck audit`` replays.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -39,14 +37,13 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any, TypeVar
 
-import numpy as np
 import torch
 from torch import Tensor
 
-from landscapes.io import save_problem
 from landscapes.problem import Problem
+from verify.counterexample import save_counterexample as _write_counterexample
 from verify.options import Spec, register_options, validated
-from verify.verdict import Status, Verdict, declare_certificate, jsonable
+from verify.verdict import Status, Verdict, declare_certificate
 
 __all__ = [
     "Evidence",
@@ -246,22 +243,11 @@ def save_counterexample(
 ) -> str | None:
     """Save a counterexample: the problem file with the point and the options that refute the claim.
 
-    The file is the problem format of :mod:`landscapes.io` (``loracheck audit`` replays it), named
+    The one counterexample format (:func:`verify.counterexample.save_counterexample`, kind
+    ``"problem"``): a problem file of :mod:`landscapes.io` (``loracheck audit`` replays it), named
     ``CLAIM-SHA256-TAG.npz`` (the problem's fingerprint and a hash of the options), with the point's
     blocks ``D0, D1, ...`` (none when the problem itself is the counterexample, ``point=None``),
-    ``claim`` and ``options_json`` as extra arrays.  ``None`` when ``save_dir`` is ``None`` or the
-    problem holds an operator-form ``J`` (nothing to save).
+    ``claim``, ``options_json`` and the metadata ``counterexample_json`` as extras.  ``None`` when
+    ``save_dir`` is ``None`` or the problem holds an operator-form ``J`` (nothing to save).
     """
-    if save_dir is None:
-        return None
-    fp = problem.fingerprint()
-    options = json.dumps(jsonable(opts), sort_keys=True)
-    tag = hashlib.sha256(options.encode()).hexdigest()[:8]
-    path = Path(save_dir) / f"{claim}-{fp['sha256']}-{tag}.npz"
-    extra: dict[str, Any] = {f"D{j}": d.detach().cpu().numpy() for j, d in enumerate(point or ())}
-    extra["claim"] = np.array(claim)
-    extra["options_json"] = np.array(options)
-    try:
-        return str(save_problem(problem, path, extra=extra))
-    except ValueError:  # operator-form J: nothing to save; the verdict says so (counterexample None)
-        return None
+    return _write_counterexample(save_dir, claim, options=opts, problem=problem, point=point)

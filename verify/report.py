@@ -7,7 +7,6 @@ killed run leaves either the previous report or the new one, never half of one.
 from __future__ import annotations
 
 import datetime as _dt
-import json
 import os
 import platform
 import sys
@@ -18,6 +17,7 @@ from typing import Any
 from landscapes.io import atomic_write_text
 from theory.errors import UserInputError
 from verify.checker import fmt, registered
+from verify.results import ResultsFile, results_schema
 from verify.terminal import printable
 from verify.verdict import STATUSES, Verdict
 
@@ -28,6 +28,7 @@ __all__ = [
     "VERDICT_SCHEMA",
     "build_report",
     "write_report",
+    "report_file",
     "report_markdown",
     "atomic_write_text",
     "environment",
@@ -89,34 +90,19 @@ COUNTS_SCHEMA: dict[str, Any] = {
 }
 
 #: JSON Schema (draft 2020-12) of a report.
-REPORT_SCHEMA: dict[str, Any] = {
-    "$schema": "https://json-schema.org/draft/2020-12/schema",
-    "title": "loracheck report",
-    "type": "object",
-    "required": [
-        "format",
-        "version",
-        "created",
-        "complete",
-        "environment",
-        "suite",
-        "verdicts",
-        "counts",
-        "seconds",
-    ],
-    "properties": {
-        "format": {"const": REPORT_FORMAT},
-        "version": {"const": REPORT_VERSION},
-        "created": {"type": "string"},
-        "complete": {"type": "boolean"},
-        "environment": {"type": "object"},
+REPORT_SCHEMA: dict[str, Any] = results_schema(
+    "loracheck report",
+    REPORT_FORMAT,
+    REPORT_VERSION,
+    required=["suite", "verdicts", "counts", "seconds"],
+    properties={
         "suite": {"type": "array", "items": {"type": "object"}},
         "seconds": {"type": "number"},
         "counts": COUNTS_SCHEMA,
         "verdicts": {"type": "array", "items": VERDICT_SCHEMA},
         "record": RECORD_SCHEMA,
     },
-}
+)
 
 
 _JSON_TYPES: dict[str, tuple[type, ...]] = {
@@ -329,6 +315,18 @@ def report_markdown(report: Mapping[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def report_file(out_dir: str | os.PathLike[str]) -> ResultsFile:
+    """``report.json`` in ``out_dir`` (``--out``): what ``loracheck run`` resumes and rewrites."""
+    return ResultsFile(
+        Path(out_dir) / "report.json",
+        fmt=REPORT_FORMAT,
+        version=REPORT_VERSION,
+        what="--out",
+        noun=None,
+        hint="pass --fresh to overwrite it",
+    )
+
+
 def write_report(report: Mapping[str, Any], out_dir: str | os.PathLike[str]) -> tuple[Path, Path]:
     """Write ``report.json`` and ``report.md`` into ``out_dir``; returns both paths.
 
@@ -340,7 +338,7 @@ def write_report(report: Mapping[str, Any], out_dir: str | os.PathLike[str]) -> 
     for name in ("report.json", "report.md"):
         for stale in out.glob(f".{name}.*.tmp"):
             stale.unlink(missing_ok=True)
-    j = atomic_write_text(out / "report.json", json.dumps(report, indent=1, allow_nan=False) + "\n")
+    j = report_file(out).save(report)
     # text from input files (problem names, resumed reasons) may hold control or surrogate characters
     m = atomic_write_text(out / "report.md", printable(report_markdown(report)))
     return j, m

@@ -77,7 +77,7 @@ def test_draws_into_given_axes(phase):
 @pytest.mark.parametrize(
     "change, match",
     [
-        (lambda d: d.update(schema="other"), "schema"),
+        (lambda d: d.update(format="other"), "expected format 'loracheck.phase', version 1, got format"),
         (lambda d: d.update(cells=[]), "non-empty list"),
         (lambda d: d["cells"][0].pop("fraction_global"), r"cells'\]\[0\]: missing fraction_global"),
     ],

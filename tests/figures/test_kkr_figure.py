@@ -41,7 +41,7 @@ def test_gallery_and_bad_input(kkr):
     assert "KKR-bias" in items[0].caption
     with pytest.raises(ValueError, match="configuration: expected one of"):
         plot_kkr(kkr, "minilm-qv")
-    with pytest.raises(ValueError, match="expected format 'loracheck.kkr/1'"):
+    with pytest.raises(ValueError, match="expected format 'loracheck.kkr', version 1"):
         plot_kkr({"format": "x"})
     with pytest.raises(TypeError, match="expected the JSON data"):
         plot_kkr([])

@@ -22,7 +22,7 @@ def data():
 
 def test_slice_data_are_consistent(data):
     P, d = data
-    assert d["schema"] == "loracheck.slices/1" and d["nuc_rel_gap"] <= 1e-10
+    assert (d["format"], d["version"]) == ("loracheck.slices", 1) and d["nuc_rel_gap"] <= 1e-10
     opt = d["nuc_optimum"]
     for s in d["slices_1d"]:
         assert len(s["alphas"]) == len(s["values"]) >= 11
@@ -68,8 +68,8 @@ def test_bad_arguments(data):
     P, d = data
     with pytest.raises(ValueError, match="index"):
         plot_slice_2d(d, 5)
-    with pytest.raises(ValueError, match="schema"):
-        plot_slices_1d({**d, "schema": "x"})
+    with pytest.raises(ValueError, match="expected format 'loracheck.slices', version 1, got format 'x'"):
+        plot_slices_1d({**d, "format": "x"})
     with pytest.raises(ValueError, match="n_1d"):
         landscape_slices(P, n_1d=2)
     with pytest.raises(ValueError, match="span"):

@@ -37,7 +37,7 @@ def test_gallery_and_bad_input(speed):
     assert "WYL-speed" in items[0].caption
     with pytest.raises(ValueError, match="problem: expected one of"):
         plot_speed(speed, "minilm")
-    with pytest.raises(ValueError, match="expected format 'loracheck.speed/1'"):
+    with pytest.raises(ValueError, match="expected format 'loracheck.speed', version 1"):
         plot_speed({"format": "x"})
     with pytest.raises(TypeError, match="expected the JSON data"):
         plot_speed([])

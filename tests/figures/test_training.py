@@ -49,8 +49,8 @@ def test_bad_data(experiment):
     with pytest.raises(ValueError, match="N: expected one of"):
         plot_training_curves(experiment, N=7)
     d = copy.deepcopy(experiment)
-    d["schema"] = "x"
-    with pytest.raises(ValueError, match="schema"):
+    d["version"] = 2
+    with pytest.raises(ValueError, match="format 'loracheck.experiment', version 1, got .* version 2"):
         plot_training_curves(d)
     with pytest.raises(TypeError, match="result"):
         plot_training_curves(None)  # type: ignore[arg-type]

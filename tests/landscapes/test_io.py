@@ -890,15 +890,16 @@ def test_unsaveable_problems(tmp_path):
 @pytest.mark.parametrize("suffix", SUFFIXES)
 def test_load_counterexample_from_the_jlr_writer(tmp_path, suffix, monkeypatch):
     from verify import checker as jlr
+    from verify import counterexample as writer
 
     P = make_problem(20, "squared", low_rank=2 if suffix == ".safetensors" else None)
     g = torch.Generator().manual_seed(0)
     D = tuple(torch.randn(m, n, generator=g, dtype=DT) for m, n in P.blocks)
     opts = {"rank_bound": 1, "gap_rtol": 1e-8, "seed": 3}
     if suffix == ".safetensors":  # the checker names its files .npz; the format is the same
-        real = jlr.save_problem
+        real = writer.save_problem
         monkeypatch.setattr(
-            jlr, "save_problem", lambda p, path, **kw: real(p, Path(path).with_suffix(suffix), **kw)
+            writer, "save_problem", lambda p, path, **kw: real(p, Path(path).with_suffix(suffix), **kw)
         )
     path = jlr.save_counterexample(P, tmp_path, "JLR24.rank_nuc", D, opts)
     assert path is not None and path.endswith(suffix)
@@ -907,7 +908,8 @@ def test_load_counterexample_from_the_jlr_writer(tmp_path, suffix, monkeypatch):
     assert cx.options == opts and json.loads(cx.options_json) == opts
     assert len(cx.point) == 2 and all(same_tensor(a, b) for a, b in zip(cx.point, D))
     assert cx.U is None and cx.V is None and cx.perturbation is None and cx.record is None
-    assert cx.version == 2 and set(cx.extras) == {"D0", "D1", "claim", "options_json"}
+    # the one counterexample format (verify.counterexample) adds its metadata, counterexample_json
+    assert cx.version == 2 and set(cx.extras) == {"D0", "D1", "claim", "options_json", "counterexample_json"}
     assert_same_problem(P, cx.problem)
     Q, extras = load_problem(path)  # the old interface still works
     assert_same_problem(P, Q) and set(extras) == set(cx.extras)
@@ -1108,3 +1110,16 @@ def test_failed_replace_leaves_no_temp(tmp_path, monkeypatch, suffix):
     with pytest.raises(OSError, match="replace failed"):
         save_problem(make_problem(17, "squared"), tmp_path / f"p{suffix}")
     assert os.listdir(tmp_path) == []
+
+
+def test_load_counterexample_reads_the_record_of_the_one_format(tmp_path):
+    """A problem-kind counterexample of verify.counterexample keeps its record in its metadata."""
+    from verify.counterexample import save_counterexample
+
+    P = make_problem(8, "squared")
+    D = tuple(torch.zeros(m, n, dtype=DT) for m, n in P.blocks)
+    path = save_counterexample(
+        tmp_path, "JLR-gd", options={"seed": 1}, problem=P, point=D, record={"objective": 0.5}
+    )
+    cx = load_counterexample(path)
+    assert cx.claim == "JLR-gd" and cx.options == {"seed": 1} and cx.record == {"objective": 0.5}

@@ -12,7 +12,7 @@ from landscapes import gaussian_problem
 from landscapes.lora import lora_value
 from landscapes.sosp import make_init, train
 from verify.cli.main import main
-from verify.jlr.experiment import EXPERIMENT_SCHEMA_ID, train_full
+from verify.jlr.experiment import EXPERIMENT_FORMAT, EXPERIMENT_VERSION, train_full
 
 
 def _ridge_optimum(P) -> float:
@@ -81,7 +81,7 @@ def test_experiment_end_to_end_small(tmp_path):
     )
     assert code == 0
     data = json.loads(out.read_text())
-    assert data["schema"] == EXPERIMENT_SCHEMA_ID and data["complete"]
+    assert (data["format"], data["version"]) == (EXPERIMENT_FORMAT, EXPERIMENT_VERSION) and data["complete"]
     run = data["runs"][0]
     assert run["N"] == 8 and run["r_max"] == 5 and run["nuc"]["converged"]
     assert run["nuc"]["rel_gap"] <= 1e-8

@@ -13,6 +13,7 @@ from landscapes.nonlinear.sosp import Factors
 from landscapes.problem import Problem
 from landscapes.synthetic import gaussian_problem
 from verify.cli.main import main
+from verify.counterexample import load_counterexample
 from verify.kkr import checkers as kkr
 from verify.kkr.experiment import kkr_experiment
 from verify.kkr.training import KKR_PROBLEMS, classify, kkr_table, make_init, wilson_interval
@@ -76,8 +77,9 @@ def test_double_well_refutes_planted_claims_and_rsc_fails(well_evidence, tmp_pat
     # "Every SOSP is global" and "every SOSP has rank <= r*": refuted by certified SOSPs.
     v = kkr.check_kkr_dichotomy(ev, variant="all-global", save_dir=tmp_path)
     assert v.status == "violated", v.reason
-    saved = json.loads(open(v.counterexample).read())
-    assert saved["claim"] == "KKR-dichotomy" and saved["points"]
+    saved = load_counterexample(v.counterexample)
+    assert saved.claim == "KKR-dichotomy" and saved.kind == "nonlinear" and saved.record["points"]
+    assert saved.source["catalog"]["name"] == "double-well" and "P0.A0" in saved.arrays
     v = kkr.check_kkr_dichotomy(ev, variant="low-rank")
     assert v.status == "violated" and "have rank > r* = 1" in v.reason and "rank 2" in v.reason
     # Theorem 1.1's conclusion without its hypothesis, and "no loud failure": both refuted.
@@ -171,7 +173,7 @@ def test_experiment_file_resume_and_refusals(tmp_path):
     with pytest.raises(ValueError, match="another configuration"):
         kkr_experiment(["double-well"], out=out, inits=("zero",), seeds=(0,), samples=10, progress=False)
     (tmp_path / "bad.json").write_text('{"format": "loracheck.speed/1"}')
-    with pytest.raises(ValueError, match="not a loracheck.kkr/1"):
+    with pytest.raises(ValueError, match="expected a file of format 'loracheck.kkr', version 1"):
         kkr_experiment(["double-well"], out=tmp_path / "bad.json", seeds=(0,), progress=False)
     with pytest.raises(ValueError, match="problems"):
         kkr_experiment(["nope"], out=out, progress=False)
@@ -298,7 +300,7 @@ def test_more_bad_options(special_evidence, tmp_path):
 
     out = tmp_path / "t.json"
     kkr_paper_tables("double-well", out=out, lams=(0.05,), ranks=(2,), samples=5, progress=False)
-    with pytest.raises(ValueError, match="other arguments"):
+    with pytest.raises(ValueError, match=r"holds tables of another configuration \(at \['lams'\]\[0\]\)"):
         kkr_paper_tables("double-well", out=out, lams=(0.1,), ranks=(2,), samples=5, progress=False)
     d = kkr_paper_tables(
         "double-well", out=out, lams=(0.1,), ranks=(2,), samples=5, fresh=True, progress=False
@@ -432,10 +434,15 @@ def test_recertify_saved_end_points(tmp_path, capsys, monkeypatch):
     assert "runs: expected finished (init, seed) runs" in capsys.readouterr().err
     other = tmp_path / "other.json"
     other.write_text(json.dumps({"format": "x"}))
-    with pytest.raises(ValueError, match="is not a"):
+    with pytest.raises(ValueError, match="source: expected a file of format 'loracheck.kkr', version 1"):
         kkr_recertify(other, [("zero", 0)], out=tmp_path / "o.json")
-    with pytest.raises(ValueError, match="holds results of another file"):
+    with pytest.raises(ValueError, match="out: expected a file of format 'loracheck.kkr-recertified'"):
         kkr_recertify(tmp_path / "kkr.json", [("zero", 0)], out=other)
+    moved = tmp_path / "moved" / "kkr.json"
+    moved.parent.mkdir()
+    moved.write_text((tmp_path / "kkr.json").read_text())
+    with pytest.raises(ValueError, match="holds results of another source file: expected '.*moved"):
+        kkr_recertify(moved, [("zero", 0)], out=tmp_path / "kkr-recertified.json")
 
 
 def test_recertify_refuses_runs_with_a_loraga_offset(tmp_path):

@@ -5,13 +5,14 @@ import json
 import pytest
 
 from verify.cli.main import main
-from verify.jlr.phase import PHASE_SCHEMA, phase_sweep
+from verify.jlr.phase import PHASE_FORMAT, PHASE_VERSION, phase_sweep
 
 
 def test_phase_sweep_small_grid(tmp_path):
     out = tmp_path / "phase.json"
     data = phase_sweep(kn=[(1, 3)], ranks=[1, 3], size=6, runs=3, out=out, progress=False)
-    assert data["schema"] == PHASE_SCHEMA and data["complete"]
+    assert (data["format"], data["version"]) == (PHASE_FORMAT, PHASE_VERSION) == ("loracheck.phase", 1)
+    assert data["complete"] and "schema" not in data
     on_disk = json.loads(out.read_text())
     assert on_disk["cells"] == json.loads(json.dumps(data["cells"]))
     cells = {c["r"]: c for c in data["cells"]}

@@ -274,7 +274,7 @@ CLI_BAD = [
     (
         "speed: its output file is a JSON list",
         ["speed", "--out", "{d}/speed_list"],
-        "is not a loracheck.speed/1 file",
+        "expected a file of format 'loracheck.speed', version 1 .*, got a JSON list, not an object",
     ),
     ("kkr: its output file is nested deep", ["kkr", "--out", "{d}/kkr_deep"], "recursion"),
     # counts that would allocate or overflow: refused when parsed, before any work

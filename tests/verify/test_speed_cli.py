@@ -16,7 +16,7 @@ def test_small_speed_run_writes_a_table_and_resumes(tmp_path, capsys):
     text = capsys.readouterr().out
     assert code in (0, 1, 2)
     data = json.loads((out / "speed.json").read_text())
-    assert data["format"] == "loracheck.speed/1" and data["complete"]
+    assert (data["format"], data["version"]) == ("loracheck.speed", 1) and data["complete"]
     entry = data["problems"]["teacher"]
     assert len(entry["runs"]) == 2 * 2 * 2
     assert set(entry["table"]) == {"vanilla", "loraga"} and entry["verdict"]["claim"] == "WYL-speed"
@@ -72,7 +72,9 @@ def test_foreign_output_file_is_refused(tmp_path, capsys):
     out.mkdir()
     (out / "speed.json").write_text('{"format": "something else"}')
     assert main(SMALL + ["--out", str(out)]) == 3
-    assert "is not a loracheck.speed/1 file" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "out: expected a file of format 'loracheck.speed', version 1" in err
+    assert "got format 'something else', version None; use fresh" in err
 
 
 def test_resume_reuses_deterministic_runs_by_their_stored_init_hash(tmp_path):

@@ -16,7 +16,8 @@ from landscapes.nuc import solve_nuc
 from landscapes.synthetic import gaussian_problem
 from verify.cli.main import main
 from verify.jlr.phase import (
-    PHASE_SCHEMA,
+    PHASE_FORMAT,
+    PHASE_VERSION,
     phase_problem,
     phase_reference,
     phase_run,
@@ -235,7 +236,7 @@ def test_a_phase_task_is_one_run_of_the_shared_building_blocks(tiny):
 def test_phase_data_from_the_store_is_the_phase_format(tiny, tmp_path):
     cfg, store, _ = tiny
     data = phase_data_from_store(store)
-    assert data["schema"] == PHASE_SCHEMA and data["complete"]
+    assert (data["format"], data["version"]) == (PHASE_FORMAT, PHASE_VERSION) and data["complete"]
     assert data["config"]["kn"] == [[1, 3], [1, 6]] and data["config"]["ranks"] == [1, 3]
     assert data["config"]["inits"] == [
         "gaussian",

@@ -88,6 +88,8 @@ def handle(args: argparse.Namespace) -> int:
     path = Path(args.file)
     if not path.is_file():
         raise BadInput(f"FILE: expected an existing problem file, got {args.file!r}")
+    if _counterexample_without_problem(path):
+        return _replay(args, path)
     ranks = _rank_assignments(args.ranks) if args.ranks else None
     scale = _scale(args)
     out = _json_path(args, path)
@@ -149,6 +151,49 @@ def handle(args: argparse.Namespace) -> int:
         print(f"({result.resumed} verdicts reused from {out})")
     if out is not None:
         print(f"JSON: {out}")
+    return result.exit_code
+
+
+def _counterexample_without_problem(path: Path) -> bool:
+    """Whether ``path`` is a saved counterexample that is not a problem file (an .npz of arrays only)."""
+    import zipfile
+
+    from verify.counterexample import META_KEY
+
+    try:
+        with zipfile.ZipFile(path) as zf:
+            names = set(zf.namelist())
+    except (zipfile.BadZipFile, OSError):
+        return False  # not an .npz: the problem reader says what it is
+    return f"{META_KEY}.npy" in names and "format.npy" not in names
+
+
+def _replay(args: argparse.Namespace, path: Path) -> int:
+    """Recompute a ``nonlinear`` or ``attention`` counterexample (:mod:`verify.run.replay`); exit 1 or 2."""
+    from verify.counterexample import load_counterexample
+    from verify.run.replay import replay_counterexample
+
+    try:
+        cx = load_counterexample(path)
+    except UserInputError as exc:
+        raise BadInput(f"FILE: {exc}") from None
+    given = [
+        flag
+        for flag, v in (("--claims", args.claims), ("--rank", args.ranks), ("--point", args.point),
+                        ("--json", args.json), ("--save-dir", args.save_dir))
+        if v
+    ]  # fmt: skip
+    if given:
+        raise BadInput(
+            f"{given[0]}: FILE is a {cx.kind!r} counterexample of {cx.claim} (not a problem file): its saved "
+            "numbers are recomputed, and no other audit applies; read it with "
+            "verify.counterexample.load_counterexample"
+        )
+    print(f"{path}: a {cx.kind!r} counterexample of {cx.claim}")
+    shown = ", ".join(f"{k}={v}" for k, v in cx.options.items())
+    print(f"recomputing the saved numbers (options: {shown})")
+    result = replay_counterexample(cx)
+    print(result.table())
     return result.exit_code
 
 

@@ -7,9 +7,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from theory.errors import UserInputError
 from verify.cli.common import BadInput, check_real_extras, int_in
-from verify.jsonfile import read_json
 from verify.run.record import Comparison
 
 NAME = "run"
@@ -71,7 +69,7 @@ def handle(args: argparse.Namespace) -> int:
     import torch
 
     from verify.registry import CHECKERS
-    from verify.report import build_report, evidence, exit_code, write_report
+    from verify.report import build_report, evidence, exit_code, report_file, write_report
     from verify.run.record import compare, record_exit_code, record_summary
     from verify.run.suite import (
         DEFAULT_SUITE,
@@ -117,19 +115,16 @@ def handle(args: argparse.Namespace) -> int:
     except OSError as exc:
         raise BadInput(f"--out: cannot create the directory {str(out)!r} ({exc.strerror})") from None
     done = None
-    previous = out / "report.json"
-    if previous.is_file() and not args.fresh:
-        try:
-            old = read_json(previous, what="--out")
-        except UserInputError as exc:
-            raise BadInput(f"{exc}; pass --fresh to overwrite it") from None
-        if isinstance(old, dict) and old.get("format") == "loracheck.report" and old.get("complete") is False:
-            done = finished_verdicts(old, suite, source=str(previous))
-            _refuse_losing_another_selection(old, suite, args.claims, out)
-            print(
-                f"resuming the interrupted run in {out}: {len(done)} finished verdicts reused "
-                "(--fresh: recompute)"
-            )
+    previous = report_file(out)
+    # an interrupted run's report resumes; a finished one, or a file of another format, is replaced
+    old = previous.load(fresh=args.fresh, other="replace", resumable=lambda d: d.get("complete") is False)
+    if old is not None:
+        done = finished_verdicts(old, suite, source=str(previous.path))
+        _refuse_losing_another_selection(old, suite, args.claims, out)
+        print(
+            f"resuming the interrupted run in {out}: {len(done)} finished verdicts reused "
+            "(--fresh: recompute)"
+        )
     t0 = time.perf_counter()
     verdicts = []
     specs = [s.to_dict() for s in suite]

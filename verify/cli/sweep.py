@@ -21,7 +21,7 @@ DESCRIPTION = (
     "into tasks with seeds derived from their specs, run them on an executor and commit each "
     "outcome to the SQLite store DIR/NAME.sqlite as it arrives.  A killed sweep loses at most "
     "the tasks in flight; --resume skips finished tasks and re-runs failed ones.  A phase sweep "
-    "also writes DIR/NAME-phase.json (loracheck.phase/1, drawn by `loracheck figures`)."
+    "also writes DIR/NAME-phase.json (format loracheck.phase, drawn by `loracheck figures`)."
 )
 EPILOG = (
     "Exit codes: 0 all tasks finished (phase: every run above the bound global), 1 a "

@@ -18,7 +18,6 @@ run through the same code and come out ``violated``.
 
 from __future__ import annotations
 
-import io
 import itertools
 import math
 import statistics
@@ -48,10 +47,10 @@ from landscapes.attention import (
     taylor_features,
 )
 from landscapes.eps_rank import EpsRankBounds, eps_rank_bounds, orthogonal_vectors_pre_activations
-from landscapes.io import atomic_write
 from theory.errors import InputTypeError, UserInputError, finite_number
 from theory.hsk import doubling_lengths, far_crossover, polynomial_method_table, rank_crossover
 from verify.checker import Judge, checker, fmt, num
+from verify.counterexample import save_counterexample
 from verify.options import BOOL, NONNEG, POS, TOL, Choice, Int, Seq
 from verify.verdict import Verdict
 
@@ -136,26 +135,34 @@ def _check_positive(name: str, v: object) -> None:
 
 
 def _save_instance(
-    setting: HskSetting, save_dir: str | Path | None, claim: str, h: AttentionLoRA, info: dict[str, Any]
+    setting: HskSetting,
+    save_dir: str | Path | None,
+    claim: str,
+    h: AttentionLoRA,
+    info: dict[str, Any],
+    opts: Mapping[str, Any],
 ) -> str | None:
-    """Save the head that refutes a claim (X, Y, weights, adapters) with the refuting numbers."""
-    if save_dir is None:
-        return None
-    arrays: dict[str, Any] = {"X": h.X.cpu().numpy(), "Y": h.Y.cpu().numpy()}
-    arrays.update({f"W_{k}": w.cpu().numpy() for k, w in h.W.items()})
-    arrays.update({f"A_{k}": a.cpu().numpy() for k, a in h.A.items()})
-    arrays.update({f"B_{k}": b.cpu().numpy() for k, b in h.B.items()})
+    """Save the head that refutes a claim (X, Y, weights, adapters) with the refuting numbers ``info``.
+
+    The one counterexample format (:mod:`verify.counterexample`, kind ``"attention"``): the head's
+    arrays, ``info`` as the record, the checker's options and the setting's fingerprint as the source.
+    """
+    arrays: dict[str, Any] = {"X": h.X, "Y": h.Y}
+    arrays.update({f"W_{k}": w for k, w in h.W.items()})
+    arrays.update({f"A_{k}": a for k, a in h.A.items()})
+    arrays.update({f"B_{k}": b for k, b in h.B.items()})
     arrays["scale_beta"] = np.array([h.scale, h.beta])
-    arrays["info"] = np.array(repr(info))
     L = h.X.shape[0]
-    path = Path(save_dir) / f"{claim}-{setting.name}-{setting.case}-L{L}-seed{setting.seed}.npz"
-
-    def write(fh: Any) -> None:
-        buf = io.BytesIO()
-        np.savez_compressed(buf, **arrays)
-        fh.write(buf.getvalue())
-
-    return str(atomic_write(path, write))
+    return save_counterexample(
+        save_dir,
+        claim,
+        kind="attention",
+        options=opts,
+        record=info,
+        source=setting.fingerprint(),
+        arrays=arrays,
+        ident=f"{setting.name}-{setting.case}-L{L}-seed{setting.seed}",
+    )
 
 
 # ---- HSK-exact ----------------------------------------------------------------------------------
@@ -292,7 +299,7 @@ def check_hsk_exact(
             else f"exact gradients differ from autograd by {worst:.3g} (> {rtol:g})"
         )
         path = (
-            _save_instance(setting, save_dir, claim, worst_h, {"error": worst})
+            _save_instance(setting, save_dir, claim, worst_h, {"error": worst}, opts)
             if worst_h is not None
             else None
         )
@@ -456,7 +463,7 @@ def check_hsk_poly_error(
         cert,
         f"degree {row['degree']}, gamma {row['gamma']}: entry error {row['max_entry_error']:.3g} > "
         f"{bound_factor:g} x bound = {row['bound']:.3g}",
-        counterexample=_save_instance(setting, save_dir, claim, h, row),
+        counterexample=_save_instance(setting, save_dir, claim, h, row, opts),
     )
 
 
@@ -1038,7 +1045,9 @@ class _Below:
             cert,
             f"planted: degree <= {max_degree} suffices at Gamma = {above_ratio:g} sqrt(ln L); {text}; "
             f"{self.rademacher()}",
-            counterexample=_save_instance(self.setting, save_dir, judge.claim, heads[row["L"]], info),
+            counterexample=_save_instance(
+                self.setting, save_dir, judge.claim, heads[row["L"]], info, judge.options
+            ),
         )
 
     def timed(self, cert: dict[str, Any], uniform: int, gamma_text: str) -> tuple[float, str]:

@@ -15,14 +15,13 @@ sentences, ``K = 2``, cross-entropy, LoRA on the last layer's W_q and W_v, weigh
 * the **SOSP verdict** of each LoRA end point after polishing: certified global or not, and
   whether ``r`` is above the bound :math:`r(r+1)/2 > KN`.
 
-Results go to one JSON file (schema ``loracheck.experiment/1``), rewritten atomically after every
-stage, so a killed run keeps what it finished.
+Results go to one JSON file (format ``loracheck.experiment``, version 1: :mod:`verify.results`),
+rewritten atomically after every stage, so a killed run keeps what it finished.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import json
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -31,17 +30,25 @@ from typing import Any, Literal
 import torch
 from torch import Tensor
 
-from landscapes.io import atomic_write
 from landscapes.nuc import solve_nuc
 from landscapes.operators import DenseOperator
 from landscapes.problem import Problem
 from landscapes.sosp import adam_direction, find_sosp, make_init, train
 from theory.bounds import r_max, ranks_above_bound
 from theory.errors import UserInputError
+from verify.results import ResultsFile
 
-__all__ = ["jlr_real_experiment", "synthetic_training_curves", "EXPERIMENT_SCHEMA_ID", "train_full"]
+__all__ = [
+    "jlr_real_experiment",
+    "synthetic_training_curves",
+    "EXPERIMENT_FORMAT",
+    "EXPERIMENT_VERSION",
+    "train_full",
+]
 
-EXPERIMENT_SCHEMA_ID = "loracheck.experiment/1"
+#: Files written before the ``version`` key said ``"schema": "loracheck.experiment/1"`` (still drawn).
+EXPERIMENT_FORMAT = "loracheck.experiment"
+EXPERIMENT_VERSION = 1
 #: Test accuracy of the linearized model at an adapted weight ``D``.
 _Accuracy = Callable[[Sequence[Tensor]], float]
 
@@ -112,7 +119,7 @@ def _accuracy(test_lin: Any, test_labels: Tensor, D: Sequence[Tensor], op: Any) 
 
 def _write(path: Path | None, data: dict[str, Any]) -> None:
     if path is not None:
-        atomic_write(path, lambda fh: fh.write(json.dumps(data, indent=1).encode()))
+        ResultsFile(path, fmt=EXPERIMENT_FORMAT, version=EXPERIMENT_VERSION).save(data, allow_nan=True)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -430,7 +437,8 @@ def jlr_real_experiment(
     # one held-out test set for every N; training sets are drawn from the rest
     pool, test_d = train_test_split(data, n_train=len(data) - n_test, n_test=n_test, seed=seed)
     result: dict[str, Any] = {
-        "schema": EXPERIMENT_SCHEMA_ID,
+        "format": EXPERIMENT_FORMAT,
+        "version": EXPERIMENT_VERSION,
         "setup": {
             "data": "review sentences (rotten/fresh), deduplicated",
             "model": model or "all-MiniLM-L6-v2 (offline)",
@@ -501,7 +509,7 @@ def synthetic_training_curves(
     The same measurement as :func:`jlr_real_experiment`'s curves, without a model or a test set:
     Adam (full batch) on the LoRA objective from the zero-B start at each rank, Adam on full
     fine-tuning's ridge objective from ``D = 0``, and the certified NUC optimum.  Returns data in
-    the experiment format (``loracheck.experiment/1``, one run), so that
+    the experiment format (``loracheck.experiment``, one run), so that
     :func:`figures.training.plot_training_curves` draws it.
     """
     rs = list(ranks)
@@ -531,7 +539,8 @@ def synthetic_training_curves(
             }
         )
     return {
-        "schema": EXPERIMENT_SCHEMA_ID,
+        "format": EXPERIMENT_FORMAT,
+        "version": EXPERIMENT_VERSION,
         "setup": {
             "data": f"synthetic problem {problem.name!r}",
             "loss": problem.loss.name,

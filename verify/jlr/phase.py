@@ -11,12 +11,13 @@ minimizer is certified near it with an objective still above :math:`P^\star`
 where the global LoRA minimum equals :math:`P^\star`).  The theory predicts 100%
 global convergence above the curve :math:`r(r+1)/2 = KN`.
 
-The results are JSON (schema ``loracheck.phase/1``), rewritten atomically after every cell so an
-interrupted sweep keeps its finished cells; the figure is drawn by ``figures`` from this file.
+The results are JSON (format ``loracheck.phase``, version 1: :mod:`verify.results`), rewritten
+atomically after every cell so an interrupted sweep keeps its finished cells; the figure is drawn
+by ``figures`` from this file.
 
 The same computation runs as a distributed sweep (``loracheck sweep``, :mod:`verify.sweep.config`): one
 task (:data:`PHASE_TASK`) is one training, and :func:`phase_data_from_store` builds the same
-``loracheck.phase/1`` data from the sweep's result store.  Both routes share the building blocks
+``loracheck.phase`` data from the sweep's result store.  Both routes share the building blocks
 :func:`phase_problem`, :func:`phase_reference` (the certified NUC optimum, solved with a fixed
 certificate schedule so that it is reproducible bit for bit) and :func:`phase_run` (one
 training, classified).
@@ -25,7 +26,6 @@ training, classified).
 from __future__ import annotations
 
 import functools
-import json
 import math
 import time
 from collections.abc import Mapping, Sequence
@@ -35,7 +35,6 @@ from typing import Any
 
 import torch
 
-from landscapes.io import atomic_write
 from landscapes.losses import LOSS_NAMES
 from landscapes.nuc import solve_nuc
 from landscapes.problem import Problem
@@ -44,13 +43,15 @@ from landscapes.synthetic import gaussian_problem
 from theory.bounds import r_max, triangular
 from theory.errors import InputTypeError, UserInputError, shown
 from verify.jlr.second_order import counterexample_test
+from verify.results import ResultsFile
 from verify.taskkind import Param, TaskKind, derive_seed
 
 __all__ = [
     "DEFAULT_KN",
     "DEFAULT_RANKS",
     "PHASE_MEMORY_BUDGET",
-    "PHASE_SCHEMA",
+    "PHASE_FORMAT",
+    "PHASE_VERSION",
     "PHASE_TASK",
     "PhaseReference",
     "PhaseRun",
@@ -65,7 +66,10 @@ __all__ = [
     "phase_task",
 ]
 
-PHASE_SCHEMA = "loracheck.phase/1"
+#: The format of the phase data (:mod:`verify.results`), at version :data:`PHASE_VERSION`; files
+#: written before the ``version`` key said ``"schema": "loracheck.phase/1"`` and are still drawn.
+PHASE_FORMAT = "loracheck.phase"
+PHASE_VERSION = 1
 DEFAULT_KN: tuple[tuple[int, int], ...] = ((1, 3), (1, 6), (1, 10), (1, 15), (2, 10), (1, 28))
 DEFAULT_RANKS: tuple[int, ...] = (1, 2, 3, 4, 5, 6, 7, 8)
 #: Bytes one phase problem may plan for (:func:`phase_memory_estimate`); a larger one is refused
@@ -157,7 +161,7 @@ class PhaseRun:
     spurious: bool | None = None
 
     def end(self) -> dict[str, Any]:
-        """The run as an entry of a cell's ``ends`` in ``loracheck.phase/1``."""
+        """The run as an entry of a cell's ``ends`` in the phase data (``loracheck.phase``)."""
         return {
             "init": self.init,
             "objective_minus_nuc": self.objective_minus_nuc,
@@ -276,7 +280,7 @@ def phase_cell(
     ends: Sequence[Mapping[str, Any]],
     gap_rtol: float,
 ) -> dict[str, Any]:
-    """One cell of ``loracheck.phase/1`` from its runs' ``ends`` and the NUC ``reference``.
+    """One cell of the phase data (``loracheck.phase``) from its runs' ``ends`` and the NUC ``reference``.
 
     A run is *certified spurious* when an exact local minimizer is certified near its end point
     with an objective above the NUC primal value (:class:`PhaseRun`'s ``spurious``, decided when
@@ -383,7 +387,8 @@ def phase_sweep(
         _check_phase_size(K, N, size, "size")
     t0 = time.perf_counter()
     data: dict[str, Any] = {
-        "schema": PHASE_SCHEMA,
+        "format": PHASE_FORMAT,
+        "version": PHASE_VERSION,
         "config": {
             "kn": [list(p) for p in kn],
             "ranks": list(ranks),
@@ -440,8 +445,7 @@ def phase_sweep(
 
 
 def _write(data: dict[str, Any], out: str | Path) -> Path:
-    text = json.dumps(data, indent=1, allow_nan=False, default=_default).encode()
-    return atomic_write(Path(out), lambda fh: fh.write(text))
+    return ResultsFile(out, fmt=PHASE_FORMAT, version=PHASE_VERSION).save(data, default=_default)
 
 
 def _default(x: Any) -> Any:

@@ -20,8 +20,6 @@ perturbation, its SOSP certificate) so a reader can re-run any of them.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-import json
 import math
 import time
 from collections.abc import Mapping, Sequence
@@ -33,7 +31,6 @@ import torch
 from torch import Tensor
 
 from landscapes.curvature.vectors import flatten_factors
-from landscapes.io import save_problem
 from landscapes.local_min import polish_and_certify
 from landscapes.lora import LoRAPoint, lora_value, random_perturbation
 from landscapes.nuc import NucSolution, nuc_certificate, solve_nuc
@@ -52,8 +49,9 @@ from theory.bounds import r_max, ranks_above_bound, triangular
 from theory.claims import DEFAULT_TOLERANCES
 from theory.errors import UserInputError, finite_number
 from verify.checker import Judge, checker, fmt, num
+from verify.counterexample import save_counterexample
 from verify.options import ANY, BOOL, POS, SEED, TOL, Choice, Either, Int, Rank, Real, Seq, Table
-from verify.verdict import Verdict, jsonable
+from verify.verdict import Verdict
 
 __all__ = [
     "check_jlr_no_spurious",
@@ -138,27 +136,20 @@ def _save_point(
     record: dict[str, Any],
     opts: dict[str, Any],
 ) -> str | None:
-    """Save a replayable counterexample: the problem, the factors, the perturbation, the record."""
-    if save_dir is None:
-        return None
-    fp = problem.fingerprint()
-    blob = json.dumps(jsonable({"record": record, "options": opts}), sort_keys=True)
-    tag = hashlib.sha256(blob.encode()).hexdigest()[:8]
-    path = Path(save_dir) / f"{claim}-{fp['sha256']}-{tag}.npz"
-    extra: dict[str, Any] = {}
+    """Save a replayable counterexample: the problem, the factors, the perturbation, the record.
+
+    The one counterexample format (:mod:`verify.counterexample`, kind ``"problem"``): ``U<j>``,
+    ``V<j>``, ``D<j> = U_j V_j^T`` and the perturbation ``C<j>`` as arrays, the record in the metadata.
+    """
+    arrays: dict[str, Tensor] = {}
     for j, (u, v) in enumerate(zip(pt.U, pt.V)):
-        extra[f"U{j}"] = u.detach().cpu().numpy()
-        extra[f"V{j}"] = v.detach().cpu().numpy()
-        extra[f"D{j}"] = (u @ v.T).detach().cpu().numpy()
-    if perturbation is not None:
-        for j, C in enumerate(perturbation):
-            extra[f"C{j}"] = C.detach().cpu().numpy()
-    extra["claim"] = np.array(claim)
-    extra["record_json"] = np.array(blob)
-    try:
-        return str(save_problem(problem, path, extra=extra))
-    except ValueError:
-        return None
+        arrays[f"U{j}"], arrays[f"V{j}"] = u, v
+    for j, C in enumerate(perturbation or ()):
+        arrays[f"C{j}"] = C
+    point = [u @ v.T for u, v in zip(pt.U, pt.V)]
+    return save_counterexample(
+        save_dir, claim, options=opts, record=record, problem=problem, point=point, arrays=arrays
+    )
 
 
 #: What a ``violated`` (JLR-no-spurious, JLR-gd) or ``holds`` (JLR-spurious-below) verdict certifies.

@@ -1,6 +1,6 @@
 r"""The data of the landscape-slice figures: the LoRA objective around two points of one problem.
 
-Format ``loracheck.slices/1`` (plain JSON, drawn by :mod:`figures.slices`):
+Format ``loracheck.slices``, version 1 (plain JSON, :mod:`verify.results`; drawn by :mod:`figures.slices`):
 
 * around the **zero point** :math:`U = V = 0` (a strict saddle whenever
   :math:`\|\nabla L(0)\|_{op} > \lambda`, JLR-zero-saddle): a 1-D slice along the Hessian's
@@ -36,9 +36,11 @@ from landscapes.slices import (
 from theory.bounds import r_max
 from theory.errors import UserInputError, finite_number
 
-__all__ = ["SLICES_FORMAT", "landscape_slices"]
+__all__ = ["SLICES_FORMAT", "SLICES_VERSION", "landscape_slices"]
 
-SLICES_FORMAT = "loracheck.slices/1"
+#: Data written before the ``version`` key said ``"schema": "loracheck.slices/1"`` (still drawn).
+SLICES_FORMAT = "loracheck.slices"
+SLICES_VERSION = 1
 
 
 def _grid(n: int, span: float) -> list[float]:
@@ -150,7 +152,8 @@ def landscape_slices(
     S0 = problem.evaluate(problem.zeros()).S
     closed = min(lam - float(torch.linalg.matrix_norm(S, ord=2)) for lam, S in zip(problem.lam, S0))
     return {
-        "schema": SLICES_FORMAT,
+        "format": SLICES_FORMAT,
+        "version": SLICES_VERSION,
         "hessian_spectra": spectra,
         "zero_lambda_min_closed_form": closed,
         "problem": problem.fingerprint(),

@@ -35,6 +35,7 @@ or search that gave :math:`\hat\alpha`, if not a sample), ``witnesses``, ``bound
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -42,9 +43,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from torch import Tensor
 
+from landscapes.catalog import KKR_PROBLEMS, NONLINEAR_BUILDERS
 from landscapes.nonlinear.penalized import minimize_penalized
 from landscapes.nonlinear.problems import NonlinearProblem
 from landscapes.nonlinear.restricted import (
@@ -58,6 +61,7 @@ from landscapes.nonlinear.restricted import (
 from theory.errors import InputTypeError, UserInputError, finite_number
 from theory.kkr import dichotomy, loud
 from verify.checker import Judge, checker, fmt, num, save_counterexample
+from verify.counterexample import save_counterexample as write_counterexample
 from verify.kkr.evidence import COLLECT_OPTIONS, Evidence, collect_evidence, resolve_evidence
 from verify.kkr.training import (
     KKR_INITS,
@@ -67,6 +71,7 @@ from verify.kkr.training import (
     kkr_table,
     make_init,
     problem_fingerprint,
+    same_problem,
     sosp_certified,
 )
 from verify.options import ANY, POS, SEED, TOL, Choice, Int, Rank, Real, Seq, Str
@@ -301,44 +306,114 @@ def _judge(ev: Evidence, global_rtol: float) -> _Judged:
     return _Judged(pts, a_hat, b_hat, rho_hat, rho_lo, b.alpha_lower > 0, ref.rank, ref.frobenius, numbers)
 
 
+def _catalog_source(p: NonlinearProblem) -> dict[str, Any] | None:
+    """The :data:`landscapes.catalog.KKR_PROBLEMS` entry that rebuilds ``p``, or ``None``.
+
+    The entry named like ``p`` first (a suite problem), then every other one but MiniLM's (an
+    experiment's problem keeps its builder's name; its weight decay may differ from the entry's):
+    an entry rebuilds ``p`` when the rebuilt problem, named like ``p``, has its fingerprint
+    (:func:`verify.kkr.training.same_problem`: shapes, decays, the risk at a probe point).
+    """
+    fp = problem_fingerprint(p)
+    names = [p.name] if p.name in KKR_PROBLEMS else []
+    names += [n for n in KKR_PROBLEMS if n != p.name and KKR_PROBLEMS[n]["builder"] != "minilm"]
+    for name in names:
+        spec = KKR_PROBLEMS[name]
+        kwargs = dict(spec["kwargs"])
+        if "lam" in kwargs and len(set(p.lam)) == 1:
+            kwargs["lam"] = p.lam[0]
+        try:
+            q = NONLINEAR_BUILDERS[spec["builder"]](**kwargs)
+            if q.blocks != p.blocks:
+                continue
+            q = dataclasses.replace(q, name=p.name)
+            if same_problem(fp, problem_fingerprint(q)):
+                return {"name": name, "builder": spec["builder"], "kwargs": kwargs}
+        except Exception:  # noqa: BLE001 - an entry that cannot be built here does not rebuild p
+            continue
+    return None
+
+
+#: The numbers of an end point a saved counterexample keeps (besides its arrays).
+_POINT_KEYS = (
+    "init",
+    "seed",
+    "class",
+    "status",
+    "objective",
+    "risk",
+    "penalized",
+    "excess",
+    "grad_norm",
+    "sosp",
+    "sosp_certified",
+    "lambda_min",
+    "lambda_min_lower",
+    "lambda_min_method",
+    "ranks",
+    "frobenius",
+    "distance",
+    "tolerances",
+)
+
+
 def _save(
-    save_dir: str | Path | None, claim: str, ev: Evidence, bad: Sequence[Mapping[str, Any]]
+    save_dir: str | Path | None, judge: Judge, ev: Evidence, bad: Sequence[Mapping[str, Any]]
 ) -> str | None:
-    """Write the offending end points (with the problem's name and meta) as JSON; the path, or ``None``."""
+    """Save the offending end points in the one counterexample format; the path, or ``None``.
+
+    Kind ``"nonlinear"`` (:mod:`verify.counterexample`): the end points' factors ``P<i>.A<j>``,
+    ``P<i>.B<j>`` (or ``P<i>.X<j>``) and the reference ``REF.X<j>`` as arrays; their numbers, the
+    reference's value, the rank and radius and the evidence's options as the record; the problem's
+    name, meta, decays, fingerprint and catalog entry (:func:`_catalog_source`) as the source.
+    """
     if save_dir is None or not bad:
         return None
-    import hashlib
-    import json
-
-    from landscapes.io import atomic_write_text
-    from verify.verdict import jsonable
-
-    keys = {(d["init"], d["seed"]) for d in bad}
-    points = [
-        {
-            "init": r["init"],
-            "seed": r["seed"],
-            **{k: r[k] for k in ("A", "B", "X") if k in r},
-            "penalized": r.get("penalized"),
-        }
-        for r in ev.runs
-        if (r["init"], r["seed"]) in keys and r.get("status") == "finished"
-    ]
-    data = {
-        "claim": claim,
-        "problem": {"name": ev.problem.name, "meta": dict(ev.problem.meta), "lam": list(ev.problem.lam)},
-        "reference": {"X": [x.tolist() for x in ev.reference.X], "value": ev.reference.value},
+    judged = {(d["init"], d["seed"]): d for d in bad}
+    arrays: dict[str, Any] = {}
+    points: list[dict[str, Any]] = []
+    for r in ev.runs:
+        key = (r["init"], r["seed"])
+        if key not in judged or r.get("status") != "finished":
+            continue
+        i = len(points)
+        for k in ("A", "B", "X"):
+            for j, x in enumerate(r.get(k, ())):
+                arrays[f"P{i}.{k}{j}"] = np.asarray(x, dtype=np.float64)
+        both = {**r, **judged[key]}
+        points.append({k: both[k] for k in _POINT_KEYS if k in both})
+    for j, x in enumerate(ev.reference.X):
+        arrays[f"REF.X{j}"] = x
+    record = {
+        "points": points,
+        "reference": {
+            "value": ev.reference.value,
+            "rank": ev.reference.rank,
+            "certified": ev.reference.certified,
+        },
         "rank": ev.rank,
         "radius": ev.radius,
-        "options": dict(ev.options),
-        "points": points,
+        "evidence_options": dict(ev.options),
     }
-    text = json.dumps(jsonable(data), indent=1, allow_nan=False)
-    tag = hashlib.sha256(text.encode()).hexdigest()[:8]
-    path = Path(save_dir) / f"{claim}-{ev.problem.name}-{tag}.json"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(path, text + "\n")
-    return str(path)
+    p = ev.problem
+    source = {
+        "name": p.name,
+        "meta": dict(p.meta),
+        "lam": list(p.lam),
+        "blocks": [list(b) for b in p.blocks],
+        "fingerprint": problem_fingerprint(p),
+        "catalog": _catalog_source(p),
+    }
+    return write_counterexample(
+        save_dir,
+        judge.claim,
+        kind="nonlinear",
+        options=judge.options,
+        record=record,
+        source=source,
+        arrays=arrays,
+        ident=p.name or "problem",
+    )
 
 
 #: Singular values below this fraction of sigma_1 are zero (the numerical rank of the end points).
@@ -527,7 +602,7 @@ def _planted_sosp_claim(
             cert,
             f"{len(sure)} certified SOSP(s) {what} (excess {b0['excess']:.3g}, rank {max(b0['ranks'])}, "
             f"||X||_F {b0['frobenius']:.3g})",
-            counterexample=_save(save_dir, judge.claim, evidence, sure),
+            counterexample=_save(save_dir, judge, evidence, sure),
         )
     if bad:
         return judge.inconclusive(cert, f"{_sosp_words(bad)} {what}, none certified")
@@ -627,7 +702,7 @@ def _dichotomy_verdict(
             f"rho_lower = {rho_lo:.3g} (alpha >= {evidence.bounds.alpha_lower:.3g}): rank "
             f"{pts.definite[0]['at_rho_lower']['rank']} (r = {r}), sigma_r / needed {t['ii']:.4g}, "
             f"distance^2 / needed {t['iii']:.4g}",
-            counterexample=_save(save_dir, judge.claim, evidence, pts.definite),
+            counterexample=_save(save_dir, judge, evidence, pts.definite),
         )
     if pts.undecided:
         at_best = [row for row in pts.undecided if row["class"] != "spurious"]
@@ -861,7 +936,7 @@ def check_kkr_special(
                 else f" in a certified special regime (2 alpha_lower / beta_upper = {j.rho_lo:.3g}"
                 + (planted or ")")
             ),
-            counterexample=_save(save_dir, claim, evidence, sure),
+            counterexample=_save(save_dir, judge, evidence, sure),
         )
     if bad:
         return judge.inconclusive(
@@ -904,7 +979,7 @@ def _quiet(
             cert,
             f"{len(loud_pts)} certified SOSP(s) with ||X||_F {loud_pts[0]['frobenius']:.3g} > "
             f"2 ||X*||_F = {2 * j.x_star_norm:.3g}",
-            counterexample=_save(save_dir, judge.claim, evidence, loud_pts),
+            counterexample=_save(save_dir, judge, evidence, loud_pts),
         )
     return judge.holds(cert, "no certified SOSP above 2 ||X*||_F")
 
@@ -1020,7 +1095,7 @@ def _loud_verdict(
             f"{len(pts.definite)} point(s) contradict Corollary 1{planted}: {first['why']} "
             f"(sigma_r = {first['sigma_r']:.4g}, sigma_r* = {first['sigma_r_star']:.4g}, "
             f"rho in [{rho_lo:.3g}, {rho_hi:.3g}], alpha >= {evidence.bounds.alpha_lower:.3g} certified)",
-            counterexample=_save(save_dir, judge.claim, evidence, pts.definite),
+            counterexample=_save(save_dir, judge, evidence, pts.definite),
         )
     if pts.undecided:
         return judge.inconclusive(

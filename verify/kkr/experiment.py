@@ -22,7 +22,6 @@ from landscapes.nonlinear.sosp import (
     end_point,
 )
 from theory.errors import UserInputError, finite_number, shown
-from verify.jsonfile import read_json
 from verify.kkr.evidence import Evidence
 from verify.kkr.training import (
     DENSE_MAX,
@@ -43,13 +42,27 @@ from verify.kkr.training import (
     same_problem,
     truncated_polished,
 )
+from verify.results import ResultsFile
 
 __all__ = [
     "kkr_recertify",
     "kkr_experiment",
     "evidence_from_entry",
     "kkr_paper_tables",
+    "KKR_RUNS_FORMAT",
+    "KKR_TABLES_FORMAT",
+    "KKR_RECERTIFIED_FORMAT",
+    "KKR_VERSION",
 ]
+
+#: The formats of ``kkr.json``, of a tables file and of a re-certification file, all at version
+#: :data:`KKR_VERSION` (:mod:`verify.results`).  Files written before the ``version`` key spelled
+#: them ``loracheck.kkr/1``, ``loracheck.kkr-tables/1`` and ``loracheck.kkr/1-recertified``; they
+#: are read (resumed, re-certified, drawn) all the same.
+KKR_RUNS_FORMAT = KKR_FORMAT
+KKR_TABLES_FORMAT = "loracheck.kkr-tables"
+KKR_RECERTIFIED_FORMAT = "loracheck.kkr-recertified"
+KKR_VERSION = 1
 
 
 def evidence_from_entry(entry: Mapping[str, Any], problem: NonlinearProblem) -> Evidence:
@@ -171,15 +184,23 @@ def _ensure_constants(
         save()
 
 
-def _save_to(path: Path, data: Any) -> Callable[[], None]:
-    """A function that writes ``data`` to ``path`` as JSON (atomically), as it is when called."""
-    from landscapes.io import atomic_write_text
+def _save_to(file: ResultsFile, data: Any) -> Callable[[], None]:
+    """A function that writes ``data`` to ``file`` (atomically), as it is when called."""
     from verify.verdict import jsonable
 
     def save() -> None:
-        atomic_write_text(path, json.dumps(jsonable(data), indent=1, allow_nan=False) + "\n")
+        file.save(jsonable(data))
 
     return save
+
+
+def _kkr_file(
+    path: Path, what: str = "out", hint: str = "choose another path or fresh (--fresh)"
+) -> ResultsFile:
+    """A ``kkr.json`` (:func:`kkr_experiment`), named ``what`` in errors."""
+    return ResultsFile(
+        path, fmt=KKR_RUNS_FORMAT, version=KKR_VERSION, what=what, noun="a readable KKR file", hint=hint
+    )
 
 
 def _check_grid(
@@ -214,30 +235,27 @@ def _check_grid(
         raise UserInputError(f"samples: expected a positive int, got {samples!r}")
 
 
-def _experiment_data(path: Path, config: Mapping[str, Any], fresh: bool) -> dict[str, Any]:
-    """The data of an experiment file: resumed from ``path`` when it holds ``config``'s runs, else new."""
-    data: dict[str, Any] = {
-        "format": KKR_FORMAT,
-        "config": config,
-        "configurations": {},
-        "complete": False,
-    }
-    if not path.exists() or fresh:
-        return data
-    try:
-        old = _read_kkr(path, "out")
-    except ValueError as exc:
-        raise UserInputError(f"{exc}; choose another path or fresh (--fresh)") from None
-    old_config = old.get("config") or {}
-    for spec in (old_config.get("problems") or {}).values():
+def _experiment_data(file: ResultsFile, config: Mapping[str, Any], fresh: bool) -> dict[str, Any]:
+    """The data of an experiment file: resumed from ``file`` when it holds ``config``'s runs, else new."""
+    data = file.load(
+        file.new(config=config, configurations={}, complete=False),
+        identity=("config",),
+        fresh=fresh,
+        contents="runs",
+        upgrade=_without_notes,
+        check=_check_kkr_data,
+    )
+    data["complete"] = False
+    return data
+
+
+def _without_notes(data: dict[str, Any]) -> None:
+    """Files of earlier versions kept the problems' notes in the configuration: dropped (in place)."""
+    config = data.get("config")
+    problems = config.get("problems") if isinstance(config, dict) else None
+    for spec in problems.values() if isinstance(problems, dict) else ():
         if isinstance(spec, dict):
-            spec.pop("note", None)  # files of earlier versions kept the notes in the configuration
-    if old_config != data["config"]:
-        raise UserInputError(
-            f"out: {str(path)!r} holds runs of another configuration; use fresh (--fresh) or another path"
-        )
-    old["complete"] = False
-    return old
+            spec.pop("note", None)
 
 
 def _beats(value: float, reference_value: float) -> bool:
@@ -444,8 +462,9 @@ def kkr_experiment(
         "samples": samples,
     }
     path = Path(out)
-    data = _experiment_data(path, jsonable(config), fresh)
-    save = _save_to(path, data)
+    file = _kkr_file(path)
+    data = _experiment_data(file, jsonable(config), fresh)
+    save = _save_to(file, data)
     t_start = time.perf_counter()
     lam_list: list[float | None] = [None] if lams is None else [float(x) for x in lams]
     total = len(problems) * len(lam_list) * len(inits) * len(seeds)
@@ -483,37 +502,18 @@ def _check_table_row(table: str, row: Mapping[str, Any], at: str) -> None:
     _need(isinstance(row.get("certified"), bool), f"{at}['certified']", "true or false", row.get("certified"))
 
 
-def _tables_data(path: Path, config: Any, fresh: bool) -> dict[str, Any]:
-    """The data of a tables file: resumed from ``path`` when it holds ``config``'s rows, else new."""
-    data: dict[str, Any] = {
-        "format": "loracheck.kkr-tables/1",
-        "config": config,
-        "table1": [],
-        "table2": [],
-    }
-    if not path.exists() or fresh:
-        return data
-    try:
-        old = read_json(path, what="out")
-    except UserInputError as exc:
-        raise UserInputError(f"out: {str(path)!r} exists and is not a tables file ({exc})") from None
-    if not isinstance(old, dict) or old.get("format") != data["format"]:
-        raise UserInputError(
-            f"out: {str(path)!r} is not a {data['format']} file; choose another path or fresh"
-        )
-    if old.get("config") != data["config"]:
-        raise UserInputError(f"out: {str(path)!r} holds tables of other arguments; use fresh (--fresh)")
-    for table, key in (("table1", "lam"), ("table2", "rank")):  # what a resumed run reads back
-        rows: Any = old.get(table)
-        _need(isinstance(rows, list), f"out: {str(path)!r}: {table!r}", "a list of rows", rows)
+def _check_tables(data: Mapping[str, Any], where: str) -> None:
+    """The rows of a resumed tables file: what a resumed run reads back and prints."""
+    for table, key in (("table1", "lam"), ("table2", "rank")):
+        rows: Any = data.get(table)
+        _need(isinstance(rows, list), f"{where}: {table!r}", "a list of rows", rows)
         for i, row in enumerate(rows):
-            at = f"out: {str(path)!r}: {table}[{i}]"
+            at = f"{where}: {table}[{i}]"
             _need(isinstance(row, Mapping), at, "a JSON object (a row)", row)
             v = row.get(key)
             ok = isinstance(v, int) and not isinstance(v, bool) if key == "rank" else finite_number(v)
             _need(ok, f"{at}[{key!r}]", "an int" if key == "rank" else "a finite number", v)
             _check_table_row(table, row, at)  # the fields `loracheck kkr --tables` prints
-    return old
 
 
 def _table1_row(spec: Mapping[str, Any], lam: float, max_iter: int) -> dict[str, Any]:
@@ -610,9 +610,12 @@ def kkr_paper_tables(
         "radius": D,
         "samples": samples,
     }
-    path = Path(out)
-    data = _tables_data(path, jsonable(config), fresh)
-    save = _save_to(path, data)
+    file = ResultsFile(
+        out, fmt=KKR_TABLES_FORMAT, version=KKR_VERSION, noun="a tables file", hint="use fresh (--fresh)"
+    )
+    new = file.new(config=jsonable(config), table1=[], table2=[])
+    data = file.load(new, identity=("config",), fresh=fresh, contents="tables", check=_check_tables)
+    save = _save_to(file, data)
     it_max = train.get("reference_iter", 5000)
     bar = tqdm(
         total=len(lams) + len(ranks), desc="kkr tables", disable=None if progress is None else not progress
@@ -730,12 +733,7 @@ def _check_kkr_data(data: Mapping[str, Any], where: str) -> None:
 
 def _read_kkr(path: Path, arg: str) -> dict[str, Any]:
     """The parsed ``kkr.json`` at ``path``; a ``ValueError`` naming ``arg`` when it is not one."""
-    try:
-        data = read_json(path, what=arg)
-    except UserInputError as exc:
-        raise UserInputError(f"{arg}: {str(path)!r} is not a readable KKR file ({exc})") from None
-    if not isinstance(data, dict) or data.get("format") != KKR_FORMAT:
-        raise UserInputError(f"{arg}: {str(path)!r} is not a {KKR_FORMAT} file")
+    data = _kkr_file(path, arg, hint="").read()
     _check_kkr_data(data, f"{arg}: {str(path)!r}")
     return data
 
@@ -875,23 +873,13 @@ def _recertify_source(
     return key, entry, finished
 
 
-def _recertification_data(path: Path, result: dict[str, Any]) -> dict[str, Any]:
-    """The re-certification file at ``path`` to resume (same source and configuration), or ``result``."""
-    if not path.exists():
-        return result
-    try:
-        old = read_json(path, what="out")
-    except UserInputError as exc:
-        raise UserInputError(f"out: {str(path)!r} exists and is not a recertification file ({exc})") from None
-    if not isinstance(old, dict) or {k: old.get(k) for k in ("format", "source", "configuration")} != {
-        k: result[k] for k in ("format", "source", "configuration")
-    }:
-        raise UserInputError(f"out: {str(path)!r} holds results of another file or configuration")
-    old_runs = old.get("runs")
+def _check_recertified_runs(data: Mapping[str, Any], where: str) -> None:
+    """The runs of a re-certification file that a re-run reads back."""
+    old_runs = data.get("runs")
     if not isinstance(old_runs, list):
-        raise UserInputError(f"out: {str(path)!r}: 'runs': expected a list of runs, got {shown(old_runs)}")
+        raise UserInputError(f"{where}: 'runs': expected a list of runs, got {shown(old_runs)}")
     for i, r in enumerate(old_runs):
-        at = f"out: {str(path)!r}: runs[{i}]"
+        at = f"{where}: runs[{i}]"
         _need(isinstance(r, Mapping), at, "a JSON object (a run)", r)
         _need(isinstance(r.get("init"), str), f"{at}['init']", "a str", r.get("init"))
         sd = r.get("seed")
@@ -902,7 +890,6 @@ def _recertification_data(path: Path, result: dict[str, Any]) -> dict[str, Any]:
         change = r.get("change_frobenius")
         _need(finite_number(change), f"{at}['change_frobenius']", "a number", change)
         _need(finite_number(r.get("seconds")), f"{at}['seconds']", "a number", r.get("seconds"))
-    return old
 
 
 def _recertified_run(
@@ -984,8 +971,17 @@ def kkr_recertify(
     if isinstance(dense_max, bool) or not isinstance(dense_max, int) or dense_max < 0:
         raise UserInputError(f"dense_max: expected an int >= 0, got {dense_max!r}")
     path = Path(out)
-    result = _recertification_data(
-        path, {"format": KKR_FORMAT + "-recertified", "source": str(src), "configuration": key, "runs": []}
+    file = ResultsFile(
+        path,
+        fmt=KKR_RECERTIFIED_FORMAT,
+        version=KKR_VERSION,
+        noun="a recertification file",
+        hint="choose another path, or remove it to start over",
+    )
+    result = file.load(
+        file.new(source=str(src), configuration=key, runs=[]),  # resumed: same source and configuration
+        identity=("source", "configuration"),
+        check=_check_recertified_runs,
     )
     done = {(r["init"], r["seed"]) for r in result["runs"]}
     problem = build_kkr_problem(entry["problem"])
@@ -999,7 +995,7 @@ def kkr_recertify(
     ref_value = float(entry["reference"]["value"])
     depth = max(problem.value(problem.zeros()) - ref_value, 0.0)
     train = KKR_PROBLEMS[entry["problem"]]["train"]
-    save = _save_to(path, result)
+    save = _save_to(file, result)
     added = 0
     for init, seed in runs:
         if (init, seed) in done:

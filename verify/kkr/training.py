@@ -81,7 +81,8 @@ __all__ = [
     "truncated_polished",
 ]
 
-KKR_FORMAT = "loracheck.kkr/1"
+#: The format id of kkr.json (with ``"version": 1``; files before the version key said "loracheck.kkr/1").
+KKR_FORMAT = "loracheck.kkr"
 KKR_INITS: tuple[str, ...] = ("zero", "small", "large", "loraga", "adversarial")
 
 #: LoRA points with at most this many parameters get the dense curvature certificate (one HVP per

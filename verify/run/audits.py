@@ -52,18 +52,17 @@ from landscapes.problem import Problem
 from theory.bounds import ranks_above_bound
 from theory.claims import DEFAULT_TOLERANCES
 from theory.errors import InputTypeError, UserInputError
-from verify.jsonfile import read_json
 from verify.options import check_options, object_options
 from verify.registry import CHECKERS, NUC_CLAIMS, get_checker
 from verify.report import (
     COUNTS_SCHEMA,
     VERDICT_SCHEMA,
-    atomic_write_text,
     environment,
     evidence,
     exit_code,
     validate_json,
 )
+from verify.results import ResultsFile, results_schema
 from verify.run.points import PointAudit, as_point, audit_point, load_point, point_from_extras
 from verify.verdict import STATUSES, Verdict, check_certificate, jsonable
 
@@ -116,31 +115,12 @@ _VERDICT_SCHEMA: dict[str, Any] = {
 }
 
 #: JSON Schema (draft 2020-12) of an audit file (``loracheck audit --json OUT``).
-AUDIT_SCHEMA: dict[str, Any] = {
-    "$schema": "https://json-schema.org/draft/2020-12/schema",
-    "title": "loracheck audit",
-    "type": "object",
-    "required": [
-        "format",
-        "version",
-        "created",
-        "complete",
-        "environment",
-        "source",
-        "problem",
-        "tasks",
-        "verdicts",
-        "counts",
-        "point",
-        "exit_code",
-        "seconds",
-    ],
-    "properties": {
-        "format": {"const": AUDIT_FORMAT},
-        "version": {"const": AUDIT_VERSION},
-        "created": {"type": "string"},
-        "complete": {"type": "boolean"},
-        "environment": {"type": "object"},
+AUDIT_SCHEMA: dict[str, Any] = results_schema(
+    "loracheck audit",
+    AUDIT_FORMAT,
+    AUDIT_VERSION,
+    required=["source", "problem", "tasks", "verdicts", "counts", "point", "exit_code", "seconds"],
+    properties={
         "source": {"type": ["string", "null"]},
         "problem": {
             "type": "object",
@@ -184,7 +164,7 @@ AUDIT_SCHEMA: dict[str, Any] = {
         "exit_code": {"enum": [0, 1, 2]},
         "seconds": {"type": "number"},
     },
-}
+)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -540,14 +520,14 @@ def read_audit(path: str | os.PathLike[str]) -> dict[str, Any]:
     certificate is not caught here: only re-verifying it does (``--fresh`` recomputes everything).
     """
     p = Path(path)
-    data = read_json(p, what="json")  # size-bounded; nesting and non-JSON text are UserInputError
-    if not isinstance(data, dict) or data.get("format") != AUDIT_FORMAT:
-        got = data.get("format") if isinstance(data, dict) else type(data).__name__
-        raise UserInputError(f"json: expected a file of format {AUDIT_FORMAT!r} to resume, got {got!r}")
-    if data.get("version") != AUDIT_VERSION:
-        raise UserInputError(f"json: expected audit version {AUDIT_VERSION}, got {data.get('version')!r}")
+    # size-bounded; nesting, non-JSON text and another format or version are UserInputError
+    data = _audit_file(p).read()
     _check_resume_data(data, f"json {str(p)!r}", certificates=data.get("complete") is False)
     return data
+
+
+def _audit_file(path: str | os.PathLike[str]) -> ResultsFile:
+    return ResultsFile(path, fmt=AUDIT_FORMAT, version=AUDIT_VERSION, what="json", noun=None, hint="")
 
 
 def audit(
@@ -690,4 +670,4 @@ def _resumed_verdicts(resume: Mapping[str, Any], fp: Mapping[str, Any]) -> dict[
 
 def write_audit(result: AuditResult, path: str | os.PathLike[str]) -> Path:
     """Write the audit JSON atomically (readers see the old file or the new one)."""
-    return atomic_write_text(path, json.dumps(result.to_dict(), indent=1, allow_nan=False) + "\n")
+    return _audit_file(path).save(result.to_dict())

@@ -9,7 +9,7 @@ from typing import Any
 
 from theory.bounds import r_max
 from theory.errors import UserInputError, finite_number, shown
-from verify.jlr.phase import DIAGRAM_KEYS, PHASE_SCHEMA, phase_cell, phase_summary
+from verify.jlr.phase import DIAGRAM_KEYS, PHASE_FORMAT, PHASE_VERSION, phase_cell, phase_summary
 
 __all__ = ["phase_diagrams", "phase_data_from_store"]
 
@@ -112,7 +112,7 @@ def _phase_records(store: Any) -> list[Any]:
 
 
 def phase_data_from_store(store: Any, *, select: Mapping[str, Any] | None = None) -> dict[str, Any]:
-    """The ``loracheck.phase/1`` data of a phase sweep, read from its result store.
+    """The phase data (``loracheck.phase``) of a phase sweep, read from its result store.
 
     Cells are the ``(K, N, r)`` of the finished ``phase`` tasks; a cell's ``ends`` are its runs in
     the sweep's order and its counts follow :func:`phase_cell`, so the data has the fields that
@@ -182,7 +182,8 @@ def phase_data_from_store(store: Any, *, select: Mapping[str, Any] | None = None
         if rec.result["init"] not in inits:
             inits.append(rec.result["init"])
     return {
-        "schema": PHASE_SCHEMA,
+        "format": PHASE_FORMAT,
+        "version": PHASE_VERSION,
         "config": {
             "kn": [list(p) for p in kn],
             "ranks": sorted({c["r"] for c in out_cells}),

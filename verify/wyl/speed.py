@@ -47,8 +47,8 @@ from landscapes.problem import Problem
 from landscapes.sosp import train
 from theory.errors import UserInputError, finite_number, shown
 from verify.checker import Judge, checker, fmt, save_counterexample
-from verify.jsonfile import read_json
 from verify.options import BOOL, NONNEG, POS, POS_OPT, SEED, TOL, Choice, Int, Rank, Real, Seq, Str
+from verify.results import ResultsFile
 from verify.verdict import Status, Verdict
 
 __all__ = ["SpeedRun", "speed_runs", "speed_table", "check_wyl_speed", "DEFAULT_LRS"]
@@ -659,7 +659,10 @@ SPEED_PROBLEMS: dict[str, tuple[str, dict[str, Any]]] = {
     "minilm": ("reviews", dict(N=32, K=2, lam=0.01, loss="cross_entropy", seed=0)),
 }
 
-SPEED_FORMAT = "loracheck.speed/1"
+#: The format of ``speed.json`` (:mod:`verify.results`), at version :data:`SPEED_VERSION`; files
+#: written before the ``version`` key said ``loracheck.speed/1`` and are still resumed and drawn.
+SPEED_FORMAT = "loracheck.speed"
+SPEED_VERSION = 1
 
 
 def speed_experiment(
@@ -685,11 +688,8 @@ def speed_experiment(
     holds the runs, :func:`speed_table` and the WYL-speed verdict (``loraga`` vs ``vanilla`` at the
     last fraction, when both are among ``inits``).
     """
-    import json
-
     from tqdm.auto import tqdm
 
-    from landscapes.io import atomic_write_text
     from verify.verdict import jsonable
 
     # Every option is checked before anything is written (an earlier file is never lost to a typo).
@@ -712,14 +712,15 @@ def speed_experiment(
         "optimizer": "adam",
     }
     path = Path(out)
+    file = ResultsFile(path, fmt=SPEED_FORMAT, version=SPEED_VERSION, noun="a speed file")
     grid = _SpeedGrid(tuple(inits), tuple(seeds), tuple(lrs), steps, tuple(fractions))
-    data = _resumed(path, jsonable(config), problems, grid, fresh)
+    data = _resumed(file, jsonable(config), problems, grid, fresh)
     t_start = time.perf_counter()
     total = len(problems) * len(inits) * len(seeds) * len(lrs)
     bar = tqdm(total=total, desc="speed", unit="run", disable=None if progress is None else not progress)
 
     def save() -> None:
-        atomic_write_text(path, json.dumps(jsonable(data), indent=1, allow_nan=False) + "\n")
+        file.save(jsonable(data))
 
     built = _built_problems(data, problems, grid, rank, path)
     computed = False
@@ -777,28 +778,18 @@ def _check_experiment_options(
 
 
 def _resumed(
-    path: Path, config: Any, problems: Sequence[str], grid: _SpeedGrid, fresh: bool
+    file: ResultsFile, config: Any, problems: Sequence[str], grid: _SpeedGrid, fresh: bool
 ) -> dict[str, Any]:
-    """The data of ``path`` to resume (checked), or a new file's data (``fresh``, or no file there)."""
-    data: dict[str, Any] = {"format": SPEED_FORMAT, "config": config, "problems": {}, "complete": False}
-    if not path.exists() or fresh:
-        return data
-    try:
-        old = read_json(path, what="out")
-    except UserInputError as exc:
-        raise UserInputError(
-            f"out: {str(path)!r} exists and is not a speed file ({exc}); use fresh"
-        ) from None
-    if not isinstance(old, dict) or old.get("format") != SPEED_FORMAT:
-        raise UserInputError(f"out: {str(path)!r} is not a {SPEED_FORMAT} file; choose another path or fresh")
-    if old.get("config") != data["config"]:
-        raise UserInputError(
-            f"out: {str(path)!r} holds runs of another configuration; use fresh (--fresh) to "
-            "overwrite it, or another directory"
-        )
-    _check_speed_data(old, f"out: {str(path)!r}", problems, grid)
-    old["complete"] = False
-    return old
+    """The data of ``file`` to resume (checked), or a new file's data (``fresh``, or no file there)."""
+    data = file.load(
+        file.new(config=config, problems={}, complete=False),
+        identity=("config",),
+        fresh=fresh,
+        contents="runs",
+        check=lambda old, where: _check_speed_data(old, where, problems, grid),
+    )
+    data["complete"] = False
+    return data
 
 
 def _built_problems(
