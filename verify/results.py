@@ -25,7 +25,7 @@ import json
 import os
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Literal, overload
+from typing import Any, Literal, TypeVar
 
 from landscapes.io import atomic_write_text
 from theory.errors import UserInputError, shown
@@ -75,6 +75,8 @@ def first_difference(expected: Any, found: Any, at: str = "") -> tuple[str, Any,
 
 
 _Key = str | tuple[str, ...]
+#: What :meth:`ResultsFile.load` returns when nothing is resumed: the new data (or ``None``).
+_New = TypeVar("_New", bound=dict[str, Any] | None)
 #: What an identity key is called in a refusal, unless the caller says otherwise.
 _LABELS = {"config": "configuration", "source": "source file"}
 
@@ -155,39 +157,9 @@ class ResultsFile:
             )
         return current_spelling(data)
 
-    @overload
     def load(
         self,
-        new: dict[str, Any],
-        *,
-        identity: Sequence[_Key] = ...,
-        fresh: bool = ...,
-        contents: str = ...,
-        labels: Mapping[str, str] | None = ...,
-        upgrade: Callable[[dict[str, Any]], object] | None = ...,
-        resumable: Callable[[dict[str, Any]], bool] | None = ...,
-        check: Callable[[dict[str, Any], str], object] | None = ...,
-        other: Literal["refuse", "replace"] = ...,
-    ) -> dict[str, Any]: ...
-
-    @overload
-    def load(
-        self,
-        new: None = ...,
-        *,
-        identity: Sequence[_Key] = ...,
-        fresh: bool = ...,
-        contents: str = ...,
-        labels: Mapping[str, str] | None = ...,
-        upgrade: Callable[[dict[str, Any]], object] | None = ...,
-        resumable: Callable[[dict[str, Any]], bool] | None = ...,
-        check: Callable[[dict[str, Any], str], object] | None = ...,
-        other: Literal["refuse", "replace"] = ...,
-    ) -> dict[str, Any] | None: ...
-
-    def load(
-        self,
-        new: dict[str, Any] | None = None,
+        new: _New,
         *,
         identity: Sequence[_Key] = (),
         fresh: bool = False,
@@ -197,13 +169,13 @@ class ResultsFile:
         resumable: Callable[[dict[str, Any]], bool] | None = None,
         check: Callable[[dict[str, Any], str], object] | None = None,
         other: Literal["refuse", "replace"] = "refuse",
-    ) -> dict[str, Any] | None:
+    ) -> dict[str, Any] | _New:
         """The data to go on with: the file's, to resume, or ``new`` (``fresh``, or no file there).
 
         Parameters
         ----------
         new
-            The data of a new file (:meth:`new`); returned when nothing is resumed.
+            The data of a new file (:meth:`new`), or ``None``; returned when nothing is resumed.
         identity
             Keys (a key, or a tuple of keys into nested objects) whose values must be the same in
             the file and in ``new``: what makes the results (``"config"``, ``("problem",
@@ -242,7 +214,7 @@ class ResultsFile:
         if resumable is not None and not resumable(data):
             return new
         for key in identity:
-            diff = first_difference(_get(new or {}, key), _get(data, key))
+            diff = first_difference(_get(new if new is not None else {}, key), _get(data, key))
             if diff is not None:
                 name = key if isinstance(key, str) else ".".join(key)
                 label = {**_LABELS, **(labels or {})}.get(name, name)

@@ -114,9 +114,9 @@ def test_replace_resumable_upgrade_and_check(tmp_path):
     path = tmp_path / "r.json"
     f = _file(path, hint="h")
     path.write_text(json.dumps({"format": "loracheck.other", "version": 1}))
-    assert f.load(other="replace") is None  # another format: replaced, not refused
+    assert f.load(None, other="replace") is None  # another format: replaced, not refused
     f.save(f.new(complete=True))
-    assert f.load(other="replace", resumable=lambda d: d["complete"] is False) is None
+    assert f.load(None, other="replace", resumable=lambda d: d["complete"] is False) is None
     f.save(f.new(complete=False, config={"note": "x", "n": 1}))
     got = f.load(
         f.new(config={"n": 1}),
@@ -133,7 +133,7 @@ def test_replace_resumable_upgrade_and_check(tmp_path):
         f.load({}, check=check)
     path.write_text("[")
     with pytest.raises(UserInputError, match="expected JSON data"):
-        f.load(other="replace")  # unreadable JSON is refused all the same
+        f.load(None, other="replace")  # unreadable JSON is refused all the same
 
 
 def test_legacy_spellings_are_read_in_the_current_one():

@@ -117,7 +117,9 @@ def handle(args: argparse.Namespace) -> int:
     done = None
     previous = report_file(out)
     # an interrupted run's report resumes; a finished one, or a file of another format, is replaced
-    old = previous.load(fresh=args.fresh, other="replace", resumable=lambda d: d.get("complete") is False)
+    old = previous.load(
+        None, fresh=args.fresh, other="replace", resumable=lambda d: d.get("complete") is False
+    )
     if old is not None:
         done = finished_verdicts(old, suite, source=str(previous.path))
         _refuse_losing_another_selection(old, suite, args.claims, out)
