@@ -12,8 +12,9 @@ and an empty working directory, unless the line right before its fence is an HTM
 
 A block that defines ``test_*`` functions without parameters (Hypothesis tests) also calls them.
 
-docs/cli.md is generated from the command line's own help; after changing an option, regenerate
-it with ``python tests/test_docs.py``.
+docs/cli.md is generated from the command line's own help, docs/code-map.md from the modules'
+docstrings; after changing an option or adding a module, regenerate them with
+``python tests/test_docs.py``.
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ DOCS = ROOT / "docs"
 PAGES = [ROOT / "README.md", *sorted(DOCS.rglob("*.md"))]
 SLOW_DOCS = os.environ.get("LORACHECK_SLOW_DOCS") == "1"
 CLI_PAGE = DOCS / "cli.md"
+CODE_MAP = DOCS / "code-map.md"
 
 # ---------------------------------------------------------------------------------------------
 # Code blocks
@@ -276,7 +278,57 @@ def test_cli_page_is_current():
     assert page == cli_reference(), "docs/cli.md is out of date; regenerate it: python tests/test_docs.py"
 
 
+# ---------------------------------------------------------------------------------------------
+# The code map: one line per module
+# ---------------------------------------------------------------------------------------------
+
+_MAP_HEAD = """# Code map
+
+<!-- Generated from the first sentence of each module's docstring by tests/test_docs.py; regenerate
+it with `python tests/test_docs.py` instead of editing it. -->
+
+Four packages; imports flow one way, `theory` <- `landscapes` <- `verify`, and `figures` reads saved
+results and imports `theory` only (tests/test_layering.py fails on any other arrow and on any import
+cycle). A flat module is shared by its package; a subpackage is one paper's room (`verify/jlr`,
+`verify/kkr`, `verify/wyl`, `verify/hsk`), one kind of machinery (`verify/run`, `verify/sweep`,
+`verify/cli`, `landscapes/curvature`), the non-linearized problems (`landscapes/nonlinear`) or the
+real model (`landscapes/transformer`). A paper's room may import `landscapes`, `theory`, the shared
+flat `verify` modules and itself, never `run`, `sweep`, `cli`, the registry or the report.
+"""
+
+
+def _first_sentence(path: Path) -> str:
+    """The docstring's first sentence, its reStructuredText roles shown as Markdown code."""
+    import ast
+
+    doc = ast.get_docstring(ast.parse(path.read_text(encoding="utf-8"))) or "(no docstring)"
+    para = " ".join(doc.strip().split("\n\n", 1)[0].split())
+    m = re.match(r"(.+?\.)(\s|$)", para)
+    text = (m.group(1) if m else para).rstrip(".")
+    text = re.sub(r":\w+:`~?([^`]+)`", r"`\1`", text)  # :math:`x`, :func:`~a.b` -> `x`, `a.b`
+    return text.replace("``", "`")
+
+
+def code_map() -> str:
+    parts = [_MAP_HEAD]
+    for pkg in ("theory", "landscapes", "verify", "figures"):
+        for d in sorted(p for p in (ROOT / pkg).rglob("") if (p / "__init__.py").is_file()):
+            rel = d.relative_to(ROOT).as_posix()
+            parts.append(f"\n## `{rel}/`: {_first_sentence(d / '__init__.py')}\n")
+            for f in sorted(d.glob("*.py")):
+                if f.name != "__init__.py":
+                    parts.append(f"- `{f.name}`: {_first_sentence(f)}")
+    return "\n".join(parts) + "\n"
+
+
+def test_code_map_is_current():
+    assert CODE_MAP.read_text(encoding="utf-8") == code_map(), (
+        "docs/code-map.md is out of date; regenerate it: python tests/test_docs.py"
+    )
+
+
 if __name__ == "__main__":
     sys.path.insert(0, str(ROOT))
     CLI_PAGE.write_text(cli_reference(), encoding="utf-8")
-    print(f"wrote {CLI_PAGE.relative_to(ROOT)}")
+    CODE_MAP.write_text(code_map(), encoding="utf-8")
+    print(f"wrote {CLI_PAGE.relative_to(ROOT)} and {CODE_MAP.relative_to(ROOT)}")
