@@ -19,8 +19,8 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
 from figures._axes import figure_and_axes
-from figures.validate import KKR_FORMAT, check_format
-from theory.errors import UserInputError, finite_number
+from figures.validate import KKR_FORMAT, finished_entry
+from theory.errors import finite_number
 
 __all__ = ["plot_kkr", "KKR_FORMAT"]
 
@@ -46,16 +46,14 @@ def _class(run: Mapping[str, Any], rtol: float = 1e-6) -> str:
 
 
 def _entry(result: Mapping[str, Any], configuration: str | None) -> tuple[str, Mapping[str, Any]]:
-    check_format(result, KKR_FORMAT, "the JSON data of `loracheck kkr`")
-    done = {k: v for k, v in result.get("configurations", {}).items() if v.get("table")}
-    if not done:
-        raise UserInputError("result: expected at least one configuration with a finished table")
-    if configuration is None:
-        name = next(iter(done))
-        return name, done[name]
-    if configuration not in done:
-        raise UserInputError(f"configuration: expected one of {sorted(done)}, got {configuration!r}")
-    return configuration, done[configuration]
+    return finished_entry(
+        result,
+        fmt=KKR_FORMAT,
+        what="the JSON data of `loracheck kkr`",
+        group="configurations",
+        arg="configuration",
+        chosen=configuration,
+    )
 
 
 def plot_kkr(result: Mapping[str, Any], configuration: str | None = None, ax: Axes | None = None) -> Figure:

@@ -17,8 +17,7 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
 from figures._axes import figure_and_axes
-from figures.validate import SPEED_FORMAT, check_format
-from theory.errors import UserInputError
+from figures.validate import SPEED_FORMAT, finished_entry
 
 __all__ = ["plot_speed", "SPEED_FORMAT"]
 
@@ -35,16 +34,14 @@ _FLOOR = 1e-6
 
 
 def _entry(result: Mapping[str, Any], problem: str | None) -> tuple[str, Mapping[str, Any]]:
-    check_format(result, SPEED_FORMAT, "the JSON data of `loracheck speed`")
-    done = {k: v for k, v in result.get("problems", {}).items() if v.get("table")}
-    if not done:
-        raise UserInputError("result: expected at least one problem with a finished table")
-    if problem is None:
-        name = next(iter(done))
-        return name, done[name]
-    if problem not in done:
-        raise UserInputError(f"problem: expected one of {sorted(done)}, got {problem!r}")
-    return problem, done[problem]
+    return finished_entry(
+        result,
+        fmt=SPEED_FORMAT,
+        what="the JSON data of `loracheck speed`",
+        group="problems",
+        arg="problem",
+        chosen=problem,
+    )
 
 
 def plot_speed(result: Mapping[str, Any], problem: str | None = None, ax: Axes | None = None) -> Figure:

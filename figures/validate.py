@@ -21,6 +21,7 @@ from theory.fileformat import saved_format as read_format
 __all__ = [
     "check_result",
     "check_format",
+    "finished_entry",
     "saved_format",
     "MAX_MAGNITUDE",
     "FORMAT_VERSIONS",
@@ -143,6 +144,27 @@ def check_format(result: Any, fmt: str, what: str, where: str = "result") -> Non
             f"{where}: expected format {fmt!r}, version {FORMAT_VERSIONS[fmt]}, got format {shown(found)}, "
             f"version {shown(version)}"
         )
+
+
+def finished_entry(
+    result: Any, *, fmt: str, what: str, group: str, arg: str, chosen: str | None
+) -> tuple[str, Mapping[str, Any]]:
+    """The entry ``chosen`` (default: the first) of ``result[group]`` among those with a finished table.
+
+    For the files whose entries fill in as a run goes (``kkr.json``'s configurations, ``speed.json``'s
+    problems): ``fmt`` and ``what`` as in :func:`check_format`; ``arg`` names the argument that
+    chose the entry, in errors.
+    """
+    check_format(result, fmt, what)
+    done = {k: v for k, v in result.get(group, {}).items() if v.get("table")}
+    if not done:
+        raise UserInputError(f"result: expected at least one {arg} with a finished table")
+    if chosen is None:
+        name = next(iter(done))
+        return name, done[name]
+    if chosen not in done:
+        raise UserInputError(f"{arg}: expected one of {sorted(done)}, got {chosen!r}")
+    return chosen, done[chosen]
 
 
 def check_result(result: Any, where: str = "result") -> str:
