@@ -18,6 +18,7 @@ run through the same code and come out ``violated``.
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import math
 import statistics
@@ -590,9 +591,7 @@ def _regime_text(a: dict[str, Any]) -> str:
     m = "Gamma^2" if a["m_rule"] == "gamma^2" else "d Gamma^2"
     where = f"eps = 1/L, d = ceil(ln L), Gamma = (ln L)^0.4, M = {m}"
     at4096 = next((r for r in a["rows"] if r["log2_L"] == 4096), None)
-    tail = (
-        f" (at L = 2^4096: degree {at4096['degree']}, rank 2^{at4096['log2_rank']:.0f})" if at4096 else ""
-    )
+    tail = f" (at L = 2^4096: degree {at4096['degree']}, rank 2^{at4096['log2_rank']:.0f})" if at4096 else ""
     if a["crossover_log2_L"] is None:
         last = a["rows"][-1]
         return (
@@ -744,8 +743,19 @@ def check_hsk_below(
     ``rank_growth_exponent_at_1_over_L``.
     """
     lengths, timing_lengths, required, match_text = _check_below_options(
-        setting, gamma, lengths, timing_lengths, target, max_degree, max_exponent, repeats, regime_m_rule,
-        regime_max_log2, variant, above_ratio, superlinear_c,
+        setting,
+        gamma,
+        lengths,
+        timing_lengths,
+        target,
+        max_degree,
+        max_exponent,
+        repeats,
+        regime_m_rule,
+        regime_max_log2,
+        variant,
+        above_ratio,
+        superlinear_c,
     )
     rule: _MRule = regime_m_rule if regime_m_rule is not None else required[0]
     opts = {
@@ -768,8 +778,18 @@ def check_hsk_below(
     if variant == "superlinear":  # a claim about the counted regime: the table alone refutes it
         return _superlinear_verdict(judge, t0, counted, superlinear_c, regime_max_log2)
     run = _Below(
-        setting, gamma, lengths, timing_lengths, target, max_degree, max_exponent, repeats, variant,
-        above_ratio, regime_max_log2, required,
+        setting,
+        gamma,
+        lengths,
+        timing_lengths,
+        target,
+        max_degree,
+        max_exponent,
+        repeats,
+        variant,
+        above_ratio,
+        regime_max_log2,
+        required,
     )
     return run.verdict(judge, t0, counted, save_dir)
 
@@ -874,8 +894,7 @@ def _superlinear_verdict(judge: Judge, t0: float, counted: _Counted, c: float, m
         )
     return judge.holds(
         cert,
-        f"the counted rank is >= L^{1 + c:g} at every tabulated L up to "
-        f"{_pow2(max_log2)}; {regime_text}",
+        f"the counted rank is >= L^{1 + c:g} at every tabulated L up to {_pow2(max_log2)}; {regime_text}",
     )
 
 
@@ -949,8 +968,8 @@ class _Below:
         # hsk_instance draws Rademacher X: at most 2^d distinct rows, so exp(S) has exact rank <= 2^d
         d = self.setting.d
         return (
-            f"hsk_instance draws Rademacher X, so the score matrix has at most 2^d = {2 ** d} distinct "
-            f"rows and exact rank <= {2 ** d}: this measures the Taylor degree the fast route needs on "
+            f"hsk_instance draws Rademacher X, so the score matrix has at most 2^d = {2**d} distinct "
+            f"rows and exact rank <= {2**d}: this measures the Taylor degree the fast route needs on "
             "these instances, not the rank of the attention matrix"
         )
 
@@ -1113,15 +1132,7 @@ def _scores(setting: HskSetting, family: str, L: int, d: int, gamma: float) -> n
 
 
 def _bounds_dict(b: EpsRankBounds) -> dict[str, Any]:
-    return {
-        "lower": b.lower,
-        "upper": b.upper,
-        "eps": b.eps,
-        "lower_spectral": b.lower_spectral,
-        "lower_trace": b.lower_trace,
-        "lower_submatrix": b.lower_submatrix,
-        "submatrix_size": b.submatrix_size,
-    }
+    return dataclasses.asdict(b)  # lower, upper, eps, lower_spectral, lower_trace, lower_submatrix, ...
 
 
 def rank_grid(
@@ -1341,7 +1352,16 @@ def check_hsk_above(
     """
     claim = "HSK-above"
     lengths, ratios, families = _check_above_options(
-        setting, lengths, ratios, rel_err, matrix, report_softmax, families, variant, flat_rank, growth,
+        setting,
+        lengths,
+        ratios,
+        rel_err,
+        matrix,
+        report_softmax,
+        families,
+        variant,
+        flat_rank,
+        growth,
         threshold,
     )
     opts = {
