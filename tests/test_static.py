@@ -17,7 +17,7 @@ def test_ruff_clean():
 
 def test_mypy_clean():
     r = subprocess.run(
-        [sys.executable, "-m", "mypy", "theory", "landscapes", "verify"],
+        [sys.executable, "-m", "mypy", *PACKAGES],
         cwd=ROOT,
         capture_output=True,
         text=True,

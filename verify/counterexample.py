@@ -1,8 +1,8 @@
 """Counterexample files: one format, one writer, one reader for every ``violated`` verdict.
 
 A counterexample is one ``.npz`` file named ``CLAIM-ID-TAG.npz`` (``ID`` names the problem or
-head, ``TAG`` hashes the options and the record), written atomically.  Its metadata is one JSON
-object, the text under the key ``counterexample_json``:
+head, ``TAG`` hashes the options, the record, the source and the arrays), written atomically.
+Its metadata is one JSON object, the text under the key ``counterexample_json``:
 
 ============ ===================================================================================
 key          content
@@ -102,6 +102,16 @@ def _array(v: Any, name: str) -> np.ndarray:
     return a
 
 
+def _arrays_digest(named: Mapping[str, np.ndarray]) -> str:
+    """A sha256 of the arrays: names, dtypes, shapes and bytes."""
+    h = hashlib.sha256()
+    for k in sorted(named):
+        a = np.ascontiguousarray(named[k])
+        h.update(f"{k}|{a.dtype.str}|{a.shape}|".encode())
+        h.update(a.tobytes())
+    return h.hexdigest()
+
+
 def _safe_id(text: str) -> str:
     out = re.sub(r"[^A-Za-z0-9_.\-]", "_", text).strip(".") or "counterexample"
     return out[:100]
@@ -142,10 +152,13 @@ def save_counterexample(
         if not _NAME.fullmatch(k) or k in (META_KEY, *_COMPAT) or k in named:
             raise ValueError(f"arrays: expected new names of letters, digits, '_', '.', '-', got {k!r}")
         named[k] = _array(v, k)
-    # The tag: the options alone, or the record and the options (the names of the old writers).
-    hashed = {"record": rec, "options": opts} if rec is not None else opts
+    # The tag: the options alone, or the record and the options (the names of the old writers); the
+    # source and the arrays too, so that distinct counterexamples never share a name.
+    hashed: Any = {"record": rec, "options": opts} if rec is not None else opts
     if src is not None and kind != "problem":
         hashed = {"hashed": hashed, "source": src}
+    if named:
+        hashed = {"hashed": hashed, "arrays": _arrays_digest(named)}
     tag = hashlib.sha256(json.dumps(hashed, sort_keys=True).encode()).hexdigest()[:8]
     if ident is None:
         if problem is None:
@@ -316,7 +329,19 @@ def load_counterexample(path: str | os.PathLike[str], *, max_bytes: int | None =
         if stored is None or stored.dtype.kind != "U" or str(stored.item()) != meta["claim"]:
             shown = "nothing" if stored is None else repr(str(stored.item()))[:80]
             raise _bad(p, "claim", f"the claim of the metadata, {meta['claim']!r}", shown)
-        arrays.pop("options_json", None)  # the options again, for loracheck audit; the metadata's are read
+        # the options again, for loracheck audit (which replays these): they must be the metadata's
+        stored = arrays.pop("options_json", None)
+        try:
+            same = (
+                stored is not None
+                and stored.dtype.kind == "U"
+                and json.loads(str(stored.item())) == meta["options"]
+            )
+        except (ValueError, RecursionError):
+            same = False
+        if not same:
+            shown = "nothing" if stored is None else repr(str(stored.item()))[:80]
+            raise _bad(p, "options_json", "the options of the metadata", shown)
     listed = set(meta["arrays"])
     for key in sorted(listed - set(arrays)):
         raise _bad(p, key, f"the array {key!r} the metadata lists", "nothing (missing array)")

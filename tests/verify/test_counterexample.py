@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import zipfile
 from pathlib import Path
 
@@ -263,7 +264,7 @@ def test_kkr_replay_of_changed_numbers_is_not_reproduced(kkr_counterexample, tmp
         arrays=cx.arrays, ident="forged",
     )  # fmt: skip
     assert main(["audit", path]) == 3
-    assert "source.catalog: expected the builder and arguments" in capsys.readouterr().err
+    assert "key 'source.catalog': expected the builder and arguments" in capsys.readouterr().err
     # not from the catalog: refused with how to read it
     source = dict(cx.source, catalog=None)
     path = save_counterexample(
@@ -316,3 +317,240 @@ def test_hsk_below_planted_above_writes_the_head(tmp_path, capsys):
     assert (cx.claim, cx.kind) == ("HSK-below", "attention") and set(cx.record) == {"L", "best_error"}
     assert main(["audit", v.counterexample]) == 1
     assert "is reproduced" in capsys.readouterr().out
+
+
+# --------------------------------------------------------------------------------------------------
+# Forged array counterexamples: exit 1 only when the refutation itself is re-established
+
+
+def _forge(src: str, out: Path, edit) -> Path:
+    """Copy the counterexample ``src`` to ``out`` after ``edit(meta, arrays)`` (the arrays listed again)."""
+    with np.load(src, allow_pickle=False) as z:
+        arrays = {k: z[k] for k in z.files}
+    meta = json.loads(str(arrays.pop(META_KEY)))
+    edit(meta, arrays)
+    meta["arrays"] = sorted(arrays)
+    with open(out, "wb") as fh:
+        np.savez(fh, **{META_KEY: np.array(json.dumps(meta))}, **arrays)
+    return out
+
+
+@pytest.fixture(scope="module")
+def hsk_files(tmp_path_factory):
+    from verify.hsk.checkers import check_hsk_below, check_hsk_exact, check_hsk_poly_error
+
+    d = tmp_path_factory.mktemp("hsk")
+    exact = check_hsk_exact(
+        HskSetting(case="C2"), variant="printed", timing_lengths=(64, 128), repeats=1, save_dir=d
+    )
+    poly = check_hsk_poly_error(HskSetting(), L=32, bound_factor=0.01, save_dir=d)
+    below = check_hsk_below(
+        HskSetting(), lengths=(64, 128), timing_lengths=(256, 512), variant="above", above_ratio=2.0,
+        max_degree=2, repeats=1, save_dir=d,
+    )  # fmt: skip
+    files = {"exact": exact.counterexample, "poly": poly.counterexample, "below": below.counterexample}
+    assert all(files.values())
+    return files
+
+
+def _set(where: str, key: str, value):
+    def edit(meta, arrays):
+        meta[where][key] = value
+
+    return edit
+
+
+def _drop(where: str, key: str):
+    def edit(meta, arrays):
+        del meta[where][key]
+
+    return edit
+
+
+def _claim(value):
+    def edit(meta, arrays):
+        meta["claim"] = value
+
+    return edit
+
+
+def _scale_x(factor):
+    def edit(meta, arrays):
+        arrays["X"] = arrays["X"] * factor
+
+    return edit
+
+
+def _no_adapters(meta, arrays):
+    for k in [k for k in arrays if k.startswith(("A_", "B_"))]:
+        del arrays[k]
+
+
+def _long_head(meta, arrays):
+    for k in ("X", "Y"):
+        arrays[k] = np.ones((5000, arrays[k].shape[1]))
+
+
+@pytest.mark.parametrize(
+    ("which", "edit", "match"),
+    [
+        # the claim: registered, and one whose checker writes this kind
+        ("exact", _claim("JLR-rank-NUC"), r"key 'claim': .*'attention' counterexamples"),
+        ("exact", _claim("Bogus claim!"), r"key 'claim': .*a claim of theory\.claims"),
+        ("exact", _claim("KKR-dichotomy"), r"key 'claim'"),
+        # the options, by the checker's specs
+        ("exact", _set("options", "rtol", "nan"), r"key 'options\.rtol'"),
+        ("exact", _set("options", "rtol", 0), r"key 'options\.rtol'"),
+        ("exact", _set("options", "rtol", -1), r"key 'options\.rtol'"),
+        ("exact", _set("options", "rtol", 10**400), r"key 'options\.rtol'"),
+        ("exact", _set("options", "variant", "fixed"), r"key 'options\.variant'"),
+        ("exact", _drop("options", "rtol"), r"key 'options\.rtol'.*got nothing"),
+        ("below", _set("options", "target", -1), r"key 'options\.target'"),
+        ("below", _set("options", "target", "nan"), r"key 'options\.target'"),
+        ("below", _set("options", "max_degree", -1), r"key 'options\.max_degree'"),
+        ("below", _set("options", "max_degree", 10**6), r"key 'options\.max_degree'"),
+        ("below", _set("options", "max_degree", "x"), r"key 'options\.max_degree'"),
+        ("below", _set("options", "variant", "below"), r"key 'options\.variant'"),
+        ("poly", _set("options", "bound_factor", 0), r"key 'options\.bound_factor'"),
+        # the source and the record against the arrays
+        ("poly", _set("source", "d", 5), r"key 'source\.d'"),
+        ("below", _set("source", "beta", 2.0), r"key 'source\.beta'"),
+        ("below", _set("record", "L", 128), r"key 'record\.L'"),
+        ("poly", _set("record", "degree", "x"), r"key 'record\.degree'"),
+        ("poly", _set("record", "degree", 200), r"key 'record\.degree'"),
+        ("poly", _set("record", "degree", 10**6), r"key 'record\.degree'"),
+        ("poly", _drop("record", "max_entry_error"), r"key 'record\.max_entry_error'"),
+        ("exact", _set("record", "error", 10**400), r"key 'record\.error'"),
+        # non-finite inputs, heads beyond the checker's limits, arrays that are not a head
+        ("exact", _scale_x(np.nan), r"key 'arrays\.X': expected finite numbers"),
+        ("exact", _long_head, r"key 'arrays\.X': expected a head of length L <= 4096"),
+        ("exact", _no_adapters, r"key 'arrays'"),
+    ],
+)
+def test_a_forged_head_is_refused_naming_the_key(hsk_files, tmp_path, capsys, which, edit, match):
+    path = _forge(hsk_files[which], tmp_path / "f.npz", edit)
+    assert main(["audit", str(path)]) == 3
+    err = capsys.readouterr().err
+    assert re.search(match, err), err
+
+
+def test_a_head_over_the_memory_budget_is_refused_before_allocating(hsk_files, tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("LORACHECK_MAX_BYTES", "20000")
+    assert main(["audit", hsk_files["poly"]]) == 3
+    assert "over the memory budget of 20000 bytes" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("which", ["exact", "poly"])
+def test_a_non_finite_evaluation_reproduces_nothing(hsk_files, tmp_path, capsys, which):
+    path = _forge(hsk_files[which], tmp_path / "f.npz", _scale_x(1e200))
+    assert main(["audit", str(path)]) == 2
+    out = capsys.readouterr().out
+    assert "NOT reproduced" in out and " NO" in out
+
+
+@pytest.mark.parametrize("which", ["exact", "poly", "below"])
+def test_genuine_heads_are_reproduced_and_the_ok_column_agrees(hsk_files, capsys, which):
+    assert main(["audit", hsk_files[which]]) == 1
+    out = capsys.readouterr().out
+    assert "is reproduced" in out and " NO" not in out
+
+
+def test_a_changed_record_shows_no_in_the_ok_column(hsk_files, tmp_path, capsys):
+    path = _forge(hsk_files["exact"], tmp_path / "f.npz", _set("record", "error", 2e-16))
+    assert main(["audit", str(path)]) == 2
+    out = capsys.readouterr().out
+    assert "NOT reproduced" in out and "max rel error (record)" in out and out.count("  NO\n") == 1
+
+
+def _on_the_reference(meta, arrays):
+    """H1 of the review: the end point moved onto X*, the record made to agree."""
+    del arrays["P0.A0"], arrays["P0.B0"]
+    arrays["P0.X0"] = arrays["REF.X0"].copy()
+    pt = meta["record"]["points"][0]
+    pt.update(penalized=meta["record"]["reference"]["value"], excess=0.0)
+    for k in ("objective", "grad_norm", "class"):
+        pt.pop(k, None)
+
+
+@pytest.mark.parametrize(
+    ("edit", "code", "match"),
+    [
+        (_on_the_reference, 2, "NOT reproduced"),
+        (_claim("HSK-exact"), 3, r"key 'claim': .*'nonlinear' counterexamples"),
+        (_claim("NO-SUCH"), 3, r"key 'claim'"),
+        (_claim("KKR-magnitude"), 3, r"key 'claim'"),
+        (_set("options", "global_rtol", 2.0), 3, r"key 'options\.global_rtol'"),
+        (_set("options", "global_rtol", "x"), 3, r"key 'options\.global_rtol'"),
+        (_set("options", "variant", "none"), 3, r"key 'options\.variant'"),
+        (_set("options", "dense_max", 10**9), 3, r"key 'options\.dense_max'"),
+        (_set("record", "rank", "x"), 3, r"key 'record\.rank'"),
+        (_set("record", "points", []), 3, r"key 'record\.points'"),
+        (_set("record", "reference", {"value": 10**400}), 3, r"key 'record\.reference\.value'"),
+    ],
+)
+def test_a_forged_kkr_file_does_not_reproduce(kkr_counterexample, tmp_path, capsys, edit, code, match):
+    path = _forge(kkr_counterexample, tmp_path / "f.npz", edit)
+    assert main(["audit", str(path)]) == code
+    out = capsys.readouterr()
+    assert re.search(match, out.out + out.err), out
+
+
+def test_kkr_points_are_judged_by_the_checker_tolerances(kkr_counterexample, tmp_path, capsys):
+    def edit(meta, arrays):
+        pt = meta["record"]["points"][0]
+        pt["penalized"] = 10**400
+        pt["tolerances"] = [1]
+
+    path = _forge(kkr_counterexample, tmp_path / "f.npz", edit)
+    assert main(["audit", str(path)]) == 3
+    assert "key 'record.points[0].penalized'" in capsys.readouterr().err
+    # a tolerance in the file is not the checker's: a huge grad_rtol there changes nothing
+    path = _forge(kkr_counterexample, tmp_path / "g.npz", lambda m, a: m["record"]["points"][0].update(
+        tolerances={"grad_rtol": 10.0}))  # fmt: skip
+    assert main(["audit", str(path)]) == 1
+    out = capsys.readouterr().out
+    assert "grad_norm <= tol" in out and "excess > global tol" in out and " NO" not in out
+
+
+@pytest.mark.parametrize("flags", [["--scale", "2"], ["--scale", "-5"], ["--fresh"]])
+def test_inapplicable_options_are_refused_on_array_counterexamples(hsk_files, capsys, flags):
+    assert main(["audit", hsk_files["exact"], *flags]) == 3
+    assert f"{flags[0]}: FILE is a 'attention' counterexample" in capsys.readouterr().err
+
+
+def test_distinct_points_never_share_a_file_name(problem, tmp_path):
+    opts = {"rank_bound": 1}
+    a = save_counterexample(
+        tmp_path, "JLR-rank-NUC", options=opts, problem=problem, point=(torch.ones(7, 6),)
+    )
+    b = save_counterexample(
+        tmp_path, "JLR-rank-NUC", options=opts, problem=problem, point=(torch.zeros(7, 6),)
+    )
+    assert a != b and Path(a).exists() and Path(b).exists()
+    x = save_counterexample(tmp_path, "c", kind="attention", options={}, arrays={"X": np.ones(2)}, ident="h")
+    y = save_counterexample(tmp_path, "c", kind="attention", options={}, arrays={"X": np.zeros(2)}, ident="h")
+    assert x != y
+
+
+def test_a_problem_file_whose_extras_disagree_with_its_metadata_is_refused(problem, tmp_path, capsys):
+    path = save_counterexample(tmp_path, "JLR-rank-NUC", options={"rank_bound": 0}, problem=problem)
+    _, extras = load_problem(path)
+    for key, value, match in [
+        ("claim", "JLR-magnitude", "key 'claim'"),
+        ("options_json", json.dumps({"rank_bound": 1}), "key 'options_json'"),
+    ]:
+        forged = dict(extras, **{key: np.array(value)})
+        save_problem(problem, tmp_path / "f.npz", extra=forged)
+        assert main(["audit", str(tmp_path / "f.npz"), "--no-progress"]) == 3
+        assert match in capsys.readouterr().err
+    assert main(["audit", path, "--no-progress"]) == 1
+
+
+def test_older_counterexamples_are_named_as_such(tmp_path, capsys):
+    old = tmp_path / "KKR-dichotomy-old-12345678.json"
+    old.write_text(json.dumps({"claim": "KKR-dichotomy", "points": []}))
+    assert main(["audit", str(old)]) == 3
+    assert "a counterexample of an older format that this version does not replay" in capsys.readouterr().err
+    np.savez(tmp_path / "h.npz", X=np.ones((2, 2)), Y=np.ones((2, 2)), info=np.array("{'error': 1.6}"))
+    assert main(["audit", str(tmp_path / "h.npz")]) == 3
+    assert "an older format" in capsys.readouterr().err

@@ -88,8 +88,10 @@ def handle(args: argparse.Namespace) -> int:
     path = Path(args.file)
     if not path.is_file():
         raise BadInput(f"FILE: expected an existing problem file, got {args.file!r}")
+    _refuse_older_counterexample(path)
     if _counterexample_without_problem(path):
         return _replay(args, path)
+    _check_problem_counterexample(path)
     ranks = _rank_assignments(args.ranks) if args.ranks else None
     scale = _scale(args)
     out = _json_path(args, path)
@@ -180,7 +182,8 @@ def _replay(args: argparse.Namespace, path: Path) -> int:
     given = [
         flag
         for flag, v in (("--claims", args.claims), ("--rank", args.ranks), ("--point", args.point),
-                        ("--json", args.json), ("--save-dir", args.save_dir))
+                        ("--json", args.json), ("--save-dir", args.save_dir), ("--scale", args.scale),
+                        ("--fresh", args.fresh))
         if v
     ]  # fmt: skip
     if given:
@@ -192,9 +195,61 @@ def _replay(args: argparse.Namespace, path: Path) -> int:
     print(f"{path}: a {cx.kind!r} counterexample of {cx.claim}")
     shown = ", ".join(f"{k}={v}" for k, v in cx.options.items())
     print(f"recomputing the saved numbers (options: {shown})")
-    result = replay_counterexample(cx)
+    try:
+        result = replay_counterexample(cx)
+    except UserInputError as exc:
+        raise BadInput(str(exc)) from None
     print(result.table())
     return result.exit_code
+
+
+def _refuse_older_counterexample(path: Path) -> None:
+    """Refuse a counterexample of an older format (a KKR ``.json``, an HSK ``.npz`` with ``info``)."""
+    import json
+    import zipfile
+
+    older = None
+    if path.suffix == ".json":
+        try:
+            with open(path, "rb") as fh:
+                text = fh.read(1 << 20)
+            data = json.loads(text) if len(text) < 1 << 20 else None
+        except (OSError, ValueError, RecursionError):
+            data = None
+        if isinstance(data, dict) and isinstance(data.get("claim"), str) and "format" not in data:
+            older = f"a KKR counterexample .json of {data['claim'][:40]!r}"
+    else:
+        try:
+            with zipfile.ZipFile(path) as zf:
+                names = set(zf.namelist())
+        except (zipfile.BadZipFile, OSError):
+            return
+        if {"info.npy", "X.npy"} <= names and not names & {"format.npy", "counterexample_json.npy"}:
+            older = "an HSK counterexample .npz with an 'info' array"
+    if older is not None:
+        raise BadInput(
+            f"FILE: {str(path)!r} is {older}, a counterexample of an older format that this version does not "
+            "replay (loracheck.counterexample version 1 files only); run the checker again with --save-dir "
+            "to save it in the current format"
+        )
+
+
+def _check_problem_counterexample(path: Path) -> None:
+    """A problem file holding counterexample metadata: its extras must agree with it (claim, kind, arrays)."""
+    import zipfile
+
+    from verify.counterexample import META_KEY, load_counterexample
+
+    try:
+        with zipfile.ZipFile(path) as zf:
+            has_meta = f"extra__{META_KEY}.npy" in zf.namelist()
+    except (zipfile.BadZipFile, OSError):
+        return  # not an .npz: the problem reader says what it is
+    if has_meta:
+        try:
+            load_counterexample(path)
+        except UserInputError as exc:
+            raise BadInput(f"FILE: {exc}") from None
 
 
 def _scale(args: argparse.Namespace) -> float | None:

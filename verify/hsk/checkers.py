@@ -758,25 +758,6 @@ def check_hsk_below(
         superlinear_c,
     )
     rule: _MRule = regime_m_rule if regime_m_rule is not None else required[0]
-    opts = {
-        "gamma": gamma,
-        "lengths": list(lengths),
-        "timing_lengths": list(timing_lengths),
-        "target": target,
-        "max_degree": max_degree,
-        "max_exponent": max_exponent,
-        "regime_m_rule": regime_m_rule,
-        "regime_rules_required": list(required),
-        "regime_max_log2": regime_max_log2,
-        "variant": variant,
-        "above_ratio": above_ratio,
-        "superlinear_c": superlinear_c,
-    }
-    judge = Judge("HSK-below", setting.fingerprint(), opts)
-    t0 = time.perf_counter()
-    counted = _counted(rule, regime_max_log2, superlinear_c, None if variant == "superlinear" else match_text)
-    if variant == "superlinear":  # a claim about the counted regime: the table alone refutes it
-        return _superlinear_verdict(judge, t0, counted, superlinear_c, regime_max_log2)
     run = _Below(
         setting,
         gamma,
@@ -790,7 +771,14 @@ def check_hsk_below(
         above_ratio,
         regime_max_log2,
         required,
+        regime_m_rule,
+        superlinear_c,
     )
+    judge = Judge("HSK-below", setting.fingerprint(), run.options())
+    t0 = time.perf_counter()
+    counted = _counted(rule, regime_max_log2, superlinear_c, None if variant == "superlinear" else match_text)
+    if variant == "superlinear":  # a claim about the counted regime: the table alone refutes it
+        return _superlinear_verdict(judge, t0, counted, superlinear_c, regime_max_log2)
     return run.verdict(judge, t0, counted, save_dir)
 
 
@@ -914,6 +902,25 @@ class _Below:
     above_ratio: float
     regime_max_log2: int
     required: tuple[_MRule, ...]
+    regime_m_rule: _MRule | None
+    superlinear_c: float
+
+    def options(self) -> dict[str, Any]:
+        """The options the verdict records."""
+        return {
+            "gamma": self.gamma,
+            "lengths": list(self.lengths),
+            "timing_lengths": list(self.timing_lengths),
+            "target": self.target,
+            "max_degree": self.max_degree,
+            "max_exponent": self.max_exponent,
+            "regime_m_rule": self.regime_m_rule,
+            "regime_rules_required": list(self.required),
+            "regime_max_log2": self.regime_max_log2,
+            "variant": self.variant,
+            "above_ratio": self.above_ratio,
+            "superlinear_c": self.superlinear_c,
+        }
 
     def gamma_at(self, L: int) -> float:
         """The entry bound of the heads of length ``L`` (above the threshold for ``variant="above"``)."""

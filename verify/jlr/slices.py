@@ -47,6 +47,12 @@ def _grid(n: int, span: float) -> list[float]:
     return [(-span + 2.0 * span * i / (n - 1)) for i in range(n)]
 
 
+def _spectrum(problem: Problem, center: LoRAPoint, name: str) -> dict[str, Any]:
+    """The LoRA Hessian's eigenvalues at ``center`` (dense, closed form)."""
+    ev = torch.linalg.eigvalsh(lora_hessian(problem, center.U, center.V))
+    return {"center": name, "eigenvalues": ev.tolist()}
+
+
 def landscape_slices(
     problem: Problem,
     *,
@@ -145,10 +151,7 @@ def landscape_slices(
                 "values": slice_grid(problem, center, d1, d2, alphas=a2, betas=a2).tolist(),
             }
         )
-    spectra = []
-    for center, name in ((zero, "zero"), (trained, "trained")):
-        ev = torch.linalg.eigvalsh(lora_hessian(problem, center.U, center.V))
-        spectra.append({"center": name, "eigenvalues": ev.tolist()})
+    spectra = [_spectrum(problem, center, name) for center, name in ((zero, "zero"), (trained, "trained"))]
     S0 = problem.evaluate(problem.zeros()).S
     closed = min(lam - float(torch.linalg.matrix_norm(S, ord=2)) for lam, S in zip(problem.lam, S0))
     return {
