@@ -742,7 +742,7 @@ def check_hsk_below(
     ``rank_growth_exponent``, ``uniform_degree``, ``uniform_rank``, then, when timed,
     ``rank_growth_exponent_at_1_over_L``.
     """
-    lengths, timing_lengths, required, match_text = _check_below_options(
+    run, match_text = _check_below_options(
         setting,
         gamma,
         lengths,
@@ -757,23 +757,7 @@ def check_hsk_below(
         above_ratio,
         superlinear_c,
     )
-    rule: _MRule = regime_m_rule if regime_m_rule is not None else required[0]
-    run = _Below(
-        setting,
-        gamma,
-        lengths,
-        timing_lengths,
-        target,
-        max_degree,
-        max_exponent,
-        repeats,
-        variant,
-        above_ratio,
-        regime_max_log2,
-        required,
-        regime_m_rule,
-        superlinear_c,
-    )
+    rule: _MRule = regime_m_rule if regime_m_rule is not None else run.required[0]
     judge = Judge("HSK-below", setting.fingerprint(), run.options())
     t0 = time.perf_counter()
     counted = _counted(rule, regime_max_log2, superlinear_c, None if variant == "superlinear" else match_text)
@@ -796,11 +780,11 @@ def _check_below_options(
     variant: str,
     above_ratio: float,
     superlinear_c: float,
-) -> tuple[tuple[int, ...], tuple[int, ...], tuple[_MRule, ...], str]:
+) -> tuple[_Below, str]:
     """Refuse the options of :func:`check_hsk_below` (a ``ValueError`` naming the argument).
 
-    Returns the lengths, the timing lengths, the score rules the measured heads require and the
-    text saying why (:func:`_matching_rules`).
+    Returns the validated run (with the score rules the measured heads require) and the text saying
+    why those rules (:func:`_matching_rules`).
     """
     _check_setting(setting)
     lengths = _check_lengths("lengths", lengths, 2)
@@ -827,7 +811,23 @@ def _check_below_options(
         )
     if isinstance(regime_max_log2, bool) or not isinstance(regime_max_log2, int) or regime_max_log2 < 2:
         raise UserInputError(f"regime_max_log2: expected an int >= 2, got {regime_max_log2!r}")
-    return lengths, timing_lengths, required, match_text
+    run = _Below(
+        setting,
+        gamma,
+        lengths,
+        timing_lengths,
+        target,
+        max_degree,
+        max_exponent,
+        repeats,
+        variant,
+        above_ratio,
+        regime_max_log2,
+        required,
+        regime_m_rule,
+        superlinear_c,
+    )
+    return run, match_text
 
 
 def _counted(
