@@ -464,6 +464,7 @@ class AuditResult:
         for t, v in zip(self.tasks, self.verdicts):
             r = t.options.get("rank", v.options.get("rank", "-"))
             r = r[0] if isinstance(r, (list, tuple)) and len(set(r)) == 1 else r
+            r = "-" if r is None else r  # an option left at its default (the checker chooses)
             lines.append(f"{v.claim:<18} {str(r):<5} {v.status:<12} {evidence(v)}")
         for v in self.verdicts:
             if v.status != "holds":
