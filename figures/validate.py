@@ -139,7 +139,7 @@ def check_format(result: Any, fmt: str, what: str, where: str = "result") -> Non
     if not isinstance(result, Mapping):
         raise InputTypeError(f"{where}: expected {what} (a dict), got {type(result).__name__}")
     found, version = saved_format(result, where)
-    if (found, version) != (fmt, FORMAT_VERSIONS[fmt]):
+    if found != fmt or type(version) is not int or version != FORMAT_VERSIONS[fmt]:
         raise UserInputError(
             f"{where}: expected format {fmt!r}, version {FORMAT_VERSIONS[fmt]}, got format {shown(found)}, "
             f"version {shown(version)}"

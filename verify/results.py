@@ -141,6 +141,11 @@ class ResultsFile:
                 raise self._refuse(str(exc)) from None
             raise self._refuse(f"{self.what}: {str(self.path)!r} is not {self.noun} ({exc})") from None
 
+    def _ours(self, data: Any) -> bool:
+        """Whether ``data`` is of this format at this version (an int: ``true`` or ``1.0`` is not 1)."""
+        fmt, version = saved_format(data)
+        return fmt == self.fmt and type(version) is int and version == self.version
+
     def read(self) -> dict[str, Any]:
         """The file's data, in the current spelling (:func:`current_spelling`).
 
@@ -149,8 +154,10 @@ class ResultsFile:
         not JSON, too deep), and data of another format or version (the message quotes the
         expected and the found ones).
         """
-        data = self._read_json()
-        if saved_format(data) != (self.fmt, self.version):
+        return self._checked(self._read_json())
+
+    def _checked(self, data: Any) -> dict[str, Any]:
+        if not self._ours(data):
             raise self._refuse(
                 f"{self.what}: expected a file of format {self.fmt!r}, version {self.version} in "
                 f"{str(self.path)!r}, got {_found(data)}"
@@ -197,16 +204,17 @@ class ResultsFile:
             where)`` with ``where`` naming the argument and the file (``out: 'kkr.json'``); its
             :class:`~theory.errors.UserInputError` is refused with :attr:`hint` appended.
         other
-            ``"replace"``: a file of another format or version is not refused but replaced
+            ``"replace"``: a file of another format is not refused but replaced (one of this
+            format at another version is refused all the same: it may hold a newer release's work)
             (``new`` is returned); one that cannot be read as JSON is refused all the same.
         """
         if fresh or not self.path.exists():
             return new
         if other == "replace":
             raw = self._read_json()
-            if saved_format(raw) != (self.fmt, self.version):
-                return new
-            data = current_spelling(raw)
+            if saved_format(raw)[0] != self.fmt:
+                return new  # another kind of file (or not an object): replaced
+            data = self._checked(raw)  # this kind at a version this release does not know: refused
         else:
             data = self.read()
         if upgrade is not None:

@@ -222,3 +222,17 @@ def test_legacy_results_still_draw():
         check_result({"format": "loracheck.phase", "version": 2, "cells": cells})
     with pytest.raises(InputTypeError, match="results"):
         check_result([1], "results")
+
+
+@pytest.mark.parametrize("version", [True, 2.0, "2", 3])
+def test_a_version_not_this_releases_int_is_refused_even_where_other_formats_are_replaced(tmp_path, version):
+    # "version": true or 2.0 compared equal to 1 or 2 and resumed (written back unchanged); a report of
+    # this format at a newer version was replaced, losing that release's finished verdicts.
+    path = tmp_path / "r.json"
+    f = _file(path)  # format loracheck.thing, version 2
+    path.write_text(json.dumps({"format": "loracheck.thing", "version": version, "complete": False}))
+    with pytest.raises(UserInputError, match=r"expected a file of format 'loracheck.thing', version 2"):
+        f.load(None, other="replace")
+    with pytest.raises(UserInputError, match=r"expected a file of format 'loracheck.thing', version 2"):
+        f.read()
+    assert path.read_text() == json.dumps({"format": "loracheck.thing", "version": version, "complete": False})
