@@ -427,7 +427,8 @@ def test_recertify_saved_end_points(tmp_path, capsys, monkeypatch):
     with monkeypatch.context() as mp:
         mp.setattr(kr, "_verdicts", lambda *a, _v=kr._verdicts, **k: calls.append(1) or _v(*a, **k))
         redone = kkr_recertify(tmp_path / "kkr.json", [("zero", 0)], out=tmp_path / "kkr-recertified.json")
-    assert calls == [1] and redone["basis"] != data["basis"] and redone["runs"] == data["runs"]
+    # zero:0's source run is unchanged: its re-certification is reused; large:0's changed: dropped
+    assert calls == [1] and redone["basis"] != data["basis"] and redone["runs"] == data["runs"][:1]
     assert main(["kkr", "--out", str(tmp_path), "--recertify", "zero"]) == 3
     assert "--recertify: expected INIT:SEED" in capsys.readouterr().err
     assert main(["kkr", "--out", str(tmp_path), "--recertify", "small:0"]) == 3
@@ -438,11 +439,24 @@ def test_recertify_saved_end_points(tmp_path, capsys, monkeypatch):
         kkr_recertify(other, [("zero", 0)], out=tmp_path / "o.json")
     with pytest.raises(ValueError, match="out: expected a file of format 'loracheck.kkr-recertified'"):
         kkr_recertify(tmp_path / "kkr.json", [("zero", 0)], out=other)
+    # The source is identified by its content, not its path: a moved copy resumes (nothing redone);
+    # a changed source run (say, retrained) makes its re-certification be redone, never reused.
     moved = tmp_path / "moved" / "kkr.json"
     moved.parent.mkdir()
     moved.write_text((tmp_path / "kkr.json").read_text())
-    with pytest.raises(ValueError, match="holds results of another source file: expected '.*moved"):
-        kkr_recertify(moved, [("zero", 0)], out=tmp_path / "kkr-recertified.json")
+    again = kkr_recertify(moved, [("zero", 0)], out=tmp_path / "kkr-recertified.json")
+    assert again["runs"] == redone["runs"] and again["source"] == str(moved)
+    src = json.loads(moved.read_text())
+    (run0,) = [
+        r
+        for r in next(iter(src["configurations"].values()))["runs"]
+        if (r["init"], r["seed"]) == ("zero", 0)
+    ]
+    run0["penalized"] = run0["penalized"] * 2  # the run's saved record changed
+    moved.write_text(json.dumps(src))
+    stale = kkr_recertify(moved, [("zero", 0)], out=tmp_path / "kkr-recertified.json")
+    assert stale["runs"][0]["source_sha256"] != redone["runs"][0]["source_sha256"]
+    assert [(r["init"], r["seed"]) for r in stale["runs"]] == [("zero", 0)]
 
 
 def test_recertify_refuses_runs_with_a_loraga_offset(tmp_path):

@@ -81,7 +81,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="with --recertify: largest reduced Hessian built densely, one HVP per parameter "
         "(default: %(default)s; above it, Lanczos)",
     )
-    p.add_argument("--fresh", action="store_true", help="ignore an earlier kkr.json in DIR")
+    p.add_argument(
+        "--fresh",
+        action="store_true",
+        help="start over: ignore an earlier kkr.json in DIR (with --recertify: kkr-recertified.json)",
+    )
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
@@ -239,7 +243,7 @@ def _kkr_recertify(args: argparse.Namespace, out: Path) -> int:
         raise BadInput(f"--dense-max: expected an int >= 0, got {args.dense_max}")
     path = out / "kkr-recertified.json"
     try:
-        data = kkr_recertify(out / "kkr.json", runs, out=path, dense_max=args.dense_max)
+        data = kkr_recertify(out / "kkr.json", runs, out=path, dense_max=args.dense_max, fresh=args.fresh)
     except UserInputError as exc:
         raise BadInput(str(exc)) from None
     print(f"{data['configuration']}: saved end points re-certified (zero columns in closed form)")

@@ -892,6 +892,11 @@ def _check_recertified_runs(data: Mapping[str, Any], where: str) -> None:
         _need(finite_number(r.get("seconds")), f"{at}['seconds']", "a number", r.get("seconds"))
 
 
+def _run_sha256(run: Mapping[str, Any]) -> str:
+    """A sha256 of a source run's saved record (what its re-certification was computed from)."""
+    return hashlib.sha256(json.dumps(run, sort_keys=True, default=str).encode()).hexdigest()
+
+
 def _recertified_run(
     problem: NonlinearProblem,
     init: str,
@@ -950,6 +955,7 @@ def kkr_recertify(
     polish: int = 200,
     grad_tol: float = 1e-10,
     rank_rtol: float = 1e-6,
+    fresh: bool = False,
 ) -> dict[str, Any]:
     r"""Re-certify saved end points of a ``kkr.json`` with the zero-column splitting of the Hessian.
 
@@ -962,9 +968,10 @@ def kkr_recertify(
     parameter, then ``eigh``: a rigorous lower bound up to round-off) when it has at most
     ``dense_max`` parameters, else from Lanczos.  This is the route for the real MiniLM without
     linearization, where Lanczos on the whole Hessian does not converge in an affordable number of
-    HVPs.  ``out`` (JSON) is rewritten atomically after every run; a re-run skips finished runs,
-    and when it adds none and the source configuration is unchanged (``basis``: a sha256 of it) it
-    returns the stored table and verdicts without recomputing them.
+    HVPs.  ``out`` (JSON) is rewritten atomically after every run; a re-run skips finished runs
+    whose source run is unchanged (``fresh``: starts over), and when it adds none and the source
+    configuration is unchanged (``basis``: a sha256 of it) it returns the stored table and
+    verdicts without recomputing them.
     """
     src = Path(source)
     key, entry, finished = _recertify_source(src, runs, configuration)
@@ -976,13 +983,22 @@ def kkr_recertify(
         fmt=KKR_RECERTIFIED_FORMAT,
         version=KKR_VERSION,
         noun="a recertification file",
-        hint="choose another path, or remove it to start over",
     )
     result = file.load(
-        file.new(source=str(src), configuration=key, runs=[]),  # resumed: same source and configuration
-        identity=("source", "configuration"),
+        file.new(source=str(src), configuration=key, runs=[]),  # resumed: the same configuration
+        identity=("configuration",),
+        fresh=fresh,
         check=_check_recertified_runs,
     )
+    # A re-certified run is reused only while its source run is the same (by content, not by the
+    # source file's path): one whose source run changed, or that does not record it, is redone.
+    result["source"] = str(src)
+    result["runs"] = [
+        r
+        for r in result["runs"]
+        if (r["init"], r["seed"]) in finished
+        and r.get("source_sha256") == _run_sha256(finished[(r["init"], r["seed"])])
+    ]
     done = {(r["init"], r["seed"]) for r in result["runs"]}
     problem = build_kkr_problem(entry["problem"])
     _check_evidence_fields(entry, f"source: configuration {key!r}")
@@ -1001,20 +1017,19 @@ def kkr_recertify(
         if (init, seed) in done:
             continue
         added += 1
-        result["runs"].append(
-            _recertified_run(
-                problem,
-                init,
-                seed,
-                finished[(init, seed)],
-                ref_value,
-                depth,
-                dense_max=dense_max,
-                polish=polish,
-                grad_tol=grad_tol,
-                rank_rtol=rank_rtol,
-            )
+        run = _recertified_run(
+            problem,
+            init,
+            seed,
+            finished[(init, seed)],
+            ref_value,
+            depth,
+            dense_max=dense_max,
+            polish=polish,
+            grad_tol=grad_tol,
+            rank_rtol=rank_rtol,
         )
+        result["runs"].append({**run, "source_sha256": _run_sha256(finished[(init, seed)])})
         save()
     recertified = [[r["init"], r["seed"]] for r in result["runs"]]
     # What the table and verdicts are computed from besides the re-certified runs: the source
