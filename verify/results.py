@@ -208,6 +208,11 @@ class ResultsFile:
             format at another version is refused all the same: it may hold a newer release's work)
             (``new`` is returned); one that cannot be read as JSON is refused all the same.
         """
+        if self.path.exists() and not self.path.is_file():  # fresh or not: it could never be written
+            raise UserInputError(
+                f"{self.what}: expected a path for a results file, got {str(self.path)!r} "
+                "(it exists and is not a regular file: a directory?)"
+            )
         if fresh or not self.path.exists():
             return new
         if other == "replace":

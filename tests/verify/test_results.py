@@ -230,9 +230,18 @@ def test_a_version_not_this_releases_int_is_refused_even_where_other_formats_are
     # this format at a newer version was replaced, losing that release's finished verdicts.
     path = tmp_path / "r.json"
     f = _file(path)  # format loracheck.thing, version 2
-    path.write_text(json.dumps({"format": "loracheck.thing", "version": version, "complete": False}))
+    text = json.dumps({"format": "loracheck.thing", "version": version, "complete": False})
+    path.write_text(text)
     with pytest.raises(UserInputError, match=r"expected a file of format 'loracheck.thing', version 2"):
         f.load(None, other="replace")
     with pytest.raises(UserInputError, match=r"expected a file of format 'loracheck.thing', version 2"):
         f.read()
-    assert path.read_text() == json.dumps({"format": "loracheck.thing", "version": version, "complete": False})
+    assert path.read_text() == text
+
+
+def test_a_directory_in_the_files_place_is_refused_before_any_work_even_with_fresh(tmp_path):
+    # "--fresh" was suggested, and with it the command computed a run before failing on the rename.
+    (tmp_path / "r.json").mkdir()
+    for fresh in (False, True):
+        with pytest.raises(UserInputError, match=r"expected a path for a results file, got '.*r.json'"):
+            _file(tmp_path / "r.json").load({}, fresh=fresh)
