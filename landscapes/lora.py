@@ -30,7 +30,7 @@ from torch import Tensor
 
 from landscapes.losses import SquaredLoss
 from landscapes.operators import DenseOperator
-from landscapes.problem import Blocks, Problem
+from landscapes.problem import Blocks, Problem, check_matrix
 from theory.errors import UserInputError
 
 __all__ = [
@@ -117,13 +117,7 @@ def check_perturbation(problem: Problem, perturbation: Sequence[Tensor] | None) 
             f"perturbation: expected {len(problem.blocks)} matrices (one per block), got {got}"
         )
     for j, ((m, n), C) in enumerate(zip(problem.blocks, perturbation)):
-        if not isinstance(C, Tensor) or C.shape != (m + n, m + n):
-            shape = tuple(C.shape) if isinstance(C, Tensor) else type(C).__name__
-            raise UserInputError(f"perturbation[{j}]: expected shape ({m + n}, {m + n}), got {shape}")
-        if C.dtype != problem.dtype:
-            raise UserInputError(f"perturbation[{j}]: expected dtype {problem.dtype}, got {C.dtype}")
-        if not bool(torch.isfinite(C).all()):
-            raise UserInputError(f"perturbation[{j}]: expected finite entries, got NaN or inf")
+        C = check_matrix(f"perturbation[{j}]", C, m + n, m + n, problem.dtype)
         asym = float((C - C.T).abs().max()) if C.numel() else 0.0
         if asym > 1e-12 * max(1.0, float(C.abs().max())):
             raise UserInputError(

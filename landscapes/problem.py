@@ -56,6 +56,22 @@ def _finite(name: str, t: Tensor) -> None:
         raise UserInputError(f"{name}: expected finite values, got NaN or inf")
 
 
+def check_matrix(name: str, x: object, rows: int, cols: int | None, dtype: torch.dtype) -> Tensor:
+    """``x`` if it is a finite ``rows x cols`` matrix of ``dtype`` (``cols=None``: any number of columns).
+
+    Else a :class:`~theory.errors.UserInputError` naming ``name``: the shape expected (``r`` for
+    any number of columns) and the one given, the dtype, or non-finite entries.
+    """
+    if not isinstance(x, Tensor) or x.ndim != 2 or x.shape[0] != rows or cols not in (None, x.shape[1]):
+        got = tuple(x.shape) if isinstance(x, Tensor) else type(x).__name__
+        raise UserInputError(f"{name}: expected shape ({rows}, {'r' if cols is None else cols}), got {got}")
+    if x.dtype != dtype:
+        raise UserInputError(f"{name}: expected dtype {dtype}, got {x.dtype}")
+    if not bool(torch.isfinite(x).all()):
+        raise UserInputError(f"{name}: expected finite entries, got NaN or inf")
+    return x
+
+
 def magnitude_bound(dtype: torch.dtype) -> float:
     r"""The largest Frobenius norm accepted for an input array of ``dtype``: :math:`M^{1/4}`.
 

@@ -43,7 +43,7 @@ from torch import Tensor
 from landscapes.io import loads_json, read_arrays
 from landscapes.lora import LoRAPoint, minimize_lora
 from landscapes.nuc import NucSolution, nuc_certificate, solve_nuc
-from landscapes.problem import Problem, magnitude_bound
+from landscapes.problem import Problem, check_matrix, magnitude_bound
 from landscapes.sosp import certify_sosp, gradient_scale, length_scale, make_init, objective_scale
 from theory.claims import DEFAULT_TOLERANCES
 from theory.errors import InputTypeError, UserInputError, finite_number, shown
@@ -177,13 +177,7 @@ def as_point(problem: Problem, point: LoRAPoint | tuple[Sequence[Tensor], Sequen
         )
     for j, (u, v, (m, n)) in enumerate(zip(U, V, problem.blocks)):
         for name, x, rows in (("U", u, m), ("V", v, n)):
-            if not isinstance(x, Tensor) or x.ndim != 2 or x.shape[0] != rows:
-                got = tuple(x.shape) if isinstance(x, Tensor) else type(x).__name__
-                raise UserInputError(f"point.{name}[{j}]: expected shape ({rows}, r), got {got}")
-            if x.dtype != problem.dtype:
-                raise UserInputError(f"point.{name}[{j}]: expected dtype {problem.dtype}, got {x.dtype}")
-            if not bool(torch.isfinite(x).all()):
-                raise UserInputError(f"point.{name}[{j}]: expected finite entries, got NaN or inf")
+            x = check_matrix(f"point.{name}[{j}]", x, rows, None, problem.dtype)
             norm = float(x.abs().max()) * math.sqrt(x.numel()) if x.numel() else 0.0  # >= ||x||_F, finite
             if norm > (bound := math.sqrt(magnitude_bound(problem.dtype))):
                 fro = float(torch.linalg.vector_norm(x))
