@@ -324,7 +324,10 @@ def _plan(
         try:
             resume = read_audit(out)
         except UserInputError as exc:
-            raise BadInput(f"--json: {exc}; pass --fresh to overwrite it") from None
+            # the library names the argument "json" (and the file): say it as the option is spelled
+            msg = str(exc)
+            msg = f"--json{msg[4:]}" if msg.startswith("json") else f"--json: {msg}"
+            raise BadInput(f"{msg}; pass --fresh to overwrite it") from None
         if resume.get("complete") is not False:
             resume = None  # a finished audit is recomputed; only an interrupted one resumes
     plan = (replay,) if replay is not None else tuple(plan_audit(problem, claims=claims, ranks=ranks))
