@@ -245,9 +245,10 @@ def save_counterexample(
 
     The one counterexample format (:func:`verify.counterexample.save_counterexample`, kind
     ``"problem"``): a problem file of :mod:`landscapes.io` (``loracheck audit`` replays it), named
-    ``CLAIM-SHA256-TAG.npz`` (the problem's fingerprint and a hash of the options), with the point's
-    blocks ``D0, D1, ...`` (none when the problem itself is the counterexample, ``point=None``),
-    ``claim``, ``options_json`` and the metadata ``counterexample_json`` as extras.  ``None`` when
-    ``save_dir`` is ``None`` or the problem holds an operator-form ``J`` (nothing to save).
+    ``CLAIM-SHA256-TAG.npz`` (the problem's fingerprint; a hash of the options and the point),
+    with the point's blocks ``D0, D1, ...`` (none when the problem itself is the counterexample,
+    ``point=None``), ``claim``, ``options_json`` and the metadata ``counterexample_json`` as
+    extras.  ``None`` when ``save_dir`` is ``None`` or the problem holds an operator-form ``J``
+    (nothing to save).
     """
     return _write_counterexample(save_dir, claim, options=opts, problem=problem, point=point)

@@ -135,8 +135,9 @@ def save_counterexample(
     ``None`` when ``save_dir`` is ``None``, or for a ``problem`` whose ``J`` is an operator (nothing
     to save; the verdict says so).  ``kind="problem"`` needs ``problem`` (the file is also a problem
     file); ``point`` is stored as ``D0, D1, ...``; ``arrays`` are further named arrays.  ``ident``
-    names the file (default: the problem's fingerprint); the tag hashes the options and the
-    record, so a ``problem`` counterexample keeps the name ``CLAIM-SHA256-TAG.npz`` of old.
+    names the file (default: the problem's fingerprint): ``CLAIM-ID-TAG.npz``, the tag a hash of
+    the options, the record, the source and the arrays, so distinct counterexamples never share a
+    name.
     """
     if save_dir is None:
         return None
