@@ -742,7 +742,7 @@ def check_hsk_below(
     ``rank_growth_exponent``, ``uniform_degree``, ``uniform_rank``, then, when timed,
     ``rank_growth_exponent_at_1_over_L``.
     """
-    run, match_text = _check_below_options(
+    raw = _Below(
         setting,
         gamma,
         lengths,
@@ -751,12 +751,14 @@ def check_hsk_below(
         max_degree,
         max_exponent,
         repeats,
-        regime_m_rule,
-        regime_max_log2,
         variant,
         above_ratio,
+        regime_max_log2,
+        (),
+        regime_m_rule,
         superlinear_c,
     )
+    run, match_text = _check_below_options(raw)
     rule: _MRule = regime_m_rule if regime_m_rule is not None else run.required[0]
     judge = Judge("HSK-below", setting.fingerprint(), run.options())
     t0 = time.perf_counter()
@@ -766,67 +768,37 @@ def check_hsk_below(
     return run.verdict(judge, t0, counted, save_dir)
 
 
-def _check_below_options(
-    setting: HskSetting,
-    gamma: float,
-    lengths: Sequence[int],
-    timing_lengths: Sequence[int],
-    target: float,
-    max_degree: int,
-    max_exponent: float,
-    repeats: int,
-    regime_m_rule: _MRule | None,
-    regime_max_log2: int,
-    variant: str,
-    above_ratio: float,
-    superlinear_c: float,
-) -> tuple[_Below, str]:
+def _check_below_options(run: _Below) -> tuple[_Below, str]:
     """Refuse the options of :func:`check_hsk_below` (a ``ValueError`` naming the argument).
 
-    Returns the validated run (with the score rules the measured heads require) and the text saying
-    why those rules (:func:`_matching_rules`).
+    Returns the validated run (lengths as tuples, with the score rules the measured heads require)
+    and the text saying why those rules (:func:`_matching_rules`).
     """
-    _check_setting(setting)
-    lengths = _check_lengths("lengths", lengths, 2)
-    timing_lengths = _check_lengths("timing_lengths", timing_lengths, 2)
+    _check_setting(run.setting)
+    lengths = _check_lengths("lengths", run.lengths, 2)
+    timing_lengths = _check_lengths("timing_lengths", run.timing_lengths, 2)
     _check_distinct("lengths", lengths, 2)
     _check_distinct("timing_lengths", timing_lengths, 2)
-    _check_positive("gamma", gamma)
-    _check_positive("target", target)
-    _check_positive("above_ratio", above_ratio)
-    _check_positive("max_exponent", max_exponent)
-    _check_positive("superlinear_c", superlinear_c)
-    _check_repeats(repeats)
-    if isinstance(max_degree, bool) or not isinstance(max_degree, int) or max_degree < 0:
-        raise UserInputError(f"max_degree: expected an int >= 0, got {max_degree!r}")
-    if variant not in ("below", "above", "superlinear"):
-        raise UserInputError(f"variant: expected 'below', 'above' or 'superlinear', got {variant!r}")
-    if regime_m_rule is not None and regime_m_rule not in ("gamma^2", "d*gamma^2"):
-        raise UserInputError(f"regime_m_rule: expected None, 'gamma^2' or 'd*gamma^2', got {regime_m_rule!r}")
-    required, match_text = _matching_rules(setting)
-    if variant != "superlinear" and regime_m_rule is not None and regime_m_rule not in required:
+    for name in ("gamma", "target", "above_ratio", "max_exponent", "superlinear_c"):
+        _check_positive(name, getattr(run, name))
+    _check_repeats(run.repeats)
+    if isinstance(run.max_degree, bool) or not isinstance(run.max_degree, int) or run.max_degree < 0:
+        raise UserInputError(f"max_degree: expected an int >= 0, got {run.max_degree!r}")
+    if run.variant not in ("below", "above", "superlinear"):
+        raise UserInputError(f"variant: expected 'below', 'above' or 'superlinear', got {run.variant!r}")
+    rule = run.regime_m_rule
+    if rule is not None and rule not in ("gamma^2", "d*gamma^2"):
+        raise UserInputError(f"regime_m_rule: expected None, 'gamma^2' or 'd*gamma^2', got {rule!r}")
+    required, match_text = _matching_rules(run.setting)
+    if run.variant != "superlinear" and rule is not None and rule not in required:
         raise UserInputError(
-            f"regime_m_rule: {regime_m_rule!r} does not match the measured heads ({match_text}); "
+            f"regime_m_rule: {rule!r} does not match the measured heads ({match_text}); "
             "leave it None (derived from the setting's beta)"
         )
-    if isinstance(regime_max_log2, bool) or not isinstance(regime_max_log2, int) or regime_max_log2 < 2:
-        raise UserInputError(f"regime_max_log2: expected an int >= 2, got {regime_max_log2!r}")
-    run = _Below(
-        setting,
-        gamma,
-        lengths,
-        timing_lengths,
-        target,
-        max_degree,
-        max_exponent,
-        repeats,
-        variant,
-        above_ratio,
-        regime_max_log2,
-        required,
-        regime_m_rule,
-        superlinear_c,
-    )
+    max_log2 = run.regime_max_log2
+    if isinstance(max_log2, bool) or not isinstance(max_log2, int) or max_log2 < 2:
+        raise UserInputError(f"regime_max_log2: expected an int >= 2, got {max_log2!r}")
+    run = dataclasses.replace(run, lengths=lengths, timing_lengths=timing_lengths, required=required)
     return run, match_text
 
 
@@ -892,8 +864,8 @@ class _Below:
 
     setting: HskSetting
     gamma: float
-    lengths: tuple[int, ...]
-    timing_lengths: tuple[int, ...]
+    lengths: Sequence[int]  # tuples once validated (:func:`_check_below_options`)
+    timing_lengths: Sequence[int]
     target: float
     max_degree: int
     max_exponent: float

@@ -321,6 +321,11 @@ class _Search:
     method: str
     init_scale: float
 
+    def options(self) -> dict[str, Any]:
+        """The search's tolerances and settings as the verdict records them."""
+        keys = ("grad_rtol", "curvature_rtol", "gap_rtol", "method", "init_scale")
+        return {k: getattr(self, k) for k in keys}
+
     def start(self, kind: str, run_seed: int, perturbation: Sequence[Tensor] | None = None) -> LoRAPoint:
         """The start of one run: ``kind`` drawn with the run's seed, times ``init_scale``."""
         gen = torch.Generator().manual_seed(run_seed)
@@ -832,6 +837,7 @@ def check_jlr_no_spurious(
         raise UserInputError(f"order: expected 1 or 2, got {order!r}")
     ranks = _ranks(problem, rank, above=True)
     scale = _perturbation_scale(problem, perturbation_scale)
+    search = _Search(problem, ranks, grad_rtol, curvature_rtol, gap_rtol, method, init_scale)
     opts: dict[str, Any] = {
         "rank": ranks,
         "n_starts": n_starts,
@@ -841,12 +847,8 @@ def check_jlr_no_spurious(
         "optimizer": optimizer,
         "order": order,
         "seed": seed,
-        "grad_rtol": grad_rtol,
-        "curvature_rtol": curvature_rtol,
-        "gap_rtol": gap_rtol,
         "enforce_hypothesis": enforce_hypothesis,
-        "method": method,
-        "init_scale": init_scale,
+        **search.options(),
     }
     judge = Judge(claim, problem.fingerprint(), opts)
     if (early := _float64_gate(judge, problem)) is not None:
@@ -859,7 +861,6 @@ def check_jlr_no_spurious(
             f"{problem.KN} in every block (the bound is per block; pass enforce_hypothesis=False to run "
             "anyway)",
         )
-    search = _Search(problem, ranks, grad_rtol, curvature_rtol, gap_rtol, method, init_scale)
     t0 = time.perf_counter()
     dual, primal, sol = _nuc(problem, solution, seed)
     judge.timings["nuc"] = time.perf_counter() - t0
@@ -933,17 +934,14 @@ def check_jlr_spurious_below(
     claim = "JLR-spurious-below"
     _check_common(n_starts, inits)
     ranks = _ranks(problem, rank, above=False)
+    search = _Search(problem, ranks, grad_rtol, curvature_rtol, gap_rtol, method, init_scale)
     opts: dict[str, Any] = {
         "rank": ranks,
         "n_starts": n_starts,
         "inits": list(inits),
         "seed": seed,
-        "grad_rtol": grad_rtol,
-        "curvature_rtol": curvature_rtol,
-        "gap_rtol": gap_rtol,
         "enforce_hypothesis": enforce_hypothesis,
-        "method": method,
-        "init_scale": init_scale,
+        **search.options(),
     }
     judge = Judge(claim, problem.fingerprint(), opts)
     if (early := _float64_gate(judge, problem)) is not None:
@@ -954,7 +952,6 @@ def check_jlr_spurious_below(
             f"rank {ranks} is above the bound in every block (r(r+1)/2 > KN = {problem.KN}); this claim "
             "is about ranks with some block at or below it (pass enforce_hypothesis=False to search anyway)",
         )
-    search = _Search(problem, ranks, grad_rtol, curvature_rtol, gap_rtol, method, init_scale)
     t0 = time.perf_counter()
     dual, primal, sol = _nuc(problem, solution, seed)
     nuc_rank_ok = all(k <= r for k, r in zip(sol.ranks, ranks))
