@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from theory.errors import UserInputError
-from verify.cli.common import BadInput
+from verify.cli.common import BadInput, add_no_progress_argument
 
 NAME = "audit"
 HELP = "audit a problem file (your own, or a saved counterexample) and optionally a LoRA point"
@@ -61,7 +61,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--fresh", action="store_true", help="with --json: start over instead of resuming")
     p.add_argument("--save-dir", metavar="DIR", help="directory for counterexamples found by the checkers")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_no_progress_argument(p)
 
 
 def _rank_assignments(items: Sequence[str]) -> list[int | tuple[int, ...]]:

@@ -1,4 +1,4 @@
-"""What the subcommands share: the parser class, typed argument readers, exit codes."""
+"""What the subcommands share: the parser class, typed argument readers, shared options, exit codes."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import math
 import signal
 import sys
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 from theory.errors import UserInputError
@@ -74,6 +75,46 @@ def positive_float(text: str) -> float:
 def nonnegative_float(text: str) -> float:
     """An argparse type: a finite number >= 0."""
     return _finite_float(text, positive=False)
+
+
+def add_out_argument(
+    p: argparse.ArgumentParser, default: str = "loracheck-report", what: str = "output directory"
+) -> None:
+    """``--out DIR``: where the subcommand writes; ``what`` is the help, followed by the default."""
+    p.add_argument("--out", default=default, metavar="DIR", help=f"{what} (default: %(default)s)")
+
+
+def out_dir(text: str) -> Path:
+    """The directory ``--out`` names; ``BadInput`` if it is an existing file."""
+    out = Path(text)
+    if out.exists() and not out.is_dir():
+        raise BadInput(f"--out: expected a directory, got an existing file {str(out)!r}")
+    return out
+
+
+def add_problems_argument(p: argparse.ArgumentParser, help: str, default: list[str] | None = None) -> None:
+    """``--problems NAME ...``: the problems to run (``default`` when the option is not given)."""
+    p.add_argument("--problems", nargs="+", default=default, metavar="NAME", help=help)
+
+
+def add_seeds_argument(p: argparse.ArgumentParser, default: int) -> None:
+    """``--seeds S``: train from seeds 0..S-1 per init."""
+    p.add_argument(
+        "--seeds",
+        type=int_in(1, 10_000),
+        default=default,
+        help="seeds 0..S-1 per init (default: %(default)s)",
+    )
+
+
+def add_seed_argument(p: argparse.ArgumentParser) -> None:
+    """``--seed``: the one random seed, an int in ``[0, MAX_SEED]`` (default 0)."""
+    p.add_argument("--seed", type=int_in(0, MAX_SEED), default=0)
+
+
+def add_no_progress_argument(p: argparse.ArgumentParser) -> None:
+    """``--no-progress``: no progress bar."""
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
 def check_real_extras(option: str = "--real", *, default_model: bool = True) -> None:

@@ -3,9 +3,17 @@
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
-from verify.cli.common import MAX_SEED, BadInput, check_real_extras, int_in, positive_float
+from verify.cli.common import (
+    BadInput,
+    add_no_progress_argument,
+    add_out_argument,
+    add_seed_argument,
+    check_real_extras,
+    int_in,
+    out_dir,
+    positive_float,
+)
 
 NAME = "experiment"
 HELP = "the [JLR24] real-model experiment: linearized MiniLM on review sentences (needs --real extras)"
@@ -19,9 +27,7 @@ DESCRIPTION = (
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     """Add the subcommand's arguments to its parser ``p``."""
-    p.add_argument(
-        "--out", default="loracheck-report", metavar="DIR", help="output directory (default: %(default)s)"
-    )
+    add_out_argument(p)
     p.add_argument(
         "--n",
         type=int_in(2, 100_000),
@@ -50,11 +56,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--model", default=None, help="local model path or cached hub name (default: offline MiniLM)"
     )
-    p.add_argument("--seed", type=int_in(0, MAX_SEED), default=0)
+    add_seed_argument(p)
     p.add_argument(
         "--no-head-variants", action="store_true", help="skip the rank check with other heads and CLS pooling"
     )
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_no_progress_argument(p)
 
 
 def handle(args: argparse.Namespace) -> int:
@@ -71,9 +77,7 @@ def handle(args: argparse.Namespace) -> int:
             raise BadInput(f"{opt}: expected ints >= {low}, got {' '.join(map(str, vals))}")
     if any(not lam > 0 for lam in args.lams):
         raise BadInput(f"--lams: expected positive numbers, got {args.lams}")
-    out = Path(args.out)
-    if out.exists() and not out.is_dir():
-        raise BadInput(f"--out: expected a directory, got an existing file {str(out)!r}")
+    out = out_dir(args.out)
     check_real_extras("experiment", default_model=args.model is None)
     from landscapes.transformer.data import load_reviews
 

@@ -8,7 +8,7 @@ import time
 from pathlib import Path
 
 from theory.errors import UserInputError
-from verify.cli.common import BadInput
+from verify.cli.common import BadInput, add_no_progress_argument, add_out_argument, out_dir
 from verify.jsonfile import read_json
 
 NAME = "figures"
@@ -25,9 +25,7 @@ DESCRIPTION = (
 def add_arguments(p: argparse.ArgumentParser) -> None:
     """Add the subcommand's arguments to its parser ``p``."""
     p.add_argument("--from", dest="sources", nargs="+", metavar="FILE", help="saved JSON results to draw")
-    p.add_argument(
-        "--out", default="loracheck-figures", metavar="DIR", help="output directory (default: %(default)s)"
-    )
+    add_out_argument(p, default="loracheck-figures")
     p.add_argument(
         "--normalization",
         choices=["lora", "filter", "none"],
@@ -35,16 +33,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="direction normalization of the landscape slices (default jobs only): LoRA-aware per "
         "factor, filter (per column, Li et al. 2018) or none (default: %(default)s)",
     )
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_no_progress_argument(p)
 
 
 def handle(args: argparse.Namespace) -> int:
     """Draw figures from saved results."""
     from figures.gallery import result_kind, write_gallery
 
-    out = Path(args.out)
-    if out.exists() and not out.is_dir():
-        raise BadInput(f"--out: expected a directory, got an existing file {str(out)!r}")
+    out = out_dir(args.out)
     results = []
     if args.sources and args.normalization != "lora":
         raise BadInput("--normalization: applies to the default jobs only (without --from)")

@@ -9,7 +9,16 @@ from pathlib import Path
 from typing import Any
 
 from theory.errors import UserInputError
-from verify.cli.common import BadInput, int_in, nonnegative_float
+from verify.cli.common import (
+    BadInput,
+    add_no_progress_argument,
+    add_out_argument,
+    add_problems_argument,
+    add_seeds_argument,
+    int_in,
+    nonnegative_float,
+    out_dir,
+)
 
 NAME = "kkr"
 HELP = "[KKR25] without linearization: LoRA training at scale of seeds, end points classified"
@@ -24,11 +33,9 @@ DESCRIPTION = (
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     """Add the subcommand's arguments to its parser ``p``."""
-    p.add_argument(
-        "--problems",
-        nargs="+",
+    add_problems_argument(
+        p,
         default=["sensing-special", "sensing-illcond", "tanh-sensing", "two-layer", "attention"],
-        metavar="NAME",
         help="named configurations: sensing-special, sensing-illcond, tanh-sensing, two-layer, attention, "
         "double-well, minilm-qv (the real MiniLM without linearization; needs the models extra) "
         "(default: the five synthetic families)",
@@ -40,9 +47,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="zero, small, large, loraga, adversarial (the designed start of the spurious-* problems; "
         "seeds > 0 perturb it by 10%%) (default: zero small large)",
     )
-    p.add_argument(
-        "--seeds", type=int_in(1, 10_000), default=10, help="seeds 0..S-1 per init (default: %(default)s)"
-    )
+    add_seeds_argument(p, default=10)
     p.add_argument(
         "--lams",
         type=nonnegative_float,
@@ -56,9 +61,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         default=200,
         help="Monte-Carlo samples of the constants (default: %(default)s)",
     )
-    p.add_argument(
-        "--out", default="loracheck-report", metavar="DIR", help="output directory (default: %(default)s)"
-    )
+    add_out_argument(p)
     p.add_argument(
         "--tables",
         action="store_true",
@@ -86,7 +89,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         action="store_true",
         help="start over: ignore an earlier kkr.json in DIR (with --recertify: kkr-recertified.json)",
     )
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_no_progress_argument(p)
 
 
 _KKR_LEGEND = (
@@ -199,9 +202,7 @@ def handle(args: argparse.Namespace) -> int:
             raise BadInput(f"{opt}: expected a positive int, got {v}")
     if args.lams is not None and any(not (x >= 0 and x < float("inf")) for x in args.lams):
         raise BadInput(f"--lams: expected finite weight decays >= 0, got {args.lams}")
-    out = Path(args.out)
-    if out.exists() and not out.is_dir():
-        raise BadInput(f"--out: expected a directory, got an existing file {str(out)!r}")
+    out = out_dir(args.out)
     if args.tables:
         return _kkr_tables(args, out)
     if args.recertify:

@@ -3,9 +3,18 @@
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
-from verify.cli.common import MAX_SEED, BadInput, int_in, parse_kn, phase_exit_code, positive_float
+from verify.cli.common import (
+    BadInput,
+    add_no_progress_argument,
+    add_out_argument,
+    add_seed_argument,
+    int_in,
+    out_dir,
+    parse_kn,
+    phase_exit_code,
+    positive_float,
+)
 
 NAME = "phase"
 HELP = "phase-diagram data: fraction of LoRA runs that end at the global minimum per (r, K, N)"
@@ -18,9 +27,7 @@ DESCRIPTION = (
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     """Add the subcommand's arguments to its parser ``p``."""
-    p.add_argument(
-        "--out", default="loracheck-report", metavar="DIR", help="output directory (default: %(default)s)"
-    )
+    add_out_argument(p)
     p.add_argument("--ranks", type=int_in(1, 4096), nargs="+", metavar="R", help="LoRA ranks (default 1..8)")
     p.add_argument(
         "--kn", nargs="+", metavar="KxN", help="(K, N) pairs written KxN, e.g. 1x6 2x10 (default: KN = 3..28)"
@@ -35,8 +42,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "--loss", default="squared", help="squared, logistic or cross_entropy (default: %(default)s)"
     )
     p.add_argument("--lam", type=positive_float, default=1e-3, help="weight decay (default: %(default)s)")
-    p.add_argument("--seed", type=int_in(0, MAX_SEED), default=0)
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_seed_argument(p)
+    add_no_progress_argument(p)
 
 
 def handle(args: argparse.Namespace) -> int:
@@ -58,9 +65,7 @@ def handle(args: argparse.Namespace) -> int:
         raise BadInput("--kn: the logistic loss has K = 1")
     if args.loss == "cross_entropy" and any(K < 2 for K, _ in kn):
         raise BadInput("--kn: cross_entropy needs K >= 2 (e.g. --kn 2x4 2x8)")
-    out = Path(args.out)
-    if out.exists() and not out.is_dir():
-        raise BadInput(f"--out: expected a directory, got an existing file {str(out)!r}")
+    out = out_dir(args.out)
     path = out / "phase.json"
     data = phase_sweep(
         kn=kn,

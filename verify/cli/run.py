@@ -7,7 +7,15 @@ import time
 from pathlib import Path
 from typing import Any
 
-from verify.cli.common import BadInput, check_real_extras, int_in
+from verify.cli.common import (
+    BadInput,
+    add_no_progress_argument,
+    add_out_argument,
+    add_problems_argument,
+    check_real_extras,
+    int_in,
+    out_dir,
+)
 from verify.run.record import Comparison
 
 NAME = "run"
@@ -33,14 +41,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         action="store_true",
         help="ignore the suite's record: exit 1 on any violation and 2 on any inconclusive",
     )
-    p.add_argument(
-        "--out",
-        default="loracheck-report",
-        metavar="DIR",
-        help="directory for report.json, report.md and counterexamples (default: %(default)s)",
-    )
+    add_out_argument(p, what="directory for report.json, report.md and counterexamples")
     p.add_argument("--claims", nargs="+", metavar="ID", help="only these claim ids (see `loracheck claims`)")
-    p.add_argument("--problems", nargs="+", metavar="NAME", help="only these problems of the suite")
+    add_problems_argument(p, help="only these problems of the suite")
     p.add_argument(
         "--real",
         action="store_true",
@@ -53,7 +56,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="add the attention-gradient claims of [HSK24] at full size (both adapter cases; the "
         "fast route is timed up to L = 65,536: a few minutes)",
     )
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_no_progress_argument(p)
     p.add_argument(
         "--fresh",
         action="store_true",
@@ -107,9 +110,7 @@ def handle(args: argparse.Namespace) -> int:
         suite = [s for s in suite if s.name in args.problems]
     if not suite_tasks(suite, args.claims):
         raise BadInput("--claims/--problems: the selection contains no (problem, claim) pair")
-    out = Path(args.out)
-    if out.exists() and not out.is_dir():
-        raise BadInput(f"--out: expected a directory, got an existing file {str(out)!r}")
+    out = out_dir(args.out)
     try:  # before any work: a directory that cannot be made would lose the first verdict
         out.mkdir(parents=True, exist_ok=True)
     except OSError as exc:

@@ -4,11 +4,19 @@ from __future__ import annotations
 
 import argparse
 import math
-from pathlib import Path
 from typing import Any
 
 from theory.errors import UserInputError
-from verify.cli.common import BadInput, int_in, positive_float
+from verify.cli.common import (
+    BadInput,
+    add_no_progress_argument,
+    add_out_argument,
+    add_problems_argument,
+    add_seeds_argument,
+    int_in,
+    out_dir,
+    positive_float,
+)
 
 NAME = "speed"
 HELP = "WYL-speed: steps of Adam from each LoRA init (vanilla, gaussian, LoRA-GA, ...) to the optimum"
@@ -22,20 +30,16 @@ DESCRIPTION = (
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     """Add the subcommand's arguments to its parser ``p``."""
-    p.add_argument(
-        "--problems",
-        nargs="+",
+    add_problems_argument(
+        p,
         default=["teacher", "features"],
-        metavar="NAME",
         help="teacher, features (synthetic) and minilm (the linearized MiniLM with N = 32 review "
         "sentences: needs the models extra and the review data, ~20 ms per Adam step) "
         "(default: teacher features)",
     )
     p.add_argument("--inits", nargs="+", metavar="INIT", help="inits (default: all five)")
     p.add_argument("--rank", type=int_in(1, 4096), default=4, help="LoRA rank (default: %(default)s)")
-    p.add_argument(
-        "--seeds", type=int_in(1, 10_000), default=5, help="seeds 0..S-1 per init (default: %(default)s)"
-    )
+    add_seeds_argument(p, default=5)
     p.add_argument(
         "--lrs",
         type=positive_float,
@@ -46,9 +50,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--steps", type=int_in(1, 10**7), default=2000, help="Adam steps per run (default: %(default)s)"
     )
-    p.add_argument(
-        "--out", default="loracheck-report", metavar="DIR", help="output directory (default: %(default)s)"
-    )
+    add_out_argument(p)
     p.add_argument(
         "--gradient",
         choices=["sampled", "full"],
@@ -57,7 +59,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "once: the full gradient when N <= 128) or the full gradient (default: %(default)s)",
     )
     p.add_argument("--fresh", action="store_true", help="ignore an earlier speed.json in DIR")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_no_progress_argument(p)
 
 
 def handle(args: argparse.Namespace) -> int:
@@ -78,9 +80,7 @@ def handle(args: argparse.Namespace) -> int:
     lrs = args.lrs or list(DEFAULT_LRS)
     if any(not (lr > 0 and math.isfinite(lr)) for lr in lrs):
         raise BadInput(f"--lrs: expected positive finite learning rates, got {lrs}")
-    out = Path(args.out)
-    if out.exists() and not out.is_dir():
-        raise BadInput(f"--out: expected a directory, got an existing file {str(out)!r}")
+    out = out_dir(args.out)
     path = out / "speed.json"
     try:
         data = speed_experiment(

@@ -10,7 +10,16 @@ import sys
 from pathlib import Path
 
 from theory.errors import UserInputError
-from verify.cli.common import EXIT_INTERNAL, BadInput, int_in, phase_exit_code, stopped
+from verify.cli.common import (
+    EXIT_INTERNAL,
+    BadInput,
+    add_no_progress_argument,
+    add_out_argument,
+    int_in,
+    out_dir,
+    phase_exit_code,
+    stopped,
+)
 from verify.signals import exit_code
 from verify.terminal import printable
 
@@ -45,9 +54,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "--resume", action="store_true", help="continue the store: skip finished tasks, re-run failed ones"
     )
     mode.add_argument("--fresh", action="store_true", help="delete an existing store of this name first")
-    p.add_argument(
-        "--out", default="loracheck-report", metavar="DIR", help="output directory (default: %(default)s)"
-    )
+    add_out_argument(p)
     p.add_argument("--store", metavar="PATH", help="the result store (default: DIR/NAME.sqlite)")
     p.add_argument(
         "--no-retry-failed", action="store_true", help="with --resume: leave failed tasks as they are"
@@ -66,7 +73,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="refuse a config that expands to more than N tasks, counted before expanding "
         "(default: 1,000,000)",
     )
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_no_progress_argument(p)
 
 
 def handle(args: argparse.Namespace) -> int:
@@ -81,9 +88,7 @@ def handle(args: argparse.Namespace) -> int:
         parse_executor(args.executor)
     except UserInputError as exc:
         raise BadInput(str(exc)) from None
-    out = Path(args.out)
-    if out.exists() and not out.is_dir():
-        raise BadInput(f"--out: expected a directory, got an existing file {str(out)!r}")
+    out = out_dir(args.out)
     store = Path(args.store) if args.store else out / f"{cfg.name}.sqlite"
     config = Path(args.config)
     if config.parent.resolve() == store.parent.resolve() and re.fullmatch(
