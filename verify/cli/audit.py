@@ -114,12 +114,7 @@ def handle(args: argparse.Namespace) -> int:
             f"--save-dir: expected a directory other than the one holding FILE (a saved counterexample, "
             f"which the replay would write over), got {args.save_dir!r}"
         )
-    try:
-        replay, plan, point, point_source, resume = _plan(
-            args, problem, extras, path, claims, ranks, scale, out
-        )
-    except UserInputError as exc:
-        raise BadInput(str(exc)) from None
+    replay, plan, point, point_source, resume = _plan(args, problem, extras, path, claims, ranks, scale, out)
     _check_plan(args, problem, plan, point, ranks, replay)
     fp = problem.fingerprint()
     print(
@@ -195,10 +190,7 @@ def _replay(args: argparse.Namespace, path: Path) -> int:
     print(f"{path}: a {cx.kind!r} counterexample of {cx.claim}")
     shown = ", ".join(f"{k}={v}" for k, v in cx.options.items())
     print(f"recomputing the saved numbers (options: {shown})")
-    try:
-        result = replay_counterexample(cx)
-    except UserInputError as exc:
-        raise BadInput(str(exc)) from None
+    result = replay_counterexample(cx)
     print(result.table())
     return result.exit_code
 

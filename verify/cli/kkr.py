@@ -8,7 +8,6 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from theory.errors import UserInputError
 from verify.cli.common import (
     BadInput,
     add_no_progress_argument,
@@ -208,19 +207,16 @@ def handle(args: argparse.Namespace) -> int:
     if args.recertify:
         return _kkr_recertify(args, out)
     path = out / "kkr.json"
-    try:
-        data = kkr_experiment(
-            args.problems,
-            out=path,
-            inits=inits,
-            seeds=tuple(range(args.seeds)),
-            lams=args.lams,
-            samples=args.samples,
-            fresh=args.fresh,
-            progress=False if args.no_progress else None,
-        )
-    except UserInputError as exc:
-        raise BadInput(str(exc)) from None
+    data = kkr_experiment(
+        args.problems,
+        out=path,
+        inits=inits,
+        seeds=tuple(range(args.seeds)),
+        lams=args.lams,
+        samples=args.samples,
+        fresh=args.fresh,
+        progress=False if args.no_progress else None,
+    )
     code = 0
     for key, entry in data["configurations"].items():
         code = max(code, _print_kkr_entry(key, entry))
@@ -243,10 +239,7 @@ def _kkr_recertify(args: argparse.Namespace, out: Path) -> int:
     if args.dense_max < 0:
         raise BadInput(f"--dense-max: expected an int >= 0, got {args.dense_max}")
     path = out / "kkr-recertified.json"
-    try:
-        data = kkr_recertify(out / "kkr.json", runs, out=path, dense_max=args.dense_max, fresh=args.fresh)
-    except UserInputError as exc:
-        raise BadInput(str(exc)) from None
+    data = kkr_recertify(out / "kkr.json", runs, out=path, dense_max=args.dense_max, fresh=args.fresh)
     print(f"{data['configuration']}: saved end points re-certified (zero columns in closed form)")
     print(f"  {'run':>9} {'saved':>9} {'now':>9} {'grad':>9} {'lambda_min':>11} {'lower':>11}  route")
     for r in data["runs"]:
@@ -271,17 +264,14 @@ def _kkr_tables(args: argparse.Namespace, out: Path) -> int:
 
     for name in args.problems:
         path = out / f"kkr-tables-{name}.json"
-        try:
-            kw: dict[str, Any] = {
-                "samples": args.samples,
-                "fresh": args.fresh,
-                "progress": False if args.no_progress else None,
-            }
-            if args.lams:
-                kw["lams"] = args.lams
-            data = kkr_paper_tables(name, out=path, **kw)
-        except UserInputError as exc:
-            raise BadInput(str(exc)) from None
+        kw: dict[str, Any] = {
+            "samples": args.samples,
+            "fresh": args.fresh,
+            "progress": False if args.no_progress else None,
+        }
+        if args.lams:
+            kw["lams"] = args.lams
+        data = kkr_paper_tables(name, out=path, **kw)
         print(f"\n{name}: rank of the penalized minimizer vs weight decay (Table 1 in shape)")
         print(f"  {'lam':>8} {'rank':>5} {'||X||_*':>9} {'||X||_F':>9} {'risk':>9} {'test':>9}  reference")
         for r in data["table1"]:

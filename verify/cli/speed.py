@@ -6,7 +6,6 @@ import argparse
 import math
 from typing import Any
 
-from theory.errors import UserInputError
 from verify.cli.common import (
     BadInput,
     add_no_progress_argument,
@@ -82,21 +81,18 @@ def handle(args: argparse.Namespace) -> int:
         raise BadInput(f"--lrs: expected positive finite learning rates, got {lrs}")
     out = out_dir(args.out)
     path = out / "speed.json"
-    try:
-        data = speed_experiment(
-            args.problems,
-            out=path,
-            inits=inits,
-            rank=args.rank,
-            seeds=list(range(args.seeds)),
-            lrs=lrs,
-            steps=args.steps,
-            gradient=args.gradient,
-            fresh=args.fresh,
-            progress=False if args.no_progress else None,
-        )
-    except UserInputError as exc:
-        raise BadInput(str(exc)) from None
+    data = speed_experiment(
+        args.problems,
+        out=path,
+        inits=inits,
+        rank=args.rank,
+        seeds=list(range(args.seeds)),
+        lrs=lrs,
+        steps=args.steps,
+        gradient=args.gradient,
+        fresh=args.fresh,
+        progress=False if args.no_progress else None,
+    )
     print(
         f"steps of Adam to 90% / 99% of the way to the certified optimum: median [min-max] over "
         f"{args.seeds} seeds at each init's best lr ('>T': not within T = {args.steps} steps)"

@@ -9,7 +9,6 @@ import re
 import sys
 from pathlib import Path
 
-from theory.errors import UserInputError
 from verify.cli.common import (
     EXIT_INTERNAL,
     BadInput,
@@ -83,11 +82,8 @@ def handle(args: argparse.Namespace) -> int:
     from verify.sweep.executors import parse_executor
     from verify.sweep.runner import run_sweep
 
-    try:
-        cfg = load_config(args.config)
-        parse_executor(args.executor)
-    except UserInputError as exc:
-        raise BadInput(str(exc)) from None
+    cfg = load_config(args.config)
+    parse_executor(args.executor)
     out = out_dir(args.out)
     store = Path(args.store) if args.store else out / f"{cfg.name}.sqlite"
     config = Path(args.config)
@@ -110,8 +106,6 @@ def handle(args: argparse.Namespace) -> int:
             progress=False if args.no_progress else None,
             **({"max_tasks": args.max_tasks} if args.max_tasks is not None else {}),
         )
-    except UserInputError as exc:
-        raise BadInput(str(exc)) from None
     except SweepAborted as exc:
         print(printable(f"loracheck: error: {exc}"), file=sys.stderr)
         return EXIT_INTERNAL
