@@ -58,7 +58,7 @@ import torch
 from torch import Tensor
 
 from landscapes.lora import LoRAPoint
-from landscapes.problem import Blocks, Problem
+from landscapes.problem import Blocks, Problem, check_block_matrices
 from theory.errors import UserInputError
 
 __all__ = [
@@ -328,18 +328,9 @@ def direction_indices(
 
 
 def _check_blocks(name: str, X: Sequence[Tensor] | None, problem: Problem) -> Blocks:
-    if X is None or isinstance(X, Tensor) or len(X) != len(problem.blocks):
-        got = "None" if X is None else (type(X).__name__ if isinstance(X, Tensor) else f"{len(X)} matrices")
-        raise UserInputError(f"{name}: expected {len(problem.blocks)} matrices (one per block), got {got}")
-    out = []
-    for j, (x, shape) in enumerate(zip(X, problem.blocks)):
-        if not isinstance(x, Tensor) or tuple(x.shape) != shape:
-            found = tuple(x.shape) if isinstance(x, Tensor) else type(x).__name__
-            raise UserInputError(f"{name}[{j}]: expected shape {shape}, got {found}")
-        if not bool(torch.isfinite(x).all()):
-            raise UserInputError(f"{name}[{j}]: expected finite entries, got NaN or inf")
-        out.append(x.to(dtype=problem.dtype, device=problem.device))
-    return tuple(out)
+    """One finite matrix per block of ``problem`` (any dtype and device), cast to the problem's."""
+    checked = check_block_matrices(name, X, problem.blocks)
+    return tuple(x.to(dtype=problem.dtype, device=problem.device) for x in checked)
 
 
 def init_lora(

@@ -72,6 +72,41 @@ def check_matrix(name: str, x: object, rows: int, cols: int | None, dtype: torch
     return x
 
 
+def check_block_matrices(
+    name: str,
+    X: Sequence[Tensor] | None,
+    blocks: Sequence[tuple[int, int]],
+    *,
+    dtype: torch.dtype | None = None,
+    device: torch.device | None = None,
+    finite: bool = True,
+) -> Blocks:
+    """``X`` as a tuple if it holds one ``m_j x n_j`` matrix per block ``(m_j, n_j)`` of ``blocks``.
+
+    Else a :class:`~theory.errors.UserInputError` naming ``name`` (``name[j]`` for one matrix): the
+    number of matrices expected and what was given, the shape expected and the one given, and, when
+    asked, the dtype (``dtype``), the device type (``device``) or non-finite entries (``finite``).
+    Matrix ``j`` is checked in full before matrix ``j + 1``.
+    """
+    if X is None or isinstance(X, Tensor) or len(X) != len(blocks):
+        if X is None or isinstance(X, Tensor):
+            got = type(X).__name__ if X is not None else "None"
+        else:
+            got = f"{len(X)} matri{'x' if len(X) == 1 else 'ces'}"
+        raise UserInputError(f"{name}: expected {len(blocks)} matrices (one per block), got {got}")
+    for j, (x, shape) in enumerate(zip(X, blocks)):
+        if not isinstance(x, Tensor) or tuple(x.shape) != shape:
+            found = tuple(x.shape) if isinstance(x, Tensor) else type(x).__name__
+            raise UserInputError(f"{name}[{j}]: expected shape {shape}, got {found}")
+        if dtype is not None and x.dtype != dtype:
+            raise UserInputError(f"{name}[{j}]: expected dtype {dtype}, got {x.dtype}")
+        if device is not None and x.device.type != torch.device(device).type:
+            raise UserInputError(f"{name}[{j}]: expected device {device}, got {x.device}")
+        if finite and not bool(torch.isfinite(x).all()):
+            raise UserInputError(f"{name}[{j}]: expected finite entries, got NaN or inf")
+    return tuple(X)
+
+
 def magnitude_bound(dtype: torch.dtype) -> float:
     r"""The largest Frobenius norm accepted for an input array of ``dtype``: :math:`M^{1/4}`.
 
@@ -360,7 +395,7 @@ class Problem:
         return tuple(torch.zeros(m, n, dtype=self.dtype, device=self.device) for m, n in self.blocks)
 
     def check_point(self, D: Sequence[Tensor], name: str = "D") -> Blocks:
-        """Validate a point (one matrix per block) and return it as a tuple."""
+        """Validate a point (one matrix per block: shape and dtype) and return it as a tuple."""
         if isinstance(D, Tensor):
             if len(self.blocks) == 1:
                 D = (D,)
@@ -370,13 +405,8 @@ class Problem:
                 )
         if len(D) != len(self.blocks):
             raise UserInputError(f"{name}: expected {len(self.blocks)} blocks, got {len(D)}")
-        for j, (Dj, shape) in enumerate(zip(D, self.blocks)):
-            if not isinstance(Dj, Tensor) or tuple(Dj.shape) != shape:
-                got = tuple(Dj.shape) if isinstance(Dj, Tensor) else type(Dj).__name__
-                raise UserInputError(f"{name}[{j}]: expected shape {shape}, got {got}")
-            if Dj.dtype != self.dtype:
-                raise UserInputError(f"{name}[{j}]: expected dtype {self.dtype}, got {Dj.dtype}")
-        return tuple(D)
+        # Shapes and dtype only: the entries are not scanned for NaN or inf.
+        return check_block_matrices(name, D, self.blocks, dtype=self.dtype, finite=False)
 
     def vec(self, D: Sequence[Tensor]) -> Tensor:
         """Concatenated row-major flattening of the blocks, shape ``(p,)``."""

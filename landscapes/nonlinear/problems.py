@@ -44,6 +44,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from landscapes.problem import Problem, check_block_matrices
 from theory.errors import InputTypeError, UserInputError
 
 __all__ = [
@@ -138,23 +139,9 @@ class NonlinearProblem:
     # ---- points --------------------------------------------------------------------------------
     def check_point(self, X: Sequence[Tensor], name: str = "X") -> Blocks:
         """Validate one matrix per block (shape, dtype, device, finite entries) and return them as a tuple."""
-        if isinstance(X, Tensor):
-            X = (X,) if len(self.blocks) == 1 else X
-        if isinstance(X, Tensor) or len(X) != len(self.blocks):
-            raise UserInputError(f"{name}: expected {len(self.blocks)} matrices (one per block)")
-        out = []
-        for j, (x, shape) in enumerate(zip(X, self.blocks)):
-            if not isinstance(x, Tensor) or tuple(x.shape) != shape:
-                got = tuple(x.shape) if isinstance(x, Tensor) else type(x).__name__
-                raise UserInputError(f"{name}[{j}]: expected shape {shape}, got {got}")
-            if x.dtype != self.dtype:
-                raise UserInputError(f"{name}[{j}]: expected dtype {self.dtype}, got {x.dtype}")
-            if x.device.type != torch.device(self.device).type:
-                raise UserInputError(f"{name}[{j}]: expected device {self.device}, got {x.device}")
-            if not bool(torch.isfinite(x).all()):
-                raise UserInputError(f"{name}[{j}]: expected finite entries, got NaN or inf")
-            out.append(x)
-        return tuple(out)
+        if isinstance(X, Tensor) and len(self.blocks) == 1:
+            X = (X,)
+        return check_block_matrices(name, X, self.blocks, dtype=self.dtype, device=self.device)
 
     def zeros(self) -> Blocks:
         """``X = 0`` (the pretrained weights)."""
@@ -302,6 +289,23 @@ def _sensing_inputs(
     return M, Xs, M_test
 
 
+def _sensing_risk(
+    Mflat: Tensor, y: Tensor, link: Callable[[Tensor], Tensor] | None = None
+) -> Callable[[Blocks], Tensor]:
+    r"""The risk :math:`\frac{1}{2N}\sum_i (\phi(\langle M_i, X_1\rangle) - y_i)^2`, :math:`\phi` = ``link``.
+
+    ``Mflat`` holds :math:`\operatorname{vec} M_i` (row-major) as rows; ``link=None`` is the
+    identity (the quadratic risk).
+    """
+
+    def risk(X: Blocks) -> Tensor:
+        z = Mflat @ X[0].reshape(-1)
+        r = (z if link is None else link(z)) - y
+        return 0.5 * (r * r).mean()
+
+    return risk
+
+
 def matrix_sensing(
     *,
     m: int,
@@ -344,16 +348,15 @@ def matrix_sensing(
         y_test=y_test if n_test > 0 else None,
         seed=seed,
         name=f"sensing-{m}x{n}-N{N}-r{rank}-c{condition:g}-k{measurement_condition:g}",
-        meta={
-            "risk_nonnegative": True,
-            "family": "matrix_sensing",
-            "N": N,
-            "rank": rank,
-            "condition": condition,
-            "measurement_condition": measurement_condition,
-            "noise": noise,
-            "seed": seed,
-        },
+        meta=_family_meta(
+            "matrix_sensing",
+            N=N,
+            rank=rank,
+            condition=condition,
+            measurement_condition=measurement_condition,
+            noise=noise,
+            seed=seed,
+        ),
     )
 
 
@@ -378,27 +381,15 @@ def quadratic_sensing(
     linearized ``Problem`` (``linear``: f0 = 0, squared loss, mean), so the certified NUC solver and
     the eigenvalues of :math:`J^\top J/N` apply.
     """
-    from landscapes.problem import Problem
-
     m, n = shape
     N = Mflat.shape[0]
 
-    def risk(X: Blocks) -> Tensor:
-        r = Mflat @ X[0].reshape(-1) - y
-        return 0.5 * (r * r).mean()
-
     def batch_risk(X: Blocks, idx: Tensor) -> Tensor:
-        r = Mflat[idx] @ X[0].reshape(-1) - y[idx]
-        return 0.5 * (r * r).mean()
+        return _sensing_risk(Mflat[idx], y[idx])(X)
 
     test_risk = None
     if M_test is not None and y_test is not None:
-        Mt, yt = M_test, y_test
-
-        def test_risk(X: Blocks) -> Tensor:
-            r = Mt @ X[0].reshape(-1) - yt
-            return 0.5 * (r * r).mean()
-
+        test_risk = _sensing_risk(M_test, y_test)
     linear = Problem(
         Mflat,
         torch.zeros(N, 1, dtype=torch.float64),
@@ -410,7 +401,7 @@ def quadratic_sensing(
         name=linear_name,
     )
     return NonlinearProblem(
-        risk,
+        _sensing_risk(Mflat, y),
         ((m, n),),
         (lam,),
         x_star=(x_star,),
@@ -491,14 +482,7 @@ def nonlinear_sensing(
     y = phi(Mflat @ Xs.reshape(-1))
     y_test = phi(Mflat_test @ Xs.reshape(-1))
 
-    def risk(X: Blocks) -> Tensor:
-        r = phi(Mflat @ X[0].reshape(-1)) - y
-        return 0.5 * (r * r).mean()
-
-    def test_risk(X: Blocks) -> Tensor:
-        r = phi(Mflat_test @ X[0].reshape(-1)) - y_test
-        return 0.5 * (r * r).mean()
-
+    risk = _sensing_risk(Mflat, y, phi)
     # Machine-readable form of ``risk`` (for certified restricted constants); kept off ``meta``,
     # which reports serialize and :func:`shifted` copies onto a different risk.
     risk.structure = SensingStructure(M, y, link)  # type: ignore[attr-defined]
@@ -507,7 +491,7 @@ def nonlinear_sensing(
         (m, n),
         lam,
         Xs,
-        test_risk=test_risk,
+        test_risk=_sensing_risk(Mflat_test, y_test, phi),
         n_test=n_test,
         name=f"{link}-sensing-{m}x{n}-N{N}-r{rank}-c{condition:g}",
         family="nonlinear_sensing",
@@ -529,6 +513,15 @@ def _half_squared(
         return 0.5 * (r * r).sum() / count
 
     return risk
+
+
+def _family_meta(family: str, **params: Any) -> dict[str, Any]:
+    """The ``meta`` of a built-in family: its risk is nonnegative, its name, then ``params`` in order.
+
+    (``risk_nonnegative`` gives :func:`~landscapes.nonlinear.penalized.minimize_penalized` the lower
+    bound 0 on the risk.)
+    """
+    return {"risk_nonnegative": True, "family": family, **params}
 
 
 def _planted_problem(
@@ -557,7 +550,7 @@ def _planted_problem(
         test_risk=test_risk if n_test > 0 else None,
         batch_risk=batch_risk,
         name=name,
-        meta={"risk_nonnegative": True, "family": family, **meta},
+        meta=_family_meta(family, **meta),
     )
 
 
@@ -604,10 +597,28 @@ def _teacher_problem(
     )
 
 
-def _teacher_factor(m: int, n: int, rank: int, scale: float, gen: torch.Generator) -> Tensor:
+def _teacher_data(
+    sample: tuple[int, ...],
+    N: int,
+    n_test: int,
+    shape: tuple[int, int],
+    rank: int,
+    scale: float,
+    gen: torch.Generator,
+) -> tuple[Tensor, Tensor, Tensor]:
+    r"""Gaussian inputs, a planted teacher and held-out inputs, drawn from ``gen`` in that order.
+
+    The ``N`` inputs and the ``n_test`` held-out ones have shape ``sample`` each; the teacher
+    :math:`X^\star` of shape ``shape`` has rank ``rank`` and all its singular values equal to
+    ``scale``.  The held-out inputs come last, so the training draws do not depend on ``n_test``.
+    """
+    m, n = shape
     if isinstance(rank, bool) or not isinstance(rank, int) or not 1 <= rank <= min(m, n):
         raise UserInputError(f"rank: expected an int in [1, min(m, n)] = [1, {min(m, n)}], got {rank!r}")
-    return _planted(m, n, rank, 1.0, scale, gen)
+    inputs = torch.randn(N, *sample, generator=gen, dtype=torch.float64)
+    x_star = _planted(m, n, rank, 1.0, scale, gen)
+    test_inputs = torch.randn(n_test, *sample, generator=gen, dtype=torch.float64)
+    return inputs, x_star, test_inputs
 
 
 def two_layer(
@@ -635,9 +646,7 @@ def two_layer(
     gen = torch.Generator().manual_seed(seed)
     W0 = torch.randn(m, n, generator=gen, dtype=torch.float64) / math.sqrt(n)
     C = torch.randn(K, m, generator=gen, dtype=torch.float64) / math.sqrt(m)
-    x = torch.randn(N, n, generator=gen, dtype=torch.float64)
-    Xs = _teacher_factor(m, n, rank, scale, gen)
-    x_test = torch.randn(n_test, n, generator=gen, dtype=torch.float64)
+    x, Xs, x_test = _teacher_data((n,), N, n_test, (m, n), rank, scale, gen)
 
     def predict(X0: Tensor, inputs: Tensor) -> Tensor:
         return torch.tanh(inputs @ (W0 + X0).T) @ C.T
@@ -684,9 +693,7 @@ def attention_block(
     gen = torch.Generator().manual_seed(seed)
     Wq, Wk, Wv = (torch.randn(d, d, generator=gen, dtype=torch.float64) / math.sqrt(d) for _ in range(3))
     head = torch.randn(K, d, generator=gen, dtype=torch.float64) / math.sqrt(d)
-    Z = torch.randn(N, T, d, generator=gen, dtype=torch.float64)
-    Xs = _teacher_factor(d, d, rank, scale, gen)
-    Z_test = torch.randn(n_test, T, d, generator=gen, dtype=torch.float64)
+    Z, Xs, Z_test = _teacher_data((T, d), N, n_test, (d, d), rank, scale, gen)
 
     def predict(X0: Tensor, Z: Tensor) -> Tensor:
         att = torch.softmax(Z @ (Wq + X0) @ Wk.T @ Z.transpose(1, 2) / math.sqrt(d), dim=-1)
@@ -767,12 +774,7 @@ def double_well(*, lam: float = 0.05) -> NonlinearProblem:
         (float(lam),),
         x_star=(torch.diag(torch.tensor([x1, 0.0], dtype=torch.float64)),),
         name=f"double-well-lam{lam:g}",
-        meta={
-            "risk_nonnegative": True,
-            "family": "double_well",
-            "lam": float(lam),
-            "penalized_minimum": double_well_minimum(lam),
-        },
+        meta=_family_meta("double_well", lam=float(lam), penalized_minimum=double_well_minimum(lam)),
     )
 
 
