@@ -125,7 +125,7 @@ def eigsh_lambda_min(
     """ARPACK on the HVP operator; stopped (no estimate) when the matvec or time budget runs out."""
     from scipy.sparse.linalg import ArpackNoConvergence, LinearOperator, eigsh
 
-    from landscapes._threads import scipy_blas_single_thread
+    from landscapes.threads import scipy_blas_single_thread
 
     t0 = time.perf_counter()
     start = op.count

@@ -73,7 +73,7 @@ import numpy as np
 import scipy.linalg as sla
 from numpy.typing import NDArray
 
-from landscapes._threads import scipy_blas_single_thread
+from landscapes.threads import scipy_blas_single_thread
 from theory.errors import UserInputError
 from theory.search import bisect_boundary
 

@@ -24,8 +24,8 @@ import scipy.optimize as sopt
 import torch
 from torch import Tensor
 
-from landscapes._threads import scipy_blas_single_thread
 from landscapes.problem import Blocks, Problem
+from landscapes.threads import scipy_blas_single_thread
 from theory.errors import UserInputError
 
 __all__ = ["FTSolution", "solve_ft", "separating_direction"]

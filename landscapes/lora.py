@@ -392,8 +392,8 @@ def minimize_lora(
     """
     import numpy as np
 
-    from landscapes._threads import scipy_blas_single_thread
     from landscapes.lbfgs import lbfgs
+    from landscapes.threads import scipy_blas_single_thread
 
     ranks = [rank] * len(problem.blocks) if isinstance(rank, int) else list(rank)
     if len(ranks) != len(problem.blocks):

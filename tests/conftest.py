@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 
-# Before torch is imported by any test module: OpenMP threads sleep when idle (see verify/cli.py).
+# Before any test module imports torch: idle OpenMP threads sleep (as in the command: _loracheck.py).
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 from hypothesis import HealthCheck, settings  # noqa: E402

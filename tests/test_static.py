@@ -5,7 +5,7 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-PACKAGES = ["theory", "landscapes", "verify", "figures"]
+PACKAGES = ["theory", "landscapes", "verify", "figures", "_loracheck.py"]
 
 
 def test_ruff_clean():

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from landscapes.io import atomic_write_text
+from landscapes.threads import record as threads_record
 from theory.errors import UserInputError
 from verify.checker import fmt, registered
 from verify.results import ResultsFile, results_schema
@@ -177,7 +178,11 @@ def validate_json(data: Any, schema: Mapping[str, Any], where: str) -> None:
 
 
 def environment() -> dict[str, Any]:
-    """Versions and thread counts, recorded in every report."""
+    """Versions and thread counts, recorded in every report.
+
+    ``threads``: what the thread policy chose in this process (:func:`landscapes.threads.record`):
+    who decided, the process-wide count and how many checks ran with each count.
+    """
     from importlib.metadata import PackageNotFoundError, version
 
     import numpy
@@ -197,6 +202,7 @@ def environment() -> dict[str, Any]:
         "scipy": scipy.__version__,
         "torch_threads": torch.get_num_threads(),
         "cpu_count": os.cpu_count(),
+        "threads": threads_record(),
     }
 
 

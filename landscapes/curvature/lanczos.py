@@ -53,7 +53,7 @@ def smallest_ritz_pair(
     """
     from scipy.sparse.linalg import ArpackNoConvergence, eigsh
 
-    from landscapes._threads import scipy_blas_single_thread
+    from landscapes.threads import scipy_blas_single_thread
 
     v0 = np.random.default_rng(seed).standard_normal(P)
     converged = True
@@ -177,7 +177,7 @@ def refine_compressed(
     """
     from scipy.sparse.linalg import ArpackNoConvergence, eigsh
 
-    from landscapes._threads import scipy_blas_single_thread
+    from landscapes.threads import scipy_blas_single_thread
 
     comp = _Compressed(op, G)
     v0 = start.detach().cpu().numpy()

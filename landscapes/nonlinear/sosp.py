@@ -178,7 +178,7 @@ def train_sgd(
 def _lbfgs(problem: NonlinearProblem, start: Factors, max_iter: int, grad_tol: float) -> Factors:
     import scipy.optimize as sopt
 
-    from landscapes._threads import scipy_blas_single_thread
+    from landscapes.threads import scipy_blas_single_thread
 
     def fun(x: np.ndarray) -> tuple[float, np.ndarray]:
         A, B = unflatten_factors(

@@ -166,7 +166,7 @@ def test_serial_executor_protocol():
 def test_a_task_pins_threads_and_restores_them():
     from threadpoolctl import threadpool_info
 
-    import verify.sweep.tasks as vt
+    import landscapes.threads as vt
 
     def blas() -> list[int]:
         return [i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"]

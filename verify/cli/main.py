@@ -17,10 +17,10 @@ from __future__ import annotations
 
 import argparse
 import errno
-import os
 import sys
 from collections.abc import Sequence
 
+from landscapes.threads import configure_process
 from theory.errors import UserInputError
 from verify.cli import audit, claims, experiment, figures, kkr, phase, run, schema, speed, sweep
 from verify.cli.common import EXIT_BAD_INPUT, EXIT_INTERNAL, Parser, stopped
@@ -92,10 +92,6 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _main(argv: Sequence[str] | None) -> int:
-    # Before torch loads OpenMP: idle worker threads sleep instead of spinning.  On a 2-core machine
-    # with any other load, spinning threads made a 384 x 384 NUC solve 10x slower (measured 56 s
-    # vs 5 s with a benchmark running beside it).  A user's own setting wins.
-    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     parser = _parser()
     try:
         args = parser.parse_args(argv)
@@ -105,6 +101,8 @@ def _main(argv: Sequence[str] | None) -> int:
         parser.print_help()
         return EXIT_BAD_INPUT
     try:
+        # --threads (run) or the user's OMP_NUM_THREADS ...; else the free cores now (landscapes.threads)
+        configure_process(getattr(args, "threads", None))
         return COMMANDS[args.command].handle(args)
     except UserInputError as exc:  # only bad input is exit 3; any other failure is exit 4
         print(printable(f"loracheck: error: {exc}"), file=sys.stderr)

@@ -63,14 +63,16 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="recompute everything (default: an interrupted run's finished verdicts in DIR are reused)",
     )
     p.add_argument(
-        "--threads", type=int_in(1, 4096), default=None, metavar="N", help="torch threads (default: torch's)"
+        "--threads",
+        type=int_in(1, 4096),
+        default=None,
+        metavar="N",
+        help="threads for every check (default: one for small problems, the free cores for large ones)",
     )
 
 
 def handle(args: argparse.Namespace) -> int:
     """Run the default suite and compare each verdict with the suite's record."""
-    import torch
-
     from verify.registry import CHECKERS
     from verify.report import build_report, evidence, exit_code, report_file, write_report
     from verify.run.record import compare, record_exit_code, record_summary
@@ -83,10 +85,6 @@ def handle(args: argparse.Namespace) -> int:
         suite_tasks,
     )
 
-    if args.threads is not None:
-        if args.threads < 1:
-            raise BadInput(f"--threads: expected a positive int, got {args.threads}")
-        torch.set_num_threads(args.threads)
     if args.claims:
         unknown = [c for c in args.claims if c not in CHECKERS]
         if unknown:

@@ -33,7 +33,6 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from landscapes._threads import scipy_blas_single_thread
 from landscapes.attention import (
     AttentionLoRA,
     HskSetting,
@@ -48,6 +47,7 @@ from landscapes.attention import (
     taylor_features,
 )
 from landscapes.eps_rank import EpsRankBounds, eps_rank_bounds, orthogonal_vectors_pre_activations
+from landscapes.threads import scipy_blas_single_thread
 from theory.errors import InputTypeError, UserInputError, finite_number
 from theory.hsk import doubling_lengths, far_crossover, polynomial_method_table, rank_crossover
 from verify.checker import Judge, checker, fmt, num

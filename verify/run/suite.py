@@ -12,11 +12,13 @@ from typing import Any
 
 from landscapes.catalog import ProblemSpec, build_problem
 from landscapes.nuc import NucSolution, solve_nuc
+from landscapes.threads import work_threads
 from theory.errors import UserInputError
 from verify.registry import EVIDENCE_CLAIMS, NUC_CLAIMS, get_checker
 from verify.verdict import Verdict, jsonable
 
 __all__ = [
+    "gradient_work",
     "ProblemSpec",
     "DEFAULT_SUITE",
     "REAL_SUITE",
@@ -293,6 +295,39 @@ def suite_tasks(
     return [(s, c) for s in suite for c in s.claims if wanted is None or c in wanted]
 
 
+def gradient_work(problem: Any) -> float:
+    r"""Multiply-adds of one gradient evaluation, roughly: :math:`KN \cdot P` for a linearized problem.
+
+    A non-linearized problem (no ``KN``) counts its parameters :math:`P` alone.  The thread policy's
+    measure of size (:func:`landscapes.threads.threads_for`).
+    """
+    P = sum(m * n for m, n in problem.blocks)
+    return float(getattr(problem, "KN", 1) * P)
+
+
+def _run_task(
+    spec: ProblemSpec,
+    claim: str,
+    problem: Any,
+    solutions: dict[str, NucSolution],
+    evidences: dict[str, Any],
+    save_dir: str | Path | None,
+) -> Verdict:
+    """One check of the suite, with the NUC solution and the [KKR25] evidence shared per problem."""
+    opts = dict(spec.checker_options.get(claim, {}))
+    if claim in EVIDENCE_CLAIMS:
+        if spec.name not in evidences:
+            from verify.kkr.checkers import collect_evidence
+
+            evidences[spec.name] = collect_evidence(problem, **spec.checker_options.get("evidence", {}))
+        opts.setdefault("evidence", evidences[spec.name])
+    if claim in NUC_CLAIMS:
+        if spec.name not in solutions:
+            solutions[spec.name] = solve_nuc(problem)
+        opts.setdefault("solution", solutions[spec.name])
+    return get_checker(claim)(problem, save_dir=save_dir, **opts)
+
+
 def run_suite(
     suite: Sequence[ProblemSpec] = DEFAULT_SUITE,
     *,
@@ -327,20 +362,9 @@ def run_suite(
             if spec.name not in problems:
                 problems[spec.name] = build_problem(spec)
             problem = problems[spec.name]
-            opts = dict(spec.checker_options.get(claim, {}))
-            if claim in EVIDENCE_CLAIMS:
-                if spec.name not in evidences:
-                    from verify.kkr.checkers import collect_evidence
-
-                    evidences[spec.name] = collect_evidence(
-                        problem, **spec.checker_options.get("evidence", {})
-                    )
-                opts.setdefault("evidence", evidences[spec.name])
-            if claim in NUC_CLAIMS:
-                if spec.name not in solutions:
-                    solutions[spec.name] = solve_nuc(problem)
-                opts.setdefault("solution", solutions[spec.name])
-            yield get_checker(claim)(problem, save_dir=save_dir, **opts)
+            with work_threads(gradient_work(problem)):  # one thread for small problems
+                verdict = _run_task(spec, claim, problem, solutions, evidences, save_dir)
+            yield verdict
             bar.update(1)
     finally:
         bar.close()

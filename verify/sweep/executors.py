@@ -130,16 +130,16 @@ def make_executor(spec: str | ExecutorSpec) -> SerialExecutor | ProcessExecutor 
 
 
 def init_worker() -> None:
-    """Initialize a worker process: one torch thread, one BLAS thread, idle OpenMP threads sleep.
+    """Initialize a worker process: one torch thread and one BLAS thread for the process.
 
-    Runs in every process-pool worker (its ``initializer``) and on every Dask worker.
+    Runs in every process-pool worker (its ``initializer``) and on every Dask worker.  Idle OpenMP
+    threads sleep when the ``loracheck`` command started the sweep: the workers inherit its
+    ``OMP_WAIT_POLICY`` (:mod:`_loracheck`); set here it would come too late, torch being loaded
+    by the import of this module.
     """
-    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-    import torch
-    from threadpoolctl import threadpool_limits
+    from landscapes.threads import configure_process
 
-    torch.set_num_threads(1)
-    threadpool_limits(limits=1, user_api="blas")
+    configure_process(1)
     import verify.sweep.tasks  # noqa: F401  - import the worker entry before the first task arrives
 
 

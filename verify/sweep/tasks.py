@@ -23,17 +23,16 @@ the built-in ``"phase"`` (one LoRA training of the [JLR24] phase diagram,
 
 from __future__ import annotations
 
-import contextlib
 import importlib
 import json
 import os
 import socket
-import sys
 import time
 import traceback
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from typing import Any
 
+from landscapes.threads import single_threaded as single_thread
 from theory.errors import InputTypeError, UserInputError
 from verify.taskkind import REQUIRED, Param, TaskKind, canonical_json, derive_seed, task_hash
 
@@ -102,47 +101,6 @@ def resolve_task(name: str) -> TaskKind:
         )
     _RESOLVED[name] = kind
     return kind
-
-
-#: This process's threadpoolctl controller and the ``len(sys.modules)`` it was built at.
-_CONTROLLER: tuple[int, Any] | None = None
-
-
-def _blas_controller() -> Any:
-    """A ``threadpoolctl.ThreadpoolController`` of the native thread pools loaded in this process.
-
-    Building one scans every loaded shared library (about 1.7 ms here, more than a trivial
-    task); it is kept and rebuilt whenever the number of modules in ``sys.modules`` has changed
-    (a new BLAS library gets loaded by an import).  Not thread-safe, like the BLAS limits
-    themselves, which are global to the process.
-    """
-    global _CONTROLLER
-    n = len(sys.modules)
-    if _CONTROLLER is None or _CONTROLLER[0] != n:
-        from threadpoolctl import ThreadpoolController
-
-        _CONTROLLER = (n, ThreadpoolController())
-    return _CONTROLLER[1]
-
-
-@contextlib.contextmanager
-def single_thread() -> Iterator[None]:
-    """Run the body with one torch intra-op thread and one BLAS thread; restore both afterwards.
-
-    Parallel reductions sum in an order that depends on the thread count, so pinning the count
-    is what makes a task's floating-point result independent of the executor; a sweep gets its
-    parallelism from running tasks side by side instead.  The BLAS libraries limited are those
-    loaded when the body starts.
-    """
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        with _blas_controller().limit(limits=1, user_api="blas"):
-            yield
-    finally:
-        torch.set_num_threads(before)
 
 
 def _worker_name() -> str:

@@ -240,7 +240,7 @@ def _eckart_young_search(
     import numpy as np
     import scipy.optimize as sopt
 
-    from landscapes._threads import scipy_blas_single_thread
+    from landscapes.threads import scipy_blas_single_thread
 
     m, n = G.shape
     gen = torch.Generator().manual_seed(seed)
