@@ -217,7 +217,7 @@ def _table(summary: dict[str, Any]) -> str:
     lines = ["{:<8} {:>4} {:>8} {:>8} {:>8} {:>9} {:>9}".format(*head)]
 
     def f(x: Any, spec: str) -> str:
-        return "-" if x is None else format(x, spec)
+        return format("-", ">" + spec.split(".")[0]) if x is None else format(x, spec)
 
     for w, rows in summary.items():
         for load, r in rows.items():
