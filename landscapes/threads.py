@@ -51,6 +51,7 @@ __all__ = [
     "ThreadChoice",
     "configure",
     "configure_process",
+    "gradient_work",
     "cpu_share",
     "record",
     "scipy_blas_single_thread",
@@ -265,6 +266,17 @@ def configure_process(threads: int | None = None) -> ThreadChoice:
     global _PROCESS
     _PROCESS = choice
     return choice
+
+
+def gradient_work(problem: Any) -> float:
+    r"""Multiply-adds of one gradient evaluation of ``problem``, roughly: :math:`KN \cdot P`.
+
+    ``P`` is the number of adapted parameters (:math:`\sum_j m_j n_j` over ``problem.blocks``); a
+    problem without ``KN`` (not linearized) counts ``P`` alone.  The measure of size of
+    :func:`threads_for`.
+    """
+    P = sum(m * n for m, n in problem.blocks)
+    return float(getattr(problem, "KN", 1) * P)
 
 
 def threads_for(work: float) -> ThreadChoice:

@@ -49,6 +49,7 @@ from landscapes.io import loads_json
 from landscapes.lora import LoRAPoint
 from landscapes.nuc import NucSolution, solve_nuc
 from landscapes.problem import Problem
+from landscapes.threads import gradient_work, work_threads
 from theory.bounds import ranks_above_bound
 from theory.claims import DEFAULT_TOLERANCES
 from theory.errors import InputTypeError, UserInputError
@@ -629,12 +630,12 @@ def audit(
                 resumed += 1
             else:
                 opts = dict(task.options)
-                if task.claim in NUC_CLAIMS:
-                    if nuc is None:
-                        nuc = solve_nuc(problem, gap_rtol=1e-10) if problem.dtype == torch.float64 else None
-                    if nuc is not None:
+                with work_threads(gradient_work(problem)):  # one thread for a small problem
+                    if task.claim in NUC_CLAIMS and nuc is None and problem.dtype == torch.float64:
+                        nuc = solve_nuc(problem, gap_rtol=1e-10)
+                    if task.claim in NUC_CLAIMS and nuc is not None:
                         opts["solution"] = nuc
-                verdicts.append(get_checker(task.claim)(problem, save_dir=save_dir, **opts))
+                    verdicts.append(get_checker(task.claim)(problem, save_dir=save_dir, **opts))
             bar.update(1)
             if on_verdict is not None:
                 on_verdict(partial(False))

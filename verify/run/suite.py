@@ -12,13 +12,12 @@ from typing import Any
 
 from landscapes.catalog import ProblemSpec, build_problem
 from landscapes.nuc import NucSolution, solve_nuc
-from landscapes.threads import work_threads
+from landscapes.threads import gradient_work, work_threads
 from theory.errors import UserInputError
 from verify.registry import EVIDENCE_CLAIMS, NUC_CLAIMS, get_checker
 from verify.verdict import Verdict, jsonable
 
 __all__ = [
-    "gradient_work",
     "ProblemSpec",
     "DEFAULT_SUITE",
     "REAL_SUITE",
@@ -293,16 +292,6 @@ def suite_tasks(
         for c in wanted:
             get_checker(c)  # raises a clear KeyError for an unknown claim
     return [(s, c) for s in suite for c in s.claims if wanted is None or c in wanted]
-
-
-def gradient_work(problem: Any) -> float:
-    r"""Multiply-adds of one gradient evaluation, roughly: :math:`KN \cdot P` for a linearized problem.
-
-    A non-linearized problem (no ``KN``) counts its parameters :math:`P` alone.  The thread policy's
-    measure of size (:func:`landscapes.threads.threads_for`).
-    """
-    P = sum(m * n for m, n in problem.blocks)
-    return float(getattr(problem, "KN", 1) * P)
 
 
 def _run_task(
