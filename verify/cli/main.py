@@ -20,7 +20,7 @@ import errno
 import sys
 from collections.abc import Sequence
 
-from landscapes.threads import configure_process
+from landscapes.threads import command_threads
 from theory.errors import UserInputError
 from verify.cli import audit, claims, experiment, figures, kkr, phase, run, schema, speed, sweep
 from verify.cli.common import EXIT_BAD_INPUT, EXIT_INTERNAL, Parser, stopped
@@ -101,9 +101,9 @@ def _main(argv: Sequence[str] | None) -> int:
         parser.print_help()
         return EXIT_BAD_INPUT
     try:
-        # --threads (run) or the user's OMP_NUM_THREADS ...; else the free cores now (landscapes.threads)
-        configure_process(getattr(args, "threads", None))
-        return COMMANDS[args.command].handle(args)
+        # --threads (run) or the user's MKL/OMP_NUM_THREADS; else the free cores now (landscapes.threads)
+        with command_threads(getattr(args, "threads", None)):
+            return COMMANDS[args.command].handle(args)
     except UserInputError as exc:  # only bad input is exit 3; any other failure is exit 4
         print(printable(f"loracheck: error: {exc}"), file=sys.stderr)
         return EXIT_BAD_INPUT

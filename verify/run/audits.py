@@ -630,7 +630,7 @@ def audit(
                 resumed += 1
             else:
                 opts = dict(task.options)
-                with work_threads(gradient_work(problem)):  # one thread for a small problem
+                with work_threads(gradient_work(problem), label=task.claim):  # small: one thread
                     if task.claim in NUC_CLAIMS and nuc is None and problem.dtype == torch.float64:
                         nuc = solve_nuc(problem, gap_rtol=1e-10)
                     if task.claim in NUC_CLAIMS and nuc is not None:
@@ -643,9 +643,10 @@ def audit(
         bar.close()
     pa = None
     if pt is not None:
-        if nuc is None and problem.dtype == torch.float64:
-            nuc = solve_nuc(problem, gap_rtol=1e-10)
-        pa = audit_point(problem, pt, solution=nuc, source=point_source)
+        with work_threads(gradient_work(problem), label="the point"):
+            if nuc is None and problem.dtype == torch.float64:
+                nuc = solve_nuc(problem, gap_rtol=1e-10)
+            pa = audit_point(problem, pt, solution=nuc, source=point_source)
     result = partial(True, pa)
     if on_verdict is not None:
         on_verdict(result)

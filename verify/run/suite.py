@@ -12,7 +12,7 @@ from typing import Any
 
 from landscapes.catalog import ProblemSpec, build_problem
 from landscapes.nuc import NucSolution, solve_nuc
-from landscapes.threads import gradient_work, work_threads
+from landscapes.threads import LARGE_WORK, gradient_work, work_threads
 from theory.errors import UserInputError
 from verify.registry import EVIDENCE_CLAIMS, NUC_CLAIMS, get_checker
 from verify.verdict import Verdict, jsonable
@@ -349,9 +349,10 @@ def run_suite(
                 bar.update(1)
                 continue
             if spec.name not in problems:
-                problems[spec.name] = build_problem(spec)
+                with work_threads(LARGE_WORK):  # sized as large: the free cores, read now
+                    problems[spec.name] = build_problem(spec)
             problem = problems[spec.name]
-            with work_threads(gradient_work(problem)):  # one thread for small problems
+            with work_threads(gradient_work(problem), label=f"{spec.name}: {claim}"):  # small: one thread
                 verdict = _run_task(spec, claim, problem, solutions, evidences, save_dir)
             yield verdict
             bar.update(1)

@@ -137,9 +137,9 @@ def init_worker() -> None:
     ``OMP_WAIT_POLICY`` (:mod:`_loracheck`); set here it would come too late, torch being loaded
     by the import of this module.
     """
-    from landscapes.threads import configure_process
+    from landscapes.threads import pin_process
 
-    configure_process(1)
+    pin_process(1, "sweep worker")
     import verify.sweep.tasks  # noqa: F401  - import the worker entry before the first task arrives
 
 
