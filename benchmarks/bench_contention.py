@@ -115,6 +115,20 @@ def _run(cmd: list[str], cap: float) -> dict[str, Any]:
     }
 
 
+def _from_report(out: Path) -> dict[str, Any]:
+    """The thread record and each check's seconds (its stages' timings) from the run's report."""
+    try:
+        report = json.loads((out / "report.json").read_text())
+    except (OSError, ValueError):
+        return {"threads": None, "checks": None}
+    checks = {}
+    for v in report.get("verdicts", []):
+        problem = v.get("problem")
+        name = problem.get("name") if isinstance(problem, dict) else problem
+        checks[f"{name}: {v.get('claim')}"] = sum((v.get("timings") or {}).values())
+    return {"threads": report.get("environment", {}).get("threads"), "checks": checks}
+
+
 class _Busy:
     """``n`` busy processes for the ``with`` body."""
 
@@ -270,12 +284,7 @@ def main() -> int:
                         for pol in order:
                             out = work / f"{w}-{load}-{pol}-{rnd}"
                             rec = _run(_command(pol, w, out, old_threads), args.cap)
-                            threads = None
-                            if (out / "report.json").exists():
-                                threads = json.loads((out / "report.json").read_text())["environment"].get(
-                                    "threads"
-                                )
-                            rec.update(round=rnd, load=load, workload=w, policy=pol, threads=threads)
+                            rec.update(round=rnd, load=load, workload=w, policy=pol, **_from_report(out))
                             data["runs"].append(rec)
                             shutil.rmtree(out, ignore_errors=True)
                             print(
