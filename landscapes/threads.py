@@ -376,7 +376,7 @@ def _counts(threads: int | None, blas: bool = True) -> Iterator[None]:
 
     _torch_default()
     before = torch.get_num_threads()
-    limiter = _blas_limit(threads) if blas and threads is not None and not _blas_by_user() else None
+    limiter = _blas_limit(threads) if blas and threads is not None else None
     if threads is not None:
         torch.set_num_threads(threads)
     try:
@@ -397,7 +397,7 @@ def work_threads(work: float, *, label: str | None = None) -> Iterator[ThreadCho
     choice = threads_for(work)
     if label is not None:
         _STATE.checks.append((label, choice.threads, choice.source))
-    with _counts(None if choice.source in TORCH_VARIABLES else choice.threads):
+    with _counts(None if choice.source in TORCH_VARIABLES else choice.threads, blas=not _blas_by_user()):
         yield choice
 
 
@@ -416,7 +416,7 @@ def command_threads(threads: int | None = None) -> Iterator[ThreadChoice]:
         user = configure(threads)
         choice = user if user is not None else _free_now()
         _STATE.process = choice
-        with _counts(None if choice.source in TORCH_VARIABLES else choice.threads):
+        with _counts(None if choice.source in TORCH_VARIABLES else choice.threads, blas=not _blas_by_user()):
             yield choice
     finally:
         vars(_STATE).update(saved)
@@ -464,7 +464,7 @@ def single_threaded() -> Iterator[None]:
     is what makes a sweep task's floating-point result independent of the executor; a sweep gets
     its parallelism from running tasks side by side instead.  Work inside asks for threads in vain
     (:func:`threads_for` gives one).  The BLAS libraries limited are those loaded when the body
-    starts.
+    starts.  Pinned whatever the user's variables say: the result must not depend on them.
     """
     _STATE.pinned += 1
     try:
