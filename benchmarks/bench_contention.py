@@ -12,15 +12,15 @@ directory):
 Policies:
 
 * ``old``: the thread handling before the policy -- torch's default thread count for every check
-  (``--threads`` = that count, measured in a fresh process) and OpenMP's default wait policy (the
-  old command set ``OMP_WAIT_POLICY`` after torch had loaded OpenMP, which then ignored it);
+  (``--threads`` = that count, measured in a fresh process) and OpenMP's default wait behaviour
+  (the old command set ``OMP_WAIT_POLICY`` after torch had loaded OpenMP, which then ignored it);
   run as ``python -c "...verify.cli.main.main(...)"``, which skips the new entry point;
-* ``new``: the ``loracheck`` console script as a user runs it (``OMP_WAIT_POLICY=PASSIVE`` before
+* ``new``: the ``loracheck`` console script as a user runs it (``GOMP_SPINCOUNT=3000`` before
   torch loads; one thread for small problems, the free cores for large ones, read per check).
 
 Loads: 0, 1 and 2 busy processes (``python3 -c "while True: pass"``) started before and stopped
-after each group of runs.  The user's ``OMP_*``/``MKL_*``/``OPENBLAS_*`` variables are removed from
-the runs' environment.
+after each group of runs.  The user's ``OMP_*``/``MKL_*``/``OPENBLAS_*``/``GOMP_SPINCOUNT``
+variables are removed from the runs' environment.
 
 Every (workload, load) runs both policies once per round, the order alternating between rounds,
 for ``--rounds`` rounds (default 3).  Reported per (workload, load, policy): every wall time and
@@ -66,7 +66,13 @@ WORKLOADS: dict[str, list[str]] = {
     "nuc": ["--claims", "JLR-rank-NUC", "--problems", "minilm-size-sq-K2"],
     "real": ["--real", "--claims", "JLR-rank-NUC", "--problems", "minilm-v-reviews"],
 }
-_THREAD_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "OMP_WAIT_POLICY")
+_THREAD_VARIABLES = (
+    "OMP_NUM_THREADS",
+    "MKL_NUM_THREADS",
+    "OPENBLAS_NUM_THREADS",
+    "OMP_WAIT_POLICY",
+    "GOMP_SPINCOUNT",
+)
 _OLD_ENTRY = "import sys; from verify.cli.main import main; sys.exit(main(sys.argv[1:]))"
 
 

@@ -191,6 +191,7 @@ def environment() -> dict[str, Any]:
         "git_head": head,
         "git_dirty": dirty,
         "OMP_WAIT_POLICY": os.environ.get("OMP_WAIT_POLICY"),
+        "GOMP_SPINCOUNT": os.environ.get("GOMP_SPINCOUNT"),
     }
 
 
@@ -211,7 +212,9 @@ def main() -> int:
         "--rounds", type=int, default=6, help="runs of every executor, order rotating (default 6)"
     )
     args = ap.parse_args()
-    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # as the loracheck command does
+    from _loracheck import openmp_wait_defaults
+
+    openmp_wait_defaults()  # as the loracheck command does, before torch loads
 
     from landscapes.io import atomic_write
     from verify.sweep.config import expand, load_config, parse_config

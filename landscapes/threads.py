@@ -440,7 +440,9 @@ def record() -> dict[str, Any]:
 
     ``decided_by`` (``"policy"``, ``"--threads"``, a variable's name), ``user_threads``, ``process``
     (the command's count and the CPU share it was read from), ``large_work``, ``per_check``
-    (``[label, threads, source]`` per labelled piece of work) and ``choices`` (checks per count).
+    (``[label, threads, source]`` per labelled piece of work), ``choices`` (checks per count) and
+    ``openmp_wait`` (the process's ``OMP_WAIT_POLICY`` and ``GOMP_SPINCOUNT``, ``None`` when unset;
+    the ``loracheck`` command sets the spin count before torch loads, see :mod:`_loracheck`).
     """
     user = _STATE.user if _STATE.configured else None
     counts: dict[str, int] = {}
@@ -453,6 +455,7 @@ def record() -> dict[str, Any]:
         "large_work": LARGE_WORK,
         "per_check": [list(c) for c in _STATE.checks],
         "choices": dict(sorted(counts.items(), key=lambda kv: int(kv[0]))),
+        "openmp_wait": {v: os.environ.get(v) for v in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT")},
     }
 
 

@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import os
 
-# Before any test module imports torch: idle OpenMP threads sleep (as in the command: _loracheck.py).
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+# Before any test module imports torch: the command's OpenMP wait settings (_loracheck.py).
+from _loracheck import openmp_wait_defaults  # noqa: E402
+
+openmp_wait_defaults()
 
 from hypothesis import HealthCheck, settings  # noqa: E402
 

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 
+import _loracheck
 import landscapes.threads as threads
 from landscapes.threads import CpuShare, ThreadChoice
 from theory.errors import UserInputError
@@ -238,13 +239,14 @@ def test_single_threaded_restores():
 _HOOK = textwrap.dedent(
     """
     import os, sys
-    os.environ.pop("OMP_WAIT_POLICY", None)
+    for v in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT"):
+        os.environ.pop(v, None)
     seen = {}
 
     class Spy:
         def find_spec(self, name, path=None, target=None):
             if name == "torch" and "torch" not in seen:
-                seen["torch"] = os.environ.get("OMP_WAIT_POLICY")
+                seen["torch"] = os.environ.get("GOMP_SPINCOUNT")
             return None
 
     sys.meta_path.insert(0, Spy())
@@ -255,9 +257,9 @@ _HOOK = textwrap.dedent(
 )
 
 
-def _wait_policy_when_torch_loads(entry: str) -> str:
+def _spin_count_when_torch_loads(entry: str) -> str:
     code = _HOOK.replace("ENTRY", entry)
-    env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
+    env = {k: v for k, v in os.environ.items() if k not in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT")}
     out = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, env=env, timeout=300
     )
@@ -266,11 +268,34 @@ def _wait_policy_when_torch_loads(entry: str) -> str:
     return line[-1][5:]
 
 
-def test_console_script_sets_the_wait_policy_before_torch_loads():
-    """OpenMP reads OMP_WAIT_POLICY when torch loads it: the entry point must set it first."""
-    assert _wait_policy_when_torch_loads("import _loracheck; _loracheck.main(['schema'])") == "'PASSIVE'"
+def test_console_script_sets_the_spin_count_before_torch_loads():
+    """OpenMP reads GOMP_SPINCOUNT when torch loads it: the entry point must set it first."""
+    seen = _spin_count_when_torch_loads("import _loracheck; _loracheck.main(['schema'])")
+    assert seen == repr(str(_loracheck.SPIN_COUNT))
     # the old entry (the command-line module itself) imports torch before any of its code runs
-    assert _wait_policy_when_torch_loads("from verify.cli.main import main; main(['schema'])") == "None"
+    assert _spin_count_when_torch_loads("from verify.cli.main import main; main(['schema'])") == "None"
+
+
+@pytest.mark.parametrize(
+    ("given", "expected"),
+    [
+        ({}, {"GOMP_SPINCOUNT": str(_loracheck.SPIN_COUNT)}),
+        ({"OMP_WAIT_POLICY": "PASSIVE"}, {"OMP_WAIT_POLICY": "PASSIVE"}),
+        ({"OMP_WAIT_POLICY": "ACTIVE"}, {"OMP_WAIT_POLICY": "ACTIVE"}),  # a spin count would cap it
+        ({"GOMP_SPINCOUNT": "infinite"}, {"GOMP_SPINCOUNT": "infinite"}),
+    ],
+)
+def test_a_users_wait_setting_is_kept(given, expected):
+    env = {"PATH": "/bin", **given}
+    set_now = _loracheck.openmp_wait_defaults(env)
+    assert env == {"PATH": "/bin", **expected}
+    assert set_now == ({} if given else expected)
+
+
+def test_the_report_records_the_wait_settings(monkeypatch):
+    monkeypatch.setenv("GOMP_SPINCOUNT", "3000")
+    monkeypatch.delenv("OMP_WAIT_POLICY", raising=False)
+    assert threads.record()["openmp_wait"] == {"OMP_WAIT_POLICY": None, "GOMP_SPINCOUNT": "3000"}
 
 
 @pytest.mark.parametrize("others", [0, 1])

@@ -206,3 +206,43 @@ def test_sigterm_stops_a_local_dask_sweep_without_leftovers(tmp_path, capsys):
     store, descendants = _stop_midway(tmp_path, "dask", "dask:1", signal.SIGTERM, children=1)
     before = _finished(store)
     _resume_completes(tmp_path, "dask", store, before, capsys)
+
+
+def test_a_reader_that_goes_away_ends_the_command_quietly_with_128_plus_sigpipe():
+    """``loracheck claims | head -1``: the pipe has no reader left when the table is written.
+
+    The read end is closed before the command starts, so its first write fails for certain (no
+    race with the size of the pipe's buffer).  Expected: exit ``128 + SIGPIPE`` and nothing on
+    standard error (before: "internal error (BrokenPipeError)", exit 4, and a traceback at exit).
+    """
+    read_end, write_end = os.pipe()
+    os.close(read_end)
+    try:
+        proc = subprocess.run(
+            [sys.executable, "-m", "verify.cli", "claims"],
+            cwd=ROOT,
+            env=_env(),
+            stdout=write_end,
+            stderr=subprocess.PIPE,
+            text=True,
+            timeout=120,
+        )
+    finally:
+        os.close(write_end)
+    assert proc.returncode == 128 + signal.SIGPIPE, proc.stderr
+    assert proc.stderr == ""
+
+
+def test_a_write_to_a_closed_pipe_in_process_is_exit_141(capsys, monkeypatch):
+    """The same path in process: a standard output whose writes raise ``BrokenPipeError``."""
+
+    class Closed:
+        def write(self, text: str) -> int:
+            raise BrokenPipeError(32, "Broken pipe")
+
+        def flush(self) -> None:
+            raise BrokenPipeError(32, "Broken pipe")
+
+    monkeypatch.setattr(sys, "stdout", Closed())
+    assert main(["claims"]) == 128 + signal.SIGPIPE
+    assert capsys.readouterr().err == ""

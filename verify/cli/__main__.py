@@ -1,7 +1,7 @@
 """``python -m verify.cli``: the command line, without the console script's OpenMP setting.
 
-Importing the package loads torch before this module runs, so ``OMP_WAIT_POLICY`` set here would
-come too late; ``loracheck`` and ``python -m _loracheck`` set it first (:mod:`_loracheck`).
+Importing the package loads torch before this module runs, so OpenMP's wait settings made here
+would come too late; ``loracheck`` and ``python -m _loracheck`` make them first (:mod:`_loracheck`).
 """
 
 import sys

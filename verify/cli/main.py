@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import argparse
 import errno
+import os
+import signal
 import sys
 from collections.abc import Sequence
 
@@ -80,7 +82,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     Exit codes: 0 all hold, 1 some violated, 2 some inconclusive, 3 bad input (a
     :class:`~theory.errors.UserInputError`), 4 any other failure, ``128 + n`` when stopped by signal
-    ``n`` (Ctrl-C 130, SIGTERM 143, SIGHUP 129) after the finished results were saved.
+    ``n`` (Ctrl-C 130, SIGTERM 143, SIGHUP 129) after the finished results were saved, and
+    ``128 + SIGPIPE`` = 141, quietly, when the reader of standard output went away.
     """
     stdout = sys.stdout
     sys.stdout = PrintableStream(stdout)  # type: ignore[assignment]  # text from input files is escaped
@@ -89,6 +92,20 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _main(argv)
     finally:
         sys.stdout = stdout
+
+
+def _reader_gone() -> int:
+    """Exit quietly as a shell tool does when its reader closes the pipe: ``128 + SIGPIPE``.
+
+    Standard output goes to ``os.devnull`` so that the interpreter's last flush does not fail again;
+    results a command writes to files were written before its output, as usual.
+    """
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, AttributeError, ValueError):  # no file descriptor behind stdout (a test's capture)
+        pass
+    return 128 + int(getattr(signal, "SIGPIPE", 13))
 
 
 def _main(argv: Sequence[str] | None) -> int:
@@ -107,6 +124,8 @@ def _main(argv: Sequence[str] | None) -> int:
     except UserInputError as exc:  # only bad input is exit 3; any other failure is exit 4
         print(printable(f"loracheck: error: {exc}"), file=sys.stderr)
         return EXIT_BAD_INPUT
+    except BrokenPipeError:  # the reader of our output went away (``loracheck claims | head``)
+        return _reader_gone()
     except OSError as exc:
         if exc.errno in _PATH_ERRNOS:  # a path the user named: missing, not permitted, not a directory
             print(printable(f"loracheck: error: {exc}"), file=sys.stderr)

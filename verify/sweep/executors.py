@@ -132,10 +132,10 @@ def make_executor(spec: str | ExecutorSpec) -> SerialExecutor | ProcessExecutor 
 def init_worker() -> None:
     """Initialize a worker process: one torch thread and one BLAS thread for the process.
 
-    Runs in every process-pool worker (its ``initializer``) and on every Dask worker.  Idle OpenMP
-    threads sleep when the ``loracheck`` command started the sweep: the workers inherit its
-    ``OMP_WAIT_POLICY`` (:mod:`_loracheck`); set here it would come too late, torch being loaded
-    by the import of this module.
+    Runs in every process-pool worker (its ``initializer``) and on every Dask worker.  The workers
+    inherit the OpenMP wait settings of the ``loracheck`` command that started the sweep
+    (:mod:`_loracheck`); set here they would come too late, torch being loaded by the import of
+    this module.
     """
     from landscapes.threads import pin_process
 
