@@ -324,3 +324,13 @@ def test_the_report_records_the_choice(tmp_path, monkeypatch, others):
     assert main([*args, "--out", str(out), "--fresh", "--threads", "3"]) == 0
     rec = json.loads((out / "report.json").read_text())["environment"]["threads"]
     assert rec["decided_by"] == "--threads" and rec["choices"] == {"3": 2} and rec["user_threads"] == 3
+
+
+@pytest.mark.parametrize(("quota", "expected"), [(None, None), (1.5, 1), (0.2, 1), (64.0, None)])
+def test_a_sweeps_default_worker_count_is_capped_by_the_cgroup_quota(monkeypatch, quota, expected):
+    """``default_workers`` = the affinity mask capped by the quota: a 1.5-CPU container gets 1 worker."""
+    from verify.sweep.executors import default_workers
+
+    allowed = len(os.sched_getaffinity(0))
+    monkeypatch.setattr(threads, "_quota", lambda *a: quota)
+    assert default_workers() == (allowed if expected is None else min(allowed, expected))

@@ -61,11 +61,16 @@ _SPEC_HELP = "'serial', 'process', 'process:N', 'dask', 'dask:N' or 'dask://HOST
 
 
 def default_workers() -> int:
-    """Cores this process may use (its CPU affinity where the OS reports it)."""
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:  # pragma: no cover - macOS, Windows
-        return max(1, os.cpu_count() or 1)
+    """CPUs this process may use: its affinity mask capped by its cgroup's CPU quota (at least 1).
+
+    A container limited to 2 CPUs on a 64-core host gets 2 workers, not 64
+    (:attr:`landscapes.threads.CpuShare.usable`).  Other processes' load is not subtracted: the
+    workers are processes, each on one thread, and share busy cores without the barrier waits that
+    make threads slow there.
+    """
+    from landscapes.threads import cpu_share  # imports torch: not at the coordinator's start
+
+    return cpu_share(samples=0).usable
 
 
 def max_local_workers() -> int:
