@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 import numpy as np
 import scipy.sparse.linalg as spla
@@ -17,7 +18,14 @@ from torch import Tensor
 
 from theory.errors import InputTypeError, UserInputError
 
-__all__ = ["LinearOperator", "DenseOperator", "LowRankOperator", "FunctionOperator"]
+__all__ = [
+    "LinearOperator",
+    "DenseOperator",
+    "LowRankOperator",
+    "FunctionOperator",
+    "TokenBucket",
+    "TokenOperator",
+]
 
 
 class LinearOperator(ABC):
@@ -282,3 +290,180 @@ class FunctionOperator(LinearOperator):
 
     def __repr__(self) -> str:
         return f"FunctionOperator(shape={self.shape}, dtype={self.dtype})"
+
+
+@dataclass(frozen=True)
+class TokenBucket:
+    r"""The token factors of a group of examples, padded to one length ``T``.
+
+    ``examples``: the examples' indices, shape ``(B,)``; ``inputs[j]``: the input of adapted block
+    ``j`` at every token, ``(B, T, n_j)``; ``grads[j]``: the derivative of output ``k`` with
+    respect to the block's output at every token, ``(K, B, T, m_j)``.  A padding token carries
+    zero ``grads`` (nothing downstream reads it).
+    """
+
+    examples: Tensor
+    inputs: tuple[Tensor, ...]
+    grads: tuple[Tensor, ...]
+
+
+class TokenOperator(LinearOperator):
+    r"""A Jacobian of adapted linear layers, kept as its token factors: ``J`` is never formed.
+
+    Row :math:`(e, k)` of ``J`` (example-major, ``K`` outputs) restricted to block ``j`` is a sum
+    over the example's tokens,
+
+    .. math:: \operatorname{mat}_j(J_{e,k}) = \sum_{t \in e} \delta^{(j)}_{k,t}\, x^{(j)\top}_t,
+
+    with :math:`x_t` the layer's input and :math:`\delta_{k,t}` the derivative of output ``k``
+    with respect to the layer's output at token ``t``.  So, per block and ``L`` tokens in all,
+
+    * :math:`J \operatorname{vec} D`: :math:`\sum_t \delta_{k,t}^\top (D x_t)`, :math:`O(L m n)`;
+    * :math:`\operatorname{mat}_j(J^\top w) = \sum_t (\sum_k w_{e(t),k} \delta_{k,t}) x_t^\top`,
+      :math:`O(L m n)`;
+    * the factor products :math:`A_i V = \sum_t \delta_t (x_t^\top V)` and
+      :math:`A_i^\top U = \sum_t x_t (\delta_t^\top U)`, :math:`O(L K (m + n) r)`;
+
+    against :math:`O(K N m n)` numbers read per product for the dense ``J``.  Storage is
+    :math:`L (n + K m)` numbers per block (:meth:`nbytes`).
+    """
+
+    cheap_factor_products = True
+
+    def __init__(
+        self, N: int, K: int, blocks: Sequence[tuple[int, int]], buckets: Sequence[TokenBucket]
+    ) -> None:
+        if isinstance(N, bool) or not isinstance(N, int) or N < 1:
+            raise UserInputError(f"N: expected a positive int, got {N!r}")
+        if isinstance(K, bool) or not isinstance(K, int) or K < 1:
+            raise UserInputError(f"K: expected a positive int, got {K!r}")
+        self.blocks = tuple((int(m), int(n)) for m, n in blocks)
+        if not self.blocks or any(m < 1 or n < 1 for m, n in self.blocks):
+            raise UserInputError(f"blocks: expected positive (m, n) pairs, got {list(blocks)!r}")
+        if not buckets:
+            raise UserInputError("buckets: expected at least one TokenBucket, got none")
+        first = buckets[0].inputs[0] if buckets[0].inputs else None
+        if first is None:
+            raise UserInputError("buckets[0].inputs: expected one tensor per block, got none")
+        self.dtype, self.device = first.dtype, first.device
+        seen = torch.zeros(N, dtype=torch.long, device=self.device)
+        for i, b in enumerate(buckets):
+            self._check_bucket(i, b, N, K)
+            seen.index_add_(0, b.examples, torch.ones_like(b.examples))
+        if not bool((seen == 1).all()):
+            missing = int((seen == 0).sum())
+            raise UserInputError(
+                f"buckets: expected every example 0..{N - 1} exactly once, got {missing} missing and "
+                f"{int((seen > 1).sum())} repeated"
+            )
+        self.N, self.K = N, K
+        self.buckets = tuple(buckets)
+        self.shape = (N * K, sum(m * n for m, n in self.blocks))
+
+    def _check_bucket(self, i: int, b: TokenBucket, N: int, K: int) -> None:
+        if not isinstance(b, TokenBucket):
+            raise InputTypeError(f"buckets[{i}]: expected a TokenBucket, got {type(b).__name__}")
+        e = b.examples
+        if not isinstance(e, Tensor) or e.ndim != 1 or e.dtype != torch.long or e.numel() < 1:
+            raise UserInputError(f"buckets[{i}].examples: expected a non-empty 1-D long tensor, got {e!r}")
+        if int(e.min()) < 0 or int(e.max()) >= N:
+            raise UserInputError(f"buckets[{i}].examples: expected indices in [0, {N}), got {e.tolist()}")
+        if len(b.inputs) != len(self.blocks) or len(b.grads) != len(self.blocks):
+            raise UserInputError(
+                f"buckets[{i}]: expected {len(self.blocks)} inputs and grads (one per block), "
+                f"got {len(b.inputs)} and {len(b.grads)}"
+            )
+        B = int(e.shape[0])
+        for j, ((m, n), x, g) in enumerate(zip(self.blocks, b.inputs, b.grads)):
+            for name, t, want in ((f"inputs[{j}]", x, (B, None, n)), (f"grads[{j}]", g, (K, B, None, m))):
+                ok = isinstance(t, Tensor) and t.ndim == len(want)
+                ok = ok and all(w is None or s == w for s, w in zip(t.shape, want))
+                if not ok:
+                    got = tuple(t.shape) if isinstance(t, Tensor) else type(t).__name__
+                    shown = "(" + ", ".join("T" if w is None else str(w) for w in want) + ")"
+                    raise UserInputError(f"buckets[{i}].{name}: expected shape {shown}, got {got}")
+                if t.dtype != self.dtype or t.device != self.device:
+                    raise UserInputError(
+                        f"buckets[{i}].{name}: expected {self.dtype} on {self.device}, "
+                        f"got {t.dtype} on {t.device}"
+                    )
+            if g.shape[2] != x.shape[1]:
+                raise UserInputError(
+                    f"buckets[{i}]: expected grads[{j}] and inputs[{j}] over the same {x.shape[1]} tokens, "
+                    f"got {g.shape[2]}"
+                )
+
+    def nbytes(self) -> int:
+        """Memory held by the token factors."""
+        return sum(t.numel() * t.element_size() for b in self.buckets for t in (*b.inputs, *b.grads))
+
+    def _split(self, x: Tensor) -> list[Tensor]:
+        sizes = [m * n for m, n in self.blocks]
+        return [c.view(m, n) for c, (m, n) in zip(torch.split(x, sizes), self.blocks)]
+
+    def _matvec(self, x: Tensor) -> Tensor:
+        Ds = self._split(x)
+        z = torch.empty(self.N, self.K, dtype=self.dtype, device=self.device)
+        for b in self.buckets:
+            acc = torch.zeros(int(b.examples.shape[0]), self.K, dtype=self.dtype, device=self.device)
+            for D, xs, g in zip(Ds, b.inputs, b.grads):
+                acc += torch.einsum("kbtm,btm->bk", g, xs @ D.T)
+            z[b.examples] = acc
+        return z.reshape(-1)
+
+    def _rmatvec(self, y: Tensor) -> Tensor:
+        W = y.view(self.N, self.K)
+        S = [torch.zeros(m, n, dtype=self.dtype, device=self.device) for m, n in self.blocks]
+        for b in self.buckets:
+            w = W[b.examples]  # (B, K)
+            for Sj, xs, g, (m, n) in zip(S, b.inputs, b.grads, self.blocks):
+                Sj += torch.einsum("kbtm,bk->btm", g, w).reshape(-1, m).T @ xs.reshape(-1, n)
+        return torch.cat([s.reshape(-1) for s in S])
+
+    def rows(self) -> Tensor:
+        """The dense ``(K N, p)`` matrix, one ``(B, m, n)`` product per bucket, output and block."""
+        J = torch.empty(self.N, self.K, self.shape[1], dtype=self.dtype, device=self.device)
+        for b in self.buckets:
+            o = 0
+            for (m, n), xs, g in zip(self.blocks, b.inputs, b.grads):
+                for k in range(self.K):
+                    J[b.examples, k, o : o + m * n] = (g[k].transpose(1, 2) @ xs).reshape(-1, m * n)
+                o += m * n
+        return J.view(self.N * self.K, -1)
+
+    def factor_products(
+        self, blocks: Sequence[tuple[int, int]], U: Sequence[Tensor], V: Sequence[Tensor]
+    ) -> Tensor:
+        r"""Factor products from the token factors (see :meth:`LinearOperator.factor_products`).
+
+        :math:`A_{e,k} V = \sum_{t \in e} \delta_{k,t} (x_t^\top V)` and
+        :math:`A_{e,k}^\top U = \sum_{t \in e} x_t (\delta_{k,t}^\top U)`: :math:`O(L K (m + n) r)`.
+        """
+        if tuple(tuple(int(s) for s in bl) for bl in blocks) != self.blocks:
+            raise UserInputError(f"blocks: expected {list(self.blocks)}, got {list(blocks)}")
+        if len(U) != len(self.blocks) or len(V) != len(self.blocks):
+            raise UserInputError(f"U, V: expected {len(self.blocks)} factors each, got {len(U)} and {len(V)}")
+        for j, ((m, n), u, v) in enumerate(zip(self.blocks, U, V)):
+            if u.ndim != 2 or u.shape[0] != m or v.ndim != 2 or v.shape[0] != n or u.shape[1] != v.shape[1]:
+                raise UserInputError(
+                    f"U[{j}], V[{j}]: expected shapes ({m}, r) and ({n}, r), "
+                    f"got {tuple(u.shape)} and {tuple(v.shape)}"
+                )
+        widths = [(m + n) * u.shape[1] for (m, n), u in zip(self.blocks, U)]
+        out = torch.empty(self.N, self.K, sum(widths), dtype=self.dtype, device=self.device)
+        for b in self.buckets:
+            o = 0
+            for (m, n), xs, g, u, v in zip(self.blocks, b.inputs, b.grads, U, V):
+                r = u.shape[1]
+                AV = torch.einsum("kbtm,btr->bkmr", g, xs @ v)
+                AtU = torch.einsum("btn,kbtr->bknr", xs, g @ u)
+                out[b.examples, :, o : o + m * r] = AV.reshape(*AV.shape[:2], m * r)
+                out[b.examples, :, o + m * r : o + (m + n) * r] = AtU.reshape(*AtU.shape[:2], n * r)
+                o += (m + n) * r
+        return out.view(self.N * self.K, -1)
+
+    def __repr__(self) -> str:
+        return (
+            f"TokenOperator(shape={self.shape}, dtype={self.dtype}, blocks={len(self.blocks)}, "
+            f"tokens={sum(int(b.inputs[0].shape[0] * b.inputs[0].shape[1]) for b in self.buckets)})"
+        )

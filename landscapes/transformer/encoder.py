@@ -52,7 +52,7 @@ from typing import Any, Literal
 import torch
 from torch import Tensor, nn
 
-from landscapes.operators import FunctionOperator, LinearOperator
+from landscapes.operators import FunctionOperator, LinearOperator, TokenBucket, TokenOperator
 from landscapes.problem import Problem
 from theory.errors import InputTypeError, UserInputError, shown
 
@@ -86,7 +86,7 @@ DEFAULT_LABEL_WORDS = ("terrible", "great")
 
 Pooling = Literal["mean", "cls"]
 Head = Literal["random", "verbalizer"]
-Form = Literal["dense", "operator"]
+Form = Literal["dense", "operator", "tokens"]
 
 
 def default_model_path() -> str:
@@ -359,6 +359,29 @@ def _available_memory_bytes(device: torch.device) -> int:
     except OSError:
         pass
     return int(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
+
+
+def _check_memory(
+    need: int,
+    memory_limit_gb: float | None,
+    device: torch.device,
+    *,
+    what: str,
+    instead: str = "form='operator' (J is never stored) or fewer texts",
+) -> None:
+    """Refuse, before any work, to hold ``need`` bytes over ``memory_limit_gb`` (default: 80 % of free)."""
+    if memory_limit_gb is not None and (
+        isinstance(memory_limit_gb, bool)
+        or not isinstance(memory_limit_gb, (int, float))
+        or not memory_limit_gb > 0
+    ):
+        raise UserInputError(f"memory_limit_gb: expected a positive number or None, got {memory_limit_gb!r}")
+    limit = 0.8 * _available_memory_bytes(device) if memory_limit_gb is None else memory_limit_gb * 2**30
+    if need > limit:
+        raise MemoryError(
+            f"memory_limit_gb: {what} needs {need / 2**30:.2f} GB, over the limit of {limit / 2**30:.2f} GB; "
+            f"use {instead}"
+        )
 
 
 def _attach_probes(modules: Sequence[nn.Module]) -> tuple[list[Tensor], list[Tensor], list[Any]]:
@@ -840,24 +863,14 @@ class LinearizedEncoder:
         ``memory_limit_gb`` (default: 80 % of the memory available now) bounds :meth:`dense_bytes`;
         over it, a ``MemoryError`` says how much is needed and points to the operator form.
         """
-        need = self.dense_bytes()
-        if memory_limit_gb is not None and (
-            isinstance(memory_limit_gb, bool)
-            or not isinstance(memory_limit_gb, (int, float))
-            or not memory_limit_gb > 0
-        ):
-            raise UserInputError(
-                f"memory_limit_gb: expected a positive number or None, got {memory_limit_gb!r}"
-            )
-        limit = (
-            0.8 * _available_memory_bytes(self.device) if memory_limit_gb is None else memory_limit_gb * 2**30
+        _check_memory(
+            self.dense_bytes(),
+            memory_limit_gb,
+            self.device,
+            what=f"the dense J ({self.K * self.N} x {self.num_params}, {self.dtype})",
+            instead=f"form='tokens' (J as token factors, {self.token_bytes() / 2**30:.2f} GB) or "
+            "form='operator' (J is never stored), or fewer texts",
         )
-        if need > limit:
-            raise MemoryError(
-                f"memory_limit_gb: the dense J ({self.K * self.N} x {self.num_params}, {self.dtype}) needs "
-                f"{need / 2**30:.2f} GB, over the limit of {limit / 2**30:.2f} GB; use form='operator' "
-                f"(J is never stored) or fewer texts"
-            )
         J = torch.empty(self.N, self.K, self.num_params, dtype=self.dtype, device=self.device)
         offsets = [0]
         for m, n in self.blocks:
@@ -929,6 +942,40 @@ class LinearizedEncoder:
                 out[b.idx, k, o + m * r : o + (m + n) * r] = AtU.reshape(-1, n * r)
                 o += (m + n) * r
         return out.view(self.N * self.K, -1)
+
+    # ---- the Jacobian as token factors ----------------------------------------------------------------
+    def token_bytes(self) -> int:
+        """Memory :meth:`token_operator` needs: every bucket's padded tokens times ``sum_j (n_j + K m_j)``."""
+        item = torch.finfo(self.dtype).bits // 8
+        per_token = sum(n + self.K * m for m, n in self.blocks)
+        return item * per_token * sum(int(b.hidden.shape[0] * b.hidden.shape[1]) for b in self._buckets)
+
+    def token_operator(
+        self, *, memory_limit_gb: float | None = None, progress: bool = False
+    ) -> TokenOperator:
+        r"""``J`` as its token factors (:class:`~landscapes.operators.TokenOperator`); never formed.
+
+        Costs what the dense ``J`` costs to set up (a forward pass and ``K`` backward passes through
+        the adapted layers per bucket) and keeps each adapted layer's input and output gradient at
+        every token instead: :meth:`token_bytes` against :meth:`dense_bytes`.  ``memory_limit_gb``
+        as for :meth:`jacobian`.
+        """
+        _check_memory(self.token_bytes(), memory_limit_gb, self.device, what="the token factors of J")
+        it: Sequence[_Bucket] = self._buckets
+        if progress:
+            from tqdm.auto import tqdm
+
+            it = tqdm(self._buckets, desc="token factors", unit="bucket")
+        buckets: list[TokenBucket] = []
+        grads_k: list[Tensor] = []
+        for b, k, grads, inputs in self._probe_gradients(it):
+            if k == 0:
+                grads_k = [torch.empty(self.K, *g.shape, dtype=self.dtype, device=self.device) for g in grads]
+            for acc, g in zip(grads_k, grads):
+                acc[k] = g
+            if k == self.K - 1:
+                buckets.append(TokenBucket(b.idx.to(torch.long), tuple(inputs), tuple(grads_k)))
+        return TokenOperator(self.N, self.K, list(self.blocks), buckets)
 
     # ---- the Jacobian as an operator ---------------------------------------------------------------
     def operator(self) -> LinearOperator:
@@ -1084,16 +1131,25 @@ class LinearizedEncoder:
 
         ``loss="cross_entropy"`` takes the labels as classes; ``"squared"`` regresses the one-hot
         vectors of the labels; ``"logistic"`` needs ``K = 1`` and labels 0/1. ``form="dense"``
-        stores ``J``; ``"operator"`` never does. A precomputed ``J`` (from :meth:`jacobian` or
-        :meth:`operator`) can be passed to build several problems (other ``lam``, loss) at no cost.
+        stores ``J``; ``"tokens"`` stores its token factors (:meth:`token_operator`, products
+        without ``J``); ``"operator"`` stores nothing (a jvp or vjp pass per product). A
+        precomputed ``J`` (from :meth:`jacobian`, :meth:`token_operator` or :meth:`operator`) can
+        be passed to build several problems (other ``lam``, loss) at no cost.
         """
         target = self._targets(labels, loss)
-        if form not in ("dense", "operator"):
-            raise UserInputError(f"form: expected 'dense' or 'operator', got {form!r}")
+        if form not in ("dense", "operator", "tokens"):
+            raise UserInputError(f"form: expected 'dense', 'operator' or 'tokens', got {form!r}")
         if J is None:
-            J = self.jacobian(memory_limit_gb=memory_limit_gb) if form == "dense" else self.operator()
+            if form == "dense":
+                J = self.jacobian(memory_limit_gb=memory_limit_gb)
+            elif form == "tokens":
+                J = self.token_operator(memory_limit_gb=memory_limit_gb)
+            else:
+                J = self.operator()
         meta = self.describe()
-        meta["form"] = "dense" if isinstance(J, Tensor) else "operator"
+        meta["form"] = (
+            "dense" if isinstance(J, Tensor) else "tokens" if isinstance(J, TokenOperator) else "operator"
+        )
         label = name or f"{meta['model']}-N{self.N}-K{self.K}-{self.pooling}"
         return Problem(J, self.f0(), target, loss=loss, blocks=self.blocks, lam=lam, name=label, meta=meta)
 

@@ -261,9 +261,15 @@ def test_model_not_found_offline_says_nothing_was_downloaded(tmp_path):
 def test_memory_estimate_over_the_limit_is_a_clear_error(tokenizer):
     lin = LinearizedEncoder(tiny_bert(), tokenizer, TEXTS)
     need = lin.dense_bytes() / 2**30
-    with pytest.raises(MemoryError, match=r"needs .* GB, over the limit of .* GB; use form='operator'"):
+    with pytest.raises(
+        MemoryError, match=r"needs .* GB, over the limit of .* GB; use form='tokens' .*'operator'"
+    ):
         lin.jacobian(memory_limit_gb=need / 2)
     assert lin.jacobian(memory_limit_gb=2 * need).shape[0] == 2 * len(TEXTS)
+    tokens = lin.token_bytes() / 2**30
+    with pytest.raises(MemoryError, match=r"the token factors of J needs .* GB, over the limit"):
+        lin.token_operator(memory_limit_gb=tokens / 2)
+    assert lin.token_operator(memory_limit_gb=2 * tokens).nbytes() == lin.token_bytes()
 
 
 def test_cuda_request_without_cuda_is_a_clear_error(tokenizer):
@@ -430,3 +436,79 @@ def test_factor_products_without_J_match_the_dense_rows(tokenizer):
         A.shape == B.shape == (3 * len(TEXTS), sum((m + n) * (2 + j) for j, (m, n) in enumerate(lin.blocks)))
     )
     assert float((A - B).norm() / A.norm()) < 1e-12
+
+
+@pytest.mark.parametrize(
+    ("targets", "K", "bucket", "pooling"),
+    [
+        (None, 2, 3, "mean"),
+        (
+            ["encoder.layer.2.attention.self.value.weight", "encoder.layer.0.intermediate.dense.weight"],
+            3,
+            2,
+            "cls",
+        ),
+    ],
+)
+def test_token_factors_give_the_dense_jacobian_and_its_products(tokenizer, targets, K, bucket, pooling):
+    """The token form against the dense J (itself checked against the per-example autograd loop):
+    rows, J v, J^T w and the factor products, to 1e-12, on blocks in different layers."""
+    from landscapes.operators import TokenOperator
+
+    lin = LinearizedEncoder(
+        tiny_bert(13), tokenizer, TEXTS, K=K, targets=targets, bucket_size=bucket, pooling=pooling
+    )
+    J = lin.jacobian()
+    T = lin.token_operator()
+    assert isinstance(T, TokenOperator) and T.shape == tuple(J.shape) and T.nbytes() == lin.token_bytes()
+
+    def rel(a, b):
+        return float((a - b).norm() / b.norm())
+
+    assert rel(T.rows(), J) < 1e-12
+    g = torch.Generator().manual_seed(5)
+    x = torch.randn(J.shape[1], generator=g, dtype=torch.float64)
+    y = torch.randn(J.shape[0], generator=g, dtype=torch.float64)
+    assert rel(T.matvec(x), J @ x) < 1e-12
+    assert rel(T.rmatvec(y), J.T @ y) < 1e-12
+    U = [torch.randn(m, 2, generator=g, dtype=torch.float64) for m, _ in lin.blocks]
+    V = [torch.randn(n, 2, generator=g, dtype=torch.float64) for _, n in lin.blocks]
+    from landscapes.operators import DenseOperator
+
+    assert (
+        rel(T.factor_products(lin.blocks, U, V), DenseOperator(J).factor_products(lin.blocks, U, V)) < 1e-12
+    )
+
+
+def test_token_form_problem_gives_the_dense_forms_certified_solution(tokenizer):
+    """The same NUC optimum, certificate and rank through form='tokens' as through the dense J."""
+    from landscapes.nuc import solve_nuc
+
+    lin = LinearizedEncoder(tiny_bert(11), tokenizer, TEXTS)
+    labels = [0, 1, 1, 0, 1, 0, 0]
+    dense, tok = lin.problem(labels, lam=0.002), lin.problem(labels, lam=0.002, form="tokens")
+    assert tok.meta["form"] == "tokens" and dense.meta["form"] == "dense"
+    a, b = solve_nuc(dense), solve_nuc(tok)
+    assert a.certificate.rel_gap <= 1e-8 and b.certificate.rel_gap <= 1e-8
+    assert abs(a.certificate.primal - b.certificate.primal) <= 1e-9 * abs(a.certificate.primal)
+    assert a.ranks == b.ranks
+
+
+def test_token_operator_refuses_inconsistent_factors():
+    from landscapes.operators import TokenBucket, TokenOperator
+    from theory.errors import UserInputError
+
+    x = torch.zeros(2, 3, 4, dtype=torch.float64)
+    g = torch.zeros(1, 2, 3, 5, dtype=torch.float64)
+    ok = TokenBucket(torch.tensor([0, 1]), (x,), (g,))
+    assert TokenOperator(2, 1, [(5, 4)], [ok]).shape == (2, 20)
+    with pytest.raises(UserInputError, match=r"every example 0..2 exactly once, got 1 missing"):
+        TokenOperator(3, 1, [(5, 4)], [ok])
+    with pytest.raises(
+        UserInputError, match=r"grads\[0\]: expected shape \(2, 2, T, 5\), got \(1, 2, 3, 5\)"
+    ):
+        TokenOperator(2, 2, [(5, 4)], [ok])
+    with pytest.raises(UserInputError, match=r"inputs\[0\]: expected shape \(2, T, 6\), got \(2, 3, 4\)"):
+        TokenOperator(2, 1, [(5, 6)], [ok])
+    with pytest.raises(UserInputError, match=r"grads\[0\]: expected torch.float64 on cpu, got torch.float32"):
+        TokenOperator(2, 1, [(5, 4)], [TokenBucket(torch.tensor([0, 1]), (x,), (g.float(),))])
