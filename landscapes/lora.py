@@ -203,13 +203,23 @@ def lora_value_and_grad(
     """
     check_factors(problem, U, V)
     pert = check_perturbation(problem, perturbation)
-    ev = problem.evaluate(product(U, V))
+    J = problem.J
+    if J.cheap_lowrank:  # token factors: never form U V^T or S (O(tokens (m + n) r) per block)
+        z = problem.f0 + J.lowrank_matvec(problem.blocks, U, V).view(problem.N, problem.K)
+        value = problem.risk_at(z)
+        SV, StU = J.gradient_factors(
+            problem.blocks, (problem.loss.grad(z, problem.y) / problem.N).reshape(-1), U, V
+        )
+    else:
+        ev = problem.evaluate(product(U, V))
+        value = ev.value
+        SV, StU = [S @ v for S, v in zip(ev.S, V)], [S.T @ u for S, u in zip(ev.S, U)]
     reg = 0.0
     gU, gV = [], []
-    for j, (lam, u, v, S) in enumerate(zip(problem.lam, U, V, ev.S)):
+    for j, (lam, u, v, sv, stu) in enumerate(zip(problem.lam, U, V, SV, StU)):
         reg += 0.5 * lam * (float((u * u).sum()) + float((v * v).sum()))
-        gu = S @ v + lam * u
-        gv = S.T @ u + lam * v
+        gu = sv + lam * u
+        gv = stu + lam * v
         if pert is not None:
             CR = pert[j] @ _stack(u, v)
             reg += 0.5 * float((_stack(u, v) * CR).sum())
@@ -217,7 +227,7 @@ def lora_value_and_grad(
             gv = gv + CR[u.shape[0] :]
         gU.append(gu)
         gV.append(gv)
-    return ev.value + reg, tuple(gU), tuple(gV)
+    return value + reg, tuple(gU), tuple(gV)
 
 
 def prediction_jacobian(problem: Problem, U: Sequence[Tensor], V: Sequence[Tensor]) -> Tensor:

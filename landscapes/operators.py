@@ -107,6 +107,30 @@ class LinearOperator(ABC):
             parts.append((A.transpose(1, 2) @ u).reshape(q, -1))
         return torch.cat(parts, dim=1)
 
+    #: Whether :meth:`lowrank_matvec` and :meth:`gradient_factors` cost less than a product with a
+    #: full ``vec D`` (:class:`TokenOperator`): then LoRA's objective uses them
+    #: (:func:`landscapes.lora.lora_value_and_grad`).
+    cheap_lowrank: bool = False
+
+    def lowrank_matvec(
+        self, blocks: Sequence[tuple[int, int]], U: Sequence[Tensor], V: Sequence[Tensor]
+    ) -> Tensor:
+        r""":math:`A \operatorname{vec}(U_j V_j^	op)_j`; the default forms the products."""
+        return self._matvec(torch.cat([(u @ v.T).reshape(-1) for u, v in zip(U, V)]))
+
+    def gradient_factors(
+        self, blocks: Sequence[tuple[int, int]], y: Tensor, U: Sequence[Tensor], V: Sequence[Tensor]
+    ) -> tuple[list[Tensor], list[Tensor]]:
+        r""":math:`(S_j V_j)_j` and :math:`(S_j^\top U_j)_j` for :math:`S_j = \operatorname{mat}_j(A^\top y)`.
+
+        The default forms :math:`S_j` with one :meth:`rmatvec`.
+        """
+        x, k, S = self._rmatvec(y), 0, []
+        for m, n in blocks:
+            S.append(x[k : k + m * n].view(m, n))
+            k += m * n
+        return [s @ v for s, v in zip(S, V)], [s.T @ u for s, u in zip(S, U)]
+
     def rows(self) -> Tensor:
         """Materialize ``A`` as a dense ``(q, p)`` tensor, one ``rmatvec`` per row."""
         eye = torch.eye(self.shape[0], dtype=self.dtype, device=self.device)
@@ -430,6 +454,48 @@ class TokenOperator(LinearOperator):
                     J[b.examples, k, o : o + m * n] = (g[k].transpose(1, 2) @ xs).reshape(-1, m * n)
                 o += m * n
         return J.view(self.N * self.K, -1)
+
+    def lowrank_matvec(
+        self, blocks: Sequence[tuple[int, int]], U: Sequence[Tensor], V: Sequence[Tensor]
+    ) -> Tensor:
+        r""":math:`J \operatorname{vec}(U V^\top)` as :math:`\sum_t (\delta_{k,t}^\top U)(V^\top x_t)`.
+
+        Cost :math:`O(L K (m + n) r)`; ``U V^T`` is never formed.
+        """
+        z = torch.empty(self.N, self.K, dtype=self.dtype, device=self.device)
+        for b in self.buckets:
+            acc = torch.zeros(int(b.examples.shape[0]), self.K, dtype=self.dtype, device=self.device)
+            for xs, g, u, v in zip(b.inputs, b.grads, U, V):
+                acc += torch.einsum("kbtr,btr->bk", g @ u, xs @ v)
+            z[b.examples] = acc
+        return z.reshape(-1)
+
+    def gradient_factors(
+        self, blocks: Sequence[tuple[int, int]], y: Tensor, U: Sequence[Tensor], V: Sequence[Tensor]
+    ) -> tuple[list[Tensor], list[Tensor]]:
+        r""":math:`S_j V_j` and :math:`S_j^\top U_j` without forming :math:`S_j`.
+
+        With :math:`\gamma_t = \sum_k y_{e(t),k} \delta_{k,t}`:
+        :math:`S V = \sum_t \gamma_t (x_t^\top V)` and :math:`S^\top U = \sum_t x_t (\gamma_t^\top U)`;
+        cost :math:`O(L (K m + (m + n) r))`.
+        """
+        W = y.view(self.N, self.K)
+        SV = [
+            torch.zeros(m, v.shape[1], dtype=self.dtype, device=self.device)
+            for (m, _), v in zip(self.blocks, V)
+        ]
+        StU = [
+            torch.zeros(n, u.shape[1], dtype=self.dtype, device=self.device)
+            for (_, n), u in zip(self.blocks, U)
+        ]
+        for b in self.buckets:
+            w = W[b.examples]
+            for j, ((m, n), xs, g, u, v) in enumerate(zip(self.blocks, b.inputs, b.grads, U, V)):
+                gam = torch.einsum("kbtm,bk->btm", g, w).reshape(-1, m)
+                x2 = xs.reshape(-1, n)
+                SV[j] += gam.T @ (x2 @ v)
+                StU[j] += x2.T @ (gam @ u)
+        return SV, StU
 
     def factor_products(
         self, blocks: Sequence[tuple[int, int]], U: Sequence[Tensor], V: Sequence[Tensor]

@@ -478,6 +478,16 @@ def test_token_factors_give_the_dense_jacobian_and_its_products(tokenizer, targe
     assert (
         rel(T.factor_products(lin.blocks, U, V), DenseOperator(J).factor_products(lin.blocks, U, V)) < 1e-12
     )
+    # LoRA's products without U V^T or S: against the dense J's (which form both)
+    D = torch.cat([(u @ v.T).reshape(-1) for u, v in zip(U, V)])
+    assert rel(T.lowrank_matvec(lin.blocks, U, V), J @ D) < 1e-12
+    SV, StU = T.gradient_factors(lin.blocks, y, U, V)
+    SV0, StU0 = DenseOperator(J).gradient_factors(lin.blocks, y, U, V)
+    for a, b in zip([*SV, *StU], [*SV0, *StU0]):
+        assert rel(a, b) < 1e-12
+    S = torch.split(J.T @ y, [m * n for m, n in lin.blocks])
+    for s, (m, n), v, a in zip(S, lin.blocks, V, SV0):  # the default itself, by hand
+        assert rel(a, s.view(m, n) @ v) < 1e-14
 
 
 def test_token_form_problem_gives_the_dense_forms_certified_solution(tokenizer):
@@ -488,6 +498,16 @@ def test_token_form_problem_gives_the_dense_forms_certified_solution(tokenizer):
     labels = [0, 1, 1, 0, 1, 0, 0]
     dense, tok = lin.problem(labels, lam=0.002), lin.problem(labels, lam=0.002, form="tokens")
     assert tok.meta["form"] == "tokens" and dense.meta["form"] == "dense"
+    from landscapes.lora import lora_value_and_grad
+
+    g = torch.Generator().manual_seed(2)
+    U = [torch.randn(m, 3, generator=g, dtype=torch.float64) for m, _ in lin.blocks]
+    V = [torch.randn(n, 3, generator=g, dtype=torch.float64) for _, n in lin.blocks]
+    fd, *gd = lora_value_and_grad(dense, U, V)
+    ft, *gt = lora_value_and_grad(tok, U, V)
+    assert abs(fd - ft) <= 1e-12 * abs(fd)
+    for a, b in zip([*gd[0], *gd[1]], [*gt[0], *gt[1]]):
+        assert float((a - b).norm()) <= 1e-12 * float(a.norm())
     a, b = solve_nuc(dense), solve_nuc(tok)
     assert a.certificate.rel_gap <= 1e-8 and b.certificate.rel_gap <= 1e-8
     assert abs(a.certificate.primal - b.certificate.primal) <= 1e-9 * abs(a.certificate.primal)
