@@ -2,17 +2,19 @@ r"""Benchmark: how idle OpenMP threads wait, idle and beside busy processes, at 
 
 The thread policy (:mod:`landscapes.threads`) gives a check one thread when the machine is busy
 at the check's start; the wait setting matters when a check runs on two threads: idle, and when
-other work starts while it runs.  Here every run is forced to two threads (``--threads 2``) to
-show both cases, with one workload of many small parallel regions back to back: ``loracheck run
---claims JLR-rank-FT --problems minilm-size-sq-K2`` (the m = n = 384 build, then full fine-tuning's
-solve and the rank reduction, whose loop of small products is where the wait setting shows).
+other work starts while it runs.  Here the runs are forced to two threads (``--threads 2``) to
+show both cases (and to one, for comparison), with one workload of many small parallel regions
+back to back: ``loracheck run --claims JLR-rank-FT --problems minilm-size-sq-K2`` (the m = n = 384
+build, then full fine-tuning's solve and the rank reduction, whose loop of small products is where
+the wait setting shows).
 
 Settings (each in a fresh process started as ``python -c "...verify.cli.main.main(...)"``, so
 that the console script adds nothing; the user's thread variables are removed):
 
 * ``default``: GNU OpenMP's own (an idle thread spins 300,000 times, then sleeps);
 * ``spin-3000``: ``GOMP_SPINCOUNT=3000``, what the ``loracheck`` command sets (:mod:`_loracheck`);
-* ``passive``: ``OMP_WAIT_POLICY=PASSIVE`` (an idle thread sleeps at once).
+* ``passive``: ``OMP_WAIT_POLICY=PASSIVE`` (an idle thread sleeps at once);
+* ``one-thread``: ``--threads 1`` (no pool threads to wait).
 
 Loads 0, 1 and 2 busy processes; every setting once per round, the order rotating; ``--rounds``
 rounds (default 3).  Reported: every wall time, the seconds of the check's stages, the median,
@@ -41,19 +43,21 @@ from bench_contention import _OLD_ENTRY, ROOT, _Busy, _environment, _run  # noqa
 
 from theory.atomic import atomic_write_text  # noqa: E402
 
-SETTINGS: dict[str, dict[str, str]] = {
-    "default": {},
-    "spin-3000": {"GOMP_SPINCOUNT": "3000"},
-    "passive": {"OMP_WAIT_POLICY": "PASSIVE"},
+#: Setting -> (environment, threads).
+SETTINGS: dict[str, tuple[dict[str, str], int]] = {
+    "default": ({}, 2),
+    "spin-3000": ({"GOMP_SPINCOUNT": "3000"}, 2),
+    "passive": ({"OMP_WAIT_POLICY": "PASSIVE"}, 2),
+    "one-thread": ({}, 1),
 }
-ARGS = ["--claims", "JLR-rank-FT", "--problems", "minilm-size-sq-K2", "--threads", "2"]
+ARGS = ["--claims", "JLR-rank-FT", "--problems", "minilm-size-sq-K2"]
 BASE = "spin-3000"
 
 
 def _command(setting: str, out: Path) -> list[str]:
-    env = [f"{k}={v}" for k, v in SETTINGS[setting].items()]
+    env, threads = SETTINGS[setting]
     run = [sys.executable, "-c", _OLD_ENTRY, "run", "--no-progress", "--fresh", "--out", str(out), *ARGS]
-    return ["env", *env, *run]
+    return ["env", *[f"{k}={v}" for k, v in env.items()], *run, "--threads", str(threads)]
 
 
 def _stages(out: Path) -> dict[str, float] | None:
@@ -101,7 +105,13 @@ def main() -> int:
         "format": "loracheck.bench_wait_policy",
         "version": 1,
         "environment": _environment(2),
-        "settings": {"rounds": args.rounds, "loads": args.loads, "cap": args.cap, "args": ARGS},
+        "settings": {
+            "rounds": args.rounds,
+            "loads": args.loads,
+            "cap": args.cap,
+            "args": ARGS,
+            "settings": {k: {"env": e, "threads": t} for k, (e, t) in SETTINGS.items()},
+        },
         "runs": [],
     }
     names = list(SETTINGS)
