@@ -12,31 +12,37 @@ import os
 import sys
 from collections.abc import MutableMapping, Sequence
 
-__all__ = ["SPIN_COUNT", "main", "openmp_wait_defaults"]
+__all__ = ["SPIN_COUNT", "USER_WAIT_VARIABLES", "main", "openmp_wait_defaults"]
 
 #: Spin iterations of an idle GNU OpenMP thread before it sleeps (libgomp's own default: 300,000).
-#: Measured on 2 cores (``benchmarks/bench_wait_policy.py``): short enough that two threads beside
-#: busy processes do not collapse (the default spin made a check 2.7x slower than this), long enough
-#: that back-to-back small parallel regions do not pay a wake-up each (``OMP_WAIT_POLICY=PASSIVE``
-#: made the same check 1.6x slower idle).
+#: Measured on 2 cores with ``benchmarks/bench_wait_policy.py`` (see docs/threads.md): as fast as
+#: the default on an idle machine, where ``OMP_WAIT_POLICY=PASSIVE`` (no spinning) is slower on
+#: work made of many small products, and as safe as ``PASSIVE`` beside busy processes, where the
+#: default spin is not.
 SPIN_COUNT = 3000
 
-#: Variables by which a user chooses the wait behaviour; any of them set means: leave it alone.
-USER_WAIT_VARIABLES = ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT")
+#: Variables by which a user chooses how idle OpenMP threads wait; any of them set means: leave
+#: all of them alone.  (The same names as ``landscapes.threads.WAIT_VARIABLES``, which imports torch.)
+USER_WAIT_VARIABLES = ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT", "KMP_BLOCKTIME")
 
 
 def openmp_wait_defaults(environ: MutableMapping[str, str] | None = None) -> dict[str, str]:
-    """Set ``GOMP_SPINCOUNT`` = :data:`SPIN_COUNT` unless the user chose a wait behaviour.
+    """Set how idle OpenMP threads wait, unless the user chose (:data:`USER_WAIT_VARIABLES`).
 
-    Must run before torch is imported (GNU OpenMP, which torch's Linux wheels use, reads the
-    variable when it loads).  Other OpenMP runtimes ignore the variable and keep their defaults.
-    Returns what was set (empty when a variable of :data:`USER_WAIT_VARIABLES` was already set).
+    * ``GOMP_SPINCOUNT`` = :data:`SPIN_COUNT`, for GNU OpenMP (the runtime of torch's Linux wheels);
+    * ``KMP_BLOCKTIME=0``, for LLVM and Intel OpenMP (torch's macOS and Windows wheels, some conda
+      builds): their threads sleep at once, as under ``OMP_WAIT_POLICY=PASSIVE``.  A short spin
+      was not measured there.
+
+    Each runtime ignores the other's variable.  Must run before torch is imported.  Returns what was
+    set (empty when the user had set one of the variables).
     """
     env = os.environ if environ is None else environ
     if any(v in env for v in USER_WAIT_VARIABLES):
         return {}
-    env["GOMP_SPINCOUNT"] = str(SPIN_COUNT)
-    return {"GOMP_SPINCOUNT": str(SPIN_COUNT)}
+    chosen = {"GOMP_SPINCOUNT": str(SPIN_COUNT), "KMP_BLOCKTIME": "0"}
+    env.update(chosen)
+    return chosen
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -25,8 +25,9 @@ The policy:
   evaluation runs on one thread; larger work on the free cores, read again when it starts, so a
   long run follows the machine's load from one piece of work to the next.
 
-OpenMP's wait policy (idle pool threads sleep instead of spinning) is read once, when torch loads
-its OpenMP runtime; the ``loracheck`` command sets it before anything imports torch (:mod:`_loracheck`).
+How long an idle OpenMP thread spins before it sleeps is read once, when torch loads its OpenMP
+runtime; the ``loracheck`` command sets it before anything imports torch (:mod:`_loracheck`), and
+reports record the settings as they were when this module loaded (:func:`record`).
 The BLAS libraries of NumPy/SciPy follow the same count, except around SciPy's optimizers and
 eigensolvers, whose share of the work is vector bookkeeping (:func:`scipy_blas_single_thread`:
 when OpenBLAS threads spun between torch kernels, the factored NUC solver ran 20x slower on 2 cores,
@@ -51,6 +52,7 @@ from theory.errors import UserInputError
 __all__ = [
     "BLAS_VARIABLES",
     "LARGE_WORK",
+    "WAIT_VARIABLES",
     "TORCH_VARIABLES",
     "CpuShare",
     "ThreadChoice",
@@ -74,6 +76,12 @@ BLAS_VARIABLES = ("OPENBLAS_NUM_THREADS",)
 #: Multiply-adds per gradient evaluation from which work runs on more than one thread.  The suite's
 #: problems have J with at most 2.6e5 entries (single-threaded); the MiniLM-sized ones 9.4e6.
 LARGE_WORK = 1_000_000
+
+#: The variables that set how idle OpenMP threads wait (GNU OpenMP reads the first two, LLVM and
+#: Intel OpenMP the first and the last); the ``loracheck`` command sets them (:mod:`_loracheck`).
+WAIT_VARIABLES = ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT", "KMP_BLOCKTIME")
+#: Their values when this module loaded (torch, and with it OpenMP, is loaded by then).
+_WAIT_AT_LOAD = {v: os.environ.get(v) for v in WAIT_VARIABLES}
 
 
 @dataclass(frozen=True)
@@ -441,8 +449,8 @@ def record() -> dict[str, Any]:
     ``decided_by`` (``"policy"``, ``"--threads"``, a variable's name), ``user_threads``, ``process``
     (the command's count and the CPU share it was read from), ``large_work``, ``per_check``
     (``[label, threads, source]`` per labelled piece of work), ``choices`` (checks per count) and
-    ``openmp_wait`` (the process's ``OMP_WAIT_POLICY`` and ``GOMP_SPINCOUNT``, ``None`` when unset;
-    the ``loracheck`` command sets the spin count before torch loads, see :mod:`_loracheck`).
+    ``openmp_wait`` (:data:`WAIT_VARIABLES` as they were when this module loaded, just after the
+    package loaded torch and its OpenMP runtime, which reads them then; ``None`` when unset).
     """
     user = _STATE.user if _STATE.configured else None
     counts: dict[str, int] = {}
@@ -455,7 +463,7 @@ def record() -> dict[str, Any]:
         "large_work": LARGE_WORK,
         "per_check": [list(c) for c in _STATE.checks],
         "choices": dict(sorted(counts.items(), key=lambda kv: int(kv[0]))),
-        "openmp_wait": {v: os.environ.get(v) for v in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT")},
+        "openmp_wait": dict(_WAIT_AT_LOAD),
     }
 
 

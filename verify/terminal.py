@@ -17,7 +17,7 @@ import re
 import unicodedata
 from typing import Any, TextIO
 
-__all__ = ["printable", "PrintableStream"]
+__all__ = ["printable", "PrintableStream", "ReaderGone"]
 
 # Everything outside printable ASCII (and tab, newline) is looked at character by character.
 _SUSPECT = re.compile("[^\t\n\x20-\x7e]+")
@@ -67,11 +67,19 @@ def printable(text: str) -> str:
     return _SUSPECT.sub(_escape_run, text)
 
 
+class ReaderGone(Exception):
+    """The reader of a :class:`PrintableStream` went away: a closed pipe (``loracheck claims | head``).
+
+    Raised instead of the stream's ``BrokenPipeError``, so that a broken pipe elsewhere (a FIFO
+    given as an output file) stays an error of the environment.
+    """
+
+
 class PrintableStream:
     """A text stream that writes :func:`printable` text to ``stream`` (other attributes pass through).
 
     Writing never fails on encoding: text the stream's encoding cannot represent (``λ`` on an
-    ASCII stdout) is written with ``backslashreplace``.
+    ASCII stdout) is written with ``backslashreplace``.  A closed pipe raises :class:`ReaderGone`.
     """
 
     def __init__(self, stream: TextIO) -> None:
@@ -81,11 +89,21 @@ class PrintableStream:
         """Write ``text`` escaped; returns ``len(text)`` like ``TextIO.write``."""
         shown = printable(text)
         try:
-            self._stream.write(shown)  # a text stream encodes the whole string before writing any
-        except UnicodeEncodeError:
-            encoding = getattr(self._stream, "encoding", None) or "ascii"
-            self._stream.write(shown.encode(encoding, "backslashreplace").decode(encoding, "replace"))
+            try:
+                self._stream.write(shown)  # a text stream encodes the whole string before writing any
+            except UnicodeEncodeError:
+                encoding = getattr(self._stream, "encoding", None) or "ascii"
+                self._stream.write(shown.encode(encoding, "backslashreplace").decode(encoding, "replace"))
+        except BrokenPipeError as exc:
+            raise ReaderGone(str(exc)) from exc
         return len(text)
+
+    def flush(self) -> None:
+        """Flush the stream (:class:`ReaderGone` on a closed pipe)."""
+        try:
+            self._stream.flush()
+        except BrokenPipeError as exc:
+            raise ReaderGone(str(exc)) from exc
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._stream, name)

@@ -27,7 +27,7 @@ from theory.errors import UserInputError
 from verify.cli import audit, claims, experiment, figures, kkr, phase, run, schema, speed, sweep
 from verify.cli.common import EXIT_BAD_INPUT, EXIT_INTERNAL, Parser, stopped
 from verify.signals import exit_code, stop_signals_as_interrupt
-from verify.terminal import PrintableStream, printable
+from verify.terminal import PrintableStream, ReaderGone, printable
 
 __all__ = ["main"]
 
@@ -89,21 +89,30 @@ def main(argv: Sequence[str] | None = None) -> int:
     sys.stdout = PrintableStream(stdout)  # type: ignore[assignment]  # text from input files is escaped
     try:
         with stop_signals_as_interrupt():
-            return _main(argv)
+            code = _main(argv)
+            sys.stdout.flush()  # a closed pipe shows here when the whole output fit in the buffer
+            return code
+    except ReaderGone:  # the reader of our output went away (``loracheck claims | head``)
+        return _reader_gone(stdout)
     finally:
         sys.stdout = stdout
 
 
-def _reader_gone() -> int:
+def _reader_gone(stream: object) -> int:
     """Exit quietly as a shell tool does when its reader closes the pipe: ``128 + SIGPIPE``.
 
-    Standard output goes to ``os.devnull`` so that the interpreter's last flush does not fail again;
-    results a command writes to files were written before its output, as usual.
+    The file descriptor behind ``stream`` (standard output) is pointed at ``os.devnull``, so that
+    the interpreter's last flush of what is still buffered does not fail again.  Commands write
+    their result files before printing about them, so nothing finished is lost.
     """
     try:
+        fd = stream.fileno()  # type: ignore[attr-defined]
         devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, sys.stdout.fileno())
-    except (OSError, AttributeError, ValueError):  # no file descriptor behind stdout (a test's capture)
+        try:
+            os.dup2(devnull, fd)
+        finally:
+            os.close(devnull)
+    except (OSError, AttributeError, ValueError):  # no file descriptor behind it (a test's capture)
         pass
     return 128 + int(getattr(signal, "SIGPIPE", 13))
 
@@ -124,8 +133,8 @@ def _main(argv: Sequence[str] | None) -> int:
     except UserInputError as exc:  # only bad input is exit 3; any other failure is exit 4
         print(printable(f"loracheck: error: {exc}"), file=sys.stderr)
         return EXIT_BAD_INPUT
-    except BrokenPipeError:  # the reader of our output went away (``loracheck claims | head``)
-        return _reader_gone()
+    except ReaderGone:  # handled by main(), whatever command was running
+        raise
     except OSError as exc:
         if exc.errno in _PATH_ERRNOS:  # a path the user named: missing, not permitted, not a directory
             print(printable(f"loracheck: error: {exc}"), file=sys.stderr)

@@ -140,10 +140,10 @@ def handle(args: argparse.Namespace) -> int:
         verdicts.append(v)
         (cmp,) = compare([v], suite)
         line = f"{v.claim:<18} {v.problem['name']:<21} {v.status:<12} {_record_word(cmp):<19} {evidence(v)}"
-        print(line, flush=True)
-        write_report(
+        write_report(  # before the line: a closed stdout pipe stops the run with this verdict saved
             build_report(verdicts, suite=specs, seconds=time.perf_counter() - t0, complete=False), out
         )
+        print(line, flush=True)
     seconds = time.perf_counter() - t0
     comparisons = compare(verdicts, suite)
     record = record_summary(comparisons)

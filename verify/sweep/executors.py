@@ -137,10 +137,11 @@ def make_executor(spec: str | ExecutorSpec) -> SerialExecutor | ProcessExecutor 
 def init_worker() -> None:
     """Initialize a worker process: one torch thread and one BLAS thread for the process.
 
-    Runs in every process-pool worker (its ``initializer``) and on every Dask worker.  The workers
-    inherit the OpenMP wait settings of the ``loracheck`` command that started the sweep
+    Runs in every process-pool worker (its ``initializer``) and on every Dask worker.  Local
+    workers inherit the OpenMP wait settings of the ``loracheck`` command that started the sweep
     (:mod:`_loracheck`); set here they would come too late, torch being loaded by the import of
-    this module.
+    this module.  Workers of a remote Dask cluster keep their own, which matters little: with one
+    thread a worker has no idle pool threads.
     """
     from landscapes.threads import pin_process
 
