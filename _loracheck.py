@@ -15,10 +15,11 @@ from collections.abc import MutableMapping, Sequence
 __all__ = ["SPIN_COUNT", "USER_WAIT_VARIABLES", "main", "openmp_wait_defaults"]
 
 #: Spin iterations of an idle GNU OpenMP thread before it sleeps (libgomp's own default: 300,000).
-#: Measured on 2 cores with ``benchmarks/bench_wait_policy.py`` (see docs/threads.md): as fast as
-#: the default on an idle machine, where ``OMP_WAIT_POLICY=PASSIVE`` (no spinning) is slower on
-#: work made of many small products, and as safe as ``PASSIVE`` beside busy processes, where the
-#: default spin is not.
+#: Measured on 2 cores with ``benchmarks/bench_wait_policy.py`` (docs/threads.md), a two-thread
+#: check of many small products: idle, the fastest setting (``OMP_WAIT_POLICY=PASSIVE`` 1.32x,
+#: the default 1.08x); beside busy processes 1.3-1.4x ``PASSIVE``, where the default spin is
+#: 4.9-12.9x.  The thread policy gives a check one thread when the machine is busy at its start,
+#: so the second case is load that arrives during a check.
 SPIN_COUNT = 3000
 
 #: Variables by which a user chooses how idle OpenMP threads wait; any of them set means: leave
