@@ -102,8 +102,8 @@ def _reader_gone(stream: object) -> int:
     """Exit quietly as a shell tool does when its reader closes the pipe: ``128 + SIGPIPE``.
 
     The file descriptor behind ``stream`` (standard output) is pointed at ``os.devnull``, so that
-    the interpreter's last flush of what is still buffered does not fail again.  Commands write
-    their result files before printing about them, so nothing finished is lost.
+    the interpreter's last flush of what is still buffered does not fail again.  ``run`` saves each
+    verdict in its report before printing its line, so the run stops with that verdict kept.
     """
     try:
         fd = stream.fileno()  # type: ignore[attr-defined]
