@@ -262,14 +262,10 @@ class LowRankOperator(LinearOperator):
             raise UserInputError(
                 f"blocks: expected sizes summing to {self.shape[1]} columns, got {list(blocks)}"
             )
+        _check_block_factors(blocks, U, V)
         s = self.rank
         parts, k0 = [], 0
-        for j, ((m, n), u, v) in enumerate(zip(blocks, U, V)):
-            if u.ndim != 2 or u.shape[0] != m or v.ndim != 2 or v.shape[0] != n or u.shape[1] != v.shape[1]:
-                raise UserInputError(
-                    f"U[{j}], V[{j}]: expected shapes ({m}, r) and ({n}, r), "
-                    f"got {tuple(u.shape)} and {tuple(v.shape)}"
-                )
+        for (m, n), u, v in zip(blocks, U, V):
             Rb = self.right[:, k0 : k0 + m * n].reshape(s, m, n)
             k0 += m * n
             parts.append(self.left @ (Rb @ v).reshape(s, -1))
@@ -278,6 +274,16 @@ class LowRankOperator(LinearOperator):
 
     def __repr__(self) -> str:
         return f"LowRankOperator(shape={self.shape}, rank={self.rank}, dtype={self.dtype})"
+
+
+def _check_block_factors(blocks: Sequence[tuple[int, int]], U: Sequence[Tensor], V: Sequence[Tensor]) -> None:
+    """Raise unless ``U[j]`` is ``m_j x r_j`` and ``V[j]`` is ``n_j x r_j`` for every block."""
+    for j, ((m, n), u, v) in enumerate(zip(blocks, U, V)):
+        if u.ndim != 2 or u.shape[0] != m or v.ndim != 2 or v.shape[0] != n or u.shape[1] != v.shape[1]:
+            raise UserInputError(
+                f"U[{j}], V[{j}]: expected shapes ({m}, r) and ({n}, r), "
+                f"got {tuple(u.shape)} and {tuple(v.shape)}"
+            )
 
 
 def _checked_output(name: str, out: Tensor, size: int) -> Tensor:
@@ -509,12 +515,7 @@ class TokenOperator(LinearOperator):
             raise UserInputError(f"blocks: expected {list(self.blocks)}, got {list(blocks)}")
         if len(U) != len(self.blocks) or len(V) != len(self.blocks):
             raise UserInputError(f"U, V: expected {len(self.blocks)} factors each, got {len(U)} and {len(V)}")
-        for j, ((m, n), u, v) in enumerate(zip(self.blocks, U, V)):
-            if u.ndim != 2 or u.shape[0] != m or v.ndim != 2 or v.shape[0] != n or u.shape[1] != v.shape[1]:
-                raise UserInputError(
-                    f"U[{j}], V[{j}]: expected shapes ({m}, r) and ({n}, r), "
-                    f"got {tuple(u.shape)} and {tuple(v.shape)}"
-                )
+        _check_block_factors(self.blocks, U, V)
         widths = [(m + n) * u.shape[1] for (m, n), u in zip(self.blocks, U)]
         out = torch.empty(self.N, self.K, sum(widths), dtype=self.dtype, device=self.device)
         for b in self.buckets:
